@@ -1,0 +1,27 @@
+//! lanveil's configuration schema, shared by the daemon (`lanveil`) and the owner's tool
+//! (`lanveil-ctl`) without pulling in tokio.
+//!
+//! The human form is UCI (`/etc/config/lanveil`), the format OpenWrt owners already know; the same file
+//! works on any Linux. [`uci::parse`] turns text into a [`uci::Document`] (syntax only), and
+//! [`Config::from_uci`] validates it into a [`Config`] (types, ranges, cross-field rules). Every error
+//! names the line, the key and the reason; the caller adds the file name.
+//!
+//! Invariants of a [`Config`]: at least one listener and one upstream, every upstream is an IP literal
+//! with an authentication name (so no plaintext lookup of the upstream's name is ever needed), every
+//! numeric knob is inside its documented range.
+#![no_std]
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+extern crate alloc;
+#[cfg(test)]
+extern crate std;
+
+mod error;
+mod model;
+pub mod uci;
+mod upstream;
+
+pub use error::{Error, Reason};
+pub use model::{Config, LogLevel, TlsVersion, Upstream};
+pub use upstream::{SpkiPin, Transport, UpstreamUrl, parse_auth_name};

@@ -1,0 +1,687 @@
+//! The validated configuration model.
+
+use alloc::string::{String, ToString};
+use alloc::vec;
+use alloc::vec::Vec;
+use core::net::SocketAddr;
+use core::str::FromStr;
+
+use crate::error::{Error, Reason};
+use crate::uci::{self, Document, Section, Value};
+use crate::upstream::{SpkiPin, UpstreamUrl};
+
+/// Log verbosity. Query names never appear at `Info` or above.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    /// Errors only.
+    Error,
+    /// Warnings and errors.
+    Warn,
+    /// State changes (default).
+    Info,
+    /// Debugging detail.
+    Debug,
+    /// Everything.
+    Trace,
+}
+
+impl FromStr for LogLevel {
+    type Err = Reason;
+    fn from_str(s: &str) -> Result<Self, Reason> {
+        Ok(match s {
+            "error" => Self::Error,
+            "warn" | "warning" => Self::Warn,
+            "info" => Self::Info,
+            "debug" => Self::Debug,
+            "trace" => Self::Trace,
+            _ => return Err(Reason::OneOf("error, warn, info, debug, trace")),
+        })
+    }
+}
+
+impl LogLevel {
+    /// The word used in config files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Error => "error",
+            Self::Warn => "warn",
+            Self::Info => "info",
+            Self::Debug => "debug",
+            Self::Trace => "trace",
+        }
+    }
+}
+
+/// Lowest TLS version lanveil accepts from an upstream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TlsVersion {
+    /// TLS 1.2 (only when the owner asks for it).
+    V1_2,
+    /// TLS 1.3 (default).
+    V1_3,
+}
+
+/// One upstream resolver.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Upstream {
+    /// Section name (for logs and status), or `upstreamN`.
+    pub name: String,
+    /// Address, transport, authentication name.
+    pub url: UpstreamUrl,
+    /// SPKI pins; when non-empty, one of them must match a certificate of the validated chain.
+    pub pins: Vec<SpkiPin>,
+    /// CA bundle (PEM); `None` means the global `ca_file`, or the system bundle.
+    pub ca_file: Option<String>,
+    /// Lowest TLS version accepted.
+    pub tls_min_version: TlsVersion,
+}
+
+/// The whole, validated configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Addresses to listen on (UDP and TCP each).
+    pub listen: Vec<SocketAddr>,
+    /// Upstreams, in failover order.
+    pub upstreams: Vec<Upstream>,
+    /// Log verbosity.
+    pub log_level: LogLevel,
+    /// Default CA bundle for upstreams without their own; `None` = the system bundle.
+    pub ca_file: Option<String>,
+    /// Time a client query may take before it is answered SERVFAIL (ms).
+    pub query_timeout_ms: u32,
+    /// Most client queries in flight at once.
+    pub max_inflight: u32,
+    /// Most LAN TCP clients at once.
+    pub max_tcp_clients: u32,
+    /// Most pipelined queries outstanding per LAN TCP client.
+    pub tcp_pipeline: u32,
+    /// Idle time after which a LAN TCP client is disconnected (ms).
+    pub tcp_idle_timeout_ms: u32,
+    /// Idle time after which an upstream connection is closed (ms).
+    pub upstream_idle_timeout_ms: u32,
+    /// Time allowed for TCP connect + TLS handshake (ms).
+    pub upstream_connect_timeout_ms: u32,
+    /// Most connections per upstream.
+    pub upstream_max_connections: u32,
+    /// In-flight queries per upstream connection before another connection is opened.
+    pub upstream_pipeline: u32,
+    /// Upper bound of the reconnect backoff (ms).
+    pub reconnect_backoff_max_ms: u32,
+    /// Time SIGTERM waits for in-flight queries (ms).
+    pub drain_timeout_ms: u32,
+}
+
+struct Knob {
+    key: &'static str,
+    min: u32,
+    max: u32,
+    get: fn(&mut Config) -> &mut u32,
+}
+
+const KNOBS: &[Knob] = &[
+    Knob {
+        key: "query_timeout_ms",
+        min: 100,
+        max: 30_000,
+        get: |c| &mut c.query_timeout_ms,
+    },
+    Knob {
+        key: "max_inflight",
+        min: 16,
+        max: 65_536,
+        get: |c| &mut c.max_inflight,
+    },
+    Knob {
+        key: "max_tcp_clients",
+        min: 1,
+        max: 4_096,
+        get: |c| &mut c.max_tcp_clients,
+    },
+    Knob {
+        key: "tcp_pipeline",
+        min: 1,
+        max: 1_024,
+        get: |c| &mut c.tcp_pipeline,
+    },
+    Knob {
+        key: "tcp_idle_timeout_ms",
+        min: 500,
+        max: 300_000,
+        get: |c| &mut c.tcp_idle_timeout_ms,
+    },
+    Knob {
+        key: "upstream_idle_timeout_ms",
+        min: 1_000,
+        max: 3_600_000,
+        get: |c| &mut c.upstream_idle_timeout_ms,
+    },
+    Knob {
+        key: "upstream_connect_timeout_ms",
+        min: 100,
+        max: 60_000,
+        get: |c| &mut c.upstream_connect_timeout_ms,
+    },
+    Knob {
+        key: "upstream_max_connections",
+        min: 1,
+        max: 16,
+        get: |c| &mut c.upstream_max_connections,
+    },
+    Knob {
+        key: "upstream_pipeline",
+        min: 1,
+        max: 4_096,
+        get: |c| &mut c.upstream_pipeline,
+    },
+    Knob {
+        key: "reconnect_backoff_max_ms",
+        min: 100,
+        max: 60_000,
+        get: |c| &mut c.reconnect_backoff_max_ms,
+    },
+    Knob {
+        key: "drain_timeout_ms",
+        min: 0,
+        max: 60_000,
+        get: |c| &mut c.drain_timeout_ms,
+    },
+];
+
+/// The most upstreams a configuration may name.
+pub const MAX_UPSTREAMS: usize = 16;
+/// The most listeners a configuration may name.
+pub const MAX_LISTENERS: usize = 16;
+/// The most pins one upstream may carry.
+pub const MAX_PINS: usize = 8;
+
+impl Default for Config {
+    /// The built-in default: listen on 127.0.0.1:5353, forward to Quad9 over strict DoT.
+    fn default() -> Self {
+        let quad9 = |name: &str, ip: &str| Upstream {
+            name: name.to_string(),
+            url: UpstreamUrl {
+                transport: crate::Transport::Tls,
+                addr: SocketAddr::new(
+                    ip.parse()
+                        .unwrap_or(core::net::Ipv4Addr::UNSPECIFIED.into()),
+                    853,
+                ),
+                auth_name: "dns.quad9.net".to_string(),
+            },
+            pins: Vec::new(),
+            ca_file: None,
+            tls_min_version: TlsVersion::V1_3,
+        };
+        Self {
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], 5353))],
+            upstreams: vec![
+                quad9("quad9", "9.9.9.9"),
+                quad9("quad9_2", "149.112.112.112"),
+            ],
+            log_level: LogLevel::Info,
+            ca_file: None,
+            query_timeout_ms: 2_500,
+            max_inflight: 2_048,
+            max_tcp_clients: 64,
+            tcp_pipeline: 32,
+            tcp_idle_timeout_ms: 10_000,
+            upstream_idle_timeout_ms: 20_000,
+            upstream_connect_timeout_ms: 5_000,
+            upstream_max_connections: 4,
+            upstream_pipeline: 100,
+            reconnect_backoff_max_ms: 4_000,
+            drain_timeout_ms: 3_000,
+        }
+    }
+}
+
+fn single<'a>(label: &str, values: &'a [&'a Value], key: &str) -> Result<Option<&'a Value>, Error> {
+    match values {
+        [] => Ok(None),
+        [v] if !v.is_list => Ok(Some(v)),
+        [v, ..] => Err(Error::new(v.line, field(label, key), Reason::Duplicate)),
+    }
+}
+
+fn field(label: &str, key: &str) -> String {
+    let mut s = String::with_capacity(label.len() + key.len() + 1);
+    s.push_str(label);
+    s.push('.');
+    s.push_str(key);
+    s
+}
+
+fn parse_bool(v: &Value, label: &str) -> Result<bool, Error> {
+    match v.value.as_str() {
+        "1" | "yes" | "on" | "true" | "enabled" => Ok(true),
+        "0" | "no" | "off" | "false" | "disabled" => Ok(false),
+        _ => Err(Error::new(
+            v.line,
+            field(label, &v.key),
+            Reason::OneOf("0, 1"),
+        )),
+    }
+}
+
+/// Groups a section's values by key, in first-seen order.
+fn grouped(section: &Section) -> Vec<(&str, Vec<&Value>)> {
+    let mut out: Vec<(&str, Vec<&Value>)> = Vec::new();
+    for v in &section.values {
+        match out.iter_mut().find(|(k, _)| *k == v.key) {
+            Some((_, vs)) => vs.push(v),
+            None => out.push((v.key.as_str(), vec![v])),
+        }
+    }
+    out
+}
+
+impl Config {
+    /// Validates a parsed UCI document. Missing keys take their defaults; a file with no `upstream`
+    /// section is an error (there is nothing to forward to), a file with no `listen` keeps the default.
+    pub fn from_uci(doc: &Document) -> Result<Self, Error> {
+        let mut cfg = Self::default();
+        let mut upstreams = Vec::new();
+        let mut listen = Vec::new();
+        let mut seen_main = false;
+        for (idx, section) in doc.sections.iter().enumerate() {
+            let label = section.label(idx);
+            match section.ty.as_str() {
+                "lanveil" => {
+                    if seen_main {
+                        return Err(Error::new(
+                            section.line,
+                            label,
+                            Reason::Rule("only one 'config lanveil' section is allowed"),
+                        ));
+                    }
+                    seen_main = true;
+                    cfg.apply_main(section, &label, &mut listen)?;
+                }
+                "upstream" => {
+                    if let Some(u) = parse_upstream(section, &label, upstreams.len())? {
+                        if upstreams.len() >= MAX_UPSTREAMS {
+                            return Err(Error::new(
+                                section.line,
+                                label,
+                                Reason::Rule("at most 16 upstreams"),
+                            ));
+                        }
+                        upstreams.push(u);
+                    }
+                }
+                _ => return Err(Error::new(section.line, label, Reason::UnknownSection)),
+            }
+        }
+        if !listen.is_empty() {
+            cfg.listen = listen;
+        }
+        if upstreams.is_empty() {
+            return Err(Error::new(
+                0,
+                "upstream",
+                Reason::Rule(
+                    "no enabled 'config upstream' section: lanveil needs at least one upstream",
+                ),
+            ));
+        }
+        cfg.upstreams = upstreams;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Parses and validates UCI text in one step.
+    pub fn from_uci_text(text: &str) -> Result<Self, Error> {
+        Self::from_uci(&uci::parse(text)?)
+    }
+
+    fn apply_main(
+        &mut self,
+        section: &Section,
+        label: &str,
+        listen: &mut Vec<SocketAddr>,
+    ) -> Result<(), Error> {
+        for (key, values) in grouped(section) {
+            if key == "listen" {
+                for v in values {
+                    let sa = SocketAddr::from_str(&v.value)
+                        .map_err(|_| Error::new(v.line, field(label, key), Reason::SocketAddr))?;
+                    if listen.contains(&sa) {
+                        return Err(Error::new(v.line, field(label, key), Reason::Duplicate));
+                    }
+                    listen.push(sa);
+                }
+                continue;
+            }
+            let Some(v) = single(label, &values, key)? else {
+                continue;
+            };
+            let err = |r| Error::new(v.line, field(label, key), r);
+            match key {
+                "log_level" => self.log_level = v.value.parse().map_err(err)?,
+                "ca_file" => self.ca_file = Some(parse_path(&v.value).map_err(err)?),
+                _ => {
+                    let Some(knob) = KNOBS.iter().find(|k| k.key == key) else {
+                        return Err(err(Reason::UnknownKey));
+                    };
+                    let n = parse_u32(&v.value, knob.min, knob.max).map_err(err)?;
+                    *(knob.get)(self) = n;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Cross-field rules; also run after command-line overrides.
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.listen.is_empty() {
+            return Err(Error::new(0, "listen", Reason::Missing));
+        }
+        if self.listen.len() > MAX_LISTENERS {
+            return Err(Error::new(
+                0,
+                "listen",
+                Reason::Rule("at most 16 listen addresses"),
+            ));
+        }
+        if self.upstreams.is_empty() {
+            return Err(Error::new(0, "upstream", Reason::Missing));
+        }
+        if self.upstreams.len() > MAX_UPSTREAMS {
+            return Err(Error::new(
+                0,
+                "upstream",
+                Reason::Rule("at most 16 upstreams"),
+            ));
+        }
+        for u in &self.upstreams {
+            if u.pins.len() > MAX_PINS {
+                return Err(Error::new(
+                    0,
+                    "pin",
+                    Reason::Rule("at most 8 pins per upstream"),
+                ));
+            }
+        }
+        for k in KNOBS {
+            let mut c = self.clone();
+            let n = *(k.get)(&mut c);
+            if n < k.min || n > k.max {
+                return Err(Error::new(
+                    0,
+                    k.key,
+                    Reason::Range {
+                        min: k.min.into(),
+                        max: k.max.into(),
+                    },
+                ));
+            }
+        }
+        if self.upstream_connect_timeout_ms < 100 {
+            return Err(Error::new(
+                0,
+                "upstream_connect_timeout_ms",
+                Reason::Range {
+                    min: 100,
+                    max: 60_000,
+                },
+            ));
+        }
+        Ok(())
+    }
+
+    /// Writes the configuration as UCI text that [`Config::from_uci_text`] reads back identically.
+    pub fn to_uci(&self) -> String {
+        let mut main = Section {
+            ty: "lanveil".into(),
+            name: Some("main".into()),
+            line: 0,
+            values: Vec::new(),
+        };
+        let push = |s: &mut Section, key: &str, value: String, is_list: bool| {
+            s.values.push(Value {
+                key: key.into(),
+                value,
+                is_list,
+                line: 0,
+            });
+        };
+        for l in &self.listen {
+            push(&mut main, "listen", l.to_string(), true);
+        }
+        push(
+            &mut main,
+            "log_level",
+            self.log_level.as_str().into(),
+            false,
+        );
+        if let Some(ca) = &self.ca_file {
+            push(&mut main, "ca_file", ca.clone(), false);
+        }
+        let mut c = self.clone();
+        for k in KNOBS {
+            let n = *(k.get)(&mut c);
+            push(&mut main, k.key, n.to_string(), false);
+        }
+        let mut doc = Document {
+            sections: vec![main],
+        };
+        for u in &self.upstreams {
+            let mut s = Section {
+                ty: "upstream".into(),
+                name: Some(u.name.clone()),
+                line: 0,
+                values: Vec::new(),
+            };
+            push(&mut s, "url", u.url.to_string(), false);
+            for p in &u.pins {
+                push(&mut s, "pin", p.to_text(), true);
+            }
+            if let Some(ca) = &u.ca_file {
+                push(&mut s, "ca_file", ca.clone(), false);
+            }
+            if u.tls_min_version == TlsVersion::V1_2 {
+                push(&mut s, "tls_min_version", "1.2".into(), false);
+            }
+            doc.sections.push(s);
+        }
+        uci::write(&doc)
+    }
+}
+
+fn parse_u32(s: &str, min: u32, max: u32) -> Result<u32, Reason> {
+    let range = Reason::Range {
+        min: min.into(),
+        max: max.into(),
+    };
+    let n: u32 = s.parse().map_err(|_| range.clone())?;
+    if n < min || n > max {
+        return Err(range);
+    }
+    Ok(n)
+}
+
+fn parse_path(s: &str) -> Result<String, Reason> {
+    if !s.starts_with('/') {
+        return Err(Reason::Rule("must be an absolute path"));
+    }
+    Ok(s.to_string())
+}
+
+fn parse_upstream(section: &Section, label: &str, index: usize) -> Result<Option<Upstream>, Error> {
+    let mut url = None;
+    let mut pins = Vec::new();
+    let mut ca_file = None;
+    let mut tls_min_version = TlsVersion::V1_3;
+    let mut enabled = true;
+    for (key, values) in grouped(section) {
+        if key == "pin" {
+            for v in values {
+                let pin = v
+                    .value
+                    .parse()
+                    .map_err(|r| Error::new(v.line, field(label, key), r))?;
+                pins.push(pin);
+            }
+            if pins.len() > MAX_PINS {
+                return Err(Error::new(
+                    section.line,
+                    field(label, key),
+                    Reason::Rule("at most 8 pins per upstream"),
+                ));
+            }
+            continue;
+        }
+        let Some(v) = single(label, &values, key)? else {
+            continue;
+        };
+        let err = |r| Error::new(v.line, field(label, key), r);
+        match key {
+            "url" => url = Some(v.value.parse::<UpstreamUrl>().map_err(err)?),
+            "ca_file" => ca_file = Some(parse_path(&v.value).map_err(err)?),
+            "enabled" => enabled = parse_bool(v, label)?,
+            "tls_min_version" => {
+                tls_min_version = match v.value.as_str() {
+                    "1.2" => TlsVersion::V1_2,
+                    "1.3" => TlsVersion::V1_3,
+                    _ => return Err(err(Reason::OneOf("1.2, 1.3"))),
+                }
+            }
+            _ => return Err(err(Reason::UnknownKey)),
+        }
+    }
+    let Some(url) = url else {
+        return Err(Error::new(
+            section.line,
+            field(label, "url"),
+            Reason::Missing,
+        ));
+    };
+    if !enabled {
+        return Ok(None);
+    }
+    let name = match &section.name {
+        Some(n) => n.clone(),
+        None => {
+            let mut s = String::from("upstream");
+            s.push_str(&(index + 1).to_string());
+            s
+        }
+    };
+    Ok(Some(Upstream {
+        name,
+        url,
+        pins,
+        ca_file,
+        tls_min_version,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "\
+config lanveil 'main'
+\tlist listen '127.0.0.1:53'
+\tlist listen '[::1]:53'
+\toption query_timeout_ms '1500'
+\toption log_level 'debug'
+
+config upstream 'quad9'
+\toption url 'tls://9.9.9.9:853#dns.quad9.net'
+\tlist pin 'sha256/47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU='
+
+config upstream
+\toption url 'tls://149.112.112.112#dns.quad9.net'
+\toption tls_min_version '1.2'
+
+config upstream 'off'
+\toption url 'tls://1.1.1.1#one.one.one.one'
+\toption enabled '0'
+";
+
+    #[test]
+    fn parse_good_file() {
+        let c = Config::from_uci_text(GOOD).unwrap();
+        assert_eq!(c.listen.len(), 2);
+        assert_eq!(c.query_timeout_ms, 1500);
+        assert_eq!(c.log_level, LogLevel::Debug);
+        assert_eq!(c.upstreams.len(), 2);
+        assert_eq!(c.upstreams[0].name, "quad9");
+        assert_eq!(c.upstreams[0].pins.len(), 1);
+        assert_eq!(c.upstreams[1].name, "upstream2");
+        assert_eq!(c.upstreams[1].tls_min_version, TlsVersion::V1_2);
+        assert_eq!(c.max_inflight, Config::default().max_inflight);
+    }
+
+    #[test]
+    fn to_uci_round_trips() {
+        let c = Config::from_uci_text(GOOD).unwrap();
+        let again = Config::from_uci_text(&c.to_uci()).unwrap();
+        assert_eq!(c, again);
+        let d = Config::default();
+        assert_eq!(Config::from_uci_text(&d.to_uci()).unwrap(), d);
+    }
+
+    fn err_of(text: &str) -> Error {
+        Config::from_uci_text(text).unwrap_err()
+    }
+
+    #[test]
+    fn bad_files_name_line_key_reason() {
+        let up = "config upstream 'u'\n\toption url 'tls://9.9.9.9#dns.quad9.net'\n";
+        let e = err_of(&alloc::format!(
+            "config lanveil\n\toption query_timeout_ms 'soon'\n{up}"
+        ));
+        assert_eq!(
+            (e.line, e.key.as_str()),
+            (2, "lanveil[#1].query_timeout_ms")
+        );
+        assert_eq!(
+            e.reason,
+            Reason::Range {
+                min: 100,
+                max: 30_000
+            }
+        );
+        let e = err_of(&alloc::format!(
+            "config lanveil 'main'\n\toption max_inflight '1'\n{up}"
+        ));
+        assert_eq!(e.key, "lanveil[main].max_inflight");
+        let e = err_of(&alloc::format!(
+            "config lanveil 'main'\n\toption bogus '1'\n{up}"
+        ));
+        assert_eq!((e.line, e.reason), (2, Reason::UnknownKey));
+        let e = err_of(&alloc::format!(
+            "config lanveil 'main'\n\tlist listen 'localhost:53'\n{up}"
+        ));
+        assert_eq!(e.reason, Reason::SocketAddr);
+        let e = err_of("config upstream 'u'\n\toption url 'https://x'\n");
+        assert_eq!(e.key, "upstream[u].url");
+        assert!(matches!(e.reason, Reason::Url(_)));
+        let e =
+            err_of("config upstream 'u'\n\toption url 'tls://9.9.9.9#x'\n\tlist pin 'sha256/zz'\n");
+        assert_eq!((e.line, e.key.as_str()), (3, "upstream[u].pin"));
+        let e = err_of(
+            "config upstream 'u'\n\toption url 'tls://9.9.9.9#x'\n\toption url 'tls://9.9.9.9#y'\n",
+        );
+        assert_eq!(e.reason, Reason::Duplicate);
+        let e = err_of("config upstream 'u'\n\toption ca_file '/x'\n");
+        assert_eq!(
+            (e.key.as_str(), e.reason),
+            ("upstream[u].url", Reason::Missing)
+        );
+        let e = err_of("config lanveil 'main'\n");
+        assert_eq!(e.key, "upstream");
+        let e = err_of(&alloc::format!("config frob 'x'\n{up}"));
+        assert_eq!(e.reason, Reason::UnknownSection);
+        let e = err_of(&alloc::format!(
+            "config lanveil 'main'\n\tlog_level debug\n{up}"
+        ));
+        assert!(matches!(e.reason, Reason::Syntax(_)));
+        assert_eq!(
+            alloc::format!("{}", e.display_with_file("/etc/config/lanveil")),
+            "/etc/config/lanveil:2: syntax error: expected 'config', 'option', 'list' or 'package'"
+        );
+    }
+}

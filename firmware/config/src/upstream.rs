@@ -1,0 +1,210 @@
+//! Upstream notation: `tls://IP[:PORT]#AUTHNAME` (unbound's `#name` notation), SPKI pins in the
+//! RFC 7858 §4.2 form `sha256/BASE64`.
+//!
+//! The upstream is always an IP literal plus the name its certificate must carry, so lanveil never has
+//! to look the upstream up in plaintext.
+
+use alloc::string::{String, ToString};
+use core::fmt;
+use core::net::{IpAddr, SocketAddr};
+use core::str::FromStr;
+
+use base64::Engine as _;
+
+use crate::error::Reason;
+
+/// How lanveil talks to an upstream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// DNS over TLS, RFC 7858.
+    Tls,
+}
+
+/// A parsed upstream URL.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct UpstreamUrl {
+    /// Transport.
+    pub transport: Transport,
+    /// Where to connect.
+    pub addr: SocketAddr,
+    /// The name the certificate must be valid for; sent as SNI.
+    pub auth_name: String,
+}
+
+/// Default DoT port (RFC 7858 §3.1).
+pub const DOT_PORT: u16 = 853;
+
+impl FromStr for UpstreamUrl {
+    type Err = Reason;
+
+    fn from_str(s: &str) -> Result<Self, Reason> {
+        let Some(rest) = s.strip_prefix("tls://") else {
+            return Err(Reason::Url(
+                "must start with tls:// (e.g. tls://9.9.9.9:853#dns.quad9.net)",
+            ));
+        };
+        let Some((host_port, auth)) = rest.split_once('#') else {
+            return Err(Reason::Url(
+                "missing #AUTHNAME: the name the upstream's certificate must carry",
+            ));
+        };
+        let auth_name = parse_auth_name(auth)?;
+        let addr = parse_host_port(host_port, DOT_PORT)?;
+        Ok(Self {
+            transport: Transport::Tls,
+            addr,
+            auth_name,
+        })
+    }
+}
+
+impl fmt::Display for UpstreamUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.transport {
+            Transport::Tls => write!(f, "tls://{}#{}", self.addr, self.auth_name),
+        }
+    }
+}
+
+fn parse_host_port(s: &str, default_port: u16) -> Result<SocketAddr, Reason> {
+    if let Ok(sa) = SocketAddr::from_str(s) {
+        return Ok(sa);
+    }
+    let host = s
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(s);
+    match IpAddr::from_str(host) {
+        Ok(ip) => Ok(SocketAddr::new(ip, default_port)),
+        Err(_) => Err(Reason::Url(
+            "the address must be an IP literal (IPv6 in brackets), optionally with :PORT",
+        )),
+    }
+}
+
+/// Validates a TLS authentication name (a DNS host name, RFC 1123 labels), lower-casing it.
+pub fn parse_auth_name(s: &str) -> Result<String, Reason> {
+    let name = s.strip_suffix('.').unwrap_or(s);
+    if name.is_empty() {
+        return Err(Reason::AuthName("empty"));
+    }
+    if name.len() > 253 {
+        return Err(Reason::AuthName("longer than 253 characters"));
+    }
+    if IpAddr::from_str(name).is_ok() {
+        return Err(Reason::AuthName(
+            "must be a host name, not an IP address (IP-only authentication is not supported)",
+        ));
+    }
+    for label in name.split('.') {
+        if label.is_empty() || label.len() > 63 {
+            return Err(Reason::AuthName("each label must be 1 to 63 characters"));
+        }
+        if !label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(Reason::AuthName(
+                "only letters, digits, '-' and '_' are allowed",
+            ));
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Err(Reason::AuthName("a label may not start or end with '-'"));
+        }
+    }
+    Ok(name.to_ascii_lowercase())
+}
+
+/// A SHA-256 pin of a SubjectPublicKeyInfo (RFC 7858 §4.2, RFC 7469 form).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SpkiPin(pub [u8; 32]);
+
+impl FromStr for SpkiPin {
+    type Err = Reason;
+
+    fn from_str(s: &str) -> Result<Self, Reason> {
+        let Some(b64) = s
+            .strip_prefix("sha256/")
+            .or_else(|| s.strip_prefix("pin-sha256:"))
+        else {
+            return Err(Reason::Pin("must look like sha256/BASE64"));
+        };
+        let b64 = b64.trim_matches('"');
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .map_err(|_| Reason::Pin("not valid base64"))?;
+        let arr: [u8; 32] = bytes
+            .as_slice()
+            .try_into()
+            .map_err(|_| Reason::Pin("a SHA-256 digest is 32 bytes (44 base64 characters)"))?;
+        Ok(Self(arr))
+    }
+}
+
+impl fmt::Display for SpkiPin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "sha256/{}",
+            base64::engine::general_purpose::STANDARD.encode(self.0)
+        )
+    }
+}
+
+impl fmt::Debug for SpkiPin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl SpkiPin {
+    /// The pin as text (`sha256/BASE64`).
+    pub fn to_text(&self) -> String {
+        self.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_upstream_urls() {
+        let u: UpstreamUrl = "tls://9.9.9.9#dns.quad9.net".parse().unwrap();
+        assert_eq!(u.addr, "9.9.9.9:853".parse().unwrap());
+        assert_eq!(u.auth_name, "dns.quad9.net");
+        let u: UpstreamUrl = "tls://[2620:fe::fe]:8853#DNS.Quad9.net.".parse().unwrap();
+        assert_eq!(u.addr, "[2620:fe::fe]:8853".parse().unwrap());
+        assert_eq!(u.auth_name, "dns.quad9.net");
+        let u: UpstreamUrl = "tls://2620:fe::fe#dns.quad9.net".parse().unwrap();
+        assert_eq!(u.addr.port(), 853);
+        assert_eq!(u.to_string(), "tls://[2620:fe::fe]:853#dns.quad9.net");
+    }
+
+    #[test]
+    fn reject_bad_upstream_urls() {
+        for bad in [
+            "9.9.9.9#dns.quad9.net",
+            "udp://9.9.9.9#x",
+            "tls://9.9.9.9",
+            "tls://dns.quad9.net#dns.quad9.net",
+            "tls://9.9.9.9:99999#x",
+            "tls://9.9.9.9#",
+            "tls://9.9.9.9#bad..name",
+            "tls://9.9.9.9#-bad.name",
+            "tls://9.9.9.9#1.2.3.4",
+        ] {
+            assert!(bad.parse::<UpstreamUrl>().is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn parse_pins() {
+        let text = "sha256/47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=";
+        let pin: SpkiPin = text.parse().unwrap();
+        assert_eq!(pin.to_text(), text);
+        assert!("sha1/abc".parse::<SpkiPin>().is_err());
+        assert!("sha256/!!!".parse::<SpkiPin>().is_err());
+        assert!("sha256/AAAA".parse::<SpkiPin>().is_err());
+    }
+}

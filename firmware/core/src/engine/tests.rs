@@ -1,0 +1,555 @@
+//! Scenario tests: an engine, a virtual clock and a scripted upstream.
+
+use alloc::vec::Vec;
+use core::time::Duration;
+
+use super::*;
+use crate::rng::TestRng;
+use crate::wire::edns::{self, ede};
+use crate::wire::message::scan;
+
+const U1: UpstreamId = UpstreamId(1);
+const U2: UpstreamId = UpstreamId(2);
+
+fn udp(port: u16) -> ClientAddr {
+    ClientAddr::Udp {
+        listener: 0,
+        peer: core::net::SocketAddr::from(([192, 168, 1, 10], port)),
+    }
+}
+
+/// A query for `<label>.example.` type A, with an OPT record advertising `edns` if given.
+fn query(id: u16, label: &str, edns: Option<u16>) -> Vec<u8> {
+    let mut q = Vec::new();
+    q.extend_from_slice(&id.to_be_bytes());
+    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, u8::from(edns.is_some())]);
+    q.push(label.len() as u8);
+    q.extend_from_slice(label.as_bytes());
+    q.extend_from_slice(b"\x07example\x00\x00\x01\x00\x01");
+    if let Some(size) = edns {
+        q.extend_from_slice(&[0, 0, 41]);
+        q.extend_from_slice(&size.to_be_bytes());
+        q.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+    }
+    q
+}
+
+/// The upstream's answer to a framed query: the question echoed, one A record 10.0.0.<first byte of
+/// the label>, an OPT record.
+fn answer(frame: &[u8]) -> Vec<u8> {
+    let msg = &frame[2..];
+    let s = scan(msg).unwrap();
+    let mut r = Vec::new();
+    r.extend_from_slice(&msg[..2]);
+    r.extend_from_slice(&[0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 1]);
+    r.extend_from_slice(&msg[12..s.question_end]);
+    r.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 10, 0, 0, msg[13]]);
+    r.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0, 0, 0]);
+    let mut framed = (r.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&r);
+    framed
+}
+
+struct Harness {
+    e: Engine<TestRng>,
+    now: Instant,
+    out: Vec<Transmit>,
+    connects: Vec<(SessionId, UpstreamId)>,
+    sends: Vec<(SessionId, Vec<u8>)>,
+    closes: Vec<SessionId>,
+    events: Vec<Event>,
+}
+
+impl Harness {
+    fn new(config: EngineConfig, ups: &[UpstreamId]) -> Self {
+        Self {
+            e: Engine::new(config, ups, TestRng::new(7)),
+            now: Instant::from_millis(1_000),
+            out: Vec::new(),
+            connects: Vec::new(),
+            sends: Vec::new(),
+            closes: Vec::new(),
+            events: Vec::new(),
+        }
+    }
+
+    fn drain(&mut self) {
+        while let Some(t) = self.e.poll_transmit() {
+            self.out.push(t);
+        }
+        while let Some(a) = self.e.poll_action() {
+            match a {
+                Action::Connect { session, upstream } => self.connects.push((session, upstream)),
+                Action::Send { session, bytes } => self.sends.push((session, bytes)),
+                Action::Close { session } => self.closes.push(session),
+            }
+        }
+        while let Some(ev) = self.e.poll_event() {
+            self.events.push(ev);
+        }
+    }
+
+    fn q(&mut self, client: ClientAddr, bytes: &[u8]) {
+        self.e.handle_query(self.now, client, bytes);
+        self.drain();
+    }
+
+    fn advance(&mut self, ms: u64) {
+        let target = self.now + Duration::from_millis(ms);
+        // Step through every deadline on the way, like the shell's timer would.
+        while let Some(t) = self.e.poll_timeout() {
+            if t > target {
+                break;
+            }
+            self.now = t.max(self.now);
+            self.e.handle_timeout(self.now);
+            self.drain();
+        }
+        self.now = target;
+        self.e.handle_timeout(self.now);
+        self.drain();
+    }
+
+    fn connected(&mut self, s: SessionId) {
+        self.e.handle_upstream_connected(self.now, s);
+        self.drain();
+    }
+
+    fn data(&mut self, s: SessionId, bytes: &[u8]) {
+        self.e.handle_upstream_data(self.now, s, bytes);
+        self.drain();
+    }
+
+    fn closed(&mut self, s: SessionId, r: CloseReason) {
+        self.e.handle_upstream_closed(self.now, s, r);
+        self.drain();
+    }
+}
+
+fn rcode_and_ede(msg: &[u8]) -> (u16, Option<(u16, Vec<u8>)>) {
+    let s = scan(msg).unwrap();
+    let ede = s.opt.and_then(|o| {
+        edns::options(&msg[o.rdata_start..o.end])
+            .find(|(c, _)| *c == edns::OPTION_EDE)
+            .map(|(_, d)| (u16::from_be_bytes([d[0], d[1]]), d[2..].to_vec()))
+    });
+    (s.rcode(), ede)
+}
+
+#[test]
+fn forwards_over_one_session_and_restores_id() {
+    let mut h = Harness::new(EngineConfig::default(), &[U1]);
+    h.q(udp(1000), &query(0xbeef, "a", Some(4096)));
+    assert_eq!(h.connects.len(), 1);
+    assert!(
+        h.sends.is_empty(),
+        "nothing may be sent before the TLS session is up"
+    );
+    let (s, u) = h.connects[0];
+    assert_eq!(u, U1);
+    h.connected(s);
+    assert_eq!(h.sends.len(), 1);
+    let frame = h.sends[0].1.clone();
+    assert_eq!((frame.len() - 2) % 128, 0, "RFC 8467 padding");
+    let upstream_id = u16::from_be_bytes([frame[2], frame[3]]);
+    assert_ne!(upstream_id, 0xbeef);
+    h.data(s, &answer(&frame));
+    assert_eq!(h.out.len(), 1);
+    let a = &h.out[0];
+    assert_eq!(a.to, udp(1000));
+    assert_eq!(&a.bytes[..2], &[0xbe, 0xef]);
+    assert_eq!(*a.bytes.last().unwrap(), 0, "answer ends with OPT");
+    assert_eq!(h.e.inflight(), 0);
+    assert_eq!(h.e.stats().answered, 1);
+}
+
+#[test]
+fn pipelined_answers_in_any_order_match_their_questions() {
+    let mut h = Harness::new(EngineConfig::default(), &[U1]);
+    for i in 0..50u16 {
+        let label = alloc::format!("{}", char::from(b'A' + (i % 26) as u8));
+        h.q(udp(2000 + i), &query(i, &label, None));
+    }
+    assert_eq!(h.connects.len(), 1, "one connection carries them all");
+    let s = h.connects[0].0;
+    h.connected(s);
+    assert_eq!(h.sends.len(), 50);
+    let mut ids: Vec<u16> = h
+        .sends
+        .iter()
+        .map(|(_, f)| u16::from_be_bytes([f[2], f[3]]))
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 50, "upstream IDs unique on the session");
+    let frames: Vec<_> = h.sends.iter().rev().map(|(_, f)| answer(f)).collect();
+    // Deliver all answers in one burst, reversed, split at odd boundaries.
+    let stream: Vec<u8> = frames.concat();
+    for chunk in stream.chunks(37) {
+        h.data(s, chunk);
+    }
+    assert_eq!(h.out.len(), 50);
+    for t in &h.out {
+        let ClientAddr::Udp { peer, .. } = t.to else {
+            panic!()
+        };
+        let i = peer.port() - 2000;
+        assert_eq!(u16::from_be_bytes([t.bytes[0], t.bytes[1]]), i);
+        assert_eq!(
+            t.bytes[13],
+            b'A' + (i % 26) as u8,
+            "question is the client's"
+        );
+        let s = scan(&t.bytes).unwrap();
+        assert_eq!(
+            &t.bytes[s.answer_end - 4..s.answer_end],
+            &[10, 0, 0, b'A' + (i % 26) as u8]
+        );
+    }
+}
+
+#[test]
+fn stalled_upstream_gives_servfail_ede22_at_deadline() {
+    let mut h = Harness::new(EngineConfig::default(), &[U1]);
+    h.q(udp(1), &query(1, "a", Some(1232)));
+    let s = h.connects[0].0;
+    h.connected(s);
+    h.advance(2_499);
+    assert!(h.out.is_empty(), "not before the deadline");
+    h.advance(1);
+    assert_eq!(h.out.len(), 1);
+    let (rc, ede) = rcode_and_ede(&h.out[0].bytes);
+    assert_eq!(rc, rcode::SERVFAIL);
+    assert_eq!(ede.unwrap().0, ede::NO_REACHABLE_AUTHORITY);
+    assert_eq!(h.e.inflight(), 0);
+}
+
+#[test]
+fn tls_failure_answers_promptly_with_ede23() {
+    let mut h = Harness::new(EngineConfig::default(), &[U1]);
+    h.q(udp(1), &query(1, "a", Some(1232)));
+    let s1 = h.connects[0].0;
+    h.advance(20);
+    h.closed(s1, CloseReason::Tls(TlsFailure::PinMismatch));
+    // One retry after the first backoff (≤ 250 ms), then an immediate answer.
+    assert!(h.out.is_empty());
+    h.advance(250);
+    assert_eq!(h.connects.len(), 2, "retried once on a new connection");
+    let s2 = h.connects[1].0;
+    h.advance(20);
+    h.closed(s2, CloseReason::Tls(TlsFailure::PinMismatch));
+    assert_eq!(h.out.len(), 1, "answered without waiting for the deadline");
+    let (rc, ede) = rcode_and_ede(&h.out[0].bytes);
+    assert_eq!(rc, rcode::SERVFAIL);
+    let (code, text) = ede.unwrap();
+    assert_eq!(code, ede::NETWORK_ERROR);
+    assert_eq!(text, b"upstream certificate rejected: SPKI pin mismatch");
+    assert!(
+        h.sends.is_empty(),
+        "no query bytes ever left on an unauthenticated session"
+    );
+    // A new query during a short backoff waits for it to end (it can still succeed in time) ...
+    h.q(udp(2), &query(2, "b", Some(1232)));
+    assert_eq!((h.out.len(), h.connects.len()), (1, 2));
+    h.advance(500);
+    assert_eq!(h.connects.len(), 3);
+    // ... but once the backoff is longer than a query's deadline, queries are answered at once.
+    for _ in 0..6 {
+        if let Some(&(s, _)) = h.connects.last() {
+            h.closed(s, CloseReason::Tls(TlsFailure::PinMismatch));
+        }
+        h.advance(4_000);
+        h.out.clear();
+        h.q(udp(3), &query(3, "c", Some(1232)));
+    }
+    let before = h.connects.len();
+    h.closed(
+        h.connects[before - 1].0,
+        CloseReason::Tls(TlsFailure::PinMismatch),
+    );
+    h.out.clear();
+    h.q(udp(4), &query(4, "d", Some(1232)));
+    assert_eq!(
+        h.out.len(),
+        1,
+        "backoff (≥ 2 s after many failures) outlasts the deadline: prompt SERVFAIL"
+    );
+    assert_eq!(
+        rcode_and_ede(&h.out[0].bytes).1.unwrap().0,
+        ede::NETWORK_ERROR
+    );
+}
+
+#[test]
+fn query_in_flight_when_connection_dies_is_retried_once() {
+    let mut h = Harness::new(EngineConfig::default(), &[U1]);
+    h.q(udp(1), &query(9, "a", None));
+    let s1 = h.connects[0].0;
+    h.connected(s1);
+    assert_eq!(h.sends.len(), 1);
+    h.closed(s1, CloseReason::Reset);
+    assert_eq!(
+        h.connects.len(),
+        2,
+        "working connection broke: redial at once"
+    );
+    let s2 = h.connects[1].0;
+    h.connected(s2);
+    assert_eq!(h.sends.len(), 2);
+    assert_eq!(h.sends[1].0, s2);
+    let f = h.sends[1].1.clone();
+    h.data(s2, &answer(&f));
+    assert_eq!(h.out.len(), 1);
+    assert_eq!(rcode_and_ede(&h.out[0].bytes).0, rcode::NOERROR);
+    assert_eq!(h.e.stats().retries, 1);
+    // A second death of the retried query's session ends it with SERVFAIL.
+    h.q(udp(2), &query(10, "b", None));
+    let s = h.sends.last().unwrap().0;
+    h.closed(s, CloseReason::Reset);
+    let s3 = h.connects.last().unwrap().0;
+    h.connected(s3);
+    h.closed(s3, CloseReason::Reset);
+    assert_eq!(h.out.len(), 2);
+    assert_eq!(rcode_and_ede(&h.out[1].bytes).0, rcode::SERVFAIL);
+}
+
+#[test]
+fn backoff_is_capped_and_recovery_is_quick() {
+    let cfg = EngineConfig::default();
+    let mut h = Harness::new(cfg, &[U1]);
+    // Fail many connects in a row while clients keep asking.
+    let mut attempts = 0;
+    for i in 0..40u16 {
+        h.q(udp(i), &query(i, "a", None));
+        while let Some(&(s, _)) = h.connects.get(attempts) {
+            attempts += 1;
+            h.closed(s, CloseReason::Refused);
+        }
+        h.advance(500);
+    }
+    assert!(attempts >= 8, "kept trying while clients asked: {attempts}");
+    // The upstream recovers: within backoff_max + a query timeout, a new query is forwarded.
+    let mut served = false;
+    for i in 0..20u16 {
+        h.q(udp(100 + i), &query(100 + i, "b", None));
+        if let Some(&(s, _)) = h.connects.get(attempts) {
+            h.connected(s);
+            served = !h.sends.is_empty();
+            break;
+        }
+        h.advance(500);
+        assert!(
+            u64::from(i) * 500 <= 4_000 + 500,
+            "no connect attempt within the backoff cap"
+        );
+    }
+    assert!(served);
+}
+
+#[test]
+fn failover_to_second_upstream() {
+    let mut h = Harness::new(EngineConfig::default(), &[U1, U2]);
+    h.q(udp(1), &query(1, "a", None));
+    let (s1, u) = h.connects[0];
+    assert_eq!(u, U1);
+    h.closed(s1, CloseReason::Refused);
+    let (s2, u) = h.connects[1];
+    assert_eq!(u, U2, "U1 in backoff: the query goes to U2");
+    h.connected(s2);
+    let f = h.sends[0].1.clone();
+    h.data(s2, &answer(&f));
+    assert_eq!(rcode_and_ede(&h.out[0].bytes).0, rcode::NOERROR);
+}
+
+#[test]
+fn pipeline_bound_opens_more_connections_up_to_the_limit() {
+    let cfg = EngineConfig {
+        pipeline: 4,
+        max_connections: 2,
+        ..EngineConfig::default()
+    };
+    let mut h = Harness::new(cfg, &[U1]);
+    for i in 0..12u16 {
+        h.q(udp(i), &query(i, "a", None));
+    }
+    assert_eq!(h.connects.len(), 2);
+    for (s, _) in h.connects.clone() {
+        h.connected(s);
+    }
+    assert_eq!(
+        h.sends.len(),
+        12,
+        "over the soft bound the least-loaded session takes the rest"
+    );
+}
+
+#[test]
+fn inflight_limit_answers_overloaded() {
+    let cfg = EngineConfig {
+        max_inflight: 3,
+        ..EngineConfig::default()
+    };
+    let mut h = Harness::new(cfg, &[U1]);
+    for i in 0..4u16 {
+        h.q(udp(i), &query(i, "a", Some(1232)));
+    }
+    assert_eq!(h.out.len(), 1);
+    let (rc, ede) = rcode_and_ede(&h.out[0].bytes);
+    assert_eq!((rc, ede.unwrap().0), (rcode::SERVFAIL, ede::OTHER));
+    assert_eq!(h.e.inflight(), 3);
+}
+
+#[test]
+fn rfc8906_answers_everything_locally() {
+    let mut h = Harness::new(EngineConfig::default(), &[U1]);
+    // Opcode NOTIFY (4) → NOTIMP.
+    let mut q = query(1, "a", None);
+    q[2] = 0x20;
+    h.q(udp(1), &q);
+    // Two questions → FORMERR.
+    let mut q2 = query(2, "a", None);
+    q2[5] = 2;
+    q2.extend_from_slice(b"\x01b\x00\x00\x01\x00\x01");
+    h.q(udp(2), &q2);
+    // EDNS version 1 → BADVERS.
+    let mut q3 = query(3, "a", Some(1232));
+    let l = q3.len();
+    q3[l - 5] = 1;
+    h.q(udp(3), &q3);
+    // Garbage body → FORMERR; short header → dropped; a response → dropped.
+    h.q(udp(4), &[0, 4, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0xff]);
+    h.q(udp(5), &[1, 2, 3]);
+    let mut r = query(6, "a", None);
+    r[2] |= 0x80;
+    h.q(udp(6), &r);
+    let codes: Vec<_> = h
+        .out
+        .iter()
+        .map(|t| (t.bytes[1], rcode_and_ede(&t.bytes).0))
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            (1, rcode::NOTIMP),
+            (2, rcode::FORMERR),
+            (3, rcode::BADVERS),
+            (4, rcode::FORMERR)
+        ]
+    );
+    assert!(h.connects.is_empty(), "none of these went upstream");
+    assert_eq!(h.e.stats().dropped, 2);
+    // Unknown types and classes are forwarded unchanged.
+    let mut q = query(7, "a", None);
+    let l = q.len();
+    q[l - 4..].copy_from_slice(&[0xff, 0x00, 0x00, 0xfe]);
+    h.q(udp(7), &q);
+    let s = h.connects[0].0;
+    h.connected(s);
+    let f = &h.sends[0].1;
+    let sc = scan(&f[2..]).unwrap();
+    assert_eq!(
+        &f[2 + sc.question_end - 4..2 + sc.question_end],
+        &[0xff, 0x00, 0x00, 0xfe]
+    );
+}
+
+#[test]
+fn mismatched_answer_closes_session_and_retries() {
+    let mut h = Harness::new(EngineConfig::default(), &[U1]);
+    h.q(udp(1), &query(1, "a", None));
+    let s = h.connects[0].0;
+    h.connected(s);
+    let mut bad = answer(&h.sends[0].1);
+    bad[2 + 13] = b'z'; // a different question under the right ID
+    h.data(s, &bad);
+    assert_eq!(h.closes, [s]);
+    assert!(h.out.is_empty(), "a forged answer is never passed on");
+    assert_eq!(h.connects.len(), 2);
+    let s2 = h.connects[1].0;
+    h.connected(s2);
+    let good = answer(&h.sends[1].1);
+    h.data(s2, &good);
+    assert_eq!(rcode_and_ede(&h.out[0].bytes).0, rcode::NOERROR);
+}
+
+#[test]
+fn idle_sessions_close_and_stalled_ones_are_replaced() {
+    let mut h = Harness::new(EngineConfig::default(), &[U1]);
+    h.q(udp(1), &query(1, "a", None));
+    let s = h.connects[0].0;
+    h.connected(s);
+    h.data(s, &answer(&h.sends[0].1.clone()));
+    h.advance(19_999);
+    assert!(h.closes.is_empty());
+    h.advance(1);
+    assert_eq!(h.closes, [s], "idle timeout");
+    assert_eq!(h.e.sessions(), 0);
+    // Stall: queries outstanding and no bytes for a whole query timeout → session replaced.
+    h.q(udp(2), &query(2, "b", None));
+    let s2 = h.connects[1].0;
+    h.connected(s2);
+    h.advance(2_600);
+    assert!(h.closes.contains(&s2));
+    h.q(udp(3), &query(3, "c", None));
+    assert_eq!(h.connects.len(), 3, "next query dials a fresh connection");
+}
+
+#[test]
+fn udp_client_gets_at_most_1232_tcp_gets_all() {
+    let mut h = Harness::new(EngineConfig::default(), &[U1]);
+    h.q(udp(1), &query(1, "a", Some(4096)));
+    h.q(ClientAddr::Tcp { conn: 5 }, &query(2, "a", None));
+    let s = h.connects[0].0;
+    h.connected(s);
+    for i in 0..2 {
+        let f = h.sends[i].1.clone();
+        let msg = &f[2..];
+        let sc = scan(msg).unwrap();
+        let mut r = msg[..sc.question_end].to_vec();
+        r[2] = 0x81;
+        r[3] = 0x80;
+        r[7] = 12;
+        r[11] = 0;
+        for _ in 0..12 {
+            r.extend_from_slice(&[0xc0, 0x0c, 0, 16, 0, 1, 0, 0, 0, 60, 0, 201, 200]);
+            r.extend_from_slice(&[b'x'; 200]);
+        }
+        let mut framed = (r.len() as u16).to_be_bytes().to_vec();
+        framed.extend_from_slice(&r);
+        h.data(s, &framed);
+    }
+    let udp_answer = h
+        .out
+        .iter()
+        .find(|t| matches!(t.to, ClientAddr::Udp { .. }))
+        .unwrap();
+    assert!(udp_answer.bytes.len() <= 1232);
+    assert!(scan(&udp_answer.bytes).unwrap().header.tc());
+    let tcp_answer = h
+        .out
+        .iter()
+        .find(|t| matches!(t.to, ClientAddr::Tcp { .. }))
+        .unwrap();
+    assert!(tcp_answer.bytes.len() > 2400);
+    assert!(!scan(&tcp_answer.bytes).unwrap().header.tc());
+}
+
+#[test]
+fn reconfigure_retires_removed_upstream_sessions() {
+    let mut h = Harness::new(EngineConfig::default(), &[U1]);
+    h.q(udp(1), &query(1, "a", None));
+    let s = h.connects[0].0;
+    h.connected(s);
+    h.e.reconfigure(h.now, EngineConfig::default(), &[U2]);
+    h.drain();
+    assert!(
+        h.closes.is_empty(),
+        "old session drains its in-flight query first"
+    );
+    let f = h.sends[0].1.clone();
+    h.data(s, &answer(&f));
+    assert_eq!(h.out.len(), 1);
+    assert_eq!(h.closes, [s]);
+    h.q(udp(2), &query(2, "b", None));
+    assert_eq!(h.connects.last().unwrap().1, U2);
+}

@@ -1,0 +1,190 @@
+//! The engine's inputs and outputs.
+
+use alloc::vec::Vec;
+use core::net::SocketAddr;
+use core::time::Duration;
+
+/// Where a client query came from, and so where its answer goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ClientAddr {
+    /// A UDP datagram from `peer`, received on listener number `listener`.
+    Udp {
+        /// Index of the listening socket in the shell.
+        listener: u16,
+        /// The client's address.
+        peer: SocketAddr,
+    },
+    /// A frame on LAN TCP connection `conn` (shell-assigned, never reused).
+    Tcp {
+        /// The connection.
+        conn: u64,
+    },
+}
+
+/// An upstream resolver, as numbered by the shell (stable across reloads while its settings are
+/// unchanged).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UpstreamId(pub u32);
+
+/// One upstream connection attempt; never reused, so late events of a closed session are ignored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId(pub u64);
+
+/// An answer for a client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    /// The client.
+    pub to: ClientAddr,
+    /// One DNS message (the shell adds TCP framing).
+    pub bytes: Vec<u8>,
+}
+
+/// What the shell must do to upstream connections.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Open TCP + TLS to `upstream` for `session`; report with `handle_upstream_connected` or
+    /// `handle_upstream_closed`.
+    Connect {
+        /// The new session.
+        session: SessionId,
+        /// Which upstream.
+        upstream: UpstreamId,
+    },
+    /// Write these bytes (already framed) to the session's TLS stream.
+    Send {
+        /// The session.
+        session: SessionId,
+        /// Framed DNS message(s).
+        bytes: Vec<u8>,
+    },
+    /// Close the session's connection; the engine has already forgotten it.
+    Close {
+        /// The session.
+        session: SessionId,
+    },
+}
+
+/// Why TLS authentication or the handshake failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TlsFailure {
+    /// The chain does not lead to a trusted CA.
+    UntrustedCertificate,
+    /// The certificate is not valid for the authentication name.
+    NameMismatch,
+    /// The certificate has expired.
+    Expired,
+    /// The certificate is not valid yet.
+    NotYetValid,
+    /// No configured SPKI pin matches the chain.
+    PinMismatch,
+    /// Another certificate problem.
+    BadCertificate,
+    /// Handshake failure not about the certificate (alert, version, cipher).
+    Handshake,
+}
+
+/// Why an upstream session ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CloseReason {
+    /// The upstream closed the connection cleanly.
+    Eof,
+    /// Reset, broken pipe or another I/O error.
+    Reset,
+    /// TCP connection refused.
+    Refused,
+    /// No route / network unreachable.
+    Unreachable,
+    /// Connect or handshake took too long, or queries timed out.
+    Timeout,
+    /// Queries outstanding and nothing received for a whole query timeout.
+    Stalled,
+    /// The upstream sent bytes that are not a DNS answer to our question.
+    Protocol,
+    /// TLS authentication or handshake failure.
+    Tls(TlsFailure),
+}
+
+/// State changes worth a log line. Never carries a query name or a client address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// The first authenticated connection to an upstream succeeded (after start or after failures).
+    UpstreamUp {
+        /// Which upstream.
+        upstream: UpstreamId,
+    },
+    /// An upstream connection attempt failed.
+    UpstreamDown {
+        /// Which upstream.
+        upstream: UpstreamId,
+        /// Why.
+        reason: CloseReason,
+    },
+}
+
+/// Engine limits and timers (validated by the configuration layer).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// A client query is answered (SERVFAIL at worst) within this time.
+    pub query_timeout: Duration,
+    /// Most client queries in flight.
+    pub max_inflight: usize,
+    /// Queries per upstream session before another session is opened.
+    pub pipeline: usize,
+    /// Most sessions per upstream.
+    pub max_connections: usize,
+    /// Idle upstream sessions close after this.
+    pub idle_timeout: Duration,
+    /// Connect + handshake limit.
+    pub connect_timeout: Duration,
+    /// Upper bound of the reconnect backoff.
+    pub backoff_max: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            query_timeout: Duration::from_millis(2500),
+            max_inflight: 2048,
+            pipeline: 100,
+            max_connections: 4,
+            idle_timeout: Duration::from_secs(20),
+            connect_timeout: Duration::from_secs(5),
+            backoff_max: Duration::from_secs(4),
+        }
+    }
+}
+
+/// Aggregate counters (no names, no addresses).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Client messages received.
+    pub queries: u64,
+    /// Answered from an upstream.
+    pub answered: u64,
+    /// Forwarded upstream (including retries).
+    pub forwarded: u64,
+    /// Retried after a session died.
+    pub retries: u64,
+    /// Answered SERVFAIL locally.
+    pub servfail: u64,
+    /// Of those, because the deadline passed.
+    pub timeouts: u64,
+    /// Answered FORMERR.
+    pub formerr: u64,
+    /// Answered NOTIMP.
+    pub notimp: u64,
+    /// Answered BADVERS.
+    pub badvers: u64,
+    /// Refused because the in-flight table was full.
+    pub overloaded: u64,
+    /// Dropped (unreadable header, or a response sent to us).
+    pub dropped: u64,
+    /// Answers shortened for a UDP client.
+    pub truncated: u64,
+    /// Upstream answers that arrived after their query had timed out.
+    pub late_answers: u64,
+    /// Authenticated upstream connections established.
+    pub upstream_connects: u64,
+    /// Upstream connections that failed or broke.
+    pub upstream_failures: u64,
+}

@@ -1,0 +1,292 @@
+//! The owner task: one [`Engine`], fed from one channel, its outputs drained after every input
+//! (the quinn `ConnectionDriver` loop). Sockets live in other tasks; this task never blocks on I/O:
+//! UDP answers use `try_send_to`, TCP answers go into each connection's bounded queue.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use lanveil_core::engine::{
+    Action, ClientAddr, CloseReason, Engine, EngineConfig, Event, SessionId, Stats, UpstreamId,
+};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::clock::Clock;
+use crate::rng::OsRng;
+use crate::upstream::{dot, tls::Target, tls::describe};
+
+/// Everything the driver hears about.
+pub(crate) enum Input {
+    Udp {
+        listener: u16,
+        peer: SocketAddr,
+        bytes: Vec<u8>,
+    },
+    UdpSocket {
+        listener: u16,
+        socket: Option<Arc<UdpSocket>>,
+    },
+    TcpOpened {
+        conn: u64,
+        tx: mpsc::Sender<Vec<u8>>,
+    },
+    TcpFrame {
+        conn: u64,
+        bytes: Vec<u8>,
+    },
+    TcpClosed {
+        conn: u64,
+    },
+    UpstreamConnected {
+        session: SessionId,
+    },
+    UpstreamData {
+        session: SessionId,
+        bytes: Vec<u8>,
+    },
+    UpstreamClosed {
+        session: SessionId,
+        reason: CloseReason,
+    },
+    Reconfigure {
+        engine: EngineConfig,
+        targets: Vec<(UpstreamId, Arc<Target>)>,
+    },
+    Stats {
+        reply: oneshot::Sender<(Stats, usize)>,
+    },
+    Drain {
+        until: Instant,
+    },
+}
+
+struct SessionHandle {
+    tx: mpsc::UnboundedSender<Vec<u8>>,
+    task: JoinHandle<()>,
+}
+
+pub(crate) struct Driver {
+    engine: Engine<OsRng>,
+    clock: Clock,
+    rx: mpsc::Receiver<Input>,
+    tx: mpsc::Sender<Input>,
+    targets: HashMap<UpstreamId, Arc<Target>>,
+    sessions: HashMap<SessionId, SessionHandle>,
+    udp: HashMap<u16, Arc<UdpSocket>>,
+    tcp: HashMap<u64, mpsc::Sender<Vec<u8>>>,
+    drain_until: Option<Instant>,
+    udp_send_failures: u64,
+}
+
+/// Inputs handled per wake-up before outputs are flushed (bounded so timers stay timely).
+const BATCH: usize = 64;
+
+impl Driver {
+    pub(crate) fn new(
+        engine_config: EngineConfig,
+        targets: Vec<(UpstreamId, Arc<Target>)>,
+        rng: OsRng,
+        rx: mpsc::Receiver<Input>,
+        tx: mpsc::Sender<Input>,
+    ) -> Self {
+        let ids: Vec<_> = targets.iter().map(|(id, _)| *id).collect();
+        Self {
+            engine: Engine::new(engine_config, &ids, rng),
+            clock: Clock::new(),
+            rx,
+            tx,
+            targets: targets.into_iter().collect(),
+            sessions: HashMap::new(),
+            udp: HashMap::new(),
+            tcp: HashMap::new(),
+            drain_until: None,
+            udp_send_failures: 0,
+        }
+    }
+
+    pub(crate) async fn run(mut self) {
+        loop {
+            let wake = self.engine.poll_timeout().map(|t| self.clock.to_tokio(t));
+            let wake = match (wake, self.drain_until) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            tokio::select! {
+                biased;
+                input = self.rx.recv() => {
+                    let Some(input) = input else { break };
+                    self.handle(input);
+                    for _ in 0..BATCH {
+                        match self.rx.try_recv() {
+                            Ok(i) => self.handle(i),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                () = sleep_until(wake) => {}
+            }
+            let now = self.clock.now();
+            self.engine.handle_timeout(now);
+            self.flush();
+            if let Some(until) = self.drain_until
+                && (self.engine.inflight() == 0 || Instant::now() >= until)
+            {
+                if self.engine.inflight() > 0 {
+                    log::warn!(
+                        "drain time over with {} queries unanswered",
+                        self.engine.inflight()
+                    );
+                }
+                break;
+            }
+        }
+        for (_, s) in self.sessions.drain() {
+            s.task.abort();
+        }
+    }
+
+    fn handle(&mut self, input: Input) {
+        let now = self.clock.now();
+        match input {
+            Input::Udp {
+                listener,
+                peer,
+                bytes,
+            } => {
+                self.engine
+                    .handle_query(now, ClientAddr::Udp { listener, peer }, &bytes);
+            }
+            Input::UdpSocket { listener, socket } => match socket {
+                Some(s) => {
+                    self.udp.insert(listener, s);
+                }
+                None => {
+                    self.udp.remove(&listener);
+                }
+            },
+            Input::TcpOpened { conn, tx } => {
+                self.tcp.insert(conn, tx);
+            }
+            Input::TcpFrame { conn, bytes } => {
+                self.engine
+                    .handle_query(now, ClientAddr::Tcp { conn }, &bytes);
+            }
+            Input::TcpClosed { conn } => {
+                self.tcp.remove(&conn);
+            }
+            Input::UpstreamConnected { session } => {
+                self.engine.handle_upstream_connected(now, session)
+            }
+            Input::UpstreamData { session, bytes } => {
+                self.engine.handle_upstream_data(now, session, &bytes)
+            }
+            Input::UpstreamClosed { session, reason } => {
+                self.sessions.remove(&session);
+                self.engine.handle_upstream_closed(now, session, reason);
+            }
+            Input::Reconfigure { engine, targets } => {
+                let ids: Vec<_> = targets.iter().map(|(id, _)| *id).collect();
+                // Keep targets of retired upstreams until their sessions are gone: tasks hold an Arc.
+                self.targets = targets.into_iter().collect();
+                self.engine.reconfigure(now, engine, &ids);
+            }
+            Input::Stats { reply } => {
+                let _ = reply.send((*self.engine.stats(), self.engine.inflight()));
+            }
+            Input::Drain { until } => {
+                self.drain_until = Some(until);
+            }
+        }
+    }
+
+    fn flush(&mut self) {
+        loop {
+            let mut progressed = false;
+            while let Some(t) = self.engine.poll_transmit() {
+                progressed = true;
+                match t.to {
+                    ClientAddr::Udp { listener, peer } => {
+                        let sent = self
+                            .udp
+                            .get(&listener)
+                            .map(|s| s.try_send_to(&t.bytes, peer));
+                        if !matches!(sent, Some(Ok(_))) {
+                            self.udp_send_failures += 1;
+                            log::debug!("UDP answer not sent ({} so far)", self.udp_send_failures);
+                        }
+                    }
+                    ClientAddr::Tcp { conn } => {
+                        if let Some(tx) = self.tcp.get(&conn)
+                            && tx.try_send(t.bytes).is_err()
+                        {
+                            log::debug!("TCP client {conn} not reading its answers; dropped one");
+                        }
+                    }
+                }
+            }
+            while let Some(a) = self.engine.poll_action() {
+                progressed = true;
+                self.act(a);
+            }
+            while let Some(e) = self.engine.poll_event() {
+                progressed = true;
+                self.log_event(e);
+            }
+            if !progressed {
+                break;
+            }
+        }
+    }
+
+    fn act(&mut self, action: Action) {
+        match action {
+            Action::Connect { session, upstream } => {
+                let Some(target) = self.targets.get(&upstream).cloned() else {
+                    let now = self.clock.now();
+                    self.engine
+                        .handle_upstream_closed(now, session, CloseReason::Unreachable);
+                    return;
+                };
+                let (tx, rx) = mpsc::unbounded_channel();
+                let task = tokio::spawn(dot::run(session, target, rx, self.tx.clone()));
+                self.sessions.insert(session, SessionHandle { tx, task });
+            }
+            Action::Send { session, bytes } => {
+                if let Some(s) = self.sessions.get(&session) {
+                    let _ = s.tx.send(bytes);
+                }
+            }
+            Action::Close { session } => {
+                if let Some(s) = self.sessions.remove(&session) {
+                    s.task.abort();
+                }
+            }
+        }
+    }
+
+    fn log_event(&self, e: Event) {
+        let name = |id: UpstreamId| {
+            self.targets
+                .get(&id)
+                .map_or("(removed)", |t| t.upstream.name.as_str())
+        };
+        match e {
+            Event::UpstreamUp { upstream } => {
+                log::info!("upstream {}: authenticated connection up", name(upstream))
+            }
+            Event::UpstreamDown { upstream, reason } => {
+                log::warn!("upstream {}: {}", name(upstream), describe(reason));
+            }
+        }
+    }
+}
+
+async fn sleep_until(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,292 @@
+//! The lanveil daemon shell: tokio + rustls around the sans-IO [`lanveil_core`] engine.
+//!
+//! [`start`] binds the configured listeners, starts the driver task and returns a [`Running`] handle
+//! that reloads ([`Running::reload`]) and drains ([`Running::shutdown`]). `main.rs` wires it to signals;
+//! integration tests drive it in-process.
+
+pub mod cli;
+mod clock;
+mod driver;
+mod listen;
+pub mod logging;
+mod rng;
+pub mod upstream;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use lanveil_config::{Config, Upstream};
+use lanveil_core::engine::{EngineConfig, Stats, UpstreamId};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::driver::{Driver, Input};
+use crate::listen::{Listener, TcpLimits};
+use crate::upstream::tls::{Target, TlsSetupError};
+
+pub use lanveil_config as config;
+pub use lanveil_core as core;
+
+/// Why lanveil could not start or reload.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// A listener could not be bound.
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// An upstream's TLS settings could not be built.
+    Tls {
+        /// The upstream's name.
+        upstream: String,
+        /// Why.
+        source: TlsSetupError,
+    },
+    /// The OS random generator is unavailable.
+    Random,
+    /// The driver task is gone.
+    Stopped,
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Bind { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
+            Self::Tls { upstream, source } => write!(f, "upstream {upstream}: {source}"),
+            Self::Random => f.write_str("the OS random generator is unavailable"),
+            Self::Stopped => f.write_str("lanveil has stopped"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+fn engine_config(c: &Config) -> EngineConfig {
+    let ms = |v: u32| Duration::from_millis(u64::from(v));
+    EngineConfig {
+        query_timeout: ms(c.query_timeout_ms),
+        max_inflight: c.max_inflight as usize,
+        pipeline: c.upstream_pipeline as usize,
+        max_connections: c.upstream_max_connections as usize,
+        idle_timeout: ms(c.upstream_idle_timeout_ms),
+        connect_timeout: ms(c.upstream_connect_timeout_ms),
+        backoff_max: ms(c.reconnect_backoff_max_ms),
+    }
+}
+
+fn tcp_limits(c: &Config) -> TcpLimits {
+    TcpLimits {
+        pipeline: c.tcp_pipeline as usize,
+        idle: Duration::from_millis(u64::from(c.tcp_idle_timeout_ms)),
+        answer_wait: Duration::from_millis(u64::from(c.query_timeout_ms) + 200),
+    }
+}
+
+/// A running lanveil.
+pub struct Running {
+    config: Config,
+    ids: Vec<(Upstream, UpstreamId)>,
+    next_id: u32,
+    listeners: Vec<Listener>,
+    next_listener: u16,
+    tcp_slots: Arc<Semaphore>,
+    limits: watch::Sender<TcpLimits>,
+    tx: mpsc::Sender<Input>,
+    driver: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Running")
+            .field("udp", &self.udp_addrs())
+            .finish_non_exhaustive()
+    }
+}
+
+fn build_targets(
+    config: &Config,
+    ids: &mut Vec<(Upstream, UpstreamId)>,
+    next_id: &mut u32,
+) -> Result<Vec<(UpstreamId, Arc<Target>)>, Error> {
+    let mut out = Vec::new();
+    let mut new_ids = Vec::new();
+    for u in &config.upstreams {
+        let id = match ids.iter().find(|(old, _)| old == u) {
+            Some((_, id)) => *id,
+            None => {
+                *next_id += 1;
+                UpstreamId(*next_id)
+            }
+        };
+        let target = Target::new(u, config.ca_file.as_deref()).map_err(|source| Error::Tls {
+            upstream: u.name.clone(),
+            source,
+        })?;
+        out.push((id, Arc::new(target)));
+        new_ids.push((u.clone(), id));
+    }
+    *ids = new_ids;
+    Ok(out)
+}
+
+/// Starts lanveil on the ambient tokio runtime.
+pub async fn start(config: Config) -> Result<Running, Error> {
+    let mut ids = Vec::new();
+    let mut next_id = 0;
+    let targets = build_targets(&config, &mut ids, &mut next_id)?;
+    let rng = rng::OsRng::new().map_err(|_| Error::Random)?;
+    let (tx, rx) = mpsc::channel(4096);
+    let driver = Driver::new(engine_config(&config), targets, rng, rx, tx.clone());
+    let driver = tokio::spawn(driver.run());
+    let tcp_slots = Arc::new(Semaphore::new(config.max_tcp_clients as usize));
+    let mut running = Running {
+        config: config.clone(),
+        ids,
+        next_id,
+        listeners: Vec::new(),
+        next_listener: 0,
+        tcp_slots,
+        limits: watch::Sender::new(tcp_limits(&config)),
+        tx,
+        driver,
+    };
+    running.listeners = running.open_listeners(&config.listen).await?;
+    for l in &running.listeners {
+        log::info!("listening on {} (udp) and {} (tcp)", l.udp_addr, l.tcp_addr);
+    }
+    log::info!(
+        "forwarding over DNS-over-TLS to {} (strict: no plaintext fallback)",
+        config
+            .upstreams
+            .iter()
+            .map(|u| u.url.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(running)
+}
+
+impl Running {
+    /// The UDP addresses actually bound (port 0 resolved), in configuration order.
+    pub fn udp_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners.iter().map(|l| l.udp_addr).collect()
+    }
+
+    /// The TCP addresses actually bound.
+    pub fn tcp_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners.iter().map(|l| l.tcp_addr).collect()
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Binds listeners for the addresses in `addrs`.
+    async fn open_listeners(&mut self, addrs: &[SocketAddr]) -> Result<Vec<Listener>, Error> {
+        let mut bound = Vec::new();
+        for &addr in addrs {
+            let (udp, tcp) = listen::bind(addr)
+                .await
+                .map_err(|source| Error::Bind { addr, source })?;
+            bound.push((addr, udp, tcp));
+        }
+        let mut out = Vec::new();
+        for (addr, udp, tcp) in bound {
+            let index = self.next_listener;
+            self.next_listener = self.next_listener.wrapping_add(1);
+            let l = Listener::start(
+                addr,
+                index,
+                udp,
+                tcp,
+                self.tx.clone(),
+                self.tcp_slots.clone(),
+                self.limits.subscribe(),
+            )
+            .await
+            .map_err(|source| Error::Bind { addr, source })?;
+            out.push(l);
+        }
+        Ok(out)
+    }
+
+    /// Applies a new, already validated configuration. Everything that can fail (TLS settings, binding
+    /// new listeners) is done first; on error the running configuration stays untouched.
+    pub async fn reload(&mut self, config: Config) -> Result<(), Error> {
+        let mut ids = self.ids.clone();
+        let mut next_id = self.next_id;
+        let targets = build_targets(&config, &mut ids, &mut next_id)?;
+        // A listener whose address is unchanged keeps its sockets (no gap in service); new addresses are
+        // bound before anything old is released.
+        let kept = |addr: &SocketAddr, old: &Listener| old.configured == *addr && addr.port() != 0;
+        let new_addrs: Vec<SocketAddr> = config
+            .listen
+            .iter()
+            .copied()
+            .filter(|a| !self.listeners.iter().any(|l| kept(a, l)))
+            .collect();
+        let fresh = self.open_listeners(&new_addrs).await?;
+        let old = std::mem::take(&mut self.listeners);
+        for l in old {
+            if config.listen.iter().any(|a| kept(a, &l)) {
+                self.listeners.push(l);
+            } else {
+                let _ = self
+                    .tx
+                    .send(Input::UdpSocket {
+                        listener: l.index,
+                        socket: None,
+                    })
+                    .await;
+            }
+        }
+        self.listeners.extend(fresh);
+        self.tx
+            .send(Input::Reconfigure {
+                engine: engine_config(&config),
+                targets,
+            })
+            .await
+            .map_err(|_| Error::Stopped)?;
+        let _ = self.limits.send(tcp_limits(&config));
+        let (old_max, new_max) = (
+            self.config.max_tcp_clients as usize,
+            config.max_tcp_clients as usize,
+        );
+        if new_max > old_max {
+            self.tcp_slots.add_permits(new_max - old_max);
+        } else {
+            self.tcp_slots.forget_permits(old_max - new_max);
+        }
+        logging::set_level(config.log_level);
+        self.ids = ids;
+        self.next_id = next_id;
+        self.config = config;
+        log::info!("configuration reloaded");
+        Ok(())
+    }
+
+    /// Counters and the number of queries in flight.
+    pub async fn stats(&self) -> Result<(Stats, usize), Error> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Input::Stats { reply })
+            .await
+            .map_err(|_| Error::Stopped)?;
+        rx.await.map_err(|_| Error::Stopped)
+    }
+
+    /// Stops listening, waits (at most `drain_timeout_ms`) for queries in flight, then stops.
+    pub async fn shutdown(mut self) {
+        self.listeners.clear();
+        let until = tokio::time::Instant::now()
+            + Duration::from_millis(u64::from(self.config.drain_timeout_ms));
+        let _ = self.tx.send(Input::Drain { until }).await;
+        let _ = (&mut self.driver).await;
+    }
+}

@@ -1,0 +1,213 @@
+//! LAN listeners: UDP sockets and TCP accept loops (RFC 7766: pipelining, answers in any order, idle
+//! timeout, bounded number of clients, bounded queries per client).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::driver::Input;
+
+/// The largest DNS message.
+const MAX_MESSAGE: usize = 65_535;
+
+static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
+
+/// TCP client limits.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct TcpLimits {
+    pub(crate) pipeline: usize,
+    pub(crate) idle: Duration,
+    pub(crate) answer_wait: Duration,
+}
+
+/// One configured address: a UDP socket and a TCP listener on the same port.
+pub(crate) struct Listener {
+    pub(crate) configured: SocketAddr,
+    pub(crate) udp_addr: SocketAddr,
+    pub(crate) tcp_addr: SocketAddr,
+    pub(crate) index: u16,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Binds UDP and TCP on `addr`. For port 0 both get the same (free) port.
+pub(crate) async fn bind(addr: SocketAddr) -> std::io::Result<(UdpSocket, TcpListener)> {
+    let mut last_err = None;
+    for _ in 0..16 {
+        let udp = UdpSocket::bind(addr).await?;
+        let port = udp.local_addr()?.port();
+        match TcpListener::bind(SocketAddr::new(addr.ip(), port)).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(e) if addr.port() == 0 => last_err = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last_err.unwrap_or_else(|| std::io::Error::other("no free port")))
+}
+
+impl Listener {
+    /// Starts serving already-bound sockets.
+    pub(crate) async fn start(
+        configured: SocketAddr,
+        index: u16,
+        udp: UdpSocket,
+        tcp: TcpListener,
+        driver: mpsc::Sender<Input>,
+        max_tcp_clients: Arc<Semaphore>,
+        limits: watch::Receiver<TcpLimits>,
+    ) -> std::io::Result<Self> {
+        let udp_addr = udp.local_addr()?;
+        let tcp_addr = tcp.local_addr()?;
+        let udp = Arc::new(udp);
+        let _ = driver
+            .send(Input::UdpSocket {
+                listener: index,
+                socket: Some(udp.clone()),
+            })
+            .await;
+        let udp_task = tokio::spawn(udp_loop(index, udp, driver.clone()));
+        let tcp_task = tokio::spawn(tcp_loop(tcp, driver, max_tcp_clients, limits));
+        Ok(Self {
+            configured,
+            udp_addr,
+            tcp_addr,
+            index,
+            tasks: vec![udp_task, tcp_task],
+        })
+    }
+}
+
+async fn udp_loop(listener: u16, sock: Arc<UdpSocket>, driver: mpsc::Sender<Input>) {
+    let mut buf = vec![0u8; MAX_MESSAGE];
+    loop {
+        match sock.recv_from(&mut buf).await {
+            Ok((n, peer)) => {
+                let input = Input::Udp {
+                    listener,
+                    peer,
+                    bytes: buf[..n].to_vec(),
+                };
+                if driver.send(input).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                log::debug!("UDP receive error: {e}");
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+}
+
+async fn tcp_loop(
+    listener: TcpListener,
+    driver: mpsc::Sender<Input>,
+    slots: Arc<Semaphore>,
+    limits: watch::Receiver<TcpLimits>,
+) {
+    loop {
+        let (stream, _peer) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                log::debug!("TCP accept error: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            // Over the client limit: close at once rather than queue without bound.
+            drop(stream);
+            continue;
+        };
+        let conn = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
+        let driver = driver.clone();
+        let limits = *limits.borrow();
+        tokio::spawn(async move {
+            tcp_client(stream, conn, driver.clone(), limits).await;
+            let _ = driver.send(Input::TcpClosed { conn }).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn tcp_client(stream: TcpStream, conn: u64, driver: mpsc::Sender<Input>, limits: TcpLimits) {
+    let _ = stream.set_nodelay(true);
+    let (mut rd, mut wr) = stream.into_split();
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(limits.pipeline);
+    if driver.send(Input::TcpOpened { conn, tx }).await.is_err() {
+        return;
+    }
+    let outstanding = Arc::new(Semaphore::new(limits.pipeline));
+    let writer_outstanding = outstanding.clone();
+    let mut writer = tokio::spawn(async move {
+        while let Some(answer) = rx.recv().await {
+            let Ok(len) = u16::try_from(answer.len()) else {
+                continue;
+            };
+            let mut framed = Vec::with_capacity(2 + answer.len());
+            framed.extend_from_slice(&len.to_be_bytes());
+            framed.extend_from_slice(&answer);
+            if wr.write_all(&framed).await.is_err() {
+                return;
+            }
+            writer_outstanding.add_permits(1);
+        }
+    });
+    let mut body = vec![0u8; MAX_MESSAGE];
+    loop {
+        let mut len = [0u8; 2];
+        let idle = outstanding.available_permits() == limits.pipeline;
+        let read = tokio::select! {
+            r = tokio::time::timeout(limits.idle, rd.read_exact(&mut len)) => r,
+            _ = &mut writer => break,
+        };
+        match read {
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => break,
+            // Idle timeout: close only when no answer is still owed.
+            Err(_) if idle => break,
+            Err(_) => continue,
+        }
+        let n = usize::from(u16::from_be_bytes(len));
+        if n == 0 {
+            break;
+        }
+        // A client that starts a message must finish it promptly (slow-loris guard).
+        match tokio::time::timeout(limits.idle, rd.read_exact(&mut body[..n])).await {
+            Ok(Ok(_)) => {}
+            _ => break,
+        }
+        // Back-pressure: at most `pipeline` queries outstanding per client.
+        let Ok(permit) = outstanding.acquire().await else {
+            break;
+        };
+        permit.forget();
+        if driver
+            .send(Input::TcpFrame {
+                conn,
+                bytes: body[..n].to_vec(),
+            })
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    // The client stopped sending: give outstanding answers a bounded time to go out.
+    let all = u32::try_from(limits.pipeline).unwrap_or(u32::MAX);
+    let _ = tokio::time::timeout(limits.answer_wait, outstanding.acquire_many(all)).await;
+    writer.abort();
+}

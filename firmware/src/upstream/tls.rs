@@ -1,0 +1,231 @@
+//! rustls client configuration for one upstream: WebPKI validation of the authentication name against
+//! a CA bundle, plus (when configured) an SPKI pin set that must match a certificate of the chain
+//! (RFC 7858 §4.2). TLS 1.3 unless the owner allowed 1.2; no session resumption (resumption links
+//! connections to each other); SNI is the authentication name.
+
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+
+use lanveil_config::{SpkiPin, TlsVersion, Upstream};
+use lanveil_core::engine::{CloseReason, TlsFailure};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::{Resumption, WebPkiServerVerifier};
+use rustls::crypto::ring as provider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
+
+/// CA bundles tried, in order, when no `ca_file` is configured.
+pub const SYSTEM_CA_FILES: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/ssl/cert.pem",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+];
+
+/// Why an upstream's TLS settings could not be built.
+#[derive(Debug)]
+pub enum TlsSetupError {
+    /// No CA bundle found or readable.
+    NoCaBundle(String),
+    /// The bundle had no usable certificate.
+    EmptyCaBundle(String),
+    /// rustls refused the settings.
+    Rustls(rustls::Error),
+}
+
+impl std::fmt::Display for TlsSetupError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NoCaBundle(p) => write!(f, "cannot read CA bundle {p}"),
+            Self::EmptyCaBundle(p) => write!(f, "CA bundle {p} contains no usable certificate"),
+            Self::Rustls(e) => write!(f, "TLS settings rejected: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for TlsSetupError {}
+
+/// Everything needed to dial one upstream.
+#[derive(Debug)]
+pub struct Target {
+    pub(crate) upstream: Upstream,
+    pub(crate) server_name: ServerName<'static>,
+    pub(crate) tls: Arc<ClientConfig>,
+}
+
+fn load_roots(path: &str) -> Result<RootCertStore, TlsSetupError> {
+    let iter = CertificateDer::pem_file_iter(Path::new(path))
+        .map_err(|_| TlsSetupError::NoCaBundle(path.into()))?;
+    let mut store = RootCertStore::empty();
+    for cert in iter.flatten() {
+        let _ = store.add(cert);
+    }
+    if store.is_empty() {
+        return Err(TlsSetupError::EmptyCaBundle(path.into()));
+    }
+    Ok(store)
+}
+
+/// The CA bundle path for an upstream: its own, the global one, or the first system bundle present.
+pub fn ca_path(upstream: &Upstream, global: Option<&str>) -> Result<String, TlsSetupError> {
+    if let Some(p) = upstream.ca_file.as_deref().or(global) {
+        return Ok(p.to_string());
+    }
+    SYSTEM_CA_FILES
+        .iter()
+        .find(|p| Path::new(p).exists())
+        .map(|p| (*p).to_string())
+        .ok_or_else(|| TlsSetupError::NoCaBundle(SYSTEM_CA_FILES.join(" or ")))
+}
+
+impl Target {
+    /// Builds the TLS settings for `upstream`.
+    pub fn new(upstream: &Upstream, global_ca: Option<&str>) -> Result<Self, TlsSetupError> {
+        let path = ca_path(upstream, global_ca)?;
+        let roots = Arc::new(load_roots(&path)?);
+        let provider = Arc::new(provider::default_provider());
+        let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
+            .build()
+            .map_err(|e| TlsSetupError::Rustls(rustls::Error::General(e.to_string())))?;
+        let versions: &[&rustls::SupportedProtocolVersion] = match upstream.tls_min_version {
+            TlsVersion::V1_3 => &[&rustls::version::TLS13],
+            TlsVersion::V1_2 => &[&rustls::version::TLS13, &rustls::version::TLS12],
+        };
+        let verifier: Arc<dyn ServerCertVerifier> = if upstream.pins.is_empty() {
+            webpki
+        } else {
+            Arc::new(PinnedVerifier {
+                inner: webpki,
+                pins: upstream.pins.clone(),
+            })
+        };
+        let mut config = ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(versions)
+            .map_err(TlsSetupError::Rustls)?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_no_client_auth();
+        config.resumption = Resumption::disabled();
+        config.enable_sni = true;
+        config.alpn_protocols = vec![b"dot".to_vec()];
+        let server_name = ServerName::try_from(upstream.url.auth_name.clone()).map_err(|_| {
+            TlsSetupError::Rustls(rustls::Error::General("bad authentication name".into()))
+        })?;
+        Ok(Self {
+            upstream: upstream.clone(),
+            server_name,
+            tls: Arc::new(config),
+        })
+    }
+}
+
+/// WebPKI validation first, then the pin set: a chain that validates but matches no pin is rejected.
+#[derive(Debug)]
+struct PinnedVerifier {
+    inner: Arc<WebPkiServerVerifier>,
+    pins: Vec<SpkiPin>,
+}
+
+/// SHA-256 of a certificate's SubjectPublicKeyInfo, the RFC 7469 pin.
+pub fn spki_sha256(cert: &[u8]) -> Option<[u8; 32]> {
+    let spki = lanveil_core::spki::subject_public_key_info(cert).ok()?;
+    let d = ring::digest::digest(&ring::digest::SHA256, spki);
+    d.as_ref().try_into().ok()
+}
+
+impl ServerCertVerifier for PinnedVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let ok = self.inner.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )?;
+        let matched = std::iter::once(end_entity)
+            .chain(intermediates)
+            .filter_map(|c| spki_sha256(c))
+            .any(|h| self.pins.iter().any(|p| p.0 == h));
+        if matched {
+            Ok(ok)
+        } else {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::ApplicationVerificationFailure,
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// Maps an I/O error from connect/handshake/read/write to what the engine needs to know.
+pub fn classify(e: &io::Error) -> CloseReason {
+    if let Some(tls) = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
+        return CloseReason::Tls(match tls {
+            rustls::Error::InvalidCertificate(c) => match c {
+                CertificateError::UnknownIssuer | CertificateError::BadSignature => {
+                    TlsFailure::UntrustedCertificate
+                }
+                CertificateError::NotValidForName
+                | CertificateError::NotValidForNameContext { .. } => TlsFailure::NameMismatch,
+                CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
+                    TlsFailure::Expired
+                }
+                CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
+                    TlsFailure::NotYetValid
+                }
+                CertificateError::ApplicationVerificationFailure => TlsFailure::PinMismatch,
+                _ => TlsFailure::BadCertificate,
+            },
+            _ => TlsFailure::Handshake,
+        });
+    }
+    match e.kind() {
+        io::ErrorKind::ConnectionRefused => CloseReason::Refused,
+        io::ErrorKind::UnexpectedEof => CloseReason::Eof,
+        io::ErrorKind::TimedOut => CloseReason::Timeout,
+        io::ErrorKind::NetworkUnreachable
+        | io::ErrorKind::HostUnreachable
+        | io::ErrorKind::AddrNotAvailable => CloseReason::Unreachable,
+        io::ErrorKind::InvalidData => CloseReason::Tls(TlsFailure::Handshake),
+        _ => CloseReason::Reset,
+    }
+}
+
+/// A short, privacy-safe description for logs.
+pub fn describe(reason: CloseReason) -> &'static str {
+    lanveil_core::engine::ede_for(Some(reason)).text
+}
