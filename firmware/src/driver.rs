@@ -1,6 +1,6 @@
 //! The owner task: one [`Engine`], fed from one channel, its outputs drained after every input
 //! (the quinn `ConnectionDriver` loop). Sockets live in other tasks; this task never blocks on I/O:
-//! UDP answers use `try_send_to`, TCP answers go into each connection's bounded queue.
+//! answers go into each UDP listener's or TCP connection's bounded queue.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -9,7 +9,6 @@ use std::sync::Arc;
 use lanveil_core::engine::{
     Action, ClientAddr, CloseReason, Engine, EngineConfig, Event, SessionId, Stats, UpstreamId,
 };
-use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -27,7 +26,7 @@ pub(crate) enum Input {
     },
     UdpSocket {
         listener: u16,
-        socket: Option<Arc<UdpSocket>>,
+        answers: Option<mpsc::Sender<(Vec<u8>, SocketAddr)>>,
     },
     TcpOpened {
         conn: u64,
@@ -75,7 +74,7 @@ pub(crate) struct Driver {
     tx: mpsc::Sender<Input>,
     targets: HashMap<UpstreamId, Arc<Target>>,
     sessions: HashMap<SessionId, SessionHandle>,
-    udp: HashMap<u16, Arc<UdpSocket>>,
+    udp: HashMap<u16, mpsc::Sender<(Vec<u8>, SocketAddr)>>,
     tcp: HashMap<u64, mpsc::Sender<Vec<u8>>>,
     drain_until: Option<Instant>,
     udp_send_failures: u64,
@@ -159,7 +158,7 @@ impl Driver {
                 self.engine
                     .handle_query(now, ClientAddr::Udp { listener, peer }, &bytes);
             }
-            Input::UdpSocket { listener, socket } => match socket {
+            Input::UdpSocket { listener, answers } => match answers {
                 Some(s) => {
                     self.udp.insert(listener, s);
                 }
@@ -209,11 +208,8 @@ impl Driver {
                 progressed = true;
                 match t.to {
                     ClientAddr::Udp { listener, peer } => {
-                        let sent = self
-                            .udp
-                            .get(&listener)
-                            .map(|s| s.try_send_to(&t.bytes, peer));
-                        if !matches!(sent, Some(Ok(_))) {
+                        let sent = self.udp.get(&listener).map(|q| q.try_send((t.bytes, peer)));
+                        if !matches!(sent, Some(Ok(()))) {
                             self.udp_send_failures += 1;
                             log::debug!("UDP answer not sent ({} so far)", self.udp_send_failures);
                         }

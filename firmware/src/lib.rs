@@ -10,6 +10,7 @@ mod driver;
 mod listen;
 pub mod logging;
 mod rng;
+pub mod sys;
 pub mod upstream;
 
 use std::net::SocketAddr;
@@ -240,7 +241,7 @@ impl Running {
                     .tx
                     .send(Input::UdpSocket {
                         listener: l.index,
-                        socket: None,
+                        answers: None,
                     })
                     .await;
             }
@@ -283,7 +284,9 @@ impl Running {
 
     /// Stops listening, waits (at most `drain_timeout_ms`) for queries in flight, then stops.
     pub async fn shutdown(mut self) {
-        self.listeners.clear();
+        for l in &self.listeners {
+            l.stop_receiving();
+        }
         let until = tokio::time::Instant::now()
             + Duration::from_millis(u64::from(self.config.drain_timeout_ms));
         let _ = self.tx.send(Input::Drain { until }).await;

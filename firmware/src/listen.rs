@@ -32,14 +32,23 @@ pub(crate) struct Listener {
     pub(crate) udp_addr: SocketAddr,
     pub(crate) tcp_addr: SocketAddr,
     pub(crate) index: u16,
-    tasks: Vec<JoinHandle<()>>,
+    receivers: Vec<JoinHandle<()>>,
+    writer: JoinHandle<()>,
+}
+
+impl Listener {
+    /// Stops taking new queries; answers still go out until the listener is dropped.
+    pub(crate) fn stop_receiving(&self) {
+        for t in &self.receivers {
+            t.abort();
+        }
+    }
 }
 
 impl Drop for Listener {
     fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
-        }
+        self.stop_receiving();
+        self.writer.abort();
     }
 }
 
@@ -48,6 +57,11 @@ pub(crate) async fn bind(addr: SocketAddr) -> std::io::Result<(UdpSocket, TcpLis
     let mut last_err = None;
     for _ in 0..16 {
         let udp = UdpSocket::bind(addr).await?;
+        // Absorb bursts (a LAN waking up, a page with 100 names) instead of dropping in the kernel;
+        // best effort, capped by net.core.rmem_max.
+        if let Err(e) = socket2::SockRef::from(&udp).set_recv_buffer_size(UDP_RECV_BUFFER) {
+            log::debug!("cannot enlarge UDP receive buffer: {e}");
+        }
         let port = udp.local_addr()?.port();
         match TcpListener::bind(SocketAddr::new(addr.ip(), port)).await {
             Ok(tcp) => return Ok((udp, tcp)),
@@ -72,21 +86,39 @@ impl Listener {
         let udp_addr = udp.local_addr()?;
         let tcp_addr = tcp.local_addr()?;
         let udp = Arc::new(udp);
+        let (answers, rx) = mpsc::channel(UDP_ANSWER_QUEUE);
         let _ = driver
             .send(Input::UdpSocket {
                 listener: index,
-                socket: Some(udp.clone()),
+                answers: Some(answers),
             })
             .await;
-        let udp_task = tokio::spawn(udp_loop(index, udp, driver.clone()));
+        let udp_task = tokio::spawn(udp_loop(index, udp.clone(), driver.clone()));
+        let udp_writer = tokio::spawn(udp_writer(udp, rx));
         let tcp_task = tokio::spawn(tcp_loop(tcp, driver, max_tcp_clients, limits));
         Ok(Self {
             configured,
             udp_addr,
             tcp_addr,
             index,
-            tasks: vec![udp_task, tcp_task],
+            receivers: vec![udp_task, tcp_task],
+            writer: udp_writer,
         })
+    }
+}
+
+/// Requested UDP receive buffer per listener.
+const UDP_RECV_BUFFER: usize = 1 << 20;
+
+/// UDP answers waiting for the socket (a burst larger than this is dropped and counted; clients retry).
+pub(crate) const UDP_ANSWER_QUEUE: usize = 4096;
+
+/// Writes answers in order, waiting for socket buffer space instead of dropping on `WouldBlock`.
+async fn udp_writer(sock: Arc<UdpSocket>, mut rx: mpsc::Receiver<(Vec<u8>, SocketAddr)>) {
+    while let Some((bytes, peer)) = rx.recv().await {
+        if let Err(e) = sock.send_to(&bytes, peer).await {
+            log::debug!("UDP send error: {e}");
+        }
     }
 }
 

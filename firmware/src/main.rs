@@ -66,6 +66,7 @@ async fn serve(args: cli::Args, config: lanveil::config::Config) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let user = config.user.clone();
     let mut running = match lanveil::start(config).await {
         Ok(r) => r,
         Err(e) => {
@@ -73,6 +74,22 @@ async fn serve(args: cli::Args, config: lanveil::config::Config) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    // Listeners are bound: give up root now (fail closed if that is impossible).
+    if let Some(user) = user {
+        if lanveil::sys::is_root() {
+            match lanveil::sys::drop_privileges(&user) {
+                Ok((uid, gid)) => {
+                    log::info!("running as {user} (uid {uid}, gid {gid}), no capabilities")
+                }
+                Err(e) => {
+                    log::error!("cannot switch to user {user}: {e}");
+                    return ExitCode::from(1);
+                }
+            }
+        } else {
+            log::info!("not started as root; option user '{user}' ignored");
+        }
+    }
     loop {
         tokio::select! {
             _ = hup.recv() => {

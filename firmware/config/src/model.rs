@@ -109,6 +109,8 @@ pub struct Config {
     pub reconnect_backoff_max_ms: u32,
     /// Time SIGTERM waits for in-flight queries (ms).
     pub drain_timeout_ms: u32,
+    /// When started as root: the user to switch to once the listeners are bound.
+    pub user: Option<String>,
 }
 
 struct Knob {
@@ -187,6 +189,9 @@ const KNOBS: &[Knob] = &[
     },
 ];
 
+/// Section type holding settings for the OpenWrt init script only; the daemon skips it.
+pub const INIT_ONLY_SECTION: &str = "openwrt";
+
 /// The most upstreams a configuration may name.
 pub const MAX_UPSTREAMS: usize = 16;
 /// The most listeners a configuration may name.
@@ -231,6 +236,7 @@ impl Default for Config {
             upstream_pipeline: 100,
             reconnect_backoff_max_ms: 4_000,
             drain_timeout_ms: 3_000,
+            user: None,
         }
     }
 }
@@ -309,6 +315,9 @@ impl Config {
                         upstreams.push(u);
                     }
                 }
+                // Settings only the OpenWrt init script reads (dnsmasq wiring, force-DNS, …); it
+                // validates them itself.
+                INIT_ONLY_SECTION => {}
                 _ => return Err(Error::new(section.line, label, Reason::UnknownSection)),
             }
         }
@@ -359,6 +368,7 @@ impl Config {
             match key {
                 "log_level" => self.log_level = v.value.parse().map_err(err)?,
                 "ca_file" => self.ca_file = Some(parse_path(&v.value).map_err(err)?),
+                "user" => self.user = Some(parse_user(&v.value).map_err(err)?),
                 _ => {
                     let Some(knob) = KNOBS.iter().find(|k| k.key == key) else {
                         return Err(err(Reason::UnknownKey));
@@ -457,6 +467,9 @@ impl Config {
         if let Some(ca) = &self.ca_file {
             push(&mut main, "ca_file", ca.clone(), false);
         }
+        if let Some(user) = &self.user {
+            push(&mut main, "user", user.clone(), false);
+        }
         let mut c = self.clone();
         for k in KNOBS {
             let n = *(k.get)(&mut c);
@@ -498,6 +511,21 @@ fn parse_u32(s: &str, min: u32, max: u32) -> Result<u32, Reason> {
         return Err(range);
     }
     Ok(n)
+}
+
+fn parse_user(s: &str) -> Result<String, Reason> {
+    let ok = !s.is_empty()
+        && s.len() <= 32
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+        && !s.starts_with('-');
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(Reason::Rule(
+            "must be a user name (letters, digits, '_', '-', '.')",
+        ))
+    }
 }
 
 fn parse_path(s: &str) -> Result<String, Reason> {
@@ -586,6 +614,7 @@ config lanveil 'main'
 \tlist listen '[::1]:53'
 \toption query_timeout_ms '1500'
 \toption log_level 'debug'
+\toption user 'lanveil'
 
 config upstream 'quad9'
 \toption url 'tls://9.9.9.9:853#dns.quad9.net'
@@ -598,6 +627,10 @@ config upstream
 config upstream 'off'
 \toption url 'tls://1.1.1.1#one.one.one.one'
 \toption enabled '0'
+
+config openwrt 'openwrt'
+\toption dnsmasq '1'
+\toption force_dns '1'
 ";
 
     #[test]
@@ -612,6 +645,7 @@ config upstream 'off'
         assert_eq!(c.upstreams[1].name, "upstream2");
         assert_eq!(c.upstreams[1].tls_min_version, TlsVersion::V1_2);
         assert_eq!(c.max_inflight, Config::default().max_inflight);
+        assert_eq!(c.user.as_deref(), Some("lanveil"));
     }
 
     #[test]

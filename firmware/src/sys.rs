@@ -1,0 +1,79 @@
+//! The daemon's only `unsafe` code: switching to an unprivileged user after the listeners are bound.
+#![allow(unsafe_code)]
+
+use std::ffi::CString;
+
+/// Why the user switch failed.
+#[derive(Debug)]
+pub enum PrivError {
+    /// No such user.
+    NoSuchUser(String),
+    /// A system call failed.
+    Call(&'static str, std::io::Error),
+    /// Root could be regained after the switch.
+    StillPrivileged,
+}
+
+impl std::fmt::Display for PrivError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NoSuchUser(u) => write!(f, "no such user: {u}"),
+            Self::Call(c, e) => write!(f, "{c} failed: {e}"),
+            Self::StillPrivileged => {
+                f.write_str("privileges could be regained after switching user")
+            }
+        }
+    }
+}
+
+impl std::error::Error for PrivError {}
+
+/// Is the process running as root?
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Switches to `user` (its uid, its primary gid, no supplementary groups). Switching from root to a
+/// non-root uid clears the permitted and effective capability sets, so nothing privileged is left.
+pub fn drop_privileges(user: &str) -> Result<(u32, u32), PrivError> {
+    let name = CString::new(user).map_err(|_| PrivError::NoSuchUser(user.into()))?;
+    // SAFETY: passwd is plain old data; zeroed is a valid (empty) value that getpwnam_r overwrites.
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    let mut result: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: all pointers are valid for the duration of the call; buf's length is passed with it.
+    let rc = unsafe {
+        libc::getpwnam_r(
+            name.as_ptr(),
+            &mut pwd,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut result,
+        )
+    };
+    if rc != 0 || result.is_null() {
+        return Err(PrivError::NoSuchUser(user.into()));
+    }
+    let (uid, gid) = (pwd.pw_uid, pwd.pw_gid);
+    // SAFETY: setgroups with a zero length never reads the (null) list.
+    if unsafe { libc::setgroups(0, std::ptr::null()) } != 0 {
+        return Err(PrivError::Call(
+            "setgroups",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    // SAFETY: plain system calls on integers.
+    if unsafe { libc::setgid(gid) } != 0 {
+        return Err(PrivError::Call("setgid", std::io::Error::last_os_error()));
+    }
+    // SAFETY: as above.
+    if unsafe { libc::setuid(uid) } != 0 {
+        return Err(PrivError::Call("setuid", std::io::Error::last_os_error()));
+    }
+    // SAFETY: as above; succeeding here would mean root can be regained.
+    if uid != 0 && unsafe { libc::setuid(0) } == 0 {
+        return Err(PrivError::StillPrivileged);
+    }
+    Ok((uid, gid))
+}

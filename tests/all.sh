@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The whole lanveil test suite, as CI runs it: set-up, formatting, lints, portability, unit and
+# integration tests, the cross-built ARM binaries under qemu and the OpenWrt package tests.
+# Usage: bash tests/all.sh      (as root: some tests bind port 53 on 127.0.0.2/3 and switch user)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "set-up"
+bash tests/setup.sh
+
+step "format"
+cargo fmt --all -- --check
+
+step "lint"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "portability: the core and the config schema without std (and the wire codecs without alloc)"
+cargo build --locked -p lanveil-core --no-default-features
+cargo build --locked -p lanveil-config --no-default-features
+for crate in lanveil-core lanveil-config; do
+  if cargo tree --locked -p "$crate" -e normal --prefix none | grep -qE '^(tokio|rustls|hickory-proto) '; then
+    echo "$crate must not depend on tokio, rustls or hickory-proto" >&2
+    exit 1
+  fi
+done
+
+step "unit and integration tests"
+cargo test --workspace --locked 2>&1 | tee "$log"
+
+step "board and OpenWrt"
+bash board/ci.sh 2>&1 | tee -a "$log"
+
+passed=$(grep -oE 'test result: [a-zA-Z]+\. [0-9]+ passed' "$log" | awk '{s+=$4} END {print s+0}')
+failed=$(grep -oE 'test result: [a-zA-Z]+\. [0-9]+ passed; [0-9]+ failed' "$log" | awk '{s+=$6} END {print s+0}')
+board_line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$log" | tail -n 1 || true)
+if [ -n "$board_line" ]; then
+  passed=$((passed + $(echo "$board_line" | awk '{print $1}')))
+  failed=$((failed + $(echo "$board_line" | awk '{print $3}')))
+fi
+echo
+echo "total: ${passed} passed, ${failed} failed"
+[ "$failed" -eq 0 ]

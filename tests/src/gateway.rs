@@ -1,0 +1,176 @@
+//! Starting lanveil for a test: in-process through `lanveil::start`, or as the real binary (for signals,
+//! exit codes, privilege drop and log checks).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use lanveil::config::{Config, SpkiPin, TlsVersion, Upstream};
+use tokio::io::AsyncReadExt;
+use tokio::process::{Child, Command};
+
+use crate::pki::Leaf;
+
+/// A configuration listening on a free loopback port (UDP and TCP) and forwarding to `upstreams`
+/// (address, authentication name) with the CA bundle at `ca_file`, a 1 s query deadline.
+pub fn config(upstreams: &[(SocketAddr, &str)], ca_file: &std::path::Path) -> Config {
+    let mut c = Config {
+        listen: vec!["127.0.0.1:0".parse().unwrap()],
+        query_timeout_ms: 1_000,
+        drain_timeout_ms: 2_000,
+        ..Config::default()
+    };
+    c.upstreams = upstreams
+        .iter()
+        .enumerate()
+        .map(|(i, (addr, name))| Upstream {
+            name: format!("up{}", i + 1),
+            url: format!("tls://{addr}#{name}").parse().unwrap(),
+            pins: Vec::new(),
+            ca_file: Some(ca_file.display().to_string()),
+            tls_min_version: TlsVersion::V1_3,
+        })
+        .collect();
+    c.validate().unwrap();
+    c
+}
+
+/// Shorthand: a config forwarding to one upstream presenting `leaf`.
+pub fn config_for(upstream: SocketAddr, leaf: &Leaf) -> Config {
+    config(&[(upstream, &leaf.server_name())], leaf.ca_pem_path())
+}
+
+/// Adds pins (text form) to every upstream.
+pub fn with_pins(mut c: Config, pins: &[String]) -> Config {
+    let pins: Vec<SpkiPin> = pins.iter().map(|p| p.parse().unwrap()).collect();
+    for u in &mut c.upstreams {
+        u.pins = pins.clone();
+    }
+    c
+}
+
+/// Starts lanveil in-process; returns the handle and its (first) UDP/TCP address.
+pub async fn start(config: Config) -> (lanveil::Running, SocketAddr) {
+    let running = lanveil::start(config).await.expect("lanveil starts");
+    let addr = running.udp_addrs()[0];
+    assert_eq!(running.tcp_addrs()[0], addr, "UDP and TCP share the port");
+    (running, addr)
+}
+
+/// The `lanveil` binary of this build (built on first use, same profile as the tests).
+pub fn binary() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let exe = std::env::current_exe().unwrap();
+        let profile_dir = exe.parent().and_then(|d| d.parent()).unwrap().to_path_buf();
+        let release = profile_dir.file_name().is_some_and(|n| n == "release");
+        let mut cmd = std::process::Command::new(env!("CARGO"));
+        // Select lanveil-tests too, so features unify exactly as in the test build (no rebuild).
+        cmd.args([
+            "build",
+            "-q",
+            "-p",
+            "lanveil",
+            "-p",
+            "lanveil-tests",
+            "--bin",
+            "lanveil",
+        ]);
+        if release {
+            cmd.arg("--release");
+        }
+        // The test process carries the variables cargo sets for it; a build script that watches one
+        // (ring watches CARGO_MANIFEST_DIR) would otherwise force a rebuild on every run.
+        for (k, _) in std::env::vars_os() {
+            let k = k.to_string_lossy().into_owned();
+            let per_crate = [
+                "CARGO_MANIFEST_",
+                "CARGO_PKG_",
+                "CARGO_CRATE_",
+                "CARGO_BIN_",
+                "CARGO_PRIMARY_",
+                "CARGO_TARGET_TMPDIR",
+                "CARGO_RUSTC_CURRENT_DIR",
+            ];
+            if per_crate.iter().any(|p| k.starts_with(p)) || k == "OUT_DIR" {
+                cmd.env_remove(&k);
+            }
+        }
+        let status = cmd.status().expect("cargo runs");
+        assert!(status.success(), "building the lanveil binary failed");
+        let bin = profile_dir.join("lanveil");
+        assert!(bin.exists(), "{} missing after build", bin.display());
+        bin
+    })
+    .clone()
+}
+
+/// A lanveil process with its stderr collected.
+pub struct Process {
+    /// The child.
+    pub child: Child,
+    stderr: tokio::task::JoinHandle<String>,
+}
+
+impl Process {
+    /// Starts the binary with `args`.
+    pub fn spawn(args: &[&str]) -> Process {
+        let mut child = Command::new(binary())
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("lanveil starts");
+        let mut err = child.stderr.take().unwrap();
+        let stderr = tokio::spawn(async move {
+            let mut s = String::new();
+            let _ = err.read_to_string(&mut s).await;
+            s
+        });
+        Process { child, stderr }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> i32 {
+        i32::try_from(self.child.id().unwrap()).unwrap()
+    }
+
+    /// Sends a signal.
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) with a pid we own and a valid signal number.
+        #[allow(unsafe_code)]
+        let rc = unsafe { libc::kill(self.pid(), sig) };
+        assert_eq!(rc, 0, "kill({sig}) failed");
+    }
+
+    /// Waits (bounded) for exit; returns the exit code and everything written to stderr.
+    pub async fn wait(mut self, limit: Duration) -> (Option<i32>, String) {
+        let status = tokio::time::timeout(limit, self.child.wait())
+            .await
+            .expect("lanveil exits in time")
+            .unwrap();
+        let stderr = self.stderr.await.unwrap();
+        (status.code(), stderr)
+    }
+}
+
+/// Waits until something answers DNS over UDP at `addr` (any answer), bounded.
+pub async fn wait_serving(addr: SocketAddr) {
+    for _ in 0..100 {
+        let q =
+            crate::client::build_query("ready.check.", hickory_proto::rr::RecordType::SOA, None);
+        let bytes = q.to_vec().unwrap();
+        if crate::client::raw_udp(addr, &bytes, Duration::from_millis(100))
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("lanveil did not start serving on {addr}");
+}

@@ -1,0 +1,36 @@
+//! Integration-test harness for lanveil.
+//!
+//! Everything a test needs to exercise the daemon end to end against real
+//! peers, all on loopback and without the internet:
+//!
+//! * [`pki`]: a throwaway CA per run and server certificates signed by it,
+//!   with RFC 7858 SPKI pins and PEM files on disk.
+//! * [`upstream`]: an in-process DNS-over-TLS server with deterministic
+//!   answers, pipelining, out-of-order replies and switchable faults.
+//! * [`decoy`]: a plaintext DNS listener that only counts hits, to prove that
+//!   nothing ever falls back to clear-text DNS.
+//! * [`client`]: plain UDP/TCP and DoT client helpers with timeouts, plus EDE
+//!   (RFC 8914) extraction.
+//! * [`dig`]: runs the real `dig` / `kdig` binaries and parses their output.
+//! * [`unbound`]: a real Unbound instance serving DoT from a local zone.
+//! * [`util`]: free ports, temporary directories, timeouts.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod client;
+pub mod decoy;
+pub mod dig;
+pub mod gateway;
+pub mod pki;
+pub mod unbound;
+pub mod upstream;
+pub mod util;
+
+pub use client::{ClientError, DotClient};
+pub use decoy::Decoy;
+pub use dig::{DigEde, DigOutput, dig, kdig};
+pub use pki::{Leaf, Pki};
+pub use unbound::Unbound;
+pub use upstream::{
+    ConnInfo, DotUpstream, UpstreamHandle, UpstreamOpts, expected_a, expected_aaaa,
+};
+pub use util::{TempDir, free_port, free_tcp_udp_port};

@@ -1,0 +1,265 @@
+//! The real `lanveil` binary: command line, configuration errors, signals, privilege drop, logs.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
+use lanveil_tests::client::{a_records, ede, query_udp, try_query_udp};
+use lanveil_tests::gateway::{Process, wait_serving};
+use lanveil_tests::{DotUpstream, Pki, TempDir, UpstreamOpts, expected_a, free_tcp_udp_port};
+
+const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+fn conf(listen: SocketAddr, upstream: SocketAddr, ca: &std::path::Path, extra: &str) -> String {
+    format!(
+        "config lanveil 'main'\n\tlist listen '{listen}'\n\toption query_timeout_ms '1500'\n{extra}\n\
+         config upstream 'test'\n\toption url 'tls://{upstream}#dot.test'\n\toption ca_file '{}'\n",
+        ca.display()
+    )
+}
+
+fn listen_addr() -> SocketAddr {
+    SocketAddr::new(LOCAL, free_tcp_udp_port(LOCAL))
+}
+
+#[tokio::test]
+async fn check_config_names_file_line_key_and_reason() {
+    let dir = TempDir::new("lanveil-check");
+    let good = dir.write(
+        "good",
+        "config lanveil 'main'\n\tlist listen '127.0.0.1:53'\n\nconfig upstream 'q'\n\toption url 'tls://9.9.9.9#dns.quad9.net'\n",
+    );
+    let (code, _) = Process::spawn(&["--check-config", good.to_str().unwrap()])
+        .wait(Duration::from_secs(10))
+        .await;
+    assert_eq!(code, Some(0));
+
+    let cases = [
+        (
+            "config lanveil 'main'\n\toption query_timeout_ms 'fast'\n",
+            ":2: lanveil[main].query_timeout_ms: must be a whole number from 100 to 30000",
+        ),
+        (
+            "config upstream 'q'\n\toption url 'tls://dns.quad9.net#dns.quad9.net'\n",
+            ":2: upstream[q].url: bad upstream URL",
+        ),
+        (
+            "config upstream 'q'\n\toption url 'tls://9.9.9.9#dns.quad9.net'\n\tlist pin 'sha256/short'\n",
+            ":3: upstream[q].pin: bad SPKI pin",
+        ),
+        (
+            "config lanveil 'main'\n\toption bogus '1'\n",
+            ":2: lanveil[main].bogus: unknown option",
+        ),
+        (
+            "config lanveil 'main'\n\toption log_level 'loud\n",
+            ":2: syntax error: unterminated ' quote",
+        ),
+    ];
+    for (i, (text, want)) in cases.iter().enumerate() {
+        let path = dir.write(&format!("bad{i}"), text);
+        let (code, stderr) = Process::spawn(&["--check-config", path.to_str().unwrap()])
+            .wait(Duration::from_secs(10))
+            .await;
+        assert_eq!(code, Some(2), "{text}");
+        let expected = format!("{}{want}", path.display());
+        assert!(
+            stderr.contains(&expected),
+            "stderr {stderr:?} should contain {expected:?}"
+        );
+    }
+    // The daemon refuses to start on a bad file the same way, and on bad flags.
+    let bad = dir.write("bad-run", cases[0].0);
+    let (code, stderr) = Process::spawn(&["--config", bad.to_str().unwrap()])
+        .wait(Duration::from_secs(10))
+        .await;
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("query_timeout_ms"), "{stderr}");
+    let (code, stderr) = Process::spawn(&["--upstream", "8.8.8.8"])
+        .wait(Duration::from_secs(10))
+        .await;
+    assert_eq!(code, Some(2));
+    assert!(
+        stderr.contains("--upstream 8.8.8.8: bad upstream URL"),
+        "{stderr}"
+    );
+    let (code, stdout_ok) = Process::spawn(&["--version"])
+        .wait(Duration::from_secs(10))
+        .await;
+    assert_eq!(code, Some(0), "{stdout_ok}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_validated_config_and_sigterm_drains() {
+    let pki = Pki::new();
+    let leaf = pki.leaf(&["dot.test"], &[LOCAL]);
+    let up1 = DotUpstream::start(UpstreamOpts::new(&leaf)).await;
+    let up2 = DotUpstream::start(UpstreamOpts::new(&leaf)).await;
+    let dir = TempDir::new("lanveil-reload");
+    let listen = listen_addr();
+    let path = dir.write("lanveil", conf(listen, up1.addr(), leaf.ca_pem_path(), ""));
+    let p = Process::spawn(&["--config", path.to_str().unwrap()]);
+    wait_serving(listen).await;
+    let base = up1.queries();
+    let m = query_udp(listen, "one.reload.test.", RecordType::A, None).await;
+    assert_eq!(a_records(&m), [expected_a("one.reload.test.")]);
+
+    // A broken file on SIGHUP: error logged with file and line, old config keeps serving.
+    dir.write(
+        "lanveil",
+        "config lanveil 'main'\n\toption max_inflight '0'\n",
+    );
+    p.signal(libc::SIGHUP);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let m = query_udp(listen, "two.reload.test.", RecordType::A, None).await;
+    assert_eq!(a_records(&m), [expected_a("two.reload.test.")]);
+    assert_eq!(up1.queries(), base + 2);
+
+    // A good file switches the upstream without dropping the listener.
+    dir.write("lanveil", conf(listen, up2.addr(), leaf.ca_pem_path(), ""));
+    p.signal(libc::SIGHUP);
+    let t0 = Instant::now();
+    while up2.queries() == 0 {
+        let _ = try_query_udp(listen, "three.reload.test.", RecordType::A, None).await;
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "reload did not take effect"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // SIGTERM with a query in flight: it is answered, then lanveil exits 0.
+    let inflight = tokio::spawn(async move {
+        try_query_udp(listen, "delay-400.drain.test.", RecordType::A, None).await
+    });
+    assert!(
+        up2.wait_for(Duration::from_secs(3), |h| h.received().len() >= 2)
+            .await
+            || up2.queries() >= 2
+    );
+    p.signal(libc::SIGTERM);
+    let answer = inflight
+        .await
+        .unwrap()
+        .expect("the in-flight query is answered while draining");
+    assert_eq!(a_records(&answer), [expected_a("delay-400.drain.test.")]);
+    let (code, stderr) = p.wait(Duration::from_secs(5)).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    let path_shown = format!("{}:2: lanveil[main].max_inflight", path.display());
+    assert!(
+        stderr.contains(&path_shown),
+        "reload error names file and line: {stderr}"
+    );
+    assert!(
+        stderr.contains("keeping the running configuration"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("configuration reloaded"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drops_root_after_binding_and_logs_no_names_or_addresses() {
+    assert!(
+        lanveil::sys::is_root(),
+        "this test checks the switch from root; run the suite as root (CI does)"
+    );
+    let pki = Pki::new();
+    let leaf = pki.leaf(&["dot.test"], &[LOCAL]);
+    let up = DotUpstream::start(UpstreamOpts::new(&leaf)).await;
+    let dir = TempDir::new("lanveil-priv");
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    // A privileged port proves the bind happened as root; the rest runs as nobody.
+    let listen = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3)), 53);
+    let path = dir.write(
+        "lanveil",
+        conf(
+            listen,
+            up.addr(),
+            leaf.ca_pem_path(),
+            "\toption user 'nobody'\n\toption log_level 'info'\n",
+        ),
+    );
+    let p = Process::spawn(&["--config", path.to_str().unwrap()]);
+    wait_serving(listen).await;
+    let status = std::fs::read_to_string(format!("/proc/{}/status", p.pid())).unwrap();
+    let field = |k: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(k))
+            .unwrap()
+            .split_whitespace()
+            .skip(1)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(field("Uid:"), ["65534"; 4], "{status}");
+    assert_eq!(field("Gid:"), ["65534"; 4], "{status}");
+    assert_eq!(field("CapEff:"), ["0000000000000000"]);
+    assert_eq!(field("CapPrm:"), ["0000000000000000"]);
+
+    // Some traffic, including failures, with a distinctive name, from a distinctive client address.
+    let client = tokio::net::UdpSocket::bind("127.0.0.9:0").await.unwrap();
+    let q = lanveil_tests::client::build_query("very-private-name.example.", RecordType::A, None);
+    client.send_to(&q.to_vec().unwrap(), listen).await.unwrap();
+    let mut buf = [0u8; 512];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(3), client.recv_from(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let m = hickory_proto::op::Message::from_vec(&buf[..n]).unwrap();
+    assert_eq!(a_records(&m), [expected_a("very-private-name.example.")]);
+    up.set_stall(true);
+    let m = query_udp(
+        listen,
+        "another-private-name.example.",
+        RecordType::A,
+        Some(1232),
+    )
+    .await;
+    assert_eq!(m.response_code(), ResponseCode::ServFail);
+    assert!(ede(&m).is_some());
+    p.signal(libc::SIGTERM);
+    let (code, stderr) = p.wait(Duration::from_secs(5)).await;
+    assert_eq!(code, Some(0));
+    assert!(stderr.contains("running as nobody"), "{stderr}");
+    assert!(
+        !stderr.contains("private-name"),
+        "a query name was logged: {stderr}"
+    );
+    assert!(
+        !stderr.contains("127.0.0.9"),
+        "a client address was logged: {stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_arguments_runs_the_builtin_default() {
+    // Built-in default: 127.0.0.1:5353, Quad9 over strict DoT. This machine may have no internet: then
+    // the answer must be a prompt SERVFAIL with an EDE; with internet, a real answer.
+    let p = Process::spawn(&[]);
+    let listen: SocketAddr = "127.0.0.1:5353".parse().unwrap();
+    wait_serving(listen).await;
+    let t0 = Instant::now();
+    let m = query_udp(listen, "example.com.", RecordType::A, Some(1232)).await;
+    assert!(
+        t0.elapsed() < Duration::from_secs(3),
+        "answered within the 2.5 s deadline"
+    );
+    match m.response_code() {
+        ResponseCode::NoError => assert!(!m.answers().is_empty()),
+        ResponseCode::ServFail => assert!(ede(&m).is_some(), "SERVFAIL without EDE"),
+        other => panic!("unexpected {other:?}"),
+    }
+    p.signal(libc::SIGTERM);
+    let (code, stderr) = p.wait(Duration::from_secs(5)).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("tls://9.9.9.9:853#dns.quad9.net"),
+        "{stderr}"
+    );
+}
