@@ -8,8 +8,9 @@ use lanveil_config::{Config, LogLevel, SpkiPin, TlsVersion, Upstream, UpstreamUr
 
 /// Usage text.
 pub const USAGE: &str = "\
-usage: lanveil [--config FILE] [--listen ADDR:PORT]... [--upstream tls://IP[:PORT]#NAME]...
+usage: lanveil [--config FILE] [--listen ADDR:PORT]... [--upstream URL]... [--bootstrap IP]...
                [--pin sha256/BASE64]... [--ca-file FILE] [--log-level LEVEL]
+       URL: tls://IP[:PORT]#NAME | https://IP[:PORT]/PATH#NAME | https://NAME[:PORT]/PATH (with --bootstrap)
        lanveil --check-config FILE
        lanveil --version
 
@@ -33,6 +34,8 @@ pub struct Args {
     pub pins: Vec<String>,
     /// `--ca-file`.
     pub ca_file: Option<String>,
+    /// `--bootstrap`, repeatable: addresses for `https://NAME/…` upstreams.
+    pub bootstrap: Vec<std::net::IpAddr>,
     /// `--log-level`.
     pub log_level: Option<String>,
     /// `--version`.
@@ -62,6 +65,13 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args, String> {
             Long("upstream") | Short('u') => {
                 a.upstreams
                     .push(text(p.value().map_err(|e| e.to_string())?, "--upstream")?);
+            }
+            Long("bootstrap") => {
+                let v = text(p.value().map_err(|e| e.to_string())?, "--bootstrap")?;
+                a.bootstrap.push(
+                    v.parse()
+                        .map_err(|_| format!("--bootstrap {v}: must be an IP address"))?,
+                );
             }
             Long("pin") => a
                 .pins
@@ -134,12 +144,20 @@ pub fn apply_flags(cfg: &mut Config, args: &Args) -> Result<(), String> {
                 let url = u
                     .parse::<UpstreamUrl>()
                     .map_err(|r| format!("--upstream {u}: {r}"))?;
+                if url.addr.is_none() && args.bootstrap.is_empty() {
+                    return Err(format!(
+                        "--upstream {u}: a host name needs its addresses from --bootstrap IP (never looked up in plaintext)"
+                    ));
+                }
+                let bootstrap = if url.addr.is_none() { args.bootstrap.clone() } else { Vec::new() };
                 Ok(Upstream {
                     name: format!("cli{}", i + 1),
                     url,
                     pins: pins.clone(),
                     ca_file: args.ca_file.clone(),
                     tls_min_version: TlsVersion::V1_3,
+                    bootstrap,
+                    http_get: false,
                 })
             })
             .collect::<Result<_, String>>()?;

@@ -6,8 +6,10 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use lanveil_config::Transport;
 use lanveil_core::engine::{
-    Action, ClientAddr, CloseReason, Engine, EngineConfig, Event, SessionId, Stats, UpstreamId,
+    Action, ClientAddr, CloseReason, Engine, EngineConfig, Event, SessionId, Stats,
+    Transport as CoreTransport, UpstreamId, UpstreamSpec,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -15,7 +17,7 @@ use tokio::time::Instant;
 
 use crate::clock::Clock;
 use crate::rng::OsRng;
-use crate::upstream::{dot, tls::Target, tls::describe};
+use crate::upstream::{Outgoing, dot, tls::Target, tls::describe};
 
 /// Everything the driver hears about.
 pub(crate) enum Input {
@@ -41,7 +43,9 @@ pub(crate) enum Input {
     },
     UpstreamConnected {
         session: SessionId,
+        relaxed: bool,
     },
+    ClockSynchronized,
     UpstreamData {
         session: SessionId,
         bytes: Vec<u8>,
@@ -49,6 +53,17 @@ pub(crate) enum Input {
     UpstreamClosed {
         session: SessionId,
         reason: CloseReason,
+    },
+    #[cfg_attr(not(feature = "doh"), allow(dead_code))]
+    UpstreamResponse {
+        session: SessionId,
+        tag: u16,
+        bytes: Vec<u8>,
+    },
+    #[cfg_attr(not(feature = "doh"), allow(dead_code))]
+    UpstreamRequestFailed {
+        session: SessionId,
+        tag: u16,
     },
     Reconfigure {
         engine: EngineConfig,
@@ -63,7 +78,7 @@ pub(crate) enum Input {
 }
 
 struct SessionHandle {
-    tx: mpsc::UnboundedSender<Vec<u8>>,
+    tx: mpsc::UnboundedSender<Outgoing>,
     task: JoinHandle<()>,
 }
 
@@ -78,6 +93,7 @@ pub(crate) struct Driver {
     tcp: HashMap<u64, mpsc::Sender<Vec<u8>>>,
     drain_until: Option<Instant>,
     udp_send_failures: u64,
+    relaxed: std::collections::HashSet<SessionId>,
 }
 
 /// Inputs handled per wake-up before outputs are flushed (bounded so timers stay timely).
@@ -91,9 +107,9 @@ impl Driver {
         rx: mpsc::Receiver<Input>,
         tx: mpsc::Sender<Input>,
     ) -> Self {
-        let ids: Vec<_> = targets.iter().map(|(id, _)| *id).collect();
+        let specs = specs(&targets);
         Self {
-            engine: Engine::new(engine_config, &ids, rng),
+            engine: Engine::new(engine_config, &specs, rng),
             clock: Clock::new(),
             rx,
             tx,
@@ -103,6 +119,7 @@ impl Driver {
             tcp: HashMap::new(),
             drain_until: None,
             udp_send_failures: 0,
+            relaxed: std::collections::HashSet::new(),
         }
     }
 
@@ -176,21 +193,55 @@ impl Driver {
             Input::TcpClosed { conn } => {
                 self.tcp.remove(&conn);
             }
-            Input::UpstreamConnected { session } => {
-                self.engine.handle_upstream_connected(now, session)
+            Input::UpstreamConnected { session, relaxed } => {
+                if relaxed {
+                    self.relaxed.insert(session);
+                }
+                self.engine.handle_upstream_connected(now, session);
+            }
+            Input::ClockSynchronized => {
+                // Rule 4: connections authenticated against the floor are closed; their queries go to
+                // connections verified at the real time.
+                let relaxed: Vec<_> = self.relaxed.drain().collect();
+                if !relaxed.is_empty() {
+                    log::info!(
+                        "clock synchronized: re-verifying {} upstream connection(s)",
+                        relaxed.len()
+                    );
+                }
+                for session in relaxed {
+                    if let Some(s) = self.sessions.remove(&session) {
+                        s.task.abort();
+                        self.engine
+                            .handle_upstream_closed(now, session, CloseReason::Eof);
+                    }
+                }
             }
             Input::UpstreamData { session, bytes } => {
                 self.engine.handle_upstream_data(now, session, &bytes)
             }
+            Input::UpstreamResponse {
+                session,
+                tag,
+                bytes,
+            } => {
+                self.engine
+                    .handle_upstream_response(now, session, tag, &bytes);
+            }
+            Input::UpstreamRequestFailed { session, tag } => {
+                self.engine
+                    .handle_upstream_request_failed(now, session, tag);
+            }
             Input::UpstreamClosed { session, reason } => {
                 self.sessions.remove(&session);
+                self.relaxed.remove(&session);
                 self.engine.handle_upstream_closed(now, session, reason);
             }
             Input::Reconfigure { engine, targets } => {
-                let ids: Vec<_> = targets.iter().map(|(id, _)| *id).collect();
-                // Keep targets of retired upstreams until their sessions are gone: tasks hold an Arc.
+                let specs = specs(&targets);
+                // Tasks of retired sessions hold their own Arc of the old target.
                 self.targets = targets.into_iter().collect();
-                self.engine.reconfigure(now, engine, &ids);
+                self.engine.reconfigure(now, engine, &specs);
             }
             Input::Stats { reply } => {
                 let _ = reply.send((*self.engine.stats(), self.engine.inflight()));
@@ -247,15 +298,40 @@ impl Driver {
                     return;
                 };
                 let (tx, rx) = mpsc::unbounded_channel();
-                let task = tokio::spawn(dot::run(session, target, rx, self.tx.clone()));
+                let events = self.tx.clone();
+                let task = match target.upstream.url.transport {
+                    Transport::Tls => tokio::spawn(dot::run(session, target, rx, events)),
+                    #[cfg(feature = "doh")]
+                    Transport::Https => {
+                        tokio::spawn(crate::upstream::doh::run(session, target, rx, events))
+                    }
+                    #[cfg(not(feature = "doh"))]
+                    Transport::Https => {
+                        // Refused at start-up; unreachable in a DoT-only build.
+                        let now = self.clock.now();
+                        self.engine
+                            .handle_upstream_closed(now, session, CloseReason::Unreachable);
+                        return;
+                    }
+                };
                 self.sessions.insert(session, SessionHandle { tx, task });
             }
             Action::Send { session, bytes } => {
                 if let Some(s) = self.sessions.get(&session) {
-                    let _ = s.tx.send(bytes);
+                    let _ = s.tx.send(Outgoing::Bytes(bytes));
+                }
+            }
+            Action::Request {
+                session,
+                tag,
+                message,
+            } => {
+                if let Some(s) = self.sessions.get(&session) {
+                    let _ = s.tx.send(Outgoing::Request { tag, message });
                 }
             }
             Action::Close { session } => {
+                self.relaxed.remove(&session);
                 if let Some(s) = self.sessions.remove(&session) {
                     s.task.abort();
                 }
@@ -278,6 +354,19 @@ impl Driver {
             }
         }
     }
+}
+
+fn specs(targets: &[(UpstreamId, Arc<Target>)]) -> Vec<UpstreamSpec> {
+    targets
+        .iter()
+        .map(|(id, t)| UpstreamSpec {
+            id: *id,
+            transport: match t.upstream.url.transport {
+                Transport::Tls => CoreTransport::Stream,
+                Transport::Https => CoreTransport::Message,
+            },
+        })
+        .collect()
 }
 
 async fn sleep_until(t: Option<Instant>) {

@@ -5,7 +5,7 @@
 //! integration tests drive it in-process.
 
 pub mod cli;
-mod clock;
+pub mod clock;
 mod driver;
 mod listen;
 pub mod logging;
@@ -17,11 +17,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use lanveil_config::{Config, Upstream};
-use lanveil_core::engine::{EngineConfig, Stats, UpstreamId};
+use lanveil_config::{Config, Transport, Upstream, UpstreamPolicy};
+use lanveil_core::cache::CacheConfig;
+use lanveil_core::engine::{EngineConfig, SelectPolicy, Stats, UpstreamId};
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
+use crate::clock::{SystemWallClock, TimeKeeper, WallClock};
 use crate::driver::{Driver, Input};
 use crate::listen::{Listener, TcpLimits};
 use crate::upstream::tls::{Target, TlsSetupError};
@@ -49,6 +51,11 @@ pub enum Error {
     },
     /// The OS random generator is unavailable.
     Random,
+    /// A DNS-over-HTTPS upstream in a build without the `doh` feature.
+    NoDoh {
+        /// The upstream's name.
+        upstream: String,
+    },
     /// The driver task is gone.
     Stopped,
 }
@@ -59,6 +66,12 @@ impl std::fmt::Display for Error {
             Self::Bind { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
             Self::Tls { upstream, source } => write!(f, "upstream {upstream}: {source}"),
             Self::Random => f.write_str("the OS random generator is unavailable"),
+            Self::NoDoh { upstream } => {
+                write!(
+                    f,
+                    "upstream {upstream}: this lanveil was built without DNS-over-HTTPS (feature doh)"
+                )
+            }
             Self::Stopped => f.write_str("lanveil has stopped"),
         }
     }
@@ -76,6 +89,23 @@ fn engine_config(c: &Config) -> EngineConfig {
         idle_timeout: ms(c.upstream_idle_timeout_ms),
         connect_timeout: ms(c.upstream_connect_timeout_ms),
         backoff_max: ms(c.reconnect_backoff_max_ms),
+        policy: match c.upstream_policy {
+            UpstreamPolicy::Failover => SelectPolicy::Failover,
+            UpstreamPolicy::RoundRobin => SelectPolicy::RoundRobin,
+            UpstreamPolicy::Fastest => SelectPolicy::Fastest,
+        },
+        cache: c.cache.then(|| CacheConfig {
+            max_entries: c.cache_entries as usize,
+            max_bytes: c.cache_max_kib as usize * 1024,
+            min_ttl: c.cache_min_ttl,
+            max_ttl: c.cache_max_ttl,
+            max_stale: if c.serve_stale {
+                c.serve_stale_max_s
+            } else {
+                0
+            },
+            ..CacheConfig::default()
+        }),
     }
 }
 
@@ -98,6 +128,22 @@ pub struct Running {
     limits: watch::Sender<TcpLimits>,
     tx: mpsc::Sender<Input>,
     driver: JoinHandle<()>,
+    time: Arc<TimeKeeper>,
+    ticker: JoinHandle<()>,
+}
+
+/// Watches the wall clock: advances and persists the floor, reports the moment it becomes good.
+async fn clock_ticker(time: Arc<TimeKeeper>, tx: mpsc::Sender<Input>) {
+    loop {
+        let synced = time.state() == lanveil_core::clock::ClockState::Synchronized;
+        tokio::time::sleep(Duration::from_millis(if synced { 10_000 } else { 250 })).await;
+        if time.tick() {
+            log::info!("wall clock is now past the time floor: clock synchronized");
+            if tx.send(Input::ClockSynchronized).await.is_err() {
+                return;
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Running {
@@ -112,10 +158,16 @@ fn build_targets(
     config: &Config,
     ids: &mut Vec<(Upstream, UpstreamId)>,
     next_id: &mut u32,
+    time: &Arc<TimeKeeper>,
 ) -> Result<Vec<(UpstreamId, Arc<Target>)>, Error> {
     let mut out = Vec::new();
     let mut new_ids = Vec::new();
     for u in &config.upstreams {
+        if u.url.transport == Transport::Https && !cfg!(feature = "doh") {
+            return Err(Error::NoDoh {
+                upstream: u.name.clone(),
+            });
+        }
         let id = match ids.iter().find(|(old, _)| old == u) {
             Some((_, id)) => *id,
             None => {
@@ -123,9 +175,11 @@ fn build_targets(
                 UpstreamId(*next_id)
             }
         };
-        let target = Target::new(u, config.ca_file.as_deref()).map_err(|source| Error::Tls {
-            upstream: u.name.clone(),
-            source,
+        let target = Target::new(u, config.ca_file.as_deref(), time.clone()).map_err(|source| {
+            Error::Tls {
+                upstream: u.name.clone(),
+                source,
+            }
         })?;
         out.push((id, Arc::new(target)));
         new_ids.push((u.clone(), id));
@@ -134,15 +188,35 @@ fn build_targets(
     Ok(out)
 }
 
+/// How lanveil is started, beyond its configuration (tests inject a wall clock).
+#[derive(Default)]
+pub struct Options {
+    /// The wall clock; the system clock if `None`.
+    pub wall_clock: Option<Arc<dyn WallClock>>,
+}
+
 /// Starts lanveil on the ambient tokio runtime.
 pub async fn start(config: Config) -> Result<Running, Error> {
+    start_with(config, Options::default()).await
+}
+
+/// Starts lanveil with `options`.
+pub async fn start_with(config: Config, options: Options) -> Result<Running, Error> {
+    let wall = options
+        .wall_clock
+        .unwrap_or_else(|| Arc::new(SystemWallClock));
+    let time = Arc::new(TimeKeeper::new(
+        wall,
+        config.state_file.as_ref().map(std::path::PathBuf::from),
+    ));
     let mut ids = Vec::new();
     let mut next_id = 0;
-    let targets = build_targets(&config, &mut ids, &mut next_id)?;
+    let targets = build_targets(&config, &mut ids, &mut next_id, &time)?;
     let rng = rng::OsRng::new().map_err(|_| Error::Random)?;
     let (tx, rx) = mpsc::channel(4096);
     let driver = Driver::new(engine_config(&config), targets, rng, rx, tx.clone());
     let driver = tokio::spawn(driver.run());
+    let ticker = tokio::spawn(clock_ticker(time.clone(), tx.clone()));
     let tcp_slots = Arc::new(Semaphore::new(config.max_tcp_clients as usize));
     let mut running = Running {
         config: config.clone(),
@@ -154,6 +228,8 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         limits: watch::Sender::new(tcp_limits(&config)),
         tx,
         driver,
+        time,
+        ticker,
     };
     running.listeners = running.open_listeners(&config.listen).await?;
     for l in &running.listeners {
@@ -221,7 +297,7 @@ impl Running {
     pub async fn reload(&mut self, config: Config) -> Result<(), Error> {
         let mut ids = self.ids.clone();
         let mut next_id = self.next_id;
-        let targets = build_targets(&config, &mut ids, &mut next_id)?;
+        let targets = build_targets(&config, &mut ids, &mut next_id, &self.time)?;
         // A listener whose address is unchanged keeps its sockets (no gap in service); new addresses are
         // bound before anything old is released.
         let kept = |addr: &SocketAddr, old: &Listener| old.configured == *addr && addr.port() != 0;
@@ -291,5 +367,10 @@ impl Running {
             + Duration::from_millis(u64::from(self.config.drain_timeout_ms));
         let _ = self.tx.send(Input::Drain { until }).await;
         let _ = (&mut self.driver).await;
+        self.ticker.abort();
+        if self.time.state() == lanveil_core::clock::ClockState::Synchronized {
+            self.time.tick();
+            self.time.save();
+        }
     }
 }

@@ -14,23 +14,34 @@ use tokio::process::{Child, Command};
 use crate::pki::Leaf;
 
 /// A configuration listening on a free loopback port (UDP and TCP) and forwarding to `upstreams`
-/// (address, authentication name) with the CA bundle at `ca_file`, a 1 s query deadline.
+/// (address, authentication name) over DoT with the CA bundle at `ca_file`, a 1 s query deadline.
 pub fn config(upstreams: &[(SocketAddr, &str)], ca_file: &std::path::Path) -> Config {
+    let urls: Vec<String> = upstreams
+        .iter()
+        .map(|(addr, name)| format!("tls://{addr}#{name}"))
+        .collect();
+    config_urls(&urls, ca_file)
+}
+
+/// Like [`config`], with upstream URLs in any notation lanveil reads (`tls://…`, `https://…`).
+pub fn config_urls(urls: &[String], ca_file: &std::path::Path) -> Config {
     let mut c = Config {
         listen: vec!["127.0.0.1:0".parse().unwrap()],
         query_timeout_ms: 1_000,
         drain_timeout_ms: 2_000,
         ..Config::default()
     };
-    c.upstreams = upstreams
+    c.upstreams = urls
         .iter()
         .enumerate()
-        .map(|(i, (addr, name))| Upstream {
+        .map(|(i, url)| Upstream {
             name: format!("up{}", i + 1),
-            url: format!("tls://{addr}#{name}").parse().unwrap(),
+            url: url.parse().unwrap(),
             pins: Vec::new(),
             ca_file: Some(ca_file.display().to_string()),
             tls_min_version: TlsVersion::V1_3,
+            bootstrap: Vec::new(),
+            http_get: false,
         })
         .collect();
     c.validate().unwrap();
@@ -158,19 +169,14 @@ impl Process {
     }
 }
 
-/// Waits until something answers DNS over UDP at `addr` (any answer), bounded.
+/// Waits until lanveil listens at `addr` (it binds UDP and TCP together, so a TCP connect proves
+/// both), bounded. Answering may still depend on the upstream.
 pub async fn wait_serving(addr: SocketAddr) {
-    for _ in 0..100 {
-        let q =
-            crate::client::build_query("ready.check.", hickory_proto::rr::RecordType::SOA, None);
-        let bytes = q.to_vec().unwrap();
-        if crate::client::raw_udp(addr, &bytes, Duration::from_millis(100))
-            .await
-            .is_ok()
-        {
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
             return;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    panic!("lanveil did not start serving on {addr}");
+    panic!("lanveil did not start listening on {addr}");
 }

@@ -19,6 +19,8 @@
 pub mod client;
 pub mod decoy;
 pub mod dig;
+pub mod dnsdist;
+pub mod doh;
 pub mod gateway;
 pub mod pki;
 pub mod unbound;

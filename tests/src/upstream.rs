@@ -108,6 +108,7 @@ pub struct ConnInfo {
 struct Shared {
     addr: SocketAddr,
     stall: AtomicBool,
+    servfail: AtomicBool,
     /// 0 = never close.
     close_after: AtomicUsize,
     /// 0 or 1 = no batching.
@@ -154,6 +155,11 @@ impl UpstreamHandle {
     /// them. Queries received while stalled stay unanswered for good.
     pub fn set_stall(&self, stall: bool) {
         self.shared.stall.store(stall, Ordering::SeqCst);
+    }
+
+    /// Answer every query SERVFAIL (a resolver having a bad day) until turned off.
+    pub fn set_servfail(&self, on: bool) {
+        self.shared.servfail.store(on, Ordering::SeqCst);
     }
 
     /// Close every connection (cleanly: close_notify + FIN) right after it
@@ -342,6 +348,7 @@ impl DotUpstream {
         let shared = Arc::new(Shared {
             addr,
             stall: AtomicBool::new(false),
+            servfail: AtomicBool::new(false),
             close_after: AtomicUsize::new(0),
             reverse_batches: AtomicUsize::new(opts.reverse_batches.unwrap_or(0)),
             ede: Mutex::new(opts.add_ede),
@@ -563,7 +570,10 @@ async fn serve_conn(shared: Arc<Shared>, acceptor: TlsAcceptor, tcp: TcpStream, 
                         continue;
                     }
                     let ede = lock(&shared.ede).clone();
-                    let (resp, delay) = respond(&query, ede.as_ref());
+                    let (mut resp, delay) = respond(&query, ede.as_ref());
+                    if shared.servfail.load(Ordering::SeqCst) && resp.len() >= 4 {
+                        resp[3] = (resp[3] & 0xf0) | 2;
+                    }
                     in_flight += 1;
                     if delay.is_zero() {
                         let _ = tx.send(resp);
@@ -782,6 +792,12 @@ const RCODE_NOTIMP: u16 = 4;
 
 fn push_u16(out: &mut Vec<u8>, v: u16) {
     out.extend_from_slice(&v.to_be_bytes());
+}
+
+/// The deterministic answer to a raw query message and how long to hold it (shared with the DoH
+/// upstream); `None` if the bytes are not a query.
+pub fn answer_for(query: &[u8], ede: Option<&(u16, String)>) -> Option<(Vec<u8>, Duration)> {
+    parse_query(query).map(|q| respond(&q, ede))
 }
 
 /// Builds the answer to `q` and says how long to hold it.

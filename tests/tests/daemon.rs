@@ -121,8 +121,17 @@ async fn sighup_reloads_validated_config_and_sigterm_drains() {
     dir.write("lanveil", conf(listen, up2.addr(), leaf.ca_pem_path(), ""));
     p.signal(libc::SIGHUP);
     let t0 = Instant::now();
+    let mut n = 0;
     while up2.queries() == 0 {
-        let _ = try_query_udp(listen, "three.reload.test.", RecordType::A, None).await;
+        // A new name each time: the cache would answer a repeat without asking any upstream.
+        n += 1;
+        let _ = try_query_udp(
+            listen,
+            &format!("three{n}.reload.test."),
+            RecordType::A,
+            None,
+        )
+        .await;
         assert!(
             t0.elapsed() < Duration::from_secs(5),
             "reload did not take effect"
@@ -187,7 +196,15 @@ async fn drops_root_after_binding_and_logs_no_names_or_addresses() {
     );
     let p = Process::spawn(&["--config", path.to_str().unwrap()]);
     wait_serving(listen).await;
-    let status = std::fs::read_to_string(format!("/proc/{}/status", p.pid())).unwrap();
+    // The switch happens right after binding: wait for it (bounded).
+    let mut status = String::new();
+    for _ in 0..100 {
+        status = std::fs::read_to_string(format!("/proc/{}/status", p.pid())).unwrap();
+        if status.lines().any(|l| l.starts_with("Uid:") && l.contains("65534")) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let field = |k: &str| {
         status
             .lines()

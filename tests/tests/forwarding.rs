@@ -171,7 +171,7 @@ async fn out_of_order_upstream_answers_are_matched() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_restart_mid_stream_loses_no_query() {
-    let (_pki, leaf, mut upstream) = setup().await;
+    let (_pki, leaf, upstream) = setup().await;
     let mut cfg = config_for(upstream.addr(), &leaf);
     cfg.query_timeout_ms = 3_000;
     let (running, addr) = start(cfg).await;

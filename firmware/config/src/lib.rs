@@ -19,9 +19,10 @@ extern crate std;
 
 mod error;
 mod model;
+pub mod state;
 pub mod uci;
 mod upstream;
 
 pub use error::{Error, Reason};
-pub use model::{Config, LogLevel, TlsVersion, Upstream};
-pub use upstream::{SpkiPin, Transport, UpstreamUrl, parse_auth_name};
+pub use model::{Config, LogLevel, TlsVersion, Upstream, UpstreamPolicy};
+pub use upstream::{DOT_PORT, HTTPS_PORT, SpkiPin, Transport, UpstreamUrl, parse_auth_name};

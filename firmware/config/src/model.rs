@@ -3,7 +3,7 @@
 use alloc::string::{String, ToString};
 use alloc::vec;
 use alloc::vec::Vec;
-use core::net::SocketAddr;
+use core::net::{IpAddr, SocketAddr};
 use core::str::FromStr;
 
 use crate::error::{Error, Reason};
@@ -74,6 +74,46 @@ pub struct Upstream {
     pub ca_file: Option<String>,
     /// Lowest TLS version accepted.
     pub tls_min_version: TlsVersion,
+    /// Addresses of an `https://NAME/…` upstream (never looked up in plaintext).
+    pub bootstrap: Vec<IpAddr>,
+    /// DoH with GET `?dns=` instead of POST.
+    pub http_get: bool,
+}
+
+impl Upstream {
+    /// The addresses to connect to, in order.
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        match self.url.addr {
+            Some(a) => vec![a],
+            None => self
+                .bootstrap
+                .iter()
+                .map(|ip| SocketAddr::new(*ip, self.url.port))
+                .collect(),
+        }
+    }
+}
+
+/// How a query's upstream is chosen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum UpstreamPolicy {
+    /// The first healthy one in configuration order.
+    Failover,
+    /// Each healthy one in turn.
+    RoundRobin,
+    /// The healthy one with the lowest smoothed round-trip time.
+    Fastest,
+}
+
+impl UpstreamPolicy {
+    /// The word used in config files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Failover => "failover",
+            Self::RoundRobin => "round_robin",
+            Self::Fastest => "fastest",
+        }
+    }
 }
 
 /// The whole, validated configuration.
@@ -111,6 +151,24 @@ pub struct Config {
     pub drain_timeout_ms: u32,
     /// When started as root: the user to switch to once the listeners are bound.
     pub user: Option<String>,
+    /// How upstreams are chosen.
+    pub upstream_policy: UpstreamPolicy,
+    /// Cache answers (turn off when dnsmasq caches in front).
+    pub cache: bool,
+    /// Most cached answers.
+    pub cache_entries: u32,
+    /// Most bytes of cached answers, in KiB.
+    pub cache_max_kib: u32,
+    /// Lowest TTL a cached answer keeps (s).
+    pub cache_min_ttl: u32,
+    /// Highest TTL a cached answer keeps (s).
+    pub cache_max_ttl: u32,
+    /// Answer from expired cache entries when no upstream answers (RFC 8767).
+    pub serve_stale: bool,
+    /// How long after expiry an entry may still be served stale (s).
+    pub serve_stale_max_s: u32,
+    /// Where the clock floor and learned state are kept across restarts (postcard), if anywhere.
+    pub state_file: Option<String>,
 }
 
 struct Knob {
@@ -187,6 +245,36 @@ const KNOBS: &[Knob] = &[
         max: 60_000,
         get: |c| &mut c.drain_timeout_ms,
     },
+    Knob {
+        key: "cache_entries",
+        min: 16,
+        max: 200_000,
+        get: |c| &mut c.cache_entries,
+    },
+    Knob {
+        key: "cache_max_kib",
+        min: 64,
+        max: 65_536,
+        get: |c| &mut c.cache_max_kib,
+    },
+    Knob {
+        key: "cache_min_ttl",
+        min: 0,
+        max: 3_600,
+        get: |c| &mut c.cache_min_ttl,
+    },
+    Knob {
+        key: "cache_max_ttl",
+        min: 1,
+        max: 604_800,
+        get: |c| &mut c.cache_max_ttl,
+    },
+    Knob {
+        key: "serve_stale_max_s",
+        min: 1,
+        max: 604_800,
+        get: |c| &mut c.serve_stale_max_s,
+    },
 ];
 
 /// Section type holding settings for the OpenWrt init script only; the daemon skips it.
@@ -206,16 +294,20 @@ impl Default for Config {
             name: name.to_string(),
             url: UpstreamUrl {
                 transport: crate::Transport::Tls,
-                addr: SocketAddr::new(
+                addr: Some(SocketAddr::new(
                     ip.parse()
                         .unwrap_or(core::net::Ipv4Addr::UNSPECIFIED.into()),
                     853,
-                ),
+                )),
+                port: 853,
                 auth_name: "dns.quad9.net".to_string(),
+                path: String::new(),
             },
             pins: Vec::new(),
             ca_file: None,
             tls_min_version: TlsVersion::V1_3,
+            bootstrap: Vec::new(),
+            http_get: false,
         };
         Self {
             listen: vec![SocketAddr::from(([127, 0, 0, 1], 5353))],
@@ -237,6 +329,15 @@ impl Default for Config {
             reconnect_backoff_max_ms: 4_000,
             drain_timeout_ms: 3_000,
             user: None,
+            upstream_policy: UpstreamPolicy::Failover,
+            cache: true,
+            cache_entries: 4_096,
+            cache_max_kib: 2_048,
+            cache_min_ttl: 0,
+            cache_max_ttl: 86_400,
+            serve_stale: true,
+            serve_stale_max_s: 86_400,
+            state_file: None,
         }
     }
 }
@@ -369,6 +470,17 @@ impl Config {
                 "log_level" => self.log_level = v.value.parse().map_err(err)?,
                 "ca_file" => self.ca_file = Some(parse_path(&v.value).map_err(err)?),
                 "user" => self.user = Some(parse_user(&v.value).map_err(err)?),
+                "cache" => self.cache = parse_bool(v, label)?,
+                "serve_stale" => self.serve_stale = parse_bool(v, label)?,
+                "state_file" => self.state_file = Some(parse_path(&v.value).map_err(err)?),
+                "upstream_policy" => {
+                    self.upstream_policy = match v.value.as_str() {
+                        "failover" => UpstreamPolicy::Failover,
+                        "round_robin" | "round-robin" => UpstreamPolicy::RoundRobin,
+                        "fastest" => UpstreamPolicy::Fastest,
+                        _ => return Err(err(Reason::OneOf("failover, round_robin, fastest"))),
+                    }
+                }
                 _ => {
                     let Some(knob) = KNOBS.iter().find(|k| k.key == key) else {
                         return Err(err(Reason::UnknownKey));
@@ -470,6 +582,27 @@ impl Config {
         if let Some(user) = &self.user {
             push(&mut main, "user", user.clone(), false);
         }
+        push(
+            &mut main,
+            "upstream_policy",
+            self.upstream_policy.as_str().into(),
+            false,
+        );
+        push(
+            &mut main,
+            "cache",
+            if self.cache { "1" } else { "0" }.into(),
+            false,
+        );
+        push(
+            &mut main,
+            "serve_stale",
+            if self.serve_stale { "1" } else { "0" }.into(),
+            false,
+        );
+        if let Some(f) = &self.state_file {
+            push(&mut main, "state_file", f.clone(), false);
+        }
         let mut c = self.clone();
         for k in KNOBS {
             let n = *(k.get)(&mut c);
@@ -494,6 +627,12 @@ impl Config {
             }
             if u.tls_min_version == TlsVersion::V1_2 {
                 push(&mut s, "tls_min_version", "1.2".into(), false);
+            }
+            for b in &u.bootstrap {
+                push(&mut s, "bootstrap", b.to_string(), true);
+            }
+            if u.http_get {
+                push(&mut s, "http_method", "GET".into(), false);
             }
             doc.sections.push(s);
         }
@@ -541,7 +680,22 @@ fn parse_upstream(section: &Section, label: &str, index: usize) -> Result<Option
     let mut ca_file = None;
     let mut tls_min_version = TlsVersion::V1_3;
     let mut enabled = true;
+    let mut bootstrap = Vec::new();
+    let mut http_get = false;
     for (key, values) in grouped(section) {
+        if key == "bootstrap" {
+            for v in values {
+                let ip = IpAddr::from_str(&v.value).map_err(|_| {
+                    Error::new(
+                        v.line,
+                        field(label, key),
+                        Reason::Rule("must be an IP address"),
+                    )
+                })?;
+                bootstrap.push(ip);
+            }
+            continue;
+        }
         if key == "pin" {
             for v in values {
                 let pin = v
@@ -567,6 +721,13 @@ fn parse_upstream(section: &Section, label: &str, index: usize) -> Result<Option
             "url" => url = Some(v.value.parse::<UpstreamUrl>().map_err(err)?),
             "ca_file" => ca_file = Some(parse_path(&v.value).map_err(err)?),
             "enabled" => enabled = parse_bool(v, label)?,
+            "http_method" => {
+                http_get = match v.value.as_str() {
+                    "POST" | "post" => false,
+                    "GET" | "get" => true,
+                    _ => return Err(err(Reason::OneOf("POST, GET"))),
+                }
+            }
             "tls_min_version" => {
                 tls_min_version = match v.value.as_str() {
                     "1.2" => TlsVersion::V1_2,
@@ -584,6 +745,29 @@ fn parse_upstream(section: &Section, label: &str, index: usize) -> Result<Option
             Reason::Missing,
         ));
     };
+    if url.addr.is_none() && bootstrap.is_empty() {
+        return Err(Error::new(
+            section.line,
+            field(label, "bootstrap"),
+            Reason::Rule(
+                "an https://NAME upstream needs its addresses: list bootstrap 'IP' (never looked up in plaintext)",
+            ),
+        ));
+    }
+    if url.addr.is_some() && !bootstrap.is_empty() {
+        return Err(Error::new(
+            section.line,
+            field(label, "bootstrap"),
+            Reason::Rule("bootstrap addresses only go with an https://NAME upstream"),
+        ));
+    }
+    if http_get && url.transport != crate::Transport::Https {
+        return Err(Error::new(
+            section.line,
+            field(label, "http_method"),
+            Reason::Rule("only for https:// upstreams"),
+        ));
+    }
     if !enabled {
         return Ok(None);
     }
@@ -601,6 +785,8 @@ fn parse_upstream(section: &Section, label: &str, index: usize) -> Result<Option
         pins,
         ca_file,
         tls_min_version,
+        bootstrap,
+        http_get,
     }))
 }
 
@@ -628,6 +814,12 @@ config upstream 'off'
 \toption url 'tls://1.1.1.1#one.one.one.one'
 \toption enabled '0'
 
+config upstream 'doh'
+\toption url 'https://dns.example/dns-query'
+\tlist bootstrap '192.0.2.1'
+\tlist bootstrap '2001:db8::1'
+\toption http_method 'GET'
+
 config openwrt 'openwrt'
 \toption dnsmasq '1'
 \toption force_dns '1'
@@ -639,7 +831,15 @@ config openwrt 'openwrt'
         assert_eq!(c.listen.len(), 2);
         assert_eq!(c.query_timeout_ms, 1500);
         assert_eq!(c.log_level, LogLevel::Debug);
-        assert_eq!(c.upstreams.len(), 2);
+        assert_eq!(c.upstreams.len(), 3);
+        assert_eq!(
+            c.upstreams[2].addrs(),
+            [
+                "192.0.2.1:443".parse().unwrap(),
+                "[2001:db8::1]:443".parse().unwrap()
+            ]
+        );
+        assert!(c.upstreams[2].http_get);
         assert_eq!(c.upstreams[0].name, "quad9");
         assert_eq!(c.upstreams[0].pins.len(), 1);
         assert_eq!(c.upstreams[1].name, "upstream2");
@@ -690,7 +890,7 @@ config openwrt 'openwrt'
             "config lanveil 'main'\n\tlist listen 'localhost:53'\n{up}"
         ));
         assert_eq!(e.reason, Reason::SocketAddr);
-        let e = err_of("config upstream 'u'\n\toption url 'https://x'\n");
+        let e = err_of("config upstream 'u'\n\toption url 'ftp://x'\n");
         assert_eq!(e.key, "upstream[u].url");
         assert!(matches!(e.reason, Reason::Url(_)));
         let e =
@@ -707,6 +907,16 @@ config openwrt 'openwrt'
         );
         let e = err_of("config lanveil 'main'\n");
         assert_eq!(e.key, "upstream");
+        let e = err_of("config upstream 'd'\n\toption url 'https://dns.example/q'\n");
+        assert_eq!(e.key, "upstream[d].bootstrap");
+        let e = err_of(
+            "config upstream 'd'\n\toption url 'tls://1.1.1.1#x.y'\n\tlist bootstrap '1.1.1.1'\n",
+        );
+        assert_eq!(e.key, "upstream[d].bootstrap");
+        let e = err_of(&alloc::format!(
+            "config lanveil 'main'\n\toption upstream_policy 'random'\n{up}"
+        ));
+        assert_eq!(e.reason, Reason::OneOf("failover, round_robin, fastest"));
         let e = err_of(&alloc::format!("config frob 'x'\n{up}"));
         assert_eq!(e.reason, Reason::UnknownSection);
         let e = err_of(&alloc::format!(

@@ -18,50 +18,119 @@ use crate::error::Reason;
 pub enum Transport {
     /// DNS over TLS, RFC 7858.
     Tls,
+    /// DNS over HTTPS (HTTP/2), RFC 8484.
+    Https,
 }
 
 /// A parsed upstream URL.
+///
+/// * `tls://IP[:PORT]#AUTHNAME` — DoT (port 853 by default).
+/// * `https://IP[:PORT]/PATH#AUTHNAME` — DoH to that address, authenticated as AUTHNAME (also the
+///   HTTP authority and SNI); port 443 and path `/dns-query` by default.
+/// * `https://NAME[:PORT]/PATH` — DoH to NAME; its addresses come from the upstream's `bootstrap`
+///   list (never from a plaintext lookup).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct UpstreamUrl {
     /// Transport.
     pub transport: Transport,
-    /// Where to connect.
-    pub addr: SocketAddr,
-    /// The name the certificate must be valid for; sent as SNI.
+    /// Where to connect, when the URL names an IP literal.
+    pub addr: Option<SocketAddr>,
+    /// The port (also in `addr` when that is set).
+    pub port: u16,
+    /// The name the certificate must be valid for; sent as SNI (and HTTP authority for DoH).
     pub auth_name: String,
+    /// The HTTP path for DoH (starts with `/`), empty for DoT.
+    pub path: String,
 }
 
 /// Default DoT port (RFC 7858 §3.1).
 pub const DOT_PORT: u16 = 853;
+/// Default DoH port.
+pub const HTTPS_PORT: u16 = 443;
 
 impl FromStr for UpstreamUrl {
     type Err = Reason;
 
     fn from_str(s: &str) -> Result<Self, Reason> {
-        let Some(rest) = s.strip_prefix("tls://") else {
-            return Err(Reason::Url(
-                "must start with tls:// (e.g. tls://9.9.9.9:853#dns.quad9.net)",
-            ));
-        };
-        let Some((host_port, auth)) = rest.split_once('#') else {
-            return Err(Reason::Url(
-                "missing #AUTHNAME: the name the upstream's certificate must carry",
-            ));
-        };
-        let auth_name = parse_auth_name(auth)?;
-        let addr = parse_host_port(host_port, DOT_PORT)?;
-        Ok(Self {
-            transport: Transport::Tls,
-            addr,
-            auth_name,
-        })
+        if let Some(rest) = s.strip_prefix("tls://") {
+            let Some((host_port, auth)) = rest.split_once('#') else {
+                return Err(Reason::Url(
+                    "missing #AUTHNAME: the name the upstream's certificate must carry",
+                ));
+            };
+            let auth_name = parse_auth_name(auth)?;
+            let addr = parse_host_port(host_port, DOT_PORT)?;
+            return Ok(Self {
+                transport: Transport::Tls,
+                addr: Some(addr),
+                port: addr.port(),
+                auth_name,
+                path: String::new(),
+            });
+        }
+        if let Some(rest) = s.strip_prefix("https://") {
+            let (rest, fragment) = match rest.split_once('#') {
+                Some((r, f)) => (r, Some(f)),
+                None => (rest, None),
+            };
+            let (host_port, path) = match rest.find('/') {
+                Some(i) => (&rest[..i], &rest[i..]),
+                None => (rest, "/dns-query"),
+            };
+            if path.contains(['?', ' ']) {
+                return Err(Reason::Url("the path may not contain '?' or spaces"));
+            }
+            let path = if path == "/" { "/dns-query" } else { path };
+            if let Ok(addr) = parse_host_port(host_port, HTTPS_PORT) {
+                let Some(auth) = fragment else {
+                    return Err(Reason::Url(
+                        "an https:// URL with an IP address needs #AUTHNAME (the certificate's name)",
+                    ));
+                };
+                return Ok(Self {
+                    transport: Transport::Https,
+                    addr: Some(addr),
+                    port: addr.port(),
+                    auth_name: parse_auth_name(auth)?,
+                    path: path.to_string(),
+                });
+            }
+            if fragment.is_some() {
+                return Err(Reason::Url(
+                    "#AUTHNAME goes with an IP address; with a host name the name itself is authenticated",
+                ));
+            }
+            let (name, port) = match host_port.rsplit_once(':') {
+                Some((n, p)) => (n, p.parse::<u16>().map_err(|_| Reason::Url("bad port"))?),
+                None => (host_port, HTTPS_PORT),
+            };
+            return Ok(Self {
+                transport: Transport::Https,
+                addr: None,
+                port,
+                auth_name: parse_auth_name(name)?,
+                path: path.to_string(),
+            });
+        }
+        Err(Reason::Url(
+            "must start with tls:// or https:// (e.g. tls://9.9.9.9:853#dns.quad9.net)",
+        ))
     }
 }
 
 impl fmt::Display for UpstreamUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.transport {
-            Transport::Tls => write!(f, "tls://{}#{}", self.addr, self.auth_name),
+        match (self.transport, self.addr) {
+            (Transport::Tls, Some(a)) => write!(f, "tls://{a}#{}", self.auth_name),
+            (Transport::Tls, None) => write!(f, "tls://{}:{}", self.auth_name, self.port),
+            (Transport::Https, Some(a)) => write!(f, "https://{a}{}#{}", self.path, self.auth_name),
+            (Transport::Https, None) => {
+                if self.port == HTTPS_PORT {
+                    write!(f, "https://{}{}", self.auth_name, self.path)
+                } else {
+                    write!(f, "https://{}:{}{}", self.auth_name, self.port, self.path)
+                }
+            }
         }
     }
 }
@@ -171,14 +240,46 @@ mod tests {
     #[test]
     fn parse_upstream_urls() {
         let u: UpstreamUrl = "tls://9.9.9.9#dns.quad9.net".parse().unwrap();
-        assert_eq!(u.addr, "9.9.9.9:853".parse().unwrap());
+        assert_eq!(u.addr, Some("9.9.9.9:853".parse().unwrap()));
         assert_eq!(u.auth_name, "dns.quad9.net");
         let u: UpstreamUrl = "tls://[2620:fe::fe]:8853#DNS.Quad9.net.".parse().unwrap();
-        assert_eq!(u.addr, "[2620:fe::fe]:8853".parse().unwrap());
+        assert_eq!(u.addr, Some("[2620:fe::fe]:8853".parse().unwrap()));
         assert_eq!(u.auth_name, "dns.quad9.net");
         let u: UpstreamUrl = "tls://2620:fe::fe#dns.quad9.net".parse().unwrap();
-        assert_eq!(u.addr.port(), 853);
+        assert_eq!(u.port, 853);
         assert_eq!(u.to_string(), "tls://[2620:fe::fe]:853#dns.quad9.net");
+    }
+
+    #[test]
+    fn parse_https_urls() {
+        let u: UpstreamUrl = "https://9.9.9.9/dns-query#dns.quad9.net".parse().unwrap();
+        assert_eq!(
+            (u.transport, u.addr, u.path.as_str()),
+            (
+                Transport::Https,
+                Some("9.9.9.9:443".parse().unwrap()),
+                "/dns-query"
+            )
+        );
+        assert_eq!(u.to_string(), "https://9.9.9.9:443/dns-query#dns.quad9.net");
+        let u: UpstreamUrl = "https://[2620:fe::fe]:8443#dns.quad9.net".parse().unwrap();
+        assert_eq!((u.port, u.path.as_str()), (8443, "/dns-query"));
+        let u: UpstreamUrl = "https://dns.quad9.net/dns-query".parse().unwrap();
+        assert_eq!(
+            (u.addr, u.port, u.auth_name.as_str()),
+            (None, 443, "dns.quad9.net")
+        );
+        assert_eq!(u.to_string(), "https://dns.quad9.net/dns-query");
+        let u: UpstreamUrl = "https://doh.example:8443/q".parse().unwrap();
+        assert_eq!(u.to_string(), "https://doh.example:8443/q");
+        for bad in [
+            "https://9.9.9.9/dns-query",
+            "https://dns.quad9.net/q#x.y",
+            "https://a/q?dns=1",
+            "https://-x/q",
+        ] {
+            assert!(bad.parse::<UpstreamUrl>().is_err(), "{bad} accepted");
+        }
     }
 
     #[test]

@@ -24,7 +24,12 @@ extern crate alloc;
 extern crate std;
 
 #[cfg(feature = "alloc")]
+pub mod cache;
+pub mod clock;
+#[cfg(feature = "alloc")]
 pub mod engine;
+#[cfg(feature = "alloc")]
+pub mod policy;
 pub mod rng;
 pub mod spki;
 pub mod time;

@@ -5,11 +5,11 @@ use std::sync::Arc;
 
 use lanveil_core::engine::{CloseReason, SessionId};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_rustls::TlsConnector;
 
-use super::tls::{Target, classify};
+use super::Outgoing;
+use super::tls::{Target, classify, connect_any};
 use crate::driver::Input;
 
 const READ_BUF: usize = 16 * 1024;
@@ -17,7 +17,7 @@ const READ_BUF: usize = 16 * 1024;
 pub(crate) async fn run(
     session: SessionId,
     target: Arc<Target>,
-    mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
+    mut rx: mpsc::UnboundedReceiver<Outgoing>,
     events: mpsc::Sender<Input>,
 ) {
     let reason = match session_io(session, &target, &mut rx, &events).await {
@@ -30,11 +30,10 @@ pub(crate) async fn run(
 async fn session_io(
     session: SessionId,
     target: &Target,
-    rx: &mut mpsc::UnboundedReceiver<Vec<u8>>,
+    rx: &mut mpsc::UnboundedReceiver<Outgoing>,
     events: &mpsc::Sender<Input>,
 ) -> std::io::Result<()> {
-    let tcp = TcpStream::connect(target.upstream.url.addr).await?;
-    let _ = tcp.set_nodelay(true);
+    let tcp = connect_any(&target.addrs).await?;
     let connector = TlsConnector::from(target.tls.clone());
     let mut tls = connector.connect(target.server_name.clone(), tcp).await?;
     let version = tls.get_ref().1.protocol_version();
@@ -44,8 +43,9 @@ async fn session_io(
         session.0,
         version
     );
+    let relaxed = target.time.state() == lanveil_core::clock::ClockState::Unsynchronized;
     if events
-        .send(Input::UpstreamConnected { session })
+        .send(Input::UpstreamConnected { session, relaxed })
         .await
         .is_err()
     {
@@ -65,13 +65,21 @@ async fn session_io(
             }
             msg = rx.recv() => {
                 let Some(first) = msg else { return Ok(()) };
-                tls.write_all(&first).await?;
+                write(&mut tls, first).await?;
                 // Batch whatever else is queued into the same flush (fewer TLS records, fewer syscalls).
                 while let Ok(more) = rx.try_recv() {
-                    tls.write_all(&more).await?;
+                    write(&mut tls, more).await?;
                 }
                 tls.flush().await?;
             }
         }
+    }
+}
+
+async fn write<W: AsyncWriteExt + Unpin>(w: &mut W, out: Outgoing) -> std::io::Result<()> {
+    match out {
+        Outgoing::Bytes(b) => w.write_all(&b).await,
+        // A stream session never gets requests; the engine only sends them to message sessions.
+        Outgoing::Request { .. } => Ok(()),
     }
 }

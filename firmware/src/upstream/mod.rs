@@ -1,4 +1,17 @@
-//! Upstream connections: TLS settings ([`tls`]) and the per-session DoT task ([`dot`]).
+//! Upstream connections: TLS settings ([`tls`]), the DoT session task ([`dot`]) and, with the `doh`
+//! feature, the DoH session task ([`doh`]).
 
+#[cfg(feature = "doh")]
+pub(crate) mod doh;
 pub(crate) mod dot;
 pub mod tls;
+
+/// What the driver hands a session task.
+#[derive(Debug)]
+pub(crate) enum Outgoing {
+    /// Framed bytes for a stream session (DoT).
+    Bytes(Vec<u8>),
+    /// One DNS message for a message session (DoH), answered under `tag`.
+    #[cfg_attr(not(feature = "doh"), allow(dead_code))]
+    Request { tag: u16, message: Vec<u8> },
+}

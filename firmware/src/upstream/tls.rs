@@ -7,7 +7,10 @@ use std::io;
 use std::path::Path;
 use std::sync::Arc;
 
-use lanveil_config::{SpkiPin, TlsVersion, Upstream};
+use lanveil_config::{SpkiPin, TlsVersion, Transport, Upstream};
+use lanveil_core::clock;
+
+use crate::clock::TimeKeeper;
 use lanveil_core::engine::{CloseReason, TlsFailure};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::{Resumption, WebPkiServerVerifier};
@@ -52,8 +55,10 @@ impl std::error::Error for TlsSetupError {}
 #[derive(Debug)]
 pub struct Target {
     pub(crate) upstream: Upstream,
+    pub(crate) addrs: Vec<std::net::SocketAddr>,
     pub(crate) server_name: ServerName<'static>,
     pub(crate) tls: Arc<ClientConfig>,
+    pub(crate) time: Arc<TimeKeeper>,
 }
 
 fn load_roots(path: &str) -> Result<RootCertStore, TlsSetupError> {
@@ -83,7 +88,11 @@ pub fn ca_path(upstream: &Upstream, global: Option<&str>) -> Result<String, TlsS
 
 impl Target {
     /// Builds the TLS settings for `upstream`.
-    pub fn new(upstream: &Upstream, global_ca: Option<&str>) -> Result<Self, TlsSetupError> {
+    pub fn new(
+        upstream: &Upstream,
+        global_ca: Option<&str>,
+        time: Arc<TimeKeeper>,
+    ) -> Result<Self, TlsSetupError> {
         let path = ca_path(upstream, global_ca)?;
         let roots = Arc::new(load_roots(&path)?);
         let provider = Arc::new(provider::default_provider());
@@ -94,14 +103,12 @@ impl Target {
             TlsVersion::V1_3 => &[&rustls::version::TLS13],
             TlsVersion::V1_2 => &[&rustls::version::TLS13, &rustls::version::TLS12],
         };
-        let verifier: Arc<dyn ServerCertVerifier> = if upstream.pins.is_empty() {
-            webpki
-        } else {
-            Arc::new(PinnedVerifier {
-                inner: webpki,
-                pins: upstream.pins.clone(),
-            })
-        };
+        let time_for_target = time.clone();
+        let verifier: Arc<dyn ServerCertVerifier> = Arc::new(Verifier {
+            inner: webpki,
+            pins: upstream.pins.clone(),
+            time,
+        });
         let mut config = ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(versions)
             .map_err(TlsSetupError::Rustls)?
@@ -110,23 +117,31 @@ impl Target {
             .with_no_client_auth();
         config.resumption = Resumption::disabled();
         config.enable_sni = true;
-        config.alpn_protocols = vec![b"dot".to_vec()];
+        config.alpn_protocols = match upstream.url.transport {
+            Transport::Tls => vec![b"dot".to_vec()],
+            Transport::Https => vec![b"h2".to_vec()],
+        };
         let server_name = ServerName::try_from(upstream.url.auth_name.clone()).map_err(|_| {
             TlsSetupError::Rustls(rustls::Error::General("bad authentication name".into()))
         })?;
         Ok(Self {
             upstream: upstream.clone(),
+            addrs: upstream.addrs(),
             server_name,
             tls: Arc::new(config),
+            time: time_for_target,
         })
     }
 }
 
-/// WebPKI validation first, then the pin set: a chain that validates but matches no pin is rejected.
+/// WebPKI validation of the chain and the name at the time the clock rule gives (`lanveil_core::clock`:
+/// the wall clock when synchronized, the floor otherwise), then the pin set: a chain that validates but
+/// matches no pin is rejected.
 #[derive(Debug)]
-struct PinnedVerifier {
+struct Verifier {
     inner: Arc<WebPkiServerVerifier>,
     pins: Vec<SpkiPin>,
+    time: Arc<TimeKeeper>,
 }
 
 /// SHA-256 of a certificate's SubjectPublicKeyInfo, the RFC 7469 pin.
@@ -136,22 +151,39 @@ pub fn spki_sha256(cert: &[u8]) -> Option<[u8; 32]> {
     d.as_ref().try_into().ok()
 }
 
-impl ServerCertVerifier for PinnedVerifier {
+impl ServerCertVerifier for Verifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
         server_name: &ServerName<'_>,
         ocsp_response: &[u8],
-        now: UnixTime,
+        _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        let validity = lanveil_core::spki::validity(end_entity)
+            .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
+        let at = match clock::check_at(
+            self.time.wall(),
+            self.time.floor(),
+            validity,
+            !self.pins.is_empty(),
+        ) {
+            clock::CheckAt::Time { at, .. } => at,
+            clock::CheckAt::ExpiredBeforeFloor => {
+                return Err(rustls::Error::InvalidCertificate(CertificateError::Expired));
+            }
+        };
+        let at = UnixTime::since_unix_epoch(std::time::Duration::from_secs(at));
         let ok = self.inner.verify_server_cert(
             end_entity,
             intermediates,
             server_name,
             ocsp_response,
-            now,
+            at,
         )?;
+        if self.pins.is_empty() {
+            return Ok(ok);
+        }
         let matched = std::iter::once(end_entity)
             .chain(intermediates)
             .filter_map(|c| spki_sha256(c))
@@ -223,6 +255,23 @@ pub fn classify(e: &io::Error) -> CloseReason {
         io::ErrorKind::InvalidData => CloseReason::Tls(TlsFailure::Handshake),
         _ => CloseReason::Reset,
     }
+}
+
+/// Connects to the first address that accepts.
+pub(crate) async fn connect_any(
+    addrs: &[std::net::SocketAddr],
+) -> io::Result<tokio::net::TcpStream> {
+    let mut last = io::Error::new(io::ErrorKind::AddrNotAvailable, "no address to connect to");
+    for a in addrs {
+        match tokio::net::TcpStream::connect(a).await {
+            Ok(s) => {
+                let _ = s.set_nodelay(true);
+                return Ok(s);
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
 }
 
 /// A short, privacy-safe description for logs.

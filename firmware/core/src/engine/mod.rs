@@ -7,15 +7,25 @@
 //! go backwards.
 //!
 //! # Guarantees
-//! * Every query that gets past the header is answered exactly once: with the upstream's answer, or a
-//!   local error (FORMERR, NOTIMP, BADVERS, SERVFAIL with an Extended DNS Error) no later than its
-//!   deadline. Queries whose header is unreadable, and responses sent to us as queries, are dropped.
+//! * Every query that gets past the header is answered exactly once: with an upstream's answer, a stale
+//!   cached answer (EDE 3), or a local error (FORMERR, NOTIMP, BADVERS, SERVFAIL with an Extended DNS
+//!   Error) no later than its deadline. Queries whose header is unreadable, and responses sent to us as
+//!   queries, are dropped.
 //! * Nothing is ever sent anywhere but to a session the shell opened over authenticated TLS: there is
 //!   no plaintext fallback path in this type at all.
 //! * Every table is bounded by [`EngineConfig`]: queries in flight (`max_inflight`), sessions per
-//!   upstream (`max_connections`), upstream IDs per session (`pipeline`).
-//! * Upstream message IDs are drawn from the injected [`Rng`] and unique per session; answers are matched
-//!   by session + ID and must repeat the question, in any order.
+//!   upstream (`max_connections`), upstream IDs per session (`pipeline`), the cache (its own limits).
+//! * Upstream message IDs (stream tags for message transports) are drawn from the injected [`Rng`] and
+//!   unique per session; answers are matched by session + ID and must repeat the question, in any order.
+//!
+//! # Several upstreams
+//! Each query is placed on one upstream chosen by the [`SelectPolicy`] among those not backing off. If
+//! no answer comes within the attempt timeout (about three smoothed RTTs, at most half the deadline),
+//! or the upstream answers SERVFAIL, the query is also placed on an upstream it has not tried; the first
+//! good answer wins. A session that dies takes its queries to a new placement. Timeouts, SERVFAILs and
+//! connection failures count against an upstream; after [`SOFT_LIMIT`] in a row, or any connection
+//! failure, it backs off (jittered, doubling, capped) and is tried again afterwards. When every
+//! upstream is backing off, the one that comes back first is used: no upstream is ever locked out.
 
 mod types;
 
@@ -27,27 +37,37 @@ use core::time::Duration;
 
 pub use types::*;
 
+use crate::cache::{Cache, Key};
 use crate::rng::Rng;
 use crate::time::Instant;
 use crate::wire::edns::{Ede, ede};
 use crate::wire::header::{self, OPCODE_QUERY, rcode};
 use crate::wire::message::{self, Scan};
 use crate::wire::rewrite::{self, ClientView};
-use crate::wire::{Error as WireError, framing, respond};
+use crate::wire::{framing, respond};
 
 /// Backoff after the first failure; doubles per consecutive failure up to `backoff_max`.
 const BACKOFF_BASE: Duration = Duration::from_millis(250);
-/// Attempts per query (first dispatch + one retry on a new connection).
-const MAX_ATTEMPTS: u8 = 2;
+/// Consecutive time-outs or SERVFAILs after which an upstream backs off.
+pub const SOFT_LIMIT: u32 = 3;
+/// Every this many queries, the `Fastest` policy picks round-robin to re-measure the others.
+const EXPLORE_EVERY: u32 = 32;
 
-#[derive(Debug)]
-enum QState {
+const TIMER_DEADLINE: u8 = 0;
+const TIMER_HEDGE: u8 = 1;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Place {
     /// Waiting for an upstream to leave backoff.
-    Waiting { upstream: usize },
+    Waiting { upstream: UpstreamId },
     /// Queued on a session that is still connecting.
     Queued { session: SessionId },
-    /// Written to a session under `id`.
-    Sent { session: SessionId, id: u16 },
+    /// Written to a session under `id` at `at`.
+    Sent {
+        session: SessionId,
+        id: u16,
+        at: Instant,
+    },
 }
 
 #[derive(Debug)]
@@ -59,8 +79,16 @@ struct Query {
     upstream_msg: Vec<u8>,
     question_end: usize,
     deadline: Instant,
-    attempts: u8,
-    state: QState,
+    /// Placements made so far (bounded by `max_placements`).
+    placements: u8,
+    /// Upstreams that timed out or answered SERVFAIL for this query.
+    tried: Vec<UpstreamId>,
+    /// Where the query is outstanding now.
+    places: Vec<Place>,
+    /// The last SERVFAIL an upstream gave, passed on if nothing better comes.
+    servfail: Option<Vec<u8>>,
+    last_reason: Option<CloseReason>,
+    cache_key: Option<Key>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,6 +101,7 @@ enum SessionState {
 struct Session {
     id: SessionId,
     upstream: UpstreamId,
+    transport: Transport,
     state: SessionState,
     retired: bool,
     inflight: BTreeMap<u16, (usize, u32)>,
@@ -91,11 +120,20 @@ impl Session {
 #[derive(Debug)]
 struct Upstream {
     id: UpstreamId,
+    transport: Transport,
     failures: u32,
+    soft: u32,
+    srtt_ms: Option<u32>,
     backoff_until: Option<Instant>,
     last_error: Option<CloseReason>,
     waiting: Vec<(usize, u32)>,
     up: bool,
+}
+
+enum Choice {
+    Now(usize),
+    After(usize, Instant),
+    Nothing,
 }
 
 /// The forwarding state machine. See the module documentation for the call-order contract.
@@ -110,16 +148,18 @@ pub struct Engine<R> {
     generations: Vec<u32>,
     free: Vec<usize>,
     live: usize,
-    deadlines: BinaryHeap<Reverse<(Instant, usize, u32)>>,
+    timers: BinaryHeap<Reverse<(Instant, usize, u32, u8)>>,
     transmits: VecDeque<Transmit>,
     actions: VecDeque<Action>,
     events: VecDeque<Event>,
     stats: Stats,
+    rr: u32,
+    cache: Option<Cache>,
 }
 
 impl<R: Rng> Engine<R> {
-    /// A new engine forwarding to `upstreams` (in failover order).
-    pub fn new(config: EngineConfig, upstreams: &[UpstreamId], rng: R) -> Self {
+    /// A new engine forwarding to `upstreams` (in configuration order).
+    pub fn new(config: EngineConfig, upstreams: &[UpstreamSpec], rng: R) -> Self {
         let mut e = Self {
             config,
             rng,
@@ -130,11 +170,13 @@ impl<R: Rng> Engine<R> {
             generations: Vec::new(),
             free: Vec::new(),
             live: 0,
-            deadlines: BinaryHeap::new(),
+            timers: BinaryHeap::new(),
             transmits: VecDeque::new(),
             actions: VecDeque::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
+            rr: 0,
+            cache: config.cache.map(Cache::new),
         };
         e.set_upstreams(upstreams);
         e
@@ -142,30 +184,40 @@ impl<R: Rng> Engine<R> {
 
     /// Applies a new configuration. Upstreams whose id is kept keep their sessions and health;
     /// sessions of removed upstreams stop taking queries and close once their queries are answered.
-    pub fn reconfigure(&mut self, now: Instant, config: EngineConfig, upstreams: &[UpstreamId]) {
+    /// The cache is kept if its settings did not change.
+    pub fn reconfigure(&mut self, now: Instant, config: EngineConfig, upstreams: &[UpstreamSpec]) {
+        if config.cache != self.config.cache {
+            self.cache = config.cache.map(Cache::new);
+        }
         self.config = config;
         self.set_upstreams(upstreams);
-        // Queries waiting on a removed upstream are redirected.
         let waiting: Vec<_> = self
             .upstreams
             .iter_mut()
             .flat_map(|u| core::mem::take(&mut u.waiting))
             .collect();
         for (slot, generation) in waiting {
-            self.dispatch(now, slot, generation);
+            self.forget_place(slot, generation, |p| matches!(p, Place::Waiting { .. }));
+            self.place(now, slot, generation);
         }
         self.close_idle_retired();
     }
 
-    fn set_upstreams(&mut self, ids: &[UpstreamId]) {
+    fn set_upstreams(&mut self, specs: &[UpstreamSpec]) {
         let mut old = core::mem::take(&mut self.upstreams);
         let mut orphans = Vec::new();
-        for &id in ids {
-            match old.iter().position(|u| u.id == id) {
+        for spec in specs {
+            match old
+                .iter()
+                .position(|u| u.id == spec.id && u.transport == spec.transport)
+            {
                 Some(i) => self.upstreams.push(old.swap_remove(i)),
                 None => self.upstreams.push(Upstream {
-                    id,
+                    id: spec.id,
+                    transport: spec.transport,
                     failures: 0,
+                    soft: 0,
+                    srtt_ms: None,
                     backoff_until: None,
                     last_error: None,
                     waiting: Vec::new(),
@@ -197,6 +249,25 @@ impl<R: Rng> Engine<R> {
     /// Open (connecting or ready) upstream sessions.
     pub fn sessions(&self) -> usize {
         self.sessions.len()
+    }
+
+    /// Health of each upstream, in configuration order.
+    pub fn upstream_health(&self, now: Instant) -> Vec<UpstreamHealth> {
+        self.upstreams
+            .iter()
+            .map(|u| UpstreamHealth {
+                id: u.id,
+                up: u.up,
+                backing_off: u.backoff_until.is_some_and(|t| t > now),
+                srtt_ms: u.srtt_ms,
+                last_error: u.last_error,
+            })
+            .collect()
+    }
+
+    /// Cache counters, if the cache is on.
+    pub fn cache_stats(&self) -> Option<crate::cache::CacheStats> {
+        self.cache.as_ref().map(Cache::stats)
     }
 
     /// A client query arrived. `bytes` is one DNS message (a UDP payload or one TCP frame).
@@ -233,15 +304,6 @@ impl<R: Rng> Engine<R> {
             self.answer_locally(client, bytes, Some(&scan), rcode::BADVERS, None);
             return;
         }
-        if self.live >= self.config.max_inflight {
-            self.stats.overloaded += 1;
-            let e = Ede {
-                code: ede::OTHER,
-                text: "lanveil overloaded: too many queries in flight",
-            };
-            self.answer_locally(client, bytes, Some(&scan), rcode::SERVFAIL, Some(e));
-            return;
-        }
         let max_len = match client {
             ClientAddr::Udp { .. } => ClientView::udp_limit(scan.opt.map(|o| o.udp_size)),
             ClientAddr::Tcp { .. } => usize::from(u16::MAX),
@@ -251,6 +313,26 @@ impl<R: Rng> Engine<R> {
             edns: scan.opt.map(|o| o.dnssec_ok()),
             max_len,
         };
+        let cache_key = self
+            .cache
+            .as_ref()
+            .and_then(|_| Key::from_query(bytes, &scan));
+        if let (Some(cache), Some(key)) = (self.cache.as_mut(), cache_key.as_ref())
+            && let Some(cached) = cache.get(now, key)
+        {
+            self.stats.cache_hits += 1;
+            self.answer_from(client, &view, &cached, None);
+            return;
+        }
+        if self.live >= self.config.max_inflight {
+            self.stats.overloaded += 1;
+            let e = Ede {
+                code: ede::OTHER,
+                text: "lanveil overloaded: too many queries in flight",
+            };
+            self.answer_locally(client, bytes, Some(&scan), rcode::SERVFAIL, Some(e));
+            return;
+        }
         let mut upstream_msg = vec![0u8; scan.question_end + rewrite::QUERY_OVERHEAD];
         let Ok(n) = rewrite::forward_query(bytes, &scan, 0, &mut upstream_msg) else {
             self.stats.formerr += 1;
@@ -258,20 +340,25 @@ impl<R: Rng> Engine<R> {
             return;
         };
         upstream_msg.truncate(n);
+        let deadline = now + self.config.query_timeout;
         let (slot, generation) = self.alloc_slot(Query {
             generation: 0,
             client,
             view,
             upstream_msg,
             question_end: scan.question_end,
-            deadline: now + self.config.query_timeout,
-            attempts: 0,
-            state: QState::Waiting { upstream: 0 },
+            deadline,
+            placements: 0,
+            tried: Vec::new(),
+            places: Vec::new(),
+            servfail: None,
+            last_reason: None,
+            cache_key,
         });
-        let deadline = now + self.config.query_timeout;
-        self.deadlines.push(Reverse((deadline, slot, generation)));
-        self.compact_deadlines();
-        self.dispatch(now, slot, generation);
+        self.timers
+            .push(Reverse((deadline, slot, generation, TIMER_DEADLINE)));
+        self.compact_timers();
+        self.place(now, slot, generation);
     }
 
     /// A connection the shell opened for `session` completed its TLS handshake (authenticated).
@@ -296,13 +383,13 @@ impl<R: Rng> Engine<R> {
         }
         self.stats.upstream_connects += 1;
         for (slot, generation) in queued {
-            if self.query_is(slot, generation) {
+            if self.forget_place(slot, generation, |p| *p == Place::Queued { session }) {
                 self.send_on(now, si, slot, generation);
             }
         }
     }
 
-    /// Bytes arrived on `session`'s TLS stream.
+    /// Bytes arrived on a stream-transport (DoT) session.
     pub fn handle_upstream_data(&mut self, now: Instant, session: SessionId, bytes: &[u8]) {
         let Some(si) = self.session_index(session) else {
             return;
@@ -318,16 +405,71 @@ impl<R: Rng> Engine<R> {
                     return;
                 }
             };
-            if let Err(reason) = self.handle_response(now, si, &frame) {
+            let Ok(hdr) = header::Header::parse(&frame) else {
+                self.fail_session(now, si, CloseReason::Protocol);
+                return;
+            };
+            if let Err(reason) = self.handle_response(now, si, hdr.id, &frame) {
                 self.fail_session(now, si, reason);
+                return;
+            }
+            let Some(again) = self.session_index(session) else {
+                return;
+            };
+            if again != si {
                 return;
             }
         }
         self.maybe_close_retired(si);
     }
 
-    /// `session` ended (connect failure, TLS failure, reset, EOF). Its queries are retried once if
-    /// their deadline allows, else answered SERVFAIL.
+    /// The answer to request `tag` on a message-transport (DoH) session.
+    pub fn handle_upstream_response(
+        &mut self,
+        now: Instant,
+        session: SessionId,
+        tag: u16,
+        bytes: &[u8],
+    ) {
+        let Some(si) = self.session_index(session) else {
+            return;
+        };
+        self.sessions[si].last_received = now;
+        if let Err(reason) = self.handle_response(now, si, tag, bytes) {
+            self.fail_session(now, si, reason);
+            return;
+        }
+        if let Some(si) = self.session_index(session) {
+            self.maybe_close_retired(si);
+        }
+    }
+
+    /// Request `tag` on a message-transport session failed without an answer (HTTP error status, stream
+    /// reset): it counts against the upstream and the query tries another one.
+    pub fn handle_upstream_request_failed(&mut self, now: Instant, session: SessionId, tag: u16) {
+        let Some(si) = self.session_index(session) else {
+            return;
+        };
+        self.sessions[si].last_received = now;
+        let Some((slot, generation)) = self.sessions[si].inflight.remove(&tag) else {
+            return;
+        };
+        let upstream = self.sessions[si].upstream;
+        self.forget_place(
+            slot,
+            generation,
+            |p| matches!(p, Place::Sent { session: s, id, .. } if *s == session && *id == tag),
+        );
+        self.soft_failure(now, upstream, CloseReason::Protocol);
+        if let Some(Some(q)) = self.slots.get_mut(slot) {
+            q.tried.push(upstream);
+            q.last_reason = Some(CloseReason::Protocol);
+        }
+        self.place(now, slot, generation);
+    }
+
+    /// `session` ended (connect failure, TLS failure, reset, EOF). Its queries are placed again if their
+    /// deadline allows, else answered.
     pub fn handle_upstream_closed(
         &mut self,
         now: Instant,
@@ -337,10 +479,10 @@ impl<R: Rng> Engine<R> {
         let Some(si) = self.session_index(session) else {
             return;
         };
-        self.drop_session(now, si, reason, false);
+        self.drop_session(now, si, reason);
     }
 
-    /// Timers: query deadlines, connect deadlines, idle sessions, backoff ends.
+    /// Timers: query deadlines and hedges, connect deadlines, idle and stalled sessions, backoff ends.
     pub fn handle_timeout(&mut self, now: Instant) {
         // Sessions first: a stalled session fails its queries with the more precise reason.
         let mut i = 0;
@@ -349,7 +491,7 @@ impl<R: Rng> Engine<R> {
             match s.state {
                 SessionState::Connecting { deadline } if deadline <= now => {
                     self.actions.push_back(Action::Close { session: s.id });
-                    self.drop_session(now, i, CloseReason::Timeout, true);
+                    self.drop_session(now, i, CloseReason::Timeout);
                     continue;
                 }
                 SessionState::Ready
@@ -368,30 +510,37 @@ impl<R: Rng> Engine<R> {
                     // Queries outstanding and not a byte received for a whole query timeout: the
                     // connection is stalled or half-open (e.g. after a WAN address change).
                     self.actions.push_back(Action::Close { session: s.id });
-                    self.drop_session(now, i, CloseReason::Stalled, true);
+                    self.drop_session(now, i, CloseReason::Stalled);
                     continue;
                 }
                 _ => {}
             }
             i += 1;
         }
-        while let Some(&Reverse((deadline, slot, generation))) = self.deadlines.peek() {
-            if deadline > now {
+        while let Some(&Reverse((at, slot, generation, kind))) = self.timers.peek() {
+            if at > now {
                 break;
             }
-            self.deadlines.pop();
-            if self.query_is(slot, generation) {
+            self.timers.pop();
+            if !self.query_is(slot, generation) {
+                continue;
+            }
+            if kind == TIMER_DEADLINE {
                 self.time_out_query(now, slot, generation);
+            } else {
+                self.hedge(now, slot, generation);
             }
         }
         for ui in 0..self.upstreams.len() {
             let u = &mut self.upstreams[ui];
             if u.backoff_until.is_some_and(|t| t <= now) && !u.waiting.is_empty() {
-                u.backoff_until = None;
+                let id = u.id;
                 let waiting = core::mem::take(&mut u.waiting);
                 for (slot, generation) in waiting {
-                    if self.query_is(slot, generation) {
-                        self.dispatch(now, slot, generation);
+                    if self
+                        .forget_place(slot, generation, |p| *p == Place::Waiting { upstream: id })
+                    {
+                        self.place(now, slot, generation);
                     }
                 }
             }
@@ -400,13 +549,13 @@ impl<R: Rng> Engine<R> {
 
     /// When [`Engine::handle_timeout`] should be called next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let mut t = self.deadlines.peek().map(|Reverse((d, _, _))| *d);
+        let mut t = self.timers.peek().map(|Reverse((d, _, _, _))| *d);
         let mut consider = |c: Instant| t = Some(t.map_or(c, |x| x.min(c)));
         for s in &self.sessions {
             match s.state {
                 SessionState::Connecting { deadline } => consider(deadline),
                 SessionState::Ready if s.load() == 0 => {
-                    consider(s.last_activity + self.config.idle_timeout)
+                    consider(s.last_activity + self.config.idle_timeout);
                 }
                 SessionState::Ready if !s.inflight.is_empty() => {
                     consider(s.last_received.max(s.last_activity) + self.config.query_timeout);
@@ -437,7 +586,7 @@ impl<R: Rng> Engine<R> {
         self.events.pop_front()
     }
 
-    // ----- internals -----
+    // ----- query table -----
 
     fn alloc_slot(&mut self, mut q: Query) -> (usize, u32) {
         let slot = match self.free.pop() {
@@ -456,10 +605,30 @@ impl<R: Rng> Engine<R> {
         (slot, generation)
     }
 
-    fn take_slot(&mut self, slot: usize) -> Option<Query> {
+    /// Removes a query from the table and from every place it is outstanding.
+    fn take_query(&mut self, slot: usize) -> Option<Query> {
         let q = self.slots.get_mut(slot)?.take()?;
         self.free.push(slot);
         self.live -= 1;
+        for p in &q.places {
+            match *p {
+                Place::Waiting { upstream } => {
+                    if let Some(u) = self.upstreams.iter_mut().find(|u| u.id == upstream) {
+                        u.waiting.retain(|&(s, _)| s != slot);
+                    }
+                }
+                Place::Queued { session } => {
+                    if let Some(s) = self.sessions.iter_mut().find(|s| s.id == session) {
+                        s.queued.retain(|&(s, _)| s != slot);
+                    }
+                }
+                Place::Sent { session, id, .. } => {
+                    if let Some(s) = self.sessions.iter_mut().find(|s| s.id == session) {
+                        s.inflight.remove(&id);
+                    }
+                }
+            }
+        }
         Some(q)
     }
 
@@ -467,24 +636,40 @@ impl<R: Rng> Engine<R> {
         matches!(self.slots.get(slot), Some(Some(q)) if q.generation == generation)
     }
 
+    /// Removes the places matching `f` from a live query; `false` if the query is gone.
+    fn forget_place(&mut self, slot: usize, generation: u32, f: impl Fn(&Place) -> bool) -> bool {
+        match self.slots.get_mut(slot) {
+            Some(Some(q)) if q.generation == generation => {
+                q.places.retain(|p| !f(p));
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Keeps the lazy-deletion heap bounded: rebuilt from live queries when it grows past twice the
     /// in-flight limit.
-    fn compact_deadlines(&mut self) {
-        if self.deadlines.len() <= 2 * self.config.max_inflight + 16 {
+    fn compact_timers(&mut self) {
+        if self.timers.len() <= 4 * self.config.max_inflight + 16 {
             return;
         }
         let live: Vec<_> = self
             .slots
             .iter()
             .enumerate()
-            .filter_map(|(i, q)| q.as_ref().map(|q| Reverse((q.deadline, i, q.generation))))
+            .filter_map(|(i, q)| {
+                q.as_ref()
+                    .map(|q| Reverse((q.deadline, i, q.generation, TIMER_DEADLINE)))
+            })
             .collect();
-        self.deadlines = BinaryHeap::from(live);
+        self.timers = BinaryHeap::from(live);
     }
 
     fn session_index(&self, id: SessionId) -> Option<usize> {
         self.sessions.iter().position(|s| s.id == id)
     }
+
+    // ----- answers -----
 
     fn answer_locally(
         &mut self,
@@ -504,10 +689,66 @@ impl<R: Rng> Engine<R> {
         }
     }
 
-    /// Answers a query (already removed from every table) with SERVFAIL + EDE.
+    /// Sends an upstream-shaped answer (from an upstream or the cache) to a client; `extra` adds
+    /// lanveil's own Extended DNS Error.
+    fn answer_from(
+        &mut self,
+        client: ClientAddr,
+        view: &ClientView,
+        msg: &[u8],
+        extra: Option<Ede<'_>>,
+    ) -> bool {
+        let Ok(scan) = message::scan(msg) else {
+            return false;
+        };
+        let mut out = vec![0u8; msg.len() + 16 + extra.map_or(0, |e| e.option_len())];
+        match rewrite::to_client(msg, &scan, view, extra, &mut out) {
+            Ok(n) => {
+                out.truncate(n);
+                if n < msg.len() && view.max_len < msg.len() {
+                    self.stats.truncated += 1;
+                }
+                self.transmits.push_back(Transmit {
+                    to: client,
+                    bytes: out,
+                });
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Ends a query that got no good answer: a stale cached answer if there is one (RFC 8767, EDE 3),
+    /// else the last SERVFAIL an upstream gave, else lanveil's own SERVFAIL with an EDE.
+    fn finish_failed(&mut self, now: Instant, slot: usize, reason: Option<CloseReason>) {
+        let Some(q) = self.take_query(slot) else {
+            return;
+        };
+        let reason = reason.or(q.last_reason);
+        if let (Some(cache), Some(key)) = (self.cache.as_mut(), q.cache_key.as_ref())
+            && let Some(stale) = cache.get_stale(now, key)
+        {
+            self.stats.stale_answers += 1;
+            let e = Ede {
+                code: ede::STALE_ANSWER,
+                text: ede_for(reason).text,
+            };
+            if self.answer_from(q.client, &q.view, &stale, Some(e)) {
+                return;
+            }
+        }
+        if let Some(sf) = &q.servfail {
+            self.stats.servfail += 1;
+            if self.answer_from(q.client, &q.view, sf, None) {
+                return;
+            }
+        }
+        self.servfail(q, ede_for(reason));
+    }
+
+    /// Answers a query (already removed from every table) with lanveil's SERVFAIL + EDE.
     fn servfail(&mut self, q: Query, e: Ede<'_>) {
         self.stats.servfail += 1;
-        // Rebuild a client-shaped query: the upstream form with the client's ID and EDNS presence.
         let mut query = q.upstream_msg;
         let _ = header::set_id(&mut query, q.view.id);
         let Ok(scan) = message::scan(&query) else {
@@ -538,66 +779,109 @@ impl<R: Rng> Engine<R> {
         }
     }
 
-    fn fail_query(&mut self, slot: usize, reason: Option<CloseReason>) {
-        if let Some(q) = self.take_slot(slot) {
-            self.servfail(q, ede_for(reason));
-        }
+    // ----- placement -----
+
+    fn max_placements(&self) -> u8 {
+        u8::try_from(self.upstreams.len() + 1)
+            .unwrap_or(u8::MAX)
+            .clamp(2, 5)
     }
 
-    /// Chooses where a query goes: ordered failover over upstreams not in backoff; if all are in
-    /// backoff, the one that leaves it first (never lock out every upstream).
-    fn dispatch(&mut self, now: Instant, slot: usize, generation: u32) {
-        let Some(Some(q)) = self.slots.get_mut(slot) else {
+    fn available(&self, u: &Upstream, now: Instant) -> bool {
+        u.backoff_until.is_none_or(|t| t <= now)
+            || (u.soft < SOFT_LIMIT && self.has_ready_session(u.id))
+    }
+
+    /// Picks an upstream for a query that has tried `exclude`.
+    fn select(&mut self, now: Instant, exclude: &[UpstreamId]) -> Choice {
+        let candidates: Vec<usize> = (0..self.upstreams.len())
+            .filter(|&i| !exclude.contains(&self.upstreams[i].id))
+            .collect();
+        if candidates.is_empty() {
+            return Choice::Nothing;
+        }
+        let available: Vec<usize> = candidates
+            .iter()
+            .copied()
+            .filter(|&i| self.available(&self.upstreams[i], now))
+            .collect();
+        if available.is_empty() {
+            let (ui, until) = candidates
+                .iter()
+                .map(|&i| (i, self.upstreams[i].backoff_until.unwrap_or(now)))
+                .min_by_key(|&(_, t)| t)
+                .unwrap_or((candidates[0], now));
+            return Choice::After(ui, until);
+        }
+        self.rr = self.rr.wrapping_add(1);
+        let rr = self.rr as usize;
+        let ui = match self.config.policy {
+            SelectPolicy::Failover => available[0],
+            SelectPolicy::RoundRobin => available[rr % available.len()],
+            SelectPolicy::Fastest if self.rr.is_multiple_of(EXPLORE_EVERY) => {
+                available[rr % available.len()]
+            }
+            SelectPolicy::Fastest => available
+                .iter()
+                .copied()
+                .min_by_key(|&i| self.upstreams[i].srtt_ms.unwrap_or(0))
+                .unwrap_or(available[0]),
+        };
+        Choice::Now(ui)
+    }
+
+    /// Places a query on an upstream (another one than those it tried, if possible).
+    fn place(&mut self, now: Instant, slot: usize, generation: u32) {
+        let Some(Some(q)) = self.slots.get(slot) else {
             return;
         };
         if q.generation != generation {
             return;
         }
-        let attempts = q.attempts;
-        let deadline = q.deadline;
-        if self.upstreams.is_empty() {
-            self.fail_query(slot, None);
+        let (placements, deadline, outstanding) = (q.placements, q.deadline, !q.places.is_empty());
+        let got_servfail = q.servfail.is_some();
+        let tried = q.tried.clone();
+        if placements >= self.max_placements() {
+            if !outstanding {
+                self.finish_failed(now, slot, None);
+            }
             return;
         }
-        let available = self
-            .upstreams
-            .iter()
-            .position(|u| u.backoff_until.is_none_or(|t| t <= now) || self.has_ready_session(u.id));
-        let ui = match available {
-            Some(ui) => ui,
-            None => {
-                let (ui, until) = self
-                    .upstreams
-                    .iter()
-                    .enumerate()
-                    .map(|(i, u)| (i, u.backoff_until.unwrap_or(now)))
-                    .min_by_key(|&(_, t)| t)
-                    .unwrap_or((0, now));
-                if attempts >= MAX_ATTEMPTS || until >= deadline {
-                    // It cannot succeed in time: answer now rather than at the deadline.
-                    let reason = self.upstreams[ui].last_error;
-                    self.fail_query(slot, reason);
+        let mut choice = self.select(now, &tried);
+        if matches!(choice, Choice::Nothing) && !outstanding && !got_servfail {
+            // Every upstream failed this query once, without a SERVFAIL: one more try anywhere.
+            choice = self.select(now, &[]);
+        }
+        match choice {
+            Choice::Nothing => {
+                if !outstanding {
+                    self.finish_failed(now, slot, None);
+                }
+            }
+            Choice::After(ui, until) => {
+                if outstanding {
                     return;
                 }
-                if let Some(Some(q)) = self.slots.get_mut(slot) {
-                    q.state = QState::Waiting { upstream: ui };
+                if until >= deadline {
+                    // It cannot succeed in time: answer now rather than at the deadline.
+                    let reason = self.upstreams[ui].last_error;
+                    self.finish_failed(now, slot, reason);
+                    return;
                 }
+                let upstream = self.upstreams[ui].id;
                 self.upstreams[ui].waiting.push((slot, generation));
-                return;
+                if let Some(Some(q)) = self.slots.get_mut(slot) {
+                    q.places.push(Place::Waiting { upstream });
+                }
             }
-        };
-        if attempts >= MAX_ATTEMPTS {
-            let reason = self.upstreams[ui].last_error;
-            self.fail_query(slot, reason);
-            return;
+            Choice::Now(ui) => self.place_on(now, ui, slot, generation),
         }
-        if let Some(Some(q)) = self.slots.get_mut(slot) {
-            q.attempts += 1;
-        }
+    }
+
+    fn place_on(&mut self, now: Instant, ui: usize, slot: usize, generation: u32) {
         let upstream = self.upstreams[ui].id;
+        let transport = self.upstreams[ui].transport;
         let pipeline = self.config.pipeline;
-        // A ready session with room, else a connecting one with room, else a new one, else the least
-        // loaded.
         let pick = |want_ready: bool| {
             self.sessions
                 .iter()
@@ -609,18 +893,17 @@ impl<R: Rng> Engine<R> {
                 .min_by_key(|(_, s)| s.load())
                 .map(|(i, _)| i)
         };
+        let open = self
+            .sessions
+            .iter()
+            .filter(|s| s.upstream == upstream && !s.retired)
+            .count();
         let si = if let Some(si) = pick(true) {
             si
         } else if let Some(si) = pick(false) {
             si
-        } else if self
-            .sessions
-            .iter()
-            .filter(|s| s.upstream == upstream && !s.retired)
-            .count()
-            < self.config.max_connections
-        {
-            self.open_session(now, upstream)
+        } else if open < self.config.max_connections {
+            self.open_session(now, upstream, transport)
         } else {
             match self
                 .sessions
@@ -630,19 +913,71 @@ impl<R: Rng> Engine<R> {
                 .min_by_key(|(_, s)| s.load())
             {
                 Some((si, _)) => si,
-                None => self.open_session(now, upstream),
+                None => self.open_session(now, upstream, transport),
             }
         };
+        if let Some(Some(q)) = self.slots.get_mut(slot) {
+            q.placements += 1;
+        }
         match self.sessions[si].state {
             SessionState::Ready => self.send_on(now, si, slot, generation),
             SessionState::Connecting { .. } => {
-                let sid = self.sessions[si].id;
+                let session = self.sessions[si].id;
                 self.sessions[si].queued.push((slot, generation));
                 if let Some(Some(q)) = self.slots.get_mut(slot) {
-                    q.state = QState::Queued { session: sid };
+                    q.places.push(Place::Queued { session });
                 }
             }
         }
+        if self.upstreams.len() > 1 {
+            let at = now + self.attempt_timeout(ui);
+            self.timers
+                .push(Reverse((at, slot, generation, TIMER_HEDGE)));
+        }
+    }
+
+    /// How long a placement may go unanswered before the query is also tried elsewhere.
+    fn attempt_timeout(&self, ui: usize) -> Duration {
+        let half = self.config.query_timeout / 2;
+        match self.upstreams[ui].srtt_ms {
+            Some(srtt) => Duration::from_millis(u64::from(srtt) * 3 + 100)
+                .clamp(Duration::from_millis(300), half),
+            None => half,
+        }
+    }
+
+    /// The attempt timeout passed without an answer: count it against the upstreams tried so far and
+    /// place the query on another one; the first placement stays outstanding.
+    fn hedge(&mut self, now: Instant, slot: usize, generation: u32) {
+        let Some(Some(q)) = self.slots.get_mut(slot) else {
+            return;
+        };
+        let mut slow = Vec::new();
+        for p in &q.places {
+            let upstream = match *p {
+                Place::Sent { session, .. } | Place::Queued { session } => self
+                    .sessions
+                    .iter()
+                    .find(|s| s.id == session)
+                    .map(|s| s.upstream),
+                Place::Waiting { .. } => None,
+            };
+            if let Some(u) = upstream
+                && !q.tried.contains(&u)
+            {
+                q.tried.push(u);
+                slow.push(u);
+            }
+        }
+        if slow.is_empty() {
+            return;
+        }
+        q.last_reason = Some(CloseReason::Timeout);
+        for u in slow {
+            self.soft_failure(now, u, CloseReason::Timeout);
+        }
+        self.stats.hedged += 1;
+        self.place(now, slot, generation);
     }
 
     fn has_ready_session(&self, upstream: UpstreamId) -> bool {
@@ -651,12 +986,13 @@ impl<R: Rng> Engine<R> {
             .any(|s| s.upstream == upstream && !s.retired && s.state == SessionState::Ready)
     }
 
-    fn open_session(&mut self, now: Instant, upstream: UpstreamId) -> usize {
+    fn open_session(&mut self, now: Instant, upstream: UpstreamId, transport: Transport) -> usize {
         let id = SessionId(self.next_session);
         self.next_session += 1;
         self.sessions.push(Session {
             id,
             upstream,
+            transport,
             state: SessionState::Connecting {
                 deadline: now + self.config.connect_timeout,
             },
@@ -684,17 +1020,35 @@ impl<R: Rng> Engine<R> {
         let Some(Some(q)) = self.slots.get_mut(slot) else {
             return;
         };
-        let _ = header::set_id(&mut q.upstream_msg, id);
-        let Ok(prefix) = framing::prefix(q.upstream_msg.len()) else {
-            return;
+        let action = match session.transport {
+            Transport::Stream => {
+                let _ = header::set_id(&mut q.upstream_msg, id);
+                let Ok(prefix) = framing::prefix(q.upstream_msg.len()) else {
+                    return;
+                };
+                let mut bytes = Vec::with_capacity(2 + q.upstream_msg.len());
+                bytes.extend_from_slice(&prefix);
+                bytes.extend_from_slice(&q.upstream_msg);
+                Action::Send {
+                    session: session.id,
+                    bytes,
+                }
+            }
+            Transport::Message => {
+                // RFC 8484 §4.1: DNS ID 0 on the wire; the answer is matched by the request tag.
+                let _ = header::set_id(&mut q.upstream_msg, 0);
+                Action::Request {
+                    session: session.id,
+                    tag: id,
+                    message: q.upstream_msg.clone(),
+                }
+            }
         };
-        let mut bytes = Vec::with_capacity(2 + q.upstream_msg.len());
-        bytes.extend_from_slice(&prefix);
-        bytes.extend_from_slice(&q.upstream_msg);
-        q.state = QState::Sent {
+        q.places.push(Place::Sent {
             session: session.id,
             id,
-        };
+            at: now,
+        });
         session.inflight.insert(id, (slot, generation));
         if session.inflight.len() == 1 {
             // The stall detector measures from the moment something is outstanding.
@@ -702,34 +1056,31 @@ impl<R: Rng> Engine<R> {
         }
         session.last_activity = now;
         self.stats.forwarded += 1;
-        self.actions.push_back(Action::Send {
-            session: session.id,
-            bytes,
-        });
+        self.actions.push_back(action);
     }
 
     fn handle_response(
         &mut self,
         now: Instant,
         si: usize,
+        id: u16,
         frame: &[u8],
     ) -> Result<(), CloseReason> {
-        let Ok(hdr) = header::Header::parse(frame) else {
-            return Err(CloseReason::Protocol);
-        };
         let session = &mut self.sessions[si];
-        let Some(&(slot, generation)) = session.inflight.get(&hdr.id) else {
-            // An answer to a query already timed out; harmless.
+        let sid = session.id;
+        let upstream = session.upstream;
+        let Some(&(slot, generation)) = session.inflight.get(&id) else {
+            // An answer to a query already answered or timed out; harmless.
             self.stats.late_answers += 1;
             return Ok(());
         };
         let scan = message::scan(frame).map_err(|_| CloseReason::Protocol)?;
         let Some(Some(q)) = self.slots.get(slot) else {
-            session.inflight.remove(&hdr.id);
+            session.inflight.remove(&id);
             return Ok(());
         };
         if q.generation != generation
-            || !hdr.is_response()
+            || !scan.header.is_response()
             || scan.header.qdcount != 1
             || !crate::wire::name::eq_ignore_case(
                 frame.get(header::LEN..scan.question_end).unwrap_or(&[]),
@@ -738,33 +1089,61 @@ impl<R: Rng> Engine<R> {
         {
             return Err(CloseReason::Protocol);
         }
-        session.inflight.remove(&hdr.id);
+        session.inflight.remove(&id);
         session.last_activity = now;
-        let Some(q) = self.take_slot(slot) else {
+        let sent_at = q.places.iter().find_map(|p| match *p {
+            Place::Sent {
+                session,
+                id: pid,
+                at,
+            } if session == sid && pid == id => Some(at),
+            _ => None,
+        });
+        self.forget_place(
+            slot,
+            generation,
+            |p| matches!(p, Place::Sent { session, id: pid, .. } if *session == sid && *pid == id),
+        );
+        if let (Some(at), Some(u)) = (
+            sent_at,
+            self.upstreams.iter_mut().find(|u| u.id == upstream),
+        ) {
+            let sample = u32::try_from(now.saturating_since(at).as_millis()).unwrap_or(u32::MAX);
+            u.srtt_ms = Some(match u.srtt_ms {
+                Some(s) => s - s / 8 + sample / 8,
+                None => sample,
+            });
+        }
+        if scan.rcode() == rcode::SERVFAIL {
+            // Try another upstream before passing a SERVFAIL on.
+            self.soft_failure(now, upstream, CloseReason::Protocol);
+            if let Some(Some(q)) = self.slots.get_mut(slot) {
+                q.servfail = Some(frame.to_vec());
+                q.tried.push(upstream);
+            }
+            self.stats.upstream_servfail += 1;
+            self.place(now, slot, generation);
+            return Ok(());
+        }
+        if let Some(u) = self.upstreams.iter_mut().find(|u| u.id == upstream) {
+            u.soft = 0;
+        }
+        let Some(q) = self.take_query(slot) else {
             return Ok(());
         };
-        let mut out = vec![0u8; frame.len() + 16];
-        match rewrite::to_client(frame, &scan, &q.view, &mut out) {
-            Ok(n) => {
-                out.truncate(n);
-                if n < frame.len() && q.view.max_len < frame.len() {
-                    self.stats.truncated += 1;
-                }
-                self.stats.answered += 1;
-                self.transmits.push_back(Transmit {
-                    to: q.client,
-                    bytes: out,
-                });
-            }
-            Err(WireError::BufferTooSmall) | Err(_) => {
-                self.servfail(
-                    q,
-                    Ede {
-                        code: ede::NETWORK_ERROR,
-                        text: "malformed upstream answer",
-                    },
-                );
-            }
+        if let (Some(cache), Some(key)) = (self.cache.as_mut(), q.cache_key.clone()) {
+            cache.insert(now, key, frame);
+        }
+        if self.answer_from(q.client, &q.view, frame, None) {
+            self.stats.answered += 1;
+        } else {
+            self.servfail(
+                q,
+                Ede {
+                    code: ede::NETWORK_ERROR,
+                    text: "malformed upstream answer",
+                },
+            );
         }
         Ok(())
     }
@@ -777,69 +1156,92 @@ impl<R: Rng> Engine<R> {
             return;
         }
         self.stats.timeouts += 1;
-        let reason = match q.state {
-            QState::Sent { session, id } => {
-                if let Some(si) = self.session_index(session) {
-                    self.sessions[si].inflight.remove(&id);
-                }
-                CloseReason::Timeout
+        // Why: the upstream's last error if it was never reached, else a time-out.
+        let mut reason = q.last_reason.unwrap_or(CloseReason::Timeout);
+        for p in &q.places {
+            let upstream = match *p {
+                Place::Waiting { upstream } => Some(upstream),
+                Place::Queued { session } => self
+                    .sessions
+                    .iter()
+                    .find(|s| s.id == session)
+                    .map(|s| s.upstream),
+                Place::Sent { .. } => None,
+            };
+            if let Some(e) = upstream
+                .and_then(|u| self.upstreams.iter().find(|x| x.id == u))
+                .and_then(|u| u.last_error)
+            {
+                reason = e;
             }
-            QState::Queued { session } => {
-                let mut r = CloseReason::Timeout;
-                if let Some(si) = self.session_index(session) {
-                    self.sessions[si].queued.retain(|&(s, _)| s != slot);
-                    if let Some(u) = self
-                        .upstreams
-                        .iter()
-                        .find(|u| u.id == self.sessions[si].upstream)
-                    {
-                        r = u.last_error.unwrap_or(CloseReason::Timeout);
-                    }
-                }
-                r
-            }
-            QState::Waiting { upstream } => {
-                let mut r = CloseReason::Timeout;
-                if let Some(u) = self.upstreams.get_mut(upstream) {
-                    u.waiting.retain(|&(s, _)| s != slot);
-                    r = u.last_error.unwrap_or(CloseReason::Timeout);
-                }
-                r
-            }
-        };
-        let _ = now;
-        self.fail_query(slot, Some(reason));
+        }
+        self.finish_failed(now, slot, Some(reason));
         self.close_idle_retired();
+    }
+
+    // ----- health -----
+
+    fn backoff_delay(&mut self, failures: u32) -> Duration {
+        let exp = BACKOFF_BASE.saturating_mul(1u32 << failures.saturating_sub(1).min(16));
+        let capped = exp.min(self.config.backoff_max);
+        // Jitter in [capped/2, capped].
+        let half = capped / 2;
+        let span = u64::try_from(half.as_millis()).unwrap_or(1).max(1);
+        half + Duration::from_millis(u64::from(self.rng.next_u32()) % span)
+    }
+
+    /// A time-out or SERVFAIL: after `SOFT_LIMIT` in a row the upstream backs off.
+    fn soft_failure(&mut self, now: Instant, upstream: UpstreamId, reason: CloseReason) {
+        let Some(ui) = self.upstreams.iter().position(|u| u.id == upstream) else {
+            return;
+        };
+        self.upstreams[ui].soft = self.upstreams[ui].soft.saturating_add(1);
+        if self.upstreams[ui].soft >= SOFT_LIMIT
+            && self.upstreams[ui].backoff_until.is_none_or(|t| t <= now)
+        {
+            let failures = self.upstreams[ui].failures.saturating_add(1);
+            let delay = self.backoff_delay(failures);
+            let u = &mut self.upstreams[ui];
+            u.failures = failures;
+            u.backoff_until = Some(now + delay);
+            if u.up {
+                u.up = false;
+                self.events
+                    .push_back(Event::UpstreamDown { upstream, reason });
+            }
+        }
     }
 
     fn fail_session(&mut self, now: Instant, si: usize, reason: CloseReason) {
         let id = self.sessions[si].id;
         self.actions.push_back(Action::Close { session: id });
-        self.drop_session(now, si, reason, true);
+        self.drop_session(now, si, reason);
     }
 
-    /// Removes a session; records the failure against its upstream; retries or fails its queries.
-    fn drop_session(&mut self, now: Instant, si: usize, reason: CloseReason, _closed_by_us: bool) {
+    /// Removes a session; records the failure against its upstream; places its queries again.
+    fn drop_session(&mut self, now: Instant, si: usize, reason: CloseReason) {
         let s = self.sessions.swap_remove(si);
         let was_ready = s.state == SessionState::Ready;
-        let counts_as_failure = !(was_ready && matches!(reason, CloseReason::Eof));
-        if counts_as_failure && let Some(u) = self.upstreams.iter_mut().find(|u| u.id == s.upstream)
+        let stalled = reason == CloseReason::Stalled;
+        let counts_as_failure = !(was_ready && reason == CloseReason::Eof);
+        if counts_as_failure
+            && let Some(ui) = self.upstreams.iter().position(|u| u.id == s.upstream)
         {
-            u.failures = u.failures.saturating_add(1);
+            let failures = self.upstreams[ui].failures.saturating_add(1);
+            let delay = self.backoff_delay(failures);
+            let u = &mut self.upstreams[ui];
+            u.failures = failures;
             u.last_error = Some(reason);
-            let exp = BACKOFF_BASE.saturating_mul(1u32 << u.failures.saturating_sub(1).min(16));
-            let capped = exp.min(self.config.backoff_max);
-            // Jitter in [capped/2, capped].
-            let half = capped / 2;
-            let span = u64::try_from(half.as_millis()).unwrap_or(1).max(1);
-            let delay = half + Duration::from_millis(u64::from(self.rng.next_u32()) % span);
-            if was_ready {
+            if was_ready && !stalled {
                 // A connection that had been working and then broke is redialed at once.
                 u.backoff_until = None;
             } else {
                 u.backoff_until = Some(now + delay);
+                if stalled {
+                    u.soft = u.soft.max(SOFT_LIMIT);
+                }
                 // Log transitions only: the first failure, or up → down.
-                if u.up || u.failures == 1 {
+                if u.up || failures == 1 {
                     self.events.push_back(Event::UpstreamDown {
                         upstream: u.id,
                         reason,
@@ -849,19 +1251,31 @@ impl<R: Rng> Engine<R> {
             }
             self.stats.upstream_failures += 1;
         }
-        let mut retry: Vec<(usize, u32)> = s.inflight.into_values().collect();
-        retry.extend(s.queued);
-        for (slot, generation) in retry {
-            if !self.query_is(slot, generation) {
+        let mut again: Vec<(usize, u32)> = s.inflight.into_values().collect();
+        again.extend(s.queued);
+        for (slot, generation) in again {
+            let sid = s.id;
+            if !self.forget_place(slot, generation, |p| match *p {
+                Place::Sent { session, .. } | Place::Queued { session } => session == sid,
+                Place::Waiting { .. } => false,
+            }) {
                 continue;
             }
-            let expired = matches!(self.slots.get(slot), Some(Some(q)) if q.deadline <= now);
-            if expired {
-                self.fail_query(slot, Some(reason));
-            } else {
-                self.stats.retries += 1;
-                self.dispatch(now, slot, generation);
+            if let Some(Some(q)) = self.slots.get_mut(slot) {
+                q.last_reason = Some(reason);
+                if stalled && !q.tried.contains(&s.upstream) {
+                    q.tried.push(s.upstream);
+                }
+                if q.deadline <= now {
+                    self.finish_failed(now, slot, Some(reason));
+                    continue;
+                }
+                if !q.places.is_empty() {
+                    continue;
+                }
             }
+            self.stats.retries += 1;
+            self.place(now, slot, generation);
         }
     }
 

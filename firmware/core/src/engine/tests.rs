@@ -50,6 +50,14 @@ fn answer(frame: &[u8]) -> Vec<u8> {
     framed
 }
 
+/// Engine settings for scenario tests: defaults without the cache (cache tests turn it on).
+fn cfg() -> EngineConfig {
+    EngineConfig {
+        cache: None,
+        ..EngineConfig::default()
+    }
+}
+
 struct Harness {
     e: Engine<TestRng>,
     now: Instant,
@@ -62,8 +70,15 @@ struct Harness {
 
 impl Harness {
     fn new(config: EngineConfig, ups: &[UpstreamId]) -> Self {
+        let specs: Vec<UpstreamSpec> = ups
+            .iter()
+            .map(|&id| UpstreamSpec {
+                id,
+                transport: Transport::Stream,
+            })
+            .collect();
         Self {
-            e: Engine::new(config, ups, TestRng::new(7)),
+            e: Engine::new(config, &specs, TestRng::new(7)),
             now: Instant::from_millis(1_000),
             out: Vec::new(),
             connects: Vec::new(),
@@ -81,6 +96,17 @@ impl Harness {
             match a {
                 Action::Connect { session, upstream } => self.connects.push((session, upstream)),
                 Action::Send { session, bytes } => self.sends.push((session, bytes)),
+                Action::Request {
+                    session,
+                    tag,
+                    message,
+                } => {
+                    // Message transports: keep the tag as the frame's ID so `answer` works unchanged.
+                    let mut framed = (message.len() as u16).to_be_bytes().to_vec();
+                    framed.extend_from_slice(&message);
+                    framed[2..4].copy_from_slice(&tag.to_be_bytes());
+                    self.sends.push((session, framed));
+                }
                 Action::Close { session } => self.closes.push(session),
             }
         }
@@ -138,7 +164,7 @@ fn rcode_and_ede(msg: &[u8]) -> (u16, Option<(u16, Vec<u8>)>) {
 
 #[test]
 fn forwards_over_one_session_and_restores_id() {
-    let mut h = Harness::new(EngineConfig::default(), &[U1]);
+    let mut h = Harness::new(cfg(), &[U1]);
     h.q(udp(1000), &query(0xbeef, "a", Some(4096)));
     assert_eq!(h.connects.len(), 1);
     assert!(
@@ -165,7 +191,7 @@ fn forwards_over_one_session_and_restores_id() {
 
 #[test]
 fn pipelined_answers_in_any_order_match_their_questions() {
-    let mut h = Harness::new(EngineConfig::default(), &[U1]);
+    let mut h = Harness::new(cfg(), &[U1]);
     for i in 0..50u16 {
         let label = alloc::format!("{}", char::from(b'A' + (i % 26) as u8));
         h.q(udp(2000 + i), &query(i, &label, None));
@@ -210,7 +236,7 @@ fn pipelined_answers_in_any_order_match_their_questions() {
 
 #[test]
 fn stalled_upstream_gives_servfail_ede22_at_deadline() {
-    let mut h = Harness::new(EngineConfig::default(), &[U1]);
+    let mut h = Harness::new(cfg(), &[U1]);
     h.q(udp(1), &query(1, "a", Some(1232)));
     let s = h.connects[0].0;
     h.connected(s);
@@ -226,7 +252,7 @@ fn stalled_upstream_gives_servfail_ede22_at_deadline() {
 
 #[test]
 fn tls_failure_answers_promptly_with_ede23() {
-    let mut h = Harness::new(EngineConfig::default(), &[U1]);
+    let mut h = Harness::new(cfg(), &[U1]);
     h.q(udp(1), &query(1, "a", Some(1232)));
     let s1 = h.connects[0].0;
     h.advance(20);
@@ -282,7 +308,7 @@ fn tls_failure_answers_promptly_with_ede23() {
 
 #[test]
 fn query_in_flight_when_connection_dies_is_retried_once() {
-    let mut h = Harness::new(EngineConfig::default(), &[U1]);
+    let mut h = Harness::new(cfg(), &[U1]);
     h.q(udp(1), &query(9, "a", None));
     let s1 = h.connects[0].0;
     h.connected(s1);
@@ -315,7 +341,7 @@ fn query_in_flight_when_connection_dies_is_retried_once() {
 
 #[test]
 fn backoff_is_capped_and_recovery_is_quick() {
-    let cfg = EngineConfig::default();
+    let cfg = cfg();
     let mut h = Harness::new(cfg, &[U1]);
     // Fail many connects in a row while clients keep asking.
     let mut attempts = 0;
@@ -348,7 +374,7 @@ fn backoff_is_capped_and_recovery_is_quick() {
 
 #[test]
 fn failover_to_second_upstream() {
-    let mut h = Harness::new(EngineConfig::default(), &[U1, U2]);
+    let mut h = Harness::new(cfg(), &[U1, U2]);
     h.q(udp(1), &query(1, "a", None));
     let (s1, u) = h.connects[0];
     assert_eq!(u, U1);
@@ -366,7 +392,7 @@ fn pipeline_bound_opens_more_connections_up_to_the_limit() {
     let cfg = EngineConfig {
         pipeline: 4,
         max_connections: 2,
-        ..EngineConfig::default()
+        ..cfg()
     };
     let mut h = Harness::new(cfg, &[U1]);
     for i in 0..12u16 {
@@ -387,7 +413,7 @@ fn pipeline_bound_opens_more_connections_up_to_the_limit() {
 fn inflight_limit_answers_overloaded() {
     let cfg = EngineConfig {
         max_inflight: 3,
-        ..EngineConfig::default()
+        ..cfg()
     };
     let mut h = Harness::new(cfg, &[U1]);
     for i in 0..4u16 {
@@ -401,7 +427,7 @@ fn inflight_limit_answers_overloaded() {
 
 #[test]
 fn rfc8906_answers_everything_locally() {
-    let mut h = Harness::new(EngineConfig::default(), &[U1]);
+    let mut h = Harness::new(cfg(), &[U1]);
     // Opcode NOTIFY (4) → NOTIMP.
     let mut q = query(1, "a", None);
     q[2] = 0x20;
@@ -455,7 +481,7 @@ fn rfc8906_answers_everything_locally() {
 
 #[test]
 fn mismatched_answer_closes_session_and_retries() {
-    let mut h = Harness::new(EngineConfig::default(), &[U1]);
+    let mut h = Harness::new(cfg(), &[U1]);
     h.q(udp(1), &query(1, "a", None));
     let s = h.connects[0].0;
     h.connected(s);
@@ -474,7 +500,7 @@ fn mismatched_answer_closes_session_and_retries() {
 
 #[test]
 fn idle_sessions_close_and_stalled_ones_are_replaced() {
-    let mut h = Harness::new(EngineConfig::default(), &[U1]);
+    let mut h = Harness::new(cfg(), &[U1]);
     h.q(udp(1), &query(1, "a", None));
     let s = h.connects[0].0;
     h.connected(s);
@@ -491,12 +517,15 @@ fn idle_sessions_close_and_stalled_ones_are_replaced() {
     h.advance(2_600);
     assert!(h.closes.contains(&s2));
     h.q(udp(3), &query(3, "c", None));
+    // The stalled upstream backs off briefly (it is the only one), then a fresh connection is dialed.
+    assert_eq!(h.connects.len(), 2);
+    h.advance(300);
     assert_eq!(h.connects.len(), 3, "next query dials a fresh connection");
 }
 
 #[test]
 fn udp_client_gets_at_most_1232_tcp_gets_all() {
-    let mut h = Harness::new(EngineConfig::default(), &[U1]);
+    let mut h = Harness::new(cfg(), &[U1]);
     h.q(udp(1), &query(1, "a", Some(4096)));
     h.q(ClientAddr::Tcp { conn: 5 }, &query(2, "a", None));
     let s = h.connects[0].0;
@@ -536,11 +565,18 @@ fn udp_client_gets_at_most_1232_tcp_gets_all() {
 
 #[test]
 fn reconfigure_retires_removed_upstream_sessions() {
-    let mut h = Harness::new(EngineConfig::default(), &[U1]);
+    let mut h = Harness::new(cfg(), &[U1]);
     h.q(udp(1), &query(1, "a", None));
     let s = h.connects[0].0;
     h.connected(s);
-    h.e.reconfigure(h.now, EngineConfig::default(), &[U2]);
+    h.e.reconfigure(
+        h.now,
+        cfg(),
+        &[UpstreamSpec {
+            id: U2,
+            transport: Transport::Stream,
+        }],
+    );
     h.drain();
     assert!(
         h.closes.is_empty(),
@@ -552,4 +588,167 @@ fn reconfigure_retires_removed_upstream_sessions() {
     assert_eq!(h.closes, [s]);
     h.q(udp(2), &query(2, "b", None));
     assert_eq!(h.connects.last().unwrap().1, U2);
+}
+
+fn servfail_of(frame: &[u8]) -> Vec<u8> {
+    let mut a = answer(frame);
+    a[2 + 3] = (a[2 + 3] & 0xf0) | 2;
+    a
+}
+
+#[test]
+fn unanswered_attempt_is_hedged_to_the_next_upstream() {
+    let mut h = Harness::new(cfg(), &[U1, U2]);
+    h.q(udp(1), &query(1, "a", None));
+    let (s1, _) = h.connects[0];
+    h.connected(s1);
+    // No answer within the attempt timeout (half the deadline for an upstream with no RTT yet).
+    h.advance(1_250);
+    assert_eq!(h.connects.len(), 2);
+    assert_eq!(h.connects[1].1, U2);
+    let s2 = h.connects[1].0;
+    h.connected(s2);
+    let f = h.sends.iter().find(|(s, _)| *s == s2).unwrap().1.clone();
+    h.data(s2, &answer(&f));
+    assert_eq!(h.out.len(), 1);
+    assert_eq!(rcode_and_ede(&h.out[0].bytes).0, rcode::NOERROR);
+    // The late answer of the first upstream is ignored, not sent twice.
+    let f1 = h.sends.iter().find(|(s, _)| *s == s1).unwrap().1.clone();
+    h.data(s1, &answer(&f1));
+    assert_eq!(h.out.len(), 1);
+    assert_eq!(h.e.stats().hedged, 1);
+    assert_eq!(h.e.stats().late_answers, 1);
+}
+
+#[test]
+fn servfail_is_retried_elsewhere_and_passed_on_only_if_all_fail() {
+    let mut h = Harness::new(cfg(), &[U1, U2]);
+    h.q(udp(1), &query(1, "a", Some(1232)));
+    let s1 = h.connects[0].0;
+    h.connected(s1);
+    let f = h.sends[0].1.clone();
+    h.data(s1, &servfail_of(&f));
+    assert!(
+        h.out.is_empty(),
+        "not passed on while another upstream can answer"
+    );
+    let (s2, u) = h.connects[1];
+    assert_eq!(u, U2);
+    h.connected(s2);
+    let f2 = h.sends[1].1.clone();
+    h.data(s2, &servfail_of(&f2));
+    assert_eq!(h.out.len(), 1);
+    assert_eq!(rcode_and_ede(&h.out[0].bytes).0, rcode::SERVFAIL);
+    assert_eq!(h.e.stats().upstream_servfail, 2);
+}
+
+#[test]
+fn fastest_policy_prefers_the_lower_rtt() {
+    let c = EngineConfig {
+        policy: SelectPolicy::Fastest,
+        ..cfg()
+    };
+    let mut h = Harness::new(c, &[U1, U2]);
+    let mut sessions = BTreeMap::new();
+    // Teach the engine the RTTs: U1 answers after 200 ms, U2 after 10 ms.
+    for i in 0..40u16 {
+        h.q(udp(i), &query(i, "a", None));
+        while let Some((s, u)) = h.connects.pop() {
+            h.connected(s);
+            sessions.insert(s, u);
+        }
+        let (s, f) = h.sends.pop().unwrap();
+        let delay = if sessions[&s] == U1 { 200 } else { 10 };
+        h.advance(delay);
+        h.data(s, &answer(&f));
+    }
+    let mut to_u2 = 0;
+    for i in 100..132u16 {
+        h.q(udp(i), &query(i, "b", None));
+        let (s, f) = h.sends.pop().unwrap();
+        if sessions[&s] == U2 {
+            to_u2 += 1;
+        }
+        h.data(s, &answer(&f));
+    }
+    assert!(
+        to_u2 >= 28,
+        "most queries go to the faster upstream: {to_u2}/32"
+    );
+}
+
+#[test]
+fn message_transport_uses_id_zero_and_tags() {
+    let specs = [UpstreamSpec {
+        id: U1,
+        transport: Transport::Message,
+    }];
+    let mut e = Engine::new(cfg(), &specs, TestRng::new(3));
+    let now = Instant::from_millis(5);
+    e.handle_query(now, udp(1), &query(0x7777, "a", None));
+    let Some(Action::Connect { session, .. }) = e.poll_action() else {
+        panic!()
+    };
+    e.handle_upstream_connected(now, session);
+    let Some(Action::Request { tag, message, .. }) = e.poll_action() else {
+        panic!()
+    };
+    assert_eq!(&message[..2], &[0, 0], "RFC 8484 §4.1");
+    let mut framed = (message.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&message);
+    let resp = answer(&framed);
+    e.handle_upstream_response(now, session, tag, &resp[2..]);
+    let t = e.poll_transmit().unwrap();
+    assert_eq!(&t.bytes[..2], &[0x77, 0x77]);
+    // A failed request tries again (on the same upstream, the only one) and never answers twice.
+    e.handle_query(now, udp(2), &query(0x8888, "b", None));
+    let Some(Action::Request { tag, .. }) = e.poll_action() else {
+        panic!()
+    };
+    e.handle_upstream_request_failed(now, session, tag);
+    assert!(e.poll_transmit().is_none());
+    let Some(Action::Request {
+        tag: tag2, message, ..
+    }) = e.poll_action()
+    else {
+        panic!()
+    };
+    let mut framed = (message.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&message);
+    e.handle_upstream_response(now, session, tag2, &answer(&framed)[2..]);
+    assert_eq!(&e.poll_transmit().unwrap().bytes[..2], &[0x88, 0x88]);
+    let _ = tag;
+}
+
+#[test]
+fn cache_hits_skip_the_upstream_and_stale_answers_carry_ede3() {
+    let c = EngineConfig {
+        cache: Some(crate::cache::CacheConfig {
+            max_ttl: 60,
+            ..Default::default()
+        }),
+        ..cfg()
+    };
+    let mut h = Harness::new(c, &[U1]);
+    h.q(udp(1), &query(1, "a", Some(1232)));
+    let s = h.connects[0].0;
+    h.connected(s);
+    let f = h.sends[0].1.clone();
+    h.data(s, &answer(&f));
+    h.q(udp(2), &query(2, "A", Some(1232)));
+    assert_eq!(h.sends.len(), 1, "second query answered from the cache");
+    assert_eq!(h.out.len(), 2);
+    assert_eq!(&h.out[1].bytes[..2], &[0, 2]);
+    assert_eq!(h.e.stats().cache_hits, 1);
+    // 61 s later the entry is stale; the upstream is gone: the stale answer comes with EDE 3.
+    h.closed(s, CloseReason::Reset);
+    h.advance(61_000);
+    h.q(udp(3), &query(3, "a", Some(1232)));
+    let pending = h.connects.len();
+    h.closed(h.connects[pending - 1].0, CloseReason::Refused);
+    h.advance(3_000);
+    let last = h.out.last().unwrap();
+    let (rc, ede) = rcode_and_ede(&last.bytes);
+    assert_eq!((rc, ede.unwrap().0), (rcode::NOERROR, ede::STALE_ANSWER));
+    assert_eq!(h.e.stats().stale_answers, 1);
 }

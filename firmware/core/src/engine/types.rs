@@ -4,6 +4,8 @@ use alloc::vec::Vec;
 use core::net::SocketAddr;
 use core::time::Duration;
 
+use crate::cache::CacheConfig;
+
 /// Where a client query came from, and so where its answer goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ClientAddr {
@@ -25,6 +27,53 @@ pub enum ClientAddr {
 /// unchanged).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct UpstreamId(pub u32);
+
+/// How DNS messages travel on an upstream's sessions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// A byte stream with 2-octet length framing (DNS over TLS): [`Action::Send`], answers through
+    /// `handle_upstream_data`.
+    Stream,
+    /// One request per message (DNS over HTTPS): [`Action::Request`] with ID 0 on the wire, answers
+    /// through `handle_upstream_response`.
+    Message,
+}
+
+/// An upstream as the engine knows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct UpstreamSpec {
+    /// The shell's id.
+    pub id: UpstreamId,
+    /// Its transport.
+    pub transport: Transport,
+}
+
+/// How a query's upstream is chosen among those not backing off.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum SelectPolicy {
+    /// The first in configuration order (default).
+    #[default]
+    Failover,
+    /// Each in turn.
+    RoundRobin,
+    /// The lowest smoothed round-trip time (with occasional re-measurement of the others).
+    Fastest,
+}
+
+/// What the engine knows of an upstream's health.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UpstreamHealth {
+    /// Which upstream.
+    pub id: UpstreamId,
+    /// An authenticated connection succeeded since the last failure.
+    pub up: bool,
+    /// Currently backing off after failures.
+    pub backing_off: bool,
+    /// Smoothed round-trip time of answers, in ms.
+    pub srtt_ms: Option<u32>,
+    /// The last failure.
+    pub last_error: Option<CloseReason>,
+}
 
 /// One upstream connection attempt; never reused, so late events of a closed session are ignored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -56,6 +105,16 @@ pub enum Action {
         session: SessionId,
         /// Framed DNS message(s).
         bytes: Vec<u8>,
+    },
+    /// Send one DNS message as a request on a message-transport session; report the answer with
+    /// `handle_upstream_response(session, tag, …)` or the failure with `handle_upstream_request_failed`.
+    Request {
+        /// The session.
+        session: SessionId,
+        /// Identifies the answer.
+        tag: u16,
+        /// The DNS message (ID 0).
+        message: Vec<u8>,
     },
     /// Close the session's connection; the engine has already forgotten it.
     Close {
@@ -138,6 +197,10 @@ pub struct EngineConfig {
     pub connect_timeout: Duration,
     /// Upper bound of the reconnect backoff.
     pub backoff_max: Duration,
+    /// How an upstream is chosen.
+    pub policy: SelectPolicy,
+    /// The response cache, or `None` for no cache.
+    pub cache: Option<CacheConfig>,
 }
 
 impl Default for EngineConfig {
@@ -150,6 +213,8 @@ impl Default for EngineConfig {
             idle_timeout: Duration::from_secs(20),
             connect_timeout: Duration::from_secs(5),
             backoff_max: Duration::from_secs(4),
+            policy: SelectPolicy::Failover,
+            cache: Some(CacheConfig::default()),
         }
     }
 }
@@ -181,8 +246,16 @@ pub struct Stats {
     pub dropped: u64,
     /// Answers shortened for a UDP client.
     pub truncated: u64,
-    /// Upstream answers that arrived after their query had timed out.
+    /// Upstream answers that arrived after their query had been answered or timed out.
     pub late_answers: u64,
+    /// Answered from the cache.
+    pub cache_hits: u64,
+    /// Answered with a stale cached answer because no upstream answered (RFC 8767).
+    pub stale_answers: u64,
+    /// Queries also placed on another upstream after an attempt timeout.
+    pub hedged: u64,
+    /// SERVFAIL answers received from upstreams.
+    pub upstream_servfail: u64,
     /// Authenticated upstream connections established.
     pub upstream_connects: u64,
     /// Upstream connections that failed or broke.

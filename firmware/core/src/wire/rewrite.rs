@@ -84,11 +84,13 @@ impl ClientView {
     }
 }
 
-/// Writes the client's form of a validated upstream response.
+/// Writes the client's form of a validated upstream response; `extra` adds lanveil's own Extended DNS
+/// Error (e.g. EDE 3 on a stale answer) after the upstream's.
 pub fn to_client(
     resp: &[u8],
     scan: &Scan,
     client: &ClientView,
+    extra: Option<edns::Ede<'_>>,
     out: &mut [u8],
 ) -> Result<usize, Error> {
     let (body_end, kept_additional) = match scan.opt {
@@ -100,7 +102,8 @@ pub fn to_client(
     let ede_len: usize = edns::options(ede_rdata)
         .filter(|(code, data)| *code == OPTION_EDE && data.len() <= 2 + edns::MAX_EDE_TEXT)
         .map(|(_, data)| 4 + data.len())
-        .sum();
+        .sum::<usize>()
+        + extra.map_or(0, |e| e.option_len());
     let opt_len = if client.edns.is_some() {
         edns::OPT_FIXED_LEN + ede_len
     } else {
@@ -168,6 +171,9 @@ pub fn to_client(
                 w.put(data)?;
             }
         }
+        if let Some(e) = extra {
+            e.emit(&mut w)?;
+        }
     }
     Ok(w.len())
 }
@@ -222,7 +228,7 @@ mod tests {
             edns: None,
             max_len: 512,
         };
-        let n = to_client(ANSWER_EDNS, &s, &c, &mut buf).unwrap();
+        let n = to_client(ANSWER_EDNS, &s, &c, None, &mut buf).unwrap();
         let out = &buf[..n];
         assert_eq!(n, ANSWER_EDNS.len() - 11);
         let f = scan(out).unwrap();
@@ -246,7 +252,7 @@ mod tests {
             edns: Some(false),
             max_len: 1232,
         };
-        let n = to_client(&r, &s, &c, &mut buf).unwrap();
+        let n = to_client(&r, &s, &c, None, &mut buf).unwrap();
         let f = scan(&buf[..n]).unwrap();
         let o = f.opt.unwrap();
         let opts: alloc::vec::Vec<_> = edns::options(&buf[o.rdata_start..o.end]).collect();
@@ -284,7 +290,7 @@ mod tests {
             edns: Some(false),
             max_len: 1232,
         };
-        let n = to_client(&r, &s, &c, &mut buf).unwrap();
+        let n = to_client(&r, &s, &c, None, &mut buf).unwrap();
         assert!(n <= 1232);
         let f = scan(&buf[..n]).unwrap();
         assert!(f.header.tc());
@@ -298,7 +304,7 @@ mod tests {
             edns: Some(false),
             max_len: 65535,
         };
-        let n = to_client(&r, &s, &c, &mut buf).unwrap();
+        let n = to_client(&r, &s, &c, None, &mut buf).unwrap();
         assert_eq!(n, r.len());
         assert!(!scan(&buf[..n]).unwrap().header.tc());
     }
@@ -313,7 +319,7 @@ mod tests {
             edns: None,
             max_len: 512,
         };
-        let n = to_client(&r, &s, &c, &mut buf).unwrap();
+        let n = to_client(&r, &s, &c, None, &mut buf).unwrap();
         assert!(n <= 512);
         let f = scan(&buf[..n]).unwrap();
         assert!(!f.header.tc());
@@ -323,7 +329,7 @@ mod tests {
             edns: Some(false),
             max_len: 1232,
         };
-        let n = to_client(&r, &s, &c, &mut buf).unwrap();
+        let n = to_client(&r, &s, &c, None, &mut buf).unwrap();
         let f = scan(&buf[..n]).unwrap();
         assert_eq!(
             (f.header.ancount, f.header.arcount, f.header.tc()),
@@ -344,7 +350,7 @@ mod tests {
             edns: Some(false),
             max_len: 1232,
         };
-        let n = to_client(&r, &s, &c, &mut buf).unwrap();
+        let n = to_client(&r, &s, &c, None, &mut buf).unwrap();
         assert_eq!(n, ANSWER_EDNS.len());
         assert_eq!(scan(&buf[..n]).unwrap().header.arcount, 1);
     }
@@ -366,7 +372,7 @@ mod tests {
                 edns,
                 max_len,
             };
-            let n = to_client(&r, &s, &c, &mut buf).unwrap();
+            let n = to_client(&r, &s, &c, None, &mut buf).unwrap();
             let m = Message::from_vec(&buf[..n]).unwrap();
             assert_eq!(m.id(), 77);
             assert_eq!(m.extensions().is_some(), edns.is_some());

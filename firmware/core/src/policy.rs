@@ -1,0 +1,854 @@
+//! Per-query policy: answer here, refuse, forward upstream, or forward to the local resolver.
+//!
+//! [`Policy::decide`] runs on every scanned query, allocation-free. The first rule that applies wins:
+//!
+//! 1. **Access control.** Clients outside [`PolicyConfig::allow`] get REFUSED with EDE 18
+//!    (Prohibited, RFC 8914). IPv4-mapped IPv6 sources match as IPv4. `None` (address unknown) is
+//!    allowed: only in-process callers may pass it. An empty list refuses every address.
+//! 2. **DDR** (RFC 9462 §6.4): `resolver.arpa` and below is answered here whatever the configuration,
+//!    never forwarded (that would hand clients the upstream's designation): `_dns.resolver.arpa` and
+//!    the apex get NODATA (lanveil serves no encrypted DNS on the LAN), other names NXDOMAIN.
+//! 3. **Canaries**, each switchable: `use-application-dns.net` and below (Firefox), exactly
+//!    `mask.icloud.com` and `mask-h2.icloud.com` (iCloud Private Relay): NXDOMAIN, not AA and without
+//!    SOA, so stubs do not cache it for hours after a canary is switched off.
+//! 4. **Locally served zones** ([`PolicyConfig::local_zones`]): the RFC 6303 §4 zones, the 100.64/10
+//!    reverse zones (RFC 6598, RFC 7793), `home.arpa` (RFC 8375), `local` (RFC 6762), `lan`,
+//!    `internal`, `localhost` and `invalid` (RFC 6761); and [`PolicyConfig::local_domain`] (even with
+//!    `local_zones` off). Answered as RFC 6303 §3 empty zones: NODATA at the apex, NXDOMAIN below, AA,
+//!    the apex SOA (MNAME = apex, RNAME `nobody.invalid.`, serial 1, 3600/1200/604800/10800, TTL
+//!    10800) in the authority section (the answer, for an SOA query at the apex). DDR answers look
+//!    the same with a `resolver.arpa` SOA. With [`PolicyConfig::local_forward`] these names go to the
+//!    local resolver ([`Verdict::ForwardLocal`]) instead, except `localhost` (A 127.0.0.1, AAAA ::1,
+//!    else NODATA) and `invalid`, which RFC 6761 §6.3/§6.4 has resolvers answer themselves.
+//! 5. **Single-label names** (`printer.`; with `local_zones`): NXDOMAIN without SOA (no zone to
+//!    claim), or the local resolver. Not `arpa.`, and not the types NS, SOA, DS, DNSKEY, RRSIG, NSEC,
+//!    NSEC3, NSEC3PARAM, CDS, CDNSKEY: validating stubs still reach the TLDs (like dnsmasq's
+//!    `domain-needed`, which keeps only host lookups of plain names local).
+//! 6. Everything else, including the root, `arpa`, `in-addr.arpa`, `ip6.arpa`: [`Verdict::Forward`].
+//!
+//! Names are compared label-wise from the right, ignoring ASCII case (RFC 4343), on the wire QNAME.
+//! [`crate::wire::message::scan`] rejects compression pointers in the first question (they could
+//! only point into the header); a QNAME that does not split into labels would get FORMERR, never be
+//! forwarded.
+
+use alloc::{boxed::Box, format, string::String, vec::Vec};
+use core::net::{IpAddr, Ipv6Addr};
+use core::{cmp::Reverse, fmt, str::FromStr};
+
+use crate::wire::edns::{self, Ede, ede};
+use crate::wire::header::{self, Header, rcode};
+use crate::wire::respond::{self, respond};
+use crate::wire::{EDNS_UDP_SIZE, Error, Writer, message::Scan};
+
+/// Largest message [`Policy::answer`] writes (255-octet QNAME with an SOA, or a REFUSED with EDE).
+pub const MAX_ANSWER_LEN: usize = respond::MAX_LOCAL_ANSWER;
+/// The text of the EDE 18 in REFUSED answers.
+pub const REFUSED_TEXT: &str = "lanveil: source address not allowed";
+
+const TYPE_A: u16 = 1;
+const TYPE_SOA: u16 = 6;
+const TYPE_AAAA: u16 = 28;
+const CLASS_IN: u16 = 1;
+const CLASS_ANY: u16 = 255;
+const FLAG_AA: u16 = 0x0400;
+/// RFC 6303 §3: TTL of the SOA (and of lanveil's localhost records).
+const TTL: u32 = 10800;
+/// SOA RDATA after the two names: serial, refresh, retry, expire, minimum.
+const SOA_TIMERS: [u32; 5] = [1, 3600, 1200, 604800, 10800];
+const RNAME: &[u8] = b"\x06nobody\x07invalid\x00";
+/// NS, SOA, DS, RRSIG, NSEC, DNSKEY, NSEC3, NSEC3PARAM, CDS, CDNSKEY.
+const INFRA_TYPES: [u16; 10] = [2, 6, 43, 46, 47, 48, 50, 51, 59, 60];
+/// RFC 6303 §4 zones, `home.arpa`, `local`, `lan`, `internal` (plus 16–31.172, 64–127.100 and the
+/// two 32-nibble IPv6 zones, generated in [`Policy::new`]).
+const ZONES: &str = "0.in-addr.arpa 10.in-addr.arpa 127.in-addr.arpa 254.169.in-addr.arpa \
+    168.192.in-addr.arpa 2.0.192.in-addr.arpa 100.51.198.in-addr.arpa 113.0.203.in-addr.arpa \
+    255.255.255.255.in-addr.arpa d.f.ip6.arpa 8.e.f.ip6.arpa 9.e.f.ip6.arpa a.e.f.ip6.arpa \
+    b.e.f.ip6.arpa 8.b.d.0.1.0.0.2.ip6.arpa home.arpa local lan internal";
+
+/// An address prefix, host bits cleared. Parses from `addr/len` or a bare address (full length).
+/// IPv4 prefixes are kept as IPv4-mapped IPv6 prefixes, so IPv4-mapped IPv6 clients match them and
+/// `::ffff:10.0.0.0/104` is the same prefix as `10.0.0.0/8`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Prefix {
+    bits: u128,
+    len: u8,
+}
+
+/// The default [`PolicyConfig::allow`]: loopback, RFC 1918, 100.64/10 (LANs behind CGNAT-style
+/// addressing), 169.254/16, `::1`, `fc00::/7`, `fe80::/10`. Global IPv6 LAN prefixes cannot be known
+/// statically; the shell adds the LAN's delegated prefixes.
+pub const DEFAULT_ALLOW: &str = "127.0.0.0/8 10.0.0.0/8 172.16.0.0/12 192.168.0.0/16 \
+    100.64.0.0/10 169.254.0.0/16 ::1/128 fc00::/7 fe80::/10";
+
+impl Prefix {
+    /// `addr/len` with the host bits cleared; `None` if `len` exceeds 32 (IPv4) or 128 (IPv6).
+    pub fn new(addr: IpAddr, len: u8) -> Option<Self> {
+        let (a, len) = match addr {
+            IpAddr::V4(a) if len <= 32 => (a.to_ipv6_mapped(), len + 96),
+            IpAddr::V6(a) if len <= 128 => (a, len),
+            _ => return None,
+        };
+        let bits = a.to_bits() & mask(len);
+        Some(Self { bits, len })
+    }
+
+    /// Whether `ip` is inside.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let a = match ip {
+            IpAddr::V4(a) => a.to_ipv6_mapped(),
+            IpAddr::V6(a) => a,
+        };
+        a.to_bits() & mask(self.len) == self.bits
+    }
+}
+
+fn mask(len: u8) -> u128 {
+    u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0)
+}
+
+/// A [`Prefix`] or [`PolicyConfig::local_domain`] that is not valid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PolicyError {
+    /// Not `address/length` (or a bare address) with a length that fits the address.
+    Prefix,
+    /// The local domain is empty, the root, or not a valid domain name.
+    LocalDomain,
+}
+
+impl fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Prefix => "not an address prefix such as 192.168.0.0/16 or fd00::/8",
+            Self::LocalDomain => "local domain is not a valid non-root domain name",
+        })
+    }
+}
+
+impl core::error::Error for PolicyError {}
+
+impl FromStr for Prefix {
+    type Err = PolicyError;
+    fn from_str(s: &str) -> Result<Self, PolicyError> {
+        let (a, l) = s.split_once('/').map_or((s, None), |(a, l)| (a, Some(l)));
+        let addr: IpAddr = a.parse().map_err(|_| PolicyError::Prefix)?;
+        let len = match l {
+            None => Some(if addr.is_ipv4() { 32 } else { 128 }),
+            Some(l) if l.bytes().all(|b| b.is_ascii_digit()) => l.parse().ok(),
+            Some(_) => None,
+        };
+        len.and_then(|len| Self::new(addr, len))
+            .ok_or(PolicyError::Prefix)
+    }
+}
+
+impl fmt::Display for Prefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let a = Ipv6Addr::from_bits(self.bits);
+        match a.to_ipv4_mapped() {
+            Some(v4) if self.len >= 96 => write!(f, "{v4}/{}", self.len - 96),
+            _ => write!(f, "{a}/{}", self.len),
+        }
+    }
+}
+
+/// What the policy does; see the module documentation for the rules.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PolicyConfig {
+    /// Client source prefixes allowed to query (default: [`DEFAULT_ALLOW`]).
+    pub allow: Vec<Prefix>,
+    /// Serve the RFC 6303 zones, `home.arpa`, `local`, `lan`, `internal`, `localhost`, `invalid` and
+    /// single-label names locally (default `true`).
+    pub local_zones: bool,
+    /// The LAN's own domain (`lan`, `home.example`; a trailing dot is optional), also served locally.
+    pub local_domain: Option<String>,
+    /// A local resolver (dnsmasq) is configured: local names go there instead of being answered.
+    pub local_forward: bool,
+    /// `use-application-dns.net` → NXDOMAIN (default `true`).
+    pub canary_firefox: bool,
+    /// `mask.icloud.com`, `mask-h2.icloud.com` → NXDOMAIN (default `true`).
+    pub canary_icloud: bool,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self {
+            allow: DEFAULT_ALLOW
+                .split_whitespace()
+                .flat_map(str::parse)
+                .collect(),
+            local_zones: true,
+            local_domain: None,
+            local_forward: false,
+            canary_firefox: true,
+            canary_icloud: true,
+        }
+    }
+}
+
+/// The decision for one query.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Forward upstream (encrypted).
+    Forward,
+    /// Forward to the configured local resolver (only with [`PolicyConfig::local_forward`]).
+    ForwardLocal,
+    /// Answer here with [`Policy::answer`].
+    Answer(LocalAnswer),
+}
+
+/// A locally made answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LocalAnswer {
+    /// NXDOMAIN; with the apex of a zone lanveil serves: authoritative, with the zone's SOA in the
+    /// authority section.
+    NxDomain(Option<Apex>),
+    /// NOERROR without answer records; the apex as for [`LocalAnswer::NxDomain`] (an SOA query at
+    /// the apex gets the SOA as its answer).
+    NoData(Option<Apex>),
+    /// An A (127.0.0.1) or AAAA (::1) record for a `localhost` name, as QTYPE asks; authoritative.
+    Loopback,
+    /// REFUSED with EDE 18 (Prohibited) and [`REFUSED_TEXT`].
+    Refused,
+    /// FORMERR: no question, or a QNAME that does not split into labels.
+    FormErr,
+}
+
+/// Where the zone apex starts inside the query's QNAME (an offset into the query, used as the
+/// compression pointer target of the SOA's owner and MNAME).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Apex(u16);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Kind {
+    Ddr,
+    CanaryTree,
+    CanaryExact,
+    Localhost,
+    Invalid,
+    Local,
+}
+
+#[derive(Clone, Debug)]
+struct Rule {
+    /// Lower-case wire form, root label included.
+    name: Box<[u8]>,
+    labels: u8,
+    kind: Kind,
+}
+
+/// The compiled [`PolicyConfig`]: allowed prefixes and pre-encoded names.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    allow: Vec<Prefix>,
+    rules: Vec<Rule>,
+    single_label: bool,
+    local_forward: bool,
+}
+
+/// Encodes a dotted name (one trailing dot allowed) to lower-case wire form; `None` for the root or
+/// an invalid name.
+fn encode(dotted: &str) -> Option<(Box<[u8]>, u8)> {
+    let dotted = dotted.strip_suffix('.').unwrap_or(dotted);
+    let mut wire = Vec::with_capacity(dotted.len() + 2);
+    let mut labels = 0u8;
+    for label in dotted.split('.') {
+        if label.is_empty() || label.len() > 63 {
+            return None;
+        }
+        wire.push(label.len() as u8);
+        wire.extend(label.bytes().map(|b| b.to_ascii_lowercase()));
+        labels += 1;
+    }
+    wire.push(0);
+    (wire.len() <= 255).then(|| (wire.into_boxed_slice(), labels))
+}
+
+/// Writes the fixed part of a class IN record (TTL [`TTL`]) owned by the name at offset `owner`.
+fn record(w: &mut Writer<'_>, owner: u16, rtype: u16, rdlen: usize) -> Result<(), Error> {
+    w.put_u16(0xc000 | owner)?;
+    w.put_u16(rtype)?;
+    w.put_u16(CLASS_IN)?;
+    w.put_u32(TTL)?;
+    w.put_u16(rdlen as u16)
+}
+
+/// Records the start offset of each label of an uncompressed wire name; `None` if it is not one.
+fn split_labels(name: &[u8], starts: &mut [u8; 128]) -> Option<usize> {
+    let (mut pos, mut n) = (0usize, 0usize);
+    loop {
+        let len = usize::from(*name.get(pos)?);
+        if len == 0 {
+            return (pos + 1 == name.len()).then_some(n);
+        }
+        if len > 63 {
+            return None;
+        }
+        *starts.get_mut(n)? = u8::try_from(pos).ok()?;
+        n += 1;
+        pos += 1 + len;
+    }
+}
+
+impl Policy {
+    /// Compiles `config`; fails only for an invalid [`PolicyConfig::local_domain`].
+    pub fn new(config: &PolicyConfig) -> Result<Self, PolicyError> {
+        let mut rules = Vec::new();
+        let mut add = |zone: &str, kind| -> Result<(), PolicyError> {
+            let (name, labels) = encode(zone).ok_or(PolicyError::LocalDomain)?;
+            rules.push(Rule { name, labels, kind });
+            Ok(())
+        };
+        add("resolver.arpa", Kind::Ddr)?;
+        if config.canary_firefox {
+            add("use-application-dns.net", Kind::CanaryTree)?;
+        }
+        if config.canary_icloud {
+            add("mask.icloud.com", Kind::CanaryExact)?;
+            add("mask-h2.icloud.com", Kind::CanaryExact)?;
+        }
+        if config.local_zones {
+            add("localhost", Kind::Localhost)?;
+            add("invalid", Kind::Invalid)?;
+            let v4 = (16..=31).map(|i| format!("{i}.172.in-addr.arpa"));
+            let cgnat = (64..=127).map(|i| format!("{i}.100.in-addr.arpa"));
+            let unspec = format!("{}ip6.arpa", "0.".repeat(32));
+            let loopback = format!("1.{}ip6.arpa", "0.".repeat(31));
+            let generated = v4.chain(cgnat).chain([unspec, loopback]);
+            for zone in ZONES.split_whitespace().map(String::from).chain(generated) {
+                add(&zone, Kind::Local)?;
+            }
+        }
+        if let Some(domain) = &config.local_domain {
+            add(domain, Kind::Local)?;
+        }
+        Ok(Self {
+            allow: config.allow.clone(),
+            rules,
+            single_label: config.local_zones,
+            local_forward: config.local_forward,
+        })
+    }
+
+    /// Whether a client may query at all (`None`: an in-process caller, always allowed).
+    pub fn allowed(&self, client: Option<IpAddr>) -> bool {
+        client.is_none_or(|ip| self.allow.iter().any(|p| p.contains(ip)))
+    }
+
+    /// Decides what to do with `query` (already accepted by `scan`) from `client`.
+    pub fn decide(&self, client: Option<IpAddr>, query: &[u8], scan: &Scan) -> Verdict {
+        use LocalAnswer::{FormErr, Loopback, NoData, NxDomain};
+        if !self.allowed(client) {
+            return Verdict::Answer(LocalAnswer::Refused);
+        }
+        let mut starts = [0u8; 128];
+        let parsed = scan.question.and_then(|q| {
+            let name = query.get(header::LEN..q.name_end)?;
+            Some((q, name, split_labels(name, &mut starts)?))
+        });
+        let Some((q, name, n)) = parsed else {
+            return Verdict::Answer(FormErr);
+        };
+        let mut best: Option<(&Rule, usize)> = None;
+        for r in &self.rules {
+            let labels = usize::from(r.labels);
+            let Some(&at) = n.checked_sub(labels).and_then(|i| starts.get(i)) else {
+                continue;
+            };
+            let at = usize::from(at);
+            let matches =
+                name.len() - at == r.name.len() && name[at..].eq_ignore_ascii_case(&r.name);
+            if matches
+                && (r.kind != Kind::CanaryExact || labels == n)
+                && best
+                    .is_none_or(|(b, _)| (r.kind, Reverse(r.labels)) < (b.kind, Reverse(b.labels)))
+            {
+                best = Some((r, at));
+            }
+        }
+        let Some((rule, at)) = best else {
+            let local = n == 1
+                && self.single_label
+                && !INFRA_TYPES.contains(&q.qtype)
+                && !name.eq_ignore_ascii_case(b"\x04arpa\x00");
+            return match (local, self.local_forward) {
+                (false, _) => Verdict::Forward,
+                (true, true) => Verdict::ForwardLocal,
+                (true, false) => Verdict::Answer(NxDomain(None)),
+            };
+        };
+        let soa = Some(Apex((header::LEN + at) as u16));
+        let at_apex = usize::from(rule.labels) == n;
+        Verdict::Answer(match rule.kind {
+            Kind::Ddr if at_apex || (n == 3 && name[..5].eq_ignore_ascii_case(b"\x04_dns")) => {
+                NoData(soa)
+            }
+            Kind::CanaryTree | Kind::CanaryExact => NxDomain(None),
+            Kind::Localhost => {
+                let address = matches!(q.qtype, TYPE_A | TYPE_AAAA);
+                if address && matches!(q.qclass, CLASS_IN | CLASS_ANY) {
+                    Loopback
+                } else {
+                    NoData(soa)
+                }
+            }
+            Kind::Local if self.local_forward => return Verdict::ForwardLocal,
+            _ if at_apex => NoData(soa),
+            _ => NxDomain(soa),
+        })
+    }
+
+    /// Writes `answer` to `query` into `out` (at most [`MAX_ANSWER_LEN`] octets) and returns its
+    /// length: the query's ID, opcode, RD and CD, RA, AA when lanveil serves the name, the first
+    /// question echoed, the records described at [`LocalAnswer`], and an OPT record (UDP size 1232,
+    /// DO echoed) only if the query had one. `answer` must come from [`Policy::decide`] on this query.
+    pub fn answer(
+        &self,
+        query: &[u8],
+        scan: &Scan,
+        answer: &LocalAnswer,
+        out: &mut [u8],
+    ) -> Result<usize, Error> {
+        let (rc, soa) = match *answer {
+            LocalAnswer::Refused => {
+                let e = Ede {
+                    code: ede::PROHIBITED,
+                    text: REFUSED_TEXT,
+                };
+                return respond(query, Some(scan), rcode::REFUSED, Some(e), out);
+            }
+            LocalAnswer::FormErr => return respond(query, Some(scan), rcode::FORMERR, None, out),
+            LocalAnswer::NxDomain(soa) => (rcode::NXDOMAIN, soa),
+            LocalAnswer::NoData(soa) => (rcode::NOERROR, soa),
+            LocalAnswer::Loopback => (rcode::NOERROR, None),
+        };
+        let q = scan.question.ok_or(Error::Truncated)?;
+        let question = query
+            .get(header::LEN..q.name_end + 4)
+            .ok_or(Error::Truncated)?;
+        if soa.is_some_and(|Apex(at)| !(header::LEN..q.name_end).contains(&usize::from(at))) {
+            return Err(Error::BadPointer);
+        }
+        let address: &[u8] = match (answer, q.qtype) {
+            (LocalAnswer::Loopback, TYPE_AAAA) => &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+            (LocalAnswer::Loopback, _) => &[127, 0, 0, 1],
+            _ => &[],
+        };
+        let soa_in_answer =
+            q.qtype == TYPE_SOA && rc == rcode::NOERROR && soa == Some(Apex(header::LEN as u16));
+        let aa = soa.is_some() || !address.is_empty();
+        let h = Header {
+            id: scan.header.id,
+            flags: Header::response_flags(scan.header.flags, rc) | if aa { FLAG_AA } else { 0 },
+            qdcount: 1,
+            ancount: u16::from(!address.is_empty() || soa_in_answer),
+            nscount: u16::from(soa.is_some() && !soa_in_answer),
+            arcount: u16::from(scan.opt.is_some()),
+        };
+        let mut w = Writer::new(out);
+        w.put_zeros(header::LEN)?;
+        h.emit(w.buf_mut())?;
+        w.put(question)?;
+        if !address.is_empty() {
+            record(&mut w, header::LEN as u16, q.qtype, address.len())?;
+            w.put(address)?;
+        }
+        if let Some(Apex(at)) = soa {
+            record(&mut w, at, TYPE_SOA, 2 + RNAME.len() + 4 * SOA_TIMERS.len())?;
+            w.put_u16(0xc000 | at)?;
+            w.put(RNAME)?;
+            for v in SOA_TIMERS {
+                w.put_u32(v)?;
+            }
+        }
+        if let Some(o) = scan.opt {
+            let flags = if o.dnssec_ok() { edns::FLAG_DO } else { 0 };
+            edns::emit_opt(&mut w, EDNS_UDP_SIZE, 0, flags, 0)?;
+        }
+        Ok(w.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::message::scan;
+    use LocalAnswer::{Loopback, NoData, NxDomain, Refused};
+    use alloc::{string::ToString, vec};
+    use hickory_proto::op::{Message, ResponseCode as Rc};
+    use hickory_proto::rr::{RData, rdata::opt::EdnsOption};
+
+    const LAN: &str = "192.168.1.10";
+    const WAN: &str = "2001:db8::1";
+    const NX: Verdict = Verdict::Answer(NxDomain(None));
+    const ZONE_SAMPLES: &str = "1.0.0.10.in-addr.arpa 1.2.16.172.in-addr.arpa 9.31.172.in-addr.arpa \
+        1.1.168.192.in-addr.arpa 0.in-addr.arpa 1.0.0.127.in-addr.arpa 1.1.254.169.in-addr.arpa \
+        7.2.0.192.in-addr.arpa 7.100.51.198.in-addr.arpa 7.113.0.203.in-addr.arpa \
+        255.255.255.255.in-addr.arpa 1.1.64.100.in-addr.arpa 1.1.127.100.in-addr.arpa \
+        1.2.d.f.ip6.arpa 1.8.e.f.ip6.arpa 9.e.f.ip6.arpa 0.a.e.f.ip6.arpa 1.b.e.f.ip6.arpa \
+        1.8.b.d.0.1.0.0.2.ip6.arpa \
+        0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.ip6.arpa \
+        1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.ip6.arpa";
+    const NEAR_MISSES: &str = "1.1.15.172.in-addr.arpa 1.1.32.172.in-addr.arpa \
+        1.1.63.100.in-addr.arpa 1.128.100.in-addr.arpa 172.in-addr.arpa 1.1.1.1.in-addr.arpa \
+        254.255.255.255.in-addr.arpa in-addr.arpa arpa . c.e.f.ip6.arpa e.f.ip6.arpa ip6.arpa \
+        1.c.f.ip6.arpa 1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.ip6.arpa \
+        2.0.0.2.ip6.arpa 10.in-addr.arpa.example.com evil-lan.com notlan.com xlan.com \
+        lan.example.com home.arpa.evil.com myhome.arpa local.example nothome.example \
+        localhost.example.com resolver.arpa.example mask.icloud.com.evil xmask.icloud.com \
+        x.mask.icloud.com icloud.com application-dns.net example.com";
+    const DEFAULT_IN: &str = "127.0.0.1 10.255.255.255 172.16.0.0 172.31.255.255 100.64.0.0 \
+        100.127.255.255 169.254.9.9 192.168.255.255 ::1 fd12::1 fc00::1 fe80::1 febf::1 \
+        ::ffff:192.168.1.1 ::ffff:127.0.0.1";
+    const DEFAULT_OUT: &str = "11.0.0.0 9.255.255.255 172.32.0.0 172.15.255.255 100.128.0.0 \
+        0.0.0.0 100.63.255.255 169.255.0.0 192.169.0.0 8.8.8.8 fec0::1 2001:db8::1 \
+        ::ffff:8.8.8.8 ::2 :: ::ffff:0:0 64:ff9b::a00:1";
+
+    /// A query (ID 0xbeef, RD) for a dotted name ("." is the root), with an OPT (DO set) if `edns`.
+    fn query(name: &str, qtype: u16, edns: bool) -> Vec<u8> {
+        let mut m = vec![0xbe, 0xef, 1, 0, 0, 1, 0, 0, 0, 0, 0, u8::from(edns)];
+        for l in name.split('.').filter(|l| !l.is_empty()) {
+            m.push(l.len() as u8);
+            m.extend_from_slice(l.as_bytes());
+        }
+        m.extend_from_slice(&[0, (qtype >> 8) as u8, qtype as u8, 0, 1]);
+        if edns {
+            m.extend_from_slice(&[0, 0, 41, 0x10, 0, 0, 0, 0x80, 0, 0, 0]);
+        }
+        m
+    }
+
+    fn policy(f: impl FnOnce(&mut PolicyConfig)) -> Policy {
+        let mut c = PolicyConfig::default();
+        f(&mut c);
+        Policy::new(&c).unwrap()
+    }
+
+    fn decide_from(p: &Policy, client: &str, name: &str, qtype: u16) -> Verdict {
+        let q = query(name, qtype, false);
+        p.decide(Some(client.parse().unwrap()), &q, &scan(&q).unwrap())
+    }
+
+    /// Asserts that every whitespace-separated name (A query from the LAN) gets `want`; `None`
+    /// stands for "served here as an RFC 6303 zone" (AA, with SOA).
+    fn check(p: &Policy, names: &str, want: Option<Verdict>) {
+        for name in names.split_whitespace() {
+            let v = decide_from(p, LAN, name, TYPE_A);
+            let zone = matches!(v, Verdict::Answer(NxDomain(Some(_)) | NoData(Some(_))));
+            assert!(want.map_or(zone, |w| w == v), "{name}: {v:?}");
+        }
+    }
+
+    /// Asserts `allowed` for every whitespace-separated client address.
+    fn acl(p: &Policy, ips: &str, allowed: bool) {
+        for ip in ips.split_whitespace() {
+            assert_eq!(p.allowed(Some(ip.parse().unwrap())), allowed, "{ip}");
+            let v = decide_from(p, ip, "nas.lan", TYPE_A);
+            assert_eq!(v == Verdict::Answer(Refused), !allowed, "{ip}");
+        }
+    }
+
+    /// The local answer, checked by our scanner and parsed by hickory, and its RCODE, AA, answer
+    /// and authority counts.
+    fn reply(p: &Policy, client: &str, name: &str, qtype: u16, edns: bool) -> (Message, Shape) {
+        let q = query(name, qtype, edns);
+        let s = scan(&q).unwrap();
+        let Verdict::Answer(a) = p.decide(Some(client.parse().unwrap()), &q, &s) else {
+            panic!("{name} not answered locally");
+        };
+        let mut out = [0xa5u8; MAX_ANSWER_LEN];
+        let n = p.answer(&q, &s, &a, &mut out).unwrap();
+        assert_eq!(scan(&out[..n]).unwrap().end, n);
+        let m = Message::from_vec(&out[..n]).unwrap();
+        let (an, ns) = (m.answers().len(), m.name_servers().len());
+        let shape = (m.response_code(), m.authoritative(), an, ns);
+        (m, shape)
+    }
+    type Shape = (Rc, bool, usize, usize);
+
+    fn soa_owner(m: &Message) -> String {
+        m.name_servers()[0].name().to_ascii()
+    }
+    #[test]
+    fn rfc6303_zones_are_local_and_near_misses_forwarded() {
+        let p = policy(|c| c.local_domain = Some("home.example".into()));
+        check(&p, ZONE_SAMPLES, None);
+        check(&p, NEAR_MISSES, Some(Verdict::Forward));
+    }
+
+    #[test]
+    fn special_use_domains_nxdomain_below_and_nodata_at_apex() {
+        let p = policy(|_| {});
+        for zone in "home.arpa local lan internal invalid".split(' ') {
+            let below = Verdict::Answer(NxDomain(Some(Apex(20))));
+            check(&p, &format!("printer.{zone}"), Some(below));
+            check(&p, zone, Some(Verdict::Answer(NoData(Some(Apex(12))))));
+        }
+    }
+
+    #[test]
+    fn localhost_answers_loopback_addresses_and_nodata_otherwise() {
+        let p = policy(|_| {});
+        let (a, shape) = reply(&p, LAN, "localhost", TYPE_A, false);
+        assert_eq!(shape, (Rc::NoError, true, 1, 0));
+        assert_eq!(
+            a.answers()[0].data(),
+            &RData::A(core::net::Ipv4Addr::LOCALHOST.into())
+        );
+        let (aaaa, _) = reply(&p, LAN, "foo.LocalHost", TYPE_AAAA, false);
+        let loopback6 = RData::AAAA(Ipv6Addr::LOCALHOST.into());
+        assert_eq!(aaaa.answers()[0].data(), &loopback6);
+        let (mx, shape) = reply(&p, LAN, "localhost", 15, false);
+        assert_eq!(shape, (Rc::NoError, true, 0, 1));
+        assert_eq!(soa_owner(&mx), "localhost.");
+    }
+
+    #[test]
+    fn single_label_names_are_local_but_dnssec_infrastructure_and_arpa_forwarded() {
+        let p = policy(|_| {});
+        check(&p, "printer NAS wpad", Some(NX));
+        assert_eq!(decide_from(&p, LAN, "nas", 65), NX);
+        for t in [2, 6, 43, 48] {
+            assert_eq!(decide_from(&p, LAN, "com", t), Verdict::Forward);
+        }
+        check(&p, "ARPA .", Some(Verdict::Forward));
+        let (_, shape) = reply(&p, LAN, "printer", TYPE_A, false);
+        assert_eq!(shape, (Rc::NXDomain, false, 0, 0));
+    }
+
+    #[test]
+    fn configured_local_domain_is_local_even_without_local_zones() {
+        let p = policy(|c| {
+            c.local_zones = false;
+            c.local_domain = Some("Home.Example.".into());
+        });
+        check(&p, "nas.home.example home.example", None);
+        let others = "example nas.lan printer localhost 1.1.168.192.in-addr.arpa";
+        check(&p, others, Some(Verdict::Forward));
+        let long = vec!["a".repeat(63); 4].join(".");
+        for bad in ["", ".", "a..b", "..", &"a".repeat(64), &long] {
+            let domain = Some(bad.to_string());
+            let c = PolicyConfig {
+                local_domain: domain,
+                ..Default::default()
+            };
+            let e = Policy::new(&c).err();
+            assert_eq!(e, Some(PolicyError::LocalDomain), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn matching_is_case_insensitive() {
+        let p = policy(|c| c.local_domain = Some("corp.example".into()));
+        check(&p, "NAS.LAN x.Home.Arpa 1.1.168.192.IN-ADDR.ARPA", None);
+        check(
+            &p,
+            "1.B.E.F.ip6.arpa a.CORP.example _DNS.resolver.ARPA",
+            None,
+        );
+        check(&p, "Use-Application-DNS.NET MASK.iCloud.com", Some(NX));
+    }
+
+    #[test]
+    fn canaries_on_by_default_and_switchable() {
+        let p = policy(|_| {});
+        check(
+            &p,
+            "use-application-dns.net x.use-application-dns.net",
+            Some(NX),
+        );
+        check(&p, "mask.icloud.com mask-h2.icloud.com", Some(NX));
+        let firefox_off = policy(|c| c.canary_firefox = false);
+        check(
+            &firefox_off,
+            "use-application-dns.net",
+            Some(Verdict::Forward),
+        );
+        check(&firefox_off, "mask.icloud.com", Some(NX));
+        let icloud_off = policy(|c| c.canary_icloud = false);
+        check(
+            &icloud_off,
+            "mask.icloud.com mask-h2.icloud.com",
+            Some(Verdict::Forward),
+        );
+        check(&icloud_off, "use-application-dns.net", Some(NX));
+        let (_, shape) = reply(&p, LAN, "mask.icloud.com", TYPE_A, true);
+        assert_eq!(shape, (Rc::NXDomain, false, 0, 0));
+    }
+
+    #[test]
+    fn ddr_is_answered_locally_whatever_the_configuration() {
+        let p = policy(|c| {
+            c.local_zones = false;
+            c.local_forward = true;
+        });
+        let v = decide_from(&p, LAN, "_dns.resolver.arpa", 64);
+        assert_eq!(v, Verdict::Answer(NoData(Some(Apex(17)))));
+        check(
+            &p,
+            "resolver.arpa",
+            Some(Verdict::Answer(NoData(Some(Apex(12))))),
+        );
+        check(&p, "x._dns.resolver.arpa _dns.x.resolver.arpa", None);
+        let (m, shape) = reply(&p, LAN, "_dns.resolver.arpa", 64, false);
+        assert_eq!(shape, (Rc::NoError, true, 0, 1));
+        assert_eq!(soa_owner(&m), "resolver.arpa.");
+    }
+
+    #[test]
+    fn acl_boundaries_ipv6_ipv4_mapped_and_refused_beats_everything() {
+        let p = policy(|c| c.allow = vec!["192.168.1.0/24".parse().unwrap()]);
+        acl(&p, "192.168.1.0 192.168.1.255 ::ffff:192.168.1.1", true);
+        acl(&p, "192.168.0.255 192.168.2.0 8.8.8.8 10.0.0.1", false);
+        let d = policy(|_| {});
+        acl(&d, DEFAULT_IN, true);
+        acl(&d, DEFAULT_OUT, false);
+        let nobody = policy(|c| c.allow.clear());
+        acl(&nobody, "127.0.0.1 ::1", false);
+        assert!(d.allowed(None) && nobody.allowed(None));
+        let p = policy(|c| c.local_forward = true);
+        for name in "_dns.resolver.arpa use-application-dns.net nas.lan printer".split(' ') {
+            let v = decide_from(&p, WAN, name, TYPE_A);
+            assert_eq!(v, Verdict::Answer(Refused), "{name}");
+        }
+    }
+
+    #[test]
+    fn prefixes_parse_mask_and_normalise_ipv4_mapped() {
+        let shown = |s: &str| s.parse::<Prefix>().map(|p| p.to_string());
+        assert_eq!(shown("192.168.1.7/24").unwrap(), "192.168.1.0/24");
+        assert_eq!(shown("::ffff:10.1.0.0/104").unwrap(), "10.0.0.0/8");
+        assert_eq!(shown("10.0.0.1").unwrap(), "10.0.0.1/32");
+        assert_eq!(shown("fd00::1/8").unwrap(), "fd00::/8");
+        for bad in "10.0.0.0/33 fd00::/129 10.0.0.0/ 10.0.0.0/+8 10.0.0.0/x lan/8".split(' ') {
+            assert_eq!(shown(bad), Err(PolicyError::Prefix), "{bad}");
+        }
+        let all: Prefix = "::/0".parse().unwrap();
+        assert!(all.contains(WAN.parse().unwrap()) && all.contains([1; 4].into()));
+        assert_eq!(PolicyConfig::default().allow.len(), 9);
+    }
+
+    #[test]
+    fn local_forward_sends_local_names_to_the_local_resolver() {
+        let p = policy(|c| {
+            c.local_forward = true;
+            c.local_domain = Some("home.example".into());
+        });
+        let local = Some(Verdict::ForwardLocal);
+        check(
+            &p,
+            "nas.lan lan printer x.home.arpa x.local d.f.ip6.arpa",
+            local,
+        );
+        check(&p, "1.1.168.192.in-addr.arpa nas.home.example", local);
+        check(&p, "localhost", Some(Verdict::Answer(Loopback)));
+        check(&p, "x.invalid", None);
+        check(&p, "mask.icloud.com", Some(NX));
+        check(&p, "example.com", Some(Verdict::Forward));
+    }
+
+    #[test]
+    fn nxdomain_is_authoritative_with_rfc6303_soa_and_opt_iff_query_had_one() {
+        let p = policy(|_| {});
+        let (m, shape) = reply(&p, LAN, "5.1.168.192.In-Addr.Arpa", 12, true);
+        assert_eq!(shape, (Rc::NXDomain, true, 0, 1));
+        assert_eq!(m.id(), 0xbeef);
+        assert!(m.recursion_desired() && m.recursion_available());
+        let q = &m.queries()[0];
+        assert_eq!(q.name().to_ascii(), "5.1.168.192.In-Addr.Arpa.");
+        assert_eq!(u16::from(q.query_type()), 12);
+        let ns = &m.name_servers()[0];
+        assert_eq!(ns.name().to_ascii(), "168.192.In-Addr.Arpa.");
+        assert_eq!(ns.ttl(), TTL);
+        let RData::SOA(soa) = ns.data() else {
+            panic!("{ns:?}")
+        };
+        assert_eq!(soa.mname(), ns.name());
+        assert_eq!(soa.rname().to_ascii(), "nobody.invalid.");
+        let timers = [soa.refresh(), soa.retry(), soa.expire()];
+        assert_eq!(
+            (soa.serial(), timers, soa.minimum()),
+            (1, [3600, 1200, 604800], 10800)
+        );
+        let e = m.extensions().as_ref().unwrap();
+        assert_eq!((e.flags().dnssec_ok, e.max_payload()), (true, 1232));
+        let (plain, _) = reply(&p, LAN, "nas.lan", TYPE_A, false);
+        assert!(plain.extensions().is_none());
+        assert_eq!(soa_owner(&plain), "lan.");
+        let (apex, shape) = reply(&p, LAN, "home.arpa", TYPE_SOA, false);
+        assert_eq!(shape, (Rc::NoError, true, 1, 0));
+        assert!(matches!(apex.answers()[0].data(), RData::SOA(_)));
+    }
+
+    #[test]
+    fn refused_carries_ede_18_and_its_text_and_opt_only_with_edns() {
+        let p = policy(|_| {});
+        let (m, shape) = reply(&p, WAN, "nas.lan", TYPE_A, true);
+        assert_eq!(shape, (Rc::Refused, false, 0, 0));
+        assert_eq!(m.queries()[0].name().to_ascii(), "nas.lan.");
+        let opt = m.extensions().as_ref().unwrap().option(15.into());
+        let Some(EdnsOption::Unknown(15, data)) = opt else {
+            panic!("{opt:?}")
+        };
+        assert_eq!(&data[..2], &[0, 18]);
+        assert_eq!(&data[2..], REFUSED_TEXT.as_bytes());
+        let (plain, _) = reply(&p, WAN, "nas.lan", TYPE_A, false);
+        assert!(plain.extensions().is_none());
+    }
+
+    #[test]
+    fn longest_name_fits_max_answer_len() {
+        let p = policy(|c| c.allow.clear());
+        let long = vec!["a".repeat(63); 3].join(".");
+        let q = query(&format!("{long}.{}.lan", "b".repeat(57)), TYPE_SOA, true);
+        let s = scan(&q).unwrap();
+        assert_eq!(s.question.unwrap().name_end - header::LEN, 255);
+        for client in [None, Some(IpAddr::from([8; 4]))] {
+            let Verdict::Answer(a) = p.decide(client, &q, &s) else {
+                panic!("{client:?}")
+            };
+            let mut out = [0; MAX_ANSWER_LEN];
+            assert!(p.answer(&q, &s, &a, &mut out).is_ok(), "{a:?}");
+            let short = p.answer(&q, &s, &a, &mut out[..40]);
+            assert_eq!(short, Err(Error::BufferTooSmall));
+        }
+    }
+
+    #[test]
+    fn decide_and_answer_never_panic_on_mutated_queries() {
+        let p = policy(|c| c.local_domain = Some("home.example".into()));
+        let mut pointer = query("x.lan", TYPE_A, false);
+        pointer.splice(12..14, [0xc0, 0x0c]);
+        assert!(scan(&pointer).is_err(), "no pointer can reach decide");
+        let names =
+            "nas.lan _dns.resolver.arpa 1.1.168.192.in-addr.arpa localhost x.mask.icloud.com";
+        let types = [TYPE_A, 64, 12, TYPE_AAAA, TYPE_SOA];
+        let seeds = names.split(' ').zip(types).enumerate();
+        let seeds: Vec<_> = seeds.map(|(i, (n, t))| query(n, t, i % 2 == 0)).collect();
+        let clients = [
+            None,
+            Some(IpAddr::from([10, 0, 0, 1])),
+            Some(IpAddr::from([1; 16])),
+        ];
+        let (mut x, mut out) = (0x2545_f491_4f6c_dd1du64, [0u8; MAX_ANSWER_LEN]);
+        for i in 0..60_000 {
+            let mut m = seeds[i % seeds.len()].clone();
+            for _ in 0..1 + i % 4 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let at = (x >> 8) as usize % m.len();
+                match x % 3 {
+                    0 => m[at] = (x >> 32) as u8,
+                    1 => m[at] ^= 0x20,
+                    _ => m.truncate(at.max(header::LEN)),
+                }
+            }
+            let Ok(s) = scan(&m) else { continue };
+            for client in clients {
+                if let Verdict::Answer(a) = p.decide(client, &m, &s) {
+                    let _ = p.answer(&m, &s, &a, &mut out);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! A router that boots with a wrong clock still comes up private: certificates are checked against the
+//! time floor until the clock is set, then every connection made under that relaxed rule is re-verified.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
+use lanveil::clock::WallClock;
+use lanveil::config::state::State;
+use lanveil_tests::client::{a_records, ede, query_udp};
+use lanveil_tests::gateway::{config, with_pins};
+use lanveil_tests::{DotUpstream, Pki, TempDir, UpstreamOpts, expected_a};
+
+const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+const HOUR: u64 = 3_600;
+const DAY: Duration = Duration::from_secs(86_400);
+
+/// A wall clock the test sets.
+struct FakeWall(AtomicU64);
+
+impl WallClock for FakeWall {
+    fn now_unix(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+fn real_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// A state file whose floor is an hour ago (the last good time before a power cut).
+fn state_file(dir: &TempDir) -> std::path::PathBuf {
+    dir.write(
+        "state",
+        State {
+            last_good_wall: real_now() - HOUR,
+        }
+        .encode(),
+    )
+}
+
+async fn start_at(
+    cfg: lanveil::config::Config,
+    wall: &Arc<FakeWall>,
+) -> (lanveil::Running, std::net::SocketAddr) {
+    let options = lanveil::Options {
+        wall_clock: Some(wall.clone() as Arc<dyn WallClock>),
+    };
+    let running = lanveil::start_with(cfg, options).await.unwrap();
+    let addr = running.udp_addrs()[0];
+    (running, addr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boot_in_1970_checks_against_the_floor_then_reverifies_when_the_clock_is_set() {
+    let pki = Pki::new();
+    // Issued *after* the floor (renewed while the router was off), valid for a month.
+    let now = SystemTime::now();
+    let renewed = pki.leaf_with_validity(
+        &["dot.test"],
+        &[LOCAL],
+        now - Duration::from_secs(600),
+        now + 30 * DAY,
+    );
+    let up = DotUpstream::start(UpstreamOpts::new(&renewed)).await;
+    let dir = TempDir::new("lanveil-clock");
+    let mut cfg = config(&[(up.addr(), "dot.test")], pki.ca_pem_path());
+    cfg.state_file = Some(state_file(&dir).display().to_string());
+    cfg.cache = false;
+    let wall = Arc::new(FakeWall(AtomicU64::new(0))); // the router thinks it is 1970
+    let (running, addr) = start_at(cfg, &wall).await;
+
+    // Without the rule this certificate is "not valid yet" in 1970; with it, lanveil is private at once.
+    let m = query_udp(addr, "boot.test.", RecordType::A, None).await;
+    assert_eq!(a_records(&m), [expected_a("boot.test.")]);
+    assert_eq!(up.handshakes(), 1);
+
+    // NTP sets the clock: the relaxed connection is closed and a strictly verified one replaces it.
+    wall.0.store(real_now(), Ordering::SeqCst);
+    assert!(
+        up.wait_for(Duration::from_secs(3), |h| h.open_connections() == 0)
+            .await,
+        "relaxed connection closed"
+    );
+    let m = query_udp(addr, "synced.test.", RecordType::A, None).await;
+    assert_eq!(a_records(&m), [expected_a("synced.test.")]);
+    assert_eq!(
+        up.handshakes(),
+        2,
+        "a fresh handshake verified at the real time"
+    );
+    running.shutdown().await;
+    // The floor advanced to the real time and was written atomically.
+    let saved = State::decode(&std::fs::read(dir.join("state")).unwrap()).unwrap();
+    assert!(
+        saved.last_good_wall >= real_now() - 5,
+        "floor persisted: {}",
+        saved.last_good_wall
+    );
+    assert!(!dir.join("state.tmp").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_before_the_floor_is_rejected_unless_pinned_and_only_until_the_clock_is_set() {
+    let pki = Pki::new();
+    let expired = pki.expired_leaf(&["dot.test"], &[LOCAL]); // ended yesterday, before the floor
+    let up = DotUpstream::start(UpstreamOpts::new(&expired)).await;
+    let dir = TempDir::new("lanveil-clock2");
+    let wall = Arc::new(FakeWall(AtomicU64::new(1_000_000_000))); // 2001
+    let mut cfg = config(&[(up.addr(), "dot.test")], pki.ca_pem_path());
+    cfg.state_file = Some(state_file(&dir).display().to_string());
+    cfg.cache = false;
+
+    // Not pinned: expired whatever the real time is.
+    let (running, addr) = start_at(cfg.clone(), &wall).await;
+    let m = query_udp(addr, "expired.test.", RecordType::A, Some(1232)).await;
+    assert_eq!(m.response_code(), ResponseCode::ServFail);
+    assert!(ede(&m).unwrap().1.contains("expired"), "{:?}", ede(&m));
+    running.shutdown().await;
+
+    // Pinned: accepted regardless of time while the clock is unsynchronized...
+    let (running, addr) = start_at(with_pins(cfg, &[expired.spki_pin()]), &wall).await;
+    let m = query_udp(addr, "pinned.test.", RecordType::A, Some(1232)).await;
+    assert_eq!(a_records(&m), [expected_a("pinned.test.")]);
+    // ...and rejected as soon as it is set.
+    wall.0.store(real_now(), Ordering::SeqCst);
+    assert!(
+        up.wait_for(Duration::from_secs(3), |h| h.open_connections() == 0)
+            .await
+    );
+    let m = query_udp(addr, "pinned2.test.", RecordType::A, Some(1232)).await;
+    assert_eq!(m.response_code(), ResponseCode::ServFail);
+    assert!(ede(&m).unwrap().1.contains("expired"), "{:?}", ede(&m));
+    running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_state_file_is_ignored_and_replaced() {
+    let pki = Pki::new();
+    let leaf = pki.leaf(&["dot.test"], &[LOCAL]);
+    let up = DotUpstream::start(UpstreamOpts::new(&leaf)).await;
+    let dir = TempDir::new("lanveil-clock3");
+    let path = dir.write("state", b"LVST\x01\x00garbage");
+    let mut cfg = config(&[(up.addr(), "dot.test")], pki.ca_pem_path());
+    cfg.state_file = Some(path.display().to_string());
+    let wall = Arc::new(FakeWall(AtomicU64::new(real_now())));
+    let (running, addr) = start_at(cfg, &wall).await;
+    let m = query_udp(addr, "ok.test.", RecordType::A, None).await;
+    assert_eq!(a_records(&m), [expected_a("ok.test.")]);
+    running.shutdown().await;
+    let saved = State::decode(&std::fs::read(&path).unwrap()).unwrap();
+    assert!(saved.last_good_wall >= real_now() - 5);
+}
