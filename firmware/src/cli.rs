@@ -158,6 +158,8 @@ pub fn apply_flags(cfg: &mut Config, args: &Args) -> Result<(), String> {
                     tls_min_version: TlsVersion::V1_3,
                     bootstrap,
                     http_get: false,
+                    sni: true,
+                    tls_resumption: false,
                 })
             })
             .collect::<Result<_, String>>()?;

@@ -8,9 +8,10 @@ use std::sync::Arc;
 
 use lanveil_config::Transport;
 use lanveil_core::engine::{
-    Action, ClientAddr, CloseReason, Engine, EngineConfig, Event, SessionId, Stats,
+    Action, ClientAddr, CloseReason, Engine, EngineConfig, Event, QueryLogEntry, SessionId, Stats,
     Transport as CoreTransport, UpstreamId, UpstreamSpec,
 };
+use lanveil_core::policy::Policy;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -36,6 +37,7 @@ pub(crate) enum Input {
     },
     TcpFrame {
         conn: u64,
+        peer: SocketAddr,
         bytes: Vec<u8>,
     },
     TcpClosed {
@@ -68,6 +70,10 @@ pub(crate) enum Input {
     Reconfigure {
         engine: EngineConfig,
         targets: Vec<(UpstreamId, Arc<Target>)>,
+        policy: Policy,
+    },
+    QueryLog {
+        reply: oneshot::Sender<Vec<QueryLogEntry>>,
     },
     Stats {
         reply: oneshot::Sender<(Stats, usize)>,
@@ -103,13 +109,16 @@ impl Driver {
     pub(crate) fn new(
         engine_config: EngineConfig,
         targets: Vec<(UpstreamId, Arc<Target>)>,
+        policy: Policy,
         rng: OsRng,
         rx: mpsc::Receiver<Input>,
         tx: mpsc::Sender<Input>,
     ) -> Self {
         let specs = specs(&targets);
+        let mut engine = Engine::new(engine_config, &specs, rng);
+        engine.set_policy(Some(policy));
         Self {
-            engine: Engine::new(engine_config, &specs, rng),
+            engine,
             clock: Clock::new(),
             rx,
             tx,
@@ -186,9 +195,9 @@ impl Driver {
             Input::TcpOpened { conn, tx } => {
                 self.tcp.insert(conn, tx);
             }
-            Input::TcpFrame { conn, bytes } => {
+            Input::TcpFrame { conn, peer, bytes } => {
                 self.engine
-                    .handle_query(now, ClientAddr::Tcp { conn }, &bytes);
+                    .handle_query(now, ClientAddr::Tcp { conn, peer }, &bytes);
             }
             Input::TcpClosed { conn } => {
                 self.tcp.remove(&conn);
@@ -237,7 +246,15 @@ impl Driver {
                 self.relaxed.remove(&session);
                 self.engine.handle_upstream_closed(now, session, reason);
             }
-            Input::Reconfigure { engine, targets } => {
+            Input::QueryLog { reply } => {
+                let _ = reply.send(self.engine.query_log().cloned().collect());
+            }
+            Input::Reconfigure {
+                engine,
+                targets,
+                policy,
+            } => {
+                self.engine.set_policy(Some(policy));
                 let specs = specs(&targets);
                 // Tasks of retired sessions hold their own Arc of the old target.
                 self.targets = targets.into_iter().collect();
@@ -265,7 +282,7 @@ impl Driver {
                             log::debug!("UDP answer not sent ({} so far)", self.udp_send_failures);
                         }
                     }
-                    ClientAddr::Tcp { conn } => {
+                    ClientAddr::Tcp { conn, .. } => {
                         if let Some(tx) = self.tcp.get(&conn)
                             && tx.try_send(t.bytes).is_err()
                         {

@@ -20,6 +20,7 @@ use std::time::Duration;
 use lanveil_config::{Config, Transport, Upstream, UpstreamPolicy};
 use lanveil_core::cache::CacheConfig;
 use lanveil_core::engine::{EngineConfig, SelectPolicy, Stats, UpstreamId};
+use lanveil_core::policy::{Policy, PolicyConfig, Prefix};
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
@@ -56,6 +57,8 @@ pub enum Error {
         /// The upstream's name.
         upstream: String,
     },
+    /// The local answer policy was rejected.
+    Policy(String),
     /// The driver task is gone.
     Stopped,
 }
@@ -72,6 +75,7 @@ impl std::fmt::Display for Error {
                     "upstream {upstream}: this lanveil was built without DNS-over-HTTPS (feature doh)"
                 )
             }
+            Self::Policy(e) => write!(f, "local answer policy: {e}"),
             Self::Stopped => f.write_str("lanveil has stopped"),
         }
     }
@@ -106,7 +110,24 @@ fn engine_config(c: &Config) -> EngineConfig {
             },
             ..CacheConfig::default()
         }),
+        query_log: c.query_log as usize,
     }
+}
+
+fn build_policy(c: &Config) -> Result<Policy, Error> {
+    let cfg = PolicyConfig {
+        allow: c
+            .allow
+            .iter()
+            .filter_map(|&(a, l)| Prefix::new(a, l))
+            .collect(),
+        local_zones: c.local_zones,
+        local_domain: c.local_domain.clone(),
+        local_forward: false,
+        canary_firefox: c.canary_firefox,
+        canary_icloud: c.canary_icloud,
+    };
+    Policy::new(&cfg).map_err(|e| Error::Policy(e.to_string()))
 }
 
 fn tcp_limits(c: &Config) -> TcpLimits {
@@ -212,9 +233,10 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, Err
     let mut ids = Vec::new();
     let mut next_id = 0;
     let targets = build_targets(&config, &mut ids, &mut next_id, &time)?;
+    let policy = build_policy(&config)?;
     let rng = rng::OsRng::new().map_err(|_| Error::Random)?;
     let (tx, rx) = mpsc::channel(4096);
-    let driver = Driver::new(engine_config(&config), targets, rng, rx, tx.clone());
+    let driver = Driver::new(engine_config(&config), targets, policy, rng, rx, tx.clone());
     let driver = tokio::spawn(driver.run());
     let ticker = tokio::spawn(clock_ticker(time.clone(), tx.clone()));
     let tcp_slots = Arc::new(Semaphore::new(config.max_tcp_clients as usize));
@@ -234,6 +256,12 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, Err
     running.listeners = running.open_listeners(&config.listen).await?;
     for l in &running.listeners {
         log::info!("listening on {} (udp) and {} (tcp)", l.udp_addr, l.tcp_addr);
+    }
+    if config.query_log > 0 {
+        log::warn!(
+            "query log enabled: the last {} query names are kept in memory only (never written or logged)",
+            config.query_log
+        );
     }
     log::info!(
         "forwarding over DNS-over-TLS to {} (strict: no plaintext fallback)",
@@ -298,6 +326,7 @@ impl Running {
         let mut ids = self.ids.clone();
         let mut next_id = self.next_id;
         let targets = build_targets(&config, &mut ids, &mut next_id, &self.time)?;
+        let policy = build_policy(&config)?;
         // A listener whose address is unchanged keeps its sockets (no gap in service); new addresses are
         // bound before anything old is released.
         let kept = |addr: &SocketAddr, old: &Listener| old.configured == *addr && addr.port() != 0;
@@ -327,6 +356,7 @@ impl Running {
             .send(Input::Reconfigure {
                 engine: engine_config(&config),
                 targets,
+                policy,
             })
             .await
             .map_err(|_| Error::Stopped)?;
@@ -346,6 +376,16 @@ impl Running {
         self.config = config;
         log::info!("configuration reloaded");
         Ok(())
+    }
+
+    /// The opt-in in-memory query log (empty unless `query_log` > 0): name, type, rcode, source.
+    pub async fn query_log(&self) -> Result<Vec<lanveil_core::engine::QueryLogEntry>, Error> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Input::QueryLog { reply })
+            .await
+            .map_err(|_| Error::Stopped)?;
+        rx.await.map_err(|_| Error::Stopped)
     }
 
     /// Counters and the number of queries in flight.

@@ -151,7 +151,7 @@ async fn tcp_loop(
     limits: watch::Receiver<TcpLimits>,
 ) {
     loop {
-        let (stream, _peer) = match listener.accept().await {
+        let (stream, peer) = match listener.accept().await {
             Ok(s) => s,
             Err(e) => {
                 log::debug!("TCP accept error: {e}");
@@ -168,14 +168,20 @@ async fn tcp_loop(
         let driver = driver.clone();
         let limits = *limits.borrow();
         tokio::spawn(async move {
-            tcp_client(stream, conn, driver.clone(), limits).await;
+            tcp_client(stream, conn, peer, driver.clone(), limits).await;
             let _ = driver.send(Input::TcpClosed { conn }).await;
             drop(permit);
         });
     }
 }
 
-async fn tcp_client(stream: TcpStream, conn: u64, driver: mpsc::Sender<Input>, limits: TcpLimits) {
+async fn tcp_client(
+    stream: TcpStream,
+    conn: u64,
+    peer: SocketAddr,
+    driver: mpsc::Sender<Input>,
+    limits: TcpLimits,
+) {
     let _ = stream.set_nodelay(true);
     let (mut rd, mut wr) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(limits.pipeline);
@@ -230,6 +236,7 @@ async fn tcp_client(stream: TcpStream, conn: u64, driver: mpsc::Sender<Input>, l
         if driver
             .send(Input::TcpFrame {
                 conn,
+                peer,
                 bytes: body[..n].to_vec(),
             })
             .await

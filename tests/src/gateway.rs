@@ -42,6 +42,8 @@ pub fn config_urls(urls: &[String], ca_file: &std::path::Path) -> Config {
             tls_min_version: TlsVersion::V1_3,
             bootstrap: Vec::new(),
             http_get: false,
+            sni: true,
+            tls_resumption: false,
         })
         .collect();
     c.validate().unwrap();

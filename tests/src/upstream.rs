@@ -103,6 +103,8 @@ pub struct ConnInfo {
     pub alpn: Option<Vec<u8>>,
     /// Client address.
     pub peer: SocketAddr,
+    /// The handshake resumed an earlier session (the server offers resumption).
+    pub resumed: bool,
 }
 
 struct Shared {
@@ -492,6 +494,7 @@ async fn serve_conn(shared: Arc<Shared>, acceptor: TlsAcceptor, tcp: TcpStream, 
                 .unwrap_or(ProtocolVersion::Unknown(0)),
             alpn: conn.alpn_protocol().map(<[u8]>::to_vec),
             peer,
+            resumed: conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed),
         };
         lock(&shared.connections).push(info);
     }

@@ -200,7 +200,10 @@ async fn drops_root_after_binding_and_logs_no_names_or_addresses() {
     let mut status = String::new();
     for _ in 0..100 {
         status = std::fs::read_to_string(format!("/proc/{}/status", p.pid())).unwrap();
-        if status.lines().any(|l| l.starts_with("Uid:") && l.contains("65534")) {
+        if status
+            .lines()
+            .any(|l| l.starts_with("Uid:") && l.contains("65534"))
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;

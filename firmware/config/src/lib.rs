@@ -24,5 +24,7 @@ pub mod uci;
 mod upstream;
 
 pub use error::{Error, Reason};
-pub use model::{Config, LogLevel, TlsVersion, Upstream, UpstreamPolicy};
+pub use model::{
+    Config, DEFAULT_ALLOW, LogLevel, TlsVersion, Upstream, UpstreamPolicy, parse_prefix,
+};
 pub use upstream::{DOT_PORT, HTTPS_PORT, SpkiPin, Transport, UpstreamUrl, parse_auth_name};

@@ -78,6 +78,10 @@ pub struct Upstream {
     pub bootstrap: Vec<IpAddr>,
     /// DoH with GET `?dns=` instead of POST.
     pub http_get: bool,
+    /// Send SNI (the authentication name); off only when the owner asks (the name is still verified).
+    pub sni: bool,
+    /// Allow TLS session resumption (off by default: it links connections to each other).
+    pub tls_resumption: bool,
 }
 
 impl Upstream {
@@ -169,6 +173,35 @@ pub struct Config {
     pub serve_stale_max_s: u32,
     /// Where the clock floor and learned state are kept across restarts (postcard), if anywhere.
     pub state_file: Option<String>,
+    /// Client source prefixes allowed to query (address, prefix length); others get REFUSED.
+    pub allow: Vec<(IpAddr, u8)>,
+    /// Answer RFC 6303 zones, home.arpa, local, lan, single-label names locally.
+    pub local_zones: bool,
+    /// The LAN's own domain, also answered locally.
+    pub local_domain: Option<String>,
+    /// `use-application-dns.net` → NXDOMAIN.
+    pub canary_firefox: bool,
+    /// `mask.icloud.com`, `mask-h2.icloud.com` → NXDOMAIN.
+    pub canary_icloud: bool,
+    /// Entries of the opt-in in-memory query log (0 = off, the default).
+    pub query_log: u32,
+}
+
+/// Client prefixes allowed by default: loopback, RFC 1918, CGNAT, link-local, IPv6 loopback, ULA and
+/// link-local. Global IPv6 LAN prefixes must be added (`list allow`).
+pub const DEFAULT_ALLOW: &str = "127.0.0.0/8 10.0.0.0/8 172.16.0.0/12 192.168.0.0/16 100.64.0.0/10 169.254.0.0/16 ::1/128 fc00::/7 fe80::/10";
+
+/// Parses `ADDR/LEN`.
+pub fn parse_prefix(s: &str) -> Result<(IpAddr, u8), Reason> {
+    let bad = Reason::Rule("must be ADDRESS/LENGTH, e.g. 192.168.1.0/24 or 2001:db8:1::/48");
+    let (a, l) = s.split_once('/').ok_or(bad.clone())?;
+    let addr = IpAddr::from_str(a).map_err(|_| bad.clone())?;
+    let len: u8 = l.parse().map_err(|_| bad.clone())?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    if len > max {
+        return Err(bad);
+    }
+    Ok((addr, len))
 }
 
 struct Knob {
@@ -246,6 +279,12 @@ const KNOBS: &[Knob] = &[
         get: |c| &mut c.drain_timeout_ms,
     },
     Knob {
+        key: "query_log",
+        min: 0,
+        max: 10_000,
+        get: |c| &mut c.query_log,
+    },
+    Knob {
         key: "cache_entries",
         min: 16,
         max: 200_000,
@@ -308,6 +347,8 @@ impl Default for Config {
             tls_min_version: TlsVersion::V1_3,
             bootstrap: Vec::new(),
             http_get: false,
+            sni: true,
+            tls_resumption: false,
         };
         Self {
             listen: vec![SocketAddr::from(([127, 0, 0, 1], 5353))],
@@ -338,6 +379,15 @@ impl Default for Config {
             serve_stale: true,
             serve_stale_max_s: 86_400,
             state_file: None,
+            allow: DEFAULT_ALLOW
+                .split_whitespace()
+                .filter_map(|p| parse_prefix(p).ok())
+                .collect(),
+            local_zones: true,
+            local_domain: None,
+            canary_firefox: true,
+            canary_icloud: true,
+            query_log: 0,
         }
     }
 }
@@ -451,6 +501,15 @@ impl Config {
         listen: &mut Vec<SocketAddr>,
     ) -> Result<(), Error> {
         for (key, values) in grouped(section) {
+            if key == "allow" {
+                self.allow.clear();
+                for v in values {
+                    let p = parse_prefix(&v.value)
+                        .map_err(|r| Error::new(v.line, field(label, key), r))?;
+                    self.allow.push(p);
+                }
+                continue;
+            }
             if key == "listen" {
                 for v in values {
                     let sa = SocketAddr::from_str(&v.value)
@@ -471,6 +530,16 @@ impl Config {
                 "ca_file" => self.ca_file = Some(parse_path(&v.value).map_err(err)?),
                 "user" => self.user = Some(parse_user(&v.value).map_err(err)?),
                 "cache" => self.cache = parse_bool(v, label)?,
+                "local_zones" => self.local_zones = parse_bool(v, label)?,
+                "canary_firefox" => self.canary_firefox = parse_bool(v, label)?,
+                "canary_icloud" => self.canary_icloud = parse_bool(v, label)?,
+                "local_domain" => {
+                    self.local_domain = Some(crate::parse_auth_name(&v.value).map_err(|_| {
+                        err(Reason::Rule(
+                            "must be a domain name such as lan or home.example",
+                        ))
+                    })?)
+                }
                 "serve_stale" => self.serve_stale = parse_bool(v, label)?,
                 "state_file" => self.state_file = Some(parse_path(&v.value).map_err(err)?),
                 "upstream_policy" => {
@@ -603,6 +672,30 @@ impl Config {
         if let Some(f) = &self.state_file {
             push(&mut main, "state_file", f.clone(), false);
         }
+        for (a, l) in &self.allow {
+            push(&mut main, "allow", alloc::format!("{a}/{l}"), true);
+        }
+        push(
+            &mut main,
+            "local_zones",
+            if self.local_zones { "1" } else { "0" }.into(),
+            false,
+        );
+        if let Some(d) = &self.local_domain {
+            push(&mut main, "local_domain", d.clone(), false);
+        }
+        push(
+            &mut main,
+            "canary_firefox",
+            if self.canary_firefox { "1" } else { "0" }.into(),
+            false,
+        );
+        push(
+            &mut main,
+            "canary_icloud",
+            if self.canary_icloud { "1" } else { "0" }.into(),
+            false,
+        );
         let mut c = self.clone();
         for k in KNOBS {
             let n = *(k.get)(&mut c);
@@ -633,6 +726,12 @@ impl Config {
             }
             if u.http_get {
                 push(&mut s, "http_method", "GET".into(), false);
+            }
+            if !u.sni {
+                push(&mut s, "sni", "0".into(), false);
+            }
+            if u.tls_resumption {
+                push(&mut s, "tls_resumption", "1".into(), false);
             }
             doc.sections.push(s);
         }
@@ -682,6 +781,8 @@ fn parse_upstream(section: &Section, label: &str, index: usize) -> Result<Option
     let mut enabled = true;
     let mut bootstrap = Vec::new();
     let mut http_get = false;
+    let mut sni = true;
+    let mut tls_resumption = false;
     for (key, values) in grouped(section) {
         if key == "bootstrap" {
             for v in values {
@@ -721,6 +822,8 @@ fn parse_upstream(section: &Section, label: &str, index: usize) -> Result<Option
             "url" => url = Some(v.value.parse::<UpstreamUrl>().map_err(err)?),
             "ca_file" => ca_file = Some(parse_path(&v.value).map_err(err)?),
             "enabled" => enabled = parse_bool(v, label)?,
+            "sni" => sni = parse_bool(v, label)?,
+            "tls_resumption" => tls_resumption = parse_bool(v, label)?,
             "http_method" => {
                 http_get = match v.value.as_str() {
                     "POST" | "post" => false,
@@ -787,6 +890,8 @@ fn parse_upstream(section: &Section, label: &str, index: usize) -> Result<Option
         tls_min_version,
         bootstrap,
         http_get,
+        sni,
+        tls_resumption,
     }))
 }
 
@@ -801,6 +906,10 @@ config lanveil 'main'
 \toption query_timeout_ms '1500'
 \toption log_level 'debug'
 \toption user 'lanveil'
+\tlist allow '192.168.1.0/24'
+\tlist allow '2001:db8:1::/48'
+\toption local_domain 'home.example'
+\toption canary_icloud '0'
 
 config upstream 'quad9'
 \toption url 'tls://9.9.9.9:853#dns.quad9.net'
@@ -846,6 +955,16 @@ config openwrt 'openwrt'
         assert_eq!(c.upstreams[1].tls_min_version, TlsVersion::V1_2);
         assert_eq!(c.max_inflight, Config::default().max_inflight);
         assert_eq!(c.user.as_deref(), Some("lanveil"));
+        assert_eq!(
+            c.allow,
+            [
+                ("192.168.1.0".parse().unwrap(), 24),
+                ("2001:db8:1::".parse().unwrap(), 48)
+            ]
+        );
+        assert_eq!(c.local_domain.as_deref(), Some("home.example"));
+        assert!(!c.canary_icloud && c.canary_firefox && c.local_zones);
+        assert!(Config::default().allow.len() == 9);
     }
 
     #[test]

@@ -115,8 +115,11 @@ impl Target {
             .dangerous()
             .with_custom_certificate_verifier(verifier)
             .with_no_client_auth();
-        config.resumption = Resumption::disabled();
-        config.enable_sni = true;
+        // Resumption links connections to each other; only on when the owner asks.
+        if !upstream.tls_resumption {
+            config.resumption = Resumption::disabled();
+        }
+        config.enable_sni = upstream.sni;
         config.alpn_protocols = match upstream.url.transport {
             Transport::Tls => vec![b"dot".to_vec()],
             Transport::Https => vec![b"h2".to_vec()],

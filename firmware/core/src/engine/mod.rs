@@ -38,6 +38,7 @@ use core::time::Duration;
 pub use types::*;
 
 use crate::cache::{Cache, Key};
+use crate::policy::{self, LocalAnswer, Policy, Verdict};
 use crate::rng::Rng;
 use crate::time::Instant;
 use crate::wire::edns::{Ede, ede};
@@ -155,6 +156,8 @@ pub struct Engine<R> {
     stats: Stats,
     rr: u32,
     cache: Option<Cache>,
+    policy: Option<Policy>,
+    log: VecDeque<QueryLogEntry>,
 }
 
 impl<R: Rng> Engine<R> {
@@ -177,6 +180,8 @@ impl<R: Rng> Engine<R> {
             stats: Stats::default(),
             rr: 0,
             cache: config.cache.map(Cache::new),
+            policy: None,
+            log: VecDeque::new(),
         };
         e.set_upstreams(upstreams);
         e
@@ -190,6 +195,9 @@ impl<R: Rng> Engine<R> {
             self.cache = config.cache.map(Cache::new);
         }
         self.config = config;
+        while self.log.len() > self.config.query_log {
+            self.log.pop_front();
+        }
         self.set_upstreams(upstreams);
         let waiting: Vec<_> = self
             .upstreams
@@ -234,6 +242,17 @@ impl<R: Rng> Engine<R> {
         if let Some(first) = self.upstreams.first_mut() {
             first.waiting.extend(orphans);
         }
+    }
+
+    /// Sets the local answer policy (access control, local zones, canaries, DDR); `None` forwards
+    /// everything from everyone (tests, embedding).
+    pub fn set_policy(&mut self, policy: Option<Policy>) {
+        self.policy = policy;
+    }
+
+    /// The opt-in query log, oldest first (empty unless `query_log` > 0).
+    pub fn query_log(&self) -> impl Iterator<Item = &QueryLogEntry> {
+        self.log.iter()
     }
 
     /// Counters.
@@ -281,8 +300,17 @@ impl<R: Rng> Engine<R> {
             self.stats.dropped += 1;
             return;
         }
+        let allowed = self
+            .policy
+            .as_ref()
+            .is_none_or(|p| p.allowed(Some(client.peer().ip())));
         let scan = match message::scan(bytes) {
             Ok(s) => s,
+            Err(_) if !allowed => {
+                // Never answer malformed input from outside: nothing to reflect or amplify.
+                self.stats.dropped += 1;
+                return;
+            }
             Err(_) => {
                 self.stats.formerr += 1;
                 self.answer_locally(client, bytes, None, rcode::FORMERR, None);
@@ -304,6 +332,28 @@ impl<R: Rng> Engine<R> {
             self.answer_locally(client, bytes, Some(&scan), rcode::BADVERS, None);
             return;
         }
+        if let Some(policy) = self.policy.as_ref() {
+            match policy.decide(Some(client.peer().ip()), bytes, &scan) {
+                Verdict::Forward | Verdict::ForwardLocal => {}
+                Verdict::Answer(answer) => {
+                    let mut buf = vec![0u8; policy::MAX_ANSWER_LEN];
+                    if let Ok(n) = policy.answer(bytes, &scan, &answer, &mut buf) {
+                        buf.truncate(n);
+                        if answer == LocalAnswer::Refused {
+                            self.stats.refused += 1;
+                        } else {
+                            self.stats.local_answers += 1;
+                        }
+                        self.log_answer(now, &buf, AnswerSource::Local);
+                        self.transmits.push_back(Transmit {
+                            to: client,
+                            bytes: buf,
+                        });
+                    }
+                    return;
+                }
+            }
+        }
         let max_len = match client {
             ClientAddr::Udp { .. } => ClientView::udp_limit(scan.opt.map(|o| o.udp_size)),
             ClientAddr::Tcp { .. } => usize::from(u16::MAX),
@@ -322,6 +372,7 @@ impl<R: Rng> Engine<R> {
         {
             self.stats.cache_hits += 1;
             self.answer_from(client, &view, &cached, None);
+            self.log_answer(now, &cached, AnswerSource::Cache);
             return;
         }
         if self.live >= self.config.max_inflight {
@@ -734,15 +785,18 @@ impl<R: Rng> Engine<R> {
                 text: ede_for(reason).text,
             };
             if self.answer_from(q.client, &q.view, &stale, Some(e)) {
+                self.log_answer(now, &stale, AnswerSource::Stale);
                 return;
             }
         }
         if let Some(sf) = &q.servfail {
             self.stats.servfail += 1;
             if self.answer_from(q.client, &q.view, sf, None) {
+                self.log_answer(now, sf, AnswerSource::Upstream);
                 return;
             }
         }
+        self.log_answer(now, &q.upstream_msg, AnswerSource::Failed);
         self.servfail(q, ede_for(reason));
     }
 
@@ -777,6 +831,35 @@ impl<R: Rng> Engine<R> {
                 bytes: buf,
             });
         }
+    }
+
+    /// Records an answer in the query log (only when enabled: names are kept nowhere otherwise).
+    fn log_answer(&mut self, now: Instant, msg: &[u8], source: AnswerSource) {
+        if self.config.query_log == 0 {
+            return;
+        }
+        let Ok(scan) = message::scan(msg) else {
+            return;
+        };
+        let Some(q) = scan.question else {
+            return;
+        };
+        let rcode = if source == AnswerSource::Failed {
+            rcode::SERVFAIL
+        } else {
+            scan.rcode()
+        };
+        let name = crate::wire::name::to_text(msg, header::LEN, q.name_end);
+        if self.log.len() >= self.config.query_log {
+            self.log.pop_front();
+        }
+        self.log.push_back(QueryLogEntry {
+            at: now,
+            name,
+            qtype: q.qtype,
+            rcode,
+            source,
+        });
     }
 
     // ----- placement -----
@@ -1136,6 +1219,7 @@ impl<R: Rng> Engine<R> {
         }
         if self.answer_from(q.client, &q.view, frame, None) {
             self.stats.answered += 1;
+            self.log_answer(now, frame, AnswerSource::Upstream);
         } else {
             self.servfail(
                 q,

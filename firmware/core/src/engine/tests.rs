@@ -527,7 +527,13 @@ fn idle_sessions_close_and_stalled_ones_are_replaced() {
 fn udp_client_gets_at_most_1232_tcp_gets_all() {
     let mut h = Harness::new(cfg(), &[U1]);
     h.q(udp(1), &query(1, "a", Some(4096)));
-    h.q(ClientAddr::Tcp { conn: 5 }, &query(2, "a", None));
+    h.q(
+        ClientAddr::Tcp {
+            conn: 5,
+            peer: core::net::SocketAddr::from(([192, 168, 1, 10], 40000)),
+        },
+        &query(2, "a", None),
+    );
     let s = h.connects[0].0;
     h.connected(s);
     for i in 0..2 {

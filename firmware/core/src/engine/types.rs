@@ -16,11 +16,52 @@ pub enum ClientAddr {
         /// The client's address.
         peer: SocketAddr,
     },
-    /// A frame on LAN TCP connection `conn` (shell-assigned, never reused).
+    /// A frame on LAN TCP connection `conn` (shell-assigned, never reused) from `peer`.
     Tcp {
         /// The connection.
         conn: u64,
+        /// The client's address.
+        peer: SocketAddr,
     },
+}
+
+impl ClientAddr {
+    /// The client's address.
+    pub fn peer(&self) -> SocketAddr {
+        match *self {
+            Self::Udp { peer, .. } | Self::Tcp { peer, .. } => peer,
+        }
+    }
+}
+
+/// How a logged query was answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AnswerSource {
+    /// By an upstream.
+    Upstream,
+    /// From the cache.
+    Cache,
+    /// From the cache, expired (RFC 8767).
+    Stale,
+    /// Locally (local zones, canaries, DDR, REFUSED).
+    Local,
+    /// SERVFAIL made by lanveil.
+    Failed,
+}
+
+/// One entry of the opt-in, in-memory query log. It holds no client address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueryLogEntry {
+    /// When it was answered.
+    pub at: crate::time::Instant,
+    /// The query name, dotted, as asked.
+    pub name: alloc::string::String,
+    /// QTYPE.
+    pub qtype: u16,
+    /// The RCODE returned.
+    pub rcode: u16,
+    /// Where the answer came from.
+    pub source: AnswerSource,
 }
 
 /// An upstream resolver, as numbered by the shell (stable across reloads while its settings are
@@ -201,6 +242,8 @@ pub struct EngineConfig {
     pub policy: SelectPolicy,
     /// The response cache, or `None` for no cache.
     pub cache: Option<CacheConfig>,
+    /// Entries kept in the in-memory query log; 0 (default) keeps none and records nothing.
+    pub query_log: usize,
 }
 
 impl Default for EngineConfig {
@@ -215,6 +258,7 @@ impl Default for EngineConfig {
             backoff_max: Duration::from_secs(4),
             policy: SelectPolicy::Failover,
             cache: Some(CacheConfig::default()),
+            query_log: 0,
         }
     }
 }
@@ -256,6 +300,10 @@ pub struct Stats {
     pub hedged: u64,
     /// SERVFAIL answers received from upstreams.
     pub upstream_servfail: u64,
+    /// Answered locally by policy (local zones, canaries, DDR).
+    pub local_answers: u64,
+    /// Refused: the source is not in an allowed prefix.
+    pub refused: u64,
     /// Authenticated upstream connections established.
     pub upstream_connects: u64,
     /// Upstream connections that failed or broke.

@@ -55,6 +55,34 @@ pub fn skip(msg: &[u8], start: usize) -> Result<usize, Error> {
     }
 }
 
+/// The dotted text form of an uncompressed name in `msg[start..end]` (for the opt-in query log):
+/// bytes outside printable ASCII, dots and backslashes inside labels are escaped as `\DDD`.
+#[cfg(feature = "alloc")]
+pub fn to_text(msg: &[u8], start: usize, end: usize) -> alloc::string::String {
+    use core::fmt::Write as _;
+    let mut out = alloc::string::String::new();
+    let mut pos = start;
+    while pos < end {
+        let len = usize::from(msg[pos]);
+        if len == 0 || len & 0xc0 != 0 || pos + 1 + len > end {
+            break;
+        }
+        for &b in &msg[pos + 1..pos + 1 + len] {
+            if b.is_ascii_graphic() && b != b'.' && b != b'\\' {
+                out.push(char::from(b));
+            } else {
+                let _ = write!(out, "\\{b:03}");
+            }
+        }
+        out.push('.');
+        pos += 1 + len;
+    }
+    if out.is_empty() {
+        out.push('.');
+    }
+    out
+}
+
 /// Compares two uncompressed wire-format byte ranges ignoring ASCII case (names are case-insensitive,
 /// RFC 4343); used to check that an answer's question is the one that was asked.
 pub fn eq_ignore_case(a: &[u8], b: &[u8]) -> bool {
