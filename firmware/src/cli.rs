@@ -12,6 +12,7 @@ usage: lanveil [--config FILE] [--listen ADDR:PORT]... [--upstream URL]... [--bo
                [--pin sha256/BASE64]... [--ca-file FILE] [--log-level LEVEL]
        URL: tls://IP[:PORT]#NAME | https://IP[:PORT]/PATH#NAME | https://NAME[:PORT]/PATH (with --bootstrap)
        lanveil --check-config FILE
+       lanveil --control SOCKET status|log|reload   (raw response for lanveil-ctl)
        lanveil --version
 
 With no arguments lanveil listens on 127.0.0.1:5353 and forwards to Quad9 over strict
@@ -38,6 +39,10 @@ pub struct Args {
     pub bootstrap: Vec<std::net::IpAddr>,
     /// `--log-level`.
     pub log_level: Option<String>,
+    /// `--control SOCKET`: act as a client of a running lanveil's control socket.
+    pub control: Option<PathBuf>,
+    /// The request for `--control` (`status`, `log`, `reload`).
+    pub control_request: Option<String>,
     /// `--version`.
     pub version: bool,
     /// `--help`.
@@ -81,6 +86,10 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args, String> {
             }
             Long("log-level") => {
                 a.log_level = Some(text(p.value().map_err(|e| e.to_string())?, "--log-level")?)
+            }
+            Long("control") => a.control = Some(p.value().map_err(|e| e.to_string())?.into()),
+            Value(v) if a.control.is_some() && a.control_request.is_none() => {
+                a.control_request = Some(text(v, "--control")?);
             }
             Long("version") | Short('V') => a.version = true,
             Long("help") | Short('h') => a.help = true,

@@ -20,6 +20,16 @@ use crate::clock::Clock;
 use crate::rng::OsRng;
 use crate::upstream::{Outgoing, dot, tls::Target, tls::describe};
 
+/// What the control socket reports, taken in one go.
+pub(crate) struct Snapshot {
+    pub(crate) now: lanveil_core::time::Instant,
+    pub(crate) stats: Stats,
+    pub(crate) inflight: usize,
+    pub(crate) health: Vec<lanveil_core::engine::UpstreamHealth>,
+    pub(crate) cache: Option<(usize, usize)>,
+    pub(crate) log: Vec<QueryLogEntry>,
+}
+
 /// Everything the driver hears about.
 pub(crate) enum Input {
     Udp {
@@ -74,6 +84,9 @@ pub(crate) enum Input {
     },
     QueryLog {
         reply: oneshot::Sender<Vec<QueryLogEntry>>,
+    },
+    Snapshot {
+        reply: oneshot::Sender<Snapshot>,
     },
     Stats {
         reply: oneshot::Sender<(Stats, usize)>,
@@ -245,6 +258,16 @@ impl Driver {
                 self.sessions.remove(&session);
                 self.relaxed.remove(&session);
                 self.engine.handle_upstream_closed(now, session, reason);
+            }
+            Input::Snapshot { reply } => {
+                let _ = reply.send(Snapshot {
+                    now,
+                    stats: *self.engine.stats(),
+                    inflight: self.engine.inflight(),
+                    health: self.engine.upstream_health(now),
+                    cache: self.engine.cache_usage(),
+                    log: self.engine.query_log().cloned().collect(),
+                });
             }
             Input::QueryLog { reply } => {
                 let _ = reply.send(self.engine.query_log().cloned().collect());

@@ -6,6 +6,7 @@
 
 pub mod cli;
 pub mod clock;
+pub mod control;
 mod driver;
 mod listen;
 pub mod logging;
@@ -52,6 +53,13 @@ pub enum Error {
     },
     /// The OS random generator is unavailable.
     Random,
+    /// The control socket could not be created.
+    Control {
+        /// The path.
+        path: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
     /// A DNS-over-HTTPS upstream in a build without the `doh` feature.
     NoDoh {
         /// The upstream's name.
@@ -69,6 +77,9 @@ impl std::fmt::Display for Error {
             Self::Bind { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
             Self::Tls { upstream, source } => write!(f, "upstream {upstream}: {source}"),
             Self::Random => f.write_str("the OS random generator is unavailable"),
+            Self::Control { path, source } => {
+                write!(f, "cannot create control socket {path}: {source}")
+            }
             Self::NoDoh { upstream } => {
                 write!(
                     f,
@@ -151,6 +162,9 @@ pub struct Running {
     driver: JoinHandle<()>,
     time: Arc<TimeKeeper>,
     ticker: JoinHandle<()>,
+    control_ctx: Arc<control::Context>,
+    control_task: Option<JoinHandle<()>>,
+    reload_requests: Option<mpsc::Receiver<control::ReloadRequest>>,
 }
 
 /// Watches the wall clock: advances and persists the floor, reports the moment it becomes good.
@@ -214,6 +228,8 @@ fn build_targets(
 pub struct Options {
     /// The wall clock; the system clock if `None`.
     pub wall_clock: Option<Arc<dyn WallClock>>,
+    /// The configuration file (shown in status; reloads read it).
+    pub config_file: Option<String>,
 }
 
 /// Starts lanveil on the ambient tokio runtime.
@@ -233,12 +249,34 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, Err
     let mut ids = Vec::new();
     let mut next_id = 0;
     let targets = build_targets(&config, &mut ids, &mut next_id, &time)?;
+    let targets_for_control = targets.clone();
     let policy = build_policy(&config)?;
     let rng = rng::OsRng::new().map_err(|_| Error::Random)?;
     let (tx, rx) = mpsc::channel(4096);
     let driver = Driver::new(engine_config(&config), targets, policy, rng, rx, tx.clone());
+    let control_targets = targets_for_control.clone();
     let driver = tokio::spawn(driver.run());
     let ticker = tokio::spawn(clock_ticker(time.clone(), tx.clone()));
+    let (reload_tx, reload_rx) = mpsc::channel(4);
+    let control_ctx = Arc::new(control::Context {
+        driver: tx.clone(),
+        time: time.clone(),
+        started: tokio::time::Instant::now(),
+        config_file: options.config_file.clone(),
+        targets: std::sync::Mutex::new(control_targets),
+        reload: reload_tx,
+    });
+    let control_task = match &config.control_socket {
+        Some(path) => {
+            let listener =
+                control::bind(std::path::Path::new(path)).map_err(|source| Error::Control {
+                    path: path.clone(),
+                    source,
+                })?;
+            Some(control::spawn(listener, control_ctx.clone()))
+        }
+        None => None,
+    };
     let tcp_slots = Arc::new(Semaphore::new(config.max_tcp_clients as usize));
     let mut running = Running {
         config: config.clone(),
@@ -252,6 +290,9 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, Err
         driver,
         time,
         ticker,
+        control_ctx,
+        control_task,
+        reload_requests: Some(reload_rx),
     };
     running.listeners = running.open_listeners(&config.listen).await?;
     for l in &running.listeners {
@@ -327,6 +368,9 @@ impl Running {
         let mut next_id = self.next_id;
         let targets = build_targets(&config, &mut ids, &mut next_id, &self.time)?;
         let policy = build_policy(&config)?;
+        if let Ok(mut t) = self.control_ctx.targets.lock() {
+            *t = targets.clone();
+        }
         // A listener whose address is unchanged keeps its sockets (no gap in service); new addresses are
         // bound before anything old is released.
         let kept = |addr: &SocketAddr, old: &Listener| old.configured == *addr && addr.port() != 0;
@@ -378,6 +422,11 @@ impl Running {
         Ok(())
     }
 
+    /// Reload requests from the control socket (taken once by the main loop).
+    pub fn take_reload_requests(&mut self) -> Option<mpsc::Receiver<control::ReloadRequest>> {
+        self.reload_requests.take()
+    }
+
     /// The opt-in in-memory query log (empty unless `query_log` > 0): name, type, rcode, source.
     pub async fn query_log(&self) -> Result<Vec<lanveil_core::engine::QueryLogEntry>, Error> {
         let (reply, rx) = oneshot::channel();
@@ -408,6 +457,12 @@ impl Running {
         let _ = self.tx.send(Input::Drain { until }).await;
         let _ = (&mut self.driver).await;
         self.ticker.abort();
+        if let Some(t) = &self.control_task {
+            t.abort();
+            if let Some(p) = &self.config.control_socket {
+                let _ = std::fs::remove_file(p);
+            }
+        }
         if self.time.state() == lanveil_core::clock::ClockState::Synchronized {
             self.time.tick();
             self.time.save();

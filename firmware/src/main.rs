@@ -21,6 +21,9 @@ fn main() -> ExitCode {
         println!("lanveil {}", env!("CARGO_PKG_VERSION"));
         return ExitCode::SUCCESS;
     }
+    if let Some(socket) = &args.control {
+        return control_client(socket, args.control_request.as_deref());
+    }
     if let Some(path) = &args.check {
         return match cli::load_file(path) {
             Ok(_) => {
@@ -54,6 +57,44 @@ fn main() -> ExitCode {
     rt.block_on(serve(args, config))
 }
 
+/// Re-reads the configuration file (SIGHUP or the control socket). On any error the running
+/// configuration stays and the error names file, line, key and reason.
+async fn reload(args: &cli::Args, running: &mut lanveil::Running) -> Result<(), String> {
+    let Some(path) = &args.config else {
+        return Err("no configuration file to reload (started without --config)".into());
+    };
+    let new = cli::load_file(path).and_then(|mut c| cli::apply_flags(&mut c, args).map(|()| c))?;
+    running.reload(new).await.map_err(|e| e.to_string())
+}
+
+/// `lanveil --control SOCKET status|log|reload`: the raw response envelope on stdout.
+fn control_client(socket: &std::path::Path, what: Option<&str>) -> ExitCode {
+    use lanveil::config::control::Request;
+    use std::io::Write;
+    let req = match what {
+        Some("status") => Request::Status,
+        Some("log") => Request::QueryLog,
+        Some("reload") => Request::Reload,
+        _ => {
+            eprintln!("lanveil: --control SOCKET needs one of: status, log, reload");
+            return ExitCode::from(2);
+        }
+    };
+    match lanveil::control::request(socket, &req) {
+        Ok(bytes) => {
+            let mut out = std::io::stdout().lock();
+            if out.write_all(&bytes).and_then(|()| out.flush()).is_err() {
+                return ExitCode::from(1);
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("lanveil: {}: {e}", socket.display());
+            ExitCode::from(1)
+        }
+    }
+}
+
 async fn serve(args: cli::Args, config: lanveil::config::Config) -> ExitCode {
     let (mut hup, mut term, mut int) = match (
         signal(SignalKind::hangup()),
@@ -67,7 +108,11 @@ async fn serve(args: cli::Args, config: lanveil::config::Config) -> ExitCode {
         }
     };
     let user = config.user.clone();
-    let mut running = match lanveil::start(config).await {
+    let options = lanveil::Options {
+        config_file: args.config.as_ref().map(|p| p.display().to_string()),
+        ..lanveil::Options::default()
+    };
+    let mut running = match lanveil::start_with(config, options).await {
         Ok(r) => r,
         Err(e) => {
             log::error!("{e}");
@@ -90,22 +135,20 @@ async fn serve(args: cli::Args, config: lanveil::config::Config) -> ExitCode {
             log::info!("not started as root; option user '{user}' ignored");
         }
     }
+    let mut reloads = running.take_reload_requests();
     loop {
         tokio::select! {
             _ = hup.recv() => {
-                let Some(path) = &args.config else {
-                    log::warn!("SIGHUP: no configuration file to reload (started without --config)");
-                    continue;
-                };
-                let new = cli::load_file(path).and_then(|mut c| cli::apply_flags(&mut c, &args).map(|()| c));
-                match new {
-                    Ok(c) => {
-                        if let Err(e) = running.reload(c).await {
-                            log::error!("reload failed, keeping the running configuration: {e}");
-                        }
-                    }
-                    Err(e) => log::error!("reload failed, keeping the running configuration: {e}"),
+                if let Err(e) = reload(&args, &mut running).await {
+                    log::error!("reload failed, keeping the running configuration: {e}");
                 }
+            }
+            Some(reply) = async { match reloads.as_mut() { Some(r) => r.recv().await, None => None } } => {
+                let result = reload(&args, &mut running).await;
+                if let Err(e) = &result {
+                    log::error!("reload failed, keeping the running configuration: {e}");
+                }
+                let _ = reply.send(result);
             }
             _ = term.recv() => break,
             _ = int.recv() => break,

@@ -52,6 +52,7 @@ async fn start_at(
 ) -> (lanveil::Running, std::net::SocketAddr) {
     let options = lanveil::Options {
         wall_clock: Some(wall.clone() as Arc<dyn WallClock>),
+        ..Default::default()
     };
     let running = lanveil::start_with(cfg, options).await.unwrap();
     let addr = running.udp_addrs()[0];

@@ -283,3 +283,88 @@ async fn no_arguments_runs_the_builtin_default() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_socket_reports_status_log_and_reloads() {
+    use lanveil::config::control::Response;
+    let pki = Pki::new();
+    let leaf = pki.leaf(&["dot.test"], &[LOCAL]);
+    let up = DotUpstream::start(UpstreamOpts::new(&leaf)).await;
+    let dir = TempDir::new("lanveil-control");
+    let listen = listen_addr();
+    let sock = dir.join("run/control.sock");
+    let extra = format!(
+        "\toption control_socket '{}'\n\toption query_log '10'\n",
+        sock.display()
+    );
+    let path = dir.write(
+        "lanveil",
+        conf(listen, up.addr(), leaf.ca_pem_path(), &extra),
+    );
+    let p = Process::spawn(&["--config", path.to_str().unwrap()]);
+    wait_serving(listen).await;
+    let m = query_udp(listen, "status.example.", RecordType::A, None).await;
+    assert_eq!(a_records(&m), [expected_a("status.example.")]);
+
+    let ask = |what: &'static str| {
+        let sock = sock.clone();
+        async move {
+            let out = tokio::process::Command::new(lanveil_tests::gateway::binary())
+                .args(["--control", sock.to_str().unwrap(), what])
+                .output()
+                .await
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            Response::decode(&out.stdout).expect("a control response envelope")
+        }
+    };
+    let Response::Status(s) = ask("status").await else {
+        panic!("not a status")
+    };
+    assert!(s.version.starts_with("lanveil "));
+    assert_eq!(s.config_file.as_deref(), path.to_str());
+    assert!(s.clock_synchronized);
+    assert_eq!(s.upstreams.len(), 1);
+    assert!(s.upstreams[0].up);
+    assert!(s.upstreams[0].srtt_ms.is_some());
+    let not_after = s.upstreams[0]
+        .cert_not_after
+        .expect("certificate expiry reported");
+    assert!(
+        not_after > s.wall_unix + 300 * 86_400,
+        "the test leaf is valid for a year"
+    );
+    let counter = |k: &str| s.counters.iter().find(|(n, _)| n == k).map(|(_, v)| *v);
+    assert_eq!(counter("answered"), Some(1));
+    let Response::QueryLog(log) = ask("log").await else {
+        panic!("not a log")
+    };
+    assert_eq!(log.len(), 1);
+    assert_eq!(
+        (log[0].name.as_str(), log[0].source.as_str()),
+        ("status.example.", "upstream")
+    );
+
+    // Reload over the socket: a bad file is refused with file and line, a good one applied.
+    dir.write("lanveil", "config lanveil 'main'\n\toption cache 'maybe'\n");
+    let Response::Reloaded(Err(e)) = ask("reload").await else {
+        panic!("bad reload accepted")
+    };
+    assert!(
+        e.contains(&format!("{}:2: lanveil[main].cache", path.display())),
+        "{e}"
+    );
+    dir.write(
+        "lanveil",
+        conf(listen, up.addr(), leaf.ca_pem_path(), &extra),
+    );
+    assert_eq!(ask("reload").await, Response::Reloaded(Ok(())));
+    p.signal(libc::SIGTERM);
+    let (code, _) = p.wait(Duration::from_secs(5)).await;
+    assert_eq!(code, Some(0));
+    assert!(!sock.exists(), "socket removed on exit");
+}

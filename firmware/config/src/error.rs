@@ -38,6 +38,8 @@ pub enum Reason {
     AuthName(&'static str),
     /// A cross-field rule was broken; the text says which.
     Rule(&'static str),
+    /// A packed configuration could not be opened.
+    Packed(crate::envelope::EnvelopeError),
 }
 
 impl fmt::Display for Reason {
@@ -58,6 +60,7 @@ impl fmt::Display for Reason {
             Self::Pin(s) => write!(f, "bad SPKI pin: {s}"),
             Self::AuthName(s) => write!(f, "bad authentication name: {s}"),
             Self::Rule(s) => f.write_str(s),
+            Self::Packed(e) => write!(f, "{e}"),
         }
     }
 }

@@ -17,6 +17,8 @@ extern crate alloc;
 #[cfg(test)]
 extern crate std;
 
+pub mod control;
+pub mod envelope;
 mod error;
 mod model;
 pub mod state;

@@ -11,7 +11,9 @@ use crate::uci::{self, Document, Section, Value};
 use crate::upstream::{SpkiPin, UpstreamUrl};
 
 /// Log verbosity. Query names never appear at `Info` or above.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum LogLevel {
     /// Errors only.
     Error,
@@ -53,7 +55,7 @@ impl LogLevel {
 }
 
 /// Lowest TLS version lanveil accepts from an upstream.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum TlsVersion {
     /// TLS 1.2 (only when the owner asks for it).
     V1_2,
@@ -62,7 +64,7 @@ pub enum TlsVersion {
 }
 
 /// One upstream resolver.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Upstream {
     /// Section name (for logs and status), or `upstreamN`.
     pub name: String,
@@ -99,7 +101,7 @@ impl Upstream {
 }
 
 /// How a query's upstream is chosen.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum UpstreamPolicy {
     /// The first healthy one in configuration order.
     Failover,
@@ -121,7 +123,7 @@ impl UpstreamPolicy {
 }
 
 /// The whole, validated configuration.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Config {
     /// Addresses to listen on (UDP and TCP each).
     pub listen: Vec<SocketAddr>,
@@ -185,6 +187,8 @@ pub struct Config {
     pub canary_icloud: bool,
     /// Entries of the opt-in in-memory query log (0 = off, the default).
     pub query_log: u32,
+    /// The local control socket (status, query log, reload) for `lanveil-ctl`, if any.
+    pub control_socket: Option<String>,
 }
 
 /// Client prefixes allowed by default: loopback, RFC 1918, CGNAT, link-local, IPv6 loopback, ULA and
@@ -316,6 +320,11 @@ const KNOBS: &[Knob] = &[
     },
 ];
 
+/// Magic of a packed configuration.
+pub const PACK_MAGIC: &[u8; 4] = b"LVCF";
+/// Schema version of packed configurations written by this build (bump on any model change).
+pub const PACK_VERSION: u16 = 1;
+
 /// Section type holding settings for the OpenWrt init script only; the daemon skips it.
 pub const INIT_ONLY_SECTION: &str = "openwrt";
 
@@ -388,6 +397,7 @@ impl Default for Config {
             canary_firefox: true,
             canary_icloud: true,
             query_log: 0,
+            control_socket: None,
         }
     }
 }
@@ -542,6 +552,7 @@ impl Config {
                 }
                 "serve_stale" => self.serve_stale = parse_bool(v, label)?,
                 "state_file" => self.state_file = Some(parse_path(&v.value).map_err(err)?),
+                "control_socket" => self.control_socket = Some(parse_path(&v.value).map_err(err)?),
                 "upstream_policy" => {
                     self.upstream_policy = match v.value.as_str() {
                         "failover" => UpstreamPolicy::Failover,
@@ -620,6 +631,19 @@ impl Config {
         Ok(())
     }
 
+    /// The compact binary form (postcard in an `LVCF` envelope with a checksum) for images and boards.
+    pub fn pack(&self) -> Vec<u8> {
+        crate::envelope::seal_value(PACK_MAGIC, PACK_VERSION, self)
+    }
+
+    /// Reads a packed configuration back and validates it.
+    pub fn unpack(blob: &[u8]) -> Result<Self, Error> {
+        let cfg: Self = crate::envelope::open_value(PACK_MAGIC, PACK_VERSION, blob)
+            .map_err(|e| Error::new(0, "packed configuration", Reason::Packed(e)))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
     /// Writes the configuration as UCI text that [`Config::from_uci_text`] reads back identically.
     pub fn to_uci(&self) -> String {
         let mut main = Section {
@@ -671,6 +695,9 @@ impl Config {
         );
         if let Some(f) = &self.state_file {
             push(&mut main, "state_file", f.clone(), false);
+        }
+        if let Some(f) = &self.control_socket {
+            push(&mut main, "control_socket", f.clone(), false);
         }
         for (a, l) in &self.allow {
             push(&mut main, "allow", alloc::format!("{a}/{l}"), true);
@@ -965,6 +992,39 @@ config openwrt 'openwrt'
         assert_eq!(c.local_domain.as_deref(), Some("home.example"));
         assert!(!c.canary_icloud && c.canary_firefox && c.local_zones);
         assert!(Config::default().allow.len() == 9);
+    }
+
+    #[test]
+    fn pack_unpack_round_trips_and_rejects_damage() {
+        let c = Config::from_uci_text(GOOD).unwrap();
+        let blob = c.pack();
+        assert_eq!(&blob[..6], b"LVCF\x01\x00");
+        assert_eq!(Config::unpack(&blob).unwrap(), c);
+        let mut bad = blob.clone();
+        let mid = bad.len() / 2;
+        bad[mid] ^= 0x40;
+        assert!(matches!(
+            Config::unpack(&bad).unwrap_err().reason,
+            Reason::Packed(crate::envelope::EnvelopeError::BadChecksum)
+        ));
+        let mut future = blob.clone();
+        future[4] = 2;
+        let e = Config::unpack(&future).unwrap_err();
+        assert_eq!(
+            e.reason,
+            Reason::Packed(crate::envelope::EnvelopeError::FutureVersion(2))
+        );
+        assert_eq!(
+            alloc::format!("{e}"),
+            "packed configuration: schema version 2 is newer than this lanveil"
+        );
+        // A blob that decodes but breaks a rule is rejected by validation.
+        let mut invalid = c.clone();
+        invalid.query_timeout_ms = 5;
+        assert!(matches!(
+            Config::unpack(&invalid.pack()).unwrap_err().reason,
+            Reason::Range { .. }
+        ));
     }
 
     #[test]

@@ -14,7 +14,7 @@ use base64::Engine as _;
 use crate::error::Reason;
 
 /// How lanveil talks to an upstream.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Transport {
     /// DNS over TLS, RFC 7858.
     Tls,
@@ -29,7 +29,7 @@ pub enum Transport {
 ///   HTTP authority and SNI); port 443 and path `/dns-query` by default.
 /// * `https://NAME[:PORT]/PATH` — DoH to NAME; its addresses come from the upstream's `bootstrap`
 ///   list (never from a plaintext lookup).
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct UpstreamUrl {
     /// Transport.
     pub transport: Transport,
@@ -185,7 +185,7 @@ pub fn parse_auth_name(s: &str) -> Result<String, Reason> {
 }
 
 /// A SHA-256 pin of a SubjectPublicKeyInfo (RFC 7858 §4.2, RFC 7469 form).
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct SpkiPin(pub [u8; 32]);
 
 impl FromStr for SpkiPin {

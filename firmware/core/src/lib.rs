@@ -25,6 +25,7 @@ extern crate std;
 
 #[cfg(feature = "alloc")]
 pub mod cache;
+pub mod capport;
 pub mod clock;
 #[cfg(feature = "alloc")]
 pub mod engine;

@@ -59,6 +59,20 @@ pub struct Target {
     pub(crate) server_name: ServerName<'static>,
     pub(crate) tls: Arc<ClientConfig>,
     pub(crate) time: Arc<TimeKeeper>,
+    cert_not_after: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Target {
+    /// notAfter of the last leaf certificate accepted from this upstream (Unix seconds).
+    pub fn cert_not_after(&self) -> Option<u64> {
+        match self
+            .cert_not_after
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            0 => None,
+            t => Some(t),
+        }
+    }
 }
 
 fn load_roots(path: &str) -> Result<RootCertStore, TlsSetupError> {
@@ -104,10 +118,12 @@ impl Target {
             TlsVersion::V1_2 => &[&rustls::version::TLS13, &rustls::version::TLS12],
         };
         let time_for_target = time.clone();
+        let cert_not_after = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let verifier: Arc<dyn ServerCertVerifier> = Arc::new(Verifier {
             inner: webpki,
             pins: upstream.pins.clone(),
             time,
+            not_after: cert_not_after.clone(),
         });
         let mut config = ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(versions)
@@ -133,6 +149,7 @@ impl Target {
             server_name,
             tls: Arc::new(config),
             time: time_for_target,
+            cert_not_after,
         })
     }
 }
@@ -145,6 +162,7 @@ struct Verifier {
     inner: Arc<WebPkiServerVerifier>,
     pins: Vec<SpkiPin>,
     time: Arc<TimeKeeper>,
+    not_after: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// SHA-256 of a certificate's SubjectPublicKeyInfo, the RFC 7469 pin.
@@ -184,7 +202,12 @@ impl ServerCertVerifier for Verifier {
             ocsp_response,
             at,
         )?;
+        let remember = || {
+            self.not_after
+                .store(validity.not_after, std::sync::atomic::Ordering::Relaxed)
+        };
         if self.pins.is_empty() {
+            remember();
             return Ok(ok);
         }
         let matched = std::iter::once(end_entity)
@@ -192,6 +215,7 @@ impl ServerCertVerifier for Verifier {
             .filter_map(|c| spki_sha256(c))
             .any(|h| self.pins.iter().any(|p| p.0 == h));
         if matched {
+            remember();
             Ok(ok)
         } else {
             Err(rustls::Error::InvalidCertificate(

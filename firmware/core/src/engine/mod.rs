@@ -284,6 +284,11 @@ impl<R: Rng> Engine<R> {
             .collect()
     }
 
+    /// Cached answers and their bytes, if the cache is on.
+    pub fn cache_usage(&self) -> Option<(usize, usize)> {
+        self.cache.as_ref().map(|c| (c.len(), c.bytes()))
+    }
+
     /// Cache counters, if the cache is on.
     pub fn cache_stats(&self) -> Option<crate::cache::CacheStats> {
         self.cache.as_ref().map(Cache::stats)
@@ -803,6 +808,7 @@ impl<R: Rng> Engine<R> {
     /// Answers a query (already removed from every table) with lanveil's SERVFAIL + EDE.
     fn servfail(&mut self, q: Query, e: Ede<'_>) {
         self.stats.servfail += 1;
+        self.stats.failures_by_ede[usize::from(e.code).min(31)] += 1;
         let mut query = q.upstream_msg;
         let _ = header::set_id(&mut query, q.view.id);
         let Ok(scan) = message::scan(&query) else {

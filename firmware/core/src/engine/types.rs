@@ -304,6 +304,8 @@ pub struct Stats {
     pub local_answers: u64,
     /// Refused: the source is not in an allowed prefix.
     pub refused: u64,
+    /// SERVFAILs lanveil made, by Extended DNS Error code (index = code, codes ≥ 31 in the last slot).
+    pub failures_by_ede: [u64; 32],
     /// Authenticated upstream connections established.
     pub upstream_connects: u64,
     /// Upstream connections that failed or broke.

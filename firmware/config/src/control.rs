@@ -1,0 +1,154 @@
+//! The control protocol between the daemon and `lanveil-ctl` (or `lanveil --control SOCKET …` on the
+//! router): one request, one response, each a postcard body in an [`crate::envelope`] (`LVCQ` for
+//! requests, `LVCR` for responses), over a local Unix socket. Nothing here carries a client address.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use serde::{Deserialize, Serialize};
+
+use crate::envelope::{self, EnvelopeError};
+
+/// Request magic.
+pub const REQUEST_MAGIC: &[u8; 4] = b"LVCQ";
+/// Response magic.
+pub const RESPONSE_MAGIC: &[u8; 4] = b"LVCR";
+/// Protocol version.
+pub const CONTROL_VERSION: u16 = 1;
+
+/// What a client asks.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// Health, counters, clock, certificate expiry.
+    Status,
+    /// The opt-in in-memory query log.
+    QueryLog,
+    /// Re-read the configuration file (like SIGHUP); the answer says whether it was applied.
+    Reload,
+}
+
+/// What the daemon answers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// The status report.
+    Status(StatusReport),
+    /// The query log, oldest first (empty when off).
+    QueryLog(Vec<LogLine>),
+    /// The outcome of a reload: `Ok(())`, or the error (file, line, key, reason).
+    Reloaded(Result<(), String>),
+    /// The request could not be served.
+    Error(String),
+}
+
+/// Everything `lanveil-ctl status` shows.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusReport {
+    /// `lanveil X.Y.Z`.
+    pub version: String,
+    /// Seconds since start.
+    pub uptime_s: u64,
+    /// The configuration file in use, if any.
+    pub config_file: Option<String>,
+    /// Wall clock is at or past the time floor.
+    pub clock_synchronized: bool,
+    /// Wall clock, Unix seconds.
+    pub wall_unix: u64,
+    /// Time floor, Unix seconds.
+    pub floor_unix: u64,
+    /// Each upstream, in configuration order.
+    pub upstreams: Vec<UpstreamStatus>,
+    /// Named counters (queries, answered, cache hits, …).
+    pub counters: Vec<(String, u64)>,
+    /// SERVFAILs lanveil made, by Extended DNS Error code.
+    pub failures_by_ede: Vec<(u16, u64)>,
+    /// Queries in flight now.
+    pub inflight: u64,
+    /// Cached answers and their bytes (0 when the cache is off).
+    pub cache_entries: u64,
+    /// Bytes held by the cache.
+    pub cache_bytes: u64,
+}
+
+/// One upstream's state.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpstreamStatus {
+    /// Section name.
+    pub name: String,
+    /// URL (`tls://…`, `https://…`).
+    pub url: String,
+    /// An authenticated connection succeeded since the last failure.
+    pub up: bool,
+    /// Backing off after failures.
+    pub backing_off: bool,
+    /// Smoothed RTT, ms.
+    pub srtt_ms: Option<u32>,
+    /// The last failure, in words.
+    pub last_error: Option<String>,
+    /// notAfter of the last leaf certificate seen, Unix seconds.
+    pub cert_not_after: Option<u64>,
+}
+
+/// One query log entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLine {
+    /// How long ago, ms.
+    pub age_ms: u64,
+    /// Query name.
+    pub name: String,
+    /// QTYPE.
+    pub qtype: u16,
+    /// RCODE answered.
+    pub rcode: u16,
+    /// `upstream`, `cache`, `stale`, `local`, `failed`.
+    pub source: String,
+}
+
+impl Request {
+    /// Sealed request.
+    pub fn encode(&self) -> Vec<u8> {
+        envelope::seal_value(REQUEST_MAGIC, CONTROL_VERSION, self)
+    }
+    /// Opens a request.
+    pub fn decode(blob: &[u8]) -> Result<Self, EnvelopeError> {
+        envelope::open_value(REQUEST_MAGIC, CONTROL_VERSION, blob)
+    }
+}
+
+impl Response {
+    /// Sealed response.
+    pub fn encode(&self) -> Vec<u8> {
+        envelope::seal_value(RESPONSE_MAGIC, CONTROL_VERSION, self)
+    }
+    /// Opens a response.
+    pub fn decode(blob: &[u8]) -> Result<Self, EnvelopeError> {
+        envelope::open_value(RESPONSE_MAGIC, CONTROL_VERSION, blob)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec;
+
+    #[test]
+    fn request_and_response_round_trip() {
+        for r in [Request::Status, Request::QueryLog, Request::Reload] {
+            assert_eq!(Request::decode(&r.encode()), Ok(r));
+        }
+        let resp = Response::Status(StatusReport {
+            version: "lanveil 0.1.0".into(),
+            upstreams: vec![UpstreamStatus {
+                name: "q".into(),
+                srtt_ms: Some(12),
+                ..Default::default()
+            }],
+            counters: vec![("queries".into(), 7)],
+            ..Default::default()
+        });
+        assert_eq!(Response::decode(&resp.encode()), Ok(resp.clone()));
+        assert_eq!(
+            Request::decode(&resp.encode()),
+            Err(EnvelopeError::BadMagic)
+        );
+    }
+}

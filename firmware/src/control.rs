@@ -1,0 +1,219 @@
+//! The local control socket: one `lanveil_config::control` request per connection, answered with a
+//! status report, the opt-in query log, or the outcome of a reload. Root-only (mode 0600); it never
+//! reveals a client address.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use lanveil_config::control::{LogLine, Request, Response, StatusReport, UpstreamStatus};
+use lanveil_config::envelope;
+use lanveil_core::engine::{AnswerSource, UpstreamId};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::clock::TimeKeeper;
+use crate::driver::{Input, Snapshot};
+use crate::upstream::tls::{Target, describe};
+
+/// A reload asked for over the socket; the main loop answers it.
+pub type ReloadRequest = oneshot::Sender<Result<(), String>>;
+
+/// Largest request accepted.
+const MAX_REQUEST: usize = 1024;
+
+pub(crate) struct Context {
+    pub(crate) driver: mpsc::Sender<Input>,
+    pub(crate) time: Arc<TimeKeeper>,
+    pub(crate) started: tokio::time::Instant,
+    pub(crate) config_file: Option<String>,
+    pub(crate) targets: Mutex<Vec<(UpstreamId, Arc<Target>)>>,
+    pub(crate) reload: mpsc::Sender<ReloadRequest>,
+}
+
+/// Binds the socket (replacing a stale one), mode 0600.
+pub(crate) fn bind(path: &Path) -> std::io::Result<UnixListener> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    if let Ok(meta) = std::fs::symlink_metadata(path)
+        && meta.file_type().is_socket()
+    {
+        std::fs::remove_file(path)?;
+    }
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+pub(crate) fn spawn(listener: UnixListener, ctx: Arc<Context>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            };
+            let ctx = ctx.clone();
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(Duration::from_secs(10), serve(stream, &ctx)).await;
+            });
+        }
+    })
+}
+
+async fn read_envelope(stream: &mut UnixStream) -> Option<Vec<u8>> {
+    let mut buf = vec![0u8; envelope::HEADER_LEN];
+    stream.read_exact(&mut buf).await.ok()?;
+    let total = envelope::total_len(&buf)?;
+    if total > MAX_REQUEST {
+        return None;
+    }
+    buf.resize(total, 0);
+    stream
+        .read_exact(&mut buf[envelope::HEADER_LEN..])
+        .await
+        .ok()?;
+    Some(buf)
+}
+
+async fn serve(mut stream: UnixStream, ctx: &Context) {
+    let response = match read_envelope(&mut stream)
+        .await
+        .map(|b| Request::decode(&b))
+    {
+        Some(Ok(Request::Status)) => match status(ctx).await {
+            Some(r) => Response::Status(r),
+            None => Response::Error("lanveil is stopping".into()),
+        },
+        Some(Ok(Request::QueryLog)) => query_log(ctx).await,
+        Some(Ok(Request::Reload)) => {
+            let (tx, rx) = oneshot::channel();
+            match ctx.reload.send(tx).await {
+                Ok(()) => Response::Reloaded(rx.await.unwrap_or(Err("lanveil is stopping".into()))),
+                Err(_) => Response::Error("lanveil is stopping".into()),
+            }
+        }
+        Some(Err(e)) => Response::Error(format!("bad request: {e}")),
+        None => Response::Error("bad request".into()),
+    };
+    let _ = stream.write_all(&response.encode()).await;
+    let _ = stream.shutdown().await;
+}
+
+async fn snapshot(ctx: &Context) -> Option<Snapshot> {
+    let (reply, rx) = oneshot::channel();
+    ctx.driver.send(Input::Snapshot { reply }).await.ok()?;
+    rx.await.ok()
+}
+
+async fn status(ctx: &Context) -> Option<StatusReport> {
+    let snap = snapshot(ctx).await?;
+    let targets = ctx.targets.lock().map(|t| t.clone()).unwrap_or_default();
+    let upstreams = targets
+        .iter()
+        .map(|(id, t)| {
+            let h = snap.health.iter().find(|h| h.id == *id);
+            UpstreamStatus {
+                name: t.upstream.name.clone(),
+                url: t.upstream.url.to_string(),
+                up: h.is_some_and(|h| h.up),
+                backing_off: h.is_some_and(|h| h.backing_off),
+                srtt_ms: h.and_then(|h| h.srtt_ms),
+                last_error: h
+                    .and_then(|h| h.last_error)
+                    .map(|e| describe(e).to_string()),
+                cert_not_after: t.cert_not_after(),
+            }
+        })
+        .collect();
+    let s = snap.stats;
+    let counters = [
+        ("queries", s.queries),
+        ("answered", s.answered),
+        ("cache_hits", s.cache_hits),
+        ("stale_answers", s.stale_answers),
+        ("local_answers", s.local_answers),
+        ("refused", s.refused),
+        ("servfail", s.servfail),
+        ("timeouts", s.timeouts),
+        ("formerr", s.formerr),
+        ("notimp", s.notimp),
+        ("dropped", s.dropped),
+        ("forwarded", s.forwarded),
+        ("retries", s.retries),
+        ("hedged", s.hedged),
+        ("upstream_servfail", s.upstream_servfail),
+        ("upstream_connects", s.upstream_connects),
+        ("upstream_failures", s.upstream_failures),
+        ("truncated", s.truncated),
+        ("overloaded", s.overloaded),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let failures_by_ede = s
+        .failures_by_ede
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| **n > 0)
+        .map(|(code, n)| (code as u16, *n))
+        .collect();
+    let (cache_entries, cache_bytes) = snap.cache.unwrap_or((0, 0));
+    Some(StatusReport {
+        version: format!("lanveil {}", env!("CARGO_PKG_VERSION")),
+        uptime_s: ctx.started.elapsed().as_secs(),
+        config_file: ctx.config_file.clone(),
+        clock_synchronized: ctx.time.state() == lanveil_core::clock::ClockState::Synchronized,
+        wall_unix: ctx.time.wall(),
+        floor_unix: ctx.time.floor(),
+        upstreams,
+        counters,
+        failures_by_ede,
+        inflight: snap.inflight as u64,
+        cache_entries: cache_entries as u64,
+        cache_bytes: cache_bytes as u64,
+    })
+}
+
+async fn query_log(ctx: &Context) -> Response {
+    let Some(snap) = snapshot(ctx).await else {
+        return Response::Error("lanveil is stopping".into());
+    };
+    let lines = snap
+        .log
+        .into_iter()
+        .map(|e| LogLine {
+            age_ms: snap.now.saturating_since(e.at).as_millis() as u64,
+            name: e.name,
+            qtype: e.qtype,
+            rcode: e.rcode,
+            source: match e.source {
+                AnswerSource::Upstream => "upstream",
+                AnswerSource::Cache => "cache",
+                AnswerSource::Stale => "stale",
+                AnswerSource::Local => "local",
+                AnswerSource::Failed => "failed",
+            }
+            .to_string(),
+        })
+        .collect();
+    Response::QueryLog(lines)
+}
+
+/// Client side (`lanveil --control SOCKET REQUEST`): sends one request and returns the raw response
+/// envelope (what `lanveil-ctl` decodes on the other end of ssh).
+pub fn request(socket: &Path, req: &Request) -> std::io::Result<Vec<u8>> {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(socket)?;
+    s.set_read_timeout(Some(Duration::from_secs(15)))?;
+    s.write_all(&req.encode())?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out)?;
+    Ok(out)
+}
+
+/// The socket path type used by `main`.
+pub type SocketPath = PathBuf;
