@@ -9,7 +9,7 @@ use lanveil_config::{Config, LogLevel, SpkiPin, TlsVersion, Upstream, UpstreamUr
 /// Usage text.
 pub const USAGE: &str = "\
 usage: lanveil [--config FILE] [--listen ADDR:PORT]... [--upstream URL]... [--bootstrap IP]...
-               [--pin sha256/BASE64]... [--ca-file FILE] [--log-level LEVEL]
+               [--pin sha256/BASE64]... [--ca-file FILE] [--dns64-prefix PREFIX] [--log-level LEVEL]
        URL: tls://IP[:PORT]#NAME | https://IP[:PORT]/PATH#NAME | https://NAME[:PORT]/PATH (with --bootstrap)
        lanveil --check-config FILE
        lanveil --control SOCKET status|log|reload   (raw response for lanveil-ctl)
@@ -39,6 +39,8 @@ pub struct Args {
     pub bootstrap: Vec<std::net::IpAddr>,
     /// `--log-level`.
     pub log_level: Option<String>,
+    /// `--dns64-prefix`.
+    pub dns64_prefix: Option<String>,
     /// `--control SOCKET`: act as a client of a running lanveil's control socket.
     pub control: Option<PathBuf>,
     /// The request for `--control` (`status`, `log`, `reload`).
@@ -83,6 +85,12 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args, String> {
                 .push(text(p.value().map_err(|e| e.to_string())?, "--pin")?),
             Long("ca-file") => {
                 a.ca_file = Some(text(p.value().map_err(|e| e.to_string())?, "--ca-file")?)
+            }
+            Long("dns64-prefix") => {
+                a.dns64_prefix = Some(text(
+                    p.value().map_err(|e| e.to_string())?,
+                    "--dns64-prefix",
+                )?)
             }
             Long("log-level") => {
                 a.log_level = Some(text(p.value().map_err(|e| e.to_string())?, "--log-level")?)
@@ -172,6 +180,12 @@ pub fn apply_flags(cfg: &mut Config, args: &Args) -> Result<(), String> {
                 })
             })
             .collect::<Result<_, String>>()?;
+    }
+    if let Some(p) = &args.dns64_prefix {
+        cfg.dns64_prefix = Some(
+            lanveil_config::parse_nat64_prefix(p)
+                .map_err(|r| format!("--dns64-prefix {p}: {r}"))?,
+        );
     }
     if let Some(l) = &args.log_level {
         cfg.log_level = l

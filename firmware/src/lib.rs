@@ -122,6 +122,9 @@ fn engine_config(c: &Config) -> EngineConfig {
             ..CacheConfig::default()
         }),
         query_log: c.query_log as usize,
+        dns64: c
+            .dns64_prefix
+            .and_then(|(a, l)| lanveil_core::dns64::Nat64Prefix::new(a.octets(), l)),
     }
 }
 

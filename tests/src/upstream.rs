@@ -836,9 +836,12 @@ fn respond(q: &Query, ede: Option<&(u16, String)>) -> (Vec<u8>, Duration) {
                 }
                 answers.push((16, rdata));
             } else {
+                // First label `v4only`: the name has an A record but no AAAA (NODATA), as an
+                // IPv4-only site looks to a DNS64 resolver.
+                let v4only = first.eq_ignore_ascii_case(b"v4only");
                 match question.qtype {
                     1 => answers.push((1, expected_a(&name).octets().to_vec())),
-                    28 => answers.push((28, expected_aaaa(&name).octets().to_vec())),
+                    28 if !v4only => answers.push((28, expected_aaaa(&name).octets().to_vec())),
                     _ => {}
                 }
             }

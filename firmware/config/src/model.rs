@@ -189,6 +189,24 @@ pub struct Config {
     pub query_log: u32,
     /// The local control socket (status, query log, reload) for `lanveil-ctl`, if any.
     pub control_socket: Option<String>,
+    /// DNS64 (RFC 6147) with this NAT64 prefix (RFC 6052 lengths), or off.
+    pub dns64_prefix: Option<(core::net::Ipv6Addr, u8)>,
+}
+
+/// Parses a NAT64 prefix: IPv6 `ADDR/LEN` with LEN one of 32, 40, 48, 56, 64, 96 (RFC 6052 §2.2) and
+/// bits 64–71 zero.
+pub fn parse_nat64_prefix(s: &str) -> Result<(core::net::Ipv6Addr, u8), Reason> {
+    let bad = Reason::Rule(
+        "must be an IPv6 prefix of length 32, 40, 48, 56, 64 or 96 (e.g. 64:ff9b::/96)",
+    );
+    let (addr, len) = parse_prefix(s).map_err(|_| bad.clone())?;
+    let IpAddr::V6(v6) = addr else {
+        return Err(bad);
+    };
+    if ![32, 40, 48, 56, 64, 96].contains(&len) || v6.octets()[8] != 0 {
+        return Err(bad);
+    }
+    Ok((v6, len))
 }
 
 /// Client prefixes allowed by default: loopback, RFC 1918, CGNAT, link-local, IPv6 loopback, ULA and
@@ -398,6 +416,7 @@ impl Default for Config {
             canary_icloud: true,
             query_log: 0,
             control_socket: None,
+            dns64_prefix: None,
         }
     }
 }
@@ -553,6 +572,9 @@ impl Config {
                 "serve_stale" => self.serve_stale = parse_bool(v, label)?,
                 "state_file" => self.state_file = Some(parse_path(&v.value).map_err(err)?),
                 "control_socket" => self.control_socket = Some(parse_path(&v.value).map_err(err)?),
+                "dns64_prefix" => {
+                    self.dns64_prefix = Some(parse_nat64_prefix(&v.value).map_err(err)?)
+                }
                 "upstream_policy" => {
                     self.upstream_policy = match v.value.as_str() {
                         "failover" => UpstreamPolicy::Failover,
@@ -698,6 +720,9 @@ impl Config {
         }
         if let Some(f) = &self.control_socket {
             push(&mut main, "control_socket", f.clone(), false);
+        }
+        if let Some((a, l)) = &self.dns64_prefix {
+            push(&mut main, "dns64_prefix", alloc::format!("{a}/{l}"), false);
         }
         for (a, l) in &self.allow {
             push(&mut main, "allow", alloc::format!("{a}/{l}"), true);
@@ -937,6 +962,7 @@ config lanveil 'main'
 \tlist allow '2001:db8:1::/48'
 \toption local_domain 'home.example'
 \toption canary_icloud '0'
+\toption dns64_prefix '64:ff9b::/96'
 
 config upstream 'quad9'
 \toption url 'tls://9.9.9.9:853#dns.quad9.net'
@@ -990,6 +1016,10 @@ config openwrt 'openwrt'
             ]
         );
         assert_eq!(c.local_domain.as_deref(), Some("home.example"));
+        assert_eq!(c.dns64_prefix, Some(("64:ff9b::".parse().unwrap(), 96)));
+        assert!(parse_nat64_prefix("2001:db8::/80").is_err());
+        assert!(parse_nat64_prefix("192.0.2.0/24").is_err());
+        assert!(parse_nat64_prefix("2001:db8:0:0:ff00::/64").is_err());
         assert!(!c.canary_icloud && c.canary_firefox && c.local_zones);
         assert!(Config::default().allow.len() == 9);
     }

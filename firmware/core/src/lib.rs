@@ -28,6 +28,8 @@ pub mod cache;
 pub mod capport;
 pub mod clock;
 #[cfg(feature = "alloc")]
+pub mod dns64;
+#[cfg(feature = "alloc")]
 pub mod engine;
 #[cfg(feature = "alloc")]
 pub mod policy;

@@ -38,6 +38,7 @@ use core::time::Duration;
 pub use types::*;
 
 use crate::cache::{Cache, Key};
+use crate::dns64;
 use crate::policy::{self, LocalAnswer, Policy, Verdict};
 use crate::rng::Rng;
 use crate::time::Instant;
@@ -90,6 +91,18 @@ struct Query {
     servfail: Option<Vec<u8>>,
     last_reason: Option<CloseReason>,
     cache_key: Option<Key>,
+    dns64: Dns64Phase,
+}
+
+/// Where a query stands in DNS64 synthesis.
+#[derive(Debug, PartialEq, Eq)]
+enum Dns64Phase {
+    /// Not an AAAA query, or DNS64 off.
+    Off,
+    /// An AAAA query: a NOERROR answer without AAAA records triggers the A query.
+    Aaaa,
+    /// Asking for A records; this is the AAAA answer to return if no A record comes.
+    A(Vec<u8>),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -368,6 +381,16 @@ impl<R: Rng> Engine<R> {
             edns: scan.opt.map(|o| o.dnssec_ok()),
             max_len,
         };
+        if let (Some(prefix), Some(q)) = (self.config.dns64, scan.question)
+            && dns64::is_ipv4only_arpa(&bytes[header::LEN..q.name_end])
+            && let Some(answer) = dns64::ipv4only_answer(bytes, &scan, &prefix)
+        {
+            // RFC 8880 §7.2: a DNS64 resolver answers ipv4only.arpa from its own configuration.
+            self.stats.local_answers += 1;
+            self.answer_from(client, &view, &answer, None);
+            self.log_answer(now, &answer, AnswerSource::Local);
+            return;
+        }
         let cache_key = self
             .cache
             .as_ref()
@@ -410,6 +433,10 @@ impl<R: Rng> Engine<R> {
             servfail: None,
             last_reason: None,
             cache_key,
+            dns64: match (self.config.dns64, scan.question) {
+                (Some(_), Some(q)) if q.qtype == dns64::TYPE_AAAA => Dns64Phase::Aaaa,
+                _ => Dns64Phase::Off,
+            },
         });
         self.timers
             .push(Reverse((deadline, slot, generation, TIMER_DEADLINE)));
@@ -663,11 +690,21 @@ impl<R: Rng> Engine<R> {
 
     /// Removes a query from the table and from every place it is outstanding.
     fn take_query(&mut self, slot: usize) -> Option<Query> {
+        self.withdraw_places(slot);
         let q = self.slots.get_mut(slot)?.take()?;
         self.free.push(slot);
         self.live -= 1;
-        for p in &q.places {
-            match *p {
+        Some(q)
+    }
+
+    /// Takes a live query out of every place it is outstanding (it stays in the table).
+    fn withdraw_places(&mut self, slot: usize) {
+        let Some(Some(q)) = self.slots.get_mut(slot) else {
+            return;
+        };
+        let places = core::mem::take(&mut q.places);
+        for p in places {
+            match p {
                 Place::Waiting { upstream } => {
                     if let Some(u) = self.upstreams.iter_mut().find(|u| u.id == upstream) {
                         u.waiting.retain(|&(s, _)| s != slot);
@@ -685,7 +722,6 @@ impl<R: Rng> Engine<R> {
                 }
             }
         }
-        Some(q)
     }
 
     fn query_is(&self, slot: usize, generation: u32) -> bool {
@@ -781,6 +817,13 @@ impl<R: Rng> Engine<R> {
             return;
         };
         let reason = reason.or(q.last_reason);
+        if let Dns64Phase::A(aaaa) = &q.dns64 {
+            // The A query failed: the AAAA answer (NODATA) stands.
+            if self.answer_from(q.client, &q.view, aaaa, None) {
+                self.log_answer(now, aaaa, AnswerSource::Upstream);
+                return;
+            }
+        }
         if let (Some(cache), Some(key)) = (self.cache.as_mut(), q.cache_key.as_ref())
             && let Some(stale) = cache.get_stale(now, key)
         {
@@ -1217,9 +1260,40 @@ impl<R: Rng> Engine<R> {
         if let Some(u) = self.upstreams.iter_mut().find(|u| u.id == upstream) {
             u.soft = 0;
         }
+        let mut answer: Vec<u8> = frame.to_vec();
+        if let (Some(prefix), Some(Some(q))) = (self.config.dns64, self.slots.get_mut(slot)) {
+            match &q.dns64 {
+                Dns64Phase::Aaaa
+                    if scan.rcode() == rcode::NOERROR
+                        && !dns64::has_answer_of_type(frame, &scan, dns64::TYPE_AAAA) =>
+                {
+                    // No AAAA record: ask for A records on the same deadline (RFC 6147 §5.1).
+                    q.dns64 = Dns64Phase::A(frame.to_vec());
+                    let qt = q.question_end - 4;
+                    q.upstream_msg[qt..qt + 2].copy_from_slice(&dns64::TYPE_A.to_be_bytes());
+                    q.placements = 0;
+                    q.tried.clear();
+                    q.servfail = None;
+                    self.withdraw_places(slot);
+                    self.place(now, slot, generation);
+                    return Ok(());
+                }
+                Dns64Phase::A(aaaa) => {
+                    answer = match dns64::synthesize(frame, &scan, &prefix) {
+                        Some(syn) => {
+                            self.stats.dns64_synthesized += 1;
+                            syn
+                        }
+                        None => aaaa.clone(),
+                    };
+                }
+                _ => {}
+            }
+        }
         let Some(q) = self.take_query(slot) else {
             return Ok(());
         };
+        let frame = &answer[..];
         if let (Some(cache), Some(key)) = (self.cache.as_mut(), q.cache_key.clone()) {
             cache.insert(now, key, frame);
         }

@@ -244,6 +244,8 @@ pub struct EngineConfig {
     pub cache: Option<CacheConfig>,
     /// Entries kept in the in-memory query log; 0 (default) keeps none and records nothing.
     pub query_log: usize,
+    /// DNS64 (RFC 6147) with this NAT64 prefix, or `None` (default).
+    pub dns64: Option<crate::dns64::Nat64Prefix>,
 }
 
 impl Default for EngineConfig {
@@ -259,6 +261,7 @@ impl Default for EngineConfig {
             policy: SelectPolicy::Failover,
             cache: Some(CacheConfig::default()),
             query_log: 0,
+            dns64: None,
         }
     }
 }
@@ -304,6 +307,8 @@ pub struct Stats {
     pub local_answers: u64,
     /// Refused: the source is not in an allowed prefix.
     pub refused: u64,
+    /// AAAA answers synthesized by DNS64.
+    pub dns64_synthesized: u64,
     /// SERVFAILs lanveil made, by Extended DNS Error code (index = code, codes ≥ 31 in the last slot).
     pub failures_by_ede: [u64; 32],
     /// Authenticated upstream connections established.

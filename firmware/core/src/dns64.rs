@@ -1,0 +1,303 @@
+//! DNS64 (RFC 6147): AAAA answers synthesized from A records for IPv6-only clients behind NAT64, with
+//! addresses embedded per RFC 6052, and the `ipv4only.arpa` answers used for prefix discovery
+//! (RFC 7050, RFC 8880).
+//!
+//! Rules: synthesis happens only when the AAAA answer is NOERROR with no AAAA record (a name with AAAA
+//! records is never synthesized; NXDOMAIN stays NXDOMAIN); CNAMEs of the A answer are kept; names are
+//! written uncompressed; the synthesized record keeps the A record's TTL.
+
+use alloc::vec::Vec;
+
+use crate::wire::header::{self, Header};
+use crate::wire::message::{Scan, skip_record};
+use crate::wire::{Error, be16};
+
+/// TYPE A.
+pub const TYPE_A: u16 = 1;
+/// TYPE AAAA.
+pub const TYPE_AAAA: u16 = 28;
+const TYPE_CNAME: u16 = 5;
+const CLASS_IN: u16 = 1;
+
+/// A NAT64 prefix (RFC 6052 §2.2: length 32, 40, 48, 56, 64 or 96).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Nat64Prefix {
+    bytes: [u8; 16],
+    len: u8,
+}
+
+impl Nat64Prefix {
+    /// The well-known prefix 64:ff9b::/96 (RFC 6052 §2.1).
+    pub const WELL_KNOWN: Self = Self {
+        bytes: [0, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        len: 96,
+    };
+
+    /// A prefix; `None` for a length RFC 6052 does not allow or a non-zero `u` octet (bits 64–71).
+    pub fn new(addr: [u8; 16], len: u8) -> Option<Self> {
+        if ![32, 40, 48, 56, 64, 96].contains(&len) || addr[8] != 0 {
+            return None;
+        }
+        let mut bytes = [0u8; 16];
+        bytes[..usize::from(len / 8)].copy_from_slice(&addr[..usize::from(len / 8)]);
+        Some(Self { bytes, len })
+    }
+
+    /// The prefix length.
+    pub fn prefix_len(&self) -> u8 {
+        self.len
+    }
+
+    /// The IPv4-embedded IPv6 address for `v4` (RFC 6052 §2.2).
+    pub fn embed(&self, v4: [u8; 4]) -> [u8; 16] {
+        let mut out = self.bytes;
+        let mut pos = usize::from(self.len / 8);
+        for b in v4 {
+            if pos == 8 {
+                pos += 1; // the u octet stays zero
+            }
+            out[pos] = b;
+            pos += 1;
+        }
+        out
+    }
+}
+
+/// Appends the uncompressed form of the name at `start` in `msg` to `out`.
+pub fn expand_name(msg: &[u8], start: usize, out: &mut Vec<u8>) -> Result<(), Error> {
+    let mut pos = start;
+    let mut hops = 0;
+    let mut total = 0usize;
+    loop {
+        let len = *msg.get(pos).ok_or(Error::Truncated)?;
+        match len & 0xc0 {
+            0x00 => {
+                let l = usize::from(len);
+                total += l + 1;
+                if total > crate::wire::name::MAX_NAME_LEN {
+                    return Err(Error::NameTooLong);
+                }
+                out.extend_from_slice(msg.get(pos..pos + 1 + l).ok_or(Error::Truncated)?);
+                if l == 0 {
+                    return Ok(());
+                }
+                pos += 1 + l;
+            }
+            0xc0 => {
+                hops += 1;
+                if hops > 127 {
+                    return Err(Error::BadPointer);
+                }
+                let lo = *msg.get(pos + 1).ok_or(Error::Truncated)?;
+                pos = (usize::from(len & 0x3f) << 8) | usize::from(lo);
+            }
+            _ => return Err(Error::BadLabel),
+        }
+    }
+}
+
+/// Does the answer section hold a record of `rtype`?
+pub fn has_answer_of_type(msg: &[u8], scan: &Scan, rtype: u16) -> bool {
+    let mut pos = scan.question_end;
+    for _ in 0..scan.header.ancount {
+        let Ok((end, t, _)) = skip_record(msg, pos) else {
+            return false;
+        };
+        if t == rtype {
+            return true;
+        }
+        pos = end;
+    }
+    false
+}
+
+/// Builds the synthesized AAAA answer from an A answer `a` (its question is the AAAA question except
+/// for QTYPE). `None` if the A answer holds no A record (the original AAAA answer then stands).
+pub fn synthesize(a: &[u8], scan: &Scan, prefix: &Nat64Prefix) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(a.len() + 64);
+    out.extend_from_slice(a.get(..scan.question_end)?);
+    let qt = scan.question_end - 4;
+    out[qt..qt + 2].copy_from_slice(&TYPE_AAAA.to_be_bytes());
+    let mut count = 0u16;
+    let mut synthesized = 0u16;
+    let mut pos = scan.question_end;
+    for _ in 0..scan.header.ancount {
+        let (end, rtype, rdata) = skip_record(a, pos).ok()?;
+        let name_end = rdata - 10;
+        let class = be16(a, name_end + 2).ok()?;
+        let ttl = a.get(name_end + 4..name_end + 8)?;
+        match (rtype, class) {
+            (TYPE_A, CLASS_IN) if end - rdata == 4 => {
+                expand_name(a, pos, &mut out).ok()?;
+                out.extend_from_slice(&TYPE_AAAA.to_be_bytes());
+                out.extend_from_slice(&CLASS_IN.to_be_bytes());
+                out.extend_from_slice(ttl);
+                out.extend_from_slice(&16u16.to_be_bytes());
+                let v4: [u8; 4] = a.get(rdata..end)?.try_into().ok()?;
+                out.extend_from_slice(&prefix.embed(v4));
+                count += 1;
+                synthesized += 1;
+            }
+            (TYPE_CNAME, _) => {
+                expand_name(a, pos, &mut out).ok()?;
+                out.extend_from_slice(&a[name_end..name_end + 8]);
+                let mut target = Vec::new();
+                expand_name(a, rdata, &mut target).ok()?;
+                out.extend_from_slice(&(target.len() as u16).to_be_bytes());
+                out.extend_from_slice(&target);
+                count += 1;
+            }
+            _ => {}
+        }
+        pos = end;
+    }
+    if synthesized == 0 {
+        return None;
+    }
+    let h = Header {
+        ancount: count,
+        nscount: 0,
+        arcount: 0,
+        ..scan.header
+    };
+    h.emit(&mut out[..header::LEN]).ok()?;
+    Some(out)
+}
+
+/// Is the question `ipv4only.arpa.`?
+pub fn is_ipv4only_arpa(qname: &[u8]) -> bool {
+    qname.eq_ignore_ascii_case(b"\x08ipv4only\x04arpa\x00")
+}
+
+/// The well-known addresses of `ipv4only.arpa` (RFC 7050 §2.2).
+pub const IPV4ONLY_ADDRS: [[u8; 4]; 2] = [[192, 0, 0, 170], [192, 0, 0, 171]];
+
+/// The local answer to an `ipv4only.arpa` query of type A or AAAA (other types: NODATA), built on the
+/// query's header and question; TTL one day.
+pub fn ipv4only_answer(query: &[u8], scan: &Scan, prefix: &Nat64Prefix) -> Option<Vec<u8>> {
+    let q = scan.question?;
+    let mut out = Vec::with_capacity(scan.question_end + 80);
+    out.extend_from_slice(query.get(..scan.question_end)?);
+    let mut n = 0u16;
+    for v4 in IPV4ONLY_ADDRS {
+        let rdata: Vec<u8> = match q.qtype {
+            TYPE_A => v4.to_vec(),
+            TYPE_AAAA => prefix.embed(v4).to_vec(),
+            _ => continue,
+        };
+        out.extend_from_slice(&[0xc0, 0x0c]);
+        out.extend_from_slice(&q.qtype.to_be_bytes());
+        out.extend_from_slice(&CLASS_IN.to_be_bytes());
+        out.extend_from_slice(&86_400u32.to_be_bytes());
+        out.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+        out.extend_from_slice(&rdata);
+        n += 1;
+    }
+    let h = Header {
+        flags: Header::response_flags(scan.header.flags, header::rcode::NOERROR) | 0x0400,
+        qdcount: 1,
+        ancount: n,
+        nscount: 0,
+        arcount: 0,
+        ..scan.header
+    };
+    h.emit(&mut out[..header::LEN]).ok()?;
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::message::scan;
+    use alloc::string::ToString;
+    use alloc::vec;
+
+    fn v6(s: &str) -> [u8; 16] {
+        s.parse::<core::net::Ipv6Addr>().unwrap().octets()
+    }
+
+    #[test]
+    fn rfc6052_table_of_embeddings() {
+        // RFC 6052 §2.4, 192.0.2.33 under 2001:db8::/L.
+        let v4 = [192, 0, 2, 33];
+        let cases = [
+            (32, "2001:db8::", "2001:db8:c000:221::"),
+            (40, "2001:db8:100::", "2001:db8:1c0:2:21::"),
+            (48, "2001:db8:122::", "2001:db8:122:c000:2:2100::"),
+            (56, "2001:db8:122:300::", "2001:db8:122:3c0:0:221::"),
+            (64, "2001:db8:122:344::", "2001:db8:122:344:c0:2:2100:0"),
+            (96, "2001:db8:122:344::", "2001:db8:122:344::192.0.2.33"),
+        ];
+        for (len, prefix, want) in cases {
+            let p = Nat64Prefix::new(v6(prefix), len).unwrap();
+            assert_eq!(p.embed(v4), v6(want), "/{len}");
+        }
+        assert_eq!(
+            Nat64Prefix::WELL_KNOWN.embed([192, 0, 0, 170]),
+            v6("64:ff9b::c000:aa")
+        );
+        assert!(Nat64Prefix::new(v6("2001:db8::"), 80).is_none());
+        assert!(
+            Nat64Prefix::new(v6("2001:db8::ff00:0:0:0"), 96).is_none(),
+            "u octet must be zero"
+        );
+    }
+
+    /// `www.example. A`, answer: www CNAME cdn.example. (compressed), cdn A 192.0.2.1, cdn A 192.0.2.2.
+    fn a_answer() -> Vec<u8> {
+        let mut m = vec![0x12, 0x34, 0x81, 0x80, 0, 1, 0, 3, 0, 0, 0, 0];
+        m.extend_from_slice(b"\x03www\x07example\x00\x00\x01\x00\x01");
+        // CNAME at 12 -> cdn + pointer to "example" (offset 16)
+        m.extend_from_slice(&[
+            0xc0, 12, 0, 5, 0, 1, 0, 0, 0, 60, 0, 6, 3, b'c', b'd', b'n', 0xc0, 16,
+        ]);
+        let cdn = 12 + 17 + 12; // offset of "cdn" label in the CNAME rdata
+        for last in [1u8, 2] {
+            m.extend_from_slice(&[
+                0xc0, cdn as u8, 0, 1, 0, 1, 0, 0, 0, 30, 0, 4, 192, 0, 2, last,
+            ]);
+        }
+        m
+    }
+
+    #[test]
+    fn synthesizes_aaaa_from_a_keeping_cnames() {
+        let a = a_answer();
+        let s = scan(&a).unwrap();
+        let out = synthesize(&a, &s, &Nat64Prefix::WELL_KNOWN).unwrap();
+        let m = hickory_proto::op::Message::from_vec(&out).unwrap();
+        assert_eq!(
+            m.queries()[0].query_type(),
+            hickory_proto::rr::RecordType::AAAA
+        );
+        let ans = m.answers();
+        assert_eq!(ans.len(), 3);
+        assert_eq!(ans[0].record_type(), hickory_proto::rr::RecordType::CNAME);
+        assert_eq!(ans[1].name().to_ascii(), "cdn.example.");
+        assert_eq!(ans[1].data().to_string(), "64:ff9b::c000:201");
+        assert_eq!(ans[2].data().to_string(), "64:ff9b::c000:202");
+        assert_eq!(ans[1].ttl(), 30);
+    }
+
+    #[test]
+    fn no_a_record_means_no_synthesis() {
+        let mut m = vec![0x12, 0x34, 0x81, 0x80, 0, 1, 0, 0, 0, 0, 0, 0];
+        m.extend_from_slice(b"\x03www\x07example\x00\x00\x01\x00\x01");
+        let s = scan(&m).unwrap();
+        assert!(synthesize(&m, &s, &Nat64Prefix::WELL_KNOWN).is_none());
+        assert!(!has_answer_of_type(&m, &s, TYPE_AAAA));
+    }
+
+    #[test]
+    fn ipv4only_arpa_answers() {
+        let mut q = vec![0xab, 0xcd, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+        q.extend_from_slice(b"\x08IPV4ONLY\x04arpa\x00\x00\x1c\x00\x01");
+        let s = scan(&q).unwrap();
+        assert!(is_ipv4only_arpa(&q[12..s.question.unwrap().name_end]));
+        let out = ipv4only_answer(&q, &s, &Nat64Prefix::WELL_KNOWN).unwrap();
+        let m = hickory_proto::op::Message::from_vec(&out).unwrap();
+        let got: Vec<_> = m.answers().iter().map(|r| r.data().to_string()).collect();
+        assert_eq!(got, ["64:ff9b::c000:aa", "64:ff9b::c000:ab"]);
+        assert_eq!(m.id(), 0xabcd);
+    }
+}
