@@ -62,8 +62,8 @@ const SAVE_EVERY_SECS: u64 = 3_600;
 /// Keeps the time floor (core `clock` rules), persists it, and notices when the clock becomes good.
 pub struct TimeKeeper {
     wall: std::sync::Arc<dyn WallClock>,
-    floor: std::sync::atomic::AtomicU64,
-    saved: std::sync::atomic::AtomicU64,
+    floor: crate::sync::Shared64,
+    saved: crate::sync::Shared64,
     synced: std::sync::atomic::AtomicBool,
     state_file: Option<std::path::PathBuf>,
 }
@@ -82,7 +82,7 @@ impl TimeKeeper {
         wall: std::sync::Arc<dyn WallClock>,
         state_file: Option<std::path::PathBuf>,
     ) -> Self {
-        use std::sync::atomic::{AtomicBool, AtomicU64};
+        use std::sync::atomic::AtomicBool;
         let persisted = state_file.as_deref().and_then(|p| match std::fs::read(p) {
             Ok(blob) => match lanveil_config::state::State::decode(&blob) {
                 Ok(s) => Some(s.last_good_wall),
@@ -100,8 +100,8 @@ impl TimeKeeper {
         let floor = BUILD_UNIX.max(persisted.unwrap_or(0));
         let keeper = Self {
             wall,
-            floor: AtomicU64::new(floor),
-            saved: AtomicU64::new(persisted.unwrap_or(0)),
+            floor: crate::sync::Shared64::new(floor),
+            saved: crate::sync::Shared64::new(persisted.unwrap_or(0)),
             synced: AtomicBool::new(false),
             state_file,
         };
@@ -126,7 +126,7 @@ impl TimeKeeper {
 
     /// The time floor, Unix seconds.
     pub fn floor(&self) -> u64 {
-        self.floor.load(std::sync::atomic::Ordering::SeqCst)
+        self.floor.load()
     }
 
     /// Synchronized or not, now.
@@ -143,11 +143,8 @@ impl TimeKeeper {
             == lanveil_core::clock::ClockState::Synchronized;
         let was = self.synced.swap(synced, SeqCst);
         if synced {
-            self.floor.store(
-                lanveil_core::clock::advance_floor(self.floor(), wall),
-                SeqCst,
-            );
-            if wall >= self.saved.load(SeqCst) + SAVE_EVERY_SECS || !was {
+            self.floor.store(lanveil_core::clock::advance_floor(self.floor(), wall));
+            if wall >= self.saved.load() + SAVE_EVERY_SECS || !was {
                 self.save();
             }
         }
@@ -172,7 +169,7 @@ impl TimeKeeper {
             Ok(())
         })();
         match result {
-            Ok(()) => self.saved.store(floor, std::sync::atomic::Ordering::SeqCst),
+            Ok(()) => self.saved.store(floor),
             Err(e) => log::warn!("cannot write state file {}: {e}", path.display()),
         }
     }

@@ -30,6 +30,13 @@ pub(crate) struct Snapshot {
     pub(crate) log: Vec<QueryLogEntry>,
 }
 
+/// A validated new configuration for the engine.
+pub(crate) struct Reconfigure {
+    pub(crate) engine: EngineConfig,
+    pub(crate) targets: Vec<(UpstreamId, Arc<Target>)>,
+    pub(crate) policy: Policy,
+}
+
 /// Everything the driver hears about.
 pub(crate) enum Input {
     Udp {
@@ -77,11 +84,7 @@ pub(crate) enum Input {
         session: SessionId,
         tag: u16,
     },
-    Reconfigure {
-        engine: EngineConfig,
-        targets: Vec<(UpstreamId, Arc<Target>)>,
-        policy: Policy,
-    },
+    Reconfigure(Box<Reconfigure>),
     QueryLog {
         reply: oneshot::Sender<Vec<QueryLogEntry>>,
     },
@@ -272,11 +275,12 @@ impl Driver {
             Input::QueryLog { reply } => {
                 let _ = reply.send(self.engine.query_log().cloned().collect());
             }
-            Input::Reconfigure {
-                engine,
-                targets,
-                policy,
-            } => {
+            Input::Reconfigure(r) => {
+                let Reconfigure {
+                    engine,
+                    targets,
+                    policy,
+                } = *r;
                 self.engine.set_policy(Some(policy));
                 let specs = specs(&targets);
                 // Tasks of retired sessions hold their own Arc of the old target.

@@ -11,6 +11,7 @@ mod driver;
 mod listen;
 pub mod logging;
 mod rng;
+pub mod sync;
 pub mod sys;
 pub mod upstream;
 
@@ -20,7 +21,9 @@ use std::time::Duration;
 
 use lanveil_config::{Config, Transport, Upstream, UpstreamPolicy};
 use lanveil_core::cache::CacheConfig;
-use lanveil_core::engine::{EngineConfig, SelectPolicy, Stats, UpstreamId};
+use lanveil_core::engine::{
+    ClientLimits, EngineConfig, RateAction, SelectPolicy, Stats, UpstreamId,
+};
 use lanveil_core::policy::{Policy, PolicyConfig, Prefix};
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -122,6 +125,18 @@ fn engine_config(c: &Config) -> EngineConfig {
             ..CacheConfig::default()
         }),
         query_log: c.query_log as usize,
+        clients: ClientLimits {
+            rate_qps: c.client_rate,
+            burst: c.client_burst,
+            action: if c.client_rate_drop {
+                RateAction::Drop
+            } else {
+                RateAction::Refuse
+            },
+            max_inflight: c.client_max_inflight as usize,
+            limit_loopback: c.client_limit_loopback,
+            table_size: 4_096,
+        },
         dns64: c
             .dns64_prefix
             .and_then(|(a, l)| lanveil_core::dns64::Nat64Prefix::new(a.octets(), l)),
@@ -147,6 +162,7 @@ fn build_policy(c: &Config) -> Result<Policy, Error> {
 fn tcp_limits(c: &Config) -> TcpLimits {
     TcpLimits {
         pipeline: c.tcp_pipeline as usize,
+        per_source: c.tcp_clients_per_source as usize,
         idle: Duration::from_millis(u64::from(c.tcp_idle_timeout_ms)),
         answer_wait: Duration::from_millis(u64::from(c.query_timeout_ms) + 200),
     }
@@ -400,11 +416,11 @@ impl Running {
         }
         self.listeners.extend(fresh);
         self.tx
-            .send(Input::Reconfigure {
+            .send(Input::Reconfigure(Box::new(driver::Reconfigure {
                 engine: engine_config(&config),
                 targets,
                 policy,
-            })
+            })))
             .await
             .map_err(|_| Error::Stopped)?;
         let _ = self.limits.send(tcp_limits(&config));

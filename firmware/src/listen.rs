@@ -3,7 +3,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -16,12 +15,13 @@ use crate::driver::Input;
 /// The largest DNS message.
 const MAX_MESSAGE: usize = 65_535;
 
-static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
+static NEXT_CONN: crate::sync::Shared64 = crate::sync::Shared64::new(1);
 
 /// TCP client limits.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct TcpLimits {
     pub(crate) pipeline: usize,
+    pub(crate) per_source: usize,
     pub(crate) idle: Duration,
     pub(crate) answer_wait: Duration,
 }
@@ -144,12 +144,49 @@ async fn udp_loop(listener: u16, sock: Arc<UdpSocket>, driver: mpsc::Sender<Inpu
     }
 }
 
+type PerSource = Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>;
+
+/// One TCP connection counted against its source address; released on drop.
+struct SourceSlot {
+    table: PerSource,
+    ip: std::net::IpAddr,
+}
+
+impl SourceSlot {
+    fn take(table: &PerSource, ip: std::net::IpAddr, max: usize) -> Option<Self> {
+        let mut t = table.lock().ok()?;
+        let n = t.entry(ip).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(Self {
+            table: table.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        if let Ok(mut t) = self.table.lock()
+            && let Some(n) = t.get_mut(&self.ip)
+        {
+            *n -= 1;
+            if *n == 0 {
+                t.remove(&self.ip);
+            }
+        }
+    }
+}
+
 async fn tcp_loop(
     listener: TcpListener,
     driver: mpsc::Sender<Input>,
     slots: Arc<Semaphore>,
     limits: watch::Receiver<TcpLimits>,
 ) {
+    let per_source: PerSource = Arc::default();
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(s) => s,
@@ -164,12 +201,20 @@ async fn tcp_loop(
             drop(stream);
             continue;
         };
-        let conn = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
+        let limits_now = *limits.borrow();
+        let Some(source_slot) = SourceSlot::take(&per_source, peer.ip(), limits_now.per_source)
+        else {
+            // One source may not hold every slot (idle or slow-loris connections).
+            drop(stream);
+            continue;
+        };
+        let conn = NEXT_CONN.fetch_add(1);
         let driver = driver.clone();
         let limits = *limits.borrow();
         tokio::spawn(async move {
             tcp_client(stream, conn, peer, driver.clone(), limits).await;
             let _ = driver.send(Input::TcpClosed { conn }).await;
+            drop(source_slot);
             drop(permit);
         });
     }

@@ -1,6 +1,8 @@
 //! A router that boots with a wrong clock still comes up private: certificates are checked against the
 //! time floor until the clock is set, then every connection made under that relaxed rule is re-verified.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+// Host-only test code: 64-bit atomics are fine here (the rule is for router builds).
+#![allow(clippy::disallowed_types)]
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;

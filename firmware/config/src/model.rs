@@ -191,6 +191,18 @@ pub struct Config {
     pub control_socket: Option<String>,
     /// DNS64 (RFC 6147) with this NAT64 prefix (RFC 6052 lengths), or off.
     pub dns64_prefix: Option<(core::net::Ipv6Addr, u8)>,
+    /// Sustained queries per second per client source address (0 = no rate limit).
+    pub client_rate: u32,
+    /// Burst allowance per client above the rate.
+    pub client_burst: u32,
+    /// Over the rate: drop silently instead of answering REFUSED.
+    pub client_rate_drop: bool,
+    /// Queries in flight per client source address.
+    pub client_max_inflight: u32,
+    /// Apply the per-client limits to loopback sources too (off: dnsmasq in front carries everyone).
+    pub client_limit_loopback: bool,
+    /// LAN TCP connections per client source address.
+    pub tcp_clients_per_source: u32,
 }
 
 /// Parses a NAT64 prefix: IPv6 `ADDR/LEN` with LEN one of 32, 40, 48, 56, 64, 96 (RFC 6052 §2.2) and
@@ -299,6 +311,30 @@ const KNOBS: &[Knob] = &[
         min: 0,
         max: 60_000,
         get: |c| &mut c.drain_timeout_ms,
+    },
+    Knob {
+        key: "client_rate",
+        min: 0,
+        max: 1_000_000,
+        get: |c| &mut c.client_rate,
+    },
+    Knob {
+        key: "client_burst",
+        min: 1,
+        max: 1_000_000,
+        get: |c| &mut c.client_burst,
+    },
+    Knob {
+        key: "client_max_inflight",
+        min: 0,
+        max: 65_536,
+        get: |c| &mut c.client_max_inflight,
+    },
+    Knob {
+        key: "tcp_clients_per_source",
+        min: 1,
+        max: 4_096,
+        get: |c| &mut c.tcp_clients_per_source,
     },
     Knob {
         key: "query_log",
@@ -417,6 +453,12 @@ impl Default for Config {
             query_log: 0,
             control_socket: None,
             dns64_prefix: None,
+            client_rate: 300,
+            client_burst: 600,
+            client_rate_drop: false,
+            client_max_inflight: 256,
+            client_limit_loopback: false,
+            tcp_clients_per_source: 16,
         }
     }
 }
@@ -572,6 +614,14 @@ impl Config {
                 "serve_stale" => self.serve_stale = parse_bool(v, label)?,
                 "state_file" => self.state_file = Some(parse_path(&v.value).map_err(err)?),
                 "control_socket" => self.control_socket = Some(parse_path(&v.value).map_err(err)?),
+                "client_limit_loopback" => self.client_limit_loopback = parse_bool(v, label)?,
+                "client_rate_action" => {
+                    self.client_rate_drop = match v.value.as_str() {
+                        "refuse" => false,
+                        "drop" => true,
+                        _ => return Err(err(Reason::OneOf("refuse, drop"))),
+                    }
+                }
                 "dns64_prefix" => {
                     self.dns64_prefix = Some(parse_nat64_prefix(&v.value).map_err(err)?)
                 }
@@ -721,6 +771,23 @@ impl Config {
         if let Some(f) = &self.control_socket {
             push(&mut main, "control_socket", f.clone(), false);
         }
+        push(
+            &mut main,
+            "client_rate_action",
+            if self.client_rate_drop {
+                "drop"
+            } else {
+                "refuse"
+            }
+            .into(),
+            false,
+        );
+        push(
+            &mut main,
+            "client_limit_loopback",
+            if self.client_limit_loopback { "1" } else { "0" }.into(),
+            false,
+        );
         if let Some((a, l)) = &self.dns64_prefix {
             push(&mut main, "dns64_prefix", alloc::format!("{a}/{l}"), false);
         }

@@ -59,7 +59,7 @@ pub struct Target {
     pub(crate) server_name: ServerName<'static>,
     pub(crate) tls: Arc<ClientConfig>,
     pub(crate) time: Arc<TimeKeeper>,
-    cert_not_after: Arc<std::sync::atomic::AtomicU64>,
+    cert_not_after: Arc<crate::sync::Shared64>,
 }
 
 impl Target {
@@ -67,7 +67,7 @@ impl Target {
     pub fn cert_not_after(&self) -> Option<u64> {
         match self
             .cert_not_after
-            .load(std::sync::atomic::Ordering::Relaxed)
+            .load()
         {
             0 => None,
             t => Some(t),
@@ -118,7 +118,7 @@ impl Target {
             TlsVersion::V1_2 => &[&rustls::version::TLS13, &rustls::version::TLS12],
         };
         let time_for_target = time.clone();
-        let cert_not_after = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let cert_not_after = Arc::new(crate::sync::Shared64::new(0));
         let verifier: Arc<dyn ServerCertVerifier> = Arc::new(Verifier {
             inner: webpki,
             pins: upstream.pins.clone(),
@@ -162,7 +162,7 @@ struct Verifier {
     inner: Arc<WebPkiServerVerifier>,
     pins: Vec<SpkiPin>,
     time: Arc<TimeKeeper>,
-    not_after: Arc<std::sync::atomic::AtomicU64>,
+    not_after: Arc<crate::sync::Shared64>,
 }
 
 /// SHA-256 of a certificate's SubjectPublicKeyInfo, the RFC 7469 pin.
@@ -204,7 +204,7 @@ impl ServerCertVerifier for Verifier {
         )?;
         let remember = || {
             self.not_after
-                .store(validity.not_after, std::sync::atomic::Ordering::Relaxed)
+                .store(validity.not_after)
         };
         if self.pins.is_empty() {
             remember();

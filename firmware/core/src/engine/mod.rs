@@ -171,6 +171,15 @@ pub struct Engine<R> {
     cache: Option<Cache>,
     policy: Option<Policy>,
     log: VecDeque<QueryLogEntry>,
+    clients: BTreeMap<core::net::IpAddr, ClientState>,
+}
+
+/// Per-source accounting (token bucket in thousandths of a query, queries in flight).
+#[derive(Clone, Copy, Debug)]
+struct ClientState {
+    tokens_milli: u64,
+    last: Instant,
+    inflight: u32,
 }
 
 impl<R: Rng> Engine<R> {
@@ -195,6 +204,7 @@ impl<R: Rng> Engine<R> {
             cache: config.cache.map(Cache::new),
             policy: None,
             log: VecDeque::new(),
+            clients: BTreeMap::new(),
         };
         e.set_upstreams(upstreams);
         e
@@ -322,6 +332,20 @@ impl<R: Rng> Engine<R> {
             .policy
             .as_ref()
             .is_none_or(|p| p.allowed(Some(client.peer().ip())));
+        if allowed && !self.admit(now, client) {
+            self.stats.rate_limited += 1;
+            if self.config.clients.action == RateAction::Drop {
+                return;
+            }
+            if let Ok(scan) = message::scan(bytes) {
+                let e = Ede {
+                    code: ede::OTHER,
+                    text: "lanveil: rate limited",
+                };
+                self.answer_locally(client, bytes, Some(&scan), rcode::REFUSED, Some(e));
+            }
+            return;
+        }
         let scan = match message::scan(bytes) {
             Ok(s) => s,
             Err(_) if !allowed => {
@@ -401,6 +425,15 @@ impl<R: Rng> Engine<R> {
             self.stats.cache_hits += 1;
             self.answer_from(client, &view, &cached, None);
             self.log_answer(now, &cached, AnswerSource::Cache);
+            return;
+        }
+        if !self.client_has_room(client) {
+            self.stats.client_overloaded += 1;
+            let e = Ede {
+                code: ede::OTHER,
+                text: "lanveil: too many queries in flight from this client",
+            };
+            self.answer_locally(client, bytes, Some(&scan), rcode::SERVFAIL, Some(e));
             return;
         }
         if self.live >= self.config.max_inflight {
@@ -682,6 +715,9 @@ impl<R: Rng> Engine<R> {
         };
         self.generations[slot] = self.generations[slot].wrapping_add(1);
         q.generation = self.generations[slot];
+        if let Some(c) = self.clients.get_mut(&q.client.peer().ip()) {
+            c.inflight += 1;
+        }
         let generation = q.generation;
         self.slots[slot] = Some(q);
         self.live += 1;
@@ -694,6 +730,9 @@ impl<R: Rng> Engine<R> {
         let q = self.slots.get_mut(slot)?.take()?;
         self.free.push(slot);
         self.live -= 1;
+        if let Some(c) = self.clients.get_mut(&q.client.peer().ip()) {
+            c.inflight = c.inflight.saturating_sub(1);
+        }
         Some(q)
     }
 
@@ -880,6 +919,67 @@ impl<R: Rng> Engine<R> {
                 bytes: buf,
             });
         }
+    }
+
+    fn limited(&self, ip: core::net::IpAddr) -> bool {
+        self.config.clients.limit_loopback || !ip.is_loopback()
+    }
+
+    /// Token bucket per source: `false` if the query is over the source's rate.
+    fn admit(&mut self, now: Instant, client: ClientAddr) -> bool {
+        let limits = self.config.clients;
+        let ip = client.peer().ip();
+        if (limits.rate_qps == 0 && limits.max_inflight == 0) || !self.limited(ip) {
+            return true;
+        }
+        let cap = u64::from(limits.burst.max(1)) * 1000;
+        if !self.clients.contains_key(&ip) && self.clients.len() >= limits.table_size.max(1) {
+            // Forget idle sources, oldest first; a table of busy sources is not grown.
+            let idle: Vec<_> = self
+                .clients
+                .iter()
+                .filter(|(_, c)| c.inflight == 0)
+                .map(|(k, c)| (c.last, *k))
+                .collect();
+            let mut idle = idle;
+            idle.sort_unstable();
+            for (_, k) in idle.iter().take((limits.table_size / 4).max(1)) {
+                self.clients.remove(k);
+            }
+            if self.clients.len() >= limits.table_size.max(1) {
+                return false;
+            }
+        }
+        let c = self.clients.entry(ip).or_insert(ClientState {
+            tokens_milli: cap,
+            last: now,
+            inflight: 0,
+        });
+        if limits.rate_qps == 0 {
+            c.last = now;
+            return true;
+        }
+        let elapsed = u64::try_from(now.saturating_since(c.last).as_millis()).unwrap_or(u64::MAX);
+        c.tokens_milli =
+            (c.tokens_milli + elapsed.saturating_mul(u64::from(limits.rate_qps))).min(cap);
+        c.last = now;
+        if c.tokens_milli >= 1000 {
+            c.tokens_milli -= 1000;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn client_has_room(&self, client: ClientAddr) -> bool {
+        let max = self.config.clients.max_inflight;
+        let ip = client.peer().ip();
+        max == 0
+            || !self.limited(ip)
+            || self
+                .clients
+                .get(&ip)
+                .is_none_or(|c| (c.inflight as usize) < max)
     }
 
     /// Records an answer in the query log (only when enabled: names are kept nowhere otherwise).

@@ -246,6 +246,49 @@ pub struct EngineConfig {
     pub query_log: usize,
     /// DNS64 (RFC 6147) with this NAT64 prefix, or `None` (default).
     pub dns64: Option<crate::dns64::Nat64Prefix>,
+    /// Fair per-client limits.
+    pub clients: ClientLimits,
+}
+
+/// What happens to a query over a client's rate.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum RateAction {
+    /// Answer REFUSED (with EDE 0 "rate limited").
+    #[default]
+    Refuse,
+    /// Drop silently (nothing to reflect).
+    Drop,
+}
+
+/// Per-source limits, so one client (or a spoofed flood) cannot starve the others.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ClientLimits {
+    /// Sustained queries per second per source address (0 = no rate limit).
+    pub rate_qps: u32,
+    /// Burst allowance above the rate.
+    pub burst: u32,
+    /// What happens over the rate.
+    pub action: RateAction,
+    /// Queries in flight per source address (0 = only the global limit).
+    pub max_inflight: usize,
+    /// Apply the limits to loopback sources too (off by default: on OpenWrt dnsmasq, on 127.0.0.1,
+    /// carries every LAN client's queries).
+    pub limit_loopback: bool,
+    /// Source addresses tracked at once (older idle ones are forgotten).
+    pub table_size: usize,
+}
+
+impl Default for ClientLimits {
+    fn default() -> Self {
+        Self {
+            rate_qps: 300,
+            burst: 600,
+            action: RateAction::Refuse,
+            max_inflight: 256,
+            limit_loopback: false,
+            table_size: 4096,
+        }
+    }
 }
 
 impl Default for EngineConfig {
@@ -262,6 +305,7 @@ impl Default for EngineConfig {
             cache: Some(CacheConfig::default()),
             query_log: 0,
             dns64: None,
+            clients: ClientLimits::default(),
         }
     }
 }
@@ -309,6 +353,10 @@ pub struct Stats {
     pub refused: u64,
     /// AAAA answers synthesized by DNS64.
     pub dns64_synthesized: u64,
+    /// Queries over their source's rate (refused or dropped).
+    pub rate_limited: u64,
+    /// Queries refused because their source had too many in flight.
+    pub client_overloaded: u64,
     /// SERVFAILs lanveil made, by Extended DNS Error code (index = code, codes ≥ 31 in the last slot).
     pub failures_by_ede: [u64; 32],
     /// Authenticated upstream connections established.
