@@ -34,6 +34,15 @@ cargo test --workspace --locked 2>&1 | tee "$log"
 step "board and OpenWrt"
 bash board/ci.sh 2>&1 | tee -a "$log"
 
+step "no_std proof: the core (with and without alloc) and the config schema for a bare-metal target"
+# Uses the Debian compiler + std sources that board/ci.sh installed (build-std; no rustup target needed).
+for features in "" "--features lanveil-core/alloc"; do
+  # shellcheck disable=SC2086
+  RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 /usr/bin/cargo build --locked -q -p lanveil-core -p lanveil-config \
+    --no-default-features $features --target thumbv7em-none-eabihf -Zbuild-std=core,alloc --target-dir target/nostd
+done
+echo "no_std builds for thumbv7em-none-eabihf: ok"
+
 passed=$(grep -oE 'test result: [a-zA-Z]+\. [0-9]+ passed' "$log" | awk '{s+=$4} END {print s+0}')
 failed=$(grep -oE 'test result: [a-zA-Z]+\. [0-9]+ passed; [0-9]+ failed' "$log" | awk '{s+=$6} END {print s+0}')
 board_line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$log" | tail -n 1 || true)

@@ -15,6 +15,8 @@
 //! * [`unbound`]: a real Unbound instance serving DoT from a local zone.
 //! * [`util`]: free ports, temporary directories, timeouts.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+// Host-only test code: 64-bit atomics are fine here (the rule is for router builds).
+#![allow(clippy::disallowed_types)]
 
 pub mod client;
 pub mod decoy;
@@ -22,7 +24,9 @@ pub mod dig;
 pub mod dnsdist;
 pub mod doh;
 pub mod gateway;
+pub mod netns;
 pub mod pki;
+pub mod ssh;
 pub mod unbound;
 pub mod upstream;
 pub mod util;

@@ -1,0 +1,384 @@
+//! `lanveil-ctl config init/set/unset/check/show/pack/unpack`: the router's UCI file, validated with
+//! the daemon's own schema (`lanveil_config::Config::from_uci`), so errors are the daemon's errors:
+//! `FILE:LINE: section[name].key: reason`.
+
+use std::path::Path;
+
+use lanveil_config::uci::{self, Document, Section, Value};
+use lanveil_config::{Config, UpstreamUrl};
+
+use crate::error::{Error, Result, io_ctx};
+use crate::presets::Preset;
+
+/// Keys that are UCI lists (`list KEY 'VALUE'`).
+pub const LIST_KEYS: &[&str] = &["listen", "allow", "pin", "bootstrap"];
+
+/// Reads and validates a configuration file: UCI text, or a packed (`LVCF`) blob.
+pub fn load(path: &str) -> Result<Config> {
+    let bytes = io_ctx(std::fs::read(path), format!("cannot read {path}"))?;
+    parse_bytes(path, &bytes)
+}
+
+/// Validates UCI text or a packed blob; the error names the file, line, key and reason.
+pub fn parse_bytes(path: &str, bytes: &[u8]) -> Result<Config> {
+    if bytes.starts_with(b"LVCF") {
+        return Config::unpack(bytes)
+            .map_err(|e| Error::usage(e.display_with_file(path).to_string()));
+    }
+    let text = std::str::from_utf8(bytes).map_err(|_| {
+        Error::usage(format!(
+            "{path}: not UTF-8 text (and not a packed configuration)"
+        ))
+    })?;
+    Config::from_uci_text(text).map_err(|e| Error::usage(e.display_with_file(path).to_string()))
+}
+
+/// Where a `config set` key lands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyPath {
+    /// Section type (`lanveil`, `upstream`, `openwrt`).
+    pub ty: String,
+    /// Section name (`main` for the main section).
+    pub name: String,
+    /// Option key; `None` = the whole section (for `unset`).
+    pub key: Option<String>,
+}
+
+/// Parses `KEY`, `main.KEY`, `upstream.NAME[.KEY]`, `openwrt.KEY`.
+pub fn parse_key(s: &str) -> Result<KeyPath> {
+    let bad = || {
+        Error::usage(format!(
+            "{s:?}: a key is KEY (main section), main.KEY, upstream.NAME.KEY or openwrt.KEY"
+        ))
+    };
+    let parts: Vec<&str> = s.split('.').collect();
+    let ident = |p: &str| {
+        !p.is_empty()
+            && p.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    };
+    if !parts.iter().all(|p| ident(p)) {
+        return Err(bad());
+    }
+    Ok(match parts.as_slice() {
+        [key] => KeyPath {
+            ty: "lanveil".into(),
+            name: "main".into(),
+            key: Some((*key).into()),
+        },
+        ["main" | "lanveil", key] => KeyPath {
+            ty: "lanveil".into(),
+            name: "main".into(),
+            key: Some((*key).into()),
+        },
+        ["openwrt", key] => KeyPath {
+            ty: "openwrt".into(),
+            name: "openwrt".into(),
+            key: Some((*key).into()),
+        },
+        ["upstream", name] => KeyPath {
+            ty: "upstream".into(),
+            name: (*name).into(),
+            key: None,
+        },
+        ["upstream", name, key] => KeyPath {
+            ty: "upstream".into(),
+            name: (*name).into(),
+            key: Some((*key).into()),
+        },
+        _ => return Err(bad()),
+    })
+}
+
+fn find_section<'a>(doc: &'a mut Document, path: &KeyPath) -> Option<&'a mut Section> {
+    doc.sections.iter_mut().find(|s| {
+        s.ty == path.ty
+            && (s.name.as_deref() == Some(path.name.as_str())
+                || (path.ty == "lanveil" && path.name == "main"))
+    })
+}
+
+/// Sets `path` to `values` (one value: `option`; several, or a list key: `list`), creating the
+/// section if needed.
+pub fn set(doc: &mut Document, path: &KeyPath, values: &[String]) -> Result<()> {
+    let Some(key) = &path.key else {
+        return Err(Error::usage(format!(
+            "{}.{}: give a key, e.g. {}.{}.url",
+            path.ty, path.name, path.ty, path.name
+        )));
+    };
+    if values.is_empty() {
+        return Err(Error::usage(format!(
+            "{key}: give a value (use `config unset` to remove it)"
+        )));
+    }
+    if find_section(doc, path).is_none() {
+        let s = Section {
+            ty: path.ty.clone(),
+            name: Some(path.name.clone()),
+            line: 0,
+            values: Vec::new(),
+        };
+        if path.ty == "lanveil" {
+            doc.sections.insert(0, s);
+        } else {
+            doc.sections.push(s);
+        }
+    }
+    let Some(section) = find_section(doc, path) else {
+        return Err(Error::usage("internal: section vanished"));
+    };
+    let was_list = section.values.iter().any(|v| &v.key == key && v.is_list);
+    let is_list = values.len() > 1 || was_list || LIST_KEYS.contains(&key.as_str());
+    let at = section.values.iter().position(|v| &v.key == key);
+    section.values.retain(|v| &v.key != key);
+    let new: Vec<Value> = values
+        .iter()
+        .map(|v| Value {
+            key: key.clone(),
+            value: v.clone(),
+            is_list,
+            line: 0,
+        })
+        .collect();
+    let at = at.unwrap_or(section.values.len()).min(section.values.len());
+    section.values.splice(at..at, new);
+    Ok(())
+}
+
+/// Removes a key, or a whole section when `path.key` is `None`. Says whether anything was removed.
+pub fn unset(doc: &mut Document, path: &KeyPath) -> bool {
+    match &path.key {
+        None => {
+            let before = doc.sections.len();
+            doc.sections
+                .retain(|s| !(s.ty == path.ty && s.name.as_deref() == Some(path.name.as_str())));
+            doc.sections.len() != before
+        }
+        Some(key) => match find_section(doc, path) {
+            Some(s) => {
+                let before = s.values.len();
+                s.values.retain(|v| &v.key != key);
+                s.values.len() != before
+            }
+            None => false,
+        },
+    }
+}
+
+/// Renders a document and validates the result; the error is the daemon's, naming `path`.
+pub fn render_checked(doc: &Document, path: &str) -> Result<(String, Config)> {
+    let text = uci::write(doc);
+    let cfg = Config::from_uci_text(&text).map_err(|e| {
+        Error::usage(format!(
+            "not written, the result would be invalid: {}",
+            e.display_with_file(path)
+        ))
+    })?;
+    Ok((text, cfg))
+}
+
+/// Writes `contents` to `path` atomically (temporary file + rename).
+pub fn write_atomic(path: &str, contents: &[u8]) -> Result<()> {
+    let p = Path::new(path);
+    let tmp = match p.file_name() {
+        Some(n) => p.with_file_name(format!(".{}.lanveil-ctl.tmp", n.to_string_lossy())),
+        None => return Err(Error::usage(format!("{path}: not a file path"))),
+    };
+    io_ctx(
+        std::fs::write(&tmp, contents),
+        format!("cannot write {}", tmp.display()),
+    )?;
+    io_ctx(std::fs::rename(&tmp, p), format!("cannot replace {path}"))
+}
+
+/// What `config init` should write.
+#[derive(Debug, Clone, Default)]
+pub struct InitSpec {
+    /// Preset to take upstreams from.
+    pub preset: Option<Preset>,
+    /// DoH instead of DoT for the preset.
+    pub doh: bool,
+    /// Include the preset's IPv6 addresses.
+    pub ipv6: bool,
+    /// Explicit upstream URLs (after the preset's).
+    pub upstreams: Vec<String>,
+    /// Pins for every upstream.
+    pub pins: Vec<String>,
+    /// CA bundle for every upstream (router path).
+    pub ca_file: Option<String>,
+    /// Listen addresses.
+    pub listen: Vec<String>,
+    /// Extra `KEY=VALUE` settings.
+    pub set: Vec<(String, String)>,
+}
+
+/// Builds the document `config init` writes (validated).
+pub fn init_document(spec: &InitSpec) -> Result<(String, Config)> {
+    let mut doc = Document::default();
+    let main = KeyPath {
+        ty: "lanveil".into(),
+        name: "main".into(),
+        key: Some("listen".into()),
+    };
+    let listen = if spec.listen.is_empty() {
+        vec!["127.0.0.1:5353".to_string()]
+    } else {
+        spec.listen.clone()
+    };
+    set(&mut doc, &main, &listen)?;
+    let mut urls: Vec<(String, String)> = Vec::new();
+    if let Some(p) = &spec.preset {
+        let list = if spec.doh {
+            p.doh_urls(spec.ipv6)
+        } else {
+            p.dot_urls(spec.ipv6)
+        };
+        let base = p.id.replace('-', "_");
+        for (i, u) in list.into_iter().enumerate() {
+            urls.push((format!("{base}_{}", i + 1), u));
+        }
+    }
+    for (i, u) in spec.upstreams.iter().enumerate() {
+        let parsed: UpstreamUrl = u
+            .parse()
+            .map_err(|r| Error::usage(format!("--upstream {u}: {r}")))?;
+        let _ = parsed;
+        urls.push((format!("custom_{}", i + 1), u.clone()));
+    }
+    if urls.is_empty() {
+        return Err(Error::usage(
+            "say which resolver: --preset ID (see `lanveil-ctl presets`) or --upstream URL",
+        ));
+    }
+    for (name, url) in urls {
+        let key = |k: &str| KeyPath {
+            ty: "upstream".into(),
+            name: name.clone(),
+            key: Some(k.into()),
+        };
+        set(&mut doc, &key("url"), &[url])?;
+        if !spec.pins.is_empty() {
+            set(&mut doc, &key("pin"), &spec.pins)?;
+        }
+        if let Some(ca) = &spec.ca_file {
+            set(&mut doc, &key("ca_file"), std::slice::from_ref(ca))?;
+        }
+    }
+    for (k, v) in &spec.set {
+        set(&mut doc, &parse_key(k)?, std::slice::from_ref(v))?;
+    }
+    let (text, cfg) = render_checked(&doc, "(new configuration)")?;
+    let mut header = String::from(
+        "# lanveil configuration (UCI), written by `lanveil-ctl config init`.\n\
+         # Check: lanveil-ctl config check --file FILE   Push: lanveil-ctl push ROUTER --file FILE\n",
+    );
+    if let Some(p) = &spec.preset {
+        header.push_str(&format!(
+            "# Resolver: {} — {} ({}); privacy policy: {}\n",
+            p.id, p.operator, p.variant, p.privacy_policy
+        ));
+    }
+    Ok((header + &text, cfg))
+}
+
+/// One-paragraph summary of a valid configuration.
+pub fn summary(cfg: &Config) -> String {
+    let mut o = format!(
+        "listen {}; {} upstream{} ({}):",
+        cfg.listen
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+        cfg.upstreams.len(),
+        if cfg.upstreams.len() == 1 { "" } else { "s" },
+        cfg.upstream_policy.as_str()
+    );
+    for u in &cfg.upstreams {
+        o.push_str(&format!(
+            "\n  {:<16} {}{}",
+            u.name,
+            u.url,
+            if u.pins.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " ({} pin{})",
+                    u.pins.len(),
+                    if u.pins.len() == 1 { "" } else { "s" }
+                )
+            }
+        ));
+    }
+    o
+}
+
+/// The configuration as JSON (pins as text).
+pub fn to_json(cfg: &Config) -> serde_json::Value {
+    let mut v = serde_json::to_value(cfg).unwrap_or(serde_json::Value::Null);
+    if let Some(ups) = v.get_mut("upstreams").and_then(|u| u.as_array_mut()) {
+        for (j, u) in ups.iter_mut().enumerate() {
+            if let Some(src) = cfg.upstreams.get(j) {
+                u["pins"] =
+                    serde_json::json!(src.pins.iter().map(|p| p.to_text()).collect::<Vec<_>>());
+                u["url"] = serde_json::json!(src.url.to_string());
+            }
+        }
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_and_unset_keys() {
+        let mut doc = uci::parse("config lanveil 'main'\n\toption log_level 'info'\n").unwrap();
+        set(
+            &mut doc,
+            &parse_key("upstream.q.url").unwrap(),
+            &["tls://9.9.9.9#dns.quad9.net".into()],
+        )
+        .unwrap();
+        set(
+            &mut doc,
+            &parse_key("listen").unwrap(),
+            &["127.0.0.1:53".into(), "[::1]:53".into()],
+        )
+        .unwrap();
+        set(
+            &mut doc,
+            &parse_key("main.query_timeout_ms").unwrap(),
+            &["1500".into()],
+        )
+        .unwrap();
+        let (_, cfg) = render_checked(&doc, "x").unwrap();
+        assert_eq!(cfg.listen.len(), 2);
+        assert_eq!(cfg.query_timeout_ms, 1500);
+        set(
+            &mut doc,
+            &parse_key("query_timeout_ms").unwrap(),
+            &["5".into()],
+        )
+        .unwrap();
+        let e = render_checked(&doc, "x").unwrap_err();
+        assert!(
+            e.message.contains(
+                "lanveil[main].query_timeout_ms: must be a whole number from 100 to 30000"
+            ),
+            "{e}"
+        );
+        assert!(unset(&mut doc, &parse_key("query_timeout_ms").unwrap()));
+        assert!(unset(&mut doc, &parse_key("upstream.q").unwrap()));
+        assert!(
+            render_checked(&doc, "x")
+                .unwrap_err()
+                .message
+                .contains("upstream")
+        );
+        assert!(parse_key("a.b.c.d").is_err());
+        assert!(parse_key("up stream").is_err());
+    }
+}

@@ -1,0 +1,346 @@
+//! `lanveil-ctl push ROUTER`: a confirmed configuration switch with rollback.
+//!
+//! 1. validate the file locally (the daemon's schema);
+//! 2. upload it next to the live file (`CFG.lanveil-ctl-new`) and have the router's lanveil check it
+//!    (`lanveil --check-config`), so a version skew is caught before anything changes;
+//! 3. switch: copy the live file to `CFG.bak`, `mv` the new one into place (atomic), write a pending
+//!    token and start a router-side watchdog that restores `CFG.bak` and reloads after
+//!    deadline + grace unless the token is cleared — the safety net if this machine vanishes;
+//! 4. reload over the control socket; the daemon answers whether it applied the file;
+//! 5. verify until the deadline: a fresh (cache-busting) query to the router's DNS listener is answered
+//!    NOERROR/NXDOMAIN, and the status report lists exactly the new upstreams with one of them up;
+//! 6. confirm (clear the token) — or roll back: restore `CFG.bak` (keeping the rejected file as
+//!    `CFG.rejected`), reload, and exit 1 naming the reason.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+use lanveil_config::Config;
+use lanveil_config::control::{Request, Response};
+
+use crate::dns::{self, QueryOpts};
+use crate::error::{Error, Result};
+use crate::remote::{Control, SshTarget, sh_quote};
+
+/// Push settings.
+#[derive(Debug, Clone)]
+pub struct PushOpts {
+    /// The router.
+    pub target: SshTarget,
+    /// The configuration file path on the router.
+    pub remote_config: String,
+    /// The daemon binary on the router.
+    pub lanveil: String,
+    /// The control socket on the router.
+    pub control: String,
+    /// Where to send the verification query (default: the router's host, port 53).
+    pub verify_addr: Option<SocketAddr>,
+    /// The name under which a random label is asked.
+    pub verify_name: String,
+    /// How long the new configuration has to prove itself.
+    pub deadline: Duration,
+    /// Extra time the router-side watchdog waits beyond the deadline.
+    pub watchdog_grace: Duration,
+    /// Only upload, check and switch the file (no reload, no verification).
+    pub no_reload: bool,
+}
+
+/// What happened.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PushOutcome {
+    /// Steps, in order, for the transcript.
+    pub steps: Vec<String>,
+}
+
+fn step(out: &mut Vec<String>, s: String) {
+    eprintln!("  {s}");
+    out.push(s);
+}
+
+fn random_token() -> String {
+    dns::random_label(16)
+}
+
+/// Runs the push. `local_path` is only used in messages.
+pub fn push(cfg_text: &[u8], local_path: &str, opts: &PushOpts) -> Result<PushOutcome> {
+    let mut steps = Vec::new();
+    let cfg = crate::config_cmd::parse_bytes(local_path, cfg_text)?;
+    step(
+        &mut steps,
+        format!("{local_path}: valid ({} upstreams)", cfg.upstreams.len()),
+    );
+    let t = &opts.target;
+    let live = &opts.remote_config;
+    let q = |s: &str| sh_quote(s);
+    let new = format!("{live}.lanveil-ctl-new");
+    let bak = format!("{live}.bak");
+    let pending = format!("{live}.lanveil-ctl-pending");
+    let tmp = format!("{live}.lanveil-ctl-tmp");
+    let rejected = format!("{live}.rejected");
+
+    // 2. Upload and check on the router.
+    t.run_ok(
+        &format!("umask 022 && cat > {}", q(&new)),
+        Some(cfg_text),
+        "uploading the configuration",
+    )?;
+    step(&mut steps, format!("uploaded to {}:{new}", t.host));
+    let (code, out, err) = t.run(
+        &format!("{} --check-config {}", q(&opts.lanveil), q(&new)),
+        None,
+    )?;
+    if code != 0 {
+        let _ = t.run(&format!("rm -f {}", q(&new)), None);
+        let detail = if err.is_empty() {
+            String::from_utf8_lossy(&out).trim().to_string()
+        } else {
+            err
+        };
+        return Err(Error::usage(format!(
+            "the router's lanveil rejected the configuration (nothing was changed): {}",
+            detail.replace(&new, live)
+        )));
+    }
+    step(
+        &mut steps,
+        "the router's lanveil accepts it (--check-config)".into(),
+    );
+    if opts.no_reload {
+        t.run_ok(
+            &format!(
+                "if [ -f {l} ]; then cp -p {l} {b}; fi && mv -f {n} {l}",
+                l = q(live),
+                b = q(&bak),
+                n = q(&new)
+            ),
+            None,
+            "switching the configuration",
+        )?;
+        step(
+            &mut steps,
+            format!("installed as {live} (previous kept as {bak}); not reloaded (--no-reload)"),
+        );
+        return Ok(PushOutcome { steps });
+    }
+
+    // 3. Switch, with a router-side watchdog.
+    let token = random_token();
+    let watchdog_s = (opts.deadline + opts.watchdog_grace).as_secs().max(1);
+    let restore = format!(
+        "if [ -f {b} ]; then cp -p {l} {r}; cp -p {b} {t} && mv -f {t} {l}; echo restored; else echo no-backup; fi",
+        b = q(&bak),
+        l = q(live),
+        r = q(&rejected),
+        t = q(&tmp)
+    );
+    let reload_cmd = format!("{} --control {} reload", q(&opts.lanveil), q(&opts.control));
+    let switch = format!(
+        "set -e\n\
+         if [ -f {l} ]; then cp -p {l} {b}; echo had-previous; else rm -f {b}; fi\n\
+         mv -f {n} {l}\n\
+         echo {tok} > {p}\n\
+         ( trap '' HUP; sleep {w}; if [ \"$(cat {p} 2>/dev/null)\" = {tok} ]; then rm -f {p}; {restore} >/dev/null; {reload} >/dev/null 2>&1; fi ) </dev/null >/dev/null 2>&1 &\n",
+        l = q(live),
+        b = q(&bak),
+        n = q(&new),
+        p = q(&pending),
+        tok = token,
+        w = watchdog_s,
+        restore = restore,
+        reload = reload_cmd,
+    );
+    let out = t.run_ok(&switch, None, "switching the configuration")?;
+    let had_previous = String::from_utf8_lossy(&out).contains("had-previous");
+    step(
+        &mut steps,
+        format!(
+            "switched {live} (previous kept as {bak}{}); router-side watchdog restores it in {watchdog_s} s unless confirmed",
+            if had_previous { "" } else { ": there was none" }
+        ),
+    );
+
+    let control = Control::Ssh {
+        target: t.clone(),
+        lanveil: opts.lanveil.clone(),
+        socket: opts.control.clone(),
+    };
+    let started = Instant::now();
+    let result = reload_and_verify(&control, &cfg, opts, started, &mut steps);
+    match result {
+        Ok(()) => {
+            t.run_ok(
+                &format!(
+                    "if [ \"$(cat {p} 2>/dev/null)\" = {token} ]; then rm -f {p}; else echo expired; fi",
+                    p = q(&pending)
+                ),
+                None,
+                "confirming",
+            )
+            .and_then(|o| {
+                if String::from_utf8_lossy(&o).contains("expired") {
+                    Err(Error::failed(
+                        "the router-side watchdog already restored the previous configuration (confirmation came too late)",
+                    ))
+                } else {
+                    Ok(())
+                }
+            })?;
+            step(&mut steps, "confirmed; the watchdog stands down".into());
+            Ok(PushOutcome { steps })
+        }
+        Err(why) => {
+            step(&mut steps, format!("FAILED: {why}"));
+            let rb = format!(
+                "if [ \"$(cat {p} 2>/dev/null)\" = {token} ]; then rm -f {p}; fi; {restore}",
+                p = q(&pending)
+            );
+            let restored = t.run_ok(&rb, None, "restoring the previous configuration");
+            let restored = match restored {
+                Ok(o) => String::from_utf8_lossy(&o).contains("restored"),
+                Err(e) => {
+                    return Err(Error::failed(format!(
+                        "push failed ({why}) and restoring over ssh failed too ({e}); the router-side watchdog will restore {bak} within {watchdog_s} s"
+                    )));
+                }
+            };
+            if !restored {
+                return Err(Error::failed(format!(
+                    "push failed: {why}. There was no previous configuration to restore; {live} holds the new (failing) one"
+                )));
+            }
+            step(
+                &mut steps,
+                format!("restored {bak} → {live} (the failing one is kept as {rejected})"),
+            );
+            let reload = match control.request(&Request::Reload) {
+                Ok(Response::Reloaded(Ok(()))) => {
+                    "lanveil reloaded the previous configuration".to_string()
+                }
+                Ok(Response::Reloaded(Err(e))) => {
+                    format!("reloading the previous configuration failed: {e}")
+                }
+                Ok(other) => format!("unexpected answer to reload: {other:?}"),
+                Err(e) => format!("reload after restore failed: {e}"),
+            };
+            step(&mut steps, reload.clone());
+            Err(Error::failed(format!(
+                "push failed: {why}\nthe previous configuration was restored and {reload}; the rejected file is {}:{rejected}",
+                t.host
+            )))
+        }
+    }
+}
+
+fn reload_and_verify(
+    control: &Control,
+    cfg: &Config,
+    opts: &PushOpts,
+    started: Instant,
+    steps: &mut Vec<String>,
+) -> std::result::Result<(), String> {
+    match control.request(&Request::Reload) {
+        Ok(Response::Reloaded(Ok(()))) => {
+            step(steps, "lanveil reloaded the new configuration".into())
+        }
+        Ok(Response::Reloaded(Err(e))) => return Err(format!("lanveil refused to reload: {e}")),
+        Ok(Response::Error(e)) => return Err(format!("lanveil refused to reload: {e}")),
+        Ok(other) => return Err(format!("unexpected answer to reload: {other:?}")),
+        Err(e) => return Err(e.message),
+    }
+    let verify_addr = match opts.verify_addr {
+        Some(a) => a,
+        None => (opts.target.hostname(), 53)
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| {
+                format!(
+                    "cannot resolve {} to send a test query; give --verify-addr IP:PORT",
+                    opts.target.hostname()
+                )
+            })?,
+    };
+    let want: Vec<String> = cfg.upstreams.iter().map(|u| u.url.to_string()).collect();
+    let mut last = String::from("no verification attempt finished");
+    while started.elapsed() < opts.deadline {
+        // Each attempt may take the daemon's own query deadline (2.5 s by default) to answer, even
+        // when it starts just before our deadline: a SERVFAIL with its EDE says more than a time-out.
+        let wait = opts
+            .deadline
+            .saturating_sub(started.elapsed())
+            .max(Duration::from_secs(3));
+        match verify_once(control, verify_addr, &opts.verify_name, &want, wait) {
+            Ok(msg) => {
+                step(steps, msg);
+                return Ok(());
+            }
+            Err(e) => {
+                // Keep an informative answer (SERVFAIL + EDE) over a later bare time-out.
+                if !(e.contains("no answer") && last.contains("answered")) {
+                    last = e;
+                }
+            }
+        }
+        std::thread::sleep(
+            Duration::from_millis(300).min(opts.deadline.saturating_sub(started.elapsed())),
+        );
+    }
+    Err(format!(
+        "no good answer through the new upstream within {} s: {last}",
+        opts.deadline.as_secs()
+    ))
+}
+
+fn verify_once(
+    control: &Control,
+    addr: SocketAddr,
+    base: &str,
+    want: &[String],
+    left: Duration,
+) -> std::result::Result<String, String> {
+    let name = format!(
+        "lanveil-ctl-{}.{}",
+        dns::random_label(10),
+        base.trim_end_matches('.')
+    );
+    let q = dns::build_query(
+        &name,
+        dns::qtype::A,
+        QueryOpts {
+            id: dns::random_id(),
+            ..QueryOpts::default()
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    let (reply, rtt) = dns::udp_exchange(addr, &q, left.min(Duration::from_secs(3)))
+        .map_err(|e| format!("test query to {addr}: {e}"))?;
+    if reply.rcode != 0 && reply.rcode != 3 {
+        let ede = reply
+            .ede
+            .iter()
+            .map(|(c, t)| format!(" (EDE {c} {}: {t})", dns::ede_name(*c)))
+            .collect::<String>();
+        return Err(format!("test query answered {}{ede}", reply.rcode_name()));
+    }
+    let report = match control.request(&Request::Status) {
+        Ok(Response::Status(r)) => r,
+        Ok(other) => return Err(format!("unexpected answer to status: {other:?}")),
+        Err(e) => return Err(e.message),
+    };
+    let have: Vec<String> = report.upstreams.iter().map(|u| u.url.clone()).collect();
+    if have != want {
+        return Err(format!(
+            "the daemon reports upstreams {have:?}, not the pushed {want:?}"
+        ));
+    }
+    let Some(up) = report.upstreams.iter().find(|u| u.up) else {
+        return Err("the test query was answered, but no upstream reports up".into());
+    };
+    Ok(format!(
+        "verified: {name} answered {} in {:.1} ms via {addr}; upstream {} ({}) is up",
+        reply.rcode_name(),
+        rtt.as_secs_f64() * 1000.0,
+        up.name,
+        up.url
+    ))
+}

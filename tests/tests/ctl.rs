@@ -1,0 +1,874 @@
+//! `lanveil-ctl`, the owner's host tool, end to end: probe against in-process DoT/DoH upstreams (pins
+//! compared with openssl's), config check/pack/unpack, and push/status over a real OpenSSH server on
+//! loopback to a real lanveil process, including the rollback path.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use lanveil_cli::json as serde_json;
+use lanveil_tests::doh::DohUpstream;
+use lanveil_tests::gateway::{Process, wait_serving};
+use lanveil_tests::ssh::{CtlOutput, Sshd, ctl};
+use lanveil_tests::upstream::answer_for;
+use lanveil_tests::{DotUpstream, Leaf, Pki, TempDir, UpstreamOpts, free_tcp_udp_port};
+
+const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+const NAME: &str = "dot.test";
+
+async fn run(cwd: &Path, args: &[&str]) -> CtlOutput {
+    let cwd = cwd.to_path_buf();
+    let args: Vec<String> = args.iter().map(|s| (*s).to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        ctl(&cwd, &refs)
+    })
+    .await
+    .unwrap()
+}
+
+/// The pin as openssl computes it (the issue's reference command).
+fn openssl_pin(cert_pem: &Path) -> String {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "openssl x509 -pubkey -noout -in '{}' | openssl pkey -pubin -outform der | openssl dgst -sha256 -binary | base64",
+            cert_pem.display()
+        ))
+        .output()
+        .expect("openssl runs (apt-get install openssl)");
+    assert!(out.status.success());
+    format!("sha256/{}", String::from_utf8(out.stdout).unwrap().trim())
+}
+
+fn json(out: &CtlOutput) -> serde_json::Value {
+    serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {out:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn probe_dot_reports_the_openssl_pin_rtt_tls_and_ede() {
+    let pki = Pki::new();
+    let leaf = pki.leaf(&[NAME], &[]);
+    let up = DotUpstream::start(UpstreamOpts::new(&leaf)).await;
+    up.set_ede(Some((17, "filtered by test".into())));
+    let dir = TempDir::new("ctl-probe");
+    let url = format!("tls://{}#{NAME}", up.addr());
+    let ca = leaf.ca_pem_path().to_str().unwrap();
+    let want = openssl_pin(leaf.cert_pem_path());
+    assert_eq!(want, leaf.spki_pin(), "harness and openssl agree");
+
+    let out = run(
+        dir.path(),
+        &["probe", &url, "--ca-file", ca, "--queries", "7", "--json"],
+    )
+    .await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let v = json(&out);
+    let r = &v[0];
+    assert_eq!(r["ok"], true);
+    assert_eq!(r["authenticated"], true);
+    assert_eq!(r["transport"], "dot");
+    assert_eq!(r["handshake"]["tls_version"], "TLSv1.3");
+    assert_eq!(r["handshake"]["chain"][0]["role"], "leaf");
+    assert_eq!(r["handshake"]["chain"][0]["pin"], want.as_str());
+    assert_eq!(r["queries_sent"], 7);
+    assert_eq!(r["queries_answered"], 7);
+    assert_eq!(r["rcode"], "NOERROR");
+    assert_eq!(r["rtt_ms"]["samples"].as_array().unwrap().len(), 7);
+    assert!(r["rtt_ms"]["median"].as_f64().unwrap() > 0.0);
+    assert_eq!(r["padding"], false);
+    assert_eq!(r["ede"][0][0], 17);
+    assert_eq!(r["ede"][0][2], "filtered by test");
+
+    // The person-readable form shows the same pin and the line to paste.
+    let out = run(dir.path(), &["probe", &url, "--ca-file", ca]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(
+        out.stdout.contains(&format!("list pin '{want}'")),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("TLSv1.3"), "{}", out.stdout);
+    assert!(
+        out.stdout
+            .contains("EDE             17 Filtered: filtered by test"),
+        "{}",
+        out.stdout
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn probe_refuses_untrusted_certificates_and_wrong_pins_but_shows_the_chain() {
+    let pki = Pki::new();
+    let leaf = pki.leaf(&[NAME], &[]);
+    let up = DotUpstream::start(UpstreamOpts::new(&leaf)).await;
+    let other = Pki::new();
+    let dir = TempDir::new("ctl-probe-bad");
+    let url = format!("tls://{}#{NAME}", up.addr());
+
+    let out = run(
+        dir.path(),
+        &[
+            "probe",
+            &url,
+            "--ca-file",
+            other.ca_pem_path().to_str().unwrap(),
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, Some(1), "{out:?}");
+    let r = &json(&out)[0];
+    assert_eq!(r["authenticated"], false);
+    assert_eq!(
+        r["error"],
+        "certificate rejected: not issued by a trusted CA"
+    );
+    assert_eq!(r["handshake"]["chain"][0]["pin"], leaf.spki_pin().as_str());
+    assert_eq!(
+        r["queries_sent"], 0,
+        "nothing is sent before authentication"
+    );
+    assert_eq!(up.queries(), 0);
+
+    let ca = leaf.ca_pem_path().to_str().unwrap();
+    let wrong = other.ca_spki_pin();
+    let out = run(
+        dir.path(),
+        &["probe", &url, "--ca-file", ca, "--pin", &wrong],
+    )
+    .await;
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(out.stdout.contains("SPKI pin mismatch"), "{}", out.stdout);
+    assert!(out.stdout.contains("NOT authenticated"), "{}", out.stdout);
+
+    let out = run(
+        dir.path(),
+        &["probe", &url, "--ca-file", ca, "--pin", &leaf.spki_pin()],
+    )
+    .await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+
+    let wrong_name = format!("tls://{}#other.test", up.addr());
+    let out = run(dir.path(), &["probe", &wrong_name, "--ca-file", ca]).await;
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(
+        out.stdout.contains("not valid for the authentication name"),
+        "{}",
+        out.stdout
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn probe_doh_h2_only_server_is_reported_honestly() {
+    let pki = Pki::new();
+    let leaf = pki.leaf(&["doh.test"], &[]);
+    let doh = DohUpstream::start("127.0.0.1:0".parse().unwrap(), &leaf).await;
+    let dir = TempDir::new("ctl-probe-doh");
+    let url = format!("https://{}/dns-query#doh.test", doh.addr());
+    let ca = leaf.ca_pem_path().to_str().unwrap();
+    let out = run(dir.path(), &["probe", &url, "--ca-file", ca, "--json"]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let r = &json(&out)[0];
+    assert_eq!(r["authenticated"], true);
+    assert_eq!(r["server_selected_h2"], true);
+    assert_eq!(r["handshake"]["alpn_selected"], "h2");
+    assert_eq!(
+        r["note"],
+        "server requires HTTP/2: handshake and certificate verified, query RTT not measured"
+    );
+    assert_eq!(
+        r["handshake"]["chain"][0]["pin"],
+        openssl_pin(leaf.cert_pem_path()).as_str()
+    );
+    assert!(r["rtt_ms"].is_null());
+}
+
+/// A minimal blocking DoH server speaking HTTP/1.1 (and advertising h2 too, like real ones), answering
+/// with the harness's deterministic data; it handles keep-alive POSTs until the client closes.
+fn start_http1_doh(leaf: &Leaf) -> SocketAddr {
+    let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(leaf.cert_chain.clone(), leaf.key())
+    .unwrap();
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let cfg = Arc::new(cfg);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for tcp in listener.incoming().flatten() {
+            let cfg = cfg.clone();
+            std::thread::spawn(move || {
+                let conn = rustls::ServerConnection::new(cfg).unwrap();
+                let mut tls = BufReader::new(rustls::StreamOwned::new(conn, tcp));
+                loop {
+                    let mut len = 0usize;
+                    let mut line = String::new();
+                    loop {
+                        line.clear();
+                        if tls.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let l = line.trim_end();
+                        if l.is_empty() {
+                            break;
+                        }
+                        if let Some(v) = l.to_ascii_lowercase().strip_prefix("content-length:") {
+                            len = v.trim().parse().unwrap_or(0);
+                        }
+                    }
+                    let mut body = vec![0u8; len];
+                    if tls.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    let (answer, _) = answer_for(&body, None).unwrap();
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/dns-message\r\nContent-Length: {}\r\n\r\n",
+                        answer.len()
+                    );
+                    let s = tls.get_mut();
+                    if s.write_all(head.as_bytes()).is_err() || s.write_all(&answer).is_err() {
+                        return;
+                    }
+                    let _ = s.flush();
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn probe_doh_over_http11_measures_rtt() {
+    let pki = Pki::new();
+    let leaf = pki.leaf(&["doh.test"], &[]);
+    let addr = start_http1_doh(&leaf);
+    let dir = TempDir::new("ctl-probe-doh1");
+    let url = format!("https://{addr}/dns-query#doh.test");
+    let ca = leaf.ca_pem_path().to_str().unwrap();
+    let out = run(
+        dir.path(),
+        &["probe", &url, "--ca-file", ca, "--queries", "4", "--json"],
+    )
+    .await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let r = &json(&out)[0];
+    assert_eq!(r["server_selected_h2"], true);
+    assert_eq!(r["http_version"], "HTTP/1.1");
+    assert_eq!(r["queries_answered"], 4);
+    assert_eq!(r["rcode"], "NOERROR");
+    assert!(r["rtt_ms"]["median"].as_f64().unwrap() > 0.0);
+    assert_eq!(r["handshake"]["chain"][0]["pin"], leaf.spki_pin().as_str());
+}
+
+#[tokio::test]
+async fn config_check_rejects_each_kind_of_bad_input_with_the_daemons_message() {
+    let dir = TempDir::new("ctl-check");
+    let up = "config upstream 'q'\n\toption url 'tls://9.9.9.9#dns.quad9.net'\n";
+    let cases: Vec<(String, &str)> = vec![
+        (
+            format!("config lanveil 'main'\n\toption query_timeout_ms 'fast'\n{up}"),
+            "bad.conf:2: lanveil[main].query_timeout_ms: must be a whole number from 100 to 30000",
+        ),
+        (
+            "config upstream 'q'\n\toption url 'tls://dns.quad9.net#dns.quad9.net'\n".into(),
+            "bad.conf:2: upstream[q].url: bad upstream URL: the address must be an IP literal",
+        ),
+        (
+            "config upstream 'q'\n\toption url 'tls://9.9.9.9'\n".into(),
+            "bad.conf:2: upstream[q].url: bad upstream URL: missing #AUTHNAME",
+        ),
+        (
+            format!("{up}\tlist pin 'sha256/short'\n"),
+            "bad.conf:3: upstream[q].pin: bad SPKI pin",
+        ),
+        (
+            format!("config lanveil 'main'\n\toption bogus '1'\n{up}"),
+            "bad.conf:2: lanveil[main].bogus: unknown option",
+        ),
+        (
+            format!("config lanveil 'main'\n\tlist listen 'router.lan:53'\n{up}"),
+            "bad.conf:2: lanveil[main].listen: must be IP:PORT",
+        ),
+        (
+            format!("config lanveil 'main'\n\toption log_level 'loud\n{up}"),
+            "bad.conf:2: syntax error: unterminated ' quote",
+        ),
+        (
+            "config lanveil 'main'\n\tlist listen '127.0.0.1:53'\n".into(),
+            "bad.conf: upstream: no enabled 'config upstream' section",
+        ),
+        (
+            format!("config frob 'x'\n{up}"),
+            "bad.conf:1: frob[x]: unknown section type",
+        ),
+    ];
+    for (text, want) in cases {
+        dir.write("bad.conf", &text);
+        let out = run(dir.path(), &["config", "check", "bad.conf"]).await;
+        assert_eq!(out.code, Some(2), "{text:?}: {out:?}");
+        assert!(
+            out.stderr.starts_with(&format!("lanveil-ctl: {want}")),
+            "{text:?}: want {want:?}, got {:?}",
+            out.stderr
+        );
+    }
+    dir.write("good.conf", up);
+    let out = run(dir.path(), &["config", "check", "--file", "good.conf"]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(out.stdout.starts_with("good.conf: OK"), "{out:?}");
+}
+
+#[tokio::test]
+async fn config_init_set_unset_show() {
+    let dir = TempDir::new("ctl-init");
+    let p = dir.path();
+    let out = run(
+        p,
+        &[
+            "config",
+            "init",
+            "--preset",
+            "quad9",
+            "--listen",
+            "192.168.1.1:53",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let text = std::fs::read_to_string(dir.join("lanveil.conf")).unwrap();
+    assert!(
+        text.contains("option url 'tls://9.9.9.9:853#dns.quad9.net'"),
+        "{text}"
+    );
+    assert!(text.contains("https://quad9.net/privacy/policy/"), "{text}");
+    // init refuses to overwrite.
+    assert_eq!(
+        run(p, &["config", "init", "--preset", "google"]).await.code,
+        Some(2)
+    );
+
+    let out = run(p, &["config", "set", "query_timeout_ms", "1500"]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let out = run(
+        p,
+        &[
+            "config",
+            "set",
+            "upstream.mine.url",
+            "tls://192.0.2.53#dns.example",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let out = run(
+        p,
+        &[
+            "config",
+            "set",
+            "upstream.mine.pin",
+            "sha256/47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    // A bad value is refused with the daemon's words and the file is left alone.
+    let before = std::fs::read_to_string(dir.join("lanveil.conf")).unwrap();
+    let out = run(p, &["config", "set", "max_inflight", "1"]).await;
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert!(
+        out.stderr
+            .contains("lanveil[main].max_inflight: must be a whole number from 16 to 65536"),
+        "{out:?}"
+    );
+    let out = run(
+        p,
+        &[
+            "config",
+            "set",
+            "upstream.mine.url",
+            "tls://dns.example#dns.example",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert!(
+        out.stderr.contains("upstream[mine].url: bad upstream URL"),
+        "{out:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("lanveil.conf")).unwrap(),
+        before
+    );
+
+    let out = run(p, &["config", "show", "--json"]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let v = json(&out);
+    assert_eq!(v["query_timeout_ms"], 1500);
+    assert_eq!(v["listen"][0], "192.168.1.1:53");
+    let ups = v["upstreams"].as_array().unwrap();
+    assert_eq!(ups.len(), 3);
+    assert_eq!(ups[2]["name"], "mine");
+    assert_eq!(
+        ups[2]["pins"][0],
+        "sha256/47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="
+    );
+
+    assert_eq!(
+        run(p, &["config", "unset", "upstream.mine"]).await.code,
+        Some(0)
+    );
+    let v = json(&run(p, &["config", "show", "--json"]).await);
+    assert_eq!(v["upstreams"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn pack_unpack_round_trips_and_rejects_damage() {
+    let dir = TempDir::new("ctl-pack");
+    let p = dir.path();
+    let out = run(
+        p,
+        &[
+            "config",
+            "init",
+            "--upstream",
+            "tls://192.0.2.1:853#dns.example",
+            "--set",
+            "log_level=debug",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let out = run(p, &["config", "pack", "--output", "cfg.lvcf"]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let blob = std::fs::read(dir.join("cfg.lvcf")).unwrap();
+    assert_eq!(&blob[..6], b"LVCF\x01\x00");
+    let out = run(
+        p,
+        &["config", "unpack", "cfg.lvcf", "--output", "back.conf"],
+    )
+    .await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let a = run(p, &["config", "show", "--json"]).await.stdout;
+    let b = run(p, &["config", "show", "--json", "back.conf"])
+        .await
+        .stdout;
+    assert_eq!(a, b, "round trip");
+    // check accepts the packed form too.
+    assert_eq!(run(p, &["config", "check", "cfg.lvcf"]).await.code, Some(0));
+
+    let mut bad = blob.clone();
+    let mid = bad.len() / 2;
+    bad[mid] ^= 0x20;
+    dir.write("bad.lvcf", &bad);
+    let out = run(p, &["config", "unpack", "bad.lvcf"]).await;
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert_eq!(
+        out.stderr.trim(),
+        "lanveil-ctl: bad.lvcf: packed configuration: checksum mismatch"
+    );
+
+    let mut future = blob.clone();
+    future[4] = 2;
+    dir.write("future.lvcf", &future);
+    let out = run(p, &["config", "unpack", "future.lvcf"]).await;
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert_eq!(
+        out.stderr.trim(),
+        "lanveil-ctl: future.lvcf: packed configuration: schema version 2 is newer than this lanveil"
+    );
+
+    dir.write("short.lvcf", &blob[..blob.len() - 3]);
+    let out = run(p, &["config", "unpack", "short.lvcf"]).await;
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert!(out.stderr.contains("truncated or bad length"), "{out:?}");
+}
+
+/// A "router": a temporary root with etc/config/lanveil, a real lanveil process reading it, listening
+/// on a loopback port, with its control socket under the root.
+struct Router {
+    root: TempDir,
+    listen: SocketAddr,
+    process: Option<Process>,
+}
+
+impl Router {
+    fn config_path(&self) -> PathBuf {
+        self.root.join("etc/config/lanveil")
+    }
+
+    fn control(&self) -> String {
+        self.root
+            .join("var/run/lanveil/control.sock")
+            .display()
+            .to_string()
+    }
+
+    fn config_text(&self, upstream: SocketAddr, ca: &Path) -> String {
+        format!(
+            "config lanveil 'main'\n\tlist listen '{}'\n\toption query_timeout_ms '1000'\n\
+             \toption control_socket '{}'\n\n\
+             config upstream 'home'\n\toption url 'tls://{upstream}#{NAME}'\n\toption ca_file '{}'\n",
+            self.listen,
+            self.control(),
+            ca.display()
+        )
+    }
+
+    async fn start(upstream: SocketAddr, ca: &Path) -> Router {
+        let root = TempDir::new("ctl-router");
+        std::fs::create_dir_all(root.join("etc/config")).unwrap();
+        let mut r = Router {
+            root,
+            listen: SocketAddr::new(LOCAL, free_tcp_udp_port(LOCAL)),
+            process: None,
+        };
+        std::fs::write(r.config_path(), r.config_text(upstream, ca)).unwrap();
+        let cfg = r.config_path().display().to_string();
+        r.process = Some(Process::spawn(&["--config", &cfg]));
+        wait_serving(r.listen).await;
+        for _ in 0..100 {
+            if Path::new(&r.control()).exists() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        r
+    }
+
+    /// `lanveil-ctl` router options for this router behind `sshd`.
+    fn ctl_args(&self, sshd: &Sshd) -> Vec<String> {
+        let mut a = sshd.ctl_args();
+        a.extend([
+            "--config-path".into(),
+            self.config_path().display().to_string(),
+            "--lanveil".into(),
+            lanveil_tests::gateway::binary().display().to_string(),
+            "--control".into(),
+            self.control(),
+        ]);
+        a
+    }
+}
+
+async fn run_owned(cwd: &Path, args: Vec<String>) -> CtlOutput {
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    run(cwd, &refs).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn push_switches_upstream_and_status_reports_it() {
+    let sshd = tokio::task::spawn_blocking(Sshd::start).await.unwrap();
+    let pki = Pki::new();
+    let leaf = pki.leaf(&[NAME], &[]);
+    let old_up = DotUpstream::start(UpstreamOpts::new(&leaf)).await;
+    let new_up = DotUpstream::start(UpstreamOpts::new(&leaf)).await;
+    let router = Router::start(old_up.addr(), leaf.ca_pem_path()).await;
+    let work = TempDir::new("ctl-push");
+    let original = std::fs::read_to_string(router.config_path()).unwrap();
+    work.write(
+        "lanveil.conf",
+        router.config_text(new_up.addr(), leaf.ca_pem_path()),
+    );
+
+    let mut args: Vec<String> = vec!["push".into(), "root@127.0.0.1".into()];
+    args.extend(router.ctl_args(&sshd));
+    args.extend([
+        "--verify-addr".into(),
+        router.listen.to_string(),
+        "--deadline".into(),
+        "8".into(),
+        "--watchdog-grace".into(),
+        "2".into(),
+    ]);
+    let out = run_owned(work.path(), args).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(
+        out.stderr
+            .contains("lanveil reloaded the new configuration"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("verified:"), "{}", out.stderr);
+    assert!(
+        new_up.queries() > 0,
+        "the verification query went to the new upstream"
+    );
+    let live = std::fs::read_to_string(router.config_path()).unwrap();
+    assert!(live.contains(&new_up.addr().to_string()));
+    let bak = std::fs::read_to_string(format!("{}.bak", router.config_path().display())).unwrap();
+    assert_eq!(bak, original, "previous configuration kept as .bak");
+    assert!(
+        !Path::new(&format!(
+            "{}.lanveil-ctl-pending",
+            router.config_path().display()
+        ))
+        .exists()
+    );
+
+    let mut args: Vec<String> = vec!["status".into(), "root@127.0.0.1".into()];
+    args.extend(router.ctl_args(&sshd));
+    args.push("--json".into());
+    let out = run_owned(work.path(), args.clone()).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let v = json(&out);
+    assert_eq!(v["upstreams"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        v["upstreams"][0]["url"],
+        format!("tls://{}#{NAME}", new_up.addr())
+    );
+    assert_eq!(v["upstreams"][0]["up"], true);
+    assert!(v["upstreams"][0]["cert_not_after"].as_u64().is_some());
+
+    args.pop();
+    let out = run_owned(work.path(), args).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(out.stdout.contains("home"), "{}", out.stdout);
+    assert!(
+        out.stdout
+            .contains(&format!("up            tls://{}#{NAME}", new_up.addr())),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("cert until"), "{}", out.stdout);
+    // Shown for the transcript in the test log.
+    println!("{}", out.stdout);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn push_rolls_back_when_the_new_upstream_does_not_answer() {
+    let sshd = tokio::task::spawn_blocking(Sshd::start).await.unwrap();
+    let pki = Pki::new();
+    let leaf = pki.leaf(&[NAME], &[]);
+    let old_up = DotUpstream::start(UpstreamOpts::new(&leaf)).await;
+    // The new upstream presents a certificate from a CA the pushed configuration does not trust.
+    let rogue = Pki::new();
+    let rogue_leaf = rogue.leaf(&[NAME], &[]);
+    let bad_up = DotUpstream::start(UpstreamOpts::new(&rogue_leaf)).await;
+    let router = Router::start(old_up.addr(), leaf.ca_pem_path()).await;
+    let work = TempDir::new("ctl-rollback");
+    let original = std::fs::read_to_string(router.config_path()).unwrap();
+    let pushed = router.config_text(bad_up.addr(), leaf.ca_pem_path());
+    work.write("lanveil.conf", &pushed);
+
+    let mut args: Vec<String> = vec!["push".into(), "root@127.0.0.1".into()];
+    args.extend(router.ctl_args(&sshd));
+    args.extend([
+        "--verify-addr".into(),
+        router.listen.to_string(),
+        "--deadline".into(),
+        "3".into(),
+        "--watchdog-grace".into(),
+        "2".into(),
+    ]);
+    let started = std::time::Instant::now();
+    let out = run_owned(work.path(), args).await;
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(started.elapsed() < Duration::from_secs(20));
+    assert!(
+        out.stderr
+            .contains("push failed: no good answer through the new upstream within 3 s"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("SERVFAIL"), "{}", out.stderr);
+    assert!(out.stderr.contains("the previous configuration was restored and lanveil reloaded the previous configuration"), "{}", out.stderr);
+    assert_eq!(
+        std::fs::read_to_string(router.config_path()).unwrap(),
+        original,
+        "restored"
+    );
+    let rejected =
+        std::fs::read_to_string(format!("{}.rejected", router.config_path().display())).unwrap();
+    assert_eq!(rejected, pushed, "the failing file is kept for inspection");
+
+    // The daemon runs the old upstream again and answers through it.
+    let mut args: Vec<String> = vec!["status".into(), "root@127.0.0.1".into()];
+    args.extend(router.ctl_args(&sshd));
+    args.push("--json".into());
+    let v = json(&run_owned(work.path(), args).await);
+    assert_eq!(
+        v["upstreams"][0]["url"],
+        format!("tls://{}#{NAME}", old_up.addr())
+    );
+    let q = lanveil_tests::client::query_udp(
+        router.listen,
+        "after-rollback.example.",
+        hickory_proto::rr::RecordType::A,
+        None,
+    )
+    .await;
+    assert_eq!(q.response_code(), hickory_proto::op::ResponseCode::NoError);
+
+    // A file the local schema rejects never leaves this machine.
+    work.write(
+        "lanveil.conf",
+        "config upstream 'x'\n\toption url 'tls://nope#x'\n",
+    );
+    let mut args: Vec<String> = vec!["push".into(), "root@127.0.0.1".into()];
+    args.extend(router.ctl_args(&sshd));
+    let out = run_owned(work.path(), args).await;
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert!(
+        out.stderr
+            .contains("lanveil.conf:2: upstream[x].url: bad upstream URL"),
+        "{out:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(router.config_path()).unwrap(),
+        original
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn leak_test_passes_through_lanveil_and_flags_a_leaking_resolver() {
+    let pki = Pki::new();
+    let leaf = pki.leaf(&[NAME], &[]);
+    let up = DotUpstream::start(UpstreamOpts::new(&leaf)).await;
+    let router = Router::start(up.addr(), leaf.ca_pem_path()).await;
+    let work = TempDir::new("ctl-leak");
+    let r = router.listen.to_string();
+    // "Public resolver" traffic redirected to lanveil (what force-DNS does): intercepted.
+    let out = run(
+        work.path(),
+        &["leak-test", "--router", &r, "--public", &r, "--json"],
+    )
+    .await;
+    let v = json(&out);
+    let checks = v["checks"].as_array().unwrap();
+    let by = |n: &str| {
+        checks
+            .iter()
+            .find(|c| c["name"].as_str().unwrap().starts_with(n))
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(by("router answers")["result"], "pass", "{v}");
+    assert_eq!(
+        by("canary use-application-dns.net")["result"],
+        "pass",
+        "{v}"
+    );
+    assert_eq!(by("canary mask.icloud.com")["result"], "pass", "{v}");
+    assert_eq!(by("plain DNS to")["result"], "pass", "{v}");
+    assert_eq!(v["verdict"], "PASS", "{v}");
+    assert_eq!(out.code, Some(0));
+
+    // A plain resolver that answers directly: a leak.
+    let leaky = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let leaky_addr = leaky.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok((n, from)) = leaky.recv_from(&mut buf) {
+            if let Some((a, _)) = answer_for(&buf[..n], None) {
+                let _ = leaky.send_to(&a, from);
+            }
+        }
+    });
+    let out = run(
+        work.path(),
+        &[
+            "leak-test",
+            "--router",
+            &r,
+            "--public",
+            &leaky_addr.to_string(),
+        ],
+    )
+    .await;
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(
+        out.stdout.contains("LEAK: answered NOERROR"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("verdict: FAIL"), "{}", out.stdout);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn push_watchdog_on_the_router_restores_when_this_machine_vanishes() {
+    let sshd = tokio::task::spawn_blocking(Sshd::start).await.unwrap();
+    let pki = Pki::new();
+    let leaf = pki.leaf(&[NAME], &[]);
+    let old_up = DotUpstream::start(UpstreamOpts::new(&leaf)).await;
+    let rogue = Pki::new();
+    let bad_up = DotUpstream::start(UpstreamOpts::new(&rogue.leaf(&[NAME], &[]))).await;
+    let router = Router::start(old_up.addr(), leaf.ca_pem_path()).await;
+    let work = TempDir::new("ctl-watchdog");
+    let original = std::fs::read_to_string(router.config_path()).unwrap();
+    work.write(
+        "lanveil.conf",
+        router.config_text(bad_up.addr(), leaf.ca_pem_path()),
+    );
+    // An ssh that loses the network after 4 sessions: upload, check, switch, reload get through;
+    // nothing after that (no verification, no host-side rollback).
+    let count = work.join("count");
+    let wrapper = work.write(
+        "flaky-ssh",
+        format!(
+            "#!/bin/sh\nn=$(cat '{c}' 2>/dev/null || echo 0); n=$((n+1)); echo $n > '{c}'\n\
+             if [ $n -gt 4 ]; then echo 'ssh: connect to host 127.0.0.1 port 22: Network is unreachable' >&2; exit 255; fi\n\
+             exec ssh \"$@\"\n",
+            c = count.display()
+        ),
+    );
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let mut args: Vec<String> = vec!["push".into(), "root@127.0.0.1".into()];
+    args.extend(router.ctl_args(&sshd));
+    args.extend([
+        "--ssh".into(),
+        wrapper.display().to_string(),
+        "--verify-addr".into(),
+        router.listen.to_string(),
+        "--deadline".into(),
+        "2".into(),
+        "--watchdog-grace".into(),
+        "1".into(),
+    ]);
+    let out = run_owned(work.path(), args).await;
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(
+        out.stderr.contains("the router-side watchdog will restore"),
+        "{}",
+        out.stderr
+    );
+    // The router restores and reloads on its own, 3 s after the switch.
+    let mut restored = false;
+    for _ in 0..100 {
+        if std::fs::read_to_string(router.config_path()).unwrap() == original {
+            restored = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(restored, "the watchdog restored the previous file");
+    let mut args: Vec<String> = vec!["status".into(), "root@127.0.0.1".into()];
+    args.extend(router.ctl_args(&sshd));
+    args.push("--json".into());
+    let mut url = serde_json::Value::Null;
+    for _ in 0..50 {
+        let v = json(&run_owned(work.path(), args.clone()).await);
+        url = v["upstreams"][0]["url"].clone();
+        if url == format!("tls://{}#{NAME}", old_up.addr()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        url,
+        format!("tls://{}#{NAME}", old_up.addr()),
+        "and reloaded it"
+    );
+}
