@@ -307,6 +307,21 @@ lanveil_state_dir() { # USER
 	mkdir -p "$dir" && chown "$ids" "$dir" && chmod 0700 "$dir"
 }
 
+# The control socket's directory (under /var/run, tmpfs) owned by the daemon's user, so it can
+# create the socket after procd started it unprivileged.
+lanveil_control_dir() { # USER
+	local f dir ids
+	f="$(lanveil_uci get lanveil.@lanveil[0].control_socket)" || return 0
+	case "$f" in
+		/var/run/lanveil/*) ;;
+		*) return 0 ;;
+	esac
+	dir="${IPKG_INSTROOT:-}${f%/*}"
+	ids="$(awk -F: -v u="$1" '$1 == u { print $3 ":" $4 }' "${IPKG_INSTROOT:-}/etc/passwd")"
+	[ -n "$ids" ] || return 1
+	mkdir -p "$dir" && chown "$ids" "$dir" && chmod 0700 "$dir"
+}
+
 # Firewall zone sections named in force_dns_zone.
 lanveil_capture_zones() {
 	local zone s
