@@ -43,13 +43,16 @@ for features in "" "--features lanveil-core/alloc"; do
 done
 echo "no_std builds for thumbv7em-none-eabihf: ok"
 
+step "fuzzing: every parser and rewriter, bounded (seconds per target: \${LANVEIL_FUZZ_SECS:-20})"
+bash firmware/fuzz/run.sh "${LANVEIL_FUZZ_SECS:-20}" 2>&1 | tee -a "$log"
+
 passed=$(grep -oE 'test result: [a-zA-Z]+\. [0-9]+ passed' "$log" | awk '{s+=$4} END {print s+0}')
 failed=$(grep -oE 'test result: [a-zA-Z]+\. [0-9]+ passed; [0-9]+ failed' "$log" | awk '{s+=$6} END {print s+0}')
-board_line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$log" | tail -n 1 || true)
-if [ -n "$board_line" ]; then
-  passed=$((passed + $(echo "$board_line" | awk '{print $1}')))
-  failed=$((failed + $(echo "$board_line" | awk '{print $3}')))
-fi
+# board/ci.sh and firmware/fuzz/run.sh each end with a plain "N passed, M failed" line.
+while read -r p _ f _; do
+  passed=$((passed + p))
+  failed=$((failed + f))
+done < <(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$log" || true)
 echo
 echo "total: ${passed} passed, ${failed} failed"
 [ "$failed" -eq 0 ]

@@ -21,6 +21,7 @@ pub mod control;
 pub mod envelope;
 mod error;
 mod model;
+mod scoped;
 pub mod state;
 pub mod uci;
 mod upstream;

@@ -126,6 +126,7 @@ impl UpstreamPolicy {
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Config {
     /// Addresses to listen on (UDP and TCP each).
+    #[serde(with = "crate::scoped::vec")]
     pub listen: Vec<SocketAddr>,
     /// Upstreams, in failover order.
     pub upstreams: Vec<Upstream>,
@@ -1093,6 +1094,12 @@ config openwrt 'openwrt'
 
     #[test]
     fn pack_unpack_round_trips_and_rejects_damage() {
+        // Fuzzer find: IPv6 scope IDs were lost in the packed form.
+        let scoped = Config::from_uci_text(
+            "config lanveil 'main'\n\tlist listen '[fe80::1%2]:53'\n\nconfig upstream 'u'\n\toption url 'tls://[fe80::9%3]:853#x.example'\n",
+        )
+        .unwrap();
+        assert_eq!(Config::unpack(&scoped.pack()).unwrap(), scoped);
         let c = Config::from_uci_text(GOOD).unwrap();
         let blob = c.pack();
         assert_eq!(&blob[..6], b"LVCF\x01\x00");

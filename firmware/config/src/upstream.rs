@@ -34,6 +34,7 @@ pub struct UpstreamUrl {
     /// Transport.
     pub transport: Transport,
     /// Where to connect, when the URL names an IP literal.
+    #[serde(with = "crate::scoped::option")]
     pub addr: Option<SocketAddr>,
     /// The port (also in `addr` when that is set).
     pub port: u16,

@@ -1171,9 +1171,10 @@ impl<R: Rng> Engine<R> {
     /// How long a placement may go unanswered before the query is also tried elsewhere.
     fn attempt_timeout(&self, ui: usize) -> Duration {
         let half = self.config.query_timeout / 2;
+        // `min ≤ max` for any deadline (a 100 ms query_timeout is valid).
+        let floor = Duration::from_millis(300).min(half);
         match self.upstreams[ui].srtt_ms {
-            Some(srtt) => Duration::from_millis(u64::from(srtt) * 3 + 100)
-                .clamp(Duration::from_millis(300), half),
+            Some(srtt) => Duration::from_millis(u64::from(srtt) * 3 + 100).clamp(floor, half),
             None => half,
         }
     }

@@ -839,3 +839,25 @@ fn drop_action_sends_nothing() {
     assert!(h.out.is_empty());
     assert_eq!(h.e.stats().rate_limited, 4);
 }
+
+#[test]
+fn short_deadlines_do_not_panic_when_hedging() {
+    // Fuzzer find: a valid 100-500 ms query_timeout made the attempt-timeout clamp panic (min > max).
+    let c = EngineConfig {
+        query_timeout: Duration::from_millis(100),
+        ..cfg()
+    };
+    let mut h = Harness::new(c, &[U1, U2]);
+    for i in 0..5u16 {
+        h.q(udp(i), &query(i, "a", None));
+        if let Some(&(s, _)) = h.connects.last() {
+            h.connected(s);
+        }
+        if let Some((s, f)) = h.sends.pop() {
+            h.advance(20);
+            h.data(s, &answer(&f));
+        }
+        h.advance(200);
+    }
+    assert_eq!(h.e.inflight(), 0);
+}

@@ -20,7 +20,13 @@ pub fn skip(msg: &[u8], start: usize) -> Result<usize, Error> {
     let mut hops = 0usize;
     // The lowest offset a pointer may target: strictly before the current label sequence.
     let mut limit = start;
+    // Labels reached through a pointer must lie entirely before that pointer: a name may never
+    // read forward into bytes that come after it (or past the last record, where a rewrite would cut).
+    let mut bound = msg.len();
     loop {
+        if end_in_place.is_some() && pos >= bound {
+            return Err(Error::BadPointer);
+        }
         let len = *msg.get(pos).ok_or(Error::Truncated)?;
         match len & 0xc0 {
             0x00 => {
@@ -35,6 +41,9 @@ pub fn skip(msg: &[u8], start: usize) -> Result<usize, Error> {
                 if pos + 1 + len > msg.len() {
                     return Err(Error::Truncated);
                 }
+                if end_in_place.is_some() && pos + 1 + len >= bound {
+                    return Err(Error::BadPointer);
+                }
                 pos += 1 + len;
             }
             0xc0 => {
@@ -48,6 +57,7 @@ pub fn skip(msg: &[u8], start: usize) -> Result<usize, Error> {
                     return Err(Error::BadPointer);
                 }
                 limit = target;
+                bound = pos;
                 pos = target;
             }
             _ => return Err(Error::BadLabel),
@@ -127,6 +137,17 @@ mod tests {
         // name1 at 12: "a" then pointer to 17; name2 at 17: pointer to 12 → 12 < 17 fine, but then 17 >= limit 12.
         let m = msg_with(b"\x01a\xc0\x11\x00\xc0\x0c");
         assert_eq!(skip(&m, 17), Err(Error::BadPointer));
+    }
+
+    #[test]
+    fn reject_pointer_to_labels_that_run_past_the_pointer() {
+        // Fuzzer find: at 12 "a", then a label of length 63 that runs over the pointer at 15.
+        let mut m = [0u8; 100];
+        m[12..18].copy_from_slice(b"\x01a\x3f\x00\xc0\x0e");
+        assert_eq!(skip(&m, 16), Err(Error::BadPointer));
+        // A proper backward pointer to a complete earlier name still works.
+        let m = msg_with(b"\x01a\x00\xc0\x0c");
+        assert_eq!(skip(&m, 15), Ok(17));
     }
 
     #[test]

@@ -134,6 +134,25 @@ pub fn to_client(
     } else {
         (scan.question_end, 0, true)
     };
+    // The question-only form must fit too: upstream EDEs (and then ours) give way before the limit.
+    let (ede_rdata, extra, opt_len) = if client.edns.is_some()
+        && records_end + opt_len > client.max_len
+    {
+        let ours = extra.map_or(0, |e| e.option_len());
+        let extra = extra.filter(|_| records_end + edns::OPT_FIXED_LEN + ours <= client.max_len);
+        (
+            &[][..],
+            extra,
+            edns::OPT_FIXED_LEN + extra.map_or(0, |e| e.option_len()),
+        )
+    } else {
+        (ede_rdata, extra, opt_len)
+    };
+    let ede_len = opt_len.saturating_sub(if client.edns.is_some() {
+        edns::OPT_FIXED_LEN
+    } else {
+        0
+    });
     let truncated_to_question =
         records_end == scan.question_end && records_end < scan.authority_end;
 
@@ -336,6 +355,43 @@ mod tests {
             (2, 4, false)
         );
         assert!(n <= 1232);
+    }
+
+    #[test]
+    fn truncated_form_fits_even_with_many_upstream_edes() {
+        // Fuzzer find: five 128-character EDEs made a 710-octet answer for a 512-octet client.
+        let mut r = big_answer(10, 0);
+        r.truncate(r.len() - 11);
+        let mut opts = alloc::vec::Vec::new();
+        for _ in 0..5 {
+            opts.extend_from_slice(&[0, 15, 0, 130, 0, 6]);
+            opts.extend_from_slice(&[b'e'; 128]);
+        }
+        r.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0]);
+        r.extend_from_slice(&(opts.len() as u16).to_be_bytes());
+        r.extend_from_slice(&opts);
+        let s = scan(&r).unwrap();
+        let mut buf = [0u8; 4096];
+        let c = ClientView {
+            id: 1,
+            edns: Some(false),
+            max_len: 512,
+        };
+        let extra = edns::Ede {
+            code: 3,
+            text: "stale",
+        };
+        let n = to_client(&r, &s, &c, Some(extra), &mut buf).unwrap();
+        assert!(n <= 512, "{n}");
+        let f = scan(&buf[..n]).unwrap();
+        assert!(f.header.tc());
+        let o = f.opt.unwrap();
+        let opts: alloc::vec::Vec<_> = edns::options(&buf[o.rdata_start..o.end]).collect();
+        assert_eq!(
+            opts,
+            [(15u16, &[0u8, 3, b's', b't', b'a', b'l', b'e'][..])],
+            "ours kept, upstream's dropped"
+        );
     }
 
     #[test]
