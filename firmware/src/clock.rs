@@ -143,7 +143,8 @@ impl TimeKeeper {
             == lanveil_core::clock::ClockState::Synchronized;
         let was = self.synced.swap(synced, SeqCst);
         if synced {
-            self.floor.store(lanveil_core::clock::advance_floor(self.floor(), wall));
+            self.floor
+                .store(lanveil_core::clock::advance_floor(self.floor(), wall));
             if wall >= self.saved.load() + SAVE_EVERY_SECS || !was {
                 self.save();
             }

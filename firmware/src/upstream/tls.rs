@@ -65,10 +65,7 @@ pub struct Target {
 impl Target {
     /// notAfter of the last leaf certificate accepted from this upstream (Unix seconds).
     pub fn cert_not_after(&self) -> Option<u64> {
-        match self
-            .cert_not_after
-            .load()
-        {
+        match self.cert_not_after.load() {
             0 => None,
             t => Some(t),
         }
@@ -202,10 +199,7 @@ impl ServerCertVerifier for Verifier {
             ocsp_response,
             at,
         )?;
-        let remember = || {
-            self.not_after
-                .store(validity.not_after)
-        };
+        let remember = || self.not_after.store(validity.not_after);
         if self.pins.is_empty() {
             remember();
             return Ok(ok);
