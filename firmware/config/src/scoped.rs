@@ -1,5 +1,6 @@
-//! Serde for socket addresses that keeps what serde's own encoding drops: the IPv6 scope ID and flow
-//! label (`[fe80::1%2]:53` must come back from a packed configuration as it went in).
+//! Serde for socket addresses that keeps what serde's own compact encoding drops: the IPv6 scope ID and
+//! flow label (`[fe80::1%2]:53` must come back from a packed configuration as it went in). Human-readable
+//! formats (JSON for `lanveil-ctl --json`) keep serde's text form, which already carries the scope.
 
 use alloc::vec::Vec;
 use core::net::{IpAddr, SocketAddr, SocketAddrV6};
