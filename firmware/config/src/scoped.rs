@@ -34,12 +34,18 @@ pub(crate) mod vec {
     use super::*;
 
     pub(crate) fn serialize<S: Serializer>(v: &[SocketAddr], s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            return v.serialize(s);
+        }
         v.iter().map(to_repr).collect::<Vec<_>>().serialize(s)
     }
 
     pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
         d: D,
     ) -> Result<Vec<SocketAddr>, D::Error> {
+        if d.is_human_readable() {
+            return Vec::<SocketAddr>::deserialize(d);
+        }
         Ok(Vec::<Repr>::deserialize(d)?
             .into_iter()
             .map(from_repr)
@@ -55,12 +61,18 @@ pub(crate) mod option {
         v: &Option<SocketAddr>,
         s: S,
     ) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            return v.serialize(s);
+        }
         v.as_ref().map(to_repr).serialize(s)
     }
 
     pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
         d: D,
     ) -> Result<Option<SocketAddr>, D::Error> {
+        if d.is_human_readable() {
+            return Option::<SocketAddr>::deserialize(d);
+        }
         Ok(Option::<Repr>::deserialize(d)?.map(from_repr))
     }
 }
