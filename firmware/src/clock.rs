@@ -66,7 +66,12 @@ pub struct TimeKeeper {
     saved: crate::sync::Shared64,
     synced: std::sync::atomic::AtomicBool,
     state_file: Option<std::path::PathBuf>,
+    guard: std::sync::Mutex<lanveil_core::clock::FloorGuard>,
+    started: std::time::Instant,
 }
+
+/// Seconds a wall time must run in step with monotonic time before it may raise the floor.
+pub const FLOOR_SETTLE_SECS: u64 = 600;
 
 impl std::fmt::Debug for TimeKeeper {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -81,6 +86,7 @@ impl TimeKeeper {
     pub fn new(
         wall: std::sync::Arc<dyn WallClock>,
         state_file: Option<std::path::PathBuf>,
+        settle_secs: u64,
     ) -> Self {
         use std::sync::atomic::AtomicBool;
         let persisted = state_file.as_deref().and_then(|p| match std::fs::read(p) {
@@ -104,6 +110,8 @@ impl TimeKeeper {
             saved: crate::sync::Shared64::new(persisted.unwrap_or(0)),
             synced: AtomicBool::new(false),
             state_file,
+            guard: std::sync::Mutex::new(lanveil_core::clock::FloorGuard::new(settle_secs)),
+            started: std::time::Instant::now(),
         };
         let synced = keeper.state() == lanveil_core::clock::ClockState::Synchronized;
         keeper
@@ -142,10 +150,18 @@ impl TimeKeeper {
         let synced = lanveil_core::clock::state(wall, self.floor())
             == lanveil_core::clock::ClockState::Synchronized;
         let was = self.synced.swap(synced, SeqCst);
-        if synced {
+        // Only a wall time that has run in step with monotonic time may raise the floor.
+        let mono = self.started.elapsed().as_secs();
+        let trusted = self
+            .guard
+            .lock()
+            .ok()
+            .and_then(|mut g| g.observe(wall, mono));
+        if synced && let Some(t) = trusted {
+            let before = self.floor();
             self.floor
-                .store(lanveil_core::clock::advance_floor(self.floor(), wall));
-            if wall >= self.saved.load() + SAVE_EVERY_SECS || !was {
+                .store(lanveil_core::clock::advance_floor(before, t));
+            if t >= self.saved.load() + SAVE_EVERY_SECS || self.saved.load() < before {
                 self.save();
             }
         }

@@ -249,6 +249,9 @@ pub struct Options {
     pub wall_clock: Option<Arc<dyn WallClock>>,
     /// The configuration file (shown in status; reloads read it).
     pub config_file: Option<String>,
+    /// Seconds a wall time must run steadily before it raises the time floor (default
+    /// [`clock::FLOOR_SETTLE_SECS`]; tests use 0).
+    pub clock_settle_secs: Option<u64>,
 }
 
 /// Starts lanveil on the ambient tokio runtime.
@@ -264,6 +267,9 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, Err
     let time = Arc::new(TimeKeeper::new(
         wall,
         config.state_file.as_ref().map(std::path::PathBuf::from),
+        options
+            .clock_settle_secs
+            .unwrap_or(clock::FLOOR_SETTLE_SECS),
     ));
     let mut ids = Vec::new();
     let mut next_id = 0;

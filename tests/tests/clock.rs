@@ -54,6 +54,7 @@ async fn start_at(
 ) -> (lanveil::Running, std::net::SocketAddr) {
     let options = lanveil::Options {
         wall_clock: Some(wall.clone() as Arc<dyn WallClock>),
+        clock_settle_secs: Some(0),
         ..Default::default()
     };
     let running = lanveil::start_with(cfg, options).await.unwrap();

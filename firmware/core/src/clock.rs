@@ -82,6 +82,50 @@ pub fn advance_floor(floor: u64, wall: u64) -> u64 {
     floor.max(wall)
 }
 
+/// Largest disagreement (s) between wall-clock and monotonic progress between two observations that still
+/// counts as the wall clock running normally.
+pub const DRIFT_TOLERANCE: u64 = 5;
+
+/// Guards the floor against a bogus step of the wall clock (a misbehaving time source, a typo with
+/// `date -s`): a wall time is trusted for the floor only after it has advanced in step with monotonic
+/// time for `settle` seconds. Without this, one step into the future would make every later, correct
+/// time look "unsynchronized" and certificates would be checked at that future time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FloorGuard {
+    settle: u64,
+    /// (wall, monotonic) when the current run of consistent observations began.
+    since: Option<(u64, u64)>,
+    /// The previous observation.
+    last: Option<(u64, u64)>,
+}
+
+impl FloorGuard {
+    /// A guard that trusts a wall time after `settle` seconds of consistent progress.
+    pub fn new(settle: u64) -> Self {
+        Self {
+            settle,
+            since: None,
+            last: None,
+        }
+    }
+
+    /// Observes wall time `wall` at monotonic time `mono` (both seconds); returns the wall time the
+    /// floor may advance to, if any.
+    pub fn observe(&mut self, wall: u64, mono: u64) -> Option<u64> {
+        let consistent = self.last.is_some_and(|(w0, m0)| {
+            let dw = wall.checked_sub(w0);
+            let dm = mono.saturating_sub(m0);
+            dw.is_some_and(|dw| dw.abs_diff(dm) <= DRIFT_TOLERANCE)
+        });
+        if !consistent {
+            self.since = Some((wall, mono));
+        }
+        self.last = Some((wall, mono));
+        let (_, m_start) = self.since?;
+        (mono.saturating_sub(m_start) >= self.settle).then_some(wall)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,6 +198,25 @@ mod tests {
                 relaxed: false
             }
         );
+    }
+
+    #[test]
+    fn a_bogus_step_into_the_future_never_reaches_the_floor() {
+        let mut g = FloorGuard::new(600);
+        // Normal running: trusted after 10 minutes of consistent progress.
+        assert_eq!(g.observe(FLOOR, 0), None);
+        assert_eq!(g.observe(FLOOR + 300, 300), None);
+        assert_eq!(g.observe(FLOOR + 600, 600), Some(FLOOR + 600));
+        // A step to 2038 restarts the clock on trust...
+        assert_eq!(g.observe(2_145_916_800, 610), None);
+        assert_eq!(g.observe(2_145_916_800 + 60, 670), None);
+        // ...and correcting it back is again a step: nothing is trusted until it has settled.
+        assert_eq!(g.observe(FLOOR + 700, 700), None);
+        assert_eq!(g.observe(FLOOR + 1_300, 1_300), Some(FLOOR + 1_300));
+        // A wall clock running backwards is never consistent.
+        assert_eq!(g.observe(FLOOR + 1_200, 1_400), None);
+        // settle 0 trusts at once (tests, or an owner who wants it).
+        assert_eq!(FloorGuard::new(0).observe(FLOOR, 5), Some(FLOOR));
     }
 
     #[test]
