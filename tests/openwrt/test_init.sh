@@ -3,7 +3,8 @@
 # busybox's own sed/awk/grep/cmp, as on OpenWrt) against the real uci CLI and
 # procd/rc.common test doubles that record what procd would receive. Runs in a
 # private network namespace (real nft, throwaway ruleset) and mount namespace
-# (private /tmp, so uci's default save dir is a scratch one).
+# (a private /tmp/.uci, so uci's default save dir is a scratch one; only that
+# directory is overmounted: the checkout itself may live under /tmp).
 # shellcheck source-path=SCRIPTDIR
 set -u
 if [ "${LANVEIL_IN_NS:-}" != 1 ]; then
@@ -11,7 +12,7 @@ if [ "${LANVEIL_IN_NS:-}" != 1 ]; then
 	"$(dirname "$0")/build-uci.sh" >/dev/null || { echo "FAIL uci-build: tests/openwrt/build-uci.sh failed"; exit 1; }
 	exec unshare --mount --net env LANVEIL_IN_NS=1 bash "$0" "$@"
 fi
-mount -t tmpfs tmpfs /tmp
+mkdir -p /tmp/.uci && mount -t tmpfs tmpfs /tmp/.uci
 # shellcheck source=lib.sh
 . "$(dirname "$0")/lib.sh"
 
@@ -50,7 +51,7 @@ mkroot() {
 	export IPKG_INSTROOT="$R" UCI_CONFIG_DIR="$R/etc/config" PROCD_LOG="$R/log/procd" LANVEIL_TEST_LOG="$R/log"
 	: >"$PROCD_LOG"
 	nft delete table inet lanveil 2>/dev/null
-	rm -rf /tmp/.uci
+	find /tmp/.uci -mindepth 1 -delete
 	ORIG="$T/dhcp.orig"
 	cp "$R/etc/config/dhcp" "$ORIG"
 }

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Instruction-count profile of lanveil's hot path (valgrind --tool=callgrind: repeatable, unlike timings):
+# a release build forwarding N unique-name queries (UDP in, DoT out) to a local unbound DoT server.
+# Prints instructions per query and the top functions. Usage: bash tests/bench/profile.sh [N]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+n=${1:-20000}
+for p in valgrind callgrind_annotate dnsperf openssl; do command -v $p >/dev/null || { echo "missing $p"; exit 1; }; done
+CARGO_PROFILE_RELEASE_DEBUG=line-tables-only CARGO_PROFILE_RELEASE_STRIP=false cargo build --release -q -p lanveil
+dir=$(mktemp -d); trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$dir"' EXIT
+cd "$dir"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key -out ca.pem -days 2 -subj "/CN=p" 2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout leaf.key -out leaf.csr -subj "/CN=dot.test" 2>/dev/null
+printf 'subjectAltName=DNS:dot.test\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' > ext.cnf
+openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out leaf.pem -days 2 -extfile ext.cnf 2>/dev/null
+cat > unbound.conf <<CONF
+server:
+  interface: 127.0.0.1@28853
+  tls-port: 28853
+  tls-service-key: "$dir/leaf.key"
+  tls-service-pem: "$dir/leaf.pem"
+  do-daemonize: no
+  chroot: ""
+  username: ""
+  pidfile: ""
+  use-syslog: no
+  directory: "$dir"
+  module-config: "iterator"
+  local-zone: "prof.test." static
+  access-control: 127.0.0.0/8 allow
+remote-control:
+  control-enable: no
+CONF
+/usr/sbin/unbound -d -c unbound.conf >/dev/null 2>&1 &
+python3 -c "
+with open('queries','w') as f:
+    for i in range($n): f.write('q%d.prof.test A\n' % i)"
+printf "config lanveil 'main'\n\tlist listen '127.0.0.1:25390'\n\toption cache '0'\n\toption log_level 'warn'\n\nconfig upstream 'p'\n\toption url 'tls://127.0.0.1:28853#dot.test'\n\toption ca_file '%s/ca.pem'\n" "$dir" > lanveil.conf
+sleep 1
+valgrind --tool=callgrind --callgrind-out-file="$dir/cg.out" "$OLDPWD/target/release/lanveil" --config lanveil.conf 2>/dev/null &
+vg=$!
+sleep 3
+dnsperf -s 127.0.0.1 -p 25390 -d queries -n 1 -c 1 -q 50 -l 120 2>&1 | grep -E 'Queries (sent|completed)'
+kill -TERM $vg; wait $vg 2>/dev/null || true
+total=$(callgrind_annotate "$dir/cg.out" 2>/dev/null | grep -m1 'PROGRAM TOTALS' | awk '{gsub(",","",$1); print $1}')
+echo "instructions: $total for $n queries (start-up and TLS handshake included): $((total / n)) per query"
+callgrind_annotate --inclusive=no "$dir/cg.out" 2>/dev/null | sed -n '/file:function/,$p' | head -25
