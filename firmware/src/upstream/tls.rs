@@ -37,6 +37,8 @@ pub enum TlsSetupError {
     EmptyCaBundle(String),
     /// rustls refused the settings.
     Rustls(rustls::Error),
+    /// `tls_min_version '1.2'` in a build without the `tls12` feature.
+    NoTls12,
 }
 
 impl std::fmt::Display for TlsSetupError {
@@ -45,6 +47,9 @@ impl std::fmt::Display for TlsSetupError {
             Self::NoCaBundle(p) => write!(f, "cannot read CA bundle {p}"),
             Self::EmptyCaBundle(p) => write!(f, "CA bundle {p} contains no usable certificate"),
             Self::Rustls(e) => write!(f, "TLS settings rejected: {e}"),
+            Self::NoTls12 => f.write_str(
+                "tls_min_version '1.2' needs a lanveil built with TLS 1.2 (feature tls12)",
+            ),
         }
     }
 }
@@ -112,7 +117,10 @@ impl Target {
             .map_err(|e| TlsSetupError::Rustls(rustls::Error::General(e.to_string())))?;
         let versions: &[&rustls::SupportedProtocolVersion] = match upstream.tls_min_version {
             TlsVersion::V1_3 => &[&rustls::version::TLS13],
+            #[cfg(feature = "tls12")]
             TlsVersion::V1_2 => &[&rustls::version::TLS13, &rustls::version::TLS12],
+            #[cfg(not(feature = "tls12"))]
+            TlsVersion::V1_2 => return Err(TlsSetupError::NoTls12),
         };
         let time_for_target = time.clone();
         let cert_not_after = Arc::new(crate::sync::Shared64::new(0));
