@@ -42,6 +42,8 @@ vg=$!
 sleep 3
 dnsperf -s 127.0.0.1 -p 25390 -d queries -n 1 -c 1 -q 50 -l 120 2>&1 | grep -E 'Queries (sent|completed)'
 kill -TERM $vg; wait $vg 2>/dev/null || true
-total=$(callgrind_annotate "$dir/cg.out" 2>/dev/null | grep -m1 'PROGRAM TOTALS' | awk '{gsub(",","",$1); print $1}')
+for _ in 1 2 3 4 5 6 7 8 9 10; do [ -s "$dir/cg.out" ] && break; sleep 1; done
+total=$(callgrind_annotate "$dir/cg.out" 2>/dev/null | grep -m1 'PROGRAM TOTALS' | awk '{gsub(",","",$1); print $1}' || true)
+[ -n "$total" ] || { echo "no callgrind output"; exit 1; }
 echo "instructions: $total for $n queries (start-up and TLS handshake included): $((total / n)) per query"
 callgrind_annotate --inclusive=no "$dir/cg.out" 2>/dev/null | sed -n '/file:function/,$p' | head -25
