@@ -75,49 +75,8 @@ pub async fn start(config: Config) -> (lanveil::Running, SocketAddr) {
 /// The `lanveil` binary of this build (built on first use, same profile as the tests).
 pub fn binary() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let exe = std::env::current_exe().unwrap();
-        let profile_dir = exe.parent().and_then(|d| d.parent()).unwrap().to_path_buf();
-        let release = profile_dir.file_name().is_some_and(|n| n == "release");
-        let mut cmd = std::process::Command::new(env!("CARGO"));
-        // Select lanveil-tests too, so features unify exactly as in the test build (no rebuild).
-        cmd.args([
-            "build",
-            "-q",
-            "-p",
-            "lanveil",
-            "-p",
-            "lanveil-tests",
-            "--bin",
-            "lanveil",
-        ]);
-        if release {
-            cmd.arg("--release");
-        }
-        // The test process carries the variables cargo sets for it; a build script that watches one
-        // (ring watches CARGO_MANIFEST_DIR) would otherwise force a rebuild on every run.
-        for (k, _) in std::env::vars_os() {
-            let k = k.to_string_lossy().into_owned();
-            let per_crate = [
-                "CARGO_MANIFEST_",
-                "CARGO_PKG_",
-                "CARGO_CRATE_",
-                "CARGO_BIN_",
-                "CARGO_PRIMARY_",
-                "CARGO_TARGET_TMPDIR",
-                "CARGO_RUSTC_CURRENT_DIR",
-            ];
-            if per_crate.iter().any(|p| k.starts_with(p)) || k == "OUT_DIR" {
-                cmd.env_remove(&k);
-            }
-        }
-        let status = cmd.status().expect("cargo runs");
-        assert!(status.success(), "building the lanveil binary failed");
-        let bin = profile_dir.join("lanveil");
-        assert!(bin.exists(), "{} missing after build", bin.display());
-        bin
-    })
-    .clone()
+    BIN.get_or_init(|| crate::util::workspace_binary("lanveil", "lanveil"))
+        .clone()
 }
 
 /// A lanveil process with its stderr collected.

@@ -178,38 +178,8 @@ impl Drop for Sshd {
 /// The `lanveil-ctl` binary of this build (built on first use, same profile as the tests).
 pub fn ctl_binary() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let exe = std::env::current_exe().unwrap();
-        let profile_dir = exe.parent().and_then(|d| d.parent()).unwrap().to_path_buf();
-        let release = profile_dir.file_name().is_some_and(|n| n == "release");
-        let mut cmd = Command::new(env!("CARGO"));
-        cmd.args(["build", "-q", "-p", "lanveil-cli", "--bin", "lanveil-ctl"]);
-        if release {
-            cmd.arg("--release");
-        }
-        // As in `gateway::binary`: drop the per-crate variables cargo set for this test process.
-        for (k, _) in std::env::vars_os() {
-            let k = k.to_string_lossy().into_owned();
-            let per_crate = [
-                "CARGO_MANIFEST_",
-                "CARGO_PKG_",
-                "CARGO_CRATE_",
-                "CARGO_BIN_",
-                "CARGO_PRIMARY_",
-                "CARGO_TARGET_TMPDIR",
-                "CARGO_RUSTC_CURRENT_DIR",
-            ];
-            if per_crate.iter().any(|p| k.starts_with(p)) || k == "OUT_DIR" {
-                cmd.env_remove(&k);
-            }
-        }
-        let status = cmd.status().expect("cargo runs");
-        assert!(status.success(), "building lanveil-ctl failed");
-        let bin = profile_dir.join("lanveil-ctl");
-        assert!(bin.exists(), "{} missing after build", bin.display());
-        bin
-    })
-    .clone()
+    BIN.get_or_init(|| crate::util::workspace_binary("lanveil-cli", "lanveil-ctl"))
+        .clone()
 }
 
 /// The outcome of one `lanveil-ctl` run.

@@ -118,3 +118,53 @@ pub fn require_program(prog: &str, debian_package: &str) -> PathBuf {
         )
     })
 }
+
+/// Builds binary `bin` of workspace package `package` in the same profile as the running test (a no-op
+/// when up to date) and returns its path. `-p lanveil-tests` is always selected too, so features unify
+/// exactly as in the test build, and the variables cargo sets for the test process are dropped (a build
+/// script watching one, as ring's watches `CARGO_MANIFEST_DIR`, would otherwise force a rebuild).
+///
+/// # Panics
+/// If the build fails.
+pub fn workspace_binary(package: &str, bin: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps/<test>")
+        .to_path_buf();
+    let mut cmd = std::process::Command::new(env!("CARGO"));
+    cmd.args([
+        "build",
+        "-q",
+        "-p",
+        package,
+        "-p",
+        "lanveil-tests",
+        "--bin",
+        bin,
+    ]);
+    if profile_dir.file_name().is_some_and(|n| n == "release") {
+        cmd.arg("--release");
+    }
+    let per_crate = [
+        "CARGO_MANIFEST_",
+        "CARGO_PKG_",
+        "CARGO_CRATE_",
+        "CARGO_BIN_",
+        "CARGO_PRIMARY_",
+        "CARGO_TARGET_TMPDIR",
+        "CARGO_RUSTC_CURRENT_DIR",
+    ];
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy().into_owned();
+        if per_crate.iter().any(|p| k.starts_with(p)) || k == "OUT_DIR" {
+            cmd.env_remove(&k);
+        }
+    }
+    let status = cmd.status().expect("cargo runs");
+    assert!(status.success(), "building {bin} failed");
+    let path = profile_dir.join(bin);
+    assert!(path.exists(), "{} missing after build", path.display());
+    path
+}
