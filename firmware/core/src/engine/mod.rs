@@ -832,8 +832,20 @@ impl<R: Rng> Engine<R> {
         let Ok(scan) = message::scan(msg) else {
             return false;
         };
+        self.answer_scanned(client, view, msg, &scan, extra)
+    }
+
+    /// [`Self::answer_from`] for a message already scanned (the upstream path scans each answer once).
+    fn answer_scanned(
+        &mut self,
+        client: ClientAddr,
+        view: &ClientView,
+        msg: &[u8],
+        scan: &Scan,
+        extra: Option<Ede<'_>>,
+    ) -> bool {
         let mut out = vec![0u8; msg.len() + 16 + extra.map_or(0, |e| e.option_len())];
-        match rewrite::to_client(msg, &scan, view, extra, &mut out) {
+        match rewrite::to_client(msg, scan, view, extra, &mut out) {
             Ok(n) => {
                 out.truncate(n);
                 if n < msg.len() && view.max_len < msg.len() {
@@ -1361,7 +1373,8 @@ impl<R: Rng> Engine<R> {
         if let Some(u) = self.upstreams.iter_mut().find(|u| u.id == upstream) {
             u.soft = 0;
         }
-        let mut answer: Vec<u8> = frame.to_vec();
+        // DNS64 may substitute another answer; otherwise the frame and its scan are used as they are.
+        let mut replaced: Option<Vec<u8>> = None;
         if let (Some(prefix), Some(Some(q))) = (self.config.dns64, self.slots.get_mut(slot)) {
             match &q.dns64 {
                 Dns64Phase::Aaaa
@@ -1380,13 +1393,13 @@ impl<R: Rng> Engine<R> {
                     return Ok(());
                 }
                 Dns64Phase::A(aaaa) => {
-                    answer = match dns64::synthesize(frame, &scan, &prefix) {
+                    replaced = Some(match dns64::synthesize(frame, &scan, &prefix) {
                         Some(syn) => {
                             self.stats.dns64_synthesized += 1;
                             syn
                         }
                         None => aaaa.clone(),
-                    };
+                    });
                 }
                 _ => {}
             }
@@ -1394,11 +1407,24 @@ impl<R: Rng> Engine<R> {
         let Some(q) = self.take_query(slot) else {
             return Ok(());
         };
-        let frame = &answer[..];
+        let (frame, scan) = match &replaced {
+            Some(r) => match message::scan(r) {
+                Ok(s) => (r.as_slice(), s),
+                Err(_) => {
+                    let e = Ede {
+                        code: ede::NETWORK_ERROR,
+                        text: "malformed upstream answer",
+                    };
+                    self.servfail(q, e);
+                    return Ok(());
+                }
+            },
+            None => (frame, scan),
+        };
         if let (Some(cache), Some(key)) = (self.cache.as_mut(), q.cache_key.clone()) {
             cache.insert(now, key, frame);
         }
-        if self.answer_from(q.client, &q.view, frame, None) {
+        if self.answer_scanned(q.client, &q.view, frame, &scan, None) {
             self.stats.answered += 1;
             self.log_answer(now, frame, AnswerSource::Upstream);
         } else {
