@@ -4,36 +4,15 @@
 # Usage: bash tests/bench/quick.sh [seconds]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# shellcheck source=lib.sh
+. tests/bench/lib.sh
 secs=${1:-10}
 for p in dnsperf openssl; do command -v $p >/dev/null || { echo "missing $p (apt-get install dnsperf)"; exit 1; }; done
 [ -x /usr/sbin/unbound ] || { echo "missing unbound"; exit 1; }
 cargo build --release -q -p lanveil
 dir=$(mktemp -d); trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$dir"' EXIT
 cd "$dir"
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key -out ca.pem -days 2 -subj "/CN=bench CA" 2>/dev/null
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout leaf.key -out leaf.csr -subj "/CN=dot.test" 2>/dev/null
-printf 'subjectAltName=DNS:dot.test\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' > ext.cnf
-openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out leaf.pem -days 2 -extfile ext.cnf 2>/dev/null
-cat > unbound.conf <<CONF
-server:
-  interface: 127.0.0.1@18853
-  tls-port: 18853
-  tls-service-key: "$dir/leaf.key"
-  tls-service-pem: "$dir/leaf.pem"
-  do-daemonize: no
-  chroot: ""
-  username: ""
-  pidfile: ""
-  use-syslog: no
-  directory: "$dir"
-  module-config: "iterator"
-  local-zone: "bench.test." static
-  local-data: "www.bench.test. 300 IN A 192.0.2.7"
-  access-control: 127.0.0.0/8 allow
-remote-control:
-  control-enable: no
-CONF
-/usr/sbin/unbound -d -c unbound.conf >/dev/null 2>&1 &
+start_dot_upstream "$dir" 18853 "bench.test." "www.bench.test. 300 IN A 192.0.2.7"
 python3 -c "
 with open('queries','w') as f:
     for i in range(20000):
