@@ -13,6 +13,8 @@ usage: lanveil [--config FILE] [--listen ADDR:PORT]... [--upstream URL]... [--bo
        URL: tls://IP[:PORT]#NAME | https://IP[:PORT]/PATH#NAME | https://NAME[:PORT]/PATH (with --bootstrap)
        lanveil --check-config FILE
        lanveil --control SOCKET status|log|reload   (raw response for lanveil-ctl)
+       lanveil --control SOCKET wan-portal set URI [DNS...] | wan-portal clear
+                                                   (the WAN DHCP hook: a captive portal upstream)
        lanveil --version
 
 With no arguments lanveil listens on 127.0.0.1:5353 and forwards to Quad9 over strict
@@ -45,6 +47,8 @@ pub struct Args {
     pub control: Option<PathBuf>,
     /// The request for `--control` (`status`, `log`, `reload`).
     pub control_request: Option<String>,
+    /// Further words of the `--control` request (`wan-portal set URI DNS…`).
+    pub control_args: Vec<String>,
     /// `--version`.
     pub version: bool,
     /// `--help`.
@@ -98,6 +102,9 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args, String> {
             Long("control") => a.control = Some(p.value().map_err(|e| e.to_string())?.into()),
             Value(v) if a.control.is_some() && a.control_request.is_none() => {
                 a.control_request = Some(text(v, "--control")?);
+            }
+            Value(v) if a.control_request.is_some() => {
+                a.control_args.push(text(v, "--control")?);
             }
             Long("version") | Short('V') => a.version = true,
             Long("help") | Short('h') => a.help = true,

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use lanveil_config::control::{LogLine, Request, Response, StatusReport, UpstreamStatus};
+use lanveil_config::control::{
+    CaptiveReport, LogLine, Request, Response, StatusReport, UpstreamStatus,
+};
 use lanveil_config::envelope;
 use lanveil_core::engine::{AnswerSource, UpstreamId};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -85,7 +87,7 @@ async fn serve(mut stream: UnixStream, ctx: &Context) {
         .map(|b| Request::decode(&b))
     {
         Some(Ok(Request::Status)) => match status(ctx).await {
-            Some(r) => Response::Status(r),
+            Some(r) => Response::Status(Box::new(r)),
             None => Response::Error("lanveil is stopping".into()),
         },
         Some(Ok(Request::QueryLog)) => query_log(ctx).await,
@@ -96,11 +98,31 @@ async fn serve(mut stream: UnixStream, ctx: &Context) {
                 Err(_) => Response::Error("lanveil is stopping".into()),
             }
         }
+        Some(Ok(Request::WanPortal { uri, dns })) => {
+            Response::Done(wan_portal(ctx, uri, dns).await)
+        }
         Some(Err(e)) => Response::Error(format!("bad request: {e}")),
         None => Response::Error("bad request".into()),
     };
     let _ = stream.write_all(&response.encode()).await;
     let _ = stream.shutdown().await;
+}
+
+/// The WAN hook's report: validated here (it comes from an untrusted network), then given to the
+/// driver.
+async fn wan_portal(ctx: &Context, uri: Option<String>, dns: Vec<String>) -> Result<(), String> {
+    let uri = match uri {
+        Some(u) => Some(
+            lanveil_core::capport::CaptivePortalUri::parse(u.as_bytes())
+                .map_err(|e| format!("captive-portal URI refused: {e}"))?,
+        ),
+        None => None,
+    };
+    let dns = crate::captive::parse_dns(&dns)?;
+    ctx.driver
+        .send(Input::WanPortal { uri, dns })
+        .await
+        .map_err(|_| "lanveil is stopping".to_string())
 }
 
 async fn snapshot(ctx: &Context) -> Option<Snapshot> {
@@ -150,6 +172,7 @@ async fn status(ctx: &Context) -> Option<StatusReport> {
         ("upstream_failures", s.upstream_failures),
         ("truncated", s.truncated),
         ("overloaded", s.overloaded),
+        ("plaintext_portal", s.plaintext_portal),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
@@ -175,6 +198,18 @@ async fn status(ctx: &Context) -> Option<StatusReport> {
         inflight: snap.inflight as u64,
         cache_entries: cache_entries as u64,
         cache_bytes: cache_bytes as u64,
+        captive: CaptiveReport {
+            phase: snap.captive.phase.as_str().into(),
+            api_uri: snap.captive.api_uri,
+            user_portal_url: snap.captive.user_portal_url,
+            seconds_remaining: snap.captive.seconds_remaining,
+            plaintext_allowed: snap.captive.plaintext_allowed,
+            plaintext_left_s: snap.captive.plaintext_left_s,
+            plaintext_names: snap.captive.plaintext_names,
+            plaintext_queries: s.plaintext_portal,
+            wan_dns: snap.wan_dns.iter().map(ToString::to_string).collect(),
+            api_error: snap.captive.api_error,
+        },
     })
 }
 
@@ -196,6 +231,7 @@ async fn query_log(ctx: &Context) -> Response {
                 AnswerSource::Stale => "stale",
                 AnswerSource::Local => "local",
                 AnswerSource::Failed => "failed",
+                AnswerSource::Plaintext => "plaintext",
             }
             .to_string(),
         })

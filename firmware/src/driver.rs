@@ -16,7 +16,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::clock::Clock;
+use crate::captive::{ApiContext, PlainSocket, spawn_api_request};
+use crate::clock::{Clock, TimeKeeper};
 use crate::rng::OsRng;
 use crate::upstream::{Outgoing, dot, tls::Target, tls::describe};
 
@@ -28,6 +29,15 @@ pub(crate) struct Snapshot {
     pub(crate) health: Vec<lanveil_core::engine::UpstreamHealth>,
     pub(crate) cache: Option<(usize, usize)>,
     pub(crate) log: Vec<QueryLogEntry>,
+    pub(crate) captive: lanveil_core::captive::Status,
+    pub(crate) wan_dns: Vec<SocketAddr>,
+}
+
+/// The captive-WAN settings from the configuration.
+#[derive(Clone)]
+pub(crate) struct WanSettings {
+    pub(crate) tracker: lanveil_core::captive::Settings,
+    pub(crate) ca_file: Option<String>,
 }
 
 /// A validated new configuration for the engine.
@@ -35,6 +45,7 @@ pub(crate) struct Reconfigure {
     pub(crate) engine: EngineConfig,
     pub(crate) targets: Vec<(UpstreamId, Arc<Target>)>,
     pub(crate) policy: Policy,
+    pub(crate) wan: WanSettings,
 }
 
 /// Everything the driver hears about.
@@ -97,6 +108,37 @@ pub(crate) enum Input {
     Drain {
         until: Instant,
     },
+    /// The WAN's DHCP/RA announced a captive portal (`None`: withdrawn), with the WAN's DNS servers.
+    WanPortal {
+        uri: Option<lanveil_core::capport::CaptivePortalUri>,
+        dns: Vec<SocketAddr>,
+    },
+    /// The outcome of a captive-portal API request.
+    ApiResult {
+        uri: lanveil_core::capport::CaptivePortalUri,
+        result: Result<lanveil_core::captive::ApiState, String>,
+    },
+    /// An answer from the WAN's DNS to a plaintext portal-name query.
+    PlainAnswer {
+        tag: u16,
+        bytes: Vec<u8>,
+    },
+}
+
+/// How often the upstreams' health feeds the "suspected captive" heuristic.
+const WAN_CHECK: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The captive-WAN side of the driver.
+struct Wan {
+    tracker: lanveil_core::captive::Tracker,
+    settings: WanSettings,
+    time: Arc<TimeKeeper>,
+    dns: Vec<SocketAddr>,
+    plain: Option<PlainSocket>,
+    api: Option<JoinHandle<()>>,
+    check_at: lanveil_core::time::Instant,
+    phase: lanveil_core::captive::Phase,
+    dirty: bool,
 }
 
 struct SessionHandle {
@@ -116,6 +158,7 @@ pub(crate) struct Driver {
     drain_until: Option<Instant>,
     udp_send_failures: u64,
     relaxed: std::collections::HashSet<SessionId>,
+    wan: Wan,
 }
 
 /// Inputs handled per wake-up before outputs are flushed (bounded so timers stay timely).
@@ -127,9 +170,11 @@ impl Driver {
         targets: Vec<(UpstreamId, Arc<Target>)>,
         policy: Policy,
         rng: OsRng,
-        rx: mpsc::Receiver<Input>,
-        tx: mpsc::Sender<Input>,
+        channel: (mpsc::Receiver<Input>, mpsc::Sender<Input>),
+        wan: WanSettings,
+        time: Arc<TimeKeeper>,
     ) -> Self {
+        let (rx, tx) = channel;
         let specs = specs(&targets);
         let mut engine = Engine::new(engine_config, &specs, rng);
         engine.set_policy(Some(policy));
@@ -145,12 +190,28 @@ impl Driver {
             drain_until: None,
             udp_send_failures: 0,
             relaxed: std::collections::HashSet::new(),
+            wan: Wan {
+                tracker: lanveil_core::captive::Tracker::new(wan.tracker),
+                settings: wan,
+                time,
+                dns: Vec::new(),
+                plain: None,
+                api: None,
+                check_at: lanveil_core::time::Instant::default(),
+                phase: lanveil_core::captive::Phase::Open,
+                dirty: false,
+            },
         }
     }
 
     pub(crate) async fn run(mut self) {
         loop {
-            let wake = self.engine.poll_timeout().map(|t| self.clock.to_tokio(t));
+            let wake = match (self.engine.poll_timeout(), self.wan.tracker.poll_timeout()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
+            .map(|t| t.min(self.wan.check_at))
+            .map(|t| self.clock.to_tokio(t));
             let wake = match (wake, self.drain_until) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
@@ -171,6 +232,7 @@ impl Driver {
             }
             let now = self.clock.now();
             self.engine.handle_timeout(now);
+            self.wan_tick(now);
             self.flush();
             if let Some(until) = self.drain_until
                 && (self.engine.inflight() == 0 || Instant::now() >= until)
@@ -186,6 +248,58 @@ impl Driver {
         }
         for (_, s) in self.sessions.drain() {
             s.task.abort();
+        }
+        if let Some(t) = self.wan.api.take() {
+            t.abort();
+        }
+    }
+
+    /// The captive-WAN bookkeeping after every batch of inputs: the "suspected" heuristic, API
+    /// requests when due, and the plaintext exception handed to the engine when it changed.
+    fn wan_tick(&mut self, now: lanveil_core::time::Instant) {
+        let wan = &mut self.wan;
+        if now >= wan.check_at {
+            wan.check_at = now + WAN_CHECK;
+            let health = self.engine.upstream_health(now);
+            let down = !health.is_empty() && health.iter().all(|h| !h.up && h.last_error.is_some());
+            wan.tracker.upstreams_down(now, down);
+        }
+        let phase = wan.tracker.phase(now);
+        if phase != wan.phase {
+            wan.phase = phase;
+            wan.dirty = true;
+            let st = wan.tracker.status(now);
+            let uri = st.api_uri.as_deref().unwrap_or("-");
+            match phase {
+                lanveil_core::captive::Phase::Open => log::info!("WAN: no captive portal"),
+                lanveil_core::captive::Phase::Suspected => log::warn!(
+                    "WAN: every upstream has failed for 30 s and no portal was announced: perhaps a captive portal"
+                ),
+                p => log::warn!("WAN captive portal {}: {uri}", p.as_str()),
+            }
+        }
+        if wan.api.as_ref().is_none_or(JoinHandle::is_finished)
+            && let Some(uri) = wan.tracker.poll_due(now)
+        {
+            let ctx = ApiContext {
+                ca_file: wan.settings.ca_file.clone(),
+                time: wan.time.clone(),
+                dns: wan.dns.clone(),
+                may_lookup: wan.tracker.exception(now).is_some(),
+            };
+            wan.api = Some(spawn_api_request(uri, ctx, self.tx.clone()));
+        }
+        if wan.dirty {
+            wan.dirty = false;
+            let ex = wan.tracker.exception(now).filter(|_| wan.plain.is_some());
+            if let Some(e) = &ex {
+                log::warn!(
+                    "captive portal exception open for {} name(s), {} s left: those names are resolved in plaintext",
+                    e.names.len(),
+                    e.until.saturating_since(now).as_secs()
+                );
+            }
+            self.engine.set_plain_exception(ex);
         }
     }
 
@@ -270,6 +384,8 @@ impl Driver {
                     health: self.engine.upstream_health(now),
                     cache: self.engine.cache_usage(),
                     log: self.engine.query_log().cloned().collect(),
+                    captive: self.wan.tracker.status(now),
+                    wan_dns: self.wan.dns.clone(),
                 });
             }
             Input::QueryLog { reply } => {
@@ -280,7 +396,11 @@ impl Driver {
                     engine,
                     targets,
                     policy,
+                    wan,
                 } = *r;
+                self.wan.tracker.set_settings(wan.tracker);
+                self.wan.settings = wan;
+                self.wan.dirty = true;
                 self.engine.set_policy(Some(policy));
                 let specs = specs(&targets);
                 // Tasks of retired sessions hold their own Arc of the old target.
@@ -292,6 +412,25 @@ impl Driver {
             }
             Input::Drain { until } => {
                 self.drain_until = Some(until);
+            }
+            Input::WanPortal { uri, dns } => {
+                if dns != self.wan.dns {
+                    self.wan.plain =
+                        (!dns.is_empty()).then(|| PlainSocket::spawn(dns.clone(), self.tx.clone()));
+                    self.wan.dns = dns;
+                }
+                self.wan.tracker.signal(now, uri);
+                self.wan.dirty = true;
+            }
+            Input::ApiResult { uri, result } => {
+                if let Err(e) = &result {
+                    log::info!("captive portal API {uri}: {e}");
+                }
+                self.wan.tracker.api_result(now, &uri, result);
+                self.wan.dirty = true;
+            }
+            Input::PlainAnswer { tag, bytes } => {
+                self.engine.handle_plain_answer(now, tag, &bytes);
             }
         }
     }
@@ -378,6 +517,12 @@ impl Driver {
                 self.relaxed.remove(&session);
                 if let Some(s) = self.sessions.remove(&session) {
                     s.task.abort();
+                }
+            }
+            Action::PlainQuery { message, .. } => {
+                // Only names under the owner-enabled captive-portal exception reach this point.
+                if let Some(p) = &self.wan.plain {
+                    let _ = p.tx.try_send(message);
                 }
             }
         }

@@ -4,6 +4,7 @@
 //! that reloads ([`Running::reload`]) and drains ([`Running::shutdown`]). `main.rs` wires it to signals;
 //! integration tests drive it in-process.
 
+mod captive;
 pub mod cli;
 pub mod clock;
 pub mod control;
@@ -242,6 +243,17 @@ fn build_targets(
     Ok(out)
 }
 
+fn wan_settings(config: &Config) -> driver::WanSettings {
+    driver::WanSettings {
+        tracker: lanveil_core::captive::Settings {
+            plaintext: config.captive_plaintext,
+            plaintext_max: Duration::from_secs(config.captive_plaintext_max_s.into()),
+            poll: Duration::from_secs(config.captive_poll_s.into()),
+        },
+        ca_file: config.ca_file.clone(),
+    }
+}
+
 /// How lanveil is started, beyond its configuration (tests inject a wall clock).
 #[derive(Default)]
 pub struct Options {
@@ -278,7 +290,15 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, Err
     let policy = build_policy(&config)?;
     let rng = rng::OsRng::new().map_err(|_| Error::Random)?;
     let (tx, rx) = mpsc::channel(4096);
-    let driver = Driver::new(engine_config(&config), targets, policy, rng, rx, tx.clone());
+    let driver = Driver::new(
+        engine_config(&config),
+        targets,
+        policy,
+        rng,
+        (rx, tx.clone()),
+        wan_settings(&config),
+        time.clone(),
+    );
     let control_targets = targets_for_control.clone();
     let driver = tokio::spawn(driver.run());
     let ticker = tokio::spawn(clock_ticker(time.clone(), tx.clone()));
@@ -426,6 +446,7 @@ impl Running {
                 engine: engine_config(&config),
                 targets,
                 policy,
+                wan: wan_settings(&config),
             })))
             .await
             .map_err(|_| Error::Stopped)?;

@@ -22,7 +22,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     if let Some(socket) = &args.control {
-        return control_client(socket, args.control_request.as_deref());
+        return control_client(socket, args.control_request.as_deref(), &args.control_args);
     }
     if let Some(path) = &args.check {
         return match cli::load_file(path) {
@@ -68,18 +68,49 @@ async fn reload(args: &cli::Args, running: &mut lanveil::Running) -> Result<(), 
 }
 
 /// `lanveil --control SOCKET status|log|reload`: the raw response envelope on stdout.
-fn control_client(socket: &std::path::Path, what: Option<&str>) -> ExitCode {
-    use lanveil::config::control::Request;
+fn control_client(socket: &std::path::Path, what: Option<&str>, rest: &[String]) -> ExitCode {
+    use lanveil::config::control::{Request, Response};
     use std::io::Write;
-    let req = match what {
-        Some("status") => Request::Status,
-        Some("log") => Request::QueryLog,
-        Some("reload") => Request::Reload,
+    let req = match (what, rest) {
+        (Some("status"), []) => Request::Status,
+        (Some("log"), []) => Request::QueryLog,
+        (Some("reload"), []) => Request::Reload,
+        (Some("wan-portal"), [set, uri, dns @ ..]) if set == "set" => Request::WanPortal {
+            uri: Some(uri.clone()),
+            dns: dns.iter().take(4).cloned().collect(),
+        },
+        (Some("wan-portal"), [clear, dns @ ..]) if clear == "clear" => Request::WanPortal {
+            uri: None,
+            dns: dns.iter().take(4).cloned().collect(),
+        },
         _ => {
-            eprintln!("lanveil: --control SOCKET needs one of: status, log, reload");
+            eprintln!(
+                "lanveil: --control SOCKET needs one of: status, log, reload, wan-portal set URI [DNS...], wan-portal clear"
+            );
             return ExitCode::from(2);
         }
     };
+    if let Request::WanPortal { .. } = req {
+        // For shell hooks: a line in words and the exit status.
+        let answer = lanveil::control::request(socket, &req)
+            .map_err(|e| format!("{}: {e}", socket.display()))
+            .and_then(|b| Response::decode(&b).map_err(|e| e.to_string()));
+        return match answer {
+            Ok(Response::Done(Ok(()))) => {
+                println!("ok");
+                ExitCode::SUCCESS
+            }
+            Ok(Response::Done(Err(e)) | Response::Error(e)) => {
+                eprintln!("lanveil: {e}");
+                ExitCode::from(1)
+            }
+            Ok(_) => ExitCode::from(1),
+            Err(e) => {
+                eprintln!("lanveil: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
     match lanveil::control::request(socket, &req) {
         Ok(bytes) => {
             let mut out = std::io::stdout().lock();

@@ -323,7 +323,7 @@ fn verify_once(
         return Err(format!("test query answered {}{ede}", reply.rcode_name()));
     }
     let report = match control.request(&Request::Status) {
-        Ok(Response::Status(r)) => r,
+        Ok(Response::Status(r)) => *r,
         Ok(other) => return Err(format!("unexpected answer to status: {other:?}")),
         Err(e) => return Err(e.message),
     };

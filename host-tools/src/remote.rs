@@ -177,6 +177,11 @@ impl Control {
                     Request::Status => "status",
                     Request::QueryLog => "log",
                     Request::Reload => "reload",
+                    Request::WanPortal { .. } => {
+                        return Err(Error::failed(
+                            "wan-portal is sent by the router's own WAN hook, not over ssh",
+                        ));
+                    }
                 };
                 let cmd = format!(
                     "{} --control {} {word}",

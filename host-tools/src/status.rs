@@ -12,7 +12,7 @@ use crate::time_fmt;
 /// Asks the daemon for its status.
 pub fn fetch(control: &Control) -> Result<StatusReport> {
     match control.request(&Request::Status)? {
-        Response::Status(r) => Ok(r),
+        Response::Status(r) => Ok(*r),
         Response::Error(e) => Err(Error::failed(format!("lanveil: {e}"))),
         other => Err(Error::failed(format!("unexpected answer: {other:?}"))),
     }
@@ -103,6 +103,57 @@ pub fn render(r: &StatusReport, router: &str) -> String {
                 "              EDE {code:<3} {:<24} {n}",
                 dns::ede_name(*code)
             );
+        }
+    }
+    let c = &r.captive;
+    match c.phase.as_str() {
+        "" | "open" => {}
+        "suspected" => {
+            let _ = writeln!(
+                o,
+                "WAN         every upstream failing and no portal announced: perhaps a captive portal (open any http:// page on a device to log in)"
+            );
+        }
+        phase => {
+            let _ = writeln!(
+                o,
+                "WAN         captive portal {phase}: API {}",
+                c.api_uri.as_deref().unwrap_or("-")
+            );
+            if let Some(u) = &c.user_portal_url {
+                let _ = writeln!(o, "            log in at {u}");
+            }
+            if let Some(s) = c.seconds_remaining {
+                let _ = writeln!(o, "            session: {} left", time_fmt::span(s));
+            }
+            if let Some(e) = &c.api_error {
+                let _ = writeln!(o, "            API: {e}");
+            }
+            let names = c.plaintext_names.join(", ");
+            match (c.plaintext_allowed, c.plaintext_left_s) {
+                (false, _) => {
+                    let _ = writeln!(
+                        o,
+                        "            plaintext exception off (captive_plaintext '0'): nothing is resolved in plaintext"
+                    );
+                }
+                (true, Some(left)) => {
+                    let _ = writeln!(
+                        o,
+                        "            PLAINTEXT for {names} via {} for {} more ({} queries so far)",
+                        c.wan_dns.join(" "),
+                        time_fmt::span(left),
+                        c.plaintext_queries
+                    );
+                }
+                (true, None) => {
+                    let _ = writeln!(
+                        o,
+                        "            plaintext exception closed ({} queries were answered under it)",
+                        c.plaintext_queries
+                    );
+                }
+            }
         }
     }
     let _ = writeln!(

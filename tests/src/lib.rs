@@ -26,6 +26,7 @@ pub mod doh;
 pub mod gateway;
 pub mod netns;
 pub mod pki;
+pub mod portal;
 pub mod ssh;
 pub mod unbound;
 pub mod upstream;

@@ -450,7 +450,7 @@ async fn pack_unpack_round_trips_and_rejects_damage() {
     let out = run(p, &["config", "pack", "--output", "cfg.lvcf"]).await;
     assert_eq!(out.code, Some(0), "{out:?}");
     let blob = std::fs::read(dir.join("cfg.lvcf")).unwrap();
-    assert_eq!(&blob[..6], b"LVCF\x01\x00");
+    assert_eq!(&blob[..6], b"LVCF\x02\x00");
     let out = run(
         p,
         &["config", "unpack", "cfg.lvcf", "--output", "back.conf"],
@@ -477,13 +477,13 @@ async fn pack_unpack_round_trips_and_rejects_damage() {
     );
 
     let mut future = blob.clone();
-    future[4] = 2;
+    future[4] = 3;
     dir.write("future.lvcf", &future);
     let out = run(p, &["config", "unpack", "future.lvcf"]).await;
     assert_eq!(out.code, Some(2), "{out:?}");
     assert_eq!(
         out.stderr.trim(),
-        "lanveil-ctl: future.lvcf: packed configuration: schema version 2 is newer than this lanveil"
+        "lanveil-ctl: future.lvcf: packed configuration: schema version 3 is newer than this lanveil"
     );
 
     dir.write("short.lvcf", &blob[..blob.len() - 3]);

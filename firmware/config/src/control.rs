@@ -14,7 +14,7 @@ pub const REQUEST_MAGIC: &[u8; 4] = b"LVCQ";
 /// Response magic.
 pub const RESPONSE_MAGIC: &[u8; 4] = b"LVCR";
 /// Protocol version.
-pub const CONTROL_VERSION: u16 = 1;
+pub const CONTROL_VERSION: u16 = 2;
 
 /// What a client asks.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -25,19 +25,30 @@ pub enum Request {
     QueryLog,
     /// Re-read the configuration file (like SIGHUP); the answer says whether it was applied.
     Reload,
+    /// From the router's WAN DHCP hook: the captive-portal URI the WAN announced (RFC 8910 option
+    /// 114/103/37; `None` when the lease has none or is gone) and the WAN's DNS servers (`IP` or
+    /// `IP:PORT`). Validated by the daemon.
+    WanPortal {
+        /// The announced API URI.
+        uri: Option<String>,
+        /// The lease's DNS servers.
+        dns: Vec<String>,
+    },
 }
 
 /// What the daemon answers.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response {
     /// The status report.
-    Status(StatusReport),
+    Status(alloc::boxed::Box<StatusReport>),
     /// The query log, oldest first (empty when off).
     QueryLog(Vec<LogLine>),
     /// The outcome of a reload: `Ok(())`, or the error (file, line, key, reason).
     Reloaded(Result<(), String>),
     /// The request could not be served.
     Error(String),
+    /// A request that changes state was taken (`Ok`), or refused with the reason.
+    Done(Result<(), String>),
 }
 
 /// Everything `lanveil-ctl status` shows.
@@ -67,6 +78,33 @@ pub struct StatusReport {
     pub cache_entries: u64,
     /// Bytes held by the cache.
     pub cache_bytes: u64,
+    /// The WAN's captive-portal state (travel routers).
+    pub captive: CaptiveReport,
+}
+
+/// What lanveil knows about a captive portal on the WAN side.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaptiveReport {
+    /// `open`, `suspected`, `signalled`, `captive` or `free`.
+    pub phase: String,
+    /// The API URI the WAN announced.
+    pub api_uri: Option<String>,
+    /// Where to log in (from the API).
+    pub user_portal_url: Option<String>,
+    /// Session seconds left (from the API).
+    pub seconds_remaining: Option<u64>,
+    /// The owner allowed the plaintext exception (`captive_plaintext`).
+    pub plaintext_allowed: bool,
+    /// Seconds the exception stays open, when open.
+    pub plaintext_left_s: Option<u64>,
+    /// The names under the exception.
+    pub plaintext_names: Vec<String>,
+    /// Queries answered in plaintext under it so far.
+    pub plaintext_queries: u64,
+    /// The WAN's DNS servers the exception uses.
+    pub wan_dns: Vec<String>,
+    /// The last API request's error.
+    pub api_error: Option<String>,
 }
 
 /// One upstream's state.
@@ -132,10 +170,18 @@ mod tests {
 
     #[test]
     fn request_and_response_round_trip() {
-        for r in [Request::Status, Request::QueryLog, Request::Reload] {
+        for r in [
+            Request::Status,
+            Request::QueryLog,
+            Request::Reload,
+            Request::WanPortal {
+                uri: Some("https://portal.example/api".into()),
+                dns: vec!["192.0.2.53".into()],
+            },
+        ] {
             assert_eq!(Request::decode(&r.encode()), Ok(r));
         }
-        let resp = Response::Status(StatusReport {
+        let resp = Response::Status(alloc::boxed::Box::new(StatusReport {
             version: "lanveil 0.1.0".into(),
             upstreams: vec![UpstreamStatus {
                 name: "q".into(),
@@ -144,7 +190,7 @@ mod tests {
             }],
             counters: vec![("queries".into(), 7)],
             ..Default::default()
-        });
+        }));
         assert_eq!(Response::decode(&resp.encode()), Ok(resp.clone()));
         assert_eq!(
             Request::decode(&resp.encode()),

@@ -192,6 +192,19 @@ pub struct Config {
     pub control_socket: Option<String>,
     /// DNS64 (RFC 6147) with this NAT64 prefix (RFC 6052 lengths), or off.
     pub dns64_prefix: Option<(core::net::Ipv6Addr, u8)>,
+    /// Captive-portal API URI announced to LAN clients (RFC 8910: DHCPv4 114, DHCPv6 103, RA 37),
+    /// applied by the OpenWrt init script; `https://…` or `urn:ietf:params:capport:unrestricted`.
+    pub captive_portal_uri: Option<String>,
+    /// DHCPv4 option 108 IPv6-Only Preferred V6ONLY_WAIT in seconds (0 = off; RFC 8925, needs
+    /// `dns64_prefix`: NAT64 must exist before IPv4 is taken away from clients).
+    pub v6only_wait: u32,
+    /// Behind someone else's captive portal (hotel WAN): resolve just the portal's host names in
+    /// plaintext through the WAN's DNS, for a bounded time. Off by default.
+    pub captive_plaintext: bool,
+    /// Longest the plaintext exception stays open after a portal is signalled (s).
+    pub captive_plaintext_max_s: u32,
+    /// How often the captive-portal API (RFC 8908) is polled while the WAN is captive (s).
+    pub captive_poll_s: u32,
     /// Sustained queries per second per client source address (0 = no rate limit).
     pub client_rate: u32,
     /// Burst allowance per client above the rate.
@@ -220,6 +233,29 @@ pub fn parse_nat64_prefix(s: &str) -> Result<(core::net::Ipv6Addr, u8), Reason> 
         return Err(bad);
     }
     Ok((v6, len))
+}
+
+/// Parses a captive-portal API URI as RFC 8910 / RFC 8908 want it: `https://` with a host, or the
+/// `urn:ietf:params:capport:unrestricted` URN; at most 255 bytes of URI characters.
+pub fn parse_captive_uri(s: &str) -> Result<String, Reason> {
+    lanveil_core::capport::CaptivePortalUri::parse(s.as_bytes())
+        .map(|u| String::from(u.as_str()))
+        .map_err(|_| {
+            Reason::Rule(
+                "must be an https:// URI (RFC 8908) or urn:ietf:params:capport:unrestricted, at most 255 characters",
+            )
+        })
+}
+
+/// Parses V6ONLY_WAIT: 0 (off) or at least MIN_V6ONLY_WAIT (300 s, RFC 8925 §3.4).
+pub fn parse_v6only_wait(s: &str) -> Result<u32, Reason> {
+    match s.parse::<u32>() {
+        Ok(0) => Ok(0),
+        Ok(n) if n >= lanveil_core::capport::MIN_V6ONLY_WAIT => Ok(n),
+        _ => Err(Reason::Rule(
+            "must be 0 (off) or at least 300 seconds (MIN_V6ONLY_WAIT, RFC 8925)",
+        )),
+    }
 }
 
 /// Client prefixes allowed by default: loopback, RFC 1918, CGNAT, link-local, IPv6 loopback, ULA and
@@ -373,12 +409,24 @@ const KNOBS: &[Knob] = &[
         max: 604_800,
         get: |c| &mut c.serve_stale_max_s,
     },
+    Knob {
+        key: "captive_plaintext_max_s",
+        min: 30,
+        max: 3_600,
+        get: |c| &mut c.captive_plaintext_max_s,
+    },
+    Knob {
+        key: "captive_poll_s",
+        min: 1,
+        max: 300,
+        get: |c| &mut c.captive_poll_s,
+    },
 ];
 
 /// Magic of a packed configuration.
 pub const PACK_MAGIC: &[u8; 4] = b"LVCF";
 /// Schema version of packed configurations written by this build (bump on any model change).
-pub const PACK_VERSION: u16 = 1;
+pub const PACK_VERSION: u16 = 2;
 
 /// Section type holding settings for the OpenWrt init script only; the daemon skips it.
 pub const INIT_ONLY_SECTION: &str = "openwrt";
@@ -454,6 +502,11 @@ impl Default for Config {
             query_log: 0,
             control_socket: None,
             dns64_prefix: None,
+            captive_portal_uri: None,
+            v6only_wait: 0,
+            captive_plaintext: false,
+            captive_plaintext_max_s: 300,
+            captive_poll_s: 10,
             client_rate: 300,
             client_burst: 600,
             client_rate_drop: false,
@@ -626,6 +679,11 @@ impl Config {
                 "dns64_prefix" => {
                     self.dns64_prefix = Some(parse_nat64_prefix(&v.value).map_err(err)?)
                 }
+                "captive_portal_uri" => {
+                    self.captive_portal_uri = Some(parse_captive_uri(&v.value).map_err(err)?)
+                }
+                "v6only_wait" => self.v6only_wait = parse_v6only_wait(&v.value).map_err(err)?,
+                "captive_plaintext" => self.captive_plaintext = parse_bool(v, label)?,
                 "upstream_policy" => {
                     self.upstream_policy = match v.value.as_str() {
                         "failover" => UpstreamPolicy::Failover,
@@ -690,6 +748,25 @@ impl Config {
                     },
                 ));
             }
+        }
+        if self.v6only_wait != 0 && self.dns64_prefix.is_none() {
+            return Err(Error::new(
+                0,
+                "v6only_wait",
+                Reason::Rule(
+                    "needs dns64_prefix: RFC 8925 §4 allows IPv6-Only Preferred only where NAT64 exists",
+                ),
+            ));
+        }
+        if self.v6only_wait != 0 && self.v6only_wait < lanveil_core::capport::MIN_V6ONLY_WAIT {
+            return Err(Error::new(
+                0,
+                "v6only_wait",
+                Reason::Range {
+                    min: 300,
+                    max: u32::MAX.into(),
+                },
+            ));
         }
         if self.upstream_connect_timeout_ms < 100 {
             return Err(Error::new(
@@ -792,6 +869,23 @@ impl Config {
         if let Some((a, l)) = &self.dns64_prefix {
             push(&mut main, "dns64_prefix", alloc::format!("{a}/{l}"), false);
         }
+        if let Some(u) = &self.captive_portal_uri {
+            push(&mut main, "captive_portal_uri", u.clone(), false);
+        }
+        if self.v6only_wait != 0 {
+            push(
+                &mut main,
+                "v6only_wait",
+                self.v6only_wait.to_string(),
+                false,
+            );
+        }
+        push(
+            &mut main,
+            "captive_plaintext",
+            if self.captive_plaintext { "1" } else { "0" }.into(),
+            false,
+        );
         for (a, l) in &self.allow {
             push(&mut main, "allow", alloc::format!("{a}/{l}"), true);
         }
@@ -1031,6 +1125,8 @@ config lanveil 'main'
 \toption local_domain 'home.example'
 \toption canary_icloud '0'
 \toption dns64_prefix '64:ff9b::/96'
+\toption captive_portal_uri 'https://portal.home.example/api'
+\toption v6only_wait '1800'
 
 config upstream 'quad9'
 \toption url 'tls://9.9.9.9:853#dns.quad9.net'
@@ -1090,6 +1186,53 @@ config openwrt 'openwrt'
         assert!(parse_nat64_prefix("2001:db8:0:0:ff00::/64").is_err());
         assert!(!c.canary_icloud && c.canary_firefox && c.local_zones);
         assert!(Config::default().allow.len() == 9);
+        assert_eq!(
+            c.captive_portal_uri.as_deref(),
+            Some("https://portal.home.example/api")
+        );
+        assert_eq!(c.v6only_wait, 1800);
+        assert!(!c.captive_plaintext && c.captive_plaintext_max_s == 300);
+        assert_eq!(Config::from_uci_text(&c.to_uci()).unwrap(), c);
+    }
+
+    #[test]
+    fn captive_portal_and_v6only_rules() {
+        let with = |extra: &str| {
+            Config::from_uci_text(&alloc::format!(
+                "config lanveil 'main'\n\tlist listen '127.0.0.1:53'\n{extra}\nconfig upstream 'u'\n\toption url 'tls://192.0.2.1#dns.example'\n"
+            ))
+        };
+        for bad in [
+            "http://portal.example/api",
+            "https://",
+            "https://user@portal.example/",
+            "https://portal.example/a b",
+            "ftp://portal.example",
+        ] {
+            let e = with(&alloc::format!("\toption captive_portal_uri '{bad}'\n")).unwrap_err();
+            assert_eq!(
+                (e.key.as_str(), e.line),
+                ("lanveil[main].captive_portal_uri", 3),
+                "{bad}"
+            );
+        }
+        let long = alloc::format!("https://p.example/{}", "a".repeat(240));
+        assert!(with(&alloc::format!("\toption captive_portal_uri '{long}'\n")).is_err());
+        assert!(
+            with("\toption captive_portal_uri 'urn:ietf:params:capport:unrestricted'\n").is_ok()
+        );
+        // RFC 8925 §4: option 108 only where NAT64 exists.
+        let e = with("\toption v6only_wait '1800'\n").unwrap_err();
+        assert_eq!(e.key, "v6only_wait");
+        assert!(e.to_string().contains("dns64_prefix"), "{e}");
+        let e =
+            with("\toption dns64_prefix '64:ff9b::/96'\n\toption v6only_wait '299'\n").unwrap_err();
+        assert!(e.to_string().contains("300"), "{e}");
+        let c = with("\toption dns64_prefix '64:ff9b::/96'\n\toption v6only_wait '300'\n").unwrap();
+        assert_eq!(c.v6only_wait, 300);
+        assert_eq!(with("\toption v6only_wait '0'\n").unwrap().v6only_wait, 0);
+        let e = with("\toption captive_plaintext_max_s '10'\n").unwrap_err();
+        assert!(e.key.ends_with("captive_plaintext_max_s"), "{e}");
     }
 
     #[test]
@@ -1102,7 +1245,7 @@ config openwrt 'openwrt'
         assert_eq!(Config::unpack(&scoped.pack()).unwrap(), scoped);
         let c = Config::from_uci_text(GOOD).unwrap();
         let blob = c.pack();
-        assert_eq!(&blob[..6], b"LVCF\x01\x00");
+        assert_eq!(&blob[..6], b"LVCF\x02\x00");
         assert_eq!(Config::unpack(&blob).unwrap(), c);
         let mut bad = blob.clone();
         let mid = bad.len() / 2;
@@ -1112,15 +1255,15 @@ config openwrt 'openwrt'
             Reason::Packed(crate::envelope::EnvelopeError::BadChecksum)
         ));
         let mut future = blob.clone();
-        future[4] = 2;
+        future[4] = 3;
         let e = Config::unpack(&future).unwrap_err();
         assert_eq!(
             e.reason,
-            Reason::Packed(crate::envelope::EnvelopeError::FutureVersion(2))
+            Reason::Packed(crate::envelope::EnvelopeError::FutureVersion(3))
         );
         assert_eq!(
             alloc::format!("{e}"),
-            "packed configuration: schema version 2 is newer than this lanveil"
+            "packed configuration: schema version 3 is newer than this lanveil"
         );
         // A blob that decodes but breaks a rule is rejected by validation.
         let mut invalid = c.clone();

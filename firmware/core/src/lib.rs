@@ -26,6 +26,8 @@ extern crate std;
 #[cfg(feature = "alloc")]
 pub mod cache;
 pub mod capport;
+#[cfg(feature = "alloc")]
+pub mod captive;
 pub mod clock;
 #[cfg(feature = "alloc")]
 pub mod dns64;

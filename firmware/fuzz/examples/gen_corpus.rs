@@ -330,11 +330,11 @@ fn main() {
             &prefixed(&[0], &r.encode()),
         );
     }
-    let status = Response::Status(StatusReport {
+    let status = Response::Status(Box::new(StatusReport {
         version: "lanveil 0.1.0".into(),
         counters: vec![("queries".into(), 7)],
         ..Default::default()
-    });
+    }));
     write(
         "envelope",
         "response-status",

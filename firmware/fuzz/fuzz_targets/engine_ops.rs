@@ -193,6 +193,9 @@ impl Harness {
                 Action::Close { session } => {
                     self.sessions.retain(|&s| s != session);
                 }
+                Action::PlainQuery { .. } => {
+                    panic!("a plaintext query without a captive-portal exception")
+                }
             }
         }
         while self.e.poll_event().is_some() {}
@@ -225,9 +228,7 @@ impl Harness {
 
 fn engine_config(s: &Setup) -> EngineConfig {
     EngineConfig {
-        query_timeout: Duration::from_millis(
-            100 + u64::from(s.timeout_ms % 3000),
-        ),
+        query_timeout: Duration::from_millis(100 + u64::from(s.timeout_ms % 3000)),
         max_inflight: 1 + usize::from(s.max_inflight % 8),
         pipeline: 1 + usize::from(s.pipeline % 4),
         max_connections: 1 + usize::from(s.max_connections % 3),

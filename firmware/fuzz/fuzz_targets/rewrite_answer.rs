@@ -24,8 +24,7 @@ fuzz_target!(|data: &[u8]| {
     let max_len = usize::from(t.u16());
     let resp = t.rest();
     let Ok(s) = scan(resp) else { return };
-    if !s.header.is_response() || s.header.qdcount != 1
-    {
+    if !s.header.is_response() || s.header.qdcount != 1 {
         return;
     }
     let client = ClientView {
@@ -162,8 +161,17 @@ fuzz_target!(|data: &[u8]| {
     }
     // Never over the limit, except a limit smaller than the bare question (+ an empty OPT): the engine
     // never asks for that (≥ 512), but the function must still produce the smallest valid answer.
-    let bare = s.question_end + if client.edns.is_some() { edns::OPT_FIXED_LEN } else { 0 };
-    assert!(n <= max_len.max(bare), "{n}-octet answer for a {max_len}-octet client limit; input {}", hex(data));
+    let bare = s.question_end
+        + if client.edns.is_some() {
+            edns::OPT_FIXED_LEN
+        } else {
+            0
+        };
+    assert!(
+        n <= max_len.max(bare),
+        "{n}-octet answer for a {max_len}-octet client limit; input {}",
+        hex(data)
+    );
     if records_end == s.question_end && s.authority_end > s.question_end {
         assert!(h.tc(), "answer or authority records dropped without TC");
     }

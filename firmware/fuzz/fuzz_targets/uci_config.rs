@@ -37,5 +37,9 @@ fuzz_target!(|data: &[u8]| {
         Ok(&c),
         "to_uci round trip:\n{written}"
     );
-    assert_eq!(Config::unpack(&c.pack()).as_ref(), Ok(&c), "pack round trip");
+    assert_eq!(
+        Config::unpack(&c.pack()).as_ref(),
+        Ok(&c),
+        "pack round trip"
+    );
 });

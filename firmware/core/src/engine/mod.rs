@@ -11,8 +11,10 @@
 //!   cached answer (EDE 3), or a local error (FORMERR, NOTIMP, BADVERS, SERVFAIL with an Extended DNS
 //!   Error) no later than its deadline. Queries whose header is unreadable, and responses sent to us as
 //!   queries, are dropped.
-//! * Nothing is ever sent anywhere but to a session the shell opened over authenticated TLS: there is
-//!   no plaintext fallback path in this type at all.
+//! * Nothing is ever sent anywhere but to a session the shell opened over authenticated TLS, with one
+//!   narrow, owner-enabled exception: names covered by the captive-portal [`crate::captive::Exception`]
+//!   the shell set (see `plain.rs`), which go out as [`Action::PlainQuery`]. There is no plaintext
+//!   fallback for anything else.
 //! * Every table is bounded by [`EngineConfig`]: queries in flight (`max_inflight`), sessions per
 //!   upstream (`max_connections`), upstream IDs per session (`pipeline`), the cache (its own limits).
 //! * Upstream message IDs (stream tags for message transports) are drawn from the injected [`Rng`] and
@@ -27,7 +29,10 @@
 //! failure, it backs off (jittered, doubling, capped) and is tried again afterwards. When every
 //! upstream is backing off, the one that comes back first is used: no upstream is ever locked out.
 
+mod plain;
 mod types;
+
+pub use plain::MAX_PLAIN_INFLIGHT;
 
 use alloc::collections::{BTreeMap, BinaryHeap, VecDeque};
 use alloc::vec;
@@ -172,6 +177,8 @@ pub struct Engine<R> {
     policy: Option<Policy>,
     log: VecDeque<QueryLogEntry>,
     clients: BTreeMap<core::net::IpAddr, ClientState>,
+    plain_exception: Option<crate::captive::Exception>,
+    plain: Vec<plain::PlainQuery>,
 }
 
 /// Per-source accounting (token bucket in thousandths of a query, queries in flight).
@@ -205,6 +212,8 @@ impl<R: Rng> Engine<R> {
             policy: None,
             log: VecDeque::new(),
             clients: BTreeMap::new(),
+            plain_exception: None,
+            plain: Vec::new(),
         };
         e.set_upstreams(upstreams);
         e
@@ -413,6 +422,9 @@ impl<R: Rng> Engine<R> {
             self.stats.local_answers += 1;
             self.answer_from(client, &view, &answer, None);
             self.log_answer(now, &answer, AnswerSource::Local);
+            return;
+        }
+        if self.plain_exception.is_some() && self.plain_query(now, client, bytes, &scan, &view) {
             return;
         }
         let cache_key = self
@@ -647,6 +659,7 @@ impl<R: Rng> Engine<R> {
                 self.hedge(now, slot, generation);
             }
         }
+        self.plain_timeouts(now);
         for ui in 0..self.upstreams.len() {
             let u = &mut self.upstreams[ui];
             if u.backoff_until.is_some_and(|t| t <= now) && !u.waiting.is_empty() {
@@ -683,6 +696,9 @@ impl<R: Rng> Engine<R> {
             if let (Some(b), false) = (u.backoff_until, u.waiting.is_empty()) {
                 consider(b);
             }
+        }
+        if let Some(d) = self.plain_deadline() {
+            consider(d);
         }
         t
     }

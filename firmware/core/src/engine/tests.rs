@@ -66,6 +66,7 @@ struct Harness {
     sends: Vec<(SessionId, Vec<u8>)>,
     closes: Vec<SessionId>,
     events: Vec<Event>,
+    plains: Vec<(u16, Vec<u8>)>,
 }
 
 impl Harness {
@@ -85,6 +86,7 @@ impl Harness {
             sends: Vec::new(),
             closes: Vec::new(),
             events: Vec::new(),
+            plains: Vec::new(),
         }
     }
 
@@ -108,6 +110,7 @@ impl Harness {
                     self.sends.push((session, framed));
                 }
                 Action::Close { session } => self.closes.push(session),
+                Action::PlainQuery { tag, message } => self.plains.push((tag, message)),
             }
         }
         while let Some(ev) = self.e.poll_event() {
@@ -860,4 +863,89 @@ fn short_deadlines_do_not_panic_when_hedging() {
         h.advance(200);
     }
     assert_eq!(h.e.inflight(), 0);
+}
+
+#[test]
+fn captive_exception_sends_only_its_names_in_plaintext_and_never_caches() {
+    use crate::captive::Exception;
+    let portal = b"\x06portal\x07example\x00".to_vec();
+    let mut h = Harness::new(
+        EngineConfig {
+            cache: Some(crate::cache::CacheConfig::default()),
+            ..cfg()
+        },
+        &[U1],
+    );
+    // No exception: the portal's name goes over the encrypted path like any other.
+    h.q(udp(1), &query(1, "portal", None));
+    assert!(h.plains.is_empty());
+    assert_eq!(h.connects.len(), 1);
+    let until = h.now + Duration::from_secs(60);
+    h.e.set_plain_exception(Some(Exception {
+        names: alloc::vec![portal],
+        until,
+    }));
+    h.q(udp(2), &query(0x2222, "PORTAL", Some(1232)));
+    h.q(udp(3), &query(3, "other", None));
+    h.q(udp(4), &query(4, "x", None));
+    assert_eq!(
+        h.plains.len(),
+        1,
+        "only the portal's name leaves in plaintext"
+    );
+    assert_eq!(h.e.stats().plaintext_portal, 1);
+    let (tag, msg) = h.plains[0].clone();
+    assert_eq!(u16::from_be_bytes([msg[0], msg[1]]), tag);
+    // A reply with another ID, or to another question, is ignored.
+    let mut framed = (msg.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&msg);
+    let good = answer(&framed)[2..].to_vec();
+    let mut wrong_id = good.clone();
+    wrong_id[0] ^= 1;
+    h.e.handle_plain_answer(h.now, tag, &wrong_id);
+    let mut wrong_q = good.clone();
+    wrong_q[13] = b'q';
+    h.e.handle_plain_answer(h.now, tag, &wrong_q);
+    h.drain();
+    assert!(h.out.iter().all(|t| t.to != udp(2)));
+    h.e.handle_plain_answer(h.now, tag, &good);
+    h.drain();
+    let got = h.out.iter().find(|t| t.to == udp(2)).unwrap();
+    assert_eq!(&got.bytes[..2], &0x2222u16.to_be_bytes());
+    let (rc, e) = rcode_and_ede(&got.bytes);
+    assert_eq!(rc, 0);
+    let (code, text) = e.unwrap();
+    assert_eq!(code, ede::OTHER);
+    assert!(
+        core::str::from_utf8(&text)
+            .unwrap()
+            .contains("unauthenticated")
+    );
+    // Never cached: after the exception the same name goes over the encrypted path again.
+    h.e.set_plain_exception(None);
+    let sends = h.sends.len() + h.connects.len();
+    h.q(udp(5), &query(5, "portal", None));
+    assert_eq!(h.plains.len(), 1);
+    assert!(
+        h.out.iter().all(|t| t.to != udp(5)),
+        "not answered from a cache"
+    );
+    assert!(h.sends.len() + h.connects.len() >= sends);
+    // An exception past its end covers nothing; an unanswered plaintext query gets SERVFAIL + EDE 23.
+    h.e.set_plain_exception(Some(Exception {
+        names: alloc::vec![b"\x06portal\x07example\x00".to_vec()],
+        until: h.now + Duration::from_secs(1),
+    }));
+    h.q(udp(6), &query(6, "portal", Some(1232)));
+    assert_eq!(h.plains.len(), 2);
+    h.advance(5_000);
+    let failed = h.out.iter().find(|t| t.to == udp(6)).unwrap();
+    let (rc, e) = rcode_and_ede(&failed.bytes);
+    assert_eq!(
+        (rc, e.map(|e| e.0)),
+        (rcode::SERVFAIL, Some(ede::NETWORK_ERROR))
+    );
+    h.q(udp(7), &query(7, "portal", None));
+    assert_eq!(h.plains.len(), 2, "the exception ended");
+    assert_eq!(h.e.plain_inflight(), 0);
 }

@@ -45,6 +45,8 @@ pub enum AnswerSource {
     Stale,
     /// Locally (local zones, canaries, DDR, REFUSED).
     Local,
+    /// In plaintext by the WAN's DNS, under the captive-portal exception.
+    Plaintext,
     /// SERVFAIL made by lanveil.
     Failed,
 }
@@ -161,6 +163,15 @@ pub enum Action {
     Close {
         /// The session.
         session: SessionId,
+    },
+    /// Captive-portal exception only: send this query in plaintext to the WAN's DNS server(s) and
+    /// report the answer with `handle_plain_answer(tag, …)`. Emitted only for names covered by the
+    /// exception the shell set with `set_plain_exception`.
+    PlainQuery {
+        /// Matches the answer (also the message ID).
+        tag: u16,
+        /// The DNS message.
+        message: Vec<u8>,
     },
 }
 
@@ -353,6 +364,8 @@ pub struct Stats {
     pub refused: u64,
     /// AAAA answers synthesized by DNS64.
     pub dns64_synthesized: u64,
+    /// Queries sent in plaintext under the captive-portal exception.
+    pub plaintext_portal: u64,
     /// Queries over their source's rate (refused or dropped).
     pub rate_limited: u64,
     /// Queries refused because their source had too many in flight.

@@ -1,0 +1,444 @@
+//! The I/O half of the captive-WAN support (`lanveil_core::captive` holds the state): the RFC 8908 API
+//! request over HTTPS, and the plaintext UDP socket that carries the owner-enabled portal-name
+//! exception to the WAN's DNS servers. Nothing else ever uses these paths.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use lanveil_config::{TlsVersion, Transport, Upstream, UpstreamUrl};
+use lanveil_core::capport::CaptivePortalUri;
+use lanveil_core::captive::{ApiState, MAX_API_BODY, host_of};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsConnector;
+
+use crate::clock::TimeKeeper;
+use crate::driver::Input;
+use crate::upstream::tls::{Target, connect_any};
+
+/// The whole API request (lookup, connect, TLS, HTTP) gets this long.
+const API_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest HTTP response read (headers + body).
+const MAX_RESPONSE: usize = 16 * 1024;
+/// Most WAN DNS servers used.
+pub(crate) const MAX_WAN_DNS: usize = 4;
+
+/// Parses the WAN DNS servers handed over by the hook: `IP` (port 53) or `IP:PORT` / `[IPv6]:PORT`.
+pub(crate) fn parse_dns(list: &[String]) -> Result<Vec<SocketAddr>, String> {
+    let mut out = Vec::new();
+    for s in list.iter().take(MAX_WAN_DNS) {
+        let sa = s
+            .parse::<SocketAddr>()
+            .or_else(|_| s.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+            .map_err(|_| format!("{s}: not an IP address or IP:PORT"))?;
+        if sa.ip().is_unspecified() || sa.ip().is_multicast() {
+            return Err(format!("{s}: not a usable DNS server address"));
+        }
+        out.push(sa);
+    }
+    Ok(out)
+}
+
+/// The task that owns the plaintext socket(s): queries from the driver go to every WAN DNS server,
+/// answers from those servers (and no one else) go back to the driver.
+pub(crate) struct PlainSocket {
+    pub(crate) tx: mpsc::Sender<Vec<u8>>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for PlainSocket {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl PlainSocket {
+    pub(crate) fn spawn(servers: Vec<SocketAddr>, events: mpsc::Sender<Input>) -> Self {
+        let (tx, rx) = mpsc::channel(lanveil_core::engine::MAX_PLAIN_INFLIGHT);
+        let task = tokio::spawn(plain_io(servers, rx, events));
+        Self { tx, task }
+    }
+}
+
+async fn plain_io(
+    servers: Vec<SocketAddr>,
+    mut rx: mpsc::Receiver<Vec<u8>>,
+    events: mpsc::Sender<Input>,
+) {
+    let bind = |v6: bool| async move {
+        if v6 {
+            UdpSocket::bind("[::]:0").await.ok()
+        } else {
+            UdpSocket::bind("0.0.0.0:0").await.ok()
+        }
+    };
+    let v4 = match servers.iter().any(SocketAddr::is_ipv4) {
+        true => bind(false).await,
+        false => None,
+    };
+    let v6 = match servers.iter().any(SocketAddr::is_ipv6) {
+        true => bind(true).await,
+        false => None,
+    };
+    let mut buf4 = vec![0u8; 4096];
+    let mut buf6 = vec![0u8; 4096];
+    loop {
+        tokio::select! {
+            msg = rx.recv() => {
+                let Some(msg) = msg else { return };
+                for s in &servers {
+                    let sock = if s.is_ipv4() { v4.as_ref() } else { v6.as_ref() };
+                    if let Some(sock) = sock {
+                        let _ = sock.send_to(&msg, s).await;
+                    }
+                }
+            }
+            r = recv(v4.as_ref(), &mut buf4) => {
+                if let Some(input) = answer(r, &servers, &buf4) {
+                    let _ = events.send(input).await;
+                }
+            }
+            r = recv(v6.as_ref(), &mut buf6) => {
+                if let Some(input) = answer(r, &servers, &buf6) {
+                    let _ = events.send(input).await;
+                }
+            }
+        }
+    }
+}
+
+async fn recv(sock: Option<&UdpSocket>, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
+    match sock {
+        Some(s) => s.recv_from(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn answer(
+    r: std::io::Result<(usize, SocketAddr)>,
+    servers: &[SocketAddr],
+    buf: &[u8],
+) -> Option<Input> {
+    let (n, from) = r.ok()?;
+    if !servers.contains(&from) || n < 12 {
+        return None;
+    }
+    Some(Input::PlainAnswer {
+        tag: u16::from_be_bytes([buf[0], buf[1]]),
+        bytes: buf[..n].to_vec(),
+    })
+}
+
+/// What the API request needs besides the URI.
+#[derive(Clone)]
+pub(crate) struct ApiContext {
+    pub(crate) ca_file: Option<String>,
+    pub(crate) time: Arc<TimeKeeper>,
+    pub(crate) dns: Vec<SocketAddr>,
+    /// The plaintext exception is open: the API host may be looked up through the WAN's DNS.
+    pub(crate) may_lookup: bool,
+}
+
+/// Requests the RFC 8908 API and reports the outcome to the driver.
+pub(crate) fn spawn_api_request(
+    uri: CaptivePortalUri,
+    ctx: ApiContext,
+    events: mpsc::Sender<Input>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let result = match tokio::time::timeout(API_TIMEOUT, api_request(uri.as_str(), &ctx)).await
+        {
+            Ok(r) => r,
+            Err(_) => Err("no answer within 5 s".to_string()),
+        };
+        let _ = events.send(Input::ApiResult { uri, result }).await;
+    })
+}
+
+async fn api_request(uri: &str, ctx: &ApiContext) -> Result<ApiState, String> {
+    let host = host_of(uri).ok_or("not an https:// URI")?;
+    let rest = &uri[8..];
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or(host);
+    let path = match rest[authority.len()..].split('#').next() {
+        Some(p) if p.starts_with('/') => p.to_string(),
+        Some(p) if p.starts_with('?') => format!("/{p}"),
+        _ => "/".to_string(),
+    };
+    let port = authority
+        .rsplit_once(':')
+        .filter(|(h, _)| !h.ends_with(':') && (!authority.starts_with('[') || h.ends_with(']')))
+        .and_then(|(_, p)| p.parse::<u16>().ok())
+        .unwrap_or(443);
+    let addrs: Vec<SocketAddr> = match host.parse::<IpAddr>() {
+        Ok(ip) => vec![SocketAddr::new(ip, port)],
+        Err(_) if !ctx.may_lookup => {
+            return Err(format!(
+                "{host} would need a plaintext lookup (captive_plaintext is off or its time is over)"
+            ));
+        }
+        Err(_) => lookup(host, &ctx.dns)
+            .await?
+            .into_iter()
+            .map(|ip| SocketAddr::new(ip, port))
+            .collect(),
+    };
+    let upstream = Upstream {
+        name: "captive-portal-api".into(),
+        url: UpstreamUrl {
+            transport: Transport::Https,
+            addr: None,
+            port,
+            auth_name: host.to_ascii_lowercase(),
+            path: path.clone(),
+        },
+        pins: Vec::new(),
+        ca_file: None,
+        tls_min_version: TlsVersion::V1_2,
+        bootstrap: addrs.iter().map(SocketAddr::ip).collect(),
+        http_get: true,
+        sni: true,
+        tls_resumption: false,
+    };
+    let target = Target::new(&upstream, ctx.ca_file.as_deref(), ctx.time.clone())
+        .map_err(|e| e.to_string())?;
+    let mut tls_config = (*target.tls).clone();
+    tls_config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tcp = connect_any(&addrs)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let mut tls = TlsConnector::from(Arc::new(tls_config))
+        .connect(target.server_name.clone(), tcp)
+        .await
+        .map_err(|e| format!("TLS: {e}"))?;
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {authority}\r\nAccept: application/captive+json\r\nUser-Agent: lanveil/{}\r\nConnection: close\r\n\r\n",
+        env!("CARGO_PKG_VERSION")
+    );
+    tls.write_all(request.as_bytes())
+        .await
+        .map_err(|e| format!("write: {e}"))?;
+    let mut response = Vec::new();
+    let mut chunk = [0u8; 2048];
+    loop {
+        match tls.read(&mut chunk).await {
+            Ok(0) => break,
+            Ok(n) => {
+                response.extend_from_slice(&chunk[..n]);
+                if response.len() > MAX_RESPONSE {
+                    return Err("response too large".into());
+                }
+            }
+            // A server that closes without close_notify after a complete response is common.
+            Err(_) if !response.is_empty() => break,
+            Err(e) => return Err(format!("read: {e}")),
+        }
+    }
+    let body = http_body(&response)?;
+    ApiState::parse(&body).map_err(|e| format!("API document: {e}"))
+}
+
+/// The body of an HTTP/1.1 200 response with `application/captive+json` (Content-Length, chunked,
+/// or read to the end).
+pub(crate) fn http_body(resp: &[u8]) -> Result<Vec<u8>, String> {
+    let end = resp
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or("incomplete HTTP response")?;
+    let head = std::str::from_utf8(&resp[..end]).map_err(|_| "bad HTTP header")?;
+    let mut lines = head.split("\r\n");
+    let status = lines.next().unwrap_or_default();
+    let code = status.split(' ').nth(1).unwrap_or_default();
+    if !status.starts_with("HTTP/1.") || code != "200" {
+        return Err(format!("HTTP status {code}"));
+    }
+    let mut length = None;
+    let mut chunked = false;
+    let mut json = false;
+    for l in lines {
+        let Some((k, v)) = l.split_once(':') else {
+            continue;
+        };
+        let v = v.trim();
+        match k.trim().to_ascii_lowercase().as_str() {
+            "content-length" => length = v.parse::<usize>().ok(),
+            "transfer-encoding" => chunked = v.eq_ignore_ascii_case("chunked"),
+            "content-type" => {
+                json = v
+                    .split(';')
+                    .next()
+                    .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/captive+json"))
+            }
+            _ => {}
+        }
+    }
+    if !json {
+        return Err("not application/captive+json (RFC 8908 §5)".into());
+    }
+    let body = &resp[end + 4..];
+    if chunked {
+        return dechunk(body);
+    }
+    Ok(match length {
+        Some(n) => body
+            .get(..n)
+            .ok_or("body shorter than Content-Length")?
+            .to_vec(),
+        None => body.to_vec(),
+    })
+}
+
+fn dechunk(mut body: &[u8]) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    loop {
+        let eol = body
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .ok_or("bad chunk")?;
+        let size_text = std::str::from_utf8(&body[..eol]).map_err(|_| "bad chunk")?;
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+            .map_err(|_| "bad chunk size")?;
+        body = &body[eol + 2..];
+        if size == 0 {
+            return Ok(out);
+        }
+        if size > MAX_API_BODY || body.len() < size + 2 {
+            return Err("bad chunk".into());
+        }
+        out.extend_from_slice(&body[..size]);
+        body = &body[size + 2..];
+    }
+}
+
+/// Looks `host` up (A, then AAAA) through the WAN's DNS in plaintext; only called while the
+/// exception for the portal's names is open.
+async fn lookup(host: &str, dns: &[SocketAddr]) -> Result<Vec<IpAddr>, String> {
+    let server = *dns.first().ok_or("no WAN DNS server known")?;
+    let sock = UdpSocket::bind(if server.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    sock.connect(server).await.map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    for qtype in [1u16, 28] {
+        let mut id = [0u8; 2];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut id)
+            .map_err(|_| "the OS random generator failed")?;
+        let q = query(u16::from_be_bytes(id), host, qtype).ok_or("bad host name")?;
+        sock.send(&q).await.map_err(|e| e.to_string())?;
+        let mut buf = [0u8; 1500];
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while let Ok(Ok(n)) = tokio::time::timeout_at(deadline, sock.recv(&mut buf)).await {
+            if n >= 12 && buf[..2] == q[..2] && buf[12..n].starts_with(&q[12..]) {
+                out.extend(addresses(&buf[..n], qtype));
+                break;
+            }
+        }
+    }
+    if out.is_empty() {
+        return Err(format!("{host}: no address from the WAN's DNS"));
+    }
+    Ok(out)
+}
+
+fn query(id: u16, host: &str, qtype: u16) -> Option<Vec<u8>> {
+    let mut q = Vec::with_capacity(host.len() + 18);
+    q.extend_from_slice(&id.to_be_bytes());
+    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in host.trim_end_matches('.').split('.') {
+        if label.is_empty() || label.len() > 63 {
+            return None;
+        }
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.push(0);
+    q.extend_from_slice(&qtype.to_be_bytes());
+    q.extend_from_slice(&1u16.to_be_bytes());
+    Some(q)
+}
+
+/// The A/AAAA addresses in the answer section.
+fn addresses(msg: &[u8], qtype: u16) -> Vec<IpAddr> {
+    use lanveil_core::wire::message;
+    let mut out = Vec::new();
+    let Ok(scan) = message::scan(msg) else {
+        return out;
+    };
+    let mut pos = scan.question_end;
+    for _ in 0..scan.header.ancount {
+        let Ok(after) = lanveil_core::wire::name::skip(msg, pos) else {
+            break;
+        };
+        let Some(fixed) = msg.get(after..after + 10) else {
+            break;
+        };
+        let rtype = u16::from_be_bytes([fixed[0], fixed[1]]);
+        let len = usize::from(u16::from_be_bytes([fixed[8], fixed[9]]));
+        let Some(rdata) = msg.get(after + 10..after + 10 + len) else {
+            break;
+        };
+        match (rtype, rdata.len()) {
+            (1, 4) if qtype == 1 => {
+                out.push(IpAddr::from(<[u8; 4]>::try_from(rdata).unwrap_or_default()))
+            }
+            (28, 16) if qtype == 28 => out.push(IpAddr::from(
+                <[u8; 16]>::try_from(rdata).unwrap_or_default(),
+            )),
+            _ => {}
+        }
+        pos = after + 10 + len;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_bodies() {
+        let ok = b"HTTP/1.1 200 OK\r\nContent-Type: application/captive+json; charset=utf-8\r\nContent-Length: 17\r\n\r\n{\"captive\":true}\nxx";
+        assert_eq!(http_body(ok).unwrap(), b"{\"captive\":true}\n");
+        let chunked = b"HTTP/1.1 200 OK\r\ncontent-type: application/captive+json\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{\"cap\r\nb\r\ntive\":true}\r\n0\r\n\r\n";
+        assert_eq!(http_body(chunked).unwrap(), b"{\"captive\":true}");
+        let html = b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n\r\n<html>";
+        assert!(http_body(html).unwrap_err().contains("captive+json"));
+        let redirect = b"HTTP/1.1 302 Found\r\nLocation: http://x/\r\n\r\n";
+        assert_eq!(http_body(redirect).unwrap_err(), "HTTP status 302");
+        assert!(http_body(b"HTTP/1.1 200 OK\r\n").is_err());
+    }
+
+    #[test]
+    fn wan_dns_list() {
+        let l = |v: &[&str]| parse_dns(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(
+            l(&["192.0.2.53", "[2001:db8::53]:5353"]).unwrap(),
+            [
+                "192.0.2.53:53".parse().unwrap(),
+                "[2001:db8::53]:5353".parse().unwrap()
+            ]
+        );
+        assert!(l(&["dns.example"]).is_err());
+        assert!(l(&["0.0.0.0"]).is_err());
+    }
+
+    #[test]
+    fn lookup_query_and_answer_parsing() {
+        let q = query(0x1234, "Portal.Example", 1).unwrap();
+        assert_eq!(&q[..4], &[0x12, 0x34, 0x01, 0x00]);
+        assert_eq!(&q[12..], b"\x06Portal\x07Example\x00\x00\x01\x00\x01");
+        let mut a = q.clone();
+        a[2] = 0x81;
+        a[7] = 1;
+        a.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 7]);
+        assert_eq!(addresses(&a, 1), [IpAddr::from([192, 0, 2, 7])]);
+        assert!(addresses(&a, 28).is_empty());
+        assert!(query(1, "a..b", 1).is_none());
+    }
+}

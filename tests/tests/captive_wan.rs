@@ -1,0 +1,332 @@
+//! The travel router behind a hotel's captive portal (issue 7): the real `lanveil` binary, the WAN
+//! hook's control command, an in-process HTTPS captive-portal API (RFC 8908) that flips from captive
+//! to free, the hotel's plaintext DNS (which records every name it is asked), an in-process DoT
+//! upstream that is unreachable until "login", and dig as the LAN client.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+use lanveil::config::control::{CaptiveReport, Request, Response, StatusReport};
+use lanveil_tests::gateway::{Process, binary, wait_serving};
+use lanveil_tests::portal::{FakePortal, WanDns};
+use lanveil_tests::{DigOutput, DotUpstream, Pki, TempDir, UpstreamOpts, dig, free_tcp_udp_port};
+
+const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+struct Router {
+    _root: TempDir,
+    listen: SocketAddr,
+    control: String,
+    process: Process,
+}
+
+impl Router {
+    async fn start(upstream: SocketAddr, ca: &Path, extra: &str) -> Router {
+        let root = TempDir::new("captive-wan");
+        let listen = SocketAddr::new(LOCAL, free_tcp_udp_port(LOCAL));
+        let control = root.join("control.sock").display().to_string();
+        let config = root.join("lanveil.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "config lanveil 'main'\n\tlist listen '{listen}'\n\toption query_timeout_ms '1000'\n\
+                 \toption control_socket '{control}'\n\toption ca_file '{}'\n\toption log_level 'debug'\n{extra}\n\
+                 config upstream 'home'\n\toption url 'tls://{upstream}#dot.test'\n",
+                ca.display()
+            ),
+        )
+        .unwrap();
+        let process = Process::spawn(&["--config", &config.display().to_string()]);
+        wait_serving(listen).await;
+        for _ in 0..100 {
+            if Path::new(&control).exists() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Router {
+            _root: root,
+            listen,
+            control,
+            process,
+        }
+    }
+
+    /// `lanveil --control SOCKET ARGS…` as the WAN hook runs it: (exit code, stdout, stderr).
+    async fn hook(&self, args: &[&str]) -> (Option<i32>, String, String) {
+        let out = tokio::process::Command::new(binary())
+            .arg("--control")
+            .arg(&self.control)
+            .args(args)
+            .output()
+            .await
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into(),
+            String::from_utf8_lossy(&out.stderr).into(),
+        )
+    }
+
+    fn status(&self) -> StatusReport {
+        let raw = lanveil::control::request(Path::new(&self.control), &Request::Status).unwrap();
+        match Response::decode(&raw).unwrap() {
+            Response::Status(s) => *s,
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+
+    async fn wait_phase(&self, phase: &str) -> CaptiveReport {
+        for _ in 0..100 {
+            let c = self.status().captive;
+            if c.phase == phase {
+                return c;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "captive phase never became {phase}: {:?}",
+            self.status().captive
+        );
+    }
+
+    async fn dig(&self, name: &str) -> DigOutput {
+        let port = self.listen.port().to_string();
+        dig(&["@127.0.0.1", "-p", &port, name, "A"]).await
+    }
+
+    /// dig until the answer has status `want` (the upstream may be backing off for a few seconds).
+    async fn dig_until(&self, name: &str, want: &str) -> DigOutput {
+        let mut last = None;
+        for _ in 0..20 {
+            let out = self.dig(name).await;
+            if out.status.as_deref() == Some(want) {
+                return out;
+            }
+            last = Some(out);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        panic!("{name}: never {want}: {}", last.unwrap().transcript());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hotel_portal_plaintext_only_for_portal_names_until_free() {
+    let pki = Pki::new();
+    let dot_leaf = pki.leaf(&["dot.test"], &[LOCAL]);
+    let portal_leaf = pki.leaf(&["portal.test", "login.portal.test"], &[]);
+    let upstream = DotUpstream::start(UpstreamOpts::new(&dot_leaf)).await;
+    // The hotel blocks everything until the guest logs in.
+    upstream.stop().await;
+    let portal = FakePortal::start(&portal_leaf).await;
+    let wan_dns = WanDns::start().await;
+    let router = Router::start(
+        upstream.addr(),
+        pki.ca_pem_path(),
+        "\toption captive_plaintext '1'\n\toption captive_poll_s '1'\n",
+    )
+    .await;
+
+    // Before the WAN announced a portal: strict, nothing in plaintext.
+    let out = router.dig("portal.test").await;
+    assert_eq!(
+        out.status.as_deref(),
+        Some("SERVFAIL"),
+        "{}",
+        out.transcript()
+    );
+    assert_eq!(router.status().captive.phase, "open");
+
+    // The WAN's DHCP announced the portal (RFC 8910 option 114): the hook tells lanveil.
+    let dns = wan_dns.addr().to_string();
+    let (code, stdout, stderr) = router
+        .hook(&["wan-portal", "set", &portal.uri(), &dns])
+        .await;
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert_eq!(stdout.trim(), "ok");
+
+    // lanveil looks the API host up through the WAN's DNS (exception), asks the API, reports it.
+    let c = router.wait_phase("captive").await;
+    assert_eq!(c.api_uri.as_deref(), Some(portal.uri().as_str()));
+    assert_eq!(
+        c.user_portal_url.as_deref(),
+        Some("https://login.portal.test/")
+    );
+    assert_eq!(c.seconds_remaining, Some(600));
+    assert!(c.plaintext_allowed);
+    assert!(
+        c.plaintext_left_s.is_some_and(|s| s > 200 && s <= 300),
+        "{c:?}"
+    );
+    assert_eq!(c.plaintext_names, ["portal.test.", "login.portal.test."]);
+    assert_eq!(c.wan_dns, std::slice::from_ref(&dns));
+    assert!(
+        portal
+            .accept_headers()
+            .iter()
+            .all(|a| a == "application/captive+json"),
+        "{:?}",
+        portal.accept_headers()
+    );
+
+    // LAN clients resolve the portal's names (through the exception, marked as unauthenticated) …
+    for name in ["portal.test", "LOGIN.portal.test"] {
+        let out = router.dig(name).await;
+        assert_eq!(
+            out.status.as_deref(),
+            Some("NOERROR"),
+            "{}",
+            out.transcript()
+        );
+        assert_eq!(out.answer_rdata("A"), ["127.0.0.1"], "{}", out.transcript());
+        let ede = out.ede.clone().unwrap();
+        assert_eq!(ede.code, 0);
+        assert!(
+            ede.text.unwrap_or_default().contains("unauthenticated"),
+            "{}",
+            out.transcript()
+        );
+    }
+    // … and nothing else: other names (and subdomains of the portal) get SERVFAIL, not the hotel's DNS.
+    for name in ["example.com", "x.portal.test", "hotel.test"] {
+        let out = router.dig(name).await;
+        assert_eq!(
+            out.status.as_deref(),
+            Some("SERVFAIL"),
+            "{}",
+            out.transcript()
+        );
+    }
+    let st = router.status();
+    assert!(
+        st.counters
+            .iter()
+            .any(|(k, v)| k == "plaintext_portal" && *v == 2),
+        "{:?}",
+        st.counters
+    );
+    assert_eq!(st.captive.plaintext_queries, 2);
+    // lanveil-ctl shows it to the owner.
+    let ctl = lanveil_tests::util::workspace_binary("lanveil-cli", "lanveil-ctl");
+    let text = tokio::process::Command::new(&ctl)
+        .args(["status", "--socket", &router.control])
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout).to_string();
+    assert!(text.contains("captive portal captive"), "{text}");
+    assert!(
+        text.contains("log in at https://login.portal.test/"),
+        "{text}"
+    );
+    assert!(
+        text.contains("PLAINTEXT for portal.test., login.portal.test."),
+        "{text}"
+    );
+
+    // The guest logs in: the API says free, the upstream becomes reachable.
+    portal.set_captive(false);
+    upstream.restart().await;
+    let c = router.wait_phase("free").await;
+    assert_eq!(
+        c.plaintext_left_s, None,
+        "the exception ends with captive: false"
+    );
+    let asked_before = wan_dns.names().len();
+    let requests = portal.requests();
+    // Everything is encrypted again, the portal's names included.
+    let out = router.dig_until("example.com", "NOERROR").await;
+    assert_eq!(
+        out.answer_rdata("A"),
+        [lanveil_tests::expected_a("example.com.").to_string()]
+    );
+    let out = router.dig_until("portal.test", "NOERROR").await;
+    assert!(out.ede.is_none(), "{}", out.transcript());
+    assert_ne!(out.answer_rdata("A"), ["127.0.0.1"], "{}", out.transcript());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(portal.requests(), requests, "no more API polling once free");
+    assert_eq!(wan_dns.names().len(), asked_before);
+
+    // The hotel's DNS only ever heard the portal's names.
+    let names = wan_dns.names();
+    assert!(!names.is_empty());
+    assert!(
+        names
+            .iter()
+            .all(|n| n == "portal.test" || n == "login.portal.test"),
+        "{names:?}"
+    );
+
+    // A hostile WAN cannot hand lanveil a plain-http or malformed portal URI.
+    for bad in [
+        "http://portal.test/api",
+        "https://a b/",
+        "https://user@portal.test/",
+    ] {
+        let (code, _, stderr) = router.hook(&["wan-portal", "set", bad, &dns]).await;
+        assert_eq!(code, Some(1), "{bad}");
+        assert!(stderr.contains("captive-portal URI refused"), "{stderr}");
+    }
+    let (code, _, stderr) = router
+        .hook(&["wan-portal", "set", &portal.uri(), "dns.hotel"])
+        .await;
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("not an IP address"), "{stderr}");
+    assert_eq!(router.status().captive.phase, "free");
+    // The lease ends: back to open.
+    let (code, ..) = router.hook(&["wan-portal", "clear"]).await;
+    assert_eq!(code, Some(0));
+    router.wait_phase("open").await;
+    drop(router.process);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hotel_portal_without_the_owners_consent_stays_strict() {
+    let pki = Pki::new();
+    let dot_leaf = pki.leaf(&["dot.test"], &[LOCAL]);
+    let portal_leaf = pki.leaf(&["portal.test", "login.portal.test"], &[]);
+    let upstream = DotUpstream::start(UpstreamOpts::new(&dot_leaf)).await;
+    upstream.stop().await;
+    let portal = FakePortal::start(&portal_leaf).await;
+    let wan_dns = WanDns::start().await;
+    let router = Router::start(
+        upstream.addr(),
+        pki.ca_pem_path(),
+        "\toption captive_poll_s '1'\n",
+    )
+    .await;
+    let dns = wan_dns.addr().to_string();
+    let (code, ..) = router
+        .hook(&["wan-portal", "set", &portal.uri(), &dns])
+        .await;
+    assert_eq!(code, Some(0));
+    let c = router.wait_phase("signalled").await;
+    assert!(!c.plaintext_allowed);
+    // The API host would need a plaintext lookup: refused, and said so.
+    for _ in 0..50 {
+        if router.status().captive.api_error.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let c = router.status().captive;
+    assert!(
+        c.api_error
+            .as_deref()
+            .is_some_and(|e| e.contains("plaintext lookup")),
+        "{c:?}"
+    );
+    let out = router.dig("portal.test").await;
+    assert_eq!(
+        out.status.as_deref(),
+        Some("SERVFAIL"),
+        "{}",
+        out.transcript()
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(wan_dns.names().is_empty(), "{:?}", wan_dns.names());
+    assert_eq!(portal.requests(), 0);
+    drop(router.process);
+}
