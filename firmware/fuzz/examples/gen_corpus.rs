@@ -129,6 +129,19 @@ const UCI_MIN: &str = "config upstream\n\toption url 'tls://9.9.9.9#dns.quad9.ne
 const UCI_QUOTING: &str = "# comment\nconfig lanveil main # trailing\n\toption ca_file \"/etc/ssl/it\\\"s.pem\"\n\toption user lan'veil'\nconfig upstream 'a'\n\toption url 'https://192.0.2.7:8443/q#doh.example'\n\toption ca_file '/it'\\''s'\n";
 
 fn main() {
+    for (name, doc) in [
+        (
+            "rfc8908-example",
+            &br#"{"captive": true, "user-portal-url": "https://example.org/portal.html", "venue-info-url": "https://flight.example.com/entertainment", "seconds-remaining": 326, "can-extend-session": true}"#[..],
+        ),
+        ("free", br#"{"captive":false}"#),
+        (
+            "nested",
+            br#"{"x":[1,{"y":null},-2.5e3,"a\"b\u0041"],"captive":true,"user-portal-url":"http://plain.example/"}"#,
+        ),
+    ] {
+        write("captive_api", name, doc);
+    }
     let plain = query(0xbeef, "example.com", 1, None);
     let edns = query(0x1234, "example.com", 28, Some((4096, false, &[])));
     let dnssec = query(
