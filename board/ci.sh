@@ -107,7 +107,8 @@ elif ! "$SC" --help 2>&1 | grep -q busybox; then
 else
 	for f in openwrt/lanveil/files/lanveil.init openwrt/lanveil/files/lanveil.sh openwrt/lanveil/files/lanveil.defaults openwrt/lanveil/test.sh \
 		tests/openwrt/doubles/rc.common tests/openwrt/doubles/procd.sh tests/openwrt/doubles/network.sh \
-		tests/openwrt/doubles/logger tests/openwrt/doubles/lanveil tests/openwrt/doubles/dnsmasq.init; do
+		tests/openwrt/doubles/logger tests/openwrt/doubles/lanveil tests/openwrt/doubles/dnsmasq.init \
+		openwrt/lanveil/files/lanveil.udhcpc tests/openwrt/doubles/dhcp.script; do
 		if out="$("$SC" -x -s busybox "$f" 2>&1)"; then pass "shellcheck-busybox $f"; else fail "shellcheck-busybox $f" "$out"; fi
 	done
 	for f in board/ci.sh board/qemu-smoke.sh tests/openwrt/*.sh; do
@@ -117,6 +118,8 @@ fi
 
 step "init script + dnsmasq/firewall wiring (busybox ash, real uci, procd doubles)"
 suite openwrt-init bash tests/openwrt/test_init.sh
+step "LAN signals (captive portal, IPv6-only) + WAN captive-portal relay; real dnsmasq -> udhcpc"
+suite openwrt-capport bash tests/openwrt/test_capport.sh
 step "firewall table in network namespaces"
 suite openwrt-nft bash tests/openwrt/test_nft.sh
 step "feed Makefile + ipk"

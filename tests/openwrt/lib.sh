@@ -29,3 +29,91 @@ finish() {
 	echo "# $(basename "$0"): $_pass passed, $_fail failed"
 	[ "$_fail" -eq 0 ]
 }
+
+# --- init-script sandbox (test_init.sh, test_capport.sh) ---------------------------
+# busybox ash with busybox's own tools, the real uci, procd/rc.common doubles, in a
+# private network namespace (real nft, throwaway ruleset) and mount namespace (a
+# private /tmp/.uci, uci's default save dir; only that directory is overmounted:
+# the checkout itself may live under /tmp).
+
+# Re-executes the calling script inside the namespaces (call with "$@" right after
+# sourcing this file). uci is built first: the namespace has no network.
+enter_namespaces() {
+	if [ "${LANVEIL_IN_NS:-}" != 1 ]; then
+		"$TESTS_DIR/build-uci.sh" >/dev/null || { echo "FAIL uci-build: tests/openwrt/build-uci.sh failed"; exit 1; }
+		exec unshare --mount --net env LANVEIL_IN_NS=1 bash "$0" "$@"
+	fi
+	mkdir -p /tmp/.uci && mount -t tmpfs tmpfs /tmp/.uci
+}
+
+# sandbox NAME: $T=$WORK/NAME with bin/ (busybox applets, uci, jshn, nft, the
+# logger double) as the only PATH.
+sandbox() {
+	local a
+	UCI_PREFIX="$("$TESTS_DIR/build-uci.sh")" || { fail uci-build "build-uci.sh failed"; finish; exit 1; }
+	T="$WORK/$1"
+	rm -rf "$T"
+	mkdir -p "$T/bin"
+	for a in $(busybox --list); do
+		case "$a" in logger) continue ;; esac
+		ln -s "$(command -v busybox)" "$T/bin/$a"
+	done
+	ln -s "$(command -v busybox)" "$T/bin/busybox"
+	ln -s "$UCI_PREFIX/bin/uci" "$T/bin/uci"
+	ln -s "$(command -v nft)" "$T/bin/nft"
+	ln -s "$DOUBLES/logger" "$T/bin/logger"
+	# jshn.sh calls the jshn binary by name.
+	ln -s "$UCI_PREFIX/bin/jshn" "$T/bin/jshn"
+	export PATH="$T/bin"
+	export JSHN_SH="$UCI_PREFIX/share/libubox/jshn.sh" LANVEIL_DOUBLES="$DOUBLES"
+	# The system's python (not a PATH shim: PATH is busybox only now).
+	PY="$(command -v python3 || echo /usr/bin/python3)"
+}
+
+# A scratch OpenWrt root in $R with the package's files and the doubles; $ORIG is
+# a copy of its /etc/config/dhcp.
+mkroot() {
+	local f
+	R="$T/root"
+	rm -rf "$R"
+	mkdir -p "$R/etc/config" "$R/etc/init.d" "$R/etc/udhcpc.user.d" "$R/usr/share/lanveil" "$R/usr/sbin" \
+		"$R/lib/functions" "$R/lib/netifd" "$R/tmp" "$R/log"
+	cp "$TESTS_DIR/fixtures/etc/config/"* "$R/etc/config/"
+	cp "$PKG/files/lanveil.config" "$R/etc/config/lanveil"
+	cp "$PKG/files/lanveil.init" "$R/etc/init.d/lanveil"
+	cp "$PKG/files/lanveil.sh" "$R/usr/share/lanveil/lanveil.sh"
+	cp "$PKG/files/lanveil.udhcpc" "$R/etc/udhcpc.user.d/lanveil"
+	cp "$DOUBLES/dnsmasq.init" "$R/etc/init.d/dnsmasq"
+	cp "$DOUBLES/dnsmasq.init" "$R/etc/init.d/odhcpd"
+	cp "$DOUBLES/dnsmasq.init" "$R/etc/init.d/network"
+	cp "$DOUBLES/network.sh" "$R/lib/functions/network.sh"
+	cp "$DOUBLES/dhcp.script" "$R/lib/netifd/dhcp.script"
+	cp "$DOUBLES/lanveil" "$R/usr/sbin/lanveil"
+	printf 'root:x:0:0:root:/root:/bin/ash\nlanveil:x:5453:5453:lanveil:/var:/bin/false\n' >"$R/etc/passwd"
+	printf 'lan br-lan\nguest br-guest\nwan wan\n' >"$R/tmp/fake-network"
+	export IPKG_INSTROOT="$R" UCI_CONFIG_DIR="$R/etc/config" PROCD_LOG="$R/log/procd" LANVEIL_TEST_LOG="$R/log"
+	: >"$PROCD_LOG"
+	nft delete table inet lanveil 2>/dev/null
+	for f in /tmp/.uci/* /tmp/.uci/.[!.]*; do
+		[ -e "$f" ] && rm -rf "$f"
+	done
+	ORIG="$T/dhcp.orig"
+	cp "$R/etc/config/dhcp" "$ORIG"
+}
+
+rc() { busybox ash "$DOUBLES/rc.common" "$R/etc/init.d/lanveil" "$@"; }
+uci_() { uci -q -c "$R/etc/config" "$@"; }
+# Value of a python expression over the last 'service set' JSON (variable j).
+last_set() {
+	grep '^service set ' "$PROCD_LOG" | tail -n 1 | sed 's/^service set //' |
+		"$PY" -c 'import json,sys; j=json.load(sys.stdin); print(eval(sys.argv[1]))' "$1" 2>&1
+}
+count() { grep -c "$2" "$1" 2>/dev/null || true; }
+
+# The Makefile's prerm body, runnable against $R: writes $T/prerm (as packaged) and
+# $T/prerm.local (its /etc/init.d and /usr/share paths pointed into the scratch root).
+make_prerm() {
+	awk '/^define Package\/lanveil\/prerm/{f=1;next} /^endef/{f=0} f' "$PKG/Makefile" | sed 's/\$\$/$/g' >"$T/prerm"
+	sed -e '/IPKG_INSTROOT/d' -e "s|/etc/init.d/lanveil stop|busybox ash $DOUBLES/rc.common $R/etc/init.d/lanveil stop|" \
+		-e "s|\. /usr/share/lanveil/lanveil.sh|IPKG_INSTROOT=$R; . $R/usr/share/lanveil/lanveil.sh|" "$T/prerm" >"$T/prerm.local"
+}

@@ -7,63 +7,11 @@
 # directory is overmounted: the checkout itself may live under /tmp).
 # shellcheck source-path=SCRIPTDIR
 set -u
-if [ "${LANVEIL_IN_NS:-}" != 1 ]; then
-	# Build uci first: the namespace below has no network (cargo fetch).
-	"$(dirname "$0")/build-uci.sh" >/dev/null || { echo "FAIL uci-build: tests/openwrt/build-uci.sh failed"; exit 1; }
-	exec unshare --mount --net env LANVEIL_IN_NS=1 bash "$0" "$@"
-fi
-mkdir -p /tmp/.uci && mount -t tmpfs tmpfs /tmp/.uci
 # shellcheck source=lib.sh
 . "$(dirname "$0")/lib.sh"
+enter_namespaces "$@"
+sandbox init
 
-UCI_PREFIX="$("$TESTS_DIR/build-uci.sh")" || { fail uci-build "build-uci.sh failed"; finish; exit 1; }
-T="$WORK/init"
-rm -rf "$T"
-mkdir -p "$T/bin"
-for a in $(busybox --list); do
-	case "$a" in logger) continue ;; esac
-	ln -s "$(command -v busybox)" "$T/bin/$a"
-done
-ln -s "$(command -v busybox)" "$T/bin/busybox"
-ln -s "$UCI_PREFIX/bin/uci" "$T/bin/uci"
-ln -s "$(command -v nft)" "$T/bin/nft"
-ln -s "$DOUBLES/logger" "$T/bin/logger"
-export PATH="$T/bin"
-export JSHN_SH="$UCI_PREFIX/share/libubox/jshn.sh" LANVEIL_DOUBLES="$DOUBLES"
-# jshn.sh calls the jshn binary by name.
-ln -s "$UCI_PREFIX/bin/jshn" "$T/bin/jshn"
-PY="$(command -v python3 || echo /usr/bin/python3)"
-
-# A scratch OpenWrt root.
-mkroot() {
-	R="$T/root"
-	rm -rf "$R"
-	mkdir -p "$R/etc/config" "$R/etc/init.d" "$R/usr/share/lanveil" "$R/usr/sbin" "$R/lib/functions" "$R/tmp" "$R/log"
-	cp "$TESTS_DIR/fixtures/etc/config/"* "$R/etc/config/"
-	cp "$PKG/files/lanveil.config" "$R/etc/config/lanveil"
-	cp "$PKG/files/lanveil.init" "$R/etc/init.d/lanveil"
-	cp "$PKG/files/lanveil.sh" "$R/usr/share/lanveil/lanveil.sh"
-	cp "$DOUBLES/dnsmasq.init" "$R/etc/init.d/dnsmasq"
-	cp "$DOUBLES/network.sh" "$R/lib/functions/network.sh"
-	cp "$DOUBLES/lanveil" "$R/usr/sbin/lanveil"
-	printf 'root:x:0:0:root:/root:/bin/ash\nlanveil:x:5453:5453:lanveil:/var:/bin/false\n' >"$R/etc/passwd"
-	printf 'lan br-lan\nguest br-guest\nwan wan\n' >"$R/tmp/fake-network"
-	export IPKG_INSTROOT="$R" UCI_CONFIG_DIR="$R/etc/config" PROCD_LOG="$R/log/procd" LANVEIL_TEST_LOG="$R/log"
-	: >"$PROCD_LOG"
-	nft delete table inet lanveil 2>/dev/null
-	find /tmp/.uci -mindepth 1 -delete
-	ORIG="$T/dhcp.orig"
-	cp "$R/etc/config/dhcp" "$ORIG"
-}
-
-rc() { busybox ash "$DOUBLES/rc.common" "$R/etc/init.d/lanveil" "$@"; }
-uci_() { uci -q -c "$R/etc/config" "$@"; }
-# Value of a python expression over the last 'service set' JSON (variable j).
-last_set() {
-	grep '^service set ' "$PROCD_LOG" | tail -n 1 | sed 's/^service set //' |
-		"$PY" -c 'import json,sys; j=json.load(sys.stdin); print(eval(sys.argv[1]))' "$1" 2>&1
-}
-count() { grep -c "$2" "$1" 2>/dev/null || true; }
 servers() { uci_ -d ' ' get dhcp.@dnsmasq[0].server; }
 
 # --- start --------------------------------------------------------------------
@@ -190,11 +138,7 @@ check low-port-without-user-logged grep -q 'needs option user' "$R/log/syslog"
 # --- package removal (prerm body from the Makefile) restores --------------------------
 mkroot
 rc start >/dev/null 2>&1
-awk '/^define Package\/lanveil\/prerm/{f=1;next} /^endef/{f=0} f' "$PKG/Makefile" | sed 's/\$\$/$/g' >"$T/prerm"
-# The body calls /etc/init.d/lanveil and /usr/share/lanveil: run it with those
-# paths pointed into the scratch root.
-sed -e '/IPKG_INSTROOT/d' -e "s|/etc/init.d/lanveil stop|busybox ash $DOUBLES/rc.common $R/etc/init.d/lanveil stop|" \
-	-e "s|\. /usr/share/lanveil/lanveil.sh|IPKG_INSTROOT=$R; . $R/usr/share/lanveil/lanveil.sh|" "$T/prerm" >"$T/prerm.local"
+make_prerm
 check prerm-body-has-guards grep -q 'PKG_UPGRADE' "$T/prerm"
 check prerm-runs busybox ash "$T/prerm.local"
 check prerm-restores-dhcp cmp "$R/etc/config/dhcp" "$ORIG"

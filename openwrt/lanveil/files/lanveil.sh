@@ -16,6 +16,10 @@
 # firewall An nft table 'inet lanveil' (own table: an error in it cannot break
 #          fw4's ruleset, and fw4 reloads do not flush it), generated into
 #          /var/run/lanveil and loaded on start, deleted on stop.
+# LAN      Captive-portal URI / IPv6-only preferred for the LAN's DHCP and RA,
+#          part of the dnsmasq wiring above (same save/restore); see "LAN signals".
+# WAN      DHCP option 114 requested on the WAN ('reqopts'), and the udhcpc hook
+#          that hands the learned URI to the daemon and the LAN; see below.
 #
 # Paths honour IPKG_INSTROOT and UCI_CONFIG_DIR (OpenWrt conventions), which is
 # also how the tests run this against a scratch root.
@@ -111,8 +115,14 @@ lanveil_state_get() { # SECTION KEY -> values, one per line
 		"$LANVEIL_STATE/dnsmasq.state"
 }
 
-lanveil_state_has() { # SECTION
-	[ -f "$LANVEIL_STATE/dnsmasq.state" ] && grep -q "^$1$LANVEIL_TAB" "$LANVEIL_STATE/dnsmasq.state"
+lanveil_state_has() { # SECTION: its dnsmasq settings were saved
+	[ -f "$LANVEIL_STATE/dnsmasq.state" ] && grep -q "^$1${LANVEIL_TAB}saved$LANVEIL_TAB" "$LANVEIL_STATE/dnsmasq.state"
+}
+
+# Sections (of any config) with a lanveil entry KEY_PREFIX* in the state file.
+lanveil_state_sections() { # KEY_PREFIX
+	[ -f "$LANVEIL_STATE/dnsmasq.state" ] || return 0
+	awk -F "$LANVEIL_TAB" -v p="$1" 'index($2, p) == 1 && !seen[$1]++ { print $1 }' "$LANVEIL_STATE/dnsmasq.state"
 }
 
 lanveil_state_put() { # SECTION KEY VALUE
@@ -144,10 +154,44 @@ lanveil_restart_dnsmasq() {
 	return 0
 }
 
-# Points dnsmasq at lanveil. Idempotent: commits and restarts dnsmasq only when
-# something changes.
+lanveil_reload_odhcpd() {
+	local init="${IPKG_INSTROOT:-}/etc/init.d/odhcpd"
+	[ -x "$init" ] && "$init" reload >/dev/null 2>&1
+	return 0
+}
+
+# One writer at a time: the init script and the udhcpc hook (WAN lease events)
+# both rewire /etc/config/dhcp. A lock left by a killed writer is broken after 10 s.
+lanveil_lock() {
+	local n=0
+	mkdir -p "$LANVEIL_RUN"
+	while ! mkdir "$LANVEIL_RUN/.lock" 2>/dev/null; do
+		n=$((n + 1))
+		[ "$n" -ge 10 ] && break
+		sleep 1
+	done
+	return 0
+}
+
+lanveil_unlock() {
+	rmdir "$LANVEIL_RUN/.lock" 2>/dev/null
+	return 0
+}
+
+# Points dnsmasq at lanveil and applies the LAN signals (captive portal, IPv6-only
+# preferred) and the WAN's request for DHCP option 114. Idempotent: commits and
+# restarts dnsmasq/odhcpd/the WAN only when something changes.
 lanveil_dnsmasq_wire() {
-	local targets canaries s desired current v added orig pristine
+	local rc
+	lanveil_lock
+	lanveil_dnsmasq_wire_locked
+	rc=$?
+	lanveil_unlock
+	return "$rc"
+}
+
+lanveil_dnsmasq_wire_locked() {
+	local targets canaries s desired current v added orig pristine dns_changed
 	targets="$(lanveil_dnsmasq_targets)"
 	if [ -z "$targets" ]; then
 		lanveil_log err "no loopback listener to point dnsmasq at; dnsmasq left unchanged"
@@ -216,11 +260,15 @@ lanveil_dnsmasq_wire() {
 		[ "$(lanveil_uci_dhcp get "dhcp.$s.noresolv")" = 1 ] || lanveil_uci_dhcp set "dhcp.$s.noresolv=1"
 		[ "$(lanveil_uci_dhcp get "dhcp.$s.localuse")" = 1 ] || lanveil_uci_dhcp set "dhcp.$s.localuse=1"
 	done
+	dns_changed="$(lanveil_uci_dhcp changes dhcp)"
+	LANVEIL_CAP_DNSMASQ=0 LANVEIL_CAP_ODHCPD=0
+	lanveil_cap_wire
 	if [ -n "$(lanveil_uci_dhcp changes dhcp)" ]; then
 		lanveil_uci_dhcp commit dhcp || return 1
 		[ "$pristine" = 1 ] && cp -p "$LANVEIL_CONFDIR/dhcp" "$LANVEIL_STATE/dhcp.wired"
-		lanveil_log info "dnsmasq now forwards to lanveil ($(printf '%s\n' "$targets" | lanveil_join))"
-		lanveil_restart_dnsmasq
+		[ -n "$dns_changed" ] && lanveil_log info "dnsmasq now forwards to lanveil ($(printf '%s\n' "$targets" | lanveil_join))"
+		[ -n "$dns_changed" ] || [ "$LANVEIL_CAP_DNSMASQ" = 1 ] && lanveil_restart_dnsmasq
+		[ "$LANVEIL_CAP_ODHCPD" = 1 ] && lanveil_reload_odhcpd
 	elif [ ! -f "$LANVEIL_STATE/dhcp.wired" ]; then
 		cp -p "$LANVEIL_CONFDIR/dhcp" "$LANVEIL_STATE/dhcp.wired"
 	fi
@@ -230,9 +278,22 @@ lanveil_dnsmasq_wire() {
 # Puts back what lanveil_dnsmasq_wire changed. Idempotent; a no-op when nothing
 # was saved.
 lanveil_dnsmasq_restore() {
-	local s v current added orig keep restored
+	local rc
+	lanveil_lock
+	lanveil_dnsmasq_restore_locked
+	rc=$?
+	lanveil_unlock
+	return "$rc"
+}
+
+lanveil_dnsmasq_restore_locked() {
+	local s v current added orig keep restored odhcpd=0
+	rm -f "$LANVEIL_RUN/capport"
 	[ -f "$LANVEIL_STATE/dhcp.orig" ] || return 0
 	rm -f "$LANVEIL_RUN/uci/dhcp"
+	for v in captive_portal_uri ipv6_only_preferred dhcpv6_raw; do
+		[ -n "$(lanveil_state_sections "cap_$v")" ] && odhcpd=1
+	done
 	if cmp -s "$LANVEIL_CONFDIR/dhcp" "$LANVEIL_STATE/dhcp.wired"; then
 		cp -p "$LANVEIL_STATE/dhcp.orig" "$LANVEIL_CONFDIR/.dhcp.lanveil" &&
 			mv "$LANVEIL_CONFDIR/.dhcp.lanveil" "$LANVEIL_CONFDIR/dhcp" || return 1
@@ -272,12 +333,18 @@ lanveil_dnsmasq_restore() {
 				fi
 			done
 		done
+		# LAN signals: apply "nothing" to every section lanveil added some to.
+		for s in $(lanveil_state_sections cap_); do
+			lanveil_cap_section "$s" "" "" "" ""
+		done
 		[ -z "$(lanveil_uci_dhcp changes dhcp)" ] || lanveil_uci_dhcp commit dhcp || return 1
 		restored="by undoing lanveil's entries (dhcp was edited meanwhile)"
 	fi
 	lanveil_forget_state
 	lanveil_log info "dnsmasq settings restored $restored"
 	lanveil_restart_dnsmasq
+	[ "$odhcpd" = 1 ] && lanveil_reload_odhcpd
+	return 0
 }
 
 lanveil_forget_state() {
@@ -286,8 +353,11 @@ lanveil_forget_state() {
 	return 0
 }
 
-# Package removal: also the daemon's state.
+# Package removal: also the WAN's reqopts and the daemon's state.
 lanveil_purge() {
+	lanveil_lock
+	lanveil_net_restore
+	lanveil_unlock
 	lanveil_forget_state
 	rm -rf "$LANVEIL_ETC"
 }
@@ -427,4 +497,538 @@ lanveil_fw_remove() {
 	command -v nft >/dev/null 2>&1 || return 0
 	nft list table inet lanveil >/dev/null 2>&1 || return 0
 	nft delete table inet lanveil && lanveil_log info "LAN DNS capture off"
+}
+
+# --- LAN signals: captive portal (RFC 8910) and IPv6-only preferred (RFC 8925) ---
+#
+# What:    the daemon's 'captive_portal_uri' (else, with relay_wan_portal, a URI
+#          learned from the WAN's DHCP option 114 by the udhcpc hook below) and
+#          'v6only_wait' are announced to LAN clients.
+# Where:   every 'config dhcp' section whose interface is in a force_dns_zone zone
+#          (the LAN lanveil already serves) and that is not 'ignore 1'.
+# How:     odhcpd >= 25.12 (its binary knows 'captive_portal_uri'): native
+#          captive_portal_uri (DHCPv6 103 + RA 37, and DHCPv4 114 when odhcpd is the
+#          DHCPv4 server, dhcp.odhcpd.maindhcp=1) and ipv6_only_preferred (DHCPv4
+#          108, only when odhcpd serves DHCPv4). Older odhcpd: DHCPv6 103 as
+#          'dhcpv6_raw' hex; RA 37 is impossible there. While dnsmasq is the DHCPv4
+#          server: 'list dhcp_option 114,URI' and '108,SECONDS' for dnsmasq.
+# Undo:    same as the dnsmasq settings: dhcp.orig/dhcp.wired byte for byte, else
+#          per-section state lines (cap_*) that name exactly what lanveil added. An
+#          owner's own values (a dhcp_option 114/108, captive_portal_uri,
+#          ipv6_only_preferred) win and are left alone; an owner's dhcpv6_raw is
+#          kept and lanveil's option 103 appended to it.
+# Status:  $LANVEIL_RUN/capport (/etc/init.d/lanveil capport).
+
+# Is URI fit to hand to LAN clients? https:// with a host and no userinfo, at most
+# 255 bytes of RFC 3986 URI characters minus quotes and '$' (so: no spaces, no
+# control or non-ASCII bytes, nothing a shell or dnsmasq would interpret). The
+# daemon's own check (firmware/core capport.rs) is the same except that it allows
+# ' and $. "owner" also accepts the RFC 8910 URN for "no captive portal".
+lanveil_uri_ok() { # URI [owner]
+	local u="$1" auth
+	[ -n "$u" ] && [ "${#u}" -le 255 ] || return 1
+	case "$u" in
+		*[!]A-Za-z0-9._~:/?#@\!\&\(\)*+,\;=%[-]*) return 1 ;;
+	esac
+	case "$u" in
+		[Hh][Tt][Tt][Pp][Ss]://[!/?#]*)
+			auth="${u#*://}"
+			auth="${auth%%[/?#]*}"
+			case "$auth" in *@*) return 1 ;; esac
+			return 0
+			;;
+		urn:ietf:params:capport:unrestricted) [ "${2:-}" = owner ] && return 0 ;;
+	esac
+	return 1
+}
+
+# udhcpc's $opt114 -> the URI. busybox exports options it has no name for (114 is
+# one) as hex; a client that knows the option would export text, taken as is. Any
+# byte outside printable ASCII (0x21-0x7e) rejects the whole value.
+lanveil_opt114_decode() { # VALUE
+	case "$1" in
+		'') return 1 ;;
+		*[!0-9a-fA-F]*)
+			printf '%s\n' "$1"
+			return 0
+			;;
+	esac
+	[ $((${#1} % 2)) -eq 0 ] && [ "${#1}" -le 510 ] || return 1
+	printf '%s\n' "$1" | awk '{
+		h = tolower($0); d = "0123456789abcdef"; s = ""
+		for (i = 1; i < length(h); i += 2) {
+			b = (index(d, substr(h, i, 1)) - 1) * 16 + index(d, substr(h, i + 1, 1)) - 1
+			if (b < 33 || b > 126) exit 1
+			s = s sprintf("%c", b)
+		}
+		print s
+	}'
+}
+
+lanveil_hex() { # STRING -> lowercase hex
+	printf '%s' "$1" | od -An -tx1 -v | tr -d ' \n'
+}
+
+# DHCPv6 option 103 (RFC 8910) as odhcpd's dhcpv6_raw: code 0x0067, u16 length, URI.
+lanveil_dhcpv6_103_hex() { # URI
+	printf '0067%04x%s\n' "${#1}" "$(lanveil_hex "$1")"
+}
+
+# How odhcpd can carry the signals: native (>= 25.12), legacy, or none (not
+# installed). LANVEIL_ODHCPD_NATIVE=1/0 overrides the probe. The probe looks for
+# the UCI option name in the binary: odhcpd's option table holds it as a string.
+lanveil_odhcpd_mode() {
+	local bin="${IPKG_INSTROOT:-}/usr/sbin/odhcpd"
+	case "${LANVEIL_ODHCPD_NATIVE:-}" in
+		1) echo native; return 0 ;;
+		0) echo legacy; return 0 ;;
+	esac
+	if [ ! -f "$bin" ]; then
+		echo none
+	elif grep -q captive_portal_uri "$bin" 2>/dev/null; then
+		echo native
+	else
+		echo legacy
+	fi
+}
+
+# The URI to announce and where it came from: "owner URI" or "wan:IFACE URI".
+lanveil_cap_uri() {
+	local u iface
+	u="$(lanveil_uci get lanveil.@lanveil[0].captive_portal_uri)" || u=""
+	if [ -n "$u" ]; then
+		# The owner's choice wins over the WAN's, even when it is unusable.
+		if lanveil_uri_ok "$u" owner; then
+			echo "owner $u"
+		else
+			lanveil_log err "captive_portal_uri is not an https URI of at most 255 printable characters; not announced"
+		fi
+		return 0
+	fi
+	lanveil_bool relay_wan_portal 1 || return 0
+	[ -f "$LANVEIL_RUN/wan_portal" ] || return 0
+	read -r iface u <"$LANVEIL_RUN/wan_portal" || return 0
+	lanveil_uri_ok "$u" && echo "wan:$iface $u"
+	return 0
+}
+
+# V6ONLY_WAIT seconds, or nothing when off. The daemon's --check-config already
+# refuses bad values; this only keeps a hand-edited file from reaching dnsmasq.
+lanveil_cap_v6only() {
+	local w
+	w="$(lanveil_uci get lanveil.@lanveil[0].v6only_wait)" || return 0
+	case "$w" in '' | 0) return 0 ;; *[!0-9]*) return 0 ;; esac
+	[ "${#w}" -le 10 ] && [ "$w" -ge 300 ] && [ "$w" -le 4294967295 ] || return 0
+	if [ -z "$(lanveil_uci get lanveil.@lanveil[0].dns64_prefix)" ]; then
+		lanveil_log warn "v6only_wait needs dns64_prefix (NAT64); option 108 not announced"
+		return 0
+	fi
+	echo "$w"
+}
+
+# The dhcp sections of the LAN (interface in a capture zone, not ignored).
+lanveil_cap_sections() {
+	local nets s iface
+	nets="$(lanveil_capture_networks)"
+	for s in $(lanveil_uci_dhcp -X show dhcp | sed -n 's/^dhcp\.\([A-Za-z0-9_]*\)=dhcp$/\1/p'); do
+		iface="$(lanveil_uci_dhcp get "dhcp.$s.interface")" || iface="$s"
+		[ "$(lanveil_uci_dhcp get "dhcp.$s.ignore")" = 1 ] && continue
+		lanveil_in "$iface" "$nets" && echo "$s"
+	done
+}
+
+# dnsmasq's code of a dhcp_option entry ("108,1800", "option:ipv6-only,1800" -> 108).
+lanveil_dhcp_option_code() {
+	local c="${1%%,*}"
+	case "$c" in
+		option:ipv6-only | ipv6-only) c=108 ;;
+		option:captive-portal | captive-portal) c=114 ;;
+	esac
+	echo "$c"
+}
+
+# A single odhcpd option: lanveil's value DESIRED is the suffix it owns (state
+# cap_OPTION). The owner's value wins, except for dhcpv6_raw where ours is appended.
+lanveil_cap_single() { # SECTION OPTION DESIRED
+	local s="$1" o="$2" d="$3" cur ours user new
+	cur="$(lanveil_uci_dhcp get "dhcp.$s.$o")" || cur=""
+	ours="$(lanveil_state_get "$s" "cap_$o")"
+	user="$cur"
+	if [ -n "$ours" ]; then
+		case "$cur" in *"$ours") user="${cur%"$ours"}" ;; esac
+	fi
+	if [ -n "$d" ] && [ -n "$user" ] && [ "$o" != dhcpv6_raw ]; then
+		lanveil_log warn "dhcp.$s.$o is set by the owner; lanveil leaves it"
+		d=""
+	fi
+	new="$user$d"
+	if [ "$new" != "$cur" ]; then
+		if [ -z "$new" ]; then
+			lanveil_uci_dhcp delete "dhcp.$s.$o"
+		else
+			lanveil_uci_dhcp set "dhcp.$s.$o=$new"
+		fi
+		LANVEIL_CAP_ODHCPD=1
+	fi
+	lanveil_state_drop "$s" "cap_$o"
+	[ -z "$d" ] || lanveil_state_put "$s" "cap_$o" "$d"
+}
+
+# Makes SECTION carry exactly lanveil's OPTS (dnsmasq dhcp_option entries, newline
+# separated) and odhcpd values (empty = none), keeping everything of the owner's.
+lanveil_cap_section() { # SECTION OPTS CAPTIVE_PORTAL_URI IPV6_ONLY_PREFERRED DHCPV6_RAW
+	local s="$1" current added keep codes v now new
+	if ! lanveil_uci_dhcp get "dhcp.$s" >/dev/null; then
+		# The section is gone: nothing of ours left in it.
+		for v in cap_opt cap_captive_portal_uri cap_ipv6_only_preferred cap_dhcpv6_raw; do
+			lanveil_state_drop "$s" "$v"
+		done
+		return 0
+	fi
+	current="$(lanveil_get_list "dhcp.$s.dhcp_option")"
+	added="$(lanveil_state_get "$s" cap_opt)"
+	keep="" codes="" now=""
+	while IFS= read -r v; do
+		[ -n "$v" ] || continue
+		lanveil_in "$v" "$added" && continue
+		keep="$keep$v$LANVEIL_NL"
+		codes="$codes$(lanveil_dhcp_option_code "$v")$LANVEIL_NL"
+	done <<-EOF
+		$current
+	EOF
+	new="$keep"
+	while IFS= read -r v; do
+		[ -n "$v" ] || continue
+		if lanveil_in "$(lanveil_dhcp_option_code "$v")" "$codes"; then
+			lanveil_log warn "dhcp.$s has the owner's dhcp_option ${v%%,*}; lanveil leaves it"
+			continue
+		fi
+		new="$new$v$LANVEIL_NL"
+		now="$now$v$LANVEIL_NL"
+	done <<-EOF
+		$2
+	EOF
+	new="$(printf '%s' "$new" | sed '/^$/d')"
+	if [ "$new" != "$current" ]; then
+		lanveil_uci_dhcp delete "dhcp.$s.dhcp_option"
+		while IFS= read -r v; do
+			[ -n "$v" ] && lanveil_uci_dhcp add_list "dhcp.$s.dhcp_option=$v"
+		done <<-EOF
+			$new
+		EOF
+		LANVEIL_CAP_DNSMASQ=1
+	fi
+	lanveil_state_drop "$s" cap_opt
+	while IFS= read -r v; do
+		[ -n "$v" ] && lanveil_state_put "$s" cap_opt "$v"
+	done <<-EOF
+		$now
+	EOF
+	lanveil_cap_single "$s" captive_portal_uri "$3"
+	lanveil_cap_single "$s" ipv6_only_preferred "$4"
+	lanveil_cap_single "$s" dhcpv6_raw "$5"
+}
+
+# dnsmasq splits dhcp_option values at whitespace and reads commas as separators:
+# a URI with ',' '#' '[' ']' goes as colon-separated hex, which dnsmasq sends verbatim.
+lanveil_dnsmasq_114() { # URI
+	case "$1" in
+		*[,#[]* | *]*) echo "114,$(lanveil_hex "$1" | sed 's/../&:/g; s/:$//')" ;;
+		*) echo "114,$1" ;;
+	esac
+}
+
+# Applies the LAN signals to every LAN section (and removes them where they no
+# longer belong), then writes the status file. Runs inside lanveil_dnsmasq_wire,
+# whose commit and restarts cover it.
+lanveil_cap_wire() {
+	local src uri wait mode v4 lan s opts cpu v6p raw how="" ra v4how v6how
+	src="$(lanveil_cap_uri)"
+	uri="${src#* }"
+	src="${src%% *}"
+	wait="$(lanveil_cap_v6only)"
+	mode="$(lanveil_odhcpd_mode)"
+	v4=dnsmasq
+	[ "$mode" != none ] && [ "$(lanveil_uci_dhcp get dhcp.odhcpd.maindhcp)" = 1 ] && v4=odhcpd
+	lan="$(lanveil_cap_sections)"
+	opts="" cpu="" v6p="" raw="" ra="" v4how="" v6how=""
+	if [ -n "$uri" ]; then
+		if [ "$v4" = dnsmasq ]; then
+			opts="$(lanveil_dnsmasq_114 "$uri")$LANVEIL_NL"
+			v4how="DHCPv4 114: dnsmasq dhcp_option"
+		fi
+		case "$mode" in
+			native)
+				cpu="$uri"
+				[ "$v4" = odhcpd ] && v4how="DHCPv4 114: odhcpd captive_portal_uri"
+				v6how="DHCPv6 103: odhcpd captive_portal_uri"
+				ra="RA option 37: odhcpd captive_portal_uri"
+				;;
+			legacy)
+				raw="$(lanveil_dhcpv6_103_hex "$uri")"
+				[ "$v4" = odhcpd ] && v4how="DHCPv4 114: not supported (this odhcpd serves DHCPv4 and has no captive_portal_uri)"
+				v6how="DHCPv6 103: odhcpd dhcpv6_raw"
+				ra="RA option 37: not supported by this odhcpd"
+				;;
+			none)
+				v6how="DHCPv6 103: not sent (odhcpd not installed)"
+				ra="RA option 37: not sent (odhcpd not installed)"
+				;;
+		esac
+		how="$v4how; $v6how; $ra"
+	fi
+	if [ -n "$wait" ]; then
+		if [ "$v4" = dnsmasq ]; then
+			opts="${opts}108,$wait$LANVEIL_NL"
+			how="${how:+$how; }DHCPv4 108: dnsmasq dhcp_option"
+		elif [ "$mode" = native ]; then
+			v6p="$wait"
+			how="${how:+$how; }DHCPv4 108: odhcpd ipv6_only_preferred"
+		else
+			how="${how:+$how; }DHCPv4 108: not supported (this odhcpd serves DHCPv4 and has no ipv6_only_preferred)"
+		fi
+	fi
+	for s in $lan; do
+		lanveil_cap_section "$s" "$opts" "$cpu" "$v6p" "$raw"
+	done
+	for s in $(lanveil_state_sections cap_); do
+		lanveil_in "$s" "$lan" || lanveil_cap_section "$s" "" "" "" ""
+	done
+	{
+		echo "# LAN signals, written by /etc/init.d/lanveil $(date -u '+%Y-%m-%dT%H:%M:%SZ' 2>/dev/null)"
+		case "$src" in
+			owner) echo "captive portal URI: $uri (option captive_portal_uri)" ;;
+			wan:*) echo "captive portal URI: $uri (relayed from DHCP option 114 on ${src#wan:})" ;;
+			*) echo "captive portal URI: none" ;;
+		esac
+		echo "IPv6-only preferred (DHCPv4 108): ${wait:+$wait s}${wait:-off}"
+		case "$mode" in
+			native) echo "odhcpd: native captive_portal_uri and ipv6_only_preferred" ;;
+			legacy) echo "odhcpd: no native options (older than 25.12); DHCPv6 103 via dhcpv6_raw" ;;
+			none) echo "odhcpd: not installed" ;;
+		esac
+		echo "DHCPv4 server: $v4"
+		for s in $lan; do echo "dhcp section $s: ${how:-nothing announced}"; done
+		[ -n "$lan" ] || echo "dhcp sections: none in zone(s) $(lanveil_opt force_dns_zone lan | lanveil_join)"
+		[ "$mode" = native ] || [ -z "$uri" ] || echo "$ra"
+	} >"$LANVEIL_RUN/capport.new" && mv "$LANVEIL_RUN/capport.new" "$LANVEIL_RUN/capport"
+}
+
+# --- WAN: ask for DHCP option 114 (netifd 'reqopts') -------------------------------
+#
+# While relay_wan_portal or the daemon's captive_plaintext is on, '114' is added to
+# reqopts of the WAN's DHCP interfaces (proto dhcp, not in a capture zone); netifd
+# hands it to udhcpc as -O 114. Unlike the dhcp wiring this stays over stop and
+# reboot: udhcpc only reads its options when the interface comes up, so undoing it
+# on every stop would renew the WAN lease on every stop and boot. It is undone (same
+# design: network.orig/network.wired byte for byte, else only lanveil's '114') when
+# both options are turned off and on package removal. Saved in /etc/lanveil/network/.
+LANVEIL_NET="$LANVEIL_ETC/network"
+
+# The WAN's DHCP interfaces: proto dhcp, not in a capture (LAN) zone.
+lanveil_wan_dhcp_ifaces() {
+	local nets s
+	nets="$(lanveil_capture_networks)"
+	for s in $(lanveil_uci_dhcp -X show network | sed -n 's/^network\.\([A-Za-z0-9_]*\)=interface$/\1/p'); do
+		[ "$(lanveil_uci_dhcp get "network.$s.proto")" = dhcp ] || continue
+		lanveil_in "$s" "$nets" || echo "$s"
+	done
+}
+
+lanveil_uci_is_list() { # CONFIG SECTION OPTION
+	lanveil_uci_dhcp export "$1" | awk -v s="'$2'" -v o="$3" '
+		$1 == "config" { in_s = ($3 == s) }
+		in_s && $1 == "list" && $2 == o { f = 1 }
+		END { exit !f }'
+}
+
+# Interfaces whose '114' lanveil added (one per line in $LANVEIL_NET/added).
+lanveil_net_added() {
+	[ -f "$LANVEIL_NET/added" ] && cat "$LANVEIL_NET/added"
+	return 0
+}
+
+# Adds (WANT=1) or removes lanveil's 114 in network.IFACE.reqopts, keeping the
+# option's type (option 'a b' or list) and the owner's values.
+lanveil_net_reqopts() { # IFACE WANT
+	local i="$1" cur w new=""
+	cur="$(lanveil_uci_dhcp get "network.$i.reqopts")" || cur=""
+	if [ "$2" = 1 ]; then
+		for w in $cur; do [ "$w" = 114 ] && return 0; done
+		if lanveil_uci_is_list network "$i" reqopts; then
+			lanveil_uci_dhcp add_list "network.$i.reqopts=114"
+		else
+			lanveil_uci_dhcp set "network.$i.reqopts=${cur:+$cur }114"
+		fi
+		echo "$i" >>"$LANVEIL_NET/added"
+		return 0
+	fi
+	lanveil_in "$i" "$(lanveil_net_added)" || return 0
+	grep -vx "$i" "$LANVEIL_NET/added" >"$LANVEIL_NET/added.tmp"
+	mv "$LANVEIL_NET/added.tmp" "$LANVEIL_NET/added"
+	if lanveil_uci_is_list network "$i" reqopts; then
+		lanveil_uci_dhcp del_list "network.$i.reqopts=114"
+		return 0
+	fi
+	for w in $cur; do [ "$w" = 114 ] || new="${new:+$new }$w"; done
+	[ "$new" = "$cur" ] && return 0
+	if [ -z "$new" ]; then
+		lanveil_uci_dhcp delete "network.$i.reqopts"
+	else
+		lanveil_uci_dhcp set "network.$i.reqopts=$new"
+	fi
+}
+
+# netifd restarts the interfaces whose configuration changed (the WAN renews).
+lanveil_reload_network() {
+	local init="${IPKG_INSTROOT:-}/etc/init.d/network"
+	[ -x "$init" ] && "$init" reload >/dev/null 2>&1
+	return 0
+}
+
+# Is option 114 wanted on the WAN?
+lanveil_net_wanted() {
+	lanveil_bool relay_wan_portal 1 && return 0
+	case "$(lanveil_uci get lanveil.@lanveil[0].captive_plaintext)" in
+		1 | yes | on | true | enabled) return 0 ;;
+	esac
+	return 1
+}
+
+# Called on start/reload. Idempotent: commits and reloads the network only on change.
+lanveil_net_wire() {
+	local rc
+	lanveil_lock
+	if lanveil_net_wanted; then
+		lanveil_net_wire_locked
+	else
+		lanveil_net_restore
+	fi
+	rc=$?
+	lanveil_unlock
+	return "$rc"
+}
+
+lanveil_net_wire_locked() {
+	local pristine ifaces i
+	[ -f "$LANVEIL_CONFDIR/network" ] || return 0
+	mkdir -p "$LANVEIL_NET"
+	rm -f "$LANVEIL_RUN/uci/network"
+	pristine=0
+	if [ ! -f "$LANVEIL_NET/network.wired" ] || cmp -s "$LANVEIL_CONFDIR/network" "$LANVEIL_NET/network.wired"; then
+		pristine=1
+	fi
+	[ -f "$LANVEIL_NET/network.orig" ] || cp -p "$LANVEIL_CONFDIR/network" "$LANVEIL_NET/network.orig" || return 1
+	ifaces="$(lanveil_wan_dhcp_ifaces)"
+	for i in $ifaces; do
+		lanveil_net_reqopts "$i" 1
+	done
+	for i in $(lanveil_net_added); do
+		lanveil_in "$i" "$ifaces" || lanveil_net_reqopts "$i" 0
+	done
+	if [ -n "$(lanveil_uci_dhcp changes network)" ]; then
+		lanveil_uci_dhcp commit network || return 1
+		[ "$pristine" = 1 ] && cp -p "$LANVEIL_CONFDIR/network" "$LANVEIL_NET/network.wired"
+		lanveil_log info "DHCP option 114 (captive portal) requested on $(echo "$ifaces" | lanveil_join)"
+		lanveil_reload_network
+	elif [ ! -f "$LANVEIL_NET/network.wired" ]; then
+		cp -p "$LANVEIL_CONFDIR/network" "$LANVEIL_NET/network.wired"
+	fi
+	return 0
+}
+
+# Undoes lanveil_net_wire (caller holds the lock). A no-op when nothing was saved.
+lanveil_net_restore() {
+	local i changed=0
+	[ -f "$LANVEIL_NET/network.orig" ] || return 0
+	rm -f "$LANVEIL_RUN/uci/network"
+	if cmp -s "$LANVEIL_CONFDIR/network" "$LANVEIL_NET/network.wired"; then
+		if ! cmp -s "$LANVEIL_CONFDIR/network" "$LANVEIL_NET/network.orig"; then
+			cp -p "$LANVEIL_NET/network.orig" "$LANVEIL_CONFDIR/.network.lanveil" &&
+				mv "$LANVEIL_CONFDIR/.network.lanveil" "$LANVEIL_CONFDIR/network" || return 1
+			changed=1
+		fi
+	else
+		for i in $(lanveil_net_added); do
+			lanveil_net_reqopts "$i" 0
+		done
+		if [ -n "$(lanveil_uci_dhcp changes network)" ]; then
+			lanveil_uci_dhcp commit network || return 1
+			changed=1
+		fi
+	fi
+	rm -f "$LANVEIL_NET/network.orig" "$LANVEIL_NET/network.wired" "$LANVEIL_NET/added"
+	rmdir "$LANVEIL_NET" "$LANVEIL_ETC" 2>/dev/null
+	if [ "$changed" = 1 ]; then
+		lanveil_log info "DHCP option 114 no longer requested on the WAN"
+		lanveil_reload_network
+	fi
+	return 0
+}
+
+# --- udhcpc hook (/etc/udhcpc.user.d/lanveil) ------------------------------------
+
+# Tells the daemon (lanveil --control SOCKET wan-portal set URI DNS... | clear).
+# Best effort: a daemon that is down or does not answer within 5 s is logged only.
+lanveil_wan_portal_control() { # set URI DNS... | clear
+	local sock bin="${IPKG_INSTROOT:-}/usr/sbin/lanveil" to=""
+	sock="$(lanveil_uci get lanveil.@lanveil[0].control_socket)" || sock=""
+	if [ -z "$sock" ]; then
+		lanveil_log info "no control_socket configured; the daemon is not told about the WAN's captive portal"
+		return 0
+	fi
+	# No socket: the daemon is not running (service stopped); nothing to tell.
+	[ -S "${IPKG_INSTROOT:-}$sock" ] || return 0
+	command -v timeout >/dev/null 2>&1 && to="timeout 5"
+	# shellcheck disable=SC2086  # $to is a command prefix or nothing
+	$to "$bin" --control "$sock" wan-portal "$@" >/dev/null 2>&1 ||
+		lanveil_log warn "could not tell the daemon: wan-portal $1 failed"
+	return 0
+}
+
+# Called by /lib/netifd/dhcp.script (through /etc/udhcpc.user.d/lanveil) with the
+# udhcpc action and environment: INTERFACE (netifd's name), opt114, dns.
+lanveil_wan_hook() { # ACTION
+	local uri="" d servers="" i
+	lanveil_in "${INTERFACE:-}" "$(lanveil_wan_dhcp_ifaces)" || return 0
+	case "$1" in
+		bound | renew)
+			if [ -n "${opt114:-}" ]; then
+				uri="$(lanveil_opt114_decode "$opt114")" || uri=""
+				if [ "$uri" = urn:ietf:params:capport:unrestricted ]; then
+					lanveil_log info "$INTERFACE: DHCP option 114 says there is no captive portal"
+					uri=""
+				elif ! lanveil_uri_ok "$uri"; then
+					# Never log the value itself: it comes from an untrusted network.
+					lanveil_log warn "$INTERFACE: ignoring DHCP option 114 (${#opt114} hex/text chars): not an https URI of at most 255 printable characters without spaces or quotes"
+					uri=""
+				fi
+			fi
+			;;
+		deconfig | leasefail) ;;
+		*) return 0 ;;
+	esac
+	mkdir -p "$LANVEIL_RUN"
+	if [ -n "$uri" ]; then
+		# udhcpc's $dns: the lease's DNS servers (dotted quads, checked anyway).
+		for d in ${dns:-}; do
+			case "$d" in *[!0-9.]* | '') ;; *) servers="$servers $d" ;; esac
+		done
+		# shellcheck disable=SC2086  # one argument per DNS server
+		lanveil_wan_portal_control set "$uri" $servers
+		printf '%s %s\n' "$INTERFACE" "$uri" >"$LANVEIL_RUN/wan_portal.new" &&
+			mv "$LANVEIL_RUN/wan_portal.new" "$LANVEIL_RUN/wan_portal"
+		lanveil_log info "$INTERFACE: captive portal $uri"
+	else
+		lanveil_wan_portal_control clear
+		if [ -f "$LANVEIL_RUN/wan_portal" ] && read -r i d <"$LANVEIL_RUN/wan_portal" && [ "$i" = "$INTERFACE" ]; then
+			rm -f "$LANVEIL_RUN/wan_portal"
+			lanveil_log info "$INTERFACE: captive portal cleared"
+		fi
+	fi
+	# Relay (or stop relaying) to the LAN while lanveil's dhcp wiring is in place.
+	if [ -f "$LANVEIL_STATE/dhcp.orig" ] && lanveil_bool dnsmasq 1; then
+		lanveil_dnsmasq_wire
+	fi
+	return 0
 }
