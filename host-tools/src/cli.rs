@@ -45,7 +45,7 @@ usage: lanveil-ctl COMMAND [OPTIONS]
 ROUTER is [USER@]HOST (default user root). ROUTER OPTIONS: --ssh-port N, --identity FILE,
 --ssh-option OPT (repeatable, passed as ssh -o), --ssh PROGRAM, --config-path PATH (default
 /etc/config/lanveil), --lanveil PATH (default lanveil), --control SOCKET (default
-/var/run/lanveil/control.sock). --file defaults to ./lanveil.conf.
+/var/run/lanveil/daemon/control.sock). --file defaults to ./lanveil.conf.
 Exit status: 0 ok, 1 the check/probe/push failed, 2 bad usage or invalid configuration.";
 
 const DEFAULT_FILE: &str = "lanveil.conf";

@@ -16,7 +16,7 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/config/lanveil";
 /// The daemon binary on the router (found in `PATH`).
 pub const DEFAULT_LANVEIL: &str = "lanveil";
 /// The daemon's control socket.
-pub const DEFAULT_CONTROL: &str = "/var/run/lanveil/control.sock";
+pub const DEFAULT_CONTROL: &str = "/var/run/lanveil/daemon/control.sock";
 
 /// How to reach the router over ssh.
 #[derive(Debug, Clone)]

@@ -23,7 +23,7 @@ URI=https://gw.example.lan/api/captive
 # openwrt.md §5.2: 0x0067 | u16 length | URI bytes.
 RAW=0067002268747470733a2f2f67772e6578616d706c652e6c616e2f6170692f63617074697665
 WAN_URI=https://portal.hotel.example/capport
-CTL=/var/run/lanveil/control.sock
+CTL=/var/run/lanveil/daemon/control.sock
 
 odhcpd_old() { printf 'odhcpd double (24.10)\ndhcpv6_raw\nra_flags\n' >"$R/usr/sbin/odhcpd"; }
 odhcpd_new() { printf 'odhcpd double (25.12)\ndhcpv6_raw\ncaptive_portal_uri\nipv6_only_preferred\n' >"$R/usr/sbin/odhcpd"; }

@@ -30,6 +30,8 @@ check dnsmasq-noresolv-localuse [ "$(uci_ get dhcp.@dnsmasq[0].noresolv)$(uci_ g
 check dnsmasq-restarted-once [ "$(count "$R/log/dnsmasq" restart)" = 1 ]
 check state-saved cmp "$R/etc/lanveil/dnsmasq/dhcp.orig" "$ORIG"
 check daemon-state-dir-owned-by-user [ "$(stat -c '%u:%g %a' "$R/etc/lanveil/daemon")" = "5453:5453 700" ]
+check control-dir-owned-by-user [ "$(stat -c '%u:%g %a' "$R/var/run/lanveil/daemon")" = "5453:5453 700" ]
+check run-dir-stays-root [ "$(stat -c '%u' "$R/var/run/lanveil")" = 0 ]
 check nft-table-loaded nft list table inet lanveil
 check nft-redirect-on-lan-device sh -c "nft list chain inet lanveil dstnat | grep -q 'iifname \"br-lan\" meta l4proto { tcp, udp } th dport 53 fib daddr type != local counter packets 0 bytes 0 redirect to :53'"
 check nft-no-dot-block-by-default sh -c "! nft list chain inet lanveil forward 2>/dev/null"
@@ -155,5 +157,17 @@ cp "$R/etc/config/lanveil" "$T/lanveil.once"
 busybox ash "$PKG/files/lanveil.defaults"
 check uci-defaults-idempotent cmp "$R/etc/config/lanveil" "$T/lanveil.once"
 check uci-defaults-leaves-shipped-config sh -c "cp '$PKG/files/lanveil.config' '$R/etc/config/lanveil' && busybox ash '$PKG/files/lanveil.defaults' && cmp '$PKG/files/lanveil.config' '$R/etc/config/lanveil'"
+# Older configs had the control socket in root's run directory: moved, and never chowned there.
+uci_ set lanveil.main.control_socket=/var/run/lanveil/control.sock
+uci_ commit lanveil
+busybox ash "$PKG/files/lanveil.defaults"
+check uci-defaults-moves-control-socket [ "$(uci_ get lanveil.main.control_socket)" = /var/run/lanveil/daemon/control.sock ]
+uci_ set lanveil.main.control_socket=/var/run/lanveil/control.sock
+uci_ commit lanveil
+rm -rf "$R/var/run/lanveil"
+rc start >/dev/null 2>&1
+check legacy-control-socket-dir-not-chowned [ "$(stat -c '%u' "$R/var/run/lanveil" 2>/dev/null || echo 0)" = 0 ]
+check legacy-control-socket-warned grep -q "control_socket: not prepared" "$R/log/syslog"
+rc stop >/dev/null 2>&1
 
 finish

@@ -379,11 +379,17 @@ lanveil_state_dir() { # USER
 
 # The control socket's directory (under /var/run, tmpfs) owned by the daemon's user, so it can
 # create the socket after procd started it unprivileged.
+# The control socket's directory, owned by the daemon's user so it can bind the
+# socket. Only /var/run/lanveil/daemon/ (or below) is handed over: /var/run/lanveil
+# itself holds root's state (uci save dir, nft file, lock), which the daemon's
+# user must not be able to replace.
 lanveil_control_dir() { # USER
 	local f dir ids
 	f="$(lanveil_uci get lanveil.@lanveil[0].control_socket)" || return 0
 	case "$f" in
-		/var/run/lanveil/*) ;;
+		*/../* | */./*) return 1 ;;
+		/var/run/lanveil/daemon/*) ;;
+		/var/run/lanveil/*) return 1 ;;
 		*) return 0 ;;
 	esac
 	dir="${IPKG_INSTROOT:-}${f%/*}"
