@@ -1,6 +1,7 @@
 //! The owner task: one [`Engine`], fed from one channel, its outputs drained after every input
 //! (the quinn `ConnectionDriver` loop). Sockets live in other tasks; this task never blocks on I/O:
-//! answers go into each UDP listener's or TCP connection's bounded queue.
+//! a UDP answer goes straight onto the listener's socket with a non-blocking send while the socket
+//! takes it, else into the listener's bounded queue; TCP answers go into each connection's queue.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -46,7 +47,7 @@ pub(crate) enum Input {
     },
     UdpSocket {
         listener: u16,
-        answers: Option<mpsc::Sender<(Vec<u8>, SocketAddr)>>,
+        answers: Option<crate::listen::UdpAnswers>,
     },
     TcpOpened {
         conn: u64,
@@ -111,7 +112,7 @@ pub(crate) struct Driver {
     tx: mpsc::Sender<Input>,
     targets: HashMap<UpstreamId, Arc<Target>>,
     sessions: HashMap<SessionId, SessionHandle>,
-    udp: HashMap<u16, mpsc::Sender<(Vec<u8>, SocketAddr)>>,
+    udp: HashMap<u16, crate::listen::UdpAnswers>,
     tcp: HashMap<u64, mpsc::Sender<Vec<u8>>>,
     drain_until: Option<Instant>,
     udp_send_failures: u64,
@@ -303,8 +304,8 @@ impl Driver {
                 progressed = true;
                 match t.to {
                     ClientAddr::Udp { listener, peer } => {
-                        let sent = self.udp.get(&listener).map(|q| q.try_send((t.bytes, peer)));
-                        if !matches!(sent, Some(Ok(()))) {
+                        let sent = self.udp.get(&listener).map(|u| u.send(t.bytes, peer));
+                        if sent != Some(true) {
                             self.udp_send_failures += 1;
                             log::debug!("UDP answer not sent ({} so far)", self.udp_send_failures);
                         }

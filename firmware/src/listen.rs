@@ -86,7 +86,11 @@ impl Listener {
         let udp_addr = udp.local_addr()?;
         let tcp_addr = tcp.local_addr()?;
         let udp = Arc::new(udp);
-        let (answers, rx) = mpsc::channel(UDP_ANSWER_QUEUE);
+        let (queue, rx) = mpsc::channel(UDP_ANSWER_QUEUE);
+        let answers = UdpAnswers {
+            sock: udp.clone(),
+            queue,
+        };
         let _ = driver
             .send(Input::UdpSocket {
                 listener: index,
@@ -113,7 +117,33 @@ const UDP_RECV_BUFFER: usize = 1 << 20;
 /// UDP answers waiting for the socket (a burst larger than this is dropped and counted; clients retry).
 pub(crate) const UDP_ANSWER_QUEUE: usize = 4096;
 
-/// Writes answers in order, waiting for socket buffer space instead of dropping on `WouldBlock`.
+/// Where the driver puts one listener's UDP answers: straight onto the socket while it takes them
+/// (no queue, no task switch), else into the writer task's queue, which waits for buffer space.
+pub(crate) struct UdpAnswers {
+    sock: Arc<UdpSocket>,
+    queue: mpsc::Sender<(Vec<u8>, SocketAddr)>,
+}
+
+impl UdpAnswers {
+    /// Sends or queues one answer; `false` if it had to be dropped (queue full, writer gone).
+    pub(crate) fn send(&self, bytes: Vec<u8>, peer: SocketAddr) -> bool {
+        // Only while nothing is queued, so a burst that filled the socket buffer drains first.
+        if self.queue.capacity() == self.queue.max_capacity() {
+            match self.sock.try_send_to(&bytes, peer) {
+                Ok(_) => return true,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => {
+                    log::debug!("UDP send error: {e}");
+                    return true;
+                }
+            }
+        }
+        self.queue.try_send((bytes, peer)).is_ok()
+    }
+}
+
+/// Writes queued answers in order, waiting for socket buffer space instead of dropping on
+/// `WouldBlock`.
 async fn udp_writer(sock: Arc<UdpSocket>, mut rx: mpsc::Receiver<(Vec<u8>, SocketAddr)>) {
     while let Some((bytes, peer)) = rx.recv().await {
         if let Err(e) = sock.send_to(&bytes, peer).await {
