@@ -40,10 +40,11 @@ pub(crate) struct Reconfigure {
 
 /// Everything the driver hears about.
 pub(crate) enum Input {
+    /// Datagrams received on one listener, back to back in `bytes`: (sender, length) each.
     Udp {
         listener: u16,
-        peer: SocketAddr,
         bytes: Vec<u8>,
+        datagrams: Vec<(SocketAddr, usize)>,
     },
     UdpSocket {
         listener: u16,
@@ -119,7 +120,8 @@ pub(crate) struct Driver {
     relaxed: std::collections::HashSet<SessionId>,
 }
 
-/// Inputs handled per wake-up before outputs are flushed (bounded so timers stay timely).
+/// Inputs (a UDP message counts once per datagram) handled per wake-up before outputs are flushed
+/// (bounded so timers stay timely).
 const BATCH: usize = 64;
 
 impl Driver {
@@ -160,10 +162,10 @@ impl Driver {
                 biased;
                 input = self.rx.recv() => {
                     let Some(input) = input else { break };
-                    self.handle(input);
-                    for _ in 0..BATCH {
+                    let mut handled = self.handle(input);
+                    while handled <= BATCH {
                         match self.rx.try_recv() {
-                            Ok(i) => self.handle(i),
+                            Ok(i) => handled += self.handle(i),
                             Err(_) => break,
                         }
                     }
@@ -190,17 +192,29 @@ impl Driver {
         }
     }
 
-    fn handle(&mut self, input: Input) {
+    /// Handles one input; returns how many it counts for in [`BATCH`].
+    fn handle(&mut self, input: Input) -> usize {
         let now = self.clock.now();
-        match input {
-            Input::Udp {
-                listener,
-                peer,
-                bytes,
-            } => {
+        if let Input::Udp {
+            listener,
+            bytes,
+            datagrams,
+        } = input
+        {
+            let count = datagrams.len();
+            let mut at = 0;
+            for (peer, len) in datagrams {
+                let Some(query) = bytes.get(at..at + len) else {
+                    break;
+                };
+                at += len;
                 self.engine
-                    .handle_query(now, ClientAddr::Udp { listener, peer }, &bytes);
+                    .handle_query(now, ClientAddr::Udp { listener, peer }, query);
             }
+            return count;
+        }
+        match input {
+            Input::Udp { .. } => {}
             Input::UdpSocket { listener, answers } => match answers {
                 Some(s) => {
                     self.udp.insert(listener, s);
@@ -295,6 +309,7 @@ impl Driver {
                 self.drain_until = Some(until);
             }
         }
+        1
     }
 
     fn flush(&mut self) {

@@ -152,15 +152,35 @@ async fn udp_writer(sock: Arc<UdpSocket>, mut rx: mpsc::Receiver<(Vec<u8>, Socke
     }
 }
 
+/// Most datagrams handed to the driver in one message (those already waiting in the socket).
+const UDP_BATCH: usize = 16;
+/// Most octets of datagrams in one message (bounds the driver's input queue in bytes, too).
+const UDP_BATCH_BYTES: usize = 16 * 1024;
+
 async fn udp_loop(listener: u16, sock: Arc<UdpSocket>, driver: mpsc::Sender<Input>) {
     let mut buf = vec![0u8; MAX_MESSAGE];
     loop {
         match sock.recv_from(&mut buf).await {
             Ok((n, peer)) => {
+                // Whatever else is already waiting goes into the same message: one channel hop for
+                // a burst instead of one per query.
+                let mut bytes = Vec::with_capacity((n * UDP_BATCH).min(UDP_BATCH_BYTES).max(n));
+                bytes.extend_from_slice(&buf[..n]);
+                let mut datagrams = Vec::with_capacity(UDP_BATCH);
+                datagrams.push((peer, n));
+                while datagrams.len() < UDP_BATCH && bytes.len() < UDP_BATCH_BYTES {
+                    match sock.try_recv_from(&mut buf) {
+                        Ok((n, peer)) => {
+                            bytes.extend_from_slice(&buf[..n]);
+                            datagrams.push((peer, n));
+                        }
+                        Err(_) => break,
+                    }
+                }
                 let input = Input::Udp {
                     listener,
-                    peer,
-                    bytes: buf[..n].to_vec(),
+                    bytes,
+                    datagrams,
                 };
                 if driver.send(input).await.is_err() {
                     return;
