@@ -195,26 +195,24 @@ impl Driver {
     /// Handles one input; returns how many it counts for in [`BATCH`].
     fn handle(&mut self, input: Input) -> usize {
         let now = self.clock.now();
-        if let Input::Udp {
-            listener,
-            bytes,
-            datagrams,
-        } = input
-        {
-            let count = datagrams.len();
-            let mut at = 0;
-            for (peer, len) in datagrams {
-                let Some(query) = bytes.get(at..at + len) else {
-                    break;
-                };
-                at += len;
-                self.engine
-                    .handle_query(now, ClientAddr::Udp { listener, peer }, query);
-            }
-            return count;
-        }
         match input {
-            Input::Udp { .. } => {}
+            Input::Udp {
+                listener,
+                bytes,
+                datagrams,
+            } => {
+                let count = datagrams.len();
+                let mut at = 0;
+                for (peer, len) in datagrams {
+                    let Some(query) = bytes.get(at..at + len) else {
+                        break;
+                    };
+                    at += len;
+                    self.engine
+                        .handle_query(now, ClientAddr::Udp { listener, peer }, query);
+                }
+                return count;
+            }
             Input::UdpSocket { listener, answers } => match answers {
                 Some(s) => {
                     self.udp.insert(listener, s);
