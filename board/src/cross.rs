@@ -63,7 +63,11 @@ pub fn build(root: &Path, profile: &Profile, opts: &BuildOptions) -> Result<Path
         .args(["--target", &profile.triple])
         .arg("--target-dir")
         .arg(&target_dir)
-        .arg("-Zbuild-std=std,panic_abort");
+        .arg("-Zbuild-std=std,panic_abort")
+        // std without its `backtrace` feature: a panic still unwinds and prints its message, but std
+        // carries no DWARF symbolizer (gimli, addr2line, rustc-demangle, miniz_oxide: ~120 KiB of
+        // code on aarch64), which could not name anything in a stripped router binary anyway.
+        .arg("-Zbuild-std-features=panic-unwind");
     if opts.no_default_features {
         cmd.arg("--no-default-features");
     }

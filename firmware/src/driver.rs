@@ -1,6 +1,7 @@
 //! The owner task: one [`Engine`], fed from one channel, its outputs drained after every input
 //! (the quinn `ConnectionDriver` loop). Sockets live in other tasks; this task never blocks on I/O:
-//! answers go into each UDP listener's or TCP connection's bounded queue.
+//! a UDP answer goes straight onto the listener's socket with a non-blocking send while the socket
+//! takes it, else into the listener's bounded queue; TCP answers go into each connection's queue.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -50,14 +51,15 @@ pub(crate) struct Reconfigure {
 
 /// Everything the driver hears about.
 pub(crate) enum Input {
+    /// Datagrams received on one listener, back to back in `bytes`: (sender, length) each.
     Udp {
         listener: u16,
-        peer: SocketAddr,
         bytes: Vec<u8>,
+        datagrams: Vec<(SocketAddr, usize)>,
     },
     UdpSocket {
         listener: u16,
-        answers: Option<mpsc::Sender<(Vec<u8>, SocketAddr)>>,
+        answers: Option<crate::listen::UdpAnswers>,
     },
     TcpOpened {
         conn: u64,
@@ -153,7 +155,7 @@ pub(crate) struct Driver {
     tx: mpsc::Sender<Input>,
     targets: HashMap<UpstreamId, Arc<Target>>,
     sessions: HashMap<SessionId, SessionHandle>,
-    udp: HashMap<u16, mpsc::Sender<(Vec<u8>, SocketAddr)>>,
+    udp: HashMap<u16, crate::listen::UdpAnswers>,
     tcp: HashMap<u64, mpsc::Sender<Vec<u8>>>,
     drain_until: Option<Instant>,
     udp_send_failures: u64,
@@ -161,7 +163,8 @@ pub(crate) struct Driver {
     wan: Wan,
 }
 
-/// Inputs handled per wake-up before outputs are flushed (bounded so timers stay timely).
+/// Inputs (a UDP message counts once per datagram) handled per wake-up before outputs are flushed
+/// (bounded so timers stay timely).
 const BATCH: usize = 64;
 
 impl Driver {
@@ -220,10 +223,10 @@ impl Driver {
                 biased;
                 input = self.rx.recv() => {
                     let Some(input) = input else { break };
-                    self.handle(input);
-                    for _ in 0..BATCH {
+                    let mut handled = self.handle(input);
+                    while handled <= BATCH {
                         match self.rx.try_recv() {
-                            Ok(i) => self.handle(i),
+                            Ok(i) => handled += self.handle(i),
                             Err(_) => break,
                         }
                     }
@@ -303,16 +306,26 @@ impl Driver {
         }
     }
 
-    fn handle(&mut self, input: Input) {
+    /// Handles one input; returns how many it counts for in [`BATCH`].
+    fn handle(&mut self, input: Input) -> usize {
         let now = self.clock.now();
         match input {
             Input::Udp {
                 listener,
-                peer,
                 bytes,
+                datagrams,
             } => {
-                self.engine
-                    .handle_query(now, ClientAddr::Udp { listener, peer }, &bytes);
+                let count = datagrams.len();
+                let mut at = 0;
+                for (peer, len) in datagrams {
+                    let Some(query) = bytes.get(at..at + len) else {
+                        break;
+                    };
+                    at += len;
+                    self.engine
+                        .handle_query(now, ClientAddr::Udp { listener, peer }, query);
+                }
+                return count;
             }
             Input::UdpSocket { listener, answers } => match answers {
                 Some(s) => {
@@ -433,6 +446,7 @@ impl Driver {
                 self.engine.handle_plain_answer(now, tag, &bytes);
             }
         }
+        1
     }
 
     fn flush(&mut self) {
@@ -442,8 +456,8 @@ impl Driver {
                 progressed = true;
                 match t.to {
                     ClientAddr::Udp { listener, peer } => {
-                        let sent = self.udp.get(&listener).map(|q| q.try_send((t.bytes, peer)));
-                        if !matches!(sent, Some(Ok(()))) {
+                        let sent = self.udp.get(&listener).map(|u| u.send(t.bytes, peer));
+                        if sent != Some(true) {
                             self.udp_send_failures += 1;
                             log::debug!("UDP answer not sent ({} so far)", self.udp_send_failures);
                         }

@@ -86,7 +86,11 @@ impl Listener {
         let udp_addr = udp.local_addr()?;
         let tcp_addr = tcp.local_addr()?;
         let udp = Arc::new(udp);
-        let (answers, rx) = mpsc::channel(UDP_ANSWER_QUEUE);
+        let (queue, rx) = mpsc::channel(UDP_ANSWER_QUEUE);
+        let answers = UdpAnswers {
+            sock: udp.clone(),
+            queue,
+        };
         let _ = driver
             .send(Input::UdpSocket {
                 listener: index,
@@ -113,7 +117,33 @@ const UDP_RECV_BUFFER: usize = 1 << 20;
 /// UDP answers waiting for the socket (a burst larger than this is dropped and counted; clients retry).
 pub(crate) const UDP_ANSWER_QUEUE: usize = 4096;
 
-/// Writes answers in order, waiting for socket buffer space instead of dropping on `WouldBlock`.
+/// Where the driver puts one listener's UDP answers: straight onto the socket while it takes them
+/// (no queue, no task switch), else into the writer task's queue, which waits for buffer space.
+pub(crate) struct UdpAnswers {
+    sock: Arc<UdpSocket>,
+    queue: mpsc::Sender<(Vec<u8>, SocketAddr)>,
+}
+
+impl UdpAnswers {
+    /// Sends or queues one answer; `false` if it had to be dropped (queue full, writer gone).
+    pub(crate) fn send(&self, bytes: Vec<u8>, peer: SocketAddr) -> bool {
+        // Only while nothing is queued, so a burst that filled the socket buffer drains first.
+        if self.queue.capacity() == self.queue.max_capacity() {
+            match self.sock.try_send_to(&bytes, peer) {
+                Ok(_) => return true,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => {
+                    log::debug!("UDP send error: {e}");
+                    return true;
+                }
+            }
+        }
+        self.queue.try_send((bytes, peer)).is_ok()
+    }
+}
+
+/// Writes queued answers in order, waiting for socket buffer space instead of dropping on
+/// `WouldBlock`.
 async fn udp_writer(sock: Arc<UdpSocket>, mut rx: mpsc::Receiver<(Vec<u8>, SocketAddr)>) {
     while let Some((bytes, peer)) = rx.recv().await {
         if let Err(e) = sock.send_to(&bytes, peer).await {
@@ -122,15 +152,35 @@ async fn udp_writer(sock: Arc<UdpSocket>, mut rx: mpsc::Receiver<(Vec<u8>, Socke
     }
 }
 
+/// Most datagrams handed to the driver in one message (those already waiting in the socket).
+const UDP_BATCH: usize = 16;
+/// Most octets of datagrams in one message (bounds the driver's input queue in bytes, too).
+const UDP_BATCH_BYTES: usize = 16 * 1024;
+
 async fn udp_loop(listener: u16, sock: Arc<UdpSocket>, driver: mpsc::Sender<Input>) {
     let mut buf = vec![0u8; MAX_MESSAGE];
     loop {
         match sock.recv_from(&mut buf).await {
             Ok((n, peer)) => {
+                // Whatever else is already waiting goes into the same message: one channel hop for
+                // a burst instead of one per query.
+                let mut bytes = Vec::with_capacity((n * UDP_BATCH).min(UDP_BATCH_BYTES).max(n));
+                bytes.extend_from_slice(&buf[..n]);
+                let mut datagrams = Vec::with_capacity(UDP_BATCH);
+                datagrams.push((peer, n));
+                while datagrams.len() < UDP_BATCH && bytes.len() < UDP_BATCH_BYTES {
+                    match sock.try_recv_from(&mut buf) {
+                        Ok((n, peer)) => {
+                            bytes.extend_from_slice(&buf[..n]);
+                            datagrams.push((peer, n));
+                        }
+                        Err(_) => break,
+                    }
+                }
                 let input = Input::Udp {
                     listener,
-                    peer,
-                    bytes: buf[..n].to_vec(),
+                    bytes,
+                    datagrams,
                 };
                 if driver.send(input).await.is_err() {
                     return;

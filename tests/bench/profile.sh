@@ -2,6 +2,7 @@
 # Instruction-count profile of lanveil's hot path (valgrind --tool=callgrind: repeatable, unlike timings):
 # a release build forwarding N unique-name queries (UDP in, DoT out) to a local unbound DoT server.
 # Prints instructions per query and the top functions. Usage: bash tests/bench/profile.sh [N]
+# With PROFILE_OUT=FILE the raw callgrind output is kept there (for callgrind_annotate --inclusive=yes etc.).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 # shellcheck source=lib.sh
@@ -25,5 +26,6 @@ kill -TERM $vg; wait $vg 2>/dev/null || true
 for _ in 1 2 3 4 5 6 7 8 9 10; do [ -s "$dir/cg.out" ] && break; sleep 1; done
 total=$(callgrind_annotate "$dir/cg.out" 2>/dev/null | grep -m1 'PROGRAM TOTALS' | awk '{gsub(",","",$1); print $1}' || true)
 [ -n "$total" ] || { echo "no callgrind output"; exit 1; }
+[ -z "${PROFILE_OUT:-}" ] || cp "$dir/cg.out" "$PROFILE_OUT"
 echo "instructions: $total for $n queries (start-up and TLS handshake included): $((total / n)) per query"
 callgrind_annotate --inclusive=no "$dir/cg.out" 2>/dev/null | sed -n '/file:function/,$p' | head -25

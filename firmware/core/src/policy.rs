@@ -31,9 +31,9 @@
 //! only point into the header); a QNAME that does not split into labels would get FORMERR, never be
 //! forwarded.
 
-use alloc::{boxed::Box, format, string::String, vec::Vec};
+use alloc::{boxed::Box, format, string::String, vec, vec::Vec};
 use core::net::{IpAddr, Ipv6Addr};
-use core::{cmp::Reverse, fmt, str::FromStr};
+use core::{fmt, str::FromStr};
 
 use crate::wire::edns::{self, Ede, ede};
 use crate::wire::header::{self, Header, rcode};
@@ -228,39 +228,78 @@ enum Kind {
     Local,
 }
 
+/// Every [`Kind`] in order: bit `k` of [`Node::kinds`] stands for `KINDS[k]`.
+const KINDS: [Kind; 6] = [
+    Kind::Ddr,
+    Kind::CanaryTree,
+    Kind::CanaryExact,
+    Kind::Localhost,
+    Kind::Invalid,
+    Kind::Local,
+];
+
 #[derive(Clone, Debug)]
 struct Rule {
     /// Lower-case wire form, root label included.
     name: Box<[u8]>,
-    labels: u8,
     kind: Kind,
 }
 
-/// The compiled [`PolicyConfig`]: allowed prefixes and pre-encoded names.
+/// One name of the suffix table: a zone some rule names, or a name on the way to one (`in-addr.arpa`
+/// for `10.in-addr.arpa`). Together the nodes form a tree of labels read from the right; a query name
+/// is looked up one label at a time from its TLD, and the walk stops at the first suffix that is no
+/// node, so a name under no rule costs one lookup.
+#[derive(Clone, Copy, Debug)]
+struct Node {
+    /// [`label_hash`] of the parent's hash and this node's label.
+    hash: u32,
+    /// Index of the parent node (this name without its first label), [`NO_PARENT`] for a TLD.
+    parent: u16,
+    /// This node's label (lower case, no length octet) in [`Policy::labels`].
+    label_start: u16,
+    label_len: u8,
+    /// Bit `k` set: a rule of kind `KINDS[k]` names exactly this name.
+    kinds: u8,
+}
+
+const NO_PARENT: u16 = u16::MAX;
+/// FNV-1a offset basis: the hash of the root.
+const ROOT_HASH: u32 = 0x811c_9dc5;
+
+/// FNV-1a over a label (ASCII lower-cased, length octet first), continuing from the parent's hash.
+fn label_hash(parent: u32, label: &[u8]) -> u32 {
+    let mut h = (parent ^ label.len() as u32).wrapping_mul(0x0100_0193);
+    for &b in label {
+        h = (h ^ u32::from(b.to_ascii_lowercase())).wrapping_mul(0x0100_0193);
+    }
+    h
+}
+
+/// The compiled [`PolicyConfig`]: allowed prefixes and the suffix table of the names served here.
 #[derive(Clone, Debug)]
 pub struct Policy {
     allow: Vec<Prefix>,
-    rules: Vec<Rule>,
+    /// Sorted by hash.
+    nodes: Vec<Node>,
+    labels: Vec<u8>,
     single_label: bool,
     local_forward: bool,
 }
 
 /// Encodes a dotted name (one trailing dot allowed) to lower-case wire form; `None` for the root or
 /// an invalid name.
-fn encode(dotted: &str) -> Option<(Box<[u8]>, u8)> {
+fn encode(dotted: &str) -> Option<Box<[u8]>> {
     let dotted = dotted.strip_suffix('.').unwrap_or(dotted);
     let mut wire = Vec::with_capacity(dotted.len() + 2);
-    let mut labels = 0u8;
     for label in dotted.split('.') {
         if label.is_empty() || label.len() > 63 {
             return None;
         }
         wire.push(label.len() as u8);
         wire.extend(label.bytes().map(|b| b.to_ascii_lowercase()));
-        labels += 1;
     }
     wire.push(0);
-    (wire.len() <= 255).then(|| (wire.into_boxed_slice(), labels))
+    (wire.len() <= 255).then(|| wire.into_boxed_slice())
 }
 
 /// Writes the fixed part of a class IN record (TTL [`TTL`]) owned by the name at offset `owner`.
@@ -289,44 +328,122 @@ fn split_labels(name: &[u8], starts: &mut [u8; 128]) -> Option<usize> {
     }
 }
 
+/// The names `config` serves here, each with its kind (duplicates possible: `local_domain 'lan'`).
+fn rules(config: &PolicyConfig) -> Result<Vec<Rule>, PolicyError> {
+    let mut rules = Vec::new();
+    let mut add = |zone: &str, kind| -> Result<(), PolicyError> {
+        let name = encode(zone).ok_or(PolicyError::LocalDomain)?;
+        rules.push(Rule { name, kind });
+        Ok(())
+    };
+    add("resolver.arpa", Kind::Ddr)?;
+    if config.canary_firefox {
+        add("use-application-dns.net", Kind::CanaryTree)?;
+    }
+    if config.canary_icloud {
+        add("mask.icloud.com", Kind::CanaryExact)?;
+        add("mask-h2.icloud.com", Kind::CanaryExact)?;
+    }
+    if config.local_zones {
+        add("localhost", Kind::Localhost)?;
+        add("invalid", Kind::Invalid)?;
+        let v4 = (16..=31).map(|i| format!("{i}.172.in-addr.arpa"));
+        let cgnat = (64..=127).map(|i| format!("{i}.100.in-addr.arpa"));
+        let unspec = format!("{}ip6.arpa", "0.".repeat(32));
+        let loopback = format!("1.{}ip6.arpa", "0.".repeat(31));
+        let generated = v4.chain(cgnat).chain([unspec, loopback]);
+        for zone in ZONES.split_whitespace().map(String::from).chain(generated) {
+            add(&zone, Kind::Local)?;
+        }
+    }
+    if let Some(domain) = &config.local_domain {
+        add(domain, Kind::Local)?;
+    }
+    Ok(rules)
+}
+
+/// Builds the suffix table of `rules`: nodes sorted by hash, and the label bytes they point into.
+/// `None` only if it outgrows its 16-bit indices (it cannot: a few hundred labels at most).
+fn suffix_table(rules: &[Rule]) -> Option<(Vec<Node>, Vec<u8>)> {
+    let (mut nodes, mut labels) = (Vec::<Node>::new(), Vec::new());
+    let mut starts = [0u8; 128];
+    for rule in rules {
+        let n = split_labels(&rule.name, &mut starts)?;
+        let (mut parent, mut hash) = (NO_PARENT, ROOT_HASH);
+        for k in (0..n).rev() {
+            let at = usize::from(starts[k]);
+            let label = rule.name.get(at + 1..at + 1 + usize::from(rule.name[at]))?;
+            hash = label_hash(hash, label);
+            let found = nodes.iter().position(|m| {
+                let start = usize::from(m.label_start);
+                let own = labels.get(start..start + usize::from(m.label_len));
+                m.parent == parent && own == Some(label)
+            });
+            let i = match found {
+                Some(i) => i,
+                None => {
+                    nodes.push(Node {
+                        hash,
+                        parent,
+                        label_start: u16::try_from(labels.len()).ok()?,
+                        label_len: u8::try_from(label.len()).ok()?,
+                        kinds: 0,
+                    });
+                    labels.extend_from_slice(label);
+                    nodes.len() - 1
+                }
+            };
+            parent = u16::try_from(i).ok().filter(|&i| i != NO_PARENT)?;
+        }
+        nodes[usize::from(parent)].kinds |= 1 << rule.kind as u8;
+    }
+    // Sort by hash and point the parents at the new positions.
+    let mut order: Vec<usize> = (0..nodes.len()).collect();
+    order.sort_by_key(|&i| nodes[i].hash);
+    let mut position = vec![0u16; nodes.len()];
+    for (new, &old) in order.iter().enumerate() {
+        position[old] = u16::try_from(new).ok()?;
+    }
+    let sorted = order
+        .iter()
+        .map(|&old| {
+            let mut node = nodes[old];
+            if node.parent != NO_PARENT {
+                node.parent = position[usize::from(node.parent)];
+            }
+            node
+        })
+        .collect();
+    Some((sorted, labels))
+}
+
 impl Policy {
     /// Compiles `config`; fails only for an invalid [`PolicyConfig::local_domain`].
     pub fn new(config: &PolicyConfig) -> Result<Self, PolicyError> {
-        let mut rules = Vec::new();
-        let mut add = |zone: &str, kind| -> Result<(), PolicyError> {
-            let (name, labels) = encode(zone).ok_or(PolicyError::LocalDomain)?;
-            rules.push(Rule { name, labels, kind });
-            Ok(())
-        };
-        add("resolver.arpa", Kind::Ddr)?;
-        if config.canary_firefox {
-            add("use-application-dns.net", Kind::CanaryTree)?;
-        }
-        if config.canary_icloud {
-            add("mask.icloud.com", Kind::CanaryExact)?;
-            add("mask-h2.icloud.com", Kind::CanaryExact)?;
-        }
-        if config.local_zones {
-            add("localhost", Kind::Localhost)?;
-            add("invalid", Kind::Invalid)?;
-            let v4 = (16..=31).map(|i| format!("{i}.172.in-addr.arpa"));
-            let cgnat = (64..=127).map(|i| format!("{i}.100.in-addr.arpa"));
-            let unspec = format!("{}ip6.arpa", "0.".repeat(32));
-            let loopback = format!("1.{}ip6.arpa", "0.".repeat(31));
-            let generated = v4.chain(cgnat).chain([unspec, loopback]);
-            for zone in ZONES.split_whitespace().map(String::from).chain(generated) {
-                add(&zone, Kind::Local)?;
-            }
-        }
-        if let Some(domain) = &config.local_domain {
-            add(domain, Kind::Local)?;
-        }
+        let (nodes, labels) = suffix_table(&rules(config)?).ok_or(PolicyError::LocalDomain)?;
         Ok(Self {
             allow: config.allow.clone(),
-            rules,
+            nodes,
+            labels,
             single_label: config.local_zones,
             local_forward: config.local_forward,
         })
+    }
+
+    /// The node for `label` under `parent` whose hash is `hash`.
+    fn find(&self, parent: u16, hash: u32, label: &[u8]) -> Option<u16> {
+        let first = self.nodes.partition_point(|n| n.hash < hash);
+        let mut same = self
+            .nodes
+            .get(first..)?
+            .iter()
+            .take_while(|n| n.hash == hash);
+        let i = same.position(|n| {
+            let start = usize::from(n.label_start);
+            let own = self.labels.get(start..start + usize::from(n.label_len));
+            n.parent == parent && own.is_some_and(|own| own.eq_ignore_ascii_case(label))
+        })?;
+        u16::try_from(first + i).ok()
     }
 
     /// Whether a client may query at all (`None`: an in-process caller, always allowed).
@@ -348,24 +465,30 @@ impl Policy {
         let Some((q, name, n)) = parsed else {
             return Verdict::Answer(FormErr);
         };
-        let mut best: Option<(&Rule, usize)> = None;
-        for r in &self.rules {
-            let labels = usize::from(r.labels);
-            let Some(&at) = n.checked_sub(labels).and_then(|i| starts.get(i)) else {
-                continue;
+        // The rule that applies: the lowest kind, then the longest name. Walk from the TLD.
+        let mut best: Option<(Kind, usize)> = None;
+        let (mut parent, mut hash) = (NO_PARENT, ROOT_HASH);
+        for k in (0..n).rev() {
+            let at = usize::from(starts[k]);
+            let Some(label) = name.get(at + 1..at + 1 + usize::from(name[at])) else {
+                break;
             };
-            let at = usize::from(at);
-            let matches =
-                name.len() - at == r.name.len() && name[at..].eq_ignore_ascii_case(&r.name);
-            if matches
-                && (r.kind != Kind::CanaryExact || labels == n)
-                && best
-                    .is_none_or(|(b, _)| (r.kind, Reverse(r.labels)) < (b.kind, Reverse(b.labels)))
+            hash = label_hash(hash, label);
+            let Some(i) = self.find(parent, hash, label) else {
+                break;
+            };
+            parent = i;
+            let mut kinds = self.nodes[usize::from(i)].kinds;
+            if k != 0 {
+                kinds &= !(1 << Kind::CanaryExact as u8);
+            }
+            if let Some(&kind) = KINDS.get(kinds.trailing_zeros() as usize)
+                && best.is_none_or(|(b, _)| kind <= b)
             {
-                best = Some((r, at));
+                best = Some((kind, k));
             }
         }
-        let Some((rule, at)) = best else {
+        let Some((kind, k)) = best else {
             let local = n == 1
                 && self.single_label
                 && !INFRA_TYPES.contains(&q.qtype)
@@ -376,9 +499,9 @@ impl Policy {
                 (true, false) => Verdict::Answer(NxDomain(None)),
             };
         };
-        let soa = Some(Apex((header::LEN + at) as u16));
-        let at_apex = usize::from(rule.labels) == n;
-        Verdict::Answer(match rule.kind {
+        let soa = Some(Apex((header::LEN + usize::from(starts[k])) as u16));
+        let at_apex = k == 0;
+        Verdict::Answer(match kind {
             Kind::Ddr if at_apex || (n == 3 && name[..5].eq_ignore_ascii_case(b"\x04_dns")) => {
                 NoData(soa)
             }
@@ -474,8 +597,10 @@ mod tests {
     use crate::wire::message::scan;
     use LocalAnswer::{Loopback, NoData, NxDomain, Refused};
     use alloc::{string::ToString, vec};
+    use core::cmp::Reverse;
     use hickory_proto::op::{Message, ResponseCode as Rc};
     use hickory_proto::rr::{RData, rdata::opt::EdnsOption};
+    use proptest::prelude::{Strategy, any, prop, prop_oneof};
 
     const LAN: &str = "192.168.1.10";
     const WAN: &str = "2001:db8::1";
@@ -568,6 +693,223 @@ mod tests {
     fn soa_owner(m: &Message) -> String {
         m.name_servers()[0].name().to_ascii()
     }
+    /// The rule lookup before the suffix table (a linear walk of every rule), as the reference: the
+    /// rule that applies and the offset of its apex in the QNAME.
+    fn linear(config: &PolicyConfig, name: &[u8]) -> Option<(Kind, usize)> {
+        let mut starts = [0u8; 128];
+        let n = split_labels(name, &mut starts)?;
+        let mut best: Option<(Kind, usize, usize)> = None;
+        for r in rules(config).unwrap() {
+            let labels = split_labels(&r.name, &mut [0u8; 128]).unwrap();
+            let Some(&at) = n.checked_sub(labels).and_then(|i| starts.get(i)) else {
+                continue;
+            };
+            let at = usize::from(at);
+            let matches =
+                name.len() - at == r.name.len() && name[at..].eq_ignore_ascii_case(&r.name);
+            if matches
+                && (r.kind != Kind::CanaryExact || labels == n)
+                && best.is_none_or(|(k, l, _)| (r.kind, Reverse(labels)) < (k, Reverse(l)))
+            {
+                best = Some((r.kind, labels, at));
+            }
+        }
+        best.map(|(k, _, at)| (k, at))
+    }
+
+    /// What `linear` makes of `name` as a verdict (the tail of `decide` after the rule lookup).
+    fn linear_verdict(config: &PolicyConfig, name: &[u8], qtype: u16) -> Verdict {
+        let mut starts = [0u8; 128];
+        let n = split_labels(name, &mut starts).unwrap();
+        let Some((kind, at)) = linear(config, name) else {
+            let local = n == 1
+                && config.local_zones
+                && !INFRA_TYPES.contains(&qtype)
+                && !name.eq_ignore_ascii_case(b"\x04arpa\x00");
+            return match (local, config.local_forward) {
+                (false, _) => Verdict::Forward,
+                (true, true) => Verdict::ForwardLocal,
+                (true, false) => NX,
+            };
+        };
+        let soa = Some(Apex((header::LEN + at) as u16));
+        let at_apex = at == 0;
+        Verdict::Answer(match kind {
+            Kind::Ddr if at_apex || (n == 3 && name[..5].eq_ignore_ascii_case(b"\x04_dns")) => {
+                NoData(soa)
+            }
+            Kind::CanaryTree | Kind::CanaryExact => NxDomain(None),
+            Kind::Localhost if matches!(qtype, TYPE_A | TYPE_AAAA) => Loopback,
+            Kind::Localhost => NoData(soa),
+            Kind::Local if config.local_forward => return Verdict::ForwardLocal,
+            _ if at_apex => NoData(soa),
+            _ => NxDomain(soa),
+        })
+    }
+
+    /// Labels that build names under and near the rules, in mixed case, and random ones.
+    fn label() -> impl Strategy<Value = String> {
+        const POOL: &[&str] = &[
+            "lan",
+            "LAN",
+            "Local",
+            "arpa",
+            "ARPA",
+            "in-addr",
+            "ip6",
+            "IP6",
+            "0",
+            "1",
+            "2",
+            "8",
+            "9",
+            "10",
+            "16",
+            "31",
+            "32",
+            "64",
+            "127",
+            "128",
+            "100",
+            "168",
+            "172",
+            "192",
+            "254",
+            "255",
+            "a",
+            "b",
+            "B",
+            "d",
+            "e",
+            "f",
+            "F",
+            "home",
+            "Home",
+            "example",
+            "resolver",
+            "_dns",
+            "_DNS",
+            "use-application-dns",
+            "net",
+            "mask",
+            "MASK",
+            "icloud",
+            "mask-h2",
+            "com",
+            "localhost",
+            "LocalHost",
+            "invalid",
+            "internal",
+            "printer",
+        ];
+        prop_oneof![
+            4 => prop::sample::select(POOL).prop_map(String::from),
+            1 => "[a-z0-9_-]{1,6}",
+        ]
+    }
+
+    /// A dotted name: 0–3 labels from [`label`] in front of a tail that is a served zone, a suffix
+    /// of one or a near miss (or nothing), each letter's case flipped at random; sometimes a nibble
+    /// name under `ip6.arpa` near the 32-nibble zones.
+    fn dotted() -> impl Strategy<Value = String> {
+        const TAILS: &[&str] = &[
+            "",
+            "arpa",
+            "in-addr.arpa",
+            "10.in-addr.arpa",
+            "20.172.in-addr.arpa",
+            "32.172.in-addr.arpa",
+            "100.in-addr.arpa",
+            "64.100.in-addr.arpa",
+            "1.168.192.in-addr.arpa",
+            "168.192.in-addr.arpa",
+            "255.255.255.255.in-addr.arpa",
+            "ip6.arpa",
+            "d.f.ip6.arpa",
+            "f.ip6.arpa",
+            "8.b.d.0.1.0.0.2.ip6.arpa",
+            "home.arpa",
+            "resolver.arpa",
+            "_dns.resolver.arpa",
+            "use-application-dns.net",
+            "mask.icloud.com",
+            "mask-h2.icloud.com",
+            "icloud.com",
+            "home.example",
+            "example",
+            "lan",
+            "local",
+            "internal",
+            "localhost",
+            "invalid",
+            "com",
+            "net",
+        ];
+        let nibbles = (prop::collection::vec(prop::sample::select(&["0", "1", "2"][..]), 28..=34))
+            .prop_map(|n| format!("{}.ip6.arpa", n.join(".")));
+        let named = (
+            prop::collection::vec(label(), 0..=3),
+            prop::sample::select(TAILS),
+            any::<u64>(),
+        )
+            .prop_map(|(mut labels, tail, flips)| {
+                labels.extend(tail.split('.').filter(|l| !l.is_empty()).map(String::from));
+                let dotted = labels.join(".");
+                let flip = |(i, c): (usize, char)| match flips >> (i % 64) & 1 {
+                    1 => c.to_ascii_uppercase(),
+                    _ => c,
+                };
+                dotted.chars().enumerate().map(flip).collect()
+            });
+        prop_oneof![6 => named, 1 => nibbles]
+    }
+
+    fn config() -> impl Strategy<Value = PolicyConfig> {
+        let domains = prop::sample::select(
+            &[
+                None,
+                Some("home.example"),
+                Some("lan"),
+                Some("Mask.iCloud.com"),
+                Some("localhost"),
+                Some("x.resolver.arpa"),
+                Some("use-application-dns.net"),
+                Some("10.in-addr.arpa."),
+                Some("in-addr.arpa"),
+                Some("com"),
+            ][..],
+        );
+        (domains, any::<[bool; 4]>()).prop_map(|(d, [zones, fwd, ff, ic])| PolicyConfig {
+            local_zones: zones,
+            local_domain: d.map(String::from),
+            local_forward: fwd,
+            canary_firefox: ff,
+            canary_icloud: ic,
+            ..Default::default()
+        })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2048))]
+
+        /// The suffix table gives the same verdict as the linear walk over every rule it replaced.
+        #[test]
+        fn suffix_table_agrees_with_linear_walk(
+            c in config(),
+            names in prop::collection::vec(dotted(), 1..8),
+            qtype in prop::sample::select(&[TYPE_A, TYPE_AAAA, TYPE_SOA, 2, 64][..]),
+        ) {
+            let p = Policy::new(&c).unwrap();
+            for name in &names {
+                let q = query(name, qtype, false);
+                let Ok(s) = scan(&q) else { continue };
+                let got = p.decide(Some(LAN.parse().unwrap()), &q, &s);
+                let want = linear_verdict(&c, &q[header::LEN..s.question.unwrap().name_end], qtype);
+                proptest::prop_assert_eq!(got, want, "{}", name);
+            }
+        }
+    }
+
     #[test]
     fn rfc6303_zones_are_local_and_near_misses_forwarded() {
         let p = policy(|c| c.local_domain = Some("home.example".into()));

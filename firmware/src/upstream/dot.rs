@@ -13,6 +13,8 @@ use super::tls::{Target, classify, connect_any};
 use crate::driver::Input;
 
 const READ_BUF: usize = 16 * 1024;
+/// Queued queries are gathered into one write of up to this many octets (one full TLS record).
+const WRITE_BATCH: usize = 16 * 1024;
 
 pub(crate) async fn run(
     session: SessionId,
@@ -52,6 +54,7 @@ async fn session_io(
         return Ok(());
     }
     let mut buf = vec![0u8; READ_BUF];
+    let mut out = Vec::with_capacity(WRITE_BATCH);
     loop {
         tokio::select! {
             n = tls.read(&mut buf) => {
@@ -65,21 +68,24 @@ async fn session_io(
             }
             msg = rx.recv() => {
                 let Some(first) = msg else { return Ok(()) };
-                write(&mut tls, first).await?;
-                // Batch whatever else is queued into the same flush (fewer TLS records, fewer syscalls).
-                while let Ok(more) = rx.try_recv() {
-                    write(&mut tls, more).await?;
+                // Whatever else is queued (the queries of one driver turn) goes into the same write:
+                // one TLS record and one syscall instead of one per query (each `write_all` on the
+                // TLS stream seals a record and writes it to the socket at once).
+                out.clear();
+                let mut next = Some(first);
+                while let Some(m) = next {
+                    if let Outgoing::Bytes(b) = m {
+                        out.extend_from_slice(&b);
+                    }
+                    // A stream session never gets requests; the engine only sends them to message
+                    // sessions.
+                    next = if out.len() < WRITE_BATCH { rx.try_recv().ok() } else { None };
                 }
-                tls.flush().await?;
+                if !out.is_empty() {
+                    tls.write_all(&out).await?;
+                    tls.flush().await?;
+                }
             }
         }
-    }
-}
-
-async fn write<W: AsyncWriteExt + Unpin>(w: &mut W, out: Outgoing) -> std::io::Result<()> {
-    match out {
-        Outgoing::Bytes(b) => w.write_all(&b).await,
-        // A stream session never gets requests; the engine only sends them to message sessions.
-        Outgoing::Request { .. } => Ok(()),
     }
 }

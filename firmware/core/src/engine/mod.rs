@@ -179,6 +179,9 @@ pub struct Engine<R> {
     clients: BTreeMap<core::net::IpAddr, ClientState>,
     plain_exception: Option<crate::captive::Exception>,
     plain: Vec<plain::PlainQuery>,
+    /// Where messages are written before they are copied out at their final size (no zeroed
+    /// allocation per message); as long as the longest message written so far (≤ 64 KiB).
+    scratch: Vec<u8>,
 }
 
 /// Per-source accounting (token bucket in thousandths of a query, queries in flight).
@@ -214,6 +217,7 @@ impl<R: Rng> Engine<R> {
             clients: BTreeMap::new(),
             plain_exception: None,
             plain: Vec::new(),
+            scratch: Vec::new(),
         };
         e.set_upstreams(upstreams);
         e
@@ -457,13 +461,14 @@ impl<R: Rng> Engine<R> {
             self.answer_locally(client, bytes, Some(&scan), rcode::SERVFAIL, Some(e));
             return;
         }
-        let mut upstream_msg = vec![0u8; scan.question_end + rewrite::QUERY_OVERHEAD];
-        let Ok(n) = rewrite::forward_query(bytes, &scan, 0, &mut upstream_msg) else {
+        let len = scan.question_end + rewrite::QUERY_OVERHEAD;
+        let Some(upstream_msg) =
+            self.write_out(len, |buf| rewrite::forward_query(bytes, &scan, 0, buf))
+        else {
             self.stats.formerr += 1;
             self.answer_locally(client, bytes, Some(&scan), rcode::FORMERR, None);
             return;
         };
-        upstream_msg.truncate(n);
         let deadline = now + self.config.query_timeout;
         let (slot, generation) = self.alloc_slot(Query {
             generation: 0,
@@ -519,36 +524,75 @@ impl<R: Rng> Engine<R> {
 
     /// Bytes arrived on a stream-transport (DoT) session.
     pub fn handle_upstream_data(&mut self, now: Instant, session: SessionId, bytes: &[u8]) {
-        let Some(si) = self.session_index(session) else {
+        let Some(mut si) = self.session_index(session) else {
             return;
         };
-        self.sessions[si].decoder.push(bytes);
         self.sessions[si].last_received = now;
-        loop {
-            let frame = match self.sessions[si].decoder.next_frame() {
-                Ok(Some(f)) => f.to_vec(),
-                Ok(None) => break,
-                Err(_) => {
-                    self.fail_session(now, si, CloseReason::Protocol);
-                    return;
+        // The decoder is taken out of the session while its frames are handled, so they are read
+        // in place, not copied.
+        let mut decoder = core::mem::take(&mut self.sessions[si].decoder);
+        if decoder.buffered() == 0 {
+            // Nothing pending (the usual case): whole answers are read straight from `bytes`; only
+            // an incomplete one at the end is buffered.
+            let mut rest = bytes;
+            loop {
+                match framing::split(rest) {
+                    Ok(Some((frame, consumed))) => {
+                        rest = rest.get(consumed..).unwrap_or_default();
+                        let Some(now_at) = self.handle_frame(now, si, session, frame) else {
+                            return;
+                        };
+                        si = now_at;
+                    }
+                    Ok(None) => break,
+                    Err(_) => {
+                        self.fail_session(now, si, CloseReason::Protocol);
+                        return;
+                    }
                 }
-            };
-            let Ok(hdr) = header::Header::parse(&frame) else {
-                self.fail_session(now, si, CloseReason::Protocol);
-                return;
-            };
-            if let Err(reason) = self.handle_response(now, si, hdr.id, &frame) {
-                self.fail_session(now, si, reason);
-                return;
             }
-            let Some(again) = self.session_index(session) else {
-                return;
-            };
-            if again != si {
-                return;
+            decoder.push(rest);
+        } else {
+            decoder.push(bytes);
+            loop {
+                match decoder.next_frame() {
+                    Ok(Some(frame)) => {
+                        let Some(now_at) = self.handle_frame(now, si, session, frame) else {
+                            return;
+                        };
+                        si = now_at;
+                    }
+                    Ok(None) => break,
+                    Err(_) => {
+                        self.fail_session(now, si, CloseReason::Protocol);
+                        return;
+                    }
+                }
             }
         }
+        self.sessions[si].decoder = decoder;
         self.maybe_close_retired(si);
+    }
+
+    /// One answer from session `si` (`session`). Returns the session's index afterwards (other
+    /// sessions may have been removed meanwhile), `None` if it failed or is gone (the rest of what it
+    /// sent goes with it).
+    fn handle_frame(
+        &mut self,
+        now: Instant,
+        si: usize,
+        session: SessionId,
+        frame: &[u8],
+    ) -> Option<usize> {
+        let Ok(hdr) = header::Header::parse(frame) else {
+            self.fail_session(now, si, CloseReason::Protocol);
+            return None;
+        };
+        if let Err(reason) = self.handle_response(now, si, hdr.id, frame) {
+            self.fail_session(now, si, reason);
+            return None;
+        }
+        self.session_index(session)
     }
 
     /// The answer to request `tag` on a message-transport (DoH) session.
@@ -818,6 +862,21 @@ impl<R: Rng> Engine<R> {
 
     // ----- answers -----
 
+    /// Runs `write` on the scratch buffer (at least `len` octets, not zeroed) and returns what it
+    /// wrote as a `Vec` of exactly that size.
+    fn write_out(
+        &mut self,
+        len: usize,
+        write: impl FnOnce(&mut [u8]) -> Result<usize, crate::wire::Error>,
+    ) -> Option<Vec<u8>> {
+        if self.scratch.len() < len {
+            self.scratch.resize(len, 0);
+        }
+        let buf = self.scratch.get_mut(..len)?;
+        let n = write(buf).ok()?;
+        buf.get(..n).map(<[u8]>::to_vec)
+    }
+
     fn answer_locally(
         &mut self,
         client: ClientAddr,
@@ -826,13 +885,11 @@ impl<R: Rng> Engine<R> {
         rc: u16,
         e: Option<Ede<'_>>,
     ) {
-        let mut buf = vec![0u8; respond::MAX_LOCAL_ANSWER];
-        if let Ok(n) = respond::respond(query, scan, rc, e, &mut buf) {
-            buf.truncate(n);
-            self.transmits.push_back(Transmit {
-                to: client,
-                bytes: buf,
-            });
+        let answer = self.write_out(respond::MAX_LOCAL_ANSWER, |buf| {
+            respond::respond(query, scan, rc, e, buf)
+        });
+        if let Some(bytes) = answer {
+            self.transmits.push_back(Transmit { to: client, bytes });
         }
     }
 
@@ -860,21 +917,19 @@ impl<R: Rng> Engine<R> {
         scan: &Scan,
         extra: Option<Ede<'_>>,
     ) -> bool {
-        let mut out = vec![0u8; msg.len() + 16 + extra.map_or(0, |e| e.option_len())];
-        match rewrite::to_client(msg, scan, view, extra, &mut out) {
-            Ok(n) => {
-                out.truncate(n);
-                if n < msg.len() && view.max_len < msg.len() {
-                    self.stats.truncated += 1;
-                }
-                self.transmits.push_back(Transmit {
-                    to: client,
-                    bytes: out,
-                });
-                true
-            }
-            Err(_) => false,
+        let len = msg.len() + 16 + extra.map_or(0, |e| e.option_len());
+        let Some(out) = self.write_out(len, |buf| rewrite::to_client(msg, scan, view, extra, buf))
+        else {
+            return false;
+        };
+        if out.len() < msg.len() && view.max_len < msg.len() {
+            self.stats.truncated += 1;
         }
+        self.transmits.push_back(Transmit {
+            to: client,
+            bytes: out,
+        });
+        true
     }
 
     /// Ends a query that got no good answer: a stale cached answer if there is one (RFC 8767, EDE 3),
@@ -1054,40 +1109,33 @@ impl<R: Rng> Engine<R> {
 
     /// Picks an upstream for a query that has tried `exclude`.
     fn select(&mut self, now: Instant, exclude: &[UpstreamId]) -> Choice {
-        let candidates: Vec<usize> = (0..self.upstreams.len())
-            .filter(|&i| !exclude.contains(&self.upstreams[i].id))
-            .collect();
-        if candidates.is_empty() {
-            return Choice::Nothing;
-        }
-        let available: Vec<usize> = candidates
-            .iter()
-            .copied()
-            .filter(|&i| self.available(&self.upstreams[i], now))
-            .collect();
-        if available.is_empty() {
-            let (ui, until) = candidates
-                .iter()
-                .map(|&i| (i, self.upstreams[i].backoff_until.unwrap_or(now)))
+        // No lists are built: this runs for every query, over a handful of upstreams.
+        let n = self.upstreams.len();
+        let candidate = |e: &Self, i: usize| !exclude.contains(&e.upstreams[i].id);
+        let available = |e: &Self, i: usize| candidate(e, i) && e.available(&e.upstreams[i], now);
+        let count = (0..n).filter(|&i| available(self, i)).count();
+        if count == 0 {
+            return match (0..n)
+                .filter(|&i| candidate(self, i))
+                .map(|i| (i, self.upstreams[i].backoff_until.unwrap_or(now)))
                 .min_by_key(|&(_, t)| t)
-                .unwrap_or((candidates[0], now));
-            return Choice::After(ui, until);
+            {
+                Some((ui, until)) => Choice::After(ui, until),
+                None => Choice::Nothing,
+            };
         }
         self.rr = self.rr.wrapping_add(1);
         let rr = self.rr as usize;
+        let mut usable = (0..n).filter(|&i| available(self, i));
         let ui = match self.config.policy {
-            SelectPolicy::Failover => available[0],
-            SelectPolicy::RoundRobin => available[rr % available.len()],
+            SelectPolicy::Failover => usable.next(),
+            SelectPolicy::RoundRobin => usable.nth(rr % count),
             SelectPolicy::Fastest if self.rr.is_multiple_of(EXPLORE_EVERY) => {
-                available[rr % available.len()]
+                usable.nth(rr % count)
             }
-            SelectPolicy::Fastest => available
-                .iter()
-                .copied()
-                .min_by_key(|&i| self.upstreams[i].srtt_ms.unwrap_or(0))
-                .unwrap_or(available[0]),
+            SelectPolicy::Fastest => usable.min_by_key(|&i| self.upstreams[i].srtt_ms.unwrap_or(0)),
         };
-        Choice::Now(ui)
+        ui.map_or(Choice::Nothing, Choice::Now)
     }
 
     /// Places a query on an upstream (another one than those it tried, if possible).

@@ -949,3 +949,24 @@ fn captive_exception_sends_only_its_names_in_plaintext_and_never_caches() {
     assert_eq!(h.plains.len(), 2, "the exception ended");
     assert_eq!(h.e.plain_inflight(), 0);
 }
+
+#[test]
+fn answers_split_anywhere_or_coalesced_in_one_read_all_arrive() {
+    // handle_upstream_data reads whole answers straight from the bytes when nothing is buffered and
+    // reassembles otherwise; every way of cutting the stream must give the same answers.
+    for chunk in [1, 2, 3, 37, 130, 1000, usize::MAX] {
+        let mut h = Harness::new(cfg(), &[U1]);
+        for i in 0..20u16 {
+            h.q(udp(3000 + i), &query(i, "x", None));
+        }
+        let s = h.connects[0].0;
+        h.connected(s);
+        let stream: Vec<u8> = h.sends.iter().flat_map(|(_, f)| answer(f)).collect();
+        for part in stream.chunks(chunk.min(stream.len())) {
+            h.data(s, part);
+        }
+        assert_eq!(h.out.len(), 20, "chunk {chunk}");
+        assert!(h.closes.is_empty(), "chunk {chunk}");
+        assert_eq!(h.e.inflight(), 0, "chunk {chunk}");
+    }
+}

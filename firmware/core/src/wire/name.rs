@@ -96,7 +96,8 @@ pub fn to_text(msg: &[u8], start: usize, end: usize) -> alloc::string::String {
 /// Compares two uncompressed wire-format byte ranges ignoring ASCII case (names are case-insensitive,
 /// RFC 4343); used to check that an answer's question is the one that was asked.
 pub fn eq_ignore_case(a: &[u8], b: &[u8]) -> bool {
-    a.eq_ignore_ascii_case(b)
+    // Upstreams echo the question as asked, so an exact match (a memcmp) is the usual case.
+    a == b || a.eq_ignore_ascii_case(b)
 }
 
 #[cfg(test)]
