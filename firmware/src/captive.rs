@@ -70,9 +70,9 @@ async fn plain_io(
 ) {
     let bind = |v6: bool| async move {
         if v6 {
-            UdpSocket::bind("[::]:0").await.ok()
+            UdpSocket::bind(any_port(true)).await.ok()
         } else {
-            UdpSocket::bind("0.0.0.0:0").await.ok()
+            UdpSocket::bind(any_port(false)).await.ok()
         }
     };
     let v4 = match servers.iter().any(SocketAddr::is_ipv4) {
@@ -107,6 +107,16 @@ async fn plain_io(
                 }
             }
         }
+    }
+}
+
+/// The wildcard address with an ephemeral port, as a `SocketAddr` (a string would pull in tokio's
+/// blocking name-resolution path and the libc resolver: ~140 KiB on a router for nothing).
+fn any_port(v6: bool) -> SocketAddr {
+    if v6 {
+        SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0))
+    } else {
+        SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0))
     }
 }
 
@@ -316,13 +326,9 @@ fn dechunk(mut body: &[u8]) -> Result<Vec<u8>, String> {
 /// exception for the portal's names is open.
 async fn lookup(host: &str, dns: &[SocketAddr]) -> Result<Vec<IpAddr>, String> {
     let server = *dns.first().ok_or("no WAN DNS server known")?;
-    let sock = UdpSocket::bind(if server.is_ipv4() {
-        "0.0.0.0:0"
-    } else {
-        "[::]:0"
-    })
-    .await
-    .map_err(|e| e.to_string())?;
+    let sock = UdpSocket::bind(any_port(server.is_ipv6()))
+        .await
+        .map_err(|e| e.to_string())?;
     sock.connect(server).await.map_err(|e| e.to_string())?;
     let mut out = Vec::new();
     for qtype in [1u16, 28] {
