@@ -148,6 +148,9 @@ struct SessionHandle {
     task: JoinHandle<()>,
 }
 
+/// One UDP answer and where it goes.
+type UdpAnswer = (Vec<u8>, SocketAddr);
+
 pub(crate) struct Driver {
     engine: Engine<OsRng>,
     clock: Clock,
@@ -161,6 +164,8 @@ pub(crate) struct Driver {
     udp_send_failures: u64,
     relaxed: std::collections::HashSet<SessionId>,
     wan: Wan,
+    /// UDP answers of the current flush pass, per listener (reused).
+    udp_out: Vec<(u16, Vec<UdpAnswer>)>,
 }
 
 /// Inputs (a UDP message counts once per datagram) handled per wake-up before outputs are flushed
@@ -193,6 +198,7 @@ impl Driver {
             drain_until: None,
             udp_send_failures: 0,
             relaxed: std::collections::HashSet::new(),
+            udp_out: Vec::new(),
             wan: Wan {
                 tracker: lanveil_core::captive::Tracker::new(wan.tracker),
                 settings: wan,
@@ -456,10 +462,9 @@ impl Driver {
                 progressed = true;
                 match t.to {
                     ClientAddr::Udp { listener, peer } => {
-                        let sent = self.udp.get(&listener).map(|u| u.send(t.bytes, peer));
-                        if sent != Some(true) {
-                            self.udp_send_failures += 1;
-                            log::debug!("UDP answer not sent ({} so far)", self.udp_send_failures);
+                        match self.udp_out.iter_mut().find(|(l, _)| *l == listener) {
+                            Some((_, v)) => v.push((t.bytes, peer)),
+                            None => self.udp_out.push((listener, vec![(t.bytes, peer)])),
                         }
                     }
                     ClientAddr::Tcp { conn, .. } => {
@@ -469,6 +474,17 @@ impl Driver {
                             log::debug!("TCP client {conn} not reading its answers; dropped one");
                         }
                     }
+                }
+            }
+            // This pass's UDP answers: one sendmmsg per listener (usually one).
+            for (listener, answers) in &mut self.udp_out {
+                let dropped = match self.udp.get(listener) {
+                    Some(u) => u.send_all(answers),
+                    None => std::mem::take(answers).len(),
+                };
+                if dropped > 0 {
+                    self.udp_send_failures += dropped as u64;
+                    log::debug!("UDP answers not sent ({} so far)", self.udp_send_failures);
                 }
             }
             while let Some(a) = self.engine.poll_action() {

@@ -11,6 +11,7 @@ pub mod control;
 mod driver;
 mod listen;
 pub mod logging;
+mod mmsg;
 mod rng;
 pub mod sync;
 pub mod sys;

@@ -125,20 +125,22 @@ pub(crate) struct UdpAnswers {
 }
 
 impl UdpAnswers {
-    /// Sends or queues one answer; `false` if it had to be dropped (queue full, writer gone).
-    pub(crate) fn send(&self, bytes: Vec<u8>, peer: SocketAddr) -> bool {
+    /// Sends (in as few system calls as the socket allows) or queues a turn's answers, in order;
+    /// returns how many had to be dropped. `answers` is left empty.
+    pub(crate) fn send_all(&self, answers: &mut Vec<(Vec<u8>, SocketAddr)>) -> usize {
         // Only while nothing is queued, so a burst that filled the socket buffer drains first.
-        if self.queue.capacity() == self.queue.max_capacity() {
-            match self.sock.try_send_to(&bytes, peer) {
-                Ok(_) => return true,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(e) => {
-                    log::debug!("UDP send error: {e}");
-                    return true;
-                }
+        let sent = if self.queue.capacity() == self.queue.max_capacity() {
+            crate::mmsg::send_batch(&self.sock, answers)
+        } else {
+            0
+        };
+        let mut dropped = 0;
+        for a in answers.drain(..).skip(sent) {
+            if self.queue.try_send(a).is_err() {
+                dropped += 1;
             }
         }
-        self.queue.try_send((bytes, peer)).is_ok()
+        dropped
     }
 }
 
@@ -153,30 +155,25 @@ async fn udp_writer(sock: Arc<UdpSocket>, mut rx: mpsc::Receiver<(Vec<u8>, Socke
 }
 
 /// Most datagrams handed to the driver in one message (those already waiting in the socket).
-const UDP_BATCH: usize = 16;
-/// Most octets of datagrams in one message (bounds the driver's input queue in bytes, too).
-const UDP_BATCH_BYTES: usize = 16 * 1024;
+const UDP_BATCH: usize = crate::mmsg::RECV_BATCH;
+/// Initial capacity of one message's payload buffer.
+const UDP_BATCH_BYTES: usize = 2 * 1024;
 
 async fn udp_loop(listener: u16, sock: Arc<UdpSocket>, driver: mpsc::Sender<Input>) {
-    let mut buf = vec![0u8; MAX_MESSAGE];
+    let mut bufs = crate::mmsg::RecvBufs::new(MAX_MESSAGE);
     loop {
-        match sock.recv_from(&mut buf).await {
-            Ok((n, peer)) => {
-                // Whatever else is already waiting goes into the same message: one channel hop for
-                // a burst instead of one per query.
-                let mut bytes = Vec::with_capacity((n * UDP_BATCH).min(UDP_BATCH_BYTES).max(n));
-                bytes.extend_from_slice(&buf[..n]);
-                let mut datagrams = Vec::with_capacity(UDP_BATCH);
-                datagrams.push((peer, n));
-                while datagrams.len() < UDP_BATCH && bytes.len() < UDP_BATCH_BYTES {
-                    match sock.try_recv_from(&mut buf) {
-                        Ok((n, peer)) => {
-                            bytes.extend_from_slice(&buf[..n]);
-                            datagrams.push((peer, n));
-                        }
-                        Err(_) => break,
-                    }
-                }
+        if let Err(e) = sock.readable().await {
+            log::debug!("UDP receive error: {e}");
+            tokio::task::yield_now().await;
+            continue;
+        }
+        // Everything already waiting (up to UDP_BATCH datagrams) in one system call and one message
+        // to the driver, instead of one of each per query.
+        let mut bytes = Vec::with_capacity(UDP_BATCH_BYTES);
+        let mut datagrams = Vec::with_capacity(UDP_BATCH);
+        match crate::mmsg::recv_batch(&sock, &mut bufs, UDP_BATCH, &mut bytes, &mut datagrams) {
+            Ok(_) if datagrams.is_empty() => continue,
+            Ok(_) => {
                 let input = Input::Udp {
                     listener,
                     bytes,
@@ -186,6 +183,7 @@ async fn udp_loop(listener: u16, sock: Arc<UdpSocket>, driver: mpsc::Sender<Inpu
                     return;
                 }
             }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(e) => {
                 log::debug!("UDP receive error: {e}");
                 tokio::task::yield_now().await;

@@ -1,4 +1,5 @@
-//! The daemon's only `unsafe` code: switching to an unprivileged user after the listeners are bound.
+//! `unsafe` code (with `mmsg.rs`, the daemon's only): switching to an unprivileged user after the
+//! listeners are bound.
 #![allow(unsafe_code)]
 
 use std::ffi::CString;
