@@ -112,22 +112,46 @@ impl Router {
     }
 }
 
+/// A hotel WAN: its portal API and DNS, a DoT upstream it blocks (stopped) until login, and a router
+/// running lanveil with `extra` configuration lines.
+struct Hotel {
+    _pki: Pki,
+    upstream: DotUpstream,
+    portal: FakePortal,
+    wan_dns: WanDns,
+    router: Router,
+}
+
+impl Hotel {
+    async fn start(extra: &str) -> Hotel {
+        let pki = Pki::new();
+        let dot_leaf = pki.leaf(&["dot.test"], &[LOCAL]);
+        let portal_leaf = pki.leaf(&["portal.test", "login.portal.test"], &[]);
+        let upstream = DotUpstream::start(UpstreamOpts::new(&dot_leaf)).await;
+        // The hotel blocks everything until the guest logs in.
+        upstream.stop().await;
+        let portal = FakePortal::start(&portal_leaf).await;
+        let wan_dns = WanDns::start().await;
+        let router = Router::start(upstream.addr(), pki.ca_pem_path(), extra).await;
+        Hotel {
+            _pki: pki,
+            upstream,
+            portal,
+            wan_dns,
+            router,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hotel_portal_plaintext_only_for_portal_names_until_free() {
-    let pki = Pki::new();
-    let dot_leaf = pki.leaf(&["dot.test"], &[LOCAL]);
-    let portal_leaf = pki.leaf(&["portal.test", "login.portal.test"], &[]);
-    let upstream = DotUpstream::start(UpstreamOpts::new(&dot_leaf)).await;
-    // The hotel blocks everything until the guest logs in.
-    upstream.stop().await;
-    let portal = FakePortal::start(&portal_leaf).await;
-    let wan_dns = WanDns::start().await;
-    let router = Router::start(
-        upstream.addr(),
-        pki.ca_pem_path(),
-        "\toption captive_plaintext '1'\n\toption captive_poll_s '1'\n",
-    )
-    .await;
+    let Hotel {
+        _pki,
+        upstream,
+        portal,
+        wan_dns,
+        router,
+    } = Hotel::start("\toption captive_plaintext '1'\n\toption captive_poll_s '1'\n").await;
 
     // Before the WAN announced a portal: strict, nothing in plaintext.
     let out = router.dig("portal.test").await;
@@ -284,19 +308,13 @@ async fn hotel_portal_plaintext_only_for_portal_names_until_free() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hotel_portal_without_the_owners_consent_stays_strict() {
-    let pki = Pki::new();
-    let dot_leaf = pki.leaf(&["dot.test"], &[LOCAL]);
-    let portal_leaf = pki.leaf(&["portal.test", "login.portal.test"], &[]);
-    let upstream = DotUpstream::start(UpstreamOpts::new(&dot_leaf)).await;
-    upstream.stop().await;
-    let portal = FakePortal::start(&portal_leaf).await;
-    let wan_dns = WanDns::start().await;
-    let router = Router::start(
-        upstream.addr(),
-        pki.ca_pem_path(),
-        "\toption captive_poll_s '1'\n",
-    )
-    .await;
+    let Hotel {
+        _pki,
+        upstream: _upstream,
+        portal,
+        wan_dns,
+        router,
+    } = Hotel::start("\toption captive_poll_s '1'\n").await;
     let dns = wan_dns.addr().to_string();
     let (code, ..) = router
         .hook(&["wan-portal", "set", &portal.uri(), &dns])

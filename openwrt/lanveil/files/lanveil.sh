@@ -60,6 +60,17 @@ lanveil_uci_dhcp() {
 	uci -q -c "$LANVEIL_CONFDIR" -t "$LANVEIL_RUN/uci" "$@"
 }
 
+# Replaces list KEY of dhcp section S with VALUES (newline-separated, empty ones skipped).
+lanveil_dhcp_set_list() { # S KEY VALUES
+	local v
+	lanveil_uci_dhcp delete "dhcp.$1.$2"
+	while IFS= read -r v; do
+		[ -n "$v" ] && lanveil_uci_dhcp add_list "dhcp.$1.$2=$v"
+	done <<-EOF
+		$3
+	EOF
+}
+
 lanveil_opt() { # KEY DEFAULT: option of the 'openwrt' section
 	local v
 	v="$(lanveil_uci get "lanveil.@openwrt[0].$1")" || v=""
@@ -242,12 +253,7 @@ lanveil_dnsmasq_wire_locked() {
 		EOF
 		desired="$(printf '%s' "$desired" | sed '/^$/d')"
 		if [ "$current" != "$desired" ]; then
-			lanveil_uci_dhcp delete "dhcp.$s.server"
-			while IFS= read -r v; do
-				[ -n "$v" ] && lanveil_uci_dhcp add_list "dhcp.$s.server=$v"
-			done <<-EOF
-				$desired
-			EOF
+			lanveil_dhcp_set_list "$s" server "$desired"
 		fi
 		lanveil_state_drop "$s" added
 		while IFS= read -r v; do
@@ -317,12 +323,7 @@ lanveil_dnsmasq_restore_locked() {
 			done <<-EOF
 				$current
 			EOF
-			lanveil_uci_dhcp delete "dhcp.$s.server"
-			while IFS= read -r v; do
-				[ -n "$v" ] && lanveil_uci_dhcp add_list "dhcp.$s.server=$v"
-			done <<-EOF
-				$keep
-			EOF
+			lanveil_dhcp_set_list "$s" server "$keep"
 			for v in noresolv localuse; do
 				[ "$(lanveil_uci_dhcp get "dhcp.$s.$v")" = 1 ] || continue
 				orig="$(lanveil_state_get "$s" "$v")"
@@ -716,12 +717,7 @@ lanveil_cap_section() { # SECTION OPTS CAPTIVE_PORTAL_URI IPV6_ONLY_PREFERRED DH
 	EOF
 	new="$(printf '%s' "$new" | sed '/^$/d')"
 	if [ "$new" != "$current" ]; then
-		lanveil_uci_dhcp delete "dhcp.$s.dhcp_option"
-		while IFS= read -r v; do
-			[ -n "$v" ] && lanveil_uci_dhcp add_list "dhcp.$s.dhcp_option=$v"
-		done <<-EOF
-			$new
-		EOF
+		lanveil_dhcp_set_list "$s" dhcp_option "$new"
 		LANVEIL_CAP_DNSMASQ=1
 	fi
 	lanveil_state_drop "$s" cap_opt
