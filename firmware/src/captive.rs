@@ -353,17 +353,11 @@ async fn lookup(host: &str, dns: &[SocketAddr]) -> Result<Vec<IpAddr>, String> {
 }
 
 fn query(id: u16, host: &str, qtype: u16) -> Option<Vec<u8>> {
-    let mut q = Vec::with_capacity(host.len() + 18);
+    let name = lanveil_core::captive::host_wire(host)?;
+    let mut q = Vec::with_capacity(name.len() + 16);
     q.extend_from_slice(&id.to_be_bytes());
     q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
-    for label in host.trim_end_matches('.').split('.') {
-        if label.is_empty() || label.len() > 63 {
-            return None;
-        }
-        q.push(label.len() as u8);
-        q.extend_from_slice(label.as_bytes());
-    }
-    q.push(0);
+    q.extend_from_slice(&name);
     q.extend_from_slice(&qtype.to_be_bytes());
     q.extend_from_slice(&1u16.to_be_bytes());
     Some(q)
@@ -378,27 +372,19 @@ fn addresses(msg: &[u8], qtype: u16) -> Vec<IpAddr> {
     };
     let mut pos = scan.question_end;
     for _ in 0..scan.header.ancount {
-        let Ok(after) = lanveil_core::wire::name::skip(msg, pos) else {
+        let Ok((end, rtype, rdata)) = message::skip_record(msg, pos) else {
             break;
         };
-        let Some(fixed) = msg.get(after..after + 10) else {
-            break;
-        };
-        let rtype = u16::from_be_bytes([fixed[0], fixed[1]]);
-        let len = usize::from(u16::from_be_bytes([fixed[8], fixed[9]]));
-        let Some(rdata) = msg.get(after + 10..after + 10 + len) else {
-            break;
-        };
-        match (rtype, rdata.len()) {
-            (1, 4) if qtype == 1 => {
-                out.push(IpAddr::from(<[u8; 4]>::try_from(rdata).unwrap_or_default()))
+        match (rtype, &msg[rdata..end]) {
+            (1, &[a, b, c, d]) if qtype == 1 => out.push(IpAddr::from([a, b, c, d])),
+            (28, v6) if qtype == 28 => {
+                if let Ok(v6) = <[u8; 16]>::try_from(v6) {
+                    out.push(IpAddr::from(v6));
+                }
             }
-            (28, 16) if qtype == 28 => out.push(IpAddr::from(
-                <[u8; 16]>::try_from(rdata).unwrap_or_default(),
-            )),
             _ => {}
         }
-        pos = after + 10 + len;
+        pos = end;
     }
     out
 }
@@ -438,7 +424,7 @@ mod tests {
     fn lookup_query_and_answer_parsing() {
         let q = query(0x1234, "Portal.Example", 1).unwrap();
         assert_eq!(&q[..4], &[0x12, 0x34, 0x01, 0x00]);
-        assert_eq!(&q[12..], b"\x06Portal\x07Example\x00\x00\x01\x00\x01");
+        assert_eq!(&q[12..], b"\x06portal\x07example\x00\x00\x01\x00\x01");
         let mut a = q.clone();
         a[2] = 0x81;
         a[7] = 1;

@@ -438,7 +438,13 @@ impl Driver {
                         (!dns.is_empty()).then(|| PlainSocket::spawn(dns.clone(), self.tx.clone()));
                     self.wan.dns = dns;
                 }
-                self.wan.tracker.signal(now, uri);
+                if self.wan.tracker.signal(now, uri)
+                    && let Some(old) = self.wan.api.take()
+                {
+                    // A request for the previous portal: its answer would be ignored, and while it
+                    // is out the new portal's request (due now) could not start.
+                    old.abort();
+                }
                 self.wan.dirty = true;
             }
             Input::ApiResult { uri, result } => {

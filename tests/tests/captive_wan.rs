@@ -97,6 +97,13 @@ impl Router {
         dig(&["@127.0.0.1", "-p", &port, name, "A"]).await
     }
 
+    /// dig once; the answer must have status `want`.
+    async fn dig_expect(&self, name: &str, want: &str) -> DigOutput {
+        let out = self.dig(name).await;
+        assert_eq!(out.status.as_deref(), Some(want), "{}", out.transcript());
+        out
+    }
+
     /// dig until the answer has status `want` (the upstream may be backing off for a few seconds).
     async fn dig_until(&self, name: &str, want: &str) -> DigOutput {
         let mut last = None;
@@ -154,13 +161,7 @@ async fn hotel_portal_plaintext_only_for_portal_names_until_free() {
     } = Hotel::start("\toption captive_plaintext '1'\n\toption captive_poll_s '1'\n").await;
 
     // Before the WAN announced a portal: strict, nothing in plaintext.
-    let out = router.dig("portal.test").await;
-    assert_eq!(
-        out.status.as_deref(),
-        Some("SERVFAIL"),
-        "{}",
-        out.transcript()
-    );
+    router.dig_expect("portal.test", "SERVFAIL").await;
     assert_eq!(router.status().captive.phase, "open");
 
     // The WAN's DHCP announced the portal (RFC 8910 option 114): the hook tells lanveil.
@@ -197,13 +198,7 @@ async fn hotel_portal_plaintext_only_for_portal_names_until_free() {
 
     // LAN clients resolve the portal's names (through the exception, marked as unauthenticated) …
     for name in ["portal.test", "LOGIN.portal.test"] {
-        let out = router.dig(name).await;
-        assert_eq!(
-            out.status.as_deref(),
-            Some("NOERROR"),
-            "{}",
-            out.transcript()
-        );
+        let out = router.dig_expect(name, "NOERROR").await;
         assert_eq!(out.answer_rdata("A"), ["127.0.0.1"], "{}", out.transcript());
         let ede = out.ede.clone().unwrap();
         assert_eq!(ede.code, 0);
@@ -215,13 +210,7 @@ async fn hotel_portal_plaintext_only_for_portal_names_until_free() {
     }
     // … and nothing else: other names (and subdomains of the portal) get SERVFAIL, not the hotel's DNS.
     for name in ["example.com", "x.portal.test", "hotel.test"] {
-        let out = router.dig(name).await;
-        assert_eq!(
-            out.status.as_deref(),
-            Some("SERVFAIL"),
-            "{}",
-            out.transcript()
-        );
+        router.dig_expect(name, "SERVFAIL").await;
     }
     let st = router.status();
     assert!(
@@ -336,13 +325,7 @@ async fn hotel_portal_without_the_owners_consent_stays_strict() {
             .is_some_and(|e| e.contains("plaintext lookup")),
         "{c:?}"
     );
-    let out = router.dig("portal.test").await;
-    assert_eq!(
-        out.status.as_deref(),
-        Some("SERVFAIL"),
-        "{}",
-        out.transcript()
-    );
+    router.dig_expect("portal.test", "SERVFAIL").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(wan_dns.names().is_empty(), "{:?}", wan_dns.names());
     assert_eq!(portal.requests(), 0);

@@ -356,8 +356,9 @@ impl Tracker {
     }
 
     /// The WAN's DHCP/RA announced `uri` (`None`: withdrawn, or a lease without the option). The
-    /// unrestricted URN counts as no portal.
-    pub fn signal(&mut self, now: Instant, uri: Option<CaptivePortalUri>) {
+    /// unrestricted URN counts as no portal. Returns whether this is a different portal (the shell
+    /// then abandons an API request still out for the old one).
+    pub fn signal(&mut self, now: Instant, uri: Option<CaptivePortalUri>) -> bool {
         let uri = uri.filter(|u| !u.is_unrestricted());
         let same = match (&uri, &self.uri) {
             (Some(a), Some(b)) => a.as_str().eq_ignore_ascii_case(b.as_str()),
@@ -366,7 +367,7 @@ impl Tracker {
         };
         if same {
             // A renewed lease: the portal (and a closed or expired exception) stays as it is.
-            return;
+            return false;
         }
         self.uri = uri;
         self.api = None;
@@ -374,6 +375,7 @@ impl Tracker {
         self.closed = false;
         self.signalled_at = now;
         self.next_poll = self.uri.as_ref().map(|_| now);
+        true
     }
 
     /// The API URI to request now, if a request is due. The shell makes one request and reports it
@@ -389,12 +391,9 @@ impl Tracker {
     }
 
     /// When [`Tracker::poll_due`] should be asked next.
+    /// (The exception's end needs no wake-up: the engine compares it with `now` on every query.)
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let close = self.exception(Instant::default()).map(|e| e.until);
-        match (self.next_poll, close) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        self.next_poll
     }
 
     /// The result of the API request for `uri` (ignored if the signal changed meanwhile).
@@ -460,7 +459,7 @@ impl Tracker {
             .map(CaptivePortalUri::as_str)
             .chain(self.api.iter().filter_map(|a| a.user_portal_url.as_deref()));
         for uri in uris {
-            if let Some(w) = host_of(uri).and_then(host_to_wire)
+            if let Some(w) = host_of(uri).and_then(host_wire)
                 && !names.contains(&w)
                 && names.len() < MAX_NAMES
             {
@@ -470,16 +469,15 @@ impl Tracker {
         names
     }
 
-    /// The plaintext exception in force at `now`, if any (see the module documentation). Pass
-    /// `Instant::default()` to ask whether one exists regardless of the time.
+    /// When the plaintext exception for the current portal ends (or ended), if there is one at all.
+    fn exception_end(&self) -> Option<Instant> {
+        (self.settings.plaintext && !self.closed && self.uri.is_some())
+            .then(|| self.signalled_at + self.settings.plaintext_max)
+    }
+
+    /// The plaintext exception in force at `now`, if any (see the module documentation).
     pub fn exception(&self, now: Instant) -> Option<Exception> {
-        if !self.settings.plaintext || self.closed || self.uri.is_none() {
-            return None;
-        }
-        let until = self.signalled_at + self.settings.plaintext_max;
-        if now >= until {
-            return None;
-        }
+        let until = self.exception_end().filter(|&u| now < u)?;
         let names = self.names();
         (!names.is_empty()).then_some(Exception { names, until })
     }
@@ -518,27 +516,16 @@ pub fn host_of(uri: &str) -> Option<&str> {
     (!host.is_empty()).then_some(host)
 }
 
-/// A dotted host name to lower-case wire form; `None` for IP literals and invalid names.
-fn host_to_wire(host: &str) -> Option<Vec<u8>> {
-    if host.parse::<core::net::IpAddr>().is_ok() {
+/// A host name (from a portal URI) in lower-case wire form: `None` for IP literals and for anything
+/// but letters, digits, `-`, `_` and dots.
+pub fn host_wire(host: &str) -> Option<Vec<u8>> {
+    let hostname = host
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if !hostname || host.parse::<core::net::IpAddr>().is_ok() {
         return None;
     }
-    let host = host.strip_suffix('.').unwrap_or(host);
-    let mut w = Vec::with_capacity(host.len() + 2);
-    for label in host.split('.') {
-        if label.is_empty()
-            || label.len() > 63
-            || !label
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
-            return None;
-        }
-        w.push(label.len() as u8);
-        w.extend(label.bytes().map(|b| b.to_ascii_lowercase()));
-    }
-    w.push(0);
-    (w.len() <= 255).then_some(w)
+    crate::policy::encode(host).map(Vec::from)
 }
 
 #[cfg(test)]
@@ -552,7 +539,7 @@ mod tests {
         CaptivePortalUri::parse(s.as_bytes()).unwrap()
     }
     fn wire(s: &str) -> Vec<u8> {
-        host_to_wire(s).unwrap()
+        host_wire(s).unwrap()
     }
     const ON: Settings = Settings {
         plaintext: true,
@@ -643,8 +630,8 @@ mod tests {
         assert!(tr.poll_due(t(11)).is_none());
         let u = tr.poll_due(t(12)).unwrap();
         // The same lease renewed: nothing changes.
-        tr.signal(t(13), Some(uri("https://portal.hotel.example:8443/api")));
-        tr.signal(t(13), Some(uri("https://Portal.Hotel.example:8443/api")));
+        assert!(!tr.signal(t(13), Some(uri("https://portal.hotel.example:8443/api"))));
+        assert!(!tr.signal(t(13), Some(uri("https://Portal.Hotel.example:8443/api"))));
         assert_eq!(tr.phase(t(13)), Phase::Captive);
         tr.api_result(
             t(14),
@@ -659,7 +646,7 @@ mod tests {
         assert_eq!(st.plaintext_left_s, None);
         assert_eq!(st.plaintext_names, ["portal.hotel.example."]);
         // A different portal is a new one.
-        tr.signal(t(20), Some(uri("https://other.example/api")));
+        assert!(tr.signal(t(20), Some(uri("https://other.example/api"))));
         assert_eq!(tr.phase(t(20)), Phase::Signalled);
         assert!(
             tr.exception(t(20))
@@ -678,6 +665,9 @@ mod tests {
         assert!(tr.exception(t(299)).is_some());
         assert!(tr.exception(t(300)).is_none(), "ends after plaintext_max");
         let u = tr.poll_due(t(0)).unwrap();
+        // While the request is out nothing is due: no wake-up at all (in particular not at the
+        // exception's end, which would be in the past once it is over and make the driver spin).
+        assert_eq!(tr.poll_timeout(), None);
         tr.api_result(t(1), &u, Err("connection refused".into()));
         assert_eq!(
             tr.status(t(1)).api_error.as_deref(),

@@ -288,7 +288,7 @@ pub struct Policy {
 
 /// Encodes a dotted name (one trailing dot allowed) to lower-case wire form; `None` for the root or
 /// an invalid name.
-fn encode(dotted: &str) -> Option<Box<[u8]>> {
+pub(crate) fn encode(dotted: &str) -> Option<Box<[u8]>> {
     let dotted = dotted.strip_suffix('.').unwrap_or(dotted);
     let mut wire = Vec::with_capacity(dotted.len() + 2);
     for label in dotted.split('.') {
