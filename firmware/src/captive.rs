@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lanveil_config::{TlsVersion, Transport, Upstream, UpstreamUrl};
-use lanveil_core::capport::CaptivePortalUri;
-use lanveil_core::captive::{ApiState, MAX_API_BODY, host_of};
+use lanveil_core::capport::{CaptivePortalUri, HttpsParts, https_parts};
+use lanveil_core::captive::{ApiState, MAX_API_BODY};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
@@ -169,19 +169,16 @@ pub(crate) fn spawn_api_request(
 }
 
 async fn api_request(uri: &str, ctx: &ApiContext) -> Result<ApiState, String> {
-    let host = host_of(uri).ok_or("not an https:// URI")?;
-    let rest = &uri[8..];
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or(host);
-    let path = match rest[authority.len()..].split('#').next() {
-        Some(p) if p.starts_with('/') => p.to_string(),
-        Some(p) if p.starts_with('?') => format!("/{p}"),
-        _ => "/".to_string(),
+    let HttpsParts {
+        authority,
+        host,
+        port,
+        path_and_query,
+    } = https_parts(uri).ok_or("not an https:// URI")?;
+    let path = match path_and_query {
+        p if p.starts_with('/') => p.to_string(),
+        p => format!("/{p}"),
     };
-    let port = authority
-        .rsplit_once(':')
-        .filter(|(h, _)| !h.ends_with(':') && (!authority.starts_with('[') || h.ends_with(']')))
-        .and_then(|(_, p)| p.parse::<u16>().ok())
-        .unwrap_or(443);
     let addrs: Vec<SocketAddr> = match host.parse::<IpAddr>() {
         Ok(ip) => vec![SocketAddr::new(ip, port)],
         Err(_) if !ctx.may_lookup => {

@@ -255,19 +255,38 @@ fn is_uri_char(b: u8) -> bool {
 }
 
 fn check_https(s: &str) -> Result<(), Error> {
+    https_parts(s).map(|_| ()).ok_or(Error::BadUri)
+}
+
+/// The parts of an `https://` URI that passed [`CaptivePortalUri::parse`]'s rules.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HttpsParts<'a> {
+    /// `host[:port]` as written (the HTTP `Host`).
+    pub authority: &'a str,
+    /// The host, without brackets for an IPv6 literal.
+    pub host: &'a str,
+    /// The port, 443 if none is written.
+    pub port: u16,
+    /// Path and query as written (empty, or starting with `/` or `?`), without the fragment.
+    pub path_and_query: &'a str,
+}
+
+/// Splits and checks an `https://` URI: a non-empty host (bracketed IPv6 literal allowed), no
+/// userinfo, an optional decimal port. `None` if it is not one.
+pub fn https_parts(s: &str) -> Option<HttpsParts<'_>> {
     let rest = match s.get(..8) {
         Some(scheme) if scheme.eq_ignore_ascii_case("https://") => &s[8..],
-        _ => return Err(Error::BadUri),
+        _ => return None,
     };
     let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
     if authority.contains('@') {
-        return Err(Error::BadUri);
+        return None;
     }
     let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-        let (host, after) = v6.split_once(']').ok_or(Error::BadUri)?;
+        let (host, after) = v6.split_once(']')?;
         match after {
             "" => (host, None),
-            _ => (host, Some(after.strip_prefix(':').ok_or(Error::BadUri)?)),
+            _ => (host, Some(after.strip_prefix(':')?)),
         }
     } else {
         match authority.split_once(':') {
@@ -281,15 +300,26 @@ fn check_https(s: &str) -> Result<(), Error> {
     } else {
         !host.contains(['[', ']'])
     };
-    let port_ok = port.is_none_or(|p| {
-        p.bytes().all(|b| b.is_ascii_digit())
-            && (1..=5).contains(&p.len())
-            && p.parse::<u16>().is_ok()
-    });
-    if host.is_empty() || !host_ok || !port_ok {
-        return Err(Error::BadUri);
+    let port = match port {
+        None => 443,
+        Some(p) if p.bytes().all(|b| b.is_ascii_digit()) && (1..=5).contains(&p.len()) => {
+            p.parse::<u16>().ok()?
+        }
+        Some(_) => return None,
+    };
+    if host.is_empty() || !host_ok {
+        return None;
     }
-    Ok(())
+    let path_and_query = rest[authority.len()..]
+        .split('#')
+        .next()
+        .unwrap_or_default();
+    Some(HttpsParts {
+        authority,
+        host,
+        port,
+        path_and_query,
+    })
 }
 
 /// V6ONLY_WAIT: how long a client that accepted option 108 stays off IPv4 (RFC 8925), in seconds.
@@ -649,6 +679,31 @@ mod tests {
         repr.emit(&mut DhcpPacket::new_unchecked(&mut buf[..]))
             .unwrap();
         buf
+    }
+
+    #[test]
+    fn https_parts_split_what_the_api_client_needs() {
+        let p = https_parts("https://Portal.example:8443/api/v1?x=1#frag").unwrap();
+        assert_eq!(
+            (p.authority, p.host, p.port, p.path_and_query),
+            ("Portal.example:8443", "Portal.example", 8443, "/api/v1?x=1")
+        );
+        let p = https_parts("https://[2001:db8::1]?q").unwrap();
+        assert_eq!(
+            (p.host, p.port, p.path_and_query),
+            ("2001:db8::1", 443, "?q")
+        );
+        assert_eq!(https_parts("https://192.0.2.1").unwrap().path_and_query, "");
+        for bad in [
+            "http://x/",
+            "https://",
+            "https://u@x/",
+            "https://x:/",
+            "https://x:99999/",
+            "https://[::1/",
+        ] {
+            assert_eq!(https_parts(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -504,16 +504,7 @@ impl Tracker {
 
 /// The host of an `https://` URI (no port, no brackets; IP literals included).
 pub fn host_of(uri: &str) -> Option<&str> {
-    let rest = uri
-        .get(..8)?
-        .eq_ignore_ascii_case("https://")
-        .then(|| &uri[8..])?;
-    let authority = rest.split(['/', '?', '#']).next()?;
-    if let Some(v6) = authority.strip_prefix('[') {
-        return v6.split(']').next();
-    }
-    let host = authority.split(':').next()?;
-    (!host.is_empty()).then_some(host)
+    crate::capport::https_parts(uri).map(|p| p.host)
 }
 
 /// A host name (from a portal URI) in lower-case wire form: `None` for IP literals and for anything
