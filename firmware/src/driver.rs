@@ -63,7 +63,7 @@ pub(crate) enum Input {
     },
     TcpOpened {
         conn: u64,
-        tx: mpsc::Sender<Vec<u8>>,
+        tx: mpsc::Sender<crate::listen::TcpOut>,
     },
     TcpFrame {
         conn: u64,
@@ -159,7 +159,7 @@ pub(crate) struct Driver {
     targets: HashMap<UpstreamId, Arc<Target>>,
     sessions: HashMap<SessionId, SessionHandle>,
     udp: HashMap<u16, crate::listen::UdpAnswers>,
-    tcp: HashMap<u64, mpsc::Sender<Vec<u8>>>,
+    tcp: HashMap<u64, mpsc::Sender<crate::listen::TcpOut>>,
     drain_until: Option<Instant>,
     udp_send_failures: u64,
     relaxed: std::collections::HashSet<SessionId>,
@@ -474,11 +474,7 @@ impl Driver {
                         }
                     }
                     ClientAddr::Tcp { conn, .. } => {
-                        if let Some(tx) = self.tcp.get(&conn)
-                            && tx.try_send(t.bytes).is_err()
-                        {
-                            log::debug!("TCP client {conn} not reading its answers; dropped one");
-                        }
+                        self.send_tcp(conn, crate::listen::TcpOut::Answer(t.bytes));
                     }
                 }
             }
@@ -499,11 +495,28 @@ impl Driver {
             }
             while let Some(e) = self.engine.poll_event() {
                 progressed = true;
-                self.log_event(e);
+                match e {
+                    Event::NoAnswer { conn } => {
+                        self.send_tcp(conn, crate::listen::TcpOut::NoAnswer)
+                    }
+                    e => self.log_event(e),
+                }
             }
             if !progressed {
                 break;
             }
+        }
+    }
+
+    /// Hands a TCP client its answer (or the news that there is none). The connection's queue holds
+    /// one item per outstanding frame, so it cannot be full; if it ever is, the connection is closed
+    /// (its writer ends when the driver's sender goes) rather than left waiting for a lost slot.
+    fn send_tcp(&mut self, conn: u64, out: crate::listen::TcpOut) {
+        if let Some(tx) = self.tcp.get(&conn)
+            && tx.try_send(out).is_err()
+        {
+            log::debug!("TCP client {conn}: answer queue full or closed; closing the connection");
+            self.tcp.remove(&conn);
         }
     }
 
@@ -577,6 +590,7 @@ impl Driver {
             Event::UpstreamDown { upstream, reason } => {
                 log::warn!("upstream {}: {}", name(upstream), describe(reason));
             }
+            Event::NoAnswer { .. } => {}
         }
     }
 }

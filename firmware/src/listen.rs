@@ -17,6 +17,16 @@ const MAX_MESSAGE: usize = 65_535;
 
 static NEXT_CONN: crate::sync::Shared64 = crate::sync::Shared64::new(1);
 
+/// What the driver sends back for one frame of a TCP client: exactly one per frame.
+#[derive(Debug)]
+pub(crate) enum TcpOut {
+    /// The answer, to be framed and written.
+    Answer(Vec<u8>),
+    /// The engine dropped the frame (see `Event::NoAnswer`): nothing to write, but the frame's
+    /// pipeline slot comes back.
+    NoAnswer,
+}
+
 /// TCP client limits.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct TcpLimits {
@@ -277,22 +287,26 @@ async fn tcp_client(
 ) {
     let _ = stream.set_nodelay(true);
     let (mut rd, mut wr) = stream.into_split();
-    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(limits.pipeline);
+    // At most `pipeline` frames are outstanding and each yields exactly one `TcpOut`, so this
+    // channel never fills (the driver closes the connection if it ever does).
+    let (tx, mut rx) = mpsc::channel::<TcpOut>(limits.pipeline);
     if driver.send(Input::TcpOpened { conn, tx }).await.is_err() {
         return;
     }
     let outstanding = Arc::new(Semaphore::new(limits.pipeline));
     let writer_outstanding = outstanding.clone();
     let mut writer = tokio::spawn(async move {
-        while let Some(answer) = rx.recv().await {
-            let Ok(len) = u16::try_from(answer.len()) else {
-                continue;
-            };
-            let mut framed = Vec::with_capacity(2 + answer.len());
-            framed.extend_from_slice(&len.to_be_bytes());
-            framed.extend_from_slice(&answer);
-            if wr.write_all(&framed).await.is_err() {
-                return;
+        while let Some(out) = rx.recv().await {
+            // Every frame's permit comes back: answered, dropped, or (never expected) too long.
+            if let TcpOut::Answer(answer) = out
+                && let Ok(len) = u16::try_from(answer.len())
+            {
+                let mut framed = Vec::with_capacity(2 + answer.len());
+                framed.extend_from_slice(&len.to_be_bytes());
+                framed.extend_from_slice(&answer);
+                if wr.write_all(&framed).await.is_err() {
+                    return;
+                }
             }
             writer_outstanding.add_permits(1);
         }

@@ -10,7 +10,8 @@
 //! * Every query that gets past the header is answered exactly once: with an upstream's answer, a stale
 //!   cached answer (EDE 3), or a local error (FORMERR, NOTIMP, BADVERS, SERVFAIL with an Extended DNS
 //!   Error) no later than its deadline. Queries whose header is unreadable, and responses sent to us as
-//!   queries, are dropped.
+//!   queries, are dropped; for a stream client ([`ClientAddr::Tcp`]) every dropped or unanswerable
+//!   frame yields [`Event::NoAnswer`], so the shell can account for every frame it handed in.
 //! * Nothing is ever sent anywhere but to a session the shell opened over authenticated TLS, with one
 //!   narrow, owner-enabled exception: names covered by the captive-portal [`crate::captive::Exception`]
 //!   the shell set (see `plain.rs`), which go out as [`Action::PlainQuery`]. There is no plaintext
@@ -182,6 +183,8 @@ pub struct Engine<R> {
     /// Where messages are written before they are copied out at their final size (no zeroed
     /// allocation per message); as long as the longest message written so far (≤ 64 KiB).
     scratch: Vec<u8>,
+    /// [`Event::NoAnswer`]s emitted so far (lets `handle_query` see whether a frame was accounted for).
+    no_answers: u64,
 }
 
 /// Per-source accounting (token bucket in thousandths of a query, queries in flight).
@@ -217,6 +220,7 @@ impl<R: Rng> Engine<R> {
             clients: BTreeMap::new(),
             plain_exception: None,
             plain: Vec::new(),
+            no_answers: 0,
             scratch: Vec::new(),
         };
         e.set_upstreams(upstreams);
@@ -330,8 +334,40 @@ impl<R: Rng> Engine<R> {
         self.cache.as_ref().map(Cache::stats)
     }
 
-    /// A client query arrived. `bytes` is one DNS message (a UDP payload or one TCP frame).
+    /// A client query arrived. `bytes` is one DNS message (a UDP payload or one TCP frame). A TCP
+    /// frame ends in exactly one answer (now or later) or one [`Event::NoAnswer`].
     pub fn handle_query(&mut self, now: Instant, client: ClientAddr, bytes: &[u8]) {
+        if !matches!(client, ClientAddr::Tcp { .. }) {
+            return self.query(now, client, bytes);
+        }
+        let before = (
+            self.transmits.len(),
+            self.live,
+            self.plain.len(),
+            self.no_answers,
+        );
+        self.query(now, client, bytes);
+        if (
+            self.transmits.len(),
+            self.live,
+            self.plain.len(),
+            self.no_answers,
+        ) == before
+        {
+            // Neither answered nor accepted: dropped.
+            self.no_answer(client);
+        }
+    }
+
+    /// Tells the shell that `client`'s frame gets no answer (stream clients only).
+    fn no_answer(&mut self, client: ClientAddr) {
+        if let ClientAddr::Tcp { conn, .. } = client {
+            self.no_answers += 1;
+            self.events.push_back(Event::NoAnswer { conn });
+        }
+    }
+
+    fn query(&mut self, now: Instant, client: ClientAddr, bytes: &[u8]) {
         self.stats.queries += 1;
         let Ok(hdr) = header::Header::parse(bytes) else {
             self.stats.dropped += 1;
@@ -888,8 +924,9 @@ impl<R: Rng> Engine<R> {
         let answer = self.write_out(respond::MAX_LOCAL_ANSWER, |buf| {
             respond::respond(query, scan, rc, e, buf)
         });
-        if let Some(bytes) = answer {
-            self.transmits.push_back(Transmit { to: client, bytes });
+        match answer {
+            Some(bytes) => self.transmits.push_back(Transmit { to: client, bytes }),
+            None => self.no_answer(client),
         }
     }
 
@@ -977,6 +1014,7 @@ impl<R: Rng> Engine<R> {
         let mut query = q.upstream_msg;
         let _ = header::set_id(&mut query, q.view.id);
         let Ok(scan) = message::scan(&query) else {
+            self.no_answer(q.client);
             return;
         };
         let mut buf = vec![0u8; respond::MAX_LOCAL_ANSWER];
@@ -1001,6 +1039,8 @@ impl<R: Rng> Engine<R> {
                 to: q.client,
                 bytes: buf,
             });
+        } else {
+            self.no_answer(q.client);
         }
     }
 

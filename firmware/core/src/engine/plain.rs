@@ -120,6 +120,8 @@ impl<R: Rng> Engine<R> {
         if self.answer_scanned(p.client, &p.view, bytes, &scan, Some(NOTE)) {
             self.stats.answered += 1;
             self.log_answer(now, bytes, AnswerSource::Plaintext);
+        } else {
+            self.no_answer(p.client);
         }
     }
 
@@ -137,6 +139,7 @@ impl<R: Rng> Engine<R> {
                 text: "lanveil: the WAN's DNS did not answer (captive portal exception)",
             };
             let Ok(scan) = message::scan(&p.msg) else {
+                self.no_answer(p.client);
                 continue;
             };
             let mut buf = vec![0u8; respond::MAX_LOCAL_ANSWER];
@@ -145,8 +148,12 @@ impl<R: Rng> Engine<R> {
                 self.stats.servfail += 1;
                 self.stats.timeouts += 1;
                 self.stats.failures_by_ede[usize::from(ede::NETWORK_ERROR)] += 1;
-                self.answer_from(p.client, &p.view, &buf[..n], None);
+                if !self.answer_from(p.client, &p.view, &buf[..n], None) {
+                    self.no_answer(p.client);
+                }
                 self.log_answer(now, &buf[..n], AnswerSource::Failed);
+            } else {
+                self.no_answer(p.client);
             }
         }
     }

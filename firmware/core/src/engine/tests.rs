@@ -970,3 +970,81 @@ fn answers_split_anywhere_or_coalesced_in_one_read_all_arrive() {
         assert_eq!(h.e.inflight(), 0, "chunk {chunk}");
     }
 }
+
+/// Issue 15, defect 1: every TCP frame ends in one answer or one `Event::NoAnswer`, so the shell can
+/// give back the frame's pipeline slot (before, dropped frames wedged the connection).
+#[test]
+fn every_dropped_tcp_frame_is_reported_and_answered_ones_are_not() {
+    let tcp = |conn| ClientAddr::Tcp {
+        conn,
+        peer: core::net::SocketAddr::from(([192, 168, 1, 10], 5353)),
+    };
+    let no_answers = |h: &Harness, conn| {
+        h.events
+            .iter()
+            .filter(|e| **e == Event::NoAnswer { conn })
+            .count()
+    };
+    let mut h = Harness::new(
+        EngineConfig {
+            clients: ClientLimits {
+                rate_qps: 1,
+                burst: 1,
+                action: RateAction::Drop,
+                ..ClientLimits::default()
+            },
+            ..cfg()
+        },
+        &[U1],
+    );
+    // A response sent as a query.
+    let mut qr = query(1, "qr", None);
+    qr[2] |= 0x80;
+    h.q(tcp(1), &qr);
+    assert_eq!(no_answers(&h, 1), 1, "QR set");
+    // A runt under 12 octets.
+    h.q(tcp(2), &[0x12, 0x34, 0x01]);
+    assert_eq!(no_answers(&h, 2), 1, "runt");
+    // Within the burst: accepted and forwarded, no NoAnswer.
+    h.q(tcp(3), &query(3, "a", None));
+    assert_eq!(no_answers(&h, 3), 0, "accepted");
+    // Over the rate with the drop action.
+    h.q(tcp(4), &query(4, "b", None));
+    assert_eq!(no_answers(&h, 4), 1, "rate-limit drop");
+    assert!(h.out.is_empty(), "nothing was answered");
+    // The accepted one is answered later, still without a NoAnswer.
+    let (s, _) = h.connects[0];
+    h.connected(s);
+    let frame = h.sends[0].1.clone();
+    h.data(s, &answer(&frame));
+    assert_eq!(h.out.len(), 1);
+    assert_eq!(no_answers(&h, 3), 0, "answered");
+    assert_eq!(
+        h.events
+            .iter()
+            .filter(|e| matches!(e, Event::NoAnswer { .. }))
+            .count(),
+        3
+    );
+}
+
+/// Malformed input from outside `allow` is dropped without an answer: reported for TCP too.
+#[test]
+fn malformed_tcp_frame_from_outside_allow_is_reported() {
+    let mut h = Harness::new(cfg(), &[U1]);
+    let policy = Policy::new(&policy::PolicyConfig {
+        allow: alloc::vec![policy::Prefix::new([10, 0, 0, 0].into(), 8).unwrap()],
+        ..policy::PolicyConfig::default()
+    })
+    .unwrap();
+    h.e.set_policy(Some(policy));
+    let mut bad = query(9, "x", None);
+    bad.truncate(bad.len() - 3);
+    let client = ClientAddr::Tcp {
+        conn: 7,
+        peer: core::net::SocketAddr::from(([192, 168, 1, 10], 5353)),
+    };
+    h.q(client, &bad);
+    assert!(h.out.is_empty());
+    assert_eq!(h.events, [Event::NoAnswer { conn: 7 }]);
+}

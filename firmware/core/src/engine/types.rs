@@ -230,6 +230,14 @@ pub enum Event {
         /// Why.
         reason: CloseReason,
     },
+    /// A query that arrived on stream connection `conn` ([`ClientAddr::Tcp`]) will never be answered:
+    /// it was dropped (a response sent as a query, a runt, a rate-limit drop, an answer that could
+    /// not be built). The shell gives back whatever the frame held (its pipeline slot); every frame
+    /// handed to [`super::Engine::handle_query`] ends in exactly one answer or one of these.
+    NoAnswer {
+        /// The connection number from [`ClientAddr::Tcp`].
+        conn: u64,
+    },
 }
 
 /// Engine limits and timers (validated by the configuration layer).
