@@ -31,6 +31,9 @@ done
 step "unit and integration tests"
 cargo test --workspace --locked 2>&1 | tee "$log"
 
+step "the daemon's unit tests in the DoT-only build (no DoH, no TLS 1.2: the small-flash build)"
+cargo test --locked -p lanveil --no-default-features --lib 2>&1 | tee -a "$log"
+
 step "board and OpenWrt"
 bash board/ci.sh 2>&1 | tee -a "$log"
 

@@ -13,11 +13,18 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tokio_rustls::TlsConnector;
 
 use crate::clock::TimeKeeper;
 use crate::driver::Input;
-use crate::upstream::tls::{Target, connect_any};
+use crate::upstream::tls::Target;
+
+/// The oldest TLS the portal API may speak: 1.2 (portal gear is often old) where the build has it,
+/// else 1.3 (the DoT-only small-flash build compiles TLS 1.2 out).
+pub(crate) const API_TLS_MIN: TlsVersion = if cfg!(feature = "tls12") {
+    TlsVersion::V1_2
+} else {
+    TlsVersion::V1_3
+};
 
 /// The whole API request (lookup, connect, TLS, HTTP) gets this long.
 const API_TIMEOUT: Duration = Duration::from_secs(5);
@@ -203,7 +210,7 @@ async fn api_request(uri: &str, ctx: &ApiContext) -> Result<ApiState, String> {
         },
         pins: Vec::new(),
         ca_file: None,
-        tls_min_version: TlsVersion::V1_2,
+        tls_min_version: API_TLS_MIN,
         bootstrap: addrs.iter().map(SocketAddr::ip).collect(),
         http_get: true,
         sni: true,
@@ -211,15 +218,10 @@ async fn api_request(uri: &str, ctx: &ApiContext) -> Result<ApiState, String> {
     };
     let target = Target::new(&upstream, ctx.ca_file.as_deref(), ctx.time.clone())
         .map_err(|e| e.to_string())?;
-    let mut tls_config = (*target.tls).clone();
-    tls_config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let tcp = connect_any(&addrs)
+    let (mut tls, _relaxed) = target
+        .handshake(Some(vec![b"http/1.1".to_vec()]))
         .await
-        .map_err(|e| format!("connect: {e}"))?;
-    let mut tls = TlsConnector::from(Arc::new(tls_config))
-        .connect(target.server_name.clone(), tcp)
-        .await
-        .map_err(|e| format!("TLS: {e}"))?;
+        .map_err(|e| format!("connect/TLS: {e}"))?;
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {authority}\r\nAccept: application/captive+json\r\nUser-Agent: lanveil/{}\r\nConnection: close\r\n\r\n",
         env!("CARGO_PKG_VERSION")
@@ -389,6 +391,22 @@ fn addresses(msg: &[u8], qtype: u16) -> Vec<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 15, defect 4: the API's TLS settings are accepted by this build (the DoT-only build
+    /// compiles TLS 1.2 out and refused the old hard-coded 1.2 minimum with `NoTls12`). `tests/all.sh`
+    /// runs this with and without default features.
+    #[test]
+    fn api_tls_settings_build_in_this_build() {
+        assert!(
+            crate::upstream::tls::protocol_versions(API_TLS_MIN).is_ok(),
+            "the portal API would fail every poll in this build"
+        );
+        assert_eq!(
+            API_TLS_MIN == TlsVersion::V1_2,
+            cfg!(feature = "tls12"),
+            "TLS 1.2 (old portal gear) wherever the build has it"
+        );
+    }
 
     #[test]
     fn http_bodies() {

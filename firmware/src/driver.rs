@@ -352,6 +352,20 @@ impl Driver {
                 self.tcp.remove(&conn);
             }
             Input::UpstreamConnected { session, relaxed } => {
+                if relaxed && self.wan.time.state() == lanveil_core::clock::ClockState::Synchronized
+                {
+                    // Authenticated against the floor, but the clock synchronized meanwhile (the
+                    // ClockSynchronized pass may already be over): re-verify at the real time now.
+                    log::info!("clock synchronized: re-verifying a new upstream connection");
+                    if let Some(s) = self.sessions.remove(&session) {
+                        s.task.abort();
+                    }
+                    // Up, then closed like any re-verified session: its queries go to a new one at once.
+                    self.engine.handle_upstream_connected(now, session);
+                    self.engine
+                        .handle_upstream_closed(now, session, CloseReason::Eof);
+                    return 1;
+                }
                 if relaxed {
                     self.relaxed.insert(session);
                 }

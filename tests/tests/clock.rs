@@ -162,3 +162,57 @@ async fn a_corrupt_state_file_is_ignored_and_replaced() {
     let saved = State::decode(&std::fs::read(&path).unwrap()).unwrap();
     assert!(saved.last_good_wall >= real_now() - 5);
 }
+
+/// A wall clock that reads as 1970 until armed, then as 1970 for `left` more reads, then as the real
+/// time: the clock synchronizes right after the certificate verifier looked at it.
+struct SyncsAfter(AtomicU64);
+
+impl WallClock for SyncsAfter {
+    fn now_unix(&self) -> u64 {
+        match self
+            .0
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        {
+            Ok(_) => 0,
+            Err(_) => real_now(),
+        }
+    }
+}
+
+/// Issue 15, defect 3: "relaxed" is what the verifier decided for this connection, not a second look
+/// at the clock after the handshake. Here the clock synchronizes between the two: the old code read
+/// the clock again, called the session strict, and it was never re-verified.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_verifiers_decision_travels_with_the_connection() {
+    let pki = Pki::new();
+    let now = SystemTime::now();
+    let renewed = pki.leaf_with_validity(
+        &["dot.test"],
+        &[LOCAL],
+        now - Duration::from_secs(600),
+        now + 30 * DAY,
+    );
+    let up = DotUpstream::start(UpstreamOpts::new(&renewed)).await;
+    let cfg = config(&[(up.addr(), "dot.test")], pki.ca_pem_path());
+    let wall = Arc::new(SyncsAfter(AtomicU64::new(u64::MAX)));
+    let time = Arc::new(lanveil::clock::TimeKeeper::new(wall.clone(), None, 0));
+    let target = lanveil::upstream::tls::Target::new(
+        &cfg.upstreams[0],
+        Some(&pki.ca_pem_path().display().to_string()),
+        time.clone(),
+    )
+    .unwrap();
+    // The verifier's read is the last one in 1970.
+    wall.0.store(1, Ordering::SeqCst);
+    let (_tls, relaxed) = target.handshake(None).await.unwrap();
+    assert_eq!(
+        time.state(),
+        lanveil::core::clock::ClockState::Synchronized,
+        "a second look at the clock would call this session strict"
+    );
+    assert!(relaxed, "checked against the floor: relaxed");
+
+    // Synchronized before the handshake: strict.
+    let (_tls, relaxed) = target.handshake(None).await.unwrap();
+    assert!(!relaxed, "checked at the real time: strict");
+}

@@ -10,10 +10,9 @@ use bytes::Bytes;
 use lanveil_core::engine::{CloseReason, SessionId};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tokio_rustls::TlsConnector;
 
 use super::Outgoing;
-use super::tls::{Target, classify, connect_any};
+use super::tls::{Target, classify};
 use crate::driver::Input;
 
 const DNS_MESSAGE: &str = "application/dns-message";
@@ -53,12 +52,7 @@ async fn session_io(
     rx: &mut mpsc::UnboundedReceiver<Outgoing>,
     events: &mpsc::Sender<Input>,
 ) -> Result<(), CloseReason> {
-    let tcp = connect_any(&target.addrs).await.map_err(|e| classify(&e))?;
-    let connector = TlsConnector::from(target.tls.clone());
-    let tls = connector
-        .connect(target.server_name.clone(), tcp)
-        .await
-        .map_err(|e| classify(&e))?;
+    let (tls, relaxed) = target.handshake(None).await.map_err(|e| classify(&e))?;
     if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
         log::debug!("upstream {}: no HTTP/2 offered", target.upstream.name);
         return Err(CloseReason::Protocol);
@@ -69,7 +63,6 @@ async fn session_io(
         .await
         .map_err(h2_reason)?;
     let mut conn = AbortOnDrop(tokio::spawn(connection));
-    let relaxed = target.time.state() == lanveil_core::clock::ClockState::Unsynchronized;
     if events
         .send(Input::UpstreamConnected { session, relaxed })
         .await

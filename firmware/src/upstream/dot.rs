@@ -6,10 +6,9 @@ use std::sync::Arc;
 use lanveil_core::engine::{CloseReason, SessionId};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
-use tokio_rustls::TlsConnector;
 
 use super::Outgoing;
-use super::tls::{Target, classify, connect_any};
+use super::tls::{Target, classify};
 use crate::driver::Input;
 
 const READ_BUF: usize = 16 * 1024;
@@ -35,9 +34,7 @@ async fn session_io(
     rx: &mut mpsc::UnboundedReceiver<Outgoing>,
     events: &mpsc::Sender<Input>,
 ) -> std::io::Result<()> {
-    let tcp = connect_any(&target.addrs).await?;
-    let connector = TlsConnector::from(target.tls.clone());
-    let mut tls = connector.connect(target.server_name.clone(), tcp).await?;
+    let (mut tls, relaxed) = target.handshake(None).await?;
     let version = tls.get_ref().1.protocol_version();
     log::debug!(
         "upstream {}: session {} up ({:?})",
@@ -45,7 +42,6 @@ async fn session_io(
         session.0,
         version
     );
-    let relaxed = target.time.state() == lanveil_core::clock::ClockState::Unsynchronized;
     if events
         .send(Input::UpstreamConnected { session, relaxed })
         .await

@@ -20,6 +20,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
 };
+use tokio_rustls::TlsConnector;
 
 /// CA bundles tried, in order, when no `ca_file` is configured.
 pub const SYSTEM_CA_FILES: &[&str] = &[
@@ -63,6 +64,7 @@ pub struct Target {
     pub(crate) addrs: Vec<std::net::SocketAddr>,
     pub(crate) server_name: ServerName<'static>,
     pub(crate) tls: Arc<ClientConfig>,
+    checks: Arc<Checks>,
     pub(crate) time: Arc<TimeKeeper>,
     cert_not_after: Arc<crate::sync::Shared64>,
 }
@@ -115,20 +117,20 @@ impl Target {
         let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
             .build()
             .map_err(|e| TlsSetupError::Rustls(rustls::Error::General(e.to_string())))?;
-        let versions: &[&rustls::SupportedProtocolVersion] = match upstream.tls_min_version {
-            TlsVersion::V1_3 => &[&rustls::version::TLS13],
-            #[cfg(feature = "tls12")]
-            TlsVersion::V1_2 => &[&rustls::version::TLS13, &rustls::version::TLS12],
-            #[cfg(not(feature = "tls12"))]
-            TlsVersion::V1_2 => return Err(TlsSetupError::NoTls12),
-        };
+        let versions = protocol_versions(upstream.tls_min_version)?;
         let time_for_target = time.clone();
         let cert_not_after = Arc::new(crate::sync::Shared64::new(0));
-        let verifier: Arc<dyn ServerCertVerifier> = Arc::new(Verifier {
+        let checks = Arc::new(Checks {
             inner: webpki,
             pins: upstream.pins.clone(),
             time,
             not_after: cert_not_after.clone(),
+        });
+        // Replaced per connection by `Target::connector` (which records the verifier's decision);
+        // this one only makes the shared settings complete.
+        let verifier: Arc<dyn ServerCertVerifier> = Arc::new(Verifier {
+            checks: checks.clone(),
+            decision: Arc::default(),
         });
         let mut config = ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(versions)
@@ -153,9 +155,82 @@ impl Target {
             addrs: upstream.addrs(),
             server_name,
             tls: Arc::new(config),
+            checks,
             time: time_for_target,
             cert_not_after,
         })
+    }
+
+    /// TLS settings for one new connection: the shared settings with a verifier of its own, which
+    /// records what it decided (see [`Decision`]). `alpn` replaces the upstream's ALPN list.
+    pub(crate) fn connector(&self, alpn: Option<Vec<Vec<u8>>>) -> (TlsConnector, Decision) {
+        let decision = Decision::default();
+        let mut config = (*self.tls).clone();
+        config
+            .dangerous()
+            .set_certificate_verifier(Arc::new(Verifier {
+                checks: self.checks.clone(),
+                decision: decision.0.clone(),
+            }));
+        if let Some(alpn) = alpn {
+            config.alpn_protocols = alpn;
+        }
+        (TlsConnector::from(Arc::new(config)), decision)
+    }
+
+    /// TCP connect to the first address that accepts, then the TLS handshake. Returns the stream
+    /// and whether the session is *relaxed* (authenticated against the time floor, clock rule 3): the
+    /// verifier's own decision, not a second look at the clock, which may have synchronized since.
+    pub async fn handshake(
+        &self,
+        alpn: Option<Vec<Vec<u8>>>,
+    ) -> io::Result<(tokio_rustls::client::TlsStream<tokio::net::TcpStream>, bool)> {
+        let tcp = connect_any(&self.addrs).await?;
+        let (connector, decision) = self.connector(alpn);
+        let tls = connector.connect(self.server_name.clone(), tcp).await?;
+        let relaxed = decision.relaxed().unwrap_or_else(|| {
+            // A resumed session (only with `tls_resumption '1'`) skips the verifier: judge it by the
+            // clock now, as the full handshake it resumes would have been.
+            self.time.state() == clock::ClockState::Unsynchronized
+        });
+        Ok((tls, relaxed))
+    }
+}
+
+/// What one connection's verifier decided: nothing yet (or a resumed session), checked at the real
+/// time, or checked against the time floor (relaxed).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Decision(Arc<std::sync::atomic::AtomicU8>);
+
+const DECIDED_STRICT: u8 = 1;
+const DECIDED_RELAXED: u8 = 2;
+
+impl Decision {
+    /// `Some(true)` if the certificate was checked against the floor, `Some(false)` if at the real
+    /// time, `None` if the verifier did not run.
+    pub(crate) fn relaxed(&self) -> Option<bool> {
+        match self.0.load(std::sync::atomic::Ordering::Acquire) {
+            DECIDED_STRICT => Some(false),
+            DECIDED_RELAXED => Some(true),
+            _ => None,
+        }
+    }
+}
+
+/// The TLS versions offered for a configured minimum; TLS 1.2 only where it is compiled in.
+pub fn protocol_versions(
+    min: TlsVersion,
+) -> Result<&'static [&'static rustls::SupportedProtocolVersion], TlsSetupError> {
+    static TLS13: [&rustls::SupportedProtocolVersion; 1] = [&rustls::version::TLS13];
+    #[cfg(feature = "tls12")]
+    static TLS12: [&rustls::SupportedProtocolVersion; 2] =
+        [&rustls::version::TLS13, &rustls::version::TLS12];
+    match min {
+        TlsVersion::V1_3 => Ok(&TLS13),
+        #[cfg(feature = "tls12")]
+        TlsVersion::V1_2 => Ok(&TLS12),
+        #[cfg(not(feature = "tls12"))]
+        TlsVersion::V1_2 => Err(TlsSetupError::NoTls12),
     }
 }
 
@@ -164,6 +239,13 @@ impl Target {
 /// matches no pin is rejected.
 #[derive(Debug)]
 struct Verifier {
+    checks: Arc<Checks>,
+    decision: Arc<std::sync::atomic::AtomicU8>,
+}
+
+/// What every connection to one upstream is checked against.
+#[derive(Debug)]
+struct Checks {
     inner: Arc<WebPkiServerVerifier>,
     pins: Vec<SpkiPin>,
     time: Arc<TimeKeeper>,
@@ -186,36 +268,47 @@ impl ServerCertVerifier for Verifier {
         ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        let this = &*self.checks;
         let validity = lanveil_core::spki::validity(end_entity)
             .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
-        let at = match clock::check_at(
-            self.time.wall(),
-            self.time.floor(),
+        let (at, relaxed) = match clock::check_at(
+            this.time.wall(),
+            this.time.floor(),
             validity,
-            !self.pins.is_empty(),
+            !this.pins.is_empty(),
         ) {
-            clock::CheckAt::Time { at, .. } => at,
+            clock::CheckAt::Time { at, relaxed } => (at, relaxed),
             clock::CheckAt::ExpiredBeforeFloor => {
                 return Err(rustls::Error::InvalidCertificate(CertificateError::Expired));
             }
         };
+        // The decision travels with the connection (`Target::handshake`); relaxed wins if the
+        // verifier were ever to run twice on one connection.
+        self.decision.fetch_max(
+            if relaxed {
+                DECIDED_RELAXED
+            } else {
+                DECIDED_STRICT
+            },
+            std::sync::atomic::Ordering::AcqRel,
+        );
         let at = UnixTime::since_unix_epoch(std::time::Duration::from_secs(at));
-        let ok = self.inner.verify_server_cert(
+        let ok = this.inner.verify_server_cert(
             end_entity,
             intermediates,
             server_name,
             ocsp_response,
             at,
         )?;
-        let remember = || self.not_after.store(validity.not_after);
-        if self.pins.is_empty() {
+        let remember = || this.not_after.store(validity.not_after);
+        if this.pins.is_empty() {
             remember();
             return Ok(ok);
         }
         let matched = std::iter::once(end_entity)
             .chain(intermediates)
             .filter_map(|c| spki_sha256(c))
-            .any(|h| self.pins.iter().any(|p| p.0 == h));
+            .any(|h| this.pins.iter().any(|p| p.0 == h));
         if matched {
             remember();
             Ok(ok)
@@ -232,7 +325,7 @@ impl ServerCertVerifier for Verifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
+        self.checks.inner.verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -241,11 +334,11 @@ impl ServerCertVerifier for Verifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
+        self.checks.inner.verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
+        self.checks.inner.supported_verify_schemes()
     }
 }
 
