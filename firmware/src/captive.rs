@@ -337,7 +337,7 @@ async fn lookup(host: &str, dns: &[SocketAddr]) -> Result<Vec<IpAddr>, String> {
         let q = query(u16::from_be_bytes(id), host, qtype).ok_or("bad host name")?;
         sock.send(&q).await.map_err(|e| e.to_string())?;
         let mut buf = [0u8; 1500];
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        let deadline = crate::clock::mono_now() + Duration::from_secs(2);
         while let Ok(Ok(n)) = tokio::time::timeout_at(deadline, sock.recv(&mut buf)).await {
             if n >= 12 && buf[..2] == q[..2] && buf[12..n].starts_with(&q[12..]) {
                 out.extend(addresses(&buf[..n], qtype));

@@ -1,8 +1,16 @@
-//! The only place the daemon reads the monotonic clock: tokio's `Instant` mapped to the core's
-//! milliseconds-since-start.
+//! The only place the daemon reads a clock: monotonic time ([`mono_now`], tokio's `Instant`, mapped
+//! to the core's milliseconds-since-start by [`Clock`]) and wall time ([`WallClock`], only for
+//! certificate validity through the clock rule). Everything else asks this module; clippy's
+//! `disallowed-methods` (firmware/clippy.toml) refuses clock reads anywhere else in the daemon.
+#![allow(clippy::disallowed_methods)]
 
 use lanveil_core::time::Instant as CoreInstant;
 use tokio::time::Instant;
+
+/// Monotonic time now (tokio's clock, so paused-time tests see it too).
+pub(crate) fn mono_now() -> Instant {
+    Instant::now()
+}
 
 /// Maps tokio time to core time.
 #[derive(Clone, Copy, Debug)]

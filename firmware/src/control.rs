@@ -187,7 +187,9 @@ async fn status(ctx: &Context) -> Option<StatusReport> {
     let (cache_entries, cache_bytes) = snap.cache.unwrap_or((0, 0));
     Some(StatusReport {
         version: format!("lanveil {}", env!("CARGO_PKG_VERSION")),
-        uptime_s: ctx.started.elapsed().as_secs(),
+        uptime_s: crate::clock::mono_now()
+            .saturating_duration_since(ctx.started)
+            .as_secs(),
         config_file: ctx.config_file.clone(),
         clock_synchronized: ctx.time.state() == lanveil_core::clock::ClockState::Synchronized,
         wall_unix: ctx.time.wall(),

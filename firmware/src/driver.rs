@@ -244,7 +244,7 @@ impl Driver {
             self.wan_tick(now);
             self.flush();
             if let Some(until) = self.drain_until
-                && (self.engine.inflight() == 0 || Instant::now() >= until)
+                && (self.engine.inflight() == 0 || crate::clock::mono_now() >= until)
             {
                 if self.engine.inflight() > 0 {
                     log::warn!(

@@ -307,7 +307,7 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, Err
     let control_ctx = Arc::new(control::Context {
         driver: tx.clone(),
         time: time.clone(),
-        started: tokio::time::Instant::now(),
+        started: clock::mono_now(),
         config_file: options.config_file.clone(),
         targets: std::sync::Mutex::new(control_targets),
         reload: reload_tx,
@@ -351,13 +351,8 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, Err
         );
     }
     log::info!(
-        "forwarding over DNS-over-TLS to {} (strict: no plaintext fallback)",
-        config
-            .upstreams
-            .iter()
-            .map(|u| u.url.to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
+        "forwarding to {} (strict: no plaintext fallback)",
+        upstream_summary(&config)
     );
     Ok(running)
 }
@@ -414,9 +409,6 @@ impl Running {
         let mut next_id = self.next_id;
         let targets = build_targets(&config, &mut ids, &mut next_id, &self.time)?;
         let policy = build_policy(&config)?;
-        if let Ok(mut t) = self.control_ctx.targets.lock() {
-            *t = targets.clone();
-        }
         // A listener whose address is unchanged keeps its sockets (no gap in service); new addresses are
         // bound before anything old is released.
         let kept = |addr: &SocketAddr, old: &Listener| old.configured == *addr && addr.port() != 0;
@@ -442,6 +434,8 @@ impl Running {
             }
         }
         self.listeners.extend(fresh);
+        // Bound and handed to the driver: only now is it the configuration status reports.
+        let for_status = targets.clone();
         self.tx
             .send(Input::Reconfigure(Box::new(driver::Reconfigure {
                 engine: engine_config(&config),
@@ -451,6 +445,9 @@ impl Running {
             })))
             .await
             .map_err(|_| Error::Stopped)?;
+        if let Ok(mut t) = self.control_ctx.targets.lock() {
+            *t = for_status;
+        }
         let _ = self.limits.send(tcp_limits(&config));
         let (old_max, new_max) = (
             self.config.max_tcp_clients as usize,
@@ -465,7 +462,10 @@ impl Running {
         self.ids = ids;
         self.next_id = next_id;
         self.config = config;
-        log::info!("configuration reloaded");
+        log::info!(
+            "configuration reloaded: forwarding to {}",
+            upstream_summary(&self.config)
+        );
         Ok(())
     }
 
@@ -499,8 +499,8 @@ impl Running {
         for l in &self.listeners {
             l.stop_receiving();
         }
-        let until = tokio::time::Instant::now()
-            + Duration::from_millis(u64::from(self.config.drain_timeout_ms));
+        let until =
+            clock::mono_now() + Duration::from_millis(u64::from(self.config.drain_timeout_ms));
         let _ = self.tx.send(Input::Drain { until }).await;
         let _ = (&mut self.driver).await;
         self.ticker.abort();
@@ -514,5 +514,42 @@ impl Running {
             self.time.tick();
             self.time.save();
         }
+    }
+}
+
+/// The upstreams for a log line, each with its protocol: `tls://… (DNS-over-TLS), https://… (DNS-over-HTTPS)`.
+fn upstream_summary(config: &Config) -> String {
+    config
+        .upstreams
+        .iter()
+        .map(|u| {
+            let proto = match u.url.transport {
+                Transport::Tls => "DNS-over-TLS",
+                Transport::Https => "DNS-over-HTTPS",
+            };
+            format!("{} ({proto})", u.url)
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 15, defect 14: the start and reload log lines named every upstream "DNS-over-TLS".
+    #[test]
+    fn the_upstream_log_line_names_each_protocol() {
+        let mut c = Config::default();
+        c.upstreams.truncate(1);
+        let mut doh = c.upstreams[0].clone();
+        doh.url = "https://dns.example/dns-query".parse().unwrap();
+        c.upstreams.push(doh);
+        let s = upstream_summary(&c);
+        assert!(s.contains(":853#dns.quad9.net (DNS-over-TLS)"), "{s}");
+        assert!(
+            s.contains("https://dns.example") && s.ends_with("(DNS-over-HTTPS)"),
+            "{s}"
+        );
     }
 }

@@ -292,7 +292,9 @@ const KNOBS: &[Knob] = &[
     Knob {
         key: "max_inflight",
         min: 16,
-        max: 65_536,
+        // Half the upstream ID space: a session never holds more IDs than queries are in flight,
+        // so drawing a free random ID takes two tries on average at worst.
+        max: 32_768,
         get: |c| &mut c.max_inflight,
     },
     Knob {

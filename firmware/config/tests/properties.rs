@@ -126,7 +126,7 @@ fn prefix() -> impl Strategy<Value = (IpAddr, u8)> {
 prop_compose! {
     fn knobs()(
         query_timeout_ms in 100u32..=30_000,
-        max_inflight in 16u32..=65_536,
+        max_inflight in 16u32..=32_768,
         max_tcp_clients in 1u32..=4_096,
         tcp_pipeline in 1u32..=1_024,
         tcp_idle_timeout_ms in 500u32..=300_000,

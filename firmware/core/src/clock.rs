@@ -13,7 +13,8 @@
 //!    so a certificate issued after `F` may well be valid — but one that expired before `F`
 //!    (`notAfter < F`) is rejected, because it is expired whatever the real time is.
 //!    If the upstream has SPKI pins, pinned certificates are accepted regardless of time: they are
-//!    checked at `notBefore`, and the pin must still match.
+//!    checked at `F` clamped into their validity (`notBefore ≤ t ≤ notAfter`), so the time check
+//!    passes, and the pin must still match.
 //! 4. Connections authenticated under rule 3 are **relaxed**. The moment the clock becomes
 //!    synchronized, every relaxed connection is closed and its queries are retried on connections
 //!    verified under rule 2.

@@ -1361,7 +1361,9 @@ impl<R: Rng> Engine<R> {
 
     fn send_on(&mut self, now: Instant, si: usize, slot: usize, generation: u32) {
         let session = &mut self.sessions[si];
-        // A random ID not in use on this session (pipeline ≤ 4096 keeps this short).
+        // A random ID not in use on this session. `pipeline` is soft (the least loaded session takes
+        // overflow), but a session holds at most `max_inflight` IDs (≤ 32,768 by validation), so at
+        // least half the ID space is free and this ends after two draws on average.
         let mut id = self.rng.next_u16();
         while session.inflight.contains_key(&id) {
             id = self.rng.next_u16();
