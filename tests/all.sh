@@ -27,6 +27,13 @@ for crate in lanveil-core lanveil-config; do
     exit 1
   fi
 done
+# The shared verifier and the owner's tool never link tokio.
+for crate in lanveil-tls lanveil-cli; do
+  if cargo tree --locked -p "$crate" -e normal --prefix none | grep -qE '^tokio '; then
+    echo "$crate must not depend on tokio" >&2
+    exit 1
+  fi
+done
 
 step "unit and integration tests"
 cargo test --workspace --locked 2>&1 | tee "$log"

@@ -1,33 +1,23 @@
-//! A blocking rustls client that authenticates an upstream the way the daemon does
-//! (`firmware/src/upstream/tls.rs`): WebPKI validation of the authentication name against a CA bundle
-//! (the upstream's own, `--ca-file`, or the system bundle), then the SPKI pin set when one is given;
-//! TLS 1.3 unless 1.2 is allowed; SNI = the authentication name; no session resumption. It also keeps
-//! the chain the server presented, so the owner can see (and pin) it even when it was rejected.
+//! A blocking rustls client that authenticates an upstream exactly as the daemon does, with the same
+//! verifier (`lanveil-tls`'s `PinningVerifier`): WebPKI validation of the authentication name against
+//! a CA bundle (the upstream's own, `--ca-file`, or the system bundle), then the SPKI pin set when one
+//! is given; TLS 1.3 unless 1.2 is allowed; SNI = the authentication name; no session resumption. The
+//! only difference is the time: this machine's clock, where the router applies its clock rule. It also
+//! keeps the chain the server presented (a `ChainObserver`), so the owner can see (and pin) it even
+//! when it was rejected. Failure texts are the daemon's EDE texts (`lanveil_tls::describe`).
 
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use lanveil_config::{SpkiPin, TlsVersion};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::client::{Resumption, WebPkiServerVerifier};
-use rustls::crypto::ring as provider;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{
-    CertificateError, ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStore,
-    SignatureScheme, StreamOwned,
-};
+use lanveil_tls::{ChainObserver, Checks};
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::{ClientConnection, StreamOwned};
 
 use crate::error::{Error, Result};
 
-/// CA bundles tried, in order, when none is given (the daemon's list).
-pub const SYSTEM_CA_FILES: &[&str] = &[
-    "/etc/ssl/certs/ca-certificates.crt",
-    "/etc/ssl/cert.pem",
-    "/etc/pki/tls/certs/ca-bundle.crt",
-];
+pub use lanveil_tls::{SYSTEM_CA_FILES, describe_tls_error};
 
 /// A blocking TLS stream.
 pub type TlsStream = StreamOwned<ClientConnection, TcpStream>;
@@ -81,9 +71,7 @@ pub struct Handshake {
 
 /// SHA-256 SPKI pin of a DER certificate.
 pub fn spki_pin(cert_der: &[u8]) -> Option<SpkiPin> {
-    let spki = lanveil_core::spki::subject_public_key_info(cert_der).ok()?;
-    let d = ring::digest::digest(&ring::digest::SHA256, spki);
-    Some(SpkiPin(d.as_ref().try_into().ok()?))
+    lanveil_tls::spki_sha256(cert_der).map(SpkiPin)
 }
 
 fn describe_chain(certs: &[CertificateDer<'_>]) -> Vec<ChainCert> {
@@ -102,129 +90,24 @@ fn describe_chain(certs: &[CertificateDer<'_>]) -> Vec<ChainCert> {
         .collect()
 }
 
-/// Loads a PEM CA bundle.
-pub fn load_roots(path: &str) -> Result<RootCertStore> {
-    let iter = CertificateDer::pem_file_iter(Path::new(path))
-        .map_err(|e| Error::failed(format!("cannot read CA bundle {path}: {e}")))?;
-    let mut store = RootCertStore::empty();
-    for cert in iter.flatten() {
-        let _ = store.add(cert);
-    }
-    if store.is_empty() {
-        return Err(Error::failed(format!(
-            "CA bundle {path} contains no usable certificate"
-        )));
-    }
-    Ok(store)
-}
-
-/// The CA bundle to use: the given one or the first system bundle present.
+/// The CA bundle to use: the given one or the first system bundle present (as the daemon).
 pub fn ca_path(given: Option<&str>) -> Result<String> {
-    if let Some(p) = given {
-        return Ok(p.to_string());
-    }
-    SYSTEM_CA_FILES
-        .iter()
-        .find(|p| Path::new(p).exists())
-        .map(|p| (*p).to_string())
-        .ok_or_else(|| {
-            Error::failed(format!(
-                "no system CA bundle ({}); give --ca-file",
-                SYSTEM_CA_FILES.join(" or ")
-            ))
-        })
+    lanveil_tls::ca_path(given).map_err(|_| {
+        Error::failed(format!(
+            "no system CA bundle ({}); give --ca-file",
+            SYSTEM_CA_FILES.join(" or ")
+        ))
+    })
 }
 
-#[derive(Debug)]
-struct Verifier {
-    inner: Arc<WebPkiServerVerifier>,
-    pins: Vec<SpkiPin>,
-    seen: Mutex<Vec<CertificateDer<'static>>>,
-}
+/// Keeps the chain the server presented, so the owner sees (and can pin) it even when rejected.
+#[derive(Debug, Default)]
+struct Seen(Mutex<Vec<CertificateDer<'static>>>);
 
-impl ServerCertVerifier for Verifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
-        *self.seen.lock().unwrap_or_else(PoisonError::into_inner) = std::iter::once(end_entity)
-            .chain(intermediates)
-            .map(|c| c.clone().into_owned())
-            .collect();
-        let ok = self.inner.verify_server_cert(
-            end_entity,
-            intermediates,
-            server_name,
-            ocsp_response,
-            now,
-        )?;
-        if self.pins.is_empty() {
-            return Ok(ok);
-        }
-        let matched = std::iter::once(end_entity)
-            .chain(intermediates)
-            .filter_map(|c| spki_pin(c))
-            .any(|h| self.pins.contains(&h));
-        if matched {
-            Ok(ok)
-        } else {
-            Err(rustls::Error::InvalidCertificate(
-                CertificateError::ApplicationVerificationFailure,
-            ))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
-}
-
-/// Words for a TLS failure, as the daemon's EDE texts put them.
-pub fn describe_tls_error(e: &rustls::Error) -> String {
-    match e {
-        rustls::Error::InvalidCertificate(c) => match c {
-            CertificateError::UnknownIssuer | CertificateError::BadSignature => {
-                "certificate rejected: not issued by a trusted CA".into()
-            }
-            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
-                "certificate rejected: not valid for the authentication name".into()
-            }
-            CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
-                "certificate rejected: expired".into()
-            }
-            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
-                "certificate rejected: not valid yet (check this machine's clock)".into()
-            }
-            CertificateError::ApplicationVerificationFailure => {
-                "certificate rejected: SPKI pin mismatch".into()
-            }
-            other => format!("certificate rejected: {other:?}"),
-        },
-        rustls::Error::AlertReceived(a) => format!("handshake refused by the server: {a:?}"),
-        rustls::Error::NoApplicationProtocol => "handshake refused: no common ALPN protocol".into(),
-        other => format!("TLS handshake failed: {other}"),
+impl ChainObserver for Seen {
+    fn presented(&self, chain: &[CertificateDer<'_>]) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) =
+            chain.iter().map(|c| c.clone().into_owned()).collect();
     }
 }
 
@@ -256,35 +139,24 @@ pub fn connect(
         alpn_refused: false,
     };
     let path = ca_path(auth.ca_file.as_deref()).map_err(|e| fail(e.message, &seen))?;
-    let roots = Arc::new(load_roots(&path).map_err(|e| fail(e.message, &seen))?);
-    let provider = Arc::new(provider::default_provider());
-    let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
-        .build()
-        .map_err(|e| fail(format!("CA bundle {path}: {e}"), &seen))?;
-    let verifier = Arc::new(Verifier {
-        inner: webpki,
-        pins: auth.pins.clone(),
-        seen: Mutex::new(Vec::new()),
-    });
-    let versions: &[&rustls::SupportedProtocolVersion] = match auth.min_version {
-        TlsVersion::V1_3 => &[&rustls::version::TLS13],
-        TlsVersion::V1_2 => &[&rustls::version::TLS13, &rustls::version::TLS12],
-    };
-    let mut config = ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(versions)
-        .map_err(|e| fail(format!("TLS settings rejected: {e}"), &seen))?
-        .dangerous()
-        .with_custom_certificate_verifier(verifier.clone())
-        .with_no_client_auth();
-    config.resumption = Resumption::disabled();
-    config.enable_sni = auth.sni;
-    config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
-    let name = ServerName::try_from(auth.auth_name.clone()).map_err(|_| {
-        fail(
-            format!("bad authentication name {:?}", auth.auth_name),
-            &seen,
-        )
-    })?;
+    let setup = |e: lanveil_tls::SetupError| fail(e.to_string(), &seen);
+    let roots = lanveil_tls::load_roots(&path).map_err(setup)?;
+    // The daemon's verifier, at this machine's time (a PC has a real-time clock).
+    let checks = Arc::new(
+        Checks::new(roots, auth.pins.clone(), Arc::new(lanveil_tls::SystemTime)).map_err(setup)?,
+    );
+    let observed = Arc::new(Seen::default());
+    let (verifier, _) = checks.verifier(Some(observed.clone()));
+    let versions = lanveil_tls::protocol_versions(auth.min_version).map_err(setup)?;
+    let config = lanveil_tls::client_config(
+        versions,
+        verifier,
+        false,
+        auth.sni,
+        alpn.iter().map(|p| p.as_bytes().to_vec()).collect(),
+    )
+    .map_err(setup)?;
+    let name: ServerName<'static> = lanveil_tls::server_name(&auth.auth_name).map_err(setup)?;
     let mut conn = ClientConnection::new(Arc::new(config), name)
         .map_err(|e| fail(format!("TLS settings rejected: {e}"), &seen))?;
 
@@ -303,8 +175,7 @@ pub fn connect(
         let _ = tcp.set_read_timeout(Some(left));
         let _ = tcp.set_write_timeout(Some(left));
         if let Err(e) = conn.complete_io(&mut tcp) {
-            seen.chain =
-                describe_chain(&verifier.seen.lock().unwrap_or_else(PoisonError::into_inner));
+            seen.chain = describe_chain(&observed.0.lock().unwrap_or_else(PoisonError::into_inner));
             let tls_err = e
                 .get_ref()
                 .and_then(|i| i.downcast_ref::<rustls::Error>())

@@ -124,10 +124,13 @@ async fn probe_refuses_untrusted_certificates_and_wrong_pins_but_shows_the_chain
     assert_eq!(out.code, Some(1), "{out:?}");
     let r = &json(&out)[0];
     assert_eq!(r["authenticated"], false);
-    assert_eq!(
-        r["error"],
-        "certificate rejected: not issued by a trusted CA"
-    );
+    // The same words as the daemon's Extended DNS Error for this failure (one table, lanveil-tls).
+    let ede_text = lanveil::core::engine::ede_for(Some(lanveil::core::engine::CloseReason::Tls(
+        lanveil::core::engine::TlsFailure::UntrustedCertificate,
+    )))
+    .text;
+    assert_eq!(r["error"], ede_text);
+    assert_eq!(ede_text, "upstream certificate rejected: untrusted issuer");
     assert_eq!(r["handshake"]["chain"][0]["pin"], leaf.spki_pin().as_str());
     assert_eq!(
         r["queries_sent"], 0,
@@ -157,7 +160,8 @@ async fn probe_refuses_untrusted_certificates_and_wrong_pins_but_shows_the_chain
     let out = run(dir.path(), &["probe", &wrong_name, "--ca-file", ca]).await;
     assert_eq!(out.code, Some(1), "{out:?}");
     assert!(
-        out.stdout.contains("not valid for the authentication name"),
+        out.stdout
+            .contains("upstream certificate rejected: name mismatch"),
         "{}",
         out.stdout
     );

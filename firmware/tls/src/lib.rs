@@ -1,0 +1,456 @@
+//! How lanveil authenticates an upstream, in one place for the daemon and for `lanveil-ctl`:
+//!
+//! * CA discovery ([`ca_path`], [`load_roots`]);
+//! * one verifier, [`PinningVerifier`]: WebPKI validation of the chain and the authentication name at
+//!   the time a [`VerifyTime`] gives (the daemon's clock rule, or the host's system time), then the
+//!   SPKI pin set (RFC 7858 §4.2): a chain that validates but matches no pin is rejected. Each
+//!   connection gets its own verifier, which records what it decided ([`Decision`]) and can show the
+//!   presented chain to a [`ChainObserver`] (the host's `probe` prints pins, even of a rejected chain);
+//! * the classification of a `rustls::Error` into the core's [`TlsFailure`] ([`classify`],
+//!   [`classify_io`]) and one table of failure texts ([`describe`]), which the daemon's Extended DNS
+//!   Errors and the host's messages both use.
+//!
+//! No tokio: the host tool links this crate and must never link tokio.
+
+use std::io;
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use lanveil_config::{SpkiPin, TlsVersion};
+use lanveil_core::engine::{CloseReason, TlsFailure};
+use lanveil_core::spki::Validity;
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::ring as provider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
+
+/// CA bundles tried, in order, when none is configured.
+pub const SYSTEM_CA_FILES: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/ssl/cert.pem",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+];
+
+/// Why TLS settings could not be built.
+#[derive(Debug)]
+pub enum SetupError {
+    /// No CA bundle found, or it could not be read.
+    NoCaBundle(String),
+    /// The bundle had no usable certificate.
+    EmptyCaBundle(String),
+    /// rustls refused the settings.
+    Rustls(rustls::Error),
+    /// `tls_min_version '1.2'` in a build without TLS 1.2.
+    NoTls12,
+    /// The authentication name is not a valid server name.
+    BadName(String),
+}
+
+impl std::fmt::Display for SetupError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NoCaBundle(p) => write!(f, "cannot read CA bundle {p}"),
+            Self::EmptyCaBundle(p) => write!(f, "CA bundle {p} contains no usable certificate"),
+            Self::Rustls(e) => write!(f, "TLS settings rejected: {e}"),
+            Self::NoTls12 => f.write_str(
+                "tls_min_version '1.2' needs a lanveil built with TLS 1.2 (feature tls12)",
+            ),
+            Self::BadName(n) => write!(f, "bad authentication name {n:?}"),
+        }
+    }
+}
+
+impl std::error::Error for SetupError {}
+
+/// The CA bundle to use: the configured one, or the first system bundle present.
+pub fn ca_path(configured: Option<&str>) -> Result<String, SetupError> {
+    if let Some(p) = configured {
+        return Ok(p.to_string());
+    }
+    SYSTEM_CA_FILES
+        .iter()
+        .find(|p| Path::new(p).exists())
+        .map(|p| (*p).to_string())
+        .ok_or_else(|| SetupError::NoCaBundle(SYSTEM_CA_FILES.join(" or ")))
+}
+
+/// Loads a PEM CA bundle.
+pub fn load_roots(path: &str) -> Result<RootCertStore, SetupError> {
+    let iter = CertificateDer::pem_file_iter(Path::new(path))
+        .map_err(|_| SetupError::NoCaBundle(path.into()))?;
+    let mut store = RootCertStore::empty();
+    for cert in iter.flatten() {
+        let _ = store.add(cert);
+    }
+    if store.is_empty() {
+        return Err(SetupError::EmptyCaBundle(path.into()));
+    }
+    Ok(store)
+}
+
+/// The TLS versions offered for a configured minimum; TLS 1.2 only where it is compiled in.
+pub fn protocol_versions(
+    min: TlsVersion,
+) -> Result<&'static [&'static rustls::SupportedProtocolVersion], SetupError> {
+    static TLS13: [&rustls::SupportedProtocolVersion; 1] = [&rustls::version::TLS13];
+    #[cfg(feature = "tls12")]
+    static TLS12: [&rustls::SupportedProtocolVersion; 2] =
+        [&rustls::version::TLS13, &rustls::version::TLS12];
+    match min {
+        TlsVersion::V1_3 => Ok(&TLS13),
+        #[cfg(feature = "tls12")]
+        TlsVersion::V1_2 => Ok(&TLS12),
+        #[cfg(not(feature = "tls12"))]
+        TlsVersion::V1_2 => Err(SetupError::NoTls12),
+    }
+}
+
+/// SHA-256 of a certificate's SubjectPublicKeyInfo, the RFC 7469 pin.
+pub fn spki_sha256(cert: &[u8]) -> Option<[u8; 32]> {
+    let spki = lanveil_core::spki::subject_public_key_info(cert).ok()?;
+    let d = ring::digest::digest(&ring::digest::SHA256, spki);
+    d.as_ref().try_into().ok()
+}
+
+/// The time a certificate is checked at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CheckTime {
+    /// Unix seconds to verify at.
+    pub at: u64,
+    /// Checked against a time floor, not a synchronized clock (the daemon's clock rule 3).
+    pub relaxed: bool,
+}
+
+/// Where the verifier gets its verification time from.
+pub trait VerifyTime: Send + Sync + std::fmt::Debug {
+    /// The time to check a leaf with `validity` at (`now` is rustls's system time, `pinned` whether
+    /// the upstream has pins), or the certificate error that rejects it whatever the time.
+    fn check_time(
+        &self,
+        now: UnixTime,
+        validity: Validity,
+        pinned: bool,
+    ) -> Result<CheckTime, CertificateError>;
+}
+
+/// The system clock, as it is (the host tool: a PC has a real-time clock).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemTime;
+
+impl VerifyTime for SystemTime {
+    fn check_time(
+        &self,
+        now: UnixTime,
+        _validity: Validity,
+        _pinned: bool,
+    ) -> Result<CheckTime, CertificateError> {
+        Ok(CheckTime {
+            at: now.as_secs(),
+            relaxed: false,
+        })
+    }
+}
+
+/// Sees every chain a server presents (leaf first), accepted or not.
+pub trait ChainObserver: Send + Sync + std::fmt::Debug {
+    /// Called before the chain is checked.
+    fn presented(&self, chain: &[CertificateDer<'_>]);
+}
+
+/// What one connection's verifier decided.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// `Some(true)`: the certificate was checked against the time floor (relaxed); `Some(false)`: at
+    /// the real time; `None`: the verifier did not run (a resumed session).
+    pub relaxed: Option<bool>,
+    /// notAfter of the leaf it accepted, Unix seconds.
+    pub accepted_not_after: Option<u64>,
+}
+
+/// The handle a connection keeps to read its verifier's [`Outcome`] after the handshake.
+#[derive(Clone, Debug, Default)]
+pub struct Decision(Arc<Mutex<Outcome>>);
+
+impl Decision {
+    /// What the verifier decided (so far).
+    pub fn outcome(&self) -> Outcome {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn update(&self, f: impl FnOnce(&mut Outcome)) {
+        f(&mut self.0.lock().unwrap_or_else(PoisonError::into_inner));
+    }
+}
+
+/// What every connection to one upstream is checked against (shared by its connections).
+#[derive(Debug)]
+pub struct Checks {
+    webpki: Arc<WebPkiServerVerifier>,
+    pins: Vec<SpkiPin>,
+    time: Arc<dyn VerifyTime>,
+}
+
+impl Checks {
+    /// WebPKI against `roots`, then `pins` (if any), at the time `time` gives.
+    pub fn new(
+        roots: RootCertStore,
+        pins: Vec<SpkiPin>,
+        time: Arc<dyn VerifyTime>,
+    ) -> Result<Self, SetupError> {
+        let webpki =
+            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), Arc::new(provider()))
+                .build()
+                .map_err(|e| SetupError::Rustls(rustls::Error::General(e.to_string())))?;
+        Ok(Self { webpki, pins, time })
+    }
+
+    /// A verifier for one connection, and the handle to read what it decided.
+    pub fn verifier(
+        self: &Arc<Self>,
+        observer: Option<Arc<dyn ChainObserver>>,
+    ) -> (Arc<PinningVerifier>, Decision) {
+        let decision = Decision::default();
+        let v = PinningVerifier {
+            checks: self.clone(),
+            decision: decision.clone(),
+            observer,
+        };
+        (Arc::new(v), decision)
+    }
+}
+
+/// The ring crypto provider lanveil uses everywhere.
+pub fn provider() -> rustls::crypto::CryptoProvider {
+    provider::default_provider()
+}
+
+/// Client settings for an upstream: only `versions`, the given verifier, no client auth, no
+/// resumption unless asked (resumption links connections to each other), SNI as asked, `alpn`.
+pub fn client_config(
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    verifier: Arc<PinningVerifier>,
+    resumption: bool,
+    sni: bool,
+    alpn: Vec<Vec<u8>>,
+) -> Result<ClientConfig, SetupError> {
+    let mut config = ClientConfig::builder_with_provider(Arc::new(provider()))
+        .with_protocol_versions(versions)
+        .map_err(SetupError::Rustls)?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    if !resumption {
+        config.resumption = rustls::client::Resumption::disabled();
+    }
+    config.enable_sni = sni;
+    config.alpn_protocols = alpn;
+    Ok(config)
+}
+
+/// The server name for an authentication name.
+pub fn server_name(auth_name: &str) -> Result<ServerName<'static>, SetupError> {
+    ServerName::try_from(auth_name.to_string()).map_err(|_| SetupError::BadName(auth_name.into()))
+}
+
+/// The one certificate verifier: the chain and the name by WebPKI at the [`VerifyTime`]'s time, then
+/// the SPKI pins. One per connection ([`Checks::verifier`]).
+#[derive(Debug)]
+pub struct PinningVerifier {
+    checks: Arc<Checks>,
+    decision: Decision,
+    observer: Option<Arc<dyn ChainObserver>>,
+}
+
+impl ServerCertVerifier for PinningVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if let Some(o) = &self.observer {
+            let chain: Vec<CertificateDer<'_>> = std::iter::once(end_entity)
+                .chain(intermediates)
+                .map(|c| CertificateDer::from(c.as_ref()))
+                .collect();
+            o.presented(&chain);
+        }
+        let c = &*self.checks;
+        let validity = lanveil_core::spki::validity(end_entity)
+            .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
+        let t = c
+            .time
+            .check_time(now, validity, !c.pins.is_empty())
+            .map_err(rustls::Error::InvalidCertificate)?;
+        // Recorded before the checks below: a session is relaxed by the time it was checked at.
+        self.decision.update(|o| {
+            o.relaxed = Some(o.relaxed.unwrap_or(false) || t.relaxed);
+        });
+        let at = UnixTime::since_unix_epoch(std::time::Duration::from_secs(t.at));
+        let ok = c.webpki.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            at,
+        )?;
+        let pinned_ok = c.pins.is_empty()
+            || std::iter::once(end_entity)
+                .chain(intermediates)
+                .filter_map(|cert| spki_sha256(cert))
+                .any(|h| c.pins.iter().any(|p| p.0 == h));
+        if !pinned_ok {
+            return Err(rustls::Error::InvalidCertificate(
+                CertificateError::ApplicationVerificationFailure,
+            ));
+        }
+        self.decision
+            .update(|o| o.accepted_not_after = Some(validity.not_after));
+        Ok(ok)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.checks
+            .webpki
+            .verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.checks
+            .webpki
+            .verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.checks.webpki.supported_verify_schemes()
+    }
+}
+
+/// The core's failure kind for a TLS error.
+pub fn classify(e: &rustls::Error) -> TlsFailure {
+    match e {
+        rustls::Error::InvalidCertificate(c) => match c {
+            CertificateError::UnknownIssuer | CertificateError::BadSignature => {
+                TlsFailure::UntrustedCertificate
+            }
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
+                TlsFailure::NameMismatch
+            }
+            CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
+                TlsFailure::Expired
+            }
+            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
+                TlsFailure::NotYetValid
+            }
+            CertificateError::ApplicationVerificationFailure => TlsFailure::PinMismatch,
+            _ => TlsFailure::BadCertificate,
+        },
+        _ => TlsFailure::Handshake,
+    }
+}
+
+/// What a connect/handshake/read/write error means to the engine.
+pub fn classify_io(e: &io::Error) -> CloseReason {
+    if let Some(tls) = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
+        return CloseReason::Tls(classify(tls));
+    }
+    match e.kind() {
+        io::ErrorKind::ConnectionRefused => CloseReason::Refused,
+        io::ErrorKind::UnexpectedEof => CloseReason::Eof,
+        io::ErrorKind::TimedOut => CloseReason::Timeout,
+        io::ErrorKind::NetworkUnreachable
+        | io::ErrorKind::HostUnreachable
+        | io::ErrorKind::AddrNotAvailable => CloseReason::Unreachable,
+        io::ErrorKind::InvalidData => CloseReason::Tls(TlsFailure::Handshake),
+        _ => CloseReason::Reset,
+    }
+}
+
+/// The words for a failure: the text of the Extended DNS Error the daemon sends, which is also what
+/// the host tool says (one table, `lanveil_core::engine::ede_for`). Privacy-safe: no names, no
+/// addresses.
+pub fn describe(reason: CloseReason) -> &'static str {
+    lanveil_core::engine::ede_for(Some(reason)).text
+}
+
+/// [`describe`] for a TLS error, with what only the handshake can tell (an alert, no common ALPN).
+pub fn describe_tls_error(e: &rustls::Error) -> String {
+    match e {
+        rustls::Error::AlertReceived(a) => {
+            format!(
+                "{}: the server sent {a:?}",
+                describe(CloseReason::Tls(classify(e)))
+            )
+        }
+        rustls::Error::NoApplicationProtocol => format!(
+            "{}: no common ALPN protocol",
+            describe(CloseReason::Tls(classify(e)))
+        ),
+        other => describe(CloseReason::Tls(classify(other))).to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_text_per_failure_kind_shared_with_the_edes() {
+        let e = rustls::Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure);
+        assert_eq!(classify(&e), TlsFailure::PinMismatch);
+        assert_eq!(
+            describe_tls_error(&e),
+            "upstream certificate rejected: SPKI pin mismatch"
+        );
+        let e = rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer);
+        assert_eq!(
+            describe_tls_error(&e),
+            lanveil_core::engine::ede_for(Some(CloseReason::Tls(TlsFailure::UntrustedCertificate)))
+                .text
+        );
+        let io = io::Error::new(
+            io::ErrorKind::InvalidData,
+            rustls::Error::InvalidCertificate(CertificateError::Expired),
+        );
+        assert_eq!(classify_io(&io), CloseReason::Tls(TlsFailure::Expired));
+        assert_eq!(
+            classify_io(&io::Error::from(io::ErrorKind::ConnectionRefused)),
+            CloseReason::Refused
+        );
+    }
+
+    #[test]
+    fn versions_follow_the_build() {
+        assert!(protocol_versions(TlsVersion::V1_3).is_ok());
+        assert_eq!(
+            protocol_versions(TlsVersion::V1_2).is_ok(),
+            cfg!(feature = "tls12")
+        );
+    }
+
+    #[test]
+    fn no_ca_bundle_is_a_typed_error() {
+        let e = load_roots("/nonexistent/ca.pem").unwrap_err();
+        assert!(matches!(e, SetupError::NoCaBundle(_)));
+        assert_eq!(e.to_string(), "cannot read CA bundle /nonexistent/ca.pem");
+    }
+}
