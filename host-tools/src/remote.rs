@@ -174,9 +174,12 @@ impl Control {
                 socket,
             } => {
                 let word = match req {
-                    Request::Status => "status",
-                    Request::QueryLog => "log",
-                    Request::Reload => "reload",
+                    Request::Status => "status".to_string(),
+                    Request::QueryLog => "log".to_string(),
+                    Request::Reload => "reload".to_string(),
+                    Request::LeakProbe { label, nonce } => {
+                        format!("leak-probe {} {}", sh_quote(label), sh_quote(nonce))
+                    }
                     Request::WanPortal { .. } => {
                         return Err(Error::failed(
                             "wan-portal is sent by the router's own WAN hook, not over ssh",
