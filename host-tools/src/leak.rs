@@ -157,21 +157,34 @@ pub fn register(control: &Control, probe: &Probe) -> Result<()> {
     }
 }
 
-/// The decision for one public resolver address: `probe` is this run's probe if the daemon took it
-/// and the router itself answered it with the nonce (else `None`); `outcome` is what the address
-/// answered to the probe's name. Only the nonce proves interception; an NXDOMAIN (what ISP and
-/// filtering resolvers answer for canary and special-use names too) or any other answer is a leak.
-pub fn judge(probe: Option<&Probe>, outcome: &std::io::Result<Reply>) -> (Interception, String) {
+/// The decision for one public resolver address. `probe` is this run's probe if the daemon took it;
+/// `confirmed` says the router itself answered it with the nonce (so the probe survives the path
+/// from this machine to lanveil); `outcome` is what the address answered to the probe's name. Only
+/// the nonce proves interception. An NXDOMAIN (what ISP and filtering resolvers answer for canary
+/// and special-use names too) or any other answer is a leak — if the router answers the probe, else
+/// nothing is proved.
+pub fn judge(
+    probe: Option<&Probe>,
+    confirmed: bool,
+    outcome: &std::io::Result<Reply>,
+) -> (Interception, String) {
     match (outcome, probe) {
         (Ok(r), Some(p)) if p.answered_by(r) => (
             Interception::Intercepted,
             "INTERCEPTED: answered with this run's nonce, which only the router's lanveil knows (force-DNS works)"
                 .into(),
         ),
-        (Ok(r), Some(_)) => (
+        (Ok(r), Some(_)) if confirmed => (
             Interception::Leak,
             format!(
                 "LEAK: answered {} without this run's nonce: something other than this lanveil answered, plain DNS leaves the network",
+                r.rcode_name()
+            ),
+        ),
+        (Ok(r), Some(_)) => (
+            Interception::Unproven,
+            format!(
+                "UNPROVEN: answered {} without this run's nonce, but the router did not answer the probe either: interception is not proved",
                 r.rcode_name()
             ),
         ),
@@ -332,53 +345,55 @@ pub fn run(opts: &LeakOpts) -> LeakReport {
                 );
                 None
             }
-            Ok(p) => match ask(opts.router, &p.name(), dns::qtype::TXT, t) {
-                Ok(r) if p.answered_by(&r) => {
-                    add(
-                        "leak-test probe".into(),
-                        "pass",
-                        format!(
-                            "registered with lanveil; {} answers {} with its nonce",
-                            opts.router,
-                            p.name()
-                        ),
-                    );
-                    Some(p)
-                }
-                other => {
-                    add(
-                        "leak-test probe".into(),
-                        "warn",
-                        format!(
-                            "registered with lanveil, but {} did not answer {} with its nonce ({}): \
-                             is --router the address that forwards to this lanveil? Interception \
-                             cannot be proved",
-                            opts.router,
-                            p.name(),
-                            match other {
-                                Ok(r) => r.rcode_name(),
-                                Err(e) => e.to_string(),
-                            }
-                        ),
-                    );
-                    None
-                }
-            },
+            Ok(p) => Some(p),
         },
     };
-    let probe_name = probe.as_ref().map_or_else(
-        || {
-            format!(
-                "{}.{}",
-                random_hex(10).unwrap_or_default(),
-                leak_probe::ZONE
-            )
+    let confirmed = match &probe {
+        None => false,
+        Some(p) => match ask(opts.router, &p.name(), dns::qtype::TXT, t) {
+            Ok(r) if p.answered_by(&r) => {
+                add(
+                    "leak-test probe".into(),
+                    "pass",
+                    format!(
+                        "registered with lanveil; {} answers {} with its nonce",
+                        opts.router,
+                        p.name()
+                    ),
+                );
+                true
+            }
+            other => {
+                add(
+                    "leak-test probe".into(),
+                    "warn",
+                    format!(
+                        "registered with lanveil, but {} did not answer {} with its nonce ({}): \
+                         is --router the address that forwards to this lanveil?",
+                        opts.router,
+                        p.name(),
+                        match other {
+                            Ok(r) => r.rcode_name(),
+                            Err(e) => e.to_string(),
+                        }
+                    ),
+                );
+                false
+            }
         },
-        Probe::name,
-    );
+    };
+    let probe_name = match &probe {
+        Some(p) => p.name(),
+        // Nothing to prove with; still tells "blocked" from "answered".
+        None => format!(
+            "{}.{}",
+            random_hex(10).unwrap_or_default(),
+            leak_probe::ZONE
+        ),
+    };
     for p in &opts.public {
         let outcome = ask(*p, &probe_name, dns::qtype::TXT, t);
-        let (how, detail) = judge(probe.as_ref(), &outcome);
+        let (how, detail) = judge(probe.as_ref(), confirmed, &outcome);
         checks.push(Check {
             name: format!("plain DNS to {p}"),
             result: how.result(),
@@ -554,7 +569,7 @@ mod tests {
                 Interception::Blocked,
             ),
         ] {
-            let (got, detail) = judge(Some(&p), &outcome);
+            let (got, detail) = judge(Some(&p), true, &outcome);
             assert_eq!(got, want, "{outcome:?}");
             assert!(
                 detail.starts_with(&format!("{want:?}").to_uppercase()),
@@ -564,10 +579,20 @@ mod tests {
         }
         // Without a registered probe no answer proves anything either way.
         for outcome in [reply(3, &[]), reply(0, &[&nonce])] {
-            assert_eq!(judge(None, &outcome).0, Interception::Unproven);
+            assert_eq!(judge(None, false, &outcome).0, Interception::Unproven);
         }
+        // Registered, but the router itself did not give the nonce back: a missing nonce proves
+        // nothing; the nonce still proves interception.
+        assert_eq!(
+            judge(Some(&p), false, &reply(3, &[])).0,
+            Interception::Unproven
+        );
+        assert_eq!(
+            judge(Some(&p), false, &reply(0, &[&nonce])).0,
+            Interception::Intercepted
+        );
         let refused = Err(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
-        assert_eq!(judge(None, &refused).0, Interception::Blocked);
+        assert_eq!(judge(None, false, &refused).0, Interception::Blocked);
     }
 
     #[test]

@@ -253,13 +253,9 @@ async fn a_resolver_answering_nxdomain_is_a_leak_not_an_interception() {
     let mut router = Router::start(up.addr(), leaf.ca_pem_path(), "info").await;
     let isp = FakeResolver::start(ResponseCode::NXDomain);
     // What fooled the old test: the canary is NXDOMAIN there, just as through lanveil.
-    let canary = lanveil_tests::client::query_udp(
-        isp.addr,
-        "use-application-dns.net.",
-        RecordType::A,
-        None,
-    )
-    .await;
+    let canary =
+        lanveil_tests::client::query_udp(isp.addr, "use-application-dns.net.", RecordType::A, None)
+            .await;
     assert_eq!(canary.response_code(), ResponseCode::NXDomain);
     let work = TempDir::new("leak-nx");
 
@@ -304,7 +300,11 @@ async fn a_resolver_answering_nxdomain_is_a_leak_not_an_interception() {
     args.pop();
     let out = run(work.path(), args).await;
     assert_eq!(out.code, Some(1), "{out:?}");
-    assert!(out.stdout.contains("LEAK: answered NOERROR"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("LEAK: answered NOERROR"),
+        "{}",
+        out.stdout
+    );
     assert!(out.stdout.contains("verdict: FAIL"), "{}", out.stdout);
     router.stop().await;
 }
@@ -472,11 +472,34 @@ async fn without_the_control_socket_the_test_says_it_cannot_prove_interception()
         "{}",
         out.stdout
     );
-    assert!(out.stdout.contains("verdict: INCONCLUSIVE"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("verdict: INCONCLUSIVE"),
+        "{}",
+        out.stdout
+    );
     assert!(
         out.stdout.contains("interception is NOT proved"),
         "{}",
         out.stdout
     );
+
+    // Registered, but --router is not the lanveil that took the probe (here a resolver answering
+    // NXDOMAIN): a missing nonce then proves nothing either way.
+    let other = FakeResolver::start(ResponseCode::NXDomain);
+    let out = run(
+        work.path(),
+        leak_args(other.addr, &[other.addr], router.ssh_args(&sshd)),
+    )
+    .await;
+    let v = json(&out);
+    let p = check(&v, "leak-test probe");
+    assert_eq!(p["result"], "warn", "{v}");
+    assert!(
+        p["detail"].as_str().unwrap().contains("did not answer"),
+        "{v}"
+    );
+    assert_eq!(check(&v, "plain DNS to")["result"], "unproven", "{v}");
+    assert_eq!(v["verdict"], "INCONCLUSIVE", "{v}");
+    assert_eq!(out.code, Some(1), "{out:?}");
     router.stop().await;
 }
