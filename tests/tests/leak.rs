@@ -161,10 +161,11 @@ struct Dnsmasq {
 }
 
 impl Dnsmasq {
-    fn start(lanveil: SocketAddr) -> Dnsmasq {
+    /// dnsmasq on a free port of `ip`, forwarding to lanveil at `lanveil`.
+    fn start(ip: IpAddr, lanveil: SocketAddr) -> Dnsmasq {
         let dnsmasq = require_program("dnsmasq", "dnsmasq-base");
         let dir = TempDir::new("leak-dnsmasq");
-        let addr = SocketAddr::new(LOCAL, free_tcp_udp_port(LOCAL));
+        let addr = SocketAddr::new(ip, free_tcp_udp_port(ip));
         let log: PathBuf = dir.join("dnsmasq.log");
         let child = Command::new(dnsmasq)
             .args([
@@ -172,7 +173,7 @@ impl Dnsmasq {
                 "--conf-file=/dev/null",
                 "--user=root",
                 "--pid-file=",
-                "--listen-address=127.0.0.1",
+                &format!("--listen-address={ip}"),
                 "--bind-interfaces",
                 &format!("--port={}", addr.port()),
                 "--no-resolv",
@@ -321,7 +322,7 @@ async fn traffic_that_reaches_lanveil_is_proved_intercepted() {
     let mut router = Router::start(up.addr(), leaf.ca_pem_path(), "trace").await;
     let dnsmasq = tokio::task::spawn_blocking({
         let l = router.listen;
-        move || Dnsmasq::start(l)
+        move || Dnsmasq::start(LOCAL, l)
     })
     .await
     .unwrap();
@@ -501,5 +502,178 @@ async fn without_the_control_socket_the_test_says_it_cannot_prove_interception()
     assert_eq!(check(&v, "plain DNS to")["result"], "unproven", "{v}");
     assert_eq!(v["verdict"], "INCONCLUSIVE", "{v}");
     assert_eq!(out.code, Some(1), "{out:?}");
+    router.stop().await;
+}
+
+/// OpenWrt's force-DNS, for real: a network namespace for the LAN machine, joined to this one by a
+/// veth pair, and lanveil.sh's nft rule on the router side (`fib daddr type != local redirect`) aimed
+/// at dnsmasq. Removed on drop.
+struct ForceDns {
+    ns: String,
+    host_if: String,
+    table: String,
+    router_ip: IpAddr,
+}
+
+impl ForceDns {
+    fn new() -> ForceDns {
+        require_program("nft", "nftables");
+        let ip = require_program("ip", "iproute2");
+        let pid = std::process::id();
+        let subnet = pid % 250;
+        let f = ForceDns {
+            ns: format!("lvleak{pid}"),
+            host_if: format!("lvlk{}h", pid % 100_000),
+            table: format!("lvleak{pid}"),
+            router_ip: IpAddr::V4(Ipv4Addr::new(10, 232, subnet as u8, 1)),
+        };
+        let run = |prog: &PathBuf, args: &[&str]| {
+            let out = Command::new(prog).args(args).output().unwrap();
+            assert!(out.status.success(), "{prog:?} {args:?}: {out:?}");
+        };
+        let client_if = format!("lvlk{}c", pid % 100_000);
+        let (router_cidr, client_cidr) = (
+            format!("10.232.{subnet}.1/24"),
+            format!("10.232.{subnet}.2/24"),
+        );
+        run(&ip, &["netns", "add", &f.ns]);
+        run(
+            &ip,
+            &[
+                "link", "add", &f.host_if, "type", "veth", "peer", "name", &client_if, "netns",
+                &f.ns,
+            ],
+        );
+        run(&ip, &["addr", "add", &router_cidr, "dev", &f.host_if]);
+        run(&ip, &["link", "set", &f.host_if, "up"]);
+        run(
+            &ip,
+            &["-n", &f.ns, "addr", "add", &client_cidr, "dev", &client_if],
+        );
+        run(&ip, &["-n", &f.ns, "link", "set", &client_if, "up"]);
+        run(&ip, &["-n", &f.ns, "link", "set", "lo", "up"]);
+        let gw = f.router_ip.to_string();
+        run(&ip, &["-n", &f.ns, "route", "add", "default", "via", &gw]);
+        f
+    }
+
+    /// Redirects DNS arriving from the LAN namespace for any address not the router's to `port`.
+    fn redirect_to(&self, port: u16) {
+        let nft = require_program("nft", "nftables");
+        let rules = format!(
+            "table inet {t} {{\n chain pre {{\n  type nat hook prerouting priority dstnat;\n  \
+             iifname \"{i}\" meta l4proto {{ tcp, udp }} th dport 53 fib daddr type != local redirect to :{port}\n }}\n}}\n",
+            t = self.table,
+            i = self.host_if
+        );
+        let mut child = Command::new(nft)
+            .args(["-f", "-"])
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), rules.as_bytes()).unwrap();
+        assert!(child.wait().unwrap().success(), "nft -f: {rules}");
+    }
+
+    /// Runs `lanveil-ctl ARGS` on the LAN machine.
+    fn ctl(&self, args: &[String]) -> CtlOutput {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.ns])
+            .arg(lanveil_tests::ssh::ctl_binary())
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        CtlOutput {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+impl Drop for ForceDns {
+    fn drop(&mut self) {
+        let _ = Command::new("nft")
+            .args(["delete", "table", "inet", &self.table])
+            .stderr(Stdio::null())
+            .status();
+        for args in [
+            &["link", "del", &self.host_if][..],
+            &["netns", "del", &self.ns],
+        ] {
+            let _ = Command::new("ip").args(args).stderr(Stdio::null()).status();
+        }
+    }
+}
+
+/// The default public addresses (9.9.9.9, 1.1.1.1, 8.8.8.8, 94.140.14.140) from a LAN machine whose
+/// DNS really is redirected by the nft rule to dnsmasq, and on to lanveil: INTERCEPTED, each of
+/// them. Without the rule the same run is not a PASS (the addresses are unreachable here: BLOCKED).
+/// The probe name never reaches the upstream.
+#[tokio::test(flavor = "multi_thread")]
+async fn force_dns_redirect_of_the_default_public_addresses_is_intercepted() {
+    let pki = Pki::new();
+    let leaf = pki.leaf(&[NAME], &[]);
+    let up = DotUpstream::start(UpstreamOpts::new(&leaf)).await;
+    let mut router = Router::start(up.addr(), leaf.ca_pem_path(), "info").await;
+    let net = tokio::task::spawn_blocking(ForceDns::new).await.unwrap();
+    let dnsmasq = tokio::task::spawn_blocking({
+        let (ip, l) = (net.router_ip, router.listen);
+        move || Dnsmasq::start(ip, l)
+    })
+    .await
+    .unwrap();
+    let args = vec![
+        "leak-test".to_string(),
+        "--socket".into(),
+        router.control(),
+        "--router".into(),
+        dnsmasq.addr.to_string(),
+        "--timeout".into(),
+        "1500".into(),
+        "--json".into(),
+    ];
+    let net = Arc::new(net);
+
+    let before = tokio::task::spawn_blocking({
+        let (net, args) = (net.clone(), args.clone());
+        move || net.ctl(&args)
+    })
+    .await
+    .unwrap();
+    let v = json(&before);
+    assert_eq!(check(&v, "leak-test probe")["result"], "pass", "{v}");
+    // Unreachable here (blocked), or — on a host that forwards to the internet — Quad9's own answer.
+    let how = check(&v, "plain DNS to 9.9.9.9")["interception"].clone();
+    assert!(how == "blocked" || how == "leak", "{v}");
+    assert_ne!(v["verdict"], "PASS", "{v}");
+
+    net.redirect_to(dnsmasq.addr.port());
+    let out = tokio::task::spawn_blocking({
+        let net = net.clone();
+        move || net.ctl(&args)
+    })
+    .await
+    .unwrap();
+    let v = json(&out);
+    for public in ["9.9.9.9", "1.1.1.1", "8.8.8.8", "94.140.14.140"] {
+        let c = check(&v, &format!("plain DNS to {public}:53"));
+        assert_eq!(c["interception"], "intercepted", "{public}: {v}");
+    }
+    assert_eq!(v["verdict"], "PASS", "{v}");
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let names: Vec<String> = up
+        .received_messages()
+        .iter()
+        .filter_map(|m| m.queries().first().map(|q| q.name().to_ascii()))
+        .collect();
+    assert!(
+        names
+            .iter()
+            .all(|n| !n.to_ascii_lowercase().contains("resolver.arpa")),
+        "{names:?}"
+    );
+    drop(dnsmasq);
     router.stop().await;
 }
