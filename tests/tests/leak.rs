@@ -232,6 +232,22 @@ impl Drop for Dnsmasq {
     }
 }
 
+/// Whether `s` holds `n` lower-case hex digits in a row (a leak-test nonce is 32).
+fn has_hex_run(s: &str, n: usize) -> bool {
+    let mut run = 0;
+    for c in s.chars() {
+        run = if c.is_ascii_digit() || ('a'..='f').contains(&c) {
+            run + 1
+        } else {
+            0
+        };
+        if run >= n {
+            return true;
+        }
+    }
+    false
+}
+
 fn leak_args(router: SocketAddr, public: &[SocketAddr], control: Vec<String>) -> Vec<String> {
     let mut a = vec!["leak-test".to_string()];
     a.extend(control);
@@ -279,6 +295,10 @@ async fn a_resolver_answering_nxdomain_is_a_leak_not_an_interception() {
     );
     assert_eq!(v["verdict"], "FAIL", "{v}");
     assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(
+        !has_hex_run(&out.stdout, 32),
+        "the nonce is not printed: {v}"
+    );
     // It was asked the probe name (so this is an answer judged, not a time-out).
     let asked = isp.asked();
     assert!(
@@ -473,6 +493,14 @@ async fn without_the_control_socket_the_test_says_it_cannot_prove_interception()
         "{}",
         out.stdout
     );
+    // The failed command is named, but not with the nonce (32 hex digits).
+    assert!(
+        out.stdout.contains(" NONCE` on root@127.0.0.1 failed"),
+        "{}",
+        out.stdout
+    );
+    assert!(!has_hex_run(&out.stdout, 32), "{}", out.stdout);
+    assert!(!has_hex_run(&out.stderr, 32), "{}", out.stderr);
     assert!(
         out.stdout.contains("verdict: INCONCLUSIVE"),
         "{}",
