@@ -44,7 +44,8 @@ usage: lanveil-ctl COMMAND [OPTIONS]
         [--expect-egress PREFIX]... [--timeout MS] [--json]
                                         from a LAN machine: is plain DNS to public resolvers answered
                                         by this lanveil (proved with a one-time probe registered over
-                                        ssh), blocked, or leaking? Without ROUTER: INCONCLUSIVE
+                                        ssh), blocked, or leaking? Without ROUTER an answer
+                                        proves nothing: INCONCLUSIVE
 
 ROUTER is [USER@]HOST (default user root). ROUTER OPTIONS: --ssh-port N, --identity FILE,
 --ssh-option OPT (repeatable, passed as ssh -o), --ssh PROGRAM, --config-path PATH (default

@@ -204,7 +204,7 @@ pub fn judge(
             (
                 Interception::Blocked,
                 format!(
-                    "BLOCKED: no answer ({e}): blocked, not redirected — devices with hard-coded DNS will fail instead of using the router"
+                    "BLOCKED: no answer ({e}): dropped, not redirected — devices with hard-coded DNS will fail instead of using the router"
                 ),
             )
         }
