@@ -3,7 +3,7 @@
 # Real components only: dig and kdig (clients), unbound (a DoT server we did not write), openssl.
 set -euo pipefail
 
-need=(dnsutils knot-dnsutils unbound dnsdist openssl tshark busybox dnsmasq-base iproute2 openssh-server openssh-client)
+need=(dnsutils knot-dnsutils unbound dnsdist openssl tshark busybox dnsmasq-base iproute2 nftables openssh-server openssh-client)
 missing=()
 for p in "${need[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -16,6 +16,6 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 # Debian starts unbound as a service on install where systemd runs; the tests start their own.
-for p in dig kdig unbound dnsdist openssl tshark busybox ip sshd ssh; do
+for p in dig kdig unbound dnsdist openssl tshark busybox ip nft sshd ssh; do
   command -v "$p" >/dev/null || [ -x "/usr/sbin/$p" ] || [ -x "/sbin/$p" ] || { echo "tests/setup.sh: $p still missing" >&2; exit 1; }
 done

@@ -13,6 +13,7 @@ usage: lanveil [--config FILE] [--listen ADDR:PORT]... [--upstream URL]... [--bo
        URL: tls://IP[:PORT]#NAME | https://IP[:PORT]/PATH#NAME | https://NAME[:PORT]/PATH (with --bootstrap)
        lanveil --check-config FILE
        lanveil --control SOCKET status|log|reload   (raw response for lanveil-ctl)
+       lanveil --control SOCKET leak-probe LABEL NONCE      (lanveil-ctl leak-test's one-time name)
        lanveil --control SOCKET wan-portal set URI [DNS...] | wan-portal clear
                                                    (the WAN DHCP hook: a captive portal upstream)
        lanveil --version

@@ -1,5 +1,6 @@
 //! The local control socket: one `lanveil_config::control` request per connection, answered with a
-//! status report, the opt-in query log, or the outcome of a reload. Root-only (mode 0600); it never
+//! status report, the opt-in query log, the outcome of a reload, or `Done` for the WAN hook's portal
+//! report and `lanveil-ctl leak-test`'s probe. Root-only (mode 0600); it never
 //! reveals a client address.
 
 use std::path::{Path, PathBuf};
@@ -101,6 +102,9 @@ async fn serve(mut stream: UnixStream, ctx: &Context) {
         Some(Ok(Request::WanPortal { uri, dns })) => {
             Response::Done(wan_portal(ctx, uri, dns).await)
         }
+        Some(Ok(Request::LeakProbe { label, nonce })) => {
+            Response::Done(leak_probe(ctx, &label, &nonce).await)
+        }
         Some(Err(e)) => Response::Error(format!("bad request: {e}")),
         None => Response::Error("bad request".into()),
     };
@@ -123,6 +127,18 @@ async fn wan_portal(ctx: &Context, uri: Option<String>, dns: Vec<String>) -> Res
         .send(Input::WanPortal { uri, dns })
         .await
         .map_err(|_| "lanveil is stopping".to_string())
+}
+
+/// `lanveil-ctl leak-test`'s probe: checked, then handed to the engine, which answers its name with
+/// the nonce for a few minutes. Neither the label nor the nonce is logged.
+async fn leak_probe(ctx: &Context, label: &str, nonce: &str) -> Result<(), String> {
+    let probe = lanveil_core::leak_probe::Probe::new(label, nonce).map_err(|e| e.to_string())?;
+    ctx.driver
+        .send(Input::LeakProbe(probe))
+        .await
+        .map_err(|_| "lanveil is stopping".to_string())?;
+    log::debug!("leak-test probe registered");
+    Ok(())
 }
 
 async fn snapshot(ctx: &Context) -> Option<Snapshot> {

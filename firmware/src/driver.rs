@@ -125,6 +125,8 @@ pub(crate) enum Input {
         tag: u16,
         bytes: Vec<u8>,
     },
+    /// A `lanveil-ctl leak-test` probe from the control socket.
+    LeakProbe(lanveil_core::leak_probe::Probe),
 }
 
 /// How often the upstreams' health feeds the "suspected captive" heuristic.
@@ -471,6 +473,7 @@ impl Driver {
             Input::PlainAnswer { tag, bytes } => {
                 self.engine.handle_plain_answer(now, tag, &bytes);
             }
+            Input::LeakProbe(probe) => self.engine.add_leak_probe(now, probe),
         }
         1
     }

@@ -67,7 +67,8 @@ async fn reload(args: &cli::Args, running: &mut lanveil::Running) -> Result<(), 
     running.reload(new).await.map_err(|e| e.to_string())
 }
 
-/// `lanveil --control SOCKET status|log|reload`: the raw response envelope on stdout.
+/// `lanveil --control SOCKET status|log|reload|leak-probe LABEL NONCE`: the raw response envelope on
+/// stdout.
 fn control_client(socket: &std::path::Path, what: Option<&str>, rest: &[String]) -> ExitCode {
     use lanveil::config::control::{Request, Response};
     use std::io::Write;
@@ -83,9 +84,13 @@ fn control_client(socket: &std::path::Path, what: Option<&str>, rest: &[String])
             uri: None,
             dns: dns.iter().take(4).cloned().collect(),
         },
+        (Some("leak-probe"), [label, nonce]) => Request::LeakProbe {
+            label: label.clone(),
+            nonce: nonce.clone(),
+        },
         _ => {
             eprintln!(
-                "lanveil: --control SOCKET needs one of: status, log, reload, wan-portal set URI [DNS...], wan-portal clear"
+                "lanveil: --control SOCKET needs one of: status, log, reload, wan-portal set URI [DNS...], wan-portal clear, leak-probe LABEL NONCE"
             );
             return ExitCode::from(2);
         }

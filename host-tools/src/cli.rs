@@ -40,7 +40,12 @@ usage: lanveil-ctl COMMAND [OPTIONS]
         [--watchdog-grace S] [--no-reload] [ROUTER OPTIONS]
                                         upload, check, switch, reload, verify; roll back on failure
   status ROUTER [--json] [ROUTER OPTIONS]   |   status --socket PATH [--json]
-  leak-test [--router IP[:PORT]] [--public IP[:PORT]]... [--expect-egress PREFIX]... [--json]
+  leak-test [ROUTER [ROUTER OPTIONS] | --socket PATH] [--router IP[:PORT]] [--public IP[:PORT]]...
+        [--expect-egress PREFIX]... [--timeout MS] [--json]
+                                        from a LAN machine: is plain DNS to public resolvers answered
+                                        by this lanveil (proved with a one-time probe registered over
+                                        ssh), blocked, or leaking? Without ROUTER an answer
+                                        proves nothing: INCONCLUSIVE
 
 ROUTER is [USER@]HOST (default user root). ROUTER OPTIONS: --ssh-port N, --identity FILE,
 --ssh-option OPT (repeatable, passed as ssh -o), --ssh PROGRAM, --config-path PATH (default
@@ -209,11 +214,11 @@ pub fn run(args: Vec<OsString>) -> Result<u8> {
             valued.push("socket");
             cmd_status(parse_opts(rest, &valued, &["json"])?)
         }
-        "leak-test" => cmd_leak(parse_opts(
-            rest,
-            &["router", "public", "expect-egress", "timeout"],
-            &["json"],
-        )?),
+        "leak-test" => {
+            let mut valued = ROUTER_VALUES.to_vec();
+            valued.extend(["socket", "router", "public", "expect-egress", "timeout"]);
+            cmd_leak(parse_opts(rest, &valued, &["json"])?)
+        }
         other => Err(Error::usage(format!(
             "unknown command {other:?} (see lanveil-ctl --help)"
         ))),
@@ -561,26 +566,28 @@ fn cmd_push(o: Opts) -> Result<u8> {
     Ok(0)
 }
 
+/// The daemon's control socket over ssh to `target` (`--lanveil`, `--control`).
+fn ssh_control(o: &Opts, target: SshTarget) -> Control {
+    Control::Ssh {
+        target,
+        lanveil: o
+            .one("lanveil")
+            .unwrap_or(remote::DEFAULT_LANVEIL)
+            .to_string(),
+        socket: o
+            .one("control")
+            .unwrap_or(remote::DEFAULT_CONTROL)
+            .to_string(),
+    }
+}
+
 fn cmd_status(o: Opts) -> Result<u8> {
     let (control, label) = match o.one("socket") {
         Some(s) => (Control::Local(s.to_string()), "this machine".to_string()),
         None => {
             let target = ssh_target(&o)?;
             let label = target.host.clone();
-            (
-                Control::Ssh {
-                    target,
-                    lanveil: o
-                        .one("lanveil")
-                        .unwrap_or(remote::DEFAULT_LANVEIL)
-                        .to_string(),
-                    socket: o
-                        .one("control")
-                        .unwrap_or(remote::DEFAULT_CONTROL)
-                        .to_string(),
-                },
-                label,
-            )
+            (ssh_control(&o, target), label)
         }
     };
     let report = status::fetch(&control)?;
@@ -605,9 +612,27 @@ fn with_port(s: &str, default: u16) -> Result<SocketAddr> {
 }
 
 fn cmd_leak(o: Opts) -> Result<u8> {
-    let router = match o.one("router") {
-        Some(r) => with_port(r, 53)?,
-        None => leak::default_router()?,
+    // The control socket registers this run's probe: over ssh to ROUTER, or local (--socket).
+    let (control, router_host) = match (o.one("socket"), o.positional.is_empty()) {
+        (Some(s), true) => (Some(Control::Local(s.to_string())), None),
+        (Some(_), false) => {
+            return Err(Error::usage("give ROUTER or --socket, not both"));
+        }
+        (None, true) => (None, None),
+        (None, false) => {
+            let target = ssh_target(&o)?;
+            let host = target
+                .hostname()
+                .trim_matches(['[', ']'])
+                .parse::<IpAddr>()
+                .ok();
+            (Some(ssh_control(&o, target)), host)
+        }
+    };
+    let router = match (o.one("router"), router_host) {
+        (Some(r), _) => with_port(r, 53)?,
+        (None, Some(ip)) => SocketAddr::new(ip, 53),
+        (None, None) => leak::default_router()?,
     };
     let public = if o.all("public").is_empty() {
         leak::DEFAULT_PUBLIC
@@ -633,11 +658,17 @@ fn cmd_leak(o: Opts) -> Result<u8> {
         public,
         expect_egress,
         timeout: Duration::from_millis(o.num("timeout", 3000u64)?),
+        control,
     });
     if o.flag("json") {
         print_json(&report)?;
     } else {
         print!("{}", leak::render(&report));
     }
-    Ok(if report.verdict == "FAIL" { 1 } else { 0 })
+    // INCONCLUSIVE is not a pass: a script must not read "no leak" from it.
+    Ok(if matches!(report.verdict, "FAIL" | "INCONCLUSIVE") {
+        1
+    } else {
+        0
+    })
 }

@@ -173,10 +173,15 @@ impl Control {
                 lanveil,
                 socket,
             } => {
-                let word = match req {
-                    Request::Status => "status",
-                    Request::QueryLog => "log",
-                    Request::Reload => "reload",
+                // `shown` is the request as error messages name it (never the leak-test nonce).
+                let (word, shown) = match req {
+                    Request::Status => ("status".to_string(), None),
+                    Request::QueryLog => ("log".to_string(), None),
+                    Request::Reload => ("reload".to_string(), None),
+                    Request::LeakProbe { label, nonce } => (
+                        format!("leak-probe {} {}", sh_quote(label), sh_quote(nonce)),
+                        Some(format!("leak-probe {} NONCE", sh_quote(label))),
+                    ),
                     Request::WanPortal { .. } => {
                         return Err(Error::failed(
                             "wan-portal is sent by the router's own WAN hook, not over ssh",
@@ -190,6 +195,12 @@ impl Control {
                 );
                 let (code, out, err) = target.run(&cmd, None)?;
                 if code != 0 {
+                    let cmd = match shown {
+                        Some(w) => {
+                            format!("{} --control {} {w}", sh_quote(lanveil), sh_quote(socket))
+                        }
+                        None => cmd,
+                    };
                     return Err(Error::failed(format!(
                         "`{cmd}` on {} failed (exit {code}): {}",
                         target.host,

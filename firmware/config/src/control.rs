@@ -34,6 +34,15 @@ pub enum Request {
         /// The lease's DNS servers.
         dns: Vec<String>,
     },
+    /// From `lanveil-ctl leak-test`: answer `LABEL.lanveil-leak.resolver.arpa` TXT with `nonce` for
+    /// the next few minutes (`lanveil_core::leak_probe`; validated by the daemon). Answered
+    /// `Done`.
+    LeakProbe {
+        /// The probe name's first label.
+        label: String,
+        /// What the TXT answer carries.
+        nonce: String,
+    },
 }
 
 /// What the daemon answers.
@@ -177,6 +186,10 @@ mod tests {
             Request::WanPortal {
                 uri: Some("https://portal.example/api".into()),
                 dns: vec!["192.0.2.53".into()],
+            },
+            Request::LeakProbe {
+                label: "k3v9q2m7x1c8b4n6".into(),
+                nonce: "0123456789abcdefghijklmnopqrstuv".into(),
             },
         ] {
             assert_eq!(Request::decode(&r.encode()), Ok(r));

@@ -34,6 +34,8 @@ pub mod dns64;
 #[cfg(feature = "alloc")]
 pub mod engine;
 #[cfg(feature = "alloc")]
+pub mod leak_probe;
+#[cfg(feature = "alloc")]
 pub mod policy;
 pub mod rng;
 pub mod spki;

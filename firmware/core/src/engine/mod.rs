@@ -176,6 +176,8 @@ pub struct Engine<R> {
     rr: u32,
     cache: Option<Cache>,
     policy: Option<Policy>,
+    /// `lanveil-ctl leak-test` probes (kept across [`Engine::set_policy`]).
+    leak_probes: crate::leak_probe::Probes,
     log: VecDeque<QueryLogEntry>,
     clients: BTreeMap<core::net::IpAddr, ClientState>,
     plain_exception: Option<crate::captive::Exception>,
@@ -216,6 +218,7 @@ impl<R: Rng> Engine<R> {
             rr: 0,
             cache: config.cache.map(Cache::new),
             policy: None,
+            leak_probes: crate::leak_probe::Probes::default(),
             log: VecDeque::new(),
             clients: BTreeMap::new(),
             plain_exception: None,
@@ -288,6 +291,12 @@ impl<R: Rng> Engine<R> {
     /// everything from everyone (tests, embedding).
     pub fn set_policy(&mut self, policy: Option<Policy>) {
         self.policy = policy;
+    }
+
+    /// Registers a `lanveil-ctl leak-test` probe: its name is answered with its nonce for
+    /// [`crate::leak_probe::LIFETIME`] (see [`crate::leak_probe`]).
+    pub fn add_leak_probe(&mut self, now: Instant, probe: crate::leak_probe::Probe) {
+        self.leak_probes.insert(now, probe);
     }
 
     /// The opt-in query log, oldest first (empty unless `query_log` > 0).
@@ -428,7 +437,14 @@ impl<R: Rng> Engine<R> {
                 Verdict::Forward | Verdict::ForwardLocal => {}
                 Verdict::Answer(answer) => {
                     let mut buf = vec![0u8; policy::MAX_ANSWER_LEN];
-                    if let Ok(n) = policy.answer(bytes, &scan, &answer, &mut buf) {
+                    // A leak-test probe's name (under resolver.arpa, never forwarded) gets its nonce.
+                    let probe = match answer {
+                        LocalAnswer::Refused | LocalAnswer::FormErr => None,
+                        _ => self.leak_probes.answer(now, bytes, &scan, &mut buf),
+                    };
+                    let written =
+                        probe.unwrap_or_else(|| policy.answer(bytes, &scan, &answer, &mut buf));
+                    if let Ok(n) = written {
                         buf.truncate(n);
                         if answer == LocalAnswer::Refused {
                             self.stats.refused += 1;
