@@ -450,7 +450,7 @@ async fn pack_unpack_round_trips_and_rejects_damage() {
     let out = run(p, &["config", "pack", "--output", "cfg.lvcf"]).await;
     assert_eq!(out.code, Some(0), "{out:?}");
     let blob = std::fs::read(dir.join("cfg.lvcf")).unwrap();
-    assert_eq!(&blob[..6], b"LVCF\x02\x00");
+    assert_eq!(&blob[..6], b"LVCF\x03\x00");
     let out = run(
         p,
         &["config", "unpack", "cfg.lvcf", "--output", "back.conf"],
