@@ -182,12 +182,6 @@ pub struct Config {
     pub local_zones: bool,
     /// The LAN's own domain, also answered locally.
     pub local_domain: Option<String>,
-    /// A resolver on the LAN (loopback, RFC 1918, link-local or ULA address; see
-    /// [`parse_local_resolver`]) that gets the local names (`local_domain`, home.arpa, the RFC 6303
-    /// zones, single labels) in plaintext instead of lanveil answering them NXDOMAIN; for installs
-    /// without dnsmasq in front. Off by default; never an upstream.
-    #[serde(with = "crate::scoped::option")]
-    pub local_resolver: Option<SocketAddr>,
     /// `use-application-dns.net` → NXDOMAIN.
     pub canary_firefox: bool,
     /// `mask.icloud.com`, `mask-h2.icloud.com` → NXDOMAIN.
@@ -223,6 +217,13 @@ pub struct Config {
     pub client_limit_loopback: bool,
     /// LAN TCP connections per client source address.
     pub tcp_clients_per_source: u32,
+    /// A resolver on the LAN (loopback, RFC 1918, link-local or ULA address; see
+    /// [`parse_local_resolver`]) that gets the local names (`local_domain`, home.arpa, the RFC 6303
+    /// zones, single labels) in plaintext instead of lanveil answering them NXDOMAIN; for installs
+    /// without dnsmasq in front. Off by default; never an upstream. (Last: a schema-2 packed
+    /// configuration, which lacks it, fails to decode instead of being read shifted.)
+    #[serde(with = "crate::scoped::option")]
+    pub local_resolver: Option<SocketAddr>,
 }
 
 /// Parses a NAT64 prefix: IPv6 `ADDR/LEN` with LEN one of 32, 40, 48, 56, 64, 96 (RFC 6052 §2.2) and
@@ -1377,6 +1378,12 @@ config openwrt 'openwrt'
         c.local_resolver = Some("9.9.9.9:53".parse().unwrap());
         let e = Config::unpack(&c.pack()).unwrap_err();
         assert_eq!(e.key, "local_resolver");
+        // A schema-2 blob (no local_resolver) is refused, not read shifted.
+        let body = postcard::to_allocvec(&Config::default()).unwrap();
+        assert_eq!(body.last(), Some(&0), "None, the last field");
+        let v2 = crate::envelope::seal(PACK_MAGIC, 2, &body[..body.len() - 1]);
+        let e = Config::unpack(&v2).unwrap_err();
+        assert!(matches!(e.reason, Reason::Packed(_)), "{e}");
     }
 
     #[test]
