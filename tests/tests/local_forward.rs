@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use lanveil_tests::gateway::{Process, wait_serving};
 use lanveil_tests::{
-    DigOutput, DotUpstream, Pki, TempDir, UpstreamOpts, dig, expected_a, free_tcp_udp_port,
+    DigOutput, DotUpstream, Leaf, Pki, TempDir, UpstreamOpts, dig, expected_a, free_tcp_udp_port,
 };
 use tokio::net::UdpSocket;
 use tokio::task::JoinHandle;
@@ -122,6 +122,8 @@ const LOCAL_QUERIES: [(&str, &str); 4] = [
 struct Setup {
     _pki: Pki,
     _dir: TempDir,
+    file: std::path::PathBuf,
+    leaf: Leaf,
     upstream: DotUpstream,
     lan: LanResolver,
     listen: SocketAddr,
@@ -148,6 +150,8 @@ async fn setup(with_key: bool) -> Setup {
     Setup {
         _pki: pki,
         _dir: dir,
+        file,
+        leaf,
         upstream,
         lan,
         listen,
@@ -200,6 +204,41 @@ async fn local_names_go_to_the_lan_resolver_and_public_names_upstream() {
     );
     let up = upstream_names(&s.upstream);
     assert_eq!(up, ["example.com."], "only the public name went upstream");
+
+    // Reloaded without the key: answered here again, the LAN resolver hears nothing more.
+    std::fs::write(
+        &s.file,
+        conf(s.listen, s.upstream.addr(), s.leaf.ca_pem_path(), ""),
+    )
+    .unwrap();
+    s.process.signal(libc::SIGHUP);
+    let mut status = String::new();
+    for _ in 0..50 {
+        status = ask(s.listen, "scanner.lan", "A")
+            .await
+            .status_str()
+            .to_string();
+        if status == "NXDOMAIN" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if status != "NXDOMAIN" {
+        s.process.signal(libc::SIGTERM);
+        let (_, log) = s.process.wait(Duration::from_secs(10)).await;
+        panic!("still {status} after the reload: {log}");
+    }
+    let before = s.lan.names().len();
+    assert_eq!(
+        ask(s.listen, "printer.lan", "A").await.status_str(),
+        "NXDOMAIN"
+    );
+    assert_eq!(s.lan.names().len(), before);
+    assert!(
+        !upstream_names(&s.upstream)
+            .iter()
+            .any(|n| n.ends_with(".lan."))
+    );
 
     s.process.signal(libc::SIGTERM);
     let (code, stderr) = s.process.wait(Duration::from_secs(10)).await;
