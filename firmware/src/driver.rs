@@ -264,11 +264,9 @@ impl Driver {
                 && (self.engine.inflight() + self.engine.plain_inflight() == 0
                     || Instant::now() >= until)
             {
-                if self.engine.inflight() > 0 {
-                    log::warn!(
-                        "drain time over with {} queries unanswered",
-                        self.engine.inflight()
-                    );
+                let unanswered = self.engine.inflight() + self.engine.plain_inflight();
+                if unanswered > 0 {
+                    log::warn!("drain time over with {unanswered} queries unanswered");
                 }
                 break;
             }

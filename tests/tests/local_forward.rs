@@ -23,8 +23,9 @@ const LAN_A: Ipv4Addr = Ipv4Addr::new(192, 168, 1, 50);
 /// The LAN resolver's answer to every PTR query.
 const LAN_PTR: &[u8] = b"\x07printer\x03lan\x00";
 
-/// A plain UDP resolver that records the question names it gets and answers A with [`LAN_A`], PTR
-/// with `printer.lan.`, anything else NODATA, always with AD set (lanveil must clear it).
+/// A plain UDP resolver that records the question names it gets and answers (after `delay`) A with
+/// [`LAN_A`], PTR with `printer.lan.`, anything else NODATA, always with AD set (lanveil must clear
+/// it).
 struct LanResolver {
     addr: SocketAddr,
     names: Arc<Mutex<Vec<String>>>,
@@ -32,10 +33,11 @@ struct LanResolver {
 }
 
 impl LanResolver {
-    async fn start() -> LanResolver {
+    async fn start(delay: Duration) -> LanResolver {
         let sock = UdpSocket::bind(SocketAddr::new(LAN_RESOLVER_IP, 0))
             .await
             .unwrap();
+        let sock = Arc::new(sock);
         let addr = sock.local_addr().unwrap();
         let names = Arc::new(Mutex::new(Vec::new()));
         let seen = names.clone();
@@ -49,7 +51,11 @@ impl LanResolver {
                     continue;
                 };
                 seen.lock().unwrap().push(name);
-                let _ = sock.send_to(&reply, from).await;
+                let sock = sock.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    let _ = sock.send_to(&reply, from).await;
+                });
             }
         });
         LanResolver { addr, names, task }
@@ -130,11 +136,11 @@ struct Setup {
     process: Process,
 }
 
-async fn setup(with_key: bool) -> Setup {
+async fn setup(with_key: bool, delay: Duration) -> Setup {
     let pki = Pki::new();
     let leaf = pki.leaf(&["dot.test"], &[LOCAL]);
     let upstream = DotUpstream::start(UpstreamOpts::new(&leaf)).await;
-    let lan = LanResolver::start().await;
+    let lan = LanResolver::start(delay).await;
     let listen = SocketAddr::new(LOCAL, free_tcp_udp_port(LOCAL));
     let extra = match with_key {
         true => format!("\toption local_resolver '{}'\n", lan.addr),
@@ -176,7 +182,7 @@ fn upstream_names(upstream: &DotUpstream) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_names_go_to_the_lan_resolver_and_public_names_upstream() {
-    let s = setup(true).await;
+    let s = setup(true, Duration::ZERO).await;
     for (name, qtype) in LOCAL_QUERIES {
         let out = ask(s.listen, name, qtype).await;
         assert_eq!(out.status_str(), "NOERROR", "{name}: {}", out.transcript());
@@ -254,7 +260,7 @@ async fn local_names_go_to_the_lan_resolver_and_public_names_upstream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_the_key_local_names_are_answered_here_and_go_nowhere() {
-    let s = setup(false).await;
+    let s = setup(false, Duration::ZERO).await;
     for (name, qtype) in LOCAL_QUERIES {
         let out = ask(s.listen, name, qtype).await;
         assert_eq!(out.status_str(), "NXDOMAIN", "{name}: {}", out.transcript());
@@ -265,6 +271,30 @@ async fn without_the_key_local_names_are_answered_here_and_go_nowhere() {
     assert!(s.lan.names().is_empty(), "{:?}", s.lan.names());
     assert_eq!(upstream_names(&s.upstream), ["example.com."]);
     s.process.signal(libc::SIGTERM);
+    let (code, stderr) = s.process.wait(Duration::from_secs(10)).await;
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_answers_queries_in_flight_to_the_lan_resolver() {
+    let s = setup(true, Duration::from_millis(600)).await;
+    let listen = s.listen;
+    let query = tokio::spawn(async move { ask(listen, "printer.lan", "A").await });
+    for _ in 0..100 {
+        if !s.lan.names().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(s.lan.names(), ["printer.lan."], "the query is in flight");
+    s.process.signal(libc::SIGTERM);
+    let out = query.await.unwrap();
+    assert_eq!(
+        out.answer_rdata("A"),
+        [LAN_A.to_string()],
+        "drained, not dropped: {}",
+        out.transcript()
+    );
     let (code, stderr) = s.process.wait(Duration::from_secs(10)).await;
     assert_eq!(code, Some(0), "{stderr}");
 }
