@@ -1,6 +1,7 @@
 //! The I/O half of the captive-WAN support (`lanveil_core::captive` holds the state): the RFC 8908 API
-//! request over HTTPS, and the plaintext UDP socket that carries the owner-enabled portal-name
-//! exception to the WAN's DNS servers. Nothing else ever uses these paths.
+//! request over HTTPS, and [`PlainSocket`], the plaintext UDP socket behind the engine's two typed
+//! plaintext paths: the owner-enabled portal-name exception to the WAN's DNS servers, and (a second
+//! socket) local names to the owner's `local_resolver` on the LAN. Nothing else uses these paths.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use std::time::Duration;
 use lanveil_config::{TlsVersion, Transport, Upstream, UpstreamUrl};
 use lanveil_core::capport::{CaptivePortalUri, HttpsParts, https_parts};
 use lanveil_core::captive::{ApiState, MAX_API_BODY};
+use lanveil_core::engine::PlainTarget;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
@@ -49,8 +51,9 @@ pub(crate) fn parse_dns(list: &[String]) -> Result<Vec<SocketAddr>, String> {
     Ok(out)
 }
 
-/// The task that owns the plaintext socket(s): queries from the driver go to every WAN DNS server,
-/// answers from those servers (and no one else) go back to the driver.
+/// The task that owns the plaintext socket(s) of one [`PlainTarget`]: queries from the driver go to
+/// every server of that target (the WAN's DNS servers, or the one local resolver), answers from
+/// those servers (and no one else) go back to the driver tagged with the target.
 pub(crate) struct PlainSocket {
     pub(crate) tx: mpsc::Sender<Vec<u8>>,
     task: JoinHandle<()>,
@@ -63,15 +66,20 @@ impl Drop for PlainSocket {
 }
 
 impl PlainSocket {
-    pub(crate) fn spawn(servers: Vec<SocketAddr>, events: mpsc::Sender<Input>) -> Self {
+    pub(crate) fn spawn(
+        servers: Vec<SocketAddr>,
+        target: PlainTarget,
+        events: mpsc::Sender<Input>,
+    ) -> Self {
         let (tx, rx) = mpsc::channel(lanveil_core::engine::MAX_PLAIN_INFLIGHT);
-        let task = tokio::spawn(plain_io(servers, rx, events));
+        let task = tokio::spawn(plain_io(servers, target, rx, events));
         Self { tx, task }
     }
 }
 
 async fn plain_io(
     servers: Vec<SocketAddr>,
+    target: PlainTarget,
     mut rx: mpsc::Receiver<Vec<u8>>,
     events: mpsc::Sender<Input>,
 ) {
@@ -104,12 +112,12 @@ async fn plain_io(
                 }
             }
             r = recv(v4.as_ref(), &mut buf4) => {
-                if let Some(input) = answer(r, &servers, &buf4) {
+                if let Some(input) = answer(r, &servers, target, &buf4) {
                     let _ = events.send(input).await;
                 }
             }
             r = recv(v6.as_ref(), &mut buf6) => {
-                if let Some(input) = answer(r, &servers, &buf6) {
+                if let Some(input) = answer(r, &servers, target, &buf6) {
                     let _ = events.send(input).await;
                 }
             }
@@ -137,6 +145,7 @@ async fn recv(sock: Option<&UdpSocket>, buf: &mut [u8]) -> std::io::Result<(usiz
 fn answer(
     r: std::io::Result<(usize, SocketAddr)>,
     servers: &[SocketAddr],
+    target: PlainTarget,
     buf: &[u8],
 ) -> Option<Input> {
     let (n, from) = r.ok()?;
@@ -144,6 +153,7 @@ fn answer(
         return None;
     }
     Some(Input::PlainAnswer {
+        from: target,
         tag: u16::from_be_bytes([buf[0], buf[1]]),
         bytes: buf[..n].to_vec(),
     })

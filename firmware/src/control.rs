@@ -250,6 +250,7 @@ async fn query_log(ctx: &Context) -> Response {
                 AnswerSource::Local => "local",
                 AnswerSource::Failed => "failed",
                 AnswerSource::Plaintext => "plaintext",
+                AnswerSource::LocalResolver => "local-resolver",
             }
             .to_string(),
         })

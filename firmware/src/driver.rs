@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use lanveil_config::Transport;
 use lanveil_core::engine::{
-    Action, ClientAddr, CloseReason, Engine, EngineConfig, Event, QueryLogEntry, SessionId, Stats,
-    Transport as CoreTransport, UpstreamId, UpstreamSpec,
+    Action, ClientAddr, CloseReason, Engine, EngineConfig, Event, PlainTarget, QueryLogEntry,
+    SessionId, Stats, Transport as CoreTransport, UpstreamId, UpstreamSpec,
 };
 use lanveil_core::policy::Policy;
 use tokio::sync::{mpsc, oneshot};
@@ -47,6 +47,7 @@ pub(crate) struct Reconfigure {
     pub(crate) targets: Vec<(UpstreamId, Arc<Target>)>,
     pub(crate) policy: Policy,
     pub(crate) wan: WanSettings,
+    pub(crate) local_resolver: Option<SocketAddr>,
 }
 
 /// Everything the driver hears about.
@@ -120,8 +121,9 @@ pub(crate) enum Input {
         uri: lanveil_core::capport::CaptivePortalUri,
         result: Result<lanveil_core::captive::ApiState, String>,
     },
-    /// An answer from the WAN's DNS to a plaintext portal-name query.
+    /// An answer to a plaintext query: from the WAN's DNS (portal names) or the local resolver.
     PlainAnswer {
+        from: PlainTarget,
         tag: u16,
         bytes: Vec<u8>,
     },
@@ -166,6 +168,8 @@ pub(crate) struct Driver {
     udp_send_failures: u64,
     relaxed: std::collections::HashSet<SessionId>,
     wan: Wan,
+    /// The socket to `local_resolver` (the policy sends local names there only when it is set).
+    local: Option<(SocketAddr, PlainSocket)>,
     /// UDP answers of the current flush pass, per listener (reused).
     udp_out: Vec<(u16, Vec<UdpAnswer>)>,
 }
@@ -190,6 +194,7 @@ impl Driver {
         engine.set_policy(Some(policy));
         Self {
             engine,
+            local: None,
             clock: Clock::new(),
             rx,
             tx,
@@ -212,6 +217,18 @@ impl Driver {
                 phase: lanveil_core::captive::Phase::Open,
                 dirty: false,
             },
+        }
+    }
+
+    /// Opens (or closes, or keeps) the plaintext socket to `local_resolver`; the policy sends local
+    /// names there only when it is set. Queries in flight to a replaced one get their deadline's
+    /// SERVFAIL.
+    pub(crate) fn set_local_resolver(&mut self, resolver: Option<SocketAddr>) {
+        if self.local.as_ref().map(|(r, _)| *r) != resolver {
+            self.local = resolver.map(|r| {
+                let socket = PlainSocket::spawn(vec![r], PlainTarget::Local, self.tx.clone());
+                (r, socket)
+            });
         }
     }
 
@@ -246,13 +263,12 @@ impl Driver {
             self.wan_tick(now);
             self.flush();
             if let Some(until) = self.drain_until
-                && (self.engine.inflight() == 0 || crate::clock::mono_now() >= until)
+                && (self.engine.inflight() + self.engine.plain_inflight() == 0
+                    || crate::clock::mono_now() >= until)
             {
-                if self.engine.inflight() > 0 {
-                    log::warn!(
-                        "drain time over with {} queries unanswered",
-                        self.engine.inflight()
-                    );
+                let unanswered = self.engine.inflight() + self.engine.plain_inflight();
+                if unanswered > 0 {
+                    log::warn!("drain time over with {unanswered} queries unanswered");
                 }
                 break;
             }
@@ -432,7 +448,9 @@ impl Driver {
                     targets,
                     policy,
                     wan,
+                    local_resolver,
                 } = *r;
+                self.set_local_resolver(local_resolver);
                 self.wan.tracker.set_settings(wan.tracker);
                 self.wan.settings = wan;
                 self.wan.dirty = true;
@@ -450,8 +468,9 @@ impl Driver {
             }
             Input::WanPortal { uri, dns } => {
                 if dns != self.wan.dns {
-                    self.wan.plain =
-                        (!dns.is_empty()).then(|| PlainSocket::spawn(dns.clone(), self.tx.clone()));
+                    self.wan.plain = (!dns.is_empty()).then(|| {
+                        PlainSocket::spawn(dns.clone(), PlainTarget::Wan, self.tx.clone())
+                    });
                     self.wan.dns = dns;
                 }
                 if self.wan.tracker.signal(now, uri)
@@ -470,9 +489,10 @@ impl Driver {
                 self.wan.tracker.api_result(now, &uri, result);
                 self.wan.dirty = true;
             }
-            Input::PlainAnswer { tag, bytes } => {
-                self.engine.handle_plain_answer(now, tag, &bytes);
-            }
+            Input::PlainAnswer { from, tag, bytes } => match from {
+                PlainTarget::Wan => self.engine.handle_plain_answer(now, tag, &bytes),
+                PlainTarget::Local => self.engine.handle_local_answer(now, tag, &bytes),
+            },
             Input::LeakProbe(probe) => self.engine.add_leak_probe(now, probe),
         }
         1
@@ -585,9 +605,15 @@ impl Driver {
                     s.task.abort();
                 }
             }
-            Action::PlainQuery { message, .. } => {
-                // Only names under the owner-enabled captive-portal exception reach this point.
-                if let Some(p) = &self.wan.plain {
+            Action::PlainQuery { message, to, .. } => {
+                // Only two kinds of query reach this point: names under the owner-enabled
+                // captive-portal exception (to the WAN's DNS), and with `local_resolver` the names the
+                // policy keeps on the LAN (to that resolver). No socket: the deadline answers.
+                let socket = match to {
+                    PlainTarget::Wan => self.wan.plain.as_ref(),
+                    PlainTarget::Local => self.local.as_ref().map(|(_, s)| s),
+                };
+                if let Some(p) = socket {
                     let _ = p.tx.try_send(message);
                 }
             }

@@ -154,7 +154,7 @@ fn build_policy(c: &Config) -> Result<Policy, Error> {
             .collect(),
         local_zones: c.local_zones,
         local_domain: c.local_domain.clone(),
-        local_forward: false,
+        local_forward: c.local_resolver.is_some(),
         canary_firefox: c.canary_firefox,
         canary_icloud: c.canary_icloud,
     };
@@ -291,7 +291,7 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, Err
     let policy = build_policy(&config)?;
     let rng = rng::OsRng::new().map_err(|_| Error::Random)?;
     let (tx, rx) = mpsc::channel(4096);
-    let driver = Driver::new(
+    let mut driver = Driver::new(
         engine_config(&config),
         targets,
         policy,
@@ -300,6 +300,7 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, Err
         wan_settings(&config),
         time.clone(),
     );
+    driver.set_local_resolver(config.local_resolver);
     let control_targets = targets_for_control.clone();
     let driver = tokio::spawn(driver.run());
     let ticker = tokio::spawn(clock_ticker(time.clone(), tx.clone()));
@@ -354,6 +355,11 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, Err
         "forwarding to {} (strict: no plaintext fallback)",
         upstream_summary(&config)
     );
+    if let Some(r) = config.local_resolver {
+        log::info!(
+            "local names (local_domain, home.arpa, RFC 6303 zones, single labels) go in plaintext to the LAN resolver {r}, never upstream"
+        );
+    }
     Ok(running)
 }
 
@@ -442,6 +448,7 @@ impl Running {
                 targets,
                 policy,
                 wan: wan_settings(&config),
+                local_resolver: config.local_resolver,
             })))
             .await
             .map_err(|_| Error::Stopped)?;

@@ -454,7 +454,9 @@ async fn pack_unpack_round_trips_and_rejects_damage() {
     let out = run(p, &["config", "pack", "--output", "cfg.lvcf"]).await;
     assert_eq!(out.code, Some(0), "{out:?}");
     let blob = std::fs::read(dir.join("cfg.lvcf")).unwrap();
-    assert_eq!(&blob[..6], b"LVCF\x02\x00");
+    let version = lanveil_config::PACK_VERSION;
+    assert_eq!(&blob[..4], b"LVCF");
+    assert_eq!(blob[4..6], version.to_le_bytes());
     let out = run(
         p,
         &["config", "unpack", "cfg.lvcf", "--output", "back.conf"],
@@ -481,13 +483,16 @@ async fn pack_unpack_round_trips_and_rejects_damage() {
     );
 
     let mut future = blob.clone();
-    future[4] = 3;
+    future[4..6].copy_from_slice(&(version + 1).to_le_bytes());
     dir.write("future.lvcf", &future);
     let out = run(p, &["config", "unpack", "future.lvcf"]).await;
     assert_eq!(out.code, Some(2), "{out:?}");
     assert_eq!(
         out.stderr.trim(),
-        "lanveil-ctl: future.lvcf: packed configuration: schema version 3 is newer than this lanveil"
+        format!(
+            "lanveil-ctl: future.lvcf: packed configuration: schema version {} is newer than this lanveil",
+            version + 1
+        )
     );
 
     dir.write("short.lvcf", &blob[..blob.len() - 3]);

@@ -28,7 +28,7 @@ mod upstream;
 
 pub use error::{Error, Reason};
 pub use model::{
-    Config, DEFAULT_ALLOW, LogLevel, TlsVersion, Upstream, UpstreamPolicy, parse_nat64_prefix,
-    parse_prefix,
+    Config, DEFAULT_ALLOW, LogLevel, PACK_VERSION, TlsVersion, Upstream, UpstreamPolicy,
+    check_local_resolver, parse_local_resolver, parse_nat64_prefix, parse_prefix,
 };
 pub use upstream::{DOT_PORT, HTTPS_PORT, SpkiPin, Transport, UpstreamUrl, parse_auth_name};

@@ -217,6 +217,13 @@ pub struct Config {
     pub client_limit_loopback: bool,
     /// LAN TCP connections per client source address.
     pub tcp_clients_per_source: u32,
+    /// A resolver on the LAN (loopback, RFC 1918, link-local or ULA address; see
+    /// [`parse_local_resolver`]) that gets the local names (`local_domain`, home.arpa, the RFC 6303
+    /// zones, single labels) in plaintext instead of lanveil answering them NXDOMAIN; for installs
+    /// without dnsmasq in front. Off by default; never an upstream. (Last: a schema-2 packed
+    /// configuration, which lacks it, fails to decode instead of being read shifted.)
+    #[serde(with = "crate::scoped::option")]
+    pub local_resolver: Option<SocketAddr>,
 }
 
 /// Parses a NAT64 prefix: IPv6 `ADDR/LEN` with LEN one of 32, 40, 48, 56, 64, 96 (RFC 6052 §2.2) and
@@ -256,6 +263,45 @@ pub fn parse_v6only_wait(s: &str) -> Result<u32, Reason> {
             "must be 0 (off) or at least 300 seconds (MIN_V6ONLY_WAIT, RFC 8925)",
         )),
     }
+}
+
+/// What [`parse_local_resolver`] says about an address that is not on the LAN.
+const NOT_LAN: &str = "must be a resolver on the LAN: IP or IP:PORT with a loopback, RFC 1918 (10/8, 172.16/12, 192.168/16), link-local or IPv6 ULA (fc00::/7) address; local names go there in plaintext, so a public address would leak them";
+
+/// Parses `local_resolver`: `IP` (port 53), `IP:PORT` or `[IPv6]:PORT`, on the LAN only.
+pub fn parse_local_resolver(s: &str) -> Result<SocketAddr, Reason> {
+    let sa = SocketAddr::from_str(s)
+        .or_else(|_| IpAddr::from_str(s).map(|ip| SocketAddr::new(ip, 53)))
+        .map_err(|_| Reason::Rule(NOT_LAN))?;
+    check_local_resolver(&sa)?;
+    Ok(sa)
+}
+
+/// The rule [`parse_local_resolver`] applies (also to packed configurations): a usable port and an
+/// address that cannot be on the other side of the WAN. IPv4-mapped IPv6 counts as IPv4; 100.64/10
+/// is refused (RFC 6598 shared space: the ISP's side of a CGNAT); global IPv6 is refused (a LAN
+/// resolver has a ULA or link-local address too); IPv6 link-local needs its interface (`%N`).
+pub fn check_local_resolver(sa: &SocketAddr) -> Result<(), Reason> {
+    let lan = match sa.ip().to_canonical() {
+        IpAddr::V4(v4) => v4.is_loopback() || v4.is_private() || v4.is_link_local(),
+        IpAddr::V6(v6) => {
+            let link_local = v6.segments()[0] & 0xffc0 == 0xfe80;
+            let ula = v6.segments()[0] & 0xfe00 == 0xfc00;
+            if link_local && matches!(sa, SocketAddr::V6(a) if a.scope_id() == 0) {
+                return Err(Reason::Rule(
+                    "an IPv6 link-local resolver needs its interface index: [fe80::1%2]:53",
+                ));
+            }
+            v6.is_loopback() || link_local || ula
+        }
+    };
+    if !lan {
+        return Err(Reason::Rule(NOT_LAN));
+    }
+    if sa.port() == 0 {
+        return Err(Reason::Rule("the port must not be 0"));
+    }
+    Ok(())
 }
 
 /// Client prefixes allowed by default: loopback, RFC 1918, CGNAT, link-local, IPv6 loopback, ULA and
@@ -428,7 +474,7 @@ const KNOBS: &[Knob] = &[
 /// Magic of a packed configuration.
 pub const PACK_MAGIC: &[u8; 4] = b"LVCF";
 /// Schema version of packed configurations written by this build (bump on any model change).
-pub const PACK_VERSION: u16 = 2;
+pub const PACK_VERSION: u16 = 3;
 
 /// Section type holding settings for the OpenWrt init script only; the daemon skips it.
 pub const INIT_ONLY_SECTION: &str = "openwrt";
@@ -499,6 +545,7 @@ impl Default for Config {
                 .collect(),
             local_zones: true,
             local_domain: None,
+            local_resolver: None,
             canary_firefox: true,
             canary_icloud: true,
             query_log: 0,
@@ -667,6 +714,9 @@ impl Config {
                         ))
                     })?)
                 }
+                "local_resolver" => {
+                    self.local_resolver = Some(parse_local_resolver(&v.value).map_err(err)?)
+                }
                 "serve_stale" => self.serve_stale = parse_bool(v, label)?,
                 "state_file" => self.state_file = Some(parse_path(&v.value).map_err(err)?),
                 "control_socket" => self.control_socket = Some(parse_path(&v.value).map_err(err)?),
@@ -769,6 +819,22 @@ impl Config {
                     max: u32::MAX.into(),
                 },
             ));
+        }
+        if let Some(r) = &self.local_resolver {
+            check_local_resolver(r).map_err(|e| Error::new(0, "local_resolver", e))?;
+            // lanveil itself: every local name would go round in a loop. (A wildcard listener also
+            // owns the port on loopback; whether another LAN address is this host is not known here.)
+            let own = |l: &SocketAddr| {
+                let wildcard = l.ip().is_unspecified() && r.ip().to_canonical().is_loopback();
+                l.port() == r.port() && (l.ip() == r.ip() || wildcard)
+            };
+            if self.listen.iter().any(own) {
+                return Err(Error::new(
+                    0,
+                    "local_resolver",
+                    Reason::Rule("is one of lanveil's own listen addresses (a loop)"),
+                ));
+            }
         }
         if self.upstream_connect_timeout_ms < 100 {
             return Err(Error::new(
@@ -899,6 +965,9 @@ impl Config {
         );
         if let Some(d) = &self.local_domain {
             push(&mut main, "local_domain", d.clone(), false);
+        }
+        if let Some(r) = &self.local_resolver {
+            push(&mut main, "local_resolver", r.to_string(), false);
         }
         push(
             &mut main,
@@ -1125,6 +1194,7 @@ config lanveil 'main'
 \tlist allow '192.168.1.0/24'
 \tlist allow '2001:db8:1::/48'
 \toption local_domain 'home.example'
+\toption local_resolver '[fe80::53%2]:5353'
 \toption canary_icloud '0'
 \toption dns64_prefix '64:ff9b::/96'
 \toption captive_portal_uri 'https://portal.home.example/api'
@@ -1182,6 +1252,8 @@ config openwrt 'openwrt'
             ]
         );
         assert_eq!(c.local_domain.as_deref(), Some("home.example"));
+        assert_eq!(c.local_resolver, Some("[fe80::53%2]:5353".parse().unwrap()));
+        assert_eq!(Config::default().local_resolver, None);
         assert_eq!(c.dns64_prefix, Some(("64:ff9b::".parse().unwrap(), 96)));
         assert!(parse_nat64_prefix("2001:db8::/80").is_err());
         assert!(parse_nat64_prefix("192.0.2.0/24").is_err());
@@ -1238,6 +1310,85 @@ config openwrt 'openwrt'
     }
 
     #[test]
+    fn local_resolver_is_on_the_lan_only() {
+        let with = |listen: &str, value: &str| {
+            Config::from_uci_text(&alloc::format!(
+                "config lanveil 'main'\n\tlist listen '{listen}'\n\toption local_resolver '{value}'\n\nconfig upstream 'u'\n\toption url 'tls://192.0.2.1#dns.example'\n"
+            ))
+        };
+        for (good, want) in [
+            ("192.168.1.1", "192.168.1.1:53"),
+            ("10.0.0.53:5353", "10.0.0.53:5353"),
+            ("172.31.255.1", "172.31.255.1:53"),
+            ("169.254.0.53", "169.254.0.53:53"),
+            ("127.0.0.53", "127.0.0.53:53"),
+            ("127.0.0.1:5300", "127.0.0.1:5300"),
+            ("::1", "[::1]:53"),
+            ("[fd00::53]:53", "[fd00::53]:53"),
+            ("[fe80::1%3]:53", "[fe80::1%3]:53"),
+            ("::ffff:192.168.1.1", "[::ffff:192.168.1.1]:53"),
+        ] {
+            let c = with("127.0.0.1:53", good).unwrap_or_else(|e| panic!("{good}: {e}"));
+            assert_eq!(c.local_resolver, Some(want.parse().unwrap()), "{good}");
+            assert_eq!(Config::from_uci_text(&c.to_uci()).unwrap(), c, "{good}");
+            assert_eq!(Config::unpack(&c.pack()).unwrap(), c, "{good}");
+        }
+        for bad in [
+            "9.9.9.9",
+            "8.8.8.8:53",
+            "1.1.1.1:853",
+            "100.64.0.1",
+            "192.0.2.1",
+            "[2001:db8::1]:53",
+            "2606:4700:4700::1111",
+            "::ffff:9.9.9.9",
+            "fe80::1",
+            "0.0.0.0",
+            "::",
+            "224.0.0.251",
+            "255.255.255.255",
+            "192.168.1.1:0",
+            "router.lan",
+            "192.168.1.1:dns",
+            "",
+        ] {
+            let e = with("127.0.0.1:53", bad).unwrap_err();
+            assert_eq!(
+                (e.line, e.key.as_str()),
+                (3, "lanveil[main].local_resolver"),
+                "{bad}"
+            );
+            assert!(matches!(e.reason, Reason::Rule(_)), "{bad}: {e}");
+        }
+        let e = with("127.0.0.1:53", "9.9.9.9").unwrap_err();
+        assert!(e.to_string().contains("leak"), "{e}");
+        // lanveil's own listener would be a loop.
+        for (listen, resolver) in [
+            ("127.0.0.1:53", "127.0.0.1"),
+            ("0.0.0.0:53", "127.0.0.53:53"),
+            ("[::]:5353", "[::1]:5353"),
+            ("192.168.1.1:53", "192.168.1.1"),
+        ] {
+            let e = with(listen, resolver).unwrap_err();
+            assert_eq!(e.key, "local_resolver", "{listen} {resolver}");
+            assert!(e.to_string().contains("loop"), "{e}");
+        }
+        assert!(with("0.0.0.0:53", "192.168.1.2").is_ok());
+        assert!(with("127.0.0.1:5453", "127.0.0.1:53").is_ok());
+        // Packed configurations are checked too.
+        let mut c = with("127.0.0.1:53", "192.168.1.1").unwrap();
+        c.local_resolver = Some("9.9.9.9:53".parse().unwrap());
+        let e = Config::unpack(&c.pack()).unwrap_err();
+        assert_eq!(e.key, "local_resolver");
+        // A schema-2 blob (no local_resolver) is refused, not read shifted.
+        let body = postcard::to_allocvec(&Config::default()).unwrap();
+        assert_eq!(body.last(), Some(&0), "None, the last field");
+        let v2 = crate::envelope::seal(PACK_MAGIC, 2, &body[..body.len() - 1]);
+        let e = Config::unpack(&v2).unwrap_err();
+        assert!(matches!(e.reason, Reason::Packed(_)), "{e}");
+    }
+
+    #[test]
     fn pack_unpack_round_trips_and_rejects_damage() {
         // Fuzzer find: IPv6 scope IDs were lost in the packed form.
         let scoped = Config::from_uci_text(
@@ -1247,7 +1398,7 @@ config openwrt 'openwrt'
         assert_eq!(Config::unpack(&scoped.pack()).unwrap(), scoped);
         let c = Config::from_uci_text(GOOD).unwrap();
         let blob = c.pack();
-        assert_eq!(&blob[..6], b"LVCF\x02\x00");
+        assert_eq!(&blob[..6], b"LVCF\x03\x00");
         assert_eq!(Config::unpack(&blob).unwrap(), c);
         let mut bad = blob.clone();
         let mid = bad.len() / 2;
@@ -1257,15 +1408,15 @@ config openwrt 'openwrt'
             Reason::Packed(crate::envelope::EnvelopeError::BadChecksum)
         ));
         let mut future = blob.clone();
-        future[4] = 3;
+        future[4] = 4;
         let e = Config::unpack(&future).unwrap_err();
         assert_eq!(
             e.reason,
-            Reason::Packed(crate::envelope::EnvelopeError::FutureVersion(3))
+            Reason::Packed(crate::envelope::EnvelopeError::FutureVersion(4))
         );
         assert_eq!(
             alloc::format!("{e}"),
-            "packed configuration: schema version 3 is newer than this lanveil"
+            "packed configuration: schema version 4 is newer than this lanveil"
         );
         // A blob that decodes but breaks a rule is rejected by validation.
         let mut invalid = c.clone();

@@ -161,7 +161,8 @@ pub struct PolicyConfig {
     pub local_zones: bool,
     /// The LAN's own domain (`lan`, `home.example`; a trailing dot is optional), also served locally.
     pub local_domain: Option<String>,
-    /// A local resolver (dnsmasq) is configured: local names go there instead of being answered.
+    /// The shell has a resolver on the LAN (`local_resolver`, for installs without dnsmasq in
+    /// front): local names go there ([`Verdict::ForwardLocal`]) instead of being answered here.
     pub local_forward: bool,
     /// `use-application-dns.net` → NXDOMAIN (default `true`).
     pub canary_firefox: bool,
@@ -190,7 +191,8 @@ impl Default for PolicyConfig {
 pub enum Verdict {
     /// Forward upstream (encrypted).
     Forward,
-    /// Forward to the configured local resolver (only with [`PolicyConfig::local_forward`]).
+    /// Forward in plaintext to the resolver on the LAN, never upstream (only with
+    /// [`PolicyConfig::local_forward`]).
     ForwardLocal,
     /// Answer here with [`Policy::answer`].
     Answer(LocalAnswer),
@@ -1086,6 +1088,10 @@ mod tests {
         check(&p, "x.invalid", None);
         check(&p, "mask.icloud.com", Some(NX));
         check(&p, "example.com", Some(Verdict::Forward));
+        // Public names, public reverse names and DNSSEC infrastructure never go to the LAN.
+        let public = "8.8.8.8.in-addr.arpa 1.0.0.2.ip6.arpa in-addr.arpa arpa . lan.example.com";
+        check(&p, public, Some(Verdict::Forward));
+        assert_eq!(decide_from(&p, LAN, "com", 43), Verdict::Forward);
     }
 
     #[test]

@@ -12,10 +12,11 @@
 //!   Error) no later than its deadline. Queries whose header is unreadable, and responses sent to us as
 //!   queries, are dropped; for a stream client ([`ClientAddr::Tcp`]) every dropped or unanswerable
 //!   frame yields [`Event::NoAnswer`], so the shell can account for every frame it handed in.
-//! * Nothing is ever sent anywhere but to a session the shell opened over authenticated TLS, with one
-//!   narrow, owner-enabled exception: names covered by the captive-portal [`crate::captive::Exception`]
-//!   the shell set (see `plain.rs`), which go out as [`Action::PlainQuery`]. There is no plaintext
-//!   fallback for anything else.
+//! * Nothing is ever sent anywhere but to a session the shell opened over authenticated TLS, with two
+//!   narrow, owner-enabled exceptions, each an [`Action::PlainQuery`] typed by its [`PlainTarget`]
+//!   (see `plain.rs`): names covered by the captive-portal [`crate::captive::Exception`] the shell
+//!   set go to the WAN's DNS, and with `local_resolver` the names the policy keeps on the LAN go to
+//!   that LAN resolver. There is no plaintext fallback for anything else.
 //! * Every table is bounded by [`EngineConfig`]: queries in flight (`max_inflight`), sessions per
 //!   upstream (`max_connections`), upstream IDs per session (`pipeline`), the cache (its own limits).
 //! * Upstream message IDs (stream tags for message transports) are drawn from the injected [`Rng`] and
@@ -195,6 +196,19 @@ struct ClientState {
     tokens_milli: u64,
     last: Instant,
     inflight: u32,
+}
+
+/// What a client's answer must look like: its ID, its EDNS, the size its transport allows.
+fn client_view(client: ClientAddr, id: u16, scan: &Scan) -> ClientView {
+    let max_len = match client {
+        ClientAddr::Udp { .. } => ClientView::udp_limit(scan.opt.map(|o| o.udp_size)),
+        ClientAddr::Tcp { .. } => usize::from(u16::MAX),
+    };
+    ClientView {
+        id,
+        edns: scan.opt.map(|o| o.dnssec_ok()),
+        max_len,
+    }
 }
 
 impl<R: Rng> Engine<R> {
@@ -434,7 +448,13 @@ impl<R: Rng> Engine<R> {
         }
         if let Some(policy) = self.policy.as_ref() {
             match policy.decide(Some(client.peer().ip()), bytes, &scan) {
-                Verdict::Forward | Verdict::ForwardLocal => {}
+                Verdict::Forward => {}
+                Verdict::ForwardLocal => {
+                    // Only with `local_resolver`: to the LAN resolver, never to an upstream.
+                    let view = client_view(client, hdr.id, &scan);
+                    self.local_query(now, client, bytes, &scan, &view);
+                    return;
+                }
                 Verdict::Answer(answer) => {
                     let mut buf = vec![0u8; policy::MAX_ANSWER_LEN];
                     // A leak-test probe's name (under resolver.arpa, never forwarded) gets its nonce.
@@ -461,15 +481,7 @@ impl<R: Rng> Engine<R> {
                 }
             }
         }
-        let max_len = match client {
-            ClientAddr::Udp { .. } => ClientView::udp_limit(scan.opt.map(|o| o.udp_size)),
-            ClientAddr::Tcp { .. } => usize::from(u16::MAX),
-        };
-        let view = ClientView {
-            id: hdr.id,
-            edns: scan.opt.map(|o| o.dnssec_ok()),
-            max_len,
-        };
+        let view = client_view(client, hdr.id, &scan);
         if let (Some(prefix), Some(q)) = (self.config.dns64, scan.question)
             && dns64::is_ipv4only_arpa(&bytes[header::LEN..q.name_end])
             && let Some(answer) = dns64::ipv4only_answer(bytes, &scan, &prefix)

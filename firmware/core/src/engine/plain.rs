@@ -1,11 +1,21 @@
-//! The captive-portal plaintext exception: the only path on which the engine lets a query leave
-//! unencrypted, and only for names the shell's [`crate::captive::Tracker`] put in the
-//! [`Exception`] it gave the engine, before that exception's end. Answers are never cached.
+//! The two plaintext paths, both typed by [`PlainTarget`] and both switched on by the owner:
+//!
+//! * [`PlainTarget::Wan`], the captive-portal exception: only names the shell's
+//!   [`crate::captive::Tracker`] put in the [`Exception`] it gave the engine, before that
+//!   exception's end, go to the WAN's DNS. Answers carry an EDE saying they are unauthenticated.
+//! * [`PlainTarget::Local`], `local_resolver`: names the policy keeps on the LAN
+//!   ([`crate::policy::Verdict::ForwardLocal`]) go to the owner's resolver on the LAN (an address
+//!   the configuration layer only accepts if it is loopback, private or link-local). Answers carry
+//!   no EDE of lanveil's and have AD cleared (lanveil cannot vouch for them).
+//!
+//! Both: a random ID, the answer must repeat the question, at most [`MAX_PLAIN_INFLIGHT`] in flight
+//! per target, SERVFAIL with EDE 23 (Network Error) when nothing answers before the deadline, and
+//! the answers are never cached (the cache holds only what came over authenticated upstreams).
 
 use alloc::vec;
 use alloc::vec::Vec;
 
-use super::{Action, AnswerSource, ClientAddr, Engine, Instant};
+use super::{Action, AnswerSource, ClientAddr, Engine, Instant, PlainTarget};
 use crate::captive::Exception;
 use crate::rng::Rng;
 use crate::wire::edns::{Ede, ede};
@@ -14,7 +24,8 @@ use crate::wire::message::{self, Scan};
 use crate::wire::respond;
 use crate::wire::rewrite::{self, ClientView};
 
-/// Plaintext queries in flight at most (a login page needs a handful of names).
+/// Plaintext queries in flight at most, per [`PlainTarget`] (a login page needs a handful of names;
+/// the LAN resolver answers within a millisecond).
 pub const MAX_PLAIN_INFLIGHT: usize = 32;
 
 /// The EDE an exception answer carries, so a client (and `dig`) can see it was not authenticated.
@@ -23,14 +34,37 @@ const NOTE: Ede<'static> = Ede {
     text: "lanveil: unauthenticated answer from the WAN's DNS (captive portal exception)",
 };
 
+/// The AD bit (RFC 4035 §3.2.3).
+const FLAG_AD: u16 = 0x0020;
+
 #[derive(Debug)]
 pub(super) struct PlainQuery {
     tag: u16,
+    to: PlainTarget,
     client: ClientAddr,
     view: ClientView,
     msg: Vec<u8>,
     question_end: usize,
     deadline: Instant,
+}
+
+/// Texts of lanveil's own answers on each path.
+struct Texts {
+    full: &'static str,
+    silent: &'static str,
+}
+
+fn texts(to: PlainTarget) -> Texts {
+    match to {
+        PlainTarget::Wan => Texts {
+            full: "lanveil: too many captive-portal lookups in flight",
+            silent: "lanveil: the WAN's DNS did not answer (captive portal exception)",
+        },
+        PlainTarget::Local => Texts {
+            full: "lanveil: too many lookups in flight to the local resolver",
+            silent: "lanveil: the local resolver did not answer",
+        },
+    }
 }
 
 impl<R: Rng> Engine<R> {
@@ -41,7 +75,7 @@ impl<R: Rng> Engine<R> {
     }
 
     /// Whether this query is covered by the exception; if so it is handled here: sent as an
-    /// [`Action::PlainQuery`] (or answered SERVFAIL if the plaintext table is full).
+    /// [`Action::PlainQuery`] to [`PlainTarget::Wan`] (or answered SERVFAIL if that table is full).
     pub(super) fn plain_query(
         &mut self,
         now: Instant,
@@ -60,13 +94,40 @@ impl<R: Rng> Engine<R> {
         if !covered {
             return false;
         }
-        if self.plain.len() >= MAX_PLAIN_INFLIGHT {
+        self.send_plain(now, PlainTarget::Wan, client, bytes, scan, view);
+        true
+    }
+
+    /// A query the policy keeps on the LAN ([`crate::policy::Verdict::ForwardLocal`], which it only
+    /// gives when the shell configured a local resolver): sent as an [`Action::PlainQuery`] to
+    /// [`PlainTarget::Local`], never to an upstream.
+    pub(super) fn local_query(
+        &mut self,
+        now: Instant,
+        client: ClientAddr,
+        bytes: &[u8],
+        scan: &Scan,
+        view: &ClientView,
+    ) {
+        self.send_plain(now, PlainTarget::Local, client, bytes, scan, view);
+    }
+
+    fn send_plain(
+        &mut self,
+        now: Instant,
+        to: PlainTarget,
+        client: ClientAddr,
+        bytes: &[u8],
+        scan: &Scan,
+        view: &ClientView,
+    ) {
+        if self.plain.iter().filter(|p| p.to == to).count() >= MAX_PLAIN_INFLIGHT {
             let e = Ede {
                 code: ede::OTHER,
-                text: "lanveil: too many captive-portal lookups in flight",
+                text: texts(to).full,
             };
             self.answer_locally(client, bytes, Some(scan), rcode::SERVFAIL, Some(e));
-            return true;
+            return;
         }
         let mut tag = self.rng.next_u16();
         while self.plain.iter().any(|p| p.tag == tag) {
@@ -76,29 +137,43 @@ impl<R: Rng> Engine<R> {
         let Ok(n) = rewrite::forward_query(bytes, scan, tag, &mut msg) else {
             self.stats.formerr += 1;
             self.answer_locally(client, bytes, Some(scan), rcode::FORMERR, None);
-            return true;
+            return;
         };
         msg.truncate(n);
-        self.stats.plaintext_portal += 1;
+        if to == PlainTarget::Wan {
+            self.stats.plaintext_portal += 1;
+        }
         self.actions.push_back(Action::PlainQuery {
             tag,
             message: msg.clone(),
+            to,
         });
         self.plain.push(PlainQuery {
             tag,
+            to,
             client,
             view: *view,
             msg,
             question_end: scan.question_end,
             deadline: now + self.config.query_timeout,
         });
-        true
     }
 
-    /// An answer from the WAN's DNS to [`Action::PlainQuery`] `tag`. Anything that is not a response
-    /// to that exact question is ignored (the deadline answers the client then).
+    /// An answer from the WAN's DNS to an [`Action::PlainQuery`] to [`PlainTarget::Wan`] with `tag`.
+    /// Anything that is not a response to that exact question is ignored (the deadline answers the
+    /// client then).
     pub fn handle_plain_answer(&mut self, now: Instant, tag: u16, bytes: &[u8]) {
-        let Some(i) = self.plain.iter().position(|p| p.tag == tag) else {
+        self.plain_answer(now, PlainTarget::Wan, tag, bytes);
+    }
+
+    /// An answer from the local resolver to an [`Action::PlainQuery`] to [`PlainTarget::Local`] with
+    /// `tag`; checked as in [`Engine::handle_plain_answer`]. It never completes a WAN query.
+    pub fn handle_local_answer(&mut self, now: Instant, tag: u16, bytes: &[u8]) {
+        self.plain_answer(now, PlainTarget::Local, tag, bytes);
+    }
+
+    fn plain_answer(&mut self, now: Instant, from: PlainTarget, tag: u16, bytes: &[u8]) {
+        let Some(i) = self.plain.iter().position(|p| p.tag == tag && p.to == from) else {
             self.stats.late_answers += 1;
             return;
         };
@@ -117,9 +192,26 @@ impl<R: Rng> Engine<R> {
             return;
         }
         let p = self.plain.swap_remove(i);
-        if self.answer_scanned(p.client, &p.view, bytes, &scan, Some(NOTE)) {
-            self.stats.answered += 1;
-            self.log_answer(now, bytes, AnswerSource::Plaintext);
+        let answered = match from {
+            PlainTarget::Wan => self.answer_scanned(p.client, &p.view, bytes, &scan, Some(NOTE)),
+            PlainTarget::Local => {
+                // A plaintext hop lanveil cannot vouch for: no AD (the names are unsigned anyway).
+                let mut scan = scan;
+                scan.header.flags &= !FLAG_AD;
+                self.answer_scanned(p.client, &p.view, bytes, &scan, None)
+            }
+        };
+        if answered {
+            match from {
+                PlainTarget::Wan => {
+                    self.stats.answered += 1;
+                    self.log_answer(now, bytes, AnswerSource::Plaintext);
+                }
+                PlainTarget::Local => {
+                    self.stats.local_answers += 1;
+                    self.log_answer(now, bytes, AnswerSource::LocalResolver);
+                }
+            }
         } else {
             self.no_answer(p.client);
         }
@@ -136,7 +228,7 @@ impl<R: Rng> Engine<R> {
             let p = self.plain.swap_remove(i);
             let e = Ede {
                 code: ede::NETWORK_ERROR,
-                text: "lanveil: the WAN's DNS did not answer (captive portal exception)",
+                text: texts(p.to).silent,
             };
             let Ok(scan) = message::scan(&p.msg) else {
                 self.no_answer(p.client);
@@ -163,7 +255,7 @@ impl<R: Rng> Engine<R> {
         self.plain.iter().map(|p| p.deadline).min()
     }
 
-    /// Plaintext queries in flight.
+    /// Plaintext queries in flight (both targets).
     pub fn plain_inflight(&self) -> usize {
         self.plain.len()
     }

@@ -47,6 +47,8 @@ pub enum AnswerSource {
     Local,
     /// In plaintext by the WAN's DNS, under the captive-portal exception.
     Plaintext,
+    /// In plaintext by the LAN resolver configured with `local_resolver`, for a local name.
+    LocalResolver,
     /// SERVFAIL made by lanveil.
     Failed,
 }
@@ -164,15 +166,30 @@ pub enum Action {
         /// The session.
         session: SessionId,
     },
-    /// Captive-portal exception only: send this query in plaintext to the WAN's DNS server(s) and
-    /// report the answer with `handle_plain_answer(tag, …)`. Emitted only for names covered by the
-    /// exception the shell set with `set_plain_exception`.
+    /// Send this query in plaintext over UDP to `to` and report the answer with
+    /// `handle_plain_answer(tag, …)` ([`PlainTarget::Wan`]) or `handle_local_answer(tag, …)`
+    /// ([`PlainTarget::Local`]). Emitted only for the two owner-enabled cases [`PlainTarget`] names.
     PlainQuery {
         /// Matches the answer (also the message ID).
         tag: u16,
         /// The DNS message.
         message: Vec<u8>,
+        /// Where it goes.
+        to: PlainTarget,
     },
+}
+
+/// Where an [`Action::PlainQuery`] goes: the only two ways a query leaves lanveil unencrypted, each
+/// switched on by the owner, each for its own names only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PlainTarget {
+    /// The WAN's DNS servers (from the WAN's DHCP), for a name covered by the captive-portal
+    /// exception the shell set with `set_plain_exception`, before its end.
+    Wan,
+    /// The resolver on the LAN configured with `local_resolver` (a loopback, RFC 1918, link-local or
+    /// ULA address), for a name the policy keeps on the LAN ([`crate::policy::Verdict::ForwardLocal`]:
+    /// `local_domain`, `home.arpa`, the RFC 6303 zones, single-label names). Never an upstream.
+    Local,
 }
 
 /// Why TLS authentication or the handshake failed.
@@ -366,7 +383,8 @@ pub struct Stats {
     pub hedged: u64,
     /// SERVFAIL answers received from upstreams.
     pub upstream_servfail: u64,
-    /// Answered locally by policy (local zones, canaries, DDR).
+    /// Answered locally by policy (local zones, canaries, DDR), or for a local name by the LAN
+    /// resolver (`local_resolver`).
     pub local_answers: u64,
     /// Refused: the source is not in an allowed prefix.
     pub refused: u64,
