@@ -390,7 +390,7 @@ async fn config_init_set_unset_show() {
     assert_eq!(out.code, Some(2), "{out:?}");
     assert!(
         out.stderr
-            .contains("lanveil[main].max_inflight: must be a whole number from 16 to 65536"),
+            .contains("lanveil[main].max_inflight: must be a whole number from 16 to 32768"),
         "{out:?}"
     );
     let out = run(
