@@ -998,8 +998,6 @@ impl<R: Rng> Engine<R> {
 
     /// Answers a query (already removed from every table) with lanveil's SERVFAIL + EDE.
     fn servfail(&mut self, q: Query, e: Ede<'_>) {
-        self.stats.servfail += 1;
-        self.stats.failures_by_ede[usize::from(e.code).min(31)] += 1;
         let mut query = q.upstream_msg;
         let _ = header::set_id(&mut query, q.view.id);
         let Ok(scan) = message::scan(&query) else {
@@ -1023,6 +1021,8 @@ impl<R: Rng> Engine<R> {
             &mut buf,
         ) {
             buf.truncate(n);
+            self.stats.servfail += 1;
+            self.stats.failures_by_ede[usize::from(e.code).min(31)] += 1;
             self.transmits.push_back(Transmit {
                 to: q.client,
                 bytes: buf,
