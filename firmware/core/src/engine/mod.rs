@@ -857,11 +857,11 @@ impl<R: Rng> Engine<R> {
         self.compact_timers();
     }
 
-    /// Keeps the lazy-deletion heap bounded: once it holds more than four entries per allowed
-    /// in-flight query (plus 16) and has doubled since the last compaction, the timers of queries
-    /// that are gone are dropped. Every timer of a live query stays, whatever its kind (the deadline
-    /// and any pending hedge), so the heap stays within twice the live timers (each query has one
-    /// deadline and at most one hedge per placement).
+    /// Keeps the lazy-deletion heap bounded: once it holds more than 4 × `max_inflight` + 16 entries,
+    /// and more than twice what the last compaction left, the timers of queries that are gone are
+    /// dropped. Every timer of a live query stays, whatever its kind (its deadline and any pending
+    /// hedge: one per placement). So the heap never stays above the larger of those two bounds, and a
+    /// heap of mostly live timers is not rescanned on every push.
     fn compact_timers(&mut self) {
         let bound = (4 * self.config.max_inflight + 16).max(self.timers_compact_at);
         if self.timers.len() <= bound {
