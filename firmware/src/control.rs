@@ -168,31 +168,11 @@ async fn status(ctx: &Context) -> Option<StatusReport> {
         })
         .collect();
     let s = snap.stats;
-    let counters = [
-        ("queries", s.queries),
-        ("answered", s.answered),
-        ("cache_hits", s.cache_hits),
-        ("stale_answers", s.stale_answers),
-        ("local_answers", s.local_answers),
-        ("refused", s.refused),
-        ("servfail", s.servfail),
-        ("timeouts", s.timeouts),
-        ("formerr", s.formerr),
-        ("notimp", s.notimp),
-        ("dropped", s.dropped),
-        ("forwarded", s.forwarded),
-        ("retries", s.retries),
-        ("hedged", s.hedged),
-        ("upstream_servfail", s.upstream_servfail),
-        ("upstream_connects", s.upstream_connects),
-        ("upstream_failures", s.upstream_failures),
-        ("truncated", s.truncated),
-        ("overloaded", s.overloaded),
-        ("plaintext_portal", s.plaintext_portal),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
+    let counters = s
+        .counters()
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
     let failures_by_ede = s
         .failures_by_ede
         .iter()

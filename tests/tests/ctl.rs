@@ -816,3 +816,63 @@ async fn push_watchdog_on_the_router_restores_when_this_machine_vanishes() {
         "and reloaded it"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_reports_every_engine_counter_in_text_and_json() {
+    let pki = Pki::new();
+    let leaf = pki.leaf(&[NAME], &[]);
+    let up = DotUpstream::start(UpstreamOpts::new(&leaf)).await;
+    let router = Router::start(up.addr(), leaf.ca_pem_path()).await;
+    let work = TempDir::new("ctl-counters");
+    // One query with EDNS version 1: BADVERS (RFC 6891 §6.1.3), counted as `badvers`.
+    let mut q = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 1];
+    q.extend_from_slice(b"\x01a\x04test\x00\x00\x01\x00\x01");
+    q.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, 0, 1, 0, 0, 0, 0]);
+    let r = lanveil_tests::client::raw_udp(router.listen, &q, Duration::from_secs(3))
+        .await
+        .unwrap();
+    assert_eq!(&r[..2], &[0x12, 0x34]);
+
+    let socket = router.control();
+    let out = run(work.path(), &["status", "--socket", &socket]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let text = out.stdout.clone();
+    let out = run(work.path(), &["status", "--socket", &socket, "--json"]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let v = json(&out);
+    let counters: Vec<(String, u64)> = v["counters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p[0].as_str().unwrap().to_string(), p[1].as_u64().unwrap()))
+        .collect();
+    let names: Vec<&str> = lanveil_core::engine::Stats::default()
+        .counters()
+        .iter()
+        .map(|(n, _)| *n)
+        .collect();
+    for name in [
+        "badvers",
+        "late_answers",
+        "rate_limited",
+        "client_overloaded",
+        "dns64_synthesized",
+    ] {
+        assert!(names.contains(&name), "{name}");
+    }
+    for name in names {
+        assert!(
+            counters.iter().any(|(n, _)| n == name),
+            "{name} missing from the JSON status: {counters:?}"
+        );
+        assert!(
+            text.contains(&format!(" {name} ")),
+            "{name} missing from the text status:\n{text}"
+        );
+    }
+    assert!(
+        counters.contains(&("badvers".to_string(), 1)),
+        "{counters:?}"
+    );
+    assert!(text.contains(", badvers 1,"), "{text}");
+}

@@ -340,6 +340,19 @@ async fn control_socket_reports_status_log_and_reloads() {
     );
     let counter = |k: &str| s.counters.iter().find(|(n, _)| n == k).map(|(_, v)| *v);
     assert_eq!(counter("answered"), Some(1));
+    // Every engine counter is reported, including those once counted and never shown.
+    for (name, _) in lanveil_core::engine::Stats::default().counters() {
+        assert!(counter(name).is_some(), "{name} missing: {:?}", s.counters);
+    }
+    for name in [
+        "badvers",
+        "late_answers",
+        "rate_limited",
+        "client_overloaded",
+        "dns64_synthesized",
+    ] {
+        assert_eq!(counter(name), Some(0), "{name}");
+    }
     let Response::QueryLog(log) = ask("log").await else {
         panic!("not a log")
     };

@@ -53,7 +53,8 @@ pub struct CacheConfig {
     pub max_ttl: u32,
     /// Cap on negative (NXDOMAIN/NODATA) TTLs (RFC 2308 §5).
     pub negative_max_ttl: u32,
-    /// How long SERVFAIL/REFUSED is kept; 0 = never.
+    /// How long SERVFAIL/REFUSED is kept; 0 = never. The engine stores a SERVFAIL only when every
+    /// upstream it tried answered SERVFAIL, never one of its own (time-out, connection or TLS failure).
     pub servfail_ttl: u32,
     /// TTL written into stale answers (RFC 8767 §4).
     pub stale_answer_ttl: u32,

@@ -4,7 +4,8 @@
 //!
 //! Rules: synthesis happens only when the AAAA answer is NOERROR with no AAAA record (a name with AAAA
 //! records is never synthesized; NXDOMAIN stays NXDOMAIN); CNAMEs of the A answer are kept; names are
-//! written uncompressed; the synthesized record keeps the A record's TTL.
+//! written uncompressed; the synthesized record keeps the A record's TTL; a synthesized answer never
+//! claims to be authenticated (AD clear, RFC 6147 §5.5: synthesized records cannot be validated).
 
 use alloc::vec::Vec;
 
@@ -18,6 +19,8 @@ pub const TYPE_A: u16 = 1;
 pub const TYPE_AAAA: u16 = 28;
 const TYPE_CNAME: u16 = 5;
 const CLASS_IN: u16 = 1;
+/// The AD (Authentic Data) header flag.
+const FLAG_AD: u16 = 0x0020;
 
 /// A NAT64 prefix (RFC 6052 §2.2: length 32, 40, 48, 56, 64 or 96).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -112,7 +115,8 @@ pub fn has_answer_of_type(msg: &[u8], scan: &Scan, rtype: u16) -> bool {
 }
 
 /// Builds the synthesized AAAA answer from an A answer `a` (its question is the AAAA question except
-/// for QTYPE). `None` if the A answer holds no A record (the original AAAA answer then stands).
+/// for QTYPE), with AD clear whatever the A answer said. `None` if the A answer holds no A record (the
+/// original AAAA answer then stands).
 pub fn synthesize(a: &[u8], scan: &Scan, prefix: &Nat64Prefix) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(a.len() + 64);
     out.extend_from_slice(a.get(..scan.question_end)?);
@@ -155,6 +159,7 @@ pub fn synthesize(a: &[u8], scan: &Scan, prefix: &Nat64Prefix) -> Option<Vec<u8>
         return None;
     }
     let h = Header {
+        flags: scan.header.flags & !FLAG_AD,
         ancount: count,
         nscount: 0,
         arcount: 0,
@@ -277,6 +282,20 @@ mod tests {
         assert_eq!(ans[1].data().to_string(), "64:ff9b::c000:201");
         assert_eq!(ans[2].data().to_string(), "64:ff9b::c000:202");
         assert_eq!(ans[1].ttl(), 30);
+    }
+
+    #[test]
+    fn synthesized_answers_never_claim_authenticated_data() {
+        // RFC 6147 §5.5: the A answer was validated (AD), the synthesized AAAA records were not.
+        let mut a = a_answer();
+        a[3] |= 0x20;
+        let s = scan(&a).unwrap();
+        assert!(s.header.flags & FLAG_AD != 0);
+        let out = synthesize(&a, &s, &Nat64Prefix::WELL_KNOWN).unwrap();
+        let m = hickory_proto::op::Message::from_vec(&out).unwrap();
+        assert!(!m.authentic_data(), "AD copied into a synthesized answer");
+        assert!(m.recursion_available(), "the other flags are kept");
+        assert_eq!(m.id(), 0x1234);
     }
 
     #[test]

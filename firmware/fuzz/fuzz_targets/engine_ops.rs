@@ -1,8 +1,11 @@
 //! Random sequences of engine inputs (client queries, upstream connects/data/answers/failures/closes,
-//! reconfigurations, time passing on a virtual clock) against `engine::Engine` with `rng::TestRng`:
-//! never panics, `inflight() ≤ max_inflight`, every answer scans and goes to a client that asked (at
-//! most once per query), and once time runs past every deadline with no more upstream answers,
-//! nothing is in flight and every answerable query got exactly one answer.
+//! reconfigurations, time passing on a virtual clock, captive-portal exceptions opened and closed
+//! both through a real `captive::Tracker` and directly) against `engine::Engine` with
+//! `rng::TestRng`: never panics, `inflight() ≤ max_inflight`, every answer scans and goes to a client
+//! that asked (at most once per query), a `PlainQuery` goes out only while `captive_plaintext` is on,
+//! only for a name the exception in force covers (compared here, independently of the engine) and
+//! only before that exception's end, and once time runs past every deadline with no more upstream
+//! answers, nothing is in flight and every answerable query got exactly one answer.
 #![no_main]
 
 use core::net::SocketAddr;
@@ -10,6 +13,8 @@ use core::time::Duration;
 
 use arbitrary::Arbitrary;
 use lanveil_core::cache::CacheConfig;
+use lanveil_core::capport::CaptivePortalUri;
+use lanveil_core::captive::{ApiState, Exception, Settings, Tracker};
 use lanveil_core::engine::{
     Action, ClientAddr, CloseReason, Engine, EngineConfig, SelectPolicy, SessionId, TlsFailure,
     Transport, UpstreamId, UpstreamSpec,
@@ -38,7 +43,26 @@ struct Setup {
     policy: bool,
     query_log: u8,
     seed: u64,
+    /// `captive_plaintext` at start.
+    captive_plaintext: bool,
+    plaintext_max_ms: u16,
 }
+
+/// Portal API URIs the WAN may announce (hosts among the names the queries ask for).
+const PORTALS: [&str; 5] = [
+    "https://a.example/api",
+    "https://B.example:8443/captive",
+    "https://c.lan/portal",
+    "https://192.0.2.1/api",
+    "urn:ietf:params:capport:unrestricted",
+];
+/// `user-portal-url`s an API may return.
+const LOGINS: [&str; 4] = [
+    "https://d.example/login",
+    "https://A.EXAMPLE/",
+    "http://e.example/",
+    "https://[2001:db8::1]/",
+];
 
 #[derive(Arbitrary, Debug)]
 enum Op {
@@ -66,6 +90,29 @@ enum Op {
     Advance(u16),
     Timeout,
     Reconfigure(u8),
+    /// The WAN announces portal `PORTALS[i]` (or withdraws it): the tracker's exception is handed to
+    /// the engine, as the driver does.
+    Portal(Option<u8>),
+    /// The portal's API answered.
+    PortalApi {
+        captive: bool,
+        login: Option<u8>,
+    },
+    /// `captive_plaintext` changed (a reload).
+    Plaintext(bool),
+    /// An exception set directly (while `captive_plaintext` is on): the names `<a-f>.example` /
+    /// `<a-f>.lan` picked by the bits of `names`, ending `until_ms` from now (0: already ended).
+    Exception {
+        names: u16,
+        until_ms: u16,
+    },
+    /// The exception ends (`set_plain_exception(None)`).
+    CloseException,
+    /// The WAN's DNS answers plaintext query `which`.
+    PlainAnswer {
+        which: u8,
+        kind: u8,
+    },
 }
 
 #[derive(Arbitrary, Debug)]
@@ -93,6 +140,13 @@ struct Harness {
     /// (client, ID) of queries still owed an answer.
     pending: Vec<(ClientAddr, u16)>,
     policy: bool,
+    tracker: Tracker,
+    settings: Settings,
+    portal: Option<CaptivePortalUri>,
+    /// The exception last handed to the engine.
+    exception: Option<Exception>,
+    /// Plaintext queries sent and not answered by the harness.
+    plain_sent: Vec<Sent>,
 }
 
 fn upstream_specs(sel: u8) -> Vec<UpstreamSpec> {
@@ -193,8 +247,35 @@ impl Harness {
                 Action::Close { session } => {
                     self.sessions.retain(|&s| s != session);
                 }
-                Action::PlainQuery { .. } => {
-                    panic!("a plaintext query without a captive-portal exception")
+                Action::PlainQuery { tag, message } => {
+                    let s = must_scan(&message, "plaintext query");
+                    assert_eq!(s.header.id, tag, "the tag is the message ID");
+                    let q = s.question.expect("a plaintext query has a question");
+                    let qname = &message[12..q.name_end];
+                    assert!(
+                        self.settings.plaintext,
+                        "a plaintext query with captive_plaintext off: {}",
+                        hex(qname)
+                    );
+                    let Some(ex) = &self.exception else {
+                        panic!("a plaintext query without an exception: {}", hex(qname));
+                    };
+                    assert!(
+                        self.now < ex.until,
+                        "a plaintext query after the exception's end: {}",
+                        hex(qname)
+                    );
+                    assert!(
+                        ex.names.iter().any(|n| n.eq_ignore_ascii_case(qname)),
+                        "a plaintext query for a name the exception does not cover: {}",
+                        hex(qname)
+                    );
+                    self.plain_sent.push(Sent {
+                        session: SessionId(0),
+                        message: false,
+                        tag,
+                        msg: message,
+                    });
                 }
             }
         }
@@ -216,6 +297,13 @@ impl Harness {
         self.sessions
             .get(usize::from(i) % self.sessions.len().max(1))
             .copied()
+    }
+
+    /// What the driver does after any WAN change: the tracker's exception goes to the engine.
+    fn sync_exception(&mut self) {
+        let ex = self.tracker.exception(self.now);
+        self.exception.clone_from(&ex);
+        self.e.set_plain_exception(ex);
     }
 
     fn advance(&mut self, ms: u64) {
@@ -308,6 +396,11 @@ fuzz_target!(|input: Input| {
     let s = &input.setup;
     let config = engine_config(s);
     let specs = upstream_specs(s.upstreams);
+    let settings = Settings {
+        plaintext: s.captive_plaintext,
+        plaintext_max: Duration::from_millis(u64::from(s.plaintext_max_ms)),
+        poll: Duration::from_secs(60),
+    };
     let mut h = Harness {
         e: Engine::new(config, &specs, TestRng::new(s.seed)),
         now: Instant::from_millis(1_000),
@@ -318,6 +411,11 @@ fuzz_target!(|input: Input| {
         specs,
         pending: Vec::new(),
         policy: s.policy,
+        tracker: Tracker::new(settings),
+        settings,
+        portal: None,
+        exception: None,
+        plain_sent: Vec::new(),
     };
     if s.policy {
         h.e.set_policy(Some(
@@ -348,7 +446,15 @@ fuzz_target!(|input: Input| {
                     0,
                     u8::from(edns.is_some()),
                 ]);
-                q.extend_from_slice(&[1, b'a' + label % 6]);
+                let letter = b'a' + label % 6;
+                q.extend_from_slice(&[
+                    1,
+                    if label & 0x40 != 0 {
+                        letter.to_ascii_uppercase()
+                    } else {
+                        letter
+                    },
+                ]);
                 if label & 0x80 != 0 {
                     q.extend_from_slice(b"\x03lan");
                 } else {
@@ -446,6 +552,69 @@ fuzz_target!(|input: Input| {
                 let mut c = config;
                 c.query_log = usize::from(sel % 3);
                 h.e.reconfigure(h.now, c, &h.specs.clone());
+            }
+            Op::Portal(sel) => {
+                let uri = sel.and_then(|i| {
+                    CaptivePortalUri::parse(PORTALS[usize::from(i) % PORTALS.len()].as_bytes()).ok()
+                });
+                h.tracker.signal(h.now, uri.clone());
+                h.portal = uri;
+                h.sync_exception();
+            }
+            Op::PortalApi { captive, login } => {
+                if let Some(uri) = h.portal.clone() {
+                    let st = ApiState {
+                        captive: *captive,
+                        user_portal_url: login
+                            .map(|i| LOGINS[usize::from(i) % LOGINS.len()].into()),
+                        ..ApiState::default()
+                    };
+                    h.tracker.api_result(h.now, &uri, Ok(st));
+                }
+                h.sync_exception();
+            }
+            Op::Plaintext(on) => {
+                h.settings.plaintext = *on;
+                h.tracker.set_settings(h.settings);
+                h.sync_exception();
+            }
+            Op::Exception { names, until_ms } => {
+                // The shell only ever has an exception to give while the owner allows plaintext.
+                if h.settings.plaintext {
+                    let names = (0..12u8)
+                        .filter(|i| (*names >> i) & 1 == 1)
+                        .map(|i| {
+                            let mut n = vec![1, b'a' + i % 6];
+                            n.extend_from_slice(if i < 6 {
+                                &b"\x07example\0"[..]
+                            } else {
+                                b"\x03lan\0"
+                            });
+                            n
+                        })
+                        .collect();
+                    let ex = Exception {
+                        names,
+                        until: h.now + Duration::from_millis(u64::from(*until_ms)),
+                    };
+                    h.exception = Some(ex.clone());
+                    h.e.set_plain_exception(Some(ex));
+                }
+            }
+            Op::CloseException => {
+                h.exception = None;
+                h.e.set_plain_exception(None);
+            }
+            Op::PlainAnswer { which, kind } => {
+                if !h.plain_sent.is_empty() {
+                    let i = usize::from(*which) % h.plain_sent.len();
+                    let a = answer(&h.plain_sent[i], *kind);
+                    let tag = h.plain_sent[i].tag;
+                    if kind & 0x10 == 0 {
+                        h.plain_sent.swap_remove(i);
+                    }
+                    h.e.handle_plain_answer(h.now, tag, &a);
+                }
             }
         }
         h.drain();

@@ -62,8 +62,14 @@ pub const SOFT_LIMIT: u32 = 3;
 /// Every this many queries, the `Fastest` policy picks round-robin to re-measure the others.
 const EXPLORE_EVERY: u32 = 32;
 
-const TIMER_DEADLINE: u8 = 0;
-const TIMER_HEDGE: u8 = 1;
+/// What a query's timer does when it fires.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    /// The query's deadline: it is answered (SERVFAIL at worst).
+    Deadline,
+    /// A placement's attempt timeout: the query is also placed on another upstream.
+    Hedge,
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Place {
@@ -169,7 +175,9 @@ pub struct Engine<R> {
     generations: Vec<u32>,
     free: Vec<usize>,
     live: usize,
-    timers: BinaryHeap<Reverse<(Instant, usize, u32, u8)>>,
+    timers: BinaryHeap<Reverse<(Instant, usize, u32, Timer)>>,
+    /// The heap size above which [`Engine::compact_timers`] runs next (besides the fixed bound).
+    timers_compact_at: usize,
     transmits: VecDeque<Transmit>,
     actions: VecDeque<Action>,
     events: VecDeque<Event>,
@@ -225,6 +233,7 @@ impl<R: Rng> Engine<R> {
             free: Vec::new(),
             live: 0,
             timers: BinaryHeap::new(),
+            timers_compact_at: 0,
             transmits: VecDeque::new(),
             actions: VecDeque::new(),
             events: VecDeque::new(),
@@ -552,9 +561,7 @@ impl<R: Rng> Engine<R> {
                 _ => Dns64Phase::Off,
             },
         });
-        self.timers
-            .push(Reverse((deadline, slot, generation, TIMER_DEADLINE)));
-        self.compact_timers();
+        self.push_timer(deadline, slot, generation, Timer::Deadline);
         self.place(now, slot, generation);
     }
 
@@ -761,10 +768,9 @@ impl<R: Rng> Engine<R> {
             if !self.query_is(slot, generation) {
                 continue;
             }
-            if kind == TIMER_DEADLINE {
-                self.time_out_query(now, slot, generation);
-            } else {
-                self.hedge(now, slot, generation);
+            match kind {
+                Timer::Deadline => self.time_out_query(now, slot, generation),
+                Timer::Hedge => self.hedge(now, slot, generation),
             }
         }
         self.plain_timeouts(now);
@@ -848,10 +854,16 @@ impl<R: Rng> Engine<R> {
         (slot, generation)
     }
 
-    /// Removes a query from the table and from every place it is outstanding.
+    /// Removes a query from the table and from every place it is outstanding. Its `upstream_msg`
+    /// carries the client's own question again (DNS64 asks upstream for A records in its place), so
+    /// a SERVFAIL or a query-log entry made from it shows what the client asked.
     fn take_query(&mut self, slot: usize) -> Option<Query> {
         self.withdraw_places(slot);
-        let q = self.slots.get_mut(slot)?.take()?;
+        let mut q = self.slots.get_mut(slot)?.take()?;
+        let qt = q.question_end.saturating_sub(4);
+        if let (Dns64Phase::A(_), Some(t)) = (&q.dns64, q.upstream_msg.get_mut(qt..qt + 2)) {
+            t.copy_from_slice(&dns64::TYPE_AAAA.to_be_bytes());
+        }
         self.free.push(slot);
         self.live -= 1;
         if let Some(c) = self.clients.get_mut(&q.client.peer().ip()) {
@@ -902,22 +914,28 @@ impl<R: Rng> Engine<R> {
         }
     }
 
-    /// Keeps the lazy-deletion heap bounded: rebuilt from live queries when it grows past twice the
-    /// in-flight limit.
+    /// Arms a timer for query `slot`/`generation` (timers of queries that are gone are skipped when
+    /// they fire, and dropped by compaction).
+    fn push_timer(&mut self, at: Instant, slot: usize, generation: u32, kind: Timer) {
+        self.timers.push(Reverse((at, slot, generation, kind)));
+        self.compact_timers();
+    }
+
+    /// Keeps the lazy-deletion heap bounded: once it holds more than 4 × `max_inflight` + 16 entries,
+    /// and more than twice what the last compaction left, the timers of queries that are gone are
+    /// dropped. Every timer of a live query stays, whatever its kind (its deadline and any pending
+    /// hedge: one per placement). So the heap never stays above the larger of those two bounds, and a
+    /// heap of mostly live timers is not rescanned on every push.
     fn compact_timers(&mut self) {
-        if self.timers.len() <= 4 * self.config.max_inflight + 16 {
+        let bound = (4 * self.config.max_inflight + 16).max(self.timers_compact_at);
+        if self.timers.len() <= bound {
             return;
         }
-        let live: Vec<_> = self
-            .slots
-            .iter()
-            .enumerate()
-            .filter_map(|(i, q)| {
-                q.as_ref()
-                    .map(|q| Reverse((q.deadline, i, q.generation, TIMER_DEADLINE)))
-            })
-            .collect();
-        self.timers = BinaryHeap::from(live);
+        let slots = &self.slots;
+        self.timers.retain(|&Reverse((_, slot, generation, _))| {
+            matches!(slots.get(slot), Some(Some(q)) if q.generation == generation)
+        });
+        self.timers_compact_at = 2 * self.timers.len();
     }
 
     fn session_index(&self, id: SessionId) -> Option<usize> {
@@ -1025,8 +1043,16 @@ impl<R: Rng> Engine<R> {
             }
         }
         if let Some(sf) = &q.servfail {
-            self.stats.servfail += 1;
+            if reason.is_none()
+                && let (Some(cache), Some(key)) = (self.cache.as_mut(), q.cache_key.clone())
+            {
+                // Every upstream tried answered SERVFAIL, and nothing of ours (a time-out, a
+                // connection or TLS failure) took part: a final SERVFAIL, cached for at most
+                // `servfail_ttl` (RFC 2308 §7.1).
+                cache.insert(now, key, sf);
+            }
             if self.answer_from(q.client, &q.view, sf, None) {
+                self.stats.servfail += 1;
                 self.log_answer(now, sf, AnswerSource::Upstream);
                 return;
             }
@@ -1037,8 +1063,6 @@ impl<R: Rng> Engine<R> {
 
     /// Answers a query (already removed from every table) with lanveil's SERVFAIL + EDE.
     fn servfail(&mut self, q: Query, e: Ede<'_>) {
-        self.stats.servfail += 1;
-        self.stats.failures_by_ede[usize::from(e.code).min(31)] += 1;
         let mut query = q.upstream_msg;
         let _ = header::set_id(&mut query, q.view.id);
         let Ok(scan) = message::scan(&query) else {
@@ -1063,6 +1087,8 @@ impl<R: Rng> Engine<R> {
             &mut buf,
         ) {
             buf.truncate(n);
+            self.stats.servfail += 1;
+            self.stats.failures_by_ede[usize::from(e.code).min(31)] += 1;
             self.transmits.push_back(Transmit {
                 to: q.client,
                 bytes: buf,
@@ -1239,8 +1265,12 @@ impl<R: Rng> Engine<R> {
                     return;
                 }
                 if until >= deadline {
-                    // It cannot succeed in time: answer now rather than at the deadline.
+                    // It cannot succeed in time: answer now rather than at the deadline. That is a
+                    // time-out of ours, whatever the upstreams answered so far.
                     let reason = self.upstreams[ui].last_error;
+                    if let Some(Some(q)) = self.slots.get_mut(slot) {
+                        q.last_reason.get_or_insert(CloseReason::Timeout);
+                    }
                     self.finish_failed(now, slot, reason);
                     return;
                 }
@@ -1307,8 +1337,7 @@ impl<R: Rng> Engine<R> {
         }
         if self.upstreams.len() > 1 {
             let at = now + self.attempt_timeout(ui);
-            self.timers
-                .push(Reverse((at, slot, generation, TIMER_HEDGE)));
+            self.push_timer(at, slot, generation, Timer::Hedge);
         }
     }
 

@@ -1238,3 +1238,216 @@ fn malformed_tcp_frame_from_outside_allow_is_reported() {
     assert!(h.out.is_empty());
     assert_eq!(h.events, [Event::NoAnswer { conn: 7 }]);
 }
+
+#[test]
+fn timer_compaction_keeps_the_hedges_of_live_queries() {
+    // max_inflight 4: the timer heap is compacted once it holds more than 4 × 4 + 16 = 32 entries.
+    let c = EngineConfig {
+        max_inflight: 4,
+        ..cfg()
+    };
+    let mut h = Harness::new(c, &[U1, U2]);
+    h.q(udp(1), &query(1, "s", None));
+    let s1 = h.connects[0].0;
+    h.connected(s1);
+    // The primary never answers this one; 40 other queries are answered at once, each leaving a
+    // dead deadline and a dead hedge timer behind.
+    for i in 0..40u16 {
+        h.q(udp(100 + i), &query(100 + i, "q", None));
+        let f = h.sends.last().unwrap().1.clone();
+        h.data(s1, &answer(&f));
+    }
+    assert_eq!(h.out.len(), 40);
+    assert!(
+        h.e.timers.len() <= 4 * 4 + 16,
+        "compaction ran: {} timers",
+        h.e.timers.len()
+    );
+    assert_eq!(h.connects.len(), 1, "nothing hedged yet");
+    // The stalled query's attempt timeout (half the deadline: no RTT when it was placed) passes.
+    h.advance(1_250);
+    assert_eq!(h.e.stats().hedged, 1, "the hedge survived compaction");
+    assert_eq!(h.connects.len(), 2);
+    assert_eq!(h.connects[1].1, U2);
+    let s2 = h.connects[1].0;
+    h.connected(s2);
+    let f = h.sends.iter().find(|(s, _)| *s == s2).unwrap().1.clone();
+    h.data(s2, &answer(&f));
+    let got = h.out.iter().find(|t| t.to == udp(1)).unwrap();
+    assert_eq!(rcode_and_ede(&got.bytes).0, rcode::NOERROR);
+}
+
+/// `<label>.example.` type AAAA, without EDNS.
+fn query_aaaa(id: u16, label: &str) -> Vec<u8> {
+    let mut q = query(id, label, None);
+    let n = q.len();
+    q[n - 3] = 28;
+    q
+}
+
+/// The upstream's NOERROR answer without records to a framed query.
+fn nodata(frame: &[u8]) -> Vec<u8> {
+    let msg = &frame[2..];
+    let s = scan(msg).unwrap();
+    let mut r = msg[..2].to_vec();
+    r.extend_from_slice(&[0x81, 0x80, 0, 1, 0, 0, 0, 0, 0, 0]);
+    r.extend_from_slice(&msg[12..s.question_end]);
+    let mut framed = (r.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&r);
+    framed
+}
+
+fn qtype_of(msg: &[u8]) -> u16 {
+    scan(msg).unwrap().question.unwrap().qtype
+}
+
+#[test]
+fn dns64_answers_clear_ad_and_failures_show_the_clients_qtype() {
+    let c = EngineConfig {
+        dns64: Some(dns64::Nat64Prefix::WELL_KNOWN),
+        query_log: 10,
+        ..cfg()
+    };
+    let mut h = Harness::new(c, &[U1]);
+    h.q(udp(1), &query_aaaa(1, "a"));
+    let s = h.connects[0].0;
+    h.connected(s);
+    let f = h.sends[0].1.clone();
+    assert_eq!(qtype_of(&f[2..]), dns64::TYPE_AAAA);
+    h.data(s, &nodata(&f));
+    // No AAAA record: the A records are asked for; the upstream says they were validated (AD).
+    let f = h.sends[1].1.clone();
+    assert_eq!(qtype_of(&f[2..]), dns64::TYPE_A);
+    let mut a = answer(&f);
+    a[2 + 3] |= 0x20;
+    h.data(s, &a);
+    assert_eq!(h.out.len(), 1);
+    let got = &h.out[0].bytes;
+    assert_eq!(qtype_of(got), dns64::TYPE_AAAA);
+    assert_eq!(h.e.stats().dns64_synthesized, 1);
+    assert_eq!(
+        header::Header::parse(got).unwrap().flags & 0x0020,
+        0,
+        "RFC 6147 §5.5: a synthesized answer is not authenticated data"
+    );
+
+    // A query that fails while its A records are being asked for: the SERVFAIL and the query log
+    // show the AAAA the client asked for, not the A asked upstream in its place. (The AAAA answer
+    // normally stands then; here it is made unusable, so the failure path itself is reached.)
+    h.q(udp(2), &query_aaaa(2, "b"));
+    let f = h.sends[2].1.clone();
+    h.data(s, &nodata(&f));
+    assert_eq!(qtype_of(&h.sends[3].1[2..]), dns64::TYPE_A);
+    let q = h.e.slots.iter_mut().flatten().next().unwrap();
+    q.dns64 = Dns64Phase::A(Vec::new());
+    h.advance(3_000);
+    let failed = h.out.iter().find(|t| t.to == udp(2)).unwrap();
+    assert_eq!(rcode_and_ede(&failed.bytes).0, rcode::SERVFAIL);
+    assert_eq!(qtype_of(&failed.bytes), dns64::TYPE_AAAA);
+    let logged = h.e.query_log().last().unwrap();
+    assert_eq!(
+        (logged.qtype, logged.source),
+        (dns64::TYPE_AAAA, AnswerSource::Failed)
+    );
+}
+
+#[test]
+fn a_servfail_that_cannot_be_passed_on_is_counted_once() {
+    let mut h = Harness::new(cfg(), &[U1, U2]);
+    h.q(udp(1), &query(1, "a", None));
+    let s1 = h.connects[0].0;
+    h.connected(s1);
+    let f = h.sends[0].1.clone();
+    h.data(s1, &servfail_of(&f));
+    assert!(h.out.is_empty(), "tried on the other upstream first");
+    // The kept SERVFAIL cannot be re-emitted: lanveil's own SERVFAIL goes out instead.
+    let q = h.e.slots.iter_mut().flatten().next().unwrap();
+    q.servfail = Some(alloc::vec![0; 3]);
+    h.advance(3_000);
+    assert_eq!(h.out.len(), 1);
+    assert_eq!(rcode_and_ede(&h.out[0].bytes).0, rcode::SERVFAIL);
+    assert_eq!(h.e.stats().servfail, 1, "one SERVFAIL answer, counted once");
+}
+
+#[test]
+fn a_final_upstream_servfail_is_cached_for_servfail_ttl_but_never_our_own_failures() {
+    let c = EngineConfig {
+        cache: Some(crate::cache::CacheConfig::default()),
+        ..cfg()
+    };
+    assert_eq!(crate::cache::CacheConfig::default().servfail_ttl, 5);
+    let mut h = Harness::new(c, &[U1]);
+    h.q(udp(1), &query(1, "a", Some(1232)));
+    let s = h.connects[0].0;
+    h.connected(s);
+    let f = h.sends[0].1.clone();
+    h.data(s, &servfail_of(&f));
+    assert_eq!(rcode_and_ede(&h.out[0].bytes).0, rcode::SERVFAIL);
+    // The same question within servfail_ttl: from the cache, nothing sent upstream.
+    h.advance(4_000);
+    h.q(udp(2), &query(2, "a", Some(1232)));
+    assert_eq!(h.sends.len(), 1, "answered from the cache");
+    assert_eq!(h.out.len(), 2);
+    assert_eq!(&h.out[1].bytes[..2], &[0, 2]);
+    assert_eq!(rcode_and_ede(&h.out[1].bytes).0, rcode::SERVFAIL);
+    assert_eq!(h.e.stats().cache_hits, 1);
+    // After servfail_ttl the upstream is asked again (and answers this time).
+    h.advance(1_100);
+    h.q(udp(3), &query(3, "a", Some(1232)));
+    assert_eq!(h.sends.len(), 2, "the cached SERVFAIL expired");
+    let f = h.sends[1].1.clone();
+    h.data(s, &answer(&f));
+    assert_eq!(rcode_and_ede(&h.out[2].bytes).0, rcode::NOERROR);
+
+    // Our own time-out is never cached: the next query goes upstream again.
+    h.q(udp(4), &query(4, "t", Some(1232)));
+    assert_eq!(h.sends.len(), 3);
+    h.advance(3_000);
+    let (rc, e) = rcode_and_ede(&h.out.last().unwrap().bytes);
+    assert_eq!(
+        (rc, e.unwrap().0),
+        (rcode::SERVFAIL, ede::NO_REACHABLE_AUTHORITY)
+    );
+    let before = h.sends.len() + h.connects.len();
+    h.q(udp(5), &query(5, "t", Some(1232)));
+    assert!(
+        h.sends.len() + h.connects.len() > before,
+        "not from the cache"
+    );
+    assert_eq!(h.e.stats().cache_hits, 1);
+}
+
+#[test]
+fn an_upstream_servfail_passed_on_after_a_connection_failure_is_not_cached() {
+    let c = EngineConfig {
+        cache: Some(crate::cache::CacheConfig::default()),
+        ..cfg()
+    };
+    let mut h = Harness::new(c, &[U1, U2]);
+    h.q(udp(1), &query(1, "a", None));
+    let s1 = h.connects[0].0;
+    h.connected(s1);
+    let f = h.sends[0].1.clone();
+    h.data(s1, &servfail_of(&f));
+    // The other upstream fails its TLS handshake every time until the query gives up.
+    let mut handled = 1;
+    while h.out.is_empty() && h.connects.len() < 20 {
+        if h.connects.len() > handled {
+            let (s, u) = h.connects[handled];
+            assert_eq!(u, U2);
+            handled += 1;
+            h.closed(s, CloseReason::Tls(TlsFailure::PinMismatch));
+        } else {
+            h.advance(100);
+        }
+    }
+    assert_eq!(h.out.len(), 1);
+    assert_eq!(rcode_and_ede(&h.out[0].bytes).0, rcode::SERVFAIL);
+    let before = h.sends.len() + h.connects.len();
+    h.q(udp(2), &query(2, "a", None));
+    assert!(
+        h.sends.len() + h.connects.len() > before,
+        "not from the cache"
+    );
+    assert_eq!(h.e.stats().cache_hits, 0);
+}

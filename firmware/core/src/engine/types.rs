@@ -357,7 +357,7 @@ pub struct Stats {
     pub forwarded: u64,
     /// Retried after a session died.
     pub retries: u64,
-    /// Answered SERVFAIL locally.
+    /// Answered SERVFAIL (lanveil's own, or an upstream's passed on), each answer counted once.
     pub servfail: u64,
     /// Of those, because the deadline passed.
     pub timeouts: u64,
@@ -367,7 +367,7 @@ pub struct Stats {
     pub notimp: u64,
     /// Answered BADVERS.
     pub badvers: u64,
-    /// Refused because the in-flight table was full.
+    /// Answered SERVFAIL because the in-flight table was full.
     pub overloaded: u64,
     /// Dropped (unreadable header, or a response sent to us).
     pub dropped: u64,
@@ -402,4 +402,67 @@ pub struct Stats {
     pub upstream_connects: u64,
     /// Upstream connections that failed or broke.
     pub upstream_failures: u64,
+}
+
+impl Stats {
+    /// Every counter with its name in status reports (`failures_by_ede` is reported on its own). The
+    /// destructuring is exhaustive: a counter added to [`Stats`] does not compile until it is listed
+    /// here, so none is counted without being reported.
+    pub fn counters(&self) -> [(&'static str, u64); 25] {
+        let Self {
+            queries,
+            answered,
+            forwarded,
+            retries,
+            servfail,
+            timeouts,
+            formerr,
+            notimp,
+            badvers,
+            overloaded,
+            dropped,
+            truncated,
+            late_answers,
+            cache_hits,
+            stale_answers,
+            hedged,
+            upstream_servfail,
+            local_answers,
+            refused,
+            dns64_synthesized,
+            plaintext_portal,
+            rate_limited,
+            client_overloaded,
+            failures_by_ede: _,
+            upstream_connects,
+            upstream_failures,
+        } = *self;
+        [
+            ("queries", queries),
+            ("answered", answered),
+            ("cache_hits", cache_hits),
+            ("stale_answers", stale_answers),
+            ("local_answers", local_answers),
+            ("refused", refused),
+            ("servfail", servfail),
+            ("timeouts", timeouts),
+            ("formerr", formerr),
+            ("notimp", notimp),
+            ("badvers", badvers),
+            ("dropped", dropped),
+            ("rate_limited", rate_limited),
+            ("client_overloaded", client_overloaded),
+            ("forwarded", forwarded),
+            ("retries", retries),
+            ("hedged", hedged),
+            ("late_answers", late_answers),
+            ("upstream_servfail", upstream_servfail),
+            ("upstream_connects", upstream_connects),
+            ("upstream_failures", upstream_failures),
+            ("truncated", truncated),
+            ("overloaded", overloaded),
+            ("dns64_synthesized", dns64_synthesized),
+            ("plaintext_portal", plaintext_portal),
+        ]
+    }
 }
