@@ -16,8 +16,8 @@ use lanveil_core::cache::CacheConfig;
 use lanveil_core::capport::CaptivePortalUri;
 use lanveil_core::captive::{ApiState, Exception, Settings, Tracker};
 use lanveil_core::engine::{
-    Action, ClientAddr, CloseReason, Engine, EngineConfig, SelectPolicy, SessionId, TlsFailure,
-    Transport, UpstreamId, UpstreamSpec,
+    Action, ClientAddr, CloseReason, Engine, EngineConfig, PlainTarget, SelectPolicy, SessionId,
+    TlsFailure, Transport, UpstreamId, UpstreamSpec,
 };
 use lanveil_core::policy::{Policy, PolicyConfig};
 use lanveil_core::rng::TestRng;
@@ -247,8 +247,10 @@ impl Harness {
                 Action::Close { session } => {
                     self.sessions.retain(|&s| s != session);
                 }
-                Action::PlainQuery { tag, message } => {
+                Action::PlainQuery { tag, message, to } => {
                     let s = must_scan(&message, "plaintext query");
+                    // No local resolver is configured here: a Local query would be a leak.
+                    assert_eq!(to, PlainTarget::Wan, "a plaintext query to a LAN resolver");
                     assert_eq!(s.header.id, tag, "the tag is the message ID");
                     let q = s.question.expect("a plaintext query has a question");
                     let qname = &message[12..q.name_end];
