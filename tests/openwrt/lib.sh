@@ -125,6 +125,7 @@ mkroot() {
 	export IPKG_INSTROOT="$R" UCI_CONFIG_DIR="$R/etc/config" PROCD_LOG="$R/log/procd" LANVEIL_TEST_LOG="$R/log"
 	: >"$PROCD_LOG"
 	nft delete table inet lanveil 2>/dev/null
+	nft delete table inet lanveil_down 2>/dev/null
 	for f in /tmp/.uci/* /tmp/.uci/.[!.]*; do
 		[ -e "$f" ] && rm -rf "$f"
 	done

@@ -615,29 +615,34 @@ lanveil_guard_armed() {
 }
 
 # Fail closed, fast: LAN clients get REFUSED from dnsmasq, never a time-out or plaintext.
+# $LANVEIL_RUN/lanveil_down.nft exists exactly while the table is loaded (the guard's
+# once-a-second checks read that file instead of asking nft).
 lanveil_guard_arm() { # REASON
-	local f="$LANVEIL_RUN/lanveil_down.nft" said
+	local f="$LANVEIL_RUN/lanveil_down.nft" said note=""
 	lanveil_wired || return 0
-	mkdir -p "$LANVEIL_RUN"
-	if ! lanveil_guard_armed; then
-		if ! command -v nft >/dev/null 2>&1 || ! lanveil_guard_render >"$f" || ! nft -f "$f"; then
-			lanveil_log err "$1; could not load $f: LAN clients wait for time-outs"
-			return 1
+	if [ ! -f "$f" ]; then
+		mkdir -p "$LANVEIL_RUN"
+		if command -v nft >/dev/null 2>&1 && lanveil_guard_render >"$f.new" && nft -f "$f.new"; then
+			mv "$f.new" "$f"
+		else
+			rm -f "$f.new"
+			note=" (could not load the guard table 'inet lanveil_down': clients wait for time-outs)"
 		fi
 	fi
 	[ "$(lanveil_status_state)" = down ] && return 0
 	said="$(lanveil_daemon_said)"
-	lanveil_log err "$1: LAN DNS is refused (fail-closed: dnsmasq still forwards only to lanveil) until it runs again; /etc/init.d/lanveil status"
+	lanveil_log err "$1: LAN DNS is refused (fail-closed: dnsmasq still forwards only to lanveil) until it runs again$note; /etc/init.d/lanveil status"
 	lanveil_status_set down "lanveil is NOT running: $1.
-LAN DNS: dnsmasq answers REFUSED at once (fail-closed; nothing goes out in plaintext).
+LAN DNS: dnsmasq answers REFUSED at once (fail-closed; nothing goes out in plaintext)$note.
 Its last words: ${said:-see logread -e lanveil}
 Fix the cause, then: /etc/init.d/lanveil restart (or stop, to give the LAN its previous DNS servers)."
 }
 
 lanveil_guard_lift() {
+	[ -f "$LANVEIL_RUN/lanveil_down.nft" ] || return 0
 	rm -f "$LANVEIL_RUN/lanveil_down.nft"
-	lanveil_guard_armed || return 0
-	nft delete table inet lanveil_down && lanveil_log info "lanveil answers again: LAN DNS goes through it"
+	nft delete table inet lanveil_down 2>/dev/null && lanveil_log info "lanveil answers again: LAN DNS goes through it"
+	return 0
 }
 
 # One check of the guard loop.
