@@ -557,8 +557,13 @@ lanveil_wait_ready() {
 	max=$((max * 5))
 	while ! lanveil_daemon_answers; do
 		[ "$n" -ge "$max" ] && return 1
-		sleep 0.2 2>/dev/null || sleep 1
-		n=$((n + 1))
+		# busybox without FEATURE_FANCY_SLEEP has whole seconds only.
+		if sleep 0.2 2>/dev/null; then
+			n=$((n + 1))
+		else
+			sleep 1
+			n=$((n + 5))
+		fi
 	done
 	return 0
 }
