@@ -107,7 +107,7 @@ elif ! "$SC" --help 2>&1 | grep -q busybox; then
 else
 	for f in openwrt/lanveil/files/lanveil.init openwrt/lanveil/files/lanveil.sh openwrt/lanveil/files/lanveil.defaults openwrt/lanveil/test.sh \
 		tests/openwrt/doubles/rc.common tests/openwrt/doubles/procd.sh tests/openwrt/doubles/network.sh \
-		tests/openwrt/doubles/logger tests/openwrt/doubles/lanveil tests/openwrt/doubles/dnsmasq.init \
+		tests/openwrt/doubles/logger tests/openwrt/doubles/logread tests/openwrt/doubles/lanveil tests/openwrt/doubles/dnsmasq.init \
 		openwrt/lanveil/files/lanveil.udhcpc tests/openwrt/doubles/dhcp.script; do
 		if out="$("$SC" -x -s busybox "$f" 2>&1)"; then pass "shellcheck-busybox $f"; else fail "shellcheck-busybox $f" "$out"; fi
 	done

@@ -56,13 +56,14 @@ sandbox() {
 	rm -rf "$T"
 	mkdir -p "$T/bin"
 	for a in $(busybox --list); do
-		case "$a" in logger) continue ;; esac
+		case "$a" in logger | logread) continue ;; esac
 		ln -s "$(command -v busybox)" "$T/bin/$a"
 	done
 	ln -s "$(command -v busybox)" "$T/bin/busybox"
 	ln -s "$UCI_PREFIX/bin/uci" "$T/bin/uci"
 	ln -s "$(command -v nft)" "$T/bin/nft"
 	ln -s "$DOUBLES/logger" "$T/bin/logger"
+	ln -s "$DOUBLES/logread" "$T/bin/logread"
 	# jshn.sh calls the jshn binary by name.
 	ln -s "$UCI_PREFIX/bin/jshn" "$T/bin/jshn"
 	export PATH="$T/bin"

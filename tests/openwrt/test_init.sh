@@ -208,6 +208,8 @@ check up-later-wired [ "$(servers)" = "127.0.0.1#5453 /use-application-dns.net/ 
 # (ii) running, then gone: stay fail-closed, answer at once.
 cp "$R/etc/config/dhcp" "$T/dhcp.wired"
 daemon_dead
+printf '%s\n' "Sat Dec  6 00:00:01 2026 daemon.err lanveil: dnsmasq now forwards to lanveil" \
+	"Sat Dec  6 00:00:02 2026 daemon.err lanveil[4242]: lanveil: cannot read CA bundle /etc/ssl/certs/ca-certificates.crt or /etc/ssl/cert.pem" >"$R/log/logread"
 check died-guard-check guard_check
 check died-guard-table sh -c "nft list table inet lanveil_down | grep -q 'ip daddr 127.0.0.1 udp dport 5453 counter packets 0 bytes 0 drop'"
 check died-guard-tcp-reset sh -c "nft list table inet lanveil_down | grep -q 'ip daddr 127.0.0.1 tcp dport 5453 counter packets 0 bytes 0 reject with tcp reset'"
@@ -216,6 +218,7 @@ check died-capture-stays nft list table inet lanveil
 check died-logged grep -q 'daemon.err.*lanveil is not running.*LAN DNS is refused (fail-closed' "$R/log/syslog"
 check died-status status_has '^lanveil is NOT running: lanveil is not running (exited, or procd gave up respawning it).$'
 check died-status-guard status_has '^Fail-closed guard: on'
+check died-status-last-words status_has '^Its last words: lanveil: cannot read CA bundle /etc/ssl/certs/ca-certificates.crt or /etc/ssl/cert.pem$'
 guard_check
 check died-logged-once [ "$(count "$R/log/syslog" 'LAN DNS is refused')" = 1 ]
 daemon_up

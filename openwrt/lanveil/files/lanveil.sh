@@ -573,10 +573,11 @@ lanveil_wired() {
 	[ -f "$LANVEIL_STATE/dhcp.orig" ]
 }
 
-# The daemon's last lines in the system log (procd sends its stderr there), if logread exists.
+# The daemon's last lines in the system log, if logread exists: procd logs its stderr
+# tagged lanveil[PID] (this script's own lines are tagged lanveil, without a pid).
 lanveil_daemon_said() {
 	command -v logread >/dev/null 2>&1 || return 0
-	logread -l 100 2>/dev/null | grep 'lanveil\[' | grep -v 'lanveil: ' | tail -n 3 | sed 's/^.*lanveil\[[0-9]*\]: *//'
+	logread -l 100 2>/dev/null | grep 'lanveil\[[0-9]*\]: ' | tail -n 3 | sed 's/^.*lanveil\[[0-9]*\]: *//'
 }
 
 # Writes the status file (/etc/init.d/lanveil status): STATE, then text lines.
