@@ -107,7 +107,7 @@ elif ! "$SC" --help 2>&1 | grep -q busybox; then
 else
 	for f in openwrt/lanveil/files/lanveil.init openwrt/lanveil/files/lanveil.sh openwrt/lanveil/files/lanveil.defaults openwrt/lanveil/test.sh \
 		tests/openwrt/doubles/rc.common tests/openwrt/doubles/procd.sh tests/openwrt/doubles/network.sh \
-		tests/openwrt/doubles/logger tests/openwrt/doubles/lanveil tests/openwrt/doubles/dnsmasq.init \
+		tests/openwrt/doubles/logger tests/openwrt/doubles/logread tests/openwrt/doubles/lanveil tests/openwrt/doubles/dnsmasq.init \
 		openwrt/lanveil/files/lanveil.udhcpc tests/openwrt/doubles/dhcp.script; do
 		if out="$("$SC" -x -s busybox "$f" 2>&1)"; then pass "shellcheck-busybox $f"; else fail "shellcheck-busybox $f" "$out"; fi
 	done
@@ -116,6 +116,8 @@ else
 	done
 fi
 
+step "host daemon binary (the init-script tests run its --check-config / --print-signals)"
+if cargo build -q -p lanveil >"$LOG/host-build.log" 2>&1; then pass host-daemon-build; else fail host-daemon-build "$(tail -n 5 "$LOG/host-build.log")"; fi
 step "init script + dnsmasq/firewall wiring (busybox ash, real uci, procd doubles)"
 suite openwrt-init bash tests/openwrt/test_init.sh
 step "LAN signals (captive portal, IPv6-only) + WAN captive-portal relay; real dnsmasq -> udhcpc"
@@ -127,12 +129,9 @@ IPK_PROFILES=""
 for p in $BUILT; do
 	case "$p" in aarch64_cortex-a72 | arm_cortex-a9_vfpv3-d16) ;; *) IPK_PROFILES="$IPK_PROFILES $p" ;; esac
 done
-if [ -n "$IPK_PROFILES" ]; then
-	# shellcheck disable=SC2086
-	suite openwrt-package bash tests/openwrt/test_package.sh $IPK_PROFILES
-else
-	fail openwrt-package "no profile built"
-fi
+# Without a built profile the Makefile checks still run; the ipk part FAILs ("no PROFILE given").
+# shellcheck disable=SC2086
+suite openwrt-package bash tests/openwrt/test_package.sh $IPK_PROFILES
 
 step "done"
 echo "# untested here (needs a device or an OpenWrt VM): procd itself, fw4 reloads, opkg install, SDK build, apk (25.12)"

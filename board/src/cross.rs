@@ -44,11 +44,13 @@ fn target_var(triple: &str, suffix: &str) -> String {
 
 /// Builds `lanveil` for `profile` with OpenWrt's release settings; returns the binary's path.
 pub fn build(root: &Path, profile: &Profile, opts: &BuildOptions) -> Result<PathBuf, Error> {
-    toolchain::check_rust().or_else(|e| {
+    let required = toolchain::required_rust(root)?;
+    toolchain::check_rust(required).or_else(|e| {
         eprintln!("board: {e}; running setup");
-        toolchain::setup().and_then(|()| toolchain::check_rust())
+        toolchain::setup(root).and_then(|()| toolchain::check_rust(required))
     })?;
-    toolchain::check_zig().or_else(|_| toolchain::setup().and_then(|()| toolchain::check_zig()))?;
+    toolchain::check_zig()
+        .or_else(|_| toolchain::setup(root).and_then(|()| toolchain::check_zig()))?;
 
     let opt_level = opts
         .opt_level

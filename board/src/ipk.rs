@@ -469,6 +469,21 @@ mod tests {
         );
     }
 
+    /// The daemon cannot start without a CA bundle (it verifies upstream certificates against
+    /// /etc/ssl/certs/ca-certificates.crt): the feed Makefile and so the off-SDK ipk depend on
+    /// OpenWrt's `ca-bundle`.
+    #[test]
+    fn shipped_depends_include_ca_bundle() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mk_path = pkg_dir(&root).join("Makefile");
+        let mk = Makefile::parse(&std::fs::read_to_string(&mk_path).unwrap());
+        let deps = depends(mk.var(&mk_path, "DEPENDS").unwrap());
+        assert!(
+            deps.split(", ").any(|d| d == "ca-bundle"),
+            "Depends: {deps}"
+        );
+    }
+
     #[test]
     fn layout_rejects_relative_dest() {
         let e = parse_layout(Path::new("l"), "files/a etc/a 0644\n").unwrap_err();

@@ -65,7 +65,7 @@ fn run(args: &[String]) -> Result<ExitCode, Error> {
                 );
             }
         }
-        "setup" => toolchain::setup()?,
+        "setup" => toolchain::setup(&root)?,
         "build" => {
             let p = profile_arg(args)?;
             let mut opts = cross::BuildOptions::default();

@@ -3,9 +3,15 @@
 //! `cargo-zigbuild` as C compiler, musl libc and linker, installed in a private virtualenv.
 //!
 //! Invariants checked before every build (and fixed by `setup` when possible):
-//! the four Debian packages are installed at the same version, and the std sources' `src/version`
-//! equals the compiler's release; otherwise std would be rebuilt from sources that do not match the
-//! compiler, which `-Zbuild-std` does not detect by itself.
+//! the four Debian packages are installed at the same version, the compiler is at least the
+//! workspace's `rust-version` (read from the top-level `Cargo.toml`), and the std sources'
+//! `src/version` equals the compiler's release; otherwise std would be rebuilt from sources that do
+//! not match the compiler, which `-Zbuild-std` does not detect by itself.
+//!
+//! `setup` never trusts apt's package lists blindly: a fresh Debian install whose lists were not
+//! refreshed offers bookworm's rustc-web 1.85, too old for the workspace. When the candidate is older
+//! than `rust-version` it runs `apt-get update` and asks again, and if no new enough candidate
+//! exists it stops with what to do ([`decide`] is that decision, without I/O).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -97,21 +103,139 @@ fn dpkg_version(pkg: &str) -> Option<String> {
     (!v.is_empty()).then(|| v.to_owned())
 }
 
-/// The candidate version `apt-cache policy` reports for `pkg`.
-fn apt_candidate(pkg: &str) -> Result<String, Error> {
-    let out = output(Command::new("apt-cache").args(["policy", pkg]))?;
-    out.lines()
+/// The `Candidate:` of `apt-cache policy PKG` output (`None` for none or `(none)`).
+pub fn parse_apt_candidate(policy: &str) -> Option<String> {
+    policy
+        .lines()
         .find_map(|l| {
             l.trim()
                 .strip_prefix("Candidate:")
                 .map(|v| v.trim().to_owned())
         })
-        .filter(|v| v != "(none)")
-        .ok_or_else(|| {
-            Error::Toolchain(format!(
-                "apt has no candidate for {pkg}; is bookworm-security enabled?"
-            ))
-        })
+        .filter(|v| !v.is_empty() && v != "(none)")
+}
+
+/// The candidate version `apt-cache policy` reports for `pkg`, if any.
+fn apt_candidate(pkg: &str) -> Result<Option<String>, Error> {
+    let out = output(Command::new("apt-cache").args(["policy", pkg]))?;
+    Ok(parse_apt_candidate(&out))
+}
+
+/// A Rust release `major.minor.patch` (a missing patch is 0).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RustVersion(pub u32, pub u32, pub u32);
+
+impl RustVersion {
+    /// The leading `X.Y[.Z]` of `s`: `1.91`, `1.96.0`, Debian's `1.96.0+dfsg1-1~deb12u2`, `1.85.0-nightly`.
+    pub fn parse_prefix(s: &str) -> Option<Self> {
+        let end = s
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(s.len());
+        let mut parts = s[..end].split('.');
+        let major = parts.next()?.parse().ok()?;
+        let minor = parts.next()?.parse().ok()?;
+        let patch = match parts.next() {
+            None | Some("") => 0,
+            Some(p) => p.parse().ok()?,
+        };
+        Some(Self(major, minor, patch))
+    }
+}
+
+impl std::fmt::Display for RustVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}.{}", self.0, self.1, self.2)
+    }
+}
+
+/// The compiler's release from `rustc -vV` (`release: 1.85.0`) or `rustc --version`
+/// (`rustc 1.85.0 (…)`) output.
+pub fn parse_rustc_version(out: &str) -> Option<RustVersion> {
+    out.lines().find_map(|l| {
+        let l = l.trim();
+        l.strip_prefix("release:")
+            .or_else(|| l.strip_prefix("rustc "))
+            .and_then(|v| RustVersion::parse_prefix(v.trim()))
+    })
+}
+
+/// `rust-version` of `[workspace.package]` in the workspace's Cargo.toml text.
+pub fn parse_workspace_rust_version(cargo_toml: &str) -> Option<RustVersion> {
+    let mut in_pkg = false;
+    for line in cargo_toml.lines() {
+        let l = line.trim();
+        if l.starts_with('[') {
+            in_pkg = l == "[workspace.package]";
+        } else if in_pkg
+            && let Some(v) = l
+                .strip_prefix("rust-version")
+                .map(str::trim_start)
+                .and_then(|r| r.strip_prefix('='))
+        {
+            return RustVersion::parse_prefix(v.trim().trim_matches('"'));
+        }
+    }
+    None
+}
+
+/// The workspace's minimum compiler (`rust-version` in `ROOT/Cargo.toml`).
+pub fn required_rust(root: &Path) -> Result<RustVersion, Error> {
+    let path = root.join("Cargo.toml");
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    parse_workspace_rust_version(&text).ok_or_else(|| {
+        Error::Toolchain(format!(
+            "{}: no rust-version in [workspace.package]",
+            path.display()
+        ))
+    })
+}
+
+/// What `setup` does next about the Debian compiler.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// The installed compiler is new enough.
+    Ready,
+    /// Install the Rust packages at this Debian version (apt's candidate, new enough).
+    Install(String),
+    /// apt's candidate is missing or too old: refresh the lists (`apt-get update`) and decide again.
+    UpdateLists,
+    /// Even after `apt-get update` nothing new enough: stop with this message.
+    Fail(String),
+}
+
+/// The decision of `setup`, without I/O: `installed` is the compiler's release (if the packages are
+/// installed and consistent), `candidate` apt's candidate for rustc-web, `lists_updated` whether
+/// `apt-get update` already ran.
+pub fn decide(
+    required: RustVersion,
+    installed: Option<RustVersion>,
+    candidate: Option<&str>,
+    lists_updated: bool,
+) -> Step {
+    if installed.is_some_and(|v| v >= required) {
+        return Step::Ready;
+    }
+    let cand = candidate.and_then(RustVersion::parse_prefix);
+    if let (Some(c), Some(full)) = (cand, candidate)
+        && c >= required
+    {
+        return Step::Install(full.to_owned());
+    }
+    if !lists_updated {
+        return Step::UpdateLists;
+    }
+    let offered = match candidate {
+        Some(c) => format!("apt offers {} {c} only", RUST_PACKAGES[0]),
+        None => format!("apt has no candidate for {}", RUST_PACKAGES[0]),
+    };
+    let have = installed.map_or_else(String::new, |v| format!(" (installed: rustc {v})"));
+    Step::Fail(format!(
+        "the workspace needs rustc >= {required} (rust-version in Cargo.toml), but {offered} even after \
+         apt-get update{have}. Debian ships current Rust as {} in bookworm-security: add \
+         `deb http://deb.debian.org/debian-security bookworm-security main` to /etc/apt/sources.list \
+         (or a file in /etc/apt/sources.list.d/), then run `apt-get update` and `cargo board setup` again",
+        RUST_PACKAGES[0]
+    ))
 }
 
 fn apt_install(specs: &[String]) -> Result<(), Error> {
@@ -134,13 +258,24 @@ fn apt_install(specs: &[String]) -> Result<(), Error> {
     Ok(())
 }
 
+fn apt_update() -> Result<(), Error> {
+    if !is_root() {
+        return Err(Error::Toolchain(
+            "apt's package lists offer no new enough rustc-web; need root to refresh them: run `apt-get update` and `cargo board setup` again"
+                .into(),
+        ));
+    }
+    eprintln!("board: apt-get update (the package lists offer no new enough rustc-web)");
+    run(Command::new("apt-get").args(["update", "-q"]))
+}
+
 fn is_root() -> bool {
     output(Command::new("id").arg("-u")).is_ok_and(|s| s.trim() == "0")
 }
 
-/// Checks the Debian Rust packages: all four installed, one version, std sources matching the
-/// compiler. Returns the compiler release (e.g. `1.96.0`).
-pub fn check_rust() -> Result<String, Error> {
+/// Checks the Debian Rust packages: all four installed, one version, the compiler at least
+/// `required`, std sources matching the compiler. Returns the compiler release (e.g. `1.96.0`).
+pub fn check_rust(required: RustVersion) -> Result<String, Error> {
     let mut versions = Vec::new();
     for p in RUST_PACKAGES {
         let v = dpkg_version(p).ok_or_else(|| {
@@ -163,6 +298,14 @@ pub fn check_rust() -> Result<String, Error> {
         .ok_or_else(|| Error::Toolchain(format!("{RUSTC} -vV printed no release line")))?
         .trim()
         .to_owned();
+    match RustVersion::parse_prefix(&release) {
+        Some(v) if v >= required => {}
+        _ => {
+            return Err(Error::Toolchain(format!(
+                "{RUSTC} is {release}, older than the workspace's rust-version {required} (run `cargo board setup`)"
+            )));
+        }
+    }
     let vpath = Path::new(STD_SRC).join("src").join("version");
     let src = std::fs::read_to_string(&vpath).map_err(|e| Error::io(&vpath, e))?;
     if src.trim() != release {
@@ -195,9 +338,16 @@ pub fn check_zig() -> Result<String, Error> {
         .map(|s| s.trim().to_owned())
 }
 
+/// The installed compiler's release, if `rustc -vV` answers.
+fn installed_rustc() -> Option<RustVersion> {
+    output(Command::new(RUSTC).arg("-vV"))
+        .ok()
+        .and_then(|o| parse_rustc_version(&o))
+}
+
 /// Installs whatever is missing; idempotent. Versions of the Debian Rust packages are read from
 /// `apt-cache policy`, never hard-coded (bookworm-security keeps only the newest).
-pub fn setup() -> Result<(), Error> {
+pub fn setup(root: &Path) -> Result<(), Error> {
     let missing: Vec<String> = HOST_PACKAGES
         .iter()
         .filter(|p| dpkg_version(p).is_none())
@@ -206,13 +356,30 @@ pub fn setup() -> Result<(), Error> {
     if !missing.is_empty() {
         apt_install(&missing)?;
     }
-    if let Err(e) = check_rust() {
-        eprintln!("board: {e}; installing");
-        let v = apt_candidate(RUST_PACKAGES[0])?;
-        let specs: Vec<String> = RUST_PACKAGES.iter().map(|p| format!("{p}={v}")).collect();
-        apt_install(&specs)?;
+    let required = required_rust(root)?;
+    if let Err(e) = check_rust(required) {
+        eprintln!("board: {e}");
+        let installed = installed_rustc();
+        let mut lists_updated = false;
+        loop {
+            let candidate = apt_candidate(RUST_PACKAGES[0])?;
+            match decide(required, installed, candidate.as_deref(), lists_updated) {
+                Step::Ready => break,
+                Step::Install(v) => {
+                    let specs: Vec<String> =
+                        RUST_PACKAGES.iter().map(|p| format!("{p}={v}")).collect();
+                    apt_install(&specs)?;
+                    break;
+                }
+                Step::UpdateLists => {
+                    apt_update()?;
+                    lists_updated = true;
+                }
+                Step::Fail(msg) => return Err(Error::Toolchain(msg)),
+            }
+        }
     }
-    let release = check_rust()?;
+    let release = check_rust(required)?;
     let zig = match check_zig() {
         Ok(v) => v,
         Err(_) => {
@@ -262,4 +429,137 @@ pub fn apply_env(cmd: &mut Command) {
     cmd.env("CARGO", CARGO)
         .env("RUSTC", RUSTC)
         .env("RUSTC_BOOTSTRAP", "1");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `apt-cache policy rustc-web` on a fresh bookworm whose lists were never refreshed: only
+    /// bookworm main's 1.85 (what `cargo board setup` used to install and call ready).
+    const STALE: &str = "rustc-web:
+  Installed: (none)
+  Candidate: 1.85.0+dfsg3-1~deb12u3
+  Version table:
+     1.85.0+dfsg3-1~deb12u3 500
+        500 http://deb.debian.org/debian bookworm/main amd64 Packages
+";
+    /// The same after `apt-get update` with bookworm-security enabled.
+    const FRESH: &str = "rustc-web:
+  Installed: (none)
+  Candidate: 1.96.0+dfsg1-1~deb12u2
+  Version table:
+     1.96.0+dfsg1-1~deb12u2 500
+        500 http://deb.debian.org/debian-security bookworm-security/main amd64 Packages
+     1.85.0+dfsg3-1~deb12u3 500
+        500 http://deb.debian.org/debian bookworm/main amd64 Packages
+";
+    const NONE: &str = "rustc-web:\n  Installed: (none)\n  Candidate: (none)\n  Version table:\n";
+    const V191: RustVersion = RustVersion(1, 91, 0);
+
+    #[test]
+    fn parses_apt_policy_rustc_and_cargo_toml() {
+        assert_eq!(
+            parse_apt_candidate(STALE).as_deref(),
+            Some("1.85.0+dfsg3-1~deb12u3")
+        );
+        assert_eq!(parse_apt_candidate(NONE), None);
+        assert_eq!(parse_apt_candidate(""), None);
+        assert_eq!(
+            RustVersion::parse_prefix("1.96.0+dfsg1-1~deb12u2"),
+            Some(RustVersion(1, 96, 0))
+        );
+        assert_eq!(RustVersion::parse_prefix("1.91"), Some(V191));
+        assert_eq!(RustVersion::parse_prefix("x1.91"), None);
+        assert_eq!(
+            parse_rustc_version(
+                "rustc 1.85.0 (4d91de4e4 2025-02-17) (built from a source tarball)"
+            ),
+            Some(RustVersion(1, 85, 0))
+        );
+        let vv = "rustc 1.96.0\nbinary: rustc\ncommit-hash: unknown\nhost: x86_64-unknown-linux-gnu\nrelease: 1.96.0\n";
+        assert_eq!(parse_rustc_version(vv), Some(RustVersion(1, 96, 0)));
+        assert!(RustVersion(1, 100, 0) > RustVersion(1, 91, 0));
+        let toml = "[workspace]\nmembers = []\n\n[workspace.package]\nversion = \"0.1.0\"\nrust-version = \"1.91\"\n";
+        assert_eq!(parse_workspace_rust_version(toml), Some(V191));
+        assert_eq!(
+            parse_workspace_rust_version("[package]\nrust-version = \"1.70\"\n"),
+            None
+        );
+    }
+
+    /// The real workspace: read, not hard-coded.
+    #[test]
+    fn required_rust_is_the_workspace_rust_version() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let want = RustVersion::parse_prefix(env!("CARGO_PKG_RUST_VERSION")).unwrap();
+        assert_eq!(required_rust(&root).unwrap(), want);
+    }
+
+    #[test]
+    fn stale_lists_are_refreshed_before_installing() {
+        let stale = parse_apt_candidate(STALE);
+        let fresh = parse_apt_candidate(FRESH);
+        // Nothing installed, stale lists: update first, never install 1.85.
+        assert_eq!(
+            decide(V191, None, stale.as_deref(), false),
+            Step::UpdateLists
+        );
+        // After the update the security candidate is installed.
+        assert_eq!(
+            decide(V191, None, fresh.as_deref(), true),
+            Step::Install("1.96.0+dfsg1-1~deb12u2".into())
+        );
+        // Fresh lists from the start: install without an update.
+        assert_eq!(
+            decide(V191, None, fresh.as_deref(), false),
+            Step::Install("1.96.0+dfsg1-1~deb12u2".into())
+        );
+        // An installed 1.85 is not "ready".
+        let old = Some(RustVersion(1, 85, 0));
+        assert_eq!(
+            decide(V191, old, stale.as_deref(), false),
+            Step::UpdateLists
+        );
+        assert_eq!(
+            decide(V191, Some(RustVersion(1, 96, 0)), None, false),
+            Step::Ready
+        );
+        assert_eq!(
+            decide(V191, Some(V191), stale.as_deref(), false),
+            Step::Ready
+        );
+        assert_eq!(decide(V191, None, None, false), Step::UpdateLists);
+    }
+
+    #[test]
+    fn too_old_even_after_update_says_what_to_do() {
+        let Step::Fail(msg) = decide(
+            V191,
+            Some(RustVersion(1, 85, 0)),
+            Some("1.85.0+dfsg3-1~deb12u3"),
+            true,
+        ) else {
+            panic!("expected Fail");
+        };
+        for part in [
+            "rustc >= 1.91.0",
+            "rust-version in Cargo.toml",
+            "apt offers rustc-web 1.85.0+dfsg3-1~deb12u3 only",
+            "even after apt-get update",
+            "(installed: rustc 1.85.0)",
+            "bookworm-security",
+            "deb http://deb.debian.org/debian-security bookworm-security main",
+            "cargo board setup",
+        ] {
+            assert!(msg.contains(part), "{part:?} missing from: {msg}");
+        }
+        let Step::Fail(none) = decide(V191, None, None, true) else {
+            panic!("expected Fail");
+        };
+        assert!(
+            none.contains("apt has no candidate for rustc-web"),
+            "{none}"
+        );
+    }
 }

@@ -11,7 +11,9 @@ pub const USAGE: &str = "\
 usage: lanveil [--config FILE] [--listen ADDR:PORT]... [--upstream URL]... [--bootstrap IP]...
                [--pin sha256/BASE64]... [--ca-file FILE] [--dns64-prefix PREFIX] [--log-level LEVEL]
        URL: tls://IP[:PORT]#NAME | https://IP[:PORT]/PATH#NAME | https://NAME[:PORT]/PATH (with --bootstrap)
-       lanveil --check-config FILE
+       lanveil --check-config FILE [--print-signals [--wan-portal OPT114]]
+                 (--print-signals: the LAN's DHCP signals for dnsmasq/odhcpd, KEY VALUE lines;
+                  --wan-portal: option 114 the WAN announced, as udhcpc exports it, hex or text)
        lanveil --control SOCKET status|log|reload   (raw response for lanveil-ctl)
        lanveil --control SOCKET leak-probe LABEL NONCE      (lanveil-ctl leak-test's one-time name)
        lanveil --control SOCKET wan-portal set URI [DNS...] | wan-portal clear
@@ -30,6 +32,10 @@ pub struct Args {
     pub config: Option<PathBuf>,
     /// `--check-config FILE`.
     pub check: Option<PathBuf>,
+    /// `--print-signals` (with `--check-config`).
+    pub print_signals: bool,
+    /// `--wan-portal OPT114` (with `--print-signals`).
+    pub wan_portal: Option<String>,
     /// `--listen`, repeatable.
     pub listen: Vec<String>,
     /// `--upstream`, repeatable.
@@ -71,6 +77,10 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args, String> {
                 a.config = Some(p.value().map_err(|e| e.to_string())?.into())
             }
             Long("check-config") => a.check = Some(p.value().map_err(|e| e.to_string())?.into()),
+            Long("print-signals") => a.print_signals = true,
+            Long("wan-portal") => {
+                a.wan_portal = Some(text(p.value().map_err(|e| e.to_string())?, "--wan-portal")?)
+            }
             Long("listen") | Short('l') => a
                 .listen
                 .push(text(p.value().map_err(|e| e.to_string())?, "--listen")?),
@@ -112,7 +122,93 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args, String> {
             other => return Err(other.unexpected().to_string()),
         }
     }
+    if a.print_signals && a.check.is_none() {
+        return Err("--print-signals needs --check-config FILE".into());
+    }
+    if a.wan_portal.is_some() && !a.print_signals {
+        return Err("--wan-portal needs --print-signals".into());
+    }
     Ok(a)
+}
+
+/// `--print-signals`: exactly what the OpenWrt init script hands to dnsmasq and odhcpd for the LAN's
+/// RFC 8910 / RFC 8925 signals, so the shell never validates or encodes them itself. One `KEY VALUE`
+/// per line, keys fixed, in this order, each line only when it applies:
+///
+/// ```text
+/// captive_portal_uri URI           the URI to announce: the owner's captive_portal_uri, else a valid
+/// captive_portal_source owner|wan  --wan-portal (never the "unrestricted" URN learned from the WAN)
+/// dnsmasq_dhcp_option 114,VALUE    dnsmasq's dhcp_option: the URI, or colon-hex when it holds , # [ ]
+/// dhcpv6_raw HEX                   DHCPv6 option 103 for odhcpd's dhcpv6_raw (code, length, URI)
+/// v6only_wait SECONDS              RFC 8925 V6ONLY_WAIT (the config already required dns64_prefix)
+/// dnsmasq_dhcp_option 108,HEX      option 108's four octets, colon-hex (any dnsmasq sends them as is)
+/// wan_portal_uri URI               --wan-portal decoded and valid
+/// wan_portal ok|unrestricted|invalid[: REASON]
+/// ```
+///
+/// Every value is printable ASCII without spaces, quotes or backslashes (a URI that passed
+/// [`CaptivePortalUri::parse`](lanveil_core::capport::CaptivePortalUri::parse)); only the REASON text
+/// after `invalid:` has spaces, and it never repeats the value.
+pub fn signals(cfg: &Config, wan_portal: Option<&str>) -> Result<String, String> {
+    use lanveil_core::capport::{CaptivePortalUri, Encoding, V6OnlyWait};
+    use std::fmt::Write;
+    let mut out = String::new();
+    let owner = cfg
+        .captive_portal_uri
+        .as_deref()
+        .map(|u| CaptivePortalUri::parse(u.as_bytes()))
+        .transpose()
+        .map_err(|e| format!("captive_portal_uri: {e}"))?;
+    let wan = wan_portal.map(|v| CaptivePortalUri::from_dhcp_value(v.as_bytes()));
+    let announce = match (owner, &wan) {
+        (Some(u), _) => Some((u, "owner")),
+        (None, Some(Ok(u))) if !u.is_unrestricted() => Some((u.clone(), "wan")),
+        _ => None,
+    };
+    let hex = |b: &[u8], sep: &str| {
+        b.iter()
+            .map(|x| format!("{x:02x}"))
+            .collect::<Vec<_>>()
+            .join(sep)
+    };
+    if let Some((uri, source)) = &announce {
+        let mut buf = [0u8; 4 + lanveil_core::capport::MAX_URI_LEN];
+        let _ = writeln!(out, "captive_portal_uri {uri}");
+        let _ = writeln!(out, "captive_portal_source {source}");
+        // dnsmasq splits dhcp_option values at commas and reads '#' and brackets itself; colon-hex
+        // it sends verbatim.
+        let n = uri
+            .emit(Encoding::Dhcpv4, &mut buf)
+            .map_err(|e| e.to_string())?;
+        if uri.as_str().contains([',', '#', '[', ']']) {
+            let _ = writeln!(out, "dnsmasq_dhcp_option 114,{}", hex(&buf[2..n], ":"));
+        } else {
+            let _ = writeln!(out, "dnsmasq_dhcp_option 114,{uri}");
+        }
+        let n = uri
+            .emit(Encoding::Dhcpv6, &mut buf)
+            .map_err(|e| e.to_string())?;
+        let _ = writeln!(out, "dhcpv6_raw {}", hex(&buf[..n], ""));
+    }
+    if cfg.v6only_wait != 0 {
+        let wait = V6OnlyWait::new(cfg.v6only_wait).map_err(|e| format!("v6only_wait: {e}"))?;
+        let mut buf = [0u8; V6OnlyWait::BUFFER_LEN];
+        let n = wait.emit(&mut buf).map_err(|e| e.to_string())?;
+        let _ = writeln!(out, "v6only_wait {}", wait.secs());
+        let _ = writeln!(out, "dnsmasq_dhcp_option 108,{}", hex(&buf[2..n], ":"));
+    }
+    match wan {
+        None => {}
+        Some(Ok(u)) if u.is_unrestricted() => out.push_str("wan_portal unrestricted\n"),
+        Some(Ok(u)) => {
+            let _ = writeln!(out, "wan_portal_uri {u}");
+            out.push_str("wan_portal ok\n");
+        }
+        Some(Err(e)) => {
+            let _ = writeln!(out, "wan_portal invalid: {e}");
+        }
+    }
+    Ok(out)
 }
 
 /// Reads and validates a configuration file; the error names the file, line, key and reason.
@@ -263,5 +359,106 @@ mod tests {
         let e = config(&args(&["--listen", "localhost"]).unwrap()).unwrap_err();
         assert!(e.starts_with("--listen localhost"), "{e}");
         assert!(args(&["--frobnicate"]).is_err());
+    }
+    fn cfg(extra: &str) -> Config {
+        Config::from_uci_text(&format!(
+            "config lanveil 'main'\n\tlist listen '127.0.0.1:5453'\n{extra}\n\
+             config upstream 'q'\n\toption url 'tls://9.9.9.9:853#dns.quad9.net'\n"
+        ))
+        .unwrap()
+    }
+
+    const URI: &str = "https://gw.example.lan/api/captive";
+    const URI_HEX: &str = "68747470733a2f2f67772e6578616d706c652e6c616e2f6170692f63617074697665";
+
+    #[test]
+    fn print_signals_owner_uri_and_v6only() {
+        let c = cfg(&format!(
+            "\toption captive_portal_uri '{URI}'\n\toption v6only_wait '1800'\n\toption dns64_prefix '64:ff9b::/96'"
+        ));
+        assert_eq!(
+            signals(&c, None).unwrap(),
+            format!(
+                "captive_portal_uri {URI}\ncaptive_portal_source owner\ndnsmasq_dhcp_option 114,{URI}\n\
+                 dhcpv6_raw 00670022{URI_HEX}\nv6only_wait 1800\ndnsmasq_dhcp_option 108,00:00:07:08\n"
+            )
+        );
+        // The owner's URI wins; the WAN's is still decoded for the hook.
+        let out = signals(&c, Some(&hex_of("https://portal.hotel.example/"))).unwrap();
+        assert!(out.starts_with(&format!(
+            "captive_portal_uri {URI}\ncaptive_portal_source owner\n"
+        )));
+        assert!(
+            out.ends_with("wan_portal_uri https://portal.hotel.example/\nwan_portal ok\n"),
+            "{out}"
+        );
+    }
+
+    fn hex_of(s: &str) -> String {
+        s.bytes().map(|b| format!("{b:02x}")).collect()
+    }
+
+    #[test]
+    fn print_signals_wan_portal() {
+        let c = cfg("");
+        assert_eq!(signals(&c, None).unwrap(), "");
+        let wan = "https://portal.hotel.example/a,b";
+        let out = signals(&c, Some(&hex_of(wan))).unwrap();
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[0], format!("captive_portal_uri {wan}"));
+        assert_eq!(lines[1], "captive_portal_source wan");
+        // A comma would split dnsmasq's value: colon-hex instead.
+        assert_eq!(
+            lines[2],
+            format!(
+                "dnsmasq_dhcp_option 114,{}",
+                hex_of(wan)
+                    .as_bytes()
+                    .chunks(2)
+                    .map(|c| std::str::from_utf8(c).unwrap())
+                    .collect::<Vec<_>>()
+                    .join(":")
+            )
+        );
+        assert_eq!(lines[3], format!("dhcpv6_raw 00670020{}", hex_of(wan)));
+        assert_eq!(
+            &lines[4..],
+            [format!("wan_portal_uri {wan}").as_str(), "wan_portal ok"]
+        );
+        // The text form (a client that knows option 114) is the same.
+        assert_eq!(signals(&c, Some(wan)).unwrap(), out);
+        let urn = hex_of("urn:ietf:params:capport:unrestricted");
+        assert_eq!(
+            signals(&c, Some(&urn)).unwrap(),
+            "wan_portal unrestricted\n"
+        );
+        for bad in [
+            hex_of("http://portal.hotel.example/"),
+            hex_of("https://portal.hotel.example/a b"),
+            hex_of("https://portal.hotel.example/a\"b"),
+            hex_of(&format!("https://{}", "a".repeat(248))),
+            hex_of("https://user@portal.hotel.example/"),
+            format!("{}0a", hex_of("https://ok.example/")),
+            "abc".into(),
+        ] {
+            let out = signals(&c, Some(&bad)).unwrap();
+            assert!(out.starts_with("wan_portal invalid: "), "{bad}: {out}");
+            assert!(!out.contains("hotel") && out.lines().count() == 1, "{out}");
+        }
+    }
+
+    #[test]
+    fn print_signals_needs_check_config() {
+        assert!(args(&["--print-signals"]).is_err());
+        assert!(args(&["--check-config", "f", "--wan-portal", "x"]).is_err());
+        let a = args(&[
+            "--check-config",
+            "f",
+            "--print-signals",
+            "--wan-portal",
+            "x",
+        ])
+        .unwrap();
+        assert!(a.print_signals && a.wan_portal.as_deref() == Some("x"));
     }
 }

@@ -26,6 +26,16 @@ fn main() -> ExitCode {
     }
     if let Some(path) = &args.check {
         return match cli::load_file(path) {
+            Ok(c) if args.print_signals => match cli::signals(&c, args.wan_portal.as_deref()) {
+                Ok(lines) => {
+                    print!("{lines}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("lanveil: {e}");
+                    ExitCode::from(2)
+                }
+            },
             Ok(_) => {
                 println!("{}: ok", path.display());
                 ExitCode::SUCCESS

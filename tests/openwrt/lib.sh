@@ -26,6 +26,7 @@ check() {
 }
 
 finish() {
+	[ -n "${STANDIN_PID:-}" ] && kill "$STANDIN_PID" 2>/dev/null
 	echo "# $(basename "$0"): $_pass passed, $_fail failed"
 	[ "$_fail" -eq 0 ]
 }
@@ -55,19 +56,50 @@ sandbox() {
 	rm -rf "$T"
 	mkdir -p "$T/bin"
 	for a in $(busybox --list); do
-		case "$a" in logger) continue ;; esac
+		case "$a" in logger | logread) continue ;; esac
 		ln -s "$(command -v busybox)" "$T/bin/$a"
 	done
 	ln -s "$(command -v busybox)" "$T/bin/busybox"
 	ln -s "$UCI_PREFIX/bin/uci" "$T/bin/uci"
 	ln -s "$(command -v nft)" "$T/bin/nft"
 	ln -s "$DOUBLES/logger" "$T/bin/logger"
+	ln -s "$DOUBLES/logread" "$T/bin/logread"
 	# jshn.sh calls the jshn binary by name.
 	ln -s "$UCI_PREFIX/bin/jshn" "$T/bin/jshn"
 	export PATH="$T/bin"
 	export JSHN_SH="$UCI_PREFIX/share/libubox/jshn.sh" LANVEIL_DOUBLES="$DOUBLES"
 	# The system's python (not a PATH shim: PATH is busybox only now).
 	PY="$(command -v python3 || echo /usr/bin/python3)"
+	# The real daemon binary (the double runs it for --check-config / --print-signals).
+	LANVEIL_REAL_BIN="${LANVEIL_BIN:-$REPO/target/debug/lanveil}"
+	export LANVEIL_REAL_BIN
+	if [ ! -x "$LANVEIL_REAL_BIN" ]; then
+		fail lanveil-binary "$LANVEIL_REAL_BIN missing: cargo build -p lanveil"
+		finish
+		exit 1
+	fi
+	# A process named 'lanveil' that stands in for a running daemon (pidfile, /proc/PID/comm).
+	mkdir -p "$T/standin"
+	/bin/cp /bin/sleep "$T/standin/lanveil"
+	"$T/standin/lanveil" 100000 &
+	STANDIN_PID=$!
+}
+
+# The daemon as the init script sees it: procd's pidfile naming a live process called
+# lanveil, and the control socket (the double answers on it).
+daemon_up() {
+	mkdir -p "$R/var/run/lanveil/daemon"
+	echo "${1:-$STANDIN_PID}" >"$R/var/run/lanveil/daemon.pid"
+	[ -S "$R/var/run/lanveil/daemon/control.sock" ] ||
+		"$PY" -c 'import socket, sys; socket.socket(socket.AF_UNIX).bind(sys.argv[1])' "$R/var/run/lanveil/daemon/control.sock"
+}
+# The daemon is gone: its pid no longer exists (procd leaves the file), the socket file stays.
+daemon_dead() {
+	echo 2147483646 >"$R/var/run/lanveil/daemon.pid"
+}
+# Never started: neither pidfile nor socket.
+daemon_down() {
+	rm -f "$R/var/run/lanveil/daemon.pid" "$R/var/run/lanveil/daemon/control.sock"
 }
 
 # A scratch OpenWrt root in $R with the package's files and the doubles; $ORIG is
@@ -94,11 +126,16 @@ mkroot() {
 	export IPKG_INSTROOT="$R" UCI_CONFIG_DIR="$R/etc/config" PROCD_LOG="$R/log/procd" LANVEIL_TEST_LOG="$R/log"
 	: >"$PROCD_LOG"
 	nft delete table inet lanveil 2>/dev/null
+	nft delete table inet lanveil_down 2>/dev/null
 	for f in /tmp/.uci/* /tmp/.uci/.[!.]*; do
 		[ -e "$f" ] && rm -rf "$f"
 	done
 	ORIG="$T/dhcp.orig"
 	cp "$R/etc/config/dhcp" "$ORIG"
+	# A running daemon unless a test says otherwise; a short wait when it does not answer.
+	daemon_up
+	uci -q -c "$R/etc/config" set lanveil.openwrt.start_timeout=1
+	uci -q -c "$R/etc/config" commit lanveil
 }
 
 rc() { busybox ash "$DOUBLES/rc.common" "$R/etc/init.d/lanveil" "$@"; }

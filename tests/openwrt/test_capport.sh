@@ -47,9 +47,6 @@ hook() {
 	env INTERFACE=wan "$@" busybox ash "$R/lib/netifd/dhcp.script" "$action"
 }
 last_control() { tail -n 1 "$R/log/control" 2>/dev/null; }
-# The daemon's control socket appears (the hook only calls a running daemon) / goes.
-daemon_up() { "$PY" -c 'import socket, sys; socket.socket(socket.AF_UNIX).bind(sys.argv[1])' "$R$CTL"; }
-daemon_down() { rm -f "$R$CTL"; }
 has() { printf '%s\n' "$1" | grep -qF -- "$2"; }
 
 # --- (i) odhcpd 24.10 (no native options), dnsmasq serves DHCPv4 ----------------
@@ -58,7 +55,7 @@ odhcpd_old
 owner "$URI" 1800
 reorig
 check old-start rc start
-check old-dnsmasq-114-and-108 [ "$(opts)" = "114,$URI|108,1800" ]
+check old-dnsmasq-114-and-108 [ "$(opts)" = "114,$URI|108,00:00:07:08" ]
 check old-dhcpv6-raw-103-exact-hex [ "$(get dhcp.lan.dhcpv6_raw)" = "$RAW" ]
 check old-dhcpv6-raw-matches-python-encoding [ "$(raw_of "$URI")" = "$RAW" ]
 check old-no-native-options [ -z "$(get dhcp.lan.captive_portal_uri)$(get dhcp.lan.ipv6_only_preferred)" ]
@@ -90,14 +87,14 @@ check old-relay-off-forgets-network-state [ ! -e "$R/etc/lanveil/network" ]
 rc stop >/dev/null 2>&1
 check old-capport-command-after-stop sh -c "busybox ash '$DOUBLES/rc.common' '$R/etc/init.d/lanveil' capport | grep -q 'No LAN signals'"
 
-# 108 without NAT64 is not announced (the daemon refuses the config; the shell agrees).
+# 108 without NAT64 is not announced (the daemon refuses the config).
 mkroot
 odhcpd_old
 uci_ set lanveil.main.v6only_wait=1800
 uci_ commit lanveil
 rc start >/dev/null 2>&1
 check v6only-needs-dns64 [ -z "$(opts)" ]
-check v6only-needs-dns64-logged grep -q 'v6only_wait needs dns64_prefix' "$R/log/syslog"
+check v6only-needs-dns64-logged grep -q 'v6only_wait.*needs dns64_prefix' "$R/log/syslog"
 rc stop >/dev/null 2>&1
 
 # --- (ii) odhcpd 25.12 (native), odhcpd serves DHCPv4 (maindhcp 1) ---------------
@@ -126,10 +123,21 @@ owner "$URI" 1800
 reorig
 rc start >/dev/null 2>&1
 check new-v4dnsmasq-native-uri [ "$(get dhcp.lan.captive_portal_uri)" = "$URI" ]
-check new-v4dnsmasq-dnsmasq-114-108 [ "$(opts)" = "114,$URI|108,1800" ]
+check new-v4dnsmasq-dnsmasq-114-108 [ "$(opts)" = "114,$URI|108,00:00:07:08" ]
 check new-v4dnsmasq-no-odhcpd-108-no-raw [ -z "$(get dhcp.lan.ipv6_only_preferred)$(get dhcp.lan.dhcpv6_raw)" ]
 rc stop >/dev/null 2>&1
 check new-v4dnsmasq-stop-byte-identical cmp "$R/etc/config/dhcp" "$ORIG"
+
+# One implementation: the values come from lanveil --print-signals (the real binary);
+# the shell has no URI rule or encoder of its own. A comma in the URI: colon-hex for dnsmasq.
+check shell-has-no-encoder sh -c "! grep -nE 'lanveil_uri_ok|lanveil_hex|lanveil_opt114_decode|od -An|0067%04x' '$PKG/files/lanveil.sh'"
+mkroot
+odhcpd_old
+owner "https://gw.example.lan/a,b"
+rc start >/dev/null 2>&1
+check comma-uri-colon-hex-for-dnsmasq [ "$(opts)" = "114,$("$PY" -c 'import sys; print(":".join("%02x" % b for b in sys.argv[1].encode()))' https://gw.example.lan/a,b)" ]
+check comma-uri-raw-103 [ "$(get dhcp.lan.dhcpv6_raw)" = "$(raw_of https://gw.example.lan/a,b)" ]
+rc stop >/dev/null 2>&1
 
 # The probe can be overridden (LANVEIL_ODHCPD_NATIVE=1/0).
 mkroot
@@ -153,7 +161,7 @@ uci_ commit dhcp
 owner "$URI" 1800
 reorig
 rc start >/dev/null 2>&1
-check owner-114-kept-ours-not-added [ "$(opts)" = "114,https://own.example/|108,1800" ]
+check owner-114-kept-ours-not-added [ "$(opts)" = "114,https://own.example/|108,00:00:07:08" ]
 check owner-dhcpv6-raw-kept-ours-appended [ "$(get dhcp.lan.dhcpv6_raw)" = "00ff0000$RAW" ]
 check owner-conflict-logged grep -q "dhcp.lan has the owner's dhcp_option 114" "$R/log/syslog"
 rc stop >/dev/null 2>&1
@@ -253,6 +261,7 @@ lines="$(count "$R/log/control" .)"
 hook bound "opt114=$(hex "$WAN_URI")"
 check stopped-hook-leaves-dhcp cmp "$R/etc/config/dhcp" "$ORIG"
 check stopped-hook-no-control-call [ "$(count "$R/log/control" .)" = "$lines" ]
+daemon_up
 rc start >/dev/null 2>&1
 check start-relays-remembered-uri [ "$(opts)" = "114,$WAN_URI" ]
 rc stop >/dev/null 2>&1
@@ -328,7 +337,7 @@ rc start >/dev/null 2>&1
 ' get dhcp.lan.dhcp_option | sed 's/^/dhcp-option=lan,/'
 } >"$T/dnsmasq.conf"
 check real-conf-has-114 grep -qx "dhcp-option=lan,114,$URI" "$T/dnsmasq.conf"
-check real-conf-has-108 grep -qx "dhcp-option=lan,108,1800" "$T/dnsmasq.conf"
+check real-conf-has-108 grep -qx "dhcp-option=lan,108,00:00:07:08" "$T/dnsmasq.conf"
 rc stop >/dev/null 2>&1
 if [ ! -x "$DNSMASQ" ]; then
 	fail real-dnsmasq "dnsmasq not installed (Debian: dnsmasq-base)"

@@ -10,9 +10,14 @@ set -u
 # shellcheck source=lib.sh
 . "$(dirname "$0")/lib.sh"
 enter_namespaces "$@"
+# Tools outside the busybox-only PATH (the real-daemon section at the end).
+DNSMASQ="$(command -v dnsmasq || echo /usr/sbin/dnsmasq)"
+DIG="$(command -v dig || echo /usr/bin/dig)"
+IPCMD="$(command -v ip || echo /usr/sbin/ip)"
 sandbox init
 
 servers() { uci_ -d ' ' get dhcp.@dnsmasq[0].server; }
+status_has() { rc status 2>/dev/null | grep -q -- "$1"; }
 
 # --- start --------------------------------------------------------------------
 mkroot
@@ -20,6 +25,9 @@ check start-succeeds rc start
 check procd-command [ "$(last_set 'j["instances"]["lanveil"]["command"]')" = "['/usr/sbin/lanveil', '--config', '/etc/config/lanveil']" ]
 check procd-user-unprivileged [ "$(last_set '(j["instances"]["lanveil"]["user"], j["instances"]["lanveil"]["group"])')" = "('lanveil', 'lanveil')" ]
 check procd-respawn [ "$(last_set 'j["instances"]["lanveil"]["respawn"]')" = "['3600', '5', '5']" ]
+check procd-pidfile-for-guard [ "$(last_set 'j["instances"]["lanveil"]["pidfile"]')" = "$R/var/run/lanveil/daemon.pid" ]
+check procd-guard-instance-root [ "$(last_set '(j["instances"]["guard"]["command"], "user" in j["instances"]["guard"], j["instances"]["guard"]["respawn"])')" = "(['/etc/init.d/lanveil', 'guard'], False, ['3600', '5', '5'])" ]
+check status-up status_has '^lanveil is running; dnsmasq forwards to it.$'
 check procd-reload-signal-hup [ "$(last_set 'j["instances"]["lanveil"]["reload_signal"]')" = 1 ]
 check procd-logs-to-syslog [ "$(last_set '(j["instances"]["lanveil"]["stdout"], j["instances"]["lanveil"]["stderr"], j["instances"]["lanveil"]["no_new_privs"])')" = "(True, True, True)" ]
 check procd-reload-trigger [ "$(last_set '[t for t in j["triggers"] if t[0] == "config.change"][0][1][1][2]')" = lanveil ]
@@ -169,5 +177,153 @@ rc start >/dev/null 2>&1
 check legacy-control-socket-dir-not-chowned [ "$(stat -c '%u' "$R/var/run/lanveil" 2>/dev/null || echo 0)" = 0 ]
 check legacy-control-socket-warned grep -q "control_socket: not prepared" "$R/log/syslog"
 rc stop >/dev/null 2>&1
+
+# --- the daemon's liveness (doubles: procd's pidfile, the control socket) ---------------
+guard_check() { busybox ash -c ". '$R/usr/share/lanveil/lanveil.sh'; lanveil_guard_check"; }
+# (i) never answers at start: nothing is rewired, the reason is loud.
+mkroot
+daemon_down
+rc start >/dev/null 2>&1
+code=$?
+check not-up-start-fails [ "$code" -ne 0 ]
+check not-up-dhcp-untouched cmp "$R/etc/config/dhcp" "$ORIG"
+check not-up-no-capture sh -c '! nft list table inet lanveil 2>/dev/null'
+check not-up-no-guard sh -c '! nft list table inet lanveil_down 2>/dev/null'
+check not-up-logged grep -q 'daemon.err.*did not answer within 1 s of starting; dnsmasq and the firewall left unchanged' "$R/log/syslog"
+check not-up-status status_has 'the LAN uses its previous DNS servers'
+rc status >/dev/null 2>&1
+code=$?
+check not-up-status-fails [ "$code" -ne 0 ]
+check not-up-guard-does-nothing guard_check
+check not-up-guard-leaves-dhcp cmp "$R/etc/config/dhcp" "$ORIG"
+# A pid that exists but is not lanveil does not count.
+daemon_up "$$"
+rc start >/dev/null 2>&1
+check not-lanveil-pid-not-wired cmp "$R/etc/config/dhcp" "$ORIG"
+# It comes up: the next start wires.
+daemon_up
+rc start >/dev/null 2>&1
+check up-later-wired [ "$(servers)" = "127.0.0.1#5453 /use-application-dns.net/ /mask.icloud.com/ /mask-h2.icloud.com/ /corp.example/10.0.0.1" ]
+
+# (ii) running, then gone: stay fail-closed, answer at once.
+cp "$R/etc/config/dhcp" "$T/dhcp.wired"
+daemon_dead
+printf '%s\n' "Sat Dec  6 00:00:01 2026 daemon.err lanveil: dnsmasq now forwards to lanveil" \
+	"Sat Dec  6 00:00:02 2026 daemon.err lanveil[4242]: lanveil: cannot read CA bundle /etc/ssl/certs/ca-certificates.crt or /etc/ssl/cert.pem" >"$R/log/logread"
+check died-guard-check guard_check
+check died-guard-table sh -c "nft list table inet lanveil_down | grep -q 'ip daddr 127.0.0.1 udp dport 5453 counter packets 0 bytes 0 drop'"
+check died-guard-tcp-reset sh -c "nft list table inet lanveil_down | grep -q 'ip daddr 127.0.0.1 tcp dport 5453 counter packets 0 bytes 0 reject with tcp reset'"
+check died-dnsmasq-still-wired cmp "$R/etc/config/dhcp" "$T/dhcp.wired"
+check died-capture-stays nft list table inet lanveil
+check died-logged grep -q 'daemon.err.*lanveil is not running.*LAN DNS is refused (fail-closed' "$R/log/syslog"
+check died-status status_has '^lanveil is NOT running: lanveil is not running (exited, or procd gave up respawning it).$'
+check died-status-guard status_has '^Fail-closed guard: on'
+check died-status-last-words status_has '^Its last words: lanveil: cannot read CA bundle /etc/ssl/certs/ca-certificates.crt or /etc/ssl/cert.pem$'
+guard_check
+check died-logged-once [ "$(count "$R/log/syslog" 'LAN DNS is refused')" = 1 ]
+daemon_up
+check back-guard-check guard_check
+check back-guard-lifted sh -c '! nft list table inet lanveil_down 2>/dev/null'
+check back-logged grep -q 'lanveil answers again' "$R/log/syslog"
+check back-status status_has '^lanveil is running'
+# Wired from an earlier run (power loss) and the daemon does not come up: fail-closed too.
+daemon_down
+rc start >/dev/null 2>&1
+check wired-not-up-guard nft list table inet lanveil_down
+check wired-not-up-still-wired cmp "$R/etc/config/dhcp" "$T/dhcp.wired"
+# An invalid config while wired: refused, fail-closed; stop undoes everything.
+daemon_up
+rc start >/dev/null 2>&1
+check valid-again-guard-lifted sh -c '! nft list table inet lanveil_down 2>/dev/null'
+uci_ set lanveil.main.log_level=INVALID
+uci_ commit lanveil
+rc start >/dev/null 2>&1
+check invalid-while-wired-guard nft list table inet lanveil_down
+check invalid-while-wired-status status_has 'lanveil did not start (invalid'
+rc stop >/dev/null 2>&1
+check stop-lifts-guard sh -c '! nft list table inet lanveil_down 2>/dev/null'
+check stop-restores-after-guard cmp "$R/etc/config/dhcp" "$ORIG"
+check stop-status status_has '^lanveil is stopped'
+
+# --- real dnsmasq + the real daemon ------------------------------------------------------
+# dnsmasq forwards as lanveil wired it; the daemon is the real binary (started here, as procd
+# would, with its pidfile; the double asks it over its real control socket).
+real_conf() { # EXTRA_UCI_LINES -> $T/real.conf (paths inside $R, no user switch)
+	{
+		printf "config lanveil 'main'\n\tlist listen '127.0.0.1:5453'\n\toption control_socket '%s'\n%s\n" \
+			"$R/var/run/lanveil/daemon/control.sock" "$1"
+		printf "config upstream 'q'\n\toption url 'tls://192.0.2.1:853#dns.example'\n"
+	} >"$T/real.conf"
+}
+start_real() {
+	rm -f "$R/var/run/lanveil/daemon/control.sock"
+	"$LANVEIL_REAL_BIN" --config "$T/real.conf" >>"$T/daemon.log" 2>&1 &
+	REAL_PID=$!
+	echo "$REAL_PID" >"$R/var/run/lanveil/daemon.pid"
+}
+# dig through dnsmasq; prints "STATUS MILLISECONDS" (STATUS "timeout" when dig got nothing).
+ask() {
+	local t0 out st
+	t0="${EPOCHREALTIME/./}"
+	out="$("$DIG" +tries=1 +time=2 -p 5399 @127.0.0.1 "$1" 2>&1)"
+	st="$(printf '%s\n' "$out" | sed -n 's/.*status: \([A-Z]*\),.*/\1/p')"
+	echo "${st:-timeout} $(((${EPOCHREALTIME/./} - t0) / 1000))"
+}
+if [ ! -x "$DNSMASQ" ] || [ ! -x "$DIG" ]; then
+	fail real-dnsmasq "dnsmasq or dig not installed (Debian: dnsmasq-base dnsutils)"
+else
+	"$IPCMD" link set lo up
+	mkroot
+	daemon_down
+	touch "$R/log/control.real"
+	real_conf ""
+	: >"$T/daemon.log"
+	start_real
+	rc start >/dev/null 2>&1
+	check real-wired-once-answering [ "$(servers)" = "127.0.0.1#5453 /use-application-dns.net/ /mask.icloud.com/ /mask-h2.icloud.com/ /corp.example/10.0.0.1" ]
+	"$DNSMASQ" --no-daemon --conf-file=/dev/null --port=5399 --listen-address=127.0.0.1 --bind-interfaces \
+		--no-resolv --server="$(uci_ get dhcp.@dnsmasq[0].server | cut -d' ' -f1)" --pid-file= --user=root \
+		--log-facility="$T/dnsmasq.log" 2>/dev/null &
+	dnsmasq_pid=$!
+	sleep 0.5
+	r="$(ask probe1.home.arpa)"
+	echo "# real: daemon up: ${r#* } ms, ${r%% *}"
+	check real-up-answers [ "${r%% *}" = NXDOMAIN ]
+	kill -KILL "$REAL_PID"
+	wait "$REAL_PID" 2>/dev/null
+	r="$(ask probe2.home.arpa)"
+	echo "# real: daemon killed, no guard: ${r#* } ms, ${r%% *}"
+	check real-killed-without-guard-times-out [ "${r%% *}" = timeout ]
+	guard_check
+	r="$(ask probe3.home.arpa)"
+	echo "# real: daemon killed, guard armed: ${r#* } ms, ${r%% *}"
+	check real-killed-refused [ "${r%% *}" = REFUSED ]
+	check real-killed-refused-under-1s [ "${r#* }" -lt 1000 ]
+	r="$(ask other.example)"
+	check real-killed-no-plaintext [ "${r%% *}" = REFUSED ]
+	start_real
+	sleep 0.5
+	guard_check
+	r="$(ask probe4.home.arpa)"
+	echo "# real: daemon back, guard lifted: ${r#* } ms, ${r%% *}"
+	check real-back-answers [ "${r%% *}" = NXDOMAIN ]
+	rc stop >/dev/null 2>&1
+	kill "$REAL_PID" "$dnsmasq_pid" 2>/dev/null
+	wait "$REAL_PID" "$dnsmasq_pid" 2>/dev/null
+
+	# No CA bundle at start: the daemon exits, the LAN keeps its DNS servers.
+	mkroot
+	daemon_down
+	touch "$R/log/control.real"
+	real_conf "	option ca_file '$T/no-such-ca-bundle.pem'"
+	: >"$T/daemon.log"
+	start_real
+	rc start >/dev/null 2>&1
+	check real-no-ca-daemon-says-why grep -q 'cannot read CA bundle' "$T/daemon.log"
+	check real-no-ca-dhcp-untouched cmp "$R/etc/config/dhcp" "$ORIG"
+	check real-no-ca-no-capture sh -c '! nft list table inet lanveil 2>/dev/null'
+	check real-no-ca-status status_has 'did not answer within 1 s of starting'
+	rc stop >/dev/null 2>&1
+fi
 
 finish

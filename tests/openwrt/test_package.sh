@@ -20,6 +20,8 @@ check mk-build-depends-rust-host [ "$(mkvar PKG_BUILD_DEPENDS)" = rust/host ]
 check mk-cargo-lock-honoured [ "$(mkvar RUST_PKG_LOCKED)" = 1 ]
 check mk-builds-firmware grep -q 'call Build/Compile/Cargo,firmware' "$MK"
 check mk-depends-rust-arch sh -c "sed -n 's/^[[:space:]]*DEPENDS:=//p' '$MK' | grep -q '^\$(RUST_ARCH_DEPENDS)'"
+# The daemon verifies upstream certificates against OpenWrt's CA bundle (/etc/ssl/certs/ca-certificates.crt).
+check mk-depends-ca-bundle sh -c "sed -n 's/^[[:space:]]*DEPENDS:=//p' '$MK' | tr ' ' '\n' | grep -qx '+ca-bundle'"
 check mk-version-is-workspace-version [ "$(mkvar PKG_VERSION)" = "$(sed -n '/^\[workspace.package\]/,/^\[/s/^version = "\(.*\)"/\1/p' "$REPO/Cargo.toml")" ]
 check mk-userid [ "$(mkvar USERID)" = "lanveil=5453:lanveil=5453" ]
 check cargo-lock-present [ -f "$REPO/Cargo.lock" ]
@@ -74,7 +76,7 @@ for profile in "$@"; do
 	check "ipk-$profile-control-package" [ "$(field Package)" = lanveil ]
 	check "ipk-$profile-control-version" [ "$(field Version)" = "$(mkvar PKG_VERSION)-r$(mkvar PKG_RELEASE)" ]
 	check "ipk-$profile-control-architecture" [ "$(field Architecture)" = "$ARCH" ]
-	check "ipk-$profile-control-depends" [ "$(field Depends)" = "libc, kmod-nft-nat, kmod-nft-fib" ]
+	check "ipk-$profile-control-depends" [ "$(field Depends)" = "libc, kmod-nft-nat, kmod-nft-fib, ca-bundle" ]
 	check "ipk-$profile-control-require-user" [ "$(field Require-User)" = "lanveil=5453:lanveil=5453" ]
 	check "ipk-$profile-control-installed-size" [ "$(field Installed-Size)" = "$(gzip -dc "$d/outer/data.tar.gz" | wc -c)" ]
 	for f in Source License Section Maintainer URL SourceDateEpoch Description; do

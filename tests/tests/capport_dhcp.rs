@@ -1,10 +1,12 @@
-//! RFC 8910 / RFC 8925 signalling checked against independent implementations:
+//! RFC 8910 / RFC 8925 signalling as the product ships it: the values the real `lanveil` binary
+//! prints with `--check-config FILE --print-signals` (what the OpenWrt init script hands to dnsmasq
+//! and odhcpd, verbatim), checked against independent implementations:
 //!
-//! * `tshark` (Wireshark's dissectors) decodes a pcap of lanveil-encoded DHCPv4 (114, 108), DHCPv6
-//!   (103) and RA (37) packets;
-//! * real `dnsmasq` in one network namespace serves options 114 and 108 built from lanveil's encoder
-//!   output to busybox `udhcpc` in another, over a veth pair; the captured replies are decoded again
-//!   with lanveil's own decoder.
+//! * `tshark` (Wireshark's dissectors) decodes a pcap of a DHCPv4 OFFER carrying the printed 114 and
+//!   108 values and a DHCPv6 Reply carrying the printed `dhcpv6_raw` (option 103);
+//! * real `dnsmasq` in one network namespace, given the printed `dnsmasq_dhcp_option` values as its
+//!   `--dhcp-option`s, serves them to busybox `udhcpc` in another, over a veth pair; udhcpc's
+//!   `opt114` fed back to `--print-signals --wan-portal` (as the WAN hook does) gives the URI again.
 //!
 //! Needs root and: `apt-get install tshark busybox dnsmasq-base iproute2`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -15,22 +17,80 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use lanveil_core::capport::{
-    CaptivePortalUri, DhcpMessageType, DhcpOption, DhcpPacket, DhcpRepr, Encoding, EthernetAddress,
-    MIN_V6ONLY_WAIT, Nat64Prefix, Signals, V6OnlyWait, WanSignals,
-};
+use lanveil_tests::gateway;
 use lanveil_tests::netns::VethPair;
 use lanveil_tests::util::{TempDir, require_program};
 
 const URI: &str = "https://portal.example/api";
+/// A comma makes the binary hand dnsmasq colon-hex instead of text (dnsmasq splits at commas).
+const URI_COMMA: &str = "https://portal.example/api?a=1,2";
 const WAIT: u32 = 1800;
 const SERVER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 1];
 const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 2];
 
-fn signals() -> Signals {
-    let uri = CaptivePortalUri::parse(URI.as_bytes()).unwrap();
-    let wait = V6OnlyWait::new(WAIT).unwrap();
-    Signals::new(Some(uri), Some(wait), Some(Nat64Prefix::WELL_KNOWN)).unwrap()
+/// `lanveil --check-config FILE --print-signals [--wan-portal VALUE]` of the real binary, as
+/// (key, value) lines.
+fn print_signals(dir: &TempDir, uri: &str, wan: Option<&str>) -> Vec<(String, String)> {
+    let conf = dir.write(
+        "lanveil.conf",
+        format!(
+            "config lanveil 'main'\n\tlist listen '127.0.0.1:5453'\n\toption captive_portal_uri '{uri}'\n\
+             \toption v6only_wait '{WAIT}'\n\toption dns64_prefix '64:ff9b::/96'\n\n\
+             config upstream 'q'\n\toption url 'tls://9.9.9.9:853#dns.quad9.net'\n"
+        ),
+    );
+    let mut cmd = Command::new(gateway::binary());
+    cmd.arg("--check-config").arg(&conf).arg("--print-signals");
+    if let Some(w) = wan {
+        cmd.args(["--wan-portal", w]);
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "--print-signals: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let (k, v) = l.split_once(' ').expect("KEY VALUE");
+            (k.to_string(), v.to_string())
+        })
+        .collect()
+}
+
+fn value<'a>(lines: &'a [(String, String)], key: &str) -> Vec<&'a str> {
+    lines
+        .iter()
+        .filter(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+        .collect()
+}
+
+/// The octets dnsmasq sends for a `dhcp_option` value of the form `CODE,TEXT` or `CODE,HH:HH:…`
+/// (the two forms `--print-signals` uses): (code, octets).
+fn dnsmasq_option_octets(v: &str) -> (u8, Vec<u8>) {
+    let (code, data) = v.split_once(',').unwrap();
+    let is_hex = data.len() % 3 == 2
+        && data
+            .split(':')
+            .all(|h| h.len() == 2 && h.bytes().all(|b| b.is_ascii_hexdigit()));
+    let octets = if is_hex {
+        data.split(':')
+            .map(|h| u8::from_str_radix(h, 16).unwrap())
+            .collect()
+    } else {
+        data.as_bytes().to_vec()
+    };
+    (code.parse().unwrap(), octets)
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
 }
 
 // ---- packet building (Ethernet / IPv4 / IPv6 / UDP / ICMPv6, by hand) ----
@@ -107,34 +167,51 @@ fn link_local(last: u8) -> [u8; 16] {
     a
 }
 
-fn dhcpv4_offer(extra: &[DhcpOption<'_>]) -> Vec<u8> {
-    let repr = DhcpRepr {
-        message_type: DhcpMessageType::Offer,
-        transaction_id: 0x1234_5678,
-        secs: 0,
-        client_hardware_address: EthernetAddress(CLIENT_MAC),
-        client_ip: [0, 0, 0, 0].into(),
-        your_ip: [192, 0, 2, 10].into(),
-        server_ip: [192, 0, 2, 1].into(),
-        router: Some([192, 0, 2, 1].into()),
-        subnet_mask: Some([255, 255, 255, 0].into()),
-        relay_agent_ip: [0, 0, 0, 0].into(),
-        broadcast: false,
-        requested_ip: None,
-        client_identifier: None,
-        server_identifier: Some([192, 0, 2, 1].into()),
-        parameter_request_list: None,
-        dns_servers: None,
-        max_size: None,
-        lease_duration: Some(3600),
-        renew_duration: None,
-        rebind_duration: None,
-        additional_options: extra,
-    };
-    let mut buf = vec![0u8; repr.buffer_len()];
-    repr.emit(&mut DhcpPacket::new_unchecked(&mut buf[..]))
-        .unwrap();
-    buf
+/// A DHCPOFFER (BOOTP header, magic cookie, message type, server id, lease, mask, router) with
+/// `extra` options (code, octets) appended before the end option.
+fn dhcpv4_offer(extra: &[(u8, Vec<u8>)]) -> Vec<u8> {
+    let mut m = vec![2, 1, 6, 0, 0x12, 0x34, 0x56, 0x78, 0, 0, 0, 0];
+    m.extend_from_slice(&[0, 0, 0, 0]); // ciaddr
+    m.extend_from_slice(&[192, 0, 2, 10]); // yiaddr
+    m.extend_from_slice(&[192, 0, 2, 1]); // siaddr
+    m.extend_from_slice(&[0, 0, 0, 0]); // giaddr
+    m.extend_from_slice(&CLIENT_MAC);
+    m.resize(236, 0); // chaddr padding, sname, file
+    m.extend_from_slice(&[0x63, 0x82, 0x53, 0x63]);
+    m.extend_from_slice(&[53, 1, 2, 54, 4, 192, 0, 2, 1, 51, 4, 0, 0, 0x0e, 0x10]);
+    m.extend_from_slice(&[1, 4, 255, 255, 255, 0, 3, 4, 192, 0, 2, 1]);
+    for (code, data) in extra {
+        m.push(*code);
+        m.push(data.len() as u8);
+        m.extend_from_slice(data);
+    }
+    m.push(255);
+    m
+}
+
+/// The options of a DHCPv4 message (after the magic cookie), repeated ones concatenated (RFC 3396).
+fn dhcpv4_options(msg: &[u8]) -> BTreeMap<u8, Vec<u8>> {
+    let mut out = BTreeMap::<u8, Vec<u8>>::new();
+    assert_eq!(
+        msg.get(236..240),
+        Some(&[0x63, 0x82, 0x53, 0x63][..]),
+        "magic"
+    );
+    let mut at = 240;
+    while let Some(&code) = msg.get(at) {
+        match code {
+            0 => at += 1,
+            255 => break,
+            _ => {
+                let len = usize::from(msg[at + 1]);
+                out.entry(code)
+                    .or_default()
+                    .extend_from_slice(&msg[at + 2..at + 2 + len]);
+                at += 2 + len;
+            }
+        }
+    }
+    out
 }
 
 fn write_pcap(path: &Path, frames: &[Vec<u8>]) {
@@ -196,56 +273,36 @@ fn run_tshark(pcap: &Path, args: &[&str]) -> String {
 }
 
 #[test]
-fn tshark_decodes_lanveil_encodings() {
+fn tshark_decodes_what_print_signals_ships() {
     let dir = TempDir::new("lanveil-capport-pcap");
-    let s = signals();
-    let uri = s.captive_portal().unwrap();
+    let lines = print_signals(&dir, URI, None);
+    assert_eq!(value(&lines, "captive_portal_uri"), [URI]);
+    assert_eq!(value(&lines, "v6only_wait"), [WAIT.to_string().as_str()]);
+    let opts: Vec<(u8, Vec<u8>)> = value(&lines, "dnsmasq_dhcp_option")
+        .into_iter()
+        .map(dnsmasq_option_octets)
+        .collect();
+    assert_eq!(
+        opts,
+        [
+            (114, URI.as_bytes().to_vec()),
+            (108, WAIT.to_be_bytes().to_vec())
+        ]
+    );
+    let raw = unhex(value(&lines, "dhcpv6_raw")[0]);
 
-    // 1. DHCPOFFER to a client that asked for 114 and 108 (smoltcp's DhcpRepr + lanveil's options).
-    let offer = dhcpv4_offer(s.dhcpv4_options(&[1, 3, 114, 108]).as_slice());
+    // 1. DHCPOFFER with the printed 114 and 108.
+    let offer = dhcpv4_offer(&opts);
     let f1 = ipv4_udp([192, 0, 2, 1], [255; 4], 67, 68, &offer);
-    // 2. DHCPv6 Reply: Client ID, Server ID (DUID-LL), option 103.
+    // 2. DHCPv6 Reply: Client ID, Server ID (DUID-LL), the printed option 103.
     let mut reply = vec![7, 0xab, 0xcd, 0xef];
     reply.extend_from_slice(&[0, 1, 0, 10, 0, 3, 0, 1, 2, 0, 0, 0, 0, 2]);
     reply.extend_from_slice(&[0, 2, 0, 10, 0, 3, 0, 1, 2, 0, 0, 0, 0, 1]);
-    let at = reply.len();
-    reply.resize(at + uri.buffer_len(Encoding::Dhcpv6), 0);
-    uri.emit(Encoding::Dhcpv6, &mut reply[at..]).unwrap();
+    reply.extend_from_slice(&raw);
     let f2 = ipv6(link_local(1), link_local(2), 17, udp(547, 546, &reply), 6);
-    // 3. Router Advertisement: header, source link-layer address option, option 37.
-    let mut ra = vec![134, 0, 0, 0, 64, 0, 0x07, 0x08, 0, 0, 0, 0, 0, 0, 0, 0];
-    ra.extend_from_slice(&[1, 1, 2, 0, 0, 0, 0, 1]);
-    let at = ra.len();
-    ra.resize(at + uri.buffer_len(Encoding::Ra), 0xa5);
-    uri.emit(Encoding::Ra, &mut ra[at..]).unwrap();
-    let mut all_nodes = [0u8; 16];
-    all_nodes[..2].copy_from_slice(&[0xff, 0x02]);
-    all_nodes[15] = 1;
-    let f3 = ipv6(link_local(1), all_nodes, 58, ra.clone(), 2);
-
-    // Our own decoders agree before asking tshark.
-    let wan = WanSignals::from_dhcpv4(&offer).unwrap();
-    assert_eq!(
-        (
-            wan.captive_portal.as_ref(),
-            wan.v6only_wait.map(|w| w.secs())
-        ),
-        (Some(uri), Some(WAIT))
-    );
-    assert_eq!(
-        WanSignals::from_dhcpv6(&reply)
-            .unwrap()
-            .captive_portal
-            .as_ref(),
-        Some(uri)
-    );
-    assert_eq!(
-        WanSignals::from_ra(&ra).unwrap().captive_portal.as_ref(),
-        Some(uri)
-    );
 
     let pcap = dir.join("capport.pcap");
-    write_pcap(&pcap, &[f1, f2, f3]);
+    write_pcap(&pcap, &[f1, f2]);
     let fields = run_tshark(
         &pcap,
         &[
@@ -260,19 +317,13 @@ fn tshark_decodes_lanveil_encodings() {
             "-e",
             "dhcpv6.captive_portal",
             "-e",
-            "icmpv6.opt.captive_portal",
-            "-e",
             "_ws.malformed",
         ],
     );
     let lines: Vec<&str> = fields.lines().collect();
     assert_eq!(
         lines,
-        [
-            format!("1|{URI}|||"),
-            format!("2||{URI}||"),
-            format!("3|||{URI}|")
-        ],
+        [format!("1|{URI}||"), format!("2||{URI}|")],
         "tshark fields:\n{fields}"
     );
     // tshark 4.0 names option 108 but has no field for it and shows the value as raw hex.
@@ -297,18 +348,8 @@ fn tshark_decodes_lanveil_encodings() {
     ] {
         assert!(!verbose.contains(bad), "tshark reports {bad:?}:\n{verbose}");
     }
-    assert_eq!(verbose.matches("[correct]").count(), 4, "{verbose}");
-    let length_line = verbose
-        .lines()
-        .find(|l| l.contains("Type: DHCP Captive-Portal (37)"));
-    assert!(
-        length_line.is_some(),
-        "RA option 37 not named by tshark:\n{verbose}"
-    );
-    assert!(
-        verbose.contains("Length: 4 (32 bytes)"),
-        "RA option 37 length:\n{verbose}"
-    );
+    // IPv4 header, UDP over IPv4, UDP over IPv6.
+    assert_eq!(verbose.matches("[correct]").count(), 3, "{verbose}");
 }
 
 // ---- dnsmasq ⇄ udhcpc over a veth pair ----
@@ -371,11 +412,7 @@ fn udhcpc(pair: &mut VethPair, dir: &TempDir, tag: &str, request: &[&str]) -> Le
         String::from_utf8_lossy(&out.stderr)
     );
     // libpcap hands packets to dumpcap in blocks (up to ~1 s late): wait until the ACK is on disk.
-    let has_ack = |replies: &[Vec<u8>]| {
-        replies
-            .iter()
-            .any(|r| message_type(r) == Some(DhcpMessageType::Ack))
-    };
+    let has_ack = |replies: &[Vec<u8>]| replies.iter().any(|r| message_type(r) == Some(ACK));
     let deadline = Instant::now() + Duration::from_secs(5);
     while !has_ack(&udp4_payloads(
         &std::fs::read(&pcap).unwrap_or_default(),
@@ -398,9 +435,17 @@ fn udhcpc(pair: &mut VethPair, dir: &TempDir, tag: &str, request: &[&str]) -> Le
     Lease { env, replies }
 }
 
-fn message_type(dhcp: &[u8]) -> Option<DhcpMessageType> {
-    let packet = DhcpPacket::new_checked(dhcp).ok()?;
-    DhcpRepr::parse(&packet).ok().map(|r| r.message_type)
+const OFFER: u8 = 2;
+const ACK: u8 = 5;
+
+/// Option 53 of a DHCPv4 message.
+fn message_type(dhcp: &[u8]) -> Option<u8> {
+    if dhcp.len() < 240 || dhcp[236..240] != [0x63, 0x82, 0x53, 0x63] {
+        return None;
+    }
+    dhcpv4_options(dhcp)
+        .get(&53)
+        .and_then(|v| v.first().copied())
 }
 
 fn hex(bytes: &[u8], sep: &str) -> String {
@@ -416,19 +461,20 @@ fn dnsmasq_sends_108_and_114_only_when_requested() {
     let dnsmasq = require_program("dnsmasq", "dnsmasq-base");
     require_program("busybox", "busybox");
     let dir = TempDir::new("lanveil-capport-netns");
-    let s = signals();
 
-    // dnsmasq is configured with exactly the bytes lanveil's encoders produce (TLV minus code+length).
-    let mut tlv = [0u8; 300];
-    let n = s
-        .captive_portal()
-        .unwrap()
-        .emit(Encoding::Dhcpv4, &mut tlv)
-        .unwrap();
-    let opt114 = format!("--dhcp-option=114,{}", hex(&tlv[2..n], ":"));
-    let n = s.v6only_wait().unwrap().emit(&mut tlv).unwrap();
-    let opt108 = format!("--dhcp-option=108,{}", hex(&tlv[2..n], ":"));
-    assert_eq!(opt108, "--dhcp-option=108,00:00:07:08");
+    // dnsmasq gets exactly the dhcp_option values the binary prints (the init script writes them
+    // to /etc/config/dhcp; OpenWrt's dnsmasq init turns each into one dhcp-option line).
+    let lines = print_signals(&dir, URI_COMMA, None);
+    let printed = value(&lines, "dnsmasq_dhcp_option");
+    assert_eq!(printed.len(), 2, "{lines:?}");
+    assert!(
+        printed[0].starts_with("114,68:74:74:70:73:3a"),
+        "a URI with a comma goes as colon-hex: {}",
+        printed[0]
+    );
+    assert_eq!(printed[1], "108,00:00:07:08");
+    let opt114 = format!("--dhcp-option={}", printed[0]);
+    let opt108 = format!("--dhcp-option={}", printed[1]);
 
     let mut pair = VethPair::new("10.77.0.1/24");
     let log = dir.join("dnsmasq.log");
@@ -484,14 +530,15 @@ fn dnsmasq_sends_108_and_114_only_when_requested() {
         plain.replies.len()
     );
     for r in &plain.replies {
-        assert_eq!(WanSignals::from_dhcpv4(r), Ok(WanSignals::default()));
+        let o = dhcpv4_options(r);
+        assert!(!o.contains_key(&114) && !o.contains_key(&108), "{o:?}");
     }
 
     // Requested: both arrive with exactly the configured values.
     let asked = udhcpc(&mut pair, &dir, "asked", &["114", "108"]);
     assert_eq!(
         asked.env.get("opt114").map(String::as_str),
-        Some(hex(URI.as_bytes(), "").as_str()),
+        Some(hex(URI_COMMA.as_bytes(), "").as_str()),
         "{:?}",
         asked.env
     );
@@ -503,22 +550,29 @@ fn dnsmasq_sends_108_and_114_only_when_requested() {
     // MIN_V6ONLY_WAIT. dnsmasq still offers an address (yiaddr); forgoing it is the client's decision.
     assert!(asked.env.contains_key("ip"), "{:?}", asked.env);
     let wait = u32::from_str_radix(&asked.env["opt108"], 16).unwrap();
-    assert!(wait == WAIT && wait >= MIN_V6ONLY_WAIT);
+    assert!(wait == WAIT && wait >= lanveil_core::capport::MIN_V6ONLY_WAIT);
     let kinds: Vec<_> = asked
         .replies
         .iter()
         .filter_map(|r| message_type(r))
         .collect();
-    let want = [DhcpMessageType::Offer, DhcpMessageType::Ack];
+    let want = [OFFER, ACK];
     assert!(
         want.iter().all(|k| kinds.contains(k)),
         "want OFFER and ACK, got {kinds:?}"
     );
     for r in &asked.replies {
-        let got = WanSignals::from_dhcpv4(r).unwrap();
-        assert_eq!(got.captive_portal.as_ref().map(|u| u.as_str()), Some(URI));
-        assert_eq!(got.v6only_wait.map(|w| w.secs()), Some(WAIT));
+        let o = dhcpv4_options(r);
+        assert_eq!(o.get(&114).map(Vec::as_slice), Some(URI_COMMA.as_bytes()));
+        assert_eq!(
+            o.get(&108).map(Vec::as_slice),
+            Some(&WAIT.to_be_bytes()[..])
+        );
     }
+    // The WAN hook hands udhcpc's opt114 to the same binary: it decodes to the URI again.
+    let back = print_signals(&dir, URI, Some(&asked.env["opt114"]));
+    assert_eq!(value(&back, "wan_portal_uri"), [URI_COMMA]);
+    assert_eq!(value(&back, "wan_portal"), ["ok"]);
     // Only 108 requested: only 108 arrives.
     let v6only = udhcpc(&mut pair, &dir, "v6only", &["108"]);
     assert!(
