@@ -44,9 +44,12 @@ pub struct Target {
     pub(crate) upstream: Upstream,
     pub(crate) addrs: Vec<std::net::SocketAddr>,
     pub(crate) server_name: ServerName<'static>,
-    /// The shared settings (and resumption store); each connection gets a copy with its own verifier.
+    /// The shared settings (and resumption store); each connection gets a copy with its own verifier,
+    /// except with `tls_resumption` (see [`Target::connector`]).
     tls: Arc<ClientConfig>,
     checks: Arc<Checks>,
+    /// With `tls_resumption '1'`: the one verifier every connection shares, and its latest decision.
+    shared: Option<lanveil_tls::Decision>,
     pub(crate) time: Arc<TimeKeeper>,
     cert_not_after: Arc<crate::sync::Shared64>,
 }
@@ -84,8 +87,8 @@ impl Target {
             Transport::Tls => vec![b"dot".to_vec()],
             Transport::Https => vec![b"h2".to_vec()],
         };
-        // Replaced per connection by `Target::connector`; this one only completes the settings.
-        let (verifier, _) = checks.verifier(None);
+        // Replaced per connection by `Target::connector`, unless resumption is on.
+        let (verifier, decision) = checks.verifier(None);
         let config = lanveil_tls::client_config(
             versions,
             verifier,
@@ -99,6 +102,7 @@ impl Target {
             server_name: lanveil_tls::server_name(&upstream.url.auth_name)?,
             tls: Arc::new(config),
             checks,
+            shared: upstream.tls_resumption.then_some(decision),
             time,
             cert_not_after: Arc::new(crate::sync::Shared64::new(0)),
         })
@@ -106,10 +110,21 @@ impl Target {
 
     /// TLS settings for one new connection: the shared settings with a verifier of its own, which
     /// records what it decided. `alpn` replaces the upstream's ALPN list.
+    ///
+    /// With `tls_resumption '1'` every connection keeps the one shared verifier instead: rustls
+    /// resumes a session only under the verifier that authenticated it. Its decision is then the
+    /// latest full handshake's, which can be another connection's if two handshakes to this upstream
+    /// straddle the moment the clock synchronizes (resumption is off by default).
     fn connector(&self, alpn: Option<Vec<Vec<u8>>>) -> (TlsConnector, lanveil_tls::Decision) {
-        let (verifier, decision) = self.checks.verifier(None);
         let mut config = (*self.tls).clone();
-        config.dangerous().set_certificate_verifier(verifier);
+        let decision = match &self.shared {
+            Some(shared) => shared.clone(),
+            None => {
+                let (verifier, decision) = self.checks.verifier(None);
+                config.dangerous().set_certificate_verifier(verifier);
+                decision
+            }
+        };
         if let Some(alpn) = alpn {
             config.alpn_protocols = alpn;
         }
@@ -126,15 +141,19 @@ impl Target {
         let tcp = connect_any(&self.addrs).await?;
         let (connector, decision) = self.connector(alpn);
         let tls = connector.connect(self.server_name.clone(), tcp).await?;
+        let resumed = tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
         let outcome = decision.outcome();
-        if let Some(t) = outcome.accepted_not_after {
-            self.cert_not_after.store(t);
-        }
-        let relaxed = outcome.relaxed.unwrap_or_else(|| {
+        let relaxed = match outcome.relaxed {
+            Some(relaxed) if !resumed => {
+                if let Some(t) = outcome.accepted_not_after {
+                    self.cert_not_after.store(t);
+                }
+                relaxed
+            }
             // A resumed session (only with `tls_resumption '1'`) skips the verifier: judge it by the
             // clock now, as the full handshake it resumes would have been.
-            self.time.state() == clock::ClockState::Unsynchronized
-        });
+            _ => self.time.state() == clock::ClockState::Unsynchronized,
+        };
         Ok((tls, relaxed))
     }
 }

@@ -288,9 +288,14 @@ impl ServerCertVerifier for PinningVerifier {
             .time
             .check_time(now, validity, !c.pins.is_empty())
             .map_err(rustls::Error::InvalidCertificate)?;
-        // Recorded before the checks below: a session is relaxed by the time it was checked at.
+        // Recorded before the checks below: a session is relaxed by the time it was checked at. The
+        // latest verification wins (a verifier shared by connections, for resumption, reports the
+        // last handshake's).
         self.decision.update(|o| {
-            o.relaxed = Some(o.relaxed.unwrap_or(false) || t.relaxed);
+            *o = Outcome {
+                relaxed: Some(t.relaxed),
+                accepted_not_after: None,
+            };
         });
         let at = UnixTime::since_unix_epoch(std::time::Duration::from_secs(t.at));
         let ok = c.webpki.verify_server_cert(
