@@ -237,6 +237,19 @@ rc start >/dev/null 2>&1
 check valid-again-guard-lifted sh -c '! nft list table inet lanveil_down 2>/dev/null'
 uci_ set lanveil.main.log_level=INVALID
 uci_ commit lanveil
+# A reload with a bad file while the daemon runs: procd gets the same instances again (an
+# instance missing from the set would be stopped), the daemon keeps its last good
+# configuration (SIGHUP, it refuses the file), the LAN keeps working through it.
+: >"$R/log/procd"
+rc reload >/dev/null 2>&1
+check invalid-reload-keeps-instance [ "$(last_set '(j["instances"]["lanveil"]["command"], j["instances"]["lanveil"]["user"], j["instances"]["lanveil"]["reload_signal"], "guard" in j["instances"])')" = "(['/usr/sbin/lanveil', '--config', '/etc/config/lanveil'], 'lanveil', 1, True)" ]
+check invalid-reload-no-guard sh -c '! nft list table inet lanveil_down 2>/dev/null'
+check invalid-reload-still-wired cmp "$R/etc/config/dhcp" "$T/dhcp.wired"
+check invalid-reload-status status_has '^lanveil is running on its last good configuration: /etc/config/lanveil is invalid and was not applied.$'
+check invalid-reload-reason status_has 'log_level'
+check invalid-reload-logged grep -q 'daemon.err.*log_level' "$R/log/syslog"
+# The daemon is gone and the file is bad: refused, fail-closed.
+daemon_dead
 rc start >/dev/null 2>&1
 check invalid-while-wired-guard nft list table inet lanveil_down
 check invalid-while-wired-status status_has 'lanveil did not start (invalid'
