@@ -34,7 +34,7 @@ Exit status: 0 ok, 1 the check/probe/push failed, 2 bad usage or invalid configu
     // A repeated single-valued option: the last one wins (as the tool always did).
     args_override_self = true
 )]
-pub struct Cli {
+struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
 }
