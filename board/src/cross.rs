@@ -14,15 +14,19 @@ use crate::profile::Profile;
 use crate::toolchain;
 
 /// Options of `cargo board build`.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, clap::Args)]
 pub struct BuildOptions {
     /// `--features` passed to cargo.
+    #[arg(long, value_name = "F")]
     pub features: Option<String>,
-    /// `--no-default-features`.
+    /// `--no-default-features` passed to cargo.
+    #[arg(long)]
     pub no_default_features: bool,
     /// Overrides the profile's opt-level.
+    #[arg(long, value_name = "L")]
     pub opt_level: Option<String>,
     /// Turns LTO off (faster, larger; for quick checks only).
+    #[arg(long)]
     pub no_lto: bool,
 }
 

@@ -10,9 +10,10 @@
 //! - `openwrt/lanveil/layout.txt`: which file goes where, with which mode, and which are conffiles;
 //! - `target/board/<profile>/lanveil`: the binary, whose ELF machine must match the profile.
 //!
-//! Reproducibility: entries sorted by path, uid/gid 0 with no user/group names, one mtime for
-//! everything (`SOURCE_DATE_EPOCH`, else the last commit's time, else 0), gzip without a name or
-//! timestamp. The same inputs give the same bytes.
+//! Reproducibility: ustar headers (the `tar` crate) filled from the inputs only, entries sorted by
+//! path, uid/gid 0 with no user/group names, one mtime for everything (`SOURCE_DATE_EPOCH`, else
+//! the last commit's time, else 0), gzip without a name or timestamp. The same inputs give the same
+//! bytes (tested below: built twice, compared, and every entry read back).
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -136,67 +137,55 @@ pub fn parse_layout(path: &Path, text: &str) -> Result<Vec<Entry>, Error> {
     Ok(out)
 }
 
-/// A minimal ustar writer: regular files and directories, numeric owner 0:0.
-struct Tar {
-    buf: Vec<u8>,
+/// Appends one entry to a ustar archive: numeric owner 0:0 without user or group names, one
+/// mtime for everything, `None` data for a directory.
+///
+/// The name goes into the header as given (`./`, `./usr/sbin/lanveil`): the `tar` crate's
+/// `set_path` would drop the leading `./` that OpenWrt's `ipkg-build` (`tar -C DIR .`) writes and
+/// tests/openwrt/test_package.sh checks, so only the name field is filled by hand.
+fn append(
+    tar: &mut tar::Builder<Vec<u8>>,
+    name: &str,
+    mode: u32,
     mtime: u64,
+    data: Option<&[u8]>,
+) -> Result<(), String> {
+    let mut h = tar::Header::new_ustar();
+    let field = &mut h.as_old_mut().name;
+    // One byte stays NUL: a 100-byte name has no terminator, which some readers mishandle.
+    if name.len() >= field.len() {
+        return Err(format!("{name}: path too long for ustar"));
+    }
+    field[..name.len()].copy_from_slice(name.as_bytes());
+    h.set_mode(mode);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(mtime);
+    let body = data.unwrap_or_default();
+    h.set_size(body.len() as u64);
+    h.set_entry_type(if data.is_some() {
+        tar::EntryType::Regular
+    } else {
+        tar::EntryType::Directory
+    });
+    h.set_cksum();
+    tar.append(&h, body).map_err(|e| format!("{name}: {e}"))
 }
 
-impl Tar {
-    fn new(mtime: u64) -> Self {
-        Self {
-            buf: Vec::new(),
-            mtime,
+/// Builds a ustar archive of `entries` (name → (mode, bytes), `None` for a directory, mode
+/// 0755) in the order given, with the two end-of-archive blocks.
+fn tar_entries<'a>(
+    entries: impl IntoIterator<Item = (&'a str, Option<(u32, &'a [u8])>)>,
+    mtime: u64,
+) -> Result<Vec<u8>, String> {
+    let mut tar = tar::Builder::new(Vec::new());
+    for (name, f) in entries {
+        match f {
+            None => append(&mut tar, name, 0o755, mtime, None)?,
+            Some((mode, data)) => append(&mut tar, name, mode, mtime, Some(data))?,
         }
     }
-
-    fn header(&mut self, name: &str, mode: u32, size: u64, dir: bool) -> Result<(), String> {
-        let mut h = [0u8; 512];
-        if name.len() > 99 {
-            return Err(format!("{name}: path too long for ustar"));
-        }
-        h[..name.len()].copy_from_slice(name.as_bytes());
-        put_octal(&mut h[100..108], u64::from(mode));
-        put_octal(&mut h[108..116], 0);
-        put_octal(&mut h[116..124], 0);
-        put_octal(&mut h[124..136], size);
-        put_octal(&mut h[136..148], self.mtime);
-        h[156] = if dir { b'5' } else { b'0' };
-        h[257..263].copy_from_slice(b"ustar\0");
-        h[263..265].copy_from_slice(b"00");
-        h[148..156].fill(b' ');
-        let sum: u64 = h.iter().map(|&b| u64::from(b)).sum();
-        put_octal(&mut h[148..155], sum);
-        h[155] = b' ';
-        self.buf.extend_from_slice(&h);
-        Ok(())
-    }
-
-    fn dir(&mut self, name: &str) -> Result<(), String> {
-        self.header(name, 0o755, 0, true)
-    }
-
-    fn file(&mut self, name: &str, mode: u32, data: &[u8]) -> Result<(), String> {
-        self.header(name, mode, data.len() as u64, false)?;
-        self.buf.extend_from_slice(data);
-        let pad = (512 - data.len() % 512) % 512;
-        self.buf.resize(self.buf.len() + pad, 0);
-        Ok(())
-    }
-
-    fn finish(mut self) -> Vec<u8> {
-        self.buf.resize(self.buf.len() + 1024, 0);
-        self.buf
-    }
-}
-
-/// Writes `value` as zero-padded octal filling `field` except a trailing NUL.
-fn put_octal(field: &mut [u8], value: u64) {
-    let width = field.len() - 1;
-    let s = format!("{value:0width$o}");
-    let s = &s.as_bytes()[s.len().saturating_sub(width)..];
-    field[..width].copy_from_slice(s);
-    field[width] = 0;
+    tar.into_inner().map_err(|e| e.to_string())
 }
 
 fn gzip(data: &[u8]) -> Vec<u8> {
@@ -224,14 +213,15 @@ fn tar_tree(files: &BTreeMap<String, (u32, Vec<u8>)>, mtime: u64) -> Result<Vec<
         }
         entries.insert(format!("./{rel}"), Some(f));
     }
-    let mut tar = Tar::new(mtime);
-    for (name, f) in entries {
-        match f {
-            None => tar.dir(&name)?,
-            Some((mode, data)) => tar.file(&name, *mode, data)?,
-        }
-    }
-    Ok(tar.finish())
+    tar_entries(
+        entries.iter().map(|(name, f)| {
+            (
+                name.as_str(),
+                f.map(|(mode, data)| (*mode, data.as_slice())),
+            )
+        }),
+        mtime,
+    )
 }
 
 /// ELF `e_machine` (and little-endianness) expected for a triple.
@@ -284,23 +274,23 @@ fn source_date_epoch(root: &Path) -> u64 {
 
 /// `[workspace.package] version` of the root Cargo.toml.
 fn workspace_version(root: &Path) -> Result<String, Error> {
+    #[derive(serde::Deserialize)]
+    struct Manifest {
+        workspace: Workspace,
+    }
+    #[derive(serde::Deserialize)]
+    struct Workspace {
+        package: WorkspacePackage,
+    }
+    #[derive(serde::Deserialize)]
+    struct WorkspacePackage {
+        version: String,
+    }
     let path = root.join("Cargo.toml");
     let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-    let mut in_pkg = false;
-    for line in text.lines() {
-        let l = line.trim();
-        if l.starts_with('[') {
-            in_pkg = l == "[workspace.package]";
-        } else if in_pkg
-            && let Some(v) = l
-                .strip_prefix("version")
-                .map(str::trim_start)
-                .and_then(|r| r.strip_prefix('='))
-        {
-            return Ok(v.trim().trim_matches('"').to_owned());
-        }
-    }
-    Err(Error::package(&path, "[workspace.package] version missing"))
+    let m: Manifest = toml::from_str(&text)
+        .map_err(|e| Error::package(&path, format!("[workspace.package] version: {e}")))?;
+    Ok(m.workspace.package.version)
 }
 
 /// `Depends:` from the Makefile's `DEPENDS:=`: `$(…)` and `@…` conditions dropped, `+` stripped,
@@ -321,6 +311,23 @@ fn depends(mk_depends: &str) -> String {
 
 /// Writes `target/board/<profile>/lanveil_<version>_<arch>.ipk`; returns its path.
 pub fn build(root: &Path, profile: &Profile) -> Result<PathBuf, Error> {
+    let binary = cross::binary(root, profile);
+    let (file_name, ipk) = package(root, profile, &binary, source_date_epoch(root))?;
+    let out = cross::out_dir(root, profile).join(file_name);
+    std::fs::write(&out, ipk).map_err(|e| Error::io(&out, e))?;
+    println!("ipk: {}", out.display());
+    Ok(out)
+}
+
+/// The package's file name and bytes: the repository's feed package with `binary` as the
+/// daemon, every timestamp set to `mtime`. Reads file contents only (no metadata), so the same
+/// inputs give the same bytes.
+fn package(
+    root: &Path,
+    profile: &Profile,
+    binary: &Path,
+    mtime: u64,
+) -> Result<(String, Vec<u8>), Error> {
     let dir = pkg_dir(root);
     let mk_path = dir.join("Makefile");
     let mk_text = std::fs::read_to_string(&mk_path).map_err(|e| Error::io(&mk_path, e))?;
@@ -344,7 +351,7 @@ pub fn build(root: &Path, profile: &Profile) -> Result<PathBuf, Error> {
     let mut files: BTreeMap<String, (u32, Vec<u8>)> = BTreeMap::new();
     for e in &layout {
         let src = if e.source == "@binary" {
-            cross::binary(root, profile)
+            binary.to_owned()
         } else {
             dir.join(&e.source)
         };
@@ -366,7 +373,6 @@ pub fn build(root: &Path, profile: &Profile) -> Result<PathBuf, Error> {
             ));
         }
     }
-    let mtime = source_date_epoch(root);
     let data_tar = tar_tree(&files, mtime).map_err(|m| Error::package(&layout_path, m))?;
 
     let description = mk.define(&mk_path, &format!("Package/{name}/description"))?;
@@ -431,19 +437,21 @@ pub fn build(root: &Path, profile: &Profile) -> Result<PathBuf, Error> {
     }
     let control_tar = tar_tree(&ctl, mtime).map_err(|m| Error::package(&mk_path, m))?;
 
-    let mut outer = Tar::new(mtime);
-    let pack = |outer: &mut Tar| -> Result<(), String> {
-        outer.file("./debian-binary", 0o644, b"2.0\n")?;
-        outer.file("./data.tar.gz", 0o644, &gzip(&data_tar))?;
-        outer.file("./control.tar.gz", 0o644, &gzip(&control_tar))
-    };
-    pack(&mut outer).map_err(|m| Error::package(&mk_path, m))?;
-    let ipk = gzip(&outer.finish());
-
-    let out = cross::out_dir(root, profile).join(format!("{name}_{version}_{}.ipk", profile.arch));
-    std::fs::write(&out, ipk).map_err(|e| Error::io(&out, e))?;
-    println!("ipk: {}", out.display());
-    Ok(out)
+    let (data_gz, control_gz) = (gzip(&data_tar), gzip(&control_tar));
+    // opkg reads the members in this order (not sorted).
+    let outer = tar_entries(
+        [
+            ("./debian-binary", Some((0o644, &b"2.0\n"[..]))),
+            ("./data.tar.gz", Some((0o644, data_gz.as_slice()))),
+            ("./control.tar.gz", Some((0o644, control_gz.as_slice()))),
+        ],
+        mtime,
+    )
+    .map_err(|m| Error::package(&mk_path, m))?;
+    Ok((
+        format!("{name}_{version}_{}.ipk", profile.arch),
+        gzip(&outer),
+    ))
 }
 
 #[cfg(test)]
@@ -521,8 +529,219 @@ mod tests {
         let mut sum: u64 = h.iter().map(|&b| u64::from(b)).sum();
         sum -= h[148..156].iter().map(|&b| u64::from(b)).sum::<u64>();
         sum += 8 * u64::from(b' ');
-        let stored = u64::from_str_radix(std::str::from_utf8(&h[148..154]).unwrap(), 8).unwrap();
+        // Octal digits, NUL-terminated (as opkg's libbb reads it: strtol(chksum, NULL, 8)).
+        let field = std::str::from_utf8(&h[148..156]).unwrap();
+        let digits = field.split('\0').next().unwrap();
+        let stored = u64::from_str_radix(digits, 8).unwrap();
         assert_eq!(sum, stored);
+        assert_eq!(
+            &h[257..265],
+            b"ustar\x0000",
+            "POSIX ustar magic and version"
+        );
+    }
+
+    /// What a reader sees in one tar: (path, entry type, mode, uid, gid, user name, group
+    /// name, mtime, contents).
+    type Listing = Vec<(
+        String,
+        tar::EntryType,
+        u32,
+        u64,
+        u64,
+        Vec<u8>,
+        Vec<u8>,
+        u64,
+        Vec<u8>,
+    )>;
+
+    fn list(tar_bytes: &[u8]) -> Listing {
+        use std::io::Read as _;
+        let mut a = tar::Archive::new(tar_bytes);
+        let mut out = Vec::new();
+        for e in a.entries().unwrap() {
+            let mut e = e.unwrap();
+            let h = e.header().clone();
+            let mut body = Vec::new();
+            e.read_to_end(&mut body).unwrap();
+            assert!(h.as_ustar().is_some(), "ustar header");
+            out.push((
+                String::from_utf8(e.path_bytes().into_owned()).unwrap(),
+                h.entry_type(),
+                h.mode().unwrap(),
+                h.uid().unwrap(),
+                h.gid().unwrap(),
+                h.username_bytes().unwrap_or_default().to_vec(),
+                h.groupname_bytes().unwrap_or_default().to_vec(),
+                h.mtime().unwrap(),
+                body,
+            ));
+        }
+        out
+    }
+
+    fn gunzip(data: &[u8]) -> Vec<u8> {
+        use std::io::Read as _;
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(data)
+            .read_to_end(&mut out)
+            .unwrap();
+        out
+    }
+
+    fn repo_root() -> &'static Path {
+        Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()
+    }
+
+    /// A stand-in for the built daemon: an x86_64 ELF header and some bytes, in a file of its
+    /// own (tests run in parallel).
+    fn fake_binary(tag: &str) -> PathBuf {
+        let mut elf = vec![0u8; 4096];
+        elf[..4].copy_from_slice(b"\x7fELF");
+        elf[5] = 1;
+        elf[18..20].copy_from_slice(&62u16.to_le_bytes());
+        for (i, b) in elf.iter_mut().enumerate().skip(64) {
+            *b = (i % 251) as u8;
+        }
+        let dir =
+            std::env::temp_dir().join(format!("lanveil-board-ipk-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("lanveil");
+        std::fs::write(&p, &elf).unwrap();
+        p
+    }
+
+    #[test]
+    fn ipk_is_reproducible() {
+        let root = repo_root();
+        let profile = crate::profile::load(root, "x86_64").unwrap();
+        let bin = fake_binary("repro");
+        let (name, a) = package(root, &profile, &bin, 1_700_000_000).unwrap();
+        assert_eq!(
+            name,
+            format!("lanveil_{}-r1_x86_64.ipk", env!("CARGO_PKG_VERSION"))
+        );
+        // A different file time on an input changes nothing: only contents are read.
+        let f = std::fs::File::options().write(true).open(&bin).unwrap();
+        f.set_modified(std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(86_400))
+            .unwrap();
+        drop(f);
+        let (_, b) = package(root, &profile, &bin, 1_700_000_000).unwrap();
+        assert!(a == b, "same inputs, different bytes");
+        // gzip header: no file name, no timestamp.
+        assert_eq!(&a[..8], b"\x1f\x8b\x08\x00\x00\x00\x00\x00");
+        // The mtime is the only clock in it.
+        let (_, c) = package(root, &profile, &bin, 1_700_000_001).unwrap();
+        assert!(a != c);
+        let _ = std::fs::remove_dir_all(bin.parent().unwrap());
+    }
+
+    #[test]
+    fn ipk_lists_the_expected_entries_modes_and_owners() {
+        const MTIME: u64 = 1_700_000_000;
+        let root = repo_root();
+        let profile = crate::profile::load(root, "x86_64").unwrap();
+        let bin = fake_binary("list");
+        let (_, ipk) = package(root, &profile, &bin, MTIME).unwrap();
+        let binary = std::fs::read(&bin).unwrap();
+        let _ = std::fs::remove_dir_all(bin.parent().unwrap());
+
+        let outer = list(&gunzip(&ipk));
+        let names: Vec<&str> = outer.iter().map(|e| e.0.as_str()).collect();
+        // opkg's order, with the `./` prefix ipkg-build writes.
+        assert_eq!(
+            names,
+            ["./debian-binary", "./data.tar.gz", "./control.tar.gz"]
+        );
+        assert_eq!(outer[0].8, b"2.0\n");
+        let mut all = outer.clone();
+
+        let data = list(&gunzip(&outer[1].8));
+        let pkg = pkg_dir(root);
+        let read = |f: &str| std::fs::read(pkg.join(f)).unwrap();
+        let dir = |p: &str| (p.to_owned(), tar::EntryType::Directory, 0o755, Vec::new());
+        let file =
+            |p: &str, mode: u32, body: Vec<u8>| (p.to_owned(), tar::EntryType::Regular, mode, body);
+        let want = vec![
+            dir("./"),
+            dir("./etc/"),
+            dir("./etc/config/"),
+            file("./etc/config/lanveil", 0o644, read("files/lanveil.config")),
+            dir("./etc/init.d/"),
+            file("./etc/init.d/lanveil", 0o755, read("files/lanveil.init")),
+            dir("./etc/uci-defaults/"),
+            file(
+                "./etc/uci-defaults/90-lanveil",
+                0o755,
+                read("files/lanveil.defaults"),
+            ),
+            dir("./etc/udhcpc.user.d/"),
+            file(
+                "./etc/udhcpc.user.d/lanveil",
+                0o644,
+                read("files/lanveil.udhcpc"),
+            ),
+            dir("./lib/"),
+            dir("./lib/upgrade/"),
+            dir("./lib/upgrade/keep.d/"),
+            file(
+                "./lib/upgrade/keep.d/lanveil",
+                0o644,
+                read("files/lanveil.keep"),
+            ),
+            dir("./usr/"),
+            dir("./usr/sbin/"),
+            file("./usr/sbin/lanveil", 0o755, binary),
+            dir("./usr/share/"),
+            dir("./usr/share/lanveil/"),
+            file(
+                "./usr/share/lanveil/lanveil.sh",
+                0o644,
+                read("files/lanveil.sh"),
+            ),
+        ];
+        let got: Vec<_> = data
+            .iter()
+            .map(|e| (e.0.clone(), e.1, e.2, e.8.clone()))
+            .collect();
+        assert_eq!(got, want);
+        all.extend(data);
+
+        let control = list(&gunzip(&outer[2].8));
+        let got: Vec<(&str, tar::EntryType, u32)> =
+            control.iter().map(|e| (e.0.as_str(), e.1, e.2)).collect();
+        assert_eq!(
+            got,
+            [
+                ("./", tar::EntryType::Directory, 0o755),
+                ("./conffiles", tar::EntryType::Regular, 0o644),
+                ("./control", tar::EntryType::Regular, 0o644),
+                ("./postinst", tar::EntryType::Regular, 0o755),
+                ("./postinst-pkg", tar::EntryType::Regular, 0o755),
+                ("./prerm", tar::EntryType::Regular, 0o755),
+                ("./prerm-pkg", tar::EntryType::Regular, 0o755),
+            ]
+        );
+        assert_eq!(control[1].8, b"/etc/config/lanveil\n");
+        let text = String::from_utf8(control[2].8.clone()).unwrap();
+        assert!(text.starts_with("Package: lanveil\n"), "{text}");
+        assert!(text.contains("\nArchitecture: x86_64\n"), "{text}");
+        assert!(
+            text.contains(&format!("\nSourceDateEpoch: {MTIME}\n")),
+            "{text}"
+        );
+        all.extend(control);
+
+        // Every entry of every layer: owner 0:0 by number only, the one mtime.
+        for e in &all {
+            assert_eq!((e.3, e.4), (0, 0), "{}: owner", e.0);
+            assert!(
+                e.5.is_empty() && e.6.is_empty(),
+                "{}: user/group names",
+                e.0
+            );
+            assert_eq!(e.7, MTIME, "{}: mtime", e.0);
+        }
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! `cargo board` — board profiles, static cross-builds, size budgets, qemu runs and ipk packaging
-//! for lanveil. See `board/README.md`.
+//! for lanveil. See `board/README.md` and `cargo board --help` (clap).
 //!
 //! ```text
 //! cargo board list
@@ -21,10 +21,55 @@ mod toolchain;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use clap::{Parser, Subcommand};
+
 use error::Error;
 
-const USAGE: &str = "usage: cargo board <list | setup | build PROFILE [--features F] [--no-default-features] \
-[--opt-level L] [--no-lto] | size PROFILE | ipk PROFILE | qemu PROFILE [-- ARGS...] | show PROFILE>";
+/// Board profiles, static cross-builds, size budgets, qemu runs and ipk packaging for lanveil.
+#[derive(Debug, Parser)]
+#[command(name = "cargo board", bin_name = "cargo board")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Profiles, triples, budgets.
+    List,
+    /// Install/verify the cross toolchain (apt + PyPI only; idempotent; root for apt).
+    Setup,
+    /// Static cross-build -> target/board/PROFILE/lanveil (+ build-info).
+    Build {
+        /// A profile from board/boards/ (`cargo board list`).
+        profile: String,
+        #[command(flatten)]
+        opts: cross::BuildOptions,
+    },
+    /// Fail if target/board/PROFILE/lanveil exceeds the profile's budget.
+    Size {
+        /// A profile from board/boards/.
+        profile: String,
+    },
+    /// Package target/board/PROFILE/lanveil_<version>-r<release>_<arch>.ipk.
+    Ipk {
+        /// A profile from board/boards/.
+        profile: String,
+    },
+    /// Run the build under qemu-user with the profile's CPU; exits with its status.
+    Qemu {
+        /// A profile from board/boards/.
+        profile: String,
+        /// Arguments for lanveil (after `--` if they start with `-`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Print the profile as shell variables (used by the scripts).
+    Show {
+        /// A profile from board/boards/.
+        profile: String,
+    },
+}
 
 fn root() -> PathBuf {
     if let Some(r) = std::env::var_os("LANVEIL_ROOT") {
@@ -35,8 +80,19 @@ fn root() -> PathBuf {
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match run(&args) {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // --help prints to stdout and succeeds; usage errors keep the tool's status 1.
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    match run(cli) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("board: error: {e}");
@@ -45,18 +101,15 @@ fn main() -> ExitCode {
     }
 }
 
-fn profile_arg(args: &[String]) -> Result<profile::Profile, Error> {
-    let name = args
-        .get(1)
-        .ok_or_else(|| Error::Usage(format!("missing PROFILE\n{USAGE}")))?;
-    profile::load(&root(), name)
-}
-
-fn run(args: &[String]) -> Result<ExitCode, Error> {
+fn run(cli: Cli) -> Result<ExitCode, Error> {
     let root = root();
-    let cmd = args.first().map(String::as_str).unwrap_or("");
-    match cmd {
-        "list" => {
+    let Some(command) = cli.command else {
+        // No command: the help, as before (`cargo board`).
+        let _ = <Cli as clap::CommandFactory>::command().print_help();
+        return Ok(ExitCode::SUCCESS);
+    };
+    match command {
+        Command::List => {
             for n in profile::names(&root)? {
                 let p = profile::load(&root, &n)?;
                 println!(
@@ -65,43 +118,21 @@ fn run(args: &[String]) -> Result<ExitCode, Error> {
                 );
             }
         }
-        "setup" => toolchain::setup(&root)?,
-        "build" => {
-            let p = profile_arg(args)?;
-            let mut opts = cross::BuildOptions::default();
-            let mut it = args[2..].iter();
-            while let Some(a) = it.next() {
-                let mut value = |flag: &str| {
-                    it.next()
-                        .cloned()
-                        .ok_or_else(|| Error::Usage(format!("{flag} needs a value")))
-                };
-                match a.as_str() {
-                    "--features" => opts.features = Some(value("--features")?),
-                    "--no-default-features" => opts.no_default_features = true,
-                    "--opt-level" => opts.opt_level = Some(value("--opt-level")?),
-                    "--no-lto" => opts.no_lto = true,
-                    other => return Err(Error::Usage(format!("unknown option {other}\n{USAGE}"))),
-                }
-            }
-            cross::build(&root, &p, &opts)?;
+        Command::Setup => toolchain::setup(&root)?,
+        Command::Build { profile, opts } => {
+            cross::build(&root, &profile::load(&root, &profile)?, &opts)?;
         }
-        "size" => cross::size(&root, &profile_arg(args)?)?,
-        "ipk" => {
-            ipk::build(&root, &profile_arg(args)?)?;
+        Command::Size { profile } => cross::size(&root, &profile::load(&root, &profile)?)?,
+        Command::Ipk { profile } => {
+            ipk::build(&root, &profile::load(&root, &profile)?)?;
         }
-        "qemu" => {
-            let p = profile_arg(args)?;
-            let rest = match args.get(2).map(String::as_str) {
-                None => &[][..],
-                Some("--") => &args[3..],
-                Some(_) => &args[2..],
-            };
-            let code = cross::qemu(&root, &p, rest)?;
+        Command::Qemu { profile, args } => {
+            let p = profile::load(&root, &profile)?;
+            let code = cross::qemu(&root, &p, &args)?;
             return Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)));
         }
-        "show" => {
-            let p = profile_arg(args)?;
+        Command::Show { profile } => {
+            let p = profile::load(&root, &profile)?;
             println!("ARCH='{}'", p.arch);
             println!("TRIPLE='{}'", p.triple);
             println!("QEMU='{}'", p.qemu);
@@ -110,8 +141,61 @@ fn run(args: &[String]) -> Result<ExitCode, Error> {
             println!("MAX_RSS_KIB={}", p.budget.max_rss_kib);
             println!("BINARY='{}'", cross::binary(&root, &p).display());
         }
-        "" | "help" | "-h" | "--help" => println!("{USAGE}"),
-        other => return Err(Error::Usage(format!("unknown command {other}\n{USAGE}"))),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory as _, Parser as _};
+
+    use super::{Cli, Command};
+
+    #[test]
+    fn command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    fn parse(args: &[&str]) -> Command {
+        Cli::try_parse_from(std::iter::once("board").chain(args.iter().copied()))
+            .unwrap()
+            .command
+            .unwrap()
+    }
+
+    #[test]
+    fn build_options_and_qemu_arguments() {
+        let Command::Build { profile, opts } = parse(&[
+            "build",
+            "x86_64",
+            "--features",
+            "doh",
+            "--no-default-features",
+            "--opt-level",
+            "s",
+            "--no-lto",
+        ]) else {
+            panic!("not build")
+        };
+        assert_eq!(profile, "x86_64");
+        assert_eq!(opts.features.as_deref(), Some("doh"));
+        assert!(opts.no_default_features && opts.no_lto);
+        assert_eq!(opts.opt_level.as_deref(), Some("s"));
+        // Both spellings reach lanveil unchanged, hyphens included.
+        for args in [
+            &["qemu", "mipsel_24kc", "--", "--config", "/x", "-v"][..],
+            &["qemu", "mipsel_24kc", "--config", "/x", "-v"][..],
+        ] {
+            let Command::Qemu { profile, args } = parse(args) else {
+                panic!("not qemu")
+            };
+            assert_eq!(profile, "mipsel_24kc");
+            assert_eq!(args, ["--config", "/x", "-v"]);
+        }
+        assert!(
+            Cli::try_parse_from(["board", "size"]).is_err(),
+            "PROFILE is required"
+        );
+        assert!(Cli::try_parse_from(["board", "build", "x", "--bogus"]).is_err());
+    }
 }

@@ -1,39 +1,23 @@
 //! Board profiles: `board/boards/<arch>.toml`, one per supported OpenWrt package architecture.
 //!
-//! The files use a small, strict subset of TOML (`key = "string" | integer | true | false`,
-//! `[table]` headers, `#` comments); unknown keys are errors so typos cannot silently fall back
-//! to defaults. Keeping the parser here keeps the board tool free of dependencies.
+//! TOML read with the `toml` crate into serde structs. Unknown keys are errors so typos cannot
+//! silently fall back to defaults; every error names the file and, where the value has one, the
+//! line.
 
-use std::collections::BTreeMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
 
+use serde::{Deserialize, Deserializer};
+
 use crate::error::Error;
-
-/// One value of the TOML subset.
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Value {
-    Str(String),
-    Int(u64),
-    Bool(bool),
-}
-
-impl fmt::Display for Value {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Str(s) => write!(f, "{s:?}"),
-            Self::Int(n) => write!(f, "{n}"),
-            Self::Bool(b) => write!(f, "{b}"),
-        }
-    }
-}
 
 /// Release-profile settings. Defaults mirror what the OpenWrt SDK forces on Rust packages
 /// (`lang/rust/rust-values.mk`): opt-level z, fat LTO, one codegen unit, unwinding panics,
 /// overflow checks on.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Release {
     /// `opt-level` (`z`, `s`, `3`, ...).
+    #[serde(deserialize_with = "opt_level")]
     pub opt_level: String,
     /// Fat LTO on or off.
     pub lto: bool,
@@ -49,12 +33,50 @@ impl Default for Release {
 }
 
 /// Resource budgets a build must stay within.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Budget {
     /// Stripped binary size, KiB.
+    #[serde(deserialize_with = "positive")]
     pub max_binary_kib: u64,
     /// Peak RSS, KiB.
+    #[serde(deserialize_with = "positive")]
     pub max_rss_kib: u64,
+}
+
+fn positive<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    match u64::deserialize(d)? {
+        0 => Err(serde::de::Error::custom(
+            "expected a positive integer, found 0",
+        )),
+        n => Ok(n),
+    }
+}
+
+fn opt_level<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let o = String::deserialize(d)?;
+    if matches!(o.as_str(), "0" | "1" | "2" | "3" | "s" | "z") {
+        Ok(o)
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "opt_level {o:?} is not one of 0 1 2 3 s z"
+        )))
+    }
+}
+
+/// A profile file as written (the name comes from the file name).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProfileFile {
+    arch: String,
+    triple: String,
+    qemu: String,
+    qemu_cpu: String,
+    #[serde(default)]
+    examples: String,
+    budget: Budget,
+    #[serde(default)]
+    release: Release,
 }
 
 /// A validated board profile.
@@ -130,163 +152,34 @@ fn parse(name: &str, path: &Path, text: &str) -> Result<Profile, Error> {
         line,
         msg,
     };
-    let mut map: BTreeMap<String, (usize, Value)> = BTreeMap::new();
-    let mut table = String::new();
-    for (i, raw) in text.lines().enumerate() {
-        let n = i + 1;
-        let line = strip_comment(raw).trim();
-        if line.is_empty() {
-            continue;
-        }
-        if let Some(rest) = line.strip_prefix('[') {
-            let t = rest
-                .strip_suffix(']')
-                .ok_or_else(|| perr(n, "unterminated table header".into()))?
-                .trim();
-            if !matches!(t, "budget" | "release") {
-                return Err(perr(
-                    n,
-                    format!("unknown table [{t}] (known: budget, release)"),
-                ));
-            }
-            t.clone_into(&mut table);
-            continue;
-        }
-        let (k, v) = line
-            .split_once('=')
-            .ok_or_else(|| perr(n, "expected key = value".into()))?;
-        let k = k.trim();
-        let key = if table.is_empty() {
-            k.to_owned()
-        } else {
-            format!("{table}.{k}")
-        };
-        let v = parse_value(v.trim()).map_err(|m| perr(n, format!("{key}: {m}")))?;
-        if map.insert(key.clone(), (n, v)).is_some() {
-            return Err(perr(n, format!("{key}: duplicate key")));
-        }
-    }
-
-    let mut take_str = |key: &str, required: bool| -> Result<Option<String>, Error> {
-        match map.remove(key) {
-            Some((_, Value::Str(s))) => Ok(Some(s)),
-            Some((l, v)) => Err(perr(l, format!("{key}: expected a string, found {v}"))),
-            None if required => Err(perr(0, format!("{key}: missing"))),
-            None => Ok(None),
-        }
-    };
-    let arch = take_str("arch", true)?.unwrap_or_default();
-    let triple = take_str("triple", true)?.unwrap_or_default();
-    let qemu = take_str("qemu", true)?.unwrap_or_default();
-    let qemu_cpu = take_str("qemu_cpu", true)?.unwrap_or_default();
-    let examples = take_str("examples", false)?.unwrap_or_default();
-    let mut release = Release::default();
-    if let Some(o) = take_str("release.opt_level", false)? {
-        if !matches!(o.as_str(), "0" | "1" | "2" | "3" | "s" | "z") {
-            return Err(perr(
-                0,
-                format!("release.opt_level: {o:?} is not one of 0 1 2 3 s z"),
-            ));
-        }
-        release.opt_level = o;
-    }
-    let mut take_int = |key: &str| -> Result<u64, Error> {
-        match map.remove(key) {
-            Some((_, Value::Int(v))) if v > 0 => Ok(v),
-            Some((l, v)) => Err(perr(
-                l,
-                format!("{key}: expected a positive integer, found {v}"),
-            )),
-            None => Err(perr(0, format!("{key}: missing"))),
-        }
-    };
-    let budget = Budget {
-        max_binary_kib: take_int("budget.max_binary_kib")?,
-        max_rss_kib: take_int("budget.max_rss_kib")?,
-    };
-    match map.remove("release.lto") {
-        Some((_, Value::Bool(b))) => release.lto = b,
-        Some((l, v)) => {
-            return Err(perr(
-                l,
-                format!("release.lto: expected true or false, found {v}"),
-            ));
-        }
-        None => {}
-    }
-    if let Some((key, (l, _))) = map.into_iter().next() {
-        return Err(perr(l, format!("{key}: unknown key")));
-    }
-    if arch != name {
+    let f: ProfileFile = toml::from_str(text).map_err(|e| {
+        let line = e.span().map_or(0, |s| {
+            text[..s.start.min(text.len())].matches('\n').count() + 1
+        });
+        perr(line, e.message().to_owned())
+    })?;
+    if f.arch != name {
         return Err(perr(
             0,
-            format!("arch {arch:?} must equal the file name {name:?}"),
+            format!("arch {:?} must equal the file name {name:?}", f.arch),
         ));
     }
-    if !triple.contains("-linux-musl") {
+    if !f.triple.contains("-linux-musl") {
         return Err(perr(
             0,
-            format!("triple {triple:?}: OpenWrt targets are *-linux-musl*"),
+            format!("triple {:?}: OpenWrt targets are *-linux-musl*", f.triple),
         ));
     }
     Ok(Profile {
         name: name.to_owned(),
-        arch,
-        triple,
-        qemu,
-        qemu_cpu,
-        examples,
-        budget,
-        release,
+        arch: f.arch,
+        triple: f.triple,
+        qemu: f.qemu,
+        qemu_cpu: f.qemu_cpu,
+        examples: f.examples,
+        budget: f.budget,
+        release: f.release,
     })
-}
-
-/// Drops a `#` comment that is not inside a string.
-fn strip_comment(line: &str) -> &str {
-    let mut in_str = false;
-    let mut escaped = false;
-    for (i, c) in line.char_indices() {
-        match c {
-            _ if escaped => escaped = false,
-            '\\' if in_str => escaped = true,
-            '"' => in_str = !in_str,
-            '#' if !in_str => return &line[..i],
-            _ => {}
-        }
-    }
-    line
-}
-
-fn parse_value(v: &str) -> Result<Value, String> {
-    if let Some(body) = v.strip_prefix('"') {
-        let body = body.strip_suffix('"').ok_or("unterminated string")?;
-        let mut out = String::with_capacity(body.len());
-        let mut chars = body.chars();
-        while let Some(c) = chars.next() {
-            match c {
-                '\\' => match chars.next() {
-                    Some('"') => out.push('"'),
-                    Some('\\') => out.push('\\'),
-                    Some('n') => out.push('\n'),
-                    Some('t') => out.push('\t'),
-                    other => return Err(format!("unsupported escape \\{}", other.unwrap_or(' '))),
-                },
-                '"' => return Err("stray quote inside string".into()),
-                c => out.push(c),
-            }
-        }
-        return Ok(Value::Str(out));
-    }
-    match v {
-        "true" => return Ok(Value::Bool(true)),
-        "false" => return Ok(Value::Bool(false)),
-        _ => {}
-    }
-    let digits: String = v.chars().filter(|&c| c != '_').collect();
-    digits
-        .parse::<u64>()
-        .map(Value::Int)
-        .map_err(|_| format!("unsupported value {v:?} (use \"string\", integer, true or false)"))
 }
 
 #[cfg(test)]
@@ -330,12 +223,82 @@ lto = false
 
     #[test]
     fn parse_rejects_unknown_key() {
+        // Line 14, in [release].
         let text = format!("{GOOD}\nmax_size = 3\n");
         let e = parse("aarch64_cortex-a53", Path::new("x.toml"), &text).unwrap_err();
         assert!(
-            e.to_string().contains("release.max_size: unknown key"),
+            e.to_string()
+                .starts_with("x.toml:14: unknown field `max_size`, expected `opt_level` or `lto`"),
             "{e}"
         );
+        let text = GOOD.replace("qemu_cpu", "qemu_cpus");
+        let e = parse("aarch64_cortex-a53", Path::new("x.toml"), &text).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("x.toml:5: unknown field `qemu_cpus`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn parse_rejects_bad_values_with_their_line() {
+        for (from, to, want) in [
+            (
+                "2_560",
+                "0",
+                "x.toml:8: expected a positive integer, found 0",
+            ),
+            (
+                "2_560",
+                "-1",
+                "x.toml:8: invalid value: integer `-1`, expected u64",
+            ),
+            (
+                "2_560",
+                "\"big\"",
+                "x.toml:8: invalid type: string \"big\", expected u64",
+            ),
+            (
+                "\"s\"",
+                "\"fast\"",
+                "x.toml:11: opt_level \"fast\" is not one of 0 1 2 3 s z",
+            ),
+            (
+                "lto = false",
+                "lto = 1",
+                "x.toml:12: invalid type: integer `1`, expected a boolean",
+            ),
+            (
+                "\"cortex-a53\"",
+                "53",
+                "x.toml:5: invalid type: integer `53`, expected a string",
+            ),
+        ] {
+            let text = GOOD.replace(from, to);
+            let e = parse("aarch64_cortex-a53", Path::new("x.toml"), &text).unwrap_err();
+            assert!(e.to_string().starts_with(want), "{from} -> {to}: {e}");
+        }
+        let text = GOOD.replace("max_rss_kib = 12288\n", "");
+        let e = parse("aarch64_cortex-a53", Path::new("x.toml"), &text).unwrap_err();
+        assert!(e.to_string().contains("missing field `max_rss_kib`"), "{e}");
+        let text = GOOD.replace(
+            "triple = \"aarch64-unknown-linux-musl\"",
+            "triple = \"aarch64-unknown-linux-gnu\"",
+        );
+        let e = parse("aarch64_cortex-a53", Path::new("x.toml"), &text).unwrap_err();
+        assert!(
+            e.to_string().contains("OpenWrt targets are *-linux-musl*"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn release_defaults_to_the_sdk_settings() {
+        let text = GOOD.split("[release]").next().unwrap();
+        let p = parse("aarch64_cortex-a53", Path::new("x.toml"), text).unwrap();
+        assert_eq!(p.release, Release::default());
+        assert_eq!(p.release.opt_level, "z");
+        assert!(p.release.lto);
     }
 
     #[test]

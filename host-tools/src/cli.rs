@@ -1,15 +1,15 @@
-//! Command line: a small lexopt-based parser (no clap: binary size) and the commands.
+//! Command line: clap derive (help, errors, shell completions) and the commands.
 
-use std::collections::HashMap;
 use std::ffi::OsString;
 use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use clap::{Args, CommandFactory as _, Parser, Subcommand};
 use lanveil_config::{Config, SpkiPin, TlsVersion, UpstreamUrl};
 
 use crate::config_cmd::{self, InitSpec};
-use crate::error::{Error, Result, io_ctx};
+use crate::error::{EXIT_USAGE, Error, Result, io_ctx};
 use crate::leak::{self, LeakOpts};
 use crate::presets::Presets;
 use crate::probe::{self, ProbeOpts};
@@ -18,210 +18,423 @@ use crate::remote::{self, Control, SshTarget};
 use crate::status;
 use crate::tls::Auth;
 
-/// Usage text.
-pub const USAGE: &str = "\
-usage: lanveil-ctl COMMAND [OPTIONS]
-
-  presets [--json]                      well-known encrypted resolvers, with privacy policy links
-  probe UPSTREAM... [--ca-file FILE] [--pin PIN]... [--json]
-        [--preset ID [--doh] [--ipv6]] [--file CONFIG] [--bootstrap IP]... [--tls12]
-        [--queries N] [--name NAME] [--ede-name NAME | --no-ede-test] [--timeout MS]
-                                        dial candidates as the daemon would; handshake, RTT, TLS,
-                                        padding, EDE, SPKI pins
-  config init [--file FILE] (--preset ID [--doh] [--ipv6] | --upstream URL...) [--pin PIN]...
-        [--ca-file PATH] [--listen IP:PORT]... [--set KEY=VALUE]... [--force]
-  config set [--file FILE] KEY VALUE...   KEY: key (main section), upstream.NAME.key, openwrt.key
-  config unset [--file FILE] KEY          (upstream.NAME removes that upstream)
-  config check [--file FILE | FILE]       exit 2 with FILE:LINE: key: reason
-  config show [--file FILE] [--json]      the effective configuration, defaults filled in
-  config pack [--file FILE] [--output OUT]      compact postcard form with version and checksum
-  config unpack BLOB [--output OUT]
-  push ROUTER [--file FILE] [--verify-addr IP:PORT] [--verify-name NAME] [--deadline S]
-        [--watchdog-grace S] [--no-reload] [ROUTER OPTIONS]
-                                        upload, check, switch, reload, verify; roll back on failure
-  status ROUTER [--json] [ROUTER OPTIONS]   |   status --socket PATH [--json]
-  leak-test [ROUTER [ROUTER OPTIONS] | --socket PATH] [--router IP[:PORT]] [--public IP[:PORT]]...
-        [--expect-egress PREFIX]... [--timeout MS] [--json]
-                                        from a LAN machine: is plain DNS to public resolvers answered
-                                        by this lanveil (proved with a one-time probe registered over
-                                        ssh), blocked, or leaking? Without ROUTER an answer
-                                        proves nothing: INCONCLUSIVE
-
-ROUTER is [USER@]HOST (default user root). ROUTER OPTIONS: --ssh-port N, --identity FILE,
---ssh-option OPT (repeatable, passed as ssh -o), --ssh PROGRAM, --config-path PATH (default
-/etc/config/lanveil), --lanveil PATH (default lanveil), --control SOCKET (default
-/var/run/lanveil/daemon/control.sock). --file defaults to ./lanveil.conf.
-Exit status: 0 ok, 1 the check/probe/push failed, 2 bad usage or invalid configuration.";
-
 const DEFAULT_FILE: &str = "lanveil.conf";
 
-/// Parsed options of one command.
-#[derive(Debug, Default)]
-struct Opts {
-    positional: Vec<String>,
-    values: HashMap<&'static str, Vec<String>>,
-    flags: Vec<&'static str>,
+const AFTER_HELP: &str = "\
+ROUTER is [USER@]HOST (default user root), reached with ssh; see the ROUTER OPTIONS of push,
+status and leak-test. --file defaults to ./lanveil.conf.
+Exit status: 0 ok, 1 the check/probe/push failed, 2 bad usage or invalid configuration.";
+
+/// lanveil-ctl: choose, probe, configure, push and check lanveil.
+#[derive(Debug, Parser)]
+#[command(
+    name = "lanveil-ctl",
+    version,
+    after_help = AFTER_HELP,
+    // A repeated single-valued option: the last one wins (as the tool always did).
+    args_override_self = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
 }
 
-impl Opts {
-    fn one(&self, k: &str) -> Option<&str> {
-        self.values
-            .get(k)
-            .and_then(|v| v.last())
-            .map(String::as_str)
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Well-known encrypted resolvers, with privacy policy links.
+    Presets(PresetsArgs),
+    /// Dial candidates as the daemon would: handshake, RTT, TLS, padding, EDE, SPKI pins.
+    Probe(ProbeArgs),
+    /// Write, change, check, show and pack the router's UCI file (the daemon's own schema).
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Upload, check, switch, reload, verify; roll back on failure.
+    Push(PushArgs),
+    /// The daemon's status, over ssh (ROUTER) or from a local control socket (--socket).
+    Status(StatusArgs),
+    /// From a LAN machine: is plain DNS to public resolvers answered by lanveil, blocked, or leaking?
+    ///
+    /// From a LAN machine: is plain DNS to public resolvers answered by this lanveil (proved with
+    /// a one-time probe registered over ssh to ROUTER, or over --socket), blocked, or leaking?
+    /// Without ROUTER or --socket an answer proves nothing: INCONCLUSIVE (exit status 1).
+    LeakTest(LeakArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
+    Completions {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// `--presets FILE`: a presets JSON file instead of the built-in list.
+#[derive(Debug, Args)]
+struct PresetsFile {
+    /// A presets JSON file instead of the built-in list.
+    #[arg(long = "presets", value_name = "FILE", allow_hyphen_values = true)]
+    presets: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct PresetsArgs {
+    /// JSON instead of text.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    presets: PresetsFile,
+}
+
+#[derive(Debug, Args)]
+struct ProbeArgs {
+    /// Upstream URLs: tls://IP[:PORT]#NAME, https://IP[:PORT]/PATH#NAME.
+    #[arg(value_name = "UPSTREAM")]
+    upstreams: Vec<String>,
+    /// Trust this CA bundle (PEM) instead of the system's.
+    #[arg(long, value_name = "FILE", allow_hyphen_values = true)]
+    ca_file: Option<String>,
+    /// Require this SPKI pin (sha256/BASE64); repeatable.
+    #[arg(long = "pin", value_name = "PIN", allow_hyphen_values = true)]
+    pins: Vec<String>,
+    /// JSON instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Probe this preset's addresses too.
+    #[arg(long, value_name = "ID", allow_hyphen_values = true)]
+    preset: Option<String>,
+    /// With --preset: its DoH URLs instead of DoT.
+    #[arg(long)]
+    doh: bool,
+    /// With --preset: its IPv6 addresses.
+    #[arg(long)]
+    ipv6: bool,
+    /// Probe the upstreams of this configuration file.
+    #[arg(short = 'f', long, value_name = "CONFIG", allow_hyphen_values = true)]
+    file: Option<String>,
+    /// Addresses for upstream URLs that name no IP (lanveil never looks upstreams up in
+    /// plaintext); repeatable.
+    #[arg(long, value_name = "IP", allow_hyphen_values = true)]
+    bootstrap: Vec<String>,
+    /// Allow TLS 1.2 (default: TLS 1.3 only, or the file's tls_min_version).
+    #[arg(long)]
+    tls12: bool,
+    /// Queries per address, for the RTT (1 to 1000).
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 5,
+        allow_hyphen_values = true
+    )]
+    queries: usize,
+    /// The name to query.
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "example.com",
+        allow_hyphen_values = true
+    )]
+    name: String,
+    /// A name whose answer should carry an Extended DNS Error (DNSSEC-failing).
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "dnssec-failed.org",
+        allow_hyphen_values = true
+    )]
+    ede_name: String,
+    /// Skip the EDE test.
+    #[arg(long)]
+    no_ede_test: bool,
+    /// Per-step timeout, milliseconds.
+    #[arg(
+        long,
+        value_name = "MS",
+        default_value_t = 5000,
+        allow_hyphen_values = true
+    )]
+    timeout: u64,
+    #[command(flatten)]
+    presets: PresetsFile,
+}
+
+/// `--file FILE` (`-f`), default ./lanveil.conf.
+#[derive(Debug, Args)]
+struct FileArg {
+    /// The configuration file [default: ./lanveil.conf].
+    #[arg(short = 'f', long, value_name = "FILE", allow_hyphen_values = true)]
+    file: Option<String>,
+}
+
+impl FileArg {
+    fn get(&self) -> String {
+        self.file.as_deref().unwrap_or(DEFAULT_FILE).to_string()
     }
-    fn all(&self, k: &str) -> &[String] {
-        self.values.get(k).map_or(&[], Vec::as_slice)
-    }
-    fn flag(&self, k: &str) -> bool {
-        self.flags.contains(&k)
-    }
-    fn num<T: std::str::FromStr>(&self, k: &str, default: T) -> Result<T> {
-        match self.one(k) {
-            None => Ok(default),
-            Some(v) => v
-                .parse()
-                .map_err(|_| Error::usage(format!("--{k} {v}: not a valid number"))),
-        }
+
+    /// A positional FILE if given, else `--file`, else the default.
+    fn or(&self, positional: Option<&String>) -> String {
+        positional.cloned().unwrap_or_else(|| self.get())
     }
 }
 
-const ROUTER_VALUES: &[&str] = &[
-    "ssh-port",
-    "identity",
-    "ssh-option",
-    "ssh",
-    "config-path",
-    "lanveil",
-    "control",
-];
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Write a new configuration: a preset (--preset ID [--doh] [--ipv6]) or --upstream URLs.
+    Init(InitArgs),
+    /// Set KEY: key (main section), upstream.NAME.key, openwrt.key.
+    Set {
+        /// key, upstream.NAME.key or openwrt.key.
+        key: String,
+        /// The value (several for a list).
+        values: Vec<String>,
+        #[command(flatten)]
+        file: FileArg,
+    },
+    /// Remove KEY (upstream.NAME removes that upstream).
+    Unset {
+        /// key, upstream.NAME.key, upstream.NAME or openwrt.key.
+        key: String,
+        #[command(flatten)]
+        file: FileArg,
+    },
+    /// Validate; exit 2 with FILE:LINE: key: reason.
+    Check {
+        /// The file to check (UCI text or packed) [default: --file].
+        #[arg(value_name = "FILE")]
+        path: Option<String>,
+        #[command(flatten)]
+        file: FileArg,
+    },
+    /// The effective configuration, defaults filled in.
+    Show {
+        /// The file to show [default: --file].
+        #[arg(value_name = "FILE")]
+        path: Option<String>,
+        /// JSON instead of UCI.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        file: FileArg,
+    },
+    /// Compact postcard form with version and checksum.
+    Pack {
+        /// The file to pack [default: --file].
+        #[arg(value_name = "FILE")]
+        path: Option<String>,
+        /// Where to write [default: FILE.lvcf].
+        #[arg(short = 'o', long, value_name = "OUT", allow_hyphen_values = true)]
+        output: Option<String>,
+        #[command(flatten)]
+        file: FileArg,
+    },
+    /// Back to UCI text (stdout, or --output).
+    Unpack {
+        /// The packed file [default: --file].
+        #[arg(value_name = "BLOB")]
+        path: Option<String>,
+        /// Where to write the UCI text.
+        #[arg(short = 'o', long, value_name = "OUT", allow_hyphen_values = true)]
+        output: Option<String>,
+        #[command(flatten)]
+        file: FileArg,
+    },
+}
 
-fn parse_opts(
-    args: Vec<OsString>,
-    valued: &[&'static str],
-    flags: &[&'static str],
-) -> Result<Opts> {
-    use lexopt::prelude::*;
-    let mut p = lexopt::Parser::from_args(args);
-    let mut o = Opts::default();
-    let text = |v: OsString| {
-        v.into_string()
-            .map_err(|_| Error::usage("arguments must be UTF-8"))
-    };
-    while let Some(arg) = p.next().map_err(|e| Error::usage(e.to_string()))? {
-        match arg {
-            Long(name) => {
-                if let Some(k) = valued.iter().find(|k| **k == name) {
-                    let v = text(p.value().map_err(|e| Error::usage(e.to_string()))?)?;
-                    o.values.entry(*k).or_default().push(v);
-                } else if let Some(k) = flags.iter().find(|k| **k == name) {
-                    o.flags.push(*k);
-                } else {
-                    return Err(Error::usage(format!(
-                        "unknown option --{name} (see lanveil-ctl --help)"
-                    )));
-                }
-            }
-            Short('f') if valued.contains(&"file") => {
-                let v = text(p.value().map_err(|e| Error::usage(e.to_string()))?)?;
-                o.values.entry("file").or_default().push(v);
-            }
-            Short('o') if valued.contains(&"output") => {
-                let v = text(p.value().map_err(|e| Error::usage(e.to_string()))?)?;
-                o.values.entry("output").or_default().push(v);
-            }
-            Value(v) => o.positional.push(text(v)?),
-            other => return Err(Error::usage(other.unexpected().to_string())),
-        }
-    }
-    Ok(o)
+#[derive(Debug, Args)]
+struct InitArgs {
+    #[command(flatten)]
+    file: FileArg,
+    /// Start from this preset (`custom`: none).
+    #[arg(long, value_name = "ID", allow_hyphen_values = true)]
+    preset: Option<String>,
+    /// With --preset: its DoH URLs instead of DoT.
+    #[arg(long)]
+    doh: bool,
+    /// With --preset: its IPv6 addresses too.
+    #[arg(long)]
+    ipv6: bool,
+    /// An upstream URL; repeatable.
+    #[arg(long = "upstream", value_name = "URL", allow_hyphen_values = true)]
+    upstreams: Vec<String>,
+    /// An SPKI pin for the upstreams; repeatable.
+    #[arg(long = "pin", value_name = "PIN", allow_hyphen_values = true)]
+    pins: Vec<String>,
+    /// CA bundle the daemon trusts instead of the system's.
+    #[arg(long, value_name = "PATH", allow_hyphen_values = true)]
+    ca_file: Option<String>,
+    /// A listen address; repeatable.
+    #[arg(long, value_name = "IP:PORT", allow_hyphen_values = true)]
+    listen: Vec<String>,
+    /// Any other key; repeatable.
+    #[arg(long = "set", value_name = "KEY=VALUE", allow_hyphen_values = true)]
+    set: Vec<String>,
+    /// Overwrite an existing file.
+    #[arg(long)]
+    force: bool,
+    #[command(flatten)]
+    presets: PresetsFile,
+}
+
+/// How to reach the router and its daemon.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Router options")]
+struct RouterArgs {
+    /// ssh port.
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    ssh_port: Option<u16>,
+    /// ssh identity file.
+    #[arg(long, value_name = "FILE", allow_hyphen_values = true)]
+    identity: Option<String>,
+    /// Passed as ssh -o OPT; repeatable.
+    #[arg(long = "ssh-option", value_name = "OPT", allow_hyphen_values = true)]
+    ssh_options: Vec<String>,
+    /// The ssh program.
+    #[arg(long, value_name = "PROGRAM", allow_hyphen_values = true)]
+    ssh: Option<String>,
+    /// The configuration on the router [default: /etc/config/lanveil].
+    #[arg(long, value_name = "PATH", allow_hyphen_values = true)]
+    config_path: Option<String>,
+    /// The daemon on the router [default: lanveil].
+    #[arg(long, value_name = "PATH", allow_hyphen_values = true)]
+    lanveil: Option<String>,
+    /// The daemon's control socket [default: /var/run/lanveil/daemon/control.sock].
+    #[arg(long, value_name = "SOCKET", allow_hyphen_values = true)]
+    control: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct PushArgs {
+    /// [USER@]HOST.
+    router: String,
+    #[command(flatten)]
+    file: FileArg,
+    /// After the switch, ask this resolver address (IP:PORT) for --verify-name.
+    #[arg(long, value_name = "IP:PORT", allow_hyphen_values = true)]
+    verify_addr: Option<String>,
+    /// The name to verify with.
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "example.com",
+        allow_hyphen_values = true
+    )]
+    verify_name: String,
+    /// Seconds the new configuration has to prove itself.
+    #[arg(
+        long,
+        value_name = "S",
+        default_value_t = 15,
+        allow_hyphen_values = true
+    )]
+    deadline: u64,
+    /// Seconds after which the router restores the old configuration on its own.
+    #[arg(
+        long,
+        value_name = "S",
+        default_value_t = 30,
+        allow_hyphen_values = true
+    )]
+    watchdog_grace: u64,
+    /// Upload and check only; no reload.
+    #[arg(long)]
+    no_reload: bool,
+    /// JSON instead of text.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    router_args: RouterArgs,
+}
+
+#[derive(Debug, Args)]
+struct StatusArgs {
+    /// [USER@]HOST (or --socket).
+    router: Option<String>,
+    /// A control socket on this machine instead of ROUTER.
+    #[arg(long, value_name = "PATH", allow_hyphen_values = true)]
+    socket: Option<String>,
+    /// JSON instead of text.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    router_args: RouterArgs,
+}
+
+#[derive(Debug, Args)]
+struct LeakArgs {
+    /// [USER@]HOST whose lanveil registers the probe (over ssh).
+    router: Option<String>,
+    /// A control socket on this machine instead of ROUTER.
+    #[arg(long, value_name = "PATH", allow_hyphen_values = true)]
+    socket: Option<String>,
+    /// The LAN resolver to test, IP[:PORT] [default: ROUTER's address, else the default gateway].
+    #[arg(long = "router", value_name = "IP[:PORT]", allow_hyphen_values = true)]
+    router_addr: Option<String>,
+    /// A public resolver to try plain DNS with, IP[:PORT]; repeatable.
+    #[arg(long = "public", value_name = "IP[:PORT]", allow_hyphen_values = true)]
+    public: Vec<String>,
+    /// A prefix the upstream egress must come from; repeatable.
+    #[arg(
+        long = "expect-egress",
+        value_name = "PREFIX",
+        allow_hyphen_values = true
+    )]
+    expect_egress: Vec<String>,
+    /// Per-query timeout, milliseconds.
+    #[arg(
+        long,
+        value_name = "MS",
+        default_value_t = 3000,
+        allow_hyphen_values = true
+    )]
+    timeout: u64,
+    /// JSON instead of text.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    router_args: RouterArgs,
+}
+
+/// The clap command (for completions and tests).
+pub fn command() -> clap::Command {
+    Cli::command()
 }
 
 /// Runs the tool; returns the exit status.
 pub fn run(args: Vec<OsString>) -> Result<u8> {
-    let mut args = args.into_iter();
-    let Some(cmd) = args.next() else {
-        println!("{USAGE}");
-        return Ok(2);
+    let argv = std::iter::once(OsString::from("lanveil-ctl")).chain(args);
+    let cli = match Cli::try_parse_from(argv) {
+        Ok(cli) => cli,
+        Err(e) => {
+            // --help and --version go to stdout with status 0; usage errors to stderr with 2.
+            let _ = e.print();
+            return Ok(if e.use_stderr() { EXIT_USAGE } else { 0 });
+        }
     };
-    let cmd = cmd.to_string_lossy().into_owned();
-    let rest: Vec<OsString> = args.collect();
-    match cmd.as_str() {
-        "-h" | "--help" | "help" => {
-            println!("{USAGE}");
-            Ok(0)
-        }
-        "-V" | "--version" => {
-            println!("lanveil-ctl {}", env!("CARGO_PKG_VERSION"));
-            Ok(0)
-        }
-        "presets" => cmd_presets(parse_opts(rest, &["presets"], &["json"])?),
-        "probe" => cmd_probe(parse_opts(
-            rest,
-            &[
-                "ca-file",
-                "pin",
-                "preset",
-                "file",
-                "bootstrap",
-                "queries",
-                "name",
-                "ede-name",
-                "timeout",
-                "presets",
-            ],
-            &["json", "doh", "ipv6", "tls12", "no-ede-test"],
-        )?),
-        "config" => {
-            let Some(sub) = rest.first().map(|s| s.to_string_lossy().into_owned()) else {
-                return Err(Error::usage(
-                    "config what? init, set, unset, check, show, pack, unpack",
-                ));
-            };
-            let rest = rest[1..].to_vec();
-            match sub.as_str() {
-                "init" => cmd_init(parse_opts(
-                    rest,
-                    &[
-                        "file", "preset", "upstream", "pin", "ca-file", "listen", "set", "presets",
-                    ],
-                    &["doh", "ipv6", "force"],
-                )?),
-                "set" => cmd_set(parse_opts(rest, &["file"], &[])?),
-                "unset" => cmd_unset(parse_opts(rest, &["file"], &[])?),
-                "check" => cmd_check(parse_opts(rest, &["file"], &[])?),
-                "show" => cmd_show(parse_opts(rest, &["file"], &["json"])?),
-                "pack" => cmd_pack(parse_opts(rest, &["file", "output"], &[])?),
-                "unpack" => cmd_unpack(parse_opts(rest, &["file", "output"], &[])?),
-                other => Err(Error::usage(format!(
-                    "unknown config command {other:?}: init, set, unset, check, show, pack, unpack"
-                ))),
+    let Some(cmd) = cli.command else {
+        let _ = command().print_help();
+        return Ok(EXIT_USAGE);
+    };
+    match cmd {
+        Command::Presets(a) => cmd_presets(&a),
+        Command::Probe(a) => cmd_probe(&a),
+        Command::Config(c) => match c {
+            ConfigCommand::Init(a) => cmd_init(&a),
+            ConfigCommand::Set { key, values, file } => cmd_set(&file.get(), &key, &values),
+            ConfigCommand::Unset { key, file } => cmd_unset(&file.get(), &key),
+            ConfigCommand::Check { path, file } => cmd_check(&file.or(path.as_ref())),
+            ConfigCommand::Show { path, json, file } => cmd_show(&file.or(path.as_ref()), json),
+            ConfigCommand::Pack { path, output, file } => {
+                cmd_pack(&file.or(path.as_ref()), output.as_deref())
             }
+            ConfigCommand::Unpack { path, output, file } => {
+                cmd_unpack(&file.or(path.as_ref()), output.as_deref())
+            }
+        },
+        Command::Push(a) => cmd_push(&a),
+        Command::Status(a) => cmd_status(&a),
+        Command::LeakTest(a) => cmd_leak(&a),
+        Command::Completions { shell } => {
+            let mut out = std::io::stdout().lock();
+            clap_complete::generate(shell, &mut command(), "lanveil-ctl", &mut out);
+            out.flush()?;
+            Ok(0)
         }
-        "push" => {
-            let mut valued = ROUTER_VALUES.to_vec();
-            valued.extend([
-                "file",
-                "verify-addr",
-                "verify-name",
-                "deadline",
-                "watchdog-grace",
-            ]);
-            cmd_push(parse_opts(rest, &valued, &["no-reload", "json"])?)
-        }
-        "status" => {
-            let mut valued = ROUTER_VALUES.to_vec();
-            valued.push("socket");
-            cmd_status(parse_opts(rest, &valued, &["json"])?)
-        }
-        "leak-test" => {
-            let mut valued = ROUTER_VALUES.to_vec();
-            valued.extend(["socket", "router", "public", "expect-egress", "timeout"]);
-            cmd_leak(parse_opts(rest, &valued, &["json"])?)
-        }
-        other => Err(Error::usage(format!(
-            "unknown command {other:?} (see lanveil-ctl --help)"
-        ))),
     }
 }
 
@@ -231,9 +444,9 @@ fn print_json(v: &impl serde::Serialize) -> Result<()> {
     Ok(())
 }
 
-fn cmd_presets(o: Opts) -> Result<u8> {
-    let p = Presets::load(o.one("presets"))?;
-    if o.flag("json") {
+fn cmd_presets(o: &PresetsArgs) -> Result<u8> {
+    let p = Presets::load(o.presets.presets.as_deref())?;
+    if o.json {
         print_json(&p)?;
     } else {
         print!("{}", p.render());
@@ -250,17 +463,17 @@ fn parse_pins(list: &[String]) -> Result<Vec<SpkiPin>> {
         .collect()
 }
 
-fn cmd_probe(o: Opts) -> Result<u8> {
-    let pins = parse_pins(o.all("pin"))?;
+fn cmd_probe(o: &ProbeArgs) -> Result<u8> {
+    let pins = parse_pins(&o.pins)?;
     let bootstrap: Vec<IpAddr> = o
-        .all("bootstrap")
+        .bootstrap
         .iter()
         .map(|b| {
             b.parse()
                 .map_err(|_| Error::usage(format!("--bootstrap {b}: not an IP address")))
         })
         .collect::<Result<_>>()?;
-    let min_version = if o.flag("tls12") {
+    let min_version = if o.tls12 {
         TlsVersion::V1_2
     } else {
         TlsVersion::V1_3
@@ -291,27 +504,27 @@ fn cmd_probe(o: Opts) -> Result<u8> {
         targets.push((url, addrs, auth));
         Ok(())
     };
-    for u in &o.positional {
-        add_url(u, o.one("ca-file").map(String::from), pins.clone())?;
+    for u in &o.upstreams {
+        add_url(u, o.ca_file.clone(), pins.clone())?;
     }
-    if let Some(id) = o.one("preset") {
-        let presets = Presets::load(o.one("presets"))?;
+    if let Some(id) = &o.preset {
+        let presets = Presets::load(o.presets.presets.as_deref())?;
         let p = presets.get(id)?;
-        let urls = if o.flag("doh") {
-            p.doh_urls(o.flag("ipv6"))
+        let urls = if o.doh {
+            p.doh_urls(o.ipv6)
         } else {
-            p.dot_urls(o.flag("ipv6"))
+            p.dot_urls(o.ipv6)
         };
         for u in urls {
-            add_url(&u, o.one("ca-file").map(String::from), pins.clone())?;
+            add_url(&u, o.ca_file.clone(), pins.clone())?;
         }
     }
-    if let Some(f) = o.one("file") {
+    if let Some(f) = &o.file {
         let cfg = config_cmd::load(f)?;
         for u in &cfg.upstreams {
             let ca = o
-                .one("ca-file")
-                .map(String::from)
+                .ca_file
+                .clone()
                 .or_else(|| u.ca_file.clone())
                 .or_else(|| cfg.ca_file.clone());
             let addrs = u.addrs();
@@ -326,7 +539,7 @@ fn cmd_probe(o: Opts) -> Result<u8> {
                     } else {
                         pins.clone()
                     },
-                    min_version: if o.flag("tls12") {
+                    min_version: if o.tls12 {
                         TlsVersion::V1_2
                     } else {
                         u.tls_min_version
@@ -342,50 +555,50 @@ fn cmd_probe(o: Opts) -> Result<u8> {
         ));
     }
     let popts = ProbeOpts {
-        name: o.one("name").unwrap_or("example.com").to_string(),
-        queries: o.num("queries", 5usize)?.clamp(1, 1000),
-        ede_name: if o.flag("no-ede-test") {
+        name: o.name.clone(),
+        queries: o.queries.clamp(1, 1000),
+        ede_name: if o.no_ede_test {
             None
         } else {
-            Some(o.one("ede-name").unwrap_or("dnssec-failed.org").to_string())
+            Some(o.ede_name.clone())
         },
-        timeout: Duration::from_millis(o.num("timeout", 5000u64)?),
+        timeout: Duration::from_millis(o.timeout),
     };
     let mut reports = Vec::new();
     for (url, addrs, auth) in &targets {
         for addr in addrs {
             let r = probe::probe(url, *addr, auth, &popts);
-            if !o.flag("json") {
+            if !o.json {
                 println!("{}", probe::render(&r));
                 let _ = std::io::stdout().flush();
             }
             reports.push(r);
         }
     }
-    if o.flag("json") {
+    if o.json {
         print_json(&reports)?;
     }
     Ok(if reports.iter().all(|r| r.ok) { 0 } else { 1 })
 }
 
-fn file_of(o: &Opts) -> String {
-    o.one("file").unwrap_or(DEFAULT_FILE).to_string()
-}
-
-fn cmd_init(o: Opts) -> Result<u8> {
-    let file = file_of(&o);
-    if std::path::Path::new(&file).exists() && !o.flag("force") {
+fn cmd_init(o: &InitArgs) -> Result<u8> {
+    let file = o.file.get();
+    if std::path::Path::new(&file).exists() && !o.force {
         return Err(Error::usage(format!(
             "{file} exists; use --force to overwrite or `config set` to change it"
         )));
     }
-    let preset = match o.one("preset") {
+    let preset = match o.preset.as_deref() {
         Some("custom") => None,
-        Some(id) => Some(Presets::load(o.one("presets"))?.get(id)?.clone()),
+        Some(id) => Some(
+            Presets::load(o.presets.presets.as_deref())?
+                .get(id)?
+                .clone(),
+        ),
         None => None,
     };
     let set = o
-        .all("set")
+        .set
         .iter()
         .map(|kv| {
             kv.split_once('=')
@@ -395,12 +608,12 @@ fn cmd_init(o: Opts) -> Result<u8> {
         .collect::<Result<Vec<_>>>()?;
     let spec = InitSpec {
         preset,
-        doh: o.flag("doh"),
-        ipv6: o.flag("ipv6"),
-        upstreams: o.all("upstream").to_vec(),
-        pins: o.all("pin").to_vec(),
-        ca_file: o.one("ca-file").map(String::from),
-        listen: o.all("listen").to_vec(),
+        doh: o.doh,
+        ipv6: o.ipv6,
+        upstreams: o.upstreams.clone(),
+        pins: o.pins.clone(),
+        ca_file: o.ca_file.clone(),
+        listen: o.listen.clone(),
         set,
     };
     let (text, cfg) = config_cmd::init_document(&spec)?;
@@ -415,49 +628,35 @@ fn read_doc(file: &str) -> Result<lanveil_config::uci::Document> {
         .map_err(|e| Error::usage(e.display_with_file(file).to_string()))
 }
 
-fn cmd_set(o: Opts) -> Result<u8> {
-    let file = file_of(&o);
-    let [key, values @ ..] = o.positional.as_slice() else {
-        return Err(Error::usage("usage: config set KEY VALUE..."));
-    };
-    let mut doc = read_doc(&file)?;
+fn cmd_set(file: &str, key: &str, values: &[String]) -> Result<u8> {
+    let mut doc = read_doc(file)?;
     config_cmd::set(&mut doc, &config_cmd::parse_key(key)?, values)?;
-    let (text, _) = config_cmd::render_checked(&doc, &file)?;
-    config_cmd::write_atomic(&file, text.as_bytes())?;
+    let (text, _) = config_cmd::render_checked(&doc, file)?;
+    config_cmd::write_atomic(file, text.as_bytes())?;
     println!("{file}: {key} = {}", values.join(" "));
     Ok(0)
 }
 
-fn cmd_unset(o: Opts) -> Result<u8> {
-    let file = file_of(&o);
-    let [key] = o.positional.as_slice() else {
-        return Err(Error::usage("usage: config unset KEY"));
-    };
-    let mut doc = read_doc(&file)?;
+fn cmd_unset(file: &str, key: &str) -> Result<u8> {
+    let mut doc = read_doc(file)?;
     if !config_cmd::unset(&mut doc, &config_cmd::parse_key(key)?) {
         return Err(Error::usage(format!("{file}: {key} is not set")));
     }
-    let (text, _) = config_cmd::render_checked(&doc, &file)?;
-    config_cmd::write_atomic(&file, text.as_bytes())?;
+    let (text, _) = config_cmd::render_checked(&doc, file)?;
+    config_cmd::write_atomic(file, text.as_bytes())?;
     println!("{file}: removed {key}");
     Ok(0)
 }
 
-fn positional_or_file(o: &Opts) -> String {
-    o.positional.first().cloned().unwrap_or_else(|| file_of(o))
-}
-
-fn cmd_check(o: Opts) -> Result<u8> {
-    let file = positional_or_file(&o);
-    let cfg = config_cmd::load(&file)?;
+fn cmd_check(file: &str) -> Result<u8> {
+    let cfg = config_cmd::load(file)?;
     println!("{file}: OK — {}", config_cmd::summary(&cfg));
     Ok(0)
 }
 
-fn cmd_show(o: Opts) -> Result<u8> {
-    let file = positional_or_file(&o);
-    let cfg = config_cmd::load(&file)?;
-    if o.flag("json") {
+fn cmd_show(file: &str, json: bool) -> Result<u8> {
+    let cfg = config_cmd::load(file)?;
+    if json {
         print_json(&config_cmd::to_json(&cfg))?;
     } else {
         print!("{}", cfg.to_uci());
@@ -465,13 +664,10 @@ fn cmd_show(o: Opts) -> Result<u8> {
     Ok(0)
 }
 
-fn cmd_pack(o: Opts) -> Result<u8> {
-    let file = positional_or_file(&o);
-    let cfg = config_cmd::load(&file)?;
+fn cmd_pack(file: &str, output: Option<&str>) -> Result<u8> {
+    let cfg = config_cmd::load(file)?;
     let blob = cfg.pack();
-    let out = o
-        .one("output")
-        .map_or_else(|| format!("{file}.lvcf"), String::from);
+    let out = output.map_or_else(|| format!("{file}.lvcf"), String::from);
     config_cmd::write_atomic(&out, &blob)?;
     println!(
         "{out}: {} bytes (LVCF schema version {}, CRC-32 checked on unpack)",
@@ -481,16 +677,12 @@ fn cmd_pack(o: Opts) -> Result<u8> {
     Ok(0)
 }
 
-fn cmd_unpack(o: Opts) -> Result<u8> {
-    let blob_path = positional_or_file(&o);
-    let blob = io_ctx(
-        std::fs::read(&blob_path),
-        format!("cannot read {blob_path}"),
-    )?;
+fn cmd_unpack(blob_path: &str, output: Option<&str>) -> Result<u8> {
+    let blob = io_ctx(std::fs::read(blob_path), format!("cannot read {blob_path}"))?;
     let cfg = Config::unpack(&blob)
-        .map_err(|e| Error::usage(e.display_with_file(&blob_path).to_string()))?;
+        .map_err(|e| Error::usage(e.display_with_file(blob_path).to_string()))?;
     let text = cfg.to_uci();
-    match o.one("output") {
+    match output {
         Some(out) => {
             config_cmd::write_atomic(out, text.as_bytes())?;
             println!("{out}: {}", config_cmd::summary(&cfg));
@@ -500,33 +692,26 @@ fn cmd_unpack(o: Opts) -> Result<u8> {
     Ok(0)
 }
 
-fn ssh_target(o: &Opts) -> Result<SshTarget> {
-    let Some(host) = o.positional.first() else {
+fn ssh_target(host: Option<&str>, r: &RouterArgs) -> Result<SshTarget> {
+    let Some(host) = host else {
         return Err(Error::usage("which router? give [USER@]HOST"));
     };
-    if o.positional.len() > 1 {
-        return Err(Error::usage(format!(
-            "unexpected argument {:?}",
-            o.positional[1]
-        )));
-    }
     let mut t = SshTarget::new(host);
-    if o.one("ssh-port").is_some() {
-        t.port = Some(o.num("ssh-port", 22u16)?);
-    }
-    t.identity = o.one("identity").map(String::from);
-    t.options = o.all("ssh-option").to_vec();
-    if let Some(p) = o.one("ssh") {
-        t.program = p.to_string();
+    t.port = r.ssh_port;
+    t.identity.clone_from(&r.identity);
+    t.options.clone_from(&r.ssh_options);
+    if let Some(p) = &r.ssh {
+        t.program.clone_from(p);
     }
     Ok(t)
 }
 
-fn cmd_push(o: Opts) -> Result<u8> {
-    let target = ssh_target(&o)?;
-    let file = file_of(&o);
+fn cmd_push(o: &PushArgs) -> Result<u8> {
+    let r = &o.router_args;
+    let target = ssh_target(Some(&o.router), r)?;
+    let file = o.file.get();
     let text = io_ctx(std::fs::read(&file), format!("cannot read {file}"))?;
-    let verify_addr = match o.one("verify-addr") {
+    let verify_addr = match &o.verify_addr {
         Some(a) => Some(
             a.parse()
                 .map_err(|_| Error::usage(format!("--verify-addr {a}: expected IP:PORT")))?,
@@ -535,30 +720,33 @@ fn cmd_push(o: Opts) -> Result<u8> {
     };
     let opts = PushOpts {
         target,
-        remote_config: o
-            .one("config-path")
+        remote_config: r
+            .config_path
+            .as_deref()
             .unwrap_or(remote::DEFAULT_CONFIG_PATH)
             .to_string(),
-        lanveil: o
-            .one("lanveil")
+        lanveil: r
+            .lanveil
+            .as_deref()
             .unwrap_or(remote::DEFAULT_LANVEIL)
             .to_string(),
-        control: o
-            .one("control")
+        control: r
+            .control
+            .as_deref()
             .unwrap_or(remote::DEFAULT_CONTROL)
             .to_string(),
         verify_addr,
-        verify_name: o.one("verify-name").unwrap_or("example.com").to_string(),
-        deadline: Duration::from_secs(o.num("deadline", 15u64)?.max(1)),
-        watchdog_grace: Duration::from_secs(o.num("watchdog-grace", 30u64)?),
-        no_reload: o.flag("no-reload"),
+        verify_name: o.verify_name.clone(),
+        deadline: Duration::from_secs(o.deadline.max(1)),
+        watchdog_grace: Duration::from_secs(o.watchdog_grace),
+        no_reload: o.no_reload,
     };
     eprintln!(
         "pushing {file} to {}:{}",
         opts.target.host, opts.remote_config
     );
     let outcome = push::push(&text, &file, &opts)?;
-    if o.flag("json") {
+    if o.json {
         print_json(&outcome)?;
     } else {
         println!("push OK: {} is live on {}", file, opts.target.host);
@@ -567,31 +755,33 @@ fn cmd_push(o: Opts) -> Result<u8> {
 }
 
 /// The daemon's control socket over ssh to `target` (`--lanveil`, `--control`).
-fn ssh_control(o: &Opts, target: SshTarget) -> Control {
+fn ssh_control(r: &RouterArgs, target: SshTarget) -> Control {
     Control::Ssh {
         target,
-        lanveil: o
-            .one("lanveil")
+        lanveil: r
+            .lanveil
+            .as_deref()
             .unwrap_or(remote::DEFAULT_LANVEIL)
             .to_string(),
-        socket: o
-            .one("control")
+        socket: r
+            .control
+            .as_deref()
             .unwrap_or(remote::DEFAULT_CONTROL)
             .to_string(),
     }
 }
 
-fn cmd_status(o: Opts) -> Result<u8> {
-    let (control, label) = match o.one("socket") {
-        Some(s) => (Control::Local(s.to_string()), "this machine".to_string()),
+fn cmd_status(o: &StatusArgs) -> Result<u8> {
+    let (control, label) = match &o.socket {
+        Some(s) => (Control::Local(s.clone()), "this machine".to_string()),
         None => {
-            let target = ssh_target(&o)?;
+            let target = ssh_target(o.router.as_deref(), &o.router_args)?;
             let label = target.host.clone();
-            (ssh_control(&o, target), label)
+            (ssh_control(&o.router_args, target), label)
         }
     };
     let report = status::fetch(&control)?;
-    if o.flag("json") {
+    if o.json {
         print_json(&report)?;
     } else {
         print!("{}", status::render(&report, &label));
@@ -611,42 +801,42 @@ fn with_port(s: &str, default: u16) -> Result<SocketAddr> {
     Ok(SocketAddr::new(ip, default))
 }
 
-fn cmd_leak(o: Opts) -> Result<u8> {
+fn cmd_leak(o: &LeakArgs) -> Result<u8> {
     // The control socket registers this run's probe: over ssh to ROUTER, or local (--socket).
-    let (control, router_host) = match (o.one("socket"), o.positional.is_empty()) {
-        (Some(s), true) => (Some(Control::Local(s.to_string())), None),
-        (Some(_), false) => {
+    let (control, router_host) = match (&o.socket, &o.router) {
+        (Some(s), None) => (Some(Control::Local(s.clone())), None),
+        (Some(_), Some(_)) => {
             return Err(Error::usage("give ROUTER or --socket, not both"));
         }
-        (None, true) => (None, None),
-        (None, false) => {
-            let target = ssh_target(&o)?;
+        (None, None) => (None, None),
+        (None, Some(host)) => {
+            let target = ssh_target(Some(host), &o.router_args)?;
             let host = target
                 .hostname()
                 .trim_matches(['[', ']'])
                 .parse::<IpAddr>()
                 .ok();
-            (Some(ssh_control(&o, target)), host)
+            (Some(ssh_control(&o.router_args, target)), host)
         }
     };
-    let router = match (o.one("router"), router_host) {
+    let router = match (&o.router_addr, router_host) {
         (Some(r), _) => with_port(r, 53)?,
         (None, Some(ip)) => SocketAddr::new(ip, 53),
         (None, None) => leak::default_router()?,
     };
-    let public = if o.all("public").is_empty() {
+    let public = if o.public.is_empty() {
         leak::DEFAULT_PUBLIC
             .iter()
             .map(|p| with_port(p, 53))
             .collect::<Result<Vec<_>>>()?
     } else {
-        o.all("public")
+        o.public
             .iter()
             .map(|p| with_port(p, 53))
             .collect::<Result<Vec<_>>>()?
     };
     let expect_egress = o
-        .all("expect-egress")
+        .expect_egress
         .iter()
         .map(|p| {
             lanveil_config::parse_prefix(p)
@@ -657,10 +847,10 @@ fn cmd_leak(o: Opts) -> Result<u8> {
         router,
         public,
         expect_egress,
-        timeout: Duration::from_millis(o.num("timeout", 3000u64)?),
+        timeout: Duration::from_millis(o.timeout),
         control,
     });
-    if o.flag("json") {
+    if o.json {
         print_json(&report)?;
     } else {
         print!("{}", leak::render(&report));
@@ -671,4 +861,136 @@ fn cmd_leak(o: Opts) -> Result<u8> {
     } else {
         0
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Command {
+        Cli::try_parse_from(std::iter::once("lanveil-ctl").chain(args.iter().copied()))
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+            .command
+            .unwrap()
+    }
+
+    #[test]
+    fn command_line_is_consistent() {
+        command().debug_assert();
+    }
+
+    #[test]
+    fn repeated_options_last_wins_lists_accumulate() {
+        let Command::Probe(p) = parse(&[
+            "probe",
+            "tls://192.0.2.1#a",
+            "--timeout",
+            "1",
+            "--timeout=2",
+            "--pin",
+            "A",
+            "--pin",
+            "B",
+            "tls://192.0.2.2#b",
+            "--json",
+            "--json",
+            "-f",
+            "x.conf",
+        ]) else {
+            panic!()
+        };
+        assert_eq!(p.timeout, 2);
+        assert_eq!(p.pins, ["A", "B"]);
+        assert_eq!(p.upstreams, ["tls://192.0.2.1#a", "tls://192.0.2.2#b"]);
+        assert!(p.json);
+        assert_eq!(p.file.as_deref(), Some("x.conf"));
+        assert_eq!((p.queries, p.name.as_str()), (5, "example.com"));
+    }
+
+    #[test]
+    fn config_file_positional_short_options_and_defaults() {
+        let Command::Config(ConfigCommand::Show { path, json, file }) =
+            parse(&["config", "show", "--json", "back.conf"])
+        else {
+            panic!()
+        };
+        assert!(json);
+        assert_eq!(file.or(path.as_ref()), "back.conf");
+        let Command::Config(ConfigCommand::Check { path, file }) =
+            parse(&["config", "check", "-f", "good.conf"])
+        else {
+            panic!()
+        };
+        assert_eq!(file.or(path.as_ref()), "good.conf");
+        let Command::Config(ConfigCommand::Pack { path, output, file }) =
+            parse(&["config", "pack", "-o", "x.lvcf"])
+        else {
+            panic!()
+        };
+        assert_eq!(file.or(path.as_ref()), DEFAULT_FILE);
+        assert_eq!(output.as_deref(), Some("x.lvcf"));
+        let Command::Config(ConfigCommand::Set { key, values, file }) = parse(&[
+            "config",
+            "set",
+            "listen",
+            "192.0.2.1:53",
+            "[::1]:53",
+            "--file",
+            "a",
+        ]) else {
+            panic!()
+        };
+        assert_eq!((key.as_str(), file.get().as_str()), ("listen", "a"));
+        assert_eq!(values, ["192.0.2.1:53", "[::1]:53"]);
+    }
+
+    #[test]
+    fn router_options_take_any_value() {
+        let Command::Push(p) = parse(&[
+            "push",
+            "root@127.0.0.1",
+            "--ssh-port",
+            "2222",
+            "--ssh-option",
+            "-vv",
+            "--ssh-option",
+            "StrictHostKeyChecking=no",
+            "--no-reload",
+        ]) else {
+            panic!()
+        };
+        let t = ssh_target(Some(&p.router), &p.router_args).unwrap();
+        assert_eq!(t.port, Some(2222));
+        assert_eq!(t.options, ["-vv", "StrictHostKeyChecking=no"]);
+        assert_eq!((p.deadline, p.watchdog_grace), (15, 30));
+        assert!(p.no_reload);
+        let Command::LeakTest(l) = parse(&["leak-test", "--socket", "/s", "--public", "9.9.9.9"])
+        else {
+            panic!()
+        };
+        assert!(l.router.is_none());
+        assert_eq!(l.public, ["9.9.9.9"]);
+    }
+
+    #[test]
+    fn usage_errors_exit_2_help_and_version_exit_0() {
+        let run = |a: &[&str]| run(a.iter().map(OsString::from).collect());
+        assert_eq!(run(&[]).unwrap(), EXIT_USAGE);
+        assert_eq!(run(&["--help"]).unwrap(), 0);
+        assert_eq!(run(&["help", "config"]).unwrap(), 0);
+        assert_eq!(run(&["--version"]).unwrap(), 0);
+        assert_eq!(run(&["frob"]).unwrap(), EXIT_USAGE);
+        assert_eq!(run(&["config"]).unwrap(), EXIT_USAGE);
+        assert_eq!(run(&["probe", "--bogus"]).unwrap(), EXIT_USAGE);
+        assert_eq!(run(&["probe", "--queries", "many"]).unwrap(), EXIT_USAGE);
+        assert_eq!(run(&["config", "unset"]).unwrap(), EXIT_USAGE);
+        assert_eq!(run(&["push"]).unwrap(), EXIT_USAGE);
+        assert_eq!(
+            run(&["leak-test", "h", "--socket", "/s"]).unwrap_err().exit,
+            EXIT_USAGE
+        );
+        assert_eq!(run(&["status"]).unwrap_err().exit, EXIT_USAGE);
+    }
 }
