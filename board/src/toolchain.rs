@@ -161,21 +161,21 @@ pub fn parse_rustc_version(out: &str) -> Option<RustVersion> {
 
 /// `rust-version` of `[workspace.package]` in the workspace's Cargo.toml text.
 pub fn parse_workspace_rust_version(cargo_toml: &str) -> Option<RustVersion> {
-    let mut in_pkg = false;
-    for line in cargo_toml.lines() {
-        let l = line.trim();
-        if l.starts_with('[') {
-            in_pkg = l == "[workspace.package]";
-        } else if in_pkg
-            && let Some(v) = l
-                .strip_prefix("rust-version")
-                .map(str::trim_start)
-                .and_then(|r| r.strip_prefix('='))
-        {
-            return RustVersion::parse_prefix(v.trim().trim_matches('"'));
-        }
+    #[derive(serde::Deserialize)]
+    struct Manifest {
+        workspace: Workspace,
     }
-    None
+    #[derive(serde::Deserialize)]
+    struct Workspace {
+        package: WorkspacePackage,
+    }
+    #[derive(serde::Deserialize)]
+    struct WorkspacePackage {
+        #[serde(rename = "rust-version")]
+        rust_version: String,
+    }
+    let m: Manifest = toml::from_str(cargo_toml).ok()?;
+    RustVersion::parse_prefix(&m.workspace.package.rust_version)
 }
 
 /// The workspace's minimum compiler (`rust-version` in `ROOT/Cargo.toml`).
