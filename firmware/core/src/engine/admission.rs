@@ -28,6 +28,7 @@ fn limited(limits: &ClientLimits, ip: IpAddr) -> bool {
 
 impl Clients {
     /// Token bucket per source: `false` if the query is over the source's rate.
+    #[inline]
     pub(super) fn admit(&mut self, now: Instant, limits: &ClientLimits, ip: IpAddr) -> bool {
         if (limits.rate_qps == 0 && limits.max_inflight == 0) || !limited(limits, ip) {
             return true;
@@ -72,6 +73,7 @@ impl Clients {
     }
 
     /// Whether `ip` may have another query in flight.
+    #[inline]
     pub(super) fn has_room(&self, limits: &ClientLimits, ip: IpAddr) -> bool {
         let max = limits.max_inflight;
         max == 0
@@ -83,6 +85,7 @@ impl Clients {
     }
 
     /// A query of `ip`'s entered the query table.
+    #[inline]
     pub(super) fn started(&mut self, ip: IpAddr) {
         if let Some(c) = self.table.get_mut(&ip) {
             c.inflight += 1;
@@ -90,6 +93,7 @@ impl Clients {
     }
 
     /// A query of `ip`'s left the query table.
+    #[inline]
     pub(super) fn finished(&mut self, ip: IpAddr) {
         if let Some(c) = self.table.get_mut(&ip) {
             c.inflight = c.inflight.saturating_sub(1);

@@ -26,6 +26,7 @@ pub(super) enum Dns64Phase {
 
 impl Dns64Phase {
     /// The phase a new query starts in.
+    #[inline]
     pub(super) fn start(prefix: Option<Nat64Prefix>, question: Option<Question>) -> Self {
         match (prefix, question) {
             (Some(_), Some(q)) if q.qtype == dns64::TYPE_AAAA => Self::Aaaa,
@@ -46,6 +47,7 @@ pub(super) enum Dns64Step {
 }
 
 /// Puts the client's QTYPE (AAAA) back into a query that was asking for A records in its place.
+#[inline]
 pub(super) fn restore_question(q: &mut Query) {
     let qt = q.question_end.saturating_sub(4);
     if let (Dns64Phase::A(_), Some(t)) = (&q.dns64, q.upstream_msg.get_mut(qt..qt + 2)) {

@@ -310,15 +310,13 @@ impl<R: Rng> Engine<R> {
 
     /// When [`Engine::handle_timeout`] should be called next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        [
-            self.queries.next_timer(),
-            self.session_deadline(),
-            self.backoff_deadline(),
-            self.plain_deadline(),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
+        let earliest = |a: Option<Instant>, b: Option<Instant>| match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let t = earliest(self.queries.next_timer(), self.session_deadline());
+        let t = earliest(t, self.backoff_deadline());
+        earliest(t, self.plain_deadline())
     }
 
     /// The next answer for a client.

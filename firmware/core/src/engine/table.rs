@@ -77,11 +77,13 @@ pub(super) struct QueryTable {
 
 impl QueryTable {
     /// Queries in the table.
+    #[inline]
     pub(super) fn len(&self) -> usize {
         self.live
     }
 
     /// Puts a query in a free slot (or a new one) under a new generation.
+    #[inline]
     pub(super) fn insert(&mut self, q: Query) -> QueryRef {
         let slot = match self.free.pop() {
             Some(s) => s,
@@ -101,6 +103,7 @@ impl QueryTable {
     }
 
     /// Takes the query out of the table (its places are the caller's business).
+    #[inline]
     pub(super) fn remove(&mut self, r: QueryRef) -> Option<Query> {
         let entry = self.slots.get_mut(r.slot)?;
         if entry.0 != r.generation {
@@ -113,6 +116,7 @@ impl QueryTable {
     }
 
     /// The query `r` names, if it is still in the table.
+    #[inline]
     pub(super) fn get(&self, r: QueryRef) -> Option<&Query> {
         match self.slots.get(r.slot) {
             Some((generation, Some(q))) if *generation == r.generation => Some(q),
@@ -121,6 +125,7 @@ impl QueryTable {
     }
 
     /// [`Self::get`], mutable.
+    #[inline]
     pub(super) fn get_mut(&mut self, r: QueryRef) -> Option<&mut Query> {
         match self.slots.get_mut(r.slot) {
             Some((generation, Some(q))) if *generation == r.generation => Some(q),
@@ -129,6 +134,7 @@ impl QueryTable {
     }
 
     /// Whatever query occupies `r`'s slot, and whether it is `r`'s (`None` if the slot is empty).
+    #[inline]
     pub(super) fn occupant(&self, r: QueryRef) -> Option<(&Query, bool)> {
         match self.slots.get(r.slot) {
             Some((generation, Some(q))) => Some((q, *generation == r.generation)),
@@ -137,12 +143,14 @@ impl QueryTable {
     }
 
     /// Whether `r` names a query in the table.
+    #[inline]
     pub(super) fn contains(&self, r: QueryRef) -> bool {
         self.get(r).is_some()
     }
 
     /// Arms a timer for `r` (timers of queries that are gone are skipped when they fire, and dropped
     /// by compaction, which keeps the heap near `4 × max_inflight + 16`).
+    #[inline]
     pub(super) fn push_timer(
         &mut self,
         at: Instant,
@@ -172,11 +180,13 @@ impl QueryTable {
     }
 
     /// The earliest armed timer.
+    #[inline]
     pub(super) fn next_timer(&self) -> Option<Instant> {
         self.timers.peek().map(|Reverse((at, _, _))| *at)
     }
 
     /// Pops the next timer due at `now` whose query is still in the table.
+    #[inline]
     pub(super) fn pop_due(&mut self, now: Instant) -> Option<(QueryRef, Timer)> {
         while let Some(&Reverse((at, r, kind))) = self.timers.peek() {
             if at > now {
@@ -215,10 +225,11 @@ impl<R: Rng> Engine<R> {
     /// a SERVFAIL or a query-log entry made from it shows what the client asked.
     pub(super) fn take_query(&mut self, r: QueryRef) -> Option<Query> {
         self.withdraw_places(r);
-        let mut q = self.queries.remove(r)?;
-        super::dns64::restore_question(&mut q);
+        // Everything is done in place, so the query is moved only once, out of the table.
+        let q = self.queries.get_mut(r)?;
+        super::dns64::restore_question(q);
         self.clients.finished(q.client.peer().ip());
-        Some(q)
+        self.queries.remove(r)
     }
 
     /// Takes a live query out of every place it is outstanding (it stays in the table).
