@@ -281,6 +281,8 @@ impl<R: Rng> Engine<R> {
             return Ok(());
         };
         let scan = message::scan(frame).map_err(|_| CloseReason::Protocol)?;
+        // An ID whose slot now holds another query is treated as a hostile answer (it cannot happen:
+        // a query leaves every session's table when it leaves the query table).
         let Some((q, current)) = self.queries.occupant(r) else {
             session.inflight.remove(&id);
             return Ok(());
