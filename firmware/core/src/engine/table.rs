@@ -14,8 +14,8 @@ use crate::wire::rewrite::ClientView;
 /// A query in the table: its slot and the generation the slot had when the query took it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) struct QueryRef {
-    pub(super) slot: usize,
-    pub(super) generation: u32,
+    slot: usize,
+    generation: u32,
 }
 
 /// What a query's timer does when it fires.
