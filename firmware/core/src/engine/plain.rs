@@ -1,7 +1,7 @@
 //! The two plaintext paths, both typed by [`PlainTarget`] and both switched on by the owner:
 //!
 //! * [`PlainTarget::Wan`], the captive-portal exception: only names the shell's
-//!   [`crate::captive::Tracker`] put in the [`Exception`] it gave the engine, before that
+//!   [`crate::captive::Tracker`] put in the [`crate::captive::Exception`] it gave the engine, before that
 //!   exception's end, go to the WAN's DNS. Answers carry an EDE saying they are unauthenticated.
 //! * [`PlainTarget::Local`], `local_resolver`: names the policy keeps on the LAN
 //!   ([`crate::policy::Verdict::ForwardLocal`]) go to the owner's resolver on the LAN (an address
@@ -16,7 +16,6 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 use super::{Action, AnswerSource, ClientAddr, Engine, Instant, PlainTarget};
-use crate::captive::Exception;
 use crate::rng::Rng;
 use crate::wire::edns::{Ede, ede};
 use crate::wire::header::{self, rcode};
@@ -68,12 +67,6 @@ fn texts(to: PlainTarget) -> Texts {
 }
 
 impl<R: Rng> Engine<R> {
-    /// Sets (or with `None` ends) the captive-portal plaintext exception. Queries in flight under an
-    /// exception that ended are answered when their answer or deadline comes.
-    pub fn set_plain_exception(&mut self, exception: Option<Exception>) {
-        self.plain_exception = exception;
-    }
-
     /// Whether this query is covered by the exception; if so it is handled here: sent as an
     /// [`Action::PlainQuery`] to [`PlainTarget::Wan`] (or answered SERVFAIL if that table is full).
     pub(super) fn plain_query(
@@ -159,20 +152,8 @@ impl<R: Rng> Engine<R> {
         });
     }
 
-    /// An answer from the WAN's DNS to an [`Action::PlainQuery`] to [`PlainTarget::Wan`] with `tag`.
-    /// Anything that is not a response to that exact question is ignored (the deadline answers the
-    /// client then).
-    pub fn handle_plain_answer(&mut self, now: Instant, tag: u16, bytes: &[u8]) {
-        self.plain_answer(now, PlainTarget::Wan, tag, bytes);
-    }
-
-    /// An answer from the local resolver to an [`Action::PlainQuery`] to [`PlainTarget::Local`] with
-    /// `tag`; checked as in [`Engine::handle_plain_answer`]. It never completes a WAN query.
-    pub fn handle_local_answer(&mut self, now: Instant, tag: u16, bytes: &[u8]) {
-        self.plain_answer(now, PlainTarget::Local, tag, bytes);
-    }
-
-    fn plain_answer(&mut self, now: Instant, from: PlainTarget, tag: u16, bytes: &[u8]) {
+    /// An answer from `from` to plaintext query `tag` (see [`Engine::handle_plain_answer`]).
+    pub(super) fn plain_answer(&mut self, now: Instant, from: PlainTarget, tag: u16, bytes: &[u8]) {
         let Some(i) = self.plain.iter().position(|p| p.tag == tag && p.to == from) else {
             self.stats.late_answers += 1;
             return;
@@ -253,10 +234,5 @@ impl<R: Rng> Engine<R> {
     /// The earliest plaintext-query deadline.
     pub(super) fn plain_deadline(&self) -> Option<Instant> {
         self.plain.iter().map(|p| p.deadline).min()
-    }
-
-    /// Plaintext queries in flight (both targets).
-    pub fn plain_inflight(&self) -> usize {
-        self.plain.len()
     }
 }

@@ -1,0 +1,102 @@
+//! Admission: a token bucket and a count of queries in flight per source address, so one client (or
+//! a spoofed flood) cannot starve the others. Bounded by [`ClientLimits::table_size`].
+
+use alloc::collections::BTreeMap;
+use alloc::vec::Vec;
+use core::net::IpAddr;
+
+use super::{ClientLimits, Instant};
+
+/// Per-source accounting (token bucket in thousandths of a query, queries in flight).
+#[derive(Clone, Copy, Debug)]
+struct ClientState {
+    tokens_milli: u64,
+    last: Instant,
+    inflight: u32,
+}
+
+/// The sources seen lately.
+#[derive(Debug, Default)]
+pub(super) struct Clients {
+    table: BTreeMap<IpAddr, ClientState>,
+}
+
+/// Whether the limits apply to `ip` (loopback only with `limit_loopback`).
+fn limited(limits: &ClientLimits, ip: IpAddr) -> bool {
+    limits.limit_loopback || !ip.is_loopback()
+}
+
+impl Clients {
+    /// Token bucket per source: `false` if the query is over the source's rate.
+    #[inline]
+    pub(super) fn admit(&mut self, now: Instant, limits: &ClientLimits, ip: IpAddr) -> bool {
+        if (limits.rate_qps == 0 && limits.max_inflight == 0) || !limited(limits, ip) {
+            return true;
+        }
+        let cap = u64::from(limits.burst.max(1)) * 1000;
+        if !self.table.contains_key(&ip) && self.table.len() >= limits.table_size.max(1) {
+            // Forget idle sources, oldest first; a table of busy sources is not grown.
+            let idle: Vec<_> = self
+                .table
+                .iter()
+                .filter(|(_, c)| c.inflight == 0)
+                .map(|(k, c)| (c.last, *k))
+                .collect();
+            let mut idle = idle;
+            idle.sort_unstable();
+            for (_, k) in idle.iter().take((limits.table_size / 4).max(1)) {
+                self.table.remove(k);
+            }
+            if self.table.len() >= limits.table_size.max(1) {
+                return false;
+            }
+        }
+        let c = self.table.entry(ip).or_insert(ClientState {
+            tokens_milli: cap,
+            last: now,
+            inflight: 0,
+        });
+        if limits.rate_qps == 0 {
+            c.last = now;
+            return true;
+        }
+        let elapsed = u64::try_from(now.saturating_since(c.last).as_millis()).unwrap_or(u64::MAX);
+        c.tokens_milli =
+            (c.tokens_milli + elapsed.saturating_mul(u64::from(limits.rate_qps))).min(cap);
+        c.last = now;
+        if c.tokens_milli >= 1000 {
+            c.tokens_milli -= 1000;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Whether `ip` may have another query in flight.
+    #[inline]
+    pub(super) fn has_room(&self, limits: &ClientLimits, ip: IpAddr) -> bool {
+        let max = limits.max_inflight;
+        max == 0
+            || !limited(limits, ip)
+            || self
+                .table
+                .get(&ip)
+                .is_none_or(|c| (c.inflight as usize) < max)
+    }
+
+    /// A query of `ip`'s entered the query table.
+    #[inline]
+    pub(super) fn started(&mut self, ip: IpAddr) {
+        if let Some(c) = self.table.get_mut(&ip) {
+            c.inflight += 1;
+        }
+    }
+
+    /// A query of `ip`'s left the query table.
+    #[inline]
+    pub(super) fn finished(&mut self, ip: IpAddr) {
+        if let Some(c) = self.table.get_mut(&ip) {
+            c.inflight = c.inflight.saturating_sub(1);
+        }
+    }
+}

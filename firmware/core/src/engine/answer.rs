@@ -1,0 +1,345 @@
+//! Answers and failures: what a client gets (an upstream's answer, a cached or stale one, an
+//! upstream's SERVFAIL, or lanveil's own SERVFAIL with an Extended DNS Error from [`ede_for`]), and
+//! the opt-in query log that records it.
+
+use alloc::vec;
+use alloc::vec::Vec;
+
+use super::dns64::{Dns64Phase, Dns64Step};
+use super::table::{Place, Query, QueryRef};
+use super::{
+    AnswerSource, ClientAddr, CloseReason, Engine, Event, Instant, QueryLogEntry, TlsFailure,
+    Transmit, UpstreamId,
+};
+use crate::rng::Rng;
+use crate::wire::edns::{Ede, ede};
+use crate::wire::header::{self, rcode};
+use crate::wire::message::{self, Scan};
+use crate::wire::respond;
+use crate::wire::rewrite::{self, ClientView};
+
+impl<R: Rng> Engine<R> {
+    /// Tells the shell that `client`'s frame gets no answer (stream clients only).
+    pub(super) fn no_answer(&mut self, client: ClientAddr) {
+        if let ClientAddr::Tcp { conn, .. } = client {
+            self.no_answers += 1;
+            self.events.push_back(Event::NoAnswer { conn });
+        }
+    }
+
+    /// Runs `write` on the scratch buffer (at least `len` octets, not zeroed) and returns what it
+    /// wrote as a `Vec` of exactly that size.
+    pub(super) fn write_out(
+        &mut self,
+        len: usize,
+        write: impl FnOnce(&mut [u8]) -> Result<usize, crate::wire::Error>,
+    ) -> Option<Vec<u8>> {
+        if self.scratch.len() < len {
+            self.scratch.resize(len, 0);
+        }
+        let buf = self.scratch.get_mut(..len)?;
+        let n = write(buf).ok()?;
+        buf.get(..n).map(<[u8]>::to_vec)
+    }
+
+    /// Answers `query` here with `rc` (and an EDE), without asking anyone.
+    pub(super) fn answer_locally(
+        &mut self,
+        client: ClientAddr,
+        query: &[u8],
+        scan: Option<&Scan>,
+        rc: u16,
+        e: Option<Ede<'_>>,
+    ) {
+        let answer = self.write_out(respond::MAX_LOCAL_ANSWER, |buf| {
+            respond::respond(query, scan, rc, e, buf)
+        });
+        match answer {
+            Some(bytes) => self.transmits.push_back(Transmit { to: client, bytes }),
+            None => self.no_answer(client),
+        }
+    }
+
+    /// Sends an upstream-shaped answer (from an upstream or the cache) to a client; `extra` adds
+    /// lanveil's own Extended DNS Error.
+    pub(super) fn answer_from(
+        &mut self,
+        client: ClientAddr,
+        view: &ClientView,
+        msg: &[u8],
+        extra: Option<Ede<'_>>,
+    ) -> bool {
+        let Ok(scan) = message::scan(msg) else {
+            return false;
+        };
+        self.answer_scanned(client, view, msg, &scan, extra)
+    }
+
+    /// [`Self::answer_from`] for a message already scanned (the upstream path scans each answer once).
+    pub(super) fn answer_scanned(
+        &mut self,
+        client: ClientAddr,
+        view: &ClientView,
+        msg: &[u8],
+        scan: &Scan,
+        extra: Option<Ede<'_>>,
+    ) -> bool {
+        let len = msg.len() + 16 + extra.map_or(0, |e| e.option_len());
+        let Some(out) = self.write_out(len, |buf| rewrite::to_client(msg, scan, view, extra, buf))
+        else {
+            return false;
+        };
+        if out.len() < msg.len() && view.max_len < msg.len() {
+            self.stats.truncated += 1;
+        }
+        self.transmits.push_back(Transmit {
+            to: client,
+            bytes: out,
+        });
+        true
+    }
+
+    /// `upstream`'s answer `frame` (checked to be a response to the question) to query `r`: a
+    /// SERVFAIL sends the query to another upstream first; DNS64 may ask for A records or substitute
+    /// another answer; else it is cached and goes to the client.
+    pub(super) fn upstream_answer(
+        &mut self,
+        now: Instant,
+        r: QueryRef,
+        upstream: UpstreamId,
+        frame: &[u8],
+        scan: Scan,
+    ) {
+        if scan.rcode() == rcode::SERVFAIL {
+            // Try another upstream before passing a SERVFAIL on.
+            self.soft_failure(now, upstream, CloseReason::Protocol);
+            if let Some(q) = self.queries.get_mut(r) {
+                q.servfail = Some(frame.to_vec());
+                q.tried.push(upstream);
+            }
+            self.stats.upstream_servfail += 1;
+            self.place(now, r);
+            return;
+        }
+        self.answered_well(upstream);
+        // DNS64 may substitute another answer; otherwise the frame and its scan are used as they are.
+        let replaced = match self.dns64_step(now, r, frame, &scan) {
+            Dns64Step::Pass => None,
+            Dns64Step::AskingForA => return,
+            Dns64Step::Replace(answer) => Some(answer),
+        };
+        let Some(q) = self.take_query(r) else {
+            return;
+        };
+        let (frame, scan) = match &replaced {
+            Some(r) => match message::scan(r) {
+                Ok(s) => (r.as_slice(), s),
+                Err(_) => {
+                    let e = Ede {
+                        code: ede::NETWORK_ERROR,
+                        text: "malformed upstream answer",
+                    };
+                    self.servfail(q, e);
+                    return;
+                }
+            },
+            None => (frame, scan),
+        };
+        if let (Some(cache), Some(key)) = (self.cache.as_mut(), q.cache_key.clone()) {
+            cache.insert(now, key, frame);
+        }
+        if self.answer_scanned(q.client, &q.view, frame, &scan, None) {
+            self.stats.answered += 1;
+            self.log_answer(now, frame, AnswerSource::Upstream);
+        } else {
+            self.servfail(
+                q,
+                Ede {
+                    code: ede::NETWORK_ERROR,
+                    text: "malformed upstream answer",
+                },
+            );
+        }
+    }
+
+    /// Query `r`'s deadline passed: answered with the best reason known.
+    pub(super) fn time_out_query(&mut self, now: Instant, r: QueryRef) {
+        let Some(q) = self.queries.get(r) else {
+            return;
+        };
+        self.stats.timeouts += 1;
+        // Why: the upstream's last error if it was never reached, else a time-out.
+        let mut reason = q.last_reason.unwrap_or(CloseReason::Timeout);
+        for p in &q.places {
+            let upstream = match *p {
+                Place::Waiting { upstream } => Some(upstream),
+                Place::Queued { session } => self
+                    .sessions
+                    .iter()
+                    .find(|s| s.id == session)
+                    .map(|s| s.upstream),
+                Place::Sent { .. } => None,
+            };
+            if let Some(e) = upstream.and_then(|u| self.last_error(u)) {
+                reason = e;
+            }
+        }
+        self.finish_failed(now, r, Some(reason));
+        self.close_idle_retired();
+    }
+
+    /// Ends a query that got no good answer: a stale cached answer if there is one (RFC 8767, EDE 3),
+    /// else the last SERVFAIL an upstream gave, else lanveil's own SERVFAIL with an EDE.
+    pub(super) fn finish_failed(&mut self, now: Instant, r: QueryRef, reason: Option<CloseReason>) {
+        let Some(q) = self.take_query(r) else {
+            return;
+        };
+        let reason = reason.or(q.last_reason);
+        if let Dns64Phase::A(aaaa) = &q.dns64 {
+            // The A query failed: the AAAA answer (NODATA) stands.
+            if self.answer_from(q.client, &q.view, aaaa, None) {
+                self.log_answer(now, aaaa, AnswerSource::Upstream);
+                return;
+            }
+        }
+        if let (Some(cache), Some(key)) = (self.cache.as_mut(), q.cache_key.as_ref())
+            && let Some(stale) = cache.get_stale(now, key)
+        {
+            self.stats.stale_answers += 1;
+            let e = Ede {
+                code: ede::STALE_ANSWER,
+                text: ede_for(reason).text,
+            };
+            if self.answer_from(q.client, &q.view, &stale, Some(e)) {
+                self.log_answer(now, &stale, AnswerSource::Stale);
+                return;
+            }
+        }
+        if let Some(sf) = &q.servfail {
+            if reason.is_none()
+                && let (Some(cache), Some(key)) = (self.cache.as_mut(), q.cache_key.clone())
+            {
+                // Every upstream tried answered SERVFAIL, and nothing of ours (a time-out, a
+                // connection or TLS failure) took part: a final SERVFAIL, cached for at most
+                // `servfail_ttl` (RFC 2308 §7.1).
+                cache.insert(now, key, sf);
+            }
+            if self.answer_from(q.client, &q.view, sf, None) {
+                self.stats.servfail += 1;
+                self.log_answer(now, sf, AnswerSource::Upstream);
+                return;
+            }
+        }
+        self.log_answer(now, &q.upstream_msg, AnswerSource::Failed);
+        self.servfail(q, ede_for(reason));
+    }
+
+    /// Answers a query (already removed from every table) with lanveil's SERVFAIL + EDE.
+    pub(super) fn servfail(&mut self, q: Query, e: Ede<'_>) {
+        let mut query = q.upstream_msg;
+        let _ = header::set_id(&mut query, q.view.id);
+        let Ok(scan) = message::scan(&query) else {
+            self.no_answer(q.client);
+            return;
+        };
+        let mut buf = vec![0u8; respond::MAX_LOCAL_ANSWER];
+        let client_scan = Scan {
+            opt: if q.view.edns.is_some() {
+                scan.opt
+            } else {
+                None
+            },
+            ..scan
+        };
+        // The upstream form kept the client's opcode, RD, CD and DO bits, so the answer mirrors them.
+        if let Ok(n) = respond::respond(
+            &query,
+            Some(&client_scan),
+            rcode::SERVFAIL,
+            Some(e),
+            &mut buf,
+        ) {
+            buf.truncate(n);
+            self.stats.servfail += 1;
+            self.stats.failures_by_ede[usize::from(e.code).min(31)] += 1;
+            self.transmits.push_back(Transmit {
+                to: q.client,
+                bytes: buf,
+            });
+        } else {
+            self.no_answer(q.client);
+        }
+    }
+
+    /// Records an answer in the query log (only when enabled: names are kept nowhere otherwise).
+    pub(super) fn log_answer(&mut self, now: Instant, msg: &[u8], source: AnswerSource) {
+        if self.config.query_log == 0 {
+            return;
+        }
+        let Ok(scan) = message::scan(msg) else {
+            return;
+        };
+        let Some(q) = scan.question else {
+            return;
+        };
+        let rcode = if source == AnswerSource::Failed {
+            rcode::SERVFAIL
+        } else {
+            scan.rcode()
+        };
+        let name = crate::wire::name::to_text(msg, header::LEN, q.name_end);
+        if self.log.len() >= self.config.query_log {
+            self.log.pop_front();
+        }
+        self.log.push_back(QueryLogEntry {
+            at: now,
+            name,
+            qtype: q.qtype,
+            rcode,
+            source,
+        });
+    }
+}
+
+/// The one place that maps why an upstream failed to what the client sees (RFC 8914).
+pub fn ede_for(reason: Option<CloseReason>) -> Ede<'static> {
+    use CloseReason as C;
+    let (code, text) = match reason {
+        None | Some(C::Timeout) => (
+            ede::NO_REACHABLE_AUTHORITY,
+            "upstream did not answer in time",
+        ),
+        Some(C::Stalled) => (ede::NO_REACHABLE_AUTHORITY, "upstream connection stalled"),
+        Some(C::Eof) => (ede::NETWORK_ERROR, "upstream closed the connection"),
+        Some(C::Reset) => (ede::NETWORK_ERROR, "upstream connection lost"),
+        Some(C::Refused) => (ede::NETWORK_ERROR, "upstream refused the connection"),
+        Some(C::Unreachable) => (ede::NETWORK_ERROR, "upstream unreachable"),
+        Some(C::Protocol) => (ede::NETWORK_ERROR, "upstream protocol error"),
+        Some(C::Tls(TlsFailure::UntrustedCertificate)) => (
+            ede::NETWORK_ERROR,
+            "upstream certificate rejected: untrusted issuer",
+        ),
+        Some(C::Tls(TlsFailure::NameMismatch)) => (
+            ede::NETWORK_ERROR,
+            "upstream certificate rejected: name mismatch",
+        ),
+        Some(C::Tls(TlsFailure::Expired)) => {
+            (ede::NETWORK_ERROR, "upstream certificate rejected: expired")
+        }
+        Some(C::Tls(TlsFailure::NotYetValid)) => (
+            ede::NETWORK_ERROR,
+            "upstream certificate rejected: not yet valid",
+        ),
+        Some(C::Tls(TlsFailure::PinMismatch)) => (
+            ede::NETWORK_ERROR,
+            "upstream certificate rejected: SPKI pin mismatch",
+        ),
+        Some(C::Tls(TlsFailure::BadCertificate)) => {
+            (ede::NETWORK_ERROR, "upstream certificate rejected")
+        }
+        Some(C::Tls(TlsFailure::Handshake)) => {
+            (ede::NETWORK_ERROR, "upstream TLS handshake failed")
+        }
+    };
+    Ede { code, text }
+}

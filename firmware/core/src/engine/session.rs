@@ -1,0 +1,437 @@
+//! Upstream sessions: one per connection the shell opens, carrying queries under IDs unique on it,
+//! matching answers to them, and ending on failure, idleness, a stall or retirement.
+
+use alloc::collections::BTreeMap;
+use alloc::vec::Vec;
+
+use super::table::{Place, QueryRef};
+use super::{Action, CloseReason, Engine, Instant, SessionId, Transport, UpstreamId};
+use crate::rng::Rng;
+use crate::wire::header;
+use crate::wire::{framing, message};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum SessionState {
+    Connecting { deadline: Instant },
+    Ready,
+}
+
+#[derive(Debug)]
+pub(super) struct Session {
+    pub(super) id: SessionId,
+    pub(super) upstream: UpstreamId,
+    transport: Transport,
+    pub(super) state: SessionState,
+    /// Its upstream was removed: it takes no new queries and closes once its queries are answered.
+    pub(super) retired: bool,
+    /// Queries written to it, by upstream message ID (request tag for message transports).
+    pub(super) inflight: BTreeMap<u16, QueryRef>,
+    /// Queries waiting for its handshake.
+    pub(super) queued: Vec<QueryRef>,
+    decoder: framing::Decoder,
+    last_activity: Instant,
+    last_received: Instant,
+}
+
+impl Session {
+    pub(super) fn load(&self) -> usize {
+        self.inflight.len() + self.queued.len()
+    }
+}
+
+impl<R: Rng> Engine<R> {
+    pub(super) fn session_index(&self, id: SessionId) -> Option<usize> {
+        self.sessions.iter().position(|s| s.id == id)
+    }
+
+    pub(super) fn has_ready_session(&self, upstream: UpstreamId) -> bool {
+        self.sessions
+            .iter()
+            .any(|s| s.upstream == upstream && !s.retired && s.state == SessionState::Ready)
+    }
+
+    pub(super) fn open_session(
+        &mut self,
+        now: Instant,
+        upstream: UpstreamId,
+        transport: Transport,
+    ) -> usize {
+        let id = SessionId(self.next_session);
+        self.next_session += 1;
+        self.sessions.push(Session {
+            id,
+            upstream,
+            transport,
+            state: SessionState::Connecting {
+                deadline: now + self.config.connect_timeout,
+            },
+            retired: false,
+            inflight: BTreeMap::new(),
+            queued: Vec::new(),
+            decoder: framing::Decoder::new(),
+            last_activity: now,
+            last_received: now,
+        });
+        self.actions.push_back(Action::Connect {
+            session: id,
+            upstream,
+        });
+        self.sessions.len() - 1
+    }
+
+    /// Writes query `r` to ready session `si` under a fresh ID.
+    pub(super) fn send_on(&mut self, now: Instant, si: usize, r: QueryRef) {
+        let session = &mut self.sessions[si];
+        // A random ID not in use on this session. `pipeline` is soft (the least loaded session takes
+        // overflow), but a session holds at most `max_inflight` IDs (≤ 32,768 by validation), so at
+        // least half the ID space is free and this ends after two draws on average.
+        let mut id = self.rng.next_u16();
+        while session.inflight.contains_key(&id) {
+            id = self.rng.next_u16();
+        }
+        let Some(q) = self.queries.get_mut(r) else {
+            return;
+        };
+        let action = match session.transport {
+            Transport::Stream => {
+                let _ = header::set_id(&mut q.upstream_msg, id);
+                let Ok(prefix) = framing::prefix(q.upstream_msg.len()) else {
+                    return;
+                };
+                let mut bytes = Vec::with_capacity(2 + q.upstream_msg.len());
+                bytes.extend_from_slice(&prefix);
+                bytes.extend_from_slice(&q.upstream_msg);
+                Action::Send {
+                    session: session.id,
+                    bytes,
+                }
+            }
+            Transport::Message => {
+                // RFC 8484 §4.1: DNS ID 0 on the wire; the answer is matched by the request tag.
+                let _ = header::set_id(&mut q.upstream_msg, 0);
+                Action::Request {
+                    session: session.id,
+                    tag: id,
+                    message: q.upstream_msg.clone(),
+                }
+            }
+        };
+        q.places.push(Place::Sent {
+            session: session.id,
+            id,
+            at: now,
+        });
+        session.inflight.insert(id, r);
+        if session.inflight.len() == 1 {
+            // The stall detector measures from the moment something is outstanding.
+            session.last_received = now;
+        }
+        session.last_activity = now;
+        self.stats.forwarded += 1;
+        self.actions.push_back(action);
+    }
+
+    /// The handshake of session `si` completed: its queued queries are written.
+    pub(super) fn session_connected(&mut self, now: Instant, si: usize) {
+        let s = &mut self.sessions[si];
+        let session = s.id;
+        s.state = SessionState::Ready;
+        s.last_activity = now;
+        s.last_received = now;
+        let upstream = s.upstream;
+        let queued = core::mem::take(&mut s.queued);
+        self.upstream_connected(upstream);
+        for r in queued {
+            if self.forget_place(r, |p| *p == Place::Queued { session }) {
+                self.send_on(now, si, r);
+            }
+        }
+    }
+
+    /// Bytes on stream session `si` (`session`): every whole answer in them is handled.
+    pub(super) fn session_data(
+        &mut self,
+        now: Instant,
+        mut si: usize,
+        session: SessionId,
+        bytes: &[u8],
+    ) {
+        self.sessions[si].last_received = now;
+        // The decoder is taken out of the session while its frames are handled, so they are read
+        // in place, not copied.
+        let mut decoder = core::mem::take(&mut self.sessions[si].decoder);
+        if decoder.buffered() == 0 {
+            // Nothing pending (the usual case): whole answers are read straight from `bytes`; only
+            // an incomplete one at the end is buffered.
+            let mut rest = bytes;
+            loop {
+                match framing::split(rest) {
+                    Ok(Some((frame, consumed))) => {
+                        rest = rest.get(consumed..).unwrap_or_default();
+                        let Some(now_at) = self.handle_frame(now, si, session, frame) else {
+                            return;
+                        };
+                        si = now_at;
+                    }
+                    Ok(None) => break,
+                    Err(_) => {
+                        self.fail_session(now, si, CloseReason::Protocol);
+                        return;
+                    }
+                }
+            }
+            decoder.push(rest);
+        } else {
+            decoder.push(bytes);
+            loop {
+                match decoder.next_frame() {
+                    Ok(Some(frame)) => {
+                        let Some(now_at) = self.handle_frame(now, si, session, frame) else {
+                            return;
+                        };
+                        si = now_at;
+                    }
+                    Ok(None) => break,
+                    Err(_) => {
+                        self.fail_session(now, si, CloseReason::Protocol);
+                        return;
+                    }
+                }
+            }
+        }
+        self.sessions[si].decoder = decoder;
+        self.maybe_close_retired(si);
+    }
+
+    /// One answer from session `si` (`session`). Returns the session's index afterwards (other
+    /// sessions may have been removed meanwhile), `None` if it failed or is gone (the rest of what it
+    /// sent goes with it).
+    fn handle_frame(
+        &mut self,
+        now: Instant,
+        si: usize,
+        session: SessionId,
+        frame: &[u8],
+    ) -> Option<usize> {
+        let Ok(hdr) = header::Header::parse(frame) else {
+            self.fail_session(now, si, CloseReason::Protocol);
+            return None;
+        };
+        if let Err(reason) = self.handle_response(now, si, hdr.id, frame) {
+            self.fail_session(now, si, reason);
+            return None;
+        }
+        self.session_index(session)
+    }
+
+    /// The answer to message-transport request `tag` on session `si` (`session`).
+    pub(super) fn session_response(
+        &mut self,
+        now: Instant,
+        si: usize,
+        session: SessionId,
+        tag: u16,
+        bytes: &[u8],
+    ) {
+        self.sessions[si].last_received = now;
+        if let Err(reason) = self.handle_response(now, si, tag, bytes) {
+            self.fail_session(now, si, reason);
+            return;
+        }
+        if let Some(si) = self.session_index(session) {
+            self.maybe_close_retired(si);
+        }
+    }
+
+    /// Request `tag` on message-transport session `si` failed without an answer.
+    pub(super) fn session_request_failed(&mut self, now: Instant, si: usize, tag: u16) {
+        self.sessions[si].last_received = now;
+        let Some(r) = self.sessions[si].inflight.remove(&tag) else {
+            return;
+        };
+        let session = self.sessions[si].id;
+        let upstream = self.sessions[si].upstream;
+        self.forget_place(
+            r,
+            |p| matches!(p, Place::Sent { session: s, id, .. } if *s == session && *id == tag),
+        );
+        self.soft_failure(now, upstream, CloseReason::Protocol);
+        if let Some(q) = self.queries.get_mut(r) {
+            q.tried.push(upstream);
+            q.last_reason = Some(CloseReason::Protocol);
+        }
+        self.place(now, r);
+    }
+
+    /// Message `id` (a stream ID or a request tag) from session `si`: matched to its query, checked
+    /// to repeat its question, then handed on as the query's answer. An error fails the session.
+    fn handle_response(
+        &mut self,
+        now: Instant,
+        si: usize,
+        id: u16,
+        frame: &[u8],
+    ) -> Result<(), CloseReason> {
+        let session = &mut self.sessions[si];
+        let sid = session.id;
+        let upstream = session.upstream;
+        let Some(&r) = session.inflight.get(&id) else {
+            // An answer to a query already answered or timed out; harmless.
+            self.stats.late_answers += 1;
+            return Ok(());
+        };
+        let scan = message::scan(frame).map_err(|_| CloseReason::Protocol)?;
+        // An ID whose slot now holds another query is treated as a hostile answer (it cannot happen:
+        // a query leaves every session's table when it leaves the query table).
+        let Some((q, current)) = self.queries.occupant(r) else {
+            session.inflight.remove(&id);
+            return Ok(());
+        };
+        if !current
+            || !scan.header.is_response()
+            || scan.header.qdcount != 1
+            || !crate::wire::name::eq_ignore_case(
+                frame.get(header::LEN..scan.question_end).unwrap_or(&[]),
+                &q.upstream_msg[header::LEN..q.question_end],
+            )
+        {
+            return Err(CloseReason::Protocol);
+        }
+        session.inflight.remove(&id);
+        session.last_activity = now;
+        let sent_at = q.places.iter().find_map(|p| match *p {
+            Place::Sent {
+                session,
+                id: pid,
+                at,
+            } if session == sid && pid == id => Some(at),
+            _ => None,
+        });
+        self.forget_place(
+            r,
+            |p| matches!(p, Place::Sent { session, id: pid, .. } if *session == sid && *pid == id),
+        );
+        self.record_rtt(now, upstream, sent_at);
+        self.upstream_answer(now, r, upstream, frame, scan);
+        Ok(())
+    }
+
+    pub(super) fn fail_session(&mut self, now: Instant, si: usize, reason: CloseReason) {
+        let id = self.sessions[si].id;
+        self.actions.push_back(Action::Close { session: id });
+        self.drop_session(now, si, reason);
+    }
+
+    /// Removes a session; records the failure against its upstream; places its queries again.
+    pub(super) fn drop_session(&mut self, now: Instant, si: usize, reason: CloseReason) {
+        let s = self.sessions.swap_remove(si);
+        let was_ready = s.state == SessionState::Ready;
+        let stalled = reason == CloseReason::Stalled;
+        self.session_ended(now, s.upstream, was_ready, reason);
+        let mut again: Vec<QueryRef> = s.inflight.into_values().collect();
+        again.extend(s.queued);
+        for r in again {
+            let sid = s.id;
+            if !self.forget_place(r, |p| match *p {
+                Place::Sent { session, .. } | Place::Queued { session } => session == sid,
+                Place::Waiting { .. } => false,
+            }) {
+                continue;
+            }
+            if let Some(q) = self.queries.get_mut(r) {
+                q.last_reason = Some(reason);
+                if stalled && !q.tried.contains(&s.upstream) {
+                    q.tried.push(s.upstream);
+                }
+                if q.deadline <= now {
+                    self.finish_failed(now, r, Some(reason));
+                    continue;
+                }
+                if !q.places.is_empty() {
+                    continue;
+                }
+            }
+            self.stats.retries += 1;
+            self.place(now, r);
+        }
+    }
+
+    pub(super) fn maybe_close_retired(&mut self, si: usize) {
+        if let Some(s) = self.sessions.get(si)
+            && s.retired
+            && s.load() == 0
+        {
+            self.actions.push_back(Action::Close { session: s.id });
+            self.sessions.swap_remove(si);
+        }
+    }
+
+    pub(super) fn close_idle_retired(&mut self) {
+        let mut i = 0;
+        while i < self.sessions.len() {
+            if self.sessions[i].retired && self.sessions[i].load() == 0 {
+                self.actions.push_back(Action::Close {
+                    session: self.sessions[i].id,
+                });
+                self.sessions.swap_remove(i);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// Session timers: connect deadlines, idle sessions, stalled ones.
+    pub(super) fn session_timeouts(&mut self, now: Instant) {
+        let mut i = 0;
+        while i < self.sessions.len() {
+            let s = &self.sessions[i];
+            match s.state {
+                SessionState::Connecting { deadline } if deadline <= now => {
+                    self.actions.push_back(Action::Close { session: s.id });
+                    self.drop_session(now, i, CloseReason::Timeout);
+                    continue;
+                }
+                SessionState::Ready
+                    if s.load() == 0
+                        && now.saturating_since(s.last_activity) >= self.config.idle_timeout =>
+                {
+                    self.actions.push_back(Action::Close { session: s.id });
+                    self.sessions.swap_remove(i);
+                    continue;
+                }
+                SessionState::Ready
+                    if !s.inflight.is_empty()
+                        && now.saturating_since(s.last_received) >= self.config.query_timeout
+                        && now.saturating_since(s.last_activity) >= self.config.query_timeout =>
+                {
+                    // Queries outstanding and not a byte received for a whole query timeout: the
+                    // connection is stalled or half-open (e.g. after a WAN address change).
+                    self.actions.push_back(Action::Close { session: s.id });
+                    self.drop_session(now, i, CloseReason::Stalled);
+                    continue;
+                }
+                _ => {}
+            }
+            i += 1;
+        }
+    }
+
+    /// The earliest session timer.
+    pub(super) fn session_deadline(&self) -> Option<Instant> {
+        let mut t: Option<Instant> = None;
+        let mut consider = |c: Instant| t = Some(t.map_or(c, |x| x.min(c)));
+        for s in &self.sessions {
+            match s.state {
+                SessionState::Connecting { deadline } => consider(deadline),
+                SessionState::Ready if s.load() == 0 => {
+                    consider(s.last_activity + self.config.idle_timeout);
+                }
+                SessionState::Ready if !s.inflight.is_empty() => {
+                    consider(s.last_received.max(s.last_activity) + self.config.query_timeout);
+                }
+                SessionState::Ready => {}
+            }
+        }
+        t
+    }
+}

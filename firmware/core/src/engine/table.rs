@@ -1,0 +1,278 @@
+//! The query table: a slab of queries in flight, each named by a [`QueryRef`] (slot + generation, so a
+//! reference that outlived its query matches nothing), and the heap of their timers.
+
+use alloc::collections::BinaryHeap;
+use alloc::vec::Vec;
+use core::cmp::Reverse;
+
+use super::dns64::Dns64Phase;
+use super::{ClientAddr, CloseReason, Engine, Instant, SessionId, UpstreamId};
+use crate::cache::Key;
+use crate::rng::Rng;
+use crate::wire::rewrite::ClientView;
+
+/// A query in the table: its slot and the generation the slot had when the query took it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) struct QueryRef {
+    slot: usize,
+    generation: u32,
+}
+
+/// What a query's timer does when it fires.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum Timer {
+    /// The query's deadline: it is answered (SERVFAIL at worst).
+    Deadline,
+    /// A placement's attempt timeout: the query is also placed on another upstream.
+    Hedge,
+}
+
+/// Where a query is outstanding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Place {
+    /// Waiting for an upstream to leave backoff.
+    Waiting { upstream: UpstreamId },
+    /// Queued on a session that is still connecting.
+    Queued { session: SessionId },
+    /// Written to a session under `id` at `at`.
+    Sent {
+        session: SessionId,
+        id: u16,
+        at: Instant,
+    },
+}
+
+#[derive(Debug)]
+pub(super) struct Query {
+    pub(super) client: ClientAddr,
+    pub(super) view: ClientView,
+    /// The upstream form (ID patched at send time).
+    pub(super) upstream_msg: Vec<u8>,
+    pub(super) question_end: usize,
+    pub(super) deadline: Instant,
+    /// Placements made so far (bounded by `max_placements`).
+    pub(super) placements: u8,
+    /// Upstreams that timed out or answered SERVFAIL for this query.
+    pub(super) tried: Vec<UpstreamId>,
+    /// Where the query is outstanding now.
+    pub(super) places: Vec<Place>,
+    /// The last SERVFAIL an upstream gave, passed on if nothing better comes.
+    pub(super) servfail: Option<Vec<u8>>,
+    pub(super) last_reason: Option<CloseReason>,
+    pub(super) cache_key: Option<Key>,
+    pub(super) dns64: Dns64Phase,
+}
+
+/// The slab of queries in flight and their timers.
+#[derive(Debug, Default)]
+pub(super) struct QueryTable {
+    /// Each slot with the generation of its current (or last) query.
+    slots: Vec<(u32, Option<Query>)>,
+    free: Vec<usize>,
+    live: usize,
+    timers: BinaryHeap<Reverse<(Instant, QueryRef, Timer)>>,
+    /// The heap size above which [`QueryTable::compact_timers`] runs next (besides the fixed bound).
+    timers_compact_at: usize,
+}
+
+impl QueryTable {
+    /// Queries in the table.
+    #[inline]
+    pub(super) fn len(&self) -> usize {
+        self.live
+    }
+
+    /// Puts a query in a free slot (or a new one) under a new generation.
+    #[inline]
+    pub(super) fn insert(&mut self, q: Query) -> QueryRef {
+        let slot = match self.free.pop() {
+            Some(s) => s,
+            None => {
+                self.slots.push((0, None));
+                self.slots.len() - 1
+            }
+        };
+        let entry = &mut self.slots[slot];
+        entry.0 = entry.0.wrapping_add(1);
+        entry.1 = Some(q);
+        self.live += 1;
+        QueryRef {
+            slot,
+            generation: entry.0,
+        }
+    }
+
+    /// Takes the query out of the table (its places are the caller's business).
+    #[inline]
+    pub(super) fn remove(&mut self, r: QueryRef) -> Option<Query> {
+        let entry = self.slots.get_mut(r.slot)?;
+        if entry.0 != r.generation {
+            return None;
+        }
+        let q = entry.1.take()?;
+        self.free.push(r.slot);
+        self.live -= 1;
+        Some(q)
+    }
+
+    /// The query `r` names, if it is still in the table.
+    #[inline]
+    pub(super) fn get(&self, r: QueryRef) -> Option<&Query> {
+        match self.slots.get(r.slot) {
+            Some((generation, Some(q))) if *generation == r.generation => Some(q),
+            _ => None,
+        }
+    }
+
+    /// [`Self::get`], mutable.
+    #[inline]
+    pub(super) fn get_mut(&mut self, r: QueryRef) -> Option<&mut Query> {
+        match self.slots.get_mut(r.slot) {
+            Some((generation, Some(q))) if *generation == r.generation => Some(q),
+            _ => None,
+        }
+    }
+
+    /// Whatever query occupies `r`'s slot, and whether it is `r`'s (`None` if the slot is empty).
+    #[inline]
+    pub(super) fn occupant(&self, r: QueryRef) -> Option<(&Query, bool)> {
+        match self.slots.get(r.slot) {
+            Some((generation, Some(q))) => Some((q, *generation == r.generation)),
+            _ => None,
+        }
+    }
+
+    /// Whether `r` names a query in the table.
+    #[inline]
+    pub(super) fn contains(&self, r: QueryRef) -> bool {
+        self.get(r).is_some()
+    }
+
+    /// Arms a timer for `r` (timers of queries that are gone are skipped when they fire, and dropped
+    /// by compaction, which keeps the heap near `4 × max_inflight + 16`).
+    #[inline]
+    pub(super) fn push_timer(
+        &mut self,
+        at: Instant,
+        r: QueryRef,
+        kind: Timer,
+        max_inflight: usize,
+    ) {
+        self.timers.push(Reverse((at, r, kind)));
+        self.compact_timers(max_inflight);
+    }
+
+    /// Keeps the lazy-deletion heap bounded: once it holds more than 4 × `max_inflight` + 16 entries,
+    /// and more than twice what the last compaction left, the timers of queries that are gone are
+    /// dropped. Every timer of a live query stays, whatever its kind (its deadline and any pending
+    /// hedge: one per placement). So the heap never stays above the larger of those two bounds, and a
+    /// heap of mostly live timers is not rescanned on every push.
+    fn compact_timers(&mut self, max_inflight: usize) {
+        let bound = (4 * max_inflight + 16).max(self.timers_compact_at);
+        if self.timers.len() <= bound {
+            return;
+        }
+        let slots = &self.slots;
+        self.timers.retain(|&Reverse((_, r, _))| {
+            matches!(slots.get(r.slot), Some((generation, Some(_))) if *generation == r.generation)
+        });
+        self.timers_compact_at = 2 * self.timers.len();
+    }
+
+    /// The earliest armed timer.
+    #[inline]
+    pub(super) fn next_timer(&self) -> Option<Instant> {
+        self.timers.peek().map(|Reverse((at, _, _))| *at)
+    }
+
+    /// Pops the next timer due at `now` whose query is still in the table.
+    #[inline]
+    pub(super) fn pop_due(&mut self, now: Instant) -> Option<(QueryRef, Timer)> {
+        while let Some(&Reverse((at, r, kind))) = self.timers.peek() {
+            if at > now {
+                return None;
+            }
+            self.timers.pop();
+            if self.contains(r) {
+                return Some((r, kind));
+            }
+        }
+        None
+    }
+
+    /// Timers in the heap, live or not.
+    #[cfg(test)]
+    pub(super) fn timers_len(&self) -> usize {
+        self.timers.len()
+    }
+
+    /// The queries in the table.
+    #[cfg(test)]
+    pub(super) fn iter_mut(&mut self) -> impl Iterator<Item = &mut Query> {
+        self.slots.iter_mut().filter_map(|(_, q)| q.as_mut())
+    }
+}
+
+impl<R: Rng> Engine<R> {
+    /// Puts a new query in the table and counts it against its client.
+    pub(super) fn start_query(&mut self, q: Query) -> QueryRef {
+        self.clients.started(q.client.peer().ip());
+        self.queries.insert(q)
+    }
+
+    /// Removes a query from the table and from every place it is outstanding. Its `upstream_msg`
+    /// carries the client's own question again (DNS64 asks upstream for A records in its place), so
+    /// a SERVFAIL or a query-log entry made from it shows what the client asked.
+    pub(super) fn take_query(&mut self, r: QueryRef) -> Option<Query> {
+        self.withdraw_places(r);
+        // Everything is done in place, so the query is moved only once, out of the table.
+        let q = self.queries.get_mut(r)?;
+        super::dns64::restore_question(q);
+        self.clients.finished(q.client.peer().ip());
+        self.queries.remove(r)
+    }
+
+    /// Takes a live query out of every place it is outstanding (it stays in the table).
+    pub(super) fn withdraw_places(&mut self, r: QueryRef) {
+        let Some(q) = self.queries.get_mut(r) else {
+            return;
+        };
+        let places = core::mem::take(&mut q.places);
+        for p in places {
+            match p {
+                Place::Waiting { upstream } => {
+                    if let Some(u) = self.upstreams.iter_mut().find(|u| u.id == upstream) {
+                        u.waiting.retain(|w| w.slot != r.slot);
+                    }
+                }
+                Place::Queued { session } => {
+                    if let Some(s) = self.sessions.iter_mut().find(|s| s.id == session) {
+                        s.queued.retain(|w| w.slot != r.slot);
+                    }
+                }
+                Place::Sent { session, id, .. } => {
+                    if let Some(s) = self.sessions.iter_mut().find(|s| s.id == session) {
+                        s.inflight.remove(&id);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Removes the places matching `f` from a live query; `false` if the query is gone.
+    pub(super) fn forget_place(&mut self, r: QueryRef, f: impl Fn(&Place) -> bool) -> bool {
+        match self.queries.get_mut(r) {
+            Some(q) => {
+                q.places.retain(|p| !f(p));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Arms a timer for `r`.
+    pub(super) fn push_timer(&mut self, at: Instant, r: QueryRef, kind: Timer) {
+        self.queries
+            .push_timer(at, r, kind, self.config.max_inflight);
+    }
+}

@@ -1,0 +1,100 @@
+//! Admission: the in-flight limit, per-client rate and in-flight limits.
+
+use super::*;
+
+#[test]
+fn inflight_limit_answers_overloaded() {
+    let cfg = EngineConfig {
+        max_inflight: 3,
+        ..cfg()
+    };
+    let mut h = Harness::new(cfg, &[U1]);
+    for i in 0..4u16 {
+        h.q(udp(i), &query(i, "a", Some(1232)));
+    }
+    assert_eq!(h.out.len(), 1);
+    let (rc, ede) = rcode_and_ede(&h.out[0].bytes);
+    assert_eq!((rc, ede.unwrap().0), (rcode::SERVFAIL, ede::OTHER));
+    assert_eq!(h.e.inflight(), 3);
+}
+
+#[test]
+fn per_client_rate_and_inflight_limits_keep_others_served() {
+    let limits = ClientLimits {
+        rate_qps: 10,
+        burst: 5,
+        max_inflight: 3,
+        ..ClientLimits::default()
+    };
+    let mut h = Harness::new(
+        EngineConfig {
+            clients: limits,
+            ..cfg()
+        },
+        &[U1],
+    );
+    let flooder = |p: u16| ClientAddr::Udp {
+        listener: 0,
+        peer: core::net::SocketAddr::from(([192, 168, 1, 66], p)),
+    };
+    // Burst of 5 allowed, the rest refused at once; in flight capped at 3.
+    for i in 0..20u16 {
+        h.q(flooder(i), &query(i, "a", Some(1232)));
+    }
+    assert_eq!(h.e.inflight(), 3, "per-client in-flight cap");
+    assert_eq!(h.e.stats().rate_limited, 15);
+    assert_eq!(h.e.stats().client_overloaded, 2);
+    let refused = h
+        .out
+        .iter()
+        .filter(|t| rcode_and_ede(&t.bytes).0 == rcode::REFUSED)
+        .count();
+    assert_eq!(refused, 15);
+    // Another client is served normally.
+    h.q(udp(9), &query(99, "b", None));
+    assert_eq!(h.e.inflight(), 4);
+    // Tokens come back with time: 10 per second.
+    h.advance(1_000);
+    h.out.clear();
+    let before = h.e.stats().rate_limited;
+    for i in 0..8u16 {
+        h.q(flooder(100 + i), &query(100 + i, "c", Some(1232)));
+    }
+    assert!(
+        h.e.stats().rate_limited - before <= 3,
+        "refilled: {}",
+        h.e.stats().rate_limited - before
+    );
+    // Loopback (dnsmasq in front) is exempt by default.
+    let lo = |p: u16| ClientAddr::Udp {
+        listener: 0,
+        peer: core::net::SocketAddr::from(([127, 0, 0, 1], p)),
+    };
+    let limited = h.e.stats().rate_limited;
+    for i in 0..50u16 {
+        h.q(lo(i), &query(i, "d", None));
+    }
+    assert_eq!(h.e.stats().rate_limited, limited);
+}
+
+#[test]
+fn drop_action_sends_nothing() {
+    let limits = ClientLimits {
+        rate_qps: 1,
+        burst: 1,
+        action: RateAction::Drop,
+        ..ClientLimits::default()
+    };
+    let mut h = Harness::new(
+        EngineConfig {
+            clients: limits,
+            ..cfg()
+        },
+        &[U1],
+    );
+    for i in 0..5u16 {
+        h.q(udp(i), &query(i, "a", None));
+    }
+    assert!(h.out.is_empty());
+    assert_eq!(h.e.stats().rate_limited, 4);
+}

@@ -1,0 +1,119 @@
+//! The cache on the query path: hits, stale answers, which SERVFAILs are cached.
+
+use super::*;
+
+#[test]
+fn cache_hits_skip_the_upstream_and_stale_answers_carry_ede3() {
+    let c = EngineConfig {
+        cache: Some(crate::cache::CacheConfig {
+            max_ttl: 60,
+            ..Default::default()
+        }),
+        ..cfg()
+    };
+    let mut h = Harness::new(c, &[U1]);
+    h.q(udp(1), &query(1, "a", Some(1232)));
+    let s = h.connects[0].0;
+    h.connected(s);
+    let f = h.sends[0].1.clone();
+    h.data(s, &answer(&f));
+    h.q(udp(2), &query(2, "A", Some(1232)));
+    assert_eq!(h.sends.len(), 1, "second query answered from the cache");
+    assert_eq!(h.out.len(), 2);
+    assert_eq!(&h.out[1].bytes[..2], &[0, 2]);
+    assert_eq!(h.e.stats().cache_hits, 1);
+    // 61 s later the entry is stale; the upstream is gone: the stale answer comes with EDE 3.
+    h.closed(s, CloseReason::Reset);
+    h.advance(61_000);
+    h.q(udp(3), &query(3, "a", Some(1232)));
+    let pending = h.connects.len();
+    h.closed(h.connects[pending - 1].0, CloseReason::Refused);
+    h.advance(3_000);
+    let last = h.out.last().unwrap();
+    let (rc, ede) = rcode_and_ede(&last.bytes);
+    assert_eq!((rc, ede.unwrap().0), (rcode::NOERROR, ede::STALE_ANSWER));
+    assert_eq!(h.e.stats().stale_answers, 1);
+}
+
+#[test]
+fn a_final_upstream_servfail_is_cached_for_servfail_ttl_but_never_our_own_failures() {
+    let c = EngineConfig {
+        cache: Some(crate::cache::CacheConfig::default()),
+        ..cfg()
+    };
+    assert_eq!(crate::cache::CacheConfig::default().servfail_ttl, 5);
+    let mut h = Harness::new(c, &[U1]);
+    h.q(udp(1), &query(1, "a", Some(1232)));
+    let s = h.connects[0].0;
+    h.connected(s);
+    let f = h.sends[0].1.clone();
+    h.data(s, &servfail_of(&f));
+    assert_eq!(rcode_and_ede(&h.out[0].bytes).0, rcode::SERVFAIL);
+    // The same question within servfail_ttl: from the cache, nothing sent upstream.
+    h.advance(4_000);
+    h.q(udp(2), &query(2, "a", Some(1232)));
+    assert_eq!(h.sends.len(), 1, "answered from the cache");
+    assert_eq!(h.out.len(), 2);
+    assert_eq!(&h.out[1].bytes[..2], &[0, 2]);
+    assert_eq!(rcode_and_ede(&h.out[1].bytes).0, rcode::SERVFAIL);
+    assert_eq!(h.e.stats().cache_hits, 1);
+    // After servfail_ttl the upstream is asked again (and answers this time).
+    h.advance(1_100);
+    h.q(udp(3), &query(3, "a", Some(1232)));
+    assert_eq!(h.sends.len(), 2, "the cached SERVFAIL expired");
+    let f = h.sends[1].1.clone();
+    h.data(s, &answer(&f));
+    assert_eq!(rcode_and_ede(&h.out[2].bytes).0, rcode::NOERROR);
+
+    // Our own time-out is never cached: the next query goes upstream again.
+    h.q(udp(4), &query(4, "t", Some(1232)));
+    assert_eq!(h.sends.len(), 3);
+    h.advance(3_000);
+    let (rc, e) = rcode_and_ede(&h.out.last().unwrap().bytes);
+    assert_eq!(
+        (rc, e.unwrap().0),
+        (rcode::SERVFAIL, ede::NO_REACHABLE_AUTHORITY)
+    );
+    let before = h.sends.len() + h.connects.len();
+    h.q(udp(5), &query(5, "t", Some(1232)));
+    assert!(
+        h.sends.len() + h.connects.len() > before,
+        "not from the cache"
+    );
+    assert_eq!(h.e.stats().cache_hits, 1);
+}
+
+#[test]
+fn an_upstream_servfail_passed_on_after_a_connection_failure_is_not_cached() {
+    let c = EngineConfig {
+        cache: Some(crate::cache::CacheConfig::default()),
+        ..cfg()
+    };
+    let mut h = Harness::new(c, &[U1, U2]);
+    h.q(udp(1), &query(1, "a", None));
+    let s1 = h.connects[0].0;
+    h.connected(s1);
+    let f = h.sends[0].1.clone();
+    h.data(s1, &servfail_of(&f));
+    // The other upstream fails its TLS handshake every time until the query gives up.
+    let mut handled = 1;
+    while h.out.is_empty() && h.connects.len() < 20 {
+        if h.connects.len() > handled {
+            let (s, u) = h.connects[handled];
+            assert_eq!(u, U2);
+            handled += 1;
+            h.closed(s, CloseReason::Tls(TlsFailure::PinMismatch));
+        } else {
+            h.advance(100);
+        }
+    }
+    assert_eq!(h.out.len(), 1);
+    assert_eq!(rcode_and_ede(&h.out[0].bytes).0, rcode::SERVFAIL);
+    let before = h.sends.len() + h.connects.len();
+    h.q(udp(2), &query(2, "a", None));
+    assert!(
+        h.sends.len() + h.connects.len() > before,
+        "not from the cache"
+    );
+    assert_eq!(h.e.stats().cache_hits, 0);
+}

@@ -1,0 +1,206 @@
+//! Forwarding over upstream sessions: IDs, pipelining, framing, message transports, idle and
+//! mismatched sessions.
+
+use super::*;
+
+#[test]
+fn forwards_over_one_session_and_restores_id() {
+    let mut h = Harness::new(cfg(), &[U1]);
+    h.q(udp(1000), &query(0xbeef, "a", Some(4096)));
+    assert_eq!(h.connects.len(), 1);
+    assert!(
+        h.sends.is_empty(),
+        "nothing may be sent before the TLS session is up"
+    );
+    let (s, u) = h.connects[0];
+    assert_eq!(u, U1);
+    h.connected(s);
+    assert_eq!(h.sends.len(), 1);
+    let frame = h.sends[0].1.clone();
+    assert_eq!((frame.len() - 2) % 128, 0, "RFC 8467 padding");
+    let upstream_id = u16::from_be_bytes([frame[2], frame[3]]);
+    assert_ne!(upstream_id, 0xbeef);
+    h.data(s, &answer(&frame));
+    assert_eq!(h.out.len(), 1);
+    let a = &h.out[0];
+    assert_eq!(a.to, udp(1000));
+    assert_eq!(&a.bytes[..2], &[0xbe, 0xef]);
+    assert_eq!(*a.bytes.last().unwrap(), 0, "answer ends with OPT");
+    assert_eq!(h.e.inflight(), 0);
+    assert_eq!(h.e.stats().answered, 1);
+}
+
+#[test]
+fn pipelined_answers_in_any_order_match_their_questions() {
+    let mut h = Harness::new(cfg(), &[U1]);
+    for i in 0..50u16 {
+        let label = alloc::format!("{}", char::from(b'A' + (i % 26) as u8));
+        h.q(udp(2000 + i), &query(i, &label, None));
+    }
+    assert_eq!(h.connects.len(), 1, "one connection carries them all");
+    let s = h.connects[0].0;
+    h.connected(s);
+    assert_eq!(h.sends.len(), 50);
+    let mut ids: Vec<u16> = h
+        .sends
+        .iter()
+        .map(|(_, f)| u16::from_be_bytes([f[2], f[3]]))
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 50, "upstream IDs unique on the session");
+    let frames: Vec<_> = h.sends.iter().rev().map(|(_, f)| answer(f)).collect();
+    // Deliver all answers in one burst, reversed, split at odd boundaries.
+    let stream: Vec<u8> = frames.concat();
+    for chunk in stream.chunks(37) {
+        h.data(s, chunk);
+    }
+    assert_eq!(h.out.len(), 50);
+    for t in &h.out {
+        let ClientAddr::Udp { peer, .. } = t.to else {
+            panic!()
+        };
+        let i = peer.port() - 2000;
+        assert_eq!(u16::from_be_bytes([t.bytes[0], t.bytes[1]]), i);
+        assert_eq!(
+            t.bytes[13],
+            b'A' + (i % 26) as u8,
+            "question is the client's"
+        );
+        let s = scan(&t.bytes).unwrap();
+        assert_eq!(
+            &t.bytes[s.answer_end - 4..s.answer_end],
+            &[10, 0, 0, b'A' + (i % 26) as u8]
+        );
+    }
+}
+
+#[test]
+fn pipeline_bound_opens_more_connections_up_to_the_limit() {
+    let cfg = EngineConfig {
+        pipeline: 4,
+        max_connections: 2,
+        ..cfg()
+    };
+    let mut h = Harness::new(cfg, &[U1]);
+    for i in 0..12u16 {
+        h.q(udp(i), &query(i, "a", None));
+    }
+    assert_eq!(h.connects.len(), 2);
+    for (s, _) in h.connects.clone() {
+        h.connected(s);
+    }
+    assert_eq!(
+        h.sends.len(),
+        12,
+        "over the soft bound the least-loaded session takes the rest"
+    );
+}
+
+#[test]
+fn mismatched_answer_closes_session_and_retries() {
+    let mut h = Harness::new(cfg(), &[U1]);
+    h.q(udp(1), &query(1, "a", None));
+    let s = h.connects[0].0;
+    h.connected(s);
+    let mut bad = answer(&h.sends[0].1);
+    bad[2 + 13] = b'z'; // a different question under the right ID
+    h.data(s, &bad);
+    assert_eq!(h.closes, [s]);
+    assert!(h.out.is_empty(), "a forged answer is never passed on");
+    assert_eq!(h.connects.len(), 2);
+    let s2 = h.connects[1].0;
+    h.connected(s2);
+    let good = answer(&h.sends[1].1);
+    h.data(s2, &good);
+    assert_eq!(rcode_and_ede(&h.out[0].bytes).0, rcode::NOERROR);
+}
+
+#[test]
+fn idle_sessions_close_and_stalled_ones_are_replaced() {
+    let mut h = Harness::new(cfg(), &[U1]);
+    h.q(udp(1), &query(1, "a", None));
+    let s = h.connects[0].0;
+    h.connected(s);
+    h.data(s, &answer(&h.sends[0].1.clone()));
+    h.advance(19_999);
+    assert!(h.closes.is_empty());
+    h.advance(1);
+    assert_eq!(h.closes, [s], "idle timeout");
+    assert_eq!(h.e.sessions(), 0);
+    // Stall: queries outstanding and no bytes for a whole query timeout → session replaced.
+    h.q(udp(2), &query(2, "b", None));
+    let s2 = h.connects[1].0;
+    h.connected(s2);
+    h.advance(2_600);
+    assert!(h.closes.contains(&s2));
+    h.q(udp(3), &query(3, "c", None));
+    // The stalled upstream backs off briefly (it is the only one), then a fresh connection is dialed.
+    assert_eq!(h.connects.len(), 2);
+    h.advance(300);
+    assert_eq!(h.connects.len(), 3, "next query dials a fresh connection");
+}
+
+#[test]
+fn message_transport_uses_id_zero_and_tags() {
+    let specs = [UpstreamSpec {
+        id: U1,
+        transport: Transport::Message,
+    }];
+    let mut e = Engine::new(cfg(), &specs, TestRng::new(3));
+    let now = Instant::from_millis(5);
+    e.handle_query(now, udp(1), &query(0x7777, "a", None));
+    let Some(Action::Connect { session, .. }) = e.poll_action() else {
+        panic!()
+    };
+    e.handle_upstream_connected(now, session);
+    let Some(Action::Request { tag, message, .. }) = e.poll_action() else {
+        panic!()
+    };
+    assert_eq!(&message[..2], &[0, 0], "RFC 8484 §4.1");
+    let mut framed = (message.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&message);
+    let resp = answer(&framed);
+    e.handle_upstream_response(now, session, tag, &resp[2..]);
+    let t = e.poll_transmit().unwrap();
+    assert_eq!(&t.bytes[..2], &[0x77, 0x77]);
+    // A failed request tries again (on the same upstream, the only one) and never answers twice.
+    e.handle_query(now, udp(2), &query(0x8888, "b", None));
+    let Some(Action::Request { tag, .. }) = e.poll_action() else {
+        panic!()
+    };
+    e.handle_upstream_request_failed(now, session, tag);
+    assert!(e.poll_transmit().is_none());
+    let Some(Action::Request {
+        tag: tag2, message, ..
+    }) = e.poll_action()
+    else {
+        panic!()
+    };
+    let mut framed = (message.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&message);
+    e.handle_upstream_response(now, session, tag2, &answer(&framed)[2..]);
+    assert_eq!(&e.poll_transmit().unwrap().bytes[..2], &[0x88, 0x88]);
+    let _ = tag;
+}
+
+#[test]
+fn answers_split_anywhere_or_coalesced_in_one_read_all_arrive() {
+    // handle_upstream_data reads whole answers straight from the bytes when nothing is buffered and
+    // reassembles otherwise; every way of cutting the stream must give the same answers.
+    for chunk in [1, 2, 3, 37, 130, 1000, usize::MAX] {
+        let mut h = Harness::new(cfg(), &[U1]);
+        for i in 0..20u16 {
+            h.q(udp(3000 + i), &query(i, "x", None));
+        }
+        let s = h.connects[0].0;
+        h.connected(s);
+        let stream: Vec<u8> = h.sends.iter().flat_map(|(_, f)| answer(f)).collect();
+        for part in stream.chunks(chunk.min(stream.len())) {
+            h.data(s, part);
+        }
+        assert_eq!(h.out.len(), 20, "chunk {chunk}");
+        assert!(h.closes.is_empty(), "chunk {chunk}");
+        assert_eq!(h.e.inflight(), 0, "chunk {chunk}");
+    }
+}
