@@ -516,7 +516,13 @@ pub fn host_wire(host: &str) -> Option<Vec<u8>> {
     if !hostname || host.parse::<core::net::IpAddr>().is_ok() {
         return None;
     }
-    crate::policy::encode(host).map(Vec::from)
+    let mut buf = [0u8; crate::wire::name::MAX_NAME_LEN];
+    let len = crate::wire::name::encode(host, &mut buf)
+        .ok()
+        .filter(|&len| len > 1)?;
+    let mut wire = buf.get(..len)?.to_vec();
+    wire.make_ascii_lowercase(); // length octets are below b'A'
+    Some(wire)
 }
 
 #[cfg(test)]

@@ -8,12 +8,15 @@
 //! What lanveil does with a message is decided by [`message::scan`], one linear walk that records the
 //! offsets a forwarder needs (question, section ends, the OPT record) while checking every name
 //! (label lengths, compression pointers strictly backwards, 255-octet limit) and every record length.
+//! [`name`] is the one name codec (walk, expand, encode) and [`record`] walks the records of a
+//! scanned message; every other part of lanveil that reads or writes DNS names uses them.
 
 pub mod edns;
 pub mod framing;
 pub mod header;
 pub mod message;
 pub mod name;
+pub mod record;
 pub mod respond;
 pub mod rewrite;
 
