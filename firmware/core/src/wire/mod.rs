@@ -44,9 +44,10 @@ pub enum Error {
     BufferTooSmall,
 }
 
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl Error {
+    /// What went wrong, in words (the [`fmt::Display`] text).
+    pub fn as_str(&self) -> &'static str {
+        match self {
             Self::ShortHeader => "message shorter than a DNS header",
             Self::Truncated => "message truncated",
             Self::BadLabel => "bad label",
@@ -55,7 +56,13 @@ impl fmt::Display for Error {
             Self::BadOpt => "malformed or duplicate OPT record",
             Self::TrailingData => "trailing data after the last record",
             Self::BufferTooSmall => "output buffer too small",
-        })
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
