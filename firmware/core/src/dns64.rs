@@ -262,6 +262,28 @@ mod tests {
     }
 
     #[test]
+    fn names_are_read_under_the_pointer_rules_of_scan() {
+        // `scan` checks owner names only; a CNAME target is read by `name::expand`, which has the
+        // same rule: pointers strictly backwards. A target pointing forward (into the next record)
+        // is malformed, and the original AAAA answer stands.
+        let with_target_pointer = |ptr: u8| {
+            let mut m = vec![0x12, 0x34, 0x81, 0x80, 0, 1, 0, 2, 0, 0, 0, 0];
+            m.extend_from_slice(b"\x03www\x07example\x00\x00\x01\x00\x01");
+            // www CNAME x.<pointer>, then www A 192.0.2.1 at offset 45.
+            m.extend_from_slice(&[0xc0, 12, 0, 5, 0, 1, 0, 0, 0, 60, 0, 4, 1, b'x', 0xc0, ptr]);
+            m.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 30, 0, 4, 192, 0, 2, 1]);
+            m
+        };
+        let good = with_target_pointer(16); // "example" in the question
+        let out = synthesize(&good, &scan(&good).unwrap(), &Nat64Prefix::WELL_KNOWN).unwrap();
+        let m = hickory_proto::op::Message::from_vec(&out).unwrap();
+        assert_eq!(m.answers()[0].data().to_string(), "x.example.");
+        let forward = with_target_pointer(47); // the A record's TYPE: a root label, read forward
+        let s = scan(&forward).unwrap();
+        assert!(synthesize(&forward, &s, &Nat64Prefix::WELL_KNOWN).is_none());
+    }
+
+    #[test]
     fn no_a_record_means_no_synthesis() {
         let mut m = vec![0x12, 0x34, 0x81, 0x80, 0, 1, 0, 0, 0, 0, 0, 0];
         m.extend_from_slice(b"\x03www\x07example\x00\x00\x01\x00\x01");
