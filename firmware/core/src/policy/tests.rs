@@ -108,7 +108,7 @@ fn linear(config: &PolicyConfig, name: &[u8]) -> Option<(Kind, usize)> {
     let n = name::label_starts(name, &mut starts)?;
     let mut best: Option<(Kind, usize, usize)> = None;
     for r in rules(config).unwrap() {
-        let labels = name::label_starts(&r.name, &mut [0u8; 128]).unwrap();
+        let labels = name::label_starts(&r.name, &mut [0u8; name::MAX_LABELS]).unwrap();
         let Some(&at) = n.checked_sub(labels).and_then(|i| starts.get(i)) else {
             continue;
         };
