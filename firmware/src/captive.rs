@@ -361,6 +361,7 @@ async fn lookup(host: &str, dns: &[SocketAddr]) -> Result<Vec<IpAddr>, String> {
     Ok(out)
 }
 
+/// The query for `host` (lower-cased, wire form from `lanveil_core::wire::name`): RD, one question.
 fn query(id: u16, host: &str, qtype: u16) -> Option<Vec<u8>> {
     let name = lanveil_core::captive::host_wire(host)?;
     let mut q = Vec::with_capacity(name.len() + 16);
@@ -372,30 +373,20 @@ fn query(id: u16, host: &str, qtype: u16) -> Option<Vec<u8>> {
     Some(q)
 }
 
-/// The A/AAAA addresses in the answer section.
+/// The A/AAAA addresses in the answer section (`scan` and the core's record iterator: the rules the
+/// engine applies to every answer).
 fn addresses(msg: &[u8], qtype: u16) -> Vec<IpAddr> {
-    use lanveil_core::wire::message;
-    let mut out = Vec::new();
-    let Ok(scan) = message::scan(msg) else {
-        return out;
+    let Ok(scan) = lanveil_core::wire::message::scan(msg) else {
+        return Vec::new();
     };
-    let mut pos = scan.question_end;
-    for _ in 0..scan.header.ancount {
-        let Ok((end, rtype, rdata)) = message::skip_record(msg, pos) else {
-            break;
-        };
-        match (rtype, &msg[rdata..end]) {
-            (1, &[a, b, c, d]) if qtype == 1 => out.push(IpAddr::from([a, b, c, d])),
-            (28, v6) if qtype == 28 => {
-                if let Ok(v6) = <[u8; 16]>::try_from(v6) {
-                    out.push(IpAddr::from(v6));
-                }
-            }
-            _ => {}
-        }
-        pos = end;
-    }
-    out
+    scan.answers(msg)
+        .filter(|r| r.rtype == qtype)
+        .filter_map(|r| match msg.get(r.rdata)? {
+            &[a, b, c, d] if qtype == 1 => Some(IpAddr::from([a, b, c, d])),
+            v6 if qtype == 28 => <[u8; 16]>::try_from(v6).ok().map(IpAddr::from),
+            _ => None,
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -1,10 +1,19 @@
 //! The little DNS the tool needs: build a query (with EDNS and RFC 7830 padding, as lanveil sends),
 //! parse an answer (RCODE, records, EDNS options: RFC 8914 Extended DNS Errors, padding), and plain
 //! UDP/TCP exchanges for the LAN side (`push` verification, `leak-test`).
+//!
+//! Names and messages are read and written with the router's own codec, `lanveil_core::wire`
+//! (`scan`, `name::{encode, expand}`, the record iterator), not with `hickory-proto`. Size is no
+//! reason either way off the router; the reason is that the tool is there to show what the router
+//! does: `probe` must accept and refuse an upstream's answer exactly as the daemon will (same
+//! compression pointer rules, same OPT and EDNS option checks), and hickory-proto, which the tests
+//! use as the independent reference, would give the tool a second set of rules again.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
+
+use lanveil_core::wire::{self, edns, header, message, name};
 
 /// Record types used by the tool.
 pub mod qtype {
@@ -46,26 +55,11 @@ impl std::fmt::Display for DnsError {
 
 impl std::error::Error for DnsError {}
 
-/// Encodes a name in wire form (no compression).
+/// Encodes a name in wire form (no compression, case kept) with `lanveil_core::wire::name::encode`.
 pub fn encode_name(name: &str) -> Result<Vec<u8>, DnsError> {
-    let bad = || DnsError::BadName(name.to_string());
-    let trimmed = name.strip_suffix('.').unwrap_or(name);
-    let mut out = Vec::with_capacity(trimmed.len() + 2);
-    if !trimmed.is_empty() {
-        for label in trimmed.split('.') {
-            let len = u8::try_from(label.len()).map_err(|_| bad())?;
-            if len == 0 || len > 63 {
-                return Err(bad());
-            }
-            out.push(len);
-            out.extend_from_slice(label.as_bytes());
-        }
-    }
-    out.push(0);
-    if out.len() > 255 {
-        return Err(bad());
-    }
-    Ok(out)
+    let mut buf = [0u8; name::MAX_NAME_LEN];
+    let len = name::encode(name, &mut buf).map_err(|_| DnsError::BadName(name.to_string()))?;
+    Ok(buf[..len].to_vec())
 }
 
 /// How to build a query.
@@ -251,123 +245,62 @@ pub fn ede_name(code: u16) -> &'static str {
     }
 }
 
-fn u16_at(m: &[u8], at: usize) -> Result<u16, DnsError> {
-    let b = m.get(at..at + 2).ok_or(DnsError::Malformed("truncated"))?;
-    Ok(u16::from_be_bytes([b[0], b[1]]))
+fn malformed(e: wire::Error) -> DnsError {
+    DnsError::Malformed(e.as_str())
 }
 
-/// Reads a (possibly compressed) name starting at `pos`; returns the text and the position after it.
-pub fn read_name(m: &[u8], mut pos: usize) -> Result<(String, usize), DnsError> {
-    let mut out = String::new();
-    let mut end = None;
-    let mut jumps = 0;
-    loop {
-        let len = *m
-            .get(pos)
-            .ok_or(DnsError::Malformed("name runs off the end"))?;
-        match len {
-            0 => {
-                return Ok((out, end.unwrap_or(pos + 1)));
-            }
-            l if l & 0xc0 == 0xc0 => {
-                let ptr = usize::from(u16_at(m, pos)? & 0x3fff);
-                end.get_or_insert(pos + 2);
-                jumps += 1;
-                if jumps > 64 || ptr >= m.len() {
-                    return Err(DnsError::Malformed("bad compression pointer"));
-                }
-                pos = ptr;
-            }
-            l if l & 0xc0 != 0 => return Err(DnsError::Malformed("unknown label type")),
-            l => {
-                let label = m
-                    .get(pos + 1..pos + 1 + usize::from(l))
-                    .ok_or(DnsError::Malformed("label runs off the end"))?;
-                if !out.is_empty() {
-                    out.push('.');
-                }
-                out.push_str(&String::from_utf8_lossy(label).to_ascii_lowercase());
-                if out.len() > 1024 {
-                    return Err(DnsError::Malformed("name too long"));
-                }
-                pos += 1 + usize::from(l);
-            }
-        }
-    }
+/// Reads the (possibly compressed) name at `pos` as text: lower case, no trailing dot (the root is
+/// `""`), octets outside printable ASCII escaped as `\DDD`.
+pub fn read_name(m: &[u8], pos: usize) -> Result<String, DnsError> {
+    let mut buf = [0u8; name::MAX_NAME_LEN];
+    let (_, len) = name::expand(m, pos, &mut buf).map_err(malformed)?;
+    let mut text = name::to_text(&buf, 0, len).to_ascii_lowercase();
+    text.pop(); // the root's dot
+    Ok(text)
 }
 
-/// Parses an answer message.
+/// Parses an answer message: accepted and refused exactly as lanveil's `scan` accepts and refuses
+/// it, and not a query (QR set).
 pub fn parse_reply(m: &[u8]) -> Result<Reply, DnsError> {
-    if m.len() < 12 {
-        return Err(DnsError::Malformed("shorter than a header"));
-    }
-    let flags = u16_at(m, 2)?;
-    if flags & 0x8000 == 0 {
+    let scan = message::scan(m).map_err(malformed)?;
+    let h = scan.header;
+    if !h.is_response() {
         return Err(DnsError::Malformed("not a response (QR clear)"));
     }
     let mut r = Reply {
-        id: u16_at(m, 0)?,
-        rcode: flags & 0x000f,
-        tc: flags & 0x0200 != 0,
-        ad: flags & 0x0020 != 0,
+        id: h.id,
+        rcode: scan.rcode(),
+        tc: h.tc(),
+        ad: h.flags & 0x0020 != 0,
         size: m.len(),
         ..Reply::default()
     };
-    let counts = [u16_at(m, 4)?, u16_at(m, 6)?, u16_at(m, 8)?, u16_at(m, 10)?];
-    let mut pos = 12;
-    for i in 0..counts[0] {
-        let (name, p) = read_name(m, pos)?;
-        if i == 0 {
-            r.qname = name;
-            r.qtype = u16_at(m, p)?;
-        }
-        pos = p + 4;
+    if let Some(q) = scan.question {
+        r.qname = read_name(m, header::LEN)?;
+        r.qtype = q.qtype;
     }
-    for (section, &count) in counts.iter().enumerate().skip(1) {
-        for _ in 0..count {
-            let (name, p) = read_name(m, pos)?;
-            let rtype = u16_at(m, p)?;
-            let class = u16_at(m, p + 2)?;
-            let ttl_b = m
-                .get(p + 4..p + 8)
-                .ok_or(DnsError::Malformed("truncated"))?;
-            let ttl = u32::from_be_bytes([ttl_b[0], ttl_b[1], ttl_b[2], ttl_b[3]]);
-            let rdlen = usize::from(u16_at(m, p + 8)?);
-            let rdata = m
-                .get(p + 10..p + 10 + rdlen)
-                .ok_or(DnsError::Malformed("record data runs off the end"))?;
-            pos = p + 10 + rdlen;
-            if section == 3 && rtype == qtype::OPT {
-                r.edns = true;
-                r.rcode |= u16::from(ttl_b[0]) << 4;
-                let mut o = rdata;
-                while o.len() >= 4 {
-                    let code = u16::from_be_bytes([o[0], o[1]]);
-                    let len = usize::from(u16::from_be_bytes([o[2], o[3]]));
-                    let data = o
-                        .get(4..4 + len)
-                        .ok_or(DnsError::Malformed("EDNS option runs off the end"))?;
-                    match code {
-                        option::PADDING => r.padding = Some(len),
-                        option::EDE if len >= 2 => {
-                            let info = u16::from_be_bytes([data[0], data[1]]);
-                            let text = String::from_utf8_lossy(&data[2..])
-                                .trim_end_matches('\0')
-                                .to_string();
-                            r.ede.push((info, text));
-                        }
-                        _ => {}
-                    }
-                    o = &o[4 + len..];
+    for rec in scan.answers(m) {
+        r.answers.push(Record {
+            name: read_name(m, rec.owner)?,
+            rtype: rec.rtype,
+            class: rec.class,
+            ttl: rec.ttl,
+            rdata: m[rec.rdata].to_vec(),
+        });
+    }
+    if let Some(opt) = scan.opt {
+        r.edns = true;
+        // `scan` checked that the options exactly fill the RDATA.
+        for (code, data) in edns::options(&m[opt.rdata_start..opt.end]) {
+            match (code, data) {
+                (option::PADDING, _) => r.padding = Some(data.len()),
+                (option::EDE, &[hi, lo, ref text @ ..]) => {
+                    let text = String::from_utf8_lossy(text)
+                        .trim_end_matches('\0')
+                        .to_string();
+                    r.ede.push((u16::from_be_bytes([hi, lo]), text));
                 }
-            } else if section == 1 {
-                r.answers.push(Record {
-                    name,
-                    rtype,
-                    class,
-                    ttl,
-                    rdata: rdata.to_vec(),
-                });
+                _ => {}
             }
         }
     }
@@ -539,5 +472,50 @@ mod tests {
         assert_eq!(r.ede, vec![(22, "abcd".to_string())]);
         assert_eq!(r.padding, Some(3));
         assert!(parse_reply(&m[..20]).is_err());
+    }
+
+    #[test]
+    fn reply_records_and_the_routers_pointer_rules() {
+        let mut m = build_query(
+            "WWW.example.",
+            qtype::A,
+            QueryOpts {
+                id: 9,
+                edns: false,
+                ..QueryOpts::default()
+            },
+        )
+        .unwrap();
+        m[2] |= 0x80;
+        m[7] = 1;
+        // www.example. A 192.0.2.1, owner compressed to the question.
+        m.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 1]);
+        let r = parse_reply(&m).unwrap();
+        assert_eq!(
+            (r.qname.as_str(), r.edns, r.rcode),
+            ("www.example", false, 0)
+        );
+        assert_eq!(r.answers.len(), 1);
+        let a = &r.answers[0];
+        assert_eq!(
+            (a.name.as_str(), a.rtype, a.class, a.ttl),
+            ("www.example", 1, 1, 60)
+        );
+        assert_eq!(a.ip(), Some([192, 0, 2, 1].into()));
+        // The old parser followed any pointer inside the message; the router's rule is strictly
+        // backwards, and so is the tool's now: a forward pointer, a self pointer, a header pointer.
+        let at = m.len() - 16;
+        for target in [at as u8 + 2, at as u8, 2] {
+            let mut bad = m.clone();
+            bad[at + 1] = target;
+            assert_eq!(
+                parse_reply(&bad),
+                Err(DnsError::Malformed("bad compression pointer")),
+                "{target}"
+            );
+        }
+        // A query is not an answer.
+        m[2] &= 0x7f;
+        assert!(parse_reply(&m).is_err());
     }
 }

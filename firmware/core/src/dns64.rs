@@ -4,14 +4,15 @@
 //!
 //! Rules: synthesis happens only when the AAAA answer is NOERROR with no AAAA record (a name with AAAA
 //! records is never synthesized; NXDOMAIN stays NXDOMAIN); CNAMEs of the A answer are kept; names are
-//! written uncompressed; the synthesized record keeps the A record's TTL; a synthesized answer never
-//! claims to be authenticated (AD clear, RFC 6147 §5.5: synthesized records cannot be validated).
+//! written uncompressed (read with [`name::expand`], under the pointer rules `scan` enforces); the
+//! synthesized record keeps the A record's TTL; a synthesized answer never claims to be authenticated
+//! (AD clear, RFC 6147 §5.5: synthesized records cannot be validated).
 
 use alloc::vec::Vec;
 
 use crate::wire::header::{self, Header};
-use crate::wire::message::{Scan, skip_record};
-use crate::wire::{Error, be16};
+use crate::wire::message::Scan;
+use crate::wire::name;
 
 /// TYPE A.
 pub const TYPE_A: u16 = 1;
@@ -66,52 +67,18 @@ impl Nat64Prefix {
     }
 }
 
-/// Appends the uncompressed form of the name at `start` in `msg` to `out`.
-pub fn expand_name(msg: &[u8], start: usize, out: &mut Vec<u8>) -> Result<(), Error> {
-    let mut pos = start;
-    let mut hops = 0;
-    let mut total = 0usize;
-    loop {
-        let len = *msg.get(pos).ok_or(Error::Truncated)?;
-        match len & 0xc0 {
-            0x00 => {
-                let l = usize::from(len);
-                total += l + 1;
-                if total > crate::wire::name::MAX_NAME_LEN {
-                    return Err(Error::NameTooLong);
-                }
-                out.extend_from_slice(msg.get(pos..pos + 1 + l).ok_or(Error::Truncated)?);
-                if l == 0 {
-                    return Ok(());
-                }
-                pos += 1 + l;
-            }
-            0xc0 => {
-                hops += 1;
-                if hops > 127 {
-                    return Err(Error::BadPointer);
-                }
-                let lo = *msg.get(pos + 1).ok_or(Error::Truncated)?;
-                pos = (usize::from(len & 0x3f) << 8) | usize::from(lo);
-            }
-            _ => return Err(Error::BadLabel),
-        }
-    }
+/// Appends the uncompressed form of the name at `start` in `msg` to `out` (the rules of
+/// [`name::expand`]) and returns its length.
+fn put_name(msg: &[u8], start: usize, out: &mut Vec<u8>) -> Option<usize> {
+    let mut buf = [0u8; name::MAX_NAME_LEN];
+    let (_, len) = name::expand(msg, start, &mut buf).ok()?;
+    out.extend_from_slice(buf.get(..len)?);
+    Some(len)
 }
 
 /// Does the answer section hold a record of `rtype`?
 pub fn has_answer_of_type(msg: &[u8], scan: &Scan, rtype: u16) -> bool {
-    let mut pos = scan.question_end;
-    for _ in 0..scan.header.ancount {
-        let Ok((end, t, _)) = skip_record(msg, pos) else {
-            return false;
-        };
-        if t == rtype {
-            return true;
-        }
-        pos = end;
-    }
-    false
+    scan.answers(msg).any(|r| r.rtype == rtype)
 }
 
 /// Builds the synthesized AAAA answer from an A answer `a` (its question is the AAAA question except
@@ -124,36 +91,32 @@ pub fn synthesize(a: &[u8], scan: &Scan, prefix: &Nat64Prefix) -> Option<Vec<u8>
     out[qt..qt + 2].copy_from_slice(&TYPE_AAAA.to_be_bytes());
     let mut count = 0u16;
     let mut synthesized = 0u16;
-    let mut pos = scan.question_end;
-    for _ in 0..scan.header.ancount {
-        let (end, rtype, rdata) = skip_record(a, pos).ok()?;
-        let name_end = rdata - 10;
-        let class = be16(a, name_end + 2).ok()?;
-        let ttl = a.get(name_end + 4..name_end + 8)?;
-        match (rtype, class) {
-            (TYPE_A, CLASS_IN) if end - rdata == 4 => {
-                expand_name(a, pos, &mut out).ok()?;
+    for r in scan.answers(a) {
+        match (r.rtype, r.class) {
+            (TYPE_A, CLASS_IN) if r.rdata.len() == 4 => {
+                put_name(a, r.owner, &mut out)?;
                 out.extend_from_slice(&TYPE_AAAA.to_be_bytes());
                 out.extend_from_slice(&CLASS_IN.to_be_bytes());
-                out.extend_from_slice(ttl);
+                out.extend_from_slice(&r.ttl.to_be_bytes());
                 out.extend_from_slice(&16u16.to_be_bytes());
-                let v4: [u8; 4] = a.get(rdata..end)?.try_into().ok()?;
+                let v4: [u8; 4] = a.get(r.rdata)?.try_into().ok()?;
                 out.extend_from_slice(&prefix.embed(v4));
                 count += 1;
                 synthesized += 1;
             }
-            (TYPE_CNAME, _) => {
-                expand_name(a, pos, &mut out).ok()?;
-                out.extend_from_slice(&a[name_end..name_end + 8]);
-                let mut target = Vec::new();
-                expand_name(a, rdata, &mut target).ok()?;
-                out.extend_from_slice(&(target.len() as u16).to_be_bytes());
-                out.extend_from_slice(&target);
+            (TYPE_CNAME, class) => {
+                put_name(a, r.owner, &mut out)?;
+                out.extend_from_slice(&TYPE_CNAME.to_be_bytes());
+                out.extend_from_slice(&class.to_be_bytes());
+                out.extend_from_slice(&r.ttl.to_be_bytes());
+                let rdlen_at = out.len();
+                out.extend_from_slice(&[0, 0]);
+                let len = put_name(a, r.rdata.start, &mut out)?;
+                out[rdlen_at..rdlen_at + 2].copy_from_slice(&(len as u16).to_be_bytes());
                 count += 1;
             }
             _ => {}
         }
-        pos = end;
     }
     if synthesized == 0 {
         return None;
@@ -296,6 +259,28 @@ mod tests {
         assert!(!m.authentic_data(), "AD copied into a synthesized answer");
         assert!(m.recursion_available(), "the other flags are kept");
         assert_eq!(m.id(), 0x1234);
+    }
+
+    #[test]
+    fn names_are_read_under_the_pointer_rules_of_scan() {
+        // `scan` checks owner names only; a CNAME target is read by `name::expand`, which has the
+        // same rule: pointers strictly backwards. A target pointing forward (into the next record)
+        // is malformed, and the original AAAA answer stands.
+        let with_target_pointer = |ptr: u8| {
+            let mut m = vec![0x12, 0x34, 0x81, 0x80, 0, 1, 0, 2, 0, 0, 0, 0];
+            m.extend_from_slice(b"\x03www\x07example\x00\x00\x01\x00\x01");
+            // www CNAME x.<pointer>, then www A 192.0.2.1 at offset 45.
+            m.extend_from_slice(&[0xc0, 12, 0, 5, 0, 1, 0, 0, 0, 60, 0, 4, 1, b'x', 0xc0, ptr]);
+            m.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 30, 0, 4, 192, 0, 2, 1]);
+            m
+        };
+        let good = with_target_pointer(16); // "example" in the question
+        let out = synthesize(&good, &scan(&good).unwrap(), &Nat64Prefix::WELL_KNOWN).unwrap();
+        let m = hickory_proto::op::Message::from_vec(&out).unwrap();
+        assert_eq!(m.answers()[0].data().to_string(), "x.example.");
+        let forward = with_target_pointer(47); // the A record's TYPE: a root label, read forward
+        let s = scan(&forward).unwrap();
+        assert!(synthesize(&forward, &s, &Nat64Prefix::WELL_KNOWN).is_none());
     }
 
     #[test]

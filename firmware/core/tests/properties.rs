@@ -1,11 +1,18 @@
-//! Property tests of the wire rewrites: generated well-formed queries and answers go through
-//! `forward_query` / `to_client`, and what comes out is parsed again, by `scan` and by hickory-proto,
-//! and compared with what went in (question, answer records, padding, truncation).
+//! Property tests of the wire codec against hickory-proto: generated well-formed queries and answers
+//! go through `forward_query` / `to_client`, and what comes out is parsed again, by `scan` and by
+//! hickory-proto, and compared with what went in (question, answer records, padding, truncation);
+//! `name::encode` writes what hickory writes; `name::expand` and the record iterator read back what
+//! hickory wrote, compression pointers included, and `expand` agrees with `skip` on any bytes.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use hickory_proto::op::Message;
+use hickory_proto::op::{Edns, Message, Query};
+use hickory_proto::rr::rdata::{A, AAAA, CNAME, TXT};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable};
 use lanveil_core::wire::edns::{self, Ede};
 use lanveil_core::wire::message::scan;
+use lanveil_core::wire::name::{self, MAX_NAME_LEN};
+use lanveil_core::wire::record::Section;
 use lanveil_core::wire::rewrite::{ClientView, QUERY_OVERHEAD, forward_query, to_client};
 use lanveil_core::wire::{EDNS_UDP_SIZE, TYPE_OPT, header};
 use proptest::prelude::*;
@@ -255,5 +262,214 @@ proptest! {
             prop_assert_eq!(f.rcode(), s.rcode());
         }
         prop_assert!(f.opt.is_none_or(|o| out[o.start + 1..o.start + 3] == TYPE_OPT.to_be_bytes()));
+    }
+}
+
+/// Dotted text of 1–9 labels, mostly valid, sometimes with an empty or a 64-octet label, or of 3–5
+/// long labels around the 255-octet limit; one trailing dot or none.
+fn dotted() -> impl Strategy<Value = String> {
+    let label = prop_oneof![
+        20 => "[A-Za-z0-9_-]{1,20}",
+        1 => Just(String::new()),
+        1 => "[a-z]{64}",
+    ];
+    let labels = prop_oneof![
+        3 => prop::collection::vec(label, 1..=9),
+        2 => prop::collection::vec("[a-z]{50,63}", 3..=5),
+    ];
+    (labels, any::<bool>()).prop_map(|(labels, dot)| {
+        let mut s = labels.join(".");
+        if dot {
+            s.push('.');
+        }
+        s
+    })
+}
+
+/// Bytes after a 12-octet header: a run of names, each some labels and then a root label or a
+/// compression pointer (mostly to the start of an earlier name or label, sometimes anywhere), with
+/// now and then one octet flipped. Returns the bytes and the offsets where names start.
+fn name_run() -> impl Strategy<Value = (Vec<u8>, Vec<usize>)> {
+    let label = prop::collection::vec(b'a'..=b'z', 0..8);
+    let name = (
+        prop::collection::vec(label, 0..4),
+        prop::option::of((any::<bool>(), any::<u16>())),
+    );
+    (
+        prop::collection::vec(name, 1..8),
+        prop::option::of((any::<usize>(), any::<u8>())),
+    )
+        .prop_map(|(names, flip)| {
+            let mut m = vec![0u8; 12];
+            let (mut starts, mut targets) = (Vec::new(), Vec::new());
+            for (labels, end) in names {
+                starts.push(m.len());
+                let mut here = Vec::new();
+                for l in labels.iter().filter(|l| !l.is_empty()) {
+                    here.push(m.len());
+                    m.push(l.len() as u8);
+                    m.extend_from_slice(l);
+                }
+                match end {
+                    Some((true, pick)) if !targets.is_empty() => {
+                        let t: usize = targets[usize::from(pick) % targets.len()];
+                        m.extend_from_slice(&(0xc000 | t as u16).to_be_bytes());
+                    }
+                    Some((_, any)) => m.extend_from_slice(&(0xc000 | (any % 200)).to_be_bytes()),
+                    None => m.push(0),
+                }
+                targets.extend(here);
+                targets.push(*starts.last().unwrap());
+            }
+            if let Some((at, b)) = flip {
+                let at = 12 + at % (m.len() - 12);
+                m[at] = b;
+            }
+            (m, starts)
+        })
+}
+
+/// A name from a few fixed suffixes, so that hickory compresses owners and CNAME targets.
+fn pooled_name() -> impl Strategy<Value = Name> {
+    let tail = prop_oneof![
+        Just("example.com."),
+        Just("cdn.Example.com."),
+        Just("example.net."),
+        Just("."),
+    ];
+    (prop::option::of("[a-zA-Z0-9][a-zA-Z0-9-]{0,11}"), tail).prop_map(|(head, tail)| {
+        let text = match (head, tail) {
+            (Some(h), ".") => format!("{h}."),
+            (Some(h), t) => format!("{h}.{t}"),
+            (None, t) => t.to_string(),
+        };
+        Name::from_ascii(text).unwrap()
+    })
+}
+
+fn hickory_record() -> impl Strategy<Value = Record> {
+    let data = prop_oneof![
+        any::<[u8; 4]>().prop_map(|a| RData::A(A::from(std::net::Ipv4Addr::from(a)))),
+        any::<[u8; 16]>().prop_map(|a| RData::AAAA(AAAA::from(std::net::Ipv6Addr::from(a)))),
+        pooled_name().prop_map(|n| RData::CNAME(CNAME(n))),
+        prop::collection::vec("[ -~]{0,30}", 1..3).prop_map(|t| RData::TXT(TXT::new(t))),
+    ];
+    (pooled_name(), 0u32..=0x7fff_ffff, data)
+        .prop_map(|(owner, ttl, data)| Record::from_rdata(owner, ttl, data))
+}
+
+/// A message hickory writes: one question, records in all three sections, EDNS or not.
+fn hickory_message() -> impl Strategy<Value = Message> {
+    (
+        any::<u16>(),
+        pooled_name(),
+        prop::collection::vec(hickory_record(), 0..6),
+        prop::collection::vec(hickory_record(), 0..3),
+        prop::collection::vec(hickory_record(), 0..3),
+        any::<bool>(),
+    )
+        .prop_map(|(id, qname, an, ns, ar, edns)| {
+            let mut m = Message::new();
+            m.set_id(id);
+            m.add_query(Query::query(qname, RecordType::A));
+            m.add_answers(an);
+            m.add_name_servers(ns);
+            m.add_additionals(ar);
+            if edns {
+                m.set_edns(Edns::new());
+            }
+            m
+        })
+}
+
+fn expanded(msg: &[u8], at: usize) -> Vec<u8> {
+    let mut buf = [0u8; MAX_NAME_LEN];
+    let (end, len) = name::expand(msg, at, &mut buf).unwrap();
+    assert_eq!(
+        name::skip(msg, at),
+        Ok(end),
+        "expand and skip end the name at the same place"
+    );
+    buf[..len].to_vec()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// `name::encode` accepts the labels hickory accepts as raw labels (lanveil's text has no
+    /// escapes and no host-name syntax rules) and writes the same bytes, case kept.
+    #[test]
+    fn encode_agrees_with_hickory(text in dotted()) {
+        let mut buf = [0u8; MAX_NAME_LEN];
+        let ours = name::encode(&text, &mut buf).map(|len| buf[..len].to_vec());
+        let labels = text.strip_suffix('.').unwrap_or(&text);
+        let theirs = if labels.is_empty() {
+            Name::root().to_bytes()
+        } else {
+            Name::from_labels(labels.split('.').map(str::as_bytes)).and_then(|n| n.to_bytes())
+        };
+        match (&ours, &theirs) {
+            (Ok(o), Ok(t)) => prop_assert_eq!(o, t),
+            (Err(_), Err(_)) => {}
+            _ => prop_assert!(false, "{:?}: ours {:?}, hickory {:?}", text, ours, theirs),
+        }
+    }
+
+    /// Over what hickory writes (with its name compression), the record iterator yields every record
+    /// with hickory's section, TYPE, CLASS and TTL, and `expand` gives hickory's owner names and
+    /// CNAME targets.
+    #[test]
+    fn records_and_expand_read_what_hickory_writes(m in hickory_message()) {
+        let wire = m.to_vec().unwrap();
+        let s = scan(&wire).unwrap();
+        let ours: Vec<_> = s.records(&wire).collect();
+        let theirs: Vec<(Section, &Record)> = m
+            .answers()
+            .iter()
+            .map(|r| (Section::Answer, r))
+            .chain(m.name_servers().iter().map(|r| (Section::Authority, r)))
+            .chain(m.additionals().iter().map(|r| (Section::Additional, r)))
+            .collect();
+        prop_assert_eq!(ours.len(), theirs.len() + usize::from(m.extensions().is_some()));
+        prop_assert_eq!(s.answers(&wire).count(), m.answers().len());
+        prop_assert_eq!(ours.last().map_or(s.question_end, |r| r.rdata.end), s.end);
+        for (o, (section, t)) in ours.iter().zip(&theirs) {
+            prop_assert_eq!(o.section, *section);
+            prop_assert_eq!(expanded(&wire, o.owner), t.name().to_bytes().unwrap());
+            prop_assert_eq!(o.rtype, u16::from(t.record_type()));
+            prop_assert_eq!(o.class, u16::from(t.dns_class()));
+            prop_assert_eq!(o.ttl, t.ttl());
+            match t.data() {
+                RData::CNAME(target) => {
+                    prop_assert_eq!(expanded(&wire, o.rdata.start), target.0.to_bytes().unwrap());
+                }
+                data => prop_assert_eq!(&wire[o.rdata.clone()], &data.to_bytes().unwrap()[..]),
+            }
+        }
+        if let Some(opt) = ours.get(theirs.len()) {
+            prop_assert_eq!((opt.section, opt.rtype), (Section::Additional, 41));
+            prop_assert_eq!(Some(opt.owner), s.opt.map(|o| o.start));
+        }
+        let q = s.question.unwrap();
+        prop_assert_eq!(expanded(&wire, 12), m.queries()[0].name().to_bytes().unwrap());
+        prop_assert_eq!(name::skip(&wire, 12), Ok(q.name_end));
+    }
+
+    /// On any bytes, at any offset: `expand` fails exactly where `skip` fails, and when it succeeds
+    /// hickory reads the same name there (its pointer rule is looser than lanveil's, never stricter).
+    #[test]
+    fn expand_agrees_with_skip_and_hickory_on_any_bytes((bytes, starts) in name_run(), at in 12usize..80) {
+        for at in starts.into_iter().chain([at]) {
+            let mut buf = [0u8; MAX_NAME_LEN];
+            let ours = name::expand(&bytes, at, &mut buf);
+            prop_assert_eq!(ours.map(|(end, _)| end), name::skip(&bytes, at));
+            if let Ok((end, len)) = ours {
+                let mut d = BinDecoder::new(&bytes);
+                d.read_slice(at).unwrap();
+                let theirs = Name::read(&mut d).unwrap();
+                prop_assert_eq!(&buf[..len], &theirs.to_bytes().unwrap()[..]);
+                prop_assert_eq!(d.index(), end);
+            }
+        }
     }
 }

@@ -220,8 +220,16 @@ fn main() {
     let big = answer(&long_q, 0, &big, Some(&[0, 15, 0, 4, 0, 6, b'h', b'i']));
     let answers = [&a, &aaaa, &cname, &txt, &servfail, &nx, &big];
 
+    let long_text = format!("{}.example.", ["x"; 60].concat());
+    for (i, text) in ["www.Example.com.", "a..b", ".", &long_text]
+        .iter()
+        .enumerate()
+    {
+        write("dns_names", &format!("text-{i:02}"), text.as_bytes());
+    }
     for (i, m) in queries.iter().chain(answers.iter()).enumerate() {
         write("dns_scan", &format!("msg-{i:02}"), m);
+        write("dns_names", &format!("msg-{i:02}"), m);
         write(
             "rewrite_query",
             &format!("q-{i:02}"),

@@ -4,7 +4,7 @@
 
 use lanveil_core::wire::header::{self, Header};
 use lanveil_core::wire::message::{Scan, scan, skip_record};
-use lanveil_core::wire::{TYPE_OPT, edns, name};
+use lanveil_core::wire::{TYPE_OPT, edns, name, record};
 
 /// A big-endian u16 at `at` (panics if out of range: callers only read validated offsets).
 pub fn be16(b: &[u8], at: usize) -> u16 {
@@ -58,6 +58,27 @@ pub fn records(msg: &[u8], s: &Scan) -> Vec<Rec> {
         pos = end;
     }
     assert_eq!(pos, s.end, "record walk ends where scan ends");
+    // The core's record iterator yields the same records, in the same sections.
+    let theirs: Vec<record::Record> = s.records(msg).collect();
+    assert_eq!(
+        theirs.len(),
+        out.len(),
+        "record iterator yields every record"
+    );
+    for (i, (r, t)) in out.iter().zip(&theirs).enumerate() {
+        let section = if i < usize::from(h.ancount) {
+            record::Section::Answer
+        } else if i < usize::from(h.ancount) + usize::from(h.nscount) {
+            record::Section::Authority
+        } else {
+            record::Section::Additional
+        };
+        assert_eq!(
+            (t.section, t.owner, t.rtype, t.class, t.ttl, t.rdata.clone()),
+            (section, r.start, r.rtype, r.class, r.ttl, r.rdata..r.end)
+        );
+    }
+    assert_eq!(s.answers(msg).count(), usize::from(h.ancount));
     out
 }
 

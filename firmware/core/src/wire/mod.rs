@@ -8,12 +8,15 @@
 //! What lanveil does with a message is decided by [`message::scan`], one linear walk that records the
 //! offsets a forwarder needs (question, section ends, the OPT record) while checking every name
 //! (label lengths, compression pointers strictly backwards, 255-octet limit) and every record length.
+//! [`name`] is the one name codec (walk, expand, encode) and [`record`] walks the records of a
+//! scanned message; every other part of lanveil that reads or writes DNS names uses them.
 
 pub mod edns;
 pub mod framing;
 pub mod header;
 pub mod message;
 pub mod name;
+pub mod record;
 pub mod respond;
 pub mod rewrite;
 
@@ -41,9 +44,10 @@ pub enum Error {
     BufferTooSmall,
 }
 
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl Error {
+    /// What went wrong, in words (the [`fmt::Display`] text).
+    pub fn as_str(&self) -> &'static str {
+        match self {
             Self::ShortHeader => "message shorter than a DNS header",
             Self::Truncated => "message truncated",
             Self::BadLabel => "bad label",
@@ -52,7 +56,13 @@ impl fmt::Display for Error {
             Self::BadOpt => "malformed or duplicate OPT record",
             Self::TrailingData => "trailing data after the last record",
             Self::BufferTooSmall => "output buffer too small",
-        })
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

@@ -1,19 +1,32 @@
-//! Domain names on the wire (RFC 1035 §3.1, §4.1.4): walking, never decompressing into a buffer.
+//! Domain names on the wire (RFC 1035 §3.1, §4.1.4): the one name codec of lanveil.
 //!
-//! Rules enforced: labels are 0–63 octets (types 01/10 are rejected), compression pointers point
-//! strictly backwards and never into the header (which also rules out loops), at most 127 hops, and the
-//! uncompressed name is at most 255 octets (RFC 9267 lists what goes wrong otherwise).
+//! [`skip`] walks a name in place, [`expand`] copies it out uncompressed, [`encode`] turns dotted
+//! text into wire form and [`label_starts`] splits an uncompressed name into labels. Every walk of a
+//! possibly compressed name goes through one function, so all of them enforce the same rules: labels
+//! are 0–63 octets (types 01/10 are rejected), compression pointers point strictly backwards and
+//! never into the header (which also rules out loops), at most 127 hops, labels reached through a
+//! pointer lie entirely before that pointer, and the uncompressed name is at most 255 octets
+//! (RFC 9267 lists what goes wrong otherwise).
 
-use super::Error;
-use super::header;
+use super::{Error, Writer, header};
 
 /// Longest name, in octets, including length bytes and the root label.
 pub const MAX_NAME_LEN: usize = 255;
+/// Most labels a name can have (127 one-octet labels and the root fit in 255 octets).
+pub const MAX_LABELS: usize = 128;
+/// Longest label, in octets, without its length octet.
+pub const MAX_LABEL_LEN: usize = 63;
 const MAX_HOPS: usize = 127;
 
-/// Walks the name starting at `start` and returns the offset just past it *in place* (after the
-/// terminating root label or after the first compression pointer).
-pub fn skip(msg: &[u8], start: usize) -> Result<usize, Error> {
+/// The one walk over a possibly compressed name at `start`: calls `label` with each label in order,
+/// length octet included, the root label (`[0]`) last, and returns the offset just past the name
+/// *in place* (after the terminating root label or after the first compression pointer).
+#[inline(always)]
+fn walk(
+    msg: &[u8],
+    start: usize,
+    mut label: impl FnMut(&[u8]) -> Result<(), Error>,
+) -> Result<usize, Error> {
     let mut pos = start;
     let mut end_in_place: Option<usize> = None;
     let mut total = 0usize;
@@ -36,6 +49,7 @@ pub fn skip(msg: &[u8], start: usize) -> Result<usize, Error> {
                     return Err(Error::NameTooLong);
                 }
                 if len == 0 {
+                    label(&[0])?;
                     return Ok(end_in_place.unwrap_or(pos + 1));
                 }
                 if pos + 1 + len > msg.len() {
@@ -44,6 +58,7 @@ pub fn skip(msg: &[u8], start: usize) -> Result<usize, Error> {
                 if end_in_place.is_some() && pos + 1 + len >= bound {
                     return Err(Error::BadPointer);
                 }
+                label(&msg[pos..pos + 1 + len])?;
                 pos += 1 + len;
             }
             0xc0 => {
@@ -62,6 +77,70 @@ pub fn skip(msg: &[u8], start: usize) -> Result<usize, Error> {
             }
             _ => return Err(Error::BadLabel),
         }
+    }
+}
+
+/// Walks the name starting at `start` and returns the offset just past it *in place* (after the
+/// terminating root label or after the first compression pointer).
+pub fn skip(msg: &[u8], start: usize) -> Result<usize, Error> {
+    walk(msg, start, |_| Ok(()))
+}
+
+/// Copies the (possibly compressed) name at `start` into `out` in uncompressed wire form, case kept,
+/// under the rules of [`skip`]. Returns `(end, len)`: the offset just past the name in place (what
+/// [`skip`] returns) and the length written to `out` (at most [`MAX_NAME_LEN`], so an `out` of that
+/// size always suffices; a smaller one may give [`Error::BufferTooSmall`]).
+pub fn expand(msg: &[u8], start: usize, out: &mut [u8]) -> Result<(usize, usize), Error> {
+    let mut w = Writer::new(out);
+    let end = walk(msg, start, |label| w.put(label))?;
+    Ok((end, w.len()))
+}
+
+/// Encodes a dotted name into `out` in uncompressed wire form, case kept, and returns its length.
+/// One trailing dot is allowed; `""` and `"."` are the root. There are no escapes: every dot ends a
+/// label. Fails with [`Error::BadLabel`] for an empty label or one over 63 octets,
+/// [`Error::NameTooLong`] over 255 octets, [`Error::BufferTooSmall`] if `out` is too small.
+pub fn encode(dotted: &str, out: &mut [u8]) -> Result<usize, Error> {
+    let dotted = dotted.strip_suffix('.').unwrap_or(dotted);
+    if dotted.is_empty() {
+        Writer::new(out).put(&[0])?;
+        return Ok(1);
+    }
+    if dotted
+        .split('.')
+        .any(|l| l.is_empty() || l.len() > MAX_LABEL_LEN)
+    {
+        return Err(Error::BadLabel);
+    }
+    // Each label gains a length octet in place of its dot, and the root label ends the name.
+    if dotted.len() + 2 > MAX_NAME_LEN {
+        return Err(Error::NameTooLong);
+    }
+    let mut w = Writer::new(out);
+    for label in dotted.split('.') {
+        w.put(&[label.len() as u8])?;
+        w.put(label.as_bytes())?;
+    }
+    w.put(&[0])?;
+    Ok(w.len())
+}
+
+/// Records the start offset of each label of the uncompressed wire name `name` (which must end
+/// exactly with its root label) and returns the number of labels, root excluded; `None` if `name`
+/// is not such a name (a pointer, a reserved label type, trailing or missing bytes).
+pub fn label_starts(name: &[u8], starts: &mut [u8; MAX_LABELS]) -> Option<usize> {
+    let (mut pos, mut n) = (0usize, 0usize);
+    loop {
+        let len = usize::from(*name.get(pos)?);
+        if len == 0 {
+            return (pos + 1 == name.len()).then_some(n);
+        }
+        if len > MAX_LABEL_LEN {
+            return None;
+        }
+        *starts.get_mut(n)? = u8::try_from(pos).ok()?;
+        n += 1;
+        pos += 1 + len;
     }
 }
 
@@ -160,6 +239,64 @@ mod tests {
             chunk[0] = 63;
         }
         assert_eq!(skip(&long, 0), Err(Error::NameTooLong));
+    }
+
+    #[test]
+    fn expand_follows_pointers_under_the_rules_of_skip() {
+        let mut m = msg_with(b"\x07Example\x03com\x00\x03www\xc0\x0c");
+        m[0] = 0;
+        let mut out = [0u8; MAX_NAME_LEN];
+        assert_eq!(expand(&m, 25, &mut out), Ok((31, 17)));
+        assert_eq!(&out[..17], b"\x03www\x07Example\x03com\x00");
+        assert_eq!(expand(&m, 12, &mut out), Ok((25, 13)));
+        assert_eq!(expand(&m, 25, &mut out[..16]), Err(Error::BufferTooSmall));
+        // Every name skip rejects, expand rejects the same way.
+        for (m, at) in [
+            (msg_with(b"\xc0\x0c"), 12),
+            (msg_with(b"\xc0\x20"), 12),
+            (msg_with(b"\x01a\x00\xc0\x02"), 15),
+            (msg_with(b"\x01a\xc0\x11\x00\xc0\x0c"), 17),
+            (msg_with(b"\x41abc"), 12),
+        ] {
+            assert_eq!(expand(&m, at, &mut out).map(|r| r.0), skip(&m, at));
+            assert!(skip(&m, at).is_err());
+        }
+    }
+
+    #[test]
+    fn encode_dotted_names() {
+        let mut out = [0u8; MAX_NAME_LEN];
+        assert_eq!(encode("www.Example.com.", &mut out), Ok(17));
+        assert_eq!(&out[..17], b"\x03www\x07Example\x03com\x00");
+        assert_eq!(encode("www.example.com", &mut out), Ok(17));
+        assert_eq!(encode("", &mut out), Ok(1));
+        assert_eq!(encode(".", &mut out), Ok(1));
+        assert_eq!(out[0], 0);
+        for bad in ["a..b", "..", ".a", "a.b.."] {
+            assert_eq!(encode(bad, &mut out), Err(Error::BadLabel), "{bad:?}");
+        }
+        let long = "x".repeat(64);
+        assert_eq!(encode(&long, &mut out), Err(Error::BadLabel));
+        assert_eq!(encode(&long[1..], &mut out), Ok(65));
+        // 127 one-octet labels: 255 octets, the longest name; one more label is too long.
+        let max = "a.".repeat(127);
+        assert_eq!(encode(&max, &mut out), Ok(255));
+        assert_eq!(encode(&(max + "a"), &mut out), Err(Error::NameTooLong));
+        assert_eq!(encode("a.b", &mut out[..4]), Err(Error::BufferTooSmall));
+    }
+
+    #[test]
+    fn label_starts_of_uncompressed_names() {
+        let mut starts = [0u8; MAX_LABELS];
+        assert_eq!(
+            label_starts(b"\x03www\x07example\x00", &mut starts),
+            Some(2)
+        );
+        assert_eq!(&starts[..2], &[0, 4]);
+        assert_eq!(label_starts(b"\x00", &mut starts), Some(0));
+        assert_eq!(label_starts(b"\x03www\x00\x00", &mut starts), None);
+        assert_eq!(label_starts(b"\x03www", &mut starts), None);
+        assert_eq!(label_starts(b"\xc0\x0c", &mut starts), None);
     }
 
     #[test]
