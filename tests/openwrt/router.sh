@@ -106,23 +106,16 @@ make_rootfs() {
 	ln -sfn /usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2 "$ROOTFS/lib64/ld-linux-x86-64.so.2"
 	link ../usr/lib/x86_64-linux-gnu lib/x86_64-linux-gnu
 
-	# Debian's busybox for /bin/sh and the small tools, except: awk is gawk
-	# (Debian's busybox awk has no bit arithmetic, which ipcalc.sh needs) and
-	# flock is util-linux's (Debian's busybox has none).
-	cp /bin/busybox "$ROOTFS/bin/busybox"
+	# busybox (built from Debian's source by build.sh, with awk math and flock) for
+	# /bin/sh and the small tools, as on OpenWrt.
+	cp "$(dirname "$built")/busybox/bin/busybox" "$ROOTFS/bin/busybox"
 	while read -r applet; do
 		[ -e "$ROOTFS/$applet" ] || [ -L "$ROOTFS/$applet" ] || link /bin/busybox "$applet"
-	done < <(/bin/busybox --list-full)
+	done < <("$ROOTFS/bin/busybox" --list-full)
 	# netifd's ifup/ifdown are not in the stored sources: no busybox (Debian
 	# ifupdown) stand-ins either.
 	rm -f "$ROOTFS/sbin/ifup" "$ROOTFS/sbin/ifdown"
-	for f in /usr/bin/gawk /usr/bin/flock /usr/sbin/dnsmasq /usr/sbin/nft; do
-		cp "$f" "$ROOTFS/usr/${f#/usr/}"
-	done
-	ln -sfn gawk "$ROOTFS/usr/bin/awk"
-	rm -f "$ROOTFS/bin/awk" "$ROOTFS/usr/bin/flock.bb"
-	ln -sfn /usr/bin/flock "$ROOTFS/bin/flock"
-	ln -sfn /usr/bin/awk "$ROOTFS/bin/awk"
+	cp /usr/sbin/dnsmasq /usr/sbin/nft "$ROOTFS/usr/sbin/"
 
 	# The built daemons where OpenWrt packages install them.
 	for n in procd ubusd netifd validate_data logd logread rpcd; do link "/usr/sbin/$n" "sbin/$n"; done
@@ -171,7 +164,7 @@ make_rootfs() {
 	# The rig's own files: what OpenWrt's base-files/procd/ubox packages install
 	# and the rig has no stored copy of (each says so in its header).
 	cp -a "$RIG/rootfs/." "$ROOTFS/"
-	chmod 755 "$ROOTFS"/etc/init.d/* "$ROOTFS/sbin/hotplug-call" "$ROOTFS"/bin/*.sh
+	chmod 755 "$ROOTFS"/etc/init.d/* "$ROOTFS/sbin/hotplug-call" "$ROOTFS/sbin/devstatus" "$ROOTFS"/bin/*.sh
 
 	# Enable what a default image enables: /etc/rc.d/S<START><name> links, as
 	# rc.common's enable makes them.

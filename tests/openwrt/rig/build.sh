@@ -20,10 +20,10 @@ ROOT="$(cd "$RIG/../../.." && pwd)"
 JOBS="${LANVEIL_RIG_JOBS:-2}"
 
 # Debian packages: build tools + libraries, and the binaries the router runs that
-# the rig does not build (dnsmasq, nft, busybox as /bin/sh and applets, gawk for
-# ipcalc.sh's bit arithmetic, util-linux flock, dig and udhcpc on the LAN client).
+# the rig does not build (dnsmasq, nft; busybox is built from Debian's source,
+# see busybox_build; the LAN client uses Debian's busybox udhcpc and dig).
 DEBS=(cmake make gcc pkg-config libjson-c-dev libcrypt-dev nftables dnsmasq-base
-	bind9-dnsutils busybox gawk util-linux iproute2 ca-certificates curl xz-utils)
+	bind9-dnsutils busybox util-linux iproute2 ca-certificates curl xz-utils dpkg-dev)
 
 log() { printf 'rig-build: %s\n' "$*" >&2; }
 die() {
@@ -92,6 +92,38 @@ linux_headers() {
 	deb="$(ls "$lists"/archives/linux-libc-dev_*.deb | head -n1)"
 	dpkg -x "$deb" "$dir"
 	[ -f "$dir/usr/include/linux/ethtool_netlink.h" ] || die "linux-libc-dev from backports lacks ethtool_netlink.h"
+}
+
+# busybox from Debian's source package, built with defconfig (minus tc, which
+# does not build against current kernel headers): Debian's busybox binary has no
+# awk math (ipcalc.sh, which dnsmasq's init uses for the DHCP range, needs it)
+# and no flock (rc.common's procd_lock). Source via a private deb-src list.
+busybox_build() {
+	local dest="$1" lists="$CACHE/apt" dsc dir
+	[ -x "$dest/bin/busybox" ] && return 0
+	mkdir -p "$lists/lists/partial" "$lists/src" "$dest/bin"
+	printf 'deb-src http://deb.debian.org/debian bookworm main\n' >"$lists/sources-src.list"
+	local opts=(-o "Dir::Etc::SourceList=$lists/sources-src.list" -o Dir::Etc::SourceParts=/dev/null
+		-o "Dir::State::Lists=$lists/lists-src" -o APT::Sandbox::User=root)
+	mkdir -p "$lists/lists-src/partial"
+	if ! ls "$lists"/src/busybox_*.dsc >/dev/null 2>&1; then
+		log "busybox source from Debian (private deb-src list)"
+		apt-get "${opts[@]}" update -qq >&2
+		(cd "$lists/src" && apt-get "${opts[@]}" source --download-only -qq busybox >&2)
+	fi
+	dsc="$(ls "$lists"/src/busybox_*.dsc | head -n1)"
+	rm -rf "$WORK/busybox"
+	dpkg-source -x "$dsc" "$WORK/busybox" >/dev/null
+	dir="$WORK/busybox"
+	log "build busybox"
+	(
+		cd "$dir"
+		make defconfig >"$LOGS/busybox.config.log" 2>&1
+		sed -i -e 's/^CONFIG_TC=y/# CONFIG_TC is not set/' \
+			-e 's/^# CONFIG_STATIC is not set/CONFIG_STATIC=y/' .config
+		make -j"$JOBS" busybox >"$LOGS/busybox.make.log" 2>&1
+	) || die "busybox build failed (log: $LOGS/busybox.make.log)"
+	cp "$dir/busybox" "$dest/bin/busybox"
 }
 
 # content_hash DIR: sha256 over the sorted relative paths, modes and contents of
@@ -247,6 +279,7 @@ main() {
 	done
 
 	linux_headers "$CACHE/linux-headers"
+	busybox_build "$out/busybox"
 
 	# glibc 2.36 lacks strlcpy/strlcat (2.38 has them); OpenWrt's C assumes musl/newer glibc.
 	cat >"$WORK/compat.h" <<-'EOF'
