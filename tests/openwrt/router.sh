@@ -76,7 +76,7 @@ in_ns() {
 # killing it ends every process started inside.
 start_holder() {
 	local name="$1" upid child i
-	unshare --net --uts --pid --fork --kill-child -- sleep infinity &
+	unshare --net --uts --pid --fork --kill-child -- sleep infinity </dev/null >/dev/null 2>&1 &
 	upid=$!
 	for ((i = 0; i < 50; i++)); do
 		child="$(cat "/proc/$upid/task/$upid/children" 2>/dev/null | tr -d ' ')" || true
@@ -138,7 +138,10 @@ make_rootfs() {
 	cp "$base/package/base-files/files/bin/ipcalc.sh" "$ROOTFS/bin/ipcalc.sh"
 	cp "$base/immortalwrt/package/network/services/dnsmasq/files/dnsmasq.init" "$ROOTFS/etc/init.d/dnsmasq"
 	cp "$base/package/network/services/odhcpd/files/odhcpd.init" "$ROOTFS/etc/init.d/odhcpd"
-	cp "$base/package/network/config/netifd/files/etc/init.d/network" "$ROOTFS/etc/init.d/network"
+	# The stored network init is an old copy with START=15; OpenWrt's current one
+	# starts at 20, after dnsmasq (19) has registered its interface triggers.
+	sed 's/^START=15$/START=20/' "$base/package/network/config/netifd/files/etc/init.d/network" \
+		>"$ROOTFS/etc/init.d/network"
 	cp "$base/package/system/rpcd/files/rpcd.init" "$ROOTFS/etc/init.d/rpcd"
 	mkdir -p "$ROOTFS/usr/share/ucode/netifd" "$ROOTFS/lib/netifd"
 	cp "$base/package/network/config/netifd/files/lib/netifd/main.uc" \
@@ -164,7 +167,7 @@ make_rootfs() {
 	# The rig's own files: what OpenWrt's base-files/procd/ubox packages install
 	# and the rig has no stored copy of (each says so in its header).
 	cp -a "$RIG/rootfs/." "$ROOTFS/"
-	chmod 755 "$ROOTFS"/etc/init.d/* "$ROOTFS/sbin/hotplug-call" "$ROOTFS/sbin/devstatus" "$ROOTFS"/bin/*.sh
+	chmod 755 "$ROOTFS"/etc/init.d/* "$ROOTFS/sbin/hotplug-call" "$ROOTFS/sbin/devstatus" "$ROOTFS/sbin/reload_config" "$ROOTFS"/bin/*.sh
 
 	# Enable what a default image enables: /etc/rc.d/S<START><name> links, as
 	# rc.common's enable makes them.
@@ -232,12 +235,12 @@ up() {
 		ip addr add 203.0.113.53/32 dev lo
 		ip route add 192.168.1.0/24 via 192.0.2.2
 	'
-	# The "ISP resolver": answers every name with 198.51.100.80 and logs each query.
+	# The "ISP resolver": answers every name with 1.2.3.4 (dnsmasq's rebind protection would drop a documentation address) and logs each query.
 	: >"$RUN/isp-resolver.log"
 	nsenter -t "$ipid" -n -p -- dnsmasq --keep-in-foreground --conf-file=/dev/null \
 		--pid-file= --user=root --bind-interfaces --listen-address=198.51.100.53 \
 		--listen-address=2001:db8:53::53 --except-interface=eth0 --no-resolv --no-hosts \
-		--address=/#/198.51.100.80 --log-queries=extra --log-facility="$RUN/isp-resolver.log" \
+		--address=/#/1.2.3.4 --log-queries=extra --log-facility="$RUN/isp-resolver.log" \
 		>/dev/null 2>&1 &
 	touch "$RUN/links-ready"
 
@@ -260,6 +263,10 @@ up() {
 		{ tail -n 30 "$RUN/console.log" >&2; false; }
 	wait_for "$BOOT_TIMEOUT" "dnsmasq running" \
 		in_router sh -c 'ubus call service list "{\"name\":\"dnsmasq\"}" | grep -q "\"running\": true"'
+	# dnsmasq's init writes the LAN's dhcp-range once lan is up (procd's interface
+	# trigger reloads it then).
+	wait_for "$BOOT_TIMEOUT" "dnsmasq serving DHCP on lan" \
+		in_router sh -c 'grep -q "^dhcp-range=set:lan,192.168.1" /var/etc/dnsmasq.conf.*'
 	wait_for "$BOOT_TIMEOUT" "fw4 table" in_router nft list table inet fw4
 	wait_for "$BOOT_TIMEOUT" "ISP resolver" in_ns isp sh -c 'ss -lun | grep -q 198.51.100.53:53'
 	trap - ERR

@@ -1,0 +1,173 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT OR Apache-2.0
+#
+# The emulated OpenWrt router (tests/openwrt/router.sh, README-router.md):
+# OpenWrt's real userland booted in namespaces, checked end to end as far as the
+# rig goes today. One line per check, "PASS name" or "FAIL name: why".
+# Needs root. Leaves the router down.
+# shellcheck disable=SC2016  # single-quoted snippets are run inside the router
+set -uo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=lib.sh
+. "$HERE/lib.sh"
+ROUTER="$HERE/router.sh"
+RUN="${LANVEIL_ROUTER_RUN:-$REPO/target/openwrt-rig/run}"
+T="$REPO/target/openwrt-rig/test"
+rm -rf "$T"
+mkdir -p "$T"
+
+r() { "$ROUTER" exec router -- "$@"; }
+lan() { "$ROUTER" exec lan -- "$@"; }
+secs() { printf '%.1f' "$(echo "$(date +%s.%N) - $1" | bc)"; }
+
+# Host state that the rig must not change.
+host_state() {
+	{
+		echo "## links"
+		ip -o link show | sed 's/^[0-9]*: //; s/ .*//' | sort
+		echo "## mounts under target/"
+		findmnt -rn -o TARGET | grep -F "$REPO/target" || true
+		echo "## /run/netns"
+		ls /run/netns 2>/dev/null || true
+		echo "## nft"
+		nft list ruleset 2>/dev/null | sha256sum
+	}
+}
+# Processes still in one of the namespaces recorded in $1 (files of ns links).
+ns_leftovers() {
+	local p l
+	for p in /proc/[0-9]*; do
+		for l in net mnt pid; do
+			grep -qxF "$(readlink "$p/ns/$l" 2>/dev/null)" "$1" 2>/dev/null && echo "${p#/proc/} ($l)"
+		done
+	done | sort -u
+}
+record_ns() {
+	local n pid
+	: >"$T/ns.list"
+	for n in router lan isp; do
+		pid="$(cat "$RUN/$n.pid" 2>/dev/null)" || continue
+		readlink "/proc/$pid/ns/net" "/proc/$pid/ns/mnt" "/proc/$pid/ns/pid" >>"$T/ns.list" 2>/dev/null
+	done
+	# Never the host's own namespaces.
+	grep -vxF -e "$(readlink /proc/self/ns/net)" -e "$(readlink /proc/self/ns/mnt)" \
+		-e "$(readlink /proc/self/ns/pid)" "$T/ns.list" >"$T/ns.list.own" || true
+}
+nothing_left() {
+	local left
+	host_state >"$T/host.after"
+	diff -u "$T/host.before" "$T/host.after" || return 1
+	left="$(ns_leftovers "$T/ns.list.own")"
+	[ -z "$left" ] || { echo "processes left in the rig's namespaces: $left"; return 1; }
+	! ls "$RUN"/*.pid 2>/dev/null
+}
+
+[ "$(id -u)" = 0 ] || { fail root "needs root (namespaces)"; finish; exit 1; }
+"$ROUTER" down >/dev/null 2>&1
+host_state >"$T/host.before"
+
+# --- build (cached) ---------------------------------------------------------------
+t0=$(date +%s.%N)
+if built="$("$HERE/rig/build.sh" 2>"$T/build.log")" && [ -x "$built/usr/sbin/procd" ]; then
+	pass "rig-build ($(secs "$t0") s)"
+else
+	fail rig-build "$(tail -n 20 "$T/build.log")"
+	finish
+	exit 1
+fi
+
+# --- a failed up cleans up after itself ------------------------------------------
+check up-fails-bounded sh -c "! LANVEIL_ROUTER_TIMEOUT=0 '$ROUTER' up >'$T/up-fail.log' 2>&1"
+check failed-up-leaves-nothing nothing_left
+
+# --- up -------------------------------------------------------------------------
+t0=$(date +%s.%N)
+if "$ROUTER" up --fresh >"$T/up.log" 2>&1; then
+	pass "up-fresh ($(secs "$t0") s)"
+else
+	fail up-fresh "$(tail -n 30 "$T/up.log")"
+	"$ROUTER" down >/dev/null 2>&1
+	finish
+	exit 1
+fi
+record_ns
+t0=$(date +%s.%N)
+check up-idempotent sh -c "'$ROUTER' up 2>&1 | grep -q 'already up'"
+
+# --- the router's userland ---------------------------------------------------------
+check procd-is-pid1 sh -c "[ \"\$('$ROUTER' exec router -- cat /proc/1/comm)\" = procd ]"
+check hostname-openwrt sh -c "[ \"\$('$ROUTER' exec router -- cat /proc/sys/kernel/hostname)\" = OpenWrt ]"
+r ubus call service list >"$T/services.json" 2>&1
+for svc in log rpcd network firewall dnsmasq odhcpd; do
+	check "procd-runs-$svc" sh -c "r() { '$ROUTER' exec router -- \"\$@\"; }
+		r ubus call service list '{\"name\":\"$svc\"}' | grep -q '\"running\": true' ||
+		r ubus call service list '{\"name\":\"$svc\"}' | grep -q '\"$svc\"'"
+done
+check ubus-objects sh -c "'$ROUTER' exec router -- ubus list >'$T/ubus.list' &&
+	grep -qx service '$T/ubus.list' && grep -qx network.interface.lan '$T/ubus.list' &&
+	grep -qx dhcp '$T/ubus.list' && grep -qx uci '$T/ubus.list' && grep -qx session '$T/ubus.list'"
+check uci-real sh -c "[ \"\$('$ROUTER' exec router -- uci get network.lan.ipaddr)\" = 192.168.1.1 ]"
+check jsonfilter-stdin sh -c "[ \"\$('$ROUTER' exec router -- sh -c 'echo {\\\"a\\\":1} | jsonfilter -e @.a')\" = 1 ]"
+
+# netifd: LAN and WAN configured from /etc/config/network, hotplug iface events.
+check netifd-lan-v4 sh -c "'$ROUTER' exec router -- ip addr show br-lan | grep -q 'inet 192.168.1.1/24'"
+check netifd-lan-v6 sh -c "'$ROUTER' exec router -- ip addr show br-lan | grep -q 'inet6 fd00:1::1/64'"
+check netifd-wan-up sh -c "'$ROUTER' exec router -- ubus call network.interface.wan status | grep -q '\"up\": true'"
+check netifd-default-route sh -c "'$ROUTER' exec router -- ip route | grep -q 'default via 192.0.2.1 dev wan'"
+check hotplug-iface-ifup sh -c "'$ROUTER' exec router -- grep -q 'iface ACTION=ifup INTERFACE=lan' /tmp/hotplug.log"
+
+# fw4 on nftables, inside the router's netns only.
+check fw4-table sh -c "'$ROUTER' exec router -- nft list table inet fw4 | grep -q 'chain input_lan'"
+check fw4-check r fw4 check
+check fw4-not-on-host sh -c "! nft list tables 2>/dev/null | grep -q fw4"
+
+# dnsmasq: OpenWrt's init wrote the LAN's DHCP range from UCI; odhcpd serves RA.
+check dnsmasq-dhcp-range sh -c "'$ROUTER' exec router -- sh -c 'cat /var/etc/dnsmasq.conf.*' |
+	grep -q 'dhcp-range=set:lan,192.168.1.100,192.168.1.249,255.255.255.0,12h'"
+check odhcpd-ra-lan sh -c "'$ROUTER' exec router -- ubus call dhcp ipv6ra | grep -q br-lan"
+
+# procd's config triggers: uci commit + reload_config reloads dnsmasq with the change.
+check reload-config-dnsmasq sh -c "'$ROUTER' exec router -- sh -c '
+	uci set dhcp.lan.leasetime=2h && uci commit dhcp && reload_config
+	for i in \$(seq 1 50); do grep -q \"192.168.1.249,255.255.255.0,2h\" /var/etc/dnsmasq.conf.* && exit 0; sleep 0.2; done
+	exit 1'"
+
+# --- the LAN client ------------------------------------------------------------------
+cat >"$T/udhcpc.sh" <<'EOF'
+#!/bin/sh
+case "$1" in
+bound | renew)
+	ip addr add "$ip/${mask:-24}" dev "$interface"
+	[ -n "$router" ] && ip route replace default via "${router%% *}"
+	echo "lease ip=$ip router=$router dns=$dns"
+	;;
+esac
+EOF
+chmod +x "$T/udhcpc.sh"
+lease=""
+for _ in 1 2 3 4 5; do
+	lease="$(lan busybox udhcpc -i eth0 -n -q -t 3 -T 1 -s "$T/udhcpc.sh" 2>/dev/null | grep '^lease')" && break
+done
+if echo "$lease" | grep -Eq '^lease ip=192\.168\.1\.[0-9]+ router=192\.168\.1\.1 dns=192\.168\.1\.1$'; then
+	pass "lan-dhcp-lease (${lease#lease })"
+else
+	fail lan-dhcp-lease "got: ${lease:-no lease}"
+fi
+check lan-lease-on-router sh -c "'$ROUTER' exec router -- grep -q '192.168.1.' /tmp/dhcp.leases"
+
+# Without lanveil the router's dnsmasq forwards to the ISP resolver from the WAN's
+# DNS: the plain path works and the ISP's log is live (lanveil's scenarios check
+# that it stays empty).
+ans="$(lan dig +short +time=2 +tries=2 @192.168.1.1 probe-plain.example A 2>&1)"
+check lan-dig-via-router [ "$ans" = 1.2.3.4 ]
+check isp-resolver-logs-it grep -q 'query\[A\] probe-plain.example from 192.0.2.2' "$RUN/isp-resolver.log"
+
+# --- down -------------------------------------------------------------------------
+t0=$(date +%s.%N)
+if "$ROUTER" down >"$T/down.log" 2>&1; then pass "down ($(secs "$t0") s)"; else fail down "$(cat "$T/down.log")"; fi
+check down-leaves-nothing nothing_left
+check rootfs-kept-as-flash test -f "$RUN/rootfs/etc/config/network"
+check down-idempotent "$ROUTER" down
+
+finish
