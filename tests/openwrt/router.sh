@@ -5,10 +5,14 @@
 # run in Linux namespaces, with a LAN client and an "ISP". See
 # tests/openwrt/README-router.md.
 #
-#   tests/openwrt/router.sh up [--fresh]      build if needed, boot the router
+#   tests/openwrt/router.sh up [--fresh] [--no-lanveil]
+#                                             build if needed, boot the router, install
+#                                             lanveil from the ipk (if built and not yet
+#                                             installed)
 #   tests/openwrt/router.sh exec router|lan|isp -- CMD...
 #   tests/openwrt/router.sh down              stop everything, remove every namespace,
 #                                             device and mount it made
+#   tests/openwrt/router.sh install           opkg install lanveil's ipk into the running router
 #   tests/openwrt/router.sh status            what is running (exit 1 if not up)
 #
 # Topology (every address exists only inside the namespaces made here):
@@ -79,7 +83,7 @@ start_holder() {
 	unshare --net --uts --pid --fork --kill-child -- sleep infinity </dev/null >/dev/null 2>&1 &
 	upid=$!
 	for ((i = 0; i < 50; i++)); do
-		child="$(cat "/proc/$upid/task/$upid/children" 2>/dev/null | tr -d ' ')" || true
+		child="$(tr -d ' ' <"/proc/$upid/task/$upid/children" 2>/dev/null)" || true
 		[ -n "$child" ] && break
 		sleep 0.1
 	done
@@ -122,6 +126,7 @@ make_rootfs() {
 	link /usr/bin/uci sbin/uci
 	link /usr/bin/ubus bin/ubus
 	link /usr/bin/jsonpath usr/bin/jsonfilter
+	link /usr/bin/opkg-cl bin/opkg
 	rm -f "$ROOTFS/usr/sbin/init" "$ROOTFS/usr/sbin/udevtrigger" "$ROOTFS/usr/sbin/kmodloader"
 	# procd (PID 1) runs udevtrigger for coldplug. /sys is this namespace's, but
 	# uevents it triggers would reach the host's udev: a no-op instead.
@@ -164,6 +169,25 @@ make_rootfs() {
 		commit dhcp
 	EOF
 
+	# opkg: offline installs from a file. The packages a firmware image would
+	# have installed and the ipk depends on are recorded as installed: libc (the
+	# rig's binaries use the host's), the kernel and the nft modules (the host
+	# kernel provides nft nat and fib).
+	mkdir -p "$ROOTFS/usr/lib/opkg/info"
+	cat >"$ROOTFS/etc/opkg.conf" <<-'EOF'
+		dest root /
+		dest ram /tmp
+		lists_dir ext /var/opkg-lists
+		option overlay_root /overlay
+		option check_signature 0
+		arch all 1
+		arch noarch 1
+		arch x86_64 10
+	EOF
+	for n in libc kernel kmod-nft-nat kmod-nft-fib; do
+		printf 'Package: %s\nVersion: rig\nStatus: install ok installed\nArchitecture: x86_64\nInstalled-Time: 0\n\n' "$n"
+	done >"$ROOTFS/usr/lib/opkg/status"
+
 	# The rig's own files: what OpenWrt's base-files/procd/ubox packages install
 	# and the rig has no stored copy of (each says so in its header).
 	cp -a "$RIG/rootfs/." "$ROOTFS/"
@@ -181,9 +205,49 @@ make_rootfs() {
 
 # --- up / down ------------------------------------------------------------------
 
+# The ipk `cargo board ipk x86_64` builds (LANVEIL_IPK overrides).
+find_ipk() {
+	local f
+	if [ -n "${LANVEIL_IPK:-}" ]; then
+		printf '%s\n' "$LANVEIL_IPK"
+		return
+	fi
+	for f in "$ROOT"/target/board/x86_64/lanveil_*_x86_64.ipk; do
+		[ -f "$f" ] && printf '%s\n' "$f"
+	done | tail -n 1
+}
+
+# opkg install of lanveil's ipk, offline from the file (its postinst enables and
+# starts the service); nothing to do if the flash already has it.
+install_lanveil() {
+	local ipk
+	if in_router sh -c 'opkg status lanveil | grep -q "^Status: install"'; then
+		log "lanveil already installed"
+		return 0
+	fi
+	ipk="$(find_ipk)"
+	if [ -z "$ipk" ] || [ ! -f "$ipk" ]; then
+		log "no lanveil ipk (build it: cargo board ipk x86_64, or set LANVEIL_IPK); router runs without lanveil"
+		return 0
+	fi
+	in_router sh -c 'cat >/tmp/lanveil.ipk' <"$ipk"
+	in_router opkg install /tmp/lanveil.ipk >>"$RUN/opkg.log" 2>&1 ||
+		{ tail -n 20 "$RUN/opkg.log" >&2; return 1; }
+	in_router rm -f /tmp/lanveil.ipk
+	wait_for "$BOOT_TIMEOUT" "lanveil running under procd" \
+		in_router sh -c 'ubus call service list "{\"name\":\"lanveil\"}" | grep -q "\"running\": true"'
+	log "installed $(basename "$ipk")"
+}
+
 up() {
-	local fresh=0 t0 built base rpid upid lpid ipid i
-	[ "${1:-}" = --fresh ] && fresh=1
+	local fresh=0 lanveil=1 t0 built base rpid upid lpid ipid i a
+	for a in "$@"; do
+		case "$a" in
+		--fresh) fresh=1 ;;
+		--no-lanveil) lanveil=0 ;;
+		*) die "up [--fresh] [--no-lanveil]" ;;
+		esac
+	done
 	t0=$(date +%s.%N)
 	[ "$(id -u)" = 0 ] || die "needs root (namespaces)"
 	if [ "$fresh" = 0 ] && ns_pid router >/dev/null && ns_pid lan >/dev/null && ns_pid isp >/dev/null; then
@@ -214,7 +278,7 @@ up() {
 		bash "$RIG/router-init.sh" "$RUN" >>"$RUN/console.log" 2>&1 &
 	upid=$!
 	for ((i = 0; i < 50; i++)); do
-		rpid="$(cat "/proc/$upid/task/$upid/children" 2>/dev/null | tr -d ' ')" || true
+		rpid="$(tr -d ' ' <"/proc/$upid/task/$upid/children" 2>/dev/null)" || true
 		[ -n "$rpid" ] && break
 		sleep 0.1
 	done
@@ -269,6 +333,7 @@ up() {
 		in_router sh -c 'grep -q "^dhcp-range=set:lan,192.168.1" /var/etc/dnsmasq.conf.*'
 	wait_for "$BOOT_TIMEOUT" "fw4 table" in_router nft list table inet fw4
 	wait_for "$BOOT_TIMEOUT" "ISP resolver" in_ns isp sh -c 'ss -lun | grep -q 198.51.100.53:53'
+	[ "$lanveil" = 1 ] && install_lanveil
 	trap - ERR
 	log "up in $(printf '%.1f' "$(echo "$(date +%s.%N) - $t0" | bc)") s"
 }
@@ -331,6 +396,7 @@ cmd="${1:-}"
 shift || true
 case "$cmd" in
 up) up "$@" ;;
+install) install_lanveil ;;
 down) down ;;
 status) status ;;
 exec)

@@ -9,7 +9,7 @@
 set -uo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-# shellcheck source=lib.sh
+# shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$HERE/lib.sh"
 ROUTER="$HERE/router.sh"
 RUN="${LANVEIL_ROUTER_RUN:-$REPO/target/openwrt-rig/run}"
@@ -83,7 +83,7 @@ check failed-up-leaves-nothing nothing_left
 
 # --- up -------------------------------------------------------------------------
 t0=$(date +%s.%N)
-if "$ROUTER" up --fresh >"$T/up.log" 2>&1; then
+if "$ROUTER" up --fresh --no-lanveil >"$T/up.log" 2>&1; then
 	pass "up-fresh ($(secs "$t0") s)"
 else
 	fail up-fresh "$(tail -n 30 "$T/up.log")"
@@ -93,7 +93,7 @@ else
 fi
 record_ns
 t0=$(date +%s.%N)
-check up-idempotent sh -c "'$ROUTER' up 2>&1 | grep -q 'already up'"
+check up-idempotent sh -c "'$ROUTER' up --no-lanveil 2>&1 | grep -q 'already up'"
 
 # --- the router's userland ---------------------------------------------------------
 check procd-is-pid1 sh -c "[ \"\$('$ROUTER' exec router -- cat /proc/1/comm)\" = procd ]"
@@ -162,6 +162,87 @@ check lan-lease-on-router sh -c "'$ROUTER' exec router -- grep -q '192.168.1.' /
 ans="$(lan dig +short +time=2 +tries=2 @192.168.1.1 probe-plain.example A 2>&1)"
 check lan-dig-via-router [ "$ans" = 1.2.3.4 ]
 check isp-resolver-logs-it grep -q 'query\[A\] probe-plain.example from 192.0.2.2' "$RUN/isp-resolver.log"
+
+# --- scenario 1: install (opkg, offline from the ipk `cargo board ipk x86_64` builds) ---
+IPK="${LANVEIL_IPK:-}"
+if [ -z "$IPK" ]; then
+	for f in "$REPO"/target/board/x86_64/lanveil_*_x86_64.ipk; do [ -f "$f" ] && IPK="$f"; done
+fi
+if [ -z "$IPK" ]; then
+	fail ipk-present "no target/board/x86_64/lanveil_*.ipk: run cargo board ipk x86_64 (or set LANVEIL_IPK)"
+else
+	pass "ipk-present ($(basename "$IPK"))"
+	check opkg-install env LANVEIL_IPK="$IPK" "$ROUTER" install
+	check opkg-status r sh -c 'opkg status lanveil | grep -q "^Status: install ok installed"'
+	check user-created r grep -q '^lanveil:x:5453:5453:' /etc/passwd
+	check uci-defaults-ran r sh -c '[ "$(uci get lanveil.openwrt.dnsmasq)" = 1 ] && [ ! -e /etc/uci-defaults/90-lanveil ]'
+	check service-enabled r test -L /etc/rc.d/S25lanveil
+	r ubus call service list '{"name":"lanveil","verbose":true}' >"$T/lanveil.service" 2>&1
+	check procd-instance-running grep -q '"running": true' "$T/lanveil.service"
+	check procd-instance-command sh -c "tr -d ' \t\n' <'$T/lanveil.service' |
+		grep -q '\"command\":\[\"/usr/sbin/lanveil\",\"--config\",\"/etc/config/lanveil\"\]'"
+	check procd-instance-user grep -q '"user": "lanveil"' "$T/lanveil.service"
+	check procd-instance-respawn grep -q '"respawn"' "$T/lanveil.service"
+	check daemon-runs-as-lanveil r sh -c 'p=$(pidof lanveil) && [ "$(stat -c %U /proc/$p)" = lanveil ]'
+	check dnsmasq-wired r sh -c 'grep -q "^server=127.0.0.1#5453" /var/etc/dnsmasq.conf.* && grep -q "^no-resolv" /var/etc/dnsmasq.conf.*'
+	check lanveil-nft-table r nft list table inet lanveil
+	check fw4-table-still-there r nft list table inet fw4
+
+	# --- scenario 2: LAN-wide protection ------------------------------------------
+	# A DoT upstream in the ISP namespace (Debian's unbound, throwaway CA, at
+	# 203.0.113.53:853 as dot.test); lanveil pointed at it through uci + reload_config.
+	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+		-subj "/CN=lanveil rig test CA" -keyout "$T/ca.key" -out "$T/ca.pem" 2>/dev/null
+	openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=dot.test" \
+		-keyout "$T/server.key" -out "$T/server.csr" 2>/dev/null
+	printf 'subjectAltName=DNS:dot.test\nextendedKeyUsage=serverAuth\n' >"$T/ext"
+	openssl x509 -req -in "$T/server.csr" -CA "$T/ca.pem" -CAkey "$T/ca.key" -CAcreateserial \
+		-days 2 -extfile "$T/ext" -out "$T/server.pem" 2>/dev/null
+	cat >"$T/unbound.conf" <<-EOF
+		server:
+			interface: 203.0.113.53@853
+			tls-port: 853
+			tls-service-key: "$T/server.key"
+			tls-service-pem: "$T/server.pem"
+			do-daemonize: no
+			username: ""
+			chroot: ""
+			directory: "$T"
+			pidfile: ""
+			use-syslog: no
+			logfile: "$T/unbound.log"
+			verbosity: 1
+			log-queries: yes
+			do-ip6: no
+			access-control: 0.0.0.0/0 allow
+			local-zone: "." static
+			local-zone: "probe.test." static
+			local-data: "probe.test. 300 IN A 1.2.3.77"
+		remote-control:
+			control-enable: no
+	EOF
+	: >"$T/unbound.log"
+	"$ROUTER" exec isp -- unbound -c "$T/unbound.conf" </dev/null >/dev/null 2>&1 &
+	r sh -c 'mkdir -p /etc/lanveil && cat >/etc/lanveil/test-ca.pem' <"$T/ca.pem"
+	check lanveil-uci-upstream r sh -c '
+		while uci -q delete lanveil.@upstream[0]; do :; done
+		uci set lanveil.rig=upstream &&
+		uci set lanveil.rig.url="tls://203.0.113.53:853#dot.test" &&
+		uci set lanveil.rig.ca_file=/etc/lanveil/test-ca.pem &&
+		/usr/sbin/lanveil --check-config /etc/config/lanveil >/dev/null 2>&1 || uci show lanveil
+		uci commit lanveil && reload_config'
+	isp_before="$(grep -c 'query\[' "$RUN/isp-resolver.log")"
+	ans=""
+	for _ in $(seq 1 30); do
+		ans="$(lan dig +short +time=2 +tries=1 @192.168.1.1 probe.test A 2>/dev/null)"
+		[ "$ans" = 1.2.3.77 ] && break
+		sleep 0.5
+	done
+	check lan-dig-via-lanveil-dot [ "$ans" = 1.2.3.77 ]
+	check dot-upstream-saw-query grep -q 'probe.test. A IN' "$T/unbound.log"
+	check isp-resolver-saw-nothing sh -c "[ \"\$(grep -c 'query\[' '$RUN/isp-resolver.log')\" = '$isp_before' ] &&
+		! grep -q probe.test '$RUN/isp-resolver.log'"
+fi
 
 # --- down -------------------------------------------------------------------------
 t0=$(date +%s.%N)

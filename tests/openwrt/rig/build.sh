@@ -79,7 +79,7 @@ apt_install() {
 # private apt source list (the system's sources stay untouched) and use it with
 # -isystem; it is never installed over the system headers.
 linux_headers() {
-	local dir="$1" lists="$CACHE/apt" deb
+	local dir="$1" lists="$CACHE/apt"
 	[ -f "$dir/usr/include/linux/ethtool_netlink.h" ] && return 0
 	mkdir -p "$lists/lists/partial" "$lists/archives" "$dir"
 	printf 'deb http://deb.debian.org/debian bookworm-backports main\n' >"$lists/sources.list"
@@ -89,8 +89,8 @@ linux_headers() {
 	log "linux-libc-dev from bookworm-backports (private source list)"
 	apt-get "${opts[@]}" update -qq >&2
 	(cd "$lists/archives" && apt-get "${opts[@]}" download -qq linux-libc-dev/bookworm-backports >&2)
-	deb="$(ls "$lists"/archives/linux-libc-dev_*.deb | head -n1)"
-	dpkg -x "$deb" "$dir"
+	local debs=("$lists"/archives/linux-libc-dev_*.deb)
+	dpkg -x "${debs[0]}" "$dir"
 	[ -f "$dir/usr/include/linux/ethtool_netlink.h" ] || die "linux-libc-dev from backports lacks ethtool_netlink.h"
 }
 
@@ -99,7 +99,7 @@ linux_headers() {
 # awk math (ipcalc.sh, which dnsmasq's init uses for the DHCP range, needs it)
 # and no flock (rc.common's procd_lock). Source via a private deb-src list.
 busybox_build() {
-	local dest="$1" lists="$CACHE/apt" dsc dir
+	local dest="$1" lists="$CACHE/apt" dir dscs
 	[ -x "$dest/bin/busybox" ] && return 0
 	mkdir -p "$lists/lists/partial" "$lists/src" "$dest/bin"
 	printf 'deb-src http://deb.debian.org/debian bookworm main\n' >"$lists/sources-src.list"
@@ -111,9 +111,9 @@ busybox_build() {
 		apt-get "${opts[@]}" update -qq >&2
 		(cd "$lists/src" && apt-get "${opts[@]}" source --download-only -qq busybox >&2)
 	fi
-	dsc="$(ls "$lists"/src/busybox_*.dsc | head -n1)"
+	dscs=("$lists"/src/busybox_*.dsc)
 	rm -rf "$WORK/busybox"
-	dpkg-source -x "$dsc" "$WORK/busybox" >/dev/null
+	dpkg-source -x "${dscs[0]}" "$WORK/busybox" >/dev/null
 	dir="$WORK/busybox"
 	log "build busybox"
 	(
@@ -266,7 +266,7 @@ main() {
 	local name repo commit _date sum csum p
 	while IFS=$'\t' read -r name repo commit _date sum csum; do
 		[ "$name" = name ] && continue
-		case "$name" in luci | opkg-lede | lucihttp) continue ;; esac # not part of this rig yet
+		case "$name" in luci | lucihttp) continue ;; esac # for the LuCI issue, not built yet
 		fetch_archive "$name" "${repo%% *}" "$commit" "$sum" "${csum:-}" "$WORK"
 	done <"$RIG/sources.tsv"
 	fetch_base "$out/base"
@@ -299,6 +299,7 @@ main() {
 	# compilers do not): a compiler wrapper appends it to every command line.
 	# RIG_CC_PRE: flags for one component, also on the command lines of its own
 	# generator scripts (netifd's make_ethtool_modes_h.sh runs "$CC -E").
+	# shellcheck disable=SC2016 # expanded by the wrapper
 	printf '#!/bin/sh\nexec gcc $RIG_CC_PRE "$@" -Wno-error\n' >"$WORK/cc"
 	chmod +x "$WORK/cc"
 	# -D_GNU_SOURCE= (empty), as the sources that define it themselves do.
@@ -320,6 +321,9 @@ main() {
 		SRCDIR_BUILD=1 cmake_build netifd -DDUMMY_MODE=OFF
 	SRCDIR_BUILD=1 cmake_build jsonpath
 	cmake_build ubox
+	# opkg: installs lanveil's ipk offline from the file (no feeds, no signatures).
+	cmake_build opkg-lede -DBUILD_TESTS=OFF -DENABLE_USIGN=OFF -DHOST_CPU=x86_64 \
+		-DVERSION="$(awk -F'\t' '$1=="opkg-lede"{print substr($3,1,12)}' "$RIG/sources.tsv")"
 
 	# firewall4 is ucode + shell: its root/ is the installed tree.
 	cp -a "$WORK/firewall4/root/." "$STAGE/"
