@@ -172,7 +172,8 @@ make_rootfs() {
 	# opkg: offline installs from a file. The packages a firmware image would
 	# have installed and the ipk depends on are recorded as installed: libc (the
 	# rig's binaries use the host's), the kernel and the nft modules (the host
-	# kernel provides nft nat and fib).
+	# kernel provides nft nat and fib), ca-bundle (below). Each gets an empty
+	# file list, as opkg expects of installed packages.
 	mkdir -p "$ROOTFS/usr/lib/opkg/info"
 	cat >"$ROOTFS/etc/opkg.conf" <<-'EOF'
 		dest root /
@@ -184,14 +185,18 @@ make_rootfs() {
 		arch noarch 1
 		arch x86_64 10
 	EOF
-	for n in libc kernel kmod-nft-nat kmod-nft-fib; do
+	# ca-bundle: in OpenWrt's default package set; here the host's bundle.
+	mkdir -p "$ROOTFS/etc/ssl/certs"
+	cp /etc/ssl/certs/ca-certificates.crt "$ROOTFS/etc/ssl/certs/ca-certificates.crt"
+	for n in libc kernel kmod-nft-nat kmod-nft-fib ca-bundle; do
 		printf 'Package: %s\nVersion: rig\nStatus: install ok installed\nArchitecture: x86_64\nInstalled-Time: 0\n\n' "$n"
+		: >"$ROOTFS/usr/lib/opkg/info/$n.list"
 	done >"$ROOTFS/usr/lib/opkg/status"
 
 	# The rig's own files: what OpenWrt's base-files/procd/ubox packages install
 	# and the rig has no stored copy of (each says so in its header).
 	cp -a "$RIG/rootfs/." "$ROOTFS/"
-	chmod 755 "$ROOTFS"/etc/init.d/* "$ROOTFS/sbin/hotplug-call" "$ROOTFS/sbin/devstatus" "$ROOTFS/sbin/reload_config" "$ROOTFS"/bin/*.sh
+	chmod 755 "$ROOTFS"/etc/init.d/* "$ROOTFS/sbin/hotplug-call" "$ROOTFS/sbin/devstatus" "$ROOTFS/sbin/reload_config" "$ROOTFS"/bin/*.sh "$ROOTFS/bin/lock"
 
 	# Enable what a default image enables: /etc/rc.d/S<START><name> links, as
 	# rc.common's enable makes them.

@@ -173,7 +173,7 @@ if [ -z "$IPK" ]; then
 else
 	pass "ipk-present ($(basename "$IPK"))"
 	check opkg-install env LANVEIL_IPK="$IPK" "$ROUTER" install
-	check opkg-status r sh -c 'opkg status lanveil | grep -q "^Status: install ok installed"'
+	check opkg-status r sh -c 'opkg status lanveil | grep -Eq "^Status: install (ok|user) installed"'
 	check user-created r grep -q '^lanveil:x:5453:5453:' /etc/passwd
 	check uci-defaults-ran r sh -c '[ "$(uci get lanveil.openwrt.dnsmasq)" = 1 ] && [ ! -e /etc/uci-defaults/90-lanveil ]'
 	check service-enabled r test -L /etc/rc.d/S25lanveil
