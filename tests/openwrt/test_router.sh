@@ -190,7 +190,8 @@ else
 
 	# --- scenario 2: LAN-wide protection ------------------------------------------
 	# A DoT upstream in the ISP namespace (Debian's unbound, throwaway CA, at
-	# 203.0.113.53:853 as dot.test); lanveil pointed at it through uci + reload_config.
+	# 203.0.113.53:853 as dot.test); lanveil pointed at it through uci and a
+	# restart (the reload path is checked below: it does not reach the daemon).
 	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
 		-subj "/CN=lanveil rig test CA" -keyout "$T/ca.key" -out "$T/ca.pem" 2>/dev/null
 	openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=dot.test" \
@@ -229,8 +230,8 @@ else
 		uci set lanveil.rig=upstream &&
 		uci set lanveil.rig.url="tls://203.0.113.53:853#dot.test" &&
 		uci set lanveil.rig.ca_file=/etc/lanveil/test-ca.pem &&
-		/usr/sbin/lanveil --check-config /etc/config/lanveil >/dev/null 2>&1 || uci show lanveil
-		uci commit lanveil && reload_config'
+		uci commit lanveil && /usr/sbin/lanveil --check-config /etc/config/lanveil &&
+		/etc/init.d/lanveil restart'
 	isp_before="$(grep -c 'query\[' "$RUN/isp-resolver.log")"
 	ans=""
 	for _ in $(seq 1 30); do
@@ -240,6 +241,21 @@ else
 	done
 	check lan-dig-via-lanveil-dot [ "$ans" = 1.2.3.77 ]
 	check dot-upstream-saw-query grep -q 'probe.test. A IN' "$T/unbound.log"
+	# Scenario 4 (first check): `/etc/init.d/lanveil reload` must make the daemon
+	# re-read its file. The real procd sends reload_signal only when the instance's
+	# parameters changed (procd service/instance.c: instance_update ->
+	# instance_restart); lanveil's instance has the same parameters after a uci
+	# change, so nothing reaches the daemon. FAILS until the init script adds
+	# `procd_set_param file /etc/config/lanveil` (the file's checksum becomes a
+	# parameter, as dnsmasq's init does).
+	check reload-reaches-daemon r sh -c '
+		n=$(logread | grep -c "configuration reloaded")
+		uci set lanveil.main.log_level=debug && uci commit lanveil && /etc/init.d/lanveil reload
+		for i in $(seq 1 25); do
+			[ "$(logread | grep -c "configuration reloaded")" -gt "$n" ] && exit 0
+			sleep 0.2
+		done
+		echo "no \"configuration reloaded\" from the daemon within 5 s"; exit 1'
 	check isp-resolver-saw-nothing sh -c "[ \"\$(grep -c 'query\[' '$RUN/isp-resolver.log')\" = '$isp_before' ] &&
 		! grep -q probe.test '$RUN/isp-resolver.log'"
 fi
