@@ -77,6 +77,54 @@ else
 	exit 1
 fi
 
+# --- the download path's verification, without network: a file:// "GitHub" whose
+# tarballs are the stored archives repacked as GitHub packs them (top directory
+# REPO-COMMIT/, other compression), and raw files by repo/commit/path.
+SRC_DIR="${LANVEIL_OPENWRT_SRC:-$REPO/../shared/openwrt-src}"
+[ -d "$SRC_DIR" ] || SRC_DIR="$(dirname "$(git -C "$REPO" rev-parse --path-format=absolute --git-common-dir)")/../shared/openwrt-src"
+make_mirror() {
+	local m="$1" name repo commit _d _s _c tmp path c
+	rm -rf "$m"
+	mkdir -p "$m/raw"
+	while IFS=$'\t' read -r name repo commit _d _s _c; do
+		[ "$name" = name ] && continue
+		repo="${repo%% *}"
+		tmp="$m/tmp/$name"
+		mkdir -p "$tmp" "$m/$repo"
+		tar -xzf "$SRC_DIR/$name.tar.gz" -C "$tmp"
+		mv "$tmp/$name" "$tmp/${repo#*/}-$commit"
+		tar -C "$tmp" -cf - "${repo#*/}-$commit" | gzip -1 >"$m/$repo/$commit.tar.gz"
+	done <"$HERE/rig/sources.tsv"
+	while IFS=$'\t' read -r path c _s; do
+		repo=openwrt/openwrt
+		case "$c" in *immortalwrt*) repo=immortalwrt/immortalwrt ;; esac
+		c="${c%% *}"
+		mkdir -p "$m/raw/$repo/$c/$(dirname "${path#immortalwrt/}")"
+		cp "$SRC_DIR/base/$path" "$m/raw/$repo/$c/${path#immortalwrt/}"
+	done <"$HERE/rig/base.tsv"
+}
+fetch_from_mirror() {
+	rm -rf "$T/fetched"
+	LANVEIL_OPENWRT_SRC=none LANVEIL_OPENWRT_ARCHIVE_URL="file://$T/mirror/{repo}/{commit}.tar.gz" \
+		LANVEIL_OPENWRT_RAW_URL="file://$T/mirror/raw/{repo}/{commit}/{path}" \
+		"$HERE/rig/build.sh" --fetch-only "$T/fetched"
+}
+if [ -d "$SRC_DIR" ]; then
+	make_mirror "$T/mirror"
+	check download-verified-by-content fetch_from_mirror
+	check download-unpacked-as-name test -f "$T/fetched/procd/CMakeLists.txt"
+	# One changed file in one archive: refused, and the bad download is not kept.
+	tmp="$T/mirror/tmp/uci"
+	uci_commit="$(awk -F'\t' '$1=="uci"{print $3}' "$HERE/rig/sources.tsv")"
+	echo '/* tampered */' >>"$tmp/uci-$uci_commit/cli.c"
+	tar -C "$tmp" -cf - "uci-$uci_commit" | gzip -1 >"$T/mirror/openwrt/uci/$uci_commit.tar.gz"
+	check download-tampered-refused sh -c "! { $(declare -f fetch_from_mirror); T='$T' HERE='$HERE' fetch_from_mirror; } 2>'$T/tampered.log' &&
+		grep -q 'openwrt/uci@$uci_commit: content sha256' '$T/tampered.log' &&
+		[ ! -e '$T/fetched/.cache/dl/uci-$uci_commit.tar.gz' ]"
+else
+	fail download-verification "no stored sources to make a mirror from ($SRC_DIR)"
+fi
+
 # --- a failed up cleans up after itself ------------------------------------------
 check up-fails-bounded sh -c "! LANVEIL_ROUTER_TIMEOUT=0 '$ROUTER' up >'$T/up-fail.log' 2>&1"
 check failed-up-leaves-nothing nothing_left

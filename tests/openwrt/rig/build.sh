@@ -5,12 +5,19 @@
 # emulated router (tests/openwrt/router.sh). Prints the install tree's path.
 #
 #   tests/openwrt/rig/build.sh [--force]
+#   tests/openwrt/rig/build.sh --fetch-only DIR   fetch + verify the archives into DIR
+#
+# LANVEIL_OPENWRT_SRC=none forces the download path; LANVEIL_OPENWRT_ARCHIVE_URL
+# (default https://codeload.github.com/{repo}/tar.gz/{commit}) and
+# LANVEIL_OPENWRT_RAW_URL (default https://raw.githubusercontent.com/{repo}/{commit}/{path})
+# name where it downloads from (curl URLs: file:// works, which is how the
+# verification is tested without network).
 #
 # Sources: $LANVEIL_OPENWRT_SRC (a directory of NAME.tar.gz + base/), default
 # ../shared/openwrt-src next to the repository's main checkout. Without one, the
 # archives are downloaded by commit and verified (see fetch_archive).
 # Output: target/openwrt-rig/<hash>/root (a DESTDIR tree with usr/, lib/, etc/),
-# where <hash> covers sources.tsv, base.tsv, patches/ and this script: it is
+# where <hash> covers sources.tsv, base.tsv, patches/ and RECIPE below: it is
 # rebuilt only when one of them changes. Debian packages it needs are installed
 # with apt-get (idempotent); the list is DEBS below.
 set -euo pipefail
@@ -33,6 +40,10 @@ die() {
 
 default_src() {
 	local common
+	if [ "${LANVEIL_OPENWRT_SRC:-}" = none ]; then
+		printf '\n'
+		return
+	fi
 	if [ -n "${LANVEIL_OPENWRT_SRC:-}" ]; then
 		printf '%s\n' "$LANVEIL_OPENWRT_SRC"
 		return
@@ -50,9 +61,14 @@ default_src() {
 	printf '\n'
 }
 
+# Bump when a change to this script changes what it builds (flags, components,
+# install steps); changes to fetching or logging need no rebuild.
+RECIPE=1
+
 rig_hash() {
 	{
-		cat "$RIG/sources.tsv" "$RIG/base.tsv" "$RIG/build.sh"
+		cat "$RIG/sources.tsv" "$RIG/base.tsv"
+		printf 'recipe %s\n' "$RECIPE"
 		for p in "$RIG"/patches/*.patch; do
 			[ -e "$p" ] && { printf '%s\n' "$(basename "$p")"; cat "$p"; }
 		done
@@ -141,7 +157,7 @@ content_hash() {
 # GitHub's archive has another top-level directory and compression, its unpacked
 # content must match CONTENT_SHA256. Either way DEST_DIR/NAME holds the tree.
 fetch_archive() {
-	local name="$1" repo="$2" commit="$3" sum="$4" csum="$5" dest="$6" file got tmp top
+	local name="$1" repo="$2" commit="$3" sum="$4" csum="$5" dest="$6" file got tmp top url
 	if [ -n "$SRC" ]; then
 		file="$SRC/$name.tar.gz"
 		[ -f "$file" ] || die "$file missing"
@@ -154,8 +170,12 @@ fetch_archive() {
 	file="$CACHE/dl/$name-$commit.tar.gz"
 	mkdir -p "$CACHE/dl"
 	if [ ! -f "$file" ]; then
-		log "download $repo@$commit"
-		curl -fsSL --retry 3 -o "$file.part" "https://codeload.github.com/$repo/tar.gz/$commit" ||
+		url="${LANVEIL_OPENWRT_ARCHIVE_URL:-}"
+		[ -n "$url" ] || url='https://codeload.github.com/{repo}/tar.gz/{commit}'
+		url="${url//\{repo\}/$repo}"
+		url="${url//\{commit\}/$commit}"
+		log "download $url"
+		curl -fsSL --retry 3 -o "$file.part" "$url" ||
 			die "download of $repo@$commit failed"
 		mv "$file.part" "$file"
 	fi
@@ -166,7 +186,10 @@ fetch_archive() {
 	[ "$(printf '%s\n' "$top" | wc -l)" = 1 ] || die "$file: expected one top-level directory"
 	if [ "$got" != "$sum" ]; then
 		got="$(content_hash "$top")"
-		[ "$got" = "$csum" ] || die "$repo@$commit: content sha256 $got, manifest says $csum"
+		[ "$got" = "$csum" ] || {
+			rm -f "$file" # not kept: the next run downloads again
+			die "$repo@$commit: content sha256 $got, manifest says $csum"
+		}
 	fi
 	mv "$top" "$dest/$name"
 	rmdir "$tmp"
@@ -175,7 +198,7 @@ fetch_archive() {
 # The shell runtime files (base.tsv: path, commit, sha256), from $SRC/base or
 # downloaded by commit from the openwrt (or, where noted, immortalwrt) repository.
 fetch_base() {
-	local dest="$1" path commit sum got repo c
+	local dest="$1" path commit sum got repo c url
 	while IFS=$'\t' read -r path commit sum; do
 		mkdir -p "$dest/$(dirname "$path")"
 		if [ -n "$SRC" ]; then
@@ -189,8 +212,12 @@ fetch_base() {
 				continue
 				;;
 			esac
-			curl -fsSL --retry 3 -o "$dest/$path" \
-				"https://raw.githubusercontent.com/$repo/$c/${path#immortalwrt/}" ||
+			url="${LANVEIL_OPENWRT_RAW_URL:-}"
+			[ -n "$url" ] || url='https://raw.githubusercontent.com/{repo}/{commit}/{path}'
+			url="${url//\{repo\}/$repo}"
+			url="${url//\{commit\}/$c}"
+			url="${url//\{path\}/${path#immortalwrt/}}"
+			curl -fsSL --retry 3 -o "$dest/$path" "$url" ||
 				die "download of $repo@$c:$path failed"
 		fi
 		got="$(sha256sum "$dest/$path" | cut -d' ' -f1)"
@@ -233,6 +260,15 @@ cmake_build() {
 	log "built $name in $(($(date +%s) - t0)) s"
 }
 
+fetch_all() { # fetch_all DEST
+	local name repo commit _date sum csum
+	while IFS=$'\t' read -r name repo commit _date sum csum; do
+		[ "$name" = name ] && continue
+		case "$name" in luci | lucihttp) continue ;; esac # for the LuCI issue, not built yet
+		fetch_archive "$name" "${repo%% *}" "$commit" "$sum" "${csum:-}" "$1"
+	done <"$RIG/sources.tsv"
+}
+
 main() {
 	local force=0
 	[ "${1:-}" = --force ] && force=1
@@ -241,9 +277,18 @@ main() {
 		[ -d "$SRC" ] || die "LANVEIL_OPENWRT_SRC=$SRC is not a directory"
 		SRC="$(cd "$SRC" && pwd)"
 	fi
+	CACHE="$ROOT/target/openwrt-rig"
+	if [ "${1:-}" = --fetch-only ]; then
+		[ -n "${2:-}" ] || die "--fetch-only DIR"
+		mkdir -p "$2"
+		CACHE="$(cd "$2" && pwd)/.cache"
+		fetch_all "$2"
+		fetch_base "$2/base"
+		log "fetched and verified into $2"
+		return 0
+	fi
 	local hash out
 	hash="$(rig_hash)"
-	CACHE="$ROOT/target/openwrt-rig"
 	out="$CACHE/$hash"
 	if [ "$force" = 0 ] && [ -f "$out/.done" ]; then
 		printf '%s\n' "$out/root"
@@ -263,12 +308,8 @@ main() {
 	log "sources: ${SRC:-download by commit}; output: $out"
 
 	# Archives: name, repo, commit, sha256 (+ content sha256) from sources.tsv.
-	local name repo commit _date sum csum p
-	while IFS=$'\t' read -r name repo commit _date sum csum; do
-		[ "$name" = name ] && continue
-		case "$name" in luci | lucihttp) continue ;; esac # for the LuCI issue, not built yet
-		fetch_archive "$name" "${repo%% *}" "$commit" "$sum" "${csum:-}" "$WORK"
-	done <"$RIG/sources.tsv"
+	local name p
+	fetch_all "$WORK"
 	fetch_base "$out/base"
 	for p in "$RIG"/patches/*.patch; do
 		[ -e "$p" ] || continue
