@@ -21,17 +21,18 @@ r() { "$ROUTER" exec router -- "$@"; }
 lan() { "$ROUTER" exec lan -- "$@"; }
 secs() { printf '%.1f' "$(echo "$(date +%s.%N) - $1" | bc)"; }
 
-# Host state that the rig must not change.
+# Host state that the rig must not change, restricted to what the rig could
+# leave (other jobs on the machine may add their own links, netns and tables):
+# its device names, mounts under this checkout's target/, nft tables named like
+# the router's. The rig never uses `ip netns` (/run/netns stays as it is).
 host_state() {
 	{
-		echo "## links"
-		ip -o link show | sed 's/^[0-9]*: //; s/ .*//' | sort
+		echo "## rig links in the host netns"
+		ip -o link show | sed 's/^[0-9]*: //; s/[@:].*//' | grep -Ex 'lan1|wan|br-lan' || true
 		echo "## mounts under target/"
 		findmnt -rn -o TARGET | grep -F "$REPO/target" || true
-		echo "## /run/netns"
-		ls /run/netns 2>/dev/null || true
-		echo "## nft"
-		nft list ruleset 2>/dev/null | sha256sum
+		echo "## fw4/lanveil nft tables on the host"
+		nft list tables 2>/dev/null | grep -E ' (fw4|lanveil)$' || true
 	}
 }
 # Processes still in one of the namespaces recorded in $1 (files of ns links).
@@ -304,6 +305,19 @@ else
 			sleep 0.2
 		done
 		echo "no \"configuration reloaded\" from the daemon within 5 s"; exit 1'
+	# Scenario 3 (first checks): the LAN client asks the ISP resolver directly; the
+	# router's capture (lanveil's nft table, force_dns on by default) answers it
+	# through lanveil (the DoT upstream's answer, not the ISP's 1.2.3.4).
+	check force-dns-udp4 sh -c "[ \"\$('$ROUTER' exec lan -- dig +short +time=3 +tries=1 @198.51.100.53 probe.test A)\" = 1.2.3.77 ]"
+	check force-dns-tcp4 sh -c "[ \"\$('$ROUTER' exec lan -- dig +tcp +short +time=3 +tries=1 @198.51.100.53 probe.test A)\" = 1.2.3.77 ]"
+	# Scenario 6 (first check): kill -9 of the daemon, procd respawns it.
+	check procd-respawns-after-kill9 r sh -c '
+		old=$(pidof lanveil) && kill -9 $old || exit 1
+		for i in $(seq 1 50); do
+			new=$(pidof lanveil) && [ "$new" != "$old" ] && exit 0
+			sleep 0.2
+		done
+		echo "not respawned within 10 s"; exit 1'
 	check isp-resolver-saw-nothing sh -c "[ \"\$(grep -c 'query\[' '$RUN/isp-resolver.log')\" = '$isp_before' ] &&
 		! grep -q probe.test '$RUN/isp-resolver.log'"
 fi
