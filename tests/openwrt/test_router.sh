@@ -55,6 +55,12 @@ record_ns() {
 	grep -vxF -e "$(readlink /proc/self/ns/net)" -e "$(readlink /proc/self/ns/mnt)" \
 		-e "$(readlink /proc/self/ns/pid)" "$T/ns.list" >"$T/ns.list.own" || true
 }
+# After a reboot inside the test: add the new namespaces to the list.
+record_ns_add() {
+	cp "$T/ns.list.own" "$T/ns.list.prev"
+	record_ns
+	cat "$T/ns.list.prev" >>"$T/ns.list.own"
+}
 nothing_left() {
 	local left
 	host_state >"$T/host.after"
@@ -221,6 +227,7 @@ if [ -z "$IPK" ]; then
 	fail ipk-present "no target/board/x86_64/lanveil_*.ipk: run cargo board ipk x86_64 (or set LANVEIL_IPK)"
 else
 	pass "ipk-present ($(basename "$IPK"))"
+	r cat /etc/config/dhcp >"$T/dhcp.before-install"
 	check opkg-install env LANVEIL_IPK="$IPK" "$ROUTER" install
 	check opkg-status r sh -c 'opkg status lanveil | grep -Eq "^Status: install (ok|user) installed"'
 	check user-created r grep -q '^lanveil:x:5453:5453:' /etc/passwd
@@ -320,6 +327,42 @@ else
 		echo "not respawned within 10 s"; exit 1'
 	check isp-resolver-saw-nothing sh -c "[ \"\$(grep -c 'query\[' '$RUN/isp-resolver.log')\" = '$isp_before' ] &&
 		! grep -q probe.test '$RUN/isp-resolver.log'"
+
+	# --- scenario 7 (first checks): reboot. down + up keeps the flash (/etc),
+	# /tmp and /var start empty; lanveil comes up enabled and dnsmasq is wired.
+	"$ROUTER" down >/dev/null 2>&1
+	if "$ROUTER" up --no-lanveil >"$T/reboot.log" 2>&1; then
+		record_ns_add
+		"$ROUTER" exec isp -- unbound -c "$T/unbound.conf" </dev/null >/dev/null 2>&1 &
+		check reboot-lanveil-running r sh -c '
+			for i in $(seq 1 50); do
+				ubus call service list "{\"name\":\"lanveil\"}" | grep -q "\"running\": true" && exit 0
+				sleep 0.2
+			done; exit 1'
+		check reboot-dnsmasq-wired r sh -c 'grep -q "^server=127.0.0.1#5453" /var/etc/dnsmasq.conf.*'
+		ans=""
+		for _ in $(seq 1 30); do
+			ans="$(nsenter -t "$(cat "$RUN/router.pid")" -n \
+				dig +short +time=2 +tries=1 @192.168.1.1 probe.test A 2>/dev/null)"
+			[ "$ans" = 1.2.3.77 ] && break
+			sleep 0.5
+		done
+		check reboot-resolves-via-lanveil [ "$ans" = 1.2.3.77 ]
+	else
+		fail reboot-up "$(tail -n 20 "$T/reboot.log")"
+	fi
+
+	# --- scenario 8 (first checks): undo. stop restores /etc/config/dhcp byte for
+	# byte and removes lanveil's nft table; fw4's stays.
+	check stop-service r /etc/init.d/lanveil stop
+	check stop-restores-dhcp sh -c "'$ROUTER' exec router -- cat /etc/config/dhcp | cmp - '$T/dhcp.before-install'"
+	check stop-removes-nft-table r sh -c '! nft list table inet lanveil >/dev/null 2>&1'
+	check stop-keeps-fw4 r nft list table inet fw4
+	check stop-unwires-dnsmasq r sh -c '
+		for i in $(seq 1 25); do
+			grep -q "^server=127.0.0.1#5453" /var/etc/dnsmasq.conf.* || exit 0
+			sleep 0.2
+		done; exit 1'
 fi
 
 # --- down -------------------------------------------------------------------------
