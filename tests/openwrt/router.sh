@@ -12,6 +12,8 @@
 #   tests/openwrt/router.sh exec router|lan|isp -- CMD...
 #   tests/openwrt/router.sh down              stop everything, remove every namespace,
 #                                             device and mount it made
+#   tests/openwrt/router.sh up --image        new flash with lanveil pre-installed offline
+#                                             (as an image build does), then first boot
 #   tests/openwrt/router.sh install           opkg install lanveil's ipk into the running router
 #   tests/openwrt/router.sh status            what is running (exit 1 if not up)
 #
@@ -107,6 +109,7 @@ make_rootfs() {
 	cp -a "$built/." "$ROOTFS/"
 	rm -rf "$ROOTFS/usr/include" "$ROOTFS/usr/lib/pkgconfig" "$ROOTFS"/usr/lib/*.a
 	ln -sfn tmp "$ROOTFS/var"
+	mkdir -p "$ROOTFS/usr/lib/x86_64-linux-gnu"
 	ln -sfn /usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2 "$ROOTFS/lib64/ld-linux-x86-64.so.2"
 	link ../usr/lib/x86_64-linux-gnu lib/x86_64-linux-gnu
 
@@ -244,13 +247,40 @@ install_lanveil() {
 	log "installed $(basename "$ipk")"
 }
 
+# The image case: opkg --offline-root into the flash before its first boot, as
+# OpenWrt's image builder installs packages (postinst with IPKG_INSTROOT set:
+# user and rc.d links now, uci-defaults and start at first boot).
+image_install() {
+	local ipk
+	ipk="$(find_ipk)"
+	if [ -z "$ipk" ] || [ ! -f "$ipk" ]; then
+		die "--image: no lanveil ipk (cargo board ipk x86_64, or LANVEIL_IPK)"
+	fi
+	cp "$ipk" "$ROOTFS/lanveil.ipk"
+	# shellcheck disable=SC2016 # expanded by the inner bash
+	unshare --mount --propagation private -- bash -ec '
+		mount --bind /usr/lib/x86_64-linux-gnu "$1/usr/lib/x86_64-linux-gnu"
+		mount -t tmpfs tmpfs "$1/tmp"
+		mkdir -p "$1/tmp/lock"
+		chroot "$1" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin \
+			opkg --offline-root / install /lanveil.ipk
+		# opkg runs no maintainer scripts in offline-root mode; the image build
+		# (include/rootfs.mk) runs each postinst with IPKG_INSTROOT set.
+		chroot "$1" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin IPKG_INSTROOT=/ \
+			/bin/sh /usr/lib/opkg/info/lanveil.postinst
+	' _ "$ROOTFS" >>"$RUN/opkg.log" 2>&1 || { tail -n 20 "$RUN/opkg.log" >&2; die "offline install failed"; }
+	rm -f "$ROOTFS/lanveil.ipk"
+	log "pre-installed $(basename "$ipk") in the flash (image case)"
+}
+
 up() {
-	local fresh=0 lanveil=1 t0 built base rpid upid lpid ipid i a
+	local fresh=0 lanveil=1 image=0 t0 built base rpid upid lpid ipid i a
 	for a in "$@"; do
 		case "$a" in
 		--fresh) fresh=1 ;;
 		--no-lanveil) lanveil=0 ;;
-		*) die "up [--fresh] [--no-lanveil]" ;;
+		--image) image=1 fresh=1 ;;
+		*) die "up [--fresh] [--no-lanveil] [--image]" ;;
 		esac
 	done
 	t0=$(date +%s.%N)
@@ -268,6 +298,7 @@ up() {
 		log "making rootfs (fresh flash)"
 		make_rootfs "$built" "$base"
 		printf '%s\n' "$built" >"$ROOTFS/.rig-built"
+		[ "$image" = 1 ] && image_install
 	fi
 	: >"$RUN/console.log"
 	rm -f "$RUN/links-ready"

@@ -363,6 +363,24 @@ else
 			grep -q "^server=127.0.0.1#5453" /var/etc/dnsmasq.conf.* || exit 0
 			sleep 0.2
 		done; exit 1'
+
+	# --- scenario 1, image case: the package pre-installed offline in a fresh
+	# flash comes up on first boot through uci-defaults, with no manual step.
+	"$ROUTER" down >/dev/null 2>&1
+	if LANVEIL_IPK="$IPK" "$ROUTER" up --image --no-lanveil >"$T/image.log" 2>&1; then
+		record_ns_add
+		pass image-first-boot
+		check image-uci-defaults-ran r sh -c '[ "$(uci get lanveil.openwrt.dnsmasq)" = 1 ] && [ ! -e /etc/uci-defaults/90-lanveil ]'
+		check image-user r grep -q '^lanveil:x:5453:5453:' /etc/passwd
+		check image-lanveil-running r sh -c '
+			for i in $(seq 1 50); do
+				ubus call service list "{\"name\":\"lanveil\"}" | grep -q "\"running\": true" && exit 0
+				sleep 0.2
+			done; exit 1'
+		check image-dnsmasq-wired r sh -c 'grep -q "^server=127.0.0.1#5453" /var/etc/dnsmasq.conf.*'
+	else
+		fail image-first-boot "$(tail -n 20 "$T/image.log")"
+	fi
 fi
 
 # --- down -------------------------------------------------------------------------
