@@ -317,6 +317,23 @@ else
 	# through lanveil (the DoT upstream's answer, not the ISP's 1.2.3.4).
 	check force-dns-udp4 sh -c "[ \"\$('$ROUTER' exec lan -- dig +short +time=3 +tries=1 @198.51.100.53 probe.test A)\" = 1.2.3.77 ]"
 	check force-dns-tcp4 sh -c "[ \"\$('$ROUTER' exec lan -- dig +tcp +short +time=3 +tries=1 @198.51.100.53 probe.test A)\" = 1.2.3.77 ]"
+	# ... and after fw4 reloads its ruleset, by each way it can happen, lanveil's
+	# rules are still there while lanveil runs.
+	check fw4-reload-keeps-lanveil r sh -c 'fw4 reload >/dev/null 2>&1 && nft list table inet lanveil >/dev/null'
+	check firewall-restart-keeps-lanveil r sh -c '/etc/init.d/firewall restart >/dev/null 2>&1 && nft list table inet lanveil >/dev/null'
+	# A firewall config change (a new rule) applied by procd's config.change trigger.
+	check firewall-config-change-keeps-lanveil r sh -c '
+		uci add firewall rule >/dev/null && uci set firewall.@rule[-1].name=rig-test &&
+		uci set firewall.@rule[-1].src=lan && uci set firewall.@rule[-1].proto=tcp &&
+		uci set firewall.@rule[-1].dest_port=9999 && uci set firewall.@rule[-1].target=REJECT &&
+		uci commit firewall && reload_config || exit 1
+		for i in $(seq 1 50); do
+			nft list table inet fw4 | grep -q "rig-test" && break
+			sleep 0.2
+		done
+		nft list table inet fw4 | grep -q "rig-test" || { echo "fw4 did not apply the new rule"; exit 1; }
+		nft list table inet lanveil >/dev/null'
+	check force-dns-after-fw4-restart sh -c "[ \"\$('$ROUTER' exec lan -- dig +short +time=3 +tries=1 @198.51.100.53 probe.test A)\" = 1.2.3.77 ]"
 	# Scenario 6 (first check): kill -9 of the daemon, procd respawns it.
 	check procd-respawns-after-kill9 r sh -c '
 		old=$(pidof lanveil) && kill -9 $old || exit 1
