@@ -29,6 +29,8 @@ check procd-pidfile-for-guard [ "$(last_set 'j["instances"]["lanveil"]["pidfile"
 check procd-guard-instance-root [ "$(last_set '(j["instances"]["guard"]["command"], "user" in j["instances"]["guard"], j["instances"]["guard"]["respawn"])')" = "(['/etc/init.d/lanveil', 'guard'], False, ['3600', '5', '5'])" ]
 check status-up status_has '^lanveil is running; dnsmasq forwards to it.$'
 check procd-reload-signal-hup [ "$(last_set 'j["instances"]["lanveil"]["reload_signal"]')" = 1 ]
+# procd signals an instance only when a parameter changes: the config file's checksum is one.
+check procd-watches-config-file [ "$(last_set 'list(j["instances"]["lanveil"]["file"])')" = "['/etc/config/lanveil']" ]
 check procd-logs-to-syslog [ "$(last_set '(j["instances"]["lanveil"]["stdout"], j["instances"]["lanveil"]["stderr"], j["instances"]["lanveil"]["no_new_privs"])')" = "(True, True, True)" ]
 check procd-reload-trigger [ "$(last_set '[t for t in j["triggers"] if t[0] == "config.change"][0][1][1][2]')" = lanveil ]
 check procd-wan-up-trigger [ "$(last_set '[t[1][2] for t in j["triggers"] if t[0] == "interface.*.up" and t[1][1][2] == "wan"][0]')" = "['run_script', '/etc/init.d/lanveil', 'wan_up']" ]
