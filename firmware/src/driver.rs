@@ -2,6 +2,8 @@
 //! (the quinn `ConnectionDriver` loop). Sockets live in other tasks; this task never blocks on I/O:
 //! a UDP answer goes straight onto the listener's socket with a non-blocking send while the socket
 //! takes it, else into the listener's bounded queue; TCP answers go into each connection's queue.
+//! Each task reports on the channel through a sender of its own narrow event type (`events.rs`); this
+//! task dispatches them to the engine, the session table and [`Wan`] (the captive-WAN side).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -63,19 +65,18 @@ pub(crate) struct Driver {
 const BATCH: usize = 64;
 
 impl Driver {
-    /// A driver reading `rx`; `events` is the sending side of the same channel, from which it hands
-    /// the tasks it starts (sessions, plaintext sockets, API requests) their own narrow senders.
-    #[allow(clippy::too_many_arguments)]
+    /// A driver reading the channel; from its sending side it hands the tasks it starts (sessions,
+    /// plaintext sockets, API requests) their own narrow senders.
     pub(crate) fn new(
         engine_config: EngineConfig,
         targets: Vec<(UpstreamId, Arc<Target>)>,
         policy: Policy,
         rng: OsRng,
-        rx: mpsc::Receiver<Input>,
-        events: &Sender<Input>,
+        channel: (mpsc::Receiver<Input>, Sender<Input>),
         wan: WanSettings,
         time: Arc<TimeKeeper>,
     ) -> Self {
+        let (rx, events) = channel;
         let specs = specs(&targets);
         let mut engine = Engine::new(engine_config, &specs, rng);
         engine.set_policy(Some(policy));

@@ -302,8 +302,7 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, Err
         targets,
         policy,
         rng,
-        rx,
-        &tx,
+        (rx, tx.clone()),
         wan_settings(&config),
         time.clone(),
     );
