@@ -1,9 +1,10 @@
 //! The I/O half of the captive-WAN support (`lanveil_core::captive` holds the state): [`Wan`], the
-//! driver's captive-WAN bookkeeping around that state (the "suspected" heuristic, API requests when due,
-//! the plaintext exception handed to the engine), the RFC 8908 API request over HTTPS, and
-//! [`PlainSocket`], the plaintext UDP socket behind the engine's two typed
-//! plaintext paths: the owner-enabled portal-name exception to the WAN's DNS servers, and (a second
-//! socket) local names to the owner's `local_resolver` on the LAN. Nothing else uses these paths.
+//! driver's bookkeeping around that state (the "suspected" heuristic, API requests when due, the
+//! plaintext exception handed to the engine); the RFC 8908 API request over HTTPS; and
+//! [`PlainSocket`], the plaintext UDP socket behind the engine's two typed plaintext paths: the
+//! owner-enabled portal-name exception to the WAN's DNS servers, and (a second socket,
+//! [`LocalResolver`]) local names to the owner's `local_resolver` on the LAN. Nothing else uses these
+//! paths.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
