@@ -153,10 +153,6 @@ impl From<WanEvent> for Input {
     }
 }
 
-/// The driver has stopped (its end of the channel is gone).
-#[derive(Debug)]
-pub(crate) struct Stopped;
-
 /// One producer's end of the driver's channel: it sends only `E`.
 pub(crate) struct Sender<E> {
     tx: mpsc::Sender<Input>,
@@ -173,9 +169,13 @@ impl<E> Clone for Sender<E> {
 }
 
 impl<E: Into<Input>> Sender<E> {
-    /// Waits for room in the channel, then sends.
-    pub(crate) async fn send(&self, event: E) -> Result<(), Stopped> {
-        self.tx.send(event.into()).await.map_err(|_| Stopped)
+    /// Waits for room in the channel, then sends; fails only once the driver has stopped. (The
+    /// channel's own future, not a wrapper: one future type for every producer.)
+    pub(crate) fn send(
+        &self,
+        event: E,
+    ) -> impl Future<Output = Result<(), mpsc::error::SendError<Input>>> + '_ {
+        self.tx.send(event.into())
     }
 }
 
