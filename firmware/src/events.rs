@@ -180,7 +180,8 @@ impl<E: Into<Input>> Sender<E> {
 }
 
 impl Sender<Input> {
-    /// A sender of one producer's events only (the composition root hands these out).
+    /// A sender of one producer's events only: what the composition root, and the driver for the
+    /// tasks it starts, hand each task.
     pub(crate) fn narrow<E>(&self) -> Sender<E> {
         Sender {
             tx: self.tx.clone(),
