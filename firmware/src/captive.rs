@@ -1,7 +1,10 @@
-//! The I/O half of the captive-WAN support (`lanveil_core::captive` holds the state): the RFC 8908 API
-//! request over HTTPS, and [`PlainSocket`], the plaintext UDP socket behind the engine's two typed
-//! plaintext paths: the owner-enabled portal-name exception to the WAN's DNS servers, and (a second
-//! socket) local names to the owner's `local_resolver` on the LAN. Nothing else uses these paths.
+//! The I/O half of the captive-WAN support (`lanveil_core::captive` holds the state): [`Wan`], the
+//! driver's bookkeeping around that state (the "suspected" heuristic, API requests when due, the
+//! plaintext exception handed to the engine); the RFC 8908 API request over HTTPS; and
+//! [`PlainSocket`], the plaintext UDP socket behind the engine's two typed plaintext paths: the
+//! owner-enabled portal-name exception to the WAN's DNS servers, and (a second socket,
+//! [`LocalResolver`]) local names to the owner's `local_resolver` on the LAN. Nothing else uses these
+//! paths.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -17,7 +20,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::clock::TimeKeeper;
-use crate::driver::Input;
+use crate::events::{WanEvent, WanSender, WanSettings};
 use crate::upstream::tls::Target;
 
 /// The oldest TLS the portal API may speak: 1.2 (portal gear is often old) where the build has it,
@@ -51,6 +54,201 @@ pub(crate) fn parse_dns(list: &[String]) -> Result<Vec<SocketAddr>, String> {
     Ok(out)
 }
 
+/// How often the upstreams' health feeds the "suspected captive" heuristic.
+const WAN_CHECK: Duration = Duration::from_secs(2);
+
+/// The captive-WAN side of the driver: the portal state, the WAN's DNS servers and plaintext socket,
+/// and the API request in flight. The driver calls [`Wan::tick`] after every batch of inputs.
+pub(crate) struct Wan {
+    tracker: lanveil_core::captive::Tracker,
+    settings: WanSettings,
+    time: Arc<TimeKeeper>,
+    events: WanSender,
+    dns: Vec<SocketAddr>,
+    plain: Option<PlainSocket>,
+    api: Option<JoinHandle<()>>,
+    check_at: lanveil_core::time::Instant,
+    phase: lanveil_core::captive::Phase,
+    dirty: bool,
+}
+
+impl Wan {
+    pub(crate) fn new(settings: WanSettings, time: Arc<TimeKeeper>, events: WanSender) -> Self {
+        Self {
+            tracker: lanveil_core::captive::Tracker::new(settings.tracker),
+            settings,
+            time,
+            events,
+            dns: Vec::new(),
+            plain: None,
+            api: None,
+            check_at: lanveil_core::time::Instant::default(),
+            phase: lanveil_core::captive::Phase::Open,
+            dirty: false,
+        }
+    }
+
+    /// When the driver must wake next, given the engine's next timeout: the earlier of that and the
+    /// tracker's, and no later than the next health check (none while neither has a timeout).
+    pub(crate) fn wake(
+        &self,
+        engine: Option<lanveil_core::time::Instant>,
+    ) -> Option<lanveil_core::time::Instant> {
+        match (engine, self.tracker.poll_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+        .map(|t| t.min(self.check_at))
+    }
+
+    /// The captive-WAN bookkeeping after every batch of inputs: the "suspected" heuristic, API
+    /// requests when due, and the plaintext exception handed to the engine when it changed.
+    pub(crate) fn tick<R: lanveil_core::rng::Rng>(
+        &mut self,
+        now: lanveil_core::time::Instant,
+        engine: &mut lanveil_core::engine::Engine<R>,
+    ) {
+        if now >= self.check_at {
+            self.check_at = now + WAN_CHECK;
+            let health = engine.upstream_health(now);
+            let down = !health.is_empty() && health.iter().all(|h| !h.up && h.last_error.is_some());
+            self.tracker.upstreams_down(now, down);
+        }
+        let phase = self.tracker.phase(now);
+        if phase != self.phase {
+            self.phase = phase;
+            self.dirty = true;
+            let st = self.tracker.status(now);
+            let uri = st.api_uri.as_deref().unwrap_or("-");
+            match phase {
+                lanveil_core::captive::Phase::Open => log::info!("WAN: no captive portal"),
+                lanveil_core::captive::Phase::Suspected => log::warn!(
+                    "WAN: every upstream has failed for 30 s and no portal was announced: perhaps a captive portal"
+                ),
+                p => log::warn!("WAN captive portal {}: {uri}", p.as_str()),
+            }
+        }
+        if self.api.as_ref().is_none_or(JoinHandle::is_finished)
+            && let Some(uri) = self.tracker.poll_due(now)
+        {
+            let ctx = ApiContext {
+                ca_file: self.settings.ca_file.clone(),
+                time: self.time.clone(),
+                dns: self.dns.clone(),
+                may_lookup: self.tracker.exception(now).is_some(),
+            };
+            self.api = Some(spawn_api_request(uri, ctx, self.events.clone()));
+        }
+        if self.dirty {
+            self.dirty = false;
+            let ex = self.tracker.exception(now).filter(|_| self.plain.is_some());
+            if let Some(e) = &ex {
+                log::warn!(
+                    "captive portal exception open for {} name(s), {} s left: those names are resolved in plaintext",
+                    e.names.len(),
+                    e.until.saturating_since(now).as_secs()
+                );
+            }
+            engine.set_plain_exception(ex);
+        }
+    }
+
+    /// The WAN hook's report: the announced portal (`None`: withdrawn) and the WAN's DNS servers.
+    pub(crate) fn portal(
+        &mut self,
+        now: lanveil_core::time::Instant,
+        uri: Option<Box<CaptivePortalUri>>,
+        dns: Vec<SocketAddr>,
+    ) {
+        if dns != self.dns {
+            self.plain = (!dns.is_empty())
+                .then(|| PlainSocket::spawn(dns.clone(), PlainTarget::Wan, self.events.clone()));
+            self.dns = dns;
+        }
+        if self.tracker.signal(now, uri.map(|u| *u))
+            && let Some(old) = self.api.take()
+        {
+            // A request for the previous portal: its answer would be ignored, and while it is out
+            // the new portal's request (due now) could not start.
+            old.abort();
+        }
+        self.dirty = true;
+    }
+
+    /// The outcome of an API request.
+    pub(crate) fn api_result(
+        &mut self,
+        now: lanveil_core::time::Instant,
+        uri: &CaptivePortalUri,
+        result: Result<ApiState, String>,
+    ) {
+        if let Err(e) = &result {
+            log::info!("captive portal API {uri}: {e}");
+        }
+        self.tracker.api_result(now, uri, result);
+        self.dirty = true;
+    }
+
+    /// New settings from a reload.
+    pub(crate) fn set_settings(&mut self, settings: WanSettings) {
+        self.tracker.set_settings(settings.tracker);
+        self.settings = settings;
+        self.dirty = true;
+    }
+
+    pub(crate) fn status(&self, now: lanveil_core::time::Instant) -> lanveil_core::captive::Status {
+        self.tracker.status(now)
+    }
+
+    /// The WAN's DNS servers the hook reported.
+    pub(crate) fn dns(&self) -> &[SocketAddr] {
+        &self.dns
+    }
+
+    /// The plaintext socket to the WAN's DNS servers (none while the hook reported none).
+    pub(crate) fn plain(&self) -> Option<&PlainSocket> {
+        self.plain.as_ref()
+    }
+
+    /// Stops the API request in flight (the driver is stopping).
+    pub(crate) fn stop(&mut self) {
+        if let Some(t) = self.api.take() {
+            t.abort();
+        }
+    }
+}
+
+/// The plaintext socket to the owner's `local_resolver` (the policy sends local names there only
+/// when it is set).
+pub(crate) struct LocalResolver {
+    socket: Option<(SocketAddr, PlainSocket)>,
+    events: WanSender,
+}
+
+impl LocalResolver {
+    pub(crate) fn new(events: WanSender) -> Self {
+        Self {
+            socket: None,
+            events,
+        }
+    }
+
+    /// Opens (or closes, or keeps) the socket. Queries in flight to a replaced one get their
+    /// deadline's SERVFAIL.
+    pub(crate) fn set(&mut self, resolver: Option<SocketAddr>) {
+        if self.socket.as_ref().map(|(r, _)| *r) != resolver {
+            self.socket = resolver.map(|r| {
+                let socket = PlainSocket::spawn(vec![r], PlainTarget::Local, self.events.clone());
+                (r, socket)
+            });
+        }
+    }
+
+    pub(crate) fn plain(&self) -> Option<&PlainSocket> {
+        self.socket.as_ref().map(|(_, s)| s)
+    }
+}
+
 /// The task that owns the plaintext socket(s) of one [`PlainTarget`]: queries from the driver go to
 /// every server of that target (the WAN's DNS servers, or the one local resolver), answers from
 /// those servers (and no one else) go back to the driver tagged with the target.
@@ -66,11 +264,7 @@ impl Drop for PlainSocket {
 }
 
 impl PlainSocket {
-    pub(crate) fn spawn(
-        servers: Vec<SocketAddr>,
-        target: PlainTarget,
-        events: mpsc::Sender<Input>,
-    ) -> Self {
+    pub(crate) fn spawn(servers: Vec<SocketAddr>, target: PlainTarget, events: WanSender) -> Self {
         let (tx, rx) = mpsc::channel(lanveil_core::engine::MAX_PLAIN_INFLIGHT);
         let task = tokio::spawn(plain_io(servers, target, rx, events));
         Self { tx, task }
@@ -81,7 +275,7 @@ async fn plain_io(
     servers: Vec<SocketAddr>,
     target: PlainTarget,
     mut rx: mpsc::Receiver<Vec<u8>>,
-    events: mpsc::Sender<Input>,
+    events: WanSender,
 ) {
     let bind = |v6: bool| async move {
         if v6 {
@@ -112,13 +306,13 @@ async fn plain_io(
                 }
             }
             r = recv(v4.as_ref(), &mut buf4) => {
-                if let Some(input) = answer(r, &servers, target, &buf4) {
-                    let _ = events.send(input).await;
+                if let Some(event) = answer(r, &servers, target, &buf4) {
+                    let _ = events.send(event).await;
                 }
             }
             r = recv(v6.as_ref(), &mut buf6) => {
-                if let Some(input) = answer(r, &servers, target, &buf6) {
-                    let _ = events.send(input).await;
+                if let Some(event) = answer(r, &servers, target, &buf6) {
+                    let _ = events.send(event).await;
                 }
             }
         }
@@ -147,12 +341,12 @@ fn answer(
     servers: &[SocketAddr],
     target: PlainTarget,
     buf: &[u8],
-) -> Option<Input> {
+) -> Option<WanEvent> {
     let (n, from) = r.ok()?;
     if !servers.contains(&from) || n < 12 {
         return None;
     }
-    Some(Input::PlainAnswer {
+    Some(WanEvent::PlainAnswer {
         from: target,
         tag: u16::from_be_bytes([buf[0], buf[1]]),
         bytes: buf[..n].to_vec(),
@@ -161,7 +355,7 @@ fn answer(
 
 /// What the API request needs besides the URI.
 #[derive(Clone)]
-pub(crate) struct ApiContext {
+struct ApiContext {
     pub(crate) ca_file: Option<String>,
     pub(crate) time: Arc<TimeKeeper>,
     pub(crate) dns: Vec<SocketAddr>,
@@ -170,18 +364,15 @@ pub(crate) struct ApiContext {
 }
 
 /// Requests the RFC 8908 API and reports the outcome to the driver.
-pub(crate) fn spawn_api_request(
-    uri: CaptivePortalUri,
-    ctx: ApiContext,
-    events: mpsc::Sender<Input>,
-) -> JoinHandle<()> {
+fn spawn_api_request(uri: CaptivePortalUri, ctx: ApiContext, events: WanSender) -> JoinHandle<()> {
     tokio::spawn(async move {
         let result = match tokio::time::timeout(API_TIMEOUT, api_request(uri.as_str(), &ctx)).await
         {
             Ok(r) => r,
             Err(_) => Err("no answer within 5 s".to_string()),
         };
-        let _ = events.send(Input::ApiResult { uri, result }).await;
+        let uri = Box::new(uri);
+        let _ = events.send(WanEvent::ApiResult { uri, result }).await;
     })
 }
 

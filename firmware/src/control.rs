@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::clock::TimeKeeper;
-use crate::driver::{Input, Snapshot};
+use crate::events::{ControlRequest, ControlSender, Snapshot};
 use crate::upstream::tls::{Target, describe};
 
 /// A reload asked for over the socket; the main loop answers it.
@@ -28,7 +28,7 @@ pub type ReloadRequest = oneshot::Sender<Result<(), String>>;
 const MAX_REQUEST: usize = 1024;
 
 pub(crate) struct Context {
-    pub(crate) driver: mpsc::Sender<Input>,
+    pub(crate) driver: ControlSender,
     pub(crate) time: Arc<TimeKeeper>,
     pub(crate) started: tokio::time::Instant,
     pub(crate) config_file: Option<String>,
@@ -116,15 +116,15 @@ async fn serve(mut stream: UnixStream, ctx: &Context) {
 /// driver.
 async fn wan_portal(ctx: &Context, uri: Option<String>, dns: Vec<String>) -> Result<(), String> {
     let uri = match uri {
-        Some(u) => Some(
+        Some(u) => Some(Box::new(
             lanveil_core::capport::CaptivePortalUri::parse(u.as_bytes())
                 .map_err(|e| format!("captive-portal URI refused: {e}"))?,
-        ),
+        )),
         None => None,
     };
     let dns = crate::captive::parse_dns(&dns)?;
     ctx.driver
-        .send(Input::WanPortal { uri, dns })
+        .send(ControlRequest::WanPortal { uri, dns })
         .await
         .map_err(|_| "lanveil is stopping".to_string())
 }
@@ -134,7 +134,7 @@ async fn wan_portal(ctx: &Context, uri: Option<String>, dns: Vec<String>) -> Res
 async fn leak_probe(ctx: &Context, label: &str, nonce: &str) -> Result<(), String> {
     let probe = lanveil_core::leak_probe::Probe::new(label, nonce).map_err(|e| e.to_string())?;
     ctx.driver
-        .send(Input::LeakProbe(probe))
+        .send(ControlRequest::LeakProbe(probe))
         .await
         .map_err(|_| "lanveil is stopping".to_string())?;
     log::debug!("leak-test probe registered");
@@ -143,7 +143,10 @@ async fn leak_probe(ctx: &Context, label: &str, nonce: &str) -> Result<(), Strin
 
 async fn snapshot(ctx: &Context) -> Option<Snapshot> {
     let (reply, rx) = oneshot::channel();
-    ctx.driver.send(Input::Snapshot { reply }).await.ok()?;
+    ctx.driver
+        .send(ControlRequest::Snapshot { reply })
+        .await
+        .ok()?;
     rx.await.ok()
 }
 

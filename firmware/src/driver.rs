@@ -2,6 +2,8 @@
 //! (the quinn `ConnectionDriver` loop). Sockets live in other tasks; this task never blocks on I/O:
 //! a UDP answer goes straight onto the listener's socket with a non-blocking send while the socket
 //! takes it, else into the listener's bounded queue; TCP answers go into each connection's queue.
+//! Each task reports on the channel through a sender of its own narrow event type (`events.rs`); this
+//! task dispatches them to the engine, the session table and [`Wan`] (the captive-WAN side).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -9,143 +11,25 @@ use std::sync::Arc;
 
 use lanveil_config::Transport;
 use lanveil_core::engine::{
-    Action, ClientAddr, CloseReason, Engine, EngineConfig, Event, PlainTarget, QueryLogEntry,
-    SessionId, Stats, Transport as CoreTransport, UpstreamId, UpstreamSpec,
+    Action, ClientAddr, CloseReason, Engine, EngineConfig, Event, PlainTarget, SessionId,
+    Transport as CoreTransport, UpstreamId, UpstreamSpec,
 };
 use lanveil_core::policy::Policy;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::captive::{ApiContext, PlainSocket, spawn_api_request};
+use crate::captive::{LocalResolver, Wan};
 use crate::clock::{Clock, TimeKeeper};
+use crate::events::{
+    ControlRequest, Input, ListenerEvent, Reconfigure, Sender, Snapshot, TcpOut, UdpAnswers,
+    UpstreamEvent, UpstreamSender, WanEvent,
+};
 use crate::rng::OsRng;
 use crate::upstream::{Outgoing, dot, tls::Target, tls::describe};
 
-/// What the control socket reports, taken in one go.
-pub(crate) struct Snapshot {
-    pub(crate) now: lanveil_core::time::Instant,
-    pub(crate) stats: Stats,
-    pub(crate) inflight: usize,
-    pub(crate) health: Vec<lanveil_core::engine::UpstreamHealth>,
-    pub(crate) cache: Option<(usize, usize)>,
-    pub(crate) log: Vec<QueryLogEntry>,
-    pub(crate) captive: lanveil_core::captive::Status,
-    pub(crate) wan_dns: Vec<SocketAddr>,
-}
-
-/// The captive-WAN settings from the configuration.
-#[derive(Clone)]
-pub(crate) struct WanSettings {
-    pub(crate) tracker: lanveil_core::captive::Settings,
-    pub(crate) ca_file: Option<String>,
-}
-
-/// A validated new configuration for the engine.
-pub(crate) struct Reconfigure {
-    pub(crate) engine: EngineConfig,
-    pub(crate) targets: Vec<(UpstreamId, Arc<Target>)>,
-    pub(crate) policy: Policy,
-    pub(crate) wan: WanSettings,
-    pub(crate) local_resolver: Option<SocketAddr>,
-}
-
-/// Everything the driver hears about.
-pub(crate) enum Input {
-    /// Datagrams received on one listener, back to back in `bytes`: (sender, length) each.
-    Udp {
-        listener: u16,
-        bytes: Vec<u8>,
-        datagrams: Vec<(SocketAddr, usize)>,
-    },
-    UdpSocket {
-        listener: u16,
-        answers: Option<crate::listen::UdpAnswers>,
-    },
-    TcpOpened {
-        conn: u64,
-        tx: mpsc::Sender<crate::listen::TcpOut>,
-    },
-    TcpFrame {
-        conn: u64,
-        peer: SocketAddr,
-        bytes: Vec<u8>,
-    },
-    TcpClosed {
-        conn: u64,
-    },
-    UpstreamConnected {
-        session: SessionId,
-        relaxed: bool,
-    },
-    ClockSynchronized,
-    UpstreamData {
-        session: SessionId,
-        bytes: Vec<u8>,
-    },
-    UpstreamClosed {
-        session: SessionId,
-        reason: CloseReason,
-    },
-    #[cfg_attr(not(feature = "doh"), allow(dead_code))]
-    UpstreamResponse {
-        session: SessionId,
-        tag: u16,
-        bytes: Vec<u8>,
-    },
-    #[cfg_attr(not(feature = "doh"), allow(dead_code))]
-    UpstreamRequestFailed {
-        session: SessionId,
-        tag: u16,
-    },
-    Reconfigure(Box<Reconfigure>),
-    QueryLog {
-        reply: oneshot::Sender<Vec<QueryLogEntry>>,
-    },
-    Snapshot {
-        reply: oneshot::Sender<Snapshot>,
-    },
-    Stats {
-        reply: oneshot::Sender<(Stats, usize)>,
-    },
-    Drain {
-        until: Instant,
-    },
-    /// The WAN's DHCP/RA announced a captive portal (`None`: withdrawn), with the WAN's DNS servers.
-    WanPortal {
-        uri: Option<lanveil_core::capport::CaptivePortalUri>,
-        dns: Vec<SocketAddr>,
-    },
-    /// The outcome of a captive-portal API request.
-    ApiResult {
-        uri: lanveil_core::capport::CaptivePortalUri,
-        result: Result<lanveil_core::captive::ApiState, String>,
-    },
-    /// An answer to a plaintext query: from the WAN's DNS (portal names) or the local resolver.
-    PlainAnswer {
-        from: PlainTarget,
-        tag: u16,
-        bytes: Vec<u8>,
-    },
-    /// A `lanveil-ctl leak-test` probe from the control socket.
-    LeakProbe(lanveil_core::leak_probe::Probe),
-}
-
-/// How often the upstreams' health feeds the "suspected captive" heuristic.
-const WAN_CHECK: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// The captive-WAN side of the driver.
-struct Wan {
-    tracker: lanveil_core::captive::Tracker,
-    settings: WanSettings,
-    time: Arc<TimeKeeper>,
-    dns: Vec<SocketAddr>,
-    plain: Option<PlainSocket>,
-    api: Option<JoinHandle<()>>,
-    check_at: lanveil_core::time::Instant,
-    phase: lanveil_core::captive::Phase,
-    dirty: bool,
-}
+/// The driver's configuration types, for the composition root.
+pub(crate) use crate::events::WanSettings;
 
 struct SessionHandle {
     tx: mpsc::UnboundedSender<Outgoing>,
@@ -158,18 +42,20 @@ type UdpAnswer = (Vec<u8>, SocketAddr);
 pub(crate) struct Driver {
     engine: Engine<OsRng>,
     clock: Clock,
+    time: Arc<TimeKeeper>,
     rx: mpsc::Receiver<Input>,
-    tx: mpsc::Sender<Input>,
+    /// Handed to each upstream session task.
+    upstream_events: UpstreamSender,
     targets: HashMap<UpstreamId, Arc<Target>>,
     sessions: HashMap<SessionId, SessionHandle>,
-    udp: HashMap<u16, crate::listen::UdpAnswers>,
-    tcp: HashMap<u64, mpsc::Sender<crate::listen::TcpOut>>,
+    udp: HashMap<u16, UdpAnswers>,
+    tcp: HashMap<u64, mpsc::Sender<TcpOut>>,
     drain_until: Option<Instant>,
     udp_send_failures: u64,
     relaxed: std::collections::HashSet<SessionId>,
     wan: Wan,
     /// The socket to `local_resolver` (the policy sends local names there only when it is set).
-    local: Option<(SocketAddr, PlainSocket)>,
+    local: LocalResolver,
     /// UDP answers of the current flush pass, per listener (reused).
     udp_out: Vec<(u16, Vec<UdpAnswer>)>,
 }
@@ -179,25 +65,27 @@ pub(crate) struct Driver {
 const BATCH: usize = 64;
 
 impl Driver {
+    /// A driver reading the channel; from its sending side it hands the tasks it starts (sessions,
+    /// plaintext sockets, API requests) their own narrow senders.
     pub(crate) fn new(
         engine_config: EngineConfig,
         targets: Vec<(UpstreamId, Arc<Target>)>,
         policy: Policy,
         rng: OsRng,
-        channel: (mpsc::Receiver<Input>, mpsc::Sender<Input>),
+        channel: (mpsc::Receiver<Input>, Sender<Input>),
         wan: WanSettings,
         time: Arc<TimeKeeper>,
     ) -> Self {
-        let (rx, tx) = channel;
+        let (rx, events) = channel;
         let specs = specs(&targets);
         let mut engine = Engine::new(engine_config, &specs, rng);
         engine.set_policy(Some(policy));
         Self {
             engine,
-            local: None,
+            local: LocalResolver::new(events.narrow()),
             clock: Clock::new(),
             rx,
-            tx,
+            upstream_events: events.narrow(),
             targets: targets.into_iter().collect(),
             sessions: HashMap::new(),
             udp: HashMap::new(),
@@ -206,17 +94,8 @@ impl Driver {
             udp_send_failures: 0,
             relaxed: std::collections::HashSet::new(),
             udp_out: Vec::new(),
-            wan: Wan {
-                tracker: lanveil_core::captive::Tracker::new(wan.tracker),
-                settings: wan,
-                time,
-                dns: Vec::new(),
-                plain: None,
-                api: None,
-                check_at: lanveil_core::time::Instant::default(),
-                phase: lanveil_core::captive::Phase::Open,
-                dirty: false,
-            },
+            wan: Wan::new(wan, time.clone(), events.narrow()),
+            time,
         }
     }
 
@@ -224,22 +103,15 @@ impl Driver {
     /// names there only when it is set. Queries in flight to a replaced one get their deadline's
     /// SERVFAIL.
     pub(crate) fn set_local_resolver(&mut self, resolver: Option<SocketAddr>) {
-        if self.local.as_ref().map(|(r, _)| *r) != resolver {
-            self.local = resolver.map(|r| {
-                let socket = PlainSocket::spawn(vec![r], PlainTarget::Local, self.tx.clone());
-                (r, socket)
-            });
-        }
+        self.local.set(resolver);
     }
 
     pub(crate) async fn run(mut self) {
         loop {
-            let wake = match (self.engine.poll_timeout(), self.wan.tracker.poll_timeout()) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            }
-            .map(|t| t.min(self.wan.check_at))
-            .map(|t| self.clock.to_tokio(t));
+            let wake = self
+                .wan
+                .wake(self.engine.poll_timeout())
+                .map(|t| self.clock.to_tokio(t));
             let wake = match (wake, self.drain_until) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
@@ -260,7 +132,7 @@ impl Driver {
             }
             let now = self.clock.now();
             self.engine.handle_timeout(now);
-            self.wan_tick(now);
+            self.wan.tick(now, &mut self.engine);
             self.flush();
             if let Some(until) = self.drain_until
                 && (self.engine.inflight() + self.engine.plain_inflight() == 0
@@ -276,65 +148,26 @@ impl Driver {
         for (_, s) in self.sessions.drain() {
             s.task.abort();
         }
-        if let Some(t) = self.wan.api.take() {
-            t.abort();
-        }
-    }
-
-    /// The captive-WAN bookkeeping after every batch of inputs: the "suspected" heuristic, API
-    /// requests when due, and the plaintext exception handed to the engine when it changed.
-    fn wan_tick(&mut self, now: lanveil_core::time::Instant) {
-        let wan = &mut self.wan;
-        if now >= wan.check_at {
-            wan.check_at = now + WAN_CHECK;
-            let health = self.engine.upstream_health(now);
-            let down = !health.is_empty() && health.iter().all(|h| !h.up && h.last_error.is_some());
-            wan.tracker.upstreams_down(now, down);
-        }
-        let phase = wan.tracker.phase(now);
-        if phase != wan.phase {
-            wan.phase = phase;
-            wan.dirty = true;
-            let st = wan.tracker.status(now);
-            let uri = st.api_uri.as_deref().unwrap_or("-");
-            match phase {
-                lanveil_core::captive::Phase::Open => log::info!("WAN: no captive portal"),
-                lanveil_core::captive::Phase::Suspected => log::warn!(
-                    "WAN: every upstream has failed for 30 s and no portal was announced: perhaps a captive portal"
-                ),
-                p => log::warn!("WAN captive portal {}: {uri}", p.as_str()),
-            }
-        }
-        if wan.api.as_ref().is_none_or(JoinHandle::is_finished)
-            && let Some(uri) = wan.tracker.poll_due(now)
-        {
-            let ctx = ApiContext {
-                ca_file: wan.settings.ca_file.clone(),
-                time: wan.time.clone(),
-                dns: wan.dns.clone(),
-                may_lookup: wan.tracker.exception(now).is_some(),
-            };
-            wan.api = Some(spawn_api_request(uri, ctx, self.tx.clone()));
-        }
-        if wan.dirty {
-            wan.dirty = false;
-            let ex = wan.tracker.exception(now).filter(|_| wan.plain.is_some());
-            if let Some(e) = &ex {
-                log::warn!(
-                    "captive portal exception open for {} name(s), {} s left: those names are resolved in plaintext",
-                    e.names.len(),
-                    e.until.saturating_since(now).as_secs()
-                );
-            }
-            self.engine.set_plain_exception(ex);
-        }
+        self.wan.stop();
     }
 
     /// Handles one input; returns how many it counts for in [`BATCH`].
     fn handle(&mut self, input: Input) -> usize {
         let now = self.clock.now();
         match input {
-            Input::Udp {
+            Input::Listener(e) => return self.listener_event(now, e),
+            Input::Upstream(e) => self.upstream_event(now, e),
+            Input::Control(r) => self.control_request(now, r),
+            Input::Wan(e) => self.wan_event(now, e),
+            Input::ClockSynchronized => self.clock_synchronized(now),
+        }
+        1
+    }
+
+    /// Returns how many inputs the event counts for (one per datagram).
+    fn listener_event(&mut self, now: lanveil_core::time::Instant, e: ListenerEvent) -> usize {
+        match e {
+            ListenerEvent::Udp {
                 listener,
                 bytes,
                 datagrams,
@@ -351,7 +184,7 @@ impl Driver {
                 }
                 return count;
             }
-            Input::UdpSocket { listener, answers } => match answers {
+            ListenerEvent::UdpSocket { listener, answers } => match answers {
                 Some(s) => {
                     self.udp.insert(listener, s);
                 }
@@ -359,19 +192,24 @@ impl Driver {
                     self.udp.remove(&listener);
                 }
             },
-            Input::TcpOpened { conn, tx } => {
+            ListenerEvent::TcpOpened { conn, tx } => {
                 self.tcp.insert(conn, tx);
             }
-            Input::TcpFrame { conn, peer, bytes } => {
+            ListenerEvent::TcpFrame { conn, peer, bytes } => {
                 self.engine
                     .handle_query(now, ClientAddr::Tcp { conn, peer }, &bytes);
             }
-            Input::TcpClosed { conn } => {
+            ListenerEvent::TcpClosed { conn } => {
                 self.tcp.remove(&conn);
             }
-            Input::UpstreamConnected { session, relaxed } => {
-                if relaxed && self.wan.time.state() == lanveil_core::clock::ClockState::Synchronized
-                {
+        }
+        1
+    }
+
+    fn upstream_event(&mut self, now: lanveil_core::time::Instant, e: UpstreamEvent) {
+        match e {
+            UpstreamEvent::Connected { session, relaxed } => {
+                if relaxed && self.time.state() == lanveil_core::clock::ClockState::Synchronized {
                     // Authenticated against the floor, but the clock synchronized meanwhile (the
                     // ClockSynchronized pass may already be over): re-verify at the real time now.
                     log::info!("clock synchronized: re-verifying a new upstream connection");
@@ -382,35 +220,17 @@ impl Driver {
                     self.engine.handle_upstream_connected(now, session);
                     self.engine
                         .handle_upstream_closed(now, session, CloseReason::Eof);
-                    return 1;
+                    return;
                 }
                 if relaxed {
                     self.relaxed.insert(session);
                 }
                 self.engine.handle_upstream_connected(now, session);
             }
-            Input::ClockSynchronized => {
-                // Rule 4: connections authenticated against the floor are closed; their queries go to
-                // connections verified at the real time.
-                let relaxed: Vec<_> = self.relaxed.drain().collect();
-                if !relaxed.is_empty() {
-                    log::info!(
-                        "clock synchronized: re-verifying {} upstream connection(s)",
-                        relaxed.len()
-                    );
-                }
-                for session in relaxed {
-                    if let Some(s) = self.sessions.remove(&session) {
-                        s.task.abort();
-                        self.engine
-                            .handle_upstream_closed(now, session, CloseReason::Eof);
-                    }
-                }
-            }
-            Input::UpstreamData { session, bytes } => {
+            UpstreamEvent::Data { session, bytes } => {
                 self.engine.handle_upstream_data(now, session, &bytes)
             }
-            Input::UpstreamResponse {
+            UpstreamEvent::Response {
                 session,
                 tag,
                 bytes,
@@ -418,16 +238,40 @@ impl Driver {
                 self.engine
                     .handle_upstream_response(now, session, tag, &bytes);
             }
-            Input::UpstreamRequestFailed { session, tag } => {
+            UpstreamEvent::RequestFailed { session, tag } => {
                 self.engine
                     .handle_upstream_request_failed(now, session, tag);
             }
-            Input::UpstreamClosed { session, reason } => {
+            UpstreamEvent::Closed { session, reason } => {
                 self.sessions.remove(&session);
                 self.relaxed.remove(&session);
                 self.engine.handle_upstream_closed(now, session, reason);
             }
-            Input::Snapshot { reply } => {
+        }
+    }
+
+    /// Rule 4: connections authenticated against the floor are closed; their queries go to
+    /// connections verified at the real time.
+    fn clock_synchronized(&mut self, now: lanveil_core::time::Instant) {
+        let relaxed: Vec<_> = self.relaxed.drain().collect();
+        if !relaxed.is_empty() {
+            log::info!(
+                "clock synchronized: re-verifying {} upstream connection(s)",
+                relaxed.len()
+            );
+        }
+        for session in relaxed {
+            if let Some(s) = self.sessions.remove(&session) {
+                s.task.abort();
+                self.engine
+                    .handle_upstream_closed(now, session, CloseReason::Eof);
+            }
+        }
+    }
+
+    fn control_request(&mut self, now: lanveil_core::time::Instant, r: ControlRequest) {
+        match r {
+            ControlRequest::Snapshot { reply } => {
                 let _ = reply.send(Snapshot {
                     now,
                     stats: *self.engine.stats(),
@@ -435,14 +279,14 @@ impl Driver {
                     health: self.engine.upstream_health(now),
                     cache: self.engine.cache_usage(),
                     log: self.engine.query_log().cloned().collect(),
-                    captive: self.wan.tracker.status(now),
-                    wan_dns: self.wan.dns.clone(),
+                    captive: self.wan.status(now),
+                    wan_dns: self.wan.dns().to_vec(),
                 });
             }
-            Input::QueryLog { reply } => {
+            ControlRequest::QueryLog { reply } => {
                 let _ = reply.send(self.engine.query_log().cloned().collect());
             }
-            Input::Reconfigure(r) => {
+            ControlRequest::Reconfigure(r) => {
                 let Reconfigure {
                     engine,
                     targets,
@@ -451,51 +295,32 @@ impl Driver {
                     local_resolver,
                 } = *r;
                 self.set_local_resolver(local_resolver);
-                self.wan.tracker.set_settings(wan.tracker);
-                self.wan.settings = wan;
-                self.wan.dirty = true;
+                self.wan.set_settings(wan);
                 self.engine.set_policy(Some(policy));
                 let specs = specs(&targets);
                 // Tasks of retired sessions hold their own Arc of the old target.
                 self.targets = targets.into_iter().collect();
                 self.engine.reconfigure(now, engine, &specs);
             }
-            Input::Stats { reply } => {
+            ControlRequest::Stats { reply } => {
                 let _ = reply.send((*self.engine.stats(), self.engine.inflight()));
             }
-            Input::Drain { until } => {
+            ControlRequest::Drain { until } => {
                 self.drain_until = Some(until);
             }
-            Input::WanPortal { uri, dns } => {
-                if dns != self.wan.dns {
-                    self.wan.plain = (!dns.is_empty()).then(|| {
-                        PlainSocket::spawn(dns.clone(), PlainTarget::Wan, self.tx.clone())
-                    });
-                    self.wan.dns = dns;
-                }
-                if self.wan.tracker.signal(now, uri)
-                    && let Some(old) = self.wan.api.take()
-                {
-                    // A request for the previous portal: its answer would be ignored, and while it
-                    // is out the new portal's request (due now) could not start.
-                    old.abort();
-                }
-                self.wan.dirty = true;
-            }
-            Input::ApiResult { uri, result } => {
-                if let Err(e) = &result {
-                    log::info!("captive portal API {uri}: {e}");
-                }
-                self.wan.tracker.api_result(now, &uri, result);
-                self.wan.dirty = true;
-            }
-            Input::PlainAnswer { from, tag, bytes } => match from {
+            ControlRequest::WanPortal { uri, dns } => self.wan.portal(now, uri, dns),
+            ControlRequest::LeakProbe(probe) => self.engine.add_leak_probe(now, probe),
+        }
+    }
+
+    fn wan_event(&mut self, now: lanveil_core::time::Instant, e: WanEvent) {
+        match e {
+            WanEvent::ApiResult { uri, result } => self.wan.api_result(now, &uri, result),
+            WanEvent::PlainAnswer { from, tag, bytes } => match from {
                 PlainTarget::Wan => self.engine.handle_plain_answer(now, tag, &bytes),
                 PlainTarget::Local => self.engine.handle_local_answer(now, tag, &bytes),
             },
-            Input::LeakProbe(probe) => self.engine.add_leak_probe(now, probe),
         }
-        1
     }
 
     fn flush(&mut self) {
@@ -511,7 +336,7 @@ impl Driver {
                         }
                     }
                     ClientAddr::Tcp { conn, .. } => {
-                        self.send_tcp(conn, crate::listen::TcpOut::Answer(t.bytes));
+                        self.send_tcp(conn, TcpOut::Answer(t.bytes));
                     }
                 }
             }
@@ -533,9 +358,7 @@ impl Driver {
             while let Some(e) = self.engine.poll_event() {
                 progressed = true;
                 match e {
-                    Event::NoAnswer { conn } => {
-                        self.send_tcp(conn, crate::listen::TcpOut::NoAnswer)
-                    }
+                    Event::NoAnswer { conn } => self.send_tcp(conn, TcpOut::NoAnswer),
                     e => self.log_event(e),
                 }
             }
@@ -548,7 +371,7 @@ impl Driver {
     /// Hands a TCP client its answer (or the news that there is none). The connection's queue holds
     /// one item per outstanding frame, so it cannot be full; if it ever is, the connection is closed
     /// (its writer ends when the driver's sender goes) rather than left waiting for a lost slot.
-    fn send_tcp(&mut self, conn: u64, out: crate::listen::TcpOut) {
+    fn send_tcp(&mut self, conn: u64, out: TcpOut) {
         if let Some(tx) = self.tcp.get(&conn)
             && tx.try_send(out).is_err()
         {
@@ -567,7 +390,7 @@ impl Driver {
                     return;
                 };
                 let (tx, rx) = mpsc::unbounded_channel();
-                let events = self.tx.clone();
+                let events = self.upstream_events.clone();
                 let task = match target.upstream.url.transport {
                     Transport::Tls => tokio::spawn(dot::run(session, target, rx, events)),
                     #[cfg(feature = "doh")]
@@ -610,8 +433,8 @@ impl Driver {
                 // captive-portal exception (to the WAN's DNS), and with `local_resolver` the names the
                 // policy keeps on the LAN (to that resolver). No socket: the deadline answers.
                 let socket = match to {
-                    PlainTarget::Wan => self.wan.plain.as_ref(),
-                    PlainTarget::Local => self.local.as_ref().map(|(_, s)| s),
+                    PlainTarget::Wan => self.wan.plain(),
+                    PlainTarget::Local => self.local.plain(),
                 };
                 if let Some(p) = socket {
                     let _ = p.tx.try_send(message);

@@ -9,6 +9,9 @@ pub mod cli;
 pub mod clock;
 pub mod control;
 mod driver;
+mod events;
+#[cfg(test)]
+mod layering;
 mod listen;
 pub mod logging;
 mod mmsg;
@@ -31,7 +34,8 @@ use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::clock::{SystemWallClock, TimeKeeper, WallClock};
-use crate::driver::{Driver, Input};
+use crate::driver::Driver;
+use crate::events::{ControlRequest, ControlSender, Input, ListenerEvent, Sender};
 use crate::listen::{Listener, TcpLimits};
 use crate::upstream::tls::{Target, TlsSetupError};
 
@@ -179,7 +183,9 @@ pub struct Running {
     next_listener: u16,
     tcp_slots: Arc<Semaphore>,
     limits: watch::Sender<TcpLimits>,
-    tx: mpsc::Sender<Input>,
+    /// The driver's channel: narrowed for each listener, and for the requests below.
+    tx: Sender<Input>,
+    control: ControlSender,
     driver: JoinHandle<()>,
     time: Arc<TimeKeeper>,
     ticker: JoinHandle<()>,
@@ -189,7 +195,7 @@ pub struct Running {
 }
 
 /// Watches the wall clock: advances and persists the floor, reports the moment it becomes good.
-async fn clock_ticker(time: Arc<TimeKeeper>, tx: mpsc::Sender<Input>) {
+async fn clock_ticker(time: Arc<TimeKeeper>, tx: Sender<Input>) {
     loop {
         let synced = time.state() == lanveil_core::clock::ClockState::Synchronized;
         tokio::time::sleep(Duration::from_millis(if synced { 10_000 } else { 250 })).await;
@@ -290,7 +296,7 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, Err
     let targets_for_control = targets.clone();
     let policy = build_policy(&config)?;
     let rng = rng::OsRng::new().map_err(|_| Error::Random)?;
-    let (tx, rx) = mpsc::channel(4096);
+    let (tx, rx) = events::channel(4096);
     let mut driver = Driver::new(
         engine_config(&config),
         targets,
@@ -306,7 +312,7 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, Err
     let ticker = tokio::spawn(clock_ticker(time.clone(), tx.clone()));
     let (reload_tx, reload_rx) = mpsc::channel(4);
     let control_ctx = Arc::new(control::Context {
-        driver: tx.clone(),
+        driver: tx.narrow(),
         time: time.clone(),
         started: clock::mono_now(),
         config_file: options.config_file.clone(),
@@ -333,6 +339,7 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, Err
         next_listener: 0,
         tcp_slots,
         limits: watch::Sender::new(tcp_limits(&config)),
+        control: tx.narrow(),
         tx,
         driver,
         time,
@@ -397,7 +404,7 @@ impl Running {
                 index,
                 udp,
                 tcp,
-                self.tx.clone(),
+                self.tx.narrow(),
                 self.tcp_slots.clone(),
                 self.limits.subscribe(),
             )
@@ -432,18 +439,18 @@ impl Running {
             } else {
                 let _ = self
                     .tx
-                    .send(Input::UdpSocket {
+                    .send(Input::Listener(ListenerEvent::UdpSocket {
                         listener: l.index,
                         answers: None,
-                    })
+                    }))
                     .await;
             }
         }
         self.listeners.extend(fresh);
         // Bound and handed to the driver: only now is it the configuration status reports.
         let for_status = targets.clone();
-        self.tx
-            .send(Input::Reconfigure(Box::new(driver::Reconfigure {
+        self.control
+            .send(ControlRequest::Reconfigure(Box::new(events::Reconfigure {
                 engine: engine_config(&config),
                 targets,
                 policy,
@@ -484,8 +491,8 @@ impl Running {
     /// The opt-in in-memory query log (empty unless `query_log` > 0): name, type, rcode, source.
     pub async fn query_log(&self) -> Result<Vec<lanveil_core::engine::QueryLogEntry>, Error> {
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Input::QueryLog { reply })
+        self.control
+            .send(ControlRequest::QueryLog { reply })
             .await
             .map_err(|_| Error::Stopped)?;
         rx.await.map_err(|_| Error::Stopped)
@@ -494,8 +501,8 @@ impl Running {
     /// Counters and the number of queries in flight.
     pub async fn stats(&self) -> Result<(Stats, usize), Error> {
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Input::Stats { reply })
+        self.control
+            .send(ControlRequest::Stats { reply })
             .await
             .map_err(|_| Error::Stopped)?;
         rx.await.map_err(|_| Error::Stopped)
@@ -508,7 +515,7 @@ impl Running {
         }
         let until =
             clock::mono_now() + Duration::from_millis(u64::from(self.config.drain_timeout_ms));
-        let _ = self.tx.send(Input::Drain { until }).await;
+        let _ = self.control.send(ControlRequest::Drain { until }).await;
         let _ = (&mut self.driver).await;
         self.ticker.abort();
         if let Some(t) = &self.control_task {

@@ -10,22 +10,12 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::driver::Input;
+use crate::events::{ListenerEvent, ListenerSender, TcpOut, UdpAnswers};
 
 /// The largest DNS message.
 const MAX_MESSAGE: usize = 65_535;
 
 static NEXT_CONN: crate::sync::Shared64 = crate::sync::Shared64::new(1);
-
-/// What the driver sends back for one frame of a TCP client: exactly one per frame.
-#[derive(Debug)]
-pub(crate) enum TcpOut {
-    /// The answer, to be framed and written.
-    Answer(Vec<u8>),
-    /// The engine dropped the frame (see `Event::NoAnswer`): nothing to write, but the frame's
-    /// pipeline slot comes back.
-    NoAnswer,
-}
 
 /// TCP client limits.
 #[derive(Clone, Copy, Debug)]
@@ -89,7 +79,7 @@ impl Listener {
         index: u16,
         udp: UdpSocket,
         tcp: TcpListener,
-        driver: mpsc::Sender<Input>,
+        driver: ListenerSender,
         max_tcp_clients: Arc<Semaphore>,
         limits: watch::Receiver<TcpLimits>,
     ) -> std::io::Result<Self> {
@@ -102,7 +92,7 @@ impl Listener {
             queue,
         };
         let _ = driver
-            .send(Input::UdpSocket {
+            .send(ListenerEvent::UdpSocket {
                 listener: index,
                 answers: Some(answers),
             })
@@ -127,33 +117,6 @@ const UDP_RECV_BUFFER: usize = 1 << 20;
 /// UDP answers waiting for the socket (a burst larger than this is dropped and counted; clients retry).
 pub(crate) const UDP_ANSWER_QUEUE: usize = 4096;
 
-/// Where the driver puts one listener's UDP answers: straight onto the socket while it takes them
-/// (no queue, no task switch), else into the writer task's queue, which waits for buffer space.
-pub(crate) struct UdpAnswers {
-    sock: Arc<UdpSocket>,
-    queue: mpsc::Sender<(Vec<u8>, SocketAddr)>,
-}
-
-impl UdpAnswers {
-    /// Sends (in as few system calls as the socket allows) or queues a turn's answers, in order;
-    /// returns how many had to be dropped. `answers` is left empty.
-    pub(crate) fn send_all(&self, answers: &mut Vec<(Vec<u8>, SocketAddr)>) -> usize {
-        // Only while nothing is queued, so a burst that filled the socket buffer drains first.
-        let sent = if self.queue.capacity() == self.queue.max_capacity() {
-            crate::mmsg::send_batch(&self.sock, answers)
-        } else {
-            0
-        };
-        let mut dropped = 0;
-        for a in answers.drain(..).skip(sent) {
-            if self.queue.try_send(a).is_err() {
-                dropped += 1;
-            }
-        }
-        dropped
-    }
-}
-
 /// Writes queued answers in order, waiting for socket buffer space instead of dropping on
 /// `WouldBlock`.
 async fn udp_writer(sock: Arc<UdpSocket>, mut rx: mpsc::Receiver<(Vec<u8>, SocketAddr)>) {
@@ -169,7 +132,7 @@ const UDP_BATCH: usize = crate::mmsg::RECV_BATCH;
 /// Initial capacity of one message's payload buffer.
 const UDP_BATCH_BYTES: usize = 2 * 1024;
 
-async fn udp_loop(listener: u16, sock: Arc<UdpSocket>, driver: mpsc::Sender<Input>) {
+async fn udp_loop(listener: u16, sock: Arc<UdpSocket>, driver: ListenerSender) {
     let mut bufs = crate::mmsg::RecvBufs::new(MAX_MESSAGE);
     loop {
         if let Err(e) = sock.readable().await {
@@ -184,12 +147,12 @@ async fn udp_loop(listener: u16, sock: Arc<UdpSocket>, driver: mpsc::Sender<Inpu
         match crate::mmsg::recv_batch(&sock, &mut bufs, UDP_BATCH, &mut bytes, &mut datagrams) {
             Ok(_) if datagrams.is_empty() => continue,
             Ok(_) => {
-                let input = Input::Udp {
+                let event = ListenerEvent::Udp {
                     listener,
                     bytes,
                     datagrams,
                 };
-                if driver.send(input).await.is_err() {
+                if driver.send(event).await.is_err() {
                     return;
                 }
             }
@@ -240,7 +203,7 @@ impl Drop for SourceSlot {
 
 async fn tcp_loop(
     listener: TcpListener,
-    driver: mpsc::Sender<Input>,
+    driver: ListenerSender,
     slots: Arc<Semaphore>,
     limits: watch::Receiver<TcpLimits>,
 ) {
@@ -271,7 +234,7 @@ async fn tcp_loop(
         let limits = *limits.borrow();
         tokio::spawn(async move {
             tcp_client(stream, conn, peer, driver.clone(), limits).await;
-            let _ = driver.send(Input::TcpClosed { conn }).await;
+            let _ = driver.send(ListenerEvent::TcpClosed { conn }).await;
             drop(source_slot);
             drop(permit);
         });
@@ -282,7 +245,7 @@ async fn tcp_client(
     stream: TcpStream,
     conn: u64,
     peer: SocketAddr,
-    driver: mpsc::Sender<Input>,
+    driver: ListenerSender,
     limits: TcpLimits,
 ) {
     let _ = stream.set_nodelay(true);
@@ -290,7 +253,11 @@ async fn tcp_client(
     // At most `pipeline` frames are outstanding and each yields exactly one `TcpOut`, so this
     // channel never fills (the driver closes the connection if it ever does).
     let (tx, mut rx) = mpsc::channel::<TcpOut>(limits.pipeline);
-    if driver.send(Input::TcpOpened { conn, tx }).await.is_err() {
+    if driver
+        .send(ListenerEvent::TcpOpened { conn, tx })
+        .await
+        .is_err()
+    {
         return;
     }
     let outstanding = Arc::new(Semaphore::new(limits.pipeline));
@@ -341,7 +308,7 @@ async fn tcp_client(
         };
         permit.forget();
         if driver
-            .send(Input::TcpFrame {
+            .send(ListenerEvent::TcpFrame {
                 conn,
                 peer,
                 bytes: body[..n].to_vec(),

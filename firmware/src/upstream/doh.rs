@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 
 use super::Outgoing;
 use super::tls::{Target, classify};
-use crate::driver::Input;
+use crate::events::{UpstreamEvent, UpstreamSender};
 
 const DNS_MESSAGE: &str = "application/dns-message";
 const MAX_ANSWER: usize = 65_535;
@@ -30,13 +30,13 @@ pub(crate) async fn run(
     session: SessionId,
     target: Arc<Target>,
     mut rx: mpsc::UnboundedReceiver<Outgoing>,
-    events: mpsc::Sender<Input>,
+    events: UpstreamSender,
 ) {
     let reason = match session_io(session, &target, &mut rx, &events).await {
         Ok(()) => CloseReason::Eof,
         Err(reason) => reason,
     };
-    let _ = events.send(Input::UpstreamClosed { session, reason }).await;
+    let _ = events.send(UpstreamEvent::Closed { session, reason }).await;
 }
 
 fn h2_reason(e: h2::Error) -> CloseReason {
@@ -50,7 +50,7 @@ async fn session_io(
     session: SessionId,
     target: &Target,
     rx: &mut mpsc::UnboundedReceiver<Outgoing>,
-    events: &mpsc::Sender<Input>,
+    events: &UpstreamSender,
 ) -> Result<(), CloseReason> {
     let (tls, relaxed) = target.handshake(None).await.map_err(|e| classify(&e))?;
     if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
@@ -64,7 +64,7 @@ async fn session_io(
         .map_err(h2_reason)?;
     let mut conn = AbortOnDrop(tokio::spawn(connection));
     if events
-        .send(Input::UpstreamConnected { session, relaxed })
+        .send(UpstreamEvent::Connected { session, relaxed })
         .await
         .is_err()
     {
@@ -102,11 +102,11 @@ async fn session_io(
                 }
                 let events = events.clone();
                 tokio::spawn(async move {
-                    let input = match read_answer(response).await {
-                        Some(bytes) => Input::UpstreamResponse { session, tag, bytes },
-                        None => Input::UpstreamRequestFailed { session, tag },
+                    let event = match read_answer(response).await {
+                        Some(bytes) => UpstreamEvent::Response { session, tag, bytes },
+                        None => UpstreamEvent::RequestFailed { session, tag },
                     };
-                    let _ = events.send(input).await;
+                    let _ = events.send(event).await;
                 });
             }
         }

@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 
 use super::Outgoing;
 use super::tls::{Target, classify};
-use crate::driver::Input;
+use crate::events::{UpstreamEvent, UpstreamSender};
 
 const READ_BUF: usize = 16 * 1024;
 /// Queued queries are gathered into one write of up to this many octets (one full TLS record).
@@ -19,20 +19,20 @@ pub(crate) async fn run(
     session: SessionId,
     target: Arc<Target>,
     mut rx: mpsc::UnboundedReceiver<Outgoing>,
-    events: mpsc::Sender<Input>,
+    events: UpstreamSender,
 ) {
     let reason = match session_io(session, &target, &mut rx, &events).await {
         Ok(()) => CloseReason::Eof,
         Err(e) => classify(&e),
     };
-    let _ = events.send(Input::UpstreamClosed { session, reason }).await;
+    let _ = events.send(UpstreamEvent::Closed { session, reason }).await;
 }
 
 async fn session_io(
     session: SessionId,
     target: &Target,
     rx: &mut mpsc::UnboundedReceiver<Outgoing>,
-    events: &mpsc::Sender<Input>,
+    events: &UpstreamSender,
 ) -> std::io::Result<()> {
     let (mut tls, relaxed) = target.handshake(None).await?;
     let version = tls.get_ref().1.protocol_version();
@@ -43,7 +43,7 @@ async fn session_io(
         version
     );
     if events
-        .send(Input::UpstreamConnected { session, relaxed })
+        .send(UpstreamEvent::Connected { session, relaxed })
         .await
         .is_err()
     {
@@ -58,7 +58,7 @@ async fn session_io(
                 if n == 0 {
                     return Ok(());
                 }
-                if events.send(Input::UpstreamData { session, bytes: buf[..n].to_vec() }).await.is_err() {
+                if events.send(UpstreamEvent::Data { session, bytes: buf[..n].to_vec() }).await.is_err() {
                     return Ok(());
                 }
             }
