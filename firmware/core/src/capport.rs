@@ -382,52 +382,11 @@ impl V6OnlyWait {
     }
 }
 
-/// A NAT64 prefix (RFC 6052 §2.2); its presence is what allows option 108 (RFC 8925 §4).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Nat64Prefix {
-    addr: Ipv6Addr,
-    len: u8,
-}
+pub use crate::nat64::Nat64Prefix;
 
-impl Nat64Prefix {
-    /// The Well-Known Prefix 64:ff9b::/96 (RFC 6052 §2.1).
-    pub const WELL_KNOWN: Self = Self {
-        addr: Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, 0, 0),
-        len: 96,
-    };
-
-    /// Length 32, 40, 48, 56, 64 or 96; no bits set past the length; bits 64–71 zero.
-    pub fn new(addr: Ipv6Addr, len: u8) -> Result<Self, Error> {
-        let bits = addr.to_bits();
-        let host = u128::MAX.checked_shr(u32::from(len)).unwrap_or(0);
-        let u_octet = 0xffu128 << 56;
-        if ![32, 40, 48, 56, 64, 96].contains(&len) || bits & host != 0 || bits & u_octet != 0 {
-            return Err(Error::BadNat64Prefix);
-        }
-        Ok(Self { addr, len })
-    }
-
-    /// Parses `addr/len`, e.g. `64:ff9b::/96`.
-    pub fn parse(s: &str) -> Result<Self, Error> {
-        let (addr, len) = s.split_once('/').ok_or(Error::BadNat64Prefix)?;
-        let addr = addr.parse().map_err(|_| Error::BadNat64Prefix)?;
-        Self::new(addr, len.parse().map_err(|_| Error::BadNat64Prefix)?)
-    }
-
-    /// The prefix address.
-    pub fn addr(&self) -> Ipv6Addr {
-        self.addr
-    }
-
-    /// The prefix length.
-    pub fn prefix_len(&self) -> u8 {
-        self.len
-    }
-}
-
-impl Default for Nat64Prefix {
-    fn default() -> Self {
-        Self::WELL_KNOWN
+impl From<crate::nat64::Nat64Error> for Error {
+    fn from(_: crate::nat64::Nat64Error) -> Self {
+        Self::BadNat64Prefix
     }
 }
 
@@ -819,7 +778,11 @@ mod tests {
             assert!(Nat64Prefix::parse(ok).is_ok(), "{ok}");
         }
         for bad in "64:ff9b::/95 2001:db8::1/64 2001:db8:0:0:ff00::/96 64:ff9b:: x/96".split(' ') {
-            assert_eq!(Nat64Prefix::parse(bad), Err(Error::BadNat64Prefix), "{bad}");
+            assert_eq!(
+                Nat64Prefix::parse(bad).map_err(Error::from),
+                Err(Error::BadNat64Prefix),
+                "{bad}"
+            );
         }
         let wait = V6OnlyWait::new(1800).ok();
         assert_eq!(Signals::new(None, wait, None), Err(Error::Nat64Required));
