@@ -25,7 +25,6 @@
 //! options in `sname`/`file`) is not followed. In DHCPv6 messages and RAs the first option 103/37 wins.
 
 use core::fmt;
-use core::net::Ipv6Addr;
 
 /// smoltcp types that appear in this module's API, re-exported so callers need no smoltcp of their own.
 pub use smoltcp::wire::{DhcpMessageType, DhcpOption, DhcpPacket, DhcpRepr, EthernetAddress};
