@@ -135,7 +135,7 @@ pub fn config(args: &Args) -> Result<Config, String> {
 /// Applies `--listen`, `--upstream`, `--pin`, `--ca-file`, `--log-level`.
 pub fn apply_flags(cfg: &mut Config, args: &Args) -> Result<(), String> {
     if !args.listen.is_empty() {
-        cfg.listen = args
+        cfg.listen.addrs = args
             .listen
             .iter()
             .map(|l| {
@@ -161,7 +161,7 @@ pub fn apply_flags(cfg: &mut Config, args: &Args) -> Result<(), String> {
         return Err(format!("--ca-file {ca}: no such file"));
     }
     if !args.upstreams.is_empty() {
-        cfg.upstreams = args
+        cfg.upstreams.servers = args
             .upstreams
             .iter()
             .enumerate()
@@ -190,13 +190,13 @@ pub fn apply_flags(cfg: &mut Config, args: &Args) -> Result<(), String> {
             .collect::<Result<_, String>>()?;
     }
     if let Some(p) = &args.dns64_prefix {
-        cfg.dns64_prefix = Some(
+        cfg.policy.dns64_prefix = Some(
             lanveil_config::parse_nat64_prefix(p)
                 .map_err(|r| format!("--dns64-prefix {p}: {r}"))?,
         );
     }
     if let Some(l) = &args.log_level {
-        cfg.log_level = l
+        cfg.daemon.log_level = l
             .parse::<LogLevel>()
             .map_err(|r| format!("--log-level {l}: {r}"))?;
     }
@@ -217,11 +217,12 @@ mod tests {
         let c = config(&a).unwrap();
         assert_eq!(c, Config::default());
         assert_eq!(
-            c.listen,
+            c.listen.addrs,
             vec!["127.0.0.1:5353".parse::<SocketAddr>().unwrap()]
         );
         assert!(
             c.upstreams
+                .servers
                 .iter()
                 .all(|u| u.url.auth_name == "dns.quad9.net")
         );
@@ -244,11 +245,14 @@ mod tests {
         ])
         .unwrap();
         let c = config(&a).unwrap();
-        assert_eq!(c.listen.len(), 2);
-        assert_eq!(c.upstreams.len(), 1);
-        assert_eq!(c.upstreams[0].pins.len(), 1);
-        assert_eq!(c.upstreams[0].ca_file.as_deref(), Some("/etc/ca.pem"));
-        assert_eq!(c.log_level, LogLevel::Debug);
+        assert_eq!(c.listen.addrs.len(), 2);
+        assert_eq!(c.upstreams.servers.len(), 1);
+        assert_eq!(c.upstreams.servers[0].pins.len(), 1);
+        assert_eq!(
+            c.upstreams.servers[0].ca_file.as_deref(),
+            Some("/etc/ca.pem")
+        );
+        assert_eq!(c.daemon.log_level, LogLevel::Debug);
     }
 
     #[test]

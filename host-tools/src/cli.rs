@@ -308,12 +308,12 @@ fn cmd_probe(o: Opts) -> Result<u8> {
     }
     if let Some(f) = o.one("file") {
         let cfg = config_cmd::load(f)?;
-        for u in &cfg.upstreams {
+        for u in &cfg.upstreams.servers {
             let ca = o
                 .one("ca-file")
                 .map(String::from)
                 .or_else(|| u.ca_file.clone())
-                .or_else(|| cfg.ca_file.clone());
+                .or_else(|| cfg.upstreams.ca_file.clone());
             let addrs = u.addrs();
             targets.push((
                 u.url.clone(),

@@ -20,15 +20,21 @@ extern crate std;
 pub mod control;
 pub mod envelope;
 mod error;
+pub mod keys;
 mod model;
 mod scoped;
+mod serde_core;
 pub mod state;
 pub mod uci;
 mod upstream;
 
 pub use error::{Error, Reason};
+pub use lanveil_core::engine::{RateAction, SelectPolicy};
+pub use lanveil_core::nat64::Nat64Prefix;
+pub use lanveil_core::policy::{DEFAULT_ALLOW, Prefix};
 pub use model::{
-    Config, DEFAULT_ALLOW, LogLevel, PACK_VERSION, TlsVersion, Upstream, UpstreamPolicy,
-    check_local_resolver, parse_local_resolver, parse_nat64_prefix, parse_prefix,
+    Cache, Captive, Config, Daemon, Limits, Listen, LogLevel, PACK_VERSION, Policy, Signals,
+    TlsVersion, Upstream, Upstreams, check_local_resolver, parse_allow, parse_captive_uri,
+    parse_local_resolver, parse_nat64_prefix, parse_prefix, parse_v6only_wait,
 };
 pub use upstream::{DOT_PORT, HTTPS_PORT, SpkiPin, Transport, UpstreamUrl, parse_auth_name};
