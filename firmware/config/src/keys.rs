@@ -31,7 +31,7 @@ pub enum Kind {
     },
     /// `0` or `1` (also `no`/`yes`, `off`/`on`, `false`/`true`, `disabled`/`enabled`).
     Bool,
-    /// Text with the form described here.
+    /// Text with the form described here (empty without the `reference` feature).
     Text(&'static str),
 }
 
@@ -45,7 +45,7 @@ pub struct Key<T: 'static> {
     pub kind: Kind,
     /// The default as written in the file (a list's values separated by spaces); `None`: unset.
     pub default: Option<&'static str>,
-    /// What the key does, in one line (for the reference).
+    /// What the key does, in one line (for the reference; empty without the `reference` feature).
     pub doc: &'static str,
     /// Parses one value into the model (a list key: appends one value).
     pub(crate) set: fn(&mut T, &str) -> Result<(), Reason>,
@@ -132,6 +132,21 @@ fn push_opt(out: &mut Vec<String>, v: &Option<impl ToString>) {
     }
 }
 
+/// Reference text (docs, value forms): only in builds with the `reference` feature (the host tool,
+/// the tests); the router's binary carries the parsers, not the prose.
+#[cfg(feature = "reference")]
+macro_rules! text {
+    ($t:literal) => {
+        $t
+    };
+}
+#[cfg(not(feature = "reference"))]
+macro_rules! text {
+    ($t:literal) => {
+        ""
+    };
+}
+
 /// A whole number in `min..=max`, always written.
 macro_rules! number {
     ($name:literal, $($field:ident).+, $min:expr, $max:expr, $default:literal, $doc:literal) => {
@@ -140,7 +155,7 @@ macro_rules! number {
             list: false,
             kind: Kind::Number { min: $min, max: $max },
             default: Some($default),
-            doc: $doc,
+            doc: text!($doc),
             set: |c, s| {
                 c.$($field).+ = parse_u32(s, $min, $max)?;
                 Ok(())
@@ -159,7 +174,7 @@ macro_rules! flag {
             list: false,
             kind: Kind::Bool,
             default: Some($default),
-            doc: $doc,
+            doc: text!($doc),
             set: |c, s| {
                 c.$($field).+ = parse_bool(s)?;
                 Ok(())
@@ -176,9 +191,9 @@ macro_rules! path {
         Key {
             name: $name,
             list: false,
-            kind: Kind::Text("absolute path"),
+            kind: Kind::Text(text!("absolute path")),
             default: None,
-            doc: $doc,
+            doc: text!($doc),
             set: |c, s| {
                 c.$($field).+ = Some(parse_path(s)?);
                 Ok(())
@@ -204,9 +219,9 @@ pub static MAIN: &[Key<Config>] = &[
     Key {
         name: "listen",
         list: true,
-        kind: Kind::Text("IP:PORT (IPv6 as [ADDR]:PORT)"),
+        kind: Kind::Text(text!("IP:PORT (IPv6 as [ADDR]:PORT)")),
         default: Some("127.0.0.1:5353"),
-        doc: "addresses served, UDP and TCP each (at most 16)",
+        doc: text!("addresses served, UDP and TCP each (at most 16)"),
         set: |c, s| {
             let sa = SocketAddr::from_str(s).map_err(|_| Reason::SocketAddr)?;
             if c.listen.addrs.contains(&sa) {
@@ -254,9 +269,11 @@ pub static MAIN: &[Key<Config>] = &[
     Key {
         name: "upstream_policy",
         list: false,
-        kind: Kind::Text("failover | round_robin | fastest"),
+        kind: Kind::Text(text!("failover | round_robin | fastest")),
         default: Some("failover"),
-        doc: "first healthy upstream in file order, each in turn, or the lowest smoothed RTT",
+        doc: text!(
+            "first healthy upstream in file order, each in turn, or the lowest smoothed RTT"
+        ),
         set: |c, s| {
             c.upstreams.policy = match s {
                 "failover" => SelectPolicy::Failover,
@@ -352,9 +369,9 @@ pub static MAIN: &[Key<Config>] = &[
     Key {
         name: "client_rate_action",
         list: false,
-        kind: Kind::Text("refuse | drop"),
+        kind: Kind::Text(text!("refuse | drop")),
         default: Some("refuse"),
-        doc: "over the rate: answer REFUSED (EDE \"rate limited\") or drop silently",
+        doc: text!("over the rate: answer REFUSED (EDE \"rate limited\") or drop silently"),
         set: |c, s| {
             c.limits.client_rate_action = match s {
                 "refuse" => RateAction::Refuse,
@@ -442,9 +459,9 @@ pub static MAIN: &[Key<Config>] = &[
     Key {
         name: "log_level",
         list: false,
-        kind: Kind::Text("error | warn | info | debug | trace"),
+        kind: Kind::Text(text!("error | warn | info | debug | trace")),
         default: Some("info"),
-        doc: "log verbosity; query names never appear at info or above",
+        doc: text!("log verbosity; query names never appear at info or above"),
         set: |c, s| {
             c.daemon.log_level = s.parse()?;
             Ok(())
@@ -455,9 +472,9 @@ pub static MAIN: &[Key<Config>] = &[
     Key {
         name: "user",
         list: false,
-        kind: Kind::Text("user name"),
+        kind: Kind::Text(text!("user name")),
         default: None,
-        doc: "started as root: switch to this user once the listeners are bound",
+        doc: text!("started as root: switch to this user once the listeners are bound"),
         set: |c, s| {
             c.daemon.user = Some(parse_user(s)?);
             Ok(())
@@ -495,9 +512,13 @@ pub static MAIN: &[Key<Config>] = &[
     Key {
         name: "captive_portal_uri",
         list: false,
-        kind: Kind::Text("https:// URI or urn:ietf:params:capport:unrestricted"),
+        kind: Kind::Text(text!(
+            "https:// URI or urn:ietf:params:capport:unrestricted"
+        )),
         default: None,
-        doc: "RFC 8910 captive-portal API announced to LAN clients (DHCPv4 114, DHCPv6 103, RA 37)",
+        doc: text!(
+            "RFC 8910 captive-portal API announced to LAN clients (DHCPv4 114, DHCPv6 103, RA 37)"
+        ),
         set: |c, s| {
             c.signals.captive_portal_uri = Some(parse_captive_uri(s)?);
             Ok(())
@@ -508,9 +529,9 @@ pub static MAIN: &[Key<Config>] = &[
     Key {
         name: "v6only_wait",
         list: false,
-        kind: Kind::Text("0 or 300..4294967295"),
+        kind: Kind::Text(text!("0 or 300..4294967295")),
         default: Some("0"),
-        doc: "RFC 8925 option 108 V6ONLY_WAIT (s); 0: off; needs dns64_prefix",
+        doc: text!("RFC 8925 option 108 V6ONLY_WAIT (s); 0: off; needs dns64_prefix"),
         set: |c, s| {
             c.signals.v6only_wait = parse_v6only_wait(s)?;
             Ok(())
@@ -545,9 +566,9 @@ pub static MAIN: &[Key<Config>] = &[
     Key {
         name: "allow",
         list: true,
-        kind: Kind::Text("ADDRESS/LENGTH"),
+        kind: Kind::Text(text!("ADDRESS/LENGTH")),
         default: Some(lanveil_core::policy::DEFAULT_ALLOW),
-        doc: "client prefixes allowed to query; others get REFUSED",
+        doc: text!("client prefixes allowed to query; others get REFUSED"),
         set: |c, s| {
             c.policy.allow.push(parse_allow(s)?);
             Ok(())
@@ -564,9 +585,9 @@ pub static MAIN: &[Key<Config>] = &[
     Key {
         name: "local_domain",
         list: false,
-        kind: Kind::Text("domain name"),
+        kind: Kind::Text(text!("domain name")),
         default: None,
-        doc: "the LAN's own domain, answered locally too",
+        doc: text!("the LAN's own domain, answered locally too"),
         set: |c, s| {
             c.policy.local_domain =
                 Some(crate::parse_auth_name(s).map_err(|_| {
@@ -592,9 +613,9 @@ pub static MAIN: &[Key<Config>] = &[
     Key {
         name: "dns64_prefix",
         list: false,
-        kind: Kind::Text("IPv6 prefix /32, /40, /48, /56, /64 or /96"),
+        kind: Kind::Text(text!("IPv6 prefix /32, /40, /48, /56, /64 or /96")),
         default: None,
-        doc: "DNS64 (RFC 6147) with this NAT64 prefix (RFC 6052)",
+        doc: text!("DNS64 (RFC 6147) with this NAT64 prefix (RFC 6052)"),
         set: |c, s| {
             c.policy.dns64_prefix = Some(parse_nat64_prefix(s)?);
             Ok(())
@@ -605,9 +626,11 @@ pub static MAIN: &[Key<Config>] = &[
     Key {
         name: "local_resolver",
         list: false,
-        kind: Kind::Text("IP or IP:PORT on the LAN"),
+        kind: Kind::Text(text!("IP or IP:PORT on the LAN")),
         default: None,
-        doc: "local names go to this LAN resolver in plaintext instead of NXDOMAIN; never upstream",
+        doc: text!(
+            "local names go to this LAN resolver in plaintext instead of NXDOMAIN; never upstream"
+        ),
         set: |c, s| {
             c.policy.local_resolver = Some(parse_local_resolver(s)?);
             Ok(())
@@ -682,7 +705,7 @@ pub static UPSTREAM: &[Key<UpstreamDraft>] = &[
             "tls://IP[:PORT]#AUTHNAME, https://IP[:PORT]/PATH#AUTHNAME or https://NAME/PATH",
         ),
         default: None,
-        doc: "required: the upstream and the name its certificate must carry",
+        doc: text!("required: the upstream and the name its certificate must carry"),
         set: |d, s| {
             d.up.url = s.parse::<UpstreamUrl>()?;
             d.has_url = true;
@@ -694,9 +717,9 @@ pub static UPSTREAM: &[Key<UpstreamDraft>] = &[
     Key {
         name: "pin",
         list: true,
-        kind: Kind::Text("sha256/BASE64"),
+        kind: Kind::Text(text!("sha256/BASE64")),
         default: None,
-        doc: "SPKI pins (RFC 7858 §4.2), checked on top of WebPKI (at most 8)",
+        doc: text!("SPKI pins (RFC 7858 §4.2), checked on top of WebPKI (at most 8)"),
         set: |d, s| {
             d.up.pins.push(s.parse::<SpkiPin>()?);
             Ok(())
@@ -707,9 +730,9 @@ pub static UPSTREAM: &[Key<UpstreamDraft>] = &[
     Key {
         name: "ca_file",
         list: false,
-        kind: Kind::Text("absolute path"),
+        kind: Kind::Text(text!("absolute path")),
         default: None,
-        doc: "CA bundle (PEM) for this upstream; unset: the main ca_file",
+        doc: text!("CA bundle (PEM) for this upstream; unset: the main ca_file"),
         set: |d, s| {
             d.up.ca_file = Some(parse_path(s)?);
             Ok(())
@@ -720,9 +743,9 @@ pub static UPSTREAM: &[Key<UpstreamDraft>] = &[
     Key {
         name: "tls_min_version",
         list: false,
-        kind: Kind::Text("1.2 | 1.3"),
+        kind: Kind::Text(text!("1.2 | 1.3")),
         default: Some("1.3"),
-        doc: "lowest TLS version accepted ('1.2' only if the upstream needs it)",
+        doc: text!("lowest TLS version accepted ('1.2' only if the upstream needs it)"),
         set: |d, s| {
             d.up.tls_min_version = match s {
                 "1.2" => TlsVersion::V1_2,
@@ -741,9 +764,9 @@ pub static UPSTREAM: &[Key<UpstreamDraft>] = &[
     Key {
         name: "bootstrap",
         list: true,
-        kind: Kind::Text("IP"),
+        kind: Kind::Text(text!("IP")),
         default: None,
-        doc: "addresses of an https://NAME upstream (never looked up in plaintext)",
+        doc: text!("addresses of an https://NAME upstream (never looked up in plaintext)"),
         set: |d, s| {
             d.up.bootstrap
                 .push(IpAddr::from_str(s).map_err(|_| Reason::Rule("must be an IP address"))?);
@@ -755,9 +778,9 @@ pub static UPSTREAM: &[Key<UpstreamDraft>] = &[
     Key {
         name: "http_method",
         list: false,
-        kind: Kind::Text("POST | GET"),
+        kind: Kind::Text(text!("POST | GET")),
         default: Some("POST"),
-        doc: "DoH request method (https:// upstreams only)",
+        doc: text!("DoH request method (https:// upstreams only)"),
         set: |d, s| {
             d.up.http_get = match s {
                 "POST" | "post" => false,
@@ -778,7 +801,7 @@ pub static UPSTREAM: &[Key<UpstreamDraft>] = &[
         list: false,
         kind: Kind::Bool,
         default: Some("1"),
-        doc: "send the authentication name as SNI (it is verified either way)",
+        doc: text!("send the authentication name as SNI (it is verified either way)"),
         set: |d, s| {
             d.up.sni = parse_bool(s)?;
             Ok(())
@@ -795,7 +818,7 @@ pub static UPSTREAM: &[Key<UpstreamDraft>] = &[
         list: false,
         kind: Kind::Bool,
         default: Some("0"),
-        doc: "allow TLS session resumption (it links connections to each other)",
+        doc: text!("allow TLS session resumption (it links connections to each other)"),
         set: |d, s| {
             d.up.tls_resumption = parse_bool(s)?;
             Ok(())
@@ -812,7 +835,7 @@ pub static UPSTREAM: &[Key<UpstreamDraft>] = &[
         list: false,
         kind: Kind::Bool,
         default: Some("1"),
-        doc: "0: the section is checked but not used",
+        doc: text!("0: the section is checked but not used"),
         set: |d, s| {
             d.enabled = parse_bool(s)?;
             Ok(())

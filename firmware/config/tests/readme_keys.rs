@@ -1,6 +1,7 @@
 //! The README's key reference is the key table's: every key with its default, range and meaning, and
 //! no other key. After changing `firmware/config/src/keys.rs`, regenerate the block with
 //! `LANVEIL_BLESS_README=1 cargo test -p lanveil-config --test readme_keys`.
+#![cfg(feature = "reference")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use lanveil_config::keys;
