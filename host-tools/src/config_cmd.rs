@@ -328,7 +328,7 @@ pub fn to_json(cfg: &Config) -> serde_json::Value {
                 .parse::<u64>()
                 .map_or_else(|_| serde_json::json!(t), |n| serde_json::json!(n)),
             Kind::Bool => serde_json::json!(t == "1"),
-            Kind::Text(_) => serde_json::json!(t),
+            Kind::Text { .. } => serde_json::json!(t),
         };
         let values = k.values(cfg);
         let value = match (k.list, values.as_slice()) {

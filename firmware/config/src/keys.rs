@@ -6,6 +6,7 @@
 
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
+#[cfg(feature = "reference")]
 use core::fmt::Write as _;
 use core::net::{IpAddr, SocketAddr};
 use core::str::FromStr;
@@ -31,8 +32,12 @@ pub enum Kind {
     },
     /// `0` or `1` (also `no`/`yes`, `off`/`on`, `false`/`true`, `disabled`/`enabled`).
     Bool,
-    /// Text with the form described here (empty without the `reference` feature).
-    Text(&'static str),
+    /// Text of the form described (only with the `reference` feature).
+    Text {
+        /// The form, e.g. `IP:PORT`.
+        #[cfg(feature = "reference")]
+        form: &'static str,
+    },
 }
 
 /// One key of a section whose model is `T`.
@@ -45,34 +50,93 @@ pub struct Key<T: 'static> {
     pub kind: Kind,
     /// The default as written in the file (a list's values separated by spaces); `None`: unset.
     pub default: Option<&'static str>,
-    /// What the key does, in one line (for the reference; empty without the `reference` feature).
+    /// What the key does, in one line (for the reference; only with the `reference` feature, so the
+    /// router's binary carries neither the prose nor its relocations).
+    #[cfg(feature = "reference")]
     pub doc: &'static str,
-    /// Parses one value into the model (a list key: appends one value).
-    pub(crate) set: fn(&mut T, &str) -> Result<(), Reason>,
-    /// A list key: empties the list before the values given are appended. Other keys: nothing.
-    pub(crate) clear: fn(&mut T),
-    /// The values as written in the file (none: the key is not written).
-    pub(crate) get: fn(&T, &mut Vec<String>),
+    /// Where the value lives in the model, and how its text is read and written.
+    pub(crate) access: Access<T>,
+}
+
+/// How a key reaches the model. The common kinds are data (a field and the shared parser), so each
+/// key costs a field accessor, not a parser and a printer of its own.
+pub(crate) enum Access<T: 'static> {
+    /// A `u32` field in the key's [`Kind::Number`] range, always written.
+    Number(fn(&T) -> &u32, fn(&mut T) -> &mut u32),
+    /// A `bool` field, always written.
+    Flag(fn(&T) -> &bool, fn(&mut T) -> &mut bool),
+    /// An absolute path, written when set.
+    Path(fn(&T) -> &Option<String>, fn(&mut T) -> &mut Option<String>),
+    /// Anything else.
+    Custom {
+        /// Parses one value into the model (a list key: appends one value).
+        set: fn(&mut T, &str) -> Result<(), Reason>,
+        /// A list key: empties the list before the values given are appended. Other keys: nothing.
+        clear: fn(&mut T),
+        /// The values as written in the file (none: the key is not written).
+        get: fn(&T, &mut Vec<String>),
+    },
 }
 
 impl<T> Key<T> {
     /// The values of this key in `from`, as written in the file.
     pub fn values(&self, from: &T) -> Vec<String> {
         let mut out = Vec::new();
-        (self.get)(from, &mut out);
+        self.get(from, &mut out);
         out
+    }
+
+    /// Parses one value into `to` (a list key: appends it).
+    pub(crate) fn set(&self, to: &mut T, text: &str) -> Result<(), Reason> {
+        match &self.access {
+            Access::Number(_, field) => {
+                let Kind::Number { min, max } = self.kind else {
+                    return Err(Reason::Range { min: 0, max: 0 });
+                };
+                *field(to) = parse_u32(text, min, max)?;
+            }
+            Access::Flag(_, field) => *field(to) = parse_bool(text)?,
+            Access::Path(_, field) => *field(to) = Some(parse_path(text)?),
+            Access::Custom { set, .. } => set(to, text)?,
+        }
+        Ok(())
+    }
+
+    /// A number key's value in `from` and its range.
+    pub(crate) fn number(&self, from: &T) -> Option<(u32, u32, u32)> {
+        match (&self.access, self.kind) {
+            (Access::Number(field, _), Kind::Number { min, max }) => Some((*field(from), min, max)),
+            _ => None,
+        }
+    }
+
+    /// A list key: empties the list before the values given are appended.
+    pub(crate) fn clear(&self, to: &mut T) {
+        if let Access::Custom { clear, .. } = &self.access {
+            clear(to);
+        }
+    }
+
+    /// Appends the values as written in the file (none: the key is not written).
+    pub(crate) fn get(&self, from: &T, out: &mut Vec<String>) {
+        match &self.access {
+            Access::Number(field, _) => out.push(field(from).to_string()),
+            Access::Flag(field, _) => out.push(bool_text(*field(from))),
+            Access::Path(field, _) => push_opt(out, field(from)),
+            Access::Custom { get, .. } => get(from, out),
+        }
     }
 
     pub(crate) fn apply_default(&self, to: &mut T) {
         let Some(text) = self.default else { return };
-        (self.clear)(to);
+        self.clear(to);
         // Every default parses (tested); a list's values are separated by spaces.
         if self.list {
             for v in text.split_whitespace() {
-                let _ = (self.set)(to, v);
+                let _ = self.set(to, v);
             }
         } else {
-            let _ = (self.set)(to, text);
+            let _ = self.set(to, text);
         }
     }
 }
@@ -132,21 +196,6 @@ fn push_opt(out: &mut Vec<String>, v: &Option<impl ToString>) {
     }
 }
 
-/// Reference text (docs, value forms): only in builds with the `reference` feature (the host tool,
-/// the tests); the router's binary carries the parsers, not the prose.
-#[cfg(feature = "reference")]
-macro_rules! text {
-    ($t:literal) => {
-        $t
-    };
-}
-#[cfg(not(feature = "reference"))]
-macro_rules! text {
-    ($t:literal) => {
-        ""
-    };
-}
-
 /// A whole number in `min..=max`, always written.
 macro_rules! number {
     ($name:literal, $($field:ident).+, $min:expr, $max:expr, $default:literal, $doc:literal) => {
@@ -155,13 +204,9 @@ macro_rules! number {
             list: false,
             kind: Kind::Number { min: $min, max: $max },
             default: Some($default),
-            doc: text!($doc),
-            set: |c, s| {
-                c.$($field).+ = parse_u32(s, $min, $max)?;
-                Ok(())
-            },
-            clear: no_clear,
-            get: |c, out| out.push(c.$($field).+.to_string()),
+            #[cfg(feature = "reference")]
+ doc: $doc,
+            access: Access::Number(|c| &c.$($field).+, |c| &mut c.$($field).+),
         }
     };
 }
@@ -174,13 +219,9 @@ macro_rules! flag {
             list: false,
             kind: Kind::Bool,
             default: Some($default),
-            doc: text!($doc),
-            set: |c, s| {
-                c.$($field).+ = parse_bool(s)?;
-                Ok(())
-            },
-            clear: no_clear,
-            get: |c, out| out.push(bool_text(c.$($field).+)),
+            #[cfg(feature = "reference")]
+ doc: $doc,
+            access: Access::Flag(|c| &c.$($field).+, |c| &mut c.$($field).+),
         }
     };
 }
@@ -191,15 +232,14 @@ macro_rules! path {
         Key {
             name: $name,
             list: false,
-            kind: Kind::Text(text!("absolute path")),
+            kind: Kind::Text {
+ #[cfg(feature = "reference")]
+ form: "absolute path",
+ },
             default: None,
-            doc: text!($doc),
-            set: |c, s| {
-                c.$($field).+ = Some(parse_path(s)?);
-                Ok(())
-            },
-            clear: no_clear,
-            get: |c, out| push_opt(out, &c.$($field).+),
+            #[cfg(feature = "reference")]
+ doc: $doc,
+            access: Access::Path(|c| &c.$($field).+, |c| &mut c.$($field).+),
         }
     };
 }
@@ -219,19 +259,25 @@ pub static MAIN: &[Key<Config>] = &[
     Key {
         name: "listen",
         list: true,
-        kind: Kind::Text(text!("IP:PORT (IPv6 as [ADDR]:PORT)")),
-        default: Some("127.0.0.1:5353"),
-        doc: text!("addresses served, UDP and TCP each (at most 16)"),
-        set: |c, s| {
-            let sa = SocketAddr::from_str(s).map_err(|_| Reason::SocketAddr)?;
-            if c.listen.addrs.contains(&sa) {
-                return Err(Reason::Duplicate);
-            }
-            c.listen.addrs.push(sa);
-            Ok(())
+        kind: Kind::Text {
+            #[cfg(feature = "reference")]
+            form: "IP:PORT (IPv6 as [ADDR]:PORT)",
         },
-        clear: |c| c.listen.addrs.clear(),
-        get: |c, out| out.extend(c.listen.addrs.iter().map(ToString::to_string)),
+        default: Some("127.0.0.1:5353"),
+        #[cfg(feature = "reference")]
+        doc: "addresses served, UDP and TCP each (at most 16)",
+        access: Access::Custom {
+            set: |c, s| {
+                let sa = SocketAddr::from_str(s).map_err(|_| Reason::SocketAddr)?;
+                if c.listen.addrs.contains(&sa) {
+                    return Err(Reason::Duplicate);
+                }
+                c.listen.addrs.push(sa);
+                Ok(())
+            },
+            clear: |c| c.listen.addrs.clear(),
+            get: |c, out| out.extend(c.listen.addrs.iter().map(ToString::to_string)),
+        },
     },
     number!(
         "max_tcp_clients",
@@ -269,22 +315,26 @@ pub static MAIN: &[Key<Config>] = &[
     Key {
         name: "upstream_policy",
         list: false,
-        kind: Kind::Text(text!("failover | round_robin | fastest")),
-        default: Some("failover"),
-        doc: text!(
-            "first healthy upstream in file order, each in turn, or the lowest smoothed RTT"
-        ),
-        set: |c, s| {
-            c.upstreams.policy = match s {
-                "failover" => SelectPolicy::Failover,
-                "round_robin" | "round-robin" => SelectPolicy::RoundRobin,
-                "fastest" => SelectPolicy::Fastest,
-                _ => return Err(Reason::OneOf("failover, round_robin, fastest")),
-            };
-            Ok(())
+        kind: Kind::Text {
+            #[cfg(feature = "reference")]
+            form: "failover | round_robin | fastest",
         },
-        clear: no_clear,
-        get: |c, out| out.push(String::from(policy_word(c.upstreams.policy))),
+        default: Some("failover"),
+        #[cfg(feature = "reference")]
+        doc: "first healthy upstream in file order, each in turn, or the lowest smoothed RTT",
+        access: Access::Custom {
+            set: |c, s| {
+                c.upstreams.policy = match s {
+                    "failover" => SelectPolicy::Failover,
+                    "round_robin" | "round-robin" => SelectPolicy::RoundRobin,
+                    "fastest" => SelectPolicy::Fastest,
+                    _ => return Err(Reason::OneOf("failover, round_robin, fastest")),
+                };
+                Ok(())
+            },
+            clear: no_clear,
+            get: |c, out| out.push(String::from(policy_word(c.upstreams.policy))),
+        },
     },
     path!(
         "ca_file",
@@ -369,23 +419,29 @@ pub static MAIN: &[Key<Config>] = &[
     Key {
         name: "client_rate_action",
         list: false,
-        kind: Kind::Text(text!("refuse | drop")),
-        default: Some("refuse"),
-        doc: text!("over the rate: answer REFUSED (EDE \"rate limited\") or drop silently"),
-        set: |c, s| {
-            c.limits.client_rate_action = match s {
-                "refuse" => RateAction::Refuse,
-                "drop" => RateAction::Drop,
-                _ => return Err(Reason::OneOf("refuse, drop")),
-            };
-            Ok(())
+        kind: Kind::Text {
+            #[cfg(feature = "reference")]
+            form: "refuse | drop",
         },
-        clear: no_clear,
-        get: |c, out| {
-            out.push(String::from(match c.limits.client_rate_action {
-                RateAction::Refuse => "refuse",
-                RateAction::Drop => "drop",
-            }))
+        default: Some("refuse"),
+        #[cfg(feature = "reference")]
+        doc: "over the rate: answer REFUSED (EDE \"rate limited\") or drop silently",
+        access: Access::Custom {
+            set: |c, s| {
+                c.limits.client_rate_action = match s {
+                    "refuse" => RateAction::Refuse,
+                    "drop" => RateAction::Drop,
+                    _ => return Err(Reason::OneOf("refuse, drop")),
+                };
+                Ok(())
+            },
+            clear: no_clear,
+            get: |c, out| {
+                out.push(String::from(match c.limits.client_rate_action {
+                    RateAction::Refuse => "refuse",
+                    RateAction::Drop => "drop",
+                }))
+            },
         },
     },
     number!(
@@ -459,28 +515,40 @@ pub static MAIN: &[Key<Config>] = &[
     Key {
         name: "log_level",
         list: false,
-        kind: Kind::Text(text!("error | warn | info | debug | trace")),
-        default: Some("info"),
-        doc: text!("log verbosity; query names never appear at info or above"),
-        set: |c, s| {
-            c.daemon.log_level = s.parse()?;
-            Ok(())
+        kind: Kind::Text {
+            #[cfg(feature = "reference")]
+            form: "error | warn | info | debug | trace",
         },
-        clear: no_clear,
-        get: |c, out| out.push(String::from(c.daemon.log_level.as_str())),
+        default: Some("info"),
+        #[cfg(feature = "reference")]
+        doc: "log verbosity; query names never appear at info or above",
+        access: Access::Custom {
+            set: |c, s| {
+                c.daemon.log_level = s.parse()?;
+                Ok(())
+            },
+            clear: no_clear,
+            get: |c, out| out.push(String::from(c.daemon.log_level.as_str())),
+        },
     },
     Key {
         name: "user",
         list: false,
-        kind: Kind::Text(text!("user name")),
-        default: None,
-        doc: text!("started as root: switch to this user once the listeners are bound"),
-        set: |c, s| {
-            c.daemon.user = Some(parse_user(s)?);
-            Ok(())
+        kind: Kind::Text {
+            #[cfg(feature = "reference")]
+            form: "user name",
         },
-        clear: no_clear,
-        get: |c, out| push_opt(out, &c.daemon.user),
+        default: None,
+        #[cfg(feature = "reference")]
+        doc: "started as root: switch to this user once the listeners are bound",
+        access: Access::Custom {
+            set: |c, s| {
+                c.daemon.user = Some(parse_user(s)?);
+                Ok(())
+            },
+            clear: no_clear,
+            get: |c, out| push_opt(out, &c.daemon.user),
+        },
     },
     path!(
         "state_file",
@@ -512,32 +580,40 @@ pub static MAIN: &[Key<Config>] = &[
     Key {
         name: "captive_portal_uri",
         list: false,
-        kind: Kind::Text(text!(
-            "https:// URI or urn:ietf:params:capport:unrestricted"
-        )),
-        default: None,
-        doc: text!(
-            "RFC 8910 captive-portal API announced to LAN clients (DHCPv4 114, DHCPv6 103, RA 37)"
-        ),
-        set: |c, s| {
-            c.signals.captive_portal_uri = Some(parse_captive_uri(s)?);
-            Ok(())
+        kind: Kind::Text {
+            #[cfg(feature = "reference")]
+            form: "https:// URI or urn:ietf:params:capport:unrestricted",
         },
-        clear: no_clear,
-        get: |c, out| push_opt(out, &c.signals.captive_portal_uri),
+        default: None,
+        #[cfg(feature = "reference")]
+        doc: "RFC 8910 captive-portal API announced to LAN clients (DHCPv4 114, DHCPv6 103, RA 37)",
+        access: Access::Custom {
+            set: |c, s| {
+                c.signals.captive_portal_uri = Some(parse_captive_uri(s)?);
+                Ok(())
+            },
+            clear: no_clear,
+            get: |c, out| push_opt(out, &c.signals.captive_portal_uri),
+        },
     },
     Key {
         name: "v6only_wait",
         list: false,
-        kind: Kind::Text(text!("0 or 300..4294967295")),
-        default: Some("0"),
-        doc: text!("RFC 8925 option 108 V6ONLY_WAIT (s); 0: off; needs dns64_prefix"),
-        set: |c, s| {
-            c.signals.v6only_wait = parse_v6only_wait(s)?;
-            Ok(())
+        kind: Kind::Text {
+            #[cfg(feature = "reference")]
+            form: "0 or 300..4294967295",
         },
-        clear: no_clear,
-        get: |c, out| out.push(c.signals.v6only_wait.to_string()),
+        default: Some("0"),
+        #[cfg(feature = "reference")]
+        doc: "RFC 8925 option 108 V6ONLY_WAIT (s); 0: off; needs dns64_prefix",
+        access: Access::Custom {
+            set: |c, s| {
+                c.signals.v6only_wait = parse_v6only_wait(s)?;
+                Ok(())
+            },
+            clear: no_clear,
+            get: |c, out| out.push(c.signals.v6only_wait.to_string()),
+        },
     },
     // WAN captive portals.
     flag!(
@@ -566,15 +642,21 @@ pub static MAIN: &[Key<Config>] = &[
     Key {
         name: "allow",
         list: true,
-        kind: Kind::Text(text!("ADDRESS/LENGTH")),
-        default: Some(lanveil_core::policy::DEFAULT_ALLOW),
-        doc: text!("client prefixes allowed to query; others get REFUSED"),
-        set: |c, s| {
-            c.policy.allow.push(parse_allow(s)?);
-            Ok(())
+        kind: Kind::Text {
+            #[cfg(feature = "reference")]
+            form: "ADDRESS/LENGTH",
         },
-        clear: |c| c.policy.allow.clear(),
-        get: |c, out| out.extend(c.policy.allow.iter().map(ToString::to_string)),
+        default: Some(lanveil_core::policy::DEFAULT_ALLOW),
+        #[cfg(feature = "reference")]
+        doc: "client prefixes allowed to query; others get REFUSED",
+        access: Access::Custom {
+            set: |c, s| {
+                c.policy.allow.push(parse_allow(s)?);
+                Ok(())
+            },
+            clear: |c| c.policy.allow.clear(),
+            get: |c, out| out.extend(c.policy.allow.iter().map(ToString::to_string)),
+        },
     },
     flag!(
         "local_zones",
@@ -585,18 +667,23 @@ pub static MAIN: &[Key<Config>] = &[
     Key {
         name: "local_domain",
         list: false,
-        kind: Kind::Text(text!("domain name")),
+        kind: Kind::Text {
+            #[cfg(feature = "reference")]
+            form: "domain name",
+        },
         default: None,
-        doc: text!("the LAN's own domain, answered locally too"),
-        set: |c, s| {
-            c.policy.local_domain =
-                Some(crate::parse_auth_name(s).map_err(|_| {
+        #[cfg(feature = "reference")]
+        doc: "the LAN's own domain, answered locally too",
+        access: Access::Custom {
+            set: |c, s| {
+                c.policy.local_domain = Some(crate::parse_auth_name(s).map_err(|_| {
                     Reason::Rule("must be a domain name such as lan or home.example")
                 })?);
-            Ok(())
+                Ok(())
+            },
+            clear: no_clear,
+            get: |c, out| push_opt(out, &c.policy.local_domain),
         },
-        clear: no_clear,
-        get: |c, out| push_opt(out, &c.policy.local_domain),
     },
     flag!(
         "canary_firefox",
@@ -613,30 +700,40 @@ pub static MAIN: &[Key<Config>] = &[
     Key {
         name: "dns64_prefix",
         list: false,
-        kind: Kind::Text(text!("IPv6 prefix /32, /40, /48, /56, /64 or /96")),
-        default: None,
-        doc: text!("DNS64 (RFC 6147) with this NAT64 prefix (RFC 6052)"),
-        set: |c, s| {
-            c.policy.dns64_prefix = Some(parse_nat64_prefix(s)?);
-            Ok(())
+        kind: Kind::Text {
+            #[cfg(feature = "reference")]
+            form: "IPv6 prefix /32, /40, /48, /56, /64 or /96",
         },
-        clear: no_clear,
-        get: |c, out| push_opt(out, &c.policy.dns64_prefix),
+        default: None,
+        #[cfg(feature = "reference")]
+        doc: "DNS64 (RFC 6147) with this NAT64 prefix (RFC 6052)",
+        access: Access::Custom {
+            set: |c, s| {
+                c.policy.dns64_prefix = Some(parse_nat64_prefix(s)?);
+                Ok(())
+            },
+            clear: no_clear,
+            get: |c, out| push_opt(out, &c.policy.dns64_prefix),
+        },
     },
     Key {
         name: "local_resolver",
         list: false,
-        kind: Kind::Text(text!("IP or IP:PORT on the LAN")),
-        default: None,
-        doc: text!(
-            "local names go to this LAN resolver in plaintext instead of NXDOMAIN; never upstream"
-        ),
-        set: |c, s| {
-            c.policy.local_resolver = Some(parse_local_resolver(s)?);
-            Ok(())
+        kind: Kind::Text {
+            #[cfg(feature = "reference")]
+            form: "IP or IP:PORT on the LAN",
         },
-        clear: no_clear,
-        get: |c, out| push_opt(out, &c.policy.local_resolver),
+        default: None,
+        #[cfg(feature = "reference")]
+        doc: "local names go to this LAN resolver in plaintext instead of NXDOMAIN; never upstream",
+        access: Access::Custom {
+            set: |c, s| {
+                c.policy.local_resolver = Some(parse_local_resolver(s)?);
+                Ok(())
+            },
+            clear: no_clear,
+            get: |c, out| push_opt(out, &c.policy.local_resolver),
+        },
     },
 ];
 
@@ -701,99 +798,133 @@ pub static UPSTREAM: &[Key<UpstreamDraft>] = &[
     Key {
         name: "url",
         list: false,
-        kind: Kind::Text(
-            "tls://IP[:PORT]#AUTHNAME, https://IP[:PORT]/PATH#AUTHNAME or https://NAME/PATH",
-        ),
-        default: None,
-        doc: text!("required: the upstream and the name its certificate must carry"),
-        set: |d, s| {
-            d.up.url = s.parse::<UpstreamUrl>()?;
-            d.has_url = true;
-            Ok(())
+        kind: Kind::Text {
+            #[cfg(feature = "reference")]
+            form: "tls://IP[:PORT]#AUTHNAME, https://IP[:PORT]/PATH#AUTHNAME or https://NAME/PATH",
         },
-        clear: no_clear,
-        get: |d, out| out.push(d.up.url.to_string()),
+        default: None,
+        #[cfg(feature = "reference")]
+        doc: "required: the upstream and the name its certificate must carry",
+        access: Access::Custom {
+            set: |d, s| {
+                d.up.url = s.parse::<UpstreamUrl>()?;
+                d.has_url = true;
+                Ok(())
+            },
+            clear: no_clear,
+            get: |d, out| out.push(d.up.url.to_string()),
+        },
     },
     Key {
         name: "pin",
         list: true,
-        kind: Kind::Text(text!("sha256/BASE64")),
-        default: None,
-        doc: text!("SPKI pins (RFC 7858 §4.2), checked on top of WebPKI (at most 8)"),
-        set: |d, s| {
-            d.up.pins.push(s.parse::<SpkiPin>()?);
-            Ok(())
+        kind: Kind::Text {
+            #[cfg(feature = "reference")]
+            form: "sha256/BASE64",
         },
-        clear: |d| d.up.pins.clear(),
-        get: |d, out| out.extend(d.up.pins.iter().map(SpkiPin::to_text)),
+        default: None,
+        #[cfg(feature = "reference")]
+        doc: "SPKI pins (RFC 7858 §4.2), checked on top of WebPKI (at most 8)",
+        access: Access::Custom {
+            set: |d, s| {
+                d.up.pins.push(s.parse::<SpkiPin>()?);
+                Ok(())
+            },
+            clear: |d| d.up.pins.clear(),
+            get: |d, out| out.extend(d.up.pins.iter().map(SpkiPin::to_text)),
+        },
     },
     Key {
         name: "ca_file",
         list: false,
-        kind: Kind::Text(text!("absolute path")),
-        default: None,
-        doc: text!("CA bundle (PEM) for this upstream; unset: the main ca_file"),
-        set: |d, s| {
-            d.up.ca_file = Some(parse_path(s)?);
-            Ok(())
+        kind: Kind::Text {
+            #[cfg(feature = "reference")]
+            form: "absolute path",
         },
-        clear: no_clear,
-        get: |d, out| push_opt(out, &d.up.ca_file),
+        default: None,
+        #[cfg(feature = "reference")]
+        doc: "CA bundle (PEM) for this upstream; unset: the main ca_file",
+        access: Access::Custom {
+            set: |d, s| {
+                d.up.ca_file = Some(parse_path(s)?);
+                Ok(())
+            },
+            clear: no_clear,
+            get: |d, out| push_opt(out, &d.up.ca_file),
+        },
     },
     Key {
         name: "tls_min_version",
         list: false,
-        kind: Kind::Text(text!("1.2 | 1.3")),
-        default: Some("1.3"),
-        doc: text!("lowest TLS version accepted ('1.2' only if the upstream needs it)"),
-        set: |d, s| {
-            d.up.tls_min_version = match s {
-                "1.2" => TlsVersion::V1_2,
-                "1.3" => TlsVersion::V1_3,
-                _ => return Err(Reason::OneOf("1.2, 1.3")),
-            };
-            Ok(())
+        kind: Kind::Text {
+            #[cfg(feature = "reference")]
+            form: "1.2 | 1.3",
         },
-        clear: no_clear,
-        get: |d, out| {
-            if d.up.tls_min_version == TlsVersion::V1_2 {
-                out.push(String::from("1.2"));
-            }
+        default: Some("1.3"),
+        #[cfg(feature = "reference")]
+        doc: "lowest TLS version accepted ('1.2' only if the upstream needs it)",
+        access: Access::Custom {
+            set: |d, s| {
+                d.up.tls_min_version = match s {
+                    "1.2" => TlsVersion::V1_2,
+                    "1.3" => TlsVersion::V1_3,
+                    _ => return Err(Reason::OneOf("1.2, 1.3")),
+                };
+                Ok(())
+            },
+            clear: no_clear,
+            get: |d, out| {
+                if d.up.tls_min_version == TlsVersion::V1_2 {
+                    out.push(String::from("1.2"));
+                }
+            },
         },
     },
     Key {
         name: "bootstrap",
         list: true,
-        kind: Kind::Text(text!("IP")),
-        default: None,
-        doc: text!("addresses of an https://NAME upstream (never looked up in plaintext)"),
-        set: |d, s| {
-            d.up.bootstrap
-                .push(IpAddr::from_str(s).map_err(|_| Reason::Rule("must be an IP address"))?);
-            Ok(())
+        kind: Kind::Text {
+            #[cfg(feature = "reference")]
+            form: "IP",
         },
-        clear: |d| d.up.bootstrap.clear(),
-        get: |d, out| out.extend(d.up.bootstrap.iter().map(ToString::to_string)),
+        default: None,
+        #[cfg(feature = "reference")]
+        doc: "addresses of an https://NAME upstream (never looked up in plaintext)",
+        access: Access::Custom {
+            set: |d, s| {
+                d.up.bootstrap
+                    .push(IpAddr::from_str(s).map_err(|_| Reason::Rule("must be an IP address"))?);
+                Ok(())
+            },
+            clear: |d| d.up.bootstrap.clear(),
+            get: |d, out| out.extend(d.up.bootstrap.iter().map(ToString::to_string)),
+        },
     },
     Key {
         name: "http_method",
         list: false,
-        kind: Kind::Text(text!("POST | GET")),
-        default: Some("POST"),
-        doc: text!("DoH request method (https:// upstreams only)"),
-        set: |d, s| {
-            d.up.http_get = match s {
-                "POST" | "post" => false,
-                "GET" | "get" => true,
-                _ => return Err(Reason::OneOf("POST, GET")),
-            };
-            Ok(())
+        kind: Kind::Text {
+            #[cfg(feature = "reference")]
+            form: "POST | GET",
         },
-        clear: no_clear,
-        get: |d, out| {
-            if d.up.http_get {
-                out.push(String::from("GET"));
-            }
+        default: Some("POST"),
+        #[cfg(feature = "reference")]
+        doc: "DoH request method (https:// upstreams only)",
+        access: Access::Custom {
+            set: |d, s| {
+                d.up.http_get = match s {
+                    "POST" | "post" => false,
+                    "GET" | "get" => true,
+                    _ => return Err(Reason::OneOf("POST, GET")),
+                };
+                Ok(())
+            },
+            clear: no_clear,
+            get: |d, out| {
+                if d.up.http_get {
+                    out.push(String::from("GET"));
+                }
+            },
         },
     },
     Key {
@@ -801,16 +932,19 @@ pub static UPSTREAM: &[Key<UpstreamDraft>] = &[
         list: false,
         kind: Kind::Bool,
         default: Some("1"),
-        doc: text!("send the authentication name as SNI (it is verified either way)"),
-        set: |d, s| {
-            d.up.sni = parse_bool(s)?;
-            Ok(())
-        },
-        clear: no_clear,
-        get: |d, out| {
-            if !d.up.sni {
-                out.push(bool_text(false));
-            }
+        #[cfg(feature = "reference")]
+        doc: "send the authentication name as SNI (it is verified either way)",
+        access: Access::Custom {
+            set: |d, s| {
+                d.up.sni = parse_bool(s)?;
+                Ok(())
+            },
+            clear: no_clear,
+            get: |d, out| {
+                if !d.up.sni {
+                    out.push(bool_text(false));
+                }
+            },
         },
     },
     Key {
@@ -818,16 +952,19 @@ pub static UPSTREAM: &[Key<UpstreamDraft>] = &[
         list: false,
         kind: Kind::Bool,
         default: Some("0"),
-        doc: text!("allow TLS session resumption (it links connections to each other)"),
-        set: |d, s| {
-            d.up.tls_resumption = parse_bool(s)?;
-            Ok(())
-        },
-        clear: no_clear,
-        get: |d, out| {
-            if d.up.tls_resumption {
-                out.push(bool_text(true));
-            }
+        #[cfg(feature = "reference")]
+        doc: "allow TLS session resumption (it links connections to each other)",
+        access: Access::Custom {
+            set: |d, s| {
+                d.up.tls_resumption = parse_bool(s)?;
+                Ok(())
+            },
+            clear: no_clear,
+            get: |d, out| {
+                if d.up.tls_resumption {
+                    out.push(bool_text(true));
+                }
+            },
         },
     },
     Key {
@@ -835,13 +972,16 @@ pub static UPSTREAM: &[Key<UpstreamDraft>] = &[
         list: false,
         kind: Kind::Bool,
         default: Some("1"),
-        doc: text!("0: the section is checked but not used"),
-        set: |d, s| {
-            d.enabled = parse_bool(s)?;
-            Ok(())
+        #[cfg(feature = "reference")]
+        doc: "0: the section is checked but not used",
+        access: Access::Custom {
+            set: |d, s| {
+                d.enabled = parse_bool(s)?;
+                Ok(())
+            },
+            clear: no_clear,
+            get: |_, _| {},
         },
-        clear: no_clear,
-        get: |_, _| {},
     },
 ];
 
@@ -855,6 +995,7 @@ pub fn is_list(section_type: &str, key: &str) -> bool {
 }
 
 /// The key reference as Markdown tables (one per section), as the README carries it.
+#[cfg(feature = "reference")]
 pub fn reference() -> String {
     let mut out = String::new();
     table(&mut out, "config lanveil 'main'", MAIN);
@@ -863,6 +1004,7 @@ pub fn reference() -> String {
     out
 }
 
+#[cfg(feature = "reference")]
 fn table<T>(out: &mut String, title: &str, keys: &[Key<T>]) {
     let _ = writeln!(out, "`{title}`:\n");
     out.push_str("| key | default | values | meaning |\n|---|---|---|---|\n");
@@ -880,7 +1022,7 @@ fn table<T>(out: &mut String, title: &str, keys: &[Key<T>]) {
         let values = match k.kind {
             Kind::Number { min, max } => alloc::format!("{min}..{max}"),
             Kind::Bool => String::from("0 | 1"),
-            Kind::Text(t) => String::from(t),
+            Kind::Text { form } => String::from(form),
         };
         let list = if k.list { " (list)" } else { "" };
         let _ = writeln!(
@@ -908,22 +1050,28 @@ mod tests {
                 );
                 if let Some(d) = k.default {
                     let mut t = fresh();
-                    (k.clear)(&mut t);
+                    k.clear(&mut t);
                     if k.list {
                         for v in d.split_whitespace() {
-                            assert_eq!((k.set)(&mut t, v), Ok(()), "{} {v}", k.name);
+                            assert_eq!(k.set(&mut t, v), Ok(()), "{} {v}", k.name);
                         }
                     } else {
-                        assert_eq!((k.set)(&mut t, d), Ok(()), "{} {d}", k.name);
+                        assert_eq!(k.set(&mut t, d), Ok(()), "{} {d}", k.name);
                     }
                 }
+                assert_eq!(
+                    matches!(k.access, Access::Number(..)),
+                    matches!(k.kind, Kind::Number { .. }),
+                    "{}: a number key has its range",
+                    k.name
+                );
                 if let Kind::Number { min, max } = k.kind {
                     let mut t = fresh();
-                    assert!((k.set)(&mut t, &min.to_string()).is_ok(), "{}", k.name);
-                    assert!((k.set)(&mut t, &max.to_string()).is_ok(), "{}", k.name);
+                    assert!(k.set(&mut t, &min.to_string()).is_ok(), "{}", k.name);
+                    assert!(k.set(&mut t, &max.to_string()).is_ok(), "{}", k.name);
                     let over = u64::from(max) + 1;
                     assert_eq!(
-                        (k.set)(&mut t, &over.to_string()),
+                        k.set(&mut t, &over.to_string()),
                         Err(Reason::Range {
                             min: min.into(),
                             max: max.into()

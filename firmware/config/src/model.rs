@@ -486,9 +486,10 @@ fn apply_section<T>(
     for (key, values) in grouped(section) {
         let known = table.iter().find(|k| k.name == key);
         if let Some(k) = known.filter(|k| k.list) {
-            (k.clear)(target);
+            k.clear(target);
             for v in values {
-                (k.set)(target, &v.value).map_err(|r| Error::new(v.line, field(label, key), r))?;
+                k.set(target, &v.value)
+                    .map_err(|r| Error::new(v.line, field(label, key), r))?;
             }
         } else {
             let v = match values.as_slice() {
@@ -499,7 +500,8 @@ fn apply_section<T>(
             let Some(k) = known else {
                 return Err(Error::new(v.line, field(label, key), Reason::UnknownKey));
             };
-            (k.set)(target, &v.value).map_err(|r| Error::new(v.line, field(label, key), r))?;
+            k.set(target, &v.value)
+                .map_err(|r| Error::new(v.line, field(label, key), r))?;
         }
         after(target, key)?;
     }
@@ -564,8 +566,9 @@ impl Config {
         Self::from_uci(&uci::parse(text)?)
     }
 
-    /// Cross-field rules, and every key's value checked by the key's own parser (for configurations
-    /// that did not come from a file: packed ones, command-line overrides).
+    /// Cross-field rules and ranges, for configurations that did not come from a file too (packed
+    /// ones, command-line overrides). Values of the core's types (prefixes, policies) are valid by
+    /// construction; numbers are checked against their key's range in [`keys::MAIN`].
     pub fn validate(&self) -> Result<(), Error> {
         if self.listen.addrs.is_empty() {
             return Err(Error::new(0, "listen", Reason::Missing));
@@ -597,14 +600,18 @@ impl Config {
                 ));
             }
         }
-        let mut scratch = Self::zero();
-        let mut text = Vec::new();
         for k in keys::MAIN {
-            text.clear();
-            (k.get)(self, &mut text);
-            (k.clear)(&mut scratch);
-            for t in &text {
-                (k.set)(&mut scratch, t).map_err(|r| Error::new(0, k.name, r))?;
+            if let Some((n, min, max)) = k.number(self)
+                && !(min..=max).contains(&n)
+            {
+                return Err(Error::new(
+                    0,
+                    k.name,
+                    Reason::Range {
+                        min: min.into(),
+                        max: max.into(),
+                    },
+                ));
             }
         }
         if self.signals.v6only_wait != 0 && self.policy.dns64_prefix.is_none() {
@@ -616,7 +623,19 @@ impl Config {
                 ),
             ));
         }
+        let wait = self.signals.v6only_wait;
+        if wait != 0 && wait < lanveil_core::capport::MIN_V6ONLY_WAIT {
+            return Err(Error::new(
+                0,
+                "v6only_wait",
+                Reason::Range {
+                    min: lanveil_core::capport::MIN_V6ONLY_WAIT.into(),
+                    max: u32::MAX.into(),
+                },
+            ));
+        }
         if let Some(r) = &self.policy.local_resolver {
+            check_local_resolver(r).map_err(|e| Error::new(0, "local_resolver", e))?;
             // lanveil itself: every local name would go round in a loop. (A wildcard listener also
             // owns the port on loopback; whether another LAN address is this host is not known here.)
             let own = |l: &SocketAddr| {
@@ -746,7 +765,7 @@ fn write_keys<T>(s: &mut Section, table: &[Key<T>], from: &T) {
     let mut text = Vec::new();
     for k in table {
         text.clear();
-        (k.get)(from, &mut text);
+        k.get(from, &mut text);
         for value in text.drain(..) {
             s.values.push(Value {
                 key: k.name.into(),
