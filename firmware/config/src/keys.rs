@@ -2,7 +2,7 @@
 //! a list, its default, its range or words, what it means, how its text is parsed into the model and
 //! how it is written back. [`crate::Config::from_uci`], [`crate::Config::to_uci`],
 //! [`crate::Config::default`], [`crate::Config::validate`], the README's key reference
-//! ([`reference`]) and `lanveil-ctl config` all read it.
+//! ([`reference()`]) and `lanveil-ctl config` all read it.
 
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
