@@ -71,8 +71,8 @@ pub(crate) enum Access<T: 'static> {
     Custom {
         /// Parses one value into the model (a list key: appends one value).
         set: fn(&mut T, &str) -> Result<(), Reason>,
-        /// A list key: empties the list before the values given are appended. Other keys: nothing.
-        clear: fn(&mut T),
+        /// A list key: empties the list before the values given are appended. Other keys: `None`.
+        clear: Option<fn(&mut T)>,
         /// The values as written in the file (none: the key is not written).
         get: fn(&T, &mut Vec<String>),
     },
@@ -112,7 +112,10 @@ impl<T> Key<T> {
 
     /// A list key: empties the list before the values given are appended.
     pub(crate) fn clear(&self, to: &mut T) {
-        if let Access::Custom { clear, .. } = &self.access {
+        if let Access::Custom {
+            clear: Some(clear), ..
+        } = &self.access
+        {
             clear(to);
         }
     }
@@ -140,8 +143,6 @@ impl<T> Key<T> {
         }
     }
 }
-
-fn no_clear<T>(_: &mut T) {}
 
 /// `0`/`1` and the usual synonyms.
 pub(crate) fn parse_bool(s: &str) -> Result<bool, Reason> {
@@ -275,7 +276,7 @@ pub static MAIN: &[Key<Config>] = &[
                 c.listen.addrs.push(sa);
                 Ok(())
             },
-            clear: |c| c.listen.addrs.clear(),
+            clear: Some(|c| c.listen.addrs.clear()),
             get: |c, out| out.extend(c.listen.addrs.iter().map(ToString::to_string)),
         },
     },
@@ -332,7 +333,7 @@ pub static MAIN: &[Key<Config>] = &[
                 };
                 Ok(())
             },
-            clear: no_clear,
+            clear: None,
             get: |c, out| out.push(String::from(policy_word(c.upstreams.policy))),
         },
     },
@@ -435,7 +436,7 @@ pub static MAIN: &[Key<Config>] = &[
                 };
                 Ok(())
             },
-            clear: no_clear,
+            clear: None,
             get: |c, out| {
                 out.push(String::from(match c.limits.client_rate_action {
                     RateAction::Refuse => "refuse",
@@ -527,7 +528,7 @@ pub static MAIN: &[Key<Config>] = &[
                 c.daemon.log_level = s.parse()?;
                 Ok(())
             },
-            clear: no_clear,
+            clear: None,
             get: |c, out| out.push(String::from(c.daemon.log_level.as_str())),
         },
     },
@@ -546,7 +547,7 @@ pub static MAIN: &[Key<Config>] = &[
                 c.daemon.user = Some(parse_user(s)?);
                 Ok(())
             },
-            clear: no_clear,
+            clear: None,
             get: |c, out| push_opt(out, &c.daemon.user),
         },
     },
@@ -592,7 +593,7 @@ pub static MAIN: &[Key<Config>] = &[
                 c.signals.captive_portal_uri = Some(parse_captive_uri(s)?);
                 Ok(())
             },
-            clear: no_clear,
+            clear: None,
             get: |c, out| push_opt(out, &c.signals.captive_portal_uri),
         },
     },
@@ -611,7 +612,7 @@ pub static MAIN: &[Key<Config>] = &[
                 c.signals.v6only_wait = parse_v6only_wait(s)?;
                 Ok(())
             },
-            clear: no_clear,
+            clear: None,
             get: |c, out| out.push(c.signals.v6only_wait.to_string()),
         },
     },
@@ -654,7 +655,7 @@ pub static MAIN: &[Key<Config>] = &[
                 c.policy.allow.push(parse_allow(s)?);
                 Ok(())
             },
-            clear: |c| c.policy.allow.clear(),
+            clear: Some(|c| c.policy.allow.clear()),
             get: |c, out| out.extend(c.policy.allow.iter().map(ToString::to_string)),
         },
     },
@@ -681,7 +682,7 @@ pub static MAIN: &[Key<Config>] = &[
                 })?);
                 Ok(())
             },
-            clear: no_clear,
+            clear: None,
             get: |c, out| push_opt(out, &c.policy.local_domain),
         },
     },
@@ -712,7 +713,7 @@ pub static MAIN: &[Key<Config>] = &[
                 c.policy.dns64_prefix = Some(parse_nat64_prefix(s)?);
                 Ok(())
             },
-            clear: no_clear,
+            clear: None,
             get: |c, out| push_opt(out, &c.policy.dns64_prefix),
         },
     },
@@ -731,7 +732,7 @@ pub static MAIN: &[Key<Config>] = &[
                 c.policy.local_resolver = Some(parse_local_resolver(s)?);
                 Ok(())
             },
-            clear: no_clear,
+            clear: None,
             get: |c, out| push_opt(out, &c.policy.local_resolver),
         },
     },
@@ -811,7 +812,7 @@ pub static UPSTREAM: &[Key<UpstreamDraft>] = &[
                 d.has_url = true;
                 Ok(())
             },
-            clear: no_clear,
+            clear: None,
             get: |d, out| out.push(d.up.url.to_string()),
         },
     },
@@ -830,7 +831,7 @@ pub static UPSTREAM: &[Key<UpstreamDraft>] = &[
                 d.up.pins.push(s.parse::<SpkiPin>()?);
                 Ok(())
             },
-            clear: |d| d.up.pins.clear(),
+            clear: Some(|d| d.up.pins.clear()),
             get: |d, out| out.extend(d.up.pins.iter().map(SpkiPin::to_text)),
         },
     },
@@ -849,7 +850,7 @@ pub static UPSTREAM: &[Key<UpstreamDraft>] = &[
                 d.up.ca_file = Some(parse_path(s)?);
                 Ok(())
             },
-            clear: no_clear,
+            clear: None,
             get: |d, out| push_opt(out, &d.up.ca_file),
         },
     },
@@ -872,7 +873,7 @@ pub static UPSTREAM: &[Key<UpstreamDraft>] = &[
                 };
                 Ok(())
             },
-            clear: no_clear,
+            clear: None,
             get: |d, out| {
                 if d.up.tls_min_version == TlsVersion::V1_2 {
                     out.push(String::from("1.2"));
@@ -896,7 +897,7 @@ pub static UPSTREAM: &[Key<UpstreamDraft>] = &[
                     .push(IpAddr::from_str(s).map_err(|_| Reason::Rule("must be an IP address"))?);
                 Ok(())
             },
-            clear: |d| d.up.bootstrap.clear(),
+            clear: Some(|d| d.up.bootstrap.clear()),
             get: |d, out| out.extend(d.up.bootstrap.iter().map(ToString::to_string)),
         },
     },
@@ -919,7 +920,7 @@ pub static UPSTREAM: &[Key<UpstreamDraft>] = &[
                 };
                 Ok(())
             },
-            clear: no_clear,
+            clear: None,
             get: |d, out| {
                 if d.up.http_get {
                     out.push(String::from("GET"));
@@ -939,7 +940,7 @@ pub static UPSTREAM: &[Key<UpstreamDraft>] = &[
                 d.up.sni = parse_bool(s)?;
                 Ok(())
             },
-            clear: no_clear,
+            clear: None,
             get: |d, out| {
                 if !d.up.sni {
                     out.push(bool_text(false));
@@ -959,7 +960,7 @@ pub static UPSTREAM: &[Key<UpstreamDraft>] = &[
                 d.up.tls_resumption = parse_bool(s)?;
                 Ok(())
             },
-            clear: no_clear,
+            clear: None,
             get: |d, out| {
                 if d.up.tls_resumption {
                     out.push(bool_text(true));
@@ -979,7 +980,7 @@ pub static UPSTREAM: &[Key<UpstreamDraft>] = &[
                 d.enabled = parse_bool(s)?;
                 Ok(())
             },
-            clear: no_clear,
+            clear: None,
             get: |_, _| {},
         },
     },
@@ -1059,6 +1060,12 @@ mod tests {
                         assert_eq!(k.set(&mut t, d), Ok(()), "{} {d}", k.name);
                     }
                 }
+                assert_eq!(
+                    matches!(k.access, Access::Custom { clear: Some(_), .. }),
+                    k.list,
+                    "{}: a list key, and only a list key, can be emptied",
+                    k.name
+                );
                 assert_eq!(
                     matches!(k.access, Access::Number(..)),
                     matches!(k.kind, Kind::Number { .. }),
