@@ -154,6 +154,7 @@ pub fn signals(cfg: &Config, wan_portal: Option<&str>) -> Result<String, String>
     use std::fmt::Write;
     let mut out = String::new();
     let owner = cfg
+        .signals
         .captive_portal_uri
         .as_deref()
         .map(|u| CaptivePortalUri::parse(u.as_bytes()))
@@ -190,8 +191,9 @@ pub fn signals(cfg: &Config, wan_portal: Option<&str>) -> Result<String, String>
             .map_err(|e| e.to_string())?;
         let _ = writeln!(out, "dhcpv6_raw {}", hex(&buf[..n], ""));
     }
-    if cfg.v6only_wait != 0 {
-        let wait = V6OnlyWait::new(cfg.v6only_wait).map_err(|e| format!("v6only_wait: {e}"))?;
+    if cfg.signals.v6only_wait != 0 {
+        let wait =
+            V6OnlyWait::new(cfg.signals.v6only_wait).map_err(|e| format!("v6only_wait: {e}"))?;
         let mut buf = [0u8; V6OnlyWait::BUFFER_LEN];
         let n = wait.emit(&mut buf).map_err(|e| e.to_string())?;
         let _ = writeln!(out, "v6only_wait {}", wait.secs());
@@ -231,7 +233,7 @@ pub fn config(args: &Args) -> Result<Config, String> {
 /// Applies `--listen`, `--upstream`, `--pin`, `--ca-file`, `--log-level`.
 pub fn apply_flags(cfg: &mut Config, args: &Args) -> Result<(), String> {
     if !args.listen.is_empty() {
-        cfg.listen = args
+        cfg.listen.addrs = args
             .listen
             .iter()
             .map(|l| {
@@ -257,7 +259,7 @@ pub fn apply_flags(cfg: &mut Config, args: &Args) -> Result<(), String> {
         return Err(format!("--ca-file {ca}: no such file"));
     }
     if !args.upstreams.is_empty() {
-        cfg.upstreams = args
+        cfg.upstreams.servers = args
             .upstreams
             .iter()
             .enumerate()
@@ -286,13 +288,13 @@ pub fn apply_flags(cfg: &mut Config, args: &Args) -> Result<(), String> {
             .collect::<Result<_, String>>()?;
     }
     if let Some(p) = &args.dns64_prefix {
-        cfg.dns64_prefix = Some(
+        cfg.policy.dns64_prefix = Some(
             lanveil_config::parse_nat64_prefix(p)
                 .map_err(|r| format!("--dns64-prefix {p}: {r}"))?,
         );
     }
     if let Some(l) = &args.log_level {
-        cfg.log_level = l
+        cfg.daemon.log_level = l
             .parse::<LogLevel>()
             .map_err(|r| format!("--log-level {l}: {r}"))?;
     }
@@ -313,11 +315,12 @@ mod tests {
         let c = config(&a).unwrap();
         assert_eq!(c, Config::default());
         assert_eq!(
-            c.listen,
+            c.listen.addrs,
             vec!["127.0.0.1:5353".parse::<SocketAddr>().unwrap()]
         );
         assert!(
             c.upstreams
+                .servers
                 .iter()
                 .all(|u| u.url.auth_name == "dns.quad9.net")
         );
@@ -340,11 +343,14 @@ mod tests {
         ])
         .unwrap();
         let c = config(&a).unwrap();
-        assert_eq!(c.listen.len(), 2);
-        assert_eq!(c.upstreams.len(), 1);
-        assert_eq!(c.upstreams[0].pins.len(), 1);
-        assert_eq!(c.upstreams[0].ca_file.as_deref(), Some("/etc/ca.pem"));
-        assert_eq!(c.log_level, LogLevel::Debug);
+        assert_eq!(c.listen.addrs.len(), 2);
+        assert_eq!(c.upstreams.servers.len(), 1);
+        assert_eq!(c.upstreams.servers[0].pins.len(), 1);
+        assert_eq!(
+            c.upstreams.servers[0].ca_file.as_deref(),
+            Some("/etc/ca.pem")
+        );
+        assert_eq!(c.daemon.log_level, LogLevel::Debug);
     }
 
     #[test]

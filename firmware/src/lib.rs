@@ -24,12 +24,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use lanveil_config::{Config, Transport, Upstream, UpstreamPolicy};
-use lanveil_core::cache::CacheConfig;
-use lanveil_core::engine::{
-    ClientLimits, EngineConfig, RateAction, SelectPolicy, Stats, UpstreamId,
-};
-use lanveil_core::policy::{Policy, PolicyConfig, Prefix};
+use lanveil_config::{Config, Transport, Upstream};
+use lanveil_core::engine::{Stats, UpstreamId};
+use lanveil_core::policy::Policy;
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
@@ -103,74 +100,16 @@ impl std::fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
-fn engine_config(c: &Config) -> EngineConfig {
-    let ms = |v: u32| Duration::from_millis(u64::from(v));
-    EngineConfig {
-        query_timeout: ms(c.query_timeout_ms),
-        max_inflight: c.max_inflight as usize,
-        pipeline: c.upstream_pipeline as usize,
-        max_connections: c.upstream_max_connections as usize,
-        idle_timeout: ms(c.upstream_idle_timeout_ms),
-        connect_timeout: ms(c.upstream_connect_timeout_ms),
-        backoff_max: ms(c.reconnect_backoff_max_ms),
-        policy: match c.upstream_policy {
-            UpstreamPolicy::Failover => SelectPolicy::Failover,
-            UpstreamPolicy::RoundRobin => SelectPolicy::RoundRobin,
-            UpstreamPolicy::Fastest => SelectPolicy::Fastest,
-        },
-        cache: c.cache.then(|| CacheConfig {
-            max_entries: c.cache_entries as usize,
-            max_bytes: c.cache_max_kib as usize * 1024,
-            min_ttl: c.cache_min_ttl,
-            max_ttl: c.cache_max_ttl,
-            max_stale: if c.serve_stale {
-                c.serve_stale_max_s
-            } else {
-                0
-            },
-            ..CacheConfig::default()
-        }),
-        query_log: c.query_log as usize,
-        clients: ClientLimits {
-            rate_qps: c.client_rate,
-            burst: c.client_burst,
-            action: if c.client_rate_drop {
-                RateAction::Drop
-            } else {
-                RateAction::Refuse
-            },
-            max_inflight: c.client_max_inflight as usize,
-            limit_loopback: c.client_limit_loopback,
-            table_size: 4_096,
-        },
-        dns64: c
-            .dns64_prefix
-            .and_then(|(a, l)| lanveil_core::dns64::Nat64Prefix::new(a.octets(), l)),
-    }
-}
-
 fn build_policy(c: &Config) -> Result<Policy, Error> {
-    let cfg = PolicyConfig {
-        allow: c
-            .allow
-            .iter()
-            .filter_map(|&(a, l)| Prefix::new(a, l))
-            .collect(),
-        local_zones: c.local_zones,
-        local_domain: c.local_domain.clone(),
-        local_forward: c.local_resolver.is_some(),
-        canary_firefox: c.canary_firefox,
-        canary_icloud: c.canary_icloud,
-    };
-    Policy::new(&cfg).map_err(|e| Error::Policy(e.to_string()))
+    Policy::new(&c.policy_config()).map_err(|e| Error::Policy(e.to_string()))
 }
 
 fn tcp_limits(c: &Config) -> TcpLimits {
     TcpLimits {
-        pipeline: c.tcp_pipeline as usize,
-        per_source: c.tcp_clients_per_source as usize,
-        idle: Duration::from_millis(u64::from(c.tcp_idle_timeout_ms)),
-        answer_wait: Duration::from_millis(u64::from(c.query_timeout_ms) + 200),
+        pipeline: c.listen.tcp_pipeline as usize,
+        per_source: c.listen.tcp_clients_per_source as usize,
+        idle: Duration::from_millis(u64::from(c.listen.tcp_idle_timeout_ms)),
+        answer_wait: Duration::from_millis(u64::from(c.limits.query_timeout_ms) + 200),
     }
 }
 
@@ -224,7 +163,7 @@ fn build_targets(
 ) -> Result<Vec<(UpstreamId, Arc<Target>)>, Error> {
     let mut out = Vec::new();
     let mut new_ids = Vec::new();
-    for u in &config.upstreams {
+    for u in &config.upstreams.servers {
         if u.url.transport == Transport::Https && !cfg!(feature = "doh") {
             return Err(Error::NoDoh {
                 upstream: u.name.clone(),
@@ -237,12 +176,12 @@ fn build_targets(
                 UpstreamId(*next_id)
             }
         };
-        let target = Target::new(u, config.ca_file.as_deref(), time.clone()).map_err(|source| {
-            Error::Tls {
+        let target = Target::new(u, config.upstreams.ca_file.as_deref(), time.clone()).map_err(
+            |source| Error::Tls {
                 upstream: u.name.clone(),
                 source,
-            }
-        })?;
+            },
+        )?;
         out.push((id, Arc::new(target)));
         new_ids.push((u.clone(), id));
     }
@@ -252,12 +191,8 @@ fn build_targets(
 
 fn wan_settings(config: &Config) -> driver::WanSettings {
     driver::WanSettings {
-        tracker: lanveil_core::captive::Settings {
-            plaintext: config.captive_plaintext,
-            plaintext_max: Duration::from_secs(config.captive_plaintext_max_s.into()),
-            poll: Duration::from_secs(config.captive_poll_s.into()),
-        },
-        ca_file: config.ca_file.clone(),
+        tracker: config.captive.settings(),
+        ca_file: config.upstreams.ca_file.clone(),
     }
 }
 
@@ -285,7 +220,11 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, Err
         .unwrap_or_else(|| Arc::new(SystemWallClock));
     let time = Arc::new(TimeKeeper::new(
         wall,
-        config.state_file.as_ref().map(std::path::PathBuf::from),
+        config
+            .daemon
+            .state_file
+            .as_ref()
+            .map(std::path::PathBuf::from),
         options
             .clock_settle_secs
             .unwrap_or(clock::FLOOR_SETTLE_SECS),
@@ -298,7 +237,7 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, Err
     let rng = rng::OsRng::new().map_err(|_| Error::Random)?;
     let (tx, rx) = events::channel(4096);
     let mut driver = Driver::new(
-        engine_config(&config),
+        config.engine(),
         targets,
         policy,
         rng,
@@ -306,7 +245,7 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, Err
         wan_settings(&config),
         time.clone(),
     );
-    driver.set_local_resolver(config.local_resolver);
+    driver.set_local_resolver(config.policy.local_resolver);
     let control_targets = targets_for_control.clone();
     let driver = tokio::spawn(driver.run());
     let ticker = tokio::spawn(clock_ticker(time.clone(), tx.clone()));
@@ -319,7 +258,7 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, Err
         targets: std::sync::Mutex::new(control_targets),
         reload: reload_tx,
     });
-    let control_task = match &config.control_socket {
+    let control_task = match &config.daemon.control_socket {
         Some(path) => {
             let listener =
                 control::bind(std::path::Path::new(path)).map_err(|source| Error::Control {
@@ -330,7 +269,7 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, Err
         }
         None => None,
     };
-    let tcp_slots = Arc::new(Semaphore::new(config.max_tcp_clients as usize));
+    let tcp_slots = Arc::new(Semaphore::new(config.listen.max_tcp_clients as usize));
     let mut running = Running {
         config: config.clone(),
         ids,
@@ -348,21 +287,21 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, Err
         control_task,
         reload_requests: Some(reload_rx),
     };
-    running.listeners = running.open_listeners(&config.listen).await?;
+    running.listeners = running.open_listeners(&config.listen.addrs).await?;
     for l in &running.listeners {
         log::info!("listening on {} (udp) and {} (tcp)", l.udp_addr, l.tcp_addr);
     }
-    if config.query_log > 0 {
+    if config.daemon.query_log > 0 {
         log::warn!(
             "query log enabled: the last {} query names are kept in memory only (never written or logged)",
-            config.query_log
+            config.daemon.query_log
         );
     }
     log::info!(
         "forwarding to {} (strict: no plaintext fallback)",
         upstream_summary(&config)
     );
-    if let Some(r) = config.local_resolver {
+    if let Some(r) = config.policy.local_resolver {
         log::info!(
             "local names (local_domain, home.arpa, RFC 6303 zones, single labels) go in plaintext to the LAN resolver {r}, never upstream"
         );
@@ -427,6 +366,7 @@ impl Running {
         let kept = |addr: &SocketAddr, old: &Listener| old.configured == *addr && addr.port() != 0;
         let new_addrs: Vec<SocketAddr> = config
             .listen
+            .addrs
             .iter()
             .copied()
             .filter(|a| !self.listeners.iter().any(|l| kept(a, l)))
@@ -434,7 +374,7 @@ impl Running {
         let fresh = self.open_listeners(&new_addrs).await?;
         let old = std::mem::take(&mut self.listeners);
         for l in old {
-            if config.listen.iter().any(|a| kept(a, &l)) {
+            if config.listen.addrs.iter().any(|a| kept(a, &l)) {
                 self.listeners.push(l);
             } else {
                 let _ = self
@@ -451,11 +391,11 @@ impl Running {
         let for_status = targets.clone();
         self.control
             .send(ControlRequest::Reconfigure(Box::new(events::Reconfigure {
-                engine: engine_config(&config),
+                engine: config.engine(),
                 targets,
                 policy,
                 wan: wan_settings(&config),
-                local_resolver: config.local_resolver,
+                local_resolver: config.policy.local_resolver,
             })))
             .await
             .map_err(|_| Error::Stopped)?;
@@ -464,15 +404,15 @@ impl Running {
         }
         let _ = self.limits.send(tcp_limits(&config));
         let (old_max, new_max) = (
-            self.config.max_tcp_clients as usize,
-            config.max_tcp_clients as usize,
+            self.config.listen.max_tcp_clients as usize,
+            config.listen.max_tcp_clients as usize,
         );
         if new_max > old_max {
             self.tcp_slots.add_permits(new_max - old_max);
         } else {
             self.tcp_slots.forget_permits(old_max - new_max);
         }
-        logging::set_level(config.log_level);
+        logging::set_level(config.daemon.log_level);
         self.ids = ids;
         self.next_id = next_id;
         self.config = config;
@@ -513,14 +453,14 @@ impl Running {
         for l in &self.listeners {
             l.stop_receiving();
         }
-        let until =
-            clock::mono_now() + Duration::from_millis(u64::from(self.config.drain_timeout_ms));
+        let until = clock::mono_now()
+            + Duration::from_millis(u64::from(self.config.daemon.drain_timeout_ms));
         let _ = self.control.send(ControlRequest::Drain { until }).await;
         let _ = (&mut self.driver).await;
         self.ticker.abort();
         if let Some(t) = &self.control_task {
             t.abort();
-            if let Some(p) = &self.config.control_socket {
+            if let Some(p) = &self.config.daemon.control_socket {
                 let _ = std::fs::remove_file(p);
             }
         }
@@ -535,6 +475,7 @@ impl Running {
 fn upstream_summary(config: &Config) -> String {
     config
         .upstreams
+        .servers
         .iter()
         .map(|u| {
             let proto = match u.url.transport {
@@ -555,10 +496,10 @@ mod tests {
     #[test]
     fn the_upstream_log_line_names_each_protocol() {
         let mut c = Config::default();
-        c.upstreams.truncate(1);
-        let mut doh = c.upstreams[0].clone();
+        c.upstreams.servers.truncate(1);
+        let mut doh = c.upstreams.servers[0].clone();
         doh.url = "https://dns.example/dns-query".parse().unwrap();
-        c.upstreams.push(doh);
+        c.upstreams.servers.push(doh);
         let s = upstream_summary(&c);
         assert!(s.contains(":853#dns.quad9.net (DNS-over-TLS)"), "{s}");
         assert!(

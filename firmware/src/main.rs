@@ -53,7 +53,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    logging::init(config.log_level);
+    logging::init(config.daemon.log_level);
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -153,7 +153,7 @@ async fn serve(args: cli::Args, config: lanveil::config::Config) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let user = config.user.clone();
+    let user = config.daemon.user.clone();
     let options = lanveil::Options {
         config_file: args.config.as_ref().map(|p| p.display().to_string()),
         ..lanveil::Options::default()

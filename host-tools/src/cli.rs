@@ -521,12 +521,12 @@ fn cmd_probe(o: &ProbeArgs) -> Result<u8> {
     }
     if let Some(f) = &o.file {
         let cfg = config_cmd::load(f)?;
-        for u in &cfg.upstreams {
+        for u in &cfg.upstreams.servers {
             let ca = o
                 .ca_file
                 .clone()
                 .or_else(|| u.ca_file.clone())
-                .or_else(|| cfg.ca_file.clone());
+                .or_else(|| cfg.upstreams.ca_file.clone());
             let addrs = u.addrs();
             targets.push((
                 u.url.clone(),

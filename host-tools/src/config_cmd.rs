@@ -4,14 +4,12 @@
 
 use std::path::Path;
 
+use lanveil_config::keys::{self, Kind};
 use lanveil_config::uci::{self, Document, Section, Value};
 use lanveil_config::{Config, UpstreamUrl};
 
 use crate::error::{Error, Result, io_ctx};
 use crate::presets::Preset;
-
-/// Keys that are UCI lists (`list KEY 'VALUE'`).
-pub const LIST_KEYS: &[&str] = &["listen", "allow", "pin", "bootstrap"];
 
 /// Reads and validates a configuration file: UCI text, or a packed (`LVCF`) blob.
 pub fn load(path: &str) -> Result<Config> {
@@ -129,7 +127,7 @@ pub fn set(doc: &mut Document, path: &KeyPath, values: &[String]) -> Result<()> 
         return Err(Error::usage("internal: section vanished"));
     };
     let was_list = section.values.iter().any(|v| &v.key == key && v.is_list);
-    let is_list = values.len() > 1 || was_list || LIST_KEYS.contains(&key.as_str());
+    let is_list = values.len() > 1 || was_list || keys::is_list(&path.ty, key);
     let at = section.values.iter().position(|v| &v.key == key);
     section.values.retain(|v| &v.key != key);
     let new: Vec<Value> = values
@@ -287,15 +285,20 @@ pub fn summary(cfg: &Config) -> String {
     let mut o = format!(
         "listen {}; {} upstream{} ({}):",
         cfg.listen
+            .addrs
             .iter()
             .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join(", "),
-        cfg.upstreams.len(),
-        if cfg.upstreams.len() == 1 { "" } else { "s" },
-        cfg.upstream_policy.as_str()
+        cfg.upstreams.servers.len(),
+        if cfg.upstreams.servers.len() == 1 {
+            ""
+        } else {
+            "s"
+        },
+        keys::policy_word(cfg.upstreams.policy)
     );
-    for u in &cfg.upstreams {
+    for u in &cfg.upstreams.servers {
         o.push_str(&format!(
             "\n  {:<16} {}{}",
             u.name,
@@ -314,19 +317,39 @@ pub fn summary(cfg: &Config) -> String {
     o
 }
 
-/// The configuration as JSON (pins as text).
+/// The configuration as JSON: every key of the main section under its own name, from the key table
+/// (numbers and flags typed, lists as arrays, unset keys `null`), and `upstreams` (pins and URLs as
+/// text).
 pub fn to_json(cfg: &Config) -> serde_json::Value {
-    let mut v = serde_json::to_value(cfg).unwrap_or(serde_json::Value::Null);
-    if let Some(ups) = v.get_mut("upstreams").and_then(|u| u.as_array_mut()) {
-        for (j, u) in ups.iter_mut().enumerate() {
-            if let Some(src) = cfg.upstreams.get(j) {
+    let mut v = serde_json::Map::new();
+    for k in keys::MAIN {
+        let typed = |t: &String| match k.kind {
+            Kind::Number { .. } => t
+                .parse::<u64>()
+                .map_or_else(|_| serde_json::json!(t), |n| serde_json::json!(n)),
+            Kind::Bool => serde_json::json!(t == "1"),
+            Kind::Text { .. } => serde_json::json!(t),
+        };
+        let values = k.values(cfg);
+        let value = match (k.list, values.as_slice()) {
+            (true, vs) => serde_json::Value::Array(vs.iter().map(typed).collect()),
+            (false, [one]) => typed(one),
+            (false, _) => serde_json::Value::Null,
+        };
+        v.insert(k.name.to_string(), value);
+    }
+    let mut ups = serde_json::to_value(&cfg.upstreams.servers).unwrap_or(serde_json::Value::Null);
+    if let Some(list) = ups.as_array_mut() {
+        for (j, u) in list.iter_mut().enumerate() {
+            if let Some(src) = cfg.upstreams.servers.get(j) {
                 u["pins"] =
                     serde_json::json!(src.pins.iter().map(|p| p.to_text()).collect::<Vec<_>>());
                 u["url"] = serde_json::json!(src.url.to_string());
             }
         }
     }
-    v
+    v.insert("upstreams".into(), ups);
+    serde_json::Value::Object(v)
 }
 
 #[cfg(test)]
@@ -355,8 +378,8 @@ mod tests {
         )
         .unwrap();
         let (_, cfg) = render_checked(&doc, "x").unwrap();
-        assert_eq!(cfg.listen.len(), 2);
-        assert_eq!(cfg.query_timeout_ms, 1500);
+        assert_eq!(cfg.listen.addrs.len(), 2);
+        assert_eq!(cfg.limits.query_timeout_ms, 1500);
         set(
             &mut doc,
             &parse_key("query_timeout_ms").unwrap(),

@@ -67,7 +67,10 @@ pub fn push(cfg_text: &[u8], local_path: &str, opts: &PushOpts) -> Result<PushOu
     let cfg = crate::config_cmd::parse_bytes(local_path, cfg_text)?;
     step(
         &mut steps,
-        format!("{local_path}: valid ({} upstreams)", cfg.upstreams.len()),
+        format!(
+            "{local_path}: valid ({} upstreams)",
+            cfg.upstreams.servers.len()
+        ),
     );
     let t = &opts.target;
     let live = &opts.remote_config;
@@ -260,7 +263,12 @@ fn reload_and_verify(
                 )
             })?,
     };
-    let want: Vec<String> = cfg.upstreams.iter().map(|u| u.url.to_string()).collect();
+    let want: Vec<String> = cfg
+        .upstreams
+        .servers
+        .iter()
+        .map(|u| u.url.to_string())
+        .collect();
     let mut last = String::from("no verification attempt finished");
     while started.elapsed() < opts.deadline {
         // Each attempt may take the daemon's own query deadline (2.5 s by default) to answer, even

@@ -25,13 +25,11 @@ pub fn config(upstreams: &[(SocketAddr, &str)], ca_file: &std::path::Path) -> Co
 
 /// Like [`config`], with upstream URLs in any notation lanveil reads (`tls://…`, `https://…`).
 pub fn config_urls(urls: &[String], ca_file: &std::path::Path) -> Config {
-    let mut c = Config {
-        listen: vec!["127.0.0.1:0".parse().unwrap()],
-        query_timeout_ms: 1_000,
-        drain_timeout_ms: 2_000,
-        ..Config::default()
-    };
-    c.upstreams = urls
+    let mut c = Config::default();
+    c.listen.addrs = vec!["127.0.0.1:0".parse().unwrap()];
+    c.limits.query_timeout_ms = 1_000;
+    c.daemon.drain_timeout_ms = 2_000;
+    c.upstreams.servers = urls
         .iter()
         .enumerate()
         .map(|(i, url)| Upstream {
@@ -58,7 +56,7 @@ pub fn config_for(upstream: SocketAddr, leaf: &Leaf) -> Config {
 /// Adds pins (text form) to every upstream.
 pub fn with_pins(mut c: Config, pins: &[String]) -> Config {
     let pins: Vec<SpkiPin> = pins.iter().map(|p| p.parse().unwrap()).collect();
-    for u in &mut c.upstreams {
+    for u in &mut c.upstreams.servers {
         u.pins = pins.clone();
     }
     c

@@ -76,8 +76,8 @@ async fn boot_in_1970_checks_against_the_floor_then_reverifies_when_the_clock_is
     let up = DotUpstream::start(UpstreamOpts::new(&renewed)).await;
     let dir = TempDir::new("lanveil-clock");
     let mut cfg = config(&[(up.addr(), "dot.test")], pki.ca_pem_path());
-    cfg.state_file = Some(state_file(&dir).display().to_string());
-    cfg.cache = false;
+    cfg.daemon.state_file = Some(state_file(&dir).display().to_string());
+    cfg.cache.enabled = false;
     let wall = Arc::new(FakeWall(AtomicU64::new(0))); // the router thinks it is 1970
     let (running, addr) = start_at(cfg, &wall).await;
 
@@ -119,8 +119,8 @@ async fn expired_before_the_floor_is_rejected_unless_pinned_and_only_until_the_c
     let dir = TempDir::new("lanveil-clock2");
     let wall = Arc::new(FakeWall(AtomicU64::new(1_000_000_000))); // 2001
     let mut cfg = config(&[(up.addr(), "dot.test")], pki.ca_pem_path());
-    cfg.state_file = Some(state_file(&dir).display().to_string());
-    cfg.cache = false;
+    cfg.daemon.state_file = Some(state_file(&dir).display().to_string());
+    cfg.cache.enabled = false;
 
     // Not pinned: expired whatever the real time is.
     let (running, addr) = start_at(cfg.clone(), &wall).await;
@@ -153,7 +153,7 @@ async fn a_corrupt_state_file_is_ignored_and_replaced() {
     let dir = TempDir::new("lanveil-clock3");
     let path = dir.write("state", b"LVST\x01\x00garbage");
     let mut cfg = config(&[(up.addr(), "dot.test")], pki.ca_pem_path());
-    cfg.state_file = Some(path.display().to_string());
+    cfg.daemon.state_file = Some(path.display().to_string());
     let wall = Arc::new(FakeWall(AtomicU64::new(real_now())));
     let (running, addr) = start_at(cfg, &wall).await;
     let m = query_udp(addr, "ok.test.", RecordType::A, None).await;
@@ -197,7 +197,7 @@ async fn the_verifiers_decision_travels_with_the_connection() {
     let wall = Arc::new(SyncsAfter(AtomicU64::new(u64::MAX)));
     let time = Arc::new(lanveil::clock::TimeKeeper::new(wall.clone(), None, 0));
     let target = lanveil::upstream::tls::Target::new(
-        &cfg.upstreams[0],
+        &cfg.upstreams.servers[0],
         Some(&pki.ca_pem_path().display().to_string()),
         time.clone(),
     )

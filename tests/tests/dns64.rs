@@ -26,7 +26,7 @@ async fn dns64_synthesizes_only_when_there_is_no_aaaa() {
     let up = DotUpstream::start(UpstreamOpts::new(&leaf)).await;
     let mut cfg = config_for(up.addr(), &leaf);
     let prefix: Ipv6Addr = "64:ff9b::".parse().unwrap();
-    cfg.dns64_prefix = Some((prefix, 96));
+    cfg.policy.dns64_prefix = Some(lanveil::config::Nat64Prefix::new(prefix, 96).unwrap());
     let (running, addr) = start(cfg).await;
 
     // An IPv4-only name: AAAA synthesized from its A record.

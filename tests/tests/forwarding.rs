@@ -83,7 +83,7 @@ async fn udp_and_tcp_queries_go_out_over_authenticated_dot() {
 async fn thousand_concurrent_queries_each_get_their_own_answer() {
     let (_pki, leaf, upstream) = setup().await;
     let mut cfg = config_for(upstream.addr(), &leaf);
-    cfg.query_timeout_ms = 5_000;
+    cfg.limits.query_timeout_ms = 5_000;
     let (running, addr) = start(cfg).await;
 
     let mut tasks = Vec::new();
@@ -173,7 +173,7 @@ async fn out_of_order_upstream_answers_are_matched() {
 async fn upstream_restart_mid_stream_loses_no_query() {
     let (_pki, leaf, upstream) = setup().await;
     let mut cfg = config_for(upstream.addr(), &leaf);
-    cfg.query_timeout_ms = 3_000;
+    cfg.limits.query_timeout_ms = 3_000;
     let (running, addr) = start(cfg).await;
     // Warm the connection, then put 50 slow queries in flight and reset every connection under them.
     let _ = query_udp(addr, "warm.test.", RecordType::A, None).await;
@@ -345,7 +345,7 @@ async fn reload_switches_upstream_and_keeps_serving() {
     assert_eq!((up1.queries(), up2.queries()), (1, 1));
     // A reload that cannot be applied (CA file missing) keeps the running configuration.
     let mut bad = config_for(up1.addr(), &leaf);
-    bad.upstreams[0].ca_file = Some("/nonexistent/ca.pem".into());
+    bad.upstreams.servers[0].ca_file = Some("/nonexistent/ca.pem".into());
     assert!(running.reload(bad).await.is_err());
     let m = query_udp(addr2, "three.test.", RecordType::A, None).await;
     assert_eq!(a_records(&m), [expected_a("three.test.")]);

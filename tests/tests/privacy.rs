@@ -112,8 +112,8 @@ async fn no_resumption_by_default_and_sni_only_as_configured() {
     // The same upstream does resume when the owner turns resumption on: the check above can fail.
     up.clear_observations();
     let mut cfg = config_for(up.addr(), &leaf);
-    cfg.upstreams[0].tls_resumption = true;
-    cfg.upstreams[0].sni = false;
+    cfg.upstreams.servers[0].tls_resumption = true;
+    cfg.upstreams.servers[0].sni = false;
     let (running, addr) = start(cfg).await;
     let _ = query_udp(addr, "three.resume.example.", RecordType::A, None).await;
     up.kill_connections();
@@ -132,7 +132,7 @@ async fn no_resumption_by_default_and_sni_only_as_configured() {
 async fn local_names_canaries_and_ddr_never_leave_the_house() {
     let (_pki, leaf, up) = setup().await;
     let mut cfg = config_for(up.addr(), &leaf);
-    cfg.local_domain = Some("home.example".into());
+    cfg.policy.local_domain = Some("home.example".into());
     let (running, addr) = start(cfg).await;
     let cases: &[(&str, RecordType, ResponseCode)] = &[
         (
@@ -191,7 +191,7 @@ async fn local_names_canaries_and_ddr_never_leave_the_house() {
 
     // Canaries are switchable.
     let mut cfg = config_for(up.addr(), &leaf);
-    cfg.canary_firefox = false;
+    cfg.policy.canary_firefox = false;
     let (running, addr) = start(cfg).await;
     let m = query_udp(addr, "use-application-dns.net.", RecordType::A, None).await;
     assert_eq!(m.response_code(), ResponseCode::NoError);
@@ -203,7 +203,7 @@ async fn local_names_canaries_and_ddr_never_leave_the_house() {
 async fn sources_outside_the_lan_prefixes_are_refused_with_ede18() {
     let (_pki, leaf, up) = setup().await;
     let mut cfg = config_for(up.addr(), &leaf);
-    cfg.allow = vec![("127.0.0.1".parse().unwrap(), 32)];
+    cfg.policy.allow = vec!["127.0.0.1/32".parse().unwrap()];
     let (running, addr) = start(cfg).await;
     let outsider = tokio::net::UdpSocket::bind("127.0.0.9:0").await.unwrap();
     let q = build_query("outside.example.", RecordType::A, Some(1232));
@@ -264,7 +264,7 @@ async fn query_log_is_off_by_default_and_in_memory_when_on() {
     running.shutdown().await;
 
     let mut cfg = config_for(up.addr(), &leaf);
-    cfg.query_log = 3;
+    cfg.daemon.query_log = 3;
     let (running, addr) = start(cfg).await;
     for n in [
         "a.logged.example.",

@@ -322,7 +322,7 @@ async fn soak_with_mixed_faults_loses_no_answer() {
         &[(a.addr(), "dot.test"), (b.addr(), "dot.test")],
         leaf.ca_pem_path(),
     );
-    cfg.query_timeout_ms = 2_500;
+    cfg.limits.query_timeout_ms = 2_500;
     let (running, addr) = start(cfg).await;
     let end = Instant::now() + Duration::from_secs(secs);
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));

@@ -35,8 +35,8 @@ async fn a_reload_that_cannot_bind_changes_nothing_status_shows() {
     let sock = dir.join("control.sock");
     let listen = SocketAddr::new(LOCAL, lanveil_tests::free_tcp_udp_port(LOCAL));
     let mut cfg = config_for(up.addr(), &leaf);
-    cfg.listen = vec![listen];
-    cfg.control_socket = Some(sock.display().to_string());
+    cfg.listen.addrs = vec![listen];
+    cfg.daemon.control_socket = Some(sock.display().to_string());
     let (mut running, addr) = start(cfg.clone()).await;
     let before = status_urls(sock.clone()).await;
     assert_eq!(before, [format!("tls://{}#dot.test", up.addr())]);
@@ -46,8 +46,8 @@ async fn a_reload_that_cannot_bind_changes_nothing_status_shows() {
     let taken: SocketAddr = held.local_addr().unwrap();
     let _held_tcp = std::net::TcpListener::bind(taken).unwrap();
     let mut bad = config_for(other.addr(), &leaf);
-    bad.control_socket = cfg.control_socket.clone();
-    bad.listen = vec![listen, taken];
+    bad.daemon.control_socket = cfg.daemon.control_socket.clone();
+    bad.listen.addrs = vec![listen, taken];
     assert!(
         running.reload(bad).await.is_err(),
         "binding {taken} must fail"
@@ -63,8 +63,8 @@ async fn a_reload_that_cannot_bind_changes_nothing_status_shows() {
 
     // A good reload is shown.
     let mut good = config_for(other.addr(), &leaf);
-    good.control_socket = cfg.control_socket.clone();
-    good.listen = vec![listen];
+    good.daemon.control_socket = cfg.daemon.control_socket.clone();
+    good.listen.addrs = vec![listen];
     running.reload(good).await.unwrap();
     assert_eq!(
         status_urls(sock.clone()).await,

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
-use lanveil::config::UpstreamPolicy;
+use lanveil::config::SelectPolicy;
 use lanveil_tests::client::{a_records, ede, query_udp};
 use lanveil_tests::dnsdist::Dnsdist;
 use lanveil_tests::doh::DohUpstream;
@@ -63,7 +63,7 @@ async fn doh_post_and_get_with_minimal_headers_and_id_zero() {
 
     // GET as an option.
     let mut cfg = config_urls(&[url], pki.ca_pem_path());
-    cfg.upstreams[0].http_get = true;
+    cfg.upstreams.servers[0].http_get = true;
     let (running, addr) = start(cfg).await;
     let m = query_udp(addr, "get.doh.example.", RecordType::A, None).await;
     assert_eq!(a_records(&m), [expected_a("get.doh.example.")]);
@@ -131,8 +131,8 @@ async fn failover_keeps_answers_flowing_and_traffic_returns() {
         &[(primary.addr(), "dot.test"), (secondary.addr(), "dot.test")],
         leaf.ca_pem_path(),
     );
-    cfg.query_timeout_ms = 2_500;
-    cfg.cache = false;
+    cfg.limits.query_timeout_ms = 2_500;
+    cfg.cache.enabled = false;
     let (running, addr) = start(cfg).await;
     let (lost, _) = run_queries(addr, "warm", 5).await;
     assert_eq!(lost, 0);
@@ -197,9 +197,9 @@ async fn round_robin_spreads_and_survives_a_dead_upstream() {
         &[(a.addr(), "dot.test"), (b.addr(), "dot.test")],
         leaf.ca_pem_path(),
     );
-    cfg.upstream_policy = UpstreamPolicy::RoundRobin;
-    cfg.cache = false;
-    cfg.query_timeout_ms = 2_500;
+    cfg.upstreams.policy = SelectPolicy::RoundRobin;
+    cfg.cache.enabled = false;
+    cfg.limits.query_timeout_ms = 2_500;
     let (running, addr) = start(cfg).await;
     let (lost, _) = run_queries(addr, "rr", 20).await;
     assert_eq!(lost, 0);
@@ -222,7 +222,7 @@ async fn cache_answers_repeats_and_serves_stale_with_ede3_when_all_are_down() {
     let leaf = pki.leaf(&["dot.test"], &[LOCAL]);
     let up = DotUpstream::start(UpstreamOpts::new(&leaf)).await;
     let mut cfg = config(&[(up.addr(), "dot.test")], leaf.ca_pem_path());
-    cfg.cache_max_ttl = 1; // answers expire after 1 s
+    cfg.cache.max_ttl = 1; // answers expire after 1 s
     let (running, addr) = start(cfg).await;
     let m1 = query_udp(addr, "cached.test.", RecordType::A, Some(1232)).await;
     let m2 = query_udp(addr, "CACHED.test.", RecordType::A, Some(1232)).await;

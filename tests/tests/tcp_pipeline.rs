@@ -74,7 +74,7 @@ async fn dropped_frames_give_back_their_pipeline_slot() {
     let leaf = pki.leaf(&["dot.test"], &[LOCAL]);
     let upstream = DotUpstream::start(UpstreamOpts::new(&leaf)).await;
     let mut cfg = config_for(upstream.addr(), &leaf);
-    cfg.tcp_pipeline = PIPELINE;
+    cfg.listen.tcp_pipeline = PIPELINE;
     let (running, addr) = start(cfg).await;
 
     // A response sent as a query (QR set).
@@ -86,11 +86,11 @@ async fn dropped_frames_give_back_their_pipeline_slot() {
     // A rate-limit drop: loopback limited, 1 query/s, burst 1, drop instead of REFUSED. The real
     // query comes after the bucket refilled.
     let mut cfg = config_for(upstream.addr(), &leaf);
-    cfg.tcp_pipeline = PIPELINE;
-    cfg.client_rate = 1;
-    cfg.client_burst = 1;
-    cfg.client_rate_drop = true;
-    cfg.client_limit_loopback = true;
+    cfg.listen.tcp_pipeline = PIPELINE;
+    cfg.limits.client_rate = 1;
+    cfg.limits.client_burst = 1;
+    cfg.limits.client_rate_action = lanveil::config::RateAction::Drop;
+    cfg.limits.client_limit_loopback = true;
     let (running, addr) = start(cfg).await;
     let junk = build_query("limited.example.", RecordType::A, None)
         .to_vec()
@@ -120,8 +120,8 @@ async fn dropped_frames_give_back_their_pipeline_slot() {
     // dropped, the slot comes back. Loopback is outside this allow list, so the real query that
     // follows is REFUSED, which is an answer.
     let mut cfg = config_for(upstream.addr(), &leaf);
-    cfg.tcp_pipeline = PIPELINE;
-    cfg.allow = vec![("10.0.0.0".parse().unwrap(), 8)];
+    cfg.listen.tcp_pipeline = PIPELINE;
+    cfg.policy.allow = vec!["10.0.0.0/8".parse().unwrap()];
     let (running, addr) = start(cfg).await;
     let mut malformed = build_query("x.example.", RecordType::A, None)
         .to_vec()

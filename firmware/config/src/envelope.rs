@@ -13,6 +13,8 @@ pub enum EnvelopeError {
     BadMagic,
     /// Written by a newer lanveil.
     FutureVersion(u16),
+    /// An older schema this build no longer reads (packed configurations: only the current one).
+    OldVersion(u16),
     /// Truncated, or the length field is wrong.
     BadLength,
     /// The checksum does not match (corruption).
@@ -26,6 +28,10 @@ impl fmt::Display for EnvelopeError {
         match self {
             Self::BadMagic => f.write_str("not a lanveil blob of the expected kind"),
             Self::FutureVersion(v) => write!(f, "schema version {v} is newer than this lanveil"),
+            Self::OldVersion(v) => write!(
+                f,
+                "schema version {v} is older than this lanveil reads (pack it again with this version)"
+            ),
             Self::BadLength => f.write_str("truncated or bad length"),
             Self::BadChecksum => f.write_str("checksum mismatch"),
             Self::BadBody => f.write_str("body does not decode"),

@@ -1,18 +1,35 @@
-//! The validated configuration model.
+//! The validated configuration model: grouped settings holding the core's own validated types. Every key
+//! of the file is described once, in [`crate::keys`]: parsing, writing, defaults and the reference.
 
 use alloc::string::{String, ToString};
 use alloc::vec;
 use alloc::vec::Vec;
 use core::net::{IpAddr, SocketAddr};
 use core::str::FromStr;
+use core::time::Duration;
+
+use lanveil_core::cache::CacheConfig;
+use lanveil_core::engine::{ClientLimits, EngineConfig, RateAction, SelectPolicy};
+use lanveil_core::nat64::{Nat64Error, Nat64Prefix};
+use lanveil_core::policy::{PolicyConfig, Prefix};
 
 use crate::error::{Error, Reason};
+use crate::keys::{self, Key};
 use crate::uci::{self, Document, Section, Value};
 use crate::upstream::{SpkiPin, UpstreamUrl};
 
 /// Log verbosity. Query names never appear at `Info` or above.
 #[derive(
-    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    serde::Serialize,
+    serde::Deserialize,
 )]
 pub enum LogLevel {
     /// Errors only.
@@ -20,6 +37,7 @@ pub enum LogLevel {
     /// Warnings and errors.
     Warn,
     /// State changes (default).
+    #[default]
     Info,
     /// Debugging detail.
     Debug,
@@ -55,11 +73,14 @@ impl LogLevel {
 }
 
 /// Lowest TLS version lanveil accepts from an upstream.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub enum TlsVersion {
     /// TLS 1.2 (only when the owner asks for it).
     V1_2,
     /// TLS 1.3 (default).
+    #[default]
     V1_3,
 }
 
@@ -100,84 +121,128 @@ impl Upstream {
     }
 }
 
-/// How a query's upstream is chosen.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-pub enum UpstreamPolicy {
-    /// The first healthy one in configuration order.
-    Failover,
-    /// Each healthy one in turn.
-    RoundRobin,
-    /// The healthy one with the lowest smoothed round-trip time.
-    Fastest,
-}
-
-impl UpstreamPolicy {
-    /// The word used in config files.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Failover => "failover",
-            Self::RoundRobin => "round_robin",
-            Self::Fastest => "fastest",
-        }
-    }
-}
-
-/// The whole, validated configuration.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Config {
+/// The LAN listeners (`listen`, `max_tcp_clients`, `tcp_*`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Listen {
     /// Addresses to listen on (UDP and TCP each).
     #[serde(with = "crate::scoped::vec")]
-    pub listen: Vec<SocketAddr>,
-    /// Upstreams, in failover order.
-    pub upstreams: Vec<Upstream>,
-    /// Log verbosity.
-    pub log_level: LogLevel,
-    /// Default CA bundle for upstreams without their own; `None` = the system bundle.
-    pub ca_file: Option<String>,
-    /// Time a client query may take before it is answered SERVFAIL (ms).
-    pub query_timeout_ms: u32,
-    /// Most client queries in flight at once.
-    pub max_inflight: u32,
+    pub addrs: Vec<SocketAddr>,
     /// Most LAN TCP clients at once.
     pub max_tcp_clients: u32,
     /// Most pipelined queries outstanding per LAN TCP client.
     pub tcp_pipeline: u32,
     /// Idle time after which a LAN TCP client is disconnected (ms).
     pub tcp_idle_timeout_ms: u32,
+    /// LAN TCP connections per client source address.
+    pub tcp_clients_per_source: u32,
+}
+
+/// The upstreams and how they are used (`upstream` sections, `upstream_*`, `ca_file`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Upstreams {
+    /// The upstreams, in failover order.
+    pub servers: Vec<Upstream>,
+    /// How a query's upstream is chosen.
+    #[serde(with = "crate::serde_core::SelectPolicyDef")]
+    pub policy: SelectPolicy,
+    /// Default CA bundle for upstreams without their own; `None` = the system bundle.
+    pub ca_file: Option<String>,
     /// Idle time after which an upstream connection is closed (ms).
-    pub upstream_idle_timeout_ms: u32,
+    pub idle_timeout_ms: u32,
     /// Time allowed for TCP connect + TLS handshake (ms).
-    pub upstream_connect_timeout_ms: u32,
+    pub connect_timeout_ms: u32,
     /// Most connections per upstream.
-    pub upstream_max_connections: u32,
+    pub max_connections: u32,
     /// In-flight queries per upstream connection before another connection is opened.
-    pub upstream_pipeline: u32,
+    pub pipeline: u32,
     /// Upper bound of the reconnect backoff (ms).
     pub reconnect_backoff_max_ms: u32,
-    /// Time SIGTERM waits for in-flight queries (ms).
-    pub drain_timeout_ms: u32,
-    /// When started as root: the user to switch to once the listeners are bound.
-    pub user: Option<String>,
-    /// How upstreams are chosen.
-    pub upstream_policy: UpstreamPolicy,
+}
+
+/// The answer cache (`cache*`, `serve_stale*`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Cache {
     /// Cache answers (turn off when dnsmasq caches in front).
-    pub cache: bool,
+    pub enabled: bool,
     /// Most cached answers.
-    pub cache_entries: u32,
+    pub entries: u32,
     /// Most bytes of cached answers, in KiB.
-    pub cache_max_kib: u32,
+    pub max_kib: u32,
     /// Lowest TTL a cached answer keeps (s).
-    pub cache_min_ttl: u32,
+    pub min_ttl: u32,
     /// Highest TTL a cached answer keeps (s).
-    pub cache_max_ttl: u32,
+    pub max_ttl: u32,
     /// Answer from expired cache entries when no upstream answers (RFC 8767).
     pub serve_stale: bool,
     /// How long after expiry an entry may still be served stale (s).
     pub serve_stale_max_s: u32,
+}
+
+/// Time and admission limits (`query_timeout_ms`, `max_inflight`, `client_*`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Limits {
+    /// Time a client query may take before it is answered SERVFAIL (ms).
+    pub query_timeout_ms: u32,
+    /// Most client queries in flight at once.
+    pub max_inflight: u32,
+    /// Sustained queries per second per client source address (0 = no rate limit).
+    pub client_rate: u32,
+    /// Burst allowance per client above the rate.
+    pub client_burst: u32,
+    /// What happens to a query over the rate (`client_rate_action`).
+    #[serde(with = "crate::serde_core::RateActionDef")]
+    pub client_rate_action: RateAction,
+    /// Queries in flight per client source address.
+    pub client_max_inflight: u32,
+    /// Apply the per-client limits to loopback sources too (off: dnsmasq in front carries everyone).
+    pub client_limit_loopback: bool,
+}
+
+/// The process itself (`log_level`, `user`, files, `drain_timeout_ms`, `query_log`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Daemon {
+    /// Log verbosity.
+    pub log_level: LogLevel,
+    /// When started as root: the user to switch to once the listeners are bound.
+    pub user: Option<String>,
     /// Where the clock floor and learned state are kept across restarts (postcard), if anywhere.
     pub state_file: Option<String>,
-    /// Client source prefixes allowed to query (address, prefix length); others get REFUSED.
-    pub allow: Vec<(IpAddr, u8)>,
+    /// The local control socket (status, query log, reload) for `lanveil-ctl`, if any.
+    pub control_socket: Option<String>,
+    /// Time SIGTERM waits for in-flight queries (ms).
+    pub drain_timeout_ms: u32,
+    /// Entries of the opt-in in-memory query log (0 = off, the default).
+    pub query_log: u32,
+}
+
+/// What the OpenWrt init script announces to LAN clients (`captive_portal_uri`, `v6only_wait`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Signals {
+    /// Captive-portal API URI announced to LAN clients (RFC 8910: DHCPv4 114, DHCPv6 103, RA 37);
+    /// `https://…` or `urn:ietf:params:capport:unrestricted`.
+    pub captive_portal_uri: Option<String>,
+    /// DHCPv4 option 108 IPv6-Only Preferred V6ONLY_WAIT in seconds (0 = off; RFC 8925, needs
+    /// `dns64_prefix`: NAT64 must exist before IPv4 is taken away from clients).
+    pub v6only_wait: u32,
+}
+
+/// Behind someone else's captive portal (`captive_plaintext*`, `captive_poll_s`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Captive {
+    /// Resolve just the portal's host names in plaintext through the WAN's DNS, for a bounded time.
+    pub plaintext: bool,
+    /// Longest the plaintext exception stays open after a portal is signalled (s).
+    pub plaintext_max_s: u32,
+    /// How often the captive-portal API (RFC 8908) is polled while the WAN is captive (s).
+    pub poll_s: u32,
+}
+
+/// What is answered locally, and for whom (`allow`, `local_*`, `canary_*`, `dns64_prefix`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Policy {
+    /// Client source prefixes allowed to query; others get REFUSED.
+    #[serde(with = "crate::serde_core::prefixes")]
+    pub allow: Vec<Prefix>,
     /// Answer RFC 6303 zones, home.arpa, local, lan, single-label names locally.
     pub local_zones: bool,
     /// The LAN's own domain, also answered locally.
@@ -186,60 +251,51 @@ pub struct Config {
     pub canary_firefox: bool,
     /// `mask.icloud.com`, `mask-h2.icloud.com` → NXDOMAIN.
     pub canary_icloud: bool,
-    /// Entries of the opt-in in-memory query log (0 = off, the default).
-    pub query_log: u32,
-    /// The local control socket (status, query log, reload) for `lanveil-ctl`, if any.
-    pub control_socket: Option<String>,
-    /// DNS64 (RFC 6147) with this NAT64 prefix (RFC 6052 lengths), or off.
-    pub dns64_prefix: Option<(core::net::Ipv6Addr, u8)>,
-    /// Captive-portal API URI announced to LAN clients (RFC 8910: DHCPv4 114, DHCPv6 103, RA 37),
-    /// applied by the OpenWrt init script; `https://…` or `urn:ietf:params:capport:unrestricted`.
-    pub captive_portal_uri: Option<String>,
-    /// DHCPv4 option 108 IPv6-Only Preferred V6ONLY_WAIT in seconds (0 = off; RFC 8925, needs
-    /// `dns64_prefix`: NAT64 must exist before IPv4 is taken away from clients).
-    pub v6only_wait: u32,
-    /// Behind someone else's captive portal (hotel WAN): resolve just the portal's host names in
-    /// plaintext through the WAN's DNS, for a bounded time. Off by default.
-    pub captive_plaintext: bool,
-    /// Longest the plaintext exception stays open after a portal is signalled (s).
-    pub captive_plaintext_max_s: u32,
-    /// How often the captive-portal API (RFC 8908) is polled while the WAN is captive (s).
-    pub captive_poll_s: u32,
-    /// Sustained queries per second per client source address (0 = no rate limit).
-    pub client_rate: u32,
-    /// Burst allowance per client above the rate.
-    pub client_burst: u32,
-    /// Over the rate: drop silently instead of answering REFUSED.
-    pub client_rate_drop: bool,
-    /// Queries in flight per client source address.
-    pub client_max_inflight: u32,
-    /// Apply the per-client limits to loopback sources too (off: dnsmasq in front carries everyone).
-    pub client_limit_loopback: bool,
-    /// LAN TCP connections per client source address.
-    pub tcp_clients_per_source: u32,
+    /// DNS64 (RFC 6147) with this NAT64 prefix, or off.
+    #[serde(with = "crate::serde_core::nat64")]
+    pub dns64_prefix: Option<Nat64Prefix>,
     /// A resolver on the LAN (loopback, RFC 1918, link-local or ULA address; see
     /// [`parse_local_resolver`]) that gets the local names (`local_domain`, home.arpa, the RFC 6303
     /// zones, single labels) in plaintext instead of lanveil answering them NXDOMAIN; for installs
-    /// without dnsmasq in front. Off by default; never an upstream. (Last: a schema-2 packed
-    /// configuration, which lacks it, fails to decode instead of being read shifted.)
+    /// without dnsmasq in front. Off by default; never an upstream.
     #[serde(with = "crate::scoped::option")]
     pub local_resolver: Option<SocketAddr>,
 }
 
-/// Parses a NAT64 prefix: IPv6 `ADDR/LEN` with LEN one of 32, 40, 48, 56, 64, 96 (RFC 6052 §2.2) and
-/// bits 64–71 zero.
-pub fn parse_nat64_prefix(s: &str) -> Result<(core::net::Ipv6Addr, u8), Reason> {
-    let bad = Reason::Rule(
-        "must be an IPv6 prefix of length 32, 40, 48, 56, 64 or 96 (e.g. 64:ff9b::/96)",
-    );
-    let (addr, len) = parse_prefix(s).map_err(|_| bad.clone())?;
-    let IpAddr::V6(v6) = addr else {
-        return Err(bad);
-    };
-    if ![32, 40, 48, 56, 64, 96].contains(&len) || v6.octets()[8] != 0 {
-        return Err(bad);
-    }
-    Ok((v6, len))
+/// The whole, validated configuration. [`Config::default`] is the built-in one: every key at its
+/// default (from [`keys::MAIN`]), listening on 127.0.0.1:5353 and forwarding to Quad9 over strict DoT.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Config {
+    /// The LAN listeners.
+    pub listen: Listen,
+    /// The upstreams.
+    pub upstreams: Upstreams,
+    /// The answer cache.
+    pub cache: Cache,
+    /// Time and admission limits.
+    pub limits: Limits,
+    /// The process.
+    pub daemon: Daemon,
+    /// LAN signals (applied by the OpenWrt init script).
+    pub signals: Signals,
+    /// WAN captive portals.
+    pub captive: Captive,
+    /// Local answers and client access. (Last, ending in `local_resolver`: a packed configuration of
+    /// an older schema is refused by its version, and would not decode anyway.)
+    pub policy: Policy,
+}
+
+/// Parses a NAT64 prefix by the one rule of [`Nat64Prefix::new`] (RFC 6052 §2.2): IPv6 `ADDR/LEN`, LEN
+/// one of 32, 40, 48, 56, 64, 96, bits 64–71 zero, no bits set past LEN.
+pub fn parse_nat64_prefix(s: &str) -> Result<Nat64Prefix, Reason> {
+    Nat64Prefix::parse(s).map_err(|e| match e {
+        Nat64Error::HostBits => {
+            Reason::Rule("must have no bits set past its length (e.g. 64:ff9b::/96)")
+        }
+        Nat64Error::Syntax | Nat64Error::Length | Nat64Error::UOctet => Reason::Rule(
+            "must be an IPv6 prefix of length 32, 40, 48, 56, 64 or 96 (e.g. 64:ff9b::/96)",
+        ),
+    })
 }
 
 /// Parses a captive-portal API URI as RFC 8910 / RFC 8908 want it: `https://` with a host, or the
@@ -304,11 +360,7 @@ pub fn check_local_resolver(sa: &SocketAddr) -> Result<(), Reason> {
     Ok(())
 }
 
-/// Client prefixes allowed by default: loopback, RFC 1918, CGNAT, link-local, IPv6 loopback, ULA and
-/// link-local. Global IPv6 LAN prefixes must be added (`list allow`).
-pub const DEFAULT_ALLOW: &str = "127.0.0.0/8 10.0.0.0/8 172.16.0.0/12 192.168.0.0/16 100.64.0.0/10 169.254.0.0/16 ::1/128 fc00::/7 fe80::/10";
-
-/// Parses `ADDR/LEN`.
+/// Parses `ADDR/LEN` (the length is required and must fit the address).
 pub fn parse_prefix(s: &str) -> Result<(IpAddr, u8), Reason> {
     let bad = Reason::Rule("must be ADDRESS/LENGTH, e.g. 192.168.1.0/24 or 2001:db8:1::/48");
     let (a, l) = s.split_once('/').ok_or(bad.clone())?;
@@ -321,160 +373,19 @@ pub fn parse_prefix(s: &str) -> Result<(IpAddr, u8), Reason> {
     Ok((addr, len))
 }
 
-struct Knob {
-    key: &'static str,
-    min: u32,
-    max: u32,
-    get: fn(&mut Config) -> &mut u32,
+/// Parses an `allow` entry: [`parse_prefix`], as the policy's [`Prefix`] (host bits cleared).
+pub fn parse_allow(s: &str) -> Result<Prefix, Reason> {
+    let (addr, len) = parse_prefix(s)?;
+    Prefix::new(addr, len).ok_or(Reason::Rule(
+        "must be ADDRESS/LENGTH, e.g. 192.168.1.0/24 or 2001:db8:1::/48",
+    ))
 }
-
-const KNOBS: &[Knob] = &[
-    Knob {
-        key: "query_timeout_ms",
-        min: 100,
-        max: 30_000,
-        get: |c| &mut c.query_timeout_ms,
-    },
-    Knob {
-        key: "max_inflight",
-        min: 16,
-        // Half the upstream ID space: a session never holds more IDs than queries are in flight,
-        // so drawing a free random ID takes two tries on average at worst.
-        max: 32_768,
-        get: |c| &mut c.max_inflight,
-    },
-    Knob {
-        key: "max_tcp_clients",
-        min: 1,
-        max: 4_096,
-        get: |c| &mut c.max_tcp_clients,
-    },
-    Knob {
-        key: "tcp_pipeline",
-        min: 1,
-        max: 1_024,
-        get: |c| &mut c.tcp_pipeline,
-    },
-    Knob {
-        key: "tcp_idle_timeout_ms",
-        min: 500,
-        max: 300_000,
-        get: |c| &mut c.tcp_idle_timeout_ms,
-    },
-    Knob {
-        key: "upstream_idle_timeout_ms",
-        min: 1_000,
-        max: 3_600_000,
-        get: |c| &mut c.upstream_idle_timeout_ms,
-    },
-    Knob {
-        key: "upstream_connect_timeout_ms",
-        min: 100,
-        max: 60_000,
-        get: |c| &mut c.upstream_connect_timeout_ms,
-    },
-    Knob {
-        key: "upstream_max_connections",
-        min: 1,
-        max: 16,
-        get: |c| &mut c.upstream_max_connections,
-    },
-    Knob {
-        key: "upstream_pipeline",
-        min: 1,
-        max: 4_096,
-        get: |c| &mut c.upstream_pipeline,
-    },
-    Knob {
-        key: "reconnect_backoff_max_ms",
-        min: 100,
-        max: 60_000,
-        get: |c| &mut c.reconnect_backoff_max_ms,
-    },
-    Knob {
-        key: "drain_timeout_ms",
-        min: 0,
-        max: 60_000,
-        get: |c| &mut c.drain_timeout_ms,
-    },
-    Knob {
-        key: "client_rate",
-        min: 0,
-        max: 1_000_000,
-        get: |c| &mut c.client_rate,
-    },
-    Knob {
-        key: "client_burst",
-        min: 1,
-        max: 1_000_000,
-        get: |c| &mut c.client_burst,
-    },
-    Knob {
-        key: "client_max_inflight",
-        min: 0,
-        max: 65_536,
-        get: |c| &mut c.client_max_inflight,
-    },
-    Knob {
-        key: "tcp_clients_per_source",
-        min: 1,
-        max: 4_096,
-        get: |c| &mut c.tcp_clients_per_source,
-    },
-    Knob {
-        key: "query_log",
-        min: 0,
-        max: 10_000,
-        get: |c| &mut c.query_log,
-    },
-    Knob {
-        key: "cache_entries",
-        min: 16,
-        max: 200_000,
-        get: |c| &mut c.cache_entries,
-    },
-    Knob {
-        key: "cache_max_kib",
-        min: 64,
-        max: 65_536,
-        get: |c| &mut c.cache_max_kib,
-    },
-    Knob {
-        key: "cache_min_ttl",
-        min: 0,
-        max: 3_600,
-        get: |c| &mut c.cache_min_ttl,
-    },
-    Knob {
-        key: "cache_max_ttl",
-        min: 1,
-        max: 604_800,
-        get: |c| &mut c.cache_max_ttl,
-    },
-    Knob {
-        key: "serve_stale_max_s",
-        min: 1,
-        max: 604_800,
-        get: |c| &mut c.serve_stale_max_s,
-    },
-    Knob {
-        key: "captive_plaintext_max_s",
-        min: 30,
-        max: 3_600,
-        get: |c| &mut c.captive_plaintext_max_s,
-    },
-    Knob {
-        key: "captive_poll_s",
-        min: 1,
-        max: 300,
-        get: |c| &mut c.captive_poll_s,
-    },
-];
 
 /// Magic of a packed configuration.
 pub const PACK_MAGIC: &[u8; 4] = b"LVCF";
-/// Schema version of packed configurations written by this build (bump on any model change).
-pub const PACK_VERSION: u16 = 3;
+/// Schema version of packed configurations written by this build (bump on any model change); the only
+/// one it reads: an older layout is refused, never read shifted.
+pub const PACK_VERSION: u16 = 4;
 
 /// Section type holding settings for the OpenWrt init script only; the daemon skips it.
 pub const INIT_ONLY_SECTION: &str = "openwrt";
@@ -486,112 +397,68 @@ pub const MAX_LISTENERS: usize = 16;
 /// The most pins one upstream may carry.
 pub const MAX_PINS: usize = 8;
 
-impl Default for Config {
-    /// The built-in default: listen on 127.0.0.1:5353, forward to Quad9 over strict DoT.
-    fn default() -> Self {
-        let quad9 = |name: &str, ip: &str| Upstream {
-            name: name.to_string(),
-            url: UpstreamUrl {
-                transport: crate::Transport::Tls,
-                addr: Some(SocketAddr::new(
-                    ip.parse()
-                        .unwrap_or(core::net::Ipv4Addr::UNSPECIFIED.into()),
-                    853,
-                )),
-                port: 853,
-                auth_name: "dns.quad9.net".to_string(),
-                path: String::new(),
-            },
-            pins: Vec::new(),
-            ca_file: None,
-            tls_min_version: TlsVersion::V1_3,
-            bootstrap: Vec::new(),
-            http_get: false,
-            sni: true,
-            tls_resumption: false,
-        };
+/// Source addresses the per-client limits track at once.
+const CLIENT_TABLE_SIZE: usize = 4_096;
+
+impl Upstream {
+    /// An upstream with every key at its default (from [`keys::UPSTREAM`]) and the given name and
+    /// URL.
+    pub fn with_url(name: &str, url: UpstreamUrl) -> Self {
+        let mut d = keys::UpstreamDraft::new();
+        d.up.name = name.to_string();
+        d.up.url = url;
+        d.up
+    }
+}
+
+impl Config {
+    /// Every group empty or zero: not a valid configuration, the base the key defaults apply to.
+    fn zero() -> Self {
         Self {
-            listen: vec![SocketAddr::from(([127, 0, 0, 1], 5353))],
-            upstreams: vec![
-                quad9("quad9", "9.9.9.9"),
-                quad9("quad9_2", "149.112.112.112"),
-            ],
-            log_level: LogLevel::Info,
-            ca_file: None,
-            query_timeout_ms: 2_500,
-            max_inflight: 2_048,
-            max_tcp_clients: 64,
-            tcp_pipeline: 32,
-            tcp_idle_timeout_ms: 10_000,
-            upstream_idle_timeout_ms: 20_000,
-            upstream_connect_timeout_ms: 5_000,
-            upstream_max_connections: 4,
-            upstream_pipeline: 100,
-            reconnect_backoff_max_ms: 4_000,
-            drain_timeout_ms: 3_000,
-            user: None,
-            upstream_policy: UpstreamPolicy::Failover,
-            cache: true,
-            cache_entries: 4_096,
-            cache_max_kib: 2_048,
-            cache_min_ttl: 0,
-            cache_max_ttl: 86_400,
-            serve_stale: true,
-            serve_stale_max_s: 86_400,
-            state_file: None,
-            allow: DEFAULT_ALLOW
-                .split_whitespace()
-                .filter_map(|p| parse_prefix(p).ok())
-                .collect(),
-            local_zones: true,
-            local_domain: None,
-            local_resolver: None,
-            canary_firefox: true,
-            canary_icloud: true,
-            query_log: 0,
-            control_socket: None,
-            dns64_prefix: None,
-            captive_portal_uri: None,
-            v6only_wait: 0,
-            captive_plaintext: false,
-            captive_plaintext_max_s: 300,
-            captive_poll_s: 10,
-            client_rate: 300,
-            client_burst: 600,
-            client_rate_drop: false,
-            client_max_inflight: 256,
-            client_limit_loopback: false,
-            tcp_clients_per_source: 16,
+            listen: Listen::default(),
+            upstreams: Upstreams::default(),
+            cache: Cache::default(),
+            limits: Limits::default(),
+            daemon: Daemon::default(),
+            signals: Signals::default(),
+            captive: Captive::default(),
+            policy: Policy::default(),
         }
     }
 }
 
-fn single<'a>(label: &str, values: &'a [&'a Value], key: &str) -> Result<Option<&'a Value>, Error> {
-    match values {
-        [] => Ok(None),
-        [v] if !v.is_list => Ok(Some(v)),
-        [v, ..] => Err(Error::new(v.line, field(label, key), Reason::Duplicate)),
+impl Default for Config {
+    fn default() -> Self {
+        let mut c = Self::zero();
+        for k in keys::MAIN {
+            k.apply_default(&mut c);
+        }
+        let quad9 = |name: &str, ip: [u8; 4]| {
+            Upstream::with_url(
+                name,
+                UpstreamUrl {
+                    transport: crate::Transport::Tls,
+                    addr: Some(SocketAddr::from((ip, 853))),
+                    port: 853,
+                    auth_name: "dns.quad9.net".to_string(),
+                    path: String::new(),
+                },
+            )
+        };
+        c.upstreams.servers = vec![
+            quad9("quad9", [9, 9, 9, 9]),
+            quad9("quad9_2", [149, 112, 112, 112]),
+        ];
+        c
     }
 }
 
-fn field(label: &str, key: &str) -> String {
+pub(crate) fn field(label: &str, key: &str) -> String {
     let mut s = String::with_capacity(label.len() + key.len() + 1);
     s.push_str(label);
     s.push('.');
     s.push_str(key);
     s
-}
-
-fn parse_bool(v: &Value, label: &str) -> Result<bool, Error> {
-    match v.value.as_str() {
-        "1" | "yes" | "on" | "true" | "enabled" => Ok(true),
-        "0" | "no" | "off" | "false" | "disabled" => Ok(false),
-        _ => Err(Error::new(
-            v.line,
-            field(label, &v.key),
-            Reason::OneOf("0, 1"),
-        )),
-    }
 }
 
 /// Groups a section's values by key, in first-seen order.
@@ -606,13 +473,47 @@ fn grouped(section: &Section) -> Vec<(&str, Vec<&Value>)> {
     out
 }
 
+/// Applies a section's values to `target` through `table`: a list key replaces its default with the
+/// values given; any other key takes one `option` (a repeated or `list` one is [`Reason::Duplicate`]).
+/// `after` runs after each key (for rules that need the whole key, such as the pin count).
+fn apply_section<T>(
+    target: &mut T,
+    table: &[Key<T>],
+    section: &Section,
+    label: &str,
+    mut after: impl FnMut(&T, &str) -> Result<(), Error>,
+) -> Result<(), Error> {
+    for (key, values) in grouped(section) {
+        let known = table.iter().find(|k| k.name == key);
+        if let Some(k) = known.filter(|k| k.list) {
+            k.clear(target);
+            for v in values {
+                k.set(target, &v.value)
+                    .map_err(|r| Error::new(v.line, field(label, key), r))?;
+            }
+        } else {
+            let v = match values.as_slice() {
+                [] => continue,
+                [v] if !v.is_list => v,
+                [v, ..] => return Err(Error::new(v.line, field(label, key), Reason::Duplicate)),
+            };
+            let Some(k) = known else {
+                return Err(Error::new(v.line, field(label, key), Reason::UnknownKey));
+            };
+            k.set(target, &v.value)
+                .map_err(|r| Error::new(v.line, field(label, key), r))?;
+        }
+        after(target, key)?;
+    }
+    Ok(())
+}
+
 impl Config {
     /// Validates a parsed UCI document. Missing keys take their defaults; a file with no `upstream`
     /// section is an error (there is nothing to forward to), a file with no `listen` keeps the default.
     pub fn from_uci(doc: &Document) -> Result<Self, Error> {
         let mut cfg = Self::default();
         let mut upstreams = Vec::new();
-        let mut listen = Vec::new();
         let mut seen_main = false;
         for (idx, section) in doc.sections.iter().enumerate() {
             let label = section.label(idx);
@@ -626,7 +527,7 @@ impl Config {
                         ));
                     }
                     seen_main = true;
-                    cfg.apply_main(section, &label, &mut listen)?;
+                    apply_section(&mut cfg, keys::MAIN, section, &label, |_, _| Ok(()))?;
                 }
                 "upstream" => {
                     if let Some(u) = parse_upstream(section, &label, upstreams.len())? {
@@ -646,9 +547,6 @@ impl Config {
                 _ => return Err(Error::new(section.line, label, Reason::UnknownSection)),
             }
         }
-        if !listen.is_empty() {
-            cfg.listen = listen;
-        }
         if upstreams.is_empty() {
             return Err(Error::new(
                 0,
@@ -658,7 +556,7 @@ impl Config {
                 ),
             ));
         }
-        cfg.upstreams = upstreams;
+        cfg.upstreams.servers = upstreams;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -668,117 +566,32 @@ impl Config {
         Self::from_uci(&uci::parse(text)?)
     }
 
-    fn apply_main(
-        &mut self,
-        section: &Section,
-        label: &str,
-        listen: &mut Vec<SocketAddr>,
-    ) -> Result<(), Error> {
-        for (key, values) in grouped(section) {
-            if key == "allow" {
-                self.allow.clear();
-                for v in values {
-                    let p = parse_prefix(&v.value)
-                        .map_err(|r| Error::new(v.line, field(label, key), r))?;
-                    self.allow.push(p);
-                }
-                continue;
-            }
-            if key == "listen" {
-                for v in values {
-                    let sa = SocketAddr::from_str(&v.value)
-                        .map_err(|_| Error::new(v.line, field(label, key), Reason::SocketAddr))?;
-                    if listen.contains(&sa) {
-                        return Err(Error::new(v.line, field(label, key), Reason::Duplicate));
-                    }
-                    listen.push(sa);
-                }
-                continue;
-            }
-            let Some(v) = single(label, &values, key)? else {
-                continue;
-            };
-            let err = |r| Error::new(v.line, field(label, key), r);
-            match key {
-                "log_level" => self.log_level = v.value.parse().map_err(err)?,
-                "ca_file" => self.ca_file = Some(parse_path(&v.value).map_err(err)?),
-                "user" => self.user = Some(parse_user(&v.value).map_err(err)?),
-                "cache" => self.cache = parse_bool(v, label)?,
-                "local_zones" => self.local_zones = parse_bool(v, label)?,
-                "canary_firefox" => self.canary_firefox = parse_bool(v, label)?,
-                "canary_icloud" => self.canary_icloud = parse_bool(v, label)?,
-                "local_domain" => {
-                    self.local_domain = Some(crate::parse_auth_name(&v.value).map_err(|_| {
-                        err(Reason::Rule(
-                            "must be a domain name such as lan or home.example",
-                        ))
-                    })?)
-                }
-                "local_resolver" => {
-                    self.local_resolver = Some(parse_local_resolver(&v.value).map_err(err)?)
-                }
-                "serve_stale" => self.serve_stale = parse_bool(v, label)?,
-                "state_file" => self.state_file = Some(parse_path(&v.value).map_err(err)?),
-                "control_socket" => self.control_socket = Some(parse_path(&v.value).map_err(err)?),
-                "client_limit_loopback" => self.client_limit_loopback = parse_bool(v, label)?,
-                "client_rate_action" => {
-                    self.client_rate_drop = match v.value.as_str() {
-                        "refuse" => false,
-                        "drop" => true,
-                        _ => return Err(err(Reason::OneOf("refuse, drop"))),
-                    }
-                }
-                "dns64_prefix" => {
-                    self.dns64_prefix = Some(parse_nat64_prefix(&v.value).map_err(err)?)
-                }
-                "captive_portal_uri" => {
-                    self.captive_portal_uri = Some(parse_captive_uri(&v.value).map_err(err)?)
-                }
-                "v6only_wait" => self.v6only_wait = parse_v6only_wait(&v.value).map_err(err)?,
-                "captive_plaintext" => self.captive_plaintext = parse_bool(v, label)?,
-                "upstream_policy" => {
-                    self.upstream_policy = match v.value.as_str() {
-                        "failover" => UpstreamPolicy::Failover,
-                        "round_robin" | "round-robin" => UpstreamPolicy::RoundRobin,
-                        "fastest" => UpstreamPolicy::Fastest,
-                        _ => return Err(err(Reason::OneOf("failover, round_robin, fastest"))),
-                    }
-                }
-                _ => {
-                    let Some(knob) = KNOBS.iter().find(|k| k.key == key) else {
-                        return Err(err(Reason::UnknownKey));
-                    };
-                    let n = parse_u32(&v.value, knob.min, knob.max).map_err(err)?;
-                    *(knob.get)(self) = n;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Cross-field rules; also run after command-line overrides.
+    /// Cross-field rules and ranges, for configurations that did not come from a file too (packed
+    /// ones, command-line overrides). Values of the core's types (prefixes, policies) are valid by
+    /// construction; numbers are checked against their key's range in [`keys::MAIN`].
     pub fn validate(&self) -> Result<(), Error> {
-        if self.listen.is_empty() {
+        if self.listen.addrs.is_empty() {
             return Err(Error::new(0, "listen", Reason::Missing));
         }
-        if self.listen.len() > MAX_LISTENERS {
+        if self.listen.addrs.len() > MAX_LISTENERS {
             return Err(Error::new(
                 0,
                 "listen",
                 Reason::Rule("at most 16 listen addresses"),
             ));
         }
-        if self.upstreams.is_empty() {
+        let servers = &self.upstreams.servers;
+        if servers.is_empty() {
             return Err(Error::new(0, "upstream", Reason::Missing));
         }
-        if self.upstreams.len() > MAX_UPSTREAMS {
+        if servers.len() > MAX_UPSTREAMS {
             return Err(Error::new(
                 0,
                 "upstream",
                 Reason::Rule("at most 16 upstreams"),
             ));
         }
-        for u in &self.upstreams {
+        for u in servers {
             if u.pins.len() > MAX_PINS {
                 return Err(Error::new(
                     0,
@@ -787,21 +600,21 @@ impl Config {
                 ));
             }
         }
-        for k in KNOBS {
-            let mut c = self.clone();
-            let n = *(k.get)(&mut c);
-            if n < k.min || n > k.max {
+        for k in keys::MAIN {
+            if let Some((n, min, max)) = k.number(self)
+                && !(min..=max).contains(&n)
+            {
                 return Err(Error::new(
                     0,
-                    k.key,
+                    k.name,
                     Reason::Range {
-                        min: k.min.into(),
-                        max: k.max.into(),
+                        min: min.into(),
+                        max: max.into(),
                     },
                 ));
             }
         }
-        if self.v6only_wait != 0 && self.dns64_prefix.is_none() {
+        if self.signals.v6only_wait != 0 && self.policy.dns64_prefix.is_none() {
             return Err(Error::new(
                 0,
                 "v6only_wait",
@@ -810,17 +623,18 @@ impl Config {
                 ),
             ));
         }
-        if self.v6only_wait != 0 && self.v6only_wait < lanveil_core::capport::MIN_V6ONLY_WAIT {
+        let wait = self.signals.v6only_wait;
+        if wait != 0 && wait < lanveil_core::capport::MIN_V6ONLY_WAIT {
             return Err(Error::new(
                 0,
                 "v6only_wait",
                 Reason::Range {
-                    min: 300,
+                    min: lanveil_core::capport::MIN_V6ONLY_WAIT.into(),
                     max: u32::MAX.into(),
                 },
             ));
         }
-        if let Some(r) = &self.local_resolver {
+        if let Some(r) = &self.policy.local_resolver {
             check_local_resolver(r).map_err(|e| Error::new(0, "local_resolver", e))?;
             // lanveil itself: every local name would go round in a loop. (A wildcard listener also
             // owns the port on loopback; whether another LAN address is this host is not known here.)
@@ -828,23 +642,13 @@ impl Config {
                 let wildcard = l.ip().is_unspecified() && r.ip().to_canonical().is_loopback();
                 l.port() == r.port() && (l.ip() == r.ip() || wildcard)
             };
-            if self.listen.iter().any(own) {
+            if self.listen.addrs.iter().any(own) {
                 return Err(Error::new(
                     0,
                     "local_resolver",
                     Reason::Rule("is one of lanveil's own listen addresses (a loop)"),
                 ));
             }
-        }
-        if self.upstream_connect_timeout_ms < 100 {
-            return Err(Error::new(
-                0,
-                "upstream_connect_timeout_ms",
-                Reason::Range {
-                    min: 100,
-                    max: 60_000,
-                },
-            ));
         }
         Ok(())
     }
@@ -854,10 +658,17 @@ impl Config {
         crate::envelope::seal_value(PACK_MAGIC, PACK_VERSION, self)
     }
 
-    /// Reads a packed configuration back and validates it.
+    /// Reads a packed configuration back and validates it. Only [`PACK_VERSION`] is read: a blob of an
+    /// older schema is refused ([`crate::envelope::EnvelopeError::OldVersion`]), never read shifted.
     pub fn unpack(blob: &[u8]) -> Result<Self, Error> {
-        let cfg: Self = crate::envelope::open_value(PACK_MAGIC, PACK_VERSION, blob)
-            .map_err(|e| Error::new(0, "packed configuration", Reason::Packed(e)))?;
+        let packed = |e| Error::new(0, "packed configuration", Reason::Packed(e));
+        let (version, body) =
+            crate::envelope::open(PACK_MAGIC, PACK_VERSION, blob).map_err(packed)?;
+        if version != PACK_VERSION {
+            return Err(packed(crate::envelope::EnvelopeError::OldVersion(version)));
+        }
+        let cfg: Self = postcard::from_bytes(body)
+            .map_err(|_| packed(crate::envelope::EnvelopeError::BadBody))?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -870,270 +681,123 @@ impl Config {
             line: 0,
             values: Vec::new(),
         };
-        let push = |s: &mut Section, key: &str, value: String, is_list: bool| {
-            s.values.push(Value {
-                key: key.into(),
-                value,
-                is_list,
-                line: 0,
-            });
-        };
-        for l in &self.listen {
-            push(&mut main, "listen", l.to_string(), true);
-        }
-        push(
-            &mut main,
-            "log_level",
-            self.log_level.as_str().into(),
-            false,
-        );
-        if let Some(ca) = &self.ca_file {
-            push(&mut main, "ca_file", ca.clone(), false);
-        }
-        if let Some(user) = &self.user {
-            push(&mut main, "user", user.clone(), false);
-        }
-        push(
-            &mut main,
-            "upstream_policy",
-            self.upstream_policy.as_str().into(),
-            false,
-        );
-        push(
-            &mut main,
-            "cache",
-            if self.cache { "1" } else { "0" }.into(),
-            false,
-        );
-        push(
-            &mut main,
-            "serve_stale",
-            if self.serve_stale { "1" } else { "0" }.into(),
-            false,
-        );
-        if let Some(f) = &self.state_file {
-            push(&mut main, "state_file", f.clone(), false);
-        }
-        if let Some(f) = &self.control_socket {
-            push(&mut main, "control_socket", f.clone(), false);
-        }
-        push(
-            &mut main,
-            "client_rate_action",
-            if self.client_rate_drop {
-                "drop"
-            } else {
-                "refuse"
-            }
-            .into(),
-            false,
-        );
-        push(
-            &mut main,
-            "client_limit_loopback",
-            if self.client_limit_loopback { "1" } else { "0" }.into(),
-            false,
-        );
-        if let Some((a, l)) = &self.dns64_prefix {
-            push(&mut main, "dns64_prefix", alloc::format!("{a}/{l}"), false);
-        }
-        if let Some(u) = &self.captive_portal_uri {
-            push(&mut main, "captive_portal_uri", u.clone(), false);
-        }
-        if self.v6only_wait != 0 {
-            push(
-                &mut main,
-                "v6only_wait",
-                self.v6only_wait.to_string(),
-                false,
-            );
-        }
-        push(
-            &mut main,
-            "captive_plaintext",
-            if self.captive_plaintext { "1" } else { "0" }.into(),
-            false,
-        );
-        for (a, l) in &self.allow {
-            push(&mut main, "allow", alloc::format!("{a}/{l}"), true);
-        }
-        push(
-            &mut main,
-            "local_zones",
-            if self.local_zones { "1" } else { "0" }.into(),
-            false,
-        );
-        if let Some(d) = &self.local_domain {
-            push(&mut main, "local_domain", d.clone(), false);
-        }
-        if let Some(r) = &self.local_resolver {
-            push(&mut main, "local_resolver", r.to_string(), false);
-        }
-        push(
-            &mut main,
-            "canary_firefox",
-            if self.canary_firefox { "1" } else { "0" }.into(),
-            false,
-        );
-        push(
-            &mut main,
-            "canary_icloud",
-            if self.canary_icloud { "1" } else { "0" }.into(),
-            false,
-        );
-        let mut c = self.clone();
-        for k in KNOBS {
-            let n = *(k.get)(&mut c);
-            push(&mut main, k.key, n.to_string(), false);
-        }
+        write_keys(&mut main, keys::MAIN, self);
         let mut doc = Document {
             sections: vec![main],
         };
-        for u in &self.upstreams {
+        for u in &self.upstreams.servers {
             let mut s = Section {
                 ty: "upstream".into(),
                 name: Some(u.name.clone()),
                 line: 0,
                 values: Vec::new(),
             };
-            push(&mut s, "url", u.url.to_string(), false);
-            for p in &u.pins {
-                push(&mut s, "pin", p.to_text(), true);
-            }
-            if let Some(ca) = &u.ca_file {
-                push(&mut s, "ca_file", ca.clone(), false);
-            }
-            if u.tls_min_version == TlsVersion::V1_2 {
-                push(&mut s, "tls_min_version", "1.2".into(), false);
-            }
-            for b in &u.bootstrap {
-                push(&mut s, "bootstrap", b.to_string(), true);
-            }
-            if u.http_get {
-                push(&mut s, "http_method", "GET".into(), false);
-            }
-            if !u.sni {
-                push(&mut s, "sni", "0".into(), false);
-            }
-            if u.tls_resumption {
-                push(&mut s, "tls_resumption", "1".into(), false);
-            }
+            write_keys(&mut s, keys::UPSTREAM, &keys::UpstreamDraft::of(u));
             doc.sections.push(s);
         }
         uci::write(&doc)
     }
+
+    /// The engine's settings.
+    pub fn engine(&self) -> EngineConfig {
+        let ms = |v: u32| Duration::from_millis(u64::from(v));
+        let (l, u, c) = (&self.limits, &self.upstreams, &self.cache);
+        EngineConfig {
+            query_timeout: ms(l.query_timeout_ms),
+            max_inflight: l.max_inflight as usize,
+            pipeline: u.pipeline as usize,
+            max_connections: u.max_connections as usize,
+            idle_timeout: ms(u.idle_timeout_ms),
+            connect_timeout: ms(u.connect_timeout_ms),
+            backoff_max: ms(u.reconnect_backoff_max_ms),
+            policy: u.policy,
+            cache: c.enabled.then(|| CacheConfig {
+                max_entries: c.entries as usize,
+                max_bytes: c.max_kib as usize * 1024,
+                min_ttl: c.min_ttl,
+                max_ttl: c.max_ttl,
+                max_stale: if c.serve_stale {
+                    c.serve_stale_max_s
+                } else {
+                    0
+                },
+                ..CacheConfig::default()
+            }),
+            query_log: self.daemon.query_log as usize,
+            clients: ClientLimits {
+                rate_qps: l.client_rate,
+                burst: l.client_burst,
+                action: l.client_rate_action,
+                max_inflight: l.client_max_inflight as usize,
+                limit_loopback: l.client_limit_loopback,
+                table_size: CLIENT_TABLE_SIZE,
+            },
+            dns64: self.policy.dns64_prefix,
+        }
+    }
+
+    /// The local answer policy's settings.
+    pub fn policy_config(&self) -> PolicyConfig {
+        let p = &self.policy;
+        PolicyConfig {
+            allow: p.allow.clone(),
+            local_zones: p.local_zones,
+            local_domain: p.local_domain.clone(),
+            local_forward: p.local_resolver.is_some(),
+            canary_firefox: p.canary_firefox,
+            canary_icloud: p.canary_icloud,
+        }
+    }
 }
 
-fn parse_u32(s: &str, min: u32, max: u32) -> Result<u32, Reason> {
-    let range = Reason::Range {
-        min: min.into(),
-        max: max.into(),
-    };
-    let n: u32 = s.parse().map_err(|_| range.clone())?;
-    if n < min || n > max {
-        return Err(range);
-    }
-    Ok(n)
-}
-
-fn parse_user(s: &str) -> Result<String, Reason> {
-    let ok = !s.is_empty()
-        && s.len() <= 32
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
-        && !s.starts_with('-');
-    if ok {
-        Ok(s.to_string())
-    } else {
-        Err(Reason::Rule(
-            "must be a user name (letters, digits, '_', '-', '.')",
-        ))
+impl Captive {
+    /// The WAN captive-portal tracker's settings.
+    pub fn settings(&self) -> lanveil_core::captive::Settings {
+        lanveil_core::captive::Settings {
+            plaintext: self.plaintext,
+            plaintext_max: Duration::from_secs(self.plaintext_max_s.into()),
+            poll: Duration::from_secs(self.poll_s.into()),
+        }
     }
 }
 
-fn parse_path(s: &str) -> Result<String, Reason> {
-    if !s.starts_with('/') {
-        return Err(Reason::Rule("must be an absolute path"));
+fn write_keys<T>(s: &mut Section, table: &[Key<T>], from: &T) {
+    let mut text = Vec::new();
+    for k in table {
+        text.clear();
+        k.get(from, &mut text);
+        for value in text.drain(..) {
+            s.values.push(Value {
+                key: k.name.into(),
+                value,
+                is_list: k.list,
+                line: 0,
+            });
+        }
     }
-    Ok(s.to_string())
 }
 
 fn parse_upstream(section: &Section, label: &str, index: usize) -> Result<Option<Upstream>, Error> {
-    let mut url = None;
-    let mut pins = Vec::new();
-    let mut ca_file = None;
-    let mut tls_min_version = TlsVersion::V1_3;
-    let mut enabled = true;
-    let mut bootstrap = Vec::new();
-    let mut http_get = false;
-    let mut sni = true;
-    let mut tls_resumption = false;
-    for (key, values) in grouped(section) {
-        if key == "bootstrap" {
-            for v in values {
-                let ip = IpAddr::from_str(&v.value).map_err(|_| {
-                    Error::new(
-                        v.line,
-                        field(label, key),
-                        Reason::Rule("must be an IP address"),
-                    )
-                })?;
-                bootstrap.push(ip);
-            }
-            continue;
+    let mut d = keys::UpstreamDraft::new();
+    apply_section(&mut d, keys::UPSTREAM, section, label, |d, key| {
+        if key == "pin" && d.up.pins.len() > MAX_PINS {
+            return Err(Error::new(
+                section.line,
+                field(label, key),
+                Reason::Rule("at most 8 pins per upstream"),
+            ));
         }
-        if key == "pin" {
-            for v in values {
-                let pin = v
-                    .value
-                    .parse()
-                    .map_err(|r| Error::new(v.line, field(label, key), r))?;
-                pins.push(pin);
-            }
-            if pins.len() > MAX_PINS {
-                return Err(Error::new(
-                    section.line,
-                    field(label, key),
-                    Reason::Rule("at most 8 pins per upstream"),
-                ));
-            }
-            continue;
-        }
-        let Some(v) = single(label, &values, key)? else {
-            continue;
-        };
-        let err = |r| Error::new(v.line, field(label, key), r);
-        match key {
-            "url" => url = Some(v.value.parse::<UpstreamUrl>().map_err(err)?),
-            "ca_file" => ca_file = Some(parse_path(&v.value).map_err(err)?),
-            "enabled" => enabled = parse_bool(v, label)?,
-            "sni" => sni = parse_bool(v, label)?,
-            "tls_resumption" => tls_resumption = parse_bool(v, label)?,
-            "http_method" => {
-                http_get = match v.value.as_str() {
-                    "POST" | "post" => false,
-                    "GET" | "get" => true,
-                    _ => return Err(err(Reason::OneOf("POST, GET"))),
-                }
-            }
-            "tls_min_version" => {
-                tls_min_version = match v.value.as_str() {
-                    "1.2" => TlsVersion::V1_2,
-                    "1.3" => TlsVersion::V1_3,
-                    _ => return Err(err(Reason::OneOf("1.2, 1.3"))),
-                }
-            }
-            _ => return Err(err(Reason::UnknownKey)),
-        }
-    }
-    let Some(url) = url else {
+        Ok(())
+    })?;
+    if !d.has_url {
         return Err(Error::new(
             section.line,
             field(label, "url"),
             Reason::Missing,
         ));
-    };
-    if url.addr.is_none() && bootstrap.is_empty() {
+    }
+    let u = d.up;
+    if u.url.addr.is_none() && u.bootstrap.is_empty() {
         return Err(Error::new(
             section.line,
             field(label, "bootstrap"),
@@ -1142,21 +806,21 @@ fn parse_upstream(section: &Section, label: &str, index: usize) -> Result<Option
             ),
         ));
     }
-    if url.addr.is_some() && !bootstrap.is_empty() {
+    if u.url.addr.is_some() && !u.bootstrap.is_empty() {
         return Err(Error::new(
             section.line,
             field(label, "bootstrap"),
             Reason::Rule("bootstrap addresses only go with an https://NAME upstream"),
         ));
     }
-    if http_get && url.transport != crate::Transport::Https {
+    if u.http_get && u.url.transport != crate::Transport::Https {
         return Err(Error::new(
             section.line,
             field(label, "http_method"),
             Reason::Rule("only for https:// upstreams"),
         ));
     }
-    if !enabled {
+    if !d.enabled {
         return Ok(None);
     }
     let name = match &section.name {
@@ -1167,17 +831,7 @@ fn parse_upstream(section: &Section, label: &str, index: usize) -> Result<Option
             s
         }
     };
-    Ok(Some(Upstream {
-        name,
-        url,
-        pins,
-        ca_file,
-        tls_min_version,
-        bootstrap,
-        http_get,
-        sni,
-        tls_resumption,
-    }))
+    Ok(Some(Upstream { name, ..u }))
 }
 
 #[cfg(test)]
@@ -1226,46 +880,56 @@ config openwrt 'openwrt'
     #[test]
     fn parse_good_file() {
         let c = Config::from_uci_text(GOOD).unwrap();
-        assert_eq!(c.listen.len(), 2);
-        assert_eq!(c.query_timeout_ms, 1500);
-        assert_eq!(c.log_level, LogLevel::Debug);
-        assert_eq!(c.upstreams.len(), 3);
+        assert_eq!(c.listen.addrs.len(), 2);
+        assert_eq!(c.limits.query_timeout_ms, 1500);
+        assert_eq!(c.daemon.log_level, LogLevel::Debug);
+        assert_eq!(c.upstreams.servers.len(), 3);
         assert_eq!(
-            c.upstreams[2].addrs(),
+            c.upstreams.servers[2].addrs(),
             [
                 "192.0.2.1:443".parse().unwrap(),
                 "[2001:db8::1]:443".parse().unwrap()
             ]
         );
-        assert!(c.upstreams[2].http_get);
-        assert_eq!(c.upstreams[0].name, "quad9");
-        assert_eq!(c.upstreams[0].pins.len(), 1);
-        assert_eq!(c.upstreams[1].name, "upstream2");
-        assert_eq!(c.upstreams[1].tls_min_version, TlsVersion::V1_2);
-        assert_eq!(c.max_inflight, Config::default().max_inflight);
-        assert_eq!(c.user.as_deref(), Some("lanveil"));
+        assert!(c.upstreams.servers[2].http_get);
+        assert_eq!(c.upstreams.servers[0].name, "quad9");
+        assert_eq!(c.upstreams.servers[0].pins.len(), 1);
+        assert_eq!(c.upstreams.servers[1].name, "upstream2");
+        assert_eq!(c.upstreams.servers[1].tls_min_version, TlsVersion::V1_2);
+        assert_eq!(c.limits.max_inflight, Config::default().limits.max_inflight);
+        assert_eq!(c.daemon.user.as_deref(), Some("lanveil"));
         assert_eq!(
-            c.allow,
+            c.policy.allow,
             [
-                ("192.168.1.0".parse().unwrap(), 24),
-                ("2001:db8:1::".parse().unwrap(), 48)
+                "192.168.1.0/24".parse::<Prefix>().unwrap(),
+                "2001:db8:1::/48".parse().unwrap()
             ]
         );
-        assert_eq!(c.local_domain.as_deref(), Some("home.example"));
-        assert_eq!(c.local_resolver, Some("[fe80::53%2]:5353".parse().unwrap()));
-        assert_eq!(Config::default().local_resolver, None);
-        assert_eq!(c.dns64_prefix, Some(("64:ff9b::".parse().unwrap(), 96)));
+        assert_eq!(c.policy.local_domain.as_deref(), Some("home.example"));
+        assert_eq!(
+            c.policy.local_resolver,
+            Some("[fe80::53%2]:5353".parse().unwrap())
+        );
+        assert_eq!(Config::default().policy.local_resolver, None);
+        assert_eq!(c.policy.dns64_prefix, Some(Nat64Prefix::WELL_KNOWN));
         assert!(parse_nat64_prefix("2001:db8::/80").is_err());
         assert!(parse_nat64_prefix("192.0.2.0/24").is_err());
         assert!(parse_nat64_prefix("2001:db8:0:0:ff00::/64").is_err());
-        assert!(!c.canary_icloud && c.canary_firefox && c.local_zones);
-        assert!(Config::default().allow.len() == 9);
+        // One rule with the core (RFC 6052): no bits past the length; the old message otherwise.
+        let e = parse_nat64_prefix("64:ff9b::1/96").unwrap_err();
+        assert!(e.to_string().contains("no bits set past its length"), "{e}");
         assert_eq!(
-            c.captive_portal_uri.as_deref(),
+            parse_nat64_prefix("2001:db8::/80").unwrap_err().to_string(),
+            "must be an IPv6 prefix of length 32, 40, 48, 56, 64 or 96 (e.g. 64:ff9b::/96)"
+        );
+        assert!(!c.policy.canary_icloud && c.policy.canary_firefox && c.policy.local_zones);
+        assert!(Config::default().policy.allow.len() == 9);
+        assert_eq!(
+            c.signals.captive_portal_uri.as_deref(),
             Some("https://portal.home.example/api")
         );
-        assert_eq!(c.v6only_wait, 1800);
-        assert!(!c.captive_plaintext && c.captive_plaintext_max_s == 300);
+        assert_eq!(c.signals.v6only_wait, 1800);
+        assert!(!c.captive.plaintext && c.captive.plaintext_max_s == 300);
         assert_eq!(Config::from_uci_text(&c.to_uci()).unwrap(), c);
     }
 
@@ -1303,8 +967,14 @@ config openwrt 'openwrt'
             with("\toption dns64_prefix '64:ff9b::/96'\n\toption v6only_wait '299'\n").unwrap_err();
         assert!(e.to_string().contains("300"), "{e}");
         let c = with("\toption dns64_prefix '64:ff9b::/96'\n\toption v6only_wait '300'\n").unwrap();
-        assert_eq!(c.v6only_wait, 300);
-        assert_eq!(with("\toption v6only_wait '0'\n").unwrap().v6only_wait, 0);
+        assert_eq!(c.signals.v6only_wait, 300);
+        assert_eq!(
+            with("\toption v6only_wait '0'\n")
+                .unwrap()
+                .signals
+                .v6only_wait,
+            0
+        );
         let e = with("\toption captive_plaintext_max_s '10'\n").unwrap_err();
         assert!(e.key.ends_with("captive_plaintext_max_s"), "{e}");
     }
@@ -1329,7 +999,11 @@ config openwrt 'openwrt'
             ("::ffff:192.168.1.1", "[::ffff:192.168.1.1]:53"),
         ] {
             let c = with("127.0.0.1:53", good).unwrap_or_else(|e| panic!("{good}: {e}"));
-            assert_eq!(c.local_resolver, Some(want.parse().unwrap()), "{good}");
+            assert_eq!(
+                c.policy.local_resolver,
+                Some(want.parse().unwrap()),
+                "{good}"
+            );
             assert_eq!(Config::from_uci_text(&c.to_uci()).unwrap(), c, "{good}");
             assert_eq!(Config::unpack(&c.pack()).unwrap(), c, "{good}");
         }
@@ -1377,7 +1051,7 @@ config openwrt 'openwrt'
         assert!(with("127.0.0.1:5453", "127.0.0.1:53").is_ok());
         // Packed configurations are checked too.
         let mut c = with("127.0.0.1:53", "192.168.1.1").unwrap();
-        c.local_resolver = Some("9.9.9.9:53".parse().unwrap());
+        c.policy.local_resolver = Some("9.9.9.9:53".parse().unwrap());
         let e = Config::unpack(&c.pack()).unwrap_err();
         assert_eq!(e.key, "local_resolver");
         // A schema-2 blob (no local_resolver) is refused, not read shifted.
@@ -1398,7 +1072,7 @@ config openwrt 'openwrt'
         assert_eq!(Config::unpack(&scoped.pack()).unwrap(), scoped);
         let c = Config::from_uci_text(GOOD).unwrap();
         let blob = c.pack();
-        assert_eq!(&blob[..6], b"LVCF\x03\x00");
+        assert_eq!(&blob[..6], b"LVCF\x04\x00");
         assert_eq!(Config::unpack(&blob).unwrap(), c);
         let mut bad = blob.clone();
         let mid = bad.len() / 2;
@@ -1408,19 +1082,26 @@ config openwrt 'openwrt'
             Reason::Packed(crate::envelope::EnvelopeError::BadChecksum)
         ));
         let mut future = blob.clone();
-        future[4] = 4;
+        future[4] = 5;
         let e = Config::unpack(&future).unwrap_err();
         assert_eq!(
             e.reason,
-            Reason::Packed(crate::envelope::EnvelopeError::FutureVersion(4))
+            Reason::Packed(crate::envelope::EnvelopeError::FutureVersion(5))
         );
         assert_eq!(
             alloc::format!("{e}"),
-            "packed configuration: schema version 4 is newer than this lanveil"
+            "packed configuration: schema version 5 is newer than this lanveil"
+        );
+        // An older schema is refused by its version, even when its body would decode.
+        let body = postcard::to_allocvec(&c).unwrap();
+        let v3 = crate::envelope::seal(PACK_MAGIC, 3, &body);
+        assert_eq!(
+            Config::unpack(&v3).unwrap_err().reason,
+            Reason::Packed(crate::envelope::EnvelopeError::OldVersion(3))
         );
         // A blob that decodes but breaks a rule is rejected by validation.
         let mut invalid = c.clone();
-        invalid.query_timeout_ms = 5;
+        invalid.limits.query_timeout_ms = 5;
         assert!(matches!(
             Config::unpack(&invalid.pack()).unwrap_err().reason,
             Reason::Range { .. }

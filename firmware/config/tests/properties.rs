@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use lanveil_config::uci::{self, Document, Section, Value};
 use lanveil_config::{
-    Config, LogLevel, SpkiPin, TlsVersion, Transport, Upstream, UpstreamPolicy, UpstreamUrl,
+    Config, LogLevel, Prefix, SelectPolicy, SpkiPin, TlsVersion, Transport, Upstream, UpstreamUrl,
 };
 use proptest::prelude::*;
 
@@ -87,7 +87,7 @@ fn upstream() -> impl Strategy<Value = Upstream> {
                 sni,
                 resumption,
             )| {
-                let mut u = Config::default().upstreams[0].clone();
+                let mut u = Config::default().upstreams.servers[0].clone();
                 u.name = name;
                 u.url = UpstreamUrl {
                     transport,
@@ -116,11 +116,12 @@ fn upstream() -> impl Strategy<Value = Upstream> {
         )
 }
 
-fn prefix() -> impl Strategy<Value = (IpAddr, u8)> {
+fn prefix() -> impl Strategy<Value = Prefix> {
     prop_oneof![
         (any::<[u8; 4]>(), 0u8..=32).prop_map(|(a, l)| (IpAddr::V4(Ipv4Addr::from(a)), l)),
         (any::<[u8; 16]>(), 0u8..=128).prop_map(|(a, l)| (IpAddr::V6(Ipv6Addr::from(a)), l)),
     ]
+    .prop_map(|(a, l)| Prefix::new(a, l).unwrap())
 }
 
 prop_compose! {
@@ -180,54 +181,52 @@ fn config() -> impl Strategy<Value = Config> {
                 (ca_file, user, state_file, control_socket, local_domain),
                 allow,
             )| {
-                let mut c = Config {
-                    listen: listen.into_iter().collect(),
-                    upstreams,
-                    ca_file,
-                    user,
-                    state_file,
-                    control_socket,
-                    local_domain,
-                    allow,
-                    ..Config::default()
-                };
-                c.log_level = [
+                let mut c = Config::default();
+                c.listen.addrs = listen.into_iter().collect();
+                c.upstreams.servers = upstreams;
+                c.upstreams.ca_file = ca_file;
+                c.daemon.user = user;
+                c.daemon.state_file = state_file;
+                c.daemon.control_socket = control_socket;
+                c.policy.local_domain = local_domain;
+                c.policy.allow = allow;
+                c.daemon.log_level = [
                     LogLevel::Error,
                     LogLevel::Warn,
                     LogLevel::Info,
                     LogLevel::Debug,
                     LogLevel::Trace,
                 ][level];
-                c.upstream_policy = [
-                    UpstreamPolicy::Failover,
-                    UpstreamPolicy::RoundRobin,
-                    UpstreamPolicy::Fastest,
+                c.upstreams.policy = [
+                    SelectPolicy::Failover,
+                    SelectPolicy::RoundRobin,
+                    SelectPolicy::Fastest,
                 ][policy];
                 [
-                    c.query_timeout_ms,
-                    c.max_inflight,
-                    c.max_tcp_clients,
-                    c.tcp_pipeline,
-                    c.tcp_idle_timeout_ms,
-                    c.upstream_idle_timeout_ms,
-                    c.upstream_connect_timeout_ms,
-                    c.upstream_max_connections,
-                    c.upstream_pipeline,
-                    c.reconnect_backoff_max_ms,
-                    c.drain_timeout_ms,
-                    c.query_log,
-                    c.cache_entries,
-                    c.cache_max_kib,
-                    c.cache_min_ttl,
-                    c.cache_max_ttl,
-                    c.serve_stale_max_s,
+                    c.limits.query_timeout_ms,
+                    c.limits.max_inflight,
+                    c.listen.max_tcp_clients,
+                    c.listen.tcp_pipeline,
+                    c.listen.tcp_idle_timeout_ms,
+                    c.upstreams.idle_timeout_ms,
+                    c.upstreams.connect_timeout_ms,
+                    c.upstreams.max_connections,
+                    c.upstreams.pipeline,
+                    c.upstreams.reconnect_backoff_max_ms,
+                    c.daemon.drain_timeout_ms,
+                    c.daemon.query_log,
+                    c.cache.entries,
+                    c.cache.max_kib,
+                    c.cache.min_ttl,
+                    c.cache.max_ttl,
+                    c.cache.serve_stale_max_s,
                 ] = k;
                 [
-                    c.cache,
-                    c.serve_stale,
-                    c.local_zones,
-                    c.canary_firefox,
-                    c.canary_icloud,
+                    c.cache.enabled,
+                    c.cache.serve_stale,
+                    c.policy.local_zones,
+                    c.policy.canary_firefox,
+                    c.policy.canary_icloud,
                     _,
                     _,
                     _,

@@ -23,49 +23,7 @@ const CLASS_IN: u16 = 1;
 /// The AD (Authentic Data) header flag.
 const FLAG_AD: u16 = 0x0020;
 
-/// A NAT64 prefix (RFC 6052 §2.2: length 32, 40, 48, 56, 64 or 96).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Nat64Prefix {
-    bytes: [u8; 16],
-    len: u8,
-}
-
-impl Nat64Prefix {
-    /// The well-known prefix 64:ff9b::/96 (RFC 6052 §2.1).
-    pub const WELL_KNOWN: Self = Self {
-        bytes: [0, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-        len: 96,
-    };
-
-    /// A prefix; `None` for a length RFC 6052 does not allow or a non-zero `u` octet (bits 64–71).
-    pub fn new(addr: [u8; 16], len: u8) -> Option<Self> {
-        if ![32, 40, 48, 56, 64, 96].contains(&len) || addr[8] != 0 {
-            return None;
-        }
-        let mut bytes = [0u8; 16];
-        bytes[..usize::from(len / 8)].copy_from_slice(&addr[..usize::from(len / 8)]);
-        Some(Self { bytes, len })
-    }
-
-    /// The prefix length.
-    pub fn prefix_len(&self) -> u8 {
-        self.len
-    }
-
-    /// The IPv4-embedded IPv6 address for `v4` (RFC 6052 §2.2).
-    pub fn embed(&self, v4: [u8; 4]) -> [u8; 16] {
-        let mut out = self.bytes;
-        let mut pos = usize::from(self.len / 8);
-        for b in v4 {
-            if pos == 8 {
-                pos += 1; // the u octet stays zero
-            }
-            out[pos] = b;
-            pos += 1;
-        }
-        out
-    }
-}
+pub use crate::nat64::Nat64Prefix;
 
 /// Appends the uncompressed form of the name at `start` in `msg` to `out` (the rules of
 /// [`name::expand`]) and returns its length.
@@ -197,16 +155,16 @@ mod tests {
             (96, "2001:db8:122:344::", "2001:db8:122:344::192.0.2.33"),
         ];
         for (len, prefix, want) in cases {
-            let p = Nat64Prefix::new(v6(prefix), len).unwrap();
+            let p = Nat64Prefix::new(v6(prefix).into(), len).unwrap();
             assert_eq!(p.embed(v4), v6(want), "/{len}");
         }
         assert_eq!(
             Nat64Prefix::WELL_KNOWN.embed([192, 0, 0, 170]),
             v6("64:ff9b::c000:aa")
         );
-        assert!(Nat64Prefix::new(v6("2001:db8::"), 80).is_none());
+        assert!(Nat64Prefix::new(v6("2001:db8::").into(), 80).is_err());
         assert!(
-            Nat64Prefix::new(v6("2001:db8::ff00:0:0:0"), 96).is_none(),
+            Nat64Prefix::new(v6("2001:db8::ff00:0:0:0").into(), 96).is_err(),
             "u octet must be zero"
         );
     }

@@ -35,6 +35,7 @@ pub mod dns64;
 pub mod engine;
 #[cfg(feature = "alloc")]
 pub mod leak_probe;
+pub mod nat64;
 #[cfg(feature = "alloc")]
 pub mod policy;
 pub mod rng;
