@@ -105,7 +105,7 @@ if [ ! -x "$SC" ]; then
 elif ! "$SC" --help 2>&1 | grep -q busybox; then
 	fail shellcheck "$("$SC" --version | sed -n 2p): no busybox dialect (need >= 0.10)"
 else
-	for f in openwrt/lanveil/files/lanveil.init openwrt/lanveil/files/lanveil.sh openwrt/lanveil/files/lanveil.defaults openwrt/lanveil/test.sh \
+	for f in openwrt/lanveil/files/lanveil.init openwrt/lanveil/files/lanveil.sh openwrt/lanveil/files/lanveil.guard openwrt/lanveil/files/lanveil.defaults openwrt/lanveil/test.sh \
 		tests/openwrt/doubles/rc.common tests/openwrt/doubles/procd.sh tests/openwrt/doubles/network.sh \
 		tests/openwrt/doubles/logger tests/openwrt/doubles/logread tests/openwrt/doubles/lanveil tests/openwrt/doubles/dnsmasq.init \
 		openwrt/lanveil/files/lanveil.udhcpc tests/openwrt/doubles/dhcp.script; do
@@ -132,9 +132,11 @@ done
 # Without a built profile the Makefile checks still run; the ipk part FAILs ("no PROFILE given").
 # shellcheck disable=SC2086
 suite openwrt-package bash tests/openwrt/test_package.sh $IPK_PROFILES
+step "the emulated OpenWrt router: the x86_64 ipk under OpenWrt's own procd, ubus, netifd, fw4, dnsmasq init, odhcpd, opkg"
+suite openwrt-router bash tests/openwrt/test_router.sh
 
 step "done"
-echo "# untested here (needs a device or an OpenWrt VM): procd itself, fw4 reloads, opkg install, SDK build, apk (25.12)"
+echo "# untested here (needs a device or an OpenWrt VM): the SDK build, apk (25.12)"
 [ -z "$FAILS" ] || echo "# failed:$FAILS"
 echo "$PASSED passed, $FAILED failed"
 [ "$FAILED" -eq 0 ]

@@ -114,6 +114,8 @@ mkroot() {
 	cp "$PKG/files/lanveil.config" "$R/etc/config/lanveil"
 	cp "$PKG/files/lanveil.init" "$R/etc/init.d/lanveil"
 	cp "$PKG/files/lanveil.sh" "$R/usr/share/lanveil/lanveil.sh"
+	mkdir -p "$R/usr/libexec"
+	cp "$PKG/files/lanveil.guard" "$R/usr/libexec/lanveil-guard"
 	cp "$PKG/files/lanveil.udhcpc" "$R/etc/udhcpc.user.d/lanveil"
 	cp "$DOUBLES/dnsmasq.init" "$R/etc/init.d/dnsmasq"
 	cp "$DOUBLES/dnsmasq.init" "$R/etc/init.d/odhcpd"

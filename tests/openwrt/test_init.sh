@@ -26,7 +26,7 @@ check procd-command [ "$(last_set 'j["instances"]["lanveil"]["command"]')" = "['
 check procd-user-unprivileged [ "$(last_set '(j["instances"]["lanveil"]["user"], j["instances"]["lanveil"]["group"])')" = "('lanveil', 'lanveil')" ]
 check procd-respawn [ "$(last_set 'j["instances"]["lanveil"]["respawn"]')" = "['3600', '5', '5']" ]
 check procd-pidfile-for-guard [ "$(last_set 'j["instances"]["lanveil"]["pidfile"]')" = "$R/var/run/lanveil/daemon.pid" ]
-check procd-guard-instance-root [ "$(last_set '(j["instances"]["guard"]["command"], "user" in j["instances"]["guard"], j["instances"]["guard"]["respawn"])')" = "(['/etc/init.d/lanveil', 'guard'], False, ['3600', '5', '5'])" ]
+check procd-guard-instance-root [ "$(last_set '(j["instances"]["guard"]["command"], "user" in j["instances"]["guard"], j["instances"]["guard"]["respawn"])')" = "(['/usr/libexec/lanveil-guard'], False, ['3600', '5', '5'])" ]
 check status-up status_has '^lanveil is running; dnsmasq forwards to it.$'
 check procd-reload-signal-hup [ "$(last_set 'j["instances"]["lanveil"]["reload_signal"]')" = 1 ]
 # procd signals an instance only when a parameter changes: the config file's checksum is one.
@@ -212,7 +212,9 @@ cp "$R/etc/config/dhcp" "$T/dhcp.wired"
 daemon_dead
 printf '%s\n' "Sat Dec  6 00:00:01 2026 daemon.err lanveil: dnsmasq now forwards to lanveil" \
 	"Sat Dec  6 00:00:02 2026 daemon.err lanveil[4242]: lanveil: cannot read CA bundle /etc/ssl/certs/ca-certificates.crt or /etc/ssl/cert.pem" >"$R/log/logread"
-check died-guard-check guard_check
+# The shipped guard script itself (what procd runs), for about a second: it arms the guard.
+guard_script() { IPKG_INSTROOT="$R" timeout 1 busybox ash "$R/usr/libexec/lanveil-guard" >/dev/null 2>&1; true; }
+check died-guard-check guard_script
 check died-guard-table sh -c "nft list table inet lanveil_down | grep -q 'ip daddr 127.0.0.1 udp dport 5453 counter packets 0 bytes 0 drop'"
 check died-guard-tcp-reset sh -c "nft list table inet lanveil_down | grep -q 'ip daddr 127.0.0.1 tcp dport 5453 counter packets 0 bytes 0 reject with tcp reset'"
 check died-dnsmasq-still-wired cmp "$R/etc/config/dhcp" "$T/dhcp.wired"

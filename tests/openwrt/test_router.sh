@@ -239,7 +239,7 @@ else
 		grep -q '\"command\":\[\"/usr/sbin/lanveil\",\"--config\",\"/etc/config/lanveil\"\]'"
 	check procd-instance-user grep -q '"user": "lanveil"' "$T/lanveil.service"
 	check procd-instance-respawn grep -q '"respawn"' "$T/lanveil.service"
-	check daemon-runs-as-lanveil r sh -c 'p=$(pidof lanveil) && [ "$(stat -c %U /proc/$p)" = lanveil ]'
+	check daemon-runs-as-lanveil r sh -c 'p=$(pidof /usr/sbin/lanveil) && [ "$(stat -c %U /proc/$p)" = lanveil ]'
 	check dnsmasq-wired r sh -c 'grep -q "^server=127.0.0.1#5453" /var/etc/dnsmasq.conf.* && grep -q "^no-resolv" /var/etc/dnsmasq.conf.*'
 	check lanveil-nft-table r nft list table inet lanveil
 	check fw4-table-still-there r nft list table inet fw4
@@ -336,9 +336,9 @@ else
 	check force-dns-after-fw4-restart sh -c "[ \"\$('$ROUTER' exec lan -- dig +short +time=3 +tries=1 @198.51.100.53 probe.test A)\" = 1.2.3.77 ]"
 	# Scenario 6 (first check): kill -9 of the daemon, procd respawns it.
 	check procd-respawns-after-kill9 r sh -c '
-		old=$(pidof lanveil) && kill -9 $old || exit 1
+		old=$(pidof /usr/sbin/lanveil) && kill -9 $old || exit 1
 		for i in $(seq 1 50); do
-			new=$(pidof lanveil) && [ "$new" != "$old" ] && exit 0
+			new=$(pidof /usr/sbin/lanveil) && [ "$new" != "$old" ] && exit 0
 			sleep 0.2
 		done
 		echo "not respawned within 10 s"; exit 1'

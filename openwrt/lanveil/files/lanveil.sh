@@ -523,7 +523,7 @@ lanveil_fw_remove() {
 #         is sent in plaintext: dnsmasq keeps forwarding only to lanveil. (An ICMP
 #         port-unreachable, which a closed port already produces, does not help:
 #         dnsmasq's unconnected UDP sockets never see it, and clients time out.)
-#         The guard (a second procd instance, root: /etc/init.d/lanveil guard)
+#         The guard (a second procd instance, root: /usr/libexec/lanveil-guard)
 #         checks the daemon's pid (written by procd) every second and arms/lifts it.
 LANVEIL_PIDFILE="$LANVEIL_RUN/daemon.pid"
 LANVEIL_STATUS="$LANVEIL_RUN/status"
