@@ -274,23 +274,12 @@ fn source_date_epoch(root: &Path) -> u64 {
 
 /// `[workspace.package] version` of the root Cargo.toml.
 fn workspace_version(root: &Path) -> Result<String, Error> {
-    #[derive(serde::Deserialize)]
-    struct Manifest {
-        workspace: Workspace,
-    }
-    #[derive(serde::Deserialize)]
-    struct Workspace {
-        package: WorkspacePackage,
-    }
-    #[derive(serde::Deserialize)]
-    struct WorkspacePackage {
-        version: String,
-    }
     let path = root.join("Cargo.toml");
     let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-    let m: Manifest = toml::from_str(&text)
-        .map_err(|e| Error::package(&path, format!("[workspace.package] version: {e}")))?;
-    Ok(m.workspace.package.version)
+    crate::toolchain::workspace_package(&text)
+        .map_err(|e| Error::package(&path, format!("[workspace.package] version: {e}")))?
+        .version
+        .ok_or_else(|| Error::package(&path, "[workspace.package] version: missing"))
 }
 
 /// `Depends:` from the Makefile's `DEPENDS:=`: `$(…)` and `@…` conditions dropped, `+` stripped,
@@ -690,6 +679,12 @@ mod tests {
                 read("files/lanveil.keep"),
             ),
             dir("./usr/"),
+            dir("./usr/libexec/"),
+            file(
+                "./usr/libexec/lanveil-guard",
+                0o755,
+                read("files/lanveil.guard"),
+            ),
             dir("./usr/sbin/"),
             file("./usr/sbin/lanveil", 0o755, binary),
             dir("./usr/share/"),

@@ -159,8 +159,16 @@ pub fn parse_rustc_version(out: &str) -> Option<RustVersion> {
     })
 }
 
-/// `rust-version` of `[workspace.package]` in the workspace's Cargo.toml text.
-pub fn parse_workspace_rust_version(cargo_toml: &str) -> Option<RustVersion> {
+/// `[workspace.package]` of the root Cargo.toml: what the board tool reads from it.
+#[derive(serde::Deserialize)]
+pub(crate) struct WorkspacePackage {
+    pub(crate) version: Option<String>,
+    #[serde(rename = "rust-version")]
+    pub(crate) rust_version: Option<String>,
+}
+
+/// Reads `[workspace.package]` from the root Cargo.toml's text.
+pub(crate) fn workspace_package(cargo_toml: &str) -> Result<WorkspacePackage, toml::de::Error> {
     #[derive(serde::Deserialize)]
     struct Manifest {
         workspace: Workspace,
@@ -169,13 +177,12 @@ pub fn parse_workspace_rust_version(cargo_toml: &str) -> Option<RustVersion> {
     struct Workspace {
         package: WorkspacePackage,
     }
-    #[derive(serde::Deserialize)]
-    struct WorkspacePackage {
-        #[serde(rename = "rust-version")]
-        rust_version: String,
-    }
-    let m: Manifest = toml::from_str(cargo_toml).ok()?;
-    RustVersion::parse_prefix(&m.workspace.package.rust_version)
+    toml::from_str::<Manifest>(cargo_toml).map(|m| m.workspace.package)
+}
+
+/// `rust-version` of `[workspace.package]` in the workspace's Cargo.toml text.
+pub fn parse_workspace_rust_version(cargo_toml: &str) -> Option<RustVersion> {
+    RustVersion::parse_prefix(&workspace_package(cargo_toml).ok()?.rust_version?)
 }
 
 /// The workspace's minimum compiler (`rust-version` in `ROOT/Cargo.toml`).
