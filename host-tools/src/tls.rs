@@ -105,9 +105,11 @@ pub fn ca_path(given: Option<&str>) -> Result<String> {
 struct Seen(Mutex<Vec<CertificateDer<'static>>>);
 
 impl ChainObserver for Seen {
-    fn presented(&self, chain: &[CertificateDer<'_>]) {
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner) =
-            chain.iter().map(|c| c.clone().into_owned()).collect();
+    fn presented(&self, end_entity: &CertificateDer<'_>, intermediates: &[CertificateDer<'_>]) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = std::iter::once(end_entity)
+            .chain(intermediates)
+            .map(|c| c.clone().into_owned())
+            .collect();
     }
 }
 
@@ -142,11 +144,10 @@ pub fn connect(
     let setup = |e: lanveil_tls::SetupError| fail(e.to_string(), &seen);
     let roots = lanveil_tls::load_roots(&path).map_err(setup)?;
     // The daemon's verifier, at this machine's time (a PC has a real-time clock).
-    let checks = Arc::new(
-        Checks::new(roots, auth.pins.clone(), Arc::new(lanveil_tls::SystemTime)).map_err(setup)?,
-    );
+    let checks =
+        Arc::new(Checks::new(roots, auth.pins.clone(), lanveil_tls::SystemTime).map_err(setup)?);
     let observed = Arc::new(Seen::default());
-    let (verifier, _) = checks.verifier(Some(observed.clone()));
+    let (verifier, _) = checks.verifier(observed.clone());
     let versions = lanveil_tls::protocol_versions(auth.min_version).map_err(setup)?;
     let config = lanveil_tls::client_config(
         versions,

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use lanveil_config::{TlsVersion, Transport, Upstream};
 use lanveil_core::clock;
-use lanveil_tls::{CheckTime, Checks, VerifyTime};
+use lanveil_tls::{CheckTime, Checks, NoObserver, VerifyTime};
 use rustls::pki_types::{ServerName, UnixTime};
 use rustls::{CertificateError, ClientConfig};
 use tokio_rustls::TlsConnector;
@@ -47,7 +47,7 @@ pub struct Target {
     /// The shared settings (and resumption store); each connection gets a copy with its own verifier,
     /// except with `tls_resumption` (see [`Target::connector`]).
     tls: Arc<ClientConfig>,
-    checks: Arc<Checks>,
+    checks: Arc<Checks<ClockRule>>,
     /// With `tls_resumption '1'`: the one verifier every connection shares, and its latest decision.
     shared: Option<lanveil_tls::Decision>,
     pub(crate) time: Arc<TimeKeeper>,
@@ -80,7 +80,7 @@ impl Target {
         let checks = Arc::new(Checks::new(
             roots,
             upstream.pins.clone(),
-            Arc::new(ClockRule(time.clone())),
+            ClockRule(time.clone()),
         )?);
         let versions = lanveil_tls::protocol_versions(upstream.tls_min_version)?;
         let alpn = match upstream.url.transport {
@@ -88,7 +88,7 @@ impl Target {
             Transport::Https => vec![b"h2".to_vec()],
         };
         // Replaced per connection by `Target::connector`, unless resumption is on.
-        let (verifier, decision) = checks.verifier(None);
+        let (verifier, decision) = checks.verifier(NoObserver);
         let config = lanveil_tls::client_config(
             versions,
             verifier,
@@ -120,7 +120,7 @@ impl Target {
         let decision = match &self.shared {
             Some(shared) => shared.clone(),
             None => {
-                let (verifier, decision) = self.checks.verifier(None);
+                let (verifier, decision) = self.checks.verifier(NoObserver);
                 config.dangerous().set_certificate_verifier(verifier);
                 decision
             }

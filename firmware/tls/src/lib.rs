@@ -155,10 +155,25 @@ impl VerifyTime for SystemTime {
     }
 }
 
-/// Sees every chain a server presents (leaf first), accepted or not.
+/// Sees every chain a server presents, accepted or not.
 pub trait ChainObserver: Send + Sync + std::fmt::Debug {
     /// Called before the chain is checked.
-    fn presented(&self, chain: &[CertificateDer<'_>]);
+    fn presented(&self, end_entity: &CertificateDer<'_>, intermediates: &[CertificateDer<'_>]);
+}
+
+/// No observer (the daemon): compiles to nothing.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoObserver;
+
+impl ChainObserver for NoObserver {
+    #[inline]
+    fn presented(&self, _: &CertificateDer<'_>, _: &[CertificateDer<'_>]) {}
+}
+
+impl<O: ChainObserver> ChainObserver for Arc<O> {
+    fn presented(&self, end_entity: &CertificateDer<'_>, intermediates: &[CertificateDer<'_>]) {
+        (**self).presented(end_entity, intermediates);
+    }
 }
 
 /// What one connection's verifier decided.
@@ -186,21 +201,18 @@ impl Decision {
     }
 }
 
-/// What every connection to one upstream is checked against (shared by its connections).
+/// What every connection to one upstream is checked against (shared by its connections), at the time
+/// `T` gives.
 #[derive(Debug)]
-pub struct Checks {
+pub struct Checks<T> {
     webpki: Arc<WebPkiServerVerifier>,
     pins: Vec<SpkiPin>,
-    time: Arc<dyn VerifyTime>,
+    time: T,
 }
 
-impl Checks {
+impl<T: VerifyTime> Checks<T> {
     /// WebPKI against `roots`, then `pins` (if any), at the time `time` gives.
-    pub fn new(
-        roots: RootCertStore,
-        pins: Vec<SpkiPin>,
-        time: Arc<dyn VerifyTime>,
-    ) -> Result<Self, SetupError> {
+    pub fn new(roots: RootCertStore, pins: Vec<SpkiPin>, time: T) -> Result<Self, SetupError> {
         let webpki =
             WebPkiServerVerifier::builder_with_provider(Arc::new(roots), Arc::new(provider()))
                 .build()
@@ -209,10 +221,10 @@ impl Checks {
     }
 
     /// A verifier for one connection, and the handle to read what it decided.
-    pub fn verifier(
+    pub fn verifier<O: ChainObserver>(
         self: &Arc<Self>,
-        observer: Option<Arc<dyn ChainObserver>>,
-    ) -> (Arc<PinningVerifier>, Decision) {
+        observer: O,
+    ) -> (Arc<PinningVerifier<T, O>>, Decision) {
         let decision = Decision::default();
         let v = PinningVerifier {
             checks: self.clone(),
@@ -232,7 +244,7 @@ pub fn provider() -> rustls::crypto::CryptoProvider {
 /// resumption unless asked (resumption links connections to each other), SNI as asked, `alpn`.
 pub fn client_config(
     versions: &[&'static rustls::SupportedProtocolVersion],
-    verifier: Arc<PinningVerifier>,
+    verifier: Arc<dyn ServerCertVerifier>,
     resumption: bool,
     sni: bool,
     alpn: Vec<Vec<u8>>,
@@ -259,13 +271,13 @@ pub fn server_name(auth_name: &str) -> Result<ServerName<'static>, SetupError> {
 /// The one certificate verifier: the chain and the name by WebPKI at the [`VerifyTime`]'s time, then
 /// the SPKI pins. One per connection ([`Checks::verifier`]).
 #[derive(Debug)]
-pub struct PinningVerifier {
-    checks: Arc<Checks>,
+pub struct PinningVerifier<T, O> {
+    checks: Arc<Checks<T>>,
     decision: Decision,
-    observer: Option<Arc<dyn ChainObserver>>,
+    observer: O,
 }
 
-impl ServerCertVerifier for PinningVerifier {
+impl<T: VerifyTime, O: ChainObserver> ServerCertVerifier for PinningVerifier<T, O> {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -274,13 +286,7 @@ impl ServerCertVerifier for PinningVerifier {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        if let Some(o) = &self.observer {
-            let chain: Vec<CertificateDer<'_>> = std::iter::once(end_entity)
-                .chain(intermediates)
-                .map(|c| CertificateDer::from(c.as_ref()))
-                .collect();
-            o.presented(&chain);
-        }
+        self.observer.presented(end_entity, intermediates);
         let c = &*self.checks;
         let validity = lanveil_core::spki::validity(end_entity)
             .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
