@@ -20,9 +20,12 @@ use crate::clock::TimeKeeper;
 pub use lanveil_tls::{SetupError as TlsSetupError, classify_io as classify, describe};
 
 /// The clock rule (`lanveil_core::clock`) as the verifier's time: the wall clock when synchronized,
-/// the floor (relaxed) otherwise.
+/// the floor (relaxed) otherwise; it also remembers the accepted leaf's notAfter for status.
 #[derive(Debug)]
-struct ClockRule(Arc<TimeKeeper>);
+struct ClockRule {
+    time: Arc<TimeKeeper>,
+    not_after: Arc<crate::sync::Shared64>,
+}
 
 impl VerifyTime for ClockRule {
     fn check_time(
@@ -31,10 +34,14 @@ impl VerifyTime for ClockRule {
         validity: lanveil_core::spki::Validity,
         pinned: bool,
     ) -> Result<CheckTime, CertificateError> {
-        match clock::check_at(self.0.wall(), self.0.floor(), validity, pinned) {
+        match clock::check_at(self.time.wall(), self.time.floor(), validity, pinned) {
             clock::CheckAt::Time { at, relaxed } => Ok(CheckTime { at, relaxed }),
             clock::CheckAt::ExpiredBeforeFloor => Err(CertificateError::Expired),
         }
+    }
+
+    fn accepted(&self, validity: lanveil_core::spki::Validity) {
+        self.not_after.store(validity.not_after);
     }
 }
 
@@ -77,10 +84,14 @@ impl Target {
         time: Arc<TimeKeeper>,
     ) -> Result<Self, TlsSetupError> {
         let roots = lanveil_tls::load_roots(&ca_path(upstream, global_ca)?)?;
+        let cert_not_after = Arc::new(crate::sync::Shared64::new(0));
         let checks = Arc::new(Checks::new(
             roots,
             upstream.pins.clone(),
-            ClockRule(time.clone()),
+            ClockRule {
+                time: time.clone(),
+                not_after: cert_not_after.clone(),
+            },
         )?);
         let versions = lanveil_tls::protocol_versions(upstream.tls_min_version)?;
         let alpn = match upstream.url.transport {
@@ -104,7 +115,7 @@ impl Target {
             checks,
             shared: upstream.tls_resumption.then_some(decision),
             time,
-            cert_not_after: Arc::new(crate::sync::Shared64::new(0)),
+            cert_not_after,
         })
     }
 
@@ -142,14 +153,8 @@ impl Target {
         let (connector, decision) = self.connector(alpn);
         let tls = connector.connect(self.server_name.clone(), tcp).await?;
         let resumed = tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
-        let outcome = decision.outcome();
-        let relaxed = match outcome.relaxed {
-            Some(relaxed) if !resumed => {
-                if let Some(t) = outcome.accepted_not_after {
-                    self.cert_not_after.store(t);
-                }
-                relaxed
-            }
+        let relaxed = match decision.relaxed() {
+            Some(relaxed) if !resumed => relaxed,
             // A resumed session (only with `tls_resumption '1'`) skips the verifier: judge it by the
             // clock now, as the full handshake it resumes would have been.
             _ => self.time.state() == clock::ClockState::Unsynchronized,

@@ -14,7 +14,8 @@
 
 use std::io;
 use std::path::Path;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use lanveil_config::{SpkiPin, TlsVersion};
 use lanveil_core::engine::{CloseReason, TlsFailure};
@@ -135,6 +136,9 @@ pub trait VerifyTime: Send + Sync + std::fmt::Debug {
         validity: Validity,
         pinned: bool,
     ) -> Result<CheckTime, CertificateError>;
+
+    /// A leaf with `validity` passed every check (the daemon remembers its expiry for status).
+    fn accepted(&self, _validity: Validity) {}
 }
 
 /// The system clock, as it is (the host tool: a PC has a real-time clock).
@@ -176,28 +180,24 @@ impl<O: ChainObserver> ChainObserver for Arc<O> {
     }
 }
 
-/// What one connection's verifier decided.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Outcome {
-    /// `Some(true)`: the certificate was checked against the time floor (relaxed); `Some(false)`: at
-    /// the real time; `None`: the verifier did not run (a resumed session).
-    pub relaxed: Option<bool>,
-    /// notAfter of the leaf it accepted, Unix seconds.
-    pub accepted_not_after: Option<u64>,
-}
-
-/// The handle a connection keeps to read its verifier's [`Outcome`] after the handshake.
+/// What one connection's verifier decided: nothing yet (or a resumed session), checked at the real
+/// time, or checked against a time floor (relaxed). The latest verification wins (a verifier shared by
+/// connections, for resumption, reports the last handshake's).
 #[derive(Clone, Debug, Default)]
-pub struct Decision(Arc<Mutex<Outcome>>);
+pub struct Decision(Arc<AtomicU8>);
+
+const DECIDED_STRICT: u8 = 1;
+const DECIDED_RELAXED: u8 = 2;
 
 impl Decision {
-    /// What the verifier decided (so far).
-    pub fn outcome(&self) -> Outcome {
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn update(&self, f: impl FnOnce(&mut Outcome)) {
-        f(&mut self.0.lock().unwrap_or_else(PoisonError::into_inner));
+    /// `Some(true)`: the certificate was checked against the time floor; `Some(false)`: at the real
+    /// time; `None`: the verifier did not run.
+    pub fn relaxed(&self) -> Option<bool> {
+        match self.0.load(Ordering::Acquire) {
+            DECIDED_STRICT => Some(false),
+            DECIDED_RELAXED => Some(true),
+            _ => None,
+        }
     }
 }
 
@@ -294,15 +294,13 @@ impl<T: VerifyTime, O: ChainObserver> ServerCertVerifier for PinningVerifier<T, 
             .time
             .check_time(now, validity, !c.pins.is_empty())
             .map_err(rustls::Error::InvalidCertificate)?;
-        // Recorded before the checks below: a session is relaxed by the time it was checked at. The
-        // latest verification wins (a verifier shared by connections, for resumption, reports the
-        // last handshake's).
-        self.decision.update(|o| {
-            *o = Outcome {
-                relaxed: Some(t.relaxed),
-                accepted_not_after: None,
-            };
-        });
+        // Recorded before the checks below: a session is relaxed by the time it was checked at.
+        let decided = if t.relaxed {
+            DECIDED_RELAXED
+        } else {
+            DECIDED_STRICT
+        };
+        self.decision.0.store(decided, Ordering::Release);
         let at = UnixTime::since_unix_epoch(std::time::Duration::from_secs(t.at));
         let ok = c.webpki.verify_server_cert(
             end_entity,
@@ -321,8 +319,7 @@ impl<T: VerifyTime, O: ChainObserver> ServerCertVerifier for PinningVerifier<T, 
                 CertificateError::ApplicationVerificationFailure,
             ));
         }
-        self.decision
-            .update(|o| o.accepted_not_after = Some(validity.not_after));
+        c.time.accepted(validity);
         Ok(ok)
     }
 
