@@ -60,7 +60,7 @@ impl std::fmt::Display for SetupError {
             Self::NoTls12 => f.write_str(
                 "tls_min_version '1.2' needs a lanveil built with TLS 1.2 (feature tls12)",
             ),
-            Self::BadName(n) => write!(f, "bad authentication name {n:?}"),
+            Self::BadName(n) => write!(f, "bad authentication name '{n}'"),
         }
     }
 }
