@@ -48,6 +48,17 @@ fn state_file(dir: &TempDir) -> std::path::PathBuf {
     )
 }
 
+/// A leaf issued *after* the floor (renewed while the router was off), valid for a month.
+fn renewed_leaf(pki: &Pki) -> lanveil_tests::Leaf {
+    let now = SystemTime::now();
+    pki.leaf_with_validity(
+        &["dot.test"],
+        &[LOCAL],
+        now - Duration::from_secs(600),
+        now + 30 * DAY,
+    )
+}
+
 async fn start_at(
     cfg: lanveil::config::Config,
     wall: &Arc<FakeWall>,
@@ -65,14 +76,7 @@ async fn start_at(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn boot_in_1970_checks_against_the_floor_then_reverifies_when_the_clock_is_set() {
     let pki = Pki::new();
-    // Issued *after* the floor (renewed while the router was off), valid for a month.
-    let now = SystemTime::now();
-    let renewed = pki.leaf_with_validity(
-        &["dot.test"],
-        &[LOCAL],
-        now - Duration::from_secs(600),
-        now + 30 * DAY,
-    );
+    let renewed = renewed_leaf(&pki);
     let up = DotUpstream::start(UpstreamOpts::new(&renewed)).await;
     let dir = TempDir::new("lanveil-clock");
     let mut cfg = config(&[(up.addr(), "dot.test")], pki.ca_pem_path());
@@ -185,13 +189,7 @@ impl WallClock for SyncsAfter {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_verifiers_decision_travels_with_the_connection() {
     let pki = Pki::new();
-    let now = SystemTime::now();
-    let renewed = pki.leaf_with_validity(
-        &["dot.test"],
-        &[LOCAL],
-        now - Duration::from_secs(600),
-        now + 30 * DAY,
-    );
+    let renewed = renewed_leaf(&pki);
     let up = DotUpstream::start(UpstreamOpts::new(&renewed)).await;
     let cfg = config(&[(up.addr(), "dot.test")], pki.ca_pem_path());
     let wall = Arc::new(SyncsAfter(AtomicU64::new(u64::MAX)));
