@@ -14,6 +14,7 @@ use core::str::FromStr;
 use lanveil_core::engine::{RateAction, SelectPolicy};
 
 use crate::error::Reason;
+use crate::field::{Field, field};
 use crate::model::{
     Config, TlsVersion, Upstream, parse_allow, parse_captive_uri, parse_local_resolver,
     parse_nat64_prefix, parse_v6only_wait,
@@ -58,15 +59,15 @@ pub struct Key<T: 'static> {
     pub(crate) access: Access<T>,
 }
 
-/// How a key reaches the model. The common kinds are data (a field and the shared parser), so each
-/// key costs a field accessor, not a parser and a printer of its own.
+/// How a key reaches the model. The common kinds are data (a field's offset and the shared parser),
+/// so each costs a table row, not a parser, a printer or accessors of its own.
 pub(crate) enum Access<T: 'static> {
     /// A `u32` field in the key's [`Kind::Number`] range, always written.
-    Number(fn(&T) -> &u32, fn(&mut T) -> &mut u32),
+    Number(Field<T, u32>),
     /// A `bool` field, always written.
-    Flag(fn(&T) -> &bool, fn(&mut T) -> &mut bool),
+    Flag(Field<T, bool>),
     /// An absolute path, written when set.
-    Path(fn(&T) -> &Option<String>, fn(&mut T) -> &mut Option<String>),
+    Path(Field<T, Option<String>>),
     /// Anything else.
     Custom {
         /// Parses one value into the model (a list key: appends one value).
@@ -89,14 +90,14 @@ impl<T> Key<T> {
     /// Parses one value into `to` (a list key: appends it).
     pub(crate) fn set(&self, to: &mut T, text: &str) -> Result<(), Reason> {
         match &self.access {
-            Access::Number(_, field) => {
+            Access::Number(field) => {
                 let Kind::Number { min, max } = self.kind else {
                     return Err(Reason::Range { min: 0, max: 0 });
                 };
-                *field(to) = parse_u32(text, min, max)?;
+                *field.get_mut(to) = parse_u32(text, min, max)?;
             }
-            Access::Flag(_, field) => *field(to) = parse_bool(text)?,
-            Access::Path(_, field) => *field(to) = Some(parse_path(text)?),
+            Access::Flag(field) => *field.get_mut(to) = parse_bool(text)?,
+            Access::Path(field) => *field.get_mut(to) = Some(parse_path(text)?),
             Access::Custom { set, .. } => set(to, text)?,
         }
         Ok(())
@@ -105,7 +106,9 @@ impl<T> Key<T> {
     /// A number key's value in `from` and its range.
     pub(crate) fn number(&self, from: &T) -> Option<(u32, u32, u32)> {
         match (&self.access, self.kind) {
-            (Access::Number(field, _), Kind::Number { min, max }) => Some((*field(from), min, max)),
+            (Access::Number(field), Kind::Number { min, max }) => {
+                Some((*field.get(from), min, max))
+            }
             _ => None,
         }
     }
@@ -123,9 +126,9 @@ impl<T> Key<T> {
     /// Appends the values as written in the file (none: the key is not written).
     pub(crate) fn get(&self, from: &T, out: &mut Vec<String>) {
         match &self.access {
-            Access::Number(field, _) => out.push(field(from).to_string()),
-            Access::Flag(field, _) => out.push(bool_text(*field(from))),
-            Access::Path(field, _) => push_opt(out, field(from)),
+            Access::Number(field) => out.push(field.get(from).to_string()),
+            Access::Flag(field) => out.push(bool_text(*field.get(from))),
+            Access::Path(field) => push_opt(out, field.get(from)),
             Access::Custom { get, .. } => get(from, out),
         }
     }
@@ -207,7 +210,7 @@ macro_rules! number {
             default: Some($default),
             #[cfg(feature = "reference")]
  doc: $doc,
-            access: Access::Number(|c| &c.$($field).+, |c| &mut c.$($field).+),
+            access: Access::Number(field!(Config, $($field).+: u32)),
         }
     };
 }
@@ -222,7 +225,7 @@ macro_rules! flag {
             default: Some($default),
             #[cfg(feature = "reference")]
  doc: $doc,
-            access: Access::Flag(|c| &c.$($field).+, |c| &mut c.$($field).+),
+            access: Access::Flag(field!(Config, $($field).+: bool)),
         }
     };
 }
@@ -240,7 +243,7 @@ macro_rules! path {
             default: None,
             #[cfg(feature = "reference")]
  doc: $doc,
-            access: Access::Path(|c| &c.$($field).+, |c| &mut c.$($field).+),
+            access: Access::Path(field!(Config, $($field).+: Option<String>)),
         }
     };
 }
