@@ -149,14 +149,15 @@ pub fn connect(
     let observed = Arc::new(Seen::default());
     let (verifier, _) = checks.verifier(observed.clone());
     let versions = lanveil_tls::protocol_versions(auth.min_version).map_err(setup)?;
-    let config = lanveil_tls::client_config(
-        versions,
-        verifier,
-        false,
-        auth.sni,
-        alpn.iter().map(|p| p.as_bytes().to_vec()).collect(),
-    )
-    .map_err(setup)?;
+    let config = checks
+        .client_config(
+            versions,
+            verifier,
+            false,
+            auth.sni,
+            alpn.iter().map(|p| p.as_bytes().to_vec()).collect(),
+        )
+        .map_err(setup)?;
     let name: ServerName<'static> = lanveil_tls::server_name(&auth.auth_name).map_err(setup)?;
     let mut conn = ClientConnection::new(Arc::new(config), name)
         .map_err(|e| fail(format!("TLS settings rejected: {e}"), &seen))?;

@@ -100,7 +100,7 @@ impl Target {
         };
         // Replaced per connection by `Target::connector`, unless resumption is on.
         let (verifier, decision) = checks.verifier(NoObserver);
-        let config = lanveil_tls::client_config(
+        let config = checks.client_config(
             versions,
             verifier,
             upstream.tls_resumption,

@@ -22,7 +22,6 @@ use lanveil_core::engine::{CloseReason, TlsFailure};
 use lanveil_core::spki::Validity;
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::ring as provider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{
@@ -43,8 +42,8 @@ pub enum SetupError {
     NoCaBundle(String),
     /// The bundle had no usable certificate.
     EmptyCaBundle(String),
-    /// rustls refused the settings.
-    Rustls(rustls::Error),
+    /// rustls refused the settings (its words).
+    Rustls(String),
     /// `tls_min_version '1.2'` in a build without TLS 1.2.
     NoTls12,
     /// The authentication name is not a valid server name.
@@ -127,7 +126,7 @@ pub struct CheckTime {
 }
 
 /// Where the verifier gets its verification time from.
-pub trait VerifyTime: Send + Sync + std::fmt::Debug {
+pub trait VerifyTime: Send + Sync {
     /// The time to check a leaf with `validity` at (`now` is rustls's system time, `pinned` whether
     /// the upstream has pins), or the certificate error that rejects it whatever the time.
     fn check_time(
@@ -160,7 +159,7 @@ impl VerifyTime for SystemTime {
 }
 
 /// Sees every chain a server presents, accepted or not.
-pub trait ChainObserver: Send + Sync + std::fmt::Debug {
+pub trait ChainObserver: Send + Sync {
     /// Called before the chain is checked.
     fn presented(&self, end_entity: &CertificateDer<'_>, intermediates: &[CertificateDer<'_>]);
 }
@@ -203,8 +202,9 @@ impl Decision {
 
 /// What every connection to one upstream is checked against (shared by its connections), at the time
 /// `T` gives.
-#[derive(Debug)]
 pub struct Checks<T> {
+    /// The ring provider, one per upstream, shared by the WebPKI checks and the client settings.
+    provider: Arc<rustls::crypto::CryptoProvider>,
     webpki: Arc<WebPkiServerVerifier>,
     pins: Vec<SpkiPin>,
     time: T,
@@ -213,11 +213,41 @@ pub struct Checks<T> {
 impl<T: VerifyTime> Checks<T> {
     /// WebPKI against `roots`, then `pins` (if any), at the time `time` gives.
     pub fn new(roots: RootCertStore, pins: Vec<SpkiPin>, time: T) -> Result<Self, SetupError> {
-        let webpki =
-            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), Arc::new(provider()))
-                .build()
-                .map_err(|e| SetupError::Rustls(rustls::Error::General(e.to_string())))?;
-        Ok(Self { webpki, pins, time })
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+            .build()
+            .map_err(|e| SetupError::Rustls(e.to_string()))?;
+        Ok(Self {
+            provider,
+            webpki,
+            pins,
+            time,
+        })
+    }
+
+    /// Client settings for this upstream: only `versions`, `verifier` (one of [`Checks::verifier`]'s),
+    /// no client auth, no resumption unless asked (resumption links connections to each other), SNI
+    /// as asked, `alpn`.
+    pub fn client_config(
+        &self,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+        verifier: Arc<dyn ServerCertVerifier>,
+        resumption: bool,
+        sni: bool,
+        alpn: Vec<Vec<u8>>,
+    ) -> Result<ClientConfig, SetupError> {
+        let mut config = ClientConfig::builder_with_provider(self.provider.clone())
+            .with_protocol_versions(versions)
+            .map_err(|e| SetupError::Rustls(e.to_string()))?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_no_client_auth();
+        if !resumption {
+            config.resumption = rustls::client::Resumption::disabled();
+        }
+        config.enable_sni = sni;
+        config.alpn_protocols = alpn;
+        Ok(config)
     }
 
     /// A verifier for one connection, and the handle to read what it decided.
@@ -235,34 +265,6 @@ impl<T: VerifyTime> Checks<T> {
     }
 }
 
-/// The ring crypto provider lanveil uses everywhere.
-pub fn provider() -> rustls::crypto::CryptoProvider {
-    provider::default_provider()
-}
-
-/// Client settings for an upstream: only `versions`, the given verifier, no client auth, no
-/// resumption unless asked (resumption links connections to each other), SNI as asked, `alpn`.
-pub fn client_config(
-    versions: &[&'static rustls::SupportedProtocolVersion],
-    verifier: Arc<dyn ServerCertVerifier>,
-    resumption: bool,
-    sni: bool,
-    alpn: Vec<Vec<u8>>,
-) -> Result<ClientConfig, SetupError> {
-    let mut config = ClientConfig::builder_with_provider(Arc::new(provider()))
-        .with_protocol_versions(versions)
-        .map_err(SetupError::Rustls)?
-        .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth();
-    if !resumption {
-        config.resumption = rustls::client::Resumption::disabled();
-    }
-    config.enable_sni = sni;
-    config.alpn_protocols = alpn;
-    Ok(config)
-}
-
 /// The server name for an authentication name.
 pub fn server_name(auth_name: &str) -> Result<ServerName<'static>, SetupError> {
     ServerName::try_from(auth_name.to_string()).map_err(|_| SetupError::BadName(auth_name.into()))
@@ -270,11 +272,24 @@ pub fn server_name(auth_name: &str) -> Result<ServerName<'static>, SetupError> {
 
 /// The one certificate verifier: the chain and the name by WebPKI at the [`VerifyTime`]'s time, then
 /// the SPKI pins. One per connection ([`Checks::verifier`]).
-#[derive(Debug)]
 pub struct PinningVerifier<T, O> {
     checks: Arc<Checks<T>>,
     decision: Decision,
     observer: O,
+}
+
+// Shallow by design: rustls wants `Debug` on a verifier, and a derived one would walk into WebPKI's
+// verifier, root store and CRL types, whose `Debug` code nothing else on the router needs (~2 KB).
+impl<T> std::fmt::Debug for Checks<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Checks {{ pins: {} }}", self.pins.len())
+    }
+}
+
+impl<T, O> std::fmt::Debug for PinningVerifier<T, O> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PinningVerifier {{ pins: {} }}", self.checks.pins.len())
+    }
 }
 
 impl<T: VerifyTime, O: ChainObserver> ServerCertVerifier for PinningVerifier<T, O> {
