@@ -2,7 +2,8 @@
 //!
 //! * [`PlainTarget::Wan`], the captive-portal exception: only names the shell's
 //!   [`crate::captive::Tracker`] put in the [`crate::captive::Exception`] it gave the engine, before that
-//!   exception's end, go to the WAN's DNS. Answers carry an EDE saying they are unauthenticated.
+//!   exception's end, go to the WAN's DNS. Answers carry an EDE saying they are unauthenticated, and
+//!   have AD cleared.
 //! * [`PlainTarget::Local`], `local_resolver`: names the policy keeps on the LAN
 //!   ([`crate::policy::Verdict::ForwardLocal`]) go to the owner's resolver on the LAN (an address
 //!   the configuration layer only accepts if it is loopback, private or link-local). Answers carry
@@ -173,15 +174,14 @@ impl<R: Rng> Engine<R> {
             return;
         }
         let p = self.plain.swap_remove(i);
-        let answered = match from {
-            PlainTarget::Wan => self.answer_scanned(p.client, &p.view, bytes, &scan, Some(NOTE)),
-            PlainTarget::Local => {
-                // A plaintext hop lanveil cannot vouch for: no AD (the names are unsigned anyway).
-                let mut scan = scan;
-                scan.header.flags &= !FLAG_AD;
-                self.answer_scanned(p.client, &p.view, bytes, &scan, None)
-            }
+        // A plaintext hop lanveil cannot vouch for: no AD, whatever the resolver claimed.
+        let mut scan = scan;
+        scan.header.flags &= !FLAG_AD;
+        let note = match from {
+            PlainTarget::Wan => Some(NOTE),
+            PlainTarget::Local => None,
         };
+        let answered = self.answer_scanned(p.client, &p.view, bytes, &scan, note);
         if answered {
             match from {
                 PlainTarget::Wan => {

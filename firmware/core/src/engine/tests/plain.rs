@@ -36,7 +36,9 @@ fn captive_exception_sends_only_its_names_in_plaintext_and_never_caches() {
     // A reply with another ID, or to another question, is ignored.
     let mut framed = (msg.len() as u16).to_be_bytes().to_vec();
     framed.extend_from_slice(&msg);
-    let good = answer(&framed)[2..].to_vec();
+    let mut good = answer(&framed)[2..].to_vec();
+    // The hotel's resolver claims its answer was validated (AD): a plaintext hop cannot vouch.
+    good[3] |= 0x20;
     let mut wrong_id = good.clone();
     wrong_id[0] ^= 1;
     h.e.handle_plain_answer(h.now, tag, &wrong_id);
@@ -49,6 +51,7 @@ fn captive_exception_sends_only_its_names_in_plaintext_and_never_caches() {
     h.drain();
     let got = h.out.iter().find(|t| t.to == udp(2)).unwrap();
     assert_eq!(&got.bytes[..2], &0x2222u16.to_be_bytes());
+    assert_eq!(got.bytes[3] & 0x20, 0, "AD cleared");
     let (rc, e) = rcode_and_ede(&got.bytes);
     assert_eq!(rc, 0);
     let (code, text) = e.unwrap();
