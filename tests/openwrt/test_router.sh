@@ -627,21 +627,6 @@ time.sleep(120)' &
 	check signals-native-again r /etc/init.d/lanveil restart
 	init_idle
 
-	# --- scenario 10: upgrade. sysupgrade's file list, as OpenWrt's
-	# package/base-files/files/sbin/sysupgrade (openwrt/openwrt 02190068) builds it
-	# in add_uci_conffiles: every file or link found under the lines of
-	# /etc/sysupgrade.conf and /lib/upgrade/keep.d/*, plus opkg
-	# list-changed-conffiles; do_save_conffiles tars that list. Run here with the
-	# router's busybox find/sed/tar and its opkg.
-	check sysupgrade-backup r sh -c '
-		( find $(sed -ne "/^[[:space:]]*$/d; /^#/d; p" /etc/sysupgrade.conf /lib/upgrade/keep.d/* 2>/dev/null) \
-			-type f -o -type l 2>/dev/null; opkg list-changed-conffiles ) | sort -u >/tmp/sysupgrade.conffiles
-		tar czf /tmp/sysupgrade.tgz -T /tmp/sysupgrade.conffiles'
-	r cat /tmp/sysupgrade.conffiles >"$T/sysupgrade.list"
-	check sysupgrade-keeps-config grep -qx /etc/config/lanveil "$T/sysupgrade.list"
-	check sysupgrade-keeps-state-dir grep -q '^/etc/lanveil/' "$T/sysupgrade.list"
-	check sysupgrade-tar-has-config sh -c "'$ROUTER' exec router -- tar tzf /tmp/sysupgrade.tgz | grep -qx etc/config/lanveil"
-
 	# --- scenario 7: reboot. down + up keeps the flash (/etc), /tmp and /var
 	# start empty; lanveil comes up enabled, dnsmasq is wired, and the daemon's
 	# clock floor comes from its state file (/etc/lanveil/daemon/state, option
@@ -689,6 +674,28 @@ sys.stdout.buffer.write(blob + struct.pack("<I", zlib.crc32(blob)))' "$floor" >"
 	else
 		fail reboot-up "$(tail -n 20 "$T/reboot.log")"
 	fi
+
+	# --- scenario 10: upgrade. sysupgrade's file list, as OpenWrt's
+	# package/base-files/files/sbin/sysupgrade (openwrt/openwrt 02190068) builds it
+	# in add_uci_conffiles: every file or link found under the lines of
+	# /etc/sysupgrade.conf and /lib/upgrade/keep.d/*, plus opkg
+	# list-changed-conffiles; do_save_conffiles tars that list. Run here with the
+	# router's busybox find/sed/tar and its opkg.
+	check sysupgrade-backup r sh -c '
+		( find $(sed -ne "/^[[:space:]]*$/d; /^#/d; p" /etc/sysupgrade.conf /lib/upgrade/keep.d/* 2>/dev/null) \
+			-type f -o -type l 2>/dev/null; opkg list-changed-conffiles ) | sort -u >/tmp/sysupgrade.conffiles
+		tar czf /tmp/sysupgrade.tgz -T /tmp/sysupgrade.conffiles'
+	r cat /tmp/sysupgrade.conffiles >"$T/sysupgrade.list"
+	check sysupgrade-keeps-config grep -qx /etc/config/lanveil "$T/sysupgrade.list"
+	check sysupgrade-keeps-clock-state grep -qx /etc/lanveil/daemon/state "$T/sysupgrade.list"
+	check sysupgrade-keeps-dnsmasq-state grep -qx /etc/lanveil/dnsmasq/dhcp.orig "$T/sysupgrade.list"
+	# The archive restores them as they are (sysupgrade's restore: tar -C / -xzf).
+	check sysupgrade-archive-restores r sh -c 'rm -rf /tmp/restored && mkdir /tmp/restored &&
+		tar -C /tmp/restored -xzf /tmp/sysupgrade.tgz &&
+		for f in /etc/config/lanveil /etc/lanveil/daemon/state /etc/lanveil/dnsmasq/dhcp.orig; do
+			cmp "$f" "/tmp/restored$f" || exit 1
+		done'
+
 
 	# --- scenario 8: undo. stop restores /etc/config/dhcp byte for byte and
 	# removes lanveil's nft table; fw4's stays. Then opkg remove leaves only what
