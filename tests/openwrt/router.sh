@@ -3,7 +3,7 @@
 #
 # The emulated OpenWrt router: OpenWrt's own userland (tests/openwrt/rig/build.sh)
 # run in Linux namespaces, with a LAN client and an "ISP". See
-# tests/openwrt/README-router.md.
+# tests/openwrt/README.md.
 #
 #   tests/openwrt/router.sh up [--fresh] [--no-lanveil]
 #                                             build if needed, boot the router, install
@@ -103,7 +103,7 @@ link() { # link TARGET PATH (inside the rootfs)
 }
 
 make_rootfs() {
-	local built="$1" base="$2" f n start applet
+	local built="$1" base="$2" f n start stop applet
 	rm -rf "$ROOTFS"
 	mkdir -p "$ROOTFS"/{bin,sbin,usr/bin,usr/sbin,lib/functions,lib/config,etc/config,etc/init.d,etc/rc.d,etc/hotplug.d/iface,etc/uci-defaults,etc/lanveil,root,proc,sys,dev,tmp,overlay,lib64}
 	cp -a "$built/." "$ROOTFS/"
@@ -201,12 +201,15 @@ make_rootfs() {
 	cp -a "$RIG/rootfs/." "$ROOTFS/"
 	chmod 755 "$ROOTFS"/etc/init.d/* "$ROOTFS/sbin/hotplug-call" "$ROOTFS/sbin/devstatus" "$ROOTFS/sbin/reload_config" "$ROOTFS"/bin/*.sh "$ROOTFS/bin/lock"
 
-	# Enable what a default image enables: /etc/rc.d/S<START><name> links, as
-	# rc.common's enable makes them.
+	# Enable what a default image enables: /etc/rc.d/S<START><name> and
+	# K<STOP><name> links, as rc.common's enable makes them (its 'enabled' needs
+	# both: dnsmasq's init asks it of odhcpd to leave DHCPv6 and RA to odhcpd).
 	for f in "$ROOTFS"/etc/init.d/*; do
 		n="$(basename "$f")"
 		start="$(sed -n 's/^START=//p' "$f" | head -n1)"
+		stop="$(sed -n 's/^STOP=//p' "$f" | head -n1)"
 		[ -n "$start" ] && ln -sfn "../init.d/$n" "$ROOTFS/etc/rc.d/S$start$n"
+		[ -n "$stop" ] && ln -sfn "../init.d/$n" "$ROOTFS/etc/rc.d/K$stop$n"
 	done
 	: >"$RUN/console.log"
 }

@@ -54,7 +54,18 @@ check reload-no-dnsmasq-restart [ "$(count "$R/log/dnsmasq" restart)" = 1 ]
 check reload-keeps-original cmp "$R/etc/lanveil/dnsmasq/dhcp.orig" "$ORIG"
 
 # --- wan_up restarts only the daemon --------------------------------------------
+# The daemon procd is told to stop: a second stand-in that exits 1 s later, when
+# the pidfile names the first one again (the "new" process procd starts).
+"$T/standin/lanveil" 100000 &
+OLD_PID=$!
+daemon_up "$OLD_PID"
+(sleep 1 && daemon_up && kill "$OLD_PID") &
 check wan-up rc wan_up
+check wan-up-waited-for-old-daemon sh -c "! kill -0 $OLD_PID 2>/dev/null"
+# Real procd only signals an instance with a reload_signal when its parameters
+# change (test_router.sh shows it): wan_up deletes the daemon's instance, then starts.
+check wan-up-deletes-daemon-instance grep -q '^service delete { "name": "lanveil", "instance": "lanveil" }' "$PROCD_LOG"
+check wan-up-keeps-guard-instance sh -c "! grep -q '\"instance\": \"guard\"' '$PROCD_LOG'"
 check wan-up-sets-epoch [ -n "$(last_set 'j["instances"]["lanveil"]["env"]["LANVEIL_WAN_EPOCH"]')" ]
 check wan-up-no-dnsmasq-restart [ "$(count "$R/log/dnsmasq" restart)" = 1 ]
 

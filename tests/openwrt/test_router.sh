@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT OR Apache-2.0
 #
-# The emulated OpenWrt router (tests/openwrt/router.sh, README-router.md):
-# OpenWrt's real userland booted in namespaces, checked end to end as far as the
-# rig goes today. One line per check, "PASS name" or "FAIL name: why".
-# Needs root. Leaves the router down.
+# The emulated OpenWrt router (tests/openwrt/router.sh, README.md):
+# OpenWrt's real userland booted in namespaces, and issue 13's scenarios 1-10
+# against it (tests/openwrt/README.md lists what each checks). One line per
+# check, "PASS name" or "FAIL name: why". Needs root and python3 (the ISP's DoT
+# recorder, the LAN client's DHCPv6/RA probe). Leaves the router down.
 # shellcheck disable=SC2016  # single-quoted snippets are run inside the router
 set -uo pipefail
 
@@ -44,12 +45,19 @@ ns_leftovers() {
 		done
 	done | sort -u
 }
+# Each recorded namespace is also held open (a file descriptor of this shell) until
+# the end: the kernel reuses a freed namespace's inode number, so without the hold
+# another job's new namespace (e.g. a second rig on the machine) could match.
+NS_FDS=()
 record_ns() {
-	local n pid
+	local n pid l fd
 	: >"$T/ns.list"
 	for n in router lan isp; do
 		pid="$(cat "$RUN/$n.pid" 2>/dev/null)" || continue
 		readlink "/proc/$pid/ns/net" "/proc/$pid/ns/mnt" "/proc/$pid/ns/pid" >>"$T/ns.list" 2>/dev/null
+		for l in net mnt pid; do
+			exec {fd}<"/proc/$pid/ns/$l" && NS_FDS+=("$fd")
+		done
 	done
 	# Never the host's own namespaces.
 	grep -vxF -e "$(readlink /proc/self/ns/net)" -e "$(readlink /proc/self/ns/mnt)" \
@@ -228,6 +236,9 @@ if [ -z "$IPK" ]; then
 else
 	pass "ipk-present ($(basename "$IPK"))"
 	r cat /etc/config/dhcp >"$T/dhcp.before-install"
+	# The flash's file list (what opkg remove is compared against in scenario 8).
+	FILES_CMD='find / -xdev \( -path /proc -o -path /sys -o -path /dev -o -path /tmp -o -path /overlay -o -path /usr/lib/x86_64-linux-gnu \) -prune -o -print | sort'
+	r sh -c "$FILES_CMD" >"$T/files.before-install"
 	check opkg-install env LANVEIL_IPK="$IPK" "$ROUTER" install
 	check opkg-status r sh -c 'opkg status lanveil | grep -Eq "^Status: install (ok|user) installed"'
 	check user-created r grep -q '^lanveil:x:5453:5453:' /etc/passwd
@@ -245,9 +256,12 @@ else
 	check fw4-table-still-there r nft list table inet fw4
 
 	# --- scenario 2: LAN-wide protection ------------------------------------------
-	# A DoT upstream in the ISP namespace (Debian's unbound, throwaway CA, at
-	# 203.0.113.53:853 as dot.test); lanveil pointed at it through uci and a
-	# restart (the reload path is checked below: it does not reach the daemon).
+	# DoT upstreams in the ISP namespace, with a throwaway CA, name dot.test:
+	# Debian's unbound at 203.0.113.53:853 (also [2001:db8:53::53]:853, and plain
+	# TCP on 127.0.0.1:5300 inside the ISP), answering every name under probe.test
+	# with 1.2.3.77; and the recorder (rig/dot-recorder.py: OpenSSL via Python's
+	# ssl module) at 203.0.113.54:853, which logs each DNS message it receives
+	# after TLS and passes it to unbound.
 	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
 		-subj "/CN=lanveil rig test CA" -keyout "$T/ca.key" -out "$T/ca.pem" 2>/dev/null
 	openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=dot.test" \
@@ -258,6 +272,8 @@ else
 	cat >"$T/unbound.conf" <<-EOF
 		server:
 			interface: 203.0.113.53@853
+			interface: 2001:db8:53::53@853
+			interface: 127.0.0.1@5300
 			tls-port: 853
 			tls-service-key: "$T/server.key"
 			tls-service-pem: "$T/server.pem"
@@ -270,16 +286,25 @@ else
 			logfile: "$T/unbound.log"
 			verbosity: 1
 			log-queries: yes
-			do-ip6: no
 			access-control: 0.0.0.0/0 allow
+			access-control: ::/0 allow
 			local-zone: "." static
-			local-zone: "probe.test." static
+			local-zone: "probe.test." redirect
 			local-data: "probe.test. 300 IN A 1.2.3.77"
 		remote-control:
 			control-enable: no
 	EOF
 	: >"$T/unbound.log"
-	"$ROUTER" exec isp -- unbound -c "$T/unbound.conf" </dev/null >/dev/null 2>&1 &
+	: >"$T/recorder.log"
+	# The ISP routes the LAN's ULA prefix back to the router (the router does not
+	# NAT IPv6), and holds the recorder's address.
+	"$ROUTER" exec isp -- sh -c 'ip -6 route replace fd00:1::/64 via 2001:db8:1::2 && ip addr add 203.0.113.54/32 dev lo'
+	start_upstreams() {
+		"$ROUTER" exec isp -- unbound -c "$T/unbound.conf" </dev/null >/dev/null 2>&1 &
+		"$ROUTER" exec isp -- python3 "$HERE/rig/dot-recorder.py" 203.0.113.54 853 "$T/server.pem" \
+			"$T/server.key" 127.0.0.1 5300 "$T/recorder.log" </dev/null >>"$T/recorder.err" 2>&1 &
+	}
+	start_upstreams
 	r sh -c 'mkdir -p /etc/lanveil && cat >/etc/lanveil/test-ca.pem' <"$T/ca.pem"
 	check lanveil-uci-upstream r sh -c '
 		while uci -q delete lanveil.@upstream[0]; do :; done
@@ -289,6 +314,22 @@ else
 		uci commit lanveil && /usr/sbin/lanveil --check-config /etc/config/lanveil &&
 		/etc/init.d/lanveil restart'
 	isp_before="$(grep -c 'query\[' "$RUN/isp-resolver.log")"
+	# dig NAME [DIG ARGS...] from the LAN client: "STATUS ANSWER" (answer: first A, or -).
+	n_q=0
+	fresh() { n_q=$((n_q + 1)); echo "q$n_q-$RANDOM.probe.test"; }
+	ask() {
+		local name="$1" out st
+		shift
+		out="$(lan dig +time=2 +tries=2 "$@" "$name" A 2>&1)"
+		st="$(printf '%s\n' "$out" | sed -n 's/.*status: \([A-Z]*\),.*/\1/p' | head -n1)"
+		echo "${st:-NOANSWER} $(printf '%s\n' "$out" | awk '$4 == "A" { print $5; exit }' | grep . || echo -)"
+	}
+	answers() { # EXPECTED NAME DIG-ARGS...: the LAN client gets NOERROR with EXPECTED
+		local want="$1" got
+		shift
+		got="$(ask "$@")"
+		[ "$got" = "NOERROR $want" ] || { echo "got: $got"; return 1; }
+	}
 	ans=""
 	for _ in $(seq 1 30); do
 		ans="$(lan dig +short +time=2 +tries=1 @192.168.1.1 probe.test A 2>/dev/null)"
@@ -297,13 +338,10 @@ else
 	done
 	check lan-dig-via-lanveil-dot [ "$ans" = 1.2.3.77 ]
 	check dot-upstream-saw-query grep -q 'probe.test. A IN' "$T/unbound.log"
-	# Scenario 4 (first check): `/etc/init.d/lanveil reload` must make the daemon
-	# re-read its file. The real procd sends reload_signal only when the instance's
-	# parameters changed (procd service/instance.c: instance_update ->
-	# instance_restart); lanveil's instance has the same parameters after a uci
-	# change, so nothing reaches the daemon. FAILS until the init script adds
-	# `procd_set_param file /etc/config/lanveil` (the file's checksum becomes a
-	# parameter, as dnsmasq's init does).
+	# `/etc/init.d/lanveil reload` reaches the daemon: procd sends reload_signal only
+	# when the instance's parameters changed (service/instance.c: instance_update ->
+	# instance_restart); the init's `procd_set_param file /etc/config/lanveil`
+	# makes the file's checksum one of them.
 	check reload-reaches-daemon r sh -c '
 		n=$(logread | grep -c "configuration reloaded")
 		uci set lanveil.main.log_level=debug && uci commit lanveil && /etc/init.d/lanveil reload
@@ -312,29 +350,171 @@ else
 			sleep 0.2
 		done
 		echo "no \"configuration reloaded\" from the daemon within 5 s"; exit 1'
-	# Scenario 3 (first checks): the LAN client asks the ISP resolver directly; the
-	# router's capture (lanveil's nft table, force_dns on by default) answers it
-	# through lanveil (the DoT upstream's answer, not the ISP's 1.2.3.4).
-	check force-dns-udp4 sh -c "[ \"\$('$ROUTER' exec lan -- dig +short +time=3 +tries=1 @198.51.100.53 probe.test A)\" = 1.2.3.77 ]"
-	check force-dns-tcp4 sh -c "[ \"\$('$ROUTER' exec lan -- dig +tcp +short +time=3 +tries=1 @198.51.100.53 probe.test A)\" = 1.2.3.77 ]"
-	# ... and after fw4 reloads its ruleset, by each way it can happen, lanveil's
-	# rules are still there while lanveil runs.
-	check fw4-reload-keeps-lanveil r sh -c 'fw4 reload >/dev/null 2>&1 && nft list table inet lanveil >/dev/null'
-	check firewall-restart-keeps-lanveil r sh -c '/etc/init.d/firewall restart >/dev/null 2>&1 && nft list table inet lanveil >/dev/null'
-	# A firewall config change (a new rule) applied by procd's config.change trigger.
-	check firewall-config-change-keeps-lanveil r sh -c '
-		uci add firewall rule >/dev/null && uci set firewall.@rule[-1].name=rig-test &&
-		uci set firewall.@rule[-1].src=lan && uci set firewall.@rule[-1].proto=tcp &&
-		uci set firewall.@rule[-1].dest_port=9999 && uci set firewall.@rule[-1].target=REJECT &&
-		uci commit firewall && reload_config || exit 1
+	r sh -c 'uci set lanveil.main.log_level=info && uci commit lanveil && /etc/init.d/lanveil reload'
+
+	# --- scenario 4: reload. uci set + uci commit + reload_config (procd's
+	# config.change trigger); the daemon's status shows the new upstream.
+	init_idle() { # no /etc/init.d/lanveil run in progress (procd runs triggers async)
+		r sh -c 'for i in $(seq 1 100); do pgrep -f "[/]etc/init.d/lanveil" >/dev/null || exit 0; sleep 0.2; done; exit 1'
+	}
+	status_has() { # the daemon's control-socket status (raw envelope) names $1
+		r sh -c 'lanveil --control /var/run/lanveil/daemon/control.sock status' | grep -aqF "$1"
+	}
+	wait_status_has() {
+		local i
+		for i in $(seq 1 50); do status_has "$1" && return 0; sleep 0.2; done
+		echo "status does not show $1"
+		return 1
+	}
+	# reload_config only reports files that changed since its last run: a first
+	# run records lanveil's file (installed after the last one).
+	r reload_config
+	init_idle
+	check reload-config-new-upstream r sh -c 'uci set lanveil.rig.url="tls://203.0.113.54:853#dot.test" && uci commit lanveil && reload_config'
+	check status-shows-new-upstream wait_status_has 'tls://203.0.113.54:853#dot.test'
+	init_idle
+	# Scenario 2, padded DoT: what the upstream received after TLS.
+	n="$(fresh)"
+	check via-recorder answers 1.2.3.77 "$n" @192.168.1.1
+	check upstream-received-the-query grep -q "$(printf '%s' "${n%%.*}" | od -An -tx1 | tr -d ' \n')" "$T/recorder.log"
+	check upstream-queries-padded awk '
+		{ for (i = 2; i <= 3; i++) { split($i, kv, "="); v[kv[1]] = kv[2] } n++
+		  if (v["pad"] == "-" || v["len"] % 128 != 0) { print "unpadded: " $0; bad = 1 } }
+		END { if (!n) print "no queries recorded"; exit (bad || !n) }' "$T/recorder.log"
+	# An invalid change: refused; the running configuration and dnsmasq stay.
+	r sh -c 'cat /etc/config/dhcp' >"$T/dhcp.wired"
+	dnsmasq_pid="$(r pidof dnsmasq)"
+	daemon_pid="$(r pidof /usr/sbin/lanveil)"
+	check reload-config-invalid r sh -c 'uci set lanveil.rig.url="bogus://nowhere" && uci commit lanveil && reload_config'
+	check invalid-change-refused r sh -c '
+		for i in $(seq 1 50); do logread | grep -q "reload failed, keeping the running configuration" && exit 0; sleep 0.2; done; exit 1'
+	init_idle
+	check invalid-status-keeps-upstream status_has 'tls://203.0.113.54:853#dot.test'
+	check invalid-init-status-says-so r sh -c '/etc/init.d/lanveil status | grep -q "last good configuration"'
+	check invalid-daemon-not-restarted [ "$(r pidof /usr/sbin/lanveil)" = "$daemon_pid" ]
+	check invalid-dnsmasq-untouched [ "$(r pidof dnsmasq)" = "$dnsmasq_pid" ]
+	check invalid-dhcp-untouched sh -c "'$ROUTER' exec router -- cat /etc/config/dhcp | cmp - '$T/dhcp.wired'"
+	check invalid-dnsmasq-still-wired r sh -c 'grep -q "^server=127.0.0.1#5453" /var/etc/dnsmasq.conf.*'
+	check invalid-still-resolves answers 1.2.3.77 "$(fresh)" @192.168.1.1
+	check reload-config-back r sh -c 'uci set lanveil.rig.url="tls://203.0.113.53:853#dot.test" && uci commit lanveil && reload_config'
+	check status-shows-unbound-again wait_status_has 'tls://203.0.113.53:853#dot.test'
+	init_idle
+
+	# --- scenario 3: force-DNS. The LAN client asks the ISP resolver directly
+	# (UDP and TCP, IPv4 and IPv6: the client has fd00:1::50 with the router as
+	# its IPv6 gateway, set by hand: odhcpd announces no default route without a
+	# public prefix); the router's capture answers through lanveil (the DoT
+	# upstream's 1.2.3.77, not the ISP resolver's 1.2.3.4).
+	lan sh -c 'ip -6 addr add fd00:1::50/64 dev eth0 nodad && ip -6 route add default via fd00:1::1'
+	capture_answers() {
+		answers 1.2.3.77 "$(fresh)" @198.51.100.53 &&
+			answers 1.2.3.77 "$(fresh)" +tcp @198.51.100.53 &&
+			answers 1.2.3.77 "$(fresh)" @2001:db8:53::53 &&
+			answers 1.2.3.77 "$(fresh)" +tcp @2001:db8:53::53
+	}
+	check force-dns-udp4 answers 1.2.3.77 "$(fresh)" @198.51.100.53
+	check force-dns-tcp4 answers 1.2.3.77 "$(fresh)" +tcp @198.51.100.53
+	check force-dns-udp6 answers 1.2.3.77 "$(fresh)" @2001:db8:53::53
+	check force-dns-tcp6 answers 1.2.3.77 "$(fresh)" +tcp @2001:db8:53::53
+	check isp-resolver-saw-nothing-v4-v6 sh -c "[ \"\$(grep -c 'query\[' '$RUN/isp-resolver.log')\" = '$isp_before' ] &&
+		! grep -q probe.test '$RUN/isp-resolver.log'"
+	# block_dot: LAN TCP 853 to outside resolvers (unbound's DoT port, IPv4 and
+	# IPv6) connects before, is reset by the router after.
+	dot_connects() { lan timeout 5 bash -c "exec 3<>/dev/tcp/$1/853"; }
+	dot_refused() {
+		local out
+		out="$(lan timeout 5 bash -c "exec 3<>/dev/tcp/$1/853" 2>&1)" && { echo "connected"; return 1; }
+		printf '%s\n' "$out" | grep -q 'Connection refused' || { echo "$out"; return 1; }
+	}
+	check dot-open-without-block-dot4 dot_connects 203.0.113.53
+	check dot-open-without-block-dot6 dot_connects 2001:db8:53::53
+	check block-dot-on r sh -c 'uci set lanveil.openwrt.block_dot=1 && uci commit lanveil && reload_config'
+	check block-dot-rules r sh -c 'for i in $(seq 1 50); do nft list chain inet lanveil forward 2>/dev/null | grep -q "tcp dport 853" && exit 0; sleep 0.2; done; exit 1'
+	init_idle
+	check block-dot-refuses4 dot_refused 203.0.113.53
+	check block-dot-refuses6 dot_refused 2001:db8:53::53
+	check block-dot-counted r sh -c 'nft list chain inet lanveil forward | grep "tcp dport 853" | grep -vq "packets 0 "'
+	# fw4 reloads its ruleset (fw4 reload, firewall restart, a firewall config
+	# change through reload_config): each time lanveil's rules stay while it runs
+	# (capture and DoT block work), and are gone once it stops.
+	fw_config_change() {
+		r sh -c 'uci add firewall rule >/dev/null && uci set firewall.@rule[-1].name=rig-test-$1 &&
+			uci set firewall.@rule[-1].src=lan && uci set firewall.@rule[-1].proto=tcp &&
+			uci set firewall.@rule[-1].dest_port=9999 && uci set firewall.@rule[-1].target=REJECT &&
+			uci commit firewall && reload_config || exit 1
+			for i in $(seq 1 50); do nft list table inet fw4 | grep -q "rig-test-$1" && exit 0; sleep 0.2; done
+			echo "fw4 did not apply the new rule"; exit 1' _ "$1"
+	}
+	lanveil_rules_work() {
+		r nft list chain inet lanveil dstnat >/dev/null && r nft list chain inet lanveil forward >/dev/null &&
+			capture_answers && dot_refused 203.0.113.53
+	}
+	rules_gone() {
+		! r nft list table inet lanveil >/dev/null 2>&1 || { echo "table inet lanveil still loaded"; return 1; }
+		# The LAN's queries to the ISP resolver reach it now (its 1.2.3.4), DoT connects.
+		answers 1.2.3.4 "$(fresh)" @198.51.100.53 && answers 1.2.3.4 "$(fresh)" @2001:db8:53::53 &&
+			dot_connects 203.0.113.53
+	}
+	for ev in fw4-reload firewall-restart firewall-config-change; do
+		case "$ev" in
+		fw4-reload) check "$ev" r fw4 reload ;;
+		firewall-restart) check "$ev" r /etc/init.d/firewall restart ;;
+		firewall-config-change) check "$ev" fw_config_change "$ev" ;;
+		esac
+		check "$ev-fw4-still-there" r nft list table inet fw4
+		check "$ev-keeps-lanveil-rules" lanveil_rules_work
+		check "$ev-then-stop" r /etc/init.d/lanveil stop
+		check "$ev-then-stop-rules-gone" rules_gone
+		check "$ev-then-start" r /etc/init.d/lanveil start
+		check "$ev-then-start-rules-back" lanveil_rules_work
+	done
+	isp_before="$(grep -c 'query\[' "$RUN/isp-resolver.log")"
+
+	# --- scenario 5: WAN down and up through netifd (ubus network.interface.wan
+	# down/up: what ifdown/ifup do). lanveil's interface trigger runs wan_up: only
+	# the daemon is restarted; dnsmasq, lanveil's firewall table and the guard stay.
+	snapshot() {
+		{
+			echo "dnsmasq $(r pidof dnsmasq)"
+			echo "guard $(r pgrep -f '[/]usr/libexec/lanveil-guard')"
+			r nft -a list table inet lanveil | head -n 1
+			r md5sum /etc/config/dhcp /etc/config/firewall
+			r sh -c 'cat /var/etc/dnsmasq.conf.*' | md5sum
+		}
+	}
+	snapshot >"$T/wan.before"
+	daemon_pid="$(r pidof /usr/sbin/lanveil)"
+	fw_logs="$(r logread | grep -c 'LAN DNS capture on')"
+	# A LAN client keeps asking (a new name every 0.3 s, dig's default 2 tries)
+	# from before the WAN goes down until well after it is back.
+	(
 		for i in $(seq 1 50); do
-			nft list table inet fw4 | grep -q "rig-test" && break
-			sleep 0.2
+			echo "$(date +%s.%N | cut -c1-14) $(ask "w$i-$RANDOM.probe.test" @192.168.1.1)"
+			sleep 0.3
 		done
-		nft list table inet fw4 | grep -q "rig-test" || { echo "fw4 did not apply the new rule"; exit 1; }
-		nft list table inet lanveil >/dev/null'
-	check force-dns-after-fw4-restart sh -c "[ \"\$('$ROUTER' exec lan -- dig +short +time=3 +tries=1 @198.51.100.53 probe.test A)\" = 1.2.3.77 ]"
-	# Scenario 6 (first check): kill -9 of the daemon, procd respawns it.
+	) >"$T/wan.queries" &
+	qloop=$!
+	sleep 1
+	check wan-down r ubus call network.interface.wan down
+	check wan-is-down r sh -c 'sleep 1; ubus call network.interface.wan status | grep -q "\"up\": false"'
+	check wan-up r ubus call network.interface.wan up
+	wan_back="$(date +%s.%N | cut -c1-14)"
+	check wan-daemon-restarted r sh -c '
+		for i in $(seq 1 50); do
+			p=$(pidof /usr/sbin/lanveil) && [ "$p" != "'"$daemon_pid"'" ] &&
+				ubus call service list "{\"name\":\"lanveil\"}" | grep -q "LANVEIL_WAN_EPOCH" && exit 0
+			sleep 0.2
+		done; echo "daemon not restarted"; exit 1'
+	init_idle
+	wait "$qloop"
+	snapshot >"$T/wan.after"
+	check wan-dnsmasq-firewall-guard-untouched diff "$T/wan.before" "$T/wan.after"
+	check wan-no-lanveil-firewall-reload [ "$(r logread | grep -c 'LAN DNS capture on')" = "$fw_logs" ]
+	check wan-no-query-lost-after-return awk -v t="$wan_back" '$1 >= t && !($2 == "NOERROR" && $3 == "1.2.3.77") { print; bad = 1 } END { exit bad }' "$T/wan.queries"
+	check wan-queries-during-outage-not-leaked awk '$2 != "NOERROR" && $2 != "NOANSWER" && $2 != "SERVFAIL" && $2 != "REFUSED" { print; bad = 1 } $3 != "-" && $3 != "1.2.3.77" { print; bad = 1 } END { exit bad }' "$T/wan.queries"
+	check wan-resolves-after answers 1.2.3.77 "$(fresh)" @192.168.1.1
+
+	# --- scenario 6: procd. kill -9 of the daemon: procd respawns it.
 	check procd-respawns-after-kill9 r sh -c '
 		old=$(pidof /usr/sbin/lanveil) && kill -9 $old || exit 1
 		for i in $(seq 1 50); do
@@ -342,21 +522,147 @@ else
 			sleep 0.2
 		done
 		echo "not respawned within 10 s"; exit 1'
-	check isp-resolver-saw-nothing sh -c "[ \"\$(grep -c 'query\[' '$RUN/isp-resolver.log')\" = '$isp_before' ] &&
-		! grep -q probe.test '$RUN/isp-resolver.log'"
+	for _ in $(seq 1 25); do r sh -c '/etc/init.d/lanveil status' >/dev/null 2>&1 && break; sleep 0.2; done
+	check answers-after-respawn answers 1.2.3.77 "$(fresh)" @192.168.1.1
+	# A crash loop: the daemon exits at once on every start (its listen port is
+	# taken), procd respawns it per procd_set_param respawn (3600 s threshold, 5 s
+	# delay, 5 retries) and then gives up; the guard keeps the LAN fail-closed.
+	rpid="$(cat "$RUN/router.pid")"
+	nsenter -t "$rpid" -n python3 -c '
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for _ in range(200):
+    try:
+        s.bind(("127.0.0.1", 5453)); break
+    except OSError:
+        time.sleep(0.05)
+else:
+    sys.exit(1)
+time.sleep(120)' &
+	squatter=$!
+	t0=$(date +%s.%N)
+	r sh -c 'kill -9 $(pidof /usr/sbin/lanveil)'
+	if r sh -c 'for i in $(seq 1 300); do logread | grep -q "Instance lanveil::lanveil s in a crash loop" && exit 0; sleep 0.2; done; exit 1'; then
+		pass "procd-gives-up-crash-loop ($(secs "$t0") s)"
+	else
+		fail procd-gives-up-crash-loop "no crash loop in logread after 60 s: $(r logread | grep lanveil | tail -n 5)"
+	fi
+	r logread >"$T/logread.crash-loop"
+	# procd counts every exit within respawn_threshold (3600 s) of its start, the
+	# earlier kill -9 too, and stops after respawn_retry (5) + 1 of them.
+	check crash-loop-per-respawn-settings sh -c "grep -q 'Instance lanveil::lanveil s in a crash loop 6 crashes' '$T/logread.crash-loop' &&
+		[ \"\$(grep -c 'cannot listen on 127.0.0.1:5453' '$T/logread.crash-loop')\" -ge 4 ] &&
+		tr -d ' \t\n' <'$T/lanveil.service' | grep -q '\"respawn\":{\"threshold\":3600,\"timeout\":5,\"retry\":5}'"
+	check crash-loop-instance-stopped r sh -c '! ubus call service list "{\"name\":\"lanveil\"}" | jsonfilter -e "@.lanveil.instances.lanveil.running" | grep -q true'
+	check crash-loop-guard-armed r nft list table inet lanveil_down
+	check crash-loop-status-down r sh -c '/etc/init.d/lanveil status | grep -q "^down since"'
+	st="$(ask "$(fresh)" @192.168.1.1)"
+	check crash-loop-lan-fails-closed sh -c "case '$st' in 'REFUSED -' | 'SERVFAIL -') ;; *) echo 'got: $st'; exit 1 ;; esac"
+	st="$(ask "$(fresh)" @198.51.100.53)"
+	check crash-loop-captured-fails-closed sh -c "case '$st' in 'REFUSED -' | 'SERVFAIL -') ;; *) echo 'got: $st'; exit 1 ;; esac"
+	kill "$squatter" 2>/dev/null
+	wait "$squatter" 2>/dev/null
+	check crash-loop-recovers r /etc/init.d/lanveil restart
+	check crash-loop-guard-lifted r sh -c '! nft list table inet lanveil_down 2>/dev/null'
+	check crash-loop-answers-again answers 1.2.3.77 "$(fresh)" @192.168.1.1
+	cp "$RUN/isp-resolver.log" "$T/isp-resolver.log"
+	r logread >"$T/logread.before-reboot"
+	check isp-resolver-saw-nothing sh -c "[ \"\$(grep -c 'query\[' '$T/isp-resolver.log')\" = '$isp_before' ]"
 
-	# --- scenario 7 (first checks): reboot. down + up keeps the flash (/etc),
-	# /tmp and /var start empty; lanveil comes up enabled and dnsmasq is wired.
+	# --- scenario 9: LAN signals through the real daemons. captive_portal_uri,
+	# v6only_wait and dns64_prefix set with uci + reload_config. The LAN client
+	# hears them on the wire: DHCPv4 114 and 108 from dnsmasq (busybox udhcpc -O
+	# 114 -O 108; dnsmasq is the DHCPv4 server, as OpenWrt configures it), DHCPv6
+	# 103 and RA option 37 from odhcpd (rig/lan-probe.py: an Information-Request
+	# and a Router Solicitation), on the pinned odhcpd's native path
+	# (captive_portal_uri) and on the path for older odhcpd (dhcpv6_raw; no RA 37
+	# there), forced with LANVEIL_ODHCPD_NATIVE=0.
+	uri=https://portal.rig.test/capport
+	urihex="$(printf '%s' "$uri" | od -An -tx1 | tr -d ' \n')"
+	cat >"$T/udhcpc-opts.sh" <<-'EOF'
+		#!/bin/sh
+		case "$1" in bound | renew) echo "opt114=${opt114:-} opt108=${opt108:-}" ;; esac
+	EOF
+	chmod +x "$T/udhcpc-opts.sh"
+	dhcpv4_opts() { # the options dnsmasq sends when asked for 114 and 108
+		local i out
+		for i in 1 2 3; do
+			out="$(lan busybox udhcpc -i eth0 -n -q -t 3 -T 1 -O 114 -O 108 -s "$T/udhcpc-opts.sh" 2>/dev/null | grep '^opt114=')" && break
+		done
+		printf '%s\n' "$out"
+	}
+	probe() { lan python3 "$HERE/rig/lan-probe.py" "$@"; }
+	check signals-set r sh -c "uci set lanveil.main.captive_portal_uri='$uri' && uci set lanveil.main.v6only_wait=1800 &&
+		uci set lanveil.main.dns64_prefix=64:ff9b::/96 && uci commit lanveil && reload_config"
+	check signals-applied r sh -c 'for i in $(seq 1 75); do grep -qF "'"$uri"'" /var/run/lanveil/capport 2>/dev/null && exit 0; sleep 0.2; done; exit 1'
+	init_idle
+	r cat /var/run/lanveil/capport >"$T/capport.native"
+	check native-odhcpd-mode grep -q '^odhcpd: native' "$T/capport.native"
+	check capport-status-v6only grep -qx 'IPv6-only preferred (DHCPv4 108): 1800 s' "$T/capport.native"
+	check native-uci-captive-portal-uri [ "$(r uci -q get dhcp.lan.captive_portal_uri)" = "$uri" ]
+	opts="$(dhcpv4_opts)"
+	check native-dhcpv4-114-and-108 [ "$opts" = "opt114=$urihex opt108=00000708" ]
+	probe dhcpv6 eth0 >"$T/dhcpv6.native" 2>&1
+	check native-dhcpv6-103 grep -qx "dhcpv6-option 103 $urihex" "$T/dhcpv6.native"
+	probe ra eth0 >"$T/ra.native" 2>&1
+	check native-ra-option-37 grep -q "^ra-option 37 $urihex" "$T/ra.native"
+	# DNS64 through dnsmasq and lanveil: an A-only name gets a synthesized AAAA,
+	# and ipv4only.arpa (RFC 8880) answers from the prefix.
+	aaaa="$(lan dig +short +time=2 +tries=2 @192.168.1.1 "$(fresh)" AAAA 2>&1)"
+	check dns64-synthesized [ "$aaaa" = 64:ff9b::102:34d ]
+	aaaa="$(lan dig +short +time=2 +tries=2 @192.168.1.1 ipv4only.arpa AAAA 2>&1 | sort | tr '\n' ' ')"
+	check dns64-ipv4only-arpa [ "$aaaa" = "64:ff9b::c000:aa 64:ff9b::c000:ab " ]
+	# The path for odhcpd older than 25.12.
+	check legacy-restart r env LANVEIL_ODHCPD_NATIVE=0 /etc/init.d/lanveil restart
+	init_idle
+	r cat /var/run/lanveil/capport >"$T/capport.legacy"
+	check legacy-odhcpd-mode grep -q '^odhcpd: no native options' "$T/capport.legacy"
+	check legacy-uci-dhcpv6-raw sh -c "[ -n \"\$('$ROUTER' exec router -- uci -q get dhcp.lan.dhcpv6_raw)\" ] && ! '$ROUTER' exec router -- uci -q get dhcp.lan.captive_portal_uri"
+	opts="$(dhcpv4_opts)"
+	check legacy-dhcpv4-114-and-108 [ "$opts" = "opt114=$urihex opt108=00000708" ]
+	probe dhcpv6 eth0 >"$T/dhcpv6.legacy" 2>&1
+	check legacy-dhcpv6-103 grep -qx "dhcpv6-option 103 $urihex" "$T/dhcpv6.legacy"
+	probe ra eth0 >"$T/ra.legacy" 2>&1
+	check legacy-ra-no-option-37 sh -c "grep -q '^ra-option ' '$T/ra.legacy' && ! grep -q '^ra-option 37 ' '$T/ra.legacy'"
+	check signals-native-again r /etc/init.d/lanveil restart
+	init_idle
+
+	# --- scenario 7: reboot. down + up keeps the flash (/etc), /tmp and /var
+	# start empty; lanveil comes up enabled, dnsmasq is wired, and the daemon's
+	# clock floor comes from its state file (/etc/lanveil/daemon/state, option
+	# state_file): written here, while the router is off, one hour ahead of now
+	# (the daemon's own format: "LVST", schema 1, postcard u64, CRC-32), so the
+	# daemon must say that the wall clock is behind that floor.
 	"$ROUTER" down >/dev/null 2>&1
+	floor=$(($(date +%s) + 3600))
+	state="$RUN/rootfs/etc/lanveil/daemon/state"
+	check clock-state-dir-on-flash test -d "$(dirname "$state")"
+	python3 -c '
+import struct, sys, zlib
+v, body = int(sys.argv[1]), b""
+while True:
+    b = v & 0x7F
+    v >>= 7
+    body += bytes([b | (0x80 if v else 0)])
+    if not v:
+        break
+blob = b"LVST" + struct.pack("<HI", 1, len(body)) + body
+sys.stdout.buffer.write(blob + struct.pack("<I", zlib.crc32(blob)))' "$floor" >"$state"
+	chown 5453:5453 "$state"
+	echo stale >"$RUN/rootfs/tmp/from-before-reboot" 2>/dev/null || true
 	if "$ROUTER" up --no-lanveil >"$T/reboot.log" 2>&1; then
 		record_ns_add
-		"$ROUTER" exec isp -- unbound -c "$T/unbound.conf" </dev/null >/dev/null 2>&1 &
+		start_upstreams
+		check reboot-tmp-is-new r sh -c '[ ! -e /tmp/from-before-reboot ]'
 		check reboot-lanveil-running r sh -c '
 			for i in $(seq 1 50); do
 				ubus call service list "{\"name\":\"lanveil\"}" | grep -q "\"running\": true" && exit 0
 				sleep 0.2
 			done; exit 1'
 		check reboot-dnsmasq-wired r sh -c 'grep -q "^server=127.0.0.1#5453" /var/etc/dnsmasq.conf.*'
+		check reboot-clock-floor-from-state-file r sh -c '
+			for i in $(seq 1 50); do logread | grep -q "wall clock is behind the time floor ([0-9]* < '"$floor"')" && exit 0; sleep 0.2; done
+			logread | grep -i "floor\|state file" ; exit 1'
 		ans=""
 		for _ in $(seq 1 30); do
 			ans="$(nsenter -t "$(cat "$RUN/router.pid")" -n \
@@ -369,8 +675,31 @@ else
 		fail reboot-up "$(tail -n 20 "$T/reboot.log")"
 	fi
 
-	# --- scenario 8 (first checks): undo. stop restores /etc/config/dhcp byte for
-	# byte and removes lanveil's nft table; fw4's stays.
+	# --- scenario 10: upgrade. sysupgrade's file list, as OpenWrt's
+	# package/base-files/files/sbin/sysupgrade (openwrt/openwrt 02190068) builds it
+	# in add_uci_conffiles: every file or link found under the lines of
+	# /etc/sysupgrade.conf and /lib/upgrade/keep.d/*, plus opkg
+	# list-changed-conffiles; do_save_conffiles tars that list. Run here with the
+	# router's busybox find/sed/tar and its opkg.
+	check sysupgrade-backup r sh -c '
+		( find $(sed -ne "/^[[:space:]]*$/d; /^#/d; p" /etc/sysupgrade.conf /lib/upgrade/keep.d/* 2>/dev/null) \
+			-type f -o -type l 2>/dev/null; opkg list-changed-conffiles ) | sort -u >/tmp/sysupgrade.conffiles
+		tar czf /tmp/sysupgrade.tgz -T /tmp/sysupgrade.conffiles'
+	r cat /tmp/sysupgrade.conffiles >"$T/sysupgrade.list"
+	check sysupgrade-keeps-config grep -qx /etc/config/lanveil "$T/sysupgrade.list"
+	check sysupgrade-keeps-clock-state grep -qx /etc/lanveil/daemon/state "$T/sysupgrade.list"
+	check sysupgrade-keeps-dnsmasq-state grep -qx /etc/lanveil/dnsmasq/dhcp.orig "$T/sysupgrade.list"
+	# The archive restores them as they are (sysupgrade's restore: tar -C / -xzf).
+	check sysupgrade-archive-restores r sh -c 'rm -rf /tmp/restored && mkdir /tmp/restored &&
+		tar -C /tmp/restored -xzf /tmp/sysupgrade.tgz &&
+		for f in /etc/config/lanveil /etc/lanveil/daemon/state /etc/lanveil/dnsmasq/dhcp.orig; do
+			cmp "$f" "/tmp/restored$f" || exit 1
+		done'
+
+
+	# --- scenario 8: undo. stop restores /etc/config/dhcp byte for byte and
+	# removes lanveil's nft table; fw4's stays. Then opkg remove leaves only what
+	# README.md lists.
 	check stop-service r /etc/init.d/lanveil stop
 	check stop-restores-dhcp sh -c "'$ROUTER' exec router -- cat /etc/config/dhcp | cmp - '$T/dhcp.before-install'"
 	check stop-removes-nft-table r sh -c '! nft list table inet lanveil >/dev/null 2>&1'
@@ -380,7 +709,35 @@ else
 			grep -q "^server=127.0.0.1#5453" /var/etc/dnsmasq.conf.* || exit 0
 			sleep 0.2
 		done; exit 1'
-
+	r cat /usr/lib/opkg/info/lanveil.list >"$T/opkg.list"
+	check opkg-remove sh -c "'$ROUTER' exec router -- opkg remove lanveil >'$T/opkg-remove.log' 2>&1"
+	r sh -c "$FILES_CMD" >"$T/files.after-remove"
+	# What may be left (tests/openwrt/README.md, "opkg remove"): /etc/config/lanveil
+	# when it was changed (opkg keeps a modified conffile; this test changed it),
+	# and the package's directories, empty (opkg removes a directory only when it
+	# is in the package's file list, and its list holds files only). The user and
+	# group stay in /etc/passwd and /etc/group (OpenWrt never deletes package users).
+	leftovers_documented() {
+		local f bad=0
+		while IFS= read -r f; do
+			case "$f" in
+			/etc/config/lanveil) grep -q 'Not deleting modified conffile /etc/config/lanveil' "$T/opkg-remove.log" || { echo "$f left, not as a modified conffile"; bad=1; } ;;
+			/etc/udhcpc.user.d | /lib/upgrade | /lib/upgrade/keep.d | /usr/libexec | /usr/share/lanveil)
+				r sh -c '[ -d "$1" ] && [ -z "$(find "$1" ! -type d)" ]' _ "$f" || { echo "$f: holds files"; bad=1; } ;;
+			*) echo "undocumented leftover: $f"; bad=1 ;;
+			esac
+		done <"$T/files.left"
+		return "$bad"
+	}
+	comm -13 "$T/files.before-install" "$T/files.after-remove" >"$T/files.left"
+	check opkg-remove-leaves-only-documented leftovers_documented
+	check opkg-list-has-no-directories sh -c "! grep -qx -e /usr/share/lanveil -e /usr/share/lanveil/ '$T/opkg.list'"
+	check opkg-remove-keeps-user r grep -q '^lanveil:' /etc/passwd
+	check opkg-remove-no-rc-link r sh -c '! ls /etc/rc.d/*lanveil* 2>/dev/null'
+	check opkg-remove-no-etc-lanveil r sh -c '[ ! -e /etc/lanveil ]'
+	check opkg-remove-no-nft r sh -c '! nft list table inet lanveil 2>/dev/null && ! nft list table inet lanveil_down 2>/dev/null'
+	check opkg-remove-dhcp-as-before sh -c "'$ROUTER' exec router -- cat /etc/config/dhcp | cmp - '$T/dhcp.before-install'"
+	check opkg-remove-no-process r sh -c '! pgrep -f "[/]usr/sbin/lanveil|[l]anveil-guard"'
 	# --- scenario 1, image case: the package pre-installed offline in a fresh
 	# flash comes up on first boot through uci-defaults, with no manual step.
 	"$ROUTER" down >/dev/null 2>&1
@@ -406,5 +763,6 @@ if "$ROUTER" down >"$T/down.log" 2>&1; then pass "down ($(secs "$t0") s)"; else 
 check down-leaves-nothing nothing_left
 check rootfs-kept-as-flash test -f "$RUN/rootfs/etc/config/network"
 check down-idempotent "$ROUTER" down
+for fd in "${NS_FDS[@]}"; do exec {fd}<&-; done
 
 finish

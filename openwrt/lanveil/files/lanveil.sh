@@ -659,10 +659,24 @@ lanveil_guard_check() {
 		[ "$(lanveil_status_state)" = up ] && return 0
 		lanveil_guard_lift
 		lanveil_status_set up "lanveil is running; dnsmasq forwards to it."
+	elif lanveil_restarting; then
+		return 0
 	else
 		lanveil_guard_arm "lanveil is not running (exited, or procd gave up respawning it)"
 	fi
 	return 0
+}
+
+# A planned restart of the daemon (wan_up) is in progress: $LANVEIL_RUN/restarting
+# holds its start time; it counts for at most start_timeout + 12 s (a killed
+# wan_up cannot keep the guard off).
+lanveil_restarting() {
+	local t max
+	[ -f "$LANVEIL_RUN/restarting" ] && read -r t <"$LANVEIL_RUN/restarting" || return 1
+	case "$t" in '' | *[!0-9]*) return 1 ;; esac
+	max="$(lanveil_opt start_timeout 10)"
+	case "$max" in '' | *[!0-9]*) max=10 ;; esac
+	[ "$(date +%s)" -lt $((t + max + 12)) ]
 }
 
 # --- LAN signals: captive portal (RFC 8910) and IPv6-only preferred (RFC 8925) ---
@@ -907,7 +921,7 @@ lanveil_cap_wire() {
 			wan:*) echo "captive portal URI: $uri (relayed from DHCP option 114 on ${src#wan:})" ;;
 			*) echo "captive portal URI: none" ;;
 		esac
-		echo "IPv6-only preferred (DHCPv4 108): ${wait:+$wait s}${wait:-off}"
+		echo "IPv6-only preferred (DHCPv4 108): ${wait:-off}${wait:+ s}"
 		case "$mode" in
 			native) echo "odhcpd: native captive_portal_uri and ipv6_only_preferred" ;;
 			legacy) echo "odhcpd: no native options (older than 25.12); DHCPv6 103 via dhcpv6_raw" ;;
