@@ -353,3 +353,65 @@ impl ServerCertVerifier for Recording {
         self.inner.supported_verify_schemes()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failure_slot_keeps_the_verifiers_verdict() {
+        let slot = FailureSlot::default();
+        assert_eq!(slot.get(), None);
+        for f in [
+            TlsFailure::UntrustedCertificate,
+            TlsFailure::NameMismatch,
+            TlsFailure::Expired,
+            TlsFailure::NotYetValid,
+            TlsFailure::PinMismatch,
+            TlsFailure::BadCertificate,
+            TlsFailure::Handshake,
+        ] {
+            slot.set(f);
+            assert_eq!(slot.get(), Some(f));
+            // The verdict wins over whatever the connection error says.
+            assert_eq!(
+                close_reason(&ConnectionError::TimedOut, &slot),
+                CloseReason::Tls(f)
+            );
+        }
+    }
+
+    #[test]
+    fn connection_errors() {
+        let none = FailureSlot::default();
+        let app = |code: u32| {
+            ConnectionError::ApplicationClosed(quinn::ApplicationClose {
+                error_code: VarInt::from_u32(code),
+                reason: Default::default(),
+            })
+        };
+        assert_eq!(close_reason(&app(code::NO_ERROR), &none), CloseReason::Eof);
+        for c in [
+            code::INTERNAL_ERROR,
+            code::PROTOCOL_ERROR,
+            code::EXCESSIVE_LOAD,
+            code::ERROR_RESERVED,
+        ] {
+            assert_eq!(close_reason(&app(c), &none), CloseReason::Reset);
+        }
+        assert_eq!(
+            close_reason(&ConnectionError::TimedOut, &none),
+            CloseReason::Timeout
+        );
+        assert_eq!(
+            close_reason(&ConnectionError::Reset, &none),
+            CloseReason::Reset
+        );
+        // A TLS alert (CRYPTO_ERROR 0x100 + alert) without a verdict of ours: the server refused.
+        assert_eq!(
+            crypto_reason(0x100 + 120),
+            CloseReason::Tls(TlsFailure::Handshake)
+        );
+        assert_eq!(crypto_reason(0x1), CloseReason::Reset);
+    }
+}
