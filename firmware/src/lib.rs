@@ -523,5 +523,28 @@ mod tests {
             s.contains("https://dns.example") && s.ends_with("(DNS-over-HTTPS)"),
             "{s}"
         );
+        let mut doq = c.upstreams.servers[0].clone();
+        doq.url = "quic://192.0.2.1#dns.example".parse().unwrap();
+        c.upstreams.servers.push(doq);
+        let s = upstream_summary(&c);
+        assert!(
+            s.ends_with("quic://192.0.2.1:853#dns.example (DNS-over-QUIC)"),
+            "{s}"
+        );
+    }
+
+    /// A build without the `doq` feature refuses a DoQ upstream instead of never answering.
+    #[test]
+    fn a_doq_upstream_needs_the_doq_feature() {
+        let mut c = Config::default();
+        c.upstreams.servers.truncate(1);
+        c.upstreams.servers[0].url = "quic://192.0.2.1#dns.example".parse().unwrap();
+        let time = Arc::new(TimeKeeper::new(Arc::new(SystemWallClock), None, 600));
+        let r = build_targets(&c, &mut Vec::new(), &mut 0, &time);
+        if cfg!(feature = "doq") {
+            assert!(r.is_ok());
+        } else {
+            assert!(matches!(r, Err(Error::NoDoq { .. })));
+        }
     }
 }
