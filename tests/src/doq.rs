@@ -148,3 +148,107 @@ impl AioquicServer {
         let _ = self.child.wait().await;
     }
 }
+
+/// The hickory-dns version the tests build (crates.io, `--features quic-ring`).
+pub const HICKORY_VERSION: &str = "0.26.3";
+
+/// The hickory-dns binary built for the DoQ tests (`target/hickory-dns/bin/hickory-dns`, built by
+/// the `DoQ interop server` step of tests/all.sh). Panics with the command to build it when missing.
+pub fn hickory_binary() -> PathBuf {
+    let bin = workspace().join("target/hickory-dns/bin/hickory-dns");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it with `cargo install --locked --root target/hickory-dns hickory-dns@{HICKORY_VERSION} --no-default-features --features quic-ring` (tests/all.sh does)",
+        bin.display()
+    );
+    bin
+}
+
+/// The names hickory-dns serves (zone `hickory.test`): `www` A 192.0.2.53, `big` 40 TXT strings of
+/// 200 octets (an answer of over 8 KB); anything else NXDOMAIN.
+pub const HICKORY_ZONE: &str = "hickory.test.";
+/// `www.hickory.test.`'s address.
+pub const HICKORY_WWW_A: std::net::Ipv4Addr = std::net::Ipv4Addr::new(192, 0, 2, 53);
+
+/// hickory-dns serving [`HICKORY_ZONE`] over DoQ only, with `leaf`'s certificate.
+pub struct HickoryDoq {
+    child: Child,
+    addr: SocketAddr,
+    _dir: crate::util::TempDir,
+}
+
+impl HickoryDoq {
+    /// Starts it on a free loopback UDP port and waits until it answers the QUIC handshake port
+    /// (it logs when its listeners are up; this waits for the UDP port to be taken).
+    pub async fn start(leaf: &Leaf) -> HickoryDoq {
+        let bin = hickory_binary();
+        let dir = crate::util::TempDir::new("hickory-doq");
+        std::fs::copy(leaf.cert_pem_path(), dir.join("cert.pem")).unwrap();
+        std::fs::copy(leaf.key_pem_path(), dir.join("key.pem")).unwrap();
+        let big: String = (0..40)
+            .map(|i| format!("big IN TXT \"{}\"\n", format!("{i:02}").repeat(100)))
+            .collect();
+        dir.write(
+            "hickory.test.zone",
+            format!(
+                "$ORIGIN hickory.test.\n$TTL 300\n@ IN SOA ns admin 1 3600 600 86400 300\n@ IN NS ns\nns IN A 192.0.2.1\nwww IN A {HICKORY_WWW_A}\n{big}"
+            ),
+        );
+        let ip = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+        let quic = free_udp_port();
+        let plain = crate::util::free_tcp_udp_port(ip);
+        dir.write(
+            "hickory.toml",
+            format!(
+                "listen_addrs_ipv4 = [\"127.0.0.1\"]\nlisten_port = {plain}\ndrop_privileges = false\ntls_cert = {{ path = \"cert.pem\", private_key = \"key.pem\" }}\n\n[[zones]]\nzone = \"hickory.test\"\nzone_type = \"Primary\"\nfile = \"hickory.test.zone\"\n"
+            ),
+        );
+        let child = Command::new(bin)
+            .arg("-q")
+            .arg("-c")
+            .arg(dir.join("hickory.toml"))
+            .arg("-z")
+            .arg(dir.path())
+            .args(["--disable-tls", "--quic-port"])
+            .arg(quic.to_string())
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("hickory-dns starts");
+        let addr = SocketAddr::from(([127, 0, 0, 1], quic));
+        // Up when its UDP port is taken.
+        let end = tokio::time::Instant::now() + Duration::from_secs(20);
+        while std::net::UdpSocket::bind(addr).is_ok() {
+            assert!(
+                tokio::time::Instant::now() < end,
+                "hickory-dns did not bind {addr}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        HickoryDoq {
+            child,
+            addr,
+            _dir: dir,
+        }
+    }
+
+    /// Its DoQ address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops it.
+    pub async fn stop(mut self) {
+        let _ = self.child.kill().await;
+        let _ = self.child.wait().await;
+    }
+}
+
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("a free UDP port")
+}

@@ -13,7 +13,7 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 use lanveil::config::Config;
 use lanveil_tests::client::{a_records, ede, query_tcp, query_udp, txt_records};
-use lanveil_tests::doq::AioquicServer;
+use lanveil_tests::doq::{AioquicServer, HICKORY_WWW_A, HickoryDoq};
 use lanveil_tests::gateway::{config_urls, start, with_pins};
 use lanveil_tests::upstream::{DotUpstream, UpstreamOpts, expected_a};
 use lanveil_tests::{Leaf, Pki};
@@ -354,4 +354,70 @@ async fn mixed_dot_and_doq_upstreams() {
     assert!(dot.handle().queries() > before_dot, "DoT took some");
     running.shutdown().await;
     doq.stop().await;
+}
+
+/// hickory-dns (crates.io, QUIC feature) as the DoQ upstream: answers, pipelining, a large answer,
+/// NXDOMAIN; a wrong name and a wrong pin fail closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hickory_dns_interop() {
+    let pki = Pki::new();
+    let leaf = leaf(&pki);
+    let hickory = HickoryDoq::start(&leaf).await;
+    let cfg = with_pins(doq_config(hickory.addr(), &leaf), &[leaf.spki_pin()]);
+    let (running, addr) = start(cfg).await;
+
+    let m = query_udp(addr, "www.hickory.test.", RecordType::A, Some(1232)).await;
+    assert_eq!(m.response_code(), ResponseCode::NoError);
+    assert_eq!(a_records(&m), [HICKORY_WWW_A]);
+
+    // 32 different names at once (none cached), all on the one connection.
+    let mut tasks = Vec::new();
+    for i in 0..32 {
+        tasks.push(tokio::spawn(async move {
+            let name = format!("p{i}.hickory.test.");
+            query_udp(addr, &name, RecordType::A, None).await
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap().response_code(), ResponseCode::NXDomain);
+    }
+
+    let m = query_tcp(addr, "big.hickory.test.", RecordType::TXT, Some(1232)).await;
+    assert_eq!(m.response_code(), ResponseCode::NoError);
+    assert_eq!(txt_records(&m).len(), 40, "the whole large answer");
+
+    let m = query_udp(addr, "missing.hickory.test.", RecordType::A, None).await;
+    assert_eq!(m.response_code(), ResponseCode::NXDomain);
+
+    let (stats, _) = running.stats().await.unwrap();
+    assert_eq!(stats.upstream_connects, 1, "one QUIC connection for all");
+    running.shutdown().await;
+
+    let cfg = config_urls(
+        &[quic_url(hickory.addr(), "other.test")],
+        leaf.ca_pem_path(),
+    );
+    let (running, addr) = start(cfg).await;
+    let m = query_udp(addr, "www.hickory.test.", RecordType::A, Some(1232)).await;
+    assert_eq!(m.response_code(), ResponseCode::ServFail);
+    assert_eq!(
+        ede(&m),
+        Some((23, "upstream certificate rejected: name mismatch".into()))
+    );
+    running.shutdown().await;
+
+    let other = pki.leaf(&["else.test"], &[]);
+    let cfg = with_pins(doq_config(hickory.addr(), &leaf), &[other.spki_pin()]);
+    let (running, addr) = start(cfg).await;
+    let m = query_udp(addr, "www.hickory.test.", RecordType::A, Some(1232)).await;
+    assert_eq!(m.response_code(), ResponseCode::ServFail);
+    assert_eq!(
+        ede(&m),
+        Some((
+            23,
+            "upstream certificate rejected: SPKI pin mismatch".into()
+        ))
+    );
+    running.shutdown().await;
+    hickory.stop().await;
 }
