@@ -16,6 +16,7 @@ Answers (first label of the question name):
   cancel   the stream is reset with DOQ_REQUEST_CANCELLED (0x3)
   badid    the answer carries DNS ID 0x1234 (a protocol error for the client)
   delay-N  the normal answer after N ms
+  ttl1     the normal answer with TTL 1 (for serve-stale)
   close    the normal answer, then the server closes the connection (DOQ_NO_ERROR), as one going away
   else     A 192.0.2.(length of the name mod 256), any other type NODATA
 The server issues session tickets (allowing 0-RTT), so that a client that resumes or sends early data
@@ -76,6 +77,7 @@ def opt_options(msg, qend):
 
 def answer(query, name, qtype, qend):
     label = name.split(".")[0]
+    ttl = 1 if label == "ttl1" else 300
     flags = 0x8000 | (struct.unpack("!H", query[2:4])[0] & 0x0110) | 0x0080
     rcode = 0
     records = []
@@ -94,7 +96,7 @@ def answer(query, name, qtype, qend):
             records.append(struct.pack("!HHHIH", 0xC00C, 16, 1, 300, len(c)) + c)
     elif qtype == 1:
         records.append(
-            struct.pack("!HHHIH", 0xC00C, 1, 1, 300, 4) + bytes([192, 0, 2, len(name) % 256])
+            struct.pack("!HHHIH", 0xC00C, 1, 1, ttl, 4) + bytes([192, 0, 2, len(name) % 256])
         )
     msg_id = 0x1234 if label == "badid" else 0
     header = struct.pack("!HHHHHH", msg_id, flags | rcode, 1, len(records), 0, 0)

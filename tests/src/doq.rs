@@ -142,6 +142,24 @@ impl AioquicServer {
         self.events_of(kind).len() >= n
     }
 
+    /// Freezes the server (SIGSTOP): its socket stays, nothing is answered, as a stalled upstream.
+    pub fn pause(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// Lets a paused server go on (SIGCONT).
+    pub fn resume(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&self, sig: i32) {
+        let pid = i32::try_from(self.child.id().expect("the server runs")).expect("a pid");
+        // SAFETY: kill(2) on our own child's pid with a valid signal number; no memory involved.
+        #[allow(unsafe_code)]
+        let rc = unsafe { libc::kill(pid, sig) };
+        assert_eq!(rc, 0, "kill({pid}, {sig})");
+    }
+
     /// Stops the server (the UDP port is free again).
     pub async fn stop(mut self) {
         let _ = self.child.kill().await;

@@ -421,3 +421,73 @@ async fn hickory_dns_interop() {
     running.shutdown().await;
     hickory.stop().await;
 }
+
+/// The engine's machinery across DoQ and DoT in one configuration: the DoQ upstream (first, the
+/// failover choice) stalls (SIGSTOP: its socket stays, nothing comes back) and every query is
+/// still answered, by hedging to DoT; when both stall, an expired DoQ answer is served stale (EDE
+/// 3); when the DoQ upstream comes back, it answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mixed_hedging_stall_and_serve_stale() {
+    let pki = Pki::new();
+    let leaf = leaf(&pki);
+    let doq = AioquicServer::start(&leaf, None, Duration::from_secs(60)).await;
+    let dot = DotUpstream::start(UpstreamOpts::new(&leaf)).await;
+    let mut cfg = config_urls(
+        &[
+            quic_url(doq.addr(), NAME),
+            format!("tls://{}#{NAME}", dot.handle().addr()),
+        ],
+        leaf.ca_pem_path(),
+    );
+    cfg.limits.query_timeout_ms = 1_500;
+    let (running, addr) = start(cfg).await;
+    for i in 0..5 {
+        let name = format!("warm{i}.example.");
+        let m = query_udp(addr, &name, RecordType::A, None).await;
+        assert_eq!(a_records(&m), [aioquic_a(&name)], "DoQ first: {name}");
+    }
+    let m = query_udp(addr, "ttl1.example.", RecordType::A, Some(1232)).await;
+    assert_eq!(a_records(&m), [aioquic_a("ttl1.example.")]);
+
+    doq.pause();
+    for i in 0..5 {
+        let name = format!("hedged{i}.example.");
+        let m = query_udp(addr, &name, RecordType::A, None).await;
+        assert_eq!(
+            a_records(&m),
+            [expected_a(&name)],
+            "answered by DoT: {name}"
+        );
+    }
+    let (stats, _) = running.stats().await.unwrap();
+    assert!(stats.hedged >= 1, "hedged to DoT: {stats:?}");
+
+    // Both stalled; the DoQ answer (TTL 1) has expired: served stale.
+    dot.handle().set_stall(true);
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let m = query_udp(addr, "ttl1.example.", RecordType::A, Some(1232)).await;
+    assert_eq!(m.response_code(), ResponseCode::NoError);
+    assert_eq!(a_records(&m), [aioquic_a("ttl1.example.")]);
+    assert_eq!(ede(&m).map(|e| e.0), Some(3), "stale answer (EDE 3)");
+
+    dot.handle().set_stall(false);
+    doq.resume();
+    let mut back = false;
+    for i in 0..20 {
+        let name = format!("back{i}.example.");
+        let m = query_udp(addr, &name, RecordType::A, None).await;
+        let a = a_records(&m);
+        assert!(
+            a == [aioquic_a(&name)] || a == [expected_a(&name)],
+            "answered: {name} {a:?}"
+        );
+        if a == [aioquic_a(&name)] {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(back, "the DoQ upstream answers again after it resumed");
+    running.shutdown().await;
+    doq.stop().await;
+}
