@@ -69,12 +69,31 @@ async fn aioquic_answers_pipelining_large_nxdomain_servfail() {
     let pki = Pki::new();
     let leaf = leaf(&pki);
     let server = AioquicServer::start(&leaf, None, Duration::from_secs(60)).await;
-    let cfg = with_pins(doq_config(server.addr(), &leaf), &[leaf.spki_pin()]);
+    let mut cfg = with_pins(doq_config(server.addr(), &leaf), &[leaf.spki_pin()]);
+    let dir = lanveil_tests::TempDir::new("lanveil-doq");
+    let sock = dir.join("control.sock");
+    cfg.daemon.control_socket = Some(sock.display().to_string());
     let (running, addr) = start(cfg).await;
 
     let m = query_udp(addr, "www.example.", RecordType::A, Some(1232)).await;
     assert_eq!(m.response_code(), ResponseCode::NoError);
     assert_eq!(a_records(&m), [aioquic_a("www.example.")]);
+
+    // Status (what `lanveil-ctl status` shows): the quic:// URL, up, the certificate's expiry.
+    let bytes = tokio::task::spawn_blocking(move || {
+        lanveil::control::request(&sock, &lanveil::config::control::Request::Status).unwrap()
+    })
+    .await
+    .unwrap();
+    let lanveil::config::control::Response::Status(status) =
+        lanveil::config::control::Response::decode(&bytes).unwrap()
+    else {
+        panic!("not a status")
+    };
+    let up = &status.upstreams[0];
+    assert_eq!(up.url, format!("quic://{}#{NAME}", server.addr()));
+    assert!(up.up, "{up:?}");
+    assert!(up.cert_not_after.is_some(), "{up:?}");
 
     // Pipelining: 64 queries at once, all on the one connection, each on its own stream.
     let mut tasks = Vec::new();
