@@ -510,3 +510,64 @@ async fn mixed_hedging_stall_and_serve_stale() {
     running.shutdown().await;
     doq.stop().await;
 }
+
+/// `lanveil-ctl probe quic://…`: the tool's blocking QUIC client authenticates like the daemon,
+/// measures a series of queries (ID 0, one stream each) and shows the chain's pins; a wrong pin is
+/// named as the daemon names it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctl_probe_speaks_doq() {
+    use lanveil_cli::probe::{ProbeOpts, probe};
+    use lanveil_cli::tls::Auth;
+    let pki = Pki::new();
+    let leaf = leaf(&pki);
+    let server = AioquicServer::start(&leaf, None, Duration::from_secs(60)).await;
+    let url: lanveil::config::UpstreamUrl = quic_url(server.addr(), NAME).parse().unwrap();
+    let auth = |pins: Vec<String>| Auth {
+        auth_name: NAME.into(),
+        ca_file: Some(leaf.ca_pem_path().display().to_string()),
+        pins: pins.iter().map(|p| p.parse().unwrap()).collect(),
+        min_version: lanveil::config::TlsVersion::V1_3,
+        sni: true,
+    };
+    let opts = ProbeOpts {
+        name: "probe.example".into(),
+        queries: 4,
+        ede_name: None,
+        timeout: Duration::from_secs(5),
+    };
+    let (addr, a, o, u) = (
+        server.addr(),
+        auth(vec![leaf.spki_pin()]),
+        opts.clone(),
+        url.clone(),
+    );
+    let r = tokio::task::spawn_blocking(move || probe(&u, addr, &a, &o))
+        .await
+        .unwrap();
+    assert!(r.ok, "{r:?}");
+    assert_eq!(r.transport, "doq");
+    assert_eq!((r.queries_sent, r.queries_answered), (4, 4), "{r:?}");
+    assert_eq!(r.rcode.as_deref(), Some("NOERROR"));
+    assert_eq!(r.handshake.alpn_selected.as_deref(), Some("doq"));
+    assert_eq!(r.handshake.chain[0].pin, leaf.spki_pin());
+    assert!(server.wait_for("query", 4, Duration::from_secs(2)).await);
+    assert!(server.events_of("query").iter().all(|q| q["id"] == 0));
+
+    let other = pki.leaf(&["else.test"], &[]);
+    let (a, o) = (auth(vec![other.spki_pin()]), opts.clone());
+    let r = tokio::task::spawn_blocking(move || probe(&url, addr, &a, &o))
+        .await
+        .unwrap();
+    assert!(!r.ok && !r.authenticated, "{r:?}");
+    assert_eq!(
+        r.error.as_deref(),
+        Some("upstream certificate rejected: SPKI pin mismatch"),
+        "{r:?}"
+    );
+    assert_eq!(
+        r.handshake.chain[0].pin,
+        leaf.spki_pin(),
+        "the chain is shown"
+    );
+    server.stop().await;
+}
