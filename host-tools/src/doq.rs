@@ -340,25 +340,23 @@ impl DoqConn {
                 .saturating_duration_since(now)
                 .max(Duration::from_millis(1));
             let _ = self.sock.set_read_timeout(Some(wait));
-            match self.sock.recv_from(&mut rx) {
-                Ok((n, from)) => {
-                    let mut resp = Vec::new();
-                    match self.endpoint.handle(
-                        Instant::now(),
-                        from,
-                        None,
-                        None,
-                        BytesMut::from(&rx[..n]),
-                        &mut resp,
-                    ) {
-                        Some(DatagramEvent::ConnectionEvent(_, ev)) => self.conn.handle_event(ev),
-                        Some(DatagramEvent::Response(t)) => {
-                            let _ = self.sock.send_to(&resp[..t.size], t.destination);
-                        }
-                        _ => {}
+            // A read timeout is the timer's turn, below.
+            if let Ok((n, from)) = self.sock.recv_from(&mut rx) {
+                let mut resp = Vec::new();
+                match self.endpoint.handle(
+                    Instant::now(),
+                    from,
+                    None,
+                    None,
+                    BytesMut::from(&rx[..n]),
+                    &mut resp,
+                ) {
+                    Some(DatagramEvent::ConnectionEvent(_, ev)) => self.conn.handle_event(ev),
+                    Some(DatagramEvent::Response(t)) => {
+                        let _ = self.sock.send_to(&resp[..t.size], t.destination);
                     }
+                    _ => {}
                 }
-                Err(_) => {}
             }
             let now = Instant::now();
             if self.conn.poll_timeout().is_some_and(|t| t <= now) {
