@@ -123,6 +123,7 @@ pub fn connect(
     let crypto = QuicClientConfig::try_from(Arc::new(config))
         .map_err(|e| fail(format!("QUIC TLS settings rejected: {e}"), &seen))?;
     let mut client = ClientConfig::new(Arc::new(crypto));
+    client.token_store(Arc::new(quinn_proto::NoneTokenStore));
     let mut transport = TransportConfig::default();
     transport.max_concurrent_bidi_streams(VarInt::from_u32(0));
     transport.max_concurrent_uni_streams(VarInt::from_u32(0));

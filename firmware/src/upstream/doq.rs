@@ -3,7 +3,8 @@
 //! stream per query: the 2-octet length prefix and the query (ID 0, padded by the engine to the
 //! 128-octet block), then FIN; the answer is the whole stream up to the server's FIN
 //! (`lanveil_core::wire::doq::response` checks it). No 0-RTT ever; TLS resumption only with
-//! `tls_resumption '1'`, as for DoT. The server may open no streams (its stream limits are 0).
+//! `tls_resumption '1'`, as for DoT; no QUIC address-validation tokens kept either. The server may
+//! open no streams (its stream limits are 0).
 //!
 //! Error codes (§4.3): a response that breaks the protocol closes the connection with
 //! DOQ_PROTOCOL_ERROR; a stream the server resets (DOQ_REQUEST_CANCELLED, DOQ_EXCESSIVE_LOAD, …) fails
@@ -43,6 +44,11 @@ pub(crate) async fn run(
         Ok(()) => CloseReason::Eof,
         Err(reason) => reason,
     };
+    log::debug!(
+        "upstream {}: session {} ended: {reason:?}",
+        target.upstream.name,
+        session.0
+    );
     let _ = events.send(UpstreamEvent::Closed { session, reason }).await;
 }
 
@@ -84,6 +90,9 @@ async fn session_io(
         .map_err(|_| CloseReason::Tls(TlsFailure::Handshake))?;
     let mut client = quinn::ClientConfig::new(Arc::new(crypto));
     client.transport_config(transport_config());
+    // No NEW_TOKEN address-validation tokens kept for later connections: like a resumption
+    // ticket, a token would link this connection to the next.
+    client.token_store(Arc::new(quinn::NoneTokenStore));
     let conn = connect_any(target, client, &failure).await?;
     let conn = CloseOnDrop(conn);
     let alpn = conn
@@ -137,6 +146,7 @@ async fn session_io(
             msg = rx.recv() => {
                 let Some(Outgoing::Request { tag, message }) = msg else {
                     // The engine let the session go (or, never, sent stream bytes).
+                    log::debug!("upstream {}: session {} let go", target.upstream.name, session.0);
                     return Ok(());
                 };
                 let conn = conn.0.clone();
@@ -206,8 +216,35 @@ fn transport_config() -> Arc<quinn::TransportConfig> {
         .clone()
 }
 
-/// Dials the upstream's addresses in turn (one UDP socket per session, so sessions are not linkable
-/// by their source port).
+/// The QUIC endpoint an upstream's sessions share: one UDP socket (per address family) and one
+/// receive buffer (quinn sizes it for a batch of GRO-coalesced datagrams, ~3 MiB of address space,
+/// touched as used) however many sessions come and go; made on first use, inside the runtime.
+/// Sessions to one upstream share its source port; they come from the router's one address anyway.
+#[derive(Debug, Default)]
+pub(crate) struct SharedEndpoint(std::sync::Mutex<[Option<Endpoint>; 2]>);
+
+impl SharedEndpoint {
+    fn get(&self, v6: bool) -> std::io::Result<Endpoint> {
+        let mut slots = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let slot = &mut slots[usize::from(v6)];
+        if let Some(e) = slot {
+            return Ok(e.clone());
+        }
+        let bind = if v6 {
+            SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0))
+        } else {
+            SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))
+        };
+        let e = Endpoint::client(bind)?;
+        *slot = Some(e.clone());
+        Ok(e)
+    }
+}
+
+/// Dials the upstream's addresses in turn, on the upstream's shared endpoint.
 async fn connect_any(
     target: &Target,
     client: quinn::ClientConfig,
@@ -215,11 +252,7 @@ async fn connect_any(
 ) -> Result<Connection, CloseReason> {
     let mut last = CloseReason::Unreachable;
     for addr in &target.addrs {
-        let bind = match addr {
-            SocketAddr::V4(_) => SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
-            SocketAddr::V6(_) => SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)),
-        };
-        let endpoint = match Endpoint::client(bind) {
+        let endpoint = match target.quic.get(addr.is_ipv6()) {
             Ok(e) => e,
             Err(_) => continue,
         };

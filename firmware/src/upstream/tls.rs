@@ -59,6 +59,9 @@ pub struct Target {
     shared: Option<lanveil_tls::Decision>,
     pub(crate) time: Arc<TimeKeeper>,
     cert_not_after: Arc<crate::sync::Shared64>,
+    /// DoQ: the one QUIC endpoint (UDP socket) this upstream's sessions share.
+    #[cfg(feature = "doq")]
+    pub(crate) quic: super::doq::SharedEndpoint,
 }
 
 impl Target {
@@ -121,6 +124,8 @@ impl Target {
             shared: upstream.tls_resumption.then_some(decision),
             time,
             cert_not_after,
+            #[cfg(feature = "doq")]
+            quic: super::doq::SharedEndpoint::default(),
         })
     }
 
