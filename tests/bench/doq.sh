@@ -3,6 +3,9 @@
 # and zone over DoT and over DoQ, so the two rows differ only in lanveil's upstream transport. Loopback
 # only. Every name is unique (a wildcard zone; lanveil's cache off), so every query crosses the upstream.
 # Needs: dnsperf, openssl, target/hickory-dns/bin/hickory-dns (tests/all.sh builds it).
+# Two loads per round: saturation (dnsperf -c 4 -q 200) and a fixed 2000 queries/s (-Q 2000).
+# Note on the peer: hickory-dns 0.26 handles a QUIC connection's queries one after another and closes
+# the connection after 100 queries (its quic_handler), so DoQ through it also measures reconnections.
 # Usage: bash tests/bench/doq.sh [seconds] [rounds]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -35,8 +38,10 @@ with open('queries', 'w') as f:
     for i in range(2_000_000):
         f.write('q%d-%d.bench.test A\n' % (tag, i))"
 
-run() { # transport url port
-  local t=$1 url=$2 port=$3
+run() { # transport url port load (sat | rate)
+  local t=$1 url=$2 port=$3 load=$4
+  local args=(-c 4 -q 200)
+  [ "$load" = rate ] && args=(-Q 2000 -c 1 -q 100)
   printf "config lanveil 'main'\n\tlist listen '127.0.0.1:%s'\n\toption cache '0'\n\toption log_level 'warn'\n\nconfig upstream 'u'\n\toption url '%s'\n\toption ca_file '%s/ca.pem'\n" \
     "$port" "$url" "$dir" > "lanveil-$t.conf"
   "$root/target/release/lanveil" --config "lanveil-$t.conf" &
@@ -47,7 +52,7 @@ run() { # transport url port
   local before
   before=$(awk '{print $14+$15}' "/proc/$pid/stat")
   local out
-  out=$(dnsperf -s 127.0.0.1 -p "$port" -d queries -n 1 -l "$secs" -c 4 -q 200 2>&1)
+  out=$(dnsperf -s 127.0.0.1 -p "$port" -d queries -n 1 -l "$secs" "${args[@]}" 2>&1)
   local after
   after=$(awk '{print $14+$15}' "/proc/$pid/stat")
   local qps completed lost hwm
@@ -56,13 +61,15 @@ run() { # transport url port
   lost=$(echo "$out" | awk '/Queries lost/ {print $3}')
   hwm=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
   kill "$pid"; wait "$pid" 2>/dev/null || true
-  awk -v t="$t" -v q="$qps" -v c="$completed" -v l="$lost" -v cpu=$((after - before)) -v h="$hwm" -v r0="$rss0" \
+  awk -v t="$t ($load)" -v q="$qps" -v c="$completed" -v l="$lost" -v cpu=$((after - before)) -v h="$hwm" -v r0="$rss0" \
     'BEGIN { printf "| %s | %.0f | %s | %.2f µs | %.1f MiB | %.1f MiB |\n", t, q, l, (c > 0 ? cpu * 10000 / c : 0), r0 / 1024, h / 1024 }'
 }
 
 echo "| lanveil → hickory-dns | queries/s | lost | lanveil CPU per query | idle RSS | peak RSS |"
 echo "|---|---|---|---|---|---|"
 for r in $(seq "$rounds"); do
-  run "DoT (round $r)" "tls://127.0.0.1:18853#doq.test" 15391
-  run "DoQ (round $r)" "quic://127.0.0.1:18854#doq.test" 15392
+  for load in sat rate; do
+    run "DoT, round $r" "tls://127.0.0.1:18853#doq.test" 15391 "$load"
+    run "DoQ, round $r" "quic://127.0.0.1:18854#doq.test" 15392 "$load"
+  done
 done
