@@ -11,7 +11,6 @@
 //! that one query, which the engine then tries elsewhere; the connection is closed with
 //! DOQ_NO_ERROR when the engine lets it go (idle, reload, shutdown).
 
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -19,7 +18,7 @@ use std::time::Duration;
 use lanveil_core::engine::{CloseReason, SessionId, TlsFailure};
 use lanveil_core::wire::doq::{self, StreamError, code};
 use quinn::crypto::rustls::QuicClientConfig;
-use quinn::{Connection, ConnectionError, Endpoint, ReadError, ReadToEndError, VarInt, WriteError};
+use quinn::{Connection, ConnectionError, ReadError, ReadToEndError, VarInt, WriteError};
 use rustls::DigitallySignedStruct;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
@@ -214,34 +213,6 @@ fn transport_config() -> Arc<quinn::TransportConfig> {
             Arc::new(t)
         })
         .clone()
-}
-
-/// The QUIC endpoint an upstream's sessions share: one UDP socket (per address family) and one
-/// receive buffer (quinn sizes it for a batch of GRO-coalesced datagrams, ~3 MiB of address space,
-/// touched as used) however many sessions come and go; made on first use, inside the runtime.
-/// Sessions to one upstream share its source port; they come from the router's one address anyway.
-#[derive(Debug, Default)]
-pub(crate) struct SharedEndpoint(std::sync::Mutex<[Option<Endpoint>; 2]>);
-
-impl SharedEndpoint {
-    fn get(&self, v6: bool) -> std::io::Result<Endpoint> {
-        let mut slots = self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let slot = &mut slots[usize::from(v6)];
-        if let Some(e) = slot {
-            return Ok(e.clone());
-        }
-        let bind = if v6 {
-            SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0))
-        } else {
-            SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))
-        };
-        let e = Endpoint::client(bind)?;
-        *slot = Some(e.clone());
-        Ok(e)
-    }
 }
 
 /// Dials the upstream's addresses in turn, on the upstream's shared endpoint.

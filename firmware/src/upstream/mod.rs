@@ -5,6 +5,8 @@
 pub(crate) mod doh;
 #[cfg(feature = "doq")]
 pub(crate) mod doq;
+#[cfg(feature = "doq")]
+pub(crate) mod doq_endpoint;
 pub(crate) mod dot;
 pub mod tls;
 

@@ -61,7 +61,7 @@ pub struct Target {
     cert_not_after: Arc<crate::sync::Shared64>,
     /// DoQ: the one QUIC endpoint (UDP socket) this upstream's sessions share.
     #[cfg(feature = "doq")]
-    pub(crate) quic: super::doq::SharedEndpoint,
+    pub(crate) quic: super::doq_endpoint::SharedEndpoint,
 }
 
 impl Target {
@@ -125,7 +125,7 @@ impl Target {
             time,
             cert_not_after,
             #[cfg(feature = "doq")]
-            quic: super::doq::SharedEndpoint::default(),
+            quic: super::doq_endpoint::SharedEndpoint::default(),
         })
     }
 
