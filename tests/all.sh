@@ -54,6 +54,9 @@ cargo test --locked -p lanveil --no-default-features --lib 2>&1 | tee -a "$log"
 step "board and OpenWrt"
 bash board/ci.sh 2>&1 | tee -a "$log"
 
+step "DoQ on the cross-built routers under qemu (the board builds that carry doq, aioquic upstream)"
+bash tests/doq/qemu-smoke.sh 2>&1 | tee -a "$log"
+
 step "no_std proof: the core (with and without alloc) and the config schema for a bare-metal target"
 # Uses the Debian compiler + std sources that board/ci.sh installed (build-std; no rustup target needed).
 for features in "" "--features lanveil-core/alloc"; do

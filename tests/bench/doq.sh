@@ -25,6 +25,7 @@ openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout key.pem -
   -subj /CN=doq.test 2>/dev/null
 printf 'subjectAltName=DNS:doq.test\n' > ext
 openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out cert.pem -days 2 -extfile ext 2>/dev/null
+# shellcheck disable=SC2016  # a zone file: $ORIGIN and $TTL are literal
 printf '$ORIGIN bench.test.\n$TTL 300\n@ IN SOA ns admin 1 3600 600 86400 300\n@ IN NS ns\nns IN A 192.0.2.1\n* IN A 192.0.2.7\n' \
   > bench.test.zone
 printf 'listen_addrs_ipv4 = ["127.0.0.1"]\nlisten_port = 18353\ndrop_privileges = false\ntls_cert = { path = "cert.pem", private_key = "key.pem" }\n\n[[zones]]\nzone = "bench.test"\nzone_type = "Primary"\nfile = "bench.test.zone"\n' \
