@@ -13,7 +13,7 @@ fn mixed(config: EngineConfig, order: &[(UpstreamId, Transport)]) -> Harness {
         .iter()
         .map(|&(id, transport)| UpstreamSpec { id, transport })
         .collect();
-    let mut h = Harness::new(config.clone(), &[]);
+    let mut h = Harness::new(config, &[]);
     h.e = Engine::new(config, &specs, TestRng::new(11));
     h
 }
