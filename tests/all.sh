@@ -35,6 +35,16 @@ for crate in lanveil-tls lanveil-cli; do
   fi
 done
 
+step "DoQ interop servers: hickory-dns from crates.io (QUIC) and aioquic from PyPI (tests/tests/doq.rs)"
+# Built once into target/ (hickory-dns: ~5-9 min on 2 cores; aioquic: a wheel, seconds).
+if [ ! -x target/hickory-dns/bin/hickory-dns ]; then
+  cargo install --locked --quiet --root target/hickory-dns hickory-dns@0.26.3 --no-default-features --features quic-ring
+fi
+if ! target/doq-venv/bin/python -c 'import aioquic' 2>/dev/null; then
+  python3 -m venv target/doq-venv
+  target/doq-venv/bin/pip install -q aioquic==1.7.2
+fi
+
 step "unit and integration tests"
 cargo test --workspace --locked 2>&1 | tee "$log"
 
@@ -43,6 +53,9 @@ cargo test --locked -p lanveil --no-default-features --lib 2>&1 | tee -a "$log"
 
 step "board and OpenWrt"
 bash board/ci.sh 2>&1 | tee -a "$log"
+
+step "DoQ on the cross-built routers under qemu (the board builds that carry doq, aioquic upstream)"
+bash tests/doq/qemu-smoke.sh 2>&1 | tee -a "$log"
 
 step "no_std proof: the core (with and without alloc) and the config schema for a bare-metal target"
 # Uses the Debian compiler + std sources that board/ci.sh installed (build-std; no rustup target needed).

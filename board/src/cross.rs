@@ -46,6 +46,25 @@ fn target_var(triple: &str, suffix: &str) -> String {
     )
 }
 
+/// The features a build passes: the profile's own on top of the defaults plus `--features`; with
+/// `--no-default-features` only what `--features` names (the small builds stay small).
+pub fn effective_features(profile: &Profile, opts: &BuildOptions) -> Option<String> {
+    let given = opts
+        .features
+        .iter()
+        .flat_map(|f| f.split([',', ' ']))
+        .filter(|f| !f.is_empty())
+        .map(str::to_owned);
+    let mut all: Vec<String> = if opts.no_default_features {
+        given.collect()
+    } else {
+        profile.features.iter().cloned().chain(given).collect()
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    all.retain(|f| seen.insert(f.clone()));
+    (!all.is_empty()).then(|| all.join(","))
+}
+
 /// Builds `lanveil` for `profile` with OpenWrt's release settings; returns the binary's path.
 pub fn build(root: &Path, profile: &Profile, opts: &BuildOptions) -> Result<PathBuf, Error> {
     let required = toolchain::required_rust(root)?;
@@ -77,7 +96,8 @@ pub fn build(root: &Path, profile: &Profile, opts: &BuildOptions) -> Result<Path
     if opts.no_default_features {
         cmd.arg("--no-default-features");
     }
-    if let Some(f) = &opts.features {
+    let features = effective_features(profile, opts);
+    if let Some(f) = &features {
         cmd.args(["--features", f]);
     }
     toolchain::apply_env(&mut cmd);
@@ -106,7 +126,7 @@ pub fn build(root: &Path, profile: &Profile, opts: &BuildOptions) -> Result<Path
         "board: building lanveil for {} ({}), opt-level={opt_level} lto={lto} features={}{}",
         profile.name,
         profile.triple,
-        opts.features.as_deref().unwrap_or("default"),
+        features.as_deref().unwrap_or("default"),
         if opts.no_default_features {
             " (no default features)"
         } else {
@@ -134,7 +154,7 @@ pub fn build(root: &Path, profile: &Profile, opts: &BuildOptions) -> Result<Path
         "profile={}\ntriple={}\nopt_level={opt_level}\nlto={lto}\nfeatures={}\nno_default_features={}\nbytes={size}\nseconds={secs}\n",
         profile.name,
         profile.triple,
-        opts.features.as_deref().unwrap_or(""),
+        features.as_deref().unwrap_or(""),
         opts.no_default_features
     );
     let info_path = out.join("build-info");

@@ -77,6 +77,8 @@ struct ProfileFile {
     budget: Budget,
     #[serde(default)]
     release: Release,
+    #[serde(default)]
+    features: Vec<String>,
 }
 
 /// A validated board profile.
@@ -98,6 +100,9 @@ pub struct Profile {
     pub budget: Budget,
     /// Release settings.
     pub release: Release,
+    /// Cargo features this profile's builds carry on top of the defaults (not with
+    /// `--no-default-features`): e.g. `doq` where DoT + DoH + DoQ fits the budget.
+    pub features: Vec<String>,
 }
 
 /// The directory holding the profiles.
@@ -170,7 +175,19 @@ fn parse(name: &str, path: &Path, text: &str) -> Result<Profile, Error> {
             format!("triple {:?}: OpenWrt targets are *-linux-musl*", f.triple),
         ));
     }
+    if let Some(bad) = f.features.iter().find(|x| {
+        x.is_empty()
+            || !x
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_-".contains(c))
+    }) {
+        return Err(perr(
+            0,
+            format!("features: {bad:?} is not a cargo feature name"),
+        ));
+    }
     Ok(Profile {
+        features: f.features,
         name: name.to_owned(),
         arch: f.arch,
         triple: f.triple,
@@ -219,6 +236,37 @@ lto = false
                 lto: false
             }
         );
+    }
+
+    #[test]
+    fn profile_features_join_the_defaults_but_not_the_small_builds() {
+        use crate::cross::{BuildOptions, effective_features};
+        let text = GOOD.replace("[budget]", "features = [\"doq\"]\n[budget]");
+        let p = parse("aarch64_cortex-a53", Path::new("x.toml"), &text).unwrap();
+        assert_eq!(p.features, ["doq"]);
+        let opts = |features: Option<&str>, no_default_features| BuildOptions {
+            features: features.map(str::to_owned),
+            no_default_features,
+            ..BuildOptions::default()
+        };
+        assert_eq!(
+            effective_features(&p, &opts(None, false)).as_deref(),
+            Some("doq")
+        );
+        assert_eq!(
+            effective_features(&p, &opts(Some("tls12,doq"), false)).as_deref(),
+            Some("doq,tls12")
+        );
+        assert_eq!(effective_features(&p, &opts(None, true)), None);
+        assert_eq!(
+            effective_features(&p, &opts(Some("doh"), true)).as_deref(),
+            Some("doh")
+        );
+        let plain = parse("aarch64_cortex-a53", Path::new("x.toml"), GOOD).unwrap();
+        assert!(plain.features.is_empty());
+        assert_eq!(effective_features(&plain, &opts(None, false)), None);
+        let bad = GOOD.replace("[budget]", "features = [\"d q\"]\n[budget]");
+        assert!(parse("aarch64_cortex-a53", Path::new("x.toml"), &bad).is_err());
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub const USAGE: &str = "\
 usage: lanveil [--config FILE] [--listen ADDR:PORT]... [--upstream URL]... [--bootstrap IP]...
                [--pin sha256/BASE64]... [--ca-file FILE] [--dns64-prefix PREFIX] [--log-level LEVEL]
        URL: tls://IP[:PORT]#NAME | https://IP[:PORT]/PATH#NAME | https://NAME[:PORT]/PATH (with --bootstrap)
+            | quic://IP[:PORT]#NAME (DNS over QUIC, builds with the doq feature)
        lanveil --check-config FILE [--print-signals [--wan-portal OPT114]]
                  (--print-signals: the LAN's DHCP signals for dnsmasq/odhcpd, KEY VALUE lines;
                   --wan-portal: option 114 the WAN announced, as udhcpc exports it, hex or text)
@@ -324,6 +325,34 @@ mod tests {
                 .iter()
                 .all(|u| u.url.auth_name == "dns.quad9.net")
         );
+    }
+
+    #[test]
+    fn upstream_flag_takes_quic_urls() {
+        let a = args(&[
+            "--upstream",
+            "quic://192.0.2.1#doq.example",
+            "--upstream",
+            "tls://192.0.2.2#dot.example",
+        ])
+        .unwrap();
+        let c = config(&a).unwrap();
+        let t: Vec<_> = c
+            .upstreams
+            .servers
+            .iter()
+            .map(|u| u.url.transport)
+            .collect();
+        assert_eq!(
+            t,
+            [
+                lanveil_config::Transport::Quic,
+                lanveil_config::Transport::Tls
+            ]
+        );
+        assert_eq!(c.upstreams.servers[0].url.port, 853);
+        let bad = args(&["--upstream", "quic://192.0.2.1:53#doq.example"]);
+        assert!(bad.is_err() || config(&bad.unwrap()).is_err());
     }
 
     #[test]

@@ -397,9 +397,21 @@ impl Driver {
                     Transport::Https => {
                         tokio::spawn(crate::upstream::doh::run(session, target, rx, events))
                     }
+                    #[cfg(feature = "doq")]
+                    Transport::Quic => {
+                        tokio::spawn(crate::upstream::doq::run(session, target, rx, events))
+                    }
                     #[cfg(not(feature = "doh"))]
                     Transport::Https => {
                         // Refused at start-up; unreachable in a DoT-only build.
+                        let now = self.clock.now();
+                        self.engine
+                            .handle_upstream_closed(now, session, CloseReason::Unreachable);
+                        return;
+                    }
+                    #[cfg(not(feature = "doq"))]
+                    Transport::Quic => {
+                        // Refused at start-up; unreachable in a build without DoQ.
                         let now = self.clock.now();
                         self.engine
                             .handle_upstream_closed(now, session, CloseReason::Unreachable);
@@ -468,7 +480,8 @@ fn specs(targets: &[(UpstreamId, Arc<Target>)]) -> Vec<UpstreamSpec> {
             id: *id,
             transport: match t.upstream.url.transport {
                 Transport::Tls => CoreTransport::Stream,
-                Transport::Https => CoreTransport::Message,
+                // DoQ is one stream per query with ID 0: the engine's message transport.
+                Transport::Https | Transport::Quic => CoreTransport::Message,
             },
         })
         .collect()

@@ -72,13 +72,13 @@ pub(crate) enum UpstreamEvent {
         session: SessionId,
         reason: CloseReason,
     },
-    #[cfg_attr(not(feature = "doh"), allow(dead_code))]
+    #[cfg_attr(not(any(feature = "doh", feature = "doq")), allow(dead_code))]
     Response {
         session: SessionId,
         tag: u16,
         bytes: Vec<u8>,
     },
-    #[cfg_attr(not(feature = "doh"), allow(dead_code))]
+    #[cfg_attr(not(any(feature = "doh", feature = "doq")), allow(dead_code))]
     RequestFailed {
         session: SessionId,
         tag: u16,

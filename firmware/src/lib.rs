@@ -71,6 +71,11 @@ pub enum Error {
         /// The upstream's name.
         upstream: String,
     },
+    /// A DNS-over-QUIC upstream in a build without the `doq` feature.
+    NoDoq {
+        /// The upstream's name.
+        upstream: String,
+    },
     /// The local answer policy was rejected.
     Policy(String),
     /// The driver task is gone.
@@ -90,6 +95,12 @@ impl std::fmt::Display for Error {
                 write!(
                     f,
                     "upstream {upstream}: this lanveil was built without DNS-over-HTTPS (feature doh)"
+                )
+            }
+            Self::NoDoq { upstream } => {
+                write!(
+                    f,
+                    "upstream {upstream}: this lanveil was built without DNS-over-QUIC (feature doq)"
                 )
             }
             Self::Policy(e) => write!(f, "local answer policy: {e}"),
@@ -166,6 +177,11 @@ fn build_targets(
     for u in &config.upstreams.servers {
         if u.url.transport == Transport::Https && !cfg!(feature = "doh") {
             return Err(Error::NoDoh {
+                upstream: u.name.clone(),
+            });
+        }
+        if u.url.transport == Transport::Quic && !cfg!(feature = "doq") {
+            return Err(Error::NoDoq {
                 upstream: u.name.clone(),
             });
         }
@@ -481,6 +497,7 @@ fn upstream_summary(config: &Config) -> String {
             let proto = match u.url.transport {
                 Transport::Tls => "DNS-over-TLS",
                 Transport::Https => "DNS-over-HTTPS",
+                Transport::Quic => "DNS-over-QUIC",
             };
             format!("{} ({proto})", u.url)
         })
@@ -506,5 +523,28 @@ mod tests {
             s.contains("https://dns.example") && s.ends_with("(DNS-over-HTTPS)"),
             "{s}"
         );
+        let mut doq = c.upstreams.servers[0].clone();
+        doq.url = "quic://192.0.2.1#dns.example".parse().unwrap();
+        c.upstreams.servers.push(doq);
+        let s = upstream_summary(&c);
+        assert!(
+            s.ends_with("quic://192.0.2.1:853#dns.example (DNS-over-QUIC)"),
+            "{s}"
+        );
+    }
+
+    /// A build without the `doq` feature refuses a DoQ upstream instead of never answering.
+    #[test]
+    fn a_doq_upstream_needs_the_doq_feature() {
+        let mut c = Config::default();
+        c.upstreams.servers.truncate(1);
+        c.upstreams.servers[0].url = "quic://192.0.2.1#dns.example".parse().unwrap();
+        let time = Arc::new(TimeKeeper::new(Arc::new(SystemWallClock), None, 600));
+        let r = build_targets(&c, &mut Vec::new(), &mut 0, &time);
+        if cfg!(feature = "doq") {
+            assert!(r.is_ok());
+        } else {
+            assert!(matches!(r, Err(Error::NoDoq { .. })));
+        }
     }
 }

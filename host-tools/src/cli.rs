@@ -84,7 +84,7 @@ struct PresetsArgs {
 
 #[derive(Debug, Args)]
 struct ProbeArgs {
-    /// Upstream URLs: tls://IP[:PORT]#NAME, https://IP[:PORT]/PATH#NAME.
+    /// Upstream URLs: tls://IP[:PORT]#NAME, https://IP[:PORT]/PATH#NAME, quic://IP[:PORT]#NAME.
     #[arg(value_name = "UPSTREAM")]
     upstreams: Vec<String>,
     /// Trust this CA bundle (PEM) instead of the system's.
@@ -102,6 +102,9 @@ struct ProbeArgs {
     /// With --preset: its DoH URLs instead of DoT.
     #[arg(long)]
     doh: bool,
+    /// With --preset: its DoQ URLs instead of DoT (where the operator offers DoQ).
+    #[arg(long, conflicts_with = "doh")]
+    doq: bool,
     /// With --preset: its IPv6 addresses.
     #[arg(long)]
     ipv6: bool,
@@ -246,6 +249,9 @@ struct InitArgs {
     /// With --preset: its DoH URLs instead of DoT.
     #[arg(long)]
     doh: bool,
+    /// With --preset: its DoQ URLs instead of DoT (where the operator offers DoQ).
+    #[arg(long, conflicts_with = "doh")]
+    doq: bool,
     /// With --preset: its IPv6 addresses too.
     #[arg(long)]
     ipv6: bool,
@@ -510,11 +516,7 @@ fn cmd_probe(o: &ProbeArgs) -> Result<u8> {
     if let Some(id) = &o.preset {
         let presets = Presets::load(o.presets.presets.as_deref())?;
         let p = presets.get(id)?;
-        let urls = if o.doh {
-            p.doh_urls(o.ipv6)
-        } else {
-            p.dot_urls(o.ipv6)
-        };
+        let urls = p.urls(o.doh, o.doq, o.ipv6)?;
         for u in urls {
             add_url(&u, o.ca_file.clone(), pins.clone())?;
         }
@@ -551,7 +553,7 @@ fn cmd_probe(o: &ProbeArgs) -> Result<u8> {
     }
     if targets.is_empty() {
         return Err(Error::usage(
-            "probe what? give UPSTREAM URLs (tls://IP:PORT#NAME, https://IP:PORT/PATH#NAME), --preset ID or --file CONFIG",
+            "probe what? give UPSTREAM URLs (tls://IP:PORT#NAME, https://IP:PORT/PATH#NAME, quic://IP:PORT#NAME), --preset ID or --file CONFIG",
         ));
     }
     let popts = ProbeOpts {
@@ -609,6 +611,7 @@ fn cmd_init(o: &InitArgs) -> Result<u8> {
     let spec = InitSpec {
         preset,
         doh: o.doh,
+        doq: o.doq,
         ipv6: o.ipv6,
         upstreams: o.upstreams.clone(),
         pins: o.pins.clone(),

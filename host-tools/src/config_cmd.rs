@@ -197,6 +197,8 @@ pub struct InitSpec {
     pub preset: Option<Preset>,
     /// DoH instead of DoT for the preset.
     pub doh: bool,
+    /// DoQ instead of DoT for the preset.
+    pub doq: bool,
     /// Include the preset's IPv6 addresses.
     pub ipv6: bool,
     /// Explicit upstream URLs (after the preset's).
@@ -227,11 +229,7 @@ pub fn init_document(spec: &InitSpec) -> Result<(String, Config)> {
     set(&mut doc, &main, &listen)?;
     let mut urls: Vec<(String, String)> = Vec::new();
     if let Some(p) = &spec.preset {
-        let list = if spec.doh {
-            p.doh_urls(spec.ipv6)
-        } else {
-            p.dot_urls(spec.ipv6)
-        };
+        let list = p.urls(spec.doh, spec.doq, spec.ipv6)?;
         let base = p.id.replace('-', "_");
         for (i, u) in list.into_iter().enumerate() {
             urls.push((format!("{base}_{}", i + 1), u));
@@ -355,6 +353,51 @@ pub fn to_json(cfg: &Config) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn init_and_set_doq_upstreams() {
+        let presets = crate::presets::Presets::builtin().unwrap();
+        let spec = InitSpec {
+            preset: Some(presets.get("adguard").unwrap().clone()),
+            doq: true,
+            upstreams: vec!["quic://[2001:db8::53]:8853#doq.example".into()],
+            ..InitSpec::default()
+        };
+        let (text, cfg) = init_document(&spec).unwrap();
+        assert!(
+            text.contains("option url 'quic://94.140.14.14:853#dns.adguard-dns.com'"),
+            "{text}"
+        );
+        assert!(
+            text.contains("option url 'quic://[2001:db8::53]:8853#doq.example'"),
+            "{text}"
+        );
+        assert!(
+            cfg.upstreams
+                .servers
+                .iter()
+                .all(|u| u.url.transport == lanveil_config::Transport::Quic)
+        );
+        let mut doc = uci::parse(&text).unwrap();
+        set(
+            &mut doc,
+            &parse_key("upstream.mine.url").unwrap(),
+            &["quic://192.0.2.53#dns.example".into()],
+        )
+        .unwrap();
+        let (out, _) = render_checked(&doc, "x").unwrap();
+        assert!(out.contains("quic://192.0.2.53#dns.example"), "{out}");
+        assert!(
+            set(
+                &mut doc,
+                &parse_key("upstream.mine.url").unwrap(),
+                &["quic://192.0.2.53:53#dns.example".into()],
+            )
+            .and_then(|()| render_checked(&doc, "x").map(|_| ()))
+            .is_err(),
+            "DoQ on port 53 refused"
+        );
+    }
 
     #[test]
     fn set_and_unset_keys() {

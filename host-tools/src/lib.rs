@@ -8,6 +8,7 @@
 pub mod cli;
 pub mod config_cmd;
 pub mod dns;
+pub mod doq;
 pub mod error;
 pub mod leak;
 pub mod presets;

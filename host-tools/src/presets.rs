@@ -48,6 +48,9 @@ pub struct Preset {
     pub ipv6: Vec<IpAddr>,
     /// DoH path.
     pub doh_path: String,
+    /// Also serves DNS over QUIC (RFC 9250) on UDP port 853 of the same addresses.
+    #[serde(default)]
+    pub doq: bool,
     /// The operator's privacy policy (RFC 8932 §6).
     pub privacy_policy: String,
     /// Remarks.
@@ -75,6 +78,37 @@ impl Preset {
             .collect()
     }
 
+    /// DoQ upstream URLs (none if the operator offers no DoQ).
+    pub fn doq_urls(&self, ipv6: bool) -> Vec<String> {
+        if !self.doq {
+            return Vec::new();
+        }
+        self.addrs(ipv6)
+            .map(|ip| match ip {
+                IpAddr::V4(a) => format!("quic://{a}:853#{}", self.auth_name),
+                IpAddr::V6(a) => format!("quic://[{a}]:853#{}", self.auth_name),
+            })
+            .collect()
+    }
+
+    /// The URLs of one transport: DoQ with `doq`, DoH with `doh`, else DoT.
+    pub fn urls(&self, doh: bool, doq: bool, ipv6: bool) -> Result<Vec<String>> {
+        if doq {
+            let urls = self.doq_urls(ipv6);
+            if urls.is_empty() {
+                return Err(Error::usage(format!(
+                    "preset {}: the operator offers no DNS over QUIC",
+                    self.id
+                )));
+            }
+            Ok(urls)
+        } else if doh {
+            Ok(self.doh_urls(ipv6))
+        } else {
+            Ok(self.dot_urls(ipv6))
+        }
+    }
+
     fn addrs(&self, ipv6: bool) -> impl Iterator<Item = &IpAddr> {
         self.ipv4
             .iter()
@@ -93,7 +127,12 @@ impl Presets {
         let p: Self =
             serde_json::from_str(text).map_err(|e| Error::usage(format!("presets file: {e}")))?;
         for preset in &p.presets {
-            for url in preset.dot_urls(true).iter().chain(&preset.doh_urls(true)) {
+            for url in preset
+                .dot_urls(true)
+                .iter()
+                .chain(&preset.doh_urls(true))
+                .chain(&preset.doq_urls(true))
+            {
                 url.parse::<UpstreamUrl>().map_err(|r| {
                     Error::usage(format!("presets file: {}: {url}: {r}", preset.id))
                 })?;
@@ -161,6 +200,9 @@ impl Presets {
             );
             let _ = writeln!(o, "{:<22} DoT {}", "", p.dot_urls(true).join("  "));
             let _ = writeln!(o, "{:<22} DoH {}", "", p.doh_urls(false).join("  "));
+            if p.doq {
+                let _ = writeln!(o, "{:<22} DoQ {}", "", p.doq_urls(false).join("  "));
+            }
             let _ = writeln!(o, "{:<22} privacy policy {}", "", p.privacy_policy);
             if !p.notes.is_empty() {
                 let _ = writeln!(o, "{:<22} {}", "", p.notes);
@@ -173,6 +215,25 @@ impl Presets {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn doq_presets_expand_to_quic_urls() {
+        let p = Presets::builtin().unwrap();
+        let a = p.get("adguard").unwrap();
+        let urls = a.urls(false, true, false).unwrap();
+        assert!(!urls.is_empty());
+        for u in &urls {
+            let url: UpstreamUrl = u.parse().unwrap();
+            assert_eq!(url.transport, lanveil_config::Transport::Quic);
+            assert_eq!(url.port, 853);
+            assert_eq!(url.auth_name, a.auth_name);
+        }
+        assert_eq!(a.urls(false, false, false).unwrap(), a.dot_urls(false));
+        // No DoQ offered: asking for it is an error, never a silent DoT.
+        let q = p.get("quad9").unwrap();
+        assert!(q.doq_urls(true).is_empty());
+        assert!(q.urls(false, true, false).is_err());
+    }
 
     #[test]
     fn builtin_presets_parse_and_expand() {

@@ -2,6 +2,9 @@
 //! authentication rules, ALPN `dot` for DoT), send N queries on one connection and report handshake
 //! time, query RTT, TLS version, padding, EDE and the SPKI pins of the presented chain.
 //!
+//! DoQ: the same QUIC transport as the daemon (quinn's state machine, driven blocking here), one
+//! stream per query; the handshake time is the QUIC handshake's (there is no separate TCP connect).
+//!
 //! DoH: the daemon speaks HTTP/2. This tool is blocking and tokio-free, so it measures queries over
 //! HTTP/1.1 (RFC 8484 works over any HTTP version). The first connection offers `h2, http/1.1`
 //! exactly so the report can say what the server picks; if it picks h2, a second connection offering
@@ -85,7 +88,7 @@ impl Rtt {
 pub struct ProbeReport {
     /// The upstream as given.
     pub upstream: String,
-    /// `dot` or `doh`.
+    /// `dot`, `doh` or `doq`.
     pub transport: &'static str,
     /// The address dialled.
     pub address: Option<SocketAddr>,
@@ -132,6 +135,7 @@ pub fn probe(url: &UpstreamUrl, addr: SocketAddr, auth: &Auth, opts: &ProbeOpts)
         transport: match url.transport {
             Transport::Tls => "dot",
             Transport::Https => "doh",
+            Transport::Quic => "doq",
         },
         address: Some(addr),
         auth_name: auth.auth_name.clone(),
@@ -141,6 +145,7 @@ pub fn probe(url: &UpstreamUrl, addr: SocketAddr, auth: &Auth, opts: &ProbeOpts)
     match url.transport {
         Transport::Tls => probe_dot(&mut r, addr, auth, opts),
         Transport::Https => probe_doh(&mut r, url, addr, auth, opts),
+        Transport::Quic => probe_doq(&mut r, addr, auth, opts),
     }
     r
 }
@@ -161,6 +166,26 @@ fn probe_dot(r: &mut ProbeReport, addr: SocketAddr, auth: &Auth, opts: &ProbeOpt
     run_series(r, opts, |q| dot_query(&mut stream, q));
     stream.conn.send_close_notify();
     let _ = stream.flush();
+}
+
+fn probe_doq(r: &mut ProbeReport, addr: SocketAddr, auth: &Auth, opts: &ProbeOpts) {
+    let (mut conn, hs) = match crate::doq::connect(addr, auth, opts.timeout) {
+        Ok(x) => x,
+        Err(e) => {
+            r.error = Some(e.reason);
+            r.handshake = *e.seen;
+            return;
+        }
+    };
+    r.authenticated = true;
+    r.handshake = hs;
+    r.note =
+        Some("DNS over QUIC (RFC 9250): one stream per query, handshake time is QUIC's".into());
+    run_series(r, opts, |q| {
+        let msg = conn.exchange(q, opts.timeout)?;
+        dns::parse_reply(&msg).map_err(|e| e.to_string())
+    });
+    conn.close();
 }
 
 fn dot_query(s: &mut TlsStream, query: &[u8]) -> Result<Reply, String> {
@@ -187,7 +212,7 @@ fn run_series(
     let mut samples = Vec::new();
     let mut last_error = None;
     for _ in 0..opts.queries.max(1) {
-        let id = if r.transport == "doh" {
+        let id = if r.transport == "doh" || r.transport == "doq" {
             0
         } else {
             dns::random_id()
@@ -229,7 +254,7 @@ fn run_series(
     }
     r.rtt_ms = Rtt::of(&samples);
     if let (Some(name), None) = (&opts.ede_name, &last_error) {
-        let id = if r.transport == "doh" {
+        let id = if r.transport == "doh" || r.transport == "doq" {
             0
         } else {
             dns::random_id()

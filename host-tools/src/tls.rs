@@ -74,7 +74,7 @@ pub fn spki_pin(cert_der: &[u8]) -> Option<SpkiPin> {
     lanveil_tls::spki_sha256(cert_der).map(SpkiPin)
 }
 
-fn describe_chain(certs: &[CertificateDer<'_>]) -> Vec<ChainCert> {
+pub(crate) fn describe_chain(certs: &[CertificateDer<'_>]) -> Vec<ChainCert> {
     certs
         .iter()
         .enumerate()
@@ -102,7 +102,7 @@ pub fn ca_path(given: Option<&str>) -> Result<String> {
 
 /// Keeps the chain the server presented, so the owner sees (and can pin) it even when rejected.
 #[derive(Debug, Default)]
-struct Seen(Mutex<Vec<CertificateDer<'static>>>);
+pub(crate) struct Seen(pub(crate) Mutex<Vec<CertificateDer<'static>>>);
 
 impl ChainObserver for Seen {
     fn presented(&self, end_entity: &CertificateDer<'_>, intermediates: &[CertificateDer<'_>]) {

@@ -23,6 +23,7 @@ pub mod decoy;
 pub mod dig;
 pub mod dnsdist;
 pub mod doh;
+pub mod doq;
 pub mod gateway;
 pub mod netns;
 pub mod pki;

@@ -804,7 +804,7 @@ pub static UPSTREAM: &[Key<UpstreamDraft>] = &[
         list: false,
         kind: Kind::Text {
             #[cfg(feature = "reference")]
-            form: "tls://IP[:PORT]#AUTHNAME, https://IP[:PORT]/PATH#AUTHNAME or https://NAME/PATH",
+            form: "tls://IP[:PORT]#AUTHNAME, https://IP[:PORT]/PATH#AUTHNAME, https://NAME/PATH or quic://IP[:PORT]#AUTHNAME",
         },
         default: None,
         #[cfg(feature = "reference")]

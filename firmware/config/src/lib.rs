@@ -46,4 +46,6 @@ pub use model::{
     TlsVersion, Upstream, Upstreams, check_local_resolver, parse_allow, parse_captive_uri,
     parse_local_resolver, parse_nat64_prefix, parse_prefix, parse_v6only_wait,
 };
-pub use upstream::{DOT_PORT, HTTPS_PORT, SpkiPin, Transport, UpstreamUrl, parse_auth_name};
+pub use upstream::{
+    DOQ_PORT, DOT_PORT, HTTPS_PORT, SpkiPin, Transport, UpstreamUrl, parse_auth_name,
+};

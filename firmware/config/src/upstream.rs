@@ -1,4 +1,5 @@
-//! Upstream notation: `tls://IP[:PORT]#AUTHNAME` (unbound's `#name` notation), SPKI pins in the
+//! Upstream notation: `tls://IP[:PORT]#AUTHNAME` (unbound's `#name` notation; `quic://` the same for
+//! DNS over QUIC), SPKI pins in the
 //! RFC 7858 §4.2 form `sha256/BASE64`.
 //!
 //! The upstream is always an IP literal plus the name its certificate must carry, so lanveil never has
@@ -20,11 +21,14 @@ pub enum Transport {
     Tls,
     /// DNS over HTTPS (HTTP/2), RFC 8484.
     Https,
+    /// DNS over dedicated QUIC connections, RFC 9250 (daemon builds with the `doq` feature).
+    Quic,
 }
 
 /// A parsed upstream URL.
 ///
 /// * `tls://IP[:PORT]#AUTHNAME` — DoT (port 853 by default).
+/// * `quic://IP[:PORT]#AUTHNAME` — DoQ (UDP port 853 by default), authenticated like DoT.
 /// * `https://IP[:PORT]/PATH#AUTHNAME` — DoH to that address, authenticated as AUTHNAME (also the
 ///   HTTP authority and SNI); port 443 and path `/dns-query` by default.
 /// * `https://NAME[:PORT]/PATH` — DoH to NAME; its addresses come from the upstream's `bootstrap`
@@ -46,6 +50,8 @@ pub struct UpstreamUrl {
 
 /// Default DoT port (RFC 7858 §3.1).
 pub const DOT_PORT: u16 = 853;
+/// Default DoQ port (RFC 9250 §4.1.1; UDP).
+pub const DOQ_PORT: u16 = 853;
 /// Default DoH port.
 pub const HTTPS_PORT: u16 = 443;
 
@@ -53,16 +59,26 @@ impl FromStr for UpstreamUrl {
     type Err = Reason;
 
     fn from_str(s: &str) -> Result<Self, Reason> {
-        if let Some(rest) = s.strip_prefix("tls://") {
+        let stream = match s.strip_prefix("tls://") {
+            Some(rest) => Some((rest, Transport::Tls, DOT_PORT)),
+            None => s
+                .strip_prefix("quic://")
+                .map(|rest| (rest, Transport::Quic, DOQ_PORT)),
+        };
+        if let Some((rest, transport, default_port)) = stream {
             let Some((host_port, auth)) = rest.split_once('#') else {
                 return Err(Reason::Url(
                     "missing #AUTHNAME: the name the upstream's certificate must carry",
                 ));
             };
             let auth_name = parse_auth_name(auth)?;
-            let addr = parse_host_port(host_port, DOT_PORT)?;
+            let addr = parse_host_port(host_port, default_port)?;
+            if transport == Transport::Quic && addr.port() == 53 {
+                // RFC 9250 §4.1.1: DoQ MUST NOT use UDP port 53.
+                return Err(Reason::Url("DNS over QUIC may not use port 53"));
+            }
             return Ok(Self {
-                transport: Transport::Tls,
+                transport,
                 addr: Some(addr),
                 port: addr.port(),
                 auth_name,
@@ -114,7 +130,7 @@ impl FromStr for UpstreamUrl {
             });
         }
         Err(Reason::Url(
-            "must start with tls:// or https:// (e.g. tls://9.9.9.9:853#dns.quad9.net)",
+            "must start with tls://, https:// or quic:// (e.g. tls://9.9.9.9:853#dns.quad9.net)",
         ))
     }
 }
@@ -124,6 +140,8 @@ impl fmt::Display for UpstreamUrl {
         match (self.transport, self.addr) {
             (Transport::Tls, Some(a)) => write!(f, "tls://{a}#{}", self.auth_name),
             (Transport::Tls, None) => write!(f, "tls://{}:{}", self.auth_name, self.port),
+            (Transport::Quic, Some(a)) => write!(f, "quic://{a}#{}", self.auth_name),
+            (Transport::Quic, None) => write!(f, "quic://{}:{}", self.auth_name, self.port),
             (Transport::Https, Some(a)) => write!(f, "https://{a}{}#{}", self.path, self.auth_name),
             (Transport::Https, None) => {
                 if self.port == HTTPS_PORT {
@@ -249,6 +267,40 @@ mod tests {
         let u: UpstreamUrl = "tls://2620:fe::fe#dns.quad9.net".parse().unwrap();
         assert_eq!(u.port, 853);
         assert_eq!(u.to_string(), "tls://[2620:fe::fe]:853#dns.quad9.net");
+    }
+
+    #[test]
+    fn parse_quic_urls() {
+        let u: UpstreamUrl = "quic://94.140.14.140#dns.adguard-dns.com".parse().unwrap();
+        assert_eq!(
+            (u.transport, u.addr, u.auth_name.as_str(), u.path.as_str()),
+            (
+                Transport::Quic,
+                Some("94.140.14.140:853".parse().unwrap()),
+                "dns.adguard-dns.com",
+                ""
+            )
+        );
+        assert_eq!(
+            u.to_string(),
+            "quic://94.140.14.140:853#dns.adguard-dns.com"
+        );
+        assert_eq!(u.to_string().parse::<UpstreamUrl>().unwrap(), u);
+        let u: UpstreamUrl = "quic://[2a10:50c0::ad1:ff]:8853#Dns.Example."
+            .parse()
+            .unwrap();
+        assert_eq!(u.addr, Some("[2a10:50c0::ad1:ff]:8853".parse().unwrap()));
+        assert_eq!(u.auth_name, "dns.example");
+        for bad in [
+            "quic://9.9.9.9",
+            "quic://dns.example#dns.example",
+            "quic://9.9.9.9:53#dns.example",
+            "quic://9.9.9.9#",
+            "quic://9.9.9.9/dns-query#dns.example",
+            "doq://9.9.9.9#dns.example",
+        ] {
+            assert!(bad.parse::<UpstreamUrl>().is_err(), "{bad} accepted");
+        }
     }
 
     #[test]

@@ -65,6 +65,9 @@ fn upstream() -> impl Strategy<Value = Upstream> {
             any::<bool>()
         )
             .prop_map(|(port, n, p, get)| (Transport::Https, None, port, n, p, get)),
+        (socket_addr(), host_name())
+            .prop_filter("DoQ never on port 53", |(a, _)| a.port() != 53)
+            .prop_map(|(a, n)| (Transport::Quic, Some(a), a.port(), n, String::new(), false)),
     ];
     (
         ident(),

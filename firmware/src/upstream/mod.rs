@@ -1,8 +1,12 @@
 //! Upstream connections: TLS settings ([`tls`]), the DoT session task ([`dot`]) and, with the `doh`
-//! feature, the DoH session task ([`doh`]).
+//! feature, the DoH session task ([`doh`]); with the `doq` feature, the DoQ session task ([`doq`]).
 
 #[cfg(feature = "doh")]
 pub(crate) mod doh;
+#[cfg(feature = "doq")]
+pub(crate) mod doq;
+#[cfg(feature = "doq")]
+pub(crate) mod doq_endpoint;
 pub(crate) mod dot;
 pub mod tls;
 
@@ -11,7 +15,7 @@ pub mod tls;
 pub(crate) enum Outgoing {
     /// Framed bytes for a stream session (DoT).
     Bytes(Vec<u8>),
-    /// One DNS message for a message session (DoH), answered under `tag`.
-    #[cfg_attr(not(feature = "doh"), allow(dead_code))]
+    /// One DNS message for a message session (DoH, DoQ), answered under `tag`.
+    #[cfg_attr(not(any(feature = "doh", feature = "doq")), allow(dead_code))]
     Request { tag: u16, message: Vec<u8> },
 }

@@ -59,6 +59,9 @@ pub struct Target {
     shared: Option<lanveil_tls::Decision>,
     pub(crate) time: Arc<TimeKeeper>,
     cert_not_after: Arc<crate::sync::Shared64>,
+    /// DoQ: the one QUIC endpoint (UDP socket) this upstream's sessions share.
+    #[cfg(feature = "doq")]
+    pub(crate) quic: super::doq_endpoint::SharedEndpoint,
 }
 
 impl Target {
@@ -93,10 +96,15 @@ impl Target {
                 not_after: cert_not_after.clone(),
             },
         )?);
-        let versions = lanveil_tls::protocol_versions(upstream.tls_min_version)?;
+        let versions = match upstream.url.transport {
+            // QUIC is TLS 1.3 only (RFC 9001 §4.2).
+            Transport::Quic => lanveil_tls::protocol_versions(TlsVersion::V1_3)?,
+            _ => lanveil_tls::protocol_versions(upstream.tls_min_version)?,
+        };
         let alpn = match upstream.url.transport {
             Transport::Tls => vec![b"dot".to_vec()],
             Transport::Https => vec![b"h2".to_vec()],
+            Transport::Quic => vec![b"doq".to_vec()],
         };
         // Replaced per connection by `Target::connector`, unless resumption is on.
         let (verifier, decision) = checks.verifier(NoObserver);
@@ -116,6 +124,8 @@ impl Target {
             shared: upstream.tls_resumption.then_some(decision),
             time,
             cert_not_after,
+            #[cfg(feature = "doq")]
+            quic: super::doq_endpoint::SharedEndpoint::default(),
         })
     }
 
@@ -140,6 +150,29 @@ impl Target {
             config.alpn_protocols = alpn;
         }
         (TlsConnector::from(Arc::new(config)), decision)
+    }
+
+    /// TLS settings for one QUIC connection (ALPN `doq` from [`Target::new`], TLS 1.3, never early
+    /// data) with a verifier of its own, which `wrap` may wrap, and its decision. With
+    /// `tls_resumption '1'` the shared verifier stays, unwrapped, as in [`Target::connector`].
+    #[cfg(feature = "doq")]
+    pub(crate) fn quic_client_config(
+        &self,
+        wrap: impl FnOnce(
+            Arc<dyn rustls::client::danger::ServerCertVerifier>,
+        ) -> Arc<dyn rustls::client::danger::ServerCertVerifier>,
+    ) -> (ClientConfig, lanveil_tls::Decision) {
+        let mut config = (*self.tls).clone();
+        let decision = match &self.shared {
+            Some(shared) => shared.clone(),
+            None => {
+                let (verifier, decision) = self.checks.verifier(NoObserver);
+                config.dangerous().set_certificate_verifier(wrap(verifier));
+                decision
+            }
+        };
+        config.enable_early_data = false;
+        (config, decision)
     }
 
     /// TCP connect to the first address that accepts, then the TLS handshake. Returns the stream

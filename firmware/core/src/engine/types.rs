@@ -79,8 +79,8 @@ pub enum Transport {
     /// A byte stream with 2-octet length framing (DNS over TLS): [`Action::Send`], answers through
     /// `handle_upstream_data`.
     Stream,
-    /// One request per message (DNS over HTTPS): [`Action::Request`] with ID 0 on the wire, answers
-    /// through `handle_upstream_response`.
+    /// One request per message (DNS over HTTPS, and DNS over QUIC: one stream per query):
+    /// [`Action::Request`] with ID 0 on the wire, answers through `handle_upstream_response`.
     Message,
 }
 

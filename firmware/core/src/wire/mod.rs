@@ -11,6 +11,7 @@
 //! [`name`] is the one name codec (walk, expand, encode) and [`record`] walks the records of a
 //! scanned message; every other part of lanveil that reads or writes DNS names uses them.
 
+pub mod doq;
 pub mod edns;
 pub mod framing;
 pub mod header;

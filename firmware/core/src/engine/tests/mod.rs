@@ -5,6 +5,7 @@ mod admission;
 mod answers;
 mod cache;
 mod dns64;
+mod mixed;
 mod plain;
 mod sessions;
 mod upstreams;

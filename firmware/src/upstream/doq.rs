@@ -1,0 +1,421 @@
+//! One DNS-over-QUIC session (RFC 9250): a QUIC connection (quinn, on the same rustls/ring stack and
+//! the same `lanveil-tls` verifier as DoT) with ALPN `doq`, then one client-initiated bidirectional
+//! stream per query: the 2-octet length prefix and the query (ID 0, padded by the engine to the
+//! 128-octet block), then FIN; the answer is the whole stream up to the server's FIN
+//! (`lanveil_core::wire::doq::response` checks it). No 0-RTT ever; TLS resumption only with
+//! `tls_resumption '1'`, as for DoT; no QUIC address-validation tokens kept either. The server may
+//! open no streams (its stream limits are 0).
+//!
+//! Error codes (§4.3): a response that breaks the protocol closes the connection with
+//! DOQ_PROTOCOL_ERROR; a stream the server resets (DOQ_REQUEST_CANCELLED, DOQ_EXCESSIVE_LOAD, …) fails
+//! that one query, which the engine then tries elsewhere; the connection is closed with
+//! DOQ_NO_ERROR when the engine lets it go (idle, reload, shutdown).
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use lanveil_core::engine::{CloseReason, SessionId, TlsFailure};
+use lanveil_core::wire::doq::{self, StreamError, code};
+use quinn::crypto::rustls::QuicClientConfig;
+use quinn::{Connection, ConnectionError, ReadError, ReadToEndError, VarInt, WriteError};
+use rustls::DigitallySignedStruct;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use super::Outgoing;
+use super::tls::Target;
+use crate::events::{UpstreamEvent, UpstreamSender};
+
+/// QUIC's idle timeout: longer than the engine's (20 s), so the engine closes idle sessions itself
+/// with DOQ_NO_ERROR and only a dead path is timed out here.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub(crate) async fn run(
+    session: SessionId,
+    target: Arc<Target>,
+    mut rx: mpsc::UnboundedReceiver<Outgoing>,
+    events: UpstreamSender,
+) {
+    let reason = match session_io(session, &target, &mut rx, &events).await {
+        Ok(()) => CloseReason::Eof,
+        Err(reason) => reason,
+    };
+    log::debug!(
+        "upstream {}: session {} ended: {reason:?}",
+        target.upstream.name,
+        session.0
+    );
+    let _ = events.send(UpstreamEvent::Closed { session, reason }).await;
+}
+
+/// Closes the connection with DOQ_NO_ERROR when the session ends, however it ends (the driver aborts
+/// the task of a session the engine let go).
+struct CloseOnDrop(Connection);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.close(VarInt::from_u32(code::NO_ERROR), b"");
+    }
+}
+
+/// How one query ended.
+enum Outcome {
+    Answer(Vec<u8>),
+    /// The server reset the stream (or the stream could not be opened): this query failed.
+    Failed,
+    /// The response broke RFC 9250: the connection goes.
+    Protocol(StreamError),
+    /// The connection is gone; its close is reported once, by the session.
+    Lost,
+}
+
+async fn session_io(
+    session: SessionId,
+    target: &Target,
+    rx: &mut mpsc::UnboundedReceiver<Outgoing>,
+    events: &UpstreamSender,
+) -> Result<(), CloseReason> {
+    let failure = Arc::new(FailureSlot::default());
+    let (tls, decision) = target.quic_client_config(|inner| {
+        Arc::new(Recording {
+            inner,
+            failure: failure.clone(),
+        })
+    });
+    let crypto = QuicClientConfig::try_from(Arc::new(tls))
+        .map_err(|_| CloseReason::Tls(TlsFailure::Handshake))?;
+    let mut client = quinn::ClientConfig::new(Arc::new(crypto));
+    client.transport_config(transport_config());
+    // No NEW_TOKEN address-validation tokens kept for later connections: like a resumption
+    // ticket, a token would link this connection to the next.
+    client.token_store(Arc::new(quinn::NoneTokenStore));
+    let conn = connect_any(target, client, &failure).await?;
+    let conn = CloseOnDrop(conn);
+    let alpn = conn
+        .0
+        .handshake_data()
+        .and_then(|h| h.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+        .and_then(|h| h.protocol);
+    if alpn.as_deref() != Some(b"doq") {
+        log::debug!("upstream {}: no doq ALPN", target.upstream.name);
+        return Err(CloseReason::Tls(TlsFailure::Handshake));
+    }
+    let relaxed = match decision.relaxed() {
+        Some(relaxed) => relaxed,
+        // A resumed session (only with `tls_resumption '1'`) skipped the verifier: judge it by the
+        // clock now, as the full handshake it resumes would have been.
+        None => target.time.state() == lanveil_core::clock::ClockState::Unsynchronized,
+    };
+    log::debug!(
+        "upstream {}: session {} up (QUIC)",
+        target.upstream.name,
+        session.0
+    );
+    if events
+        .send(UpstreamEvent::Connected { session, relaxed })
+        .await
+        .is_err()
+    {
+        return Ok(());
+    }
+    // The queries in flight: dropped (and so aborted) with the session.
+    let mut queries: JoinSet<(u16, Outcome)> = JoinSet::new();
+    loop {
+        tokio::select! {
+            e = conn.0.closed() => return Err(close_reason(&e, &failure)),
+            Some(done) = queries.join_next(), if !queries.is_empty() => {
+                let Ok((tag, outcome)) = done else { continue };
+                let event = match outcome {
+                    Outcome::Answer(bytes) => UpstreamEvent::Response { session, tag, bytes },
+                    Outcome::Failed => UpstreamEvent::RequestFailed { session, tag },
+                    Outcome::Protocol(e) => {
+                        log::debug!("upstream {}: {}", target.upstream.name, e.as_str());
+                        conn.0.close(VarInt::from_u32(code::PROTOCOL_ERROR), e.as_str().as_bytes());
+                        return Err(CloseReason::Protocol);
+                    }
+                    Outcome::Lost => continue,
+                };
+                if events.send(event).await.is_err() {
+                    return Ok(());
+                }
+            }
+            msg = rx.recv() => {
+                let Some(Outgoing::Request { tag, message }) = msg else {
+                    // The engine let the session go (or, never, sent stream bytes).
+                    log::debug!("upstream {}: session {} let go", target.upstream.name, session.0);
+                    return Ok(());
+                };
+                let conn = conn.0.clone();
+                queries.spawn(async move { (tag, query(&conn, &message).await) });
+            }
+        }
+    }
+}
+
+/// One query on its own stream (§4.2): prefix + message, FIN, then the answer up to the server's FIN.
+async fn query(conn: &Connection, message: &[u8]) -> Outcome {
+    let Ok(prefix) = doq::query_prefix(message) else {
+        return Outcome::Failed;
+    };
+    let (mut send, mut recv) = match conn.open_bi().await {
+        Ok(s) => s,
+        Err(_) => return Outcome::Lost,
+    };
+    // Both writes land in the stream's buffer before the connection task runs: one STREAM frame.
+    let written = async {
+        send.write_all(&prefix).await?;
+        send.write_all(message).await?;
+        Ok::<(), WriteError>(())
+    }
+    .await;
+    match written {
+        Ok(()) => {}
+        // §4.3.3: a client receiving STOP_SENDING is a protocol error.
+        Err(WriteError::Stopped(_)) => return Outcome::Protocol(StreamError::ExtraData),
+        Err(WriteError::ConnectionLost(_)) => return Outcome::Lost,
+        Err(_) => return Outcome::Failed,
+    }
+    if send.finish().is_err() {
+        return Outcome::Failed;
+    }
+    match recv.read_to_end(doq::MAX_STREAM).await {
+        Ok(mut stream) => match doq::response(&stream) {
+            Ok(_) => {
+                stream.drain(..2);
+                Outcome::Answer(stream)
+            }
+            Err(e) => Outcome::Protocol(e),
+        },
+        Err(ReadToEndError::TooLong) => Outcome::Protocol(StreamError::ExtraData),
+        Err(ReadToEndError::Read(ReadError::ConnectionLost(_))) => Outcome::Lost,
+        Err(ReadToEndError::Read(_)) => Outcome::Failed,
+    }
+}
+
+fn transport_config() -> Arc<quinn::TransportConfig> {
+    static CONFIG: OnceLock<Arc<quinn::TransportConfig>> = OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let mut t = quinn::TransportConfig::default();
+            // §4.2: the server opens no streams of its own.
+            t.max_concurrent_bidi_streams(VarInt::from_u32(0));
+            t.max_concurrent_uni_streams(VarInt::from_u32(0));
+            t.max_idle_timeout(quinn::IdleTimeout::try_from(IDLE_TIMEOUT).ok());
+            t.keep_alive_interval(None);
+            // One answer per stream (≤ 64 KiB + prefix): small windows bound what a server can make
+            // us buffer.
+            t.stream_receive_window(VarInt::from_u32(doq::MAX_STREAM as u32));
+            t.receive_window(VarInt::from_u32(1 << 20));
+            t.send_window(1 << 20);
+            Arc::new(t)
+        })
+        .clone()
+}
+
+/// Dials the upstream's addresses in turn, on the upstream's shared endpoint.
+async fn connect_any(
+    target: &Target,
+    client: quinn::ClientConfig,
+    failure: &FailureSlot,
+) -> Result<Connection, CloseReason> {
+    let mut last = CloseReason::Unreachable;
+    for addr in &target.addrs {
+        let endpoint = match target.quic.get(addr.is_ipv6()) {
+            Ok(e) => e,
+            Err(_) => continue,
+        };
+        let connecting =
+            match endpoint.connect_with(client.clone(), *addr, &target.upstream.url.auth_name) {
+                Ok(c) => c,
+                Err(_) => {
+                    last = CloseReason::Unreachable;
+                    continue;
+                }
+            };
+        // Never `into_0rtt`: the handshake completes before any query is sent.
+        match connecting.await {
+            Ok(conn) => return Ok(conn),
+            Err(e) => {
+                last = close_reason(&e, failure);
+                if matches!(last, CloseReason::Tls(_)) {
+                    // Authentication failed: another address of the same upstream will not differ.
+                    return Err(last);
+                }
+            }
+        }
+    }
+    Err(last)
+}
+
+/// What a closed connection means to the engine.
+fn close_reason(e: &ConnectionError, failure: &FailureSlot) -> CloseReason {
+    if let Some(f) = failure.get() {
+        return CloseReason::Tls(f);
+    }
+    match e {
+        ConnectionError::ApplicationClosed(c)
+            if c.error_code == VarInt::from_u32(code::NO_ERROR) =>
+        {
+            CloseReason::Eof
+        }
+        ConnectionError::ApplicationClosed(_) | ConnectionError::Reset => CloseReason::Reset,
+        ConnectionError::TimedOut => CloseReason::Timeout,
+        ConnectionError::LocallyClosed => CloseReason::Eof,
+        ConnectionError::ConnectionClosed(c) => crypto_reason(u64::from(c.error_code)),
+        ConnectionError::TransportError(t) => crypto_reason(u64::from(t.code)),
+        _ => CloseReason::Protocol,
+    }
+}
+
+/// A TLS alert carried as a QUIC CRYPTO_ERROR (0x0100 + alert, RFC 9001 §4.8) is a TLS failure;
+/// any other transport error is the connection failing.
+fn crypto_reason(code: u64) -> CloseReason {
+    match code {
+        0x0100..=0x01ff => CloseReason::Tls(TlsFailure::Handshake),
+        _ => CloseReason::Reset,
+    }
+}
+
+/// The verifier's verdict on a rejected certificate, kept for the session's close reason (QUIC hands
+/// back only the TLS alert, which cannot tell a pin mismatch from a wrong name).
+#[derive(Debug, Default)]
+struct FailureSlot(AtomicU8);
+
+impl FailureSlot {
+    fn set(&self, f: TlsFailure) {
+        let v = match f {
+            TlsFailure::UntrustedCertificate => 1,
+            TlsFailure::NameMismatch => 2,
+            TlsFailure::Expired => 3,
+            TlsFailure::NotYetValid => 4,
+            TlsFailure::PinMismatch => 5,
+            TlsFailure::BadCertificate => 6,
+            TlsFailure::Handshake => 7,
+        };
+        self.0.store(v, Ordering::Release);
+    }
+
+    fn get(&self) -> Option<TlsFailure> {
+        Some(match self.0.load(Ordering::Acquire) {
+            1 => TlsFailure::UntrustedCertificate,
+            2 => TlsFailure::NameMismatch,
+            3 => TlsFailure::Expired,
+            4 => TlsFailure::NotYetValid,
+            5 => TlsFailure::PinMismatch,
+            6 => TlsFailure::BadCertificate,
+            7 => TlsFailure::Handshake,
+            _ => return None,
+        })
+    }
+}
+
+/// The upstream's one verifier (`lanveil-tls`), recording why it rejected a certificate.
+#[derive(Debug)]
+struct Recording {
+    inner: Arc<dyn ServerCertVerifier>,
+    failure: Arc<FailureSlot>,
+}
+
+impl ServerCertVerifier for Recording {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.inner
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+            .inspect_err(|e| self.failure.set(lanveil_tls::classify(e)))
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner
+            .verify_tls13_signature(message, cert, dss)
+            .inspect_err(|e| self.failure.set(lanveil_tls::classify(e)))
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failure_slot_keeps_the_verifiers_verdict() {
+        let slot = FailureSlot::default();
+        assert_eq!(slot.get(), None);
+        for f in [
+            TlsFailure::UntrustedCertificate,
+            TlsFailure::NameMismatch,
+            TlsFailure::Expired,
+            TlsFailure::NotYetValid,
+            TlsFailure::PinMismatch,
+            TlsFailure::BadCertificate,
+            TlsFailure::Handshake,
+        ] {
+            slot.set(f);
+            assert_eq!(slot.get(), Some(f));
+            // The verdict wins over whatever the connection error says.
+            assert_eq!(
+                close_reason(&ConnectionError::TimedOut, &slot),
+                CloseReason::Tls(f)
+            );
+        }
+    }
+
+    #[test]
+    fn connection_errors() {
+        let none = FailureSlot::default();
+        let app = |code: u32| {
+            ConnectionError::ApplicationClosed(quinn::ApplicationClose {
+                error_code: VarInt::from_u32(code),
+                reason: Default::default(),
+            })
+        };
+        assert_eq!(close_reason(&app(code::NO_ERROR), &none), CloseReason::Eof);
+        for c in [
+            code::INTERNAL_ERROR,
+            code::PROTOCOL_ERROR,
+            code::EXCESSIVE_LOAD,
+            code::ERROR_RESERVED,
+        ] {
+            assert_eq!(close_reason(&app(c), &none), CloseReason::Reset);
+        }
+        assert_eq!(
+            close_reason(&ConnectionError::TimedOut, &none),
+            CloseReason::Timeout
+        );
+        assert_eq!(
+            close_reason(&ConnectionError::Reset, &none),
+            CloseReason::Reset
+        );
+        // A TLS alert (CRYPTO_ERROR 0x100 + alert) without a verdict of ours: the server refused.
+        assert_eq!(
+            crypto_reason(0x100 + 120),
+            CloseReason::Tls(TlsFailure::Handshake)
+        );
+        assert_eq!(crypto_reason(0x1), CloseReason::Reset);
+    }
+}
