@@ -111,14 +111,15 @@ pub fn connect(
     // QUIC is TLS 1.3 only.
     let versions =
         lanveil_tls::protocol_versions(lanveil_config::TlsVersion::V1_3).map_err(setup)?;
-    let mut config = lanveil_tls::client_config(
-        versions,
-        recording.clone(),
-        false,
-        auth.sni,
-        vec![b"doq".to_vec()],
-    )
-    .map_err(setup)?;
+    let mut config = checks
+        .client_config(
+            versions,
+            recording.clone(),
+            false,
+            auth.sni,
+            vec![b"doq".to_vec()],
+        )
+        .map_err(setup)?;
     config.enable_early_data = false;
     let crypto = QuicClientConfig::try_from(Arc::new(config))
         .map_err(|e| fail(format!("QUIC TLS settings rejected: {e}"), &seen))?;
