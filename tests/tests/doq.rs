@@ -264,18 +264,25 @@ async fn aioquic_error_codes() {
         "only protocol errors so far: {closed:?}"
     );
     running.shutdown().await;
-    assert!(
+    // The live connection is closed with DOQ_NO_ERROR. (Wait for that close itself: the retried
+    // bad-ID connection's own close may still be on its way when the daemon stops.)
+    let end = tokio::time::Instant::now() + Duration::from_secs(5);
+    let no_error = |server: &AioquicServer| {
         server
-            .wait_for("closed", closed.len() + 1, Duration::from_secs(5))
-            .await,
-        "{:?}",
-        server.events()
-    );
+            .events_of("closed")
+            .iter()
+            .any(|c| c["error_code"] == 0)
+    };
+    while !no_error(&server) && tokio::time::Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let closed = server.events_of("closed");
-    assert_eq!(
-        closed.last().unwrap()["error_code"],
-        0,
-        "DOQ_NO_ERROR at the end: {closed:?}"
+    assert!(no_error(&server), "DOQ_NO_ERROR at the end: {closed:?}");
+    assert!(
+        closed
+            .iter()
+            .all(|c| c["error_code"] == 0 || c["error_code"] == 2),
+        "only protocol errors before the end: {closed:?}"
     );
     server.stop().await;
 }
