@@ -25,6 +25,15 @@ check mk-depends-ca-bundle sh -c "sed -n 's/^[[:space:]]*DEPENDS:=//p' '$MK' | t
 check mk-version-is-workspace-version [ "$(mkvar PKG_VERSION)" = "$(sed -n '/^\[workspace.package\]/,/^\[/s/^version = "\(.*\)"/\1/p' "$REPO/Cargo.toml")" ]
 check mk-userid [ "$(mkvar USERID)" = "lanveil=5453:lanveil=5453" ]
 check cargo-lock-present [ -f "$REPO/Cargo.lock" ]
+# The SDK build carries the same extra features as the board profile of that ARCH (DoQ where it fits).
+mk_features() { printf 'ARCH:=%s\n%s\nall:\n\t@echo $(RUST_PKG_FEATURES)\n' "$1" "$(grep '^RUST_PKG_FEATURES:=' "$MK")" | make -s -f -; }
+for prof in "$REPO"/board/boards/*.toml; do
+	name=$(basename "$prof" .toml)
+	owrt_arch=${name%%_*}
+	[ "$name" = x86_64 ] && owrt_arch=x86_64
+	want=$(sed -n 's/^features = \["\(.*\)"\]$/\1/p' "$prof")
+	check "mk-features-match-board-$name" [ "$(mk_features "$owrt_arch")" = "$want" ]
+done
 for v in PKG_NAME PKG_RELEASE PKG_LICENSE PKG_MAINTAINER SECTION CATEGORY TITLE URL; do
 	check "mk-has-$v" [ -n "$(mkvar "$v")" ]
 done
