@@ -15,6 +15,7 @@ usage: lanveil [--config FILE] [--listen ADDR:PORT]... [--upstream URL]... [--bo
                  (--print-signals: the LAN's DHCP signals for dnsmasq/odhcpd, KEY VALUE lines;
                   --wan-portal: option 114 the WAN announced, as udhcpc exports it, hex or text)
        lanveil --control SOCKET status|log|reload   (raw response for lanveil-ctl)
+       lanveil --control SOCKET status-json         (the status as JSON, for LuCI)
        lanveil --control SOCKET leak-probe LABEL NONCE      (lanveil-ctl leak-test's one-time name)
        lanveil --control SOCKET wan-portal set URI [DNS...] | wan-portal clear
                                                    (the WAN DHCP hook: a captive portal upstream)

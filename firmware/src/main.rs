@@ -78,12 +78,12 @@ async fn reload(args: &cli::Args, running: &mut lanveil::Running) -> Result<(), 
 }
 
 /// `lanveil --control SOCKET status|log|reload|leak-probe LABEL NONCE`: the raw response envelope on
-/// stdout.
+/// stdout (`status-json`: the status as JSON, for LuCI).
 fn control_client(socket: &std::path::Path, what: Option<&str>, rest: &[String]) -> ExitCode {
     use lanveil::config::control::{Request, Response};
     use std::io::Write;
     let req = match (what, rest) {
-        (Some("status"), []) => Request::Status,
+        (Some("status" | "status-json"), []) => Request::Status,
         (Some("log"), []) => Request::QueryLog,
         (Some("reload"), []) => Request::Reload,
         (Some("wan-portal"), [set, uri, dns @ ..]) if set == "set" => Request::WanPortal {
@@ -100,11 +100,28 @@ fn control_client(socket: &std::path::Path, what: Option<&str>, rest: &[String])
         },
         _ => {
             eprintln!(
-                "lanveil: --control SOCKET needs one of: status, log, reload, wan-portal set URI [DNS...], wan-portal clear, leak-probe LABEL NONCE"
+                "lanveil: --control SOCKET needs one of: status, status-json, log, reload, wan-portal set URI [DNS...], wan-portal clear, leak-probe LABEL NONCE"
             );
             return ExitCode::from(2);
         }
     };
+    if what == Some("status-json") {
+        // For LuCI's rpcd plugin: the status as one JSON line.
+        let answer = lanveil::control::request(socket, &req)
+            .map_err(|e| format!("{}: {e}", socket.display()))
+            .and_then(|b| Response::decode(&b).map_err(|e| e.to_string()));
+        return match answer {
+            Ok(Response::Status(r)) => {
+                println!("{}", lanveil::config::control::json::status(&r));
+                ExitCode::SUCCESS
+            }
+            Ok(Response::Error(e)) | Err(e) => {
+                eprintln!("lanveil: {e}");
+                ExitCode::from(1)
+            }
+            Ok(_) => ExitCode::from(1),
+        };
+    }
     if let Request::WanPortal { .. } = req {
         // For shell hooks: a line in words and the exit status.
         let answer = lanveil::control::request(socket, &req)
