@@ -33,13 +33,27 @@ return view.extend({
 		s.addremove = true;
 		s.anonymous = false;
 
-		o = s.option(form.Value, 'url', _('URL'));
-		o.rmempty = false;
+		// A preset fills the URL field (not stored itself): the same list
+		// `lanveil-ctl presets` shows, from /usr/share/lanveil/presets.json.
+		o = s.option(form.ListValue, '_preset', _('Preset'));
+		o.value('', _('-- custom URL --'));
 		(presets.presets || []).forEach(function(p) {
 			(p.dot_urls || []).forEach(function(u) {
-				o.value(u, '%s – %s (%s)'.format(p.operator, p.variant, u));
+				o.value(u, _('%s – %s (%s)').format(p.operator, p.variant, u));
 			});
 		});
+		o.cfgvalue = function() { return ''; };
+		o.write = o.remove = function() {};
+		o.onchange = function(ev, section_id, value) {
+			if (!value)
+				return;
+			var url = this.map.lookupOption('url', section_id);
+			if (url && url[0])
+				url[0].getUIElement(section_id).setValue(value);
+		};
+
+		o = s.option(form.Value, 'url', _('URL'));
+		o.rmempty = false;
 		o.validate = function(section_id, value) {
 			if (!value)
 				return _('An upstream needs a URL');
