@@ -60,7 +60,7 @@ fi
 pass router-up
 r sh -c 'cat >/tmp/luci-app-lanveil.ipk' <"$LUCI_IPK"
 check opkg-install-luci-app r opkg install /tmp/luci-app-lanveil.ipk
-check opkg-status-luci-app r sh -c 'opkg status luci-app-lanveil | grep -q "^Status: install ok installed"'
+check opkg-status-luci-app r sh -c 'opkg status luci-app-lanveil | grep -q "^Status: install.* installed"'
 for f in /www/luci-static/resources/view/lanveil/status.js /www/luci-static/resources/view/lanveil/settings.js \
 	/www/luci-static/resources/view/status/include/70_lanveil.js /usr/share/luci/menu.d/luci-app-lanveil.json \
 	/usr/share/rpcd/acl.d/luci-app-lanveil.json /usr/share/rpcd/ucode/lanveil.uc /usr/share/lanveil/presets.json; do
@@ -118,7 +118,7 @@ start_unbound() { # NAME ADDR ANSWER
 			do-ip6: no
 			access-control: 0.0.0.0/0 allow
 			local-zone: "." static
-			local-zone: "probe.test." static
+			local-zone: "probe.test." redirect
 			local-data: "probe.test. 300 IN A $3"
 		remote-control:
 			control-enable: no
@@ -138,9 +138,9 @@ check lanveil-upstream-dot.test r sh -c '
 	uci commit lanveil && /etc/init.d/lanveil restart'
 # A LAN lookup, so the upstream is connected and has an RTT.
 dig_probe() {
-	local want="$1" ans=""
-	for _ in $(seq 1 40); do
-		ans="$(lan dig +short +time=2 +tries=1 @192.168.1.1 probe.test A 2>/dev/null)"
+	local want="$1" ans="" i
+	for i in $(seq 1 40); do
+		ans="$(lan dig +short +time=2 +tries=1 @192.168.1.1 "sh$i.probe.test" A 2>/dev/null)"
 		[ "$ans" = "$want" ] && return 0
 		sleep 0.5
 	done
@@ -180,7 +180,10 @@ check viewer-left-config-alone r grep -q 'dot.test' /etc/config/lanveil
 # as a LAN browser does. Its checks print PASS/FAIL lines; it calls back into this
 # script's helpers (router state, daemon) through tests/openwrt/luci/rig-hook.sh.
 export LANVEIL_LUCI_ROUTER="$ROUTER" LANVEIL_LUCI_OUT="$T" LANVEIL_LUCI_PASSWORD="$PASSWORD"
-lan env HOME="$T" LANVEIL_LUCI_ROUTER="$ROUTER" LANVEIL_LUCI_OUT="$T" LANVEIL_LUCI_PASSWORD="$PASSWORD" \
+# Only the LAN's network namespace (not its pid namespace): the test also enters the
+# router's namespaces from there, which a process inside another pid namespace cannot.
+lanpid="$(cat "${LANVEIL_ROUTER_RUN:-$REPO/target/openwrt-rig/run}/lan.pid")"
+nsenter -t "$lanpid" -n -- env HOME="$T" LANVEIL_LUCI_ROUTER="$ROUTER" LANVEIL_LUCI_OUT="$T" LANVEIL_LUCI_PASSWORD="$PASSWORD" \
 	"$VENV/bin/python" "$HERE/luci/browser_test.py" >"$T/browser.out" 2>"$T/browser.err"
 brc=$?
 while read -r line; do

@@ -74,8 +74,14 @@ def upstream_rows(d):
     return rows
 
 
+_seq = [0]
+
+
 def dig(name):
-    p = subprocess.run(["dig", "+short", "+time=2", "+tries=1", "@192.168.1.1", name, "A"],
+    """A fresh name under NAME each time (dnsmasq and lanveil cache answers)."""
+    _seq[0] += 1
+    p = subprocess.run(["dig", "+short", "+time=2", "+tries=1", "@192.168.1.1",
+                        "n%d-%d.%s" % (os.getpid(), _seq[0], name), "A"],
                        capture_output=True, text=True, timeout=10)
     return p.stdout.strip()
 

@@ -65,7 +65,7 @@ default_src() {
 # install steps); changes to fetching or logging need no rebuild.
 RECIPE=1
 # LuCI (issue 14): luci_build below; its recipe is separate so the two issues' bumps do not collide.
-RECIPE_LUCI=1
+RECIPE_LUCI=2
 
 rig_hash() {
 	{
@@ -304,6 +304,8 @@ luci_build() {
 		fi
 		[ -d "$l/$m/root" ] && cp -pR "$l/$m/root/." "$STAGE/"
 	done
+	# rpcd's ACL for the null session (session login/access), as OpenWrt's rpcd package installs it.
+	install -D -m 0644 "$WORK/rpcd/unauthenticated.json" "$STAGE/usr/share/rpcd/acl.d/unauthenticated.json"
 	cp -pR "$RIG/../luci/rootfs/." "$STAGE/"
 	chmod 755 "$STAGE/etc/init.d/uhttpd"
 	ln -sfn ../bin/uhttpd "$STAGE/usr/sbin/uhttpd" # where OpenWrt's package puts it
