@@ -39,15 +39,17 @@ for tool in chromium chromedriver openssl unbound curl python3; do
 	command -v "$tool" >/dev/null 2>&1 || { fail "tool-$tool" "$tool not installed (.ci/run installs it)"; tools_ok=0; }
 done
 if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c "import selenium" 2>/dev/null; then
-	python3 -m venv "$VENV" && "$VENV/bin/pip" install -q "selenium==$SELENIUM_VERSION" >"$T/pip.log" 2>&1 ||
-		{ fail selenium-venv "pip install selenium==$SELENIUM_VERSION failed: $(tail -n 3 "$T/pip.log")"; tools_ok=0; }
+	if ! { python3 -m venv "$VENV" && "$VENV/bin/pip" install -q "selenium==$SELENIUM_VERSION"; } >"$T/pip.log" 2>&1; then
+		fail selenium-venv "pip install selenium==$SELENIUM_VERSION failed: $(tail -n 3 "$T/pip.log")"
+		tools_ok=0
+	fi
 fi
 [ "$tools_ok" = 1 ] || { finish; exit 1; }
 
 # --- packages ----------------------------------------------------------------------
 LUCI_IPK="$(python3 "$HERE/luci/build_ipk.py" "$T")"
 check luci-ipk-built test -f "$LUCI_IPK"
-lanveil_ipk="$(ls "$REPO"/target/board/x86_64/lanveil_*_x86_64.ipk 2>/dev/null | tail -n 1)"
+lanveil_ipk="$(find "$REPO/target/board/x86_64" -maxdepth 1 -name 'lanveil_*_x86_64.ipk' 2>/dev/null | sort | tail -n 1)"
 [ -n "$lanveil_ipk" ] || { fail lanveil-ipk "no target/board/x86_64/lanveil_*.ipk (cargo board ipk x86_64)"; finish; exit 1; }
 
 # --- the router: fresh flash, lanveil installed by router.sh, the app by opkg --------------
@@ -194,7 +196,8 @@ while read -r line; do
 	esac
 done <"$T/browser.out"
 [ "$brc" = 0 ] || fail browser-run "exit $brc: $(tail -n 5 "$T/browser.err")"
-ls "$T"/*.png >/dev/null 2>&1 && pass screenshots-kept || fail screenshots-kept "no target/luci-test/*.png"
+shots="$(find "$T" -maxdepth 1 -name '*.png' | wc -l)"
+check screenshots-kept [ "$shots" -ge 8 ]
 
 echo "# test_luci.sh: $(($(date +%s) - t0)) s"
 finish

@@ -289,6 +289,7 @@ luci_build() {
 			LUCI_GITBRANCH=master clean compile
 		make DESTDIR="$STAGE" install
 	) >"$LOGS/luci-base.make.log" 2>&1 || die "luci-base src failed (log: $LOGS/luci-base.make.log)"
+	# shellcheck disable=SC2086 # CFLAGS_RIG is a list of flags
 	"$WORK/cc" $CFLAGS_RIG $fpic -shared -o "$STAGE/usr/lib/ucode/html.so" \
 		"$l/contrib/package/ucode-mod-html/src/html.c" >"$LOGS/ucode-mod-html.log" 2>&1 ||
 		die "ucode-mod-html failed (log: $LOGS/ucode-mod-html.log)"
