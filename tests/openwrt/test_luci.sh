@@ -46,6 +46,18 @@ if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c "import selenium" 2>/d
 fi
 [ "$tools_ok" = 1 ] || { finish; exit 1; }
 
+# --- the package's sources -------------------------------------------------------------
+APP="$REPO/openwrt/luci-app-lanveil"
+check pot-up-to-date python3 "$HERE/luci/make_pot.py" --check
+# Text in the views goes through _() (translated) or T() of a value; no bare literal.
+check views-no-untranslated-literals sh -c "! grep -rnE \"T\\((['\\\"])\" '$APP/htdocs'"
+check views-no-string-children sh -c "! grep -rnE \"E\\('[a-z0-9]+', \\{[^}]*\\}, ['\\\"]\" '$APP/htdocs'"
+check acl-read-write-separate python3 -c "
+import json, sys
+a = json.load(open('$APP/root/usr/share/rpcd/acl.d/luci-app-lanveil.json'))['luci-app-lanveil']
+r, w = a['read']['ubus']['luci.lanveil'], a['write']['ubus']['luci.lanveil']
+sys.exit(0 if set(r) == {'status', 'presets', 'signals'} and set(w) == {'check', 'probe'} else 1)"
+
 # --- packages ----------------------------------------------------------------------
 LUCI_IPK="$(python3 "$HERE/luci/build_ipk.py" "$T")"
 check luci-ipk-built test -f "$LUCI_IPK"

@@ -107,7 +107,7 @@ return view.extend({
 		if (c.phase && c.phase !== 'open' && c.phase !== 'free') {
 			var msg = [ T(_('Captive portal on the WAN: %s.').format(c.phase)) ];
 			if (c.user_portal_url)
-				msg.push(T(' ' + _('Log in at:') + ' '), E('code', {}, [ T(c.user_portal_url) ]));
+				msg.push(E('br'), T(_('Log in at:')), E('br'), E('code', {}, [ T(c.user_portal_url) ]));
 			nodes.push(E('div', { 'class': 'alert-message warning', 'id': 'lanveil-captive' }, msg));
 		}
 		if (c.plaintext_left_s != null) {
