@@ -155,6 +155,10 @@ def run(d):
     card = wait("card", lambda: "up" in text_of(d, "#lanveil-overview-state") and text_of(d, "#lanveil-overview-state"), 40)
     report("overview-card", card and "1 of 1 upstreams up" in card, card or text_of(d, "body")[:200])
     shot(d, "02-overview")
+    cards = d.find_elements(By.XPATH, "//*[@id='lanveil-overview']/ancestor::div[contains(@class,'cbi-section')][1]")
+    if cards:
+        d.execute_script("arguments[0].scrollIntoView()", cards[0])
+        cards[0].screenshot(os.path.join(OUT, "02-overview-card.png"))
 
     # --- Services -> lanveil -> Status ------------------------------------------------------
     link = wait("menu", lambda: [a for a in d.find_elements(By.CSS_SELECTOR, "a[href$='/admin/services/lanveil']")])
@@ -185,6 +189,9 @@ def run(d):
     set_url(d, "tls://203.0.113.54:853#dot2.test")
     shot(d, "04-settings")
     save_apply(d)
+    # LuCI applies with rollback: the browser confirms, as a user's page does before it reloads.
+    applied = wait("applied", lambda: "Configuration changes applied" in d.find_element(By.TAG_NAME, "body").text, 90)
+    report("apply-confirmed-in-page", applied, text_of(d, "body")[:200])
     changed = wait("config", lambda: "dot2.test" in router("cat", "/etc/config/lanveil").stdout, 40)
     report("apply-changes-config-file", changed and config_sha() != before_sha, router("cat", "/etc/config/lanveil").stdout[-300:])
     reloaded = wait("reload", lambda: reload_count() != before_reloads, 30)
@@ -203,10 +210,10 @@ def run(d):
     save_apply(d)
     msg = wait("check message", lambda: text_of(d, "#lanveil-check-message"), 30)
     report("invalid-url-daemon-error-shown", msg and msg.startswith("/etc/config/lanveil:") and "url" in msg, msg or text_of(d, "body")[:300])
-    d.execute_script("window.scrollTo(0, 0)")
-    shot(d, "06-settings-invalid")
     time.sleep(3)
     report("invalid-url-error-stays", text_of(d, "#lanveil-check-message") == msg, text_of(d, "#lanveil-check-message"))
+    d.execute_script("window.scrollTo(0, 0)")
+    shot(d, "06-settings-invalid")
     report("invalid-url-config-untouched", config_sha() == before_sha, "config file changed")
     report("invalid-url-no-reload", reload_count() == before_reloads, "daemon reloaded")
     report("invalid-url-still-on-dot2", dig("probe.test") == "1.2.3.78", dig("probe.test"))
