@@ -24,6 +24,25 @@ fn main() -> ExitCode {
     if let Some(socket) = &args.control {
         return control_client(socket, args.control_request.as_deref(), &args.control_args);
     }
+    if let Some(url) = args.probe.clone() {
+        // The URL with the given --ca-file/--pin/--bootstrap, built as `--upstream URL` is.
+        let mut a = args;
+        a.upstreams = vec![url];
+        a.config = None;
+        return match cli::config(&a) {
+            Ok(c) => match c.upstreams.servers.first() {
+                Some(u) => lanveil::probe::run(u, c.upstreams.ca_file.as_deref()),
+                None => ExitCode::from(2),
+            },
+            Err(e) => {
+                println!(
+                    "{}",
+                    lanveil::probe::report(&Err(e.to_string()), None)
+                );
+                ExitCode::from(2)
+            }
+        };
+    }
     if let Some(path) = &args.check {
         return match cli::load_file(path) {
             Ok(c) if args.print_signals => match cli::signals(&c, args.wan_portal.as_deref()) {

@@ -108,10 +108,11 @@ lan sh -c 'ip addr add 192.168.1.50/24 dev eth0 && ip route add default via 192.
 # dot.test at 203.0.113.53 answers probe.test 1.2.3.77; dot2.test at 203.0.113.54, 1.2.3.78.
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
 	-subj "/CN=lanveil luci test CA" -keyout "$T/ca.key" -out "$T/ca.pem" 2>/dev/null
-start_unbound() { # NAME ADDR ANSWER
-	openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$1" \
+start_unbound() { # NAME ADDR ANSWER [CERTIFICATE-NAME]
+	local cn="${4:-$1}"
+	openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$cn" \
 		-keyout "$T/$1.key" -out "$T/$1.csr" 2>/dev/null
-	printf 'subjectAltName=DNS:%s\nextendedKeyUsage=serverAuth\n' "$1" >"$T/$1.ext"
+	printf 'subjectAltName=DNS:%s\nextendedKeyUsage=serverAuth\n' "$cn" >"$T/$1.ext"
 	openssl x509 -req -in "$T/$1.csr" -CA "$T/ca.pem" -CAkey "$T/ca.key" -CAcreateserial \
 		-days 2 -extfile "$T/$1.ext" -out "$T/$1.pem" 2>/dev/null
 	cat >"$T/$1.conf" <<-EOF
@@ -143,6 +144,9 @@ start_unbound() { # NAME ADDR ANSWER
 "$ROUTER" exec isp -- ip addr add 203.0.113.54/32 dev lo
 start_unbound dot.test 203.0.113.53 1.2.3.77
 start_unbound dot2.test 203.0.113.54 1.2.3.78
+# A hostile upstream: its certificate's name is markup (the probe's failure text quotes it).
+"$ROUTER" exec isp -- ip addr add 203.0.113.55/32 dev lo
+start_unbound evil 203.0.113.55 1.2.3.79 'evil<img src=x onerror=window.lanveilPwned=2>.test'
 r sh -c 'mkdir -p /etc/lanveil && cat >/etc/lanveil/test-ca.pem' <"$T/ca.pem"
 check lanveil-upstream-dot.test r sh -c '
 	while uci -q delete lanveil.@upstream[0]; do :; done

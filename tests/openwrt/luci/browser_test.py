@@ -123,6 +123,22 @@ def save_apply(d):
         d.execute_script("arguments[0].click()", target)
 
 
+def spki_pin(pem):
+    """sha256/BASE64 of the certificate's SubjectPublicKeyInfo, computed here with openssl."""
+    pub = subprocess.run(["openssl", "x509", "-in", pem, "-pubkey", "-noout"], capture_output=True, check=True).stdout
+    der = subprocess.run(["openssl", "pkey", "-pubin", "-outform", "der"], input=pub, capture_output=True, check=True).stdout
+    import base64
+    import hashlib
+    return "sha256/" + base64.b64encode(hashlib.sha256(der).digest()).decode()
+
+
+def click_probe(d):
+    btn = d.find_element(By.CSS_SELECTOR, "[id='cbid.lanveil.rig._probe'], button[data-widget-id='cbid.lanveil.rig._probe'], #cbi-lanveil-rig-_probe button")
+    d.execute_script("arguments[0].scrollIntoView()", btn)
+    btn.click()
+    return wait("probe result", lambda: d.find_elements(By.CSS_SELECTOR, "#lanveil-probe-rig .lanveil-probe-state"), 30)
+
+
 def main():
     o = webdriver.ChromeOptions()
     for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
@@ -202,6 +218,35 @@ def run(d):
     rows = wait("dot2 up", lambda: (lambda r: r if "203.0.113.54" in r.get("rig", {}).get("url", "") and r["rig"]["state"] == "up" else None)(upstream_rows(d)), 40) or upstream_rows(d)
     report("status-new-upstream-up", rows.get("rig", {}).get("state") == "up" and "dot2.test" in rows.get("rig", {}).get("url", ""), rows)
     shot(d, "05-status-new-upstream")
+
+    # --- probe from the router, pin the key in one click ------------------------------------------------
+    report("settings-form-probe", open_settings(d), d.current_url)
+    want_pin = spki_pin(os.path.join(OUT, "dot2.test.pem"))
+    probe_box = click_probe(d)
+    report("probe-authenticated", probe_box and text_of(d, "#lanveil-probe-rig .lanveil-probe-state").startswith("Authenticated"), text_of(d, "#lanveil-probe-rig"))
+    report("probe-shows-spki", text_of(d, "#lanveil-probe-rig .lanveil-probe-spki") == want_pin, "%r, want %r" % (text_of(d, "#lanveil-probe-rig .lanveil-probe-spki"), want_pin))
+    shot(d, "05b-settings-probe")
+    pins = d.find_elements(By.CSS_SELECTOR, "#lanveil-probe-rig .lanveil-probe-pin")
+    if pins:
+        pins[0].click()
+    before_reloads = reload_count()
+    save_apply(d)
+    applied = wait("applied", lambda: "Configuration changes applied" in d.find_element(By.TAG_NAME, "body").text, 90)
+    pinned = wait("pin in config", lambda: want_pin in router("cat", "/etc/config/lanveil").stdout, 30)
+    report("pin-one-click-applied", applied and pinned, router("cat", "/etc/config/lanveil").stdout[-300:])
+    report("pin-reloads-daemon", wait("reload", lambda: reload_count() != before_reloads, 30), "no reload")
+    report("pinned-upstream-answers", wait("dig", lambda: dig("probe.test") == "1.2.3.78", 30), dig("probe.test"))
+    # The hostile upstream: a probe whose failure text carries the certificate's name (markup).
+    report("settings-form-hostile-probe", open_settings(d), d.current_url)
+    set_url(d, "tls://203.0.113.55:853#dot.test")
+    click_probe(d)
+    state = wait("probe failed", lambda: text_of(d, "#lanveil-probe-rig .lanveil-probe-state").startswith("Failed") and text_of(d, "#lanveil-probe-rig .lanveil-probe-state"), 30) or ""
+    report("hostile-cert-name-shown-as-text", "evil<img src=x onerror=window.lanveilPwned=2>.test" in state, state)
+    imgs = d.execute_script("return document.querySelectorAll('#lanveil-probe-rig img').length")
+    pwned = d.execute_script("return window.lanveilPwned === undefined ? null : window.lanveilPwned")
+    report("hostile-cert-name-no-element", imgs == 0, "%s img elements" % imgs)
+    report("hostile-cert-name-no-script", pwned is None, "window.lanveilPwned = %r" % pwned)
+    shot(d, "05c-settings-hostile-probe")
 
     # --- an invalid URL: the daemon's error in the form, nothing applied ---------------------------
     report("settings-form-again", open_settings(d), d.current_url)

@@ -13,6 +13,9 @@ function T(s) {
 
 var callPresets = rpc.declare({ object: 'luci.lanveil', method: 'presets', expect: { '': {} } });
 var callCheck = rpc.declare({ object: 'luci.lanveil', method: 'check', expect: { '': {} } });
+var callProbe = rpc.declare({
+	object: 'luci.lanveil', method: 'probe', params: [ 'url', 'ca_file', 'pins' ], expect: { '': {} }
+});
 
 // The forms the daemon accepts (its checker has the last word at Save & Apply).
 var URL_RE = /^(tls:\/\/(\d{1,3}(\.\d{1,3}){3}|\[[0-9a-fA-F:.]+\])(:\d{1,5})?#[A-Za-z0-9.-]+|https:\/\/(\d{1,3}(\.\d{1,3}){3}|\[[0-9a-fA-F:.]+\])(:\d{1,5})?\/\S*#[A-Za-z0-9.-]+|https:\/\/[A-Za-z0-9.-]+(:\d{1,5})?\/\S*)$/;
@@ -62,6 +65,13 @@ return view.extend({
 
 		o = s.option(form.DynamicList, 'pin', _('SPKI pins'), _('sha256/BASE64 of the server\'s public key; any one must match.'));
 		o.optional = true;
+
+		// Probe from the router with the values in the form (not yet saved).
+		o = s.option(form.Button, '_probe', _('Probe from the router'));
+		o.inputtitle = _('Probe');
+		o.inputstyle = 'action';
+		o.onclick = L.bind(this.handleProbe, this);
+		o.write = o.remove = function() {};
 		o = s.option(form.Value, 'ca_file', _('CA file'), _('Trust anchors for this upstream instead of the system bundle.'));
 		o.optional = true;
 		o = s.option(form.DynamicList, 'bootstrap', _('Bootstrap addresses'), _('For https://NAME/… upstreams.'));
@@ -107,6 +117,60 @@ return view.extend({
 
 		this.map = m;
 		return m.render();
+	},
+
+	uiValue: function(section_id, name) {
+		var opt = this.map.lookupOption(name, section_id);
+		return (opt && opt[0]) ? opt[0].formvalue(section_id) : null;
+	},
+
+	handleProbe: function(ev, section_id) {
+		var self = this;
+		var url = this.uiValue(section_id, 'url');
+		var ca = this.uiValue(section_id, 'ca_file') || '';
+		var pins = this.uiValue(section_id, 'pin') || [];
+		var box = document.getElementById('lanveil-probe-' + section_id);
+		if (!box) {
+			box = E('div', { 'class': 'cbi-value', 'id': 'lanveil-probe-' + section_id });
+			ev.target.parentNode.appendChild(box);
+		}
+		dom.content(box, [ T(_('Probing %s …').format(url || '')) ]);
+		return callProbe(url || '', ca, Array.isArray(pins) ? pins : [ pins ]).then(function(r) {
+			var nodes = [
+				E('div', { 'class': 'lanveil-probe-state' }, [ T(r.ok
+					? _('Authenticated: TLS handshake in %d ms.').format(r.handshake_ms)
+					: _('Failed: %s').format(r.error || _('no answer'))) ])
+			];
+			if (r.spki) {
+				nodes.push(E('div', {}, [ T(_('Server key (SPKI):') + ' '), E('code', { 'class': 'lanveil-probe-spki' }, [ T(r.spki) ]), ' ',
+					E('button', {
+						'class': 'btn cbi-button-add lanveil-probe-pin',
+						'click': function(ev2) {
+							ev2.preventDefault();
+							self.addPin(section_id, r.spki);
+						}
+					}, [ T(_('Pin this key')) ])
+				]));
+			}
+			if (r.not_after)
+				nodes.push(E('div', {}, [ T(_('Certificate valid until %s').format(new Date(r.not_after * 1000).toISOString())) ]));
+			dom.content(box, nodes);
+		}, function(err) {
+			dom.content(box, [ T(_('Failed: %s').format(err.message)) ]);
+		});
+	},
+
+	addPin: function(section_id, spki) {
+		var opt = this.map.lookupOption('pin', section_id);
+		if (!opt || !opt[0])
+			return;
+		var w = opt[0].getUIElement(section_id);
+		var cur = w.getValue() || [];
+		if (!Array.isArray(cur))
+			cur = [ cur ];
+		if (cur.indexOf(spki) < 0)
+			cur.push(spki);
+		w.setValue(cur);
 	},
 
 	showCheckError: function(message) {

@@ -117,7 +117,8 @@ const methods = {
 				res.error = trim_lines(r.out);
 				return res;
 			}
-			const parsed = json(r.out);
+			let parsed = null;
+			try { parsed = json(r.out); } catch (e) { parsed = null; }
 			if (type(parsed) != 'object') {
 				res.error = 'unreadable answer';
 				return res;
@@ -133,7 +134,8 @@ const methods = {
 			const text = readfile(PRESETS);
 			if (!text)
 				return { presets: [], error: `${PRESETS} missing` };
-			const f = json(text);
+			let f = null;
+			try { f = json(text); } catch (e) { return { presets: [], error: `${PRESETS}: not JSON` }; }
 			let out = [];
 			for (let p in f?.presets ?? []) {
 				const urls = map(p.ipv4 ?? [], ip => `tls://${ip}:853#${p.auth_name}`);
@@ -179,11 +181,27 @@ const methods = {
 		}
 	},
 
-	// probe: not implemented in the daemon yet (no TLS client on the router's CLI).
+	// probe: one authenticated TLS handshake from the router through the daemon's
+	// own verifier (`lanveil --probe URL [--ca-file F] [--pin P]...`): ok, the
+	// failure in words, the handshake time, the leaf's SPKI pin and expiry.
 	probe: {
-		args: { url: '' },
+		args: { url: '', ca_file: '', pins: [] },
 		call: function(req) {
-			return { ok: false, error: 'probe is not available in this lanveil build' };
+			const a = req.args ?? {};
+			if (type(a.url) != 'string' || !length(a.url) || length(a.url) > 1024)
+				return { ok: false, error: 'no URL to probe' };
+			const argv = [ DAEMON, '--probe', a.url ];
+			if (type(a.ca_file) == 'string' && length(a.ca_file))
+				push(argv, '--ca-file', a.ca_file);
+			for (let p in (type(a.pins) == 'array' ? a.pins : []))
+				if (type(p) == 'string' && length(p))
+					push(argv, '--pin', p);
+			const r = run(argv, false);
+			let res = null;
+			try { res = json(trim(r.out)); } catch (e) { res = null; }
+			if (type(res) != 'object')
+				return { ok: false, error: `no answer from ${DAEMON} --probe (exit ${r.code})` };
+			return res;
 		}
 	},
 
