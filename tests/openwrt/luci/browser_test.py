@@ -105,10 +105,19 @@ def open_settings(d):
 
 
 def set_url(d, value):
-    inp = d.find_element(By.ID, "widget.cbid.lanveil.rig.url")
-    inp.clear()
-    inp.send_keys(value)
-    inp.send_keys("\t")
+    # The form may be rendered again right after it appears (LuCI's apply reloads): find it afresh.
+    for attempt in range(5):
+        try:
+            inp = d.find_element(By.ID, "widget.cbid.lanveil.rig.url")
+            inp.clear()
+            inp.send_keys(value)
+            inp.send_keys("\t")
+            if inp.get_attribute("value") == value:
+                return
+        except WebDriverException:
+            pass
+        time.sleep(1)
+        wait("settings form", lambda: d.find_elements(By.ID, "widget.cbid.lanveil.rig.url"))
 
 
 def save_apply(d):
