@@ -1,40 +1,26 @@
 //! `lanveil --probe URL [--ca-file FILE] [--pin PIN]... [--bootstrap IP]...`: one TCP connect and
 //! TLS handshake to an upstream from the router, through the daemon's own verifier (WebPKI against
 //! the CA bundle, then the pins), for LuCI's probe button. One JSON object on stdout: `ok`, `error`
-//! (the failure in the EDE's words, with rustls's detail), `handshake_ms`, and the leaf's `spki`
-//! (`sha256/BASE64`, shown even when the chain is refused, so the owner can pin it) and
-//! `not_after`. Checked at the system clock (the daemon's clock rule does not apply to a one-off
-//! probe). No query is sent.
+//! (the failure in the EDE's words, with rustls's detail, which quotes the certificate's names),
+//! `handshake_ms`, and the accepted leaf's `spki` (`sha256/BASE64`, to pin it) and `not_after`. The
+//! daemon's own dialing code (`Target`), so the probe adds no second verifier to the binary. No
+//! query is sent.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use lanveil_config::Upstream;
 use lanveil_config::control::json;
-use lanveil_config::{Transport, Upstream};
-use lanveil_tls::{ChainObserver, Checks};
-use rustls_pki_types::CertificateDer;
+use lanveil_core::engine::CloseReason;
+
+use crate::clock::{SystemWallClock, TimeKeeper};
+use crate::upstream::tls::Target;
 
 /// How long the whole probe may take.
 const TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The leaf the server presented: its SPKI pin and notAfter.
-#[derive(Debug, Default)]
-struct Leaf(Mutex<Option<(Option<[u8; 32]>, Option<u64>)>>);
-
-impl ChainObserver for Leaf {
-    fn presented(&self, end_entity: &CertificateDer<'_>, _: &[CertificateDer<'_>]) {
-        let spki = lanveil_tls::spki_sha256(end_entity);
-        let not_after = lanveil_core::spki::validity(end_entity)
-            .ok()
-            .map(|v| v.not_after);
-        if let Ok(mut g) = self.0.lock() {
-            *g = Some((spki, not_after));
-        }
-    }
-}
-
 /// The outcome as one JSON object.
-pub fn report(result: &Result<u64, String>, leaf: Option<(Option<[u8; 32]>, Option<u64>)>) -> String {
+pub fn report(result: &Result<u64, String>, leaf: Leaf) -> String {
     let mut out = String::from("{\"ok\":");
     out.push_str(if result.is_ok() { "true" } else { "false" });
     out.push_str(",\"error\":");
@@ -64,20 +50,23 @@ pub fn report(result: &Result<u64, String>, leaf: Option<(Option<[u8; 32]>, Opti
 
 /// Probes `upstream`; prints the report. Exit status 0 when the handshake was authenticated.
 pub fn run(upstream: &Upstream, global_ca: Option<&str>) -> std::process::ExitCode {
-    let leaf = Arc::new(Leaf::default());
-    let result = match tokio::runtime::Builder::new_current_thread()
+    let (result, leaf) = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
         Ok(rt) => rt.block_on(async {
-            tokio::time::timeout(TIMEOUT, handshake(upstream, global_ca, leaf.clone()))
+            tokio::time::timeout(TIMEOUT, handshake(upstream, global_ca))
                 .await
-                .unwrap_or_else(|_| Err(lanveil_tls::describe(lanveil_core::engine::CloseReason::Timeout).to_string()))
+                .unwrap_or_else(|_| {
+                    (
+                        Err(lanveil_tls::describe(CloseReason::Timeout).to_string()),
+                        None,
+                    )
+                })
         }),
-        Err(e) => Err(format!("cannot start the runtime: {e}")),
+        Err(e) => (Err(format!("cannot start the runtime: {e}")), None),
     };
-    let seen = leaf.0.lock().ok().and_then(|g| *g);
-    println!("{}", report(&result, seen));
+    println!("{}", report(&result, leaf));
     if result.is_ok() {
         std::process::ExitCode::SUCCESS
     } else {
@@ -85,32 +74,38 @@ pub fn run(upstream: &Upstream, global_ca: Option<&str>) -> std::process::ExitCo
     }
 }
 
-async fn handshake(u: &Upstream, global_ca: Option<&str>, leaf: Arc<Leaf>) -> Result<u64, String> {
-    let roots = lanveil_tls::load_roots(
-        &crate::upstream::tls::ca_path(u, global_ca).map_err(|e| e.to_string())?,
-    )
-    .map_err(|e| e.to_string())?;
-    let checks =
-        Arc::new(Checks::new(roots, u.pins.clone(), lanveil_tls::SystemTime).map_err(|e| e.to_string())?);
-    let (verifier, _) = checks.verifier(leaf);
-    let versions = lanveil_tls::protocol_versions(u.tls_min_version).map_err(|e| e.to_string())?;
-    let alpn = match u.url.transport {
-        Transport::Tls => vec![b"dot".to_vec()],
-        Transport::Https => vec![b"h2".to_vec()],
+type Leaf = Option<(Option<[u8; 32]>, Option<u64>)>;
+
+/// The daemon's own dialing path (`Target`: its verifier, its clock rule with the build time as
+/// the floor, no state file): TCP connect, TLS handshake. The leaf's pin from the accepted chain.
+async fn handshake(u: &Upstream, global_ca: Option<&str>) -> (Result<u64, String>, Leaf) {
+    let time = Arc::new(TimeKeeper::new(
+        Arc::new(SystemWallClock),
+        None,
+        crate::clock::FLOOR_SETTLE_SECS,
+    ));
+    let target = match Target::new(u, global_ca, time) {
+        Ok(t) => t,
+        Err(e) => return (Err(e.to_string()), None),
     };
-    let config = lanveil_tls::client_config(versions, verifier, false, u.sni, alpn)
-        .map_err(|e| e.to_string())?;
-    let name = lanveil_tls::server_name(&u.url.auth_name).map_err(|e| e.to_string())?;
     let t0 = Instant::now();
-    let tcp = crate::upstream::tls::connect_any(&u.addrs())
-        .await
-        .map_err(|e| format!("{}: {e}", lanveil_tls::describe(lanveil_tls::classify_io(&e))))?;
-    tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(name, tcp)
-        .await
-        .map_err(|e| match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
-            Some(tls) => format!("{} ({tls})", lanveil_tls::describe_tls_error(tls)),
-            None => format!("{}: {e}", lanveil_tls::describe(lanveil_tls::classify_io(&e))),
-        })?;
-    Ok(u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX))
+    match target.handshake(None).await {
+        Ok((tls, _relaxed)) => {
+            let ms = u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX);
+            let spki = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .and_then(|leaf| lanveil_tls::spki_sha256(leaf));
+            (Ok(ms), Some((spki, target.cert_not_after())))
+        }
+        Err(e) => {
+            let text = match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+                Some(tls) => format!("{} ({tls})", lanveil_tls::describe_tls_error(tls)),
+                None => format!("{}: {e}", lanveil_tls::describe(lanveil_tls::classify_io(&e))),
+            };
+            (Err(text), None)
+        }
+    }
 }

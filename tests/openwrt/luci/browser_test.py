@@ -165,7 +165,9 @@ def main():
 def run(d):
     # --- login as root ------------------------------------------------------------------
     d.get(BASE + "/")
-    report("login-page", bool(d.find_elements(By.NAME, "luci_password")), d.title)
+    # The login form is shown by LuCI's JS once the page has loaded.
+    shown = wait("login form", lambda: [e for e in d.find_elements(By.NAME, "luci_password") if e.is_displayed()], 30)
+    report("login-page", shown, d.title)
     shot(d, "01-login")
     u = d.find_element(By.NAME, "luci_username")
     u.clear()
