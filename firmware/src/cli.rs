@@ -122,7 +122,9 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args, String> {
             Value(v) if a.control_request.is_some() => {
                 a.control_args.push(text(v, "--control")?);
             }
-            Long("probe") => a.probe = Some(text(p.value().map_err(|e| e.to_string())?, "--probe")?),
+            Long("probe") => {
+                a.probe = Some(text(p.value().map_err(|e| e.to_string())?, "--probe")?)
+            }
             Long("version") | Short('V') => a.version = true,
             Long("help") | Short('h') => a.help = true,
             other => return Err(other.unexpected().to_string()),

@@ -35,10 +35,7 @@ fn main() -> ExitCode {
                 None => ExitCode::from(2),
             },
             Err(e) => {
-                println!(
-                    "{}",
-                    lanveil::probe::report(&Err(e.to_string()), None)
-                );
+                println!("{}", lanveil::probe::report(&Err(e.to_string()), None));
                 ExitCode::from(2)
             }
         };

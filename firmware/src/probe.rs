@@ -7,7 +7,7 @@
 //! query is sent.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use lanveil_config::Upstream;
 use lanveil_config::control::json;
@@ -88,10 +88,10 @@ async fn handshake(u: &Upstream, global_ca: Option<&str>) -> (Result<u64, String
         Ok(t) => t,
         Err(e) => return (Err(e.to_string()), None),
     };
-    let t0 = Instant::now();
+    let t0 = crate::clock::mono_now();
     match target.handshake(None).await {
         Ok((tls, _relaxed)) => {
-            let ms = u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX);
+            let ms = u64::try_from(crate::clock::mono_now().saturating_duration_since(t0).as_millis()).unwrap_or(u64::MAX);
             let spki = tls
                 .get_ref()
                 .1
@@ -103,7 +103,10 @@ async fn handshake(u: &Upstream, global_ca: Option<&str>) -> (Result<u64, String
         Err(e) => {
             let text = match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
                 Some(tls) => format!("{} ({tls})", lanveil_tls::describe_tls_error(tls)),
-                None => format!("{}: {e}", lanveil_tls::describe(lanveil_tls::classify_io(&e))),
+                None => format!(
+                    "{}: {e}",
+                    lanveil_tls::describe(lanveil_tls::classify_io(&e))
+                ),
             };
             (Err(text), None)
         }
