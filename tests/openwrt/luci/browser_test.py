@@ -292,6 +292,21 @@ def run(d):
     report("hostile-overview-no-script", pwned is None and "evil" in text_of(d, "#lanveil-overview"), text_of(d, "#lanveil-overview"))
     router("sh", "-c", "uci delete lanveil.evil && uci commit lanveil && /etc/init.d/lanveil reload", check=True)
 
+    # --- the daemon runs but does not answer (SIGSTOP): the page says so, shows no stale data ---------------
+    d.get(BASE + "/admin/services/lanveil/status")
+    wait("running", lambda: d.find_elements(By.CSS_SELECTOR, "#lanveil-service-state[data-state='running']"), 30)
+    pid = router("sh", "-c", "pidof lanveil").stdout.strip()
+    router("kill", "-STOP", pid)
+    try:
+        silent = wait("silent", lambda: d.find_elements(By.CSS_SELECTOR, "#lanveil-service-state[data-state='silent']"), 60)
+        report("silent-daemon-page-says-so", silent and "does not answer" in text_of(d, "#lanveil-service-state"), text_of(d, "#lanveil-service-state"))
+        report("silent-daemon-no-stale-data", not d.find_elements(By.CSS_SELECTOR, "#lanveil-upstreams"), "upstream table still shown")
+        shot(d, "07b-status-silent")
+    finally:
+        router("kill", "-CONT", pid)
+    back = wait("answering again", lambda: d.find_elements(By.CSS_SELECTOR, "#lanveil-service-state[data-state='running']"), 60)
+    report("silent-daemon-back", back and d.find_elements(By.CSS_SELECTOR, "#lanveil-upstreams"), text_of(d, "#lanveil-service-state"))
+
     # --- stop / start / restart from the page ----------------------------------------------------------
     d.get(BASE + "/admin/services/lanveil/status")
     wait("running", lambda: d.find_elements(By.CSS_SELECTOR, "#lanveil-service-state[data-state='running']"), 30)
