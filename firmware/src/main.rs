@@ -31,7 +31,10 @@ fn main() -> ExitCode {
         a.config = None;
         return match cli::config(&a) {
             Ok(c) => match c.upstreams.servers.first() {
-                Some(u) => lanveil::probe::run(u, c.upstreams.ca_file.as_deref()),
+                Some(u) => block_on(Box::pin(lanveil::probe::run(
+                    u.clone(),
+                    c.upstreams.ca_file.clone(),
+                ))),
                 None => ExitCode::from(2),
             },
             Err(e) => {
@@ -70,17 +73,24 @@ fn main() -> ExitCode {
         }
     };
     logging::init(config.daemon.log_level);
-    let rt = match tokio::runtime::Builder::new_current_thread()
+    block_on(Box::pin(serve(args, config)))
+}
+
+/// The daemon's work (or `--probe`'s) on a current-thread runtime. One boxed future type, so the
+/// router binary carries one copy of the runtime's `block_on`.
+type Job = std::pin::Pin<Box<dyn Future<Output = ExitCode>>>;
+
+fn block_on(job: Job) -> ExitCode {
+    match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
-        Ok(rt) => rt,
+        Ok(rt) => rt.block_on(job),
         Err(e) => {
             eprintln!("lanveil: cannot start the runtime: {e}");
-            return ExitCode::from(1);
+            ExitCode::from(1)
         }
-    };
-    rt.block_on(serve(args, config))
+    }
 }
 
 /// Re-reads the configuration file (SIGHUP or the control socket). On any error the running

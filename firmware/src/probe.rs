@@ -49,23 +49,15 @@ pub fn report(result: &Result<u64, String>, leaf: Leaf) -> String {
 }
 
 /// Probes `upstream`; prints the report. Exit status 0 when the handshake was authenticated.
-pub fn run(upstream: &Upstream, global_ca: Option<&str>) -> std::process::ExitCode {
-    let (result, leaf) = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt.block_on(async {
-            tokio::time::timeout(TIMEOUT, handshake(upstream, global_ca))
-                .await
-                .unwrap_or_else(|_| {
-                    (
-                        Err(lanveil_tls::describe(CloseReason::Timeout).to_string()),
-                        None,
-                    )
-                })
-        }),
-        Err(e) => (Err(format!("cannot start the runtime: {e}")), None),
-    };
+pub async fn run(upstream: Upstream, global_ca: Option<String>) -> std::process::ExitCode {
+    let (result, leaf) = tokio::time::timeout(TIMEOUT, handshake(&upstream, global_ca.as_deref()))
+        .await
+        .unwrap_or_else(|_| {
+            (
+                Err(lanveil_tls::describe(CloseReason::Timeout).to_string()),
+                None,
+            )
+        });
     println!("{}", report(&result, leaf));
     if result.is_ok() {
         std::process::ExitCode::SUCCESS
@@ -91,7 +83,12 @@ async fn handshake(u: &Upstream, global_ca: Option<&str>) -> (Result<u64, String
     let t0 = crate::clock::mono_now();
     match target.handshake(None).await {
         Ok((tls, _relaxed)) => {
-            let ms = u64::try_from(crate::clock::mono_now().saturating_duration_since(t0).as_millis()).unwrap_or(u64::MAX);
+            let ms = u64::try_from(
+                crate::clock::mono_now()
+                    .saturating_duration_since(t0)
+                    .as_millis(),
+            )
+            .unwrap_or(u64::MAX);
             let spki = tls
                 .get_ref()
                 .1
