@@ -247,6 +247,20 @@ def run(d):
     report("pin-one-click-applied", applied and pinned, router("cat", "/etc/config/lanveil").stdout[-300:])
     report("pin-reloads-daemon", wait("reload", lambda: reload_count() != before_reloads, 30), "no reload")
     report("pinned-upstream-answers", wait("dig", lambda: dig("probe.test") == "1.2.3.78", 30), dig("probe.test"))
+    # LAN signals: a captive-portal URI set in the form shows up in Status's signals.
+    report("settings-form-signals", open_settings(d), d.current_url)
+    fld = d.find_element(By.ID, "widget.cbid.lanveil.main.captive_portal_uri")
+    d.execute_script("arguments[0].scrollIntoView()", fld)
+    fld.clear()
+    fld.send_keys("https://router.lan/capport")
+    save_apply(d)
+    applied = wait("applied", lambda: "Configuration changes applied" in d.find_element(By.TAG_NAME, "body").text, 90)
+    report("signal-applied", applied and "router.lan/capport" in router("uci", "get", "lanveil.main.captive_portal_uri").stdout,
+           router("uci", "-q", "get", "lanveil.main.captive_portal_uri").stdout)
+    d.get(BASE + "/admin/services/lanveil/status")
+    sig = wait("signals", lambda: "https://router.lan/capport" in text_of(d, "#lanveil-signals") and text_of(d, "#lanveil-signals"), 30)
+    report("status-shows-signals", sig and "dnsmasq_dhcp_option" in sig, text_of(d, "#lanveil-signals") or text_of(d, "#lanveil-data")[-200:])
+
     # The hostile upstream: a probe whose failure text carries the certificate's name (markup).
     report("settings-form-hostile-probe", open_settings(d), d.current_url)
     set_url(d, "tls://203.0.113.55:853#dot.test")
