@@ -306,6 +306,17 @@ def run(d):
     report("hostile-overview-no-script", pwned is None and "evil" in text_of(d, "#lanveil-overview"), text_of(d, "#lanveil-overview"))
     router("sh", "-c", "uci delete lanveil.evil && uci commit lanveil && /etc/init.d/lanveil reload", check=True)
 
+    # --- a captive portal announced on the WAN (the udhcpc hook's call): a warning on Status ---------------
+    router("lanveil", "--control", "/var/run/lanveil/daemon/control.sock", "wan-portal", "set",
+           "https://portal.example/api", "192.0.2.1", check=True)
+    d.get(BASE + "/admin/services/lanveil/status")
+    warn = wait("captive warning", lambda: text_of(d, "#lanveil-captive"), 30) or ""
+    report("captive-portal-warning", "signalled" in warn and "https://portal.example/api" in warn, warn)
+    shot(d, "07a-status-captive")
+    router("lanveil", "--control", "/var/run/lanveil/daemon/control.sock", "wan-portal", "clear", check=True)
+    gone = wait("warning gone", lambda: not d.find_elements(By.ID, "lanveil-captive"), 30)
+    report("captive-portal-warning-cleared", gone, text_of(d, "#lanveil-captive"))
+
     # --- the daemon runs but does not answer (SIGSTOP): the page says so, shows no stale data ---------------
     d.get(BASE + "/admin/services/lanveil/status")
     wait("running", lambda: d.find_elements(By.CSS_SELECTOR, "#lanveil-service-state[data-state='running']"), 30)

@@ -106,8 +106,14 @@ return view.extend({
 		var c = st.captive || {};
 		if (c.phase && c.phase !== 'open' && c.phase !== 'free') {
 			var msg = [ T(_('Captive portal on the WAN: %s.').format(c.phase)) ];
+			if (c.api_uri)
+				msg.push(E('br'), T(_('Announced by the WAN:')), ' ', E('code', {}, [ T(c.api_uri) ]));
 			if (c.user_portal_url)
-				msg.push(E('br'), T(_('Log in at:')), E('br'), E('code', {}, [ T(c.user_portal_url) ]));
+				msg.push(E('br'), T(_('Log in at:')), ' ', E('code', {}, [ T(c.user_portal_url) ]));
+			if (c.seconds_remaining != null)
+				msg.push(E('br'), T(_('Session time left: %d s').format(c.seconds_remaining)));
+			if (c.api_error)
+				msg.push(E('br'), T(_('Portal API: %s').format(c.api_error)));
 			nodes.push(E('div', { 'class': 'alert-message warning', 'id': 'lanveil-captive' }, msg));
 		}
 		if (c.plaintext_left_s != null) {
