@@ -303,7 +303,7 @@ luci_build() {
 			mkdir -p "$STAGE/www"
 			cp -pR "$l/$m/htdocs/." "$STAGE/www/"
 		fi
-		[ -d "$l/$m/root" ] && cp -pR "$l/$m/root/." "$STAGE/"
+		if [ -d "$l/$m/root" ]; then cp -pR "$l/$m/root/." "$STAGE/"; fi
 	done
 	# rpcd's ACL for the null session (session login/access), as OpenWrt's rpcd package installs it.
 	install -D -m 0644 "$WORK/rpcd/unauthenticated.json" "$STAGE/usr/share/rpcd/acl.d/unauthenticated.json"
