@@ -134,6 +134,8 @@ done
 suite openwrt-package bash tests/openwrt/test_package.sh $IPK_PROFILES
 step "the emulated OpenWrt router: the x86_64 ipk under OpenWrt's own procd, ubus, netifd, fw4, dnsmasq init, odhcpd, opkg"
 suite openwrt-router bash tests/openwrt/test_router.sh
+step "luci-app-lanveil: real LuCI (luci-base, rpcd, uhttpd) on the emulated router, headless Chromium"
+suite openwrt-luci bash tests/openwrt/test_luci.sh
 
 step "done"
 echo "# untested here (needs a device or an OpenWrt VM): the SDK build, apk (25.12)"

@@ -694,6 +694,11 @@ mod tests {
                 0o644,
                 read("files/lanveil.sh"),
             ),
+            file(
+                "./usr/share/lanveil/presets.json",
+                0o644,
+                read("files/presets.json"),
+            ),
         ];
         let got: Vec<_> = data
             .iter()

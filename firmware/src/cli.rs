@@ -16,6 +16,9 @@ usage: lanveil [--config FILE] [--listen ADDR:PORT]... [--upstream URL]... [--bo
                  (--print-signals: the LAN's DHCP signals for dnsmasq/odhcpd, KEY VALUE lines;
                   --wan-portal: option 114 the WAN announced, as udhcpc exports it, hex or text)
        lanveil --control SOCKET status|log|reload   (raw response for lanveil-ctl)
+       lanveil --control SOCKET status-json         (the status as JSON, for LuCI)
+       lanveil --probe URL [--ca-file FILE] [--pin sha256/BASE64]... [--bootstrap IP]...
+                 (one authenticated TLS handshake; JSON: ok, error, handshake_ms, spki, not_after)
        lanveil --control SOCKET leak-probe LABEL NONCE      (lanveil-ctl leak-test's one-time name)
        lanveil --control SOCKET wan-portal set URI [DNS...] | wan-portal clear
                                                    (the WAN DHCP hook: a captive portal upstream)
@@ -57,6 +60,8 @@ pub struct Args {
     pub control_request: Option<String>,
     /// Further words of the `--control` request (`wan-portal set URI DNS…`).
     pub control_args: Vec<String>,
+    /// `--probe URL`: one authenticated handshake to URL, JSON on stdout (LuCI's probe button).
+    pub probe: Option<String>,
     /// `--version`.
     pub version: bool,
     /// `--help`.
@@ -117,6 +122,9 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args, String> {
             }
             Value(v) if a.control_request.is_some() => {
                 a.control_args.push(text(v, "--control")?);
+            }
+            Long("probe") => {
+                a.probe = Some(text(p.value().map_err(|e| e.to_string())?, "--probe")?)
             }
             Long("version") | Short('V') => a.version = true,
             Long("help") | Short('h') => a.help = true,

@@ -15,6 +15,7 @@ mod layering;
 mod listen;
 pub mod logging;
 mod mmsg;
+pub mod probe;
 mod rng;
 pub mod sync;
 pub mod sys;

@@ -24,6 +24,25 @@ fn main() -> ExitCode {
     if let Some(socket) = &args.control {
         return control_client(socket, args.control_request.as_deref(), &args.control_args);
     }
+    if let Some(url) = args.probe.clone() {
+        // The URL with the given --ca-file/--pin/--bootstrap, built as `--upstream URL` is.
+        let mut a = args;
+        a.upstreams = vec![url];
+        a.config = None;
+        return match cli::config(&a) {
+            Ok(c) => match c.upstreams.servers.first() {
+                Some(u) => block_on(Box::pin(lanveil::probe::run(
+                    u.clone(),
+                    c.upstreams.ca_file.clone(),
+                ))),
+                None => ExitCode::from(2),
+            },
+            Err(e) => {
+                println!("{}", lanveil::probe::report(&Err(e.to_string()), None));
+                ExitCode::from(2)
+            }
+        };
+    }
     if let Some(path) = &args.check {
         return match cli::load_file(path) {
             Ok(c) if args.print_signals => match cli::signals(&c, args.wan_portal.as_deref()) {
@@ -54,17 +73,24 @@ fn main() -> ExitCode {
         }
     };
     logging::init(config.daemon.log_level);
-    let rt = match tokio::runtime::Builder::new_current_thread()
+    block_on(Box::pin(serve(args, config)))
+}
+
+/// The daemon's work (or `--probe`'s) on a current-thread runtime. One boxed future type, so the
+/// router binary carries one copy of the runtime's `block_on`.
+type Job = std::pin::Pin<Box<dyn Future<Output = ExitCode>>>;
+
+fn block_on(job: Job) -> ExitCode {
+    match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
-        Ok(rt) => rt,
+        Ok(rt) => rt.block_on(job),
         Err(e) => {
             eprintln!("lanveil: cannot start the runtime: {e}");
-            return ExitCode::from(1);
+            ExitCode::from(1)
         }
-    };
-    rt.block_on(serve(args, config))
+    }
 }
 
 /// Re-reads the configuration file (SIGHUP or the control socket). On any error the running
@@ -78,12 +104,12 @@ async fn reload(args: &cli::Args, running: &mut lanveil::Running) -> Result<(), 
 }
 
 /// `lanveil --control SOCKET status|log|reload|leak-probe LABEL NONCE`: the raw response envelope on
-/// stdout.
+/// stdout (`status-json`: the status as JSON, for LuCI).
 fn control_client(socket: &std::path::Path, what: Option<&str>, rest: &[String]) -> ExitCode {
     use lanveil::config::control::{Request, Response};
     use std::io::Write;
     let req = match (what, rest) {
-        (Some("status"), []) => Request::Status,
+        (Some("status" | "status-json"), []) => Request::Status,
         (Some("log"), []) => Request::QueryLog,
         (Some("reload"), []) => Request::Reload,
         (Some("wan-portal"), [set, uri, dns @ ..]) if set == "set" => Request::WanPortal {
@@ -100,11 +126,28 @@ fn control_client(socket: &std::path::Path, what: Option<&str>, rest: &[String])
         },
         _ => {
             eprintln!(
-                "lanveil: --control SOCKET needs one of: status, log, reload, wan-portal set URI [DNS...], wan-portal clear, leak-probe LABEL NONCE"
+                "lanveil: --control SOCKET needs one of: status, status-json, log, reload, wan-portal set URI [DNS...], wan-portal clear, leak-probe LABEL NONCE"
             );
             return ExitCode::from(2);
         }
     };
+    if what == Some("status-json") {
+        // For LuCI's rpcd plugin: the status as one JSON line.
+        let answer = lanveil::control::request(socket, &req)
+            .map_err(|e| format!("{}: {e}", socket.display()))
+            .and_then(|b| Response::decode(&b).map_err(|e| e.to_string()));
+        return match answer {
+            Ok(Response::Status(r)) => {
+                println!("{}", lanveil::config::control::json::status(&r));
+                ExitCode::SUCCESS
+            }
+            Ok(Response::Error(e)) | Err(e) => {
+                eprintln!("lanveil: {e}");
+                ExitCode::from(1)
+            }
+            Ok(_) => ExitCode::from(1),
+        };
+    }
     if let Request::WanPortal { .. } = req {
         // For shell hooks: a line in words and the exit status.
         let answer = lanveil::control::request(socket, &req)

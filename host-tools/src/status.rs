@@ -165,3 +165,64 @@ pub fn render(r: &StatusReport, router: &str) -> String {
     );
     o
 }
+
+#[cfg(test)]
+mod tests {
+    use lanveil_config::control::{CaptiveReport, StatusReport, UpstreamStatus, json};
+
+    /// The daemon's hand-written JSON (`lanveil --control SOCKET status-json`, read by LuCI) is
+    /// what serde_json makes of the same report, and reads back to it.
+    #[test]
+    fn daemon_json_matches_serde_json() {
+        let r = StatusReport {
+            version: "lanveil 0.1.0".into(),
+            uptime_s: 42,
+            config_file: Some("/etc/config/lanveil".into()),
+            clock_synchronized: false,
+            wall_unix: 1_700_000_000,
+            floor_unix: 1_690_000_000,
+            upstreams: vec![
+                UpstreamStatus {
+                    name: "q<b>\"9\"</b>".into(),
+                    url: "tls://9.9.9.9:853#dns.quad9.net".into(),
+                    up: true,
+                    backing_off: false,
+                    srtt_ms: Some(12),
+                    last_error: None,
+                    cert_not_after: Some(1_800_000_000),
+                },
+                UpstreamStatus {
+                    name: "x\\y\n\t\u{1}\u{2028}é".into(),
+                    last_error: Some("certificate name <img src=x onerror=alert(1)>".into()),
+                    backing_off: true,
+                    ..Default::default()
+                },
+            ],
+            counters: vec![("queries".into(), 7), ("cache_hits".into(), 0)],
+            failures_by_ede: vec![(22, 3), (9, 1)],
+            inflight: 1,
+            cache_entries: 5,
+            cache_bytes: 900,
+            captive: CaptiveReport {
+                phase: "captive".into(),
+                api_uri: Some("https://portal.example/api".into()),
+                plaintext_allowed: true,
+                plaintext_left_s: Some(300),
+                plaintext_names: vec!["portal.example".into()],
+                wan_dns: vec!["192.0.2.53".into()],
+                ..Default::default()
+            },
+        };
+        let ours = json::status(&r);
+        let theirs: serde_json::Value = serde_json::to_value(&r).unwrap();
+        let parsed: serde_json::Value = serde_json::from_str(&ours).unwrap();
+        assert_eq!(parsed, theirs);
+        assert_eq!(serde_json::from_str::<StatusReport>(&ours).unwrap(), r);
+        assert_eq!(
+            json::status(&StatusReport::default())
+                .parse::<serde_json::Value>()
+                .unwrap(),
+            serde_json::to_value(StatusReport::default()).unwrap()
+        );
+    }
+}

@@ -172,6 +172,156 @@ impl Response {
     }
 }
 
+/// JSON for the router's web page (`lanveil --control SOCKET status-json`, read by LuCI's rpcd
+/// plugin): the same shape serde_json gives this struct (`lanveil-ctl status --json`; checked
+/// against it in host-tools), written by hand so the router binary carries no JSON library.
+pub mod json {
+    use super::{CaptiveReport, StatusReport, UpstreamStatus};
+    use alloc::string::String;
+    use core::fmt::Write as _;
+
+    /// A JSON string literal: quotes, backslashes and every control character escaped.
+    pub fn string(out: &mut String, s: &str) {
+        out.push('"');
+        for c in s.chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\t' => out.push_str("\\t"),
+                c if (c as u32) < 0x20 || c == '\u{2028}' || c == '\u{2029}' => {
+                    let _ = write!(out, "\\u{:04x}", c as u32);
+                }
+                c => out.push(c),
+            }
+        }
+        out.push('"');
+    }
+
+    fn key(out: &mut String, k: &str) {
+        if !out.ends_with('{') {
+            out.push(',');
+        }
+        string(out, k);
+        out.push(':');
+    }
+    fn opt_str(out: &mut String, k: &str, v: Option<&String>) {
+        key(out, k);
+        match v {
+            Some(v) => string(out, v),
+            None => out.push_str("null"),
+        }
+    }
+    fn num(out: &mut String, k: &str, v: impl core::fmt::Display) {
+        key(out, k);
+        let _ = write!(out, "{v}");
+    }
+    fn opt_num(out: &mut String, k: &str, v: Option<impl core::fmt::Display>) {
+        key(out, k);
+        match v {
+            Some(v) => {
+                let _ = write!(out, "{v}");
+            }
+            None => out.push_str("null"),
+        }
+    }
+    fn boolean(out: &mut String, k: &str, v: bool) {
+        key(out, k);
+        out.push_str(if v { "true" } else { "false" });
+    }
+    fn strings(out: &mut String, k: &str, v: &[String]) {
+        key(out, k);
+        out.push('[');
+        for (i, s) in v.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            string(out, s);
+        }
+        out.push(']');
+    }
+
+    fn upstream(out: &mut String, u: &UpstreamStatus) {
+        out.push('{');
+        key(out, "name");
+        string(out, &u.name);
+        key(out, "url");
+        string(out, &u.url);
+        boolean(out, "up", u.up);
+        boolean(out, "backing_off", u.backing_off);
+        opt_num(out, "srtt_ms", u.srtt_ms);
+        opt_str(out, "last_error", u.last_error.as_ref());
+        opt_num(out, "cert_not_after", u.cert_not_after);
+        out.push('}');
+    }
+
+    fn captive(out: &mut String, c: &CaptiveReport) {
+        out.push('{');
+        key(out, "phase");
+        string(out, &c.phase);
+        opt_str(out, "api_uri", c.api_uri.as_ref());
+        opt_str(out, "user_portal_url", c.user_portal_url.as_ref());
+        opt_num(out, "seconds_remaining", c.seconds_remaining);
+        boolean(out, "plaintext_allowed", c.plaintext_allowed);
+        opt_num(out, "plaintext_left_s", c.plaintext_left_s);
+        strings(out, "plaintext_names", &c.plaintext_names);
+        num(out, "plaintext_queries", c.plaintext_queries);
+        strings(out, "wan_dns", &c.wan_dns);
+        opt_str(out, "api_error", c.api_error.as_ref());
+        out.push('}');
+    }
+
+    /// The report as one JSON object.
+    pub fn status(r: &StatusReport) -> String {
+        let mut out = String::with_capacity(1024);
+        out.push('{');
+        key(&mut out, "version");
+        string(&mut out, &r.version);
+        num(&mut out, "uptime_s", r.uptime_s);
+        opt_str(&mut out, "config_file", r.config_file.as_ref());
+        boolean(&mut out, "clock_synchronized", r.clock_synchronized);
+        num(&mut out, "wall_unix", r.wall_unix);
+        num(&mut out, "floor_unix", r.floor_unix);
+        key(&mut out, "upstreams");
+        out.push('[');
+        for (i, u) in r.upstreams.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            upstream(&mut out, u);
+        }
+        out.push(']');
+        key(&mut out, "counters");
+        out.push('[');
+        for (i, (k, v)) in r.counters.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push('[');
+            string(&mut out, k);
+            let _ = write!(out, ",{v}]");
+        }
+        out.push(']');
+        key(&mut out, "failures_by_ede");
+        out.push('[');
+        for (i, (k, v)) in r.failures_by_ede.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            let _ = write!(out, "[{k},{v}]");
+        }
+        out.push(']');
+        num(&mut out, "inflight", r.inflight);
+        num(&mut out, "cache_entries", r.cache_entries);
+        num(&mut out, "cache_bytes", r.cache_bytes);
+        key(&mut out, "captive");
+        captive(&mut out, &r.captive);
+        out.push('}');
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -64,11 +64,15 @@ default_src() {
 # Bump when a change to this script changes what it builds (flags, components,
 # install steps); changes to fetching or logging need no rebuild.
 RECIPE=1
+# LuCI (issue 14): luci_build below; its recipe is separate so the two issues' bumps do not collide.
+RECIPE_LUCI=2
 
 rig_hash() {
 	{
 		cat "$RIG/sources.tsv" "$RIG/base.tsv"
 		printf 'recipe %s\n' "$RECIPE"
+		printf 'recipe-luci %s\n' "$RECIPE_LUCI" # LuCI (issue 14)
+		cat "$RIG"/../luci/rootfs/etc/init.d/* "$RIG"/../luci/rootfs/etc/config/* 2>/dev/null || true
 		for p in "$RIG"/patches/*.patch; do
 			[ -e "$p" ] && { printf '%s\n' "$(basename "$p")"; cat "$p"; }
 		done
@@ -264,9 +268,48 @@ fetch_all() { # fetch_all DEST
 	local name repo commit _date sum csum
 	while IFS=$'\t' read -r name repo commit _date sum csum; do
 		[ "$name" = name ] && continue
-		case "$name" in luci | lucihttp) continue ;; esac # for the LuCI issue, not built yet
 		fetch_archive "$name" "${repo%% *}" "$commit" "$sum" "${csum:-}" "$1"
 	done <"$RIG/sources.tsv"
+}
+
+# --- LuCI (issue 14) ---------------------------------------------------------
+# lucihttp (ucode binding), luci-base's ucode module core.so (+ version.uc),
+# ucode-mod-html, and the files luci.mk installs for luci-base, luci-mod-status,
+# luci-mod-system and luci-theme-bootstrap: ucode/ -> /usr/share/ucode/luci,
+# htdocs/ -> /www, root/ -> /. uhttpd's config and a procd init for it (the stored
+# uhttpd.init predates procd) come from tests/openwrt/luci/rootfs.
+luci_build() {
+	local m l="$WORK/luci" fpic="-fPIC"
+	cmake_build lucihttp -DBUILD_LUA=OFF -DBUILD_UCODE=ON -DBUILD_TESTS=OFF
+	log "build luci-base core.so, ucode-mod-html"
+	(
+		cd "$l/modules/luci-base/src"
+		make CC="$WORK/cc" CFLAGS="$CFLAGS_RIG" FPIC="$fpic" LDFLAGS="-L$STAGE/usr/lib" \
+			LUCI_VERSION="$(awk -F'\t' '$1=="luci"{print substr($3,1,12)}' "$RIG/sources.tsv")" \
+			LUCI_GITBRANCH=master clean compile
+		make DESTDIR="$STAGE" install
+	) >"$LOGS/luci-base.make.log" 2>&1 || die "luci-base src failed (log: $LOGS/luci-base.make.log)"
+	# shellcheck disable=SC2086 # CFLAGS_RIG is a list of flags
+	"$WORK/cc" $CFLAGS_RIG $fpic -shared -o "$STAGE/usr/lib/ucode/html.so" \
+		"$l/contrib/package/ucode-mod-html/src/html.c" >"$LOGS/ucode-mod-html.log" 2>&1 ||
+		die "ucode-mod-html failed (log: $LOGS/ucode-mod-html.log)"
+	for m in modules/luci-base modules/luci-mod-status modules/luci-mod-system themes/luci-theme-bootstrap; do
+		[ -d "$l/$m" ] || continue
+		if [ -d "$l/$m/ucode" ]; then
+			mkdir -p "$STAGE/usr/share/ucode/luci"
+			cp -pR "$l/$m/ucode/." "$STAGE/usr/share/ucode/luci/"
+		fi
+		if [ -d "$l/$m/htdocs" ]; then
+			mkdir -p "$STAGE/www"
+			cp -pR "$l/$m/htdocs/." "$STAGE/www/"
+		fi
+		if [ -d "$l/$m/root" ]; then cp -pR "$l/$m/root/." "$STAGE/"; fi
+	done
+	# rpcd's ACL for the null session (session login/access), as OpenWrt's rpcd package installs it.
+	install -D -m 0644 "$WORK/rpcd/unauthenticated.json" "$STAGE/usr/share/rpcd/acl.d/unauthenticated.json"
+	cp -pR "$RIG/../luci/rootfs/." "$STAGE/"
+	chmod 755 "$STAGE/etc/init.d/uhttpd"
+	ln -sfn ../bin/uhttpd "$STAGE/usr/sbin/uhttpd" # where OpenWrt's package puts it
 }
 
 main() {
@@ -374,6 +417,8 @@ main() {
 	mkdir -p "$STAGE/lib/netifd" "$STAGE/usr/share/libubox"
 	cp -a "$WORK/netifd/scripts/." "$STAGE/lib/netifd/"
 	[ -f "$STAGE/usr/share/libubox/jshn.sh" ] || die "libubox did not install jshn.sh"
+
+	luci_build # LuCI (issue 14)
 
 	printf '%s\n' "$hash" >"$out/.done"
 	log "done in $(($(date +%s) - t0)) s"

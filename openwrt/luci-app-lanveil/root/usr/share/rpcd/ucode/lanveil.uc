@@ -1,0 +1,215 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+// luci-app-lanveil's rpcd plugin: ubus object `luci.lanveil`.
+//
+// No shell command line is ever built from a request: the daemon's CLI runs with
+// popen(ARRAY) (execvp, no shell). Where its stderr is wanted, argv goes through
+// the constant script `exec "$0" "$@" 2>&1`, so every argument stays one argv entry.
+
+'use strict';
+
+import { popen, readfile, writefile, mkdir, unlink, rmdir, stat, lsdir } from 'fs';
+import { cursor } from 'uci';
+import * as ubus from 'ubus';
+
+const DAEMON = '/usr/sbin/lanveil';
+const CONF = '/etc/config/lanveil';
+const PRESETS = '/usr/share/lanveil/presets.json';
+const SOCKET = '/var/run/lanveil/daemon/control.sock';
+const WORK = '/tmp/lanveil-luci';
+const MAX_OUT = 65536;
+
+// run(argv, merge_stderr): { code, out }. Output is capped.
+function run(argv, merge) {
+	const cmd = merge ? [ '/bin/sh', '-c', 'exec "$0" "$@" 2>&1', ...argv ] : argv;
+	const p = popen(cmd, 'r');
+	if (!p)
+		return { code: 127, out: '' };
+	let out = p.read(MAX_OUT) ?? '';
+	// drain the rest so the child is not blocked on a full pipe
+	while (p.read(MAX_OUT)) ;
+	const st = p.close();
+	return { code: st, out: out };
+}
+
+function trim_lines(s) {
+	return join('\n', filter(split(s ?? '', '\n'), l => length(trim(l)) > 0));
+}
+
+function control_socket() {
+	const c = cursor();
+	return c.get('lanveil', 'main', 'control_socket') ?? SOCKET;
+}
+
+function service_running() {
+	const conn = ubus.connect();
+	if (!conn)
+		return null;
+	const s = conn.call('service', 'list', { name: 'lanveil' });
+	conn.disconnect();
+	for (let name, inst in s?.lanveil?.instances ?? {})
+		if (inst?.running)
+			return true;
+	return false;
+}
+
+// dnsmasq wired through lanveil: every dnsmasq section has noresolv and a
+// server= pointing at one of lanveil's listeners.
+function dnsmasq_wired() {
+	const c = cursor();
+	let listen = c.get('lanveil', 'main', 'listen') ?? [ '127.0.0.1:5453' ];
+	if (type(listen) != 'array')
+		listen = [ listen ];
+	const targets = map(listen, l => replace(replace(l, /^\[(.*)\]:/, '$1:'), /:([0-9]+)$/, '#$1'));
+	let any = false, all = true;
+	c.foreach('dhcp', 'dnsmasq', s => {
+		any = true;
+		let servers = s.server ?? [];
+		if (type(servers) != 'array')
+			servers = [ servers ];
+		const ok = s.noresolv == '1' && length(filter(servers, v => index(targets, v) >= 0)) > 0;
+		all = all && ok;
+	});
+	return any && all;
+}
+
+function capture_active() {
+	return run([ 'nft', 'list', 'table', 'inet', 'lanveil' ], false).code == 0;
+}
+
+function signals() {
+	const r = run([ DAEMON, '--check-config', CONF, '--print-signals' ], true);
+	let list = [];
+	if (r.code == 0)
+		for (let l in split(r.out, '\n')) {
+			l = trim(l);
+			if (!length(l))
+				continue;
+			const sp = index(l, ' ');
+			push(list, sp < 0 ? { key: l, value: '' } : { key: substr(l, 0, sp), value: substr(l, sp + 1) });
+		}
+	return { ok: r.code == 0, signals: list, error: r.code == 0 ? null : trim_lines(r.out) };
+}
+
+function valid_sid(s) {
+	return type(s) == 'string' && match(s, /^[0-9a-f]{32}$/) != null;
+}
+
+let seq = 0;
+
+const methods = {
+	status: {
+		call: function() {
+			const running = service_running();
+			const res = {
+				running: running,
+				answered: false,
+				status: null,
+				error: null,
+				dnsmasq: dnsmasq_wired(),
+				capture: capture_active()
+			};
+			if (!stat(control_socket())) {
+				res.error = 'no control socket';
+				return res;
+			}
+			const r = run([ DAEMON, '--control', control_socket(), 'status-json' ], true);
+			if (r.code != 0) {
+				res.error = trim_lines(r.out);
+				return res;
+			}
+			let parsed = null;
+			try { parsed = json(r.out); } catch (e) { parsed = null; }
+			if (type(parsed) != 'object') {
+				res.error = 'unreadable answer';
+				return res;
+			}
+			res.answered = true;
+			res.status = parsed;
+			return res;
+		}
+	},
+
+	presets: {
+		call: function() {
+			const text = readfile(PRESETS);
+			if (!text)
+				return { presets: [], error: `${PRESETS} missing` };
+			let f = null;
+			try { f = json(text); } catch (e) { return { presets: [], error: `${PRESETS}: not JSON` }; }
+			let out = [];
+			for (let p in f?.presets ?? []) {
+				const urls = map(p.ipv4 ?? [], ip => `tls://${ip}:853#${p.auth_name}`);
+				push(out, {
+					id: p.id, operator: p.operator, jurisdiction: p.jurisdiction,
+					variant: p.variant, filtering: p.filtering, dnssec: p.dnssec, ecs: p.ecs,
+					auth_name: p.auth_name, dot_urls: urls, privacy_policy: p.privacy_policy
+				});
+			}
+			return { presets: out, compiled: f?.compiled, verified_live: f?.verified_live };
+		}
+	},
+
+	// check: the configuration as this session would commit it (its staged uci
+	// changes over /etc/config/lanveil), validated by the daemon's own checker.
+	check: {
+		args: { ubus_rpc_session: '' },
+		call: function(req) {
+			const sid = req.args?.ubus_rpc_session;
+			const savedir = valid_sid(sid) ? `/var/run/rpcd/uci-${sid}` : '/tmp/.uci';
+			mkdir(WORK, 0o700);
+			const dir = `${WORK}/check-${++seq}-${time()}`;
+			mkdir(dir, 0o700);
+			mkdir(`${dir}/conf`, 0o700);
+			mkdir(`${dir}/save`, 0o700);
+			writefile(`${dir}/conf/lanveil`, readfile(CONF) ?? '');
+			const delta = readfile(`${savedir}/lanveil`);
+			if (delta)
+				writefile(`${dir}/save/lanveil`, delta);
+			const c = cursor(`${dir}/conf`, `${dir}/save`);
+			c.load('lanveil');
+			c.commit('lanveil');
+			const r = run([ DAEMON, '--check-config', `${dir}/conf/lanveil` ], true);
+			for (let f in lsdir(`${dir}/save`) ?? [])
+				unlink(`${dir}/save/${f}`);
+			for (let f in lsdir(`${dir}/conf`) ?? [])
+				unlink(`${dir}/conf/${f}`);
+			rmdir(`${dir}/save`); rmdir(`${dir}/conf`); rmdir(dir);
+			// The checker names the file: show it as the router's config file.
+			let msg = replace(trim_lines(r.out), `${dir}/conf/lanveil`, CONF);
+			msg = replace(msg, /^lanveil: /, '');
+			return { ok: r.code == 0, message: msg };
+		}
+	},
+
+	// probe: one authenticated TLS handshake from the router through the daemon's
+	// own verifier (`lanveil --probe URL [--ca-file F] [--pin P]...`): ok, the
+	// failure in words, the handshake time, the leaf's SPKI pin and expiry.
+	probe: {
+		args: { url: '', ca_file: '', pins: [] },
+		call: function(req) {
+			const a = req.args ?? {};
+			if (type(a.url) != 'string' || !length(a.url) || length(a.url) > 1024)
+				return { ok: false, error: 'no URL to probe' };
+			const argv = [ DAEMON, '--probe', a.url ];
+			if (type(a.ca_file) == 'string' && length(a.ca_file))
+				push(argv, '--ca-file', a.ca_file);
+			for (let p in (type(a.pins) == 'array' ? a.pins : []))
+				if (type(p) == 'string' && length(p))
+					push(argv, '--pin', p);
+			const r = run(argv, false);
+			let res = null;
+			try { res = json(trim(r.out)); } catch (e) { res = null; }
+			if (type(res) != 'object')
+				return { ok: false, error: `no answer from ${DAEMON} --probe (exit ${r.code})` };
+			return res;
+		}
+	},
+
+	signals: {
+		call: function() {
+			return signals();
+		}
+	}
+};
+
+return { 'luci.lanveil': methods };

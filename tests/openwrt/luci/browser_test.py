@@ -1,0 +1,371 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT OR Apache-2.0
+"""The browser half of tests/openwrt/test_luci.sh: headless Chromium (Debian's, via
+chromium-driver and Selenium) inside the LAN client's namespace, against LuCI on the
+emulated router at http://192.168.1.1/. Prints one "PASS name" / "FAIL name: why" line
+per check; router-side facts come from `router.sh exec router -- ...`.
+Screenshots go to $LANVEIL_LUCI_OUT/*.png."""
+import os
+import re
+import subprocess
+import sys
+import time
+
+from selenium import webdriver
+from selenium.common.exceptions import WebDriverException
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+
+BASE = "http://192.168.1.1/cgi-bin/luci"
+ROUTER = os.environ["LANVEIL_LUCI_ROUTER"]
+OUT = os.environ["LANVEIL_LUCI_OUT"]
+PASSWORD = os.environ["LANVEIL_LUCI_PASSWORD"]
+HOSTILE = "https://203.0.113.56/q<img\tsrc=x\tonerror=window.lanveilPwned=1>#dot.test"
+failed = 0
+
+
+def report(name, ok, why=""):
+    global failed
+    if ok:
+        print("PASS " + name, flush=True)
+    else:
+        failed += 1
+        print("FAIL %s: %s" % (name, str(why).replace("\n", " ")[:300]), flush=True)
+    return ok
+
+
+def router(*cmd, check=False):
+    p = subprocess.run([ROUTER, "exec", "router", "--", *cmd], capture_output=True, text=True, timeout=60)
+    if check and p.returncode != 0:
+        raise RuntimeError("%s: %s" % (" ".join(cmd), p.stderr))
+    return p
+
+
+def wait(what, fn, secs=30):
+    """fn() until truthy; returns its value or None (after secs)."""
+    end = time.time() + secs
+    last = None
+    while time.time() < end:
+        try:
+            last = fn()
+            if last:
+                return last
+        except WebDriverException:
+            pass
+        time.sleep(0.3)
+    return None
+
+
+def text_of(d, css):
+    els = d.find_elements(By.CSS_SELECTOR, css)
+    return els[0].text if els else ""
+
+
+def shot(d, name):
+    d.save_screenshot(os.path.join(OUT, name + ".png"))
+
+
+def upstream_rows(d):
+    rows = {}
+    for tr in d.find_elements(By.CSS_SELECTOR, "#lanveil-upstreams tr.lanveil-upstream"):
+        cells = {c: tr.find_element(By.CSS_SELECTOR, "td.lanveil-" + c).text
+                 for c in ("name", "url", "state", "rtt", "cert", "error")}
+        rows[cells["name"]] = cells
+    return rows
+
+
+_seq = [0]
+
+
+def dig(name):
+    """A fresh name under NAME each time (dnsmasq and lanveil cache answers)."""
+    _seq[0] += 1
+    p = subprocess.run(["dig", "+short", "+time=2", "+tries=1", "@192.168.1.1",
+                        "n%d-%d.%s" % (os.getpid(), _seq[0], name), "A"],
+                       capture_output=True, text=True, timeout=10)
+    return p.stdout.strip()
+
+
+def config_sha():
+    return router("sha256sum", "/etc/config/lanveil").stdout.split(" ")[0]
+
+
+def reload_count():
+    return router("sh", "-c", "logread | grep -c 'configuration reloaded'").stdout.strip()
+
+
+def service_running():
+    out = router("ubus", "call", "service", "list", '{"name":"lanveil"}').stdout
+    return '"running": true' in out
+
+
+def open_settings(d):
+    d.get(BASE + "/admin/services/lanveil/settings")
+    return wait("settings form", lambda: d.find_elements(By.ID, "widget.cbid.lanveil.rig.url"))
+
+
+def set_url(d, value):
+    # The form may be rendered again right after it appears (LuCI's apply reloads): find it afresh.
+    for attempt in range(5):
+        try:
+            inp = d.find_element(By.ID, "widget.cbid.lanveil.rig.url")
+            inp.clear()
+            inp.send_keys(value)
+            inp.send_keys("\t")
+            if inp.get_attribute("value") == value:
+                return
+        except WebDriverException:
+            pass
+        time.sleep(1)
+        wait("settings form", lambda: d.find_elements(By.ID, "widget.cbid.lanveil.rig.url"))
+
+
+def save_apply(d):
+    # The footer's "Save & Apply" (a ComboButton: its first item is the action).
+    btn = d.find_element(By.CSS_SELECTOR, ".cbi-page-actions .cbi-button-apply")
+    d.execute_script("arguments[0].scrollIntoView()", btn)
+    items = btn.find_elements(By.CSS_SELECTOR, "li")
+    target = items[0] if items else btn
+    try:
+        target.click()
+    except WebDriverException:  # covered by a notification banner: click it as the user would after scrolling
+        d.execute_script("arguments[0].click()", target)
+
+
+def spki_pin(pem):
+    """sha256/BASE64 of the certificate's SubjectPublicKeyInfo, computed here with openssl."""
+    pub = subprocess.run(["openssl", "x509", "-in", pem, "-pubkey", "-noout"], capture_output=True, check=True).stdout
+    der = subprocess.run(["openssl", "pkey", "-pubin", "-outform", "der"], input=pub, capture_output=True, check=True).stdout
+    import base64
+    import hashlib
+    return "sha256/" + base64.b64encode(hashlib.sha256(der).digest()).decode()
+
+
+def click_probe(d):
+    btn = d.find_element(By.CSS_SELECTOR, "[id='cbid.lanveil.rig._probe'], button[data-widget-id='cbid.lanveil.rig._probe'], #cbi-lanveil-rig-_probe button")
+    d.execute_script("arguments[0].scrollIntoView()", btn)
+    btn.click()
+    return wait("probe result", lambda: d.find_elements(By.CSS_SELECTOR, "#lanveil-probe-rig .lanveil-probe-state"), 30)
+
+
+def main():
+    o = webdriver.ChromeOptions()
+    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+              "--window-size=1280,1100", "--user-data-dir=" + os.path.join(OUT, "chromium-profile")):
+        o.add_argument(a)
+    o.binary_location = "/usr/bin/chromium"
+    d = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=o)
+    d.set_page_load_timeout(60)
+    try:
+        run(d)
+    finally:
+        d.quit()
+
+
+def run(d):
+    # --- login as root ------------------------------------------------------------------
+    d.get(BASE + "/")
+    # The login form is shown by LuCI's JS once the page has loaded.
+    shown = wait("login form", lambda: [e for e in d.find_elements(By.NAME, "luci_password") if e.is_displayed()], 30)
+    report("login-page", shown, d.title)
+    shot(d, "01-login")
+    u = d.find_element(By.NAME, "luci_username")
+    u.clear()
+    u.send_keys("root")
+    d.find_element(By.NAME, "luci_password").send_keys(PASSWORD)
+    d.find_element(By.NAME, "luci_password").submit()
+    ok = wait("logged in", lambda: d.find_elements(By.CSS_SELECTOR, "a[href$='/admin/logout']"))
+    report("login-root", ok, d.current_url)
+
+    # --- the front page's card ------------------------------------------------------------
+    d.get(BASE + "/admin/status/overview")
+    card = wait("card", lambda: "up" in text_of(d, "#lanveil-overview-state") and text_of(d, "#lanveil-overview-state"), 40)
+    report("overview-card", card and "1 of 1 upstreams up" in card, card or text_of(d, "body")[:200])
+    shot(d, "02-overview")
+    cards = d.find_elements(By.XPATH, "//*[@id='lanveil-overview']/ancestor::div[contains(@class,'cbi-section')][1]")
+    if cards:
+        d.execute_script("arguments[0].scrollIntoView()", cards[0])
+        cards[0].screenshot(os.path.join(OUT, "02-overview-card.png"))
+
+    # --- Services -> lanveil -> Status ------------------------------------------------------
+    link = wait("menu", lambda: [a for a in d.find_elements(By.CSS_SELECTOR, "a[href$='/admin/services/lanveil']")])
+    report("menu-services-lanveil", link, "no Services → lanveil link")
+    if link:
+        d.execute_script("arguments[0].click()", link[0])
+    ok = wait("status", lambda: d.find_elements(By.CSS_SELECTOR, "#lanveil-service-state[data-state='running']"), 40)
+    report("status-page-running", ok and "/admin/services/lanveil" in d.current_url, d.current_url)
+    rows = wait("rig up", lambda: (lambda r: r if r.get("rig", {}).get("state") == "up" else None)(upstream_rows(d)), 30) or upstream_rows(d)
+    rig = rows.get("rig", {})
+    report("status-upstream-up", rig.get("state") == "up" and "203.0.113.53" in rig.get("url", ""), rows)
+    report("status-upstream-rtt", re.fullmatch(r"\d+ ms", rig.get("rtt", "")), rig.get("rtt"))
+    report("status-cert-expiry", re.search(r"\d{4}-\d\d-\d\d .*\(\d+ days\)", rig.get("cert", "")), rig.get("cert"))
+    report("status-dnsmasq-wired", text_of(d, "#lanveil-dnsmasq") == "yes", text_of(d, "#lanveil-dnsmasq"))
+    report("status-capture-active", text_of(d, "#lanveil-capture") == "yes", text_of(d, "#lanveil-capture"))
+    report("status-clock", text_of(d, "#lanveil-clock").startswith("synchronized"), text_of(d, "#lanveil-clock"))
+    report("status-counters", "queries" in text_of(d, "#lanveil-counters"), text_of(d, "#lanveil-counters")[:100])
+    shot(d, "03-status")
+
+    # --- Settings: presets, inline validation, a second DoT server -------------------------------
+    report("settings-form", open_settings(d), d.current_url)
+    presets = [o.get_attribute("value") for o in d.find_elements(By.CSS_SELECTOR, "select[id$='.rig._preset'] option, [id$='.rig._preset'] li")]
+    report("settings-presets", any("dns.quad9.net" in (p or "") for p in presets), presets[:5])
+    set_url(d, "not a url")
+    inp = d.find_element(By.ID, "widget.cbid.lanveil.rig.url")
+    report("settings-inline-validation", "cbi-input-invalid" in (inp.get_attribute("class") or ""), inp.get_attribute("class"))
+    before_sha, before_reloads = config_sha(), reload_count()
+    set_url(d, "tls://203.0.113.54:853#dot2.test")
+    shot(d, "04-settings")
+    save_apply(d)
+    # LuCI applies with rollback: the browser confirms, as a user's page does before it reloads.
+    applied = wait("applied", lambda: "Configuration changes applied" in d.find_element(By.TAG_NAME, "body").text, 90)
+    report("apply-confirmed-in-page", applied, text_of(d, "body")[:200])
+    changed = wait("config", lambda: "dot2.test" in router("cat", "/etc/config/lanveil").stdout, 40)
+    report("apply-changes-config-file", changed and config_sha() != before_sha, router("cat", "/etc/config/lanveil").stdout[-300:])
+    reloaded = wait("reload", lambda: reload_count() != before_reloads, 30)
+    report("apply-reloads-daemon", reloaded, "no new 'configuration reloaded' in logread")
+    ans = wait("dig", lambda: dig("probe.test") == "1.2.3.78", 30)
+    report("lan-answered-by-new-upstream", ans, dig("probe.test"))
+    d.get(BASE + "/admin/services/lanveil/status")
+    rows = wait("dot2 up", lambda: (lambda r: r if "203.0.113.54" in r.get("rig", {}).get("url", "") and r["rig"]["state"] == "up" else None)(upstream_rows(d)), 40) or upstream_rows(d)
+    report("status-new-upstream-up", rows.get("rig", {}).get("state") == "up" and "dot2.test" in rows.get("rig", {}).get("url", ""), rows)
+    shot(d, "05-status-new-upstream")
+
+    # --- probe from the router, pin the key in one click ------------------------------------------------
+    report("settings-form-probe", open_settings(d), d.current_url)
+    want_pin = spki_pin(os.path.join(OUT, "dot2.test.pem"))
+    probe_box = click_probe(d)
+    report("probe-authenticated", probe_box and text_of(d, "#lanveil-probe-rig .lanveil-probe-state").startswith("Authenticated"), text_of(d, "#lanveil-probe-rig"))
+    report("probe-shows-spki", text_of(d, "#lanveil-probe-rig .lanveil-probe-spki") == want_pin, "%r, want %r" % (text_of(d, "#lanveil-probe-rig .lanveil-probe-spki"), want_pin))
+    shot(d, "05b-settings-probe")
+    pins = d.find_elements(By.CSS_SELECTOR, "#lanveil-probe-rig .lanveil-probe-pin")
+    if pins:
+        pins[0].click()
+    before_reloads = reload_count()
+    save_apply(d)
+    applied = wait("applied", lambda: "Configuration changes applied" in d.find_element(By.TAG_NAME, "body").text, 90)
+    pinned = wait("pin in config", lambda: want_pin in router("cat", "/etc/config/lanveil").stdout, 30)
+    report("pin-one-click-applied", applied and pinned, router("cat", "/etc/config/lanveil").stdout[-300:])
+    report("pin-reloads-daemon", wait("reload", lambda: reload_count() != before_reloads, 30), "no reload")
+    report("pinned-upstream-answers", wait("dig", lambda: dig("probe.test") == "1.2.3.78", 30), dig("probe.test"))
+    # LAN signals: a captive-portal URI set in the form shows up in Status's signals.
+    report("settings-form-signals", open_settings(d), d.current_url)
+    fld = d.find_element(By.ID, "widget.cbid.lanveil.main.captive_portal_uri")
+    d.execute_script("arguments[0].scrollIntoView()", fld)
+    fld.clear()
+    fld.send_keys("https://router.lan/capport")
+    save_apply(d)
+    applied = wait("applied", lambda: "Configuration changes applied" in d.find_element(By.TAG_NAME, "body").text, 90)
+    report("signal-applied", applied and "router.lan/capport" in router("uci", "get", "lanveil.main.captive_portal_uri").stdout,
+           router("uci", "-q", "get", "lanveil.main.captive_portal_uri").stdout)
+    d.get(BASE + "/admin/services/lanveil/status")
+    sig = wait("signals", lambda: "https://router.lan/capport" in text_of(d, "#lanveil-signals") and text_of(d, "#lanveil-signals"), 30)
+    report("status-shows-signals", sig and "dnsmasq_dhcp_option" in sig, text_of(d, "#lanveil-signals") or text_of(d, "#lanveil-data")[-200:])
+
+    # The hostile upstream: a probe whose failure text carries the certificate's name (markup).
+    report("settings-form-hostile-probe", open_settings(d), d.current_url)
+    set_url(d, "tls://203.0.113.55:853#dot.test")
+    click_probe(d)
+    state = wait("probe failed", lambda: text_of(d, "#lanveil-probe-rig .lanveil-probe-state").startswith("Failed") and text_of(d, "#lanveil-probe-rig .lanveil-probe-state"), 30) or ""
+    report("hostile-cert-name-shown-as-text", "evil<img src=x onerror=window.lanveilPwned=2>.test" in state, state)
+    imgs = d.execute_script("return document.querySelectorAll('#lanveil-probe-rig img').length")
+    pwned = d.execute_script("return window.lanveilPwned === undefined ? null : window.lanveilPwned")
+    report("hostile-cert-name-no-element", imgs == 0, "%s img elements" % imgs)
+    report("hostile-cert-name-no-script", pwned is None, "window.lanveilPwned = %r" % pwned)
+    shot(d, "05c-settings-hostile-probe")
+
+    # --- an invalid URL: the daemon's error in the form, nothing applied ---------------------------
+    report("settings-form-again", open_settings(d), d.current_url)
+    before_sha, before_reloads = config_sha(), reload_count()
+    set_url(d, "tls://203.0.113.300:853#dot2.test")
+    save_apply(d)
+    msg = wait("check message", lambda: text_of(d, "#lanveil-check-message"), 30)
+    report("invalid-url-daemon-error-shown", msg and msg.startswith("/etc/config/lanveil:") and "url" in msg, msg or text_of(d, "body")[:300])
+    time.sleep(3)
+    report("invalid-url-error-stays", text_of(d, "#lanveil-check-message") == msg, text_of(d, "#lanveil-check-message"))
+    d.execute_script("window.scrollTo(0, 0)")
+    shot(d, "06-settings-invalid")
+    report("invalid-url-config-untouched", config_sha() == before_sha, "config file changed")
+    report("invalid-url-no-reload", reload_count() == before_reloads, "daemon reloaded")
+    report("invalid-url-still-on-dot2", dig("probe.test") == "1.2.3.78", dig("probe.test"))
+
+    # --- hostile data: rendered as text ----------------------------------------------------------------
+    router("sh", "-c", "uci set lanveil.evil=upstream && uci set lanveil.evil.url=\"$1\" && "
+           "uci commit lanveil && /etc/init.d/lanveil reload", "_", HOSTILE, check=True)
+    d.get(BASE + "/admin/services/lanveil/status")
+    rows = wait("evil row", lambda: (lambda r: r if "evil" in r else None)(upstream_rows(d)), 40) or {}
+    evil = rows.get("evil", {})
+    report("hostile-url-shown-as-text", "<img" in evil.get("url", "") and "onerror" in evil.get("url", ""), evil)
+    imgs = d.execute_script("return document.querySelectorAll('#maincontent img, #lanveil-data img').length")
+    pwned = d.execute_script("return window.lanveilPwned === undefined ? null : window.lanveilPwned")
+    report("hostile-url-no-element", imgs == 0, "%s img elements" % imgs)
+    report("hostile-url-no-script", pwned is None, "window.lanveilPwned = %r" % pwned)
+    shot(d, "07-status-hostile")
+    d.get(BASE + "/admin/status/overview")
+    wait("card", lambda: text_of(d, "#lanveil-overview-state"), 30)
+    pwned = d.execute_script("return window.lanveilPwned === undefined ? null : window.lanveilPwned")
+    report("hostile-overview-no-script", pwned is None and "evil" in text_of(d, "#lanveil-overview"), text_of(d, "#lanveil-overview"))
+    router("sh", "-c", "uci delete lanveil.evil && uci commit lanveil && /etc/init.d/lanveil reload", check=True)
+
+    # --- a captive portal announced on the WAN (the udhcpc hook's call): a warning on Status ---------------
+    router("lanveil", "--control", "/var/run/lanveil/daemon/control.sock", "wan-portal", "set",
+           "https://portal.example/api", "192.0.2.1", check=True)
+    d.get(BASE + "/admin/services/lanveil/status")
+    warn = wait("captive warning", lambda: text_of(d, "#lanveil-captive"), 30) or ""
+    report("captive-portal-warning", "signalled" in warn and "https://portal.example/api" in warn, warn)
+    shot(d, "07a-status-captive")
+    router("lanveil", "--control", "/var/run/lanveil/daemon/control.sock", "wan-portal", "clear", check=True)
+    gone = wait("warning gone", lambda: not d.find_elements(By.ID, "lanveil-captive"), 30)
+    report("captive-portal-warning-cleared", gone, text_of(d, "#lanveil-captive"))
+
+    # --- the daemon runs but does not answer (SIGSTOP): the page says so, shows no stale data ---------------
+    d.get(BASE + "/admin/services/lanveil/status")
+    wait("running", lambda: d.find_elements(By.CSS_SELECTOR, "#lanveil-service-state[data-state='running']"), 30)
+    pid = router("sh", "-c", "pidof lanveil").stdout.strip()
+    router("kill", "-STOP", pid)
+    try:
+        silent = wait("silent", lambda: d.find_elements(By.CSS_SELECTOR, "#lanveil-service-state[data-state='silent']"), 60)
+        report("silent-daemon-page-says-so", silent and "does not answer" in text_of(d, "#lanveil-service-state"), text_of(d, "#lanveil-service-state"))
+        report("silent-daemon-no-stale-data", not d.find_elements(By.CSS_SELECTOR, "#lanveil-upstreams"), "upstream table still shown")
+        shot(d, "07b-status-silent")
+    finally:
+        router("kill", "-CONT", pid)
+    back = wait("answering again", lambda: d.find_elements(By.CSS_SELECTOR, "#lanveil-service-state[data-state='running']"), 60)
+    report("silent-daemon-back", back and d.find_elements(By.CSS_SELECTOR, "#lanveil-upstreams"), text_of(d, "#lanveil-service-state"))
+
+    # --- stop / start / restart from the page ----------------------------------------------------------
+    d.get(BASE + "/admin/services/lanveil/status")
+    wait("running", lambda: d.find_elements(By.CSS_SELECTOR, "#lanveil-service-state[data-state='running']"), 30)
+    d.find_element(By.ID, "lanveil-stop").click()
+    res = wait("stop result", lambda: "done" in text_of(d, "#lanveil-action-result") and text_of(d, "#lanveil-action-result"), 30)
+    report("button-stop-result", res == "stop: done", text_of(d, "#lanveil-action-result"))
+    st = wait("stopped", lambda: d.find_elements(By.CSS_SELECTOR, "#lanveil-service-state[data-state='stopped']"), 30)
+    report("stopped-page-says-so", st and text_of(d, "#lanveil-service-state") == "The lanveil service is not running.", text_of(d, "#lanveil-service-state"))
+    report("stopped-no-stale-data", not d.find_elements(By.CSS_SELECTOR, "#lanveil-upstreams"), "upstream table still shown")
+    report("stopped-really", not service_running(), "procd still runs lanveil")
+    shot(d, "08-status-stopped")
+    d.get(BASE + "/admin/status/overview")
+    card = wait("card", lambda: text_of(d, "#lanveil-overview-state"), 30)
+    report("overview-says-stopped", card and "not running" in card, card)
+    d.get(BASE + "/admin/services/lanveil/status")
+    wait("state", lambda: text_of(d, "#lanveil-service-state"), 30)
+    d.find_element(By.ID, "lanveil-start").click()
+    res = wait("start result", lambda: "done" in text_of(d, "#lanveil-action-result") and text_of(d, "#lanveil-action-result"), 30)
+    report("button-start-result", res == "start: done", text_of(d, "#lanveil-action-result"))
+    st = wait("running", lambda: d.find_elements(By.CSS_SELECTOR, "#lanveil-service-state[data-state='running']"), 40)
+    report("started-page-says-running", st and service_running(), text_of(d, "#lanveil-service-state"))
+    pid_before = router("sh", "-c", "pidof lanveil").stdout.strip()
+    d.find_element(By.ID, "lanveil-restart").click()
+    res = wait("restart result", lambda: "done" in text_of(d, "#lanveil-action-result") and text_of(d, "#lanveil-action-result"), 30)
+    report("button-restart-result", res == "restart: done", text_of(d, "#lanveil-action-result"))
+    pid_after = wait("new pid", lambda: (lambda p: p if p and p != pid_before else None)(router("sh", "-c", "pidof lanveil").stdout.strip()), 30)
+    report("restart-new-process", pid_after, "pid %s before, %s after" % (pid_before, pid_after))
+    st = wait("running", lambda: d.find_elements(By.CSS_SELECTOR, "#lanveil-service-state[data-state='running']"), 40)
+    report("restarted-page-says-running", st, text_of(d, "#lanveil-service-state"))
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except Exception as e:  # an unexpected error is a failure, with its reason
+        report("browser-exception", False, repr(e))
+    sys.exit(1 if failed else 0)
