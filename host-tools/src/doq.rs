@@ -5,11 +5,11 @@
 //! (`lanveil_core::wire::doq::response`).
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use lanveil_core::engine::CloseReason;
 use lanveil_core::wire::doq::{self, code};
 use lanveil_tls::Checks;
 use quinn_proto::crypto::rustls::{HandshakeData, QuicClientConfig};
@@ -17,9 +17,6 @@ use quinn_proto::{
     ClientConfig, Connection, ConnectionHandle, DatagramEvent, Dir, Endpoint, EndpointConfig,
     Event, StreamId, TransportConfig, VarInt,
 };
-use rustls::DigitallySignedStruct;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 
 use crate::tls::{self, Auth, ConnectError, Handshake, Seen};
 
@@ -31,54 +28,6 @@ pub struct DoqConn {
     conn: Connection,
     buf: Vec<u8>,
     lost: Option<String>,
-}
-
-/// The verifier's own words for a rejected certificate (QUIC carries only the TLS alert).
-#[derive(Debug)]
-struct Recording {
-    inner: Arc<dyn ServerCertVerifier>,
-    error: Mutex<Option<rustls::Error>>,
-    called: AtomicBool,
-}
-
-impl ServerCertVerifier for Recording {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        self.called.store(true, Ordering::Relaxed);
-        self.inner
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-            .inspect_err(|e| {
-                *self.error.lock().unwrap_or_else(PoisonError::into_inner) = Some(e.clone());
-            })
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
 }
 
 /// Connects to `addr` over QUIC and authenticates as `auth` (ALPN `doq`), bounded by `timeout`.
@@ -102,23 +51,14 @@ pub fn connect(
     let checks =
         Arc::new(Checks::new(roots, auth.pins.clone(), lanveil_tls::SystemTime).map_err(setup)?);
     let observed = Arc::new(Seen::default());
-    let (verifier, _) = checks.verifier(observed.clone());
-    let recording = Arc::new(Recording {
-        inner: verifier,
-        error: Mutex::new(None),
-        called: AtomicBool::new(false),
-    });
+    // The decision also keeps the verifier's own verdict on a rejected certificate (QUIC carries
+    // only the TLS alert).
+    let (verifier, decision) = checks.verifier(observed.clone());
     // QUIC is TLS 1.3 only.
     let versions =
         lanveil_tls::protocol_versions(lanveil_config::TlsVersion::V1_3).map_err(setup)?;
     let mut config = checks
-        .client_config(
-            versions,
-            recording.clone(),
-            false,
-            auth.sni,
-            vec![b"doq".to_vec()],
-        )
+        .client_config(versions, verifier, false, auth.sni, vec![b"doq".to_vec()])
         .map_err(setup)?;
     config.enable_early_data = false;
     let crypto = QuicClientConfig::try_from(Arc::new(config))
@@ -162,15 +102,10 @@ pub fn connect(
     seen.tls_handshake_ms = tls::ms(start.elapsed());
     seen.chain = tls::describe_chain(&observed.0.lock().unwrap_or_else(PoisonError::into_inner));
     if !connected {
-        let reason = match recording
-            .error
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
-        {
-            Some(e) => tls::describe_tls_error(&e),
+        let reason = match decision.failure() {
+            Some(f) => lanveil_tls::describe(CloseReason::Tls(f)).to_string(),
             None => match c.lost.take() {
-                Some(lost) if recording.called.load(Ordering::Relaxed) => {
+                Some(lost) if decision.relaxed().is_some() => {
                     format!("QUIC handshake failed: {lost}")
                 }
                 Some(lost) => format!("QUIC handshake with {addr} failed: {lost}"),

@@ -11,7 +11,6 @@
 //! that one query, which the engine then tries elsewhere; the connection is closed with
 //! DOQ_NO_ERROR when the engine lets it go (idle, reload, shutdown).
 
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -19,9 +18,6 @@ use lanveil_core::engine::{CloseReason, SessionId, TlsFailure};
 use lanveil_core::wire::doq::{self, StreamError, code};
 use quinn::crypto::rustls::QuicClientConfig;
 use quinn::{Connection, ConnectionError, ReadError, ReadToEndError, VarInt, WriteError};
-use rustls::DigitallySignedStruct;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
@@ -78,13 +74,7 @@ async fn session_io(
     rx: &mut mpsc::UnboundedReceiver<Outgoing>,
     events: &UpstreamSender,
 ) -> Result<(), CloseReason> {
-    let failure = Arc::new(FailureSlot::default());
-    let (tls, decision) = target.quic_client_config(|inner| {
-        Arc::new(Recording {
-            inner,
-            failure: failure.clone(),
-        })
-    });
+    let (tls, decision) = target.quic_client_config();
     let crypto = QuicClientConfig::try_from(Arc::new(tls))
         .map_err(|_| CloseReason::Tls(TlsFailure::Handshake))?;
     let mut client = quinn::ClientConfig::new(Arc::new(crypto));
@@ -92,7 +82,7 @@ async fn session_io(
     // No NEW_TOKEN address-validation tokens kept for later connections: like a resumption
     // ticket, a token would link this connection to the next.
     client.token_store(Arc::new(quinn::NoneTokenStore));
-    let conn = connect_any(target, client, &failure).await?;
+    let conn = connect_any(target, client, &decision).await?;
     let conn = CloseOnDrop(conn);
     let alpn = conn
         .0
@@ -125,7 +115,7 @@ async fn session_io(
     let mut queries: JoinSet<(u16, Outcome)> = JoinSet::new();
     loop {
         tokio::select! {
-            e = conn.0.closed() => return Err(close_reason(&e, &failure)),
+            e = conn.0.closed() => return Err(close_reason(&e, decision.failure())),
             Some(done) = queries.join_next(), if !queries.is_empty() => {
                 let Ok((tag, outcome)) = done else { continue };
                 let event = match outcome {
@@ -219,7 +209,7 @@ fn transport_config() -> Arc<quinn::TransportConfig> {
 async fn connect_any(
     target: &Target,
     client: quinn::ClientConfig,
-    failure: &FailureSlot,
+    decision: &lanveil_tls::Decision,
 ) -> Result<Connection, CloseReason> {
     let mut last = CloseReason::Unreachable;
     for addr in &target.addrs {
@@ -239,7 +229,7 @@ async fn connect_any(
         match connecting.await {
             Ok(conn) => return Ok(conn),
             Err(e) => {
-                last = close_reason(&e, failure);
+                last = close_reason(&e, decision.failure());
                 if matches!(last, CloseReason::Tls(_)) {
                     // Authentication failed: another address of the same upstream will not differ.
                     return Err(last);
@@ -251,8 +241,10 @@ async fn connect_any(
 }
 
 /// What a closed connection means to the engine.
-fn close_reason(e: &ConnectionError, failure: &FailureSlot) -> CloseReason {
-    if let Some(f) = failure.get() {
+/// The verifier's verdict (`failure`), if it rejected the certificate, wins: QUIC carries only the
+/// TLS alert.
+fn close_reason(e: &ConnectionError, failure: Option<TlsFailure>) -> CloseReason {
+    if let Some(f) = failure {
         return CloseReason::Tls(f);
     }
     match e {
@@ -279,107 +271,15 @@ fn crypto_reason(code: u64) -> CloseReason {
     }
 }
 
-/// The verifier's verdict on a rejected certificate, kept for the session's close reason (QUIC hands
-/// back only the TLS alert, which cannot tell a pin mismatch from a wrong name).
-#[derive(Debug, Default)]
-struct FailureSlot(AtomicU8);
-
-impl FailureSlot {
-    fn set(&self, f: TlsFailure) {
-        let v = match f {
-            TlsFailure::UntrustedCertificate => 1,
-            TlsFailure::NameMismatch => 2,
-            TlsFailure::Expired => 3,
-            TlsFailure::NotYetValid => 4,
-            TlsFailure::PinMismatch => 5,
-            TlsFailure::BadCertificate => 6,
-            TlsFailure::Handshake => 7,
-        };
-        self.0.store(v, Ordering::Release);
-    }
-
-    fn get(&self) -> Option<TlsFailure> {
-        Some(match self.0.load(Ordering::Acquire) {
-            1 => TlsFailure::UntrustedCertificate,
-            2 => TlsFailure::NameMismatch,
-            3 => TlsFailure::Expired,
-            4 => TlsFailure::NotYetValid,
-            5 => TlsFailure::PinMismatch,
-            6 => TlsFailure::BadCertificate,
-            7 => TlsFailure::Handshake,
-            _ => return None,
-        })
-    }
-}
-
-/// The upstream's one verifier (`lanveil-tls`), recording why it rejected a certificate.
-#[derive(Debug)]
-struct Recording {
-    inner: Arc<dyn ServerCertVerifier>,
-    failure: Arc<FailureSlot>,
-}
-
-impl ServerCertVerifier for Recording {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        self.inner
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-            .inspect_err(|e| self.failure.set(lanveil_tls::classify(e)))
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner
-            .verify_tls13_signature(message, cert, dss)
-            .inspect_err(|e| self.failure.set(lanveil_tls::classify(e)))
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn failure_slot_keeps_the_verifiers_verdict() {
-        let slot = FailureSlot::default();
-        assert_eq!(slot.get(), None);
-        for f in [
-            TlsFailure::UntrustedCertificate,
-            TlsFailure::NameMismatch,
-            TlsFailure::Expired,
-            TlsFailure::NotYetValid,
-            TlsFailure::PinMismatch,
-            TlsFailure::BadCertificate,
-            TlsFailure::Handshake,
-        ] {
-            slot.set(f);
-            assert_eq!(slot.get(), Some(f));
-            // The verdict wins over whatever the connection error says.
+    fn the_verifiers_verdict_wins_over_the_connection_error() {
+        for f in [TlsFailure::PinMismatch, TlsFailure::NameMismatch] {
             assert_eq!(
-                close_reason(&ConnectionError::TimedOut, &slot),
+                close_reason(&ConnectionError::TimedOut, Some(f)),
                 CloseReason::Tls(f)
             );
         }
@@ -387,28 +287,28 @@ mod tests {
 
     #[test]
     fn connection_errors() {
-        let none = FailureSlot::default();
+        let none = None;
         let app = |code: u32| {
             ConnectionError::ApplicationClosed(quinn::ApplicationClose {
                 error_code: VarInt::from_u32(code),
                 reason: Default::default(),
             })
         };
-        assert_eq!(close_reason(&app(code::NO_ERROR), &none), CloseReason::Eof);
+        assert_eq!(close_reason(&app(code::NO_ERROR), none), CloseReason::Eof);
         for c in [
             code::INTERNAL_ERROR,
             code::PROTOCOL_ERROR,
             code::EXCESSIVE_LOAD,
             code::ERROR_RESERVED,
         ] {
-            assert_eq!(close_reason(&app(c), &none), CloseReason::Reset);
+            assert_eq!(close_reason(&app(c), none), CloseReason::Reset);
         }
         assert_eq!(
-            close_reason(&ConnectionError::TimedOut, &none),
+            close_reason(&ConnectionError::TimedOut, none),
             CloseReason::Timeout
         );
         assert_eq!(
-            close_reason(&ConnectionError::Reset, &none),
+            close_reason(&ConnectionError::Reset, none),
             CloseReason::Reset
         );
         // A TLS alert (CRYPTO_ERROR 0x100 + alert) without a verdict of ours: the server refused.

@@ -153,21 +153,16 @@ impl Target {
     }
 
     /// TLS settings for one QUIC connection (ALPN `doq` from [`Target::new`], TLS 1.3, never early
-    /// data) with a verifier of its own, which `wrap` may wrap, and its decision. With
-    /// `tls_resumption '1'` the shared verifier stays, unwrapped, as in [`Target::connector`].
+    /// data) with a verifier of its own, and its decision (which also says why it rejected a
+    /// certificate). With `tls_resumption '1'` the shared verifier stays, as in [`Target::connector`].
     #[cfg(feature = "doq")]
-    pub(crate) fn quic_client_config(
-        &self,
-        wrap: impl FnOnce(
-            Arc<dyn rustls::client::danger::ServerCertVerifier>,
-        ) -> Arc<dyn rustls::client::danger::ServerCertVerifier>,
-    ) -> (ClientConfig, lanveil_tls::Decision) {
+    pub(crate) fn quic_client_config(&self) -> (ClientConfig, lanveil_tls::Decision) {
         let mut config = (*self.tls).clone();
         let decision = match &self.shared {
             Some(shared) => shared.clone(),
             None => {
                 let (verifier, decision) = self.checks.verifier(NoObserver);
-                config.dangerous().set_certificate_verifier(wrap(verifier));
+                config.dangerous().set_certificate_verifier(verifier);
                 decision
             }
         };

@@ -179,24 +179,64 @@ impl<O: ChainObserver> ChainObserver for Arc<O> {
     }
 }
 
-/// What one connection's verifier decided: nothing yet (or a resumed session), checked at the real
-/// time, or checked against a time floor (relaxed). The latest verification wins (a verifier shared by
-/// connections, for resumption, reports the last handshake's).
+/// What one connection's verifier decided: the time it checked at (nothing yet or a resumed session,
+/// the real time, or a time floor: relaxed), and why it rejected the latest certificate, if it did.
+/// The latest verification wins (a verifier shared by connections, for resumption, reports the last
+/// handshake's). QUIC hands back only the TLS alert, which cannot tell a pin mismatch from a wrong
+/// name; the verdict here can.
 #[derive(Clone, Debug, Default)]
-pub struct Decision(Arc<AtomicU8>);
+pub struct Decision(Arc<Verdict>);
+
+#[derive(Debug, Default)]
+struct Verdict {
+    time: AtomicU8,
+    failure: AtomicU8,
+}
 
 const DECIDED_STRICT: u8 = 1;
 const DECIDED_RELAXED: u8 = 2;
+
+/// The failure kinds, in the order their codes (1..) are stored.
+const FAILURES: [TlsFailure; 7] = [
+    TlsFailure::UntrustedCertificate,
+    TlsFailure::NameMismatch,
+    TlsFailure::Expired,
+    TlsFailure::NotYetValid,
+    TlsFailure::PinMismatch,
+    TlsFailure::BadCertificate,
+    TlsFailure::Handshake,
+];
 
 impl Decision {
     /// `Some(true)`: the certificate was checked against the time floor; `Some(false)`: at the real
     /// time; `None`: the verifier did not run.
     pub fn relaxed(&self) -> Option<bool> {
-        match self.0.load(Ordering::Acquire) {
+        match self.0.time.load(Ordering::Acquire) {
             DECIDED_STRICT => Some(false),
             DECIDED_RELAXED => Some(true),
             _ => None,
         }
+    }
+
+    /// Why the verifier rejected the latest certificate or handshake signature it saw; `None`: it
+    /// accepted them, or did not run.
+    pub fn failure(&self) -> Option<TlsFailure> {
+        let code = self.0.failure.load(Ordering::Acquire);
+        FAILURES.get(usize::from(code).checked_sub(1)?).copied()
+    }
+
+    fn record<T>(&self, result: &Result<T, rustls::Error>) {
+        let code = match result {
+            Ok(_) => 0,
+            Err(e) => {
+                let f = classify(e);
+                FAILURES
+                    .iter()
+                    .position(|k| *k == f)
+                    .map_or(0, |i| i as u8 + 1)
+            }
+        };
+        self.0.failure.store(code, Ordering::Release);
     }
 }
 
@@ -292,8 +332,10 @@ impl<T, O> std::fmt::Debug for PinningVerifier<T, O> {
     }
 }
 
-impl<T: VerifyTime, O: ChainObserver> ServerCertVerifier for PinningVerifier<T, O> {
-    fn verify_server_cert(
+impl<T: VerifyTime, O: ChainObserver> PinningVerifier<T, O> {
+    /// The checks, in order: validity dates at the [`VerifyTime`]'s time, WebPKI (chain and name),
+    /// then the pins.
+    fn check(
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
@@ -315,7 +357,7 @@ impl<T: VerifyTime, O: ChainObserver> ServerCertVerifier for PinningVerifier<T, 
         } else {
             DECIDED_STRICT
         };
-        self.decision.0.store(decided, Ordering::Release);
+        self.decision.0.time.store(decided, Ordering::Release);
         let at = UnixTime::since_unix_epoch(std::time::Duration::from_secs(t.at));
         let ok = c.webpki.verify_server_cert(
             end_entity,
@@ -337,6 +379,21 @@ impl<T: VerifyTime, O: ChainObserver> ServerCertVerifier for PinningVerifier<T, 
         c.time.accepted(validity);
         Ok(ok)
     }
+}
+
+impl<T: VerifyTime, O: ChainObserver> ServerCertVerifier for PinningVerifier<T, O> {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let r = self.check(end_entity, intermediates, server_name, ocsp_response, now);
+        self.decision.record(&r);
+        r
+    }
 
     fn verify_tls12_signature(
         &self,
@@ -344,9 +401,14 @@ impl<T: VerifyTime, O: ChainObserver> ServerCertVerifier for PinningVerifier<T, 
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.checks
+        let r = self
+            .checks
             .webpki
-            .verify_tls12_signature(message, cert, dss)
+            .verify_tls12_signature(message, cert, dss);
+        if r.is_err() {
+            self.decision.record(&r);
+        }
+        r
     }
 
     fn verify_tls13_signature(
@@ -355,9 +417,14 @@ impl<T: VerifyTime, O: ChainObserver> ServerCertVerifier for PinningVerifier<T, 
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.checks
+        let r = self
+            .checks
             .webpki
-            .verify_tls13_signature(message, cert, dss)
+            .verify_tls13_signature(message, cert, dss);
+        if r.is_err() {
+            self.decision.record(&r);
+        }
+        r
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -459,6 +526,35 @@ mod tests {
             classify_io(&io::Error::from(io::ErrorKind::ConnectionRefused)),
             CloseReason::Refused
         );
+    }
+
+    #[test]
+    fn the_decision_keeps_the_latest_verdict() {
+        let d = Decision::default();
+        assert_eq!((d.relaxed(), d.failure()), (None, None));
+        let cases = [
+            (
+                CertificateError::UnknownIssuer,
+                TlsFailure::UntrustedCertificate,
+            ),
+            (CertificateError::NotValidForName, TlsFailure::NameMismatch),
+            (CertificateError::Expired, TlsFailure::Expired),
+            (CertificateError::NotValidYet, TlsFailure::NotYetValid),
+            (
+                CertificateError::ApplicationVerificationFailure,
+                TlsFailure::PinMismatch,
+            ),
+            (CertificateError::BadEncoding, TlsFailure::BadCertificate),
+        ];
+        for (e, want) in cases {
+            d.record::<()>(&Err(rustls::Error::InvalidCertificate(e)));
+            assert_eq!(d.failure(), Some(want));
+        }
+        d.record::<()>(&Err(rustls::Error::HandshakeNotComplete));
+        assert_eq!(d.failure(), Some(TlsFailure::Handshake));
+        // An accepted certificate clears it; clones share it.
+        d.clone().record(&Ok(()));
+        assert_eq!(d.failure(), None);
     }
 
     #[test]
