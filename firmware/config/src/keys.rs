@@ -351,6 +351,14 @@ pub static MAIN: &[Key<Config>] = &[
         "an idle upstream connection is closed after this"
     ),
     number!(
+        "upstream_standby_s",
+        upstreams.standby_s,
+        0,
+        3_600,
+        "600",
+        "after a query, an upstream connection that ends cleanly is redialled in the background for this long (0: off)"
+    ),
+    number!(
         "upstream_connect_timeout_ms",
         upstreams.connect_timeout_ms,
         100,

@@ -52,6 +52,7 @@ mod session;
 mod table;
 mod types;
 mod upstream;
+mod warm;
 
 pub use answer::ede_for;
 pub use plain::MAX_PLAIN_INFLIGHT;

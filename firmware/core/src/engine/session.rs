@@ -5,6 +5,7 @@ use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 
 use super::table::{Place, QueryRef};
+use super::warm;
 use super::{Action, CloseReason, Engine, Instant, SessionId, Transport, UpstreamId};
 use crate::rng::Rng;
 use crate::wire::header;
@@ -29,8 +30,10 @@ pub(super) struct Session {
     /// Queries waiting for its handshake.
     pub(super) queued: Vec<QueryRef>,
     decoder: framing::Decoder,
-    last_activity: Instant,
+    pub(super) last_activity: Instant,
     last_received: Instant,
+    /// The idle timeout the server announced (RFC 7828), see [`super::warm`].
+    pub(super) server_idle: Option<core::time::Duration>,
 }
 
 impl Session {
@@ -71,6 +74,7 @@ impl<R: Rng> Engine<R> {
             decoder: framing::Decoder::new(),
             last_activity: now,
             last_received: now,
+            server_idle: None,
         });
         self.actions.push_back(Action::Connect {
             session: id,
@@ -95,12 +99,13 @@ impl<R: Rng> Engine<R> {
         let action = match session.transport {
             Transport::Stream => {
                 let _ = header::set_id(&mut q.upstream_msg, id);
-                let Ok(prefix) = framing::prefix(q.upstream_msg.len()) else {
+                let len = warm::keepalive_len(&q.upstream_msg, q.question_end);
+                let Ok(prefix) = framing::prefix(len) else {
                     return;
                 };
-                let mut bytes = Vec::with_capacity(2 + q.upstream_msg.len());
+                let mut bytes = Vec::with_capacity(2 + len);
                 bytes.extend_from_slice(&prefix);
-                bytes.extend_from_slice(&q.upstream_msg);
+                warm::push_with_keepalive(&mut bytes, &q.upstream_msg, q.question_end);
                 Action::Send {
                     session: session.id,
                     bytes,
@@ -299,6 +304,11 @@ impl<R: Rng> Engine<R> {
         }
         session.inflight.remove(&id);
         session.last_activity = now;
+        if session.transport == Transport::Stream
+            && let Some(t) = warm::announced_idle(frame, &scan)
+        {
+            session.server_idle = Some(t);
+        }
         let sent_at = q.places.iter().find_map(|p| match *p {
             Place::Sent {
                 session,
@@ -328,6 +338,9 @@ impl<R: Rng> Engine<R> {
         let was_ready = s.state == SessionState::Ready;
         let stalled = reason == CloseReason::Stalled;
         self.session_ended(now, s.upstream, was_ready, reason);
+        if s.load() == 0 && !s.retired {
+            self.keep_warm(now, s.upstream, was_ready, reason);
+        }
         let mut again: Vec<QueryRef> = s.inflight.into_values().collect();
         again.extend(s.queued);
         for r in again {
@@ -391,12 +404,8 @@ impl<R: Rng> Engine<R> {
                     self.drop_session(now, i, CloseReason::Timeout);
                     continue;
                 }
-                SessionState::Ready
-                    if s.load() == 0
-                        && now.saturating_since(s.last_activity) >= self.config.idle_timeout =>
-                {
-                    self.actions.push_back(Action::Close { session: s.id });
-                    self.sessions.swap_remove(i);
+                SessionState::Ready if s.load() == 0 && self.idle_deadline(s) <= now => {
+                    self.close_idle(now, i);
                     continue;
                 }
                 SessionState::Ready
@@ -423,9 +432,7 @@ impl<R: Rng> Engine<R> {
         for s in &self.sessions {
             match s.state {
                 SessionState::Connecting { deadline } => consider(deadline),
-                SessionState::Ready if s.load() == 0 => {
-                    consider(s.last_activity + self.config.idle_timeout);
-                }
+                SessionState::Ready if s.load() == 0 => consider(self.idle_deadline(s)),
                 SessionState::Ready if !s.inflight.is_empty() => {
                     consider(s.last_received.max(s.last_activity) + self.config.query_timeout);
                 }

@@ -31,6 +31,16 @@ pub(super) struct Upstream {
     /// Queries waiting for it to leave backoff.
     pub(super) waiting: Vec<QueryRef>,
     up: bool,
+    /// When a query was last placed on it (the warm standby's window counts from here).
+    pub(super) last_used: Option<Instant>,
+    /// No standby dial before this (see [`super::warm`]).
+    pub(super) standby_not_before: Option<Instant>,
+}
+
+impl Upstream {
+    pub(super) fn transport(&self) -> Transport {
+        self.transport
+    }
 }
 
 enum Choice {
@@ -61,6 +71,8 @@ impl<R: Rng> Engine<R> {
                     last_error: None,
                     waiting: Vec::new(),
                     up: false,
+                    last_used: None,
+                    standby_not_before: None,
                 }),
             }
         }
@@ -193,6 +205,7 @@ impl<R: Rng> Engine<R> {
     fn place_on(&mut self, now: Instant, ui: usize, r: QueryRef) {
         let upstream = self.upstreams[ui].id;
         let transport = self.upstreams[ui].transport;
+        self.upstreams[ui].last_used = Some(now);
         let pipeline = self.config.pipeline;
         let pick = |want_ready: bool| {
             self.sessions

@@ -8,6 +8,7 @@ mod dns64;
 mod plain;
 mod sessions;
 mod upstreams;
+mod warm;
 
 use alloc::vec::Vec;
 use core::time::Duration;

@@ -1,0 +1,175 @@
+//! Issue 17: RFC 7828 edns-tcp-keepalive on stream sessions and the bounded warm standby.
+
+use super::*;
+use crate::engine::warm::{OPTION_TCP_KEEPALIVE, STANDBY_SPACING};
+
+/// `answer(frame)` with an edns-tcp-keepalive option announcing `units` × 100 ms.
+fn answer_with_keepalive(frame: &[u8], units: u16) -> Vec<u8> {
+    let mut r = answer(frame)[2..].to_vec();
+    let n = r.len();
+    r[n - 2..].copy_from_slice(&6u16.to_be_bytes()); // OPT RDLENGTH
+    r.extend_from_slice(&OPTION_TCP_KEEPALIVE.to_be_bytes());
+    r.extend_from_slice(&2u16.to_be_bytes());
+    r.extend_from_slice(&units.to_be_bytes());
+    let mut framed = (r.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&r);
+    framed
+}
+
+fn keepalive_in(frame: &[u8]) -> Option<Vec<u8>> {
+    let msg = &frame[2..];
+    let s = scan(msg).unwrap();
+    let o = s.opt?;
+    edns::options(&msg[o.rdata_start..o.end])
+        .find(|(c, _)| *c == OPTION_TCP_KEEPALIVE)
+        .map(|(_, d)| d.to_vec())
+}
+
+/// One query answered on the first session of a fresh harness; returns the session.
+fn one_answered(h: &mut Harness, port: u16, units: Option<u16>) -> SessionId {
+    h.q(udp(port), &query(port, "a", None));
+    let s = h.connects[0].0;
+    h.connected(s);
+    let frame = h.sends[0].1.clone();
+    let a = match units {
+        Some(u) => answer_with_keepalive(&frame, u),
+        None => answer(&frame),
+    };
+    h.data(s, &a);
+    assert_eq!(h.out.len(), 1, "answered");
+    s
+}
+
+#[test]
+fn stream_queries_carry_an_empty_keepalive_option_and_stay_padded() {
+    let mut h = Harness::new(cfg(), &[U1]);
+    h.q(udp(1), &query(1, "a", Some(1232)));
+    h.connected(h.connects[0].0);
+    let frame = &h.sends[0].1;
+    assert_eq!(keepalive_in(frame), Some(Vec::new()), "RFC 7828 §3.2.1");
+    assert_eq!((frame.len() - 2) % 128, 0, "RFC 8467 padding kept");
+    let msg = &frame[2..];
+    let o = scan(msg).unwrap().opt.unwrap();
+    assert!(
+        edns::options(&msg[o.rdata_start..o.end]).any(|(c, _)| c == edns::OPTION_PADDING),
+        "padding option still there"
+    );
+}
+
+#[test]
+fn message_sessions_do_not_carry_it() {
+    let specs = [UpstreamSpec {
+        id: U1,
+        transport: Transport::Message,
+    }];
+    let mut e = Engine::new(cfg(), &specs, TestRng::new(3));
+    let now = Instant::from_millis(5);
+    e.handle_query(now, udp(1), &query(1, "a", None));
+    let Some(Action::Connect { session, .. }) = e.poll_action() else {
+        panic!()
+    };
+    e.handle_upstream_connected(now, session);
+    let Some(Action::Request { message, .. }) = e.poll_action() else {
+        panic!()
+    };
+    let mut framed = (message.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&message);
+    assert_eq!(keepalive_in(&framed), None);
+}
+
+#[test]
+fn announced_idle_timeout_closes_the_session_before_the_server_does() {
+    // No standby: only the RFC 7828 behaviour.
+    let c = EngineConfig {
+        standby: Duration::ZERO,
+        ..cfg()
+    };
+    let mut h = Harness::new(c, &[U1]);
+    let s = one_answered(&mut h, 1, Some(50)); // 5 s
+    h.advance(4_499);
+    assert!(h.closes.is_empty());
+    h.advance(1);
+    assert_eq!(h.closes, [s], "closed 0.5 s before the server's 5 s");
+    assert_eq!(h.connects.len(), 1, "no standby when it is off");
+    // The keepalive option never reaches the client.
+    let t = &h.out[0].bytes;
+    let st = scan(t).unwrap();
+    if let Some(o) = st.opt {
+        assert!(!edns::options(&t[o.rdata_start..o.end]).any(|(c, _)| c == OPTION_TCP_KEEPALIVE));
+    }
+}
+
+#[test]
+fn a_server_close_after_recent_traffic_is_redialled_in_the_background() {
+    let mut h = Harness::new(cfg(), &[U1]);
+    let s = one_answered(&mut h, 1, None);
+    h.advance(10_000);
+    assert!(
+        h.closes.is_empty(),
+        "lanveil's own idle timeout waits while the upstream is warm"
+    );
+    h.closed(s, CloseReason::Eof); // the server's idle close
+    assert_eq!(h.connects.len(), 2, "a standby connection is dialled");
+    let s2 = h.connects[1].0;
+    h.connected(s2);
+    assert_eq!(h.e.stats().standby_dials, 1);
+    // The next query goes out at once on the warm session: no connect, no handshake.
+    h.advance(20_000);
+    let sends = h.sends.len();
+    h.q(udp(2), &query(2, "b", None));
+    assert_eq!(h.connects.len(), 2);
+    assert_eq!(h.sends.len(), sends + 1);
+    assert_eq!(h.sends[sends].0, s2);
+}
+
+#[test]
+fn the_standby_is_bounded_by_its_window_and_spacing() {
+    let c = EngineConfig {
+        standby: Duration::from_secs(60),
+        ..cfg()
+    };
+    let mut h = Harness::new(c, &[U1]);
+    let s = one_answered(&mut h, 1, Some(100)); // server keeps idle connections 10 s
+    let mut dials = 0;
+    let mut last = s;
+    // The server announces 10 s on each standby session too (it answers no query there, so the
+    // engine knows only what the last answer said: nothing; its own idle timer of 20 s applies).
+    for _ in 0..20 {
+        h.advance(9_000);
+        if h.closes.last() == Some(&last) {
+            break;
+        }
+    }
+    assert_eq!(h.closes, [s], "closed before the announced 10 s");
+    assert_eq!(h.connects.len(), 2, "and redialled");
+    last = h.connects[1].0;
+    h.connected(last);
+    dials += 1;
+    // Each standby session the server closes again is redialled, at most once per spacing, until the
+    // last query is older than the window; then nothing more.
+    let mut t = 9_000u64;
+    while t < 200_000 {
+        h.advance(STANDBY_SPACING.as_millis() as u64);
+        t += STANDBY_SPACING.as_millis() as u64;
+        if h.e.sessions() == 1 && h.connects.last().map(|c| c.0) == Some(last) {
+            h.closed(last, CloseReason::Eof);
+            if h.connects.last().map(|c| c.0) != Some(last) {
+                last = h.connects.last().unwrap().0;
+                h.connected(last);
+                dials += 1;
+            }
+        }
+    }
+    assert!(dials >= 5, "kept warm inside the window ({dials} dials)");
+    assert!(
+        dials <= 60 / 5 + 1,
+        "at most one dial per spacing ({dials})"
+    );
+    assert_eq!(h.e.stats().standby_dials, dials);
+    assert_eq!(h.e.sessions(), 0, "an idle house stops redialling");
+    // A failed session is not redialled by the standby.
+    let mut h = Harness::new(cfg(), &[U1]);
+    let s = one_answered(&mut h, 1, None);
+    h.closed(s, CloseReason::Reset);
+    assert_eq!(h.connects.len(), 1);
+}
