@@ -304,10 +304,12 @@ impl<R: Rng> Engine<R> {
         }
         session.inflight.remove(&id);
         session.last_activity = now;
-        if session.transport == Transport::Stream
-            && let Some(t) = warm::announced_idle(frame, &scan)
-        {
-            session.server_idle = Some(t);
+        let announced = match session.transport {
+            Transport::Stream => warm::announced_idle(frame, &scan),
+            Transport::Message => None,
+        };
+        if announced.is_some() {
+            session.server_idle = announced;
         }
         let sent_at = q.places.iter().find_map(|p| match *p {
             Place::Sent {
@@ -322,6 +324,9 @@ impl<R: Rng> Engine<R> {
             |p| matches!(p, Place::Sent { session, id: pid, .. } if *session == sid && *pid == id),
         );
         self.record_rtt(now, upstream, sent_at);
+        if let Some(t) = announced {
+            self.note_server_idle(upstream, t);
+        }
         self.upstream_answer(now, r, upstream, frame, scan);
         Ok(())
     }
@@ -339,6 +344,7 @@ impl<R: Rng> Engine<R> {
         let stalled = reason == CloseReason::Stalled;
         self.session_ended(now, s.upstream, was_ready, reason);
         if s.load() == 0 && !s.retired {
+            self.observe_server_close(now, &s, reason);
             self.keep_warm(now, s.upstream, was_ready, reason);
         }
         let mut again: Vec<QueryRef> = s.inflight.into_values().collect();
@@ -395,6 +401,7 @@ impl<R: Rng> Engine<R> {
 
     /// Session timers: connect deadlines, idle sessions, stalled ones.
     pub(super) fn session_timeouts(&mut self, now: Instant) {
+        self.dial_successors(now);
         let mut i = 0;
         while i < self.sessions.len() {
             let s = &self.sessions[i];
@@ -432,7 +439,12 @@ impl<R: Rng> Engine<R> {
         for s in &self.sessions {
             match s.state {
                 SessionState::Connecting { deadline } => consider(deadline),
-                SessionState::Ready if s.load() == 0 => consider(self.idle_deadline(s)),
+                SessionState::Ready if s.load() == 0 => {
+                    consider(self.idle_deadline(s));
+                    if let Some(t) = self.successor_at(s) {
+                        consider(t);
+                    }
+                }
                 SessionState::Ready if !s.inflight.is_empty() => {
                     consider(s.last_received.max(s.last_activity) + self.config.query_timeout);
                 }

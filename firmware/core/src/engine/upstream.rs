@@ -35,6 +35,8 @@ pub(super) struct Upstream {
     pub(super) last_used: Option<Instant>,
     /// No standby dial before this (see [`super::warm`]).
     pub(super) standby_not_before: Option<Instant>,
+    /// How long the server let an idle connection live, the last time it closed one.
+    pub(super) observed_idle: Option<Duration>,
 }
 
 impl Upstream {
@@ -73,6 +75,7 @@ impl<R: Rng> Engine<R> {
                     up: false,
                     last_used: None,
                     standby_not_before: None,
+                    observed_idle: None,
                 }),
             }
         }

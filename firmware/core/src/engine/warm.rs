@@ -31,9 +31,11 @@ pub const OPTION_TCP_KEEPALIVE: u16 = 11;
 /// At most one standby dial per upstream in this time (a server that closes at once cannot make
 /// lanveil redial in a loop).
 pub const STANDBY_SPACING: Duration = Duration::from_secs(5);
-/// How much earlier than the server's announced idle timeout a session closes: a tenth of it, at most
-/// this (covers the round trip and timer slack).
+/// The most a session closes ahead of its server's idle timeout (covers the round trip and timer
+/// slack; see [`margin`]).
 const KEEPALIVE_MARGIN_MAX: Duration = Duration::from_secs(1);
+/// A server close after less idle time than this is not taken as its idle timeout.
+const MIN_OBSERVED_IDLE: Duration = Duration::from_secs(1);
 
 /// Appends `msg` (lanveil's upstream form of a query, OPT last with the padding option as its only
 /// option) to `out` with an empty edns-tcp-keepalive option before the padding. The padding gives up
@@ -103,24 +105,107 @@ impl<R: Rng> Engine<R> {
         u.last_used.map(|t| t + self.config.standby)
     }
 
-    /// When idle session `s` closes itself: before the server's announced timeout, and otherwise
-    /// after `idle_timeout`, but not while its upstream is kept warm.
+    /// The idle timeout of `s`'s server: announced on it (RFC 7828), or seen the last time the
+    /// server closed an idle connection.
+    fn server_idle_of(&self, s: &Session) -> Option<Duration> {
+        s.server_idle.or_else(|| {
+            self.upstreams
+                .iter()
+                .find(|u| u.id == s.upstream)
+                .and_then(|u| u.observed_idle)
+        })
+    }
+
+    /// When idle session `s` closes itself: before its server's idle timeout, and otherwise after
+    /// `idle_timeout`, but not while its upstream is kept warm.
     pub(super) fn idle_deadline(&self, s: &Session) -> Instant {
         let mut own = s.last_activity + self.config.idle_timeout;
         if let Some(until) = self.standby_until(s.upstream) {
             own = own.max(until);
         }
-        match s.server_idle {
-            Some(t) => {
-                let margin = (t / 10).min(KEEPALIVE_MARGIN_MAX);
-                own.min(s.last_activity + t.saturating_sub(margin))
-            }
+        match self.server_idle_of(s) {
+            Some(t) => own.min(s.last_activity + t.saturating_sub(margin(t))),
             None => own,
         }
     }
 
-    /// Session `s` of `upstream` ended (`was_ready`: it had been working; `reason`; `now`). If the
-    /// upstream carried a query within the standby window, one session is dialled in the background.
+    /// Whether a standby connection to `ui` may be dialled now (window, spacing, backoff).
+    fn may_dial_standby(&self, now: Instant, ui: usize) -> bool {
+        let u = &self.upstreams[ui];
+        self.standby_until(u.id).is_some_and(|until| now < until)
+            && u.backoff_until.is_none_or(|t| t <= now)
+            && u.standby_not_before.is_none_or(|t| t <= now)
+    }
+
+    fn dial_standby(&mut self, now: Instant, ui: usize) {
+        let (upstream, transport) = (self.upstreams[ui].id, self.upstreams[ui].transport());
+        self.upstreams[ui].standby_not_before = Some(now + STANDBY_SPACING);
+        self.stats.standby_dials += 1;
+        self.open_session(now, upstream, transport);
+    }
+
+    /// When the successor of idle session `s` is dialled (make before break: it is ready before `s`
+    /// closes ahead of its server's idle timeout), if `s` is its upstream's only session, the
+    /// server's idle timeout is known and the upstream is kept warm.
+    pub(super) fn successor_at(&self, s: &Session) -> Option<Instant> {
+        if s.state != SessionState::Ready || s.load() > 0 || s.retired {
+            return None;
+        }
+        let t = self.server_idle_of(s)?;
+        let ui = self.upstreams.iter().position(|u| u.id == s.upstream)?;
+        let others = self
+            .sessions
+            .iter()
+            .filter(|o| o.upstream == s.upstream && !o.retired)
+            .count();
+        if others != 1 {
+            return None;
+        }
+        let u = &self.upstreams[ui];
+        let until = self.standby_until(s.upstream)?;
+        let at = (s.last_activity + t.saturating_sub(margin(t).saturating_mul(2)))
+            .max(u.standby_not_before.unwrap_or(s.last_activity))
+            .max(u.backoff_until.unwrap_or(s.last_activity));
+        (at < until).then_some(at)
+    }
+
+    /// Dials the successors that are due (see [`Self::successor_at`]).
+    pub(super) fn dial_successors(&mut self, now: Instant) {
+        let mut i = 0;
+        while i < self.sessions.len() {
+            let s = &self.sessions[i];
+            if self.successor_at(s).is_some_and(|t| t <= now)
+                && let Some(ui) = self.upstreams.iter().position(|u| u.id == s.upstream)
+                && self.may_dial_standby(now, ui)
+            {
+                self.dial_standby(now, ui);
+            }
+            i += 1;
+        }
+    }
+
+    /// `upstream`'s server keeps idle connections for `t` (announced or seen).
+    pub(super) fn note_server_idle(&mut self, upstream: UpstreamId, t: Duration) {
+        if let Some(u) = self.upstreams.iter_mut().find(|u| u.id == upstream) {
+            u.observed_idle = Some(t);
+        }
+    }
+
+    /// Session `s` is being dropped for `reason`: a clean close by the server of a working, idle
+    /// session tells how long the server keeps idle connections.
+    pub(super) fn observe_server_close(&mut self, now: Instant, s: &Session, reason: CloseReason) {
+        if reason != CloseReason::Eof || s.state != SessionState::Ready || s.server_idle.is_some() {
+            return;
+        }
+        let idle = now.saturating_since(s.last_activity);
+        if idle < MIN_OBSERVED_IDLE {
+            return;
+        }
+        self.note_server_idle(s.upstream, idle);
+    }
+
+    /// A session of `upstream` ended (`was_ready`: it had been working; `reason`). If the upstream
+    /// carried a query within the standby window, one session is dialled in the background.
     pub(super) fn keep_warm(
         &mut self,
         now: Instant,
@@ -131,18 +216,10 @@ impl<R: Rng> Engine<R> {
         if !was_ready || reason != CloseReason::Eof {
             return;
         }
-        if self
-            .standby_until(upstream)
-            .is_none_or(|until| now >= until)
-        {
-            return;
-        }
         let Some(ui) = self.upstreams.iter().position(|u| u.id == upstream) else {
             return;
         };
-        let u = &self.upstreams[ui];
-        if u.backoff_until.is_some_and(|t| t > now)
-            || u.standby_not_before.is_some_and(|t| t > now)
+        if !self.may_dial_standby(now, ui)
             || self
                 .sessions
                 .iter()
@@ -150,10 +227,7 @@ impl<R: Rng> Engine<R> {
         {
             return;
         }
-        let transport = u.transport();
-        self.upstreams[ui].standby_not_before = Some(now + STANDBY_SPACING);
-        self.stats.standby_dials += 1;
-        self.open_session(now, upstream, transport);
+        self.dial_standby(now, ui);
     }
 
     /// Idle session `si` reached its idle deadline: closed, and kept warm if its upstream is.
@@ -165,6 +239,12 @@ impl<R: Rng> Engine<R> {
             self.keep_warm(now, s.upstream, true, CloseReason::Eof);
         }
     }
+}
+
+/// How much earlier than the server's idle timeout `t` a session closes (and, twice that, when its
+/// successor is dialled): a tenth of it, at most [`KEEPALIVE_MARGIN_MAX`].
+fn margin(t: Duration) -> Duration {
+    (t / 10).min(KEEPALIVE_MARGIN_MAX)
 }
 
 #[cfg(test)]

@@ -108,18 +108,33 @@ fn a_server_close_after_recent_traffic_is_redialled_in_the_background() {
         h.closes.is_empty(),
         "lanveil's own idle timeout waits while the upstream is warm"
     );
-    h.closed(s, CloseReason::Eof); // the server's idle close
+    h.closed(s, CloseReason::Eof); // the server's idle close, after 10 s
     assert_eq!(h.connects.len(), 2, "a standby connection is dialled");
     let s2 = h.connects[1].0;
     h.connected(s2);
     assert_eq!(h.e.stats().standby_dials, 1);
-    // The next query goes out at once on the warm session: no connect, no handshake.
-    h.advance(20_000);
-    let sends = h.sends.len();
-    h.q(udp(2), &query(2, "b", None));
+    // The server's 10 s are now known: the successor is dialled 2 s ahead and ready before the old
+    // session closes 1 s ahead of the server (make before break).
+    h.advance(7_999);
     assert_eq!(h.connects.len(), 2);
+    h.advance(1);
+    assert_eq!(h.connects.len(), 3, "successor dialled");
+    assert!(
+        h.closes.is_empty(),
+        "the old one stays until its successor is up"
+    );
+    let s3 = h.connects[2].0;
+    h.connected(s3);
+    h.advance(1_000);
+    assert_eq!(h.closes, [s2], "closed before the server would");
+    assert_eq!(h.e.sessions(), 1);
+    // The next query goes out at once on the warm session: no connect, no handshake.
+    h.advance(3_000);
+    let (sends, connects) = (h.sends.len(), h.connects.len());
+    h.q(udp(2), &query(2, "b", None));
+    assert_eq!(h.connects.len(), connects);
     assert_eq!(h.sends.len(), sends + 1);
-    assert_eq!(h.sends[sends].0, s2);
+    assert_eq!(h.sends[sends].0, s3);
 }
 
 #[test]
@@ -129,43 +144,37 @@ fn the_standby_is_bounded_by_its_window_and_spacing() {
         ..cfg()
     };
     let mut h = Harness::new(c, &[U1]);
-    let s = one_answered(&mut h, 1, Some(100)); // server keeps idle connections 10 s
-    let mut dials = 0;
-    let mut last = s;
-    // The server announces 10 s on each standby session too (it answers no query there, so the
-    // engine knows only what the last answer said: nothing; its own idle timer of 20 s applies).
-    for _ in 0..20 {
-        h.advance(9_000);
-        if h.closes.last() == Some(&last) {
-            break;
-        }
-    }
+    let s = one_answered(&mut h, 1, Some(100)); // the server keeps idle connections 10 s
+    let last_query = h.now;
+    h.advance(8_999);
+    assert!(h.closes.is_empty());
+    h.advance(1);
     assert_eq!(h.closes, [s], "closed before the announced 10 s");
-    assert_eq!(h.connects.len(), 2, "and redialled");
-    last = h.connects[1].0;
-    h.connected(last);
-    dials += 1;
-    // Each standby session the server closes again is redialled, at most once per spacing, until the
-    // last query is older than the window; then nothing more.
-    let mut t = 9_000u64;
-    while t < 200_000 {
-        h.advance(STANDBY_SPACING.as_millis() as u64);
-        t += STANDBY_SPACING.as_millis() as u64;
-        if h.e.sessions() == 1 && h.connects.last().map(|c| c.0) == Some(last) {
-            h.closed(last, CloseReason::Eof);
-            if h.connects.last().map(|c| c.0) != Some(last) {
-                last = h.connects.last().unwrap().0;
-                h.connected(last);
-                dials += 1;
-            }
+    // Every session, ours to close 1 s ahead of the server, gets its successor until the last query is
+    // older than the window; then nothing more is dialled and the last session closes.
+    assert_eq!(h.connects.len(), 2, "its successor was dialled before");
+    let mut seen = 1;
+    let mut last_dial = h.now;
+    for _ in 0..2_000 {
+        h.advance(100);
+        while seen < h.connects.len() {
+            let s = h.connects[seen].0;
+            h.connected(s);
+            last_dial = h.now;
+            seen += 1;
         }
     }
+    let dials = h.e.stats().standby_dials;
+    assert_eq!(dials as usize, h.connects.len() - 1);
     assert!(dials >= 5, "kept warm inside the window ({dials} dials)");
     assert!(
-        dials <= 60 / 5 + 1,
+        dials <= 60 / STANDBY_SPACING.as_secs() + 1,
         "at most one dial per spacing ({dials})"
     );
-    assert_eq!(h.e.stats().standby_dials, dials);
+    assert!(
+        last_dial < last_query + Duration::from_secs(60),
+        "none after the window"
+    );
     assert_eq!(h.e.sessions(), 0, "an idle house stops redialling");
     // A failed session is not redialled by the standby.
     let mut h = Harness::new(cfg(), &[U1]);
