@@ -51,8 +51,12 @@ TLS_NAME = peers.TLS_NAME
 log = peers.log
 
 # name -> base UDP port in namespace C (loopback); one namespace per rig, so ports repeat across rigs
-FORWARDERS = {"lanveil": 5301, "lanveil-nostandby": 5302, "kresd": 5303, "unbound": 5304, "stubby": 5305,
-              "dnsdist": 5306}
+FORWARDERS = {"lanveil": 5301, "lanveil-rto0": 5307, "lanveil-base": 5302, "kresd": 5303, "unbound": 5304,
+              "stubby": 5305, "dnsdist": 5306}
+# lanveil variants (UCI lines): lanveil-base behaves as before issue 17 (no standby, the kernel's 200-ms
+# retransmission floor; it still sends the RFC 7828 option, which this upstream ignores)
+VARIANTS = {"lanveil": {}, "lanveil-rto0": {"upstream_tcp_rto_min_ms": "0"},
+            "lanveil-base": {"upstream_standby_s": "0", "upstream_tcp_rto_min_ms": "0"}}
 
 
 def ipns(ns: str) -> list[str]:
@@ -69,13 +73,15 @@ def sh(*args: str) -> None:
 def forwarder_conf(name: str, port: int, up: str, work: Path) -> tuple[list[str], dict]:
     """Command and the settings that matter for this benchmark (recorded in the results)."""
     if name.startswith("lanveil"):
-        standby = "0" if name == "lanveil-nostandby" else None
+        extra = VARIANTS[name]
         conf = work / f"{name}.uci"
         conf.write_text(
             f"config lanveil 'main'\n\tlist listen '127.0.0.1:{port}'\n\toption log_level 'warn'\n"
-            + (f"\toption upstream_standby_s '{standby}'\n" if standby else "")
+            + "".join(f"\toption {k} '{v}'\n" for k, v in extra.items())
             + f"\nconfig upstream 'wan'\n\toption url 'tls://{up}:853#{TLS_NAME}'\n\toption ca_file '{work}/ca.pem'\n")
-        settings = {"upstream_idle_timeout_ms": 20000, "upstream_standby_s": int(standby or 600),
+        settings = {"upstream_idle_timeout_ms": 20000,
+                    "upstream_standby_s": int(extra.get("upstream_standby_s", 600)),
+                    "upstream_tcp_rto_min_ms": int(extra.get("upstream_tcp_rto_min_ms", 50)),
                     "edns_tcp_keepalive": "sent on DoT, honoured", "tls_resumption": "no",
                     "padding": "RFC 8467 128-octet blocks", "cache": "default (on; names are unique)"}
         return [str(LANVEIL), "--config", str(conf)], settings
@@ -539,7 +545,7 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / "tests/bench/results/wan.json"))
     a = ap.parse_args()
     names = [n for n in FORWARDERS if not a.only or n in a.only.split(",")]
-    missing = [n for n in names if n != "lanveil-nostandby" and not (
+    missing = [n for n in names if not (
         LANVEIL.exists() if n.startswith("lanveil") else shutil.which(n) or Path(f"/usr/sbin/{n}").exists())]
     if missing:
         raise SystemExit(f"missing: {missing} (tests/bench/wan.sh installs them)")

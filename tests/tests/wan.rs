@@ -5,6 +5,8 @@
 //!
 //! * **warm standby**: after the server's idle close, lanveil dials again in the background, so a
 //!   connection is established before the next query, which then needs no new TCP handshake;
+//! * **retransmission floor**: lanveil's upstream connections retransmit after less than Linux's
+//!   200-ms minimum (`upstream_tcp_rto_min_ms`, `TCP_RTO_MIN_US`), as `ss -ti` shows;
 //! * **RFC 7828**: the server (unbound with `edns-tcp-keepalive`) announces its idle timeout only to a
 //!   client that sent the option (checked with kdig both ways as a control); lanveil closes the
 //!   connection itself before that timeout, long before its own `upstream_idle_timeout_ms`, so the first
@@ -263,6 +265,27 @@ impl Rig {
         wire(&self.events)
     }
 
+    /// The retransmission timeouts (ms) of the established DoT connections, as `ss -ti` shows them.
+    fn rtos(&self) -> Vec<f64> {
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.ns_c,
+                "ss",
+                "-tinH",
+                "state",
+                "established",
+            ])
+            .args(["dport", "=", ":853"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .filter_map(|w| w.strip_prefix("rto:")?.parse().ok())
+            .collect()
+    }
+
     /// The first SYN of each connection the client side opened (a retransmitted SYN, under loss,
     /// is the same connection).
     fn syns(&self) -> Vec<Wire> {
@@ -349,6 +372,13 @@ fn a_warm_connection_exists_after_the_servers_idle_close() {
         .fold(f64::MAX, f64::min);
     let standby = rig.syns().last().cloned().unwrap();
     assert!(standby.t_ms > server_fin, "the redial follows the close");
+    // upstream_tcp_rto_min_ms (default 50): the kernel's retransmission floor is 200 ms; lanveil's
+    // connection retransmits after about the RTT (30 ms) + 50 ms.
+    let rtos = rig.rtos();
+    assert!(
+        !rtos.is_empty() && rtos.iter().all(|r| *r < 200.0),
+        "TCP_RTO_MIN_US applied (rto per connection: {rtos:?})"
+    );
     // The next query rides the warm connection: no SYN for it. (The server's 4 s are now known, so
     // lanveil replaces this connection ahead of the next server close, about 3 s from now: the query
     // goes out long before that.)

@@ -359,6 +359,14 @@ pub static MAIN: &[Key<Config>] = &[
         "after a query, an upstream connection that ends cleanly is redialled in the background for this long (0: off)"
     ),
     number!(
+        "upstream_tcp_rto_min_ms",
+        upstreams.tcp_rto_min_ms,
+        0,
+        1_000,
+        "50",
+        "lowest TCP retransmission timeout of upstream connections, Linux 6.15+ (0: the kernel's 200 ms)"
+    ),
+    number!(
         "upstream_connect_timeout_ms",
         upstreams.connect_timeout_ms,
         100,

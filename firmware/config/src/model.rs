@@ -152,6 +152,8 @@ pub struct Upstreams {
     /// After a query, keep the upstream warm this long: a connection that ends cleanly is dialled
     /// again in the background (s; 0 = off).
     pub standby_s: u32,
+    /// Lowest TCP retransmission timeout of upstream connections (ms; 0 = the kernel's).
+    pub tcp_rto_min_ms: u32,
     /// Time allowed for TCP connect + TLS handshake (ms).
     pub connect_timeout_ms: u32,
     /// Most connections per upstream.

@@ -179,6 +179,7 @@ pub(crate) async fn connect_any(
         match tokio::net::TcpStream::connect(a).await {
             Ok(s) => {
                 let _ = s.set_nodelay(true);
+                super::dot::tune(&s);
                 return Ok(s);
             }
             Err(e) => last = e,
