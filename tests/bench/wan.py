@@ -51,12 +51,14 @@ TLS_NAME = peers.TLS_NAME
 log = peers.log
 
 # name -> base UDP port in namespace C (loopback); one namespace per rig, so ports repeat across rigs
-FORWARDERS = {"lanveil": 5301, "lanveil-rto0": 5307, "lanveil-base": 5302, "kresd": 5303, "unbound": 5304,
-              "stubby": 5305, "dnsdist": 5306}
+FORWARDERS = {"lanveil": 5301, "lanveil-noprobe": 5308, "lanveil-rto0": 5307, "lanveil-base": 5302,
+              "kresd": 5303, "unbound": 5304, "stubby": 5305, "dnsdist": 5306}
 # lanveil variants (UCI lines): lanveil-base behaves as before issue 17 (no standby, the kernel's 200-ms
-# retransmission floor; it still sends the RFC 7828 option, which this upstream ignores)
-VARIANTS = {"lanveil": {}, "lanveil-rto0": {"upstream_tcp_rto_min_ms": "0"},
-            "lanveil-base": {"upstream_standby_s": "0", "upstream_tcp_rto_min_ms": "0"}}
+# retransmission floor, no loss probe; it still sends the RFC 7828 option, which this upstream ignores);
+# the others each turn one mechanism off
+VARIANTS = {"lanveil": {}, "lanveil-noprobe": {"upstream_loss_probe": "0"},
+            "lanveil-rto0": {"upstream_tcp_rto_min_ms": "0"},
+            "lanveil-base": {"upstream_standby_s": "0", "upstream_tcp_rto_min_ms": "0", "upstream_loss_probe": "0"}}
 
 
 def ipns(ns: str) -> list[str]:
@@ -82,6 +84,7 @@ def forwarder_conf(name: str, port: int, up: str, work: Path) -> tuple[list[str]
         settings = {"upstream_idle_timeout_ms": 20000,
                     "upstream_standby_s": int(extra.get("upstream_standby_s", 600)),
                     "upstream_tcp_rto_min_ms": int(extra.get("upstream_tcp_rto_min_ms", 50)),
+                    "upstream_loss_probe": int(extra.get("upstream_loss_probe", 1)),
                     "edns_tcp_keepalive": "sent on DoT, honoured", "tls_resumption": "no",
                     "padding": "RFC 8467 128-octet blocks", "cache": "default (on; names are unique)"}
         return [str(LANVEIL), "--config", str(conf)], settings

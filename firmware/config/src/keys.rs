@@ -366,6 +366,12 @@ pub static MAIN: &[Key<Config>] = &[
         "50",
         "lowest TCP retransmission timeout of upstream connections, Linux 6.15+ (0: the kernel's 200 ms)"
     ),
+    flag!(
+        "upstream_loss_probe",
+        upstreams.loss_probe,
+        "1",
+        "a DoT connection quiet for 2 round trips with queries outstanding sends one of them again (a lost segment then costs a fraction of a round trip, not a 200-ms timeout)"
+    ),
     number!(
         "upstream_connect_timeout_ms",
         upstreams.connect_timeout_ms,

@@ -48,6 +48,7 @@ mod answer;
 mod dns64;
 mod intake;
 mod plain;
+mod probe;
 mod session;
 mod table;
 mod types;

@@ -21,7 +21,7 @@ pub(super) enum SessionState {
 pub(super) struct Session {
     pub(super) id: SessionId,
     pub(super) upstream: UpstreamId,
-    transport: Transport,
+    pub(super) transport: Transport,
     pub(super) state: SessionState,
     /// Its upstream was removed: it takes no new queries and closes once its queries are answered.
     pub(super) retired: bool,
@@ -31,9 +31,11 @@ pub(super) struct Session {
     pub(super) queued: Vec<QueryRef>,
     decoder: framing::Decoder,
     pub(super) last_activity: Instant,
-    last_received: Instant,
+    pub(super) last_received: Instant,
     /// The idle timeout the server announced (RFC 7828), see [`super::warm`].
     pub(super) server_idle: Option<core::time::Duration>,
+    /// A loss probe was sent since the last bytes arrived, see [`super::probe`].
+    pub(super) probed: bool,
 }
 
 impl Session {
@@ -75,6 +77,7 @@ impl<R: Rng> Engine<R> {
             last_activity: now,
             last_received: now,
             server_idle: None,
+            probed: false,
         });
         self.actions.push_back(Action::Connect {
             session: id,
@@ -162,6 +165,7 @@ impl<R: Rng> Engine<R> {
         bytes: &[u8],
     ) {
         self.sessions[si].last_received = now;
+        self.sessions[si].probed = false;
         // The decoder is taken out of the session while its frames are handled, so they are read
         // in place, not copied.
         let mut decoder = core::mem::take(&mut self.sessions[si].decoder);
@@ -402,6 +406,7 @@ impl<R: Rng> Engine<R> {
     /// Session timers: connect deadlines, idle sessions, stalled ones.
     pub(super) fn session_timeouts(&mut self, now: Instant) {
         self.dial_successors(now);
+        self.send_probes(now);
         let mut i = 0;
         while i < self.sessions.len() {
             let s = &self.sessions[i];
@@ -447,6 +452,9 @@ impl<R: Rng> Engine<R> {
                 }
                 SessionState::Ready if !s.inflight.is_empty() => {
                     consider(s.last_received.max(s.last_activity) + self.config.query_timeout);
+                    if let Some(t) = self.probe_at(s) {
+                        consider(t);
+                    }
                 }
                 SessionState::Ready => {}
             }

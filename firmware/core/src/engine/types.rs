@@ -273,6 +273,8 @@ pub struct EngineConfig {
     /// After a query, an upstream is kept warm this long: a connection that ends cleanly is dialled
     /// again in the background (zero: never).
     pub standby: Duration,
+    /// Send loss probes on quiet DoT sessions (see the engine's `probe` module).
+    pub loss_probes: bool,
     /// Connect + handshake limit.
     pub connect_timeout: Duration,
     /// Upper bound of the reconnect backoff.
@@ -339,6 +341,7 @@ impl Default for EngineConfig {
             max_connections: 4,
             idle_timeout: Duration::from_secs(20),
             standby: Duration::from_secs(600),
+            loss_probes: true,
             connect_timeout: Duration::from_secs(5),
             backoff_max: Duration::from_secs(4),
             policy: SelectPolicy::Failover,
@@ -387,6 +390,8 @@ pub struct Stats {
     pub hedged: u64,
     /// Connections dialled in the background to keep an upstream warm (issue 17).
     pub standby_dials: u64,
+    /// Loss probes: a query sent again on a connection that went quiet (issue 17).
+    pub loss_probes: u64,
     /// SERVFAIL answers received from upstreams.
     pub upstream_servfail: u64,
     /// Answered locally by policy (local zones, canaries, DDR), or for a local name by the LAN
@@ -414,7 +419,7 @@ impl Stats {
     /// Every counter with its name in status reports (`failures_by_ede` is reported on its own). The
     /// destructuring is exhaustive: a counter added to [`Stats`] does not compile until it is listed
     /// here, so none is counted without being reported.
-    pub fn counters(&self) -> [(&'static str, u64); 26] {
+    pub fn counters(&self) -> [(&'static str, u64); 27] {
         let Self {
             queries,
             answered,
@@ -443,6 +448,7 @@ impl Stats {
             upstream_connects,
             upstream_failures,
             standby_dials,
+            loss_probes,
         } = *self;
         [
             ("queries", queries),
@@ -467,6 +473,7 @@ impl Stats {
             ("upstream_connects", upstream_connects),
             ("upstream_failures", upstream_failures),
             ("standby_dials", standby_dials),
+            ("loss_probes", loss_probes),
             ("truncated", truncated),
             ("overloaded", overloaded),
             ("dns64_synthesized", dns64_synthesized),

@@ -25,7 +25,7 @@ pub(super) struct Upstream {
     transport: Transport,
     failures: u32,
     soft: u32,
-    srtt_ms: Option<u32>,
+    pub(super) srtt_ms: Option<u32>,
     pub(super) backoff_until: Option<Instant>,
     last_error: Option<CloseReason>,
     /// Queries waiting for it to leave backoff.

@@ -182,3 +182,42 @@ fn the_standby_is_bounded_by_its_window_and_spacing() {
     h.closed(s, CloseReason::Reset);
     assert_eq!(h.connects.len(), 1);
 }
+
+#[test]
+fn a_quiet_session_sends_one_loss_probe_and_the_first_answer_wins() {
+    let mut h = Harness::new(cfg(), &[U1]);
+    let s = one_answered(&mut h, 1, None); // srtt 0 ms: the probe waits PROBE_MIN (30 ms)
+    h.q(udp(2), &query(2, "b", None));
+    assert_eq!(h.sends.len(), 2);
+    h.advance(29);
+    assert_eq!(
+        h.sends.len(),
+        2,
+        "not before 2 × srtt + 20 ms, at least 30 ms"
+    );
+    h.advance(1);
+    assert_eq!(h.sends.len(), 3, "probe sent");
+    let (orig, probe) = (h.sends[1].clone(), h.sends[2].clone());
+    assert_eq!(probe.0, s, "on the same connection");
+    assert_ne!(orig.1[2..4], probe.1[2..4], "under a new ID");
+    assert_eq!(
+        orig.1[4..],
+        probe.1[4..],
+        "the same question, padded the same"
+    );
+    h.advance(500);
+    assert_eq!(h.sends.len(), 3, "one probe per quiet spell");
+    assert_eq!(h.e.stats().loss_probes, 1);
+    // The probe's answer comes first (the original answer was lost and is resent later).
+    h.data(s, &answer(&probe.1));
+    assert_eq!(h.out.len(), 2);
+    assert_eq!(&h.out[1].bytes[..2], &[0, 2]);
+    h.data(s, &answer(&orig.1));
+    assert_eq!(h.out.len(), 2, "the client gets one answer");
+    assert_eq!(h.e.inflight(), 0);
+    // Bytes arrived: the next quiet spell may probe again.
+    h.q(udp(3), &query(3, "c", None));
+    h.advance(300); // srtt is now 500/8 ms: the probe waits 2 × 62 + 20 ms
+
+    assert_eq!(h.e.stats().loss_probes, 2);
+}
