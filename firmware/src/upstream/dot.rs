@@ -28,7 +28,7 @@ pub(crate) fn set_rto_min_ms(ms: u32) {
 /// query; with the floor at 50 ms a loss costs about the RTT + 50 ms. The timeout stays
 /// RTT-based above the floor, and 50 ms is above the 40 ms a Linux server may delay its ACK. Older
 /// kernels refuse the option; the connection then keeps the default.
-pub(crate) fn tune(tcp: &tokio::net::TcpStream) {
+pub(crate) fn tune(tcp: &impl AsRawFd) {
     let us = RTO_MIN_US.load(Ordering::Relaxed);
     if us == 0 {
         return;

@@ -176,10 +176,15 @@ pub(crate) async fn connect_any(
 ) -> io::Result<tokio::net::TcpStream> {
     let mut last = io::Error::new(io::ErrorKind::AddrNotAvailable, "no address to connect to");
     for a in addrs {
-        match tokio::net::TcpStream::connect(a).await {
+        let socket = match a {
+            std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+            std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+        }?;
+        // Before the SYN, so that the handshake's round-trip samples already use the floor.
+        super::dot::tune(&socket);
+        match socket.connect(*a).await {
             Ok(s) => {
                 let _ = s.set_nodelay(true);
-                super::dot::tune(&s);
                 return Ok(s);
             }
             Err(e) => last = e,
