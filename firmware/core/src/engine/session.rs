@@ -416,7 +416,9 @@ impl<R: Rng> Engine<R> {
                     self.drop_session(now, i, CloseReason::Timeout);
                     continue;
                 }
-                SessionState::Ready if s.load() == 0 && self.idle_deadline(s) <= now => {
+                SessionState::Ready
+                    if s.load() == 0 && self.idle_close_at(s).is_some_and(|t| t <= now) =>
+                {
                     self.close_idle(now, i);
                     continue;
                 }
@@ -445,7 +447,9 @@ impl<R: Rng> Engine<R> {
             match s.state {
                 SessionState::Connecting { deadline } => consider(deadline),
                 SessionState::Ready if s.load() == 0 => {
-                    consider(self.idle_deadline(s));
+                    if let Some(t) = self.idle_close_at(s) {
+                        consider(t);
+                    }
                     if let Some(t) = self.successor_at(s) {
                         consider(t);
                     }

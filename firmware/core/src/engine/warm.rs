@@ -129,6 +129,18 @@ impl<R: Rng> Engine<R> {
         }
     }
 
+    /// When idle session `s` closes: at its [`Self::idle_deadline`], but not while a successor to its
+    /// upstream is still connecting (make before break: if the successor's SYN was lost, the old
+    /// session carries the queries until it is up, or until the server closes the old one).
+    pub(super) fn idle_close_at(&self, s: &Session) -> Option<Instant> {
+        let connecting = self.sessions.iter().any(|o| {
+            o.upstream == s.upstream
+                && !o.retired
+                && matches!(o.state, SessionState::Connecting { .. })
+        });
+        (!connecting).then(|| self.idle_deadline(s))
+    }
+
     /// Whether a standby connection to `ui` may be dialled now (window, spacing, backoff).
     fn may_dial_standby(&self, now: Instant, ui: usize) -> bool {
         let u = &self.upstreams[ui];
