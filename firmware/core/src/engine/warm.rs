@@ -96,6 +96,16 @@ pub(super) fn announced_idle(frame: &[u8], scan: &Scan) -> Option<Duration> {
 }
 
 impl<R: Rng> Engine<R> {
+    /// The shell closed `session` itself (e.g. to re-verify it once the clock is synchronized): its
+    /// queries are placed again, and it is not taken for the server's idle close, so it teaches no
+    /// idle timeout and dials no standby connection.
+    pub fn handle_upstream_dropped(&mut self, now: Instant, session: super::SessionId) {
+        if let Some(si) = self.session_index(session) {
+            self.sessions[si].retired = true;
+            self.drop_session(now, si, CloseReason::Eof);
+        }
+    }
+
     /// Until when `upstream` is kept warm: its last query plus the standby window.
     fn standby_until(&self, upstream: UpstreamId) -> Option<Instant> {
         if self.config.standby.is_zero() {

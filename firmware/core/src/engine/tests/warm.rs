@@ -227,3 +227,22 @@ fn a_quiet_session_sends_one_loss_probe_and_the_first_answer_wins() {
 
     assert_eq!(h.e.stats().loss_probes, 2);
 }
+
+#[test]
+fn a_session_the_shell_drops_is_not_taken_for_a_server_close() {
+    let mut h = Harness::new(cfg(), &[U1]);
+    let s = one_answered(&mut h, 1, None);
+    h.advance(3_000);
+    h.e.handle_upstream_dropped(h.now, s);
+    h.drain();
+    assert_eq!(h.connects.len(), 1, "no standby dial");
+    assert_eq!(h.e.sessions(), 0);
+    // Nothing was learnt: the next session stays open past 3 s while the upstream is warm.
+    h.q(udp(2), &query(2, "b", None));
+    let s2 = h.connects[1].0;
+    h.connected(s2);
+    h.data(s2, &answer(&h.sends[1].1.clone()));
+    h.advance(10_000);
+    assert!(h.closes.is_empty());
+    assert_eq!(h.e.sessions(), 1);
+}
