@@ -25,6 +25,7 @@ Normally started by tests/bench/wan.sh.
 from __future__ import annotations
 
 import argparse
+import math
 import datetime as dt
 import json
 import os
@@ -482,24 +483,34 @@ def summarize(results: list[dict], rtt: float) -> dict:
     for q in results:
         by.setdefault((q["target"], q["label"]), []).append(q)
     for (target, label), qs in by.items():
-        lat = [q["latency_ms"] for q in qs if q.get("latency_ms") is not None]
-        first = [q["latency_ms"] for q in qs if q.get("k") == 0 and q.get("latency_ms") is not None]
+        # A query that got no answer, or an answer other than NOERROR (a forwarder's SERVFAIL), failed: it
+        # counts as slower than any answer in the percentiles.
+        def good(q: dict) -> bool:
+            return q.get("latency_ms") is not None and q.get("rcode", 0) == 0
+
+        lat = [q["latency_ms"] for q in qs if good(q)]
+        failed = len(qs) - len(lat)
+        ranked = lat + [math.inf] * failed
+        first_q = [q for q in qs if q.get("k") == 0]
+        first = [q["latency_ms"] if good(q) else math.inf for q in first_q]
         e = {"n": len(qs), "unanswered": sum(1 for q in qs if q.get("latency_ms") is None),
-             "servfail": sum(1 for q in qs if q.get("rcode") not in (None, 0))}
+             "servfail": sum(1 for q in qs if q.get("rcode") not in (None, 0)), "failed": failed}
         for p in (50, 95, 99):
-            v = pct(lat, p)
-            e[f"p{p}_ms"] = None if v is None else round(v, 1)
-            e[f"p{p}_rtt"] = None if v is None else round((v - rtt) / rtt, 2)
-        e["over_1s_pct"] = round(100 * sum(1 for x in lat if x > 1000) / len(qs), 2) if qs else None
+            v = pct(ranked, p)
+            e[f"p{p}_ms"] = None if v is None or v == math.inf else round(v, 1)
+            e[f"p{p}_rtt"] = None if v is None or v == math.inf else round((v - rtt) / rtt, 2)
+            if v == math.inf:
+                e[f"p{p}_failed"] = True
+        e["over_1s_pct"] = round(100 * sum(1 for x in ranked if x > 1000) / len(qs), 2) if qs else None
         e["max_ms"] = round(max(lat), 1) if lat else None
         if first:
             e["first_n"] = len(first)
-            e["first_p50_rtt"] = round((pct(first, 50) - rtt) / rtt, 2)
-            e["first_max_rtt"] = round((max(first) - rtt) / rtt, 2)
+            f50, fmax = pct(sorted(first), 50), max(first)
+            e["first_p50_rtt"] = None if f50 == math.inf else round((f50 - rtt) / rtt, 2)
+            e["first_max_rtt"] = None if fmax == math.inf else round((fmax - rtt) / rtt, 2)
+            e["first_failed"] = sum(1 for x in first if x == math.inf)
         if label == "burst":
-            sent = min(q["sent"] for q in qs)
-            e["last_answer_ms"] = round(max(lat), 1) if len(lat) == len(qs) else None
-            del sent
+            e["last_answer_ms"] = round(max(lat), 1) if not failed and lat else None
         out.setdefault(target, {})[label] = e
     return out
 
@@ -513,19 +524,22 @@ def checks(data: dict) -> list[tuple[str, str, bool]]:
     lv = {rig: t.get("lanveil", {}) for rig, t in s.items()}
     gaps = [(rig, lab, e) for rig in ("gaps", "long") for lab, e in lv.get(rig, {}).items() if lab.startswith("gap")]
     if gaps:
-        worst = max(e["p95_rtt"] for _, _, e in gaps if e["p95_rtt"] is not None)
-        per = ", ".join(f"{lab[3:]} s: {e['p95_rtt']:.2f}" for _, lab, e in sorted(gaps, key=lambda g: int(g[1][3:])))
+        worst = max(math.inf if e.get("p95_failed") or e["p95_rtt"] is None else e["p95_rtt"] for _, _, e in gaps)
+        per = ", ".join(f"{lab[3:]} s: {fp(e, 'p95_rtt')}" for _, lab, e in sorted(gaps, key=lambda g: int(g[1][3:])))
         out.append(("p95 added latency ≤ 0.2 RTT after every gap", per, worst <= 0.2))
     e = lv.get("loss1", {}).get("loss1")
     if e and e["p99_ms"] is not None:
-        peers_p99 = {n: s["loss1"].get(n, {}).get("loss1", {}).get("p99_ms") for n in PEER_NAMES}
-        peers_p99 = {n: v for n, v in peers_p99.items() if v is not None}
+        pe = {n: s["loss1"].get(n, {}).get("loss1") for n in PEER_NAMES}
+        peers_p99 = {n: (math.inf if e2.get("p99_failed") else e2["p99_ms"]) for n, e2 in pe.items()
+                     if e2 and (e2.get("p99_failed") or e2["p99_ms"] is not None)}
         limit = 2 * rtt + 50
         out.append((f"1 % loss: p99 ≤ 2 RTT + 50 ms ({limit:.0f} ms)", f"{e['p99_ms']:.0f} ms", e["p99_ms"] <= limit))
         if peers_p99:
             best = min(peers_p99, key=peers_p99.get)
             out.append(("1 % loss: p99 below every peer's", f"{e['p99_ms']:.0f} ms vs best peer {best} "
                         f"{peers_p99[best]:.0f} ms", e["p99_ms"] < peers_p99[best]))
+    elif e:
+        out.append(("1 % loss: p99 ≤ 2 RTT + 50 ms", "failed queries above the 99th percentile", False))
     b = lv.get("gaps", {}).get("burst")
     if b and b.get("last_answer_ms") is not None:
         peers_b = {n: s["gaps"].get(n, {}).get("burst", {}).get("last_answer_ms") for n in PEER_NAMES}
@@ -537,6 +551,12 @@ def checks(data: dict) -> list[tuple[str, str, bool]]:
             out.append(("burst: last answer within 1 RTT of the best peer, ≤ upstream_max_connections (4) connections",
                         f"{b['last_answer_ms']:.0f} ms vs {best} {peers_b[best]:.0f} ms; {conns} connection(s)", ok))
     return out
+
+
+def fp(e: dict, key: str, spec: str = ".2f") -> str:
+    """A percentile from a summary entry: 'fail' when it falls among the failed queries."""
+    p = key.split("_")[0]
+    return "fail" if e.get(f"{p}_failed") else fmt(e.get(key), spec)
 
 
 def fmt(v, spec=".2f"):
@@ -567,7 +587,8 @@ def report(data: dict) -> str:
         for rig, g in cols:
             e = s.get(rig, {}).get(n, {}).get(g)
             row.append("–" if not e else f"{fmt(e.get('first_p50_rtt'))} ({fmt(e.get('first_max_rtt'))}); "
-                       f"{fmt(e['p95_rtt'])} / {fmt(e['p99_rtt'])} [{e['n']}]")
+                       f"{fp(e, 'p95_rtt')} / {fp(e, 'p99_rtt')} [{e['n']}"
+                       + (f", {e['failed']} failed]" if e.get("failed") else "]"))
         cs = data["cold_start_ms"].get(n)
         L.append(f"| {n} | " + " | ".join(row) + f" | {fmt(cs, '.0f')} ms |")
     L.append("")
@@ -579,9 +600,9 @@ def report(data: dict) -> str:
         row = []
         for rig in ("loss1", "loss3"):
             e = s.get(rig, {}).get(n, {}).get(rig)
-            row.append("–" if not e else f"{fmt(e['p95_ms'], '.0f')} / {fmt(e['p99_ms'], '.0f')} ms "
-                       f"({fmt(e['p95_rtt'])} / {fmt(e['p99_rtt'])}); {fmt(e['over_1s_pct'])} % > 1 s; "
-                       f"{e['unanswered']} of {e['n']} unanswered")
+            row.append("–" if not e else f"{fp(e, 'p95_ms', '.0f')} / {fp(e, 'p99_ms', '.0f')} ms "
+                       f"({fp(e, 'p95_rtt')} / {fp(e, 'p99_rtt')}); {fmt(e['over_1s_pct'])} % > 1 s or failed; "
+                       f"{e.get('failed', e['unanswered'])} of {e['n']} failed")
         L.append(f"| {n} | " + " | ".join(row) + " |")
     L.append("")
     L.append("**Burst after silence** — 50 names at once after 2 min idle (1 min in --quick)")
@@ -591,7 +612,7 @@ def report(data: dict) -> str:
     for n in names:
         e = s.get("gaps", {}).get(n, {}).get("burst")
         c = data.get("burst_connections", {}).get(n)
-        L.append(f"| {n} | {fmt(e and e.get('last_answer_ms'), '.0f')} ms | {fmt(e and e['p50_ms'], '.0f')} ms "
+        L.append(f"| {n} | {fmt(e and e.get('last_answer_ms'), '.0f')} ms | {fp(e or {}, 'p50_ms', '.0f')} ms "
                  f"| {fmt(c, 'd')} |")
     L.append("")
     L.append("**Issue 17's goals** (lanveil with its defaults; peers: kresd, unbound, stubby, dnsdist)")
@@ -612,13 +633,14 @@ def report(data: dict) -> str:
 
 
 def compact(results: dict[str, list]) -> dict:
-    """Per rig, target and label: the latencies in send order (ms, 0.1 ms; null = unanswered)."""
+    """Per rig, target and label: the latencies in send order (ms, 0.1 ms; null = unanswered; "rcodeN@ms" = an
+    answer with RCODE N, a failure)."""
     out: dict = {}
     for rig, qs in results.items():
         for q in sorted(qs, key=lambda q: q["sent"]):
             lat = q.get("latency_ms")
-            out.setdefault(rig, {}).setdefault(q["target"], {}).setdefault(q["label"], []).append(
-                None if lat is None else round(lat, 1))
+            v = None if lat is None else round(lat, 1) if q.get("rcode", 0) == 0 else f"rcode{q['rcode']}@{lat:.1f}"
+            out.setdefault(rig, {}).setdefault(q["target"], {}).setdefault(q["label"], []).append(v)
     return out
 
 
