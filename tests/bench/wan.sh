@@ -8,7 +8,7 @@
 # wan.md. The full run takes ~12 min on 2 cores (the 10-min gap bounds it); --quick ~4 min (gaps of 2 min
 # at most, shorter loss runs).
 #
-# Usage: bash tests/bench/wan.sh [--quick] [--rtt-ms 30] [--server-idle 10|60] [--only lanveil,kresd,...]
+# Usage: bash tests/bench/wan.sh [--quick | --smoke] [--rtt-ms 30] [--server-idle 10|60] [--only lanveil,kresd,...]
 #                                [--rigs gaps,long,loss1,loss3] [--out FILE.json]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
