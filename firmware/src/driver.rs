@@ -218,8 +218,7 @@ impl Driver {
                     }
                     // Up, then closed like any re-verified session: its queries go to a new one at once.
                     self.engine.handle_upstream_connected(now, session);
-                    self.engine
-                        .handle_upstream_closed(now, session, CloseReason::Eof);
+                    self.engine.handle_upstream_dropped(now, session);
                     return;
                 }
                 if relaxed {
@@ -263,8 +262,7 @@ impl Driver {
         for session in relaxed {
             if let Some(s) = self.sessions.remove(&session) {
                 s.task.abort();
-                self.engine
-                    .handle_upstream_closed(now, session, CloseReason::Eof);
+                self.engine.handle_upstream_dropped(now, session);
             }
         }
     }

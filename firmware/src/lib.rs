@@ -174,6 +174,7 @@ fn build_targets(
     time: &Arc<TimeKeeper>,
 ) -> Result<Vec<(UpstreamId, Arc<Target>)>, Error> {
     let mut out = Vec::new();
+    upstream::tls::set_rto_min_ms(config.upstreams.tcp_rto_min_ms);
     let mut new_ids = Vec::new();
     for u in &config.upstreams.servers {
         if u.url.transport == Transport::Https && !cfg!(feature = "doh") {

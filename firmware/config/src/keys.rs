@@ -354,6 +354,28 @@ pub static MAIN: &[Key<Config>] = &[
         "an idle upstream connection is closed after this"
     ),
     number!(
+        "upstream_standby_s",
+        upstreams.standby_s,
+        0,
+        3_600,
+        "600",
+        "after a query, an upstream connection that ends cleanly is redialled in the background for this long (0: off)"
+    ),
+    number!(
+        "upstream_tcp_rto_min_ms",
+        upstreams.tcp_rto_min_ms,
+        0,
+        1_000,
+        "50",
+        "lowest TCP retransmission timeout of upstream connections, Linux 6.15+ (0: the kernel's 200 ms)"
+    ),
+    flag!(
+        "upstream_loss_probe",
+        upstreams.loss_probe,
+        "1",
+        "a DoT connection quiet for 2 round trips with queries outstanding sends one of them again (a lost segment then costs a fraction of a round trip, not a 200-ms timeout)"
+    ),
+    number!(
         "upstream_connect_timeout_ms",
         upstreams.connect_timeout_ms,
         100,

@@ -149,6 +149,13 @@ pub struct Upstreams {
     pub ca_file: Option<String>,
     /// Idle time after which an upstream connection is closed (ms).
     pub idle_timeout_ms: u32,
+    /// After a query, keep the upstream warm this long: a connection that ends cleanly is dialled
+    /// again in the background (s; 0 = off).
+    pub standby_s: u32,
+    /// Lowest TCP retransmission timeout of upstream connections (ms; 0 = the kernel's).
+    pub tcp_rto_min_ms: u32,
+    /// Send a loss probe on a DoT connection that went quiet with queries outstanding.
+    pub loss_probe: bool,
     /// Time allowed for TCP connect + TLS handshake (ms).
     pub connect_timeout_ms: u32,
     /// Most connections per upstream.
@@ -708,6 +715,8 @@ impl Config {
             pipeline: u.pipeline as usize,
             max_connections: u.max_connections as usize,
             idle_timeout: ms(u.idle_timeout_ms),
+            standby: Duration::from_secs(u64::from(u.standby_s)),
+            loss_probes: u.loss_probe,
             connect_timeout: ms(u.connect_timeout_ms),
             backoff_max: ms(u.reconnect_backoff_max_ms),
             policy: u.policy,

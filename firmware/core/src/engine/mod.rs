@@ -48,10 +48,12 @@ mod answer;
 mod dns64;
 mod intake;
 mod plain;
+mod probe;
 mod session;
 mod table;
 mod types;
 mod upstream;
+mod warm;
 
 pub use answer::ede_for;
 pub use plain::MAX_PLAIN_INFLIGHT;

@@ -5,6 +5,7 @@ use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 
 use super::table::{Place, QueryRef};
+use super::warm;
 use super::{Action, CloseReason, Engine, Instant, SessionId, Transport, UpstreamId};
 use crate::rng::Rng;
 use crate::wire::header;
@@ -20,7 +21,7 @@ pub(super) enum SessionState {
 pub(super) struct Session {
     pub(super) id: SessionId,
     pub(super) upstream: UpstreamId,
-    transport: Transport,
+    pub(super) transport: Transport,
     pub(super) state: SessionState,
     /// Its upstream was removed: it takes no new queries and closes once its queries are answered.
     pub(super) retired: bool,
@@ -29,8 +30,12 @@ pub(super) struct Session {
     /// Queries waiting for its handshake.
     pub(super) queued: Vec<QueryRef>,
     decoder: framing::Decoder,
-    last_activity: Instant,
-    last_received: Instant,
+    pub(super) last_activity: Instant,
+    pub(super) last_received: Instant,
+    /// The idle timeout the server announced (RFC 7828), see [`super::warm`].
+    pub(super) server_idle: Option<core::time::Duration>,
+    /// A loss probe was sent since the last bytes arrived, see [`super::probe`].
+    pub(super) probed: bool,
 }
 
 impl Session {
@@ -71,6 +76,8 @@ impl<R: Rng> Engine<R> {
             decoder: framing::Decoder::new(),
             last_activity: now,
             last_received: now,
+            server_idle: None,
+            probed: false,
         });
         self.actions.push_back(Action::Connect {
             session: id,
@@ -95,12 +102,13 @@ impl<R: Rng> Engine<R> {
         let action = match session.transport {
             Transport::Stream => {
                 let _ = header::set_id(&mut q.upstream_msg, id);
-                let Ok(prefix) = framing::prefix(q.upstream_msg.len()) else {
+                let len = warm::keepalive_len(&q.upstream_msg, q.question_end);
+                let Ok(prefix) = framing::prefix(len) else {
                     return;
                 };
-                let mut bytes = Vec::with_capacity(2 + q.upstream_msg.len());
+                let mut bytes = Vec::with_capacity(2 + len);
                 bytes.extend_from_slice(&prefix);
-                bytes.extend_from_slice(&q.upstream_msg);
+                warm::push_with_keepalive(&mut bytes, &q.upstream_msg, q.question_end);
                 Action::Send {
                     session: session.id,
                     bytes,
@@ -157,6 +165,7 @@ impl<R: Rng> Engine<R> {
         bytes: &[u8],
     ) {
         self.sessions[si].last_received = now;
+        self.sessions[si].probed = false;
         // The decoder is taken out of the session while its frames are handled, so they are read
         // in place, not copied.
         let mut decoder = core::mem::take(&mut self.sessions[si].decoder);
@@ -299,6 +308,13 @@ impl<R: Rng> Engine<R> {
         }
         session.inflight.remove(&id);
         session.last_activity = now;
+        let announced = match session.transport {
+            Transport::Stream => warm::announced_idle(frame, &scan),
+            Transport::Message => None,
+        };
+        if announced.is_some() {
+            session.server_idle = announced;
+        }
         let sent_at = q.places.iter().find_map(|p| match *p {
             Place::Sent {
                 session,
@@ -312,6 +328,9 @@ impl<R: Rng> Engine<R> {
             |p| matches!(p, Place::Sent { session, id: pid, .. } if *session == sid && *pid == id),
         );
         self.record_rtt(now, upstream, sent_at);
+        if let Some(t) = announced {
+            self.note_server_idle(upstream, t);
+        }
         self.upstream_answer(now, r, upstream, frame, scan);
         Ok(())
     }
@@ -328,6 +347,10 @@ impl<R: Rng> Engine<R> {
         let was_ready = s.state == SessionState::Ready;
         let stalled = reason == CloseReason::Stalled;
         self.session_ended(now, s.upstream, was_ready, reason);
+        if s.load() == 0 && !s.retired {
+            self.observe_server_close(now, &s, reason);
+            self.keep_warm(now, s.upstream, was_ready, reason);
+        }
         let mut again: Vec<QueryRef> = s.inflight.into_values().collect();
         again.extend(s.queued);
         for r in again {
@@ -382,6 +405,8 @@ impl<R: Rng> Engine<R> {
 
     /// Session timers: connect deadlines, idle sessions, stalled ones.
     pub(super) fn session_timeouts(&mut self, now: Instant) {
+        self.dial_successors(now);
+        self.send_probes(now);
         let mut i = 0;
         while i < self.sessions.len() {
             let s = &self.sessions[i];
@@ -392,11 +417,9 @@ impl<R: Rng> Engine<R> {
                     continue;
                 }
                 SessionState::Ready
-                    if s.load() == 0
-                        && now.saturating_since(s.last_activity) >= self.config.idle_timeout =>
+                    if s.load() == 0 && self.idle_close_at(s).is_some_and(|t| t <= now) =>
                 {
-                    self.actions.push_back(Action::Close { session: s.id });
-                    self.sessions.swap_remove(i);
+                    self.close_idle(now, i);
                     continue;
                 }
                 SessionState::Ready
@@ -424,10 +447,18 @@ impl<R: Rng> Engine<R> {
             match s.state {
                 SessionState::Connecting { deadline } => consider(deadline),
                 SessionState::Ready if s.load() == 0 => {
-                    consider(s.last_activity + self.config.idle_timeout);
+                    if let Some(t) = self.idle_close_at(s) {
+                        consider(t);
+                    }
+                    if let Some(t) = self.successor_at(s) {
+                        consider(t);
+                    }
                 }
                 SessionState::Ready if !s.inflight.is_empty() => {
                     consider(s.last_received.max(s.last_activity) + self.config.query_timeout);
+                    if let Some(t) = self.probe_at(s) {
+                        consider(t);
+                    }
                 }
                 SessionState::Ready => {}
             }

@@ -270,6 +270,11 @@ pub struct EngineConfig {
     pub max_connections: usize,
     /// Idle upstream sessions close after this.
     pub idle_timeout: Duration,
+    /// After a query, an upstream is kept warm this long: a connection that ends cleanly is dialled
+    /// again in the background (zero: never).
+    pub standby: Duration,
+    /// Send loss probes on quiet DoT sessions (see the engine's `probe` module).
+    pub loss_probes: bool,
     /// Connect + handshake limit.
     pub connect_timeout: Duration,
     /// Upper bound of the reconnect backoff.
@@ -335,6 +340,8 @@ impl Default for EngineConfig {
             pipeline: 100,
             max_connections: 4,
             idle_timeout: Duration::from_secs(20),
+            standby: Duration::from_secs(600),
+            loss_probes: true,
             connect_timeout: Duration::from_secs(5),
             backoff_max: Duration::from_secs(4),
             policy: SelectPolicy::Failover,
@@ -381,6 +388,10 @@ pub struct Stats {
     pub stale_answers: u64,
     /// Queries also placed on another upstream after an attempt timeout.
     pub hedged: u64,
+    /// Connections dialled in the background to keep an upstream warm (issue 17).
+    pub standby_dials: u64,
+    /// Loss probes: a query sent again on a connection that went quiet (issue 17).
+    pub loss_probes: u64,
     /// SERVFAIL answers received from upstreams.
     pub upstream_servfail: u64,
     /// Answered locally by policy (local zones, canaries, DDR), or for a local name by the LAN
@@ -408,7 +419,7 @@ impl Stats {
     /// Every counter with its name in status reports (`failures_by_ede` is reported on its own). The
     /// destructuring is exhaustive: a counter added to [`Stats`] does not compile until it is listed
     /// here, so none is counted without being reported.
-    pub fn counters(&self) -> [(&'static str, u64); 25] {
+    pub fn counters(&self) -> [(&'static str, u64); 27] {
         let Self {
             queries,
             answered,
@@ -436,6 +447,8 @@ impl Stats {
             failures_by_ede: _,
             upstream_connects,
             upstream_failures,
+            standby_dials,
+            loss_probes,
         } = *self;
         [
             ("queries", queries),
@@ -459,6 +472,8 @@ impl Stats {
             ("upstream_servfail", upstream_servfail),
             ("upstream_connects", upstream_connects),
             ("upstream_failures", upstream_failures),
+            ("standby_dials", standby_dials),
+            ("loss_probes", loss_probes),
             ("truncated", truncated),
             ("overloaded", overloaded),
             ("dns64_synthesized", dns64_synthesized),

@@ -25,12 +25,24 @@ pub(super) struct Upstream {
     transport: Transport,
     failures: u32,
     soft: u32,
-    srtt_ms: Option<u32>,
+    pub(super) srtt_ms: Option<u32>,
     pub(super) backoff_until: Option<Instant>,
     last_error: Option<CloseReason>,
     /// Queries waiting for it to leave backoff.
     pub(super) waiting: Vec<QueryRef>,
     up: bool,
+    /// When a query was last placed on it (the warm standby's window counts from here).
+    pub(super) last_used: Option<Instant>,
+    /// No standby dial before this (see [`super::warm`]).
+    pub(super) standby_not_before: Option<Instant>,
+    /// How long the server let an idle connection live, the last time it closed one.
+    pub(super) observed_idle: Option<Duration>,
+}
+
+impl Upstream {
+    pub(super) fn transport(&self) -> Transport {
+        self.transport
+    }
 }
 
 enum Choice {
@@ -61,6 +73,9 @@ impl<R: Rng> Engine<R> {
                     last_error: None,
                     waiting: Vec::new(),
                     up: false,
+                    last_used: None,
+                    standby_not_before: None,
+                    observed_idle: None,
                 }),
             }
         }
@@ -193,6 +208,7 @@ impl<R: Rng> Engine<R> {
     fn place_on(&mut self, now: Instant, ui: usize, r: QueryRef) {
         let upstream = self.upstreams[ui].id;
         let transport = self.upstreams[ui].transport;
+        self.upstreams[ui].last_used = Some(now);
         let pipeline = self.config.pipeline;
         let pick = |want_ready: bool| {
             self.sessions

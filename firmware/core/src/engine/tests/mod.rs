@@ -9,6 +9,7 @@ mod mixed;
 mod plain;
 mod sessions;
 mod upstreams;
+mod warm;
 
 use alloc::vec::Vec;
 use core::time::Duration;

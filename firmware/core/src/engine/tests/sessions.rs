@@ -118,7 +118,12 @@ fn mismatched_answer_closes_session_and_retries() {
 
 #[test]
 fn idle_sessions_close_and_stalled_ones_are_replaced() {
-    let mut h = Harness::new(cfg(), &[U1]);
+    // Without the warm standby (tests/warm.rs has it): the plain idle timeout.
+    let c = EngineConfig {
+        standby: Duration::ZERO,
+        ..cfg()
+    };
+    let mut h = Harness::new(c, &[U1]);
     h.q(udp(1), &query(1, "a", None));
     let s = h.connects[0].0;
     h.connected(s);

@@ -1,0 +1,64 @@
+//! Loss probes on stream sessions (issue 17): what keeps one lost TCP segment from costing a
+//! retransmission timeout.
+//!
+//! When a DoT session has queries outstanding and nothing has arrived for a little more than two
+//! round trips (`2 × srtt + 20 ms`, at least [`PROBE_MIN`]), one of them is written again under a
+//! new ID. If the server's answer was lost, the new answer is data *after* the hole: the server's
+//! TCP sees it acknowledged selectively and resends the lost segment after a fraction of a round
+//! trip (RACK), instead of waiting for its tail-loss probe or retransmission timeout (at least
+//! 200 ms plus two round trips on Linux for a lone segment). If the query was lost, the same
+//! happens on lanveil's side. Whichever answer comes first is used; the other is a late answer.
+//!
+//! Bounded: at most one probe per quiet spell of a session (it re-arms only when bytes arrive), only
+//! once the upstream has a round-trip estimate, and only on stream sessions (HTTP/2 and QUIC have
+//! their own). The duplicate goes to the resolver that already has the question, on the same
+//! connection: nothing new is revealed to anyone.
+
+use core::time::Duration;
+
+use super::session::{Session, SessionState};
+use super::{Engine, Instant, Transport};
+use crate::rng::Rng;
+
+/// The earliest a probe is sent after the last bytes arrived.
+pub const PROBE_MIN: Duration = Duration::from_millis(30);
+
+impl<R: Rng> Engine<R> {
+    /// When session `s` sends its loss probe, if it would.
+    pub(super) fn probe_at(&self, s: &Session) -> Option<Instant> {
+        if !self.config.loss_probes
+            || s.transport != Transport::Stream
+            || s.state != SessionState::Ready
+            || s.inflight.is_empty()
+            || s.probed
+            || s.retired
+        {
+            return None;
+        }
+        let srtt = self
+            .upstreams
+            .iter()
+            .find(|u| u.id == s.upstream)?
+            .srtt_ms?;
+        let after = Duration::from_millis(u64::from(srtt) * 2 + 20).max(PROBE_MIN);
+        Some(s.last_received + after)
+    }
+
+    /// Sends the loss probes that are due.
+    pub(super) fn send_probes(&mut self, now: Instant) {
+        for si in 0..self.sessions.len() {
+            if self.probe_at(&self.sessions[si]).is_none_or(|t| t > now) {
+                continue;
+            }
+            let Some(&r) = self.sessions[si].inflight.values().next() else {
+                continue;
+            };
+            self.sessions[si].probed = true;
+            self.stats.loss_probes += 1;
+            // A probe is not activity: the stall detector still counts from the last real send.
+            let last_activity = self.sessions[si].last_activity;
+            self.send_on(now, si, r);
+            self.sessions[si].last_activity = last_activity;
+        }
+    }
+}

@@ -1,0 +1,248 @@
+//! Issue 17: RFC 7828 edns-tcp-keepalive on stream sessions and the bounded warm standby.
+
+use super::*;
+use crate::engine::warm::{OPTION_TCP_KEEPALIVE, STANDBY_SPACING};
+
+/// `answer(frame)` with an edns-tcp-keepalive option announcing `units` × 100 ms.
+fn answer_with_keepalive(frame: &[u8], units: u16) -> Vec<u8> {
+    let mut r = answer(frame)[2..].to_vec();
+    let n = r.len();
+    r[n - 2..].copy_from_slice(&6u16.to_be_bytes()); // OPT RDLENGTH
+    r.extend_from_slice(&OPTION_TCP_KEEPALIVE.to_be_bytes());
+    r.extend_from_slice(&2u16.to_be_bytes());
+    r.extend_from_slice(&units.to_be_bytes());
+    let mut framed = (r.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&r);
+    framed
+}
+
+fn keepalive_in(frame: &[u8]) -> Option<Vec<u8>> {
+    let msg = &frame[2..];
+    let s = scan(msg).unwrap();
+    let o = s.opt?;
+    edns::options(&msg[o.rdata_start..o.end])
+        .find(|(c, _)| *c == OPTION_TCP_KEEPALIVE)
+        .map(|(_, d)| d.to_vec())
+}
+
+/// One query answered on the first session of a fresh harness; returns the session.
+fn one_answered(h: &mut Harness, port: u16, units: Option<u16>) -> SessionId {
+    h.q(udp(port), &query(port, "a", None));
+    let s = h.connects[0].0;
+    h.connected(s);
+    let frame = h.sends[0].1.clone();
+    let a = match units {
+        Some(u) => answer_with_keepalive(&frame, u),
+        None => answer(&frame),
+    };
+    h.data(s, &a);
+    assert_eq!(h.out.len(), 1, "answered");
+    s
+}
+
+#[test]
+fn stream_queries_carry_an_empty_keepalive_option_and_stay_padded() {
+    let mut h = Harness::new(cfg(), &[U1]);
+    h.q(udp(1), &query(1, "a", Some(1232)));
+    h.connected(h.connects[0].0);
+    let frame = &h.sends[0].1;
+    assert_eq!(keepalive_in(frame), Some(Vec::new()), "RFC 7828 §3.2.1");
+    assert_eq!((frame.len() - 2) % 128, 0, "RFC 8467 padding kept");
+    let msg = &frame[2..];
+    let o = scan(msg).unwrap().opt.unwrap();
+    assert!(
+        edns::options(&msg[o.rdata_start..o.end]).any(|(c, _)| c == edns::OPTION_PADDING),
+        "padding option still there"
+    );
+}
+
+#[test]
+fn message_sessions_do_not_carry_it() {
+    let specs = [UpstreamSpec {
+        id: U1,
+        transport: Transport::Message,
+    }];
+    let mut e = Engine::new(cfg(), &specs, TestRng::new(3));
+    let now = Instant::from_millis(5);
+    e.handle_query(now, udp(1), &query(1, "a", None));
+    let Some(Action::Connect { session, .. }) = e.poll_action() else {
+        panic!()
+    };
+    e.handle_upstream_connected(now, session);
+    let Some(Action::Request { message, .. }) = e.poll_action() else {
+        panic!()
+    };
+    let mut framed = (message.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&message);
+    assert_eq!(keepalive_in(&framed), None);
+}
+
+#[test]
+fn announced_idle_timeout_closes_the_session_before_the_server_does() {
+    // No standby: only the RFC 7828 behaviour.
+    let c = EngineConfig {
+        standby: Duration::ZERO,
+        ..cfg()
+    };
+    let mut h = Harness::new(c, &[U1]);
+    let s = one_answered(&mut h, 1, Some(50)); // 5 s
+    h.advance(4_499);
+    assert!(h.closes.is_empty());
+    h.advance(1);
+    assert_eq!(h.closes, [s], "closed 0.5 s before the server's 5 s");
+    assert_eq!(h.connects.len(), 1, "no standby when it is off");
+    // The keepalive option never reaches the client.
+    let t = &h.out[0].bytes;
+    let st = scan(t).unwrap();
+    if let Some(o) = st.opt {
+        assert!(!edns::options(&t[o.rdata_start..o.end]).any(|(c, _)| c == OPTION_TCP_KEEPALIVE));
+    }
+}
+
+#[test]
+fn a_server_close_after_recent_traffic_is_redialled_in_the_background() {
+    let mut h = Harness::new(cfg(), &[U1]);
+    let s = one_answered(&mut h, 1, None);
+    h.advance(10_000);
+    assert!(
+        h.closes.is_empty(),
+        "lanveil's own idle timeout waits while the upstream is warm"
+    );
+    h.closed(s, CloseReason::Eof); // the server's idle close, after 10 s
+    assert_eq!(h.connects.len(), 2, "a standby connection is dialled");
+    let s2 = h.connects[1].0;
+    h.connected(s2);
+    assert_eq!(h.e.stats().standby_dials, 1);
+    // The server's 10 s are now known: the successor is dialled 2 s ahead and ready before the old
+    // session closes 1 s ahead of the server (make before break).
+    h.advance(7_999);
+    assert_eq!(h.connects.len(), 2);
+    h.advance(1);
+    assert_eq!(h.connects.len(), 3, "successor dialled");
+    assert!(
+        h.closes.is_empty(),
+        "the old one stays until its successor is up"
+    );
+    let s3 = h.connects[2].0;
+    // Its handshake is slow (a lost SYN): the old session stays past its own deadline until the
+    // successor is up, then closes at once.
+    h.advance(1_500);
+    assert!(h.closes.is_empty(), "no break before the make");
+    h.connected(s3);
+    h.advance(1);
+    assert_eq!(h.closes, [s2], "closed before the server would");
+    assert_eq!(h.e.sessions(), 1);
+    // The next query goes out at once on the warm session: no connect, no handshake.
+    h.advance(3_000);
+    let (sends, connects) = (h.sends.len(), h.connects.len());
+    h.q(udp(2), &query(2, "b", None));
+    assert_eq!(h.connects.len(), connects);
+    assert_eq!(h.sends.len(), sends + 1);
+    assert_eq!(h.sends[sends].0, s3);
+}
+
+#[test]
+fn the_standby_is_bounded_by_its_window_and_spacing() {
+    let c = EngineConfig {
+        standby: Duration::from_secs(60),
+        ..cfg()
+    };
+    let mut h = Harness::new(c, &[U1]);
+    let s = one_answered(&mut h, 1, Some(100)); // the server keeps idle connections 10 s
+    let last_query = h.now;
+    h.advance(8_000);
+    assert_eq!(h.connects.len(), 2, "its successor is dialled 2 s ahead");
+    h.connected(h.connects[1].0);
+    h.advance(999);
+    assert!(h.closes.is_empty());
+    h.advance(1);
+    assert_eq!(h.closes, [s], "closed before the announced 10 s");
+    // Every session, ours to close 1 s ahead of the server, gets its successor until the last query is
+    // older than the window; then nothing more is dialled and the last session closes.
+    let mut seen = 2;
+    let mut last_dial = h.now;
+    for _ in 0..2_000 {
+        h.advance(100);
+        while seen < h.connects.len() {
+            let s = h.connects[seen].0;
+            h.connected(s);
+            last_dial = h.now;
+            seen += 1;
+        }
+    }
+    let dials = h.e.stats().standby_dials;
+    assert_eq!(dials as usize, h.connects.len() - 1);
+    assert!(dials >= 5, "kept warm inside the window ({dials} dials)");
+    assert!(
+        dials <= 60 / STANDBY_SPACING.as_secs() + 1,
+        "at most one dial per spacing ({dials})"
+    );
+    assert!(
+        last_dial < last_query + Duration::from_secs(60),
+        "none after the window"
+    );
+    assert_eq!(h.e.sessions(), 0, "an idle house stops redialling");
+    // A failed session is not redialled by the standby.
+    let mut h = Harness::new(cfg(), &[U1]);
+    let s = one_answered(&mut h, 1, None);
+    h.closed(s, CloseReason::Reset);
+    assert_eq!(h.connects.len(), 1);
+}
+
+#[test]
+fn a_quiet_session_sends_one_loss_probe_and_the_first_answer_wins() {
+    let mut h = Harness::new(cfg(), &[U1]);
+    let s = one_answered(&mut h, 1, None); // srtt 0 ms: the probe waits PROBE_MIN (30 ms)
+    h.q(udp(2), &query(2, "b", None));
+    assert_eq!(h.sends.len(), 2);
+    h.advance(29);
+    assert_eq!(
+        h.sends.len(),
+        2,
+        "not before 2 × srtt + 20 ms, at least 30 ms"
+    );
+    h.advance(1);
+    assert_eq!(h.sends.len(), 3, "probe sent");
+    let (orig, probe) = (h.sends[1].clone(), h.sends[2].clone());
+    assert_eq!(probe.0, s, "on the same connection");
+    assert_ne!(orig.1[2..4], probe.1[2..4], "under a new ID");
+    assert_eq!(
+        orig.1[4..],
+        probe.1[4..],
+        "the same question, padded the same"
+    );
+    h.advance(500);
+    assert_eq!(h.sends.len(), 3, "one probe per quiet spell");
+    assert_eq!(h.e.stats().loss_probes, 1);
+    // The probe's answer comes first (the original answer was lost and is resent later).
+    h.data(s, &answer(&probe.1));
+    assert_eq!(h.out.len(), 2);
+    assert_eq!(&h.out[1].bytes[..2], &[0, 2]);
+    h.data(s, &answer(&orig.1));
+    assert_eq!(h.out.len(), 2, "the client gets one answer");
+    assert_eq!(h.e.inflight(), 0);
+    // Bytes arrived: the next quiet spell may probe again.
+    h.q(udp(3), &query(3, "c", None));
+    h.advance(300); // srtt is now 500/8 ms: the probe waits 2 × 62 + 20 ms
+
+    assert_eq!(h.e.stats().loss_probes, 2);
+}
+
+#[test]
+fn a_session_the_shell_drops_is_not_taken_for_a_server_close() {
+    let mut h = Harness::new(cfg(), &[U1]);
+    let s = one_answered(&mut h, 1, None);
+    h.advance(3_000);
+    h.e.handle_upstream_dropped(h.now, s);
+    h.drain();
+    assert_eq!(h.connects.len(), 1, "no standby dial");
+    assert_eq!(h.e.sessions(), 0);
+    // Nothing was learnt: the next session stays open past 3 s while the upstream is warm.
+    h.q(udp(2), &query(2, "b", None));
+    let s2 = h.connects[1].0;
+    h.connected(s2);
+    h.data(s2, &answer(&h.sends[1].1.clone()));
+    h.advance(10_000);
+    assert!(h.closes.is_empty());
+    assert_eq!(h.e.sessions(), 1);
+}
