@@ -39,6 +39,35 @@ fn aioquic_a(name: &str) -> Ipv4Addr {
 
 /// Every query the server received: ID 0, padded (EDNS option 12) to a multiple of 128 octets, no
 /// edns-tcp-keepalive, ended with FIN, each on its own stream.
+/// Against the server at `server` (whose certificate is `leaf`): a URL with another authentication
+/// name, then the right name with a pin that matches nothing in the chain. Each fails closed, with
+/// SERVFAIL and the verifier's words in EDE 23, as over DoT.
+async fn wrong_name_and_wrong_pin_fail_closed(
+    pki: &Pki,
+    leaf: &Leaf,
+    server: SocketAddr,
+    qname: &str,
+) {
+    let other = pki.leaf(&["else.test"], &[]);
+    let cases = [
+        (
+            config_urls(&[quic_url(server, "other.test")], leaf.ca_pem_path()),
+            "upstream certificate rejected: name mismatch",
+        ),
+        (
+            with_pins(doq_config(server, leaf), &[other.spki_pin()]),
+            "upstream certificate rejected: SPKI pin mismatch",
+        ),
+    ];
+    for (cfg, text) in cases {
+        let (running, addr) = start(cfg).await;
+        let m = query_udp(addr, qname, RecordType::A, Some(1232)).await;
+        assert_eq!(m.response_code(), ResponseCode::ServFail, "{text}");
+        assert_eq!(ede(&m), Some((23, text.into())));
+        running.shutdown().await;
+    }
+}
+
 fn assert_queries_on_the_wire(server: &AioquicServer) {
     let queries = server.events_of("query");
     assert!(!queries.is_empty());
@@ -153,31 +182,7 @@ async fn aioquic_wrong_certificate_and_wrong_pin_fail_closed() {
     let leaf = leaf(&pki);
     let server = AioquicServer::start(&leaf, None, Duration::from_secs(60)).await;
 
-    // The certificate is for doq.test; the URL asks for another name.
-    let cfg = config_urls(&[quic_url(server.addr(), "other.test")], leaf.ca_pem_path());
-    let (running, addr) = start(cfg).await;
-    let m = query_udp(addr, "www.example.", RecordType::A, Some(1232)).await;
-    assert_eq!(m.response_code(), ResponseCode::ServFail);
-    assert_eq!(
-        ede(&m),
-        Some((23, "upstream certificate rejected: name mismatch".into()))
-    );
-    running.shutdown().await;
-
-    // The right name, a pin that matches nothing in the chain.
-    let other = pki.leaf(&["else.test"], &[]);
-    let cfg = with_pins(doq_config(server.addr(), &leaf), &[other.spki_pin()]);
-    let (running, addr) = start(cfg).await;
-    let m = query_udp(addr, "www.example.", RecordType::A, Some(1232)).await;
-    assert_eq!(m.response_code(), ResponseCode::ServFail);
-    assert_eq!(
-        ede(&m),
-        Some((
-            23,
-            "upstream certificate rejected: SPKI pin mismatch".into()
-        ))
-    );
-    running.shutdown().await;
+    wrong_name_and_wrong_pin_fail_closed(&pki, &leaf, server.addr(), "www.example.").await;
 
     // A CA the upstream's chain does not lead to.
     let other_pki = Pki::new();
@@ -419,32 +424,7 @@ async fn hickory_dns_interop() {
     assert_eq!(stats.upstream_connects, 1, "one QUIC connection for all");
     running.shutdown().await;
 
-    let cfg = config_urls(
-        &[quic_url(hickory.addr(), "other.test")],
-        leaf.ca_pem_path(),
-    );
-    let (running, addr) = start(cfg).await;
-    let m = query_udp(addr, "www.hickory.test.", RecordType::A, Some(1232)).await;
-    assert_eq!(m.response_code(), ResponseCode::ServFail);
-    assert_eq!(
-        ede(&m),
-        Some((23, "upstream certificate rejected: name mismatch".into()))
-    );
-    running.shutdown().await;
-
-    let other = pki.leaf(&["else.test"], &[]);
-    let cfg = with_pins(doq_config(hickory.addr(), &leaf), &[other.spki_pin()]);
-    let (running, addr) = start(cfg).await;
-    let m = query_udp(addr, "www.hickory.test.", RecordType::A, Some(1232)).await;
-    assert_eq!(m.response_code(), ResponseCode::ServFail);
-    assert_eq!(
-        ede(&m),
-        Some((
-            23,
-            "upstream certificate rejected: SPKI pin mismatch".into()
-        ))
-    );
-    running.shutdown().await;
+    wrong_name_and_wrong_pin_fail_closed(&pki, &leaf, hickory.addr(), "www.hickory.test.").await;
     hickory.stop().await;
 }
 
