@@ -15,7 +15,7 @@ cd "$(dirname "$0")/../.."
 HICKORY_VERSION=0.26.3   # MSRV 1.88; forwarder config: [[zones]] zone_type "External", stores type "forward"
 
 missing=()
-for pkg in dnsperf dnsdist unbound stubby nghttp2-client openssl; do
+for pkg in dnsperf dnsdist unbound stubby knot-resolver nghttp2-client openssl; do
   dpkg-query -W -f '${Status}\n' "$pkg" 2>/dev/null | grep -q '^install ok installed' || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then
