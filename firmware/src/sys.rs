@@ -1,5 +1,5 @@
 //! `unsafe` code (with `mmsg.rs`, the daemon's only): switching to an unprivileged user after the
-//! listeners are bound.
+//! listeners are bound, and the upstream connections' retransmission-timeout floor.
 #![allow(unsafe_code)]
 
 use std::ffi::CString;
@@ -77,4 +77,29 @@ pub fn drop_privileges(user: &str) -> Result<(u32, u32), PrivError> {
         return Err(PrivError::StillPrivileged);
     }
     Ok((uid, gid))
+}
+
+/// Linux `TCP_RTO_MIN_US` (6.15+): the connection's lowest retransmission timeout.
+const TCP_RTO_MIN_US: libc::c_int = 45;
+
+/// Sets `TCP_RTO_MIN_US` on the TCP socket `fd` to `us` microseconds. An error from an older kernel
+/// means it lacks the option.
+pub fn set_tcp_rto_min_us(fd: std::os::fd::RawFd, us: u32) -> std::io::Result<()> {
+    let value = libc::c_int::try_from(us).unwrap_or(libc::c_int::MAX);
+    // SAFETY: setsockopt on a socket the caller holds open, reading one c_int that lives across
+    // the call.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            TCP_RTO_MIN_US,
+            (&raw const value).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }

@@ -200,8 +200,6 @@ pub fn protocol_versions(
     lanveil_tls::protocol_versions(min)
 }
 
-/// Linux `TCP_RTO_MIN_US` (6.15+): the connection's lowest retransmission timeout.
-const TCP_RTO_MIN_US: libc::c_int = 45;
 /// `upstream_tcp_rto_min_ms` in microseconds (0: the kernel's 200 ms).
 static RTO_MIN_US: AtomicU32 = AtomicU32::new(50_000);
 
@@ -220,21 +218,8 @@ fn tune(tcp: &impl AsRawFd) {
     if us == 0 {
         return;
     }
-    let value = libc::c_int::try_from(us).unwrap_or(libc::c_int::MAX);
-    // SAFETY: setsockopt on the stream's open socket, reading one c_int that lives across the call;
-    // an error only means the kernel lacks the option.
-    #[allow(unsafe_code)]
-    let rc = unsafe {
-        libc::setsockopt(
-            tcp.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            TCP_RTO_MIN_US,
-            (&raw const value).cast(),
-            size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        log::debug!("TCP_RTO_MIN_US: {}", io::Error::last_os_error());
+    if let Err(e) = crate::sys::set_tcp_rto_min_us(tcp.as_raw_fd(), us) {
+        log::debug!("TCP_RTO_MIN_US: {e}");
     }
 }
 
