@@ -319,7 +319,7 @@ pub struct PinningVerifier<T, O> {
 }
 
 // Shallow by design: rustls wants `Debug` on a verifier, and a derived one would walk into WebPKI's
-// verifier, root store and CRL types, whose `Debug` code nothing else on the router needs (~2 KB).
+// verifier, root store and CRL types, whose `Debug` code nothing else on the router needs.
 impl<T> std::fmt::Debug for Checks<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Checks {{ pins: {} }}", self.pins.len())
