@@ -388,23 +388,7 @@ config upstream 'bench'
 class Stubby(Target):
     def start(self, work):
         conf = work / "stubby.yml"
-        conf.write_text(f"""resolution_type: GETDNS_RESOLUTION_STUB
-dns_transport_list:
-  - GETDNS_TRANSPORT_TLS
-tls_authentication: GETDNS_AUTHENTICATION_REQUIRED
-tls_query_padding_blocksize: 128
-edns_client_subnet_private: 1
-round_robin_upstreams: 0
-idle_timeout: 10000
-appdata_dir: "{work}"
-tls_ca_file: "{work}/ca.pem"
-listen_addresses:
-  - {HOST}@{self.port}
-upstream_recursive_servers:
-  - address_data: {HOST}
-    tls_port: {UP_DOT}
-    tls_auth_name: "{TLS_NAME}"
-""")
+        conf.write_text(stubby_conf(work, HOST, self.port, HOST, UP_DOT, TLS_NAME))
         return Proc(self.name, ["stubby", "-C", str(conf), "-v", "3"], work)
 
 
@@ -443,19 +427,47 @@ remote-control:
         return Proc(self.name, ["/usr/sbin/unbound", "-d", "-c", str(conf)], work)
 
 
+def stubby_conf(work: Path, listen: str, port: int, up: str, up_port: int, tls_name: str) -> str:
+    """stubby as OpenWrt ships it (idle_timeout 10 s, 128-octet padding, strict TLS), forwarding to
+    `up`:`up_port` (also used by wan.py)."""
+    return f"""resolution_type: GETDNS_RESOLUTION_STUB
+dns_transport_list:
+  - GETDNS_TRANSPORT_TLS
+tls_authentication: GETDNS_AUTHENTICATION_REQUIRED
+tls_query_padding_blocksize: 128
+edns_client_subnet_private: 1
+round_robin_upstreams: 0
+idle_timeout: 10000
+appdata_dir: "{work}"
+tls_ca_file: "{work}/ca.pem"
+listen_addresses:
+  - {listen}@{port}
+upstream_recursive_servers:
+  - address_data: {up}
+    tls_port: {up_port}
+    tls_auth_name: "{tls_name}"
+"""
+
+
+def kresd_conf(work: Path, listen: str, port: int, up: str, up_port: int, tls_name: str) -> str:
+    """kresd forwarding everything over TLS to `up`:`up_port` (one process, 10 MB cache, no DNSSEC trust
+    anchor: the test zones are unsigned; also used by wan.py). Its data directory is `work`/kresd."""
+    (work / "kresd").mkdir(exist_ok=True)
+    return f"""net.listen('{listen}', {port}, {{ kind = 'dns' }})
+net.ipv6 = false
+trust_anchors.remove('.')
+cache.open(10 * MB, 'lmdb://{work}/kresd')
+policy.add(policy.all(policy.TLS_FORWARD({{ {{ '{up}@{up_port}', hostname = '{tls_name}', ca_file = '{work}/ca.pem' }} }})))
+"""
+
+
 class Kresd(Target):
     """Knot Resolver as a forwarder (TLS_FORWARD), one process as a router runs it; its cache cannot be
     switched off, but every name is unique so it never hits."""
 
     def start(self, work):
         conf = work / "kresd.conf"
-        (work / "kresd").mkdir(exist_ok=True)
-        conf.write_text(f"""net.listen('{HOST}', {self.port}, {{ kind = 'dns' }})
-net.ipv6 = false
-trust_anchors.remove('.')
-cache.open(10 * MB, 'lmdb://{work}/kresd')
-policy.add(policy.all(policy.TLS_FORWARD({{ {{ '{HOST}@{UP_DOT}', hostname = '{TLS_NAME}', ca_file = '{work}/ca.pem' }} }})))
-""")
+        conf.write_text(kresd_conf(work, HOST, self.port, HOST, UP_DOT, TLS_NAME))
         return Proc(self.name, ["kresd", "-n", "-c", str(conf), str(work / "kresd")], work)
 
 

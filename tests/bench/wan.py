@@ -101,23 +101,7 @@ def forwarder_conf(name: str, port: int, up: str, work: Path) -> tuple[list[str]
         return [str(LANVEIL), "--config", str(conf)], settings
     if name == "stubby":
         conf = work / "stubby.yml"
-        conf.write_text(f"""resolution_type: GETDNS_RESOLUTION_STUB
-dns_transport_list:
-  - GETDNS_TRANSPORT_TLS
-tls_authentication: GETDNS_AUTHENTICATION_REQUIRED
-tls_query_padding_blocksize: 128
-edns_client_subnet_private: 1
-round_robin_upstreams: 0
-idle_timeout: 10000
-appdata_dir: "{work}"
-tls_ca_file: "{work}/ca.pem"
-listen_addresses:
-  - 127.0.0.1@{port}
-upstream_recursive_servers:
-  - address_data: {up}
-    tls_port: 853
-    tls_auth_name: "{TLS_NAME}"
-""")
+        conf.write_text(peers.stubby_conf(work, "127.0.0.1", port, up, 853, TLS_NAME))
         return ["stubby", "-C", str(conf)], {
             "idle_timeout": "10000 ms (OpenWrt's stubby.yml)", "tls_query_padding_blocksize": 128,
             "edns_tcp_keepalive": "sent (getdns), idle_timeout sent as its wish"}
@@ -164,13 +148,7 @@ newServer({{address="{up}:853", tls="openssl", subjectName="{TLS_NAME}",
             "health check": "checkName bench.test. (the default a.root-servers.net has no answer here)"}
     if name == "kresd":
         conf = work / "kresd.conf"
-        (work / "kresd").mkdir(exist_ok=True)
-        conf.write_text(f"""net.listen('127.0.0.1', {port}, {{ kind = 'dns' }})
-net.ipv6 = false
-trust_anchors.remove('.')
-cache.open(10 * MB, 'lmdb://{work}/kresd')
-policy.add(policy.all(policy.TLS_FORWARD({{ {{ '{up}@853', hostname = '{TLS_NAME}', ca_file = '{work}/ca.pem' }} }})))
-""")
+        conf.write_text(peers.kresd_conf(work, "127.0.0.1", port, up, 853, TLS_NAME))
         return ["kresd", "-n", "-c", str(conf), str(work / "kresd")], {
             "policy": "TLS_FORWARD (defaults: connections kept while used, idle close by server)",
             "dnssec": "trust anchor removed (the test zone is unsigned)"}
