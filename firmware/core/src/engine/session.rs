@@ -102,13 +102,14 @@ impl<R: Rng> Engine<R> {
         let action = match session.transport {
             Transport::Stream => {
                 let _ = header::set_id(&mut q.upstream_msg, id);
-                let len = warm::keepalive_len(&q.upstream_msg, q.question_end);
+                // The length prefix is written once the message is: it is whatever was appended.
+                let mut bytes = Vec::with_capacity(2 + q.upstream_msg.len());
+                bytes.extend_from_slice(&[0, 0]);
+                let len = warm::push_with_keepalive(&mut bytes, &q.upstream_msg, q.question_end);
                 let Ok(prefix) = framing::prefix(len) else {
                     return;
                 };
-                let mut bytes = Vec::with_capacity(2 + len);
-                bytes.extend_from_slice(&prefix);
-                warm::push_with_keepalive(&mut bytes, &q.upstream_msg, q.question_end);
+                bytes[..2].copy_from_slice(&prefix);
                 Action::Send {
                     session: session.id,
                     bytes,
