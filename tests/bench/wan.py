@@ -89,7 +89,7 @@ def forwarder_conf(name: str, port: int, up: str, work: Path) -> tuple[list[str]
         extra = VARIANTS[name]
         conf = work / f"{name}.uci"
         conf.write_text(
-            f"config lanveil 'main'\n\tlist listen '127.0.0.1:{port}'\n\toption log_level 'warn'\n"
+            f"config lanveil 'main'\n\tlist listen '127.0.0.1:{port}'\n\toption log_level '{os.environ.get('WAN_LOG_LEVEL', 'warn')}'\n"
             + "".join(f"\toption {k} '{v}'\n" for k, v in extra.items())
             + f"\nconfig upstream 'wan'\n\toption url 'tls://{up}:853#{TLS_NAME}'\n\toption ca_file '{work}/ca.pem'\n")
         settings = {"upstream_idle_timeout_ms": 20000,
@@ -418,6 +418,8 @@ def gaps_schedule(quick: bool, rng: random.Random, smoke: bool = False) -> list[
     plan = [5] * (6 if quick else 8) + [30] * (2 if quick else 4) + ["burst"] + ([] if quick else [120])
     if smoke:
         plan = [5, 15, "burst"]
+    if os.environ.get("WAN_GAPS"):  # e.g. WAN_GAPS=30,30,30 (experiments; seconds, or "burst")
+        plan = [g if g == "burst" else (int(g) if g.isdigit() else float(g)) for g in os.environ["WAN_GAPS"].split(",")]
     for gap in plan:
         if gap == "burst":
             t += 15 if smoke else 120 if not quick else 60

@@ -1,13 +1,17 @@
 //! Loss probes on stream sessions (issue 17): what keeps one lost TCP segment from costing a
 //! retransmission timeout.
 //!
-//! When a DoT session has queries outstanding and nothing has arrived for a little more than two
-//! round trips (`2 × srtt + 20 ms`, at least [`PROBE_MIN`]), one of them is written again under a
-//! new ID. If the server's answer was lost, the new answer is data *after* the hole: the server's
+//! When a DoT session has queries outstanding and nothing has arrived for [`probe_delay`] (about
+//! 1.33 round trips from a steady upstream), one of them is written again under a new ID. If the server's answer was lost, the new answer is data *after* the hole: the server's
 //! TCP sees it acknowledged selectively and resends the lost segment after a fraction of a round
 //! trip (RACK), instead of waiting for its tail-loss probe or retransmission timeout (at least
 //! 200 ms plus two round trips on Linux for a lone segment). If the query was lost, the same
 //! happens on lanveil's side. Whichever answer comes first is used; the other is a late answer.
+//!
+//! Round-trip samples follow Karn's rule: a probed query gives none (its answer may have waited for
+//! the lost segment, or the probe was needless), and every probe doubles the next probe's wait until
+//! a query answered without one gives a sample again, so an upstream slower than the estimate is
+//! not probed on every query (TCP's retransmission timer backs off the same way).
 //!
 //! Bounded: at most one probe per quiet spell of a session (it re-arms only when bytes arrive), only
 //! once the upstream has a round-trip estimate, and only on stream sessions (HTTP/2 and QUIC have
@@ -23,6 +27,20 @@ use crate::rng::Rng;
 /// The earliest a probe is sent after the last bytes arrived.
 pub const PROBE_MIN: Duration = Duration::from_millis(30);
 
+/// The most the probe's wait is doubled (×16) while probes go unanswered by a round-trip sample.
+pub const PROBE_BACKOFF_MAX: u8 = 4;
+
+/// How long a session with queries outstanding stays quiet before its loss probe: the smoothed round
+/// trip plus the larger of four mean deviations (as TCP's retransmission timeout, RFC 6298) and a
+/// third of a round trip, at least [`PROBE_MIN`]. An upstream whose answers vary (a recursive
+/// resolver's cache misses) pushes it out, so slow answers are not taken for losses; from a steady
+/// one it stays near 1.33 round trips. A lost query or answer then costs the wait plus two round
+/// trips (the probe's, then the resend the probe's selective acknowledgement brings about).
+pub fn probe_delay(srtt_ms: u32, rttvar_ms: u32) -> Duration {
+    let extra = rttvar_ms.saturating_mul(4).max(srtt_ms / 3);
+    Duration::from_millis(u64::from(srtt_ms.saturating_add(extra))).max(PROBE_MIN)
+}
+
 impl<R: Rng> Engine<R> {
     /// When session `s` sends its loss probe, if it would.
     pub(super) fn probe_at(&self, s: &Session) -> Option<Instant> {
@@ -35,13 +53,10 @@ impl<R: Rng> Engine<R> {
         {
             return None;
         }
-        let srtt = self
-            .upstreams
-            .iter()
-            .find(|u| u.id == s.upstream)?
-            .srtt_ms?;
-        let after = Duration::from_millis(u64::from(srtt) * 2 + 20).max(PROBE_MIN);
-        Some(s.last_received + after)
+        let u = self.upstreams.iter().find(|u| u.id == s.upstream)?;
+        let wait = probe_delay(u.srtt_ms?, u.rttvar_ms)
+            .saturating_mul(1 << u.probe_backoff.min(PROBE_BACKOFF_MAX));
+        Some(s.last_received + wait)
     }
 
     /// Sends the loss probes that are due.
@@ -55,6 +70,10 @@ impl<R: Rng> Engine<R> {
             };
             self.sessions[si].probed = true;
             self.stats.loss_probes += 1;
+            let upstream = self.sessions[si].upstream;
+            if let Some(u) = self.upstreams.iter_mut().find(|u| u.id == upstream) {
+                u.probe_backoff = u.probe_backoff.saturating_add(1);
+            }
             // A probe is not activity: the stall detector still counts from the last real send.
             let last_activity = self.sessions[si].last_activity;
             self.send_on(now, si, r);

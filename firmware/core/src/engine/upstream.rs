@@ -26,6 +26,11 @@ pub(super) struct Upstream {
     failures: u32,
     soft: u32,
     pub(super) srtt_ms: Option<u32>,
+    /// The round-trip time's mean deviation (RFC 6298's RTTVAR), with `srtt_ms`.
+    pub(super) rttvar_ms: u32,
+    /// Loss probes since the last round-trip sample: each doubles the next probe's wait (see
+    /// [`super::probe`]).
+    pub(super) probe_backoff: u8,
     pub(super) backoff_until: Option<Instant>,
     last_error: Option<CloseReason>,
     /// Queries waiting for it to leave backoff.
@@ -69,6 +74,8 @@ impl<R: Rng> Engine<R> {
                     failures: 0,
                     soft: 0,
                     srtt_ms: None,
+                    rttvar_ms: 0,
+                    probe_backoff: 0,
                     backoff_until: None,
                     last_error: None,
                     waiting: Vec::new(),
@@ -358,7 +365,9 @@ impl<R: Rng> Engine<R> {
         self.stats.upstream_connects += 1;
     }
 
-    /// An answer came from `upstream` for a query sent at `sent_at`: a round-trip time sample.
+    /// An answer came from `upstream` for a query sent once, at `sent_at`: a round-trip time sample.
+    /// A query sent more than once (a loss probe) gives none (Karn's rule: whichever answer came, it
+    /// may have waited for a lost segment); the probes' backoff ends with the next sample.
     pub(super) fn record_rtt(
         &mut self,
         now: Instant,
@@ -370,10 +379,17 @@ impl<R: Rng> Engine<R> {
             self.upstreams.iter_mut().find(|u| u.id == upstream),
         ) {
             let sample = u32::try_from(now.saturating_since(at).as_millis()).unwrap_or(u32::MAX);
-            u.srtt_ms = Some(match u.srtt_ms {
-                Some(s) => s - s / 8 + sample / 8,
-                None => sample,
-            });
+            // RFC 6298 §2: RTTVAR ← ¾ RTTVAR + ¼ |SRTT − R'|, then SRTT ← ⅞ SRTT + ⅛ R'.
+            let (srtt, rttvar) = match u.srtt_ms {
+                Some(s) => (
+                    s - s / 8 + sample / 8,
+                    u.rttvar_ms - u.rttvar_ms / 4 + s.abs_diff(sample) / 4,
+                ),
+                None => (sample, sample / 2),
+            };
+            u.srtt_ms = Some(srtt);
+            u.rttvar_ms = rttvar;
+            u.probe_backoff = 0;
         }
     }
 

@@ -199,7 +199,7 @@ fn a_quiet_session_sends_one_loss_probe_and_the_first_answer_wins() {
     assert_eq!(
         h.sends.len(),
         2,
-        "not before 2 × srtt + 20 ms, at least 30 ms"
+        "not before srtt + max(4 × rttvar, srtt / 3), at least 30 ms"
     );
     h.advance(1);
     assert_eq!(h.sends.len(), 3, "probe sent");
@@ -223,9 +223,30 @@ fn a_quiet_session_sends_one_loss_probe_and_the_first_answer_wins() {
     assert_eq!(h.e.inflight(), 0);
     // Bytes arrived: the next quiet spell may probe again.
     h.q(udp(3), &query(3, "c", None));
-    h.advance(300); // srtt is now 500/8 ms: the probe waits 2 × 62 + 20 ms
-
+    // The probed query gave no round-trip sample (Karn's rule): srtt is still 0, and the probe
+    // doubled the next one's wait to 60 ms.
+    h.advance(59);
+    assert_eq!(
+        h.e.stats().loss_probes,
+        1,
+        "the wait backs off after a probe"
+    );
+    h.advance(1);
     assert_eq!(h.e.stats().loss_probes, 2);
+    // Its answer gives no sample either; a query answered without a probe does, and ends the backoff.
+    let c = h.sends.last().unwrap().1.clone();
+    h.data(s, &answer(&c));
+    h.q(udp(4), &query(4, "d", None));
+    let d = h.sends.last().unwrap().1.clone();
+    h.advance(20);
+    // A 20-ms sample: srtt 0 + 20 / 8 = 2, rttvar 20 / 4 = 5, wait max(2 + 20, 30) = 30 ms (with the
+    // two probes' backoff it would be 120 ms).
+    h.data(s, &answer(&d));
+    h.q(udp(5), &query(5, "e", None));
+    h.advance(29);
+    assert_eq!(h.e.stats().loss_probes, 2);
+    h.advance(1);
+    assert_eq!(h.e.stats().loss_probes, 3, "backoff reset by the sample");
 }
 
 #[test]
@@ -245,4 +266,42 @@ fn a_session_the_shell_drops_is_not_taken_for_a_server_close() {
     h.advance(10_000);
     assert!(h.closes.is_empty());
     assert_eq!(h.e.sessions(), 1);
+}
+
+#[test]
+fn the_probe_waits_for_the_round_trip_and_its_variation() {
+    use crate::engine::probe::probe_delay;
+    let ms = Duration::from_millis;
+    assert_eq!(probe_delay(0, 0), ms(30), "at least PROBE_MIN");
+    assert_eq!(
+        probe_delay(30, 1),
+        ms(40),
+        "a steady 30-ms upstream: 1.33 round trips"
+    );
+    assert_eq!(
+        probe_delay(30, 10),
+        ms(70),
+        "a varying one: srtt + 4 × rttvar"
+    );
+    assert_eq!(probe_delay(u32::MAX, u32::MAX), ms(u64::from(u32::MAX)));
+}
+
+#[test]
+fn round_trip_samples_set_the_probe_delay() {
+    let mut h = Harness::new(cfg(), &[U1]);
+    let s = one_answered(&mut h, 1, None);
+    // Steady 40-ms answers (the early ones probed while srtt was still low): srtt → 40, rttvar
+    // shrinks; the probe waits 40 + 40 / 3 = 53 ms.
+    for i in 0..60u16 {
+        h.q(udp(100 + i), &query(100 + i, &alloc::format!("n{i}"), None));
+        let frame = h.sends.last().unwrap().1.clone();
+        h.advance(40);
+        h.data(s, &answer(&frame));
+    }
+    let probes = h.e.stats().loss_probes;
+    h.q(udp(7), &query(7, "late", None));
+    h.advance(52);
+    assert_eq!(h.e.stats().loss_probes, probes, "not before 53 ms");
+    h.advance(1);
+    assert_eq!(h.e.stats().loss_probes, probes + 1, "at 40 + 40 / 3 ms");
 }
