@@ -225,7 +225,9 @@ impl<R: Rng> Engine<R> {
                 .filter(|(_, s)| {
                     (s.state == SessionState::Ready) == want_ready && s.load() < pipeline
                 })
-                .min_by_key(|(_, s)| s.load())
+                // The least loaded; of equals, the most recently active: a standby's successor is
+                // preferred to the connection it replaces, which the server is about to close.
+                .min_by_key(|(_, s)| (s.load(), core::cmp::Reverse(s.last_activity)))
                 .map(|(i, _)| i)
         };
         let open = self

@@ -142,6 +142,27 @@ fn a_server_close_after_recent_traffic_is_redialled_in_the_background() {
 }
 
 #[test]
+fn a_query_goes_to_the_successor_not_to_the_connection_it_replaces() {
+    let mut h = Harness::new(cfg(), &[U1]);
+    let s = one_answered(&mut h, 1, Some(100)); // the server keeps idle connections 10 s
+    h.advance(8_000);
+    assert_eq!(h.connects.len(), 2, "successor dialled 2 s ahead");
+    let s2 = h.connects[1].0;
+    h.connected(s2);
+    assert!(h.closes.is_empty(), "the old one is closed at 9 s");
+    // Both are ready and idle; the old one is the server's to close within 2 s.
+    h.advance(500);
+    h.q(udp(2), &query(2, "b", None));
+    assert_eq!(
+        h.sends.last().unwrap().0,
+        s2,
+        "the fresh connection carries it"
+    );
+    h.advance(500);
+    assert_eq!(h.closes, [s], "the old one closes, unused");
+}
+
+#[test]
 fn the_standby_is_bounded_by_its_window_and_spacing() {
     let c = EngineConfig {
         standby: Duration::from_secs(60),
