@@ -242,6 +242,7 @@ impl Driver {
                     .handle_upstream_request_failed(now, session, tag);
             }
             UpstreamEvent::Closed { session, reason } => {
+                log::debug!("upstream session {}: closed ({})", session.0, describe(reason));
                 self.sessions.remove(&session);
                 self.relaxed.remove(&session);
                 self.engine.handle_upstream_closed(now, session, reason);
@@ -381,6 +382,7 @@ impl Driver {
     fn act(&mut self, action: Action) {
         match action {
             Action::Connect { session, upstream } => {
+                log::debug!("upstream session {}: dialling", session.0);
                 let Some(target) = self.targets.get(&upstream).cloned() else {
                     let now = self.clock.now();
                     self.engine
@@ -419,6 +421,7 @@ impl Driver {
                 self.sessions.insert(session, SessionHandle { tx, task });
             }
             Action::Send { session, bytes } => {
+                log::trace!("upstream session {}: {} octets", session.0, bytes.len());
                 if let Some(s) = self.sessions.get(&session) {
                     let _ = s.tx.send(Outgoing::Bytes(bytes));
                 }
@@ -433,6 +436,7 @@ impl Driver {
                 }
             }
             Action::Close { session } => {
+                log::debug!("upstream session {}: closing", session.0);
                 self.relaxed.remove(&session);
                 if let Some(s) = self.sessions.remove(&session) {
                     s.task.abort();

@@ -98,7 +98,12 @@ def forwarder_conf(name: str, port: int, up: str, work: Path) -> tuple[list[str]
                     "upstream_loss_probe": int(extra.get("upstream_loss_probe", 1)),
                     "edns_tcp_keepalive": "sent on DoT, honoured", "tls_resumption": "no",
                     "padding": "RFC 8467 128-octet blocks", "cache": "default (on; names are unique)"}
-        return [str(LANVEIL), "--config", str(conf)], settings
+        cmd = [str(LANVEIL), "--config", str(conf)]
+        if os.environ.get("WAN_LOG_LEVEL") in ("debug", "trace"):
+            # experiments: each log line stamped with CLOCK_MONOTONIC seconds (the loadgen's clock)
+            cmd = ["sh", "-c", '"$@" 2>&1 | python3 -u -c "import sys,time\nfor l in sys.stdin: '
+                   'sys.stdout.write(f\'{time.monotonic():.4f} {l}\')"', "lanveil"] + cmd
+        return cmd, settings
     if name == "stubby":
         conf = work / "stubby.yml"
         conf.write_text(peers.stubby_conf(work, "127.0.0.1", port, up, 853, TLS_NAME))
@@ -344,7 +349,7 @@ def loadgen(spec: dict) -> dict:
         results.append(q)
     for q in results:
         q["sent"] = round(q["sent"] - t0, 4)
-    return {"results": results}
+    return {"results": results, "t0": t0}
 
 
 def run_loadgen(rig: Rig, steps: list[dict], timeout: float = 5.0) -> list[dict]:
@@ -354,7 +359,10 @@ def run_loadgen(rig: Rig, steps: list[dict], timeout: float = 5.0) -> list[dict]
                        capture_output=True, text=True, timeout=steps[-1]["at"] + timeout + 120)
     if p.returncode != 0:
         raise RuntimeError(f"loadgen failed: {p.stderr[-2000:]}")
-    return json.loads(p.stdout)["results"]
+    out = json.loads(p.stdout)
+    if os.environ.get("WAN_KEEP"):  # every query with its send time (CLOCK_MONOTONIC = t0 + sent)
+        (rig.work / "queries.json").write_text(json.dumps(out))
+    return out["results"]
 
 
 def cold_start(rig: Rig) -> dict[str, float | None]:
