@@ -253,7 +253,7 @@ pub struct Checks<T> {
 impl<T: VerifyTime> Checks<T> {
     /// WebPKI against `roots`, then `pins` (if any), at the time `time` gives.
     pub fn new(roots: RootCertStore, pins: Vec<SpkiPin>, time: T) -> Result<Self, SetupError> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = Arc::new(provider());
         let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
             .build()
             .map_err(|e| SetupError::Rustls(e.to_string()))?;
@@ -302,6 +302,30 @@ impl<T: VerifyTime> Checks<T> {
             observer,
         };
         (Arc::new(v), decision)
+    }
+}
+
+/// ring's provider without its key loader: lanveil never presents a certificate (no client auth),
+/// and ring's loader links RSA, ECDSA and Ed25519 *signing*, 70 KB of the mipsel binary.
+fn provider() -> rustls::crypto::CryptoProvider {
+    rustls::crypto::CryptoProvider {
+        key_provider: &NoPrivateKeys,
+        ..rustls::crypto::ring::default_provider()
+    }
+}
+
+/// The [`rustls::crypto::KeyProvider`] of a client that never authenticates itself: it loads no key.
+#[derive(Debug)]
+struct NoPrivateKeys;
+
+impl rustls::crypto::KeyProvider for NoPrivateKeys {
+    fn load_private_key(
+        &self,
+        _key: rustls::pki_types::PrivateKeyDer<'static>,
+    ) -> Result<Arc<dyn rustls::sign::SigningKey>, rustls::Error> {
+        Err(rustls::Error::General(
+            "lanveil has no client certificate".into(),
+        ))
     }
 }
 
@@ -526,6 +550,22 @@ mod tests {
             classify_io(&io::Error::from(io::ErrorKind::ConnectionRefused)),
             CloseReason::Refused
         );
+    }
+
+    #[test]
+    fn the_provider_loads_no_private_key() {
+        let rng = ring::rand::SystemRandom::new();
+        let Ok(pkcs8) = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng) else {
+            panic!("ring generates an Ed25519 key");
+        };
+        let key = || rustls::pki_types::PrivateKeyDer::Pkcs8(pkcs8.as_ref().to_vec().into());
+        // The control: ring's own loader takes this key.
+        let ring = rustls::crypto::ring::default_provider();
+        assert!(ring.key_provider.load_private_key(key()).is_ok());
+        assert!(provider().key_provider.load_private_key(key()).is_err());
+        // Everything else is ring's.
+        assert_eq!(provider().cipher_suites, ring.cipher_suites);
+        assert_eq!(provider().kx_groups.len(), ring.kx_groups.len());
     }
 
     #[test]
