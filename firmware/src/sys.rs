@@ -159,15 +159,19 @@ impl Signals {
         // SAFETY: signalfd_siginfo is plain data, fully written by a successful read.
         let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
         let len = size_of::<libc::signalfd_siginfo>();
-        // SAFETY: reads at most len bytes into info, which lives across the call.
-        let n = unsafe { libc::read(self.0.as_raw_fd(), (&raw mut info).cast(), len) };
-        if n < 0 {
+        let n = loop {
+            // SAFETY: reads at most len bytes into info, which lives across the call.
+            let n = unsafe { libc::read(self.0.as_raw_fd(), (&raw mut info).cast(), len) };
+            if n >= 0 {
+                break n;
+            }
             let e = std::io::Error::last_os_error();
-            return match e.kind() {
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted => Ok(None),
-                _ => Err(e),
-            };
-        }
+            match e.kind() {
+                std::io::ErrorKind::Interrupted => continue,
+                std::io::ErrorKind::WouldBlock => return Ok(None),
+                _ => return Err(e),
+            }
+        };
         if n as usize != len {
             return Err(std::io::ErrorKind::UnexpectedEof.into());
         }
@@ -178,5 +182,28 @@ impl Signals {
 impl std::os::fd::AsRawFd for Signals {
     fn as_raw_fd(&self) -> std::os::fd::RawFd {
         self.0.as_raw_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocked_signals_are_read_from_the_signalfd() {
+        // On a thread of its own, with signals sent to that thread only: the test harness's other
+        // threads keep their masks.
+        std::thread::spawn(|| {
+            let signals = Signals::block().unwrap();
+            assert_eq!(signals.read().unwrap(), None);
+            for sig in [libc::SIGTERM, libc::SIGHUP, libc::SIGINT] {
+                // SAFETY: a signal to this very thread, which blocks it: no handler runs.
+                assert_eq!(unsafe { libc::pthread_kill(libc::pthread_self(), sig) }, 0);
+                assert_eq!(signals.read().unwrap(), Some(sig));
+            }
+            assert_eq!(signals.read().unwrap(), None);
+        })
+        .join()
+        .unwrap();
     }
 }
