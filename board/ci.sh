@@ -132,6 +132,20 @@ done
 # Without a built profile the Makefile checks still run; the ipk part FAILs ("no PROFILE given").
 # shellcheck disable=SC2086
 suite openwrt-package bash tests/openwrt/test_package.sh $IPK_PROFILES
+if [ "$QUICK" = 0 ]; then
+	# The small-flash build (DoT only) against its own budget (2 MiB, issue 17). After the ipk step:
+	# it replaces target/board/mipsel_24kc/lanveil. About 45 s: only rustls (without tls12),
+	# tokio-rustls, lanveil-tls and lanveil are compiled again, then the LTO link.
+	step "DoT-only build mipsel_24kc + its budget"
+	s=$(date +%s)
+	if cargo board build mipsel_24kc --no-default-features >"$LOG/build-mipsel_24kc-dot-only.log" 2>&1; then
+		pass build-mipsel_24kc-dot-only
+		echo "# build mipsel_24kc DoT only: $(($(date +%s) - s)) s, $(stat -c %s target/board/mipsel_24kc/lanveil) bytes"
+		if out="$(cargo board size mipsel_24kc 2>&1)"; then pass size-mipsel_24kc-dot-only; echo "# $out"; else fail size-mipsel_24kc-dot-only "$out"; fi
+	else
+		fail build-mipsel_24kc-dot-only "$(grep -E '^error' -A 5 "$LOG/build-mipsel_24kc-dot-only.log" | head -n 20)"
+	fi
+fi
 step "the emulated OpenWrt router: the x86_64 ipk under OpenWrt's own procd, ubus, netifd, fw4, dnsmasq init, odhcpd, opkg"
 suite openwrt-router bash tests/openwrt/test_router.sh
 step "luci-app-lanveil: real LuCI (luci-base, rpcd, uhttpd) on the emulated router, headless Chromium"

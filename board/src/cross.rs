@@ -180,9 +180,16 @@ pub fn size(root: &Path, profile: &Profile) -> Result<(), Error> {
         _ => Error::io(&bin, e),
     })?;
     let kib = meta.len().div_ceil(1024);
-    let max = profile.budget.max_binary_kib;
     let info =
         std::fs::read_to_string(out_dir(root, profile).join("build-info")).unwrap_or_default();
+    let field = |key: &str| {
+        info.lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+            .unwrap_or_default()
+    };
+    let max = profile
+        .budget
+        .binary_kib(field("no_default_features") == "true", field("features"));
     let features = info
         .lines()
         .filter(|l| {

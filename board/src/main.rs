@@ -112,8 +112,13 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::List => {
             for n in profile::names(&root)? {
                 let p = profile::load(&root, &n)?;
+                let dot_only = p
+                    .budget
+                    .max_binary_kib_dot_only
+                    .map(|k| format!(" (DoT only {k} KiB)"))
+                    .unwrap_or_default();
                 println!(
-                    "{:<26} {:<34} budget {} KiB  {}",
+                    "{:<26} {:<34} budget {} KiB{dot_only}  {}",
                     p.name, p.triple, p.budget.max_binary_kib, p.examples
                 );
             }

@@ -42,6 +42,21 @@ pub struct Budget {
     /// Peak RSS, KiB.
     #[serde(deserialize_with = "positive")]
     pub max_rss_kib: u64,
+    /// Stripped binary size of the DoT-only build (`--no-default-features`, no features), KiB, where
+    /// it has a budget of its own (the small-flash build); otherwise `max_binary_kib` applies.
+    #[serde(default, deserialize_with = "positive_some")]
+    pub max_binary_kib_dot_only: Option<u64>,
+}
+
+impl Budget {
+    /// The size budget, KiB, of a build with `features` (as `build-info` records them, comma
+    /// separated, empty for none) with or without the default features.
+    pub fn binary_kib(&self, no_default_features: bool, features: &str) -> u64 {
+        match self.max_binary_kib_dot_only {
+            Some(kib) if no_default_features && features.is_empty() => kib,
+            _ => self.max_binary_kib,
+        }
+    }
 }
 
 fn positive<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
@@ -51,6 +66,10 @@ fn positive<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
         )),
         n => Ok(n),
     }
+}
+
+fn positive_some<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    positive(d).map(Some)
 }
 
 fn opt_level<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
@@ -226,9 +245,11 @@ lto = false
             p.budget,
             Budget {
                 max_binary_kib: 2560,
-                max_rss_kib: 12288
+                max_rss_kib: 12288,
+                max_binary_kib_dot_only: None,
             }
         );
+        assert_eq!(p.budget.binary_kib(true, ""), 2560);
         assert_eq!(
             p.release,
             Release {
@@ -338,6 +359,24 @@ lto = false
             e.to_string().contains("OpenWrt targets are *-linux-musl*"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn the_dot_only_build_can_have_its_own_budget() {
+        let text = GOOD.replace("max_rss_kib", "max_binary_kib_dot_only = 2048\nmax_rss_kib");
+        let b = parse("aarch64_cortex-a53", Path::new("x.toml"), &text)
+            .unwrap()
+            .budget;
+        assert_eq!(b.max_binary_kib_dot_only, Some(2048));
+        assert_eq!(b.binary_kib(true, ""), 2048);
+        // DoT-only plus a feature, and the default build, are held to the profile's budget.
+        assert_eq!(b.binary_kib(true, "tls12"), 2560);
+        assert_eq!(b.binary_kib(true, "doh,tls12"), 2560);
+        assert_eq!(b.binary_kib(false, ""), 2560);
+        assert_eq!(b.binary_kib(false, "doq"), 2560);
+        let text = GOOD.replace("max_rss_kib", "max_binary_kib_dot_only = 0\nmax_rss_kib");
+        let e = parse("aarch64_cortex-a53", Path::new("x.toml"), &text).unwrap_err();
+        assert!(e.to_string().contains("positive integer"), "{e}");
     }
 
     #[test]

@@ -2,8 +2,9 @@
 
 use std::process::ExitCode;
 
+use lanveil::sys::Signals;
 use lanveil::{cli, logging};
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::io::unix::AsyncFd;
 
 fn main() -> ExitCode {
     let args = match cli::parse(std::env::args_os().skip(1)) {
@@ -73,7 +74,15 @@ fn main() -> ExitCode {
         }
     };
     logging::init(config.daemon.log_level);
-    block_on(Box::pin(serve(args, config)))
+    // Before the runtime exists: every thread it starts inherits the blocked signals.
+    let signals = match Signals::block() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("lanveil: cannot set up signals: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    block_on(Box::pin(serve(args, config, signals)))
 }
 
 /// The daemon's work (or `--probe`'s) on a current-thread runtime. One boxed future type, so the
@@ -184,15 +193,22 @@ fn control_client(socket: &std::path::Path, what: Option<&str>, rest: &[String])
     }
 }
 
-async fn serve(args: cli::Args, config: lanveil::config::Config) -> ExitCode {
-    let (mut hup, mut term, mut int) = match (
-        signal(SignalKind::hangup()),
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(h), Ok(t), Ok(i)) => (h, t, i),
-        _ => {
-            eprintln!("lanveil: cannot install signal handlers");
+/// The next SIGHUP, SIGTERM or SIGINT (cancel-safe: a signal is read only when it is returned).
+async fn next_signal(signals: &AsyncFd<Signals>) -> std::io::Result<libc::c_int> {
+    loop {
+        let mut ready = signals.readable().await?;
+        match ready.get_inner().read()? {
+            Some(sig) => return Ok(sig),
+            None => ready.clear_ready(),
+        }
+    }
+}
+
+async fn serve(args: cli::Args, config: lanveil::config::Config, signals: Signals) -> ExitCode {
+    let signals = match signals.register() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("lanveil: cannot set up signals: {e}");
             return ExitCode::from(1);
         }
     };
@@ -227,11 +243,19 @@ async fn serve(args: cli::Args, config: lanveil::config::Config) -> ExitCode {
     let mut reloads = running.take_reload_requests();
     loop {
         tokio::select! {
-            _ = hup.recv() => {
-                if let Err(e) = reload(&args, &mut running).await {
-                    log::error!("reload failed, keeping the running configuration: {e}");
+            sig = next_signal(&signals) => match sig {
+                Ok(libc::SIGHUP) => {
+                    if let Err(e) = reload(&args, &mut running).await {
+                        log::error!("reload failed, keeping the running configuration: {e}");
+                    }
                 }
-            }
+                // SIGTERM, SIGINT.
+                Ok(_) => break,
+                Err(e) => {
+                    log::error!("cannot read signals: {e}");
+                    break;
+                }
+            },
             Some(reply) = async { match reloads.as_mut() { Some(r) => r.recv().await, None => None } } => {
                 let result = reload(&args, &mut running).await;
                 if let Err(e) = &result {
@@ -239,8 +263,6 @@ async fn serve(args: cli::Args, config: lanveil::config::Config) -> ExitCode {
                 }
                 let _ = reply.send(result);
             }
-            _ = term.recv() => break,
-            _ = int.recv() => break,
         }
     }
     log::info!("stopping: draining queries in flight");

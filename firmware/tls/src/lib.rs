@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use lanveil_config::{SpkiPin, TlsVersion};
 use lanveil_core::engine::{CloseReason, TlsFailure};
 use lanveil_core::spki::Validity;
-use rustls::client::WebPkiServerVerifier;
+use rustls::client::VerifierBuilderError;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
@@ -245,7 +245,10 @@ impl Decision {
 pub struct Checks<T> {
     /// The ring provider, one per upstream, shared by the WebPKI checks and the client settings.
     provider: Arc<rustls::crypto::CryptoProvider>,
-    webpki: Arc<WebPkiServerVerifier>,
+    /// The trust anchors. The WebPKI checks are rustls's own functions, called as its
+    /// `WebPkiServerVerifier` calls them when it has no CRLs (lanveil has none): without that
+    /// verifier, its CRL parsing and revocation code is not linked (30 KB on mipsel).
+    roots: RootCertStore,
     pins: Vec<SpkiPin>,
     time: T,
 }
@@ -253,13 +256,14 @@ pub struct Checks<T> {
 impl<T: VerifyTime> Checks<T> {
     /// WebPKI against `roots`, then `pins` (if any), at the time `time` gives.
     pub fn new(roots: RootCertStore, pins: Vec<SpkiPin>, time: T) -> Result<Self, SetupError> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-            .build()
-            .map_err(|e| SetupError::Rustls(e.to_string()))?;
+        if roots.is_empty() {
+            return Err(SetupError::Rustls(
+                VerifierBuilderError::NoRootAnchors.to_string(),
+            ));
+        }
         Ok(Self {
-            provider,
-            webpki,
+            provider: Arc::new(provider()),
+            roots,
             pins,
             time,
         })
@@ -305,6 +309,30 @@ impl<T: VerifyTime> Checks<T> {
     }
 }
 
+/// ring's provider without its key loader: lanveil never presents a certificate (no client auth),
+/// and ring's loader links RSA, ECDSA and Ed25519 *signing*, 70 KB of the mipsel binary.
+fn provider() -> rustls::crypto::CryptoProvider {
+    rustls::crypto::CryptoProvider {
+        key_provider: &NoPrivateKeys,
+        ..rustls::crypto::ring::default_provider()
+    }
+}
+
+/// The [`rustls::crypto::KeyProvider`] of a client that never authenticates itself: it loads no key.
+#[derive(Debug)]
+struct NoPrivateKeys;
+
+impl rustls::crypto::KeyProvider for NoPrivateKeys {
+    fn load_private_key(
+        &self,
+        _key: rustls::pki_types::PrivateKeyDer<'static>,
+    ) -> Result<Arc<dyn rustls::sign::SigningKey>, rustls::Error> {
+        Err(rustls::Error::General(
+            "lanveil has no client certificate".into(),
+        ))
+    }
+}
+
 /// The server name for an authentication name.
 pub fn server_name(auth_name: &str) -> Result<ServerName<'static>, SetupError> {
     ServerName::try_from(auth_name.to_string()).map_err(|_| SetupError::BadName(auth_name.into()))
@@ -340,7 +368,6 @@ impl<T: VerifyTime, O: ChainObserver> PinningVerifier<T, O> {
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
         server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         self.observer.presented(end_entity, intermediates);
@@ -359,13 +386,17 @@ impl<T: VerifyTime, O: ChainObserver> PinningVerifier<T, O> {
         };
         self.decision.0.time.store(decided, Ordering::Release);
         let at = UnixTime::since_unix_epoch(std::time::Duration::from_secs(t.at));
-        let ok = c.webpki.verify_server_cert(
-            end_entity,
+        // What `WebPkiServerVerifier::verify_server_cert` does without CRLs (it does not check a
+        // stapled OCSP response either).
+        let cert = rustls::server::ParsedCertificate::try_from(end_entity)?;
+        rustls::client::verify_server_cert_signed_by_trust_anchor(
+            &cert,
+            &c.roots,
             intermediates,
-            server_name,
-            ocsp_response,
             at,
+            c.provider.signature_verification_algorithms.all,
         )?;
+        rustls::client::verify_server_name(&cert, server_name)?;
         let pinned_ok = c.pins.is_empty()
             || std::iter::once(end_entity)
                 .chain(intermediates)
@@ -377,7 +408,7 @@ impl<T: VerifyTime, O: ChainObserver> PinningVerifier<T, O> {
             ));
         }
         c.time.accepted(validity);
-        Ok(ok)
+        Ok(ServerCertVerified::assertion())
     }
 }
 
@@ -390,7 +421,8 @@ impl<T: VerifyTime, O: ChainObserver> ServerCertVerifier for PinningVerifier<T, 
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let r = self.check(end_entity, intermediates, server_name, ocsp_response, now);
+        let _ = ocsp_response;
+        let r = self.check(end_entity, intermediates, server_name, now);
         self.decision.record(&r);
         r
     }
@@ -401,10 +433,12 @@ impl<T: VerifyTime, O: ChainObserver> ServerCertVerifier for PinningVerifier<T, 
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        let r = self
-            .checks
-            .webpki
-            .verify_tls12_signature(message, cert, dss);
+        let r = rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.checks.provider.signature_verification_algorithms,
+        );
         if r.is_err() {
             self.decision.record(&r);
         }
@@ -417,10 +451,12 @@ impl<T: VerifyTime, O: ChainObserver> ServerCertVerifier for PinningVerifier<T, 
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        let r = self
-            .checks
-            .webpki
-            .verify_tls13_signature(message, cert, dss);
+        let r = rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.checks.provider.signature_verification_algorithms,
+        );
         if r.is_err() {
             self.decision.record(&r);
         }
@@ -428,7 +464,10 @@ impl<T: VerifyTime, O: ChainObserver> ServerCertVerifier for PinningVerifier<T, 
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.checks.webpki.supported_verify_schemes()
+        self.checks
+            .provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
@@ -526,6 +565,187 @@ mod tests {
             classify_io(&io::Error::from(io::ErrorKind::ConnectionRefused)),
             CloseReason::Refused
         );
+    }
+
+    #[test]
+    fn the_provider_loads_no_private_key() {
+        let rng = ring::rand::SystemRandom::new();
+        let Ok(pkcs8) = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng) else {
+            panic!("ring generates an Ed25519 key");
+        };
+        let key = || rustls::pki_types::PrivateKeyDer::Pkcs8(pkcs8.as_ref().to_vec().into());
+        // The control: ring's own loader takes this key.
+        let ring = rustls::crypto::ring::default_provider();
+        assert!(ring.key_provider.load_private_key(key()).is_ok());
+        assert!(provider().key_provider.load_private_key(key()).is_err());
+        // Everything else is ring's.
+        assert_eq!(provider().cipher_suites, ring.cipher_suites);
+        assert_eq!(provider().kx_groups.len(), ring.kx_groups.len());
+    }
+
+    /// A throwaway CA and a leaf for `dns.example` it signed (ECDSA P-256, rcgen's default).
+    struct Pki {
+        ca: CertificateDer<'static>,
+        leaf: CertificateDer<'static>,
+        leaf_key: rustls::pki_types::PrivateKeyDer<'static>,
+    }
+
+    fn pki() -> Pki {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = ca.self_signed(&ca_key).unwrap();
+        let leaf_key = KeyPair::generate().unwrap();
+        let leaf = CertificateParams::new(vec!["dns.example".to_owned()])
+            .unwrap()
+            .signed_by(&leaf_key, &ca, &ca_key)
+            .unwrap();
+        Pki {
+            ca: ca.der().clone(),
+            leaf: leaf.der().clone(),
+            leaf_key: rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
+        }
+    }
+
+    fn checks(ca: &CertificateDer<'static>, pins: Vec<SpkiPin>) -> Arc<Checks<SystemTime>> {
+        let mut roots = RootCertStore::empty();
+        roots.add(ca.clone()).unwrap();
+        Arc::new(Checks::new(roots, pins, SystemTime).unwrap())
+    }
+
+    /// One certificate check, as rustls calls it: the failure kind, or `None` when accepted (and the
+    /// verifier's recorded verdict agrees).
+    fn verdict(
+        checks: &Arc<Checks<SystemTime>>,
+        leaf: &CertificateDer<'_>,
+        name: &str,
+    ) -> Option<TlsFailure> {
+        let (v, decision) = checks.verifier(NoObserver);
+        let name = ServerName::try_from(name.to_owned()).unwrap();
+        let r = v.verify_server_cert(leaf, &[], &name, &[], UnixTime::now());
+        let kind = r.as_ref().err().map(classify);
+        assert_eq!(decision.failure(), kind);
+        // The time is decided before WebPKI runs, from the leaf's validity dates.
+        let parsed = kind != Some(TlsFailure::BadCertificate);
+        assert_eq!(decision.relaxed(), parsed.then_some(false));
+        kind
+    }
+
+    #[test]
+    fn the_verifier_checks_chain_name_and_pins() {
+        let pki = pki();
+        let other = pki_other_ca();
+        let c = checks(&pki.ca, Vec::new());
+        assert_eq!(verdict(&c, &pki.leaf, "dns.example"), None);
+        assert_eq!(
+            verdict(&c, &pki.leaf, "other.example"),
+            Some(TlsFailure::NameMismatch)
+        );
+        assert_eq!(
+            verdict(&checks(&other, Vec::new()), &pki.leaf, "dns.example"),
+            Some(TlsFailure::UntrustedCertificate)
+        );
+        assert_eq!(
+            verdict(
+                &c,
+                &CertificateDer::from(&b"not a certificate"[..]),
+                "dns.example"
+            ),
+            Some(TlsFailure::BadCertificate)
+        );
+        let ca_pin = SpkiPin(spki_sha256(&pki.ca).unwrap());
+        let leaf_pin = SpkiPin(spki_sha256(&pki.leaf).unwrap());
+        let wrong_pin = SpkiPin(spki_sha256(&other).unwrap());
+        // Pins are checked over the presented chain (here the leaf alone), after WebPKI.
+        assert_eq!(
+            verdict(&checks(&pki.ca, vec![leaf_pin]), &pki.leaf, "dns.example"),
+            None
+        );
+        assert_eq!(
+            verdict(
+                &checks(&pki.ca, vec![wrong_pin, ca_pin]),
+                &pki.leaf,
+                "dns.example"
+            ),
+            Some(TlsFailure::PinMismatch)
+        );
+        assert_eq!(
+            verdict(&checks(&pki.ca, vec![leaf_pin]), &pki.leaf, "other.example"),
+            Some(TlsFailure::NameMismatch)
+        );
+    }
+
+    fn pki_other_ca() -> CertificateDer<'static> {
+        pki().ca
+    }
+
+    #[test]
+    fn no_roots_is_a_setup_error() {
+        let e = Checks::new(RootCertStore::empty(), Vec::new(), SystemTime).map(|_| ());
+        assert!(matches!(e, Err(SetupError::Rustls(_))), "{e:?}");
+    }
+
+    /// A whole handshake in memory against a rustls server with the leaf: the server's signature
+    /// over the handshake is checked with the provider's algorithms, for each TLS version built in.
+    #[test]
+    fn handshakes_with_the_verifier_and_rejects_a_wrong_name() {
+        let pki = pki();
+        let c = checks(&pki.ca, Vec::new());
+        let all = protocol_versions(if cfg!(feature = "tls12") {
+            TlsVersion::V1_2
+        } else {
+            TlsVersion::V1_3
+        })
+        .unwrap();
+        for &version in all {
+            for (name, ok) in [("dns.example", true), ("other.example", false)] {
+                let server = rustls::ServerConfig::builder_with_provider(Arc::new(
+                    rustls::crypto::ring::default_provider(),
+                ))
+                .with_protocol_versions(&[version])
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(vec![pki.leaf.clone()], pki.leaf_key.clone_key())
+                .unwrap();
+                let mut server = rustls::ServerConnection::new(Arc::new(server)).unwrap();
+                let (v, decision) = c.verifier(NoObserver);
+                let config = c.client_config(all, v, false, true, Vec::new()).unwrap();
+                let mut client = rustls::ClientConnection::new(
+                    Arc::new(config),
+                    ServerName::try_from(name.to_owned()).unwrap(),
+                )
+                .unwrap();
+                let result = handshake(&mut client, &mut server);
+                assert_eq!(result.is_ok(), ok, "{version:?} {name}: {result:?}");
+                if ok {
+                    assert_eq!(client.protocol_version(), Some(version.version));
+                    assert_eq!(decision.failure(), None);
+                } else {
+                    assert_eq!(decision.failure(), Some(TlsFailure::NameMismatch));
+                }
+            }
+        }
+    }
+
+    fn handshake(
+        client: &mut rustls::ClientConnection,
+        server: &mut rustls::ServerConnection,
+    ) -> Result<(), rustls::Error> {
+        for _ in 0..10 {
+            if !client.is_handshaking() && !server.is_handshaking() {
+                return Ok(());
+            }
+            let mut buf = Vec::new();
+            client.write_tls(&mut buf).unwrap();
+            server.read_tls(&mut &buf[..]).unwrap();
+            server.process_new_packets()?;
+            buf.clear();
+            server.write_tls(&mut buf).unwrap();
+            client.read_tls(&mut &buf[..]).unwrap();
+            client.process_new_packets()?;
+        }
+        panic!("no handshake after 10 rounds");
     }
 
     #[test]
