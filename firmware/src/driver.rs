@@ -242,7 +242,11 @@ impl Driver {
                     .handle_upstream_request_failed(now, session, tag);
             }
             UpstreamEvent::Closed { session, reason } => {
-                log::debug!("upstream session {}: closed ({})", session.0, describe(reason));
+                log::debug!(
+                    "upstream session {}: closed ({})",
+                    session.0,
+                    describe(reason)
+                );
                 self.sessions.remove(&session);
                 self.relaxed.remove(&session);
                 self.engine.handle_upstream_closed(now, session, reason);

@@ -11,8 +11,9 @@
 //!   it) and its upstream carried a query within the standby window (`EngineConfig::standby`, default
 //!   10 min), one session is dialled again in the background, so the next query finds a connection
 //!   ready. Bounded: nothing is redialled once the last query is older than the window, at most one
-//!   standby dial per upstream per [`STANDBY_SPACING`], only when the upstream has no other session
-//!   and is not backing off, and not for a session that failed. No TLS resumption is involved: every
+//!   standby dial per upstream per [`STANDBY_SPACING`] unless a query came since the last one, only
+//!   when the upstream has no other session and is not backing off, and not for a session that
+//!   failed. No TLS resumption is involved: every
 //!   standby connection is a full handshake, as unlinkable as the first.
 //! * While the window lasts, an idle session is not closed by lanveil's own `idle_timeout` (it would
 //!   only be redialled); the server's idle close, or the RFC 7828 time it announced, ends it.
@@ -142,12 +143,19 @@ impl<R: Rng> Engine<R> {
         (!connecting).then(|| self.idle_deadline(s))
     }
 
-    /// Whether a standby connection to `ui` may be dialled now (window, spacing, backoff).
+    /// Whether a standby connection to `ui` may be dialled now (window, spacing, backoff). The
+    /// spacing is waived once a query has been placed on the upstream since the last standby dial:
+    /// what it guards against is a server that closes idle connections at once, which no query
+    /// follows; a server that sheds a connection that just carried one is redialled at most once per
+    /// query.
     fn may_dial_standby(&self, now: Instant, ui: usize) -> bool {
         let u = &self.upstreams[ui];
+        let used_since = u
+            .standby_not_before
+            .is_some_and(|t| u.last_used.is_some_and(|used| used + STANDBY_SPACING > t));
         self.standby_until(u.id).is_some_and(|until| now < until)
             && u.backoff_until.is_none_or(|t| t <= now)
-            && u.standby_not_before.is_none_or(|t| t <= now)
+            && (u.standby_not_before.is_none_or(|t| t <= now) || used_since)
     }
 
     fn dial_standby(&mut self, now: Instant, ui: usize) {

@@ -163,6 +163,45 @@ fn a_query_goes_to_the_successor_not_to_the_connection_it_replaces() {
 }
 
 #[test]
+fn a_successor_the_server_sheds_after_a_query_is_redialled_when_its_predecessor_closes() {
+    let mut h = Harness::new(cfg(), &[U1]);
+    let s = one_answered(&mut h, 1, Some(100)); // the server keeps idle connections 10 s
+    h.advance(8_000);
+    let s2 = h.connects[1].0; // the successor, dialled 2 s ahead (the standby spacing starts)
+    h.connected(s2);
+    h.advance(500);
+    h.q(udp(2), &query(2, "b", None));
+    let b = h.sends.last().unwrap().clone();
+    assert_eq!(b.0, s2);
+    h.data(s2, &answer(&b.1));
+    // The server sheds the fresh connection right after its answer; the old one is still there
+    // (closing at 9 s), so nothing is dialled yet.
+    h.closed(s2, CloseReason::Eof);
+    assert_eq!(h.connects.len(), 2);
+    h.advance(500);
+    assert_eq!(h.closes, [s], "the old one closes at 9 s");
+    assert_eq!(
+        h.connects.len(),
+        3,
+        "a query came since the last standby dial: redialled within the spacing"
+    );
+}
+
+#[test]
+fn without_a_query_since_the_last_dial_the_spacing_holds() {
+    let mut h = Harness::new(cfg(), &[U1]);
+    let s = one_answered(&mut h, 1, Some(100));
+    h.advance(8_000);
+    let s2 = h.connects[1].0;
+    h.connected(s2);
+    h.advance(500);
+    h.closed(s2, CloseReason::Eof); // shed while idle: no query since the dial
+    h.advance(500);
+    assert_eq!(h.closes, [s]);
+    assert_eq!(h.connects.len(), 2, "no redial within the spacing");
+}
+
+#[test]
 fn the_standby_is_bounded_by_its_window_and_spacing() {
     let c = EngineConfig {
         standby: Duration::from_secs(60),
