@@ -12,7 +12,9 @@ use std::sync::Arc;
 
 use lanveil_core::engine::{CloseReason, SessionId};
 use rustls::ClientConnection;
-use std::io::{BufRead, Write};
+use socket2::SockRef;
+use std::io::{BufRead, Read as _, Write};
+use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
@@ -214,7 +216,7 @@ impl Input {
         conn: &mut ClientConnection,
         bytes: &mut Vec<u8>,
     ) -> io::Result<Read> {
-        let n = match tcp.try_read(&mut self.buf[self.held..]) {
+        let n = match recv(tcp, &mut self.buf[self.held..]) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Read::Nothing),
             Err(e) => return Err(e),
@@ -248,6 +250,26 @@ impl Input {
         self.buf.copy_within(at..end, 0);
         self.held = end - at;
         Ok(Read::Records)
+    }
+}
+
+/// A non-blocking `recv`. Like tokio's own `poll_read`, a short read counts as having drained the
+/// socket (edge-triggered epoll reports the next arrival), so the next wait for readiness does not
+/// begin with a `recv` that only says `EAGAIN`.
+fn recv(tcp: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    let mut got = 0;
+    let r = tcp.try_io(Interest::READABLE, || {
+        got = (&*SockRef::from(tcp)).read(buf)?;
+        if got > 0 && got < buf.len() {
+            // Clears tokio's readiness (only the readiness this read saw).
+            Err(io::ErrorKind::WouldBlock.into())
+        } else {
+            Ok(got)
+        }
+    });
+    match r {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock && got > 0 => Ok(got),
+        r => r,
     }
 }
 
