@@ -236,7 +236,11 @@ impl Input {
             // One record takes one `read_tls` (up to 4 KiB; a larger one a few, each processed as
             // `tokio-rustls` would).
             while !record.is_empty() {
-                conn.read_tls(&mut record)?;
+                if conn.read_tls(&mut record)? == 0 {
+                    // rustls takes nothing more once the peer's close_notify was processed (not
+                    // reached: that returns below); never loop on it.
+                    return Ok(Read::Closed);
+                }
                 let state = conn.process_new_packets().map_err(invalid)?;
                 if state.plaintext_bytes_to_read() > 0 {
                     plaintext(conn, bytes);
