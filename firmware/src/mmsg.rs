@@ -70,7 +70,8 @@ pub(crate) fn recv_batch(
         hdrs[i].msg_hdr.msg_iovlen = 1;
     }
     let fd = sock.as_raw_fd();
-    let n = sock.try_io(Interest::READABLE, || {
+    let mut got = 0;
+    let r = sock.try_io(Interest::READABLE, || {
         // SAFETY: `hdrs[..max]` are initialised headers whose name and iovec pointers point into
         // `addrs`, `iovs` and the buffers of `bufs`, all alive and unaliased for this call; the
         // kernel writes at most `msg_namelen` / `iov_len` bytes into each.
@@ -84,11 +85,22 @@ pub(crate) fn recv_batch(
             )
         };
         if r < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(r as usize)
+            return Err(io::Error::last_os_error());
         }
-    })?;
+        got = r as usize;
+        if got < max {
+            // Fewer than asked for: the socket is drained (as tokio assumes after a short read),
+            // so its readiness is cleared here and the next wait does not begin with a call that
+            // only says EAGAIN. Edge-triggered epoll reports the next datagram.
+            Err(io::ErrorKind::WouldBlock.into())
+        } else {
+            Ok(got)
+        }
+    });
+    let n = match r {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock && got > 0 => got,
+        r => r?,
+    };
     for i in 0..n {
         let len = hdrs[i].msg_len as usize;
         let Some(peer) = sockaddr_to_std(&addrs[i]) else {

@@ -254,6 +254,32 @@ async fn udp_answers_fit_1232_and_tcp_gets_everything() {
     running.shutdown().await;
 }
 
+/// Answers longer than one TLS record (16 KiB), which the DoT task receives as several records over
+/// several reads (a partial record held between them), arrive whole, among small answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dot_answers_longer_than_a_tls_record_arrive_whole() {
+    let (_pki, leaf, upstream) = setup().await;
+    let (running, addr) = start(config_for(upstream.addr(), &leaf)).await;
+    let small = async {
+        for i in 0..40 {
+            let name = format!("small-{i}.test.");
+            let m = query_udp(addr, &name, RecordType::A, Some(1232)).await;
+            assert_eq!(a_records(&m), vec![expected_a(&name)], "{name}");
+        }
+    };
+    let big = async {
+        for n in [17_000, 40_000, 60_000] {
+            let name = format!("big-{n}.test.");
+            let m = query_tcp(addr, &name, RecordType::TXT, Some(1232)).await;
+            assert!(!m.truncated());
+            let whole: Vec<u8> = lanveil_tests::upstream::expected_big_txt(n).concat();
+            assert_eq!(client::txt_records(&m), [whole], "{name}");
+        }
+    };
+    tokio::join!(small, big);
+    running.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_a_clear_answer_and_service_continues() {
     let (_pki, leaf, upstream) = setup().await;

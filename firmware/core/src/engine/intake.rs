@@ -175,6 +175,7 @@ impl<R: Rng> Engine<R> {
             return;
         };
         let deadline = now + self.config.query_timeout;
+        let places = self.new_places();
         let r = self.start_query(Query {
             client,
             view,
@@ -183,7 +184,7 @@ impl<R: Rng> Engine<R> {
             deadline,
             placements: 0,
             tried: Vec::new(),
-            places: Vec::new(),
+            places,
             servfail: None,
             last_reason: None,
             cache_key,

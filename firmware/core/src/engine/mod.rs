@@ -95,6 +95,8 @@ pub struct Engine<R> {
     /// Where messages are written before they are copied out at their final size (no zeroed
     /// allocation per message); as long as the longest message written so far (≤ 64 KiB).
     scratch: Vec<u8>,
+    /// Emptied `places` lists of finished queries, for new ones (at most `table::SPARE_PLACES`).
+    spare_places: Vec<Vec<table::Place>>,
     /// [`Event::NoAnswer`]s emitted so far (lets `handle_query` see whether a frame was accounted for).
     no_answers: u64,
 }
@@ -123,6 +125,7 @@ impl<R: Rng> Engine<R> {
             plain: Vec::new(),
             no_answers: 0,
             scratch: Vec::new(),
+            spare_places: Vec::new(),
         };
         e.set_upstreams(upstreams);
         e

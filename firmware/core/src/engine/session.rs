@@ -11,6 +11,10 @@ use crate::rng::Rng;
 use crate::wire::header;
 use crate::wire::{framing, message};
 
+/// The first allocation of a stream session's [`Action::Send`]: room for a turn's queries (about
+/// 130 octets each once padded), so that appending rarely reallocates.
+const SEND_CAPACITY: usize = 2048;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum SessionState {
     Connecting { deadline: Instant },
@@ -99,34 +103,50 @@ impl<R: Rng> Engine<R> {
         let Some(q) = self.queries.get_mut(r) else {
             return;
         };
-        let action = match session.transport {
+        let sid = session.id;
+        match session.transport {
             Transport::Stream => {
                 let _ = header::set_id(&mut q.upstream_msg, id);
+                // Appended to the session's `Send` if it is the last action queued (the queries of
+                // one turn go out as one write, in one buffer), else to a new one.
+                let bytes = match self.actions.back_mut() {
+                    Some(Action::Send { session, bytes }) if *session == sid => bytes,
+                    _ => {
+                        self.actions.push_back(Action::Send {
+                            session: sid,
+                            bytes: Vec::with_capacity(SEND_CAPACITY.max(2 + q.upstream_msg.len())),
+                        });
+                        match self.actions.back_mut() {
+                            Some(Action::Send { bytes, .. }) => bytes,
+                            _ => return,
+                        }
+                    }
+                };
                 // The length prefix is written once the message is: it is whatever was appended.
-                let mut bytes = Vec::with_capacity(2 + q.upstream_msg.len());
+                let start = bytes.len();
                 bytes.extend_from_slice(&[0, 0]);
-                let len = warm::push_with_keepalive(&mut bytes, &q.upstream_msg, q.question_end);
+                let len = warm::push_with_keepalive(bytes, &q.upstream_msg, q.question_end);
                 let Ok(prefix) = framing::prefix(len) else {
+                    bytes.truncate(start);
+                    if start == 0 {
+                        self.actions.pop_back();
+                    }
                     return;
                 };
-                bytes[..2].copy_from_slice(&prefix);
-                Action::Send {
-                    session: session.id,
-                    bytes,
-                }
+                bytes[start..start + 2].copy_from_slice(&prefix);
             }
             Transport::Message => {
                 // RFC 8484 §4.1: DNS ID 0 on the wire; the answer is matched by the request tag.
                 let _ = header::set_id(&mut q.upstream_msg, 0);
-                Action::Request {
-                    session: session.id,
+                self.actions.push_back(Action::Request {
+                    session: sid,
                     tag: id,
                     message: q.upstream_msg.clone(),
-                }
+                });
             }
-        };
+        }
         q.places.push(Place::Sent {
-            session: session.id,
+            session: sid,
             id,
             at: now,
         });
@@ -137,7 +157,6 @@ impl<R: Rng> Engine<R> {
         }
         session.last_activity = now;
         self.stats.forwarded += 1;
-        self.actions.push_back(action);
     }
 
     /// The handshake of session `si` completed: its queued queries are written.

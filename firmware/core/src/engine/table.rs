@@ -213,7 +213,15 @@ impl QueryTable {
     }
 }
 
+/// Emptied `places` lists kept for new queries (see [`Engine::withdraw_places`]).
+pub(super) const SPARE_PLACES: usize = 64;
+
 impl<R: Rng> Engine<R> {
+    /// An empty `places` list for a new query (a spare one while there are any).
+    pub(super) fn new_places(&mut self) -> Vec<Place> {
+        self.spare_places.pop().unwrap_or_default()
+    }
+
     /// Puts a new query in the table and counts it against its client.
     pub(super) fn start_query(&mut self, q: Query) -> QueryRef {
         self.clients.started(q.client.peer().ip());
@@ -237,8 +245,8 @@ impl<R: Rng> Engine<R> {
         let Some(q) = self.queries.get_mut(r) else {
             return;
         };
-        let places = core::mem::take(&mut q.places);
-        for p in places {
+        let mut places = core::mem::take(&mut q.places);
+        for p in places.drain(..) {
             match p {
                 Place::Waiting { upstream } => {
                     if let Some(u) = self.upstreams.iter_mut().find(|u| u.id == upstream) {
@@ -256,6 +264,10 @@ impl<R: Rng> Engine<R> {
                     }
                 }
             }
+        }
+        // Kept (empty) for the next query: one allocation less per query.
+        if places.capacity() > 0 && self.spare_places.len() < SPARE_PLACES {
+            self.spare_places.push(places);
         }
     }
 

@@ -112,7 +112,15 @@ impl Harness {
         while let Some(a) = self.e.poll_action() {
             match a {
                 Action::Connect { session, upstream } => self.connects.push((session, upstream)),
-                Action::Send { session, bytes } => self.sends.push((session, bytes)),
+                Action::Send { session, bytes } => {
+                    // One entry per frame (the engine appends a turn's queries to one `Send`).
+                    let mut rest = &bytes[..];
+                    while let Ok(Some((_, used))) = crate::wire::framing::split(rest) {
+                        self.sends.push((session, rest[..used].to_vec()));
+                        rest = &rest[used..];
+                    }
+                    assert!(rest.is_empty(), "a Send holds whole frames");
+                }
                 Action::Request {
                     session,
                     tag,
