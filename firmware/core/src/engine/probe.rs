@@ -8,10 +8,8 @@
 //! 200 ms plus two round trips on Linux for a lone segment). If the query was lost, the same
 //! happens on lanveil's side. Whichever answer comes first is used; the other is a late answer.
 //!
-//! Round-trip samples follow Karn's rule: a probed query gives none (its answer may have waited for
-//! the lost segment, or the probe was needless), and every probe doubles the next probe's wait until
-//! a query answered without one gives a sample again, so an upstream slower than the estimate is
-//! not probed on every query (TCP's retransmission timer backs off the same way).
+//! Every answer is a round-trip sample, a probed query's too (see `Engine::record_rtt`), so slow
+//! answers widen the wait instead of being duplicated each time.
 //!
 //! Bounded: at most one probe per quiet spell of a session (it re-arms only when bytes arrive), only
 //! once the upstream has a round-trip estimate, and only on stream sessions (HTTP/2 and QUIC have
@@ -26,9 +24,6 @@ use crate::rng::Rng;
 
 /// The earliest a probe is sent after the last bytes arrived.
 pub const PROBE_MIN: Duration = Duration::from_millis(30);
-
-/// The most the probe's wait is doubled (×16) while probes go unanswered by a round-trip sample.
-pub const PROBE_BACKOFF_MAX: u8 = 4;
 
 /// How long a session with queries outstanding stays quiet before its loss probe: the smoothed round
 /// trip plus the larger of four mean deviations (as TCP's retransmission timeout, RFC 6298) and a
@@ -54,9 +49,7 @@ impl<R: Rng> Engine<R> {
             return None;
         }
         let u = self.upstreams.iter().find(|u| u.id == s.upstream)?;
-        let wait = probe_delay(u.srtt_ms?, u.rttvar_ms)
-            .saturating_mul(1 << u.probe_backoff.min(PROBE_BACKOFF_MAX));
-        Some(s.last_received + wait)
+        Some(s.last_received + probe_delay(u.srtt_ms?, u.rttvar_ms))
     }
 
     /// Sends the loss probes that are due.
@@ -70,10 +63,6 @@ impl<R: Rng> Engine<R> {
             };
             self.sessions[si].probed = true;
             self.stats.loss_probes += 1;
-            let upstream = self.sessions[si].upstream;
-            if let Some(u) = self.upstreams.iter_mut().find(|u| u.id == upstream) {
-                u.probe_backoff = u.probe_backoff.saturating_add(1);
-            }
             // A probe is not activity: the stall detector still counts from the last real send.
             let last_activity = self.sessions[si].last_activity;
             self.send_on(now, si, r);

@@ -335,18 +335,12 @@ impl<R: Rng> Engine<R> {
         if announced.is_some() {
             session.server_idle = announced;
         }
-        // A query sent more than once (a loss probe) gives no round-trip sample (Karn's rule).
-        let sends = q
-            .places
-            .iter()
-            .filter(|p| matches!(p, Place::Sent { .. }))
-            .count();
         let sent_at = q.places.iter().find_map(|p| match *p {
             Place::Sent {
                 session,
                 id: pid,
                 at,
-            } if session == sid && pid == id && sends == 1 => Some(at),
+            } if session == sid && pid == id => Some(at),
             _ => None,
         });
         self.forget_place(

@@ -28,9 +28,6 @@ pub(super) struct Upstream {
     pub(super) srtt_ms: Option<u32>,
     /// The round-trip time's mean deviation (RFC 6298's RTTVAR), with `srtt_ms`.
     pub(super) rttvar_ms: u32,
-    /// Loss probes since the last round-trip sample: each doubles the next probe's wait (see
-    /// [`super::probe`]).
-    pub(super) probe_backoff: u8,
     pub(super) backoff_until: Option<Instant>,
     last_error: Option<CloseReason>,
     /// Queries waiting for it to leave backoff.
@@ -75,7 +72,6 @@ impl<R: Rng> Engine<R> {
                     soft: 0,
                     srtt_ms: None,
                     rttvar_ms: 0,
-                    probe_backoff: 0,
                     backoff_until: None,
                     last_error: None,
                     waiting: Vec::new(),
@@ -367,9 +363,12 @@ impl<R: Rng> Engine<R> {
         self.stats.upstream_connects += 1;
     }
 
-    /// An answer came from `upstream` for a query sent once, at `sent_at`: a round-trip time sample.
-    /// A query sent more than once (a loss probe) gives none (Karn's rule: whichever answer came, it
-    /// may have waited for a lost segment); the probes' backoff ends with the next sample.
+    /// An answer came from `upstream` for the send of a query made at `sent_at` (the answer's ID names
+    /// the send, so a loss probe's answer is timed from the probe): a round-trip time sample. Every
+    /// answer gives one, a probed query's too (unlike TCP's Karn rule): a slow answer, from a
+    /// resolver's recursion or from a recovered loss, widens the deviation and so the next probes'
+    /// wait; were probed queries left out, a resolver's cache misses, each probed, would never teach
+    /// the wait that they are normal, and every one of them would be sent twice.
     pub(super) fn record_rtt(
         &mut self,
         now: Instant,
@@ -391,7 +390,6 @@ impl<R: Rng> Engine<R> {
             };
             u.srtt_ms = Some(srtt);
             u.rttvar_ms = rttvar;
-            u.probe_backoff = 0;
         }
     }
 

@@ -283,30 +283,12 @@ fn a_quiet_session_sends_one_loss_probe_and_the_first_answer_wins() {
     assert_eq!(h.e.inflight(), 0);
     // Bytes arrived: the next quiet spell may probe again.
     h.q(udp(3), &query(3, "c", None));
-    // The probed query gave no round-trip sample (Karn's rule): srtt is still 0, and the probe
-    // doubled the next one's wait to 60 ms.
-    h.advance(59);
-    assert_eq!(
-        h.e.stats().loss_probes,
-        1,
-        "the wait backs off after a probe"
-    );
+    // The probe's answer came 500 ms after the probe: srtt 500 / 8 = 62 ms, rttvar 500 / 4 = 125 ms,
+    // so the next probe waits 62 + 4 × 125 = 562 ms: a slow answer widens the wait.
+    h.advance(561);
+    assert_eq!(h.e.stats().loss_probes, 1, "a slow answer widens the wait");
     h.advance(1);
     assert_eq!(h.e.stats().loss_probes, 2);
-    // Its answer gives no sample either; a query answered without a probe does, and ends the backoff.
-    let c = h.sends.last().unwrap().1.clone();
-    h.data(s, &answer(&c));
-    h.q(udp(4), &query(4, "d", None));
-    let d = h.sends.last().unwrap().1.clone();
-    h.advance(20);
-    // A 20-ms sample: srtt 0 + 20 / 8 = 2, rttvar 20 / 4 = 5, wait max(2 + 20, 30) = 30 ms (with the
-    // two probes' backoff it would be 120 ms).
-    h.data(s, &answer(&d));
-    h.q(udp(5), &query(5, "e", None));
-    h.advance(29);
-    assert_eq!(h.e.stats().loss_probes, 2);
-    h.advance(1);
-    assert_eq!(h.e.stats().loss_probes, 3, "backoff reset by the sample");
 }
 
 #[test]
@@ -364,4 +346,26 @@ fn round_trip_samples_set_the_probe_delay() {
     assert_eq!(h.e.stats().loss_probes, probes, "not before 53 ms");
     h.advance(1);
     assert_eq!(h.e.stats().loss_probes, probes + 1, "at 40 + 40 / 3 ms");
+}
+
+#[test]
+fn slow_answers_widen_the_wait_instead_of_being_sent_twice() {
+    // A recursing resolver: half its answers in 30 ms (its cache), half in 150 ms (a miss).
+    let mut h = Harness::new(cfg(), &[U1]);
+    let s = one_answered(&mut h, 1, None);
+    let mut probes_late = 0;
+    for i in 0..60u16 {
+        let before = h.e.stats().loss_probes;
+        h.q(udp(100 + i), &query(100 + i, &alloc::format!("r{i}"), None));
+        let frame = h.sends.last().unwrap().1.clone();
+        h.advance(if i % 2 == 0 { 30 } else { 150 });
+        h.data(s, &answer(&frame));
+        if i >= 40 {
+            probes_late += h.e.stats().loss_probes - before;
+        }
+    }
+    assert_eq!(
+        probes_late, 0,
+        "once the deviation is learnt, a 150-ms answer is not taken for a loss"
+    );
 }
