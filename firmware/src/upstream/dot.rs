@@ -92,7 +92,10 @@ async fn session_io(
                 // the read failed.
                 let flushed = flush(&mut conn, &tcp);
                 let closed = match read {
-                    Ok(Read::Nothing) => continue,
+                    Ok(Read::Nothing) => {
+                        blocked = !flushed?;
+                        continue;
+                    }
                     Ok(Read::Records) => false,
                     Ok(Read::Closed) => true,
                     Err(e) => return Err(e),
