@@ -325,11 +325,15 @@ class Proc:
 
     def stop(self) -> None:
         if self.alive():
-            self.p.send_signal(signal.SIGTERM)
+            # the whole process group (started with start_new_session): a wrapper's children too
+            try:
+                os.killpg(self.p.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
             try:
                 self.p.wait(5)
             except subprocess.TimeoutExpired:
-                self.p.kill()
+                os.killpg(self.p.pid, signal.SIGKILL)
                 self.p.wait()
         self.log.close()
 

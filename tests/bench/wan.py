@@ -100,7 +100,8 @@ def forwarder_conf(name: str, port: int, up: str, work: Path) -> tuple[list[str]
                     "padding": "RFC 8467 128-octet blocks", "cache": "default (on; names are unique)"}
         cmd = [str(LANVEIL), "--config", str(conf)]
         if os.environ.get("WAN_LOG_LEVEL") in ("debug", "trace"):
-            # experiments: each log line stamped with CLOCK_MONOTONIC seconds (the loadgen's clock)
+            # experiments: each log line stamped with CLOCK_MONOTONIC seconds (the loadgen's clock); the
+            # burst's connection count then reads 0 for lanveil (ss names the wrapped child's pid)
             cmd = ["sh", "-c", '"$@" 2>&1 | python3 -u -c "import sys,time\nfor l in sys.stdin: '
                    'sys.stdout.write(f\'{time.monotonic():.4f} {l}\')"', "lanveil"] + cmd
         return cmd, settings
