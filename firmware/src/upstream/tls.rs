@@ -131,14 +131,9 @@ impl Target {
         })
     }
 
-    /// TLS settings for one new connection: the shared settings with a verifier of its own, which
-    /// records what it decided. `alpn` replaces the upstream's ALPN list.
-    ///
-    /// With `tls_resumption '1'` every connection keeps the one shared verifier instead: rustls
-    /// resumes a session only under the verifier that authenticated it. Its decision is then the
-    /// latest full handshake's, which can be another connection's if two handshakes to this upstream
-    /// straddle the moment the clock synchronizes (resumption is off by default).
-    fn connector(&self, alpn: Option<Vec<Vec<u8>>>) -> (TlsConnector, lanveil_tls::Decision) {
+    /// The upstream's TLS settings with a verifier of this connection's own (the shared one with
+    /// `tls_resumption '1'`), and its decision.
+    fn verified_config(&self) -> (ClientConfig, lanveil_tls::Decision) {
         let mut config = (*self.tls).clone();
         let decision = match &self.shared {
             Some(shared) => shared.clone(),
@@ -148,6 +143,18 @@ impl Target {
                 decision
             }
         };
+        (config, decision)
+    }
+
+    /// TLS settings for one new connection: the shared settings with a verifier of its own, which
+    /// records what it decided. `alpn` replaces the upstream's ALPN list.
+    ///
+    /// With `tls_resumption '1'` every connection keeps the one shared verifier instead: rustls
+    /// resumes a session only under the verifier that authenticated it. Its decision is then the
+    /// latest full handshake's, which can be another connection's if two handshakes to this upstream
+    /// straddle the moment the clock synchronizes (resumption is off by default).
+    fn connector(&self, alpn: Option<Vec<Vec<u8>>>) -> (TlsConnector, lanveil_tls::Decision) {
+        let (mut config, decision) = self.verified_config();
         if let Some(alpn) = alpn {
             config.alpn_protocols = alpn;
         }
@@ -159,15 +166,7 @@ impl Target {
     /// certificate). With `tls_resumption '1'` the shared verifier stays, as in [`Target::connector`].
     #[cfg(feature = "doq")]
     pub(crate) fn quic_client_config(&self) -> (ClientConfig, lanveil_tls::Decision) {
-        let mut config = (*self.tls).clone();
-        let decision = match &self.shared {
-            Some(shared) => shared.clone(),
-            None => {
-                let (verifier, decision) = self.checks.verifier(NoObserver);
-                config.dangerous().set_certificate_verifier(verifier);
-                decision
-            }
-        };
+        let (mut config, decision) = self.verified_config();
         config.enable_early_data = false;
         (config, decision)
     }
