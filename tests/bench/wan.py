@@ -4,11 +4,14 @@
 Each *rig* is two network namespaces joined by `wan-delay` (tests/src/bin/wan-delay.rs), a userspace delay
 line between two TUN devices (this kernel has no netem):
 
-    ns C: load generator --UDP--> FORWARDER (127.0.0.1:port) --DoT--> tun ==[delay, loss]==> tun  ns S: unbound (DoT :853)
+    ns C: load generator --UDP--> FORWARDER (127.0.0.1:port) --DoT--> tun ==[delay, loss]==> tun  ns S: upstream (DoT :853)
 
-Every SYN, TLS flight and answer crosses the delay line; the upstream (Debian's unbound, answering every
-name under bench.test from a local zone, no recursion) closes idle TCP connections after `--server-idle`
-seconds, as public resolvers do (Cloudflare: about 10 s). The rigs run at the same time, so the whole
+Every SYN, TLS flight and answer crosses the delay line; the upstream (dnsdist, or Debian's unbound with
+WAN_UPSTREAM=unbound, answering every name itself, no recursion) closes idle TCP connections after
+`--server-idle` seconds, as public resolvers do (Cloudflare: about 10 s). Each forwarder has its own upstream
+instance at its own address (10.77.<rig>.10+i), all configured alike, so no forwarder's connections can
+disturb another's (a burst's wave of new connections made one shared dnsdist 1.7.3 close another
+forwarder's established connection). The rigs run at the same time, so the whole
 run stays within ~15 min on 2 cores; all forwarders of a rig see the same schedule at the same moments,
 each with its own unique names (no cache can answer):
 
@@ -172,7 +175,11 @@ class Rig:
         self.work.mkdir()
         tag = f"{os.getpid() % 10000}{n}"
         self.ns_c, self.ns_s = f"lvwan{tag}c", f"lvwan{tag}s"
-        self.up = f"10.77.{n}.2"
+        self.up = f"10.77.{n}.2"  # the delay line's end in namespace S
+        # each forwarder talks to its own upstream instance (same configuration) at its own address behind the
+        # same delay line: one forwarder's connections (dnsdist's 30 at a burst) cannot make the shared server
+        # shed or delay another forwarder's connection, which would measure the neighbours, not the forwarder
+        self.ups = {name: f"10.77.{n}.{10 + i}" for i, name in enumerate(forwarders)}
         self.procs: list[peers.Proc] = []
         self.fw: dict[str, peers.Proc] = {}
         self.settings: dict[str, dict] = {}
@@ -195,24 +202,30 @@ class Rig:
         line = self.delay.stdout.readline().decode().strip() if self.delay.stdout else ""
         if line != "ready":
             raise RuntimeError(f"wan-delay did not start: {(self.work / 'wan-delay.log').read_text()}")
+        for i, (name, addr) in enumerate(self.ups.items()):
+            sh("ip", "-n", self.ns_s, "addr", "add", f"{addr}/24", "dev", "wans")
+            self.start_upstream(name, addr, 5300 + i)
+
+    def start_upstream(self, fw: str, addr: str, udp_port: int) -> None:
+        """The upstream instance of forwarder `fw` at `addr`:853 in namespace S."""
         if UPSTREAM_KIND == "dnsdist":
-            conf = self.work / "upstream-dnsdist.conf"
+            conf = self.work / f"upstream-{fw}-dnsdist.conf"
             conf.write_text(f"""
 setSecurityPollSuffix("")
-setLocal("127.0.0.1:5300")
-addTLSLocal("{self.up}:853", "{self.work}/leaf.pem", "{self.work}/leaf.key")
+setLocal("127.0.0.1:{udp_port}")
+addTLSLocal("{addr}:853", "{self.work}/leaf.pem", "{self.work}/leaf.key")
 -- the idle close: a connection that brings no query for this long is closed
 setTCPRecvTimeout({self.server_idle_s})
 setMaxTCPConnectionsPerClient(100)
 -- every A query is answered here, no recursion, no cache
 addAction(AllRule(), SpoofAction({{"192.0.2.7"}}, {{ttl=300}}))
 """)
-            self.procs.append(peers.Proc(f"{self.name}-upstream", RT + ipns(self.ns_s) + [
+            self.procs.append(peers.Proc(f"{self.name}-upstream-{fw}", RT + ipns(self.ns_s) + [
                 "dnsdist", "--supervised", "--disable-syslog", "-C", str(conf)], self.work))
             return
-        conf = self.work / "upstream.conf"
+        conf = self.work / f"upstream-{fw}.conf"
         conf.write_text(f"""server:
-  interface: {self.up}@853
+  interface: {addr}@853
   tls-port: 853
   tls-service-key: "{self.work}/leaf.key"
   tls-service-pem: "{self.work}/leaf.pem"
@@ -237,12 +250,12 @@ addAction(AllRule(), SpoofAction({{"192.0.2.7"}}, {{ttl=300}}))
 remote-control:
   control-enable: no
 """)
-        self.procs.append(peers.Proc(f"{self.name}-upstream", RT + ipns(self.ns_s) + ["/usr/sbin/unbound", "-d", "-c",
-                                                                               str(conf)], self.work))
+        self.procs.append(peers.Proc(f"{self.name}-upstream-{fw}", RT + ipns(self.ns_s) + [
+            "/usr/sbin/unbound", "-d", "-c", str(conf)], self.work))
 
     def start_forwarders(self) -> None:
         for name in self.forwarders:
-            cmd, settings = forwarder_conf(name, FORWARDERS[name], self.up, self.work)
+            cmd, settings = forwarder_conf(name, FORWARDERS[name], self.ups[name], self.work)
             self.settings[name] = settings
             self.started_at[name] = time.monotonic()
             self.fw[name] = peers.Proc(name, ipns(self.ns_c) + cmd, self.work)
@@ -561,7 +574,7 @@ def report(data: dict) -> str:
                   key=lambda x: int(x[3:]))
     longs = sorted({lab for t in s.get("long", {}).values() for lab in t if lab.startswith("gap")})
     up = data["params"].get("upstream", "dnsdist")
-    L.append(f"RTT {rtt:.0f} ms (one-way {rtt / 2:.0f} ms each way), upstream {up} closing idle DoT connections "
+    L.append(f"RTT {rtt:.0f} ms (one-way {rtt / 2:.0f} ms each way), upstream {up} (one instance per forwarder) closing idle DoT connections "
              f"after {data['params']['server_idle_s']} s. Figures: (latency − RTT) / RTT; the first query after a gap "
              "is the cache miss that finds the connection closed or not.")
     L.append("")
@@ -731,9 +744,11 @@ def main() -> int:
         data["burst_connections"] = burst_conn
         data["settings"] = rigs[0].settings
         data["settings"][f"upstream ({UPSTREAM_KIND})"] = (
-            {"setTCPRecvTimeout": f"{a.server_idle} s (the idle close)", "answers": "SpoofAction, every name"}
+            {"setTCPRecvTimeout": f"{a.server_idle} s (the idle close)", "answers": "SpoofAction, every name",
+             "instances": "one per forwarder, each at its own address behind the rig's delay line"}
             if UPSTREAM_KIND == "dnsdist" else
-            {"tcp-idle-timeout": f"{a.server_idle * 1000} ms", "edns-tcp-keepalive": "no"})
+            {"tcp-idle-timeout": f"{a.server_idle * 1000} ms", "edns-tcp-keepalive": "no",
+             "instances": "one per forwarder, each at its own address behind the rig's delay line"})
         data["wire_stats"] = {}
         for r in rigs:
             try:

@@ -15,9 +15,10 @@
 //! not persistent). Jitter never reorders: a packet is released no earlier than the one before it
 //! (like a single link), so TCP sees delay variation, not reordering.
 //!
-//! With `--events FILE` it logs every IPv4 TCP packet carrying SYN, FIN or RST as one JSON line (time,
-//! direction, flags, endpoints, whether it was dropped): the connection opens and closes of whoever
-//! talks across, as the wire shows them, for tests and the benchmark. `--stats FILE` is rewritten once a
+//! With `--events FILE` it logs every IPv4 TCP packet carrying SYN, FIN or RST, and every TCP packet it
+//! drops, as one JSON line (time, direction, flags, endpoints, payload length, sequence number, whether it
+//! was dropped): the connection opens and closes of whoever talks across, and each emulated loss, as the
+//! wire shows them, for tests and the benchmark. The first line gives the time base on CLOCK_MONOTONIC. `--stats FILE` is rewritten once a
 //! second with the packet counters.
 //!
 //! Usage (as root; the namespaces must exist, e.g. from `ip netns add`):
@@ -206,7 +207,8 @@ struct Shared {
 
 const DIR_NAMES: [&str; 2] = ["a>b", "b>a"];
 
-/// IPv4 TCP SYN/FIN/RST packets as a JSON line; `None` for anything else.
+/// IPv4 TCP packets carrying SYN, FIN or RST, and every dropped IPv4 TCP packet, as a JSON line (with
+/// the payload length and sequence number); `None` for anything else.
 fn tcp_event(pkt: &[u8], t_ms: f64, dir: usize, dropped: bool) -> Option<String> {
     let v_ihl = *pkt.first()?;
     if v_ihl >> 4 != 4 || *pkt.get(9)? != 6 {
@@ -215,11 +217,20 @@ fn tcp_event(pkt: &[u8], t_ms: f64, dir: usize, dropped: bool) -> Option<String>
     let ihl = usize::from(v_ihl & 0x0f) * 4;
     let tcp = pkt.get(ihl..)?;
     let flags = *tcp.get(13)?;
-    if flags & 0x07 == 0 {
+    if flags & 0x07 == 0 && !dropped {
         return None;
     }
+    let total = usize::from(u16::from_be_bytes([*pkt.get(2)?, *pkt.get(3)?]));
+    let payload = total.saturating_sub(ihl + usize::from(*tcp.get(12)? >> 4) * 4);
+    let seq = u32::from_be_bytes([*tcp.get(4)?, *tcp.get(5)?, *tcp.get(6)?, *tcp.get(7)?]);
     let mut f = String::new();
-    for (bit, c) in [(0x02, 'S'), (0x01, 'F'), (0x04, 'R'), (0x10, 'A')] {
+    for (bit, c) in [
+        (0x02, 'S'),
+        (0x01, 'F'),
+        (0x04, 'R'),
+        (0x08, 'P'),
+        (0x10, 'A'),
+    ] {
         if flags & bit != 0 {
             f.push(c);
         }
@@ -231,7 +242,7 @@ fn tcp_event(pkt: &[u8], t_ms: f64, dir: usize, dropped: bool) -> Option<String>
     let port =
         |o: usize| -> Option<u16> { Some(u16::from_be_bytes([*tcp.get(o)?, *tcp.get(o + 1)?])) };
     Some(format!(
-        "{{\"t_ms\":{t_ms:.3},\"dir\":\"{}\",\"flags\":\"{f}\",\"src\":\"{}:{}\",\"dst\":\"{}:{}\",\"dropped\":{dropped}}}\n",
+        "{{\"t_ms\":{t_ms:.3},\"dir\":\"{}\",\"flags\":\"{f}\",\"src\":\"{}:{}\",\"dst\":\"{}:{}\",\"len\":{payload},\"seq\":{seq},\"dropped\":{dropped}}}\n",
         DIR_NAMES[dir],
         ipa(12)?,
         port(0)?,
@@ -352,8 +363,25 @@ fn run() -> Result<(), String> {
         )),
         None => None,
     };
+    let start = Instant::now();
+    if let Some(ev) = &events
+        && let Ok(mut f) = ev.lock()
+    {
+        // The events' time base on CLOCK_MONOTONIC (what `Instant` reads, and the load generator's
+        // `time.monotonic()`), so they line up with query send times and stamped logs.
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
+        let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+        if rc == 0 {
+            let mono = ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9;
+            let _ = writeln!(f, "{{\"start_monotonic_s\":{mono:.6}}}");
+        }
+    }
     let sh = Arc::new(Shared {
-        start: Instant::now(),
+        start,
         events,
         dirs: [Counters::default(), Counters::default()],
     });

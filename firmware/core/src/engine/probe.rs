@@ -8,8 +8,9 @@
 //! 200 ms plus two round trips on Linux for a lone segment). If the query was lost, the same
 //! happens on lanveil's side. Whichever answer comes first is used; the other is a late answer.
 //!
-//! Every answer is a round-trip sample, a probed query's too (see `Engine::record_rtt`), so slow
-//! answers widen the wait instead of being duplicated each time.
+//! Every answer is a round-trip sample, a probed query's too, counted for at most the wait its probe
+//! beat (see `Engine::record_rtt`): slow answers widen the wait instead of being duplicated each time,
+//! and a recovered loss does not widen it much.
 //!
 //! Bounded: at most one probe per quiet spell of a session (it re-arms only when bytes arrive), only
 //! once the upstream has a round-trip estimate, and only on stream sessions (HTTP/2 and QUIC have
@@ -30,10 +31,12 @@ pub const PROBE_MIN: Duration = Duration::from_millis(30);
 /// third of a round trip, at least [`PROBE_MIN`]. An upstream whose answers vary (a recursive
 /// resolver's cache misses) pushes it out, so slow answers are not taken for losses; from a steady
 /// one it stays near 1.33 round trips. A lost query or answer then costs the wait plus two round
-/// trips (the probe's, then the resend the probe's selective acknowledgement brings about).
-pub fn probe_delay(srtt_ms: u32, rttvar_ms: u32) -> Duration {
-    let extra = rttvar_ms.saturating_mul(4).max(srtt_ms / 3);
-    Duration::from_millis(u64::from(srtt_ms.saturating_add(extra))).max(PROBE_MIN)
+/// trips (the probe's, then the resend the probe's selective acknowledgement brings about). Both in
+/// microseconds.
+pub fn probe_delay(srtt_us: u32, rttvar_us: u32) -> Duration {
+    let extra = u64::from(rttvar_us) * 4;
+    let extra = extra.max(u64::from(srtt_us / 3));
+    Duration::from_micros(u64::from(srtt_us) + extra).max(PROBE_MIN)
 }
 
 impl<R: Rng> Engine<R> {
@@ -49,7 +52,7 @@ impl<R: Rng> Engine<R> {
             return None;
         }
         let u = self.upstreams.iter().find(|u| u.id == s.upstream)?;
-        Some(s.last_received + probe_delay(u.srtt_ms?, u.rttvar_ms))
+        Some(s.last_received + probe_delay(u.srtt_us?, u.rttvar_us))
     }
 
     /// Sends the loss probes that are due.

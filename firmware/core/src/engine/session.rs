@@ -343,11 +343,27 @@ impl<R: Rng> Engine<R> {
             } if session == sid && pid == id => Some(at),
             _ => None,
         });
+        // A query sent twice on this session was loss-probed: its sample counts for at most the wait
+        // its probe beat (see `Engine::record_rtt`).
+        let probe_wait = {
+            let mut at = q.places.iter().filter_map(|p| match *p {
+                Place::Sent { session, at, .. } if session == sid => Some(at),
+                _ => None,
+            });
+            match (at.next(), at.next()) {
+                (Some(a), Some(b)) => Some(if a < b {
+                    b.saturating_since(a)
+                } else {
+                    a.saturating_since(b)
+                }),
+                _ => None,
+            }
+        };
         self.forget_place(
             r,
             |p| matches!(p, Place::Sent { session, id: pid, .. } if *session == sid && *pid == id),
         );
-        self.record_rtt(now, upstream, sent_at);
+        self.record_rtt(now, upstream, sent_at, probe_wait);
         if let Some(t) = announced {
             self.note_server_idle(upstream, t);
         }

@@ -25,9 +25,12 @@ pub(super) struct Upstream {
     transport: Transport,
     failures: u32,
     soft: u32,
-    pub(super) srtt_ms: Option<u32>,
-    /// The round-trip time's mean deviation (RFC 6298's RTTVAR), with `srtt_ms`.
-    pub(super) rttvar_ms: u32,
+    /// The smoothed round-trip time (RFC 6298's SRTT), in microseconds: whole milliseconds would
+    /// let the ⅛ and ¼ steps truncate to nothing, leaving SRTT up to 7 ms short of a steady upstream
+    /// and RTTVAR stuck above zero.
+    pub(super) srtt_us: Option<u32>,
+    /// The round-trip time's mean deviation (RFC 6298's RTTVAR), in microseconds, with `srtt_us`.
+    pub(super) rttvar_us: u32,
     pub(super) backoff_until: Option<Instant>,
     last_error: Option<CloseReason>,
     /// Queries waiting for it to leave backoff.
@@ -70,8 +73,8 @@ impl<R: Rng> Engine<R> {
                     transport: spec.transport,
                     failures: 0,
                     soft: 0,
-                    srtt_ms: None,
-                    rttvar_ms: 0,
+                    srtt_us: None,
+                    rttvar_us: 0,
                     backoff_until: None,
                     last_error: None,
                     waiting: Vec::new(),
@@ -101,7 +104,7 @@ impl<R: Rng> Engine<R> {
                 id: u.id,
                 up: u.up,
                 backing_off: u.backoff_until.is_some_and(|t| t > now),
-                srtt_ms: u.srtt_ms,
+                srtt_ms: u.srtt_us.map(|us| us / 1000),
                 last_error: u.last_error,
             })
             .collect()
@@ -154,7 +157,7 @@ impl<R: Rng> Engine<R> {
             SelectPolicy::Fastest if self.rr.is_multiple_of(EXPLORE_EVERY) => {
                 usable.nth(rr % count)
             }
-            SelectPolicy::Fastest => usable.min_by_key(|&i| self.upstreams[i].srtt_ms.unwrap_or(0)),
+            SelectPolicy::Fastest => usable.min_by_key(|&i| self.upstreams[i].srtt_us.unwrap_or(0)),
         };
         ui.map_or(Choice::Nothing, Choice::Now)
     }
@@ -273,8 +276,9 @@ impl<R: Rng> Engine<R> {
         let half = self.config.query_timeout / 2;
         // `min ≤ max` for any deadline (a 100 ms query_timeout is valid).
         let floor = Duration::from_millis(300).min(half);
-        match self.upstreams[ui].srtt_ms {
-            Some(srtt) => Duration::from_millis(u64::from(srtt) * 3 + 100).clamp(floor, half),
+        match self.upstreams[ui].srtt_us {
+            Some(srtt) => (Duration::from_micros(u64::from(srtt)) * 3 + Duration::from_millis(100))
+                .clamp(floor, half),
             None => half,
         }
     }
@@ -365,31 +369,38 @@ impl<R: Rng> Engine<R> {
 
     /// An answer came from `upstream` for the send of a query made at `sent_at` (the answer's ID names
     /// the send, so a loss probe's answer is timed from the probe): a round-trip time sample. Every
-    /// answer gives one, a probed query's too (unlike TCP's Karn rule): a slow answer, from a
-    /// resolver's recursion or from a recovered loss, widens the deviation and so the next probes'
-    /// wait; were probed queries left out, a resolver's cache misses, each probed, would never teach
-    /// the wait that they are normal, and every one of them would be sent twice.
+    /// answer gives one, a probed query's too (unlike TCP's Karn rule), but a probed query's sample
+    /// counts for at most `probe_wait`, the wait its probe beat. So answers that are slow for good (a
+    /// resolver's cache misses) still widen the wait, a third at a time, until they are no longer
+    /// probed (were probed queries left out, every miss would be sent twice, for ever); and a loss the
+    /// probe recovered (two round trips late) does not double the next probes' wait, which would make
+    /// the next loss soon after cost twice as much.
     pub(super) fn record_rtt(
         &mut self,
         now: Instant,
         upstream: UpstreamId,
         sent_at: Option<Instant>,
+        probe_wait: Option<Duration>,
     ) {
         if let (Some(at), Some(u)) = (
             sent_at,
             self.upstreams.iter_mut().find(|u| u.id == upstream),
         ) {
-            let sample = u32::try_from(now.saturating_since(at).as_millis()).unwrap_or(u32::MAX);
+            let mut took = now.saturating_since(at);
+            if let Some(w) = probe_wait {
+                took = took.min(w);
+            }
+            let sample = u32::try_from(took.as_micros()).unwrap_or(u32::MAX);
             // RFC 6298 §2: RTTVAR ← ¾ RTTVAR + ¼ |SRTT − R'|, then SRTT ← ⅞ SRTT + ⅛ R'.
-            let (srtt, rttvar) = match u.srtt_ms {
+            let (srtt, rttvar) = match u.srtt_us {
                 Some(s) => (
                     s - s / 8 + sample / 8,
-                    u.rttvar_ms - u.rttvar_ms / 4 + s.abs_diff(sample) / 4,
+                    u.rttvar_us - u.rttvar_us / 4 + s.abs_diff(sample) / 4,
                 ),
                 None => (sample, sample / 2),
             };
-            u.srtt_ms = Some(srtt);
-            u.rttvar_ms = rttvar;
+            u.srtt_us = Some(srtt);
+            u.rttvar_us = rttvar;
         }
     }
 

@@ -283,12 +283,52 @@ fn a_quiet_session_sends_one_loss_probe_and_the_first_answer_wins() {
     assert_eq!(h.e.inflight(), 0);
     // Bytes arrived: the next quiet spell may probe again.
     h.q(udp(3), &query(3, "c", None));
-    // The probe's answer came 500 ms after the probe: srtt 500 / 8 = 62 ms, rttvar 500 / 4 = 125 ms,
-    // so the next probe waits 62 + 4 × 125 = 562 ms: a slow answer widens the wait.
-    h.advance(561);
+    // The probe's answer came 500 ms after the probe, but a probed query's sample counts for at most
+    // the wait its probe beat (30 ms): srtt 30 / 8 = 3.75 ms, rttvar 30 / 4 = 7.5 ms, so the next
+    // probe waits 3.75 + 4 × 7.5 = 33.75 ms (the engine's clock counts whole milliseconds: 33): a slow
+    // answer widens the wait, a step at a time.
+    h.advance(32);
     assert_eq!(h.e.stats().loss_probes, 1, "a slow answer widens the wait");
     h.advance(1);
     assert_eq!(h.e.stats().loss_probes, 2);
+}
+
+#[test]
+fn a_recovered_loss_barely_moves_the_next_probes_wait() {
+    let mut h = Harness::new(cfg(), &[U1]);
+    let s = one_answered(&mut h, 1, None);
+    // A steady 30-ms upstream: srtt 30 ms, rttvar ≈ 0, the probe waits 30 + 30 / 3 = 40 ms.
+    for i in 0..80u16 {
+        h.q(udp(100 + i), &query(100 + i, &alloc::format!("n{i}"), None));
+        let frame = h.sends.last().unwrap().1.clone();
+        h.advance(30);
+        h.data(s, &answer(&frame));
+    }
+    let probes = h.e.stats().loss_probes;
+    // An answer is lost: the probe goes out after 40 ms, and the original answer, resent by the
+    // server's TCP once the probe's answer is acknowledged selectively, comes 104 ms after the query.
+    h.q(udp(7), &query(7, "lost", None));
+    let orig = h.sends.last().unwrap().clone();
+    h.advance(39);
+    assert_eq!(h.e.stats().loss_probes, probes);
+    h.advance(1);
+    assert_eq!(h.e.stats().loss_probes, probes + 1, "probed at 40 ms");
+    let probe = h.sends.last().unwrap().clone();
+    h.advance(64);
+    h.data(s, &answer(&orig.1));
+    h.data(s, &answer(&probe.1));
+    // The sample counts as the 40 ms the probe beat, not 104: srtt 31.25 ms, rttvar 2.5 ms, the next
+    // wait 31.25 + 31.25 / 3 = 41.7 ms, 41 on the engine's millisecond clock (a 104-ms sample would
+    // make it 39.25 + 4 × 18.5 = 113 ms, and a second loss soon after would cost 2.5 round trips more).
+    h.q(udp(8), &query(8, "next", None));
+    h.advance(40);
+    assert_eq!(h.e.stats().loss_probes, probes + 1);
+    h.advance(1);
+    assert_eq!(
+        h.e.stats().loss_probes,
+        probes + 2,
+        "the next probe still waits about 1.4 round trips"
+    );
 }
 
 #[test]
@@ -316,16 +356,19 @@ fn the_probe_waits_for_the_round_trip_and_its_variation() {
     let ms = Duration::from_millis;
     assert_eq!(probe_delay(0, 0), ms(30), "at least PROBE_MIN");
     assert_eq!(
-        probe_delay(30, 1),
+        probe_delay(30_000, 1_000),
         ms(40),
         "a steady 30-ms upstream: 1.33 round trips"
     );
     assert_eq!(
-        probe_delay(30, 10),
+        probe_delay(30_000, 10_000),
         ms(70),
         "a varying one: srtt + 4 × rttvar"
     );
-    assert_eq!(probe_delay(u32::MAX, u32::MAX), ms(u64::from(u32::MAX)));
+    assert_eq!(
+        probe_delay(u32::MAX, u32::MAX),
+        Duration::from_micros(u64::from(u32::MAX) * 5)
+    );
 }
 
 #[test]
