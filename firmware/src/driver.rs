@@ -489,6 +489,8 @@ fn specs(targets: &[(UpstreamId, Arc<Target>)]) -> Vec<UpstreamSpec> {
                 // DoQ is one stream per query with ID 0: the engine's message transport.
                 Transport::Https | Transport::Quic => CoreTransport::Message,
             },
+            // DoH runs on HTTP/2 over TCP; QUIC has its own loss detection.
+            tcp: !matches!(t.upstream.url.transport, Transport::Quic),
         })
         .collect()
 }

@@ -56,13 +56,19 @@ log = peers.log
 
 # name -> base UDP port in namespace C (loopback); one namespace per rig, so ports repeat across rigs
 FORWARDERS = {"lanveil": 5301, "lanveil-noprobe": 5308, "lanveil-rto0": 5307, "lanveil-base": 5302,
-              "kresd": 5303, "unbound": 5304, "stubby": 5305, "dnsdist": 5306}
+              "kresd": 5303, "unbound": 5304, "stubby": 5305, "dnsdist": 5306,
+              "lanveil-doh": 5309, "lanveil-doh-rto0": 5310, "lanveil-doh-noprobe": 5311}
+# run only when named in --only: lanveil over DoH (HTTP/2), and without the retransmission-timeout floor or
+# the loss probe there
+OPT_IN = ("lanveil-doh", "lanveil-doh-rto0", "lanveil-doh-noprobe")
 # lanveil variants (UCI lines): lanveil-base behaves as before issue 17 (no standby, the kernel's 200-ms
 # retransmission floor, no loss probe; it still sends the RFC 7828 option, which this upstream ignores);
 # the others each turn one mechanism off
 VARIANTS = {"lanveil": {}, "lanveil-noprobe": {"upstream_loss_probe": "0"},
             "lanveil-rto0": {"upstream_tcp_rto_min_ms": "0"},
-            "lanveil-base": {"upstream_standby_s": "0", "upstream_tcp_rto_min_ms": "0", "upstream_loss_probe": "0"}}
+            "lanveil-base": {"upstream_standby_s": "0", "upstream_tcp_rto_min_ms": "0", "upstream_loss_probe": "0"},
+            "lanveil-doh": {}, "lanveil-doh-rto0": {"upstream_tcp_rto_min_ms": "0"},
+            "lanveil-doh-noprobe": {"upstream_loss_probe": "0"}}
 
 
 # The emulated network (delay line), the upstream and the load generator run SCHED_FIFO so that other jobs on
@@ -90,17 +96,20 @@ def forwarder_conf(name: str, port: int, up: str, work: Path) -> tuple[list[str]
     """Command and the settings that matter for this benchmark (recorded in the results)."""
     if name.startswith("lanveil"):
         extra = VARIANTS[name]
+        url = (f"https://{up}/dns-query#{TLS_NAME}" if name.startswith("lanveil-doh")
+               else f"tls://{up}:853#{TLS_NAME}")
         conf = work / f"{name}.uci"
         conf.write_text(
             f"config lanveil 'main'\n\tlist listen '127.0.0.1:{port}'\n\toption log_level '{os.environ.get('WAN_LOG_LEVEL', 'warn')}'\n"
             + "".join(f"\toption {k} '{v}'\n" for k, v in extra.items())
-            + f"\nconfig upstream 'wan'\n\toption url 'tls://{up}:853#{TLS_NAME}'\n\toption ca_file '{work}/ca.pem'\n")
+            + f"\nconfig upstream 'wan'\n\toption url '{url}'\n\toption ca_file '{work}/ca.pem'\n")
         settings = {"upstream_idle_timeout_ms": 20000,
                     "upstream_standby_s": int(extra.get("upstream_standby_s", 600)),
                     "upstream_tcp_rto_min_ms": int(extra.get("upstream_tcp_rto_min_ms", 50)),
                     "upstream_loss_probe": int(extra.get("upstream_loss_probe", 1)),
                     "edns_tcp_keepalive": "sent on DoT, honoured", "tls_resumption": "no",
-                    "padding": "RFC 8467 128-octet blocks", "cache": "default (on; names are unique)"}
+                    "padding": "RFC 8467 128-octet blocks", "cache": "default (on; names are unique)",
+                    "transport": "DoH (HTTP/2)" if name.startswith("lanveil-doh") else "DoT"}
         cmd = [str(LANVEIL), "--config", str(conf)]
         if os.environ.get("WAN_LOG_LEVEL") in ("debug", "trace"):
             # experiments: each log line stamped with CLOCK_MONOTONIC seconds (the loadgen's clock); the
@@ -214,6 +223,8 @@ class Rig:
 setSecurityPollSuffix("")
 setLocal("127.0.0.1:{udp_port}")
 addTLSLocal("{addr}:853", "{self.work}/leaf.pem", "{self.work}/leaf.key")
+addDOHLocal("{addr}:443", "{self.work}/leaf.pem", "{self.work}/leaf.key", "/dns-query",
+            {{idleTimeout={self.server_idle_s}}})
 -- the idle close: a connection that brings no query for this long is closed
 setTCPRecvTimeout({self.server_idle_s})
 setMaxTCPConnectionsPerClient(100)
@@ -684,7 +695,7 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=17)
     ap.add_argument("--out", default=str(ROOT / "tests/bench/results/wan.json"))
     a = ap.parse_args()
-    names = [n for n in FORWARDERS if not a.only or n in a.only.split(",")]
+    names = [n for n in FORWARDERS if (n in a.only.split(",") if a.only else n not in OPT_IN)]
     missing = [n for n in names if not (
         LANVEIL.exists() if n.startswith("lanveil") else shutil.which(n) or Path(f"/usr/sbin/{n}").exists())]
     if missing:

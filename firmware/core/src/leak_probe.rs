@@ -364,6 +364,7 @@ mod tests {
         let ups = [UpstreamSpec {
             id: UpstreamId(1),
             transport: Transport::Stream,
+            tcp: true,
         }];
         let mut e = Engine::new(EngineConfig::default(), &ups, crate::rng::TestRng::new(7));
         e.set_policy(Some(Policy::new(&PolicyConfig::default()).unwrap()));

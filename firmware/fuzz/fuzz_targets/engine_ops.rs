@@ -159,6 +159,7 @@ fn upstream_specs(sel: u8) -> Vec<UpstreamSpec> {
             } else {
                 Transport::Message
             },
+            tcp: sel >> 6 & 1 == 0 || i == 0,
         })
         .collect()
 }

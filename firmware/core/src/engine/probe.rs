@@ -1,26 +1,28 @@
-//! Loss probes on stream sessions (issue 17): what keeps one lost TCP segment from costing a
+//! Loss probes on TCP sessions (issue 17): what keeps one lost TCP segment from costing a
 //! retransmission timeout.
 //!
-//! When a DoT session has queries outstanding and nothing has arrived for [`probe_delay`] (about
-//! 1.33 round trips from a steady upstream), one of them is written again under a new ID. If the server's answer was lost, the new answer is data *after* the hole: the server's
-//! TCP sees it acknowledged selectively and resends the lost segment after a fraction of a round
-//! trip (RACK), instead of waiting for its tail-loss probe or retransmission timeout (at least
-//! 200 ms plus two round trips on Linux for a lone segment). If the query was lost, the same
-//! happens on lanveil's side. Whichever answer comes first is used; the other is a late answer.
+//! When a DoT or DoH (HTTP/2) session has queries outstanding and nothing has arrived for
+//! [`probe_delay`] (about 1.33 round trips from a steady upstream), one of them is sent again: on DoT
+//! written under a new ID, on DoH as a new request (a new HTTP/2 stream). If the server's answer was
+//! lost, the new answer is data *after* the hole: the server's TCP sees it acknowledged selectively and
+//! resends the lost segment after a fraction of a round trip (RACK), instead of waiting for its
+//! tail-loss probe or retransmission timeout (at least 200 ms plus two round trips on Linux for a lone
+//! segment). If the query was lost, the same happens on lanveil's side. Whichever answer comes first is
+//! used; the other is a late answer.
 //!
 //! Every answer is a round-trip sample, a probed query's too, counted for at most the wait its probe
 //! beat (see `Engine::record_rtt`): slow answers widen the wait instead of being duplicated each time,
 //! and a recovered loss does not widen it much.
 //!
-//! Bounded: at most one probe per quiet spell of a session (it re-arms only when bytes arrive), only
-//! once the upstream has a round-trip estimate, and only on stream sessions (HTTP/2 and QUIC have
-//! their own). The duplicate goes to the resolver that already has the question, on the same
-//! connection: nothing new is revealed to anyone.
+//! Bounded: at most one probe per quiet spell of a session (it re-arms only when an answer arrives),
+//! only once the upstream has a round-trip estimate, and only on TCP sessions
+//! ([`super::UpstreamSpec::tcp`]; QUIC has its own loss detection). The duplicate goes to the resolver
+//! that already has the question, on the same connection: nothing new is revealed to anyone.
 
 use core::time::Duration;
 
 use super::session::{Session, SessionState};
-use super::{Engine, Instant, Transport};
+use super::{Engine, Instant};
 use crate::rng::Rng;
 
 /// The earliest a probe is sent after the last bytes arrived.
@@ -43,7 +45,6 @@ impl<R: Rng> Engine<R> {
     /// When session `s` sends its loss probe, if it would.
     pub(super) fn probe_at(&self, s: &Session) -> Option<Instant> {
         if !self.config.loss_probes
-            || s.transport != Transport::Stream
             || s.state != SessionState::Ready
             || s.inflight.is_empty()
             || s.probed
@@ -52,6 +53,9 @@ impl<R: Rng> Engine<R> {
             return None;
         }
         let u = self.upstreams.iter().find(|u| u.id == s.upstream)?;
+        if !u.tcp {
+            return None;
+        }
         Some(s.last_received + probe_delay(u.srtt_us?, u.rttvar_us))
     }
 

@@ -263,6 +263,7 @@ impl<R: Rng> Engine<R> {
         bytes: &[u8],
     ) {
         self.sessions[si].last_received = now;
+        self.sessions[si].probed = false;
         if let Err(reason) = self.handle_response(now, si, tag, bytes) {
             self.fail_session(now, si, reason);
             return;

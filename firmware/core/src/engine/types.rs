@@ -91,6 +91,10 @@ pub struct UpstreamSpec {
     pub id: UpstreamId,
     /// Its transport.
     pub transport: Transport,
+    /// Its sessions are TCP connections (DNS over TLS, DNS over HTTPS on HTTP/2): a lone lost segment
+    /// waits for TCP's tail-loss probe or retransmission timeout, so the engine's loss probe
+    /// ([`EngineConfig::loss_probes`]) applies. False for QUIC, which has its own loss detection.
+    pub tcp: bool,
 }
 
 /// How a query's upstream is chosen among those not backing off.

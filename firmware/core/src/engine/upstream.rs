@@ -23,6 +23,8 @@ const EXPLORE_EVERY: u32 = 32;
 pub(super) struct Upstream {
     pub(super) id: UpstreamId,
     transport: Transport,
+    /// Its sessions run over TCP (see [`super::UpstreamSpec::tcp`]).
+    pub(super) tcp: bool,
     failures: u32,
     soft: u32,
     /// The smoothed round-trip time (RFC 6298's SRTT), in microseconds: whole milliseconds would
@@ -71,6 +73,7 @@ impl<R: Rng> Engine<R> {
                 None => self.upstreams.push(Upstream {
                     id: spec.id,
                     transport: spec.transport,
+                    tcp: spec.tcp,
                     failures: 0,
                     soft: 0,
                     srtt_us: None,

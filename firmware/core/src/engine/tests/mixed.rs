@@ -11,7 +11,11 @@ const DOQ: UpstreamId = UpstreamId(3);
 fn mixed(config: EngineConfig, order: &[(UpstreamId, Transport)]) -> Harness {
     let specs: Vec<UpstreamSpec> = order
         .iter()
-        .map(|&(id, transport)| UpstreamSpec { id, transport })
+        .map(|&(id, transport)| UpstreamSpec {
+            id,
+            transport,
+            tcp: true,
+        })
         .collect();
     let mut h = Harness::new(config, &[]);
     h.e = Engine::new(config, &specs, TestRng::new(11));

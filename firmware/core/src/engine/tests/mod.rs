@@ -90,6 +90,7 @@ impl Harness {
             .map(|&id| UpstreamSpec {
                 id,
                 transport: Transport::Stream,
+                tcp: true,
             })
             .collect();
         Self {

@@ -151,6 +151,7 @@ fn message_transport_uses_id_zero_and_tags() {
     let specs = [UpstreamSpec {
         id: U1,
         transport: Transport::Message,
+        tcp: true,
     }];
     let mut e = Engine::new(cfg(), &specs, TestRng::new(3));
     let now = Instant::from_millis(5);

@@ -65,6 +65,7 @@ fn reconfigure_retires_removed_upstream_sessions() {
         &[UpstreamSpec {
             id: U2,
             transport: Transport::Stream,
+            tcp: true,
         }],
     );
     h.drain();

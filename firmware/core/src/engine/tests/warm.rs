@@ -61,6 +61,7 @@ fn message_sessions_do_not_carry_it() {
     let specs = [UpstreamSpec {
         id: U1,
         transport: Transport::Message,
+        tcp: true,
     }];
     let mut e = Engine::new(cfg(), &specs, TestRng::new(3));
     let now = Instant::from_millis(5);
@@ -411,4 +412,63 @@ fn slow_answers_widen_the_wait_instead_of_being_sent_twice() {
         probes_late, 0,
         "once the deviation is learnt, a 150-ms answer is not taken for a loss"
     );
+}
+
+/// One query answered on a message (DoH or DoQ) session at 30 ms, then a second one left unanswered
+/// for 200 ms: the requests the engine made for it.
+fn message_session_quiet_spell(tcp: bool) -> Vec<(u16, Vec<u8>)> {
+    let specs = [UpstreamSpec {
+        id: U1,
+        transport: Transport::Message,
+        tcp,
+    }];
+    let mut e = Engine::new(cfg(), &specs, TestRng::new(3));
+    let mut now = Instant::from_millis(5);
+    e.handle_query(now, udp(1), &query(1, "a", None));
+    let Some(Action::Connect { session, .. }) = e.poll_action() else {
+        panic!()
+    };
+    e.handle_upstream_connected(now, session);
+    let Some(Action::Request { tag, message, .. }) = e.poll_action() else {
+        panic!()
+    };
+    now = now + Duration::from_millis(30);
+    let mut framed = (message.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&message);
+    e.handle_upstream_response(now, session, tag, &answer(&framed)[2..]);
+    assert!(e.poll_transmit().is_some());
+    e.handle_query(now, udp(2), &query(2, "b", None));
+    let mut requests = Vec::new();
+    let end = now + Duration::from_millis(200);
+    loop {
+        while let Some(a) = e.poll_action() {
+            if let Action::Request { tag, message, .. } = a {
+                requests.push((tag, message));
+            }
+        }
+        match e.poll_timeout() {
+            Some(t) if t <= end => {
+                now = t.max(now);
+                e.handle_timeout(now);
+            }
+            _ => break,
+        }
+    }
+    requests
+}
+
+#[test]
+fn a_quiet_doh_session_probes_with_a_second_request_and_a_quic_one_does_not() {
+    let doh = message_session_quiet_spell(true);
+    assert_eq!(doh.len(), 2, "the request and one probe: {doh:?}");
+    assert_ne!(
+        doh[0].0, doh[1].0,
+        "a new request tag (a new HTTP/2 stream)"
+    );
+    assert_eq!(
+        doh[0].1, doh[1].1,
+        "the same message, ID 0 and padding alike"
+    );
+    let doq = message_session_quiet_spell(false);
+    assert_eq!(doq.len(), 1, "QUIC recovers its own losses: {doq:?}");
 }
