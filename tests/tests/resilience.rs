@@ -73,6 +73,51 @@ async fn doh_post_and_get_with_minimal_headers_and_id_zero() {
     running.shutdown().await;
 }
 
+/// How many requests `up` received for `name` (the question's labels, lower case).
+fn requests_for(up: &DohUpstream, name: &str) -> usize {
+    up.requests()
+        .iter()
+        .filter_map(|r| hickory_proto::op::Message::from_vec(&r.message).ok())
+        .filter(|m| {
+            m.queries()
+                .first()
+                .is_some_and(|q| q.name().to_ascii().eq_ignore_ascii_case(name))
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_doh_connection_sends_one_loss_probe_on_the_same_connection() {
+    // The loss probe on DoH (issue 17): an answer later than the wait (≈ 30 ms against this loopback
+    // upstream) brings the same request once more, on the same HTTP/2 connection; the client gets
+    // its answer once. With the probe off, the request goes once.
+    let pki = Pki::new();
+    let leaf = pki.leaf(&["doh.test"], &[LOCAL]);
+    for probe in [true, false] {
+        let up = DohUpstream::start("127.0.0.1:0".parse().unwrap(), &leaf).await;
+        let url = format!("https://{}/dns-query#doh.test", up.addr());
+        let mut cfg = config_urls(std::slice::from_ref(&url), pki.ca_pem_path());
+        cfg.upstreams.loss_probe = probe;
+        let (running, addr) = start(cfg).await;
+        for i in 0..5 {
+            let m = query_udp(addr, &format!("warm{i}.doh.example."), RecordType::A, None).await;
+            assert_eq!(m.response_code(), ResponseCode::NoError);
+        }
+        // 250 ms: past the probe's wait, short of the 300-ms attempt timeout (which would try the
+        // query again anyway).
+        let name = "delay-250.slow.doh.example.";
+        let m = query_udp(addr, name, RecordType::A, None).await;
+        assert_eq!(a_records(&m), [expected_a(name)]);
+        assert_eq!(
+            requests_for(&up, name),
+            if probe { 2 } else { 1 },
+            "probe {probe}"
+        );
+        assert_eq!(up.connections(), 1, "on the same connection");
+        running.shutdown().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn doh_to_dnsdist_in_front_of_unbound() {
     let pki = Pki::new();
