@@ -294,17 +294,22 @@ fn a_quiet_session_sends_one_loss_probe_and_the_first_answer_wins() {
     assert_eq!(h.e.stats().loss_probes, 2);
 }
 
+/// `n` queries on session `s`, one at a time, each answered `ms` after it was sent.
+fn steady_answers(h: &mut Harness, s: SessionId, n: u16, ms: u64) {
+    for i in 0..n {
+        h.q(udp(100 + i), &query(100 + i, &alloc::format!("n{i}"), None));
+        let frame = h.sends.last().unwrap().1.clone();
+        h.advance(ms);
+        h.data(s, &answer(&frame));
+    }
+}
+
 #[test]
 fn a_recovered_loss_barely_moves_the_next_probes_wait() {
     let mut h = Harness::new(cfg(), &[U1]);
     let s = one_answered(&mut h, 1, None);
     // A steady 30-ms upstream: srtt 30 ms, rttvar ≈ 0, the probe waits 30 + 30 / 3 = 40 ms.
-    for i in 0..80u16 {
-        h.q(udp(100 + i), &query(100 + i, &alloc::format!("n{i}"), None));
-        let frame = h.sends.last().unwrap().1.clone();
-        h.advance(30);
-        h.data(s, &answer(&frame));
-    }
+    steady_answers(&mut h, s, 80, 30);
     let probes = h.e.stats().loss_probes;
     // An answer is lost: the probe goes out after 40 ms, and the original answer, resent by the
     // server's TCP once the probe's answer is acknowledged selectively, comes 104 ms after the query.
@@ -378,12 +383,7 @@ fn round_trip_samples_set_the_probe_delay() {
     let s = one_answered(&mut h, 1, None);
     // Steady 40-ms answers (the early ones probed while srtt was still low): srtt → 40, rttvar
     // shrinks; the probe waits 40 + 40 / 3 = 53 ms.
-    for i in 0..60u16 {
-        h.q(udp(100 + i), &query(100 + i, &alloc::format!("n{i}"), None));
-        let frame = h.sends.last().unwrap().1.clone();
-        h.advance(40);
-        h.data(s, &answer(&frame));
-    }
+    steady_answers(&mut h, s, 60, 40);
     let probes = h.e.stats().loss_probes;
     h.q(udp(7), &query(7, "late", None));
     h.advance(52);
