@@ -6,7 +6,9 @@
 The set-up of tests/bench/peers.py (same upstream, same lanveil configuration, unique names so every query
 crosses TLS), without the other peers and the latency run: per run, every name of a fixed list is sent once
 (dnsperf -n 1, CLIENTS x OUTSTANDING), and lanveil's utime and stime (clock ticks, all threads, from /proc)
-and context switches are read before and after. Builds are run in turn (A B, B A, A B, ...) so a slow patch of a
+and context switches are read before and after; after the run, the upstream connections' TCP segments sent with
+data and without (pure ACKs) per 1,000 queries (`ss -ti`, over the connections' life: the start-up probes add a
+handful). `--perf-stat DIR` counts system calls, `--perf-record DIR` records call graphs. Builds are run in turn (A B, B A, A B, ...) so a slow patch of a
 shared machine does not land on one build only. Run under the machine lock, as root or not:
 
     flock /work/wt/machine.lock python3 tests/bench/cpu_ab.py new=target/release/lanveil old=/tmp/lanveil.old
