@@ -1,7 +1,7 @@
 //! Upstream sessions: one per connection the shell opens, carrying queries under IDs unique on it,
 //! matching answers to them, and ending on failure, idleness, a stall or retirement.
 
-use alloc::collections::BTreeMap;
+use alloc::collections::{BTreeMap, VecDeque};
 use alloc::vec::Vec;
 
 use super::table::{Place, QueryRef};
@@ -38,13 +38,46 @@ pub(super) struct Session {
     pub(super) last_received: Instant,
     /// The idle timeout the server announced (RFC 7828), see [`super::warm`].
     pub(super) server_idle: Option<core::time::Duration>,
-    /// A loss probe was sent since the last bytes arrived, see [`super::probe`].
-    pub(super) probed: bool,
+    /// Its outstanding queries that were not loss-probed yet, as (sent at, ID) in the order they were
+    /// sent (entries whose ID has left `inflight` are dropped lazily; see [`super::probe`]).
+    pub(super) unprobed: VecDeque<(Instant, u16)>,
+    /// When it sent its last loss probe.
+    pub(super) last_probe: Option<Instant>,
 }
 
 impl Session {
     pub(super) fn load(&self) -> usize {
         self.inflight.len() + self.queued.len()
+    }
+
+    /// Query `id` was sent at `at`: it may be loss-probed. Entries of answered queries are dropped
+    /// from the front as they come up, and all at once when they outnumber the live ones (a query
+    /// stuck at the front must not let the list grow with every query sent behind it).
+    fn note_sent(&mut self, at: Instant, id: u16) {
+        self.prune_unprobed();
+        if self.unprobed.len() > 2 * self.inflight.len() + 16 {
+            let inflight = &self.inflight;
+            self.unprobed.retain(|(_, id)| inflight.contains_key(id));
+        }
+        self.unprobed.push_back((at, id));
+    }
+
+    /// Drops the entries of answered queries from the front of `unprobed`.
+    pub(super) fn prune_unprobed(&mut self) {
+        while let Some(&(_, id)) = self.unprobed.front() {
+            if self.inflight.contains_key(&id) {
+                break;
+            }
+            self.unprobed.pop_front();
+        }
+    }
+
+    /// The send time of the oldest outstanding query not probed yet.
+    pub(super) fn oldest_unprobed(&self) -> Option<(Instant, u16)> {
+        self.unprobed
+            .iter()
+            .find(|(_, id)| self.inflight.contains_key(id))
+            .copied()
     }
 }
 
@@ -81,7 +114,8 @@ impl<R: Rng> Engine<R> {
             last_activity: now,
             last_received: now,
             server_idle: None,
-            probed: false,
+            unprobed: VecDeque::new(),
+            last_probe: None,
         });
         self.actions.push_back(Action::Connect {
             session: id,
@@ -151,6 +185,7 @@ impl<R: Rng> Engine<R> {
             at: now,
         });
         session.inflight.insert(id, r);
+        session.note_sent(now, id);
         if session.inflight.len() == 1 {
             // The stall detector measures from the moment something is outstanding.
             session.last_received = now;
@@ -185,7 +220,6 @@ impl<R: Rng> Engine<R> {
         bytes: &[u8],
     ) {
         self.sessions[si].last_received = now;
-        self.sessions[si].probed = false;
         // The decoder is taken out of the session while its frames are handled, so they are read
         // in place, not copied.
         let mut decoder = core::mem::take(&mut self.sessions[si].decoder);
@@ -263,7 +297,6 @@ impl<R: Rng> Engine<R> {
         bytes: &[u8],
     ) {
         self.sessions[si].last_received = now;
-        self.sessions[si].probed = false;
         if let Err(reason) = self.handle_response(now, si, tag, bytes) {
             self.fail_session(now, si, reason);
             return;

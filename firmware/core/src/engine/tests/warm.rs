@@ -472,3 +472,63 @@ fn a_quiet_doh_session_probes_with_a_second_request_and_a_quic_one_does_not() {
     let doq = message_session_quiet_spell(false);
     assert_eq!(doq.len(), 1, "QUIC recovers its own losses: {doq:?}");
 }
+
+#[test]
+fn a_lost_query_behind_an_answered_one_is_probed_from_its_own_send() {
+    let mut h = Harness::new(cfg(), &[U1]);
+    let s = one_answered(&mut h, 1, None);
+    steady_answers(&mut h, s, 80, 30); // the probe waits 40 ms
+    let probes = h.e.stats().loss_probes;
+    // Two queries leave together, in separate writes; the second one's segment is lost. The first
+    // is answered after a round trip: that must not push the second one's probe back to 30 + 40 ms.
+    h.q(udp(7), &query(7, "first", None));
+    let first = h.sends.last().unwrap().clone();
+    h.q(udp(8), &query(8, "second", None));
+    let second = h.sends.last().unwrap().clone();
+    h.advance(30);
+    h.data(s, &answer(&first.1));
+    h.advance(9);
+    assert_eq!(h.e.stats().loss_probes, probes);
+    h.advance(1);
+    assert_eq!(
+        h.e.stats().loss_probes,
+        probes + 1,
+        "40 ms after the lost query"
+    );
+    let probe = h.sends.last().unwrap().clone();
+    assert_eq!(probe.1[4..], second.1[4..], "the second query again");
+    h.advance(500);
+    assert_eq!(
+        h.e.stats().loss_probes,
+        probes + 1,
+        "each query at most once"
+    );
+    h.data(s, &answer(&probe.1));
+    assert_eq!(h.e.inflight(), 0);
+}
+
+#[test]
+fn a_stalled_session_sends_one_probe_until_something_arrives() {
+    let mut h = Harness::new(cfg(), &[U1]);
+    let s = one_answered(&mut h, 1, None);
+    steady_answers(&mut h, s, 80, 30);
+    let probes = h.e.stats().loss_probes;
+    let mut frames = Vec::new();
+    for i in 0..5u16 {
+        h.q(udp(20 + i), &query(20 + i, &alloc::format!("s{i}"), None));
+        frames.push(h.sends.last().unwrap().1.clone());
+    }
+    // Nothing comes back (the server's answers are stuck behind a lost segment, or it died).
+    h.advance(1_000);
+    assert_eq!(
+        h.e.stats().loss_probes,
+        probes + 1,
+        "one probe, not one per query"
+    );
+    // Bytes arrive: the next oldest query may be probed again, a wait later.
+    h.data(s, &answer(&frames[0]));
+    h.advance(40);
+    assert_eq!(h.e.stats().loss_probes, probes + 2);
+    h.advance(1_000);
+    assert_eq!(h.e.stats().loss_probes, probes + 2);
+}
