@@ -361,6 +361,8 @@ impl<R: Rng> Engine<R> {
             return Err(CloseReason::Protocol);
         }
         session.inflight.remove(&id);
+        // Keeps the probe's oldest-query lookup short (`poll_timeout` asks it every turn).
+        session.prune_unprobed();
         session.last_activity = now;
         let announced = match session.transport {
             Transport::Stream => warm::announced_idle(frame, &scan),

@@ -261,6 +261,7 @@ impl<R: Rng> Engine<R> {
                 Place::Sent { session, id, .. } => {
                     if let Some(s) = self.sessions.iter_mut().find(|s| s.id == session) {
                         s.inflight.remove(&id);
+                        s.prune_unprobed();
                     }
                 }
             }

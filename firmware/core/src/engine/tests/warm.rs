@@ -532,3 +532,28 @@ fn a_stalled_session_sends_one_probe_until_something_arrives() {
     h.advance(1_000);
     assert_eq!(h.e.stats().loss_probes, probes + 2);
 }
+
+#[test]
+fn the_probe_bookkeeping_stays_bounded_behind_a_stuck_query() {
+    let mut config = cfg();
+    config.loss_probes = false; // the stuck query is never probed: it stays first in the list
+    config.query_timeout = Duration::from_secs(3_600);
+    let mut h = Harness::new(config, &[U1]);
+    let s = one_answered(&mut h, 1, None);
+    h.q(udp(2), &query(2, "stuck", None));
+    for i in 0..500u16 {
+        h.q(udp(100 + i), &query(100 + i, &alloc::format!("n{i}"), None));
+        let frame = h.sends.last().unwrap().1.clone();
+        h.advance(1);
+        h.data(s, &answer(&frame));
+        // At most about twice the outstanding queries plus a few, not one entry per query sent.
+        let session = &h.e.sessions[0];
+        assert!(
+            session.unprobed.len() <= 24,
+            "{} entries for {} outstanding",
+            session.unprobed.len(),
+            session.inflight.len()
+        );
+    }
+    assert_eq!(h.e.inflight(), 1);
+}
