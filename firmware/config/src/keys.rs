@@ -373,7 +373,7 @@ pub static MAIN: &[Key<Config>] = &[
         "upstream_loss_probe",
         upstreams.loss_probe,
         "1",
-        "a DoT or DoH (HTTP/2) connection quiet for about 1.33 round trips with queries outstanding sends one of them again (a lost segment then costs two round trips more, not a 200-ms timeout)"
+        "a query unanswered for about 1.33 round trips on a DoT or DoH (HTTP/2) connection is sent once more on it (a lost segment then costs two round trips more, not a 200-ms timeout)"
     ),
     number!(
         "upstream_connect_timeout_ms",

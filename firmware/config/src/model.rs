@@ -154,7 +154,7 @@ pub struct Upstreams {
     pub standby_s: u32,
     /// Lowest TCP retransmission timeout of upstream connections (ms; 0 = the kernel's).
     pub tcp_rto_min_ms: u32,
-    /// Send a loss probe on a DoT or DoH (HTTP/2) connection that went quiet with queries outstanding.
+    /// Send a query unanswered for about 1.33 round trips once more on its DoT or DoH (HTTP/2) connection.
     pub loss_probe: bool,
     /// Time allowed for TCP connect + TLS handshake (ms).
     pub connect_timeout_ms: u32,

@@ -12,7 +12,7 @@ import sys
 import time
 
 from selenium import webdriver
-from selenium.common.exceptions import WebDriverException
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
@@ -57,8 +57,15 @@ def wait(what, fn, secs=30):
 
 
 def text_of(d, css):
-    els = d.find_elements(By.CSS_SELECTOR, css)
-    return els[0].text if els else ""
+    """The first match's text ("" if none). LuCI re-renders polled views (the overview card, the status
+    page) while it is read: an element replaced between the lookup and `.text` is looked up again."""
+    for _ in range(5):
+        els = d.find_elements(By.CSS_SELECTOR, css)
+        try:
+            return els[0].text if els else ""
+        except StaleElementReferenceException:
+            time.sleep(0.1)
+    return ""
 
 
 def shot(d, name):
