@@ -20,8 +20,9 @@
 //!
 //! Bounded: each query is probed at most once (neither it nor its copy again); after a probe a session
 //! sends the next one only once something has arrived, and not within [`probe_delay`]; only once the
-//! upstream has a round-trip estimate; and only on TCP sessions ([`super::UpstreamSpec::tcp`]; QUIC has its own loss detection). The duplicate goes to the resolver
-//! that already has the question, on the same connection: nothing new is revealed to anyone.
+//! upstream has a round-trip estimate; and only on TCP sessions
+//! ([`super::UpstreamSpec::tcp`]; QUIC has its own loss detection). The duplicate goes to the
+//! resolver that already has the question, on the same connection: nothing new is revealed to anyone.
 
 use core::time::Duration;
 
@@ -29,10 +30,10 @@ use super::session::{Session, SessionState};
 use super::{Engine, Instant};
 use crate::rng::Rng;
 
-/// The earliest a probe is sent after the last bytes arrived.
+/// The earliest a query is probed after it was sent.
 pub const PROBE_MIN: Duration = Duration::from_millis(30);
 
-/// How long a session with queries outstanding stays quiet before its loss probe: the smoothed round
+/// How long a query goes unanswered before its loss probe: the smoothed round
 /// trip plus the larger of four mean deviations (as TCP's retransmission timeout, RFC 6298) and a
 /// third of a round trip, at least [`PROBE_MIN`]. An upstream whose answers vary (a recursive
 /// resolver's cache misses) pushes it out, so slow answers are not taken for losses; from a steady

@@ -387,11 +387,7 @@ impl<R: Rng> Engine<R> {
                 _ => None,
             });
             match (at.next(), at.next()) {
-                (Some(a), Some(b)) => Some(if a < b {
-                    b.saturating_since(a)
-                } else {
-                    a.saturating_since(b)
-                }),
+                (Some(a), Some(b)) => Some(a.max(b).saturating_since(a.min(b))),
                 _ => None,
             }
         };
