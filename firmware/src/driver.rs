@@ -345,8 +345,9 @@ impl Driver {
             }
             // This pass's UDP answers: one sendmmsg per listener (usually one).
             for (listener, answers) in &mut self.udp_out {
+                let engine = &mut self.engine;
                 let dropped = match self.udp.get(listener) {
-                    Some(u) => u.send_all(answers),
+                    Some(u) => u.send_all(answers, |buf| engine.recycle(buf)),
                     None => std::mem::take(answers).len(),
                 };
                 if dropped > 0 {

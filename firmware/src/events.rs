@@ -225,8 +225,13 @@ pub(crate) struct UdpAnswers {
 
 impl UdpAnswers {
     /// Sends (in as few system calls as the socket allows) or queues a turn's answers, in order;
-    /// returns how many had to be dropped. `answers` is left empty.
-    pub(crate) fn send_all(&self, answers: &mut Vec<(Vec<u8>, SocketAddr)>) -> usize {
+    /// returns how many had to be dropped. `answers` is left empty; the buffers of the answers sent
+    /// or dropped go to `done` (the engine writes later answers into them).
+    pub(crate) fn send_all(
+        &self,
+        answers: &mut Vec<(Vec<u8>, SocketAddr)>,
+        mut done: impl FnMut(Vec<u8>),
+    ) -> usize {
         // Only while nothing is queued, so a burst that filled the socket buffer drains first.
         let sent = if self.queue.capacity() == self.queue.max_capacity() {
             crate::mmsg::send_batch(&self.sock, answers)
@@ -234,9 +239,12 @@ impl UdpAnswers {
             0
         };
         let mut dropped = 0;
-        for a in answers.drain(..).skip(sent) {
-            if self.queue.try_send(a).is_err() {
+        for (i, a) in answers.drain(..).enumerate() {
+            if i < sent {
+                done(a.0);
+            } else if let Err(e) = self.queue.try_send(a) {
                 dropped += 1;
+                done(e.into_inner().0);
             }
         }
         dropped

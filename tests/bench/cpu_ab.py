@@ -62,7 +62,30 @@ def switches(pid: int) -> tuple[int, int]:
     return vol, invol
 
 
+def callgrind_wrapper(binary: Path, work: Path, out: Path) -> Path:
+    """A script that runs `binary` under callgrind (`--check-config` runs it bare)."""
+    w = work / f"callgrind-{secrets.token_hex(3)}.sh"
+    w.write_text(f"""#!/bin/sh
+case "$1" in --check-config) exec {binary} "$@";; esac
+exec valgrind --tool=callgrind --callgrind-out-file={out} {binary} "$@"
+""")
+    w.chmod(0o755)
+    return w
+
+
+def callgrind_total(out: Path) -> int:
+    """The instructions (Ir) a callgrind profile counted."""
+    for line in out.read_text().splitlines():
+        if line.startswith("totals:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{out}: no totals line")
+
+
 def one_run(name: str, binary: Path, work: Path, a) -> dict:
+    cg_out = None
+    if a.callgrind:
+        cg_out = Path(a.callgrind) / f"{name}-{secrets.token_hex(2)}.out"
+        binary = callgrind_wrapper(binary, work, cg_out)
     peers.LANVEIL = binary
     target = peers.Lanveil("lanveil-dot", 18560, "DoT")
     proc, _ = peers.start_and_wait(target, work)
@@ -94,7 +117,7 @@ def one_run(name: str, binary: Path, work: Path, a) -> dict:
         f.unlink()
         done = r["completed"] or 0
         per = 1e5 / done if done else float("nan")
-        return {"build": name, "qps": r["qps"], "completed": done, "lost": r["lost"],
+        result = {"build": name, "qps": r["qps"], "completed": done, "lost": r["lost"],
                 "utime": u1 - u0, "stime": s1 - s0,
                 "cpu_per_100k_s": (u1 - u0 + s1 - s0) / peers.CLK_TCK * per,
                 "vcsw_per_q": (v1 - v0) / done if done else float("nan"),
@@ -104,6 +127,14 @@ def one_run(name: str, binary: Path, work: Path, a) -> dict:
                 "acks_per_kq": (tcp["segs_out"] - tcp["data_segs_out"]) / done * 1e3 if done else float("nan")}
     finally:
         proc.stop()
+    if cg_out:
+        # callgrind writes its profile as the daemon exits; start-up and shutdown are in the count
+        for _ in range(100):
+            if cg_out.exists():
+                break
+            time.sleep(0.1)
+        result["ir_per_q"] = callgrind_total(cg_out) / done if done else float("nan")
+    return result
 
 
 def main() -> int:
@@ -118,6 +149,8 @@ def main() -> int:
     ap.add_argument("--quiet-wait", type=float, default=20)
     ap.add_argument("--perf-stat", metavar="DIR", help="count system calls with perf stat (slows the daemon)")
     ap.add_argument("--perf-record", metavar="DIR", help="perf record -g the daemon during each run")
+    ap.add_argument("--callgrind", metavar="DIR", help="run the daemon under callgrind and report user-space "
+                    "instructions per query (deterministic, unlike CPU time; use --names 50000 --limit 120)")
     a = ap.parse_args()
     builds = []
     for b in a.builds:
@@ -141,7 +174,8 @@ def main() -> int:
                       f"stime {r['stime']:>4} ticks  {r['cpu_per_100k_s']:.3f} s/100k  "
                       f"vcsw/q {r['vcsw_per_q']:.3f} icsw/q {r['icsw_per_q']:.3f}  "
                       f"dnsperf {r['loadgen_cpu_s']:.2f} s  hwm {r['rss_kib']} KiB  upstream segments per 1k q: "
-                      f"data {r['writes_per_kq']:.1f} ack {r['acks_per_kq']:.1f}", flush=True)
+                      f"data {r['writes_per_kq']:.1f} ack {r['acks_per_kq']:.1f}"
+                      + (f"  Ir/q {r['ir_per_q']:,.0f}" if "ir_per_q" in r else ""), flush=True)
     finally:
         if up:
             up.stop()
@@ -156,7 +190,9 @@ def main() -> int:
               f"q/s {statistics.median(r['qps'] for r in mine):,.0f}, "
               f"vcsw/q {statistics.median(r['vcsw_per_q'] for r in mine):.3f}, "
               f"segments/1k q data {statistics.median(r['writes_per_kq'] for r in mine):.1f} "
-              f"ack {statistics.median(r['acks_per_kq'] for r in mine):.1f}, n={len(mine)}")
+              f"ack {statistics.median(r['acks_per_kq'] for r in mine):.1f}, n={len(mine)}"
+              + (f", Ir/q median {statistics.median(r['ir_per_q'] for r in mine):,.0f}"
+                 if a.callgrind else ""))
     return 0
 
 

@@ -2,7 +2,9 @@
 //! go through `forward_query` / `to_client`, and what comes out is parsed again, by `scan` and by
 //! hickory-proto, and compared with what went in (question, answer records, padding, truncation);
 //! `name::encode` writes what hickory writes; `name::expand` and the record iterator read back what
-//! hickory wrote, compression pointers included, and `expand` agrees with `skip` on any bytes.
+//! hickory wrote, compression pointers included, and `expand` agrees with `skip` on any bytes; `scan`'s
+//! shortcut for owner names that point at the question never accepts or places a record differently
+//! from walking every name.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use hickory_proto::op::{Edns, Message, Query};
@@ -10,7 +12,7 @@ use hickory_proto::rr::rdata::{A, AAAA, CNAME, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable};
 use lanveil_core::wire::edns::{self, Ede};
-use lanveil_core::wire::message::scan;
+use lanveil_core::wire::message::{scan, skip_record};
 use lanveil_core::wire::name::{self, MAX_NAME_LEN};
 use lanveil_core::wire::record::Section;
 use lanveil_core::wire::rewrite::{ClientView, QUERY_OVERHEAD, forward_query, to_client};
@@ -472,4 +474,42 @@ proptest! {
             }
         }
     }
+
+    /// On what hickory writes, with one octet changed anywhere: whatever `scan` accepts, walking
+    /// every owner name with `name::skip` accepts too and finds the same section ends (`scan` skips
+    /// the walk for owners that are a pointer to the question).
+    #[test]
+    fn scan_places_sections_as_walking_every_name_does(
+        m in hickory_message(), at in any::<prop::sample::Index>(), octet in any::<u8>(),
+    ) {
+        let mut wire = m.to_vec().unwrap();
+        let i = at.index(wire.len());
+        wire[i] = octet;
+        if let Ok(s) = scan(&wire) {
+            prop_assert_eq!(layout_by_walking(&wire), Some((s.answer_end, s.authority_end, s.end)));
+        }
+    }
+}
+
+/// The ends of the answer, authority and additional sections, the long way: every name walked.
+fn layout_by_walking(msg: &[u8]) -> Option<(usize, usize, usize)> {
+    let count = |i: usize| {
+        Some(usize::from(u16::from_be_bytes([
+            *msg.get(i)?,
+            *msg.get(i + 1)?,
+        ])))
+    };
+    let (qd, an, ns, ar) = (count(4)?, count(6)?, count(8)?, count(10)?);
+    let mut pos = 12;
+    for _ in 0..qd {
+        pos = name::skip(msg, pos).ok()? + 4;
+    }
+    let mut ends = [0usize; 3];
+    for (end, n) in ends.iter_mut().zip([an, ns, ar]) {
+        for _ in 0..n {
+            pos = skip_record(msg, pos).ok()?.0;
+        }
+        *end = pos;
+    }
+    Some((ends[0], ends[1], ends[2]))
 }

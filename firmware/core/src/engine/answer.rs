@@ -18,6 +18,11 @@ use crate::wire::message::{self, Scan};
 use crate::wire::respond;
 use crate::wire::rewrite::{self, ClientView};
 
+/// Spare message buffers kept at most, and the largest one kept (octets): room for a turn's answers
+/// and the upstream forms of their queries.
+pub(super) const SPARE_BUFFERS: usize = 128;
+pub(super) const SPARE_BUFFER_MAX: usize = 2048;
+
 impl<R: Rng> Engine<R> {
     /// Tells the shell that `client`'s frame gets no answer (stream clients only).
     pub(super) fn no_answer(&mut self, client: ClientAddr) {
@@ -27,19 +32,41 @@ impl<R: Rng> Engine<R> {
         }
     }
 
-    /// Runs `write` on the scratch buffer (at least `len` octets, not zeroed) and returns what it
-    /// wrote as a `Vec` of exactly that size.
+    /// Runs `write` on a buffer of `len` octets (a spare one when there is one, see
+    /// [`Engine::recycle`]) and returns what it wrote, truncated to that size.
     pub(super) fn write_out(
         &mut self,
         len: usize,
         write: impl FnOnce(&mut [u8]) -> Result<usize, crate::wire::Error>,
     ) -> Option<Vec<u8>> {
-        if self.scratch.len() < len {
-            self.scratch.resize(len, 0);
+        let mut buf = self.spare_buffers.pop().unwrap_or_default();
+        // A spare keeps its old contents (every writer writes each octet it returns), so only the
+        // part beyond them is zeroed.
+        if buf.len() < len {
+            buf.resize(len, 0);
         }
-        let buf = self.scratch.get_mut(..len)?;
-        let n = write(buf).ok()?;
-        buf.get(..n).map(<[u8]>::to_vec)
+        match write(&mut buf[..len]) {
+            Ok(n) if n <= len => {
+                buf.truncate(n);
+                Some(buf)
+            }
+            _ => {
+                self.keep_buffer(buf);
+                None
+            }
+        }
+    }
+
+    /// Keeps `buf` for a later [`Self::write_out`]: at most [`SPARE_BUFFERS`] of them, each at most
+    /// [`SPARE_BUFFER_MAX`] octets, so the spares stay under 256 KiB. They never leave the engine
+    /// but as what a writer wrote into them.
+    pub(super) fn keep_buffer(&mut self, buf: Vec<u8>) {
+        if buf.capacity() > 0
+            && buf.capacity() <= SPARE_BUFFER_MAX
+            && self.spare_buffers.len() < SPARE_BUFFERS
+        {
+            self.spare_buffers.push(buf);
+        }
     }
 
     /// Answers `query` here with `rc` (and an EDE), without asking anyone.
@@ -151,6 +178,8 @@ impl<R: Rng> Engine<R> {
         if self.answer_scanned(q.client, &q.view, frame, &scan, None) {
             self.stats.answered += 1;
             self.log_answer(now, frame, AnswerSource::Upstream);
+            // The query's upstream form is done with: its buffer holds the next message.
+            self.keep_buffer(q.upstream_msg);
         } else {
             self.servfail(
                 q,

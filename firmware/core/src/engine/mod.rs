@@ -46,6 +46,7 @@
 mod admission;
 mod answer;
 mod dns64;
+mod ids;
 mod intake;
 mod plain;
 mod probe;
@@ -92,9 +93,9 @@ pub struct Engine<R> {
     clients: admission::Clients,
     plain_exception: Option<crate::captive::Exception>,
     plain: Vec<plain::PlainQuery>,
-    /// Where messages are written before they are copied out at their final size (no zeroed
-    /// allocation per message); as long as the longest message written so far (≤ 64 KiB).
-    scratch: Vec<u8>,
+    /// Emptied message buffers (answers the shell sent, upstream forms of answered queries) for the
+    /// next messages: one allocation less per message (at most `answer::SPARE_BUFFERS`).
+    spare_buffers: Vec<Vec<u8>>,
     /// Emptied `places` lists of finished queries, for new ones (at most `table::SPARE_PLACES`).
     spare_places: Vec<Vec<table::Place>>,
     /// [`Event::NoAnswer`]s emitted so far (lets `handle_query` see whether a frame was accounted for).
@@ -124,7 +125,7 @@ impl<R: Rng> Engine<R> {
             plain_exception: None,
             plain: Vec::new(),
             no_answers: 0,
-            scratch: Vec::new(),
+            spare_buffers: Vec::new(),
             spare_places: Vec::new(),
         };
         e.set_upstreams(upstreams);
@@ -327,6 +328,13 @@ impl<R: Rng> Engine<R> {
     /// The next answer for a client.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.transmits.pop_front()
+    }
+
+    /// Gives back a [`Transmit`]'s buffer once the shell has sent it (optional): the engine writes
+    /// a later message into it instead of allocating. It keeps a bounded number of small ones and
+    /// drops the rest.
+    pub fn recycle(&mut self, bytes: Vec<u8>) {
+        self.keep_buffer(bytes);
     }
 
     /// The next thing the shell must do to an upstream connection.

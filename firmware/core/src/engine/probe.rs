@@ -84,7 +84,7 @@ impl<R: Rng> Engine<R> {
             let Some((_, id)) = s.unprobed.pop_front() else {
                 continue;
             };
-            let Some(&r) = s.inflight.get(&id) else {
+            let Some(r) = s.inflight.get(id) else {
                 continue;
             };
             s.last_probe = Some(now);
@@ -96,7 +96,7 @@ impl<R: Rng> Engine<R> {
             s.last_activity = last_activity;
             // The copy is not probed in its turn (send_on listed it like any send, last).
             if let Some(&(_, copy)) = s.unprobed.back()
-                && s.inflight.get(&copy) == Some(&r)
+                && s.inflight.get(copy) == Some(r)
             {
                 s.unprobed.pop_back();
             }

@@ -1,9 +1,10 @@
 //! Upstream sessions: one per connection the shell opens, carrying queries under IDs unique on it,
 //! matching answers to them, and ending on failure, idleness, a stall or retirement.
 
-use alloc::collections::{BTreeMap, VecDeque};
+use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 
+use super::ids::IdMap;
 use super::table::{Place, QueryRef};
 use super::warm;
 use super::{Action, CloseReason, Engine, Instant, SessionId, Transport, UpstreamId};
@@ -30,7 +31,7 @@ pub(super) struct Session {
     /// Its upstream was removed: it takes no new queries and closes once its queries are answered.
     pub(super) retired: bool,
     /// Queries written to it, by upstream message ID (request tag for message transports).
-    pub(super) inflight: BTreeMap<u16, QueryRef>,
+    pub(super) inflight: IdMap,
     /// Queries waiting for its handshake.
     pub(super) queued: Vec<QueryRef>,
     decoder: framing::Decoder,
@@ -57,7 +58,7 @@ impl Session {
         self.prune_unprobed();
         if self.unprobed.len() > 2 * self.inflight.len() + 16 {
             let inflight = &self.inflight;
-            self.unprobed.retain(|(_, id)| inflight.contains_key(id));
+            self.unprobed.retain(|(_, id)| inflight.contains(*id));
         }
         self.unprobed.push_back((at, id));
     }
@@ -65,7 +66,7 @@ impl Session {
     /// Drops the entries of answered queries from the front of `unprobed`.
     pub(super) fn prune_unprobed(&mut self) {
         while let Some(&(_, id)) = self.unprobed.front() {
-            if self.inflight.contains_key(&id) {
+            if self.inflight.contains(id) {
                 break;
             }
             self.unprobed.pop_front();
@@ -76,7 +77,7 @@ impl Session {
     pub(super) fn oldest_unprobed(&self) -> Option<(Instant, u16)> {
         self.unprobed
             .iter()
-            .find(|(_, id)| self.inflight.contains_key(id))
+            .find(|(_, id)| self.inflight.contains(*id))
             .copied()
     }
 }
@@ -108,7 +109,7 @@ impl<R: Rng> Engine<R> {
                 deadline: now + self.config.connect_timeout,
             },
             retired: false,
-            inflight: BTreeMap::new(),
+            inflight: IdMap::default(),
             queued: Vec::new(),
             decoder: framing::Decoder::new(),
             last_activity: now,
@@ -131,7 +132,7 @@ impl<R: Rng> Engine<R> {
         // overflow), but a session holds at most `max_inflight` IDs (≤ 32,768 by validation), so at
         // least half the ID space is free and this ends after two draws on average.
         let mut id = self.rng.next_u16();
-        while session.inflight.contains_key(&id) {
+        while session.inflight.contains(id) {
             id = self.rng.next_u16();
         }
         let Some(q) = self.queries.get_mut(r) else {
@@ -309,7 +310,7 @@ impl<R: Rng> Engine<R> {
     /// Request `tag` on message-transport session `si` failed without an answer.
     pub(super) fn session_request_failed(&mut self, now: Instant, si: usize, tag: u16) {
         self.sessions[si].last_received = now;
-        let Some(r) = self.sessions[si].inflight.remove(&tag) else {
+        let Some(r) = self.sessions[si].inflight.remove(tag) else {
             return;
         };
         let session = self.sessions[si].id;
@@ -338,7 +339,7 @@ impl<R: Rng> Engine<R> {
         let session = &mut self.sessions[si];
         let sid = session.id;
         let upstream = session.upstream;
-        let Some(&r) = session.inflight.get(&id) else {
+        let Some(r) = session.inflight.get(id) else {
             // An answer to a query already answered or timed out; harmless.
             self.stats.late_answers += 1;
             return Ok(());
@@ -347,7 +348,7 @@ impl<R: Rng> Engine<R> {
         // An ID whose slot now holds another query is treated as a hostile answer (it cannot happen:
         // a query leaves every session's table when it leaves the query table).
         let Some((q, current)) = self.queries.occupant(r) else {
-            session.inflight.remove(&id);
+            session.inflight.remove(id);
             return Ok(());
         };
         if !current
@@ -360,7 +361,7 @@ impl<R: Rng> Engine<R> {
         {
             return Err(CloseReason::Protocol);
         }
-        session.inflight.remove(&id);
+        session.inflight.remove(id);
         // Keeps the probe's oldest-query lookup short (`poll_timeout` asks it every turn).
         session.prune_unprobed();
         session.last_activity = now;

@@ -14,8 +14,21 @@ use crate::wire::rewrite::ClientView;
 /// A query in the table: its slot and the generation the slot had when the query took it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) struct QueryRef {
-    slot: usize,
+    /// At most `max_inflight` (≤ 32,768) slots exist: 32 bits keep a reference (and an entry of a
+    /// session's [`super::ids::IdMap`]) small.
+    slot: u32,
     generation: u32,
+}
+
+#[cfg(test)]
+impl QueryRef {
+    /// A reference to slot `n` (for tests of structures that only store references).
+    pub(super) fn for_test(n: u32) -> Self {
+        Self {
+            slot: n,
+            generation: 1,
+        }
+    }
 }
 
 /// What a query's timer does when it fires.
@@ -68,7 +81,7 @@ pub(super) struct Query {
 pub(super) struct QueryTable {
     /// Each slot with the generation of its current (or last) query.
     slots: Vec<(u32, Option<Query>)>,
-    free: Vec<usize>,
+    free: Vec<u32>,
     live: usize,
     timers: BinaryHeap<Reverse<(Instant, QueryRef, Timer)>>,
     /// The heap size above which [`QueryTable::compact_timers`] runs next (besides the fixed bound).
@@ -89,10 +102,11 @@ impl QueryTable {
             Some(s) => s,
             None => {
                 self.slots.push((0, None));
-                self.slots.len() - 1
+                // The engine admits at most `max_inflight` (≤ 32,768) queries at once.
+                (self.slots.len() - 1) as u32
             }
         };
-        let entry = &mut self.slots[slot];
+        let entry = &mut self.slots[slot as usize];
         entry.0 = entry.0.wrapping_add(1);
         entry.1 = Some(q);
         self.live += 1;
@@ -105,7 +119,7 @@ impl QueryTable {
     /// Takes the query out of the table (its places are the caller's business).
     #[inline]
     pub(super) fn remove(&mut self, r: QueryRef) -> Option<Query> {
-        let entry = self.slots.get_mut(r.slot)?;
+        let entry = self.slots.get_mut(r.slot as usize)?;
         if entry.0 != r.generation {
             return None;
         }
@@ -118,7 +132,7 @@ impl QueryTable {
     /// The query `r` names, if it is still in the table.
     #[inline]
     pub(super) fn get(&self, r: QueryRef) -> Option<&Query> {
-        match self.slots.get(r.slot) {
+        match self.slots.get(r.slot as usize) {
             Some((generation, Some(q))) if *generation == r.generation => Some(q),
             _ => None,
         }
@@ -127,7 +141,7 @@ impl QueryTable {
     /// [`Self::get`], mutable.
     #[inline]
     pub(super) fn get_mut(&mut self, r: QueryRef) -> Option<&mut Query> {
-        match self.slots.get_mut(r.slot) {
+        match self.slots.get_mut(r.slot as usize) {
             Some((generation, Some(q))) if *generation == r.generation => Some(q),
             _ => None,
         }
@@ -136,7 +150,7 @@ impl QueryTable {
     /// Whatever query occupies `r`'s slot, and whether it is `r`'s (`None` if the slot is empty).
     #[inline]
     pub(super) fn occupant(&self, r: QueryRef) -> Option<(&Query, bool)> {
-        match self.slots.get(r.slot) {
+        match self.slots.get(r.slot as usize) {
             Some((generation, Some(q))) => Some((q, *generation == r.generation)),
             _ => None,
         }
@@ -174,7 +188,7 @@ impl QueryTable {
         }
         let slots = &self.slots;
         self.timers.retain(|&Reverse((_, r, _))| {
-            matches!(slots.get(r.slot), Some((generation, Some(_))) if *generation == r.generation)
+            matches!(slots.get(r.slot as usize), Some((generation, Some(_))) if *generation == r.generation)
         });
         self.timers_compact_at = 2 * self.timers.len();
     }
@@ -214,7 +228,7 @@ impl QueryTable {
 }
 
 /// Emptied `places` lists kept for new queries (see [`Engine::withdraw_places`]).
-pub(super) const SPARE_PLACES: usize = 64;
+pub(super) const SPARE_PLACES: usize = 256;
 
 impl<R: Rng> Engine<R> {
     /// An empty `places` list for a new query (a spare one while there are any).
@@ -260,7 +274,7 @@ impl<R: Rng> Engine<R> {
                 }
                 Place::Sent { session, id, .. } => {
                     if let Some(s) = self.sessions.iter_mut().find(|s| s.id == session) {
-                        s.inflight.remove(&id);
+                        s.inflight.remove(id);
                         s.prune_unprobed();
                     }
                 }

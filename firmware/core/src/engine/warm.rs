@@ -66,15 +66,19 @@ pub(super) fn push_with_keepalive(out: &mut Vec<u8>, msg: &[u8], question_end: u
     } else {
         (pad + block - 4, rdlen + block)
     };
+    // The message up to the OPT record's RDLENGTH, then RDLENGTH, the keepalive option (code, length
+    // 0), the padding option's code and length, and its zeros: one resize, no append per field.
+    let fixed = opt + 9;
+    let len = fixed + 10 + new_pad;
     let start = out.len();
-    out.extend_from_slice(&msg[..opt + 9]);
-    out.extend_from_slice(&(new_rdlen as u16).to_be_bytes());
-    out.extend_from_slice(&OPTION_TCP_KEEPALIVE.to_be_bytes());
-    out.extend_from_slice(&[0, 0]);
-    out.extend_from_slice(&edns::OPTION_PADDING.to_be_bytes());
-    out.extend_from_slice(&(new_pad as u16).to_be_bytes());
-    out.resize(out.len() + new_pad, 0);
-    out.len() - start
+    out.resize(start + len, 0);
+    let w = &mut out[start..];
+    w[..fixed].copy_from_slice(&msg[..fixed]);
+    w[fixed..fixed + 2].copy_from_slice(&(new_rdlen as u16).to_be_bytes());
+    w[fixed + 2..fixed + 4].copy_from_slice(&OPTION_TCP_KEEPALIVE.to_be_bytes());
+    w[fixed + 6..fixed + 8].copy_from_slice(&edns::OPTION_PADDING.to_be_bytes());
+    w[fixed + 8..fixed + 10].copy_from_slice(&(new_pad as u16).to_be_bytes());
+    len
 }
 
 /// The idle timeout an answer announces (RFC 7828 §3.1: units of 100 ms), if it carries the option.

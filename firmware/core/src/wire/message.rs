@@ -71,7 +71,12 @@ impl Scan {
 
 /// Walks one resource record at `pos`; returns (offset past it, TYPE, RDATA offset).
 pub fn skip_record(msg: &[u8], pos: usize) -> Result<(usize, u16, usize), Error> {
-    let after_name = name::skip(msg, pos)?;
+    record_fields(msg, name::skip(msg, pos)?)
+}
+
+/// The rest of a record whose owner name ends at `after_name`: (offset past it, TYPE, RDATA offset).
+#[inline]
+fn record_fields(msg: &[u8], after_name: usize) -> Result<(usize, u16, usize), Error> {
     let rtype = be16(msg, after_name)?;
     let rdlen = usize::from(be16(msg, after_name + 8)?);
     let rdata = after_name + 10;
@@ -80,6 +85,23 @@ pub fn skip_record(msg: &[u8], pos: usize) -> Result<(usize, u16, usize), Error>
         return Err(Error::Truncated);
     }
     Ok((end, rtype, rdata))
+}
+
+/// [`skip_record`] in a message whose first question name (at offset 12) was walked already:
+/// an owner name that is just a pointer to it ends after the pointer without walking the name again
+/// (what [`name::skip`] checks of such a pointer holds: the question name is uncompressed, valid,
+/// and lies before every record).
+#[inline]
+fn record_after_question(
+    msg: &[u8],
+    pos: usize,
+    question_name: bool,
+) -> Result<(usize, u16, usize), Error> {
+    if question_name && msg.get(pos..pos + 2) == Some(&[0xc0, header::LEN as u8][..]) {
+        record_fields(msg, pos + 2)
+    } else {
+        skip_record(msg, pos)
+    }
 }
 
 /// Validates `msg` and returns its offsets. Fails with [`Error::ShortHeader`] only when not even the
@@ -102,22 +124,26 @@ pub fn scan(msg: &[u8]) -> Result<Scan, Error> {
         pos = name_end + 4;
     }
     let question_end = pos;
-    for _ in 0..(u32::from(header.ancount) + u32::from(header.nscount)) {
-        let (end, rtype, _) = skip_record(msg, pos)?;
+    // The owner names of the records after a question mostly point at it (0xC00C).
+    let question_name = header.qdcount > 0;
+    let mut answer_end = question_end;
+    for i in 0..(u32::from(header.ancount) + u32::from(header.nscount)) {
+        if i == u32::from(header.ancount) {
+            answer_end = pos;
+        }
+        let (end, rtype, _) = record_after_question(msg, pos, question_name)?;
         if rtype == TYPE_OPT {
             return Err(Error::BadOpt);
         }
         pos = end;
     }
-    // Recompute the answer/authority boundary with a second short walk only over the answer section.
-    let mut answer_end = question_end;
-    for _ in 0..header.ancount {
-        answer_end = skip_record(msg, answer_end)?.0;
+    if header.nscount == 0 {
+        answer_end = pos;
     }
     let authority_end = pos;
     let mut opt = None;
     for index in 0..header.arcount {
-        let (end, rtype, rdata_start) = skip_record(msg, pos)?;
+        let (end, rtype, rdata_start) = record_after_question(msg, pos, question_name)?;
         if rtype == TYPE_OPT {
             if opt.is_some() || msg.get(pos) != Some(&0) {
                 return Err(Error::BadOpt);

@@ -210,3 +210,44 @@ fn answers_split_anywhere_or_coalesced_in_one_read_all_arrive() {
         assert_eq!(h.e.inflight(), 0, "chunk {chunk}");
     }
 }
+
+/// The engine writes messages into buffers it had before (answers the shell handed back with
+/// `recycle`, upstream forms of answered queries): what goes out is the same as from fresh buffers,
+/// with nothing of a longer earlier message left in it.
+#[test]
+fn recycled_buffers_carry_nothing_of_earlier_messages() {
+    let long = "l".repeat(60);
+    // (upstream frame without its ID, client answer) per query, with and without recycling
+    let run = |recycle: bool| {
+        let mut h = Harness::new(cfg(), &[U1]);
+        let s = {
+            h.q(udp(1), &query(1, "warm", Some(1232)));
+            let s = h.connects[0].0;
+            h.connected(s);
+            s
+        };
+        let mut seen = Vec::new();
+        for (i, label) in [long.as_str(), "s", long.as_str(), "t"]
+            .into_iter()
+            .enumerate()
+        {
+            let sent = h.sends.len();
+            h.q(udp(2), &query(i as u16 + 2, label, Some(1232)));
+            let frame = h.sends[sent].1.clone();
+            let before = h.out.len();
+            h.data(s, &answer(&frame));
+            let out = h.out.remove(before);
+            seen.push(([&frame[..2], &frame[4..]].concat(), out.bytes.clone()));
+            if recycle {
+                h.e.recycle(out.bytes);
+            }
+        }
+        seen
+    };
+    let (fresh, reused) = (run(false), run(true));
+    assert_eq!(fresh, reused);
+    assert!(
+        reused[1].1.len() < reused[0].1.len(),
+        "a short answer after a long one"
+    );
+}
