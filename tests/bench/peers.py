@@ -18,6 +18,9 @@ Every query name is unique (a random tag per measurement + a counter) and caches
 has one, so every query crosses TLS. Rounds are interleaved (round 1: every target, round 2: every target,
 in a rotated order) and each figure is the median over the rounds. Writes JSON and a Markdown table.
 
+With LANVEIL_BASE=PATH set, a second lanveil build runs in the same rounds as target `lanveil-dot-base`
+(before/after comparisons on one noisy machine: pick it with --only).
+
 Normally started by tests/bench/peers.sh, which installs the tools first.
 """
 
@@ -370,7 +373,14 @@ class Target:
 
 
 class Lanveil(Target):
+    """lanveil with the peers' set-up; `binary` (default `LANVEIL`) lets a second build run in the same rounds."""
+
+    def __init__(self, name: str, port: int, via: str, binary: Path | None = None):
+        super().__init__(name, port, via)
+        self.binary = binary
+
     def start(self, work):
+        binary = self.binary or LANVEIL
         url = (f"tls://{HOST}:{UP_DOT}#{TLS_NAME}" if self.via == "DoT"
                else f"https://{HOST}:{UP_DOH}/dns-query#{TLS_NAME}")
         conf = work / f"{self.name}.uci"
@@ -383,10 +393,10 @@ config upstream 'bench'
 \toption url '{url}'
 \toption ca_file '{work}/ca.pem'
 """)
-        chk = run([str(LANVEIL), "--check-config", str(conf)])
+        chk = run([str(binary), "--check-config", str(conf)])
         if chk.returncode != 0:
             raise RuntimeError(f"lanveil --check-config: {chk.stdout}{chk.stderr}")
-        return Proc(self.name, [str(LANVEIL), "--config", str(conf)], work)
+        return Proc(self.name, [str(binary), "--config", str(conf)], work)
 
 
 class Stubby(Target):
@@ -557,7 +567,8 @@ def all_targets() -> list[Target]:
         Kresd("kresd", 15397, "DoT"),
         Hickory("hickory-dns", 15395, "DoT"),
         DnscryptProxy("dnscrypt-proxy", 15396, "DoH"),
-    ]
+    ] + ([Lanveil("lanveil-dot-base", 15398, "DoT", Path(os.environ["LANVEIL_BASE"]))]
+         if os.environ.get("LANVEIL_BASE") else [])
 
 
 def available(t: Target) -> str | None:

@@ -10,7 +10,10 @@
 //! * **RFC 7828**: the server (unbound with `edns-tcp-keepalive`) announces its idle timeout only to a
 //!   client that sent the option (checked with kdig both ways as a control); lanveil closes the
 //!   connection itself before that timeout, long before its own `upstream_idle_timeout_ms`, so the first
-//!   FIN on the wire is lanveil's.
+//!   FIN on the wire is lanveil's;
+//! * **staggered connection attempts**: when the delay line drops lanveil's first SYN, a second
+//!   attempt (another source port) follows about 250 ms later instead of the kernel's SYN resend after
+//!   a second, and that connection serves.
 //!
 //! Needs root (namespaces, TUN), `ip`, `unbound`, `dig` and `kdig`.
 
@@ -33,6 +36,8 @@ struct Wire {
     flags: String,
     /// The client-side port of the connection.
     port: u16,
+    /// The delay line dropped it.
+    dropped: bool,
 }
 
 fn wire(path: &Path) -> Vec<Wire> {
@@ -53,6 +58,7 @@ fn wire(path: &Path) -> Vec<Wire> {
                 t_ms: field("t_ms")?.parse().ok()?,
                 flags: field("flags")?,
                 port: client.rsplit(':').next()?.parse().ok()?,
+                dropped: field("dropped")? == "true",
                 dir,
             })
         })
@@ -172,6 +178,15 @@ impl Rig {
             std::thread::sleep(Duration::from_millis(200));
         }
         rig
+    }
+
+    /// Makes the delay line drop the next SYN from the client namespace (its SIGUSR1).
+    fn drop_next_syn(&self) {
+        let st = Command::new("kill")
+            .args(["-USR1", &self.children[0].id().to_string()])
+            .status()
+            .unwrap();
+        assert!(st.success(), "kill -USR1 wan-delay");
     }
 
     fn spawn_in(&self, client: bool, program: &str, args: &[&str]) -> Child {
@@ -443,5 +458,50 @@ fn the_keepalive_option_is_sent_and_the_servers_timeout_honoured() {
             .iter()
             .any(|w| w.port == lanveil_port && w.flags.contains('R') && w.dir == "b>a"),
         "no reset from the server"
+    );
+}
+
+#[test]
+fn a_lost_syn_is_covered_by_a_second_attempt_not_the_kernels_resend() {
+    // No random loss: the delay line drops exactly one SYN, lanveil's first.
+    let mut rig = Rig::new("c", "", 0.0);
+    let before = rig.syns().len();
+    rig.drop_next_syn();
+    rig.lanveil("");
+    rig.wait_serving();
+    let wire = rig.wire();
+    let dropped: Vec<&Wire> = wire
+        .iter()
+        .filter(|w| w.dropped && w.dir == "a>b" && w.flags == "S")
+        .collect();
+    assert_eq!(dropped.len(), 1, "one SYN dropped: {wire:?}");
+    let lost = dropped[0];
+    // lanveil's attempts: the lost one and a second one, from another port, long before Linux would
+    // have resent the lost SYN (1 s); the second connection is the one that was established.
+    let attempts: Vec<Wire> = rig.syns().into_iter().skip(before).collect();
+    assert_eq!(
+        attempts.first().map(|w| w.port),
+        Some(lost.port),
+        "{wire:?}"
+    );
+    let second = attempts
+        .iter()
+        .find(|w| w.port != lost.port)
+        .unwrap_or_else(|| panic!("no second connection attempt: {wire:?}"));
+    let gap = second.t_ms - lost.t_ms;
+    assert!(
+        (200.0..900.0).contains(&gap),
+        "the second attempt {gap:.0} ms after the lost SYN (expected about 250): {wire:?}"
+    );
+    assert!(
+        wire.iter()
+            .any(|w| w.port == second.port && w.dir == "b>a" && w.flags.contains('S')),
+        "the server accepted the second attempt: {wire:?}"
+    );
+    assert!(
+        !wire
+            .iter()
+            .any(|w| w.port == lost.port && w.flags == "S" && w.t_ms > lost.t_ms),
+        "the lost attempt was given up, not resent: {wire:?}"
     );
 }

@@ -9,6 +9,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
 use lanveil_config::{TlsVersion, Transport, Upstream};
 use lanveil_core::clock;
@@ -61,6 +62,9 @@ pub struct Target {
     shared: Option<lanveil_tls::Decision>,
     pub(crate) time: Arc<TimeKeeper>,
     cert_not_after: Arc<crate::sync::Shared64>,
+    /// How long the last TCP connect to this upstream took (ms; 0 before the first), for the delay
+    /// between connection attempts ([`connect_any`]).
+    connect_ms: AtomicU32,
     /// DoQ: the one QUIC endpoint (UDP socket) this upstream's sessions share.
     #[cfg(feature = "doq")]
     pub(crate) quic: super::doq_endpoint::SharedEndpoint,
@@ -126,6 +130,7 @@ impl Target {
             shared: upstream.tls_resumption.then_some(decision),
             time,
             cert_not_after,
+            connect_ms: AtomicU32::new(0),
             #[cfg(feature = "doq")]
             quic: super::doq_endpoint::SharedEndpoint::default(),
         })
@@ -171,14 +176,18 @@ impl Target {
         (config, decision)
     }
 
-    /// TCP connect to the first address that accepts, then the TLS handshake. Returns the stream
+    /// TCP connect ([`connect_any`]: staggered attempts, the first connection made wins), then the
+    /// TLS handshake. Returns the stream
     /// and whether the session is *relaxed* (authenticated against the time floor, clock rule 3): the
     /// verifier's own decision, not a second look at the clock, which may have synchronized since.
     pub async fn handshake(
         &self,
         alpn: Option<Vec<Vec<u8>>>,
     ) -> io::Result<(tokio_rustls::client::TlsStream<tokio::net::TcpStream>, bool)> {
-        let tcp = connect_any(&self.addrs).await?;
+        let delay = attempt_delay(self.connect_ms.load(Ordering::Relaxed));
+        let (tcp, took) = connect_any(&self.addrs, delay).await?;
+        let took = u32::try_from(took.as_millis()).unwrap_or(u32::MAX);
+        self.connect_ms.store(took.max(1), Ordering::Relaxed);
         let (connector, decision) = self.connector(alpn);
         let tls = connector.connect(self.server_name.clone(), tcp).await?;
         let resumed = tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
@@ -222,25 +231,75 @@ fn tune(tcp: &impl AsRawFd) {
     }
 }
 
-/// Connects to the first address that accepts.
+/// RFC 8305's Connection Attempt Delay before anything is known of the upstream (its §5 default).
+const ATTEMPT_DELAY: Duration = Duration::from_millis(250);
+/// Linux resends a lost SYN after this long: an extra attempt to the same address later than this
+/// gains nothing.
+const SYN_RETRY: Duration = Duration::from_secs(1);
+
+/// The delay between connection attempts given the last connect time (ms, 0 = none yet): twice
+/// that (a connect that takes longer than two of its usual round trips has lost a packet), at least
+/// [`ATTEMPT_DELAY`] (RFC 8305 §5 allows history-based delays down to 100 ms; 250 ms keeps the
+/// extra attempts rare on a quick link).
+fn attempt_delay(last_connect_ms: u32) -> Duration {
+    ATTEMPT_DELAY.max(Duration::from_millis(2 * u64::from(last_connect_ms)))
+}
+
+/// Connects RFC 8305-style: attempts start in the addresses' order, each `delay` after the one
+/// before (at once when that one failed), and the first connection made wins; the other attempts
+/// are dropped (a connection they made is closed unused). An upstream with one address gets a
+/// second attempt to it when `delay` is under [`SYN_RETRY`]: Linux resends a lost SYN only after a
+/// second, and on a lossy line a lost SYN would otherwise cost the first query that second.
+/// Returns the connection and how long its own attempt took.
 pub(crate) async fn connect_any(
     addrs: &[std::net::SocketAddr],
-) -> io::Result<tokio::net::TcpStream> {
+    delay: Duration,
+) -> io::Result<(tokio::net::TcpStream, Duration)> {
+    let mut plan = addrs.to_vec();
+    if let [only] = addrs
+        && delay < SYN_RETRY
+    {
+        plan.push(*only);
+    }
+    let mut pending = plan.into_iter();
+    let mut attempts = tokio::task::JoinSet::new();
     let mut last = io::Error::new(io::ErrorKind::AddrNotAvailable, "no address to connect to");
-    for a in addrs {
-        let socket = match a {
-            std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
-            std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
-        }?;
-        // Before the SYN, so that the handshake's round-trip samples already use the floor.
-        tune(&socket);
-        match socket.connect(*a).await {
-            Ok(s) => {
-                let _ = s.set_nodelay(true);
-                return Ok(s);
+    // Each turn starts the next attempt: at first, after `delay`, or after a failure.
+    loop {
+        if let Some(a) = pending.next() {
+            attempts.spawn(connect_one(a));
+        }
+        let joined = if pending.len() > 0 {
+            tokio::select! {
+                joined = attempts.join_next() => joined,
+                () = tokio::time::sleep(delay) => continue,
             }
-            Err(e) => last = e,
+        } else {
+            attempts.join_next().await
+        };
+        match joined {
+            // Dropping the set aborts the other attempts.
+            Some(Ok(Ok(s))) => return Ok(s),
+            Some(Ok(Err(e))) => last = e,
+            Some(Err(e)) => last = io::Error::other(e),
+            None => return Err(last),
         }
     }
-    Err(last)
+}
+
+/// One TCP connection attempt, and how long it took.
+async fn connect_one(a: std::net::SocketAddr) -> io::Result<(tokio::net::TcpStream, Duration)> {
+    let started = crate::clock::mono_now();
+    let socket = match a {
+        std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+        std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+    }?;
+    // Before the SYN, so that the handshake's round-trip samples already use the floor.
+    tune(&socket);
+    let s = socket.connect(a).await?;
+    let _ = s.set_nodelay(true);
+    Ok((
+        s,
+        crate::clock::mono_now().saturating_duration_since(started),
+    ))
 }

@@ -29,7 +29,8 @@
 //!           [--timeout 1200] [--events FILE] [--stats FILE]
 //! ```
 //!
-//! It prints `ready` on stdout once both devices are up and addressed.
+//! It prints `ready` on stdout once both devices are up and addressed. Each SIGUSR1 makes it drop the
+//! next TCP SYN (without ACK) from A to B: a lost connection attempt, on demand (tests).
 // The TUN ioctl, setns and prctl have no safe wrapper in std or the libc crate.
 #![allow(unsafe_code)]
 #![allow(clippy::disallowed_types)]
@@ -38,7 +39,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
 use std::process::Command;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -251,6 +252,30 @@ fn tcp_event(pkt: &[u8], t_ms: f64, dir: usize, dropped: bool) -> Option<String>
     ))
 }
 
+/// SYNs from A to B still to drop (one more per SIGUSR1).
+static DROP_SYNS: AtomicU32 = AtomicU32::new(0);
+
+extern "C" fn on_sigusr1(_: libc::c_int) {
+    // Async-signal-safe: one atomic add.
+    DROP_SYNS.fetch_add(1, Ordering::SeqCst);
+}
+
+/// Whether `pkt` is an IPv4 TCP SYN without ACK (a connection attempt).
+fn is_syn(pkt: &[u8]) -> bool {
+    let Some(&v_ihl) = pkt.first() else {
+        return false;
+    };
+    let ihl = usize::from(v_ihl & 0x0f) * 4;
+    v_ihl >> 4 == 4 && pkt.get(9) == Some(&6) && pkt.get(ihl + 13).is_some_and(|f| f & 0x12 == 0x02)
+}
+
+/// Takes one of the SYN drops SIGUSR1 asked for, if any.
+fn take_syn_drop() -> bool {
+    DROP_SYNS
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+}
+
 fn reader(mut from: File, to: SyncSender<(Instant, Vec<u8>)>, dir: usize, o: &Opts, sh: &Shared) {
     let mut rng = Rng(o.seed ^ (0x5151_5151 * (dir as u64 + 1)));
     let mut buf = vec![0u8; 65_536];
@@ -269,7 +294,8 @@ fn reader(mut from: File, to: SyncSender<(Instant, Vec<u8>)>, dir: usize, o: &Op
         let pkt = &buf[..n];
         c.packets.fetch_add(1, Ordering::Relaxed);
         c.bytes.fetch_add(n as u64, Ordering::Relaxed);
-        let lost = o.loss > 0.0 && rng.unit() < o.loss;
+        let lost =
+            (o.loss > 0.0 && rng.unit() < o.loss) || (dir == 0 && is_syn(pkt) && take_syn_drop());
         if let Some(ev) = &sh.events
             && let Some(line) = tcp_event(
                 pkt,
@@ -346,6 +372,8 @@ fn run() -> Result<(), String> {
     // SAFETY: prctl(PR_SET_PDEATHSIG) takes a signal number and has no memory effects.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) };
     let parent = std::os::unix::process::parent_id();
+    // SAFETY: the handler only does an atomic add, which is async-signal-safe.
+    unsafe { libc::signal(libc::SIGUSR1, on_sigusr1 as *const () as libc::sighandler_t) };
     enter_netns(&o.a_ns).map_err(|e| format!("netns {}: {e}", o.a_ns))?;
     let tun_a = open_tun(&o.a_dev).map_err(|e| format!("tun {}: {e}", o.a_dev))?;
     enter_netns(&o.b_ns).map_err(|e| format!("netns {}: {e}", o.b_ns))?;
