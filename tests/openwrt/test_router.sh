@@ -188,7 +188,11 @@ check fw4-not-on-host sh -c "! nft list tables 2>/dev/null | grep -q fw4"
 # dnsmasq: OpenWrt's init wrote the LAN's DHCP range from UCI; odhcpd serves RA.
 check dnsmasq-dhcp-range sh -c "'$ROUTER' exec router -- sh -c 'cat /var/etc/dnsmasq.conf.*' |
 	grep -q 'dhcp-range=set:lan,192.168.1.100,192.168.1.249,255.255.255.0,12h'"
-check odhcpd-ra-lan sh -c "'$ROUTER' exec router -- ubus call dhcp ipv6ra | grep -q br-lan"
+# odhcpd lists br-lan once netifd has handed it the interface (it can lag the checks above by a
+# moment; one suite run failed here): asked again for up to 10 s.
+check odhcpd-ra-lan sh -c "for _ in \$(seq 50); do
+		'$ROUTER' exec router -- ubus call dhcp ipv6ra | grep -q br-lan && exit 0; sleep 0.2
+	done; exit 1"
 
 # procd's config triggers: uci commit + reload_config reloads dnsmasq with the change.
 check reload-config-dnsmasq sh -c "'$ROUTER' exec router -- sh -c '
