@@ -33,7 +33,7 @@ check procd-reload-signal-hup [ "$(last_set 'j["instances"]["lanveil"]["reload_s
 check procd-watches-config-file [ "$(last_set 'list(j["instances"]["lanveil"]["file"])')" = "['/etc/config/lanveil']" ]
 check procd-logs-to-syslog [ "$(last_set '(j["instances"]["lanveil"]["stdout"], j["instances"]["lanveil"]["stderr"], j["instances"]["lanveil"]["no_new_privs"])')" = "(True, True, True)" ]
 check procd-reload-trigger [ "$(last_set '[t for t in j["triggers"] if t[0] == "config.change"][0][1][1][2]')" = lanveil ]
-check procd-wan-up-trigger [ "$(last_set '[t[1][2] for t in j["triggers"] if t[0] == "interface.*.up" and t[1][1][2] == "wan"][0]')" = "['run_script', '/etc/init.d/lanveil', 'wan_up']" ]
+check procd-wan-up-trigger [ "$(last_set '[t[1][2] for t in j["triggers"] if t[0] == "interface.*.up" and t[1][1][2] == "wan"][0]')" = "['run_script', '/etc/init.d/lanveil', 'wan_up', 'wan']" ]
 check procd-lan-up-refresh-trigger [ "$(last_set '[t[1][2][2] for t in j["triggers"] if t[1][1][2] == "lan"][0]')" = reload ]
 check dnsmasq-servers-rewired [ "$(servers)" = "127.0.0.1#5453 /use-application-dns.net/ /mask.icloud.com/ /mask-h2.icloud.com/ /corp.example/10.0.0.1" ]
 check dnsmasq-noresolv-localuse [ "$(uci_ get dhcp.@dnsmasq[0].noresolv)$(uci_ get dhcp.@dnsmasq[0].localuse)" = 11 ]
@@ -68,6 +68,10 @@ check wan-up-deletes-daemon-instance grep -q '^service delete { "name": "lanveil
 check wan-up-keeps-guard-instance sh -c "! grep -q '\"instance\": \"guard\"' '$PROCD_LOG'"
 check wan-up-sets-epoch [ -n "$(last_set 'j["instances"]["lanveil"]["env"]["LANVEIL_WAN_EPOCH"]')" ]
 check wan-up-no-dnsmasq-restart [ "$(count "$R/log/dnsmasq" restart)" = 1 ]
+# wan6 right after wan (one procd trigger each, naming its interface): the restart just made
+# serves both.
+check wan6-up-right-after rc wan_up wan6
+check wan6-up-no-second-restart [ "$(grep -c '^service delete { "name": "lanveil", "instance": "lanveil" }' "$PROCD_LOG")" = 1 ]
 
 # --- stop restores byte for byte ---------------------------------------------------
 check stop-succeeds rc stop

@@ -518,6 +518,25 @@ else
 	check wan-queries-during-outage-not-leaked awk '$2 != "NOERROR" && $2 != "NOANSWER" && $2 != "SERVFAIL" && $2 != "REFUSED" { print; bad = 1 } $3 != "-" && $3 != "1.2.3.77" { print; bad = 1 } END { exit bad }' "$T/wan.queries"
 	check wan-resolves-after answers 1.2.3.77 "$(fresh)" @192.168.1.1
 
+	# --- scenario 5b: wan and wan6 up together (boot, a redial of the line): one
+	# trigger each, one restart of the daemon (the first serves both).
+	r ubus call network.interface.wan6 down
+	r ubus call network.interface.wan down
+	sleep 1
+	check wan-wan6-up r sh -c 'ubus call network.interface.wan up && ubus call network.interface.wan6 up'
+	check wan-wan6-one-restart r sh -c '
+		seen=""
+		for i in $(seq 1 40); do
+			p=$(pidof /usr/sbin/lanveil) || p=""
+			case " $seen " in *" $p "*) ;; *) seen="$seen $p" ;; esac
+			sleep 0.2
+		done
+		set -- $seen
+		[ $# = 2 ] || { echo "daemon processes seen: $seen"; exit 1; }'
+	init_idle
+	check wan6-trigger-served-by-wan-restart r sh -c 'logread | grep -q "wan6 up: lanveil was restarted for wan "'
+	check wan-wan6-resolves-after answers 1.2.3.77 "$(fresh)" @192.168.1.1
+
 	# --- scenario 6: procd. kill -9 of the daemon: procd respawns it.
 	check procd-respawns-after-kill9 r sh -c '
 		old=$(pidof /usr/sbin/lanveil) && kill -9 $old || exit 1
