@@ -58,7 +58,7 @@ impl<R: Rng> Engine<R> {
     }
 
     /// Keeps `buf` for a later [`Self::write_out`]: at most [`SPARE_BUFFERS`] of them, each at most
-    /// [`SPARE_BUFFER_MAX`] octets, so the spares stay under 256 KiB. They never leave the engine
+    /// [`SPARE_BUFFER_MAX`] octets, so the spares take at most 256 KiB. They never leave the engine
     /// but as what a writer wrote into them.
     pub(super) fn keep_buffer(&mut self, buf: Vec<u8>) {
         if buf.capacity() > 0

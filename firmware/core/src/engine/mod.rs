@@ -93,8 +93,8 @@ pub struct Engine<R> {
     clients: admission::Clients,
     plain_exception: Option<crate::captive::Exception>,
     plain: Vec<plain::PlainQuery>,
-    /// Emptied message buffers (answers the shell sent, upstream forms of answered queries) for the
-    /// next messages: one allocation less per message (at most `answer::SPARE_BUFFERS`).
+    /// Message buffers done with (answers the shell sent, upstream forms of answered queries), for
+    /// the next messages: one allocation less per message (at most `answer::SPARE_BUFFERS`).
     spare_buffers: Vec<Vec<u8>>,
     /// Emptied `places` lists of finished queries, for new ones (at most `table::SPARE_PLACES`).
     spare_places: Vec<Vec<table::Place>>,

@@ -126,21 +126,19 @@ pub fn scan(msg: &[u8]) -> Result<Scan, Error> {
     let question_end = pos;
     // The owner names of the records after a question mostly point at it (0xC00C).
     let question_name = header.qdcount > 0;
-    let mut answer_end = question_end;
-    for i in 0..(u32::from(header.ancount) + u32::from(header.nscount)) {
-        if i == u32::from(header.ancount) {
-            answer_end = pos;
+    // The answer and authority sections (no OPT record in either), and where each ends.
+    let mut ends = [question_end; 2];
+    for (section_end, count) in ends.iter_mut().zip([header.ancount, header.nscount]) {
+        for _ in 0..count {
+            let (end, rtype, _) = record_after_question(msg, pos, question_name)?;
+            if rtype == TYPE_OPT {
+                return Err(Error::BadOpt);
+            }
+            pos = end;
         }
-        let (end, rtype, _) = record_after_question(msg, pos, question_name)?;
-        if rtype == TYPE_OPT {
-            return Err(Error::BadOpt);
-        }
-        pos = end;
+        *section_end = pos;
     }
-    if header.nscount == 0 {
-        answer_end = pos;
-    }
-    let authority_end = pos;
+    let [answer_end, authority_end] = ends;
     let mut opt = None;
     for index in 0..header.arcount {
         let (end, rtype, rdata_start) = record_after_question(msg, pos, question_name)?;

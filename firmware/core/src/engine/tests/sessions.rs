@@ -251,3 +251,16 @@ fn recycled_buffers_carry_nothing_of_earlier_messages() {
         "a short answer after a long one"
     );
 }
+
+/// The spares are bounded: at most `SPARE_BUFFERS` of them, none larger than `SPARE_BUFFER_MAX`.
+#[test]
+fn spare_buffers_stay_bounded() {
+    use super::super::answer::{SPARE_BUFFER_MAX, SPARE_BUFFERS};
+    let mut h = Harness::new(cfg(), &[U1]);
+    h.e.recycle(Vec::with_capacity(SPARE_BUFFER_MAX + 1));
+    assert!(h.e.spare_buffers.is_empty(), "a large buffer is dropped");
+    for _ in 0..2 * SPARE_BUFFERS {
+        h.e.recycle(Vec::with_capacity(512));
+    }
+    assert_eq!(h.e.spare_buffers.len(), SPARE_BUFFERS);
+}

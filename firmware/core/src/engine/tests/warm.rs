@@ -294,6 +294,15 @@ fn a_quiet_session_sends_one_loss_probe_and_the_first_answer_wins() {
     assert_eq!(h.e.stats().loss_probes, 2);
 }
 
+/// A session to a steady 30-ms upstream (80 answers): srtt 30 ms, rttvar ≈ 0, so a query's loss
+/// probe waits 30 + 30 / 3 = 40 ms.
+fn steady_30ms_session() -> (Harness, SessionId) {
+    let mut h = Harness::new(cfg(), &[U1]);
+    let s = one_answered(&mut h, 1, None);
+    steady_answers(&mut h, s, 80, 30);
+    (h, s)
+}
+
 /// `n` queries on session `s`, one at a time, each answered `ms` after it was sent.
 fn steady_answers(h: &mut Harness, s: SessionId, n: u16, ms: u64) {
     for i in 0..n {
@@ -306,10 +315,7 @@ fn steady_answers(h: &mut Harness, s: SessionId, n: u16, ms: u64) {
 
 #[test]
 fn a_recovered_loss_barely_moves_the_next_probes_wait() {
-    let mut h = Harness::new(cfg(), &[U1]);
-    let s = one_answered(&mut h, 1, None);
-    // A steady 30-ms upstream: srtt 30 ms, rttvar ≈ 0, the probe waits 30 + 30 / 3 = 40 ms.
-    steady_answers(&mut h, s, 80, 30);
+    let (mut h, s) = steady_30ms_session(); // the probe waits 40 ms
     let probes = h.e.stats().loss_probes;
     // An answer is lost: the probe goes out after 40 ms, and the original answer, resent by the
     // server's TCP once the probe's answer is acknowledged selectively, comes 104 ms after the query.
@@ -475,9 +481,7 @@ fn a_quiet_doh_session_probes_with_a_second_request_and_a_quic_one_does_not() {
 
 #[test]
 fn a_lost_query_behind_an_answered_one_is_probed_from_its_own_send() {
-    let mut h = Harness::new(cfg(), &[U1]);
-    let s = one_answered(&mut h, 1, None);
-    steady_answers(&mut h, s, 80, 30); // the probe waits 40 ms
+    let (mut h, s) = steady_30ms_session(); // the probe waits 40 ms
     let probes = h.e.stats().loss_probes;
     // Two queries leave together, in separate writes; the second one's segment is lost. The first
     // is answered after a round trip: that must not push the second one's probe back to 30 + 40 ms.
@@ -509,9 +513,7 @@ fn a_lost_query_behind_an_answered_one_is_probed_from_its_own_send() {
 
 #[test]
 fn a_stalled_session_sends_one_probe_until_something_arrives() {
-    let mut h = Harness::new(cfg(), &[U1]);
-    let s = one_answered(&mut h, 1, None);
-    steady_answers(&mut h, s, 80, 30);
+    let (mut h, s) = steady_30ms_session();
     let probes = h.e.stats().loss_probes;
     let mut frames = Vec::new();
     for i in 0..5u16 {
