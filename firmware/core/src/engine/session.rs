@@ -44,6 +44,39 @@ pub(super) struct Session {
     pub(super) unprobed: VecDeque<(Instant, u16)>,
     /// When it sent its last loss probe.
     pub(super) last_probe: Option<Instant>,
+    /// IDs given up on while their answers may still come (see [`RetiredIds`]).
+    pub(super) retired_ids: RetiredIds,
+}
+
+/// How many IDs a session keeps out of the draw after it gave up on their queries.
+const RETIRED_IDS: usize = 32;
+
+/// A session's most recently retired message IDs: those of queries it stopped waiting for while an
+/// answer could still come (answered by a loss probe's copy or another session, timed out). A late
+/// answer must find its ID free, to be dropped as late; had the ID been drawn again for a newer
+/// query, the late answer would meet that query's question and close the session as a protocol
+/// error, re-placing everything on it. So a retired ID is not drawn again until
+/// [`RETIRED_IDS`] later ones were retired (a ring: 64 octets, no allocation).
+#[derive(Debug, Default)]
+pub(super) struct RetiredIds {
+    ids: [u16; RETIRED_IDS],
+    len: u8,
+    next: u8,
+}
+
+impl RetiredIds {
+    pub(super) fn push(&mut self, id: u16) {
+        self.ids[usize::from(self.next)] = id;
+        self.next = ((usize::from(self.next) + 1) % RETIRED_IDS) as u8;
+        if usize::from(self.len) < RETIRED_IDS {
+            self.len += 1;
+        }
+    }
+
+    #[inline]
+    pub(super) fn contains(&self, id: u16) -> bool {
+        self.ids[..usize::from(self.len)].contains(&id)
+    }
 }
 
 impl Session {
@@ -116,6 +149,7 @@ impl<R: Rng> Engine<R> {
             last_received: now,
             server_idle: None,
             unprobed: VecDeque::new(),
+            retired_ids: RetiredIds::default(),
             last_probe: None,
         });
         self.actions.push_back(Action::Connect {
@@ -132,7 +166,7 @@ impl<R: Rng> Engine<R> {
         // overflow), but a session holds at most `max_inflight` IDs (≤ 32,768 by validation), so at
         // least half the ID space is free and this ends after two draws on average.
         let mut id = self.rng.next_u16();
-        while session.inflight.contains(id) {
+        while session.inflight.contains(id) || session.retired_ids.contains(id) {
             id = self.rng.next_u16();
         }
         let Some(q) = self.queries.get_mut(r) else {

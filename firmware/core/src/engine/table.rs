@@ -274,7 +274,10 @@ impl<R: Rng> Engine<R> {
                 }
                 Place::Sent { session, id, .. } => {
                     if let Some(s) = self.sessions.iter_mut().find(|s| s.id == session) {
-                        s.inflight.remove(id);
+                        // Its answer may still come: the ID is not drawn again soon.
+                        if s.inflight.remove(id).is_some() {
+                            s.retired_ids.push(id);
+                        }
                         s.prune_unprobed();
                     }
                 }

@@ -18,7 +18,7 @@ fn mixed(config: EngineConfig, order: &[(UpstreamId, Transport)]) -> Harness {
         })
         .collect();
     let mut h = Harness::new(config, &[]);
-    h.e = Engine::new(config, &specs, TestRng::new(11));
+    h.e = Engine::new(config, &specs, ScriptRng::new(11));
     h
 }
 

@@ -16,7 +16,7 @@ use core::time::Duration;
 
 use super::*;
 use crate::policy;
-use crate::rng::TestRng;
+use crate::rng::{Rng, TestRng};
 use crate::wire::edns::{self, ede};
 use crate::wire::header::{self, rcode};
 use crate::wire::message::scan;
@@ -71,8 +71,38 @@ fn cfg() -> EngineConfig {
     }
 }
 
+/// The harness's randomness: [`TestRng`]'s, except for the message IDs a test puts in `ids` (drawn
+/// first, in order).
+#[derive(Debug)]
+struct ScriptRng {
+    rng: TestRng,
+    ids: VecDeque<u16>,
+}
+
+impl ScriptRng {
+    fn new(seed: u64) -> Self {
+        Self {
+            rng: TestRng::new(seed),
+            ids: VecDeque::new(),
+        }
+    }
+}
+
+impl Rng for ScriptRng {
+    fn fill(&mut self, dst: &mut [u8]) {
+        self.rng.fill(dst);
+    }
+
+    fn next_u16(&mut self) -> u16 {
+        match self.ids.pop_front() {
+            Some(id) => id,
+            None => self.rng.next_u16(),
+        }
+    }
+}
+
 struct Harness {
-    e: Engine<TestRng>,
+    e: Engine<ScriptRng>,
     now: Instant,
     out: Vec<Transmit>,
     connects: Vec<(SessionId, UpstreamId)>,
@@ -94,7 +124,7 @@ impl Harness {
             })
             .collect();
         Self {
-            e: Engine::new(config, &specs, TestRng::new(7)),
+            e: Engine::new(config, &specs, ScriptRng::new(7)),
             now: Instant::from_millis(1_000),
             out: Vec::new(),
             connects: Vec::new(),

@@ -343,6 +343,62 @@ fn a_recovered_loss_barely_moves_the_next_probes_wait() {
     );
 }
 
+/// The message ID of a framed query (the two octets after the length prefix).
+fn frame_id(frame: &[u8]) -> u16 {
+    u16::from_be_bytes([frame[2], frame[3]])
+}
+
+#[test]
+fn a_late_answer_to_a_probes_copy_never_meets_a_newer_query_under_its_id() {
+    let (mut h, s) = steady_30ms_session(); // the probe waits 40 ms
+    h.q(udp(7), &query(7, "lost", None));
+    let orig = h.sends.last().unwrap().1.clone();
+    h.advance(40);
+    let copy = h.sends.last().unwrap().1.clone();
+    assert_ne!(frame_id(&copy), frame_id(&orig), "probed under a second ID");
+    // The original's answer wins: the copy's ID is given up while its answer is on the way.
+    h.data(s, &answer(&orig));
+    let answered = h.out.len();
+    // The next query's first draw is that ID.
+    h.e.rng.ids.push_back(frame_id(&copy));
+    h.q(udp(8), &query(8, "newer", None));
+    let newer = h.sends.last().unwrap().1.clone();
+    assert_ne!(
+        frame_id(&newer),
+        frame_id(&copy),
+        "a retired ID is not drawn again"
+    );
+    // The copy's answer comes late: dropped as late, the session stays, the newer query waits for
+    // its own answer (had it taken the ID, this answer would carry another question: a protocol
+    // error, the session closed and its queries re-placed).
+    let late = h.e.stats().late_answers;
+    h.data(s, &answer(&copy));
+    assert_eq!(h.e.stats().late_answers, late + 1);
+    assert!(h.closes.is_empty(), "session kept");
+    assert_eq!(h.out.len(), answered, "nothing for the client yet");
+    h.data(s, &answer(&newer));
+    assert_eq!(h.out.len(), answered + 1, "the newer query's own answer");
+    assert!(h.closes.is_empty());
+}
+
+#[test]
+fn a_retired_id_comes_back_once_later_ones_pushed_it_out() {
+    let mut r = crate::engine::session::RetiredIds::default();
+    r.push(7);
+    assert!(r.contains(7));
+    assert!(
+        !r.contains(0),
+        "only what was pushed (the ring starts zeroed)"
+    );
+    for id in 100..131 {
+        r.push(id);
+    }
+    assert!(r.contains(7), "32 kept");
+    r.push(131);
+    assert!(!r.contains(7), "the oldest makes room");
+    assert!((100..132).all(|id| r.contains(id)));
+}
+
 #[test]
 fn a_session_the_shell_drops_is_not_taken_for_a_server_close() {
     let mut h = Harness::new(cfg(), &[U1]);
