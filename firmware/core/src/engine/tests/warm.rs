@@ -383,7 +383,7 @@ fn a_late_answer_to_a_probes_copy_never_meets_a_newer_query_under_its_id() {
 
 #[test]
 fn a_retired_id_comes_back_once_later_ones_pushed_it_out() {
-    let mut r = crate::engine::session::RetiredIds::default();
+    let mut r = session::RetiredIds::default();
     r.push(7);
     assert!(r.contains(7));
     assert!(
