@@ -1,16 +1,19 @@
-//! A small stderr logger (procd forwards stderr to syslog). Privacy rule: nothing at info level or
-//! above carries a query name or a client address; the engine's events carry neither.
+//! A small logger: errors and warnings to stderr, everything else to stdout. procd forwards both to
+//! syslog, stderr at `daemon.err` and stdout at `daemon.info`, so `logread` shows a normal event
+//! (an upstream session up, a reload) as information, not as an error; systemd's journal takes both.
+//! Privacy rule: nothing at info level or above carries a query name or a client address; the
+//! engine's events carry neither.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use lanveil_config::LogLevel;
 
-struct StderrLogger;
+struct Logger;
 
 static LEVEL: AtomicUsize = AtomicUsize::new(3);
 
-impl log::Log for StderrLogger {
+impl log::Log for Logger {
     fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
         (metadata.level() as usize) <= LEVEL.load(Ordering::Relaxed)
     }
@@ -19,19 +22,24 @@ impl log::Log for StderrLogger {
         if !self.enabled(record.metadata()) || !record.target().starts_with("lanveil") {
             return;
         }
-        let mut err = std::io::stderr().lock();
-        let _ = writeln!(
-            err,
-            "lanveil: {}: {}",
-            record.level().as_str().to_ascii_lowercase(),
+        let level = record.level();
+        let line = format!(
+            "lanveil: {}: {}\n",
+            level.as_str().to_ascii_lowercase(),
             record.args()
         );
+        // One write per line, so a reader (procd) never sees half of one.
+        let _ = if level <= log::Level::Warn {
+            std::io::stderr().lock().write_all(line.as_bytes())
+        } else {
+            std::io::stdout().lock().write_all(line.as_bytes())
+        };
     }
 
     fn flush(&self) {}
 }
 
-static LOGGER: StderrLogger = StderrLogger;
+static LOGGER: Logger = Logger;
 
 /// Installs the logger (once) and sets the level (any time, e.g. on reload).
 pub fn init(level: LogLevel) {

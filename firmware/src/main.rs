@@ -1,4 +1,5 @@
-//! `lanveil`: the daemon. Never forks (procd/systemd supervise it); logs to stderr.
+//! `lanveil`: the daemon. Never forks (procd/systemd supervise it); logs errors and warnings to
+//! stderr, the rest to stdout (see `logging`).
 
 use std::process::ExitCode;
 

@@ -355,6 +355,10 @@ else
 		done
 		echo "no \"configuration reloaded\" from the daemon within 5 s"; exit 1'
 	r sh -c 'uci set lanveil.main.log_level=info && uci commit lanveil && /etc/init.d/lanveil reload'
+	# procd files the daemon's stdout at daemon.info and its stderr at daemon.err:
+	# information is not logged as an error.
+	check daemon-info-at-info r sh -c 'logread | grep "lanveil\[[0-9]*\]: lanveil: info: configuration reloaded" | grep -q "daemon\.info"'
+	check no-daemon-info-at-err r sh -c '! logread | grep "daemon\.err" | grep -q "lanveil\[[0-9]*\]: lanveil: info:"'
 
 	# --- scenario 4: reload. uci set + uci commit + reload_config (procd's
 	# config.change trigger); the daemon's status shows the new upstream.

@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use lanveil::config::{Config, SpkiPin, TlsVersion, Upstream};
-use tokio::io::AsyncReadExt;
+use tokio::io::AsyncBufReadExt;
 use tokio::process::{Child, Command};
 
 use crate::pki::Leaf;
@@ -77,11 +77,16 @@ pub fn binary() -> PathBuf {
         .clone()
 }
 
-/// A lanveil process with its stderr collected.
+/// A lanveil process with what it logs collected: stderr (errors, warnings) and stdout (the rest),
+/// line by line into one text.
 pub struct Process {
     /// The child.
     pub child: Child,
-    stderr: tokio::task::JoinHandle<String>,
+    output: Vec<tokio::task::JoinHandle<()>>,
+    /// Both streams, as the lines came.
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+    /// stdout's and stderr's lines apart.
+    streams: [std::sync::Arc<std::sync::Mutex<String>>; 2],
 }
 
 impl Process {
@@ -95,13 +100,31 @@ impl Process {
             .kill_on_drop(true)
             .spawn()
             .expect("lanveil starts");
-        let mut err = child.stderr.take().unwrap();
-        let stderr = tokio::spawn(async move {
-            let mut s = String::new();
-            let _ = err.read_to_string(&mut s).await;
-            s
-        });
-        Process { child, stderr }
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let streams: [std::sync::Arc<std::sync::Mutex<String>>; 2] = Default::default();
+        let collect = |stream: Box<dyn tokio::io::AsyncRead + Send + Unpin>, apart: usize| {
+            let (log, apart) = (log.clone(), streams[apart].clone());
+            tokio::spawn(async move {
+                let mut lines = tokio::io::BufReader::new(stream).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    for text in [&log, &apart] {
+                        let mut text = text.lock().unwrap();
+                        text.push_str(&line);
+                        text.push('\n');
+                    }
+                }
+            })
+        };
+        let output = vec![
+            collect(Box::new(child.stdout.take().unwrap()), 0),
+            collect(Box::new(child.stderr.take().unwrap()), 1),
+        ];
+        Process {
+            child,
+            output,
+            log,
+            streams,
+        }
     }
 
     /// The process id.
@@ -117,14 +140,25 @@ impl Process {
         assert_eq!(rc, 0, "kill({sig}) failed");
     }
 
-    /// Waits (bounded) for exit; returns the exit code and everything written to stderr.
+    /// Waits (bounded) for exit; returns the exit code and everything it wrote (stderr and stdout).
     pub async fn wait(mut self, limit: Duration) -> (Option<i32>, String) {
         let status = tokio::time::timeout(limit, self.child.wait())
             .await
             .expect("lanveil exits in time")
             .unwrap();
-        let stderr = self.stderr.await.unwrap();
-        (status.code(), stderr)
+        for t in self.output.drain(..) {
+            t.await.unwrap();
+        }
+        let log = std::mem::take(&mut *self.log.lock().unwrap());
+        (status.code(), log)
+    }
+
+    /// Like [`Process::wait`], with stdout and stderr apart: (exit code, stdout, stderr).
+    pub async fn wait_apart(self, limit: Duration) -> (Option<i32>, String, String) {
+        let streams = self.streams.clone();
+        let (code, _) = self.wait(limit).await;
+        let [out, err] = streams.map(|s| std::mem::take(&mut *s.lock().unwrap()));
+        (code, out, err)
     }
 }
 

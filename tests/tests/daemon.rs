@@ -154,18 +154,29 @@ async fn sighup_reloads_validated_config_and_sigterm_drains() {
         .unwrap()
         .expect("the in-flight query is answered while draining");
     assert_eq!(a_records(&answer), [expected_a("delay-400.drain.test.")]);
-    let (code, stderr) = p.wait(Duration::from_secs(5)).await;
-    assert_eq!(code, Some(0), "{stderr}");
+    let (code, stdout, stderr) = p.wait_apart(Duration::from_secs(5)).await;
+    assert_eq!(code, Some(0), "{stderr}{stdout}");
+    // Errors on stderr, information on stdout: procd logs them at daemon.err and daemon.info.
     let path_shown = format!("{}:2: lanveil[main].max_inflight", path.display());
     assert!(
         stderr.contains(&path_shown),
         "reload error names file and line: {stderr}"
     );
     assert!(
-        stderr.contains("keeping the running configuration"),
+        stderr.contains("error: reload failed, keeping the running configuration"),
         "{stderr}"
     );
-    assert!(stderr.contains("configuration reloaded"), "{stderr}");
+    assert!(stdout.contains("info: configuration reloaded"), "{stdout}");
+    assert!(
+        stderr.lines().all(|l| !l.starts_with("lanveil: info:")),
+        "information on stderr: {stderr}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .all(|l| !l.starts_with("lanveil: error:") && !l.starts_with("lanveil: warn:")),
+        "an error on stdout: {stdout}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
