@@ -145,7 +145,12 @@ pub fn build(root: &Path, profile: &Profile, opts: &BuildOptions) -> Result<Path
     std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
     let dest = out.join("lanveil");
     let tmp = out.join(".lanveil.tmp");
-    std::fs::copy(&built, &tmp).map_err(|e| Error::io(&built, e))?;
+    match objcopy_for(&profile.triple) {
+        Some(objcopy) => drop_unloaded(objcopy, &built, &tmp)?,
+        None => {
+            std::fs::copy(&built, &tmp).map_err(|e| Error::io(&built, e))?;
+        }
+    }
     std::fs::rename(&tmp, &dest).map_err(|e| Error::io(&dest, e))?;
     let size = std::fs::metadata(&dest)
         .map_err(|e| Error::io(&dest, e))?
@@ -166,6 +171,39 @@ pub fn build(root: &Path, profile: &Profile, opts: &BuildOptions) -> Result<Path
         size as f64 / 1024.0
     );
     Ok(dest)
+}
+
+/// Sections a stripped static MIPS binary carries that nothing reads at run time: `.pdr`, the
+/// assembler's procedure descriptors for old debuggers (the unwinder reads `.eh_frame`). The
+/// linker's `--strip-all` keeps them; on mipsel they are 8 % of the file (167 KiB).
+const UNLOADED: [&str; 1] = [".pdr"];
+
+/// The binutils `objcopy` that can rewrite `triple`'s binaries, for the triples whose binaries carry
+/// [`UNLOADED`] sections (Debian's `binutils-mipsel-linux-gnu`, a host package of the board tool).
+pub fn objcopy_for(triple: &str) -> Option<&'static str> {
+    triple
+        .starts_with("mipsel-")
+        .then_some("mipsel-linux-gnu-objcopy")
+}
+
+/// Copies `from` to `to` without the [`UNLOADED`] sections (none of them is loaded: the program's
+/// memory image is the same).
+fn drop_unloaded(objcopy: &str, from: &Path, to: &Path) -> Result<(), Error> {
+    let mut cmd = Command::new(objcopy);
+    for s in UNLOADED {
+        cmd.arg(format!("--remove-section={s}"));
+    }
+    let out = cmd.arg(from).arg(to).output().map_err(|e| Error::Command {
+        what: format!("{objcopy} (Debian package binutils-mipsel-linux-gnu; `cargo board setup`)"),
+        detail: e.to_string(),
+    })?;
+    if !out.status.success() {
+        return Err(Error::Command {
+            what: format!("{objcopy} {}", from.display()),
+            detail: String::from_utf8_lossy(&out.stderr).into_owned(),
+        });
+    }
+    Ok(())
 }
 
 /// Compares the built binary with the profile's budget. Prints one line; errors when over.
@@ -235,4 +273,24 @@ pub fn qemu(root: &Path, profile: &Profile, args: &[String]) -> Result<i32, Erro
             detail: format!("{e} (apt-get install qemu-user-static)"),
         })?;
     Ok(status.code().unwrap_or(128))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_mips_builds_are_rewritten() {
+        assert_eq!(
+            objcopy_for("mipsel-unknown-linux-musl"),
+            Some("mipsel-linux-gnu-objcopy")
+        );
+        for t in [
+            "x86_64-unknown-linux-musl",
+            "aarch64-unknown-linux-musl",
+            "armv7-unknown-linux-musleabihf",
+        ] {
+            assert_eq!(objcopy_for(t), None, "{t}");
+        }
+    }
 }

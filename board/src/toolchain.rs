@@ -26,7 +26,12 @@ pub const RUST_PACKAGES: [&str; 4] = [
     "rust-web-src",
 ];
 /// Other Debian packages the board tool and its tests use.
-pub const HOST_PACKAGES: [&str; 2] = ["python3-venv", "qemu-user-static"];
+/// (`binutils-mipsel-linux-gnu`: its `objcopy` drops the `.pdr` sections of mipsel builds.)
+pub const HOST_PACKAGES: [&str; 3] = [
+    "python3-venv",
+    "qemu-user-static",
+    "binutils-mipsel-linux-gnu",
+];
 /// PyPI pins for the private virtualenv.
 pub const PYPI_PINS: [&str; 2] = ["ziglang==0.17.1", "cargo-zigbuild==0.24.0"];
 
