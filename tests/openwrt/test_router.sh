@@ -188,11 +188,20 @@ check fw4-not-on-host sh -c "! nft list tables 2>/dev/null | grep -q fw4"
 # dnsmasq: OpenWrt's init wrote the LAN's DHCP range from UCI; odhcpd serves RA.
 check dnsmasq-dhcp-range sh -c "'$ROUTER' exec router -- sh -c 'cat /var/etc/dnsmasq.conf.*' |
 	grep -q 'dhcp-range=set:lan,192.168.1.100,192.168.1.249,255.255.255.0,12h'"
-# odhcpd lists br-lan once netifd has handed it the interface (it can lag the checks above by a
-# moment; one suite run failed here): asked again for up to 10 s.
-check odhcpd-ra-lan sh -c "for _ in \$(seq 50); do
+# odhcpd lists br-lan once netifd has handed it the interface (it can lag the checks above; two
+# suite runs in ~10 failed here even after 10 s, not reproduced in 4 fresh starts): asked again for
+# up to 30 s, and a failure shows what odhcpd and netifd had then.
+cat >"$T/odhcpd-diag.sh" <<'EOF'
+echo "ipv6ra: $(ubus call dhcp ipv6ra 2>&1 | tr -s '\n ' '  ')"
+echo "br-lan: $(ip -6 addr show br-lan 2>&1 | grep inet6 | tr -s '\n ' '  ')"
+echo "odhcpd pid: $(pidof odhcpd)"
+ubus call network.interface.lan status 2>&1 | grep -E '"(up|l3_device)"'
+logread | grep -i odhcpd | tail -n 8
+EOF
+check odhcpd-ra-lan sh -c "for _ in \$(seq 150); do
 		'$ROUTER' exec router -- ubus call dhcp ipv6ra | grep -q br-lan && exit 0; sleep 0.2
-	done; exit 1"
+	done
+	'$ROUTER' exec router -- sh -c \"\$(cat '$T/odhcpd-diag.sh')\"; exit 1"
 
 # procd's config triggers: uci commit + reload_config reloads dnsmasq with the change.
 check reload-config-dnsmasq sh -c "'$ROUTER' exec router -- sh -c '
