@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use lanveil::config::{Config, SpkiPin, TlsVersion, Upstream};
-use tokio::io::AsyncBufReadExt;
+use tokio::io::AsyncReadExt;
 use tokio::process::{Child, Command};
 
 use crate::pki::Leaf;
@@ -77,16 +77,12 @@ pub fn binary() -> PathBuf {
         .clone()
 }
 
-/// A lanveil process with what it logs collected: stderr (errors, warnings) and stdout (the rest),
-/// line by line into one text.
+/// A lanveil process with what it logs collected: stderr (errors, warnings) and stdout (the rest).
 pub struct Process {
     /// The child.
     pub child: Child,
-    output: Vec<tokio::task::JoinHandle<()>>,
-    /// Both streams, as the lines came.
-    log: std::sync::Arc<std::sync::Mutex<String>>,
-    /// stdout's and stderr's lines apart.
-    streams: [std::sync::Arc<std::sync::Mutex<String>>; 2],
+    /// The collectors of stdout and stderr, each returning its text.
+    output: [tokio::task::JoinHandle<String>; 2],
 }
 
 impl Process {
@@ -100,31 +96,22 @@ impl Process {
             .kill_on_drop(true)
             .spawn()
             .expect("lanveil starts");
-        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        let streams: [std::sync::Arc<std::sync::Mutex<String>>; 2] = Default::default();
-        let collect = |stream: Box<dyn tokio::io::AsyncRead + Send + Unpin>, apart: usize| {
-            let (log, apart) = (log.clone(), streams[apart].clone());
+        fn collect(
+            stream: impl tokio::io::AsyncRead + Send + Unpin + 'static,
+        ) -> tokio::task::JoinHandle<String> {
             tokio::spawn(async move {
-                let mut lines = tokio::io::BufReader::new(stream).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    for text in [&log, &apart] {
-                        let mut text = text.lock().unwrap();
-                        text.push_str(&line);
-                        text.push('\n');
-                    }
-                }
+                let mut text = String::new();
+                let _ = tokio::io::BufReader::new(stream)
+                    .read_to_string(&mut text)
+                    .await;
+                text
             })
-        };
-        let output = vec![
-            collect(Box::new(child.stdout.take().unwrap()), 0),
-            collect(Box::new(child.stderr.take().unwrap()), 1),
-        ];
-        Process {
-            child,
-            output,
-            log,
-            streams,
         }
+        let output = [
+            collect(child.stdout.take().unwrap()),
+            collect(child.stderr.take().unwrap()),
+        ];
+        Process { child, output }
     }
 
     /// The process id.
@@ -140,25 +127,20 @@ impl Process {
         assert_eq!(rc, 0, "kill({sig}) failed");
     }
 
-    /// Waits (bounded) for exit; returns the exit code and everything it wrote (stderr and stdout).
-    pub async fn wait(mut self, limit: Duration) -> (Option<i32>, String) {
+    /// Waits (bounded) for exit; returns the exit code and everything it wrote (stderr, then stdout).
+    pub async fn wait(self, limit: Duration) -> (Option<i32>, String) {
+        let (code, out, err) = self.wait_apart(limit).await;
+        (code, err + &out)
+    }
+
+    /// Like [`Process::wait`], with stdout and stderr apart: (exit code, stdout, stderr).
+    pub async fn wait_apart(mut self, limit: Duration) -> (Option<i32>, String, String) {
         let status = tokio::time::timeout(limit, self.child.wait())
             .await
             .expect("lanveil exits in time")
             .unwrap();
-        for t in self.output.drain(..) {
-            t.await.unwrap();
-        }
-        let log = std::mem::take(&mut *self.log.lock().unwrap());
-        (status.code(), log)
-    }
-
-    /// Like [`Process::wait`], with stdout and stderr apart: (exit code, stdout, stderr).
-    pub async fn wait_apart(self, limit: Duration) -> (Option<i32>, String, String) {
-        let streams = self.streams.clone();
-        let (code, _) = self.wait(limit).await;
-        let [out, err] = streams.map(|s| std::mem::take(&mut *s.lock().unwrap()));
-        (code, out, err)
+        let [out, err] = self.output;
+        (status.code(), out.await.unwrap(), err.await.unwrap())
     }
 }
 
