@@ -50,13 +50,15 @@ pub(super) struct Session {
 
 /// How many IDs a session keeps out of the draw after it gave up on their queries.
 const RETIRED_IDS: usize = 32;
+// The ring's position and length are octets.
+const _: () = assert!(RETIRED_IDS <= u8::MAX as usize);
 
 /// A session's most recently retired message IDs: those of queries it stopped waiting for while an
 /// answer could still come (answered by a loss probe's copy or another session, timed out). A late
 /// answer must find its ID free, to be dropped as late; had the ID been drawn again for a newer
 /// query, the late answer would meet that query's question and close the session as a protocol
 /// error, re-placing everything on it. So a retired ID is not drawn again until
-/// [`RETIRED_IDS`] later ones were retired (a ring: 64 octets, no allocation).
+/// [`RETIRED_IDS`] later ones were retired (a fixed ring of 32 IDs in the session, no allocation).
 #[derive(Debug, Default)]
 pub(super) struct RetiredIds {
     ids: [u16; RETIRED_IDS],
