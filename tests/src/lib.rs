@@ -11,6 +11,8 @@
 //!   nothing ever falls back to clear-text DNS.
 //! * [`client`]: plain UDP/TCP and DoT client helpers with timeouts, plus EDE
 //!   (RFC 8914) extraction.
+//! * [`proxy`]: a TCP relay that can hold back the server's end of a TLS 1.2
+//!   handshake (the client's certificate check done, its handshake not).
 //! * [`dig`]: runs the real `dig` / `kdig` binaries and parses their output.
 //! * [`unbound`]: a real Unbound instance serving DoT from a local zone.
 //! * [`util`]: free ports, temporary directories, timeouts.
@@ -28,6 +30,7 @@ pub mod gateway;
 pub mod netns;
 pub mod pki;
 pub mod portal;
+pub mod proxy;
 pub mod ssh;
 pub mod unbound;
 pub mod upstream;

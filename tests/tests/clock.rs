@@ -7,14 +7,16 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 use lanveil::clock::WallClock;
+use lanveil::config::TlsVersion;
 use lanveil::config::state::State;
 use lanveil_tests::client::{a_records, ede, query_udp};
 use lanveil_tests::gateway::{config, with_pins};
+use lanveil_tests::proxy::HoldProxy;
 use lanveil_tests::{DotUpstream, Pki, TempDir, UpstreamOpts, expected_a};
 
 const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -61,7 +63,7 @@ fn renewed_leaf(pki: &Pki) -> lanveil_tests::Leaf {
 
 async fn start_at(
     cfg: lanveil::config::Config,
-    wall: &Arc<FakeWall>,
+    wall: &Arc<impl WallClock + 'static>,
 ) -> (lanveil::Running, std::net::SocketAddr) {
     let options = lanveil::Options {
         wall_clock: Some(wall.clone() as Arc<dyn WallClock>),
@@ -213,4 +215,65 @@ async fn the_verifiers_decision_travels_with_the_connection() {
     // Synchronized before the handshake: strict.
     let (_tls, relaxed) = target.handshake(None).await.unwrap();
     assert!(!relaxed, "checked at the real time: strict");
+}
+
+/// A wall clock that reads as 1970 until `0`, then as the real time.
+struct SetAt(Instant);
+
+impl WallClock for SetAt {
+    fn now_unix(&self) -> u64 {
+        if Instant::now() < self.0 {
+            0
+        } else {
+            real_now()
+        }
+    }
+}
+
+/// The clock is set while a connection is being made: its certificate was checked against the floor,
+/// but its handshake completes only after the daemon handled the clock's synchronization (which then
+/// found no relaxed connection to re-verify). The driver re-verifies it as it comes up: that
+/// connection is closed, and the query goes out on a strictly verified one. TLS 1.2 puts a round trip
+/// between the certificate check and the end of the handshake, and a relay holds the server's
+/// Finished back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_checked_against_the_floor_that_completes_after_the_clock_is_set_is_reverified()
+ {
+    let pki = Pki::new();
+    let renewed = renewed_leaf(&pki);
+    let mut opts = UpstreamOpts::new(&renewed);
+    opts.versions = vec![&rustls::version::TLS12];
+    let up = DotUpstream::start(opts).await;
+    // The clock is set 0.3 s after start and the daemon sees it within 0.25 s more; the first
+    // connection's handshake ends 1.5 s after its certificate was checked (in 1970, at the floor).
+    let proxy = HoldProxy::start(up.addr(), Duration::from_millis(1500)).await;
+    let dir = TempDir::new("lanveil-clock");
+    let mut cfg = config(&[(proxy.addr(), "dot.test")], pki.ca_pem_path());
+    cfg.upstreams.servers[0].tls_min_version = TlsVersion::V1_2;
+    cfg.daemon.state_file = Some(state_file(&dir).display().to_string());
+    cfg.cache.enabled = false;
+    cfg.limits.query_timeout_ms = 10_000;
+    let wall = Arc::new(SetAt(Instant::now() + Duration::from_millis(300)));
+    let (running, addr) = start_at(cfg, &wall).await;
+
+    let m = query_udp(addr, "late.test.", RecordType::A, None).await;
+    assert_eq!(a_records(&m), [expected_a("late.test.")]);
+    assert!(
+        proxy.wait_first_ended(Duration::from_secs(3)).await,
+        "the connection checked against the floor is closed once it is up"
+    );
+    assert!(
+        up.handshakes() >= 2,
+        "the query went out on a connection verified at the real time"
+    );
+    assert!(
+        up.connections()
+            .iter()
+            .all(|c| c.version == rustls::ProtocolVersion::TLSv1_2)
+    );
+    // Nothing relaxed is left: the strict connection keeps serving.
+    let m = query_udp(addr, "after.test.", RecordType::A, None).await;
+    assert_eq!(a_records(&m), [expected_a("after.test.")]);
+    assert!(proxy.first_ended());
+    running.shutdown().await;
 }

@@ -1,0 +1,160 @@
+//! A TCP relay in front of an upstream that can hold back, on the first connection it relays, what the
+//! server sends after the client's second TLS flight. With TLS 1.2 that is the server's
+//! ChangeCipherSpec and Finished: the client has checked the certificate (its verifier has decided)
+//! but its handshake completes only `hold` later. Later connections are relayed as they are.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+/// The relay; stops when dropped (relays already running end with their connections).
+pub struct HoldProxy {
+    addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    first_ended: Arc<AtomicBool>,
+    task: JoinHandle<()>,
+}
+
+impl HoldProxy {
+    /// Listens on loopback and relays every connection to `target`; the first one's server data after
+    /// the client's second TLS record is held for `hold` (once).
+    pub async fn start(target: SocketAddr, hold: Duration) -> HoldProxy {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let first_ended = Arc::new(AtomicBool::new(false));
+        let (count, ended) = (accepted.clone(), first_ended.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let first = count.fetch_add(1, Ordering::SeqCst) == 0;
+                let Ok(server) = TcpStream::connect(target).await else {
+                    continue;
+                };
+                let ended = first.then(|| ended.clone());
+                tokio::spawn(async move {
+                    relay(client, server, ended.as_ref().map(|_| hold)).await;
+                    if let Some(e) = ended {
+                        e.store(true, Ordering::SeqCst);
+                    }
+                });
+            }
+        });
+        HoldProxy {
+            addr,
+            accepted,
+            first_ended,
+            task,
+        }
+    }
+
+    /// Where clients connect.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+
+    /// The first connection has ended (both sides closed their halves, or one reset it).
+    pub fn first_ended(&self) -> bool {
+        self.first_ended.load(Ordering::SeqCst)
+    }
+
+    /// Waits until the first connection has ended; false on timeout.
+    pub async fn wait_first_ended(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while !self.first_ended() {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        true
+    }
+}
+
+impl Drop for HoldProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn relay(client: TcpStream, server: TcpStream, hold: Option<Duration>) {
+    let (cr, cw) = client.into_split();
+    let (sr, sw) = server.into_split();
+    // Complete TLS records the client has sent (counted by their 5-octet headers).
+    let records = Arc::new(AtomicUsize::new(0));
+    let up = tokio::spawn(client_to_server(cr, sw, records.clone()));
+    server_to_client(sr, cw, records, hold).await;
+    let _ = up.await;
+}
+
+async fn client_to_server(
+    mut from: OwnedReadHalf,
+    mut to: OwnedWriteHalf,
+    records: Arc<AtomicUsize>,
+) {
+    let mut buf = vec![0u8; 16 * 1024];
+    // Octets of the stream still to skip before the next record header, and a header split by reads.
+    let (mut skip, mut header) = (0usize, Vec::with_capacity(5));
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let mut at = 0;
+        while at < n {
+            if skip > 0 {
+                let k = skip.min(n - at);
+                (skip, at) = (skip - k, at + k);
+                continue;
+            }
+            header.push(buf[at]);
+            at += 1;
+            if header.len() == 5 {
+                skip = usize::from(u16::from_be_bytes([header[3], header[4]]));
+                header.clear();
+                records.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        // Counted before it is forwarded: the server's reply to it is held.
+        if to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown().await;
+}
+
+async fn server_to_client(
+    mut from: OwnedReadHalf,
+    mut to: OwnedWriteHalf,
+    records: Arc<AtomicUsize>,
+    mut hold: Option<Duration>,
+) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        // The client's first flight is one record (its hello); anything the server sends after a
+        // second one answers the client's second flight.
+        if records.load(Ordering::SeqCst) >= 2
+            && let Some(d) = hold.take()
+        {
+            tokio::time::sleep(d).await;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown().await;
+}
