@@ -13,7 +13,7 @@
 //!   (RFC 8914) extraction.
 //! * [`proxy`]: a TCP relay that can hold back the server's end of a TLS 1.2
 //!   handshake (the client's certificate check done, its handshake not).
-//! * [`dig`]: runs the real `dig` / `kdig` binaries and parses their output.
+//! * [`mod@dig`]: runs the real `dig` / `kdig` binaries and parses their output.
 //! * [`unbound`]: a real Unbound instance serving DoT from a local zone.
 //! * [`util`]: free ports, temporary directories, timeouts.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
