@@ -16,7 +16,6 @@ use tokio::task::JoinHandle;
 /// The relay; stops when dropped (relays already running end with their connections).
 pub struct HoldProxy {
     addr: SocketAddr,
-    accepted: Arc<AtomicUsize>,
     first_ended: Arc<AtomicBool>,
     task: JoinHandle<()>,
 }
@@ -27,16 +26,15 @@ impl HoldProxy {
     pub async fn start(target: SocketAddr, hold: Duration) -> HoldProxy {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let accepted = Arc::new(AtomicUsize::new(0));
         let first_ended = Arc::new(AtomicBool::new(false));
-        let (count, ended) = (accepted.clone(), first_ended.clone());
+        let ended = first_ended.clone();
         let task = tokio::spawn(async move {
+            let mut first = true;
             while let Ok((client, _)) = listener.accept().await {
-                let first = count.fetch_add(1, Ordering::SeqCst) == 0;
+                let ended = std::mem::take(&mut first).then(|| ended.clone());
                 let Ok(server) = TcpStream::connect(target).await else {
                     continue;
                 };
-                let ended = first.then(|| ended.clone());
                 tokio::spawn(async move {
                     relay(client, server, ended.as_ref().map(|_| hold)).await;
                     if let Some(e) = ended {
@@ -47,7 +45,6 @@ impl HoldProxy {
         });
         HoldProxy {
             addr,
-            accepted,
             first_ended,
             task,
         }
@@ -56,11 +53,6 @@ impl HoldProxy {
     /// Where clients connect.
     pub fn addr(&self) -> SocketAddr {
         self.addr
-    }
-
-    /// Connections accepted so far.
-    pub fn accepted(&self) -> usize {
-        self.accepted.load(Ordering::SeqCst)
     }
 
     /// The first connection has ended (both sides closed their halves, or one reset it).
