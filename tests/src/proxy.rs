@@ -17,7 +17,21 @@ use tokio::task::JoinHandle;
 pub struct HoldProxy {
     addr: SocketAddr,
     first_ended: Arc<AtomicBool>,
+    /// TLS records the first connection's client has sent.
+    first_records: Arc<AtomicUsize>,
     task: JoinHandle<()>,
+}
+
+/// Whether the client of the first connection has begun its second TLS flight: with TLS 1.2, its
+/// certificate check is done.
+#[derive(Clone)]
+pub struct SecondFlight(Arc<AtomicUsize>);
+
+impl SecondFlight {
+    /// The client's first flight is one record (its hello); a second one begins the next flight.
+    pub fn begun(&self) -> bool {
+        self.0.load(Ordering::SeqCst) >= 2
+    }
 }
 
 impl HoldProxy {
@@ -27,18 +41,22 @@ impl HoldProxy {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let first_ended = Arc::new(AtomicBool::new(false));
-        let ended = first_ended.clone();
+        let first_records = Arc::new(AtomicUsize::new(0));
+        let (ended, records) = (first_ended.clone(), first_records.clone());
         let task = tokio::spawn(async move {
             let mut first = true;
             while let Ok((client, _)) = listener.accept().await {
-                let ended = std::mem::take(&mut first).then(|| ended.clone());
+                let first = std::mem::take(&mut first);
                 let Ok(server) = TcpStream::connect(target).await else {
                     continue;
                 };
+                let (ended, records) = (ended.clone(), records.clone());
                 tokio::spawn(async move {
-                    relay(client, server, ended.as_ref().map(|_| hold)).await;
-                    if let Some(e) = ended {
-                        e.store(true, Ordering::SeqCst);
+                    if first {
+                        relay(client, server, records, Some(hold)).await;
+                        ended.store(true, Ordering::SeqCst);
+                    } else {
+                        relay(client, server, Arc::default(), None).await;
                     }
                 });
             }
@@ -46,6 +64,7 @@ impl HoldProxy {
         HoldProxy {
             addr,
             first_ended,
+            first_records,
             task,
         }
     }
@@ -53,6 +72,11 @@ impl HoldProxy {
     /// Where clients connect.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Tells when the first connection's client has begun its second TLS flight.
+    pub fn second_flight(&self) -> SecondFlight {
+        SecondFlight(self.first_records.clone())
     }
 
     /// The first connection has ended (both sides closed their halves, or one reset it).
@@ -79,11 +103,15 @@ impl Drop for HoldProxy {
     }
 }
 
-async fn relay(client: TcpStream, server: TcpStream, hold: Option<Duration>) {
+/// Relays one connection; `records` counts the TLS records the client sends (by their 5-octet headers).
+async fn relay(
+    client: TcpStream,
+    server: TcpStream,
+    records: Arc<AtomicUsize>,
+    hold: Option<Duration>,
+) {
     let (cr, cw) = client.into_split();
     let (sr, sw) = server.into_split();
-    // Complete TLS records the client has sent (counted by their 5-octet headers).
-    let records = Arc::new(AtomicUsize::new(0));
     let up = tokio::spawn(client_to_server(cr, sw, records.clone()));
     server_to_client(sr, cw, records, hold).await;
     let _ = up.await;

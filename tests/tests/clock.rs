@@ -7,7 +7,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
@@ -16,7 +16,7 @@ use lanveil::config::TlsVersion;
 use lanveil::config::state::State;
 use lanveil_tests::client::{a_records, ede, query_udp};
 use lanveil_tests::gateway::{config, with_pins};
-use lanveil_tests::proxy::HoldProxy;
+use lanveil_tests::proxy::{HoldProxy, SecondFlight};
 use lanveil_tests::{DotUpstream, Pki, TempDir, UpstreamOpts, expected_a};
 
 const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -217,16 +217,13 @@ async fn the_verifiers_decision_travels_with_the_connection() {
     assert!(!relaxed, "checked at the real time: strict");
 }
 
-/// A wall clock that reads as 1970 until `0`, then as the real time.
-struct SetAt(Instant);
+/// A wall clock that reads as 1970 until the relay's first client has begun its second TLS flight
+/// (its certificate check is done), then as the real time.
+struct SetAfterCheck(SecondFlight);
 
-impl WallClock for SetAt {
+impl WallClock for SetAfterCheck {
     fn now_unix(&self) -> u64 {
-        if Instant::now() < self.0 {
-            0
-        } else {
-            real_now()
-        }
+        if self.0.begun() { real_now() } else { 0 }
     }
 }
 
@@ -237,15 +234,14 @@ impl WallClock for SetAt {
 /// between the certificate check and the end of the handshake, and a relay holds the server's
 /// Finished back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_connection_checked_against_the_floor_that_completes_after_the_clock_is_set_is_reverified()
- {
+async fn a_relaxed_connection_that_comes_up_after_the_clock_is_set_is_reverified() {
     let pki = Pki::new();
     let renewed = renewed_leaf(&pki);
     let mut opts = UpstreamOpts::new(&renewed);
     opts.versions = vec![&rustls::version::TLS12];
     let up = DotUpstream::start(opts).await;
-    // The clock is set 0.3 s after start and the daemon sees it within 0.25 s more; the first
-    // connection's handshake ends 1.5 s after its certificate was checked (in 1970, at the floor).
+    // The clock is set right after the first connection's certificate was checked (in 1970, at the
+    // floor), the daemon sees it within 0.25 s, and that handshake ends 1.5 s after the check.
     let proxy = HoldProxy::start(up.addr(), Duration::from_millis(1500)).await;
     let dir = TempDir::new("lanveil-clock");
     let mut cfg = config(&[(proxy.addr(), "dot.test")], pki.ca_pem_path());
@@ -253,7 +249,7 @@ async fn a_connection_checked_against_the_floor_that_completes_after_the_clock_i
     cfg.daemon.state_file = Some(state_file(&dir).display().to_string());
     cfg.cache.enabled = false;
     cfg.limits.query_timeout_ms = 10_000;
-    let wall = Arc::new(SetAt(Instant::now() + Duration::from_millis(300)));
+    let wall = Arc::new(SetAfterCheck(proxy.second_flight()));
     let (running, addr) = start_at(cfg, &wall).await;
 
     let m = query_udp(addr, "late.test.", RecordType::A, None).await;
