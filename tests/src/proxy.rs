@@ -53,10 +53,10 @@ impl HoldProxy {
                 let (ended, records) = (ended.clone(), records.clone());
                 tokio::spawn(async move {
                     if first {
-                        relay(client, server, records, Some(hold)).await;
+                        relay(client, server, SecondFlight(records), Some(hold)).await;
                         ended.store(true, Ordering::SeqCst);
                     } else {
-                        relay(client, server, Arc::default(), None).await;
+                        relay(client, server, SecondFlight(Arc::default()), None).await;
                     }
                 });
             }
@@ -86,14 +86,7 @@ impl HoldProxy {
 
     /// Waits until the first connection has ended; false on timeout.
     pub async fn wait_first_ended(&self, timeout: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + timeout;
-        while !self.first_ended() {
-            if tokio::time::Instant::now() >= deadline {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        true
+        crate::upstream::wait_until(timeout, || self.first_ended()).await
     }
 }
 
@@ -103,17 +96,12 @@ impl Drop for HoldProxy {
     }
 }
 
-/// Relays one connection; `records` counts the TLS records the client sends (by their 5-octet headers).
-async fn relay(
-    client: TcpStream,
-    server: TcpStream,
-    records: Arc<AtomicUsize>,
-    hold: Option<Duration>,
-) {
+/// Relays one connection; `flight` counts the TLS records the client sends (by their 5-octet headers).
+async fn relay(client: TcpStream, server: TcpStream, flight: SecondFlight, hold: Option<Duration>) {
     let (cr, cw) = client.into_split();
     let (sr, sw) = server.into_split();
-    let up = tokio::spawn(client_to_server(cr, sw, records.clone()));
-    server_to_client(sr, cw, records, hold).await;
+    let up = tokio::spawn(client_to_server(cr, sw, flight.0.clone()));
+    server_to_client(sr, cw, flight, hold).await;
     let _ = up.await;
 }
 
@@ -156,7 +144,7 @@ async fn client_to_server(
 async fn server_to_client(
     mut from: OwnedReadHalf,
     mut to: OwnedWriteHalf,
-    records: Arc<AtomicUsize>,
+    flight: SecondFlight,
     mut hold: Option<Duration>,
 ) {
     let mut buf = vec![0u8; 16 * 1024];
@@ -165,9 +153,8 @@ async fn server_to_client(
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        // The client's first flight is one record (its hello); anything the server sends after a
-        // second one answers the client's second flight.
-        if records.load(Ordering::SeqCst) >= 2
+        // Anything the server sends once the client began its second flight answers that flight.
+        if flight.begun()
             && let Some(d) = hold.take()
         {
             tokio::time::sleep(d).await;

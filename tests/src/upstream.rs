@@ -267,7 +267,8 @@ impl UpstreamHandle {
     }
 }
 
-async fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+/// Polls `cond` every 5 ms until it holds; false on timeout.
+pub(crate) async fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         if cond() {
