@@ -397,18 +397,56 @@ impl<T: VerifyTime, O: ChainObserver> PinningVerifier<T, O> {
             c.provider.signature_verification_algorithms.all,
         )?;
         rustls::client::verify_server_name(&cert, server_name)?;
-        let pinned_ok = c.pins.is_empty()
-            || std::iter::once(end_entity)
-                .chain(intermediates)
-                .filter_map(|cert| spki_sha256(cert))
-                .any(|h| c.pins.iter().any(|p| p.0 == h));
-        if !pinned_ok {
+        if !c.pins.is_empty() && !c.pinned_path(end_entity, intermediates, at) {
             return Err(rustls::Error::InvalidCertificate(
                 CertificateError::ApplicationVerificationFailure,
             ));
         }
         c.time.accepted(validity);
         Ok(ServerCertVerified::assertion())
+    }
+}
+
+impl<T> Checks<T> {
+    /// Whether a chain WebPKI validates from `end_entity` to one of the roots holds a pinned key: the
+    /// leaf's, an intermediate's of that chain, or its trust anchor's (RFC 7469 §2.6: pins are
+    /// matched against the validated chain). A certificate the server sent that the chain does
+    /// not use proves nothing: with any publicly trusted certificate for the name, an attacker
+    /// could append the real, public intermediate whose key is pinned. When the intermediates allow
+    /// several chains, WebPKI tries the next one after a chain without a pin.
+    fn pinned_path(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        at: UnixTime,
+    ) -> bool {
+        let pinned = |spki: &[u8]| {
+            let h = ring::digest::digest(&ring::digest::SHA256, spki);
+            self.pins.iter().any(|p| p.0[..] == *h.as_ref())
+        };
+        let holds_pin = |path: &webpki::VerifiedPath<'_>| {
+            let anchor = webpki::spki_for_anchor(path.anchor());
+            let found = pinned(path.end_entity().subject_public_key_info().as_ref())
+                || path
+                    .intermediate_certificates()
+                    .any(|c| pinned(c.subject_public_key_info().as_ref()))
+                || pinned(anchor.as_ref());
+            // Any error: WebPKI then tries the next chain, and reports failure if none is left.
+            found.then_some(()).ok_or(webpki::Error::UnknownIssuer)
+        };
+        let Ok(leaf) = webpki::EndEntityCert::try_from(end_entity) else {
+            return false;
+        };
+        leaf.verify_for_usage(
+            self.provider.signature_verification_algorithms.all,
+            &self.roots.roots,
+            intermediates,
+            at,
+            webpki::KeyUsage::server_auth(),
+            None,
+            Some(&holds_pin),
+        )
+        .is_ok()
     }
 }
 
@@ -621,9 +659,19 @@ mod tests {
         leaf: &CertificateDer<'_>,
         name: &str,
     ) -> Option<TlsFailure> {
+        verdict_chain(checks, leaf, &[], name)
+    }
+
+    /// [`verdict`] with intermediates sent after the leaf.
+    fn verdict_chain(
+        checks: &Arc<Checks<SystemTime>>,
+        leaf: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        name: &str,
+    ) -> Option<TlsFailure> {
         let (v, decision) = checks.verifier(NoObserver);
         let name = ServerName::try_from(name.to_owned()).unwrap();
-        let r = v.verify_server_cert(leaf, &[], &name, &[], UnixTime::now());
+        let r = v.verify_server_cert(leaf, intermediates, &name, &[], UnixTime::now());
         let kind = r.as_ref().err().map(classify);
         assert_eq!(decision.failure(), kind);
         // The time is decided before WebPKI runs, from the leaf's validity dates.
@@ -657,22 +705,75 @@ mod tests {
         let ca_pin = SpkiPin(spki_sha256(&pki.ca).unwrap());
         let leaf_pin = SpkiPin(spki_sha256(&pki.leaf).unwrap());
         let wrong_pin = SpkiPin(spki_sha256(&other).unwrap());
-        // Pins are checked over the presented chain (here the leaf alone), after WebPKI.
+        // Pins are checked over the validated chain (here the leaf and the root), after WebPKI.
         assert_eq!(
             verdict(&checks(&pki.ca, vec![leaf_pin]), &pki.leaf, "dns.example"),
             None
         );
+        assert_eq!(
+            verdict(&checks(&pki.ca, vec![wrong_pin]), &pki.leaf, "dns.example"),
+            Some(TlsFailure::PinMismatch)
+        );
+        // The trust anchor is part of the chain even though the server does not send it.
         assert_eq!(
             verdict(
                 &checks(&pki.ca, vec![wrong_pin, ca_pin]),
                 &pki.leaf,
                 "dns.example"
             ),
-            Some(TlsFailure::PinMismatch)
+            None
         );
         assert_eq!(
             verdict(&checks(&pki.ca, vec![leaf_pin]), &pki.leaf, "other.example"),
             Some(TlsFailure::NameMismatch)
+        );
+    }
+
+    /// A pinned intermediate counts only when the validated chain goes through it: a server with a
+    /// leaf the root signed directly cannot satisfy the pin by sending the pinned intermediate along.
+    #[test]
+    fn a_pin_counts_only_on_the_validated_chain() {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+        let root_key = KeyPair::generate().unwrap();
+        let mut root = CertificateParams::new(Vec::<String>::new()).unwrap();
+        root.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let root = root.self_signed(&root_key).unwrap();
+        let ca_params = || {
+            let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+            p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            p
+        };
+        let inter_key = KeyPair::generate().unwrap();
+        let inter = ca_params().signed_by(&inter_key, &root, &root_key).unwrap();
+        let leaf = |issuer: &rcgen::Certificate, issuer_key: &KeyPair| {
+            CertificateParams::new(vec!["dns.example".to_owned()])
+                .unwrap()
+                .signed_by(&KeyPair::generate().unwrap(), issuer, issuer_key)
+                .unwrap()
+        };
+        let via_inter = leaf(&inter, &inter_key);
+        let direct = leaf(&root, &root_key);
+        let inter_pin = SpkiPin(spki_sha256(inter.der()).unwrap());
+        let c = checks(root.der(), vec![inter_pin]);
+        // The intermediate signed the leaf: pinned.
+        assert_eq!(
+            verdict_chain(&c, via_inter.der(), &[inter.der().clone()], "dns.example"),
+            None
+        );
+        // The root signed the leaf; the pinned intermediate rides along unused.
+        assert_eq!(
+            verdict_chain(&c, direct.der(), &[inter.der().clone()], "dns.example"),
+            Some(TlsFailure::PinMismatch)
+        );
+        // Without pins the same chain is fine: WebPKI alone accepts it.
+        assert_eq!(
+            verdict_chain(
+                &checks(root.der(), Vec::new()),
+                direct.der(),
+                &[inter.der().clone()],
+                "dns.example"
+            ),
+            None
         );
     }
 
