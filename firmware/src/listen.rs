@@ -208,6 +208,9 @@ async fn tcp_loop(
     limits: watch::Receiver<TcpLimits>,
 ) {
     let per_source: PerSource = Arc::default();
+    // Dropped with this task (the listener stops receiving, or is removed by a reload): its clients
+    // then stop reading queries, and close once their answers are out.
+    let (_stop, stop) = watch::channel(());
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(s) => s,
@@ -232,13 +235,22 @@ async fn tcp_loop(
         let conn = NEXT_CONN.fetch_add(1);
         let driver = driver.clone();
         let limits = *limits.borrow();
+        let stop = stop.clone();
         tokio::spawn(async move {
-            tcp_client(stream, conn, peer, driver.clone(), limits).await;
+            tcp_client(stream, conn, peer, driver.clone(), limits, stop).await;
             let _ = driver.send(ListenerEvent::TcpClosed { conn }).await;
             drop(source_slot);
             drop(permit);
         });
     }
+}
+
+/// Why a client's read loop ended.
+enum Ended {
+    /// The client closed, went quiet, broke the framing, or its listener stopped.
+    Reading,
+    /// Its answers could not be written (the client does not read them, or the connection broke).
+    Writing,
 }
 
 async fn tcp_client(
@@ -247,6 +259,7 @@ async fn tcp_client(
     peer: SocketAddr,
     driver: ListenerSender,
     limits: TcpLimits,
+    mut stop: watch::Receiver<()>,
 ) {
     let _ = stream.set_nodelay(true);
     let (mut rd, mut wr) = stream.into_split();
@@ -271,40 +284,60 @@ async fn tcp_client(
                 let mut framed = Vec::with_capacity(2 + answer.len());
                 framed.extend_from_slice(&len.to_be_bytes());
                 framed.extend_from_slice(&answer);
-                if wr.write_all(&framed).await.is_err() {
-                    return;
+                // A client that does not read its answers (a zero window keeps TCP alive) loses
+                // the connection after the idle time instead of holding its slot for ever.
+                match tokio::time::timeout(limits.idle, wr.write_all(&framed)).await {
+                    Ok(Ok(())) => {}
+                    _ => return,
                 }
             }
             writer_outstanding.add_permits(1);
         }
     });
     let mut body = vec![0u8; MAX_MESSAGE];
-    loop {
+    let ended = loop {
+        // The length prefix, read so that a timeout loses none of it (`read` is cancel-safe,
+        // `read_exact` is not).
         let mut len = [0u8; 2];
-        let idle = outstanding.available_permits() == limits.pipeline;
-        let read = tokio::select! {
-            r = tokio::time::timeout(limits.idle, rd.read_exact(&mut len)) => r,
-            _ = &mut writer => break,
-        };
-        match read {
-            Ok(Ok(_)) => {}
-            Ok(Err(_)) => break,
-            // Idle timeout: close only when no answer is still owed.
-            Err(_) if idle => break,
-            Err(_) => continue,
+        let mut have = 0;
+        while have < len.len() {
+            let read = tokio::select! {
+                r = tokio::time::timeout(limits.idle, rd.read(&mut len[have..])) => r,
+                _ = &mut writer => break,
+                _ = stop.changed() => break,
+            };
+            match read {
+                Ok(Ok(0) | Err(_)) => break,
+                Ok(Ok(k)) => have += k,
+                // Idle: close when no answer is still owed, or in the middle of a prefix
+                // (slow-loris guard).
+                Err(_) if have > 0 || outstanding.available_permits() == limits.pipeline => break,
+                Err(_) => {}
+            }
+        }
+        if have < len.len() {
+            break Ended::Reading;
         }
         let n = usize::from(u16::from_be_bytes(len));
         if n == 0 {
-            break;
+            break Ended::Reading;
         }
         // A client that starts a message must finish it promptly (slow-loris guard).
-        match tokio::time::timeout(limits.idle, rd.read_exact(&mut body[..n])).await {
-            Ok(Ok(_)) => {}
-            _ => break,
+        let read = tokio::select! {
+            r = tokio::time::timeout(limits.idle, rd.read_exact(&mut body[..n])) => r,
+            _ = stop.changed() => break Ended::Reading,
+        };
+        if !matches!(read, Ok(Ok(_))) {
+            break Ended::Reading;
         }
         // Back-pressure: at most `pipeline` queries outstanding per client.
-        let Ok(permit) = outstanding.acquire().await else {
-            break;
+        let permit = tokio::select! {
+            p = outstanding.acquire() => p,
+            _ = &mut writer => break Ended::Writing,
+            _ = stop.changed() => break Ended::Reading,
+        };
+        let Ok(permit) = permit else {
+            break Ended::Reading;
         };
         permit.forget();
         if driver
@@ -316,11 +349,17 @@ async fn tcp_client(
             .await
             .is_err()
         {
-            break;
+            break Ended::Reading;
+        }
+    };
+    // The client stopped sending: give outstanding answers a bounded time to go out (none can, once
+    // the writer has ended).
+    if matches!(ended, Ended::Reading) && !writer.is_finished() {
+        let all = u32::try_from(limits.pipeline).unwrap_or(u32::MAX);
+        tokio::select! {
+            _ = tokio::time::timeout(limits.answer_wait, outstanding.acquire_many(all)) => {}
+            _ = &mut writer => {}
         }
     }
-    // The client stopped sending: give outstanding answers a bounded time to go out.
-    let all = u32::try_from(limits.pipeline).unwrap_or(u32::MAX);
-    let _ = tokio::time::timeout(limits.answer_wait, outstanding.acquire_many(all)).await;
     writer.abort();
 }

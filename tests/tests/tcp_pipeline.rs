@@ -142,3 +142,80 @@ async fn dropped_frames_give_back_their_pipeline_slot() {
     assert_eq!(m.response_code(), ResponseCode::Refused);
     running.shutdown().await;
 }
+
+/// A client that sends queries but never reads the answers (its receive window closes; TCP keeps a
+/// zero-window peer alive for ever) loses its connection once an answer could not be written for
+/// the idle time, and so gives back its `max_tcp_clients` slot. Before the fix the connection's
+/// writer waited for ever, its reader waited for pipeline slots that never came back, and with one
+/// slot configured every later TCP client was turned away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_its_answers_gives_back_its_slot() {
+    let pki = Pki::new();
+    let leaf = pki.leaf(&["dot.test"], &[LOCAL]);
+    let upstream = DotUpstream::start(UpstreamOpts::new(&leaf)).await;
+    let mut cfg = config_for(upstream.addr(), &leaf);
+    cfg.listen.max_tcp_clients = 1;
+    cfg.listen.tcp_idle_timeout_ms = 500;
+    let (running, addr) = start(cfg).await;
+
+    // A small receive buffer, and 40k answers of ~230 octets (long names): 9 MB, more than the
+    // daemon's send buffer grows to (4 MiB by default) and this socket's receive buffer hold.
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(2048).unwrap();
+    let stuck = sock.connect(addr).await.unwrap();
+    let (mut rd, mut wr) = stuck.into_split();
+    let label = "x".repeat(60);
+    let sender = tokio::spawn(async move {
+        for i in 0..40_000 {
+            let q = build_query(
+                &format!("{i}.{label}.{label}.{label}.example."),
+                RecordType::A,
+                None,
+            );
+            if wr.write_all(&framed(&q.to_vec().unwrap())).await.is_err() {
+                break;
+            }
+        }
+        // Never closes its side: the connection may end only by the daemon's doing.
+        std::future::pending::<()>().await;
+        drop(wr);
+    });
+
+    // The stuck client holds the only slot; within a few idle times it must be free again.
+    let q = build_query("after-stuck.example.", RecordType::A, None);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let answered = loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the slot never came back: a client that does not read holds it for ever"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let Ok(mut s) = TcpStream::connect(addr).await else {
+            continue;
+        };
+        if s.write_all(&framed(&q.to_vec().unwrap())).await.is_err() {
+            continue;
+        }
+        if let Some(m) = read_answer(&mut s).await {
+            break m;
+        }
+    };
+    assert_eq!(answered.id(), q.id());
+    assert_eq!(a_records(&answered), [expected_a("after-stuck.example.")]);
+    // The stuck client's connection was closed: it holds the answers written before, then the end.
+    let drained = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut buf = vec![0u8; 64 * 1024];
+        while let Ok(n) = rd.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(
+        drained.is_ok(),
+        "the stuck client's connection is still open"
+    );
+    sender.abort();
+    running.shutdown().await;
+}
