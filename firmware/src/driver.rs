@@ -221,7 +221,9 @@ impl Driver {
                     self.engine.handle_upstream_dropped(now, session);
                     return;
                 }
-                if relaxed {
+                // A session the engine already closed (its `Connected` was queued behind the close)
+                // is not remembered: nothing would ever remove it.
+                if relaxed && self.sessions.contains_key(&session) {
                     self.relaxed.insert(session);
                 }
                 self.engine.handle_upstream_connected(now, session);

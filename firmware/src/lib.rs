@@ -143,6 +143,22 @@ pub struct Running {
     control_ctx: Arc<control::Context>,
     control_task: Option<JoinHandle<()>>,
     reload_requests: Option<mpsc::Receiver<control::ReloadRequest>>,
+    driver_gone: Option<oneshot::Receiver<std::convert::Infallible>>,
+}
+
+/// Resolves when the driver task is gone before [`Running::shutdown`]: it panicked (the engine or the
+/// driver hit a bug; release builds check arithmetic overflow), or was aborted. Nothing answers
+/// queries any more, so the daemon should exit and let the service manager restart it.
+pub struct DriverGone(oneshot::Receiver<std::convert::Infallible>);
+
+impl Future for DriverGone {
+    type Output = ();
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        std::pin::Pin::new(&mut self.0).poll(cx).map(|_| ())
+    }
 }
 
 /// Watches the wall clock: advances and persists the floor, reports the moment it becomes good.
@@ -174,7 +190,6 @@ fn build_targets(
     time: &Arc<TimeKeeper>,
 ) -> Result<Vec<(UpstreamId, Arc<Target>)>, Error> {
     let mut out = Vec::new();
-    upstream::tls::set_rto_min_ms(config.upstreams.tcp_rto_min_ms);
     let mut new_ids = Vec::new();
     for u in &config.upstreams.servers {
         if u.url.transport == Transport::Https && !cfg!(feature = "doh") {
@@ -250,6 +265,7 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, Err
     let mut ids = Vec::new();
     let mut next_id = 0;
     let targets = build_targets(&config, &mut ids, &mut next_id, &time)?;
+    upstream::tls::set_rto_min_ms(config.upstreams.tcp_rto_min_ms);
     let targets_for_control = targets.clone();
     let policy = build_policy(&config)?;
     let rng = rng::OsRng::new().map_err(|_| Error::Random)?;
@@ -265,7 +281,12 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, Err
     );
     driver.set_local_resolver(config.policy.local_resolver);
     let control_targets = targets_for_control.clone();
-    let driver = tokio::spawn(driver.run());
+    // Dropped with the driver's future, whether it returns, panics or is aborted.
+    let (alive, driver_gone) = oneshot::channel::<std::convert::Infallible>();
+    let driver = tokio::spawn(async move {
+        let _alive = alive;
+        driver.run().await;
+    });
     let ticker = tokio::spawn(clock_ticker(time.clone(), tx.clone()));
     let (reload_tx, reload_rx) = mpsc::channel(4);
     let control_ctx = Arc::new(control::Context {
@@ -304,6 +325,7 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, Err
         control_ctx,
         control_task,
         reload_requests: Some(reload_rx),
+        driver_gone: Some(driver_gone),
     };
     running.listeners = running.open_listeners(&config.listen.addrs).await?;
     for l in &running.listeners {
@@ -430,7 +452,9 @@ impl Running {
         } else {
             self.tcp_slots.forget_permits(old_max - new_max);
         }
+        // Process-wide settings change only once the reload can no longer fail.
         logging::set_level(config.daemon.log_level);
+        upstream::tls::set_rto_min_ms(config.upstreams.tcp_rto_min_ms);
         self.ids = ids;
         self.next_id = next_id;
         self.config = config;
@@ -439,6 +463,17 @@ impl Running {
             upstream_summary(&self.config)
         );
         Ok(())
+    }
+
+    /// The driver's end, watched by the main loop (taken once): see [`DriverGone`].
+    pub fn take_driver_gone(&mut self) -> Option<DriverGone> {
+        self.driver_gone.take().map(DriverGone)
+    }
+
+    /// Ends the driver task as a panic in it would (for tests of what watches it).
+    #[doc(hidden)]
+    pub fn abort_driver(&self) {
+        self.driver.abort();
     }
 
     /// Reload requests from the control socket (taken once by the main loop).

@@ -242,8 +242,16 @@ async fn serve(args: cli::Args, config: lanveil::config::Config, signals: Signal
         }
     }
     let mut reloads = running.take_reload_requests();
+    let mut driver_gone = running.take_driver_gone();
     loop {
         tokio::select! {
+            () = async { match driver_gone.as_mut() { Some(g) => g.await, None => std::future::pending().await } } => {
+                // Listeners alive but nothing answers: exit, so procd (or systemd) restarts us
+                // instead of the LAN losing DNS silently.
+                log::error!("the DNS engine stopped unexpectedly (a bug: please report it); exiting");
+                running.shutdown().await;
+                return ExitCode::from(70);
+            }
             sig = next_signal(&signals) => match sig {
                 Ok(libc::SIGHUP) => {
                     if let Err(e) = reload(&args, &mut running).await {

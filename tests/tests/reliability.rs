@@ -404,3 +404,35 @@ async fn soak_with_mixed_faults_loses_no_answer() {
     assert!(inflight < 64);
     let _ = config_for;
 }
+
+/// The driver task's end is reported while the listeners still stand: the daemon's main loop exits
+/// on it (so procd restarts lanveil) instead of keeping sockets that no longer answer. A panic in
+/// the engine ends the task as the abort here does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_end_of_the_driver_is_reported() {
+    let pki = Pki::new();
+    let leaf = pki.leaf(&["dot.test"], &[LOCAL]);
+    let upstream = DotUpstream::start(UpstreamOpts::new(&leaf)).await;
+    let (mut running, addr) = start(config_for(upstream.addr(), &leaf)).await;
+    let mut gone = running.take_driver_gone().expect("taken once");
+    assert!(running.take_driver_gone().is_none());
+    let m = query_udp(addr, "before.example.", RecordType::A, None).await;
+    assert_eq!(a_records(&m), [expected_a("before.example.")]);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), &mut gone)
+            .await
+            .is_err(),
+        "reported while the driver runs"
+    );
+    running.abort_driver();
+    tokio::time::timeout(Duration::from_secs(2), gone)
+        .await
+        .expect("the driver's end was not reported");
+    // What the main loop does next: no answer comes any more.
+    assert!(
+        try_query_udp(addr, "after.example.", RecordType::A, None)
+            .await
+            .is_err()
+    );
+    running.shutdown().await;
+}
