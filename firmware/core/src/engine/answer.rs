@@ -232,8 +232,13 @@ impl<R: Rng> Engine<R> {
             }
         }
         if let (Some(cache), Some(key)) = (self.cache.as_mut(), q.cache_key.as_ref())
-            && let Some(stale) = cache.get_stale(now, key)
+            && let Some(mut stale) = cache.get_stale(now, key)
         {
+            // The upstream form carries the client's question as it was asked.
+            let name_end = q.question_end.saturating_sub(4);
+            if let Some(qname) = q.upstream_msg.get(header::LEN..name_end) {
+                spell_as_asked(&mut stale, qname);
+            }
             self.stats.stale_answers += 1;
             let e = Ede {
                 code: ede::STALE_ANSWER,
@@ -327,6 +332,18 @@ impl<R: Rng> Engine<R> {
             rcode,
             source,
         });
+    }
+}
+
+/// Writes `qname` (the client's QNAME, as it spelt it) over the question name of `msg`, a cached
+/// answer to the same question: the cache ignores case, but a client that randomizes it (DNS 0x20)
+/// checks that the answer repeats its own spelling, and owner names compressed to the question's
+/// (`0xC00C`) follow it. Left alone if the names differ other than in case.
+pub(super) fn spell_as_asked(msg: &mut [u8], qname: &[u8]) {
+    if let Some(name) = msg.get_mut(header::LEN..header::LEN + qname.len())
+        && crate::wire::name::eq_ignore_case(name, qname)
+    {
+        name.copy_from_slice(qname);
     }
 }
 

@@ -138,8 +138,14 @@ impl<R: Rng> Engine<R> {
             .as_ref()
             .and_then(|_| Key::from_query(bytes, &scan));
         if let (Some(cache), Some(key)) = (self.cache.as_mut(), cache_key.as_ref())
-            && let Some(cached) = cache.get(now, key)
+            && let Some(mut cached) = cache.get(now, key)
         {
+            if let Some(qname) = scan
+                .question
+                .and_then(|q| bytes.get(header::LEN..q.name_end))
+            {
+                super::answer::spell_as_asked(&mut cached, qname);
+            }
             self.stats.cache_hits += 1;
             self.answer_from(client, &view, &cached, None);
             self.log_answer(now, &cached, AnswerSource::Cache);
@@ -183,6 +189,7 @@ impl<R: Rng> Engine<R> {
             question_end: scan.question_end,
             deadline,
             placements: 0,
+            placed: 0,
             tried: Vec::new(),
             places,
             servfail: None,

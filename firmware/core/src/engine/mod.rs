@@ -20,7 +20,8 @@
 //! * Every table is bounded by [`EngineConfig`]: queries in flight (`max_inflight`), sessions per
 //!   upstream (`max_connections`), upstream IDs per session (`pipeline`), the cache (its own limits).
 //! * Upstream message IDs (stream tags for message transports) are drawn from the injected [`Rng`] and
-//!   unique per session; answers are matched by session + ID and must repeat the question, in any order.
+//!   unique per session; answers are matched by session + ID and must repeat the question (its name in
+//!   any case, QTYPE and QCLASS exactly), in any order.
 //!
 //! # Several upstreams
 //! Each query is placed on one upstream chosen by the [`SelectPolicy`] among those not backing off. If
@@ -307,7 +308,7 @@ impl<R: Rng> Engine<R> {
         while let Some((r, kind)) = self.queries.pop_due(now) {
             match kind {
                 Timer::Deadline => self.time_out_query(now, r),
-                Timer::Hedge => self.hedge(now, r),
+                Timer::Hedge(placement) => self.hedge(now, r, placement),
             }
         }
         self.plain_timeouts(now);

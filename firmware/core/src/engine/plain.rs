@@ -166,7 +166,7 @@ impl<R: Rng> Engine<R> {
         if !scan.header.is_response()
             || scan.header.id != tag
             || scan.header.qdcount != 1
-            || !crate::wire::name::eq_ignore_case(
+            || !crate::wire::name::question_eq(
                 bytes.get(header::LEN..scan.question_end).unwrap_or(&[]),
                 &p.msg[header::LEN..p.question_end],
             )

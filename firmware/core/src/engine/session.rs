@@ -46,6 +46,9 @@ pub(super) struct Session {
     pub(super) last_probe: Option<Instant>,
     /// IDs given up on while their answers may still come (see [`RetiredIds`]).
     pub(super) retired_ids: RetiredIds,
+    /// The end of the standby window its successor was due in but not dialled, the timer having
+    /// fired after that end (see [`Engine::successor_at`]): no successor for that window.
+    pub(super) successor_missed: Option<Instant>,
 }
 
 /// How many IDs a session keeps out of the draw after it gave up on their queries.
@@ -153,6 +156,7 @@ impl<R: Rng> Engine<R> {
             unprobed: VecDeque::new(),
             retired_ids: RetiredIds::default(),
             last_probe: None,
+            successor_missed: None,
         });
         self.actions.push_back(Action::Connect {
             session: id,
@@ -246,6 +250,8 @@ impl<R: Rng> Engine<R> {
                 self.send_on(now, si, r);
             }
         }
+        // The connection cleared the upstream's backoff: queries waiting for its end go now.
+        self.end_backoffs(now);
     }
 
     /// Bytes on stream session `si` (`session`): every whole answer in them is handled.
@@ -390,7 +396,7 @@ impl<R: Rng> Engine<R> {
         if !current
             || !scan.header.is_response()
             || scan.header.qdcount != 1
-            || !crate::wire::name::eq_ignore_case(
+            || !crate::wire::name::question_eq(
                 frame.get(header::LEN..scan.question_end).unwrap_or(&[]),
                 &q.upstream_msg[header::LEN..q.question_end],
             )
@@ -428,10 +434,26 @@ impl<R: Rng> Engine<R> {
                 _ => None,
             }
         };
-        self.forget_place(
-            r,
-            |p| matches!(p, Place::Sent { session, id: pid, .. } if *session == sid && *pid == id),
-        );
+        // The upstream's answer is in: a loss probe's copy of the query on this session is moot too
+        // (its answer, should it come, is a late one), so a SERVFAIL counts once against the upstream
+        // and sends the query on once.
+        if let Some(q) = self.queries.get_mut(r) {
+            let session = &mut self.sessions[si];
+            q.places.retain(|p| match *p {
+                Place::Sent {
+                    session: psid,
+                    id: copy,
+                    ..
+                } if psid == sid => {
+                    if copy != id && session.inflight.remove(copy).is_some() {
+                        session.retired_ids.push(copy);
+                    }
+                    false
+                }
+                _ => true,
+            });
+            session.prune_unprobed();
+        }
         self.record_rtt(now, upstream, sent_at, probe_wait);
         if let Some(t) = announced {
             self.note_server_idle(upstream, t);
@@ -482,6 +504,9 @@ impl<R: Rng> Engine<R> {
             self.stats.retries += 1;
             self.place(now, r);
         }
+        // A working connection that broke clears its upstream's backoff (it is redialled at once):
+        // queries waiting for the backoff's end go now.
+        self.end_backoffs(now);
     }
 
     pub(super) fn maybe_close_retired(&mut self, si: usize) {

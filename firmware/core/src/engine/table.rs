@@ -36,8 +36,10 @@ impl QueryRef {
 pub(super) enum Timer {
     /// The query's deadline: it is answered (SERVFAIL at worst).
     Deadline,
-    /// A placement's attempt timeout: the query is also placed on another upstream.
-    Hedge,
+    /// A placement's attempt timeout: the query is also placed on another upstream. It carries the
+    /// placement's number ([`Query::placed`]): a query placed again since has a newer timer, and
+    /// this one does nothing (it would count the newer placement's upstream as slow too early).
+    Hedge(u32),
 }
 
 /// Where a query is outstanding.
@@ -65,6 +67,9 @@ pub(super) struct Query {
     pub(super) deadline: Instant,
     /// Placements made so far (bounded by `max_placements`).
     pub(super) placements: u8,
+    /// Placements made in all, never reset (DNS64's second phase starts `placements` over): the
+    /// number of the latest, which its [`Timer::Hedge`] carries.
+    pub(super) placed: u32,
     /// Upstreams that timed out or answered SERVFAIL for this query.
     pub(super) tried: Vec<UpstreamId>,
     /// Where the query is outstanding now.

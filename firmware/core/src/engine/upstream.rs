@@ -255,8 +255,11 @@ impl<R: Rng> Engine<R> {
                 None => self.open_session(now, upstream, transport),
             }
         };
+        let mut placement = 0;
         if let Some(q) = self.queries.get_mut(r) {
             q.placements += 1;
+            q.placed = q.placed.wrapping_add(1);
+            placement = q.placed;
         }
         match self.sessions[si].state {
             SessionState::Ready => self.send_on(now, si, r),
@@ -270,7 +273,7 @@ impl<R: Rng> Engine<R> {
         }
         if self.upstreams.len() > 1 {
             let at = now + self.attempt_timeout(ui);
-            self.push_timer(at, r, Timer::Hedge);
+            self.push_timer(at, r, Timer::Hedge(placement));
         }
     }
 
@@ -286,10 +289,11 @@ impl<R: Rng> Engine<R> {
         }
     }
 
-    /// The attempt timeout passed without an answer: count it against the upstreams tried so far and
-    /// place the query on another one; the first placement stays outstanding.
-    pub(super) fn hedge(&mut self, now: Instant, r: QueryRef) {
-        let Some(q) = self.queries.get_mut(r) else {
+    /// The attempt timeout of placement number `placement` passed without an answer: count it against
+    /// the upstreams tried so far and place the query on another one; the first placement stays
+    /// outstanding. Nothing if the query was placed again since (that placement's timer counts).
+    pub(super) fn hedge(&mut self, now: Instant, r: QueryRef, placement: u32) {
+        let Some(q) = self.queries.get_mut(r).filter(|q| q.placed == placement) else {
             return;
         };
         let mut slow = Vec::new();
@@ -320,11 +324,13 @@ impl<R: Rng> Engine<R> {
         self.place(now, r);
     }
 
-    /// Queries waiting for an upstream whose backoff ended are placed again.
+    /// Queries waiting for an upstream whose backoff ended are placed again. A backoff cleared early
+    /// (`None`: a connection succeeded, or a working one broke and is redialled at once) has ended
+    /// too; whatever clears one calls this, since [`Self::backoff_deadline`] only sees the timed ends.
     pub(super) fn end_backoffs(&mut self, now: Instant) {
         for ui in 0..self.upstreams.len() {
             let u = &mut self.upstreams[ui];
-            if u.backoff_until.is_some_and(|t| t <= now) && !u.waiting.is_empty() {
+            if u.backoff_until.is_none_or(|t| t <= now) && !u.waiting.is_empty() {
                 let id = u.id;
                 let waiting = core::mem::take(&mut u.waiting);
                 for r in waiting {

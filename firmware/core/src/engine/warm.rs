@@ -171,7 +171,10 @@ impl<R: Rng> Engine<R> {
 
     /// When the successor of idle session `s` is dialled (make before break: it is ready before `s`
     /// closes ahead of its server's idle timeout), if `s` is its upstream's only session, the
-    /// server's idle timeout is known and the upstream is kept warm.
+    /// server's idle timeout is known and the upstream is kept warm: due inside the standby window,
+    /// and not once a timer that fired after the window's end found it due (the window test of
+    /// [`Self::may_dial_standby`], which the time returned here cannot apply: else it would stay
+    /// due, and in the past, until the session closes).
     pub(super) fn successor_at(&self, s: &Session) -> Option<Instant> {
         if s.state != SessionState::Ready || s.load() > 0 || s.retired {
             return None;
@@ -188,6 +191,9 @@ impl<R: Rng> Engine<R> {
         }
         let u = &self.upstreams[ui];
         let until = self.standby_until(s.upstream)?;
+        if s.successor_missed == Some(until) {
+            return None;
+        }
         let at = (s.last_activity + t.saturating_sub(margin(t).saturating_mul(2)))
             .max(u.standby_not_before.unwrap_or(s.last_activity))
             .max(u.backoff_until.unwrap_or(s.last_activity));
@@ -201,9 +207,14 @@ impl<R: Rng> Engine<R> {
             let s = &self.sessions[i];
             if self.successor_at(s).is_some_and(|t| t <= now)
                 && let Some(ui) = self.upstreams.iter().position(|u| u.id == s.upstream)
-                && self.may_dial_standby(now, ui)
             {
-                self.dial_standby(now, ui);
+                let until = self.standby_until(s.upstream);
+                if self.may_dial_standby(now, ui) {
+                    self.dial_standby(now, ui);
+                } else if let Some(until) = until.filter(|&t| t <= now) {
+                    // Due inside the window, found after its end: this window gets no successor.
+                    self.sessions[i].successor_missed = Some(until);
+                }
             }
             i += 1;
         }

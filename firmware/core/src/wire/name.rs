@@ -179,6 +179,18 @@ pub fn eq_ignore_case(a: &[u8], b: &[u8]) -> bool {
     a == b || a.eq_ignore_ascii_case(b)
 }
 
+/// Compares two questions (QNAME, QTYPE, QCLASS as on the wire, the name uncompressed): the names
+/// ignoring ASCII case, QTYPE and QCLASS octet for octet (type 0x0041 is not type 0x0061).
+pub fn question_eq(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len().wrapping_sub(4);
+    match (a.split_at_checked(n), b.split_at_checked(n)) {
+        (Some((a_name, a_fixed)), Some((b_name, b_fixed))) if a.len() == b.len() => {
+            a_fixed == b_fixed && eq_ignore_case(a_name, b_name)
+        }
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -303,5 +315,27 @@ mod tests {
     fn case_insensitive_compare() {
         assert!(eq_ignore_case(b"\x03WwW\x00", b"\x03www\x00"));
         assert!(!eq_ignore_case(b"\x03wwx\x00", b"\x03www\x00"));
+    }
+
+    #[test]
+    fn questions_match_ignoring_case_in_the_name_only() {
+        assert!(question_eq(
+            b"\x03WwW\x00\x00\x41\x00\x01",
+            b"\x03www\x00\x00\x41\x00\x01"
+        ));
+        // QTYPE 0x0041 (HTTPS) is not 0x0061, nor QCLASS 0x0041 0x0061.
+        assert!(!question_eq(
+            b"\x03www\x00\x00\x41\x00\x01",
+            b"\x03www\x00\x00\x61\x00\x01"
+        ));
+        assert!(!question_eq(
+            b"\x03www\x00\x00\x01\x00\x41",
+            b"\x03www\x00\x00\x01\x00\x61"
+        ));
+        assert!(!question_eq(
+            b"\x03www\x00\x00\x01\x00\x01",
+            b"\x03www\x00\x00\x01\x00"
+        ));
+        assert!(!question_eq(b"\x00\x01", b"\x00\x01"));
     }
 }

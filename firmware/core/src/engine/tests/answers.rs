@@ -303,3 +303,23 @@ fn a_servfail_that_cannot_be_passed_on_is_counted_once() {
     assert_eq!(rcode_and_ede(&h.out[0].bytes).0, rcode::SERVFAIL);
     assert_eq!(h.e.stats().servfail, 1, "one SERVFAIL answer, counted once");
 }
+
+#[test]
+fn an_upstream_answer_to_another_qtype_in_another_case_is_a_protocol_error() {
+    let mut h = Harness::new(cfg(), &[U1]);
+    // QTYPE 65 (HTTPS) is 0x0041, an ASCII 'A': an answer for type 97 (0x0061) is to another question.
+    let mut q = query(1, "a", None);
+    let l = q.len();
+    q[l - 4..l - 2].copy_from_slice(&65u16.to_be_bytes());
+    h.q(udp(1), &q);
+    let s = h.connects[0].0;
+    h.connected(s);
+    let f = h.sends[0].1.clone();
+    let mut other_type = answer(&f);
+    let qt = 2 + scan(&f[2..]).unwrap().question_end - 4;
+    assert_eq!(other_type[qt..qt + 2], [0x00, 0x41]);
+    other_type[qt + 1] = 0x61;
+    h.data(s, &other_type);
+    assert!(h.out.is_empty(), "an answer for type 97 is not one for 65");
+    assert_eq!(h.closes, [s], "the session answered another question");
+}

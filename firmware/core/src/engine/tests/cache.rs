@@ -117,3 +117,38 @@ fn an_upstream_servfail_passed_on_after_a_connection_failure_is_not_cached() {
     );
     assert_eq!(h.e.stats().cache_hits, 0);
 }
+
+#[test]
+fn cached_and_stale_answers_repeat_the_askers_own_spelling() {
+    let c = EngineConfig {
+        cache: Some(crate::cache::CacheConfig {
+            max_ttl: 60,
+            ..Default::default()
+        }),
+        ..cfg()
+    };
+    let qname = |msg: &[u8]| msg[12..12 + 13].to_vec();
+    let mut h = Harness::new(c, &[U1]);
+    h.q(udp(1), &query(1, "www", Some(1232)));
+    let s = h.connects[0].0;
+    h.connected(s);
+    let f = h.sends[0].1.clone();
+    h.data(s, &answer(&f));
+    // A DNS 0x20 resolver asks again in mixed case: the cached answer carries its spelling.
+    let asked = query(2, "WwW", Some(1232));
+    h.q(udp(2), &asked);
+    assert_eq!(h.e.stats().cache_hits, 1);
+    assert_eq!(qname(&h.out[1].bytes), qname(&asked));
+    // Once stale, and with the upstream gone, the stale answer does too.
+    h.closed(s, CloseReason::Reset);
+    h.advance(61_000);
+    let asked = query(3, "wWW", Some(1232));
+    h.q(udp(3), &asked);
+    let pending = h.connects.len();
+    h.closed(h.connects[pending - 1].0, CloseReason::Refused);
+    h.advance(3_000);
+    assert_eq!(h.e.stats().stale_answers, 1);
+    let last = h.out.last().unwrap();
+    assert_eq!(last.to, udp(3));
+    assert_eq!(qname(&last.bytes), qname(&asked));
+}

@@ -77,3 +77,34 @@ fn dns64_answers_clear_ad_and_failures_show_the_clients_qtype() {
         (dns64::TYPE_AAAA, AnswerSource::Failed)
     );
 }
+
+#[test]
+fn the_aaaa_placements_hedge_does_not_fire_against_the_a_placement() {
+    let c = EngineConfig {
+        dns64: Some(dns64::Nat64Prefix::WELL_KNOWN),
+        ..cfg()
+    };
+    let mut h = Harness::new(c, &[U1, U2]);
+    h.q(udp(1), &query_aaaa(1, "a"));
+    let s = h.connects[0].0;
+    h.connected(s);
+    // The AAAA placement's attempt timeout is 1.25 s (half the deadline: no RTT yet). Its NODATA comes
+    // after 1 s; the A placement goes to the same upstream, with an attempt timeout of its own.
+    h.advance(1_000);
+    let f = h.sends[0].1.clone();
+    h.data(s, &nodata(&f));
+    assert_eq!(qtype_of(&h.sends[1].1[2..]), dns64::TYPE_A);
+    // The AAAA placement's old timer passes: the A placement, 300 ms old, is not hedged.
+    h.advance(300);
+    assert_eq!(
+        h.e.stats().hedged,
+        0,
+        "the A placement was not counted slow"
+    );
+    assert_eq!(h.connects.len(), 1, "nothing sent to the second upstream");
+    let f = h.sends[1].1.clone();
+    h.data(s, &answer(&f));
+    assert_eq!(h.out.len(), 1);
+    assert_eq!(qtype_of(&h.out[0].bytes), dns64::TYPE_AAAA);
+    assert_eq!(h.e.stats().dns64_synthesized, 1);
+}

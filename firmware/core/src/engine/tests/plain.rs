@@ -274,3 +274,22 @@ fn answer_to(msg: &[u8]) -> Vec<u8> {
     framed.extend_from_slice(msg);
     answer(&framed)[2..].to_vec()
 }
+
+#[test]
+fn a_local_answer_to_another_qtype_in_another_case_completes_nothing() {
+    let mut h = local_harness(true);
+    // QTYPE 65 (HTTPS) is 0x0041, an ASCII 'A': an answer for type 97 (0x0061) is to another question.
+    h.q(udp(1), &query_for(1, "printer.lan", 65, false));
+    let (tag, msg) = h.locals[0].clone();
+    let good = answer_to(&msg);
+    let qt = scan(&good).unwrap().question_end - 4;
+    let mut other_type = good.clone();
+    other_type[qt + 1] = 0x61;
+    h.e.handle_local_answer(h.now, tag, &other_type);
+    h.drain();
+    assert!(h.out.is_empty(), "an answer for type 97 is not one for 65");
+    h.e.handle_local_answer(h.now, tag, &good);
+    h.drain();
+    assert_eq!(h.out.len(), 1);
+    assert_eq!(rcode_and_ede(&h.out[0].bytes).0, rcode::NOERROR);
+}

@@ -221,3 +221,76 @@ fn timer_compaction_keeps_the_hedges_of_live_queries() {
     let got = h.out.iter().find(|t| t.to == udp(1)).unwrap();
     assert_eq!(rcode_and_ede(&got.bytes).0, rcode::NOERROR);
 }
+
+/// The frame sent for the query whose first label starts with `label`, if one was sent.
+fn sent_for(h: &Harness, label: u8) -> Option<(SessionId, Vec<u8>)> {
+    h.sends
+        .iter()
+        .rev()
+        .find(|(_, f)| f.get(15) == Some(&label))
+        .cloned()
+}
+
+/// One upstream, `pipeline` 1: session S1 ready, S2 still connecting (opened when S1 was full),
+/// SERVFAILs on S1 put the upstream in backoff, and query `w` waits for the backoff's end.
+fn waiting_for_backoff_while_s2_connects() -> (Harness, SessionId, SessionId) {
+    let c = EngineConfig {
+        pipeline: 1,
+        ..cfg()
+    };
+    let mut h = Harness::new(c, &[U1]);
+    h.q(udp(1), &query(1, "a", None));
+    let s1 = h.connects[0].0;
+    h.connected(s1);
+    h.q(udp(2), &query(2, "b", None));
+    assert_eq!(
+        h.connects.len(),
+        2,
+        "S1 is full: a second session is dialled"
+    );
+    let s2 = h.connects[1].0;
+    for i in 0..SOFT_LIMIT as u16 {
+        if i > 0 {
+            h.q(udp(10 + i), &query(10 + i, "c", None));
+        }
+        let (s, f) = h.sends.last().unwrap().clone();
+        assert_eq!(s, s1);
+        h.data(s1, &servfail_of(&f));
+    }
+    assert!(h.e.upstream_health(h.now)[0].backing_off);
+    let sent = h.sends.len();
+    h.q(udp(20), &query(20, "w", None));
+    assert_eq!(h.sends.len(), sent, "w waits for the backoff's end");
+    assert_eq!(h.connects.len(), 2);
+    (h, s1, s2)
+}
+
+fn answered_noerror(h: &Harness, client: ClientAddr) -> bool {
+    h.out
+        .iter()
+        .any(|t| t.to == client && rcode_and_ede(&t.bytes).0 == rcode::NOERROR)
+}
+
+#[test]
+fn a_connect_that_clears_the_backoff_places_the_waiting_queries() {
+    let (mut h, _, s2) = waiting_for_backoff_while_s2_connects();
+    // S2's handshake clears the backoff: `w` goes at once, not at its deadline.
+    h.connected(s2);
+    let (s, f) = sent_for(&h, b'w').expect("w sent once the backoff was cleared");
+    h.data(s, &answer(&f));
+    assert!(answered_noerror(&h, udp(20)));
+}
+
+#[test]
+fn a_reset_that_clears_the_backoff_places_the_waiting_queries() {
+    let (mut h, s1, _) = waiting_for_backoff_while_s2_connects();
+    // The working S1 breaks: its upstream is redialled at once, and `w` goes with it.
+    h.closed(s1, CloseReason::Reset);
+    assert_eq!(h.connects.len(), 3, "w dials a session of its own");
+    let s3 = h.connects[2].0;
+    h.connected(s3);
+    let (s, f) = sent_for(&h, b'w').expect("w sent once the backoff was cleared");
+    assert_eq!(s, s3);
+    h.data(s, &answer(&f));
+    assert!(answered_noerror(&h, udp(20)));
+}

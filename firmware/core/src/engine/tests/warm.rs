@@ -615,3 +615,50 @@ fn the_probe_bookkeeping_stays_bounded_behind_a_stuck_query() {
     }
     assert_eq!(h.e.inflight(), 1);
 }
+
+#[test]
+fn a_successor_found_due_after_the_window_ended_is_no_timer_any_more() {
+    // The window ends 8.5 s after the query, between the successor's time (8 s: the server keeps idle
+    // connections 10 s) and the session's own close (9 s).
+    let c = EngineConfig {
+        standby: Duration::from_millis(8_500),
+        ..cfg()
+    };
+    let mut h = Harness::new(c, &[U1]);
+    let s = one_answered(&mut h, 1, Some(100));
+    // The shell's timer fires late: after the window's end, before the idle close.
+    h.now = h.now + Duration::from_millis(8_700);
+    h.e.handle_timeout(h.now);
+    h.drain();
+    assert_eq!(h.connects.len(), 1, "no successor after the window");
+    let next = h.e.poll_timeout().unwrap();
+    assert!(next > h.now, "a timer in the past that changes nothing");
+    h.advance(300);
+    assert_eq!(h.closes, [s], "the session closes at 9 s, as before");
+    assert_eq!(h.connects.len(), 1);
+}
+
+#[test]
+fn a_probed_query_answered_servfail_counts_once_against_its_upstream() {
+    let mut h = Harness::new(cfg(), &[U1]);
+    let s = one_answered(&mut h, 1, None); // srtt 0 ms: the probe waits PROBE_MIN (30 ms)
+    h.q(udp(2), &query(2, "b", None));
+    h.advance(30);
+    assert_eq!(h.e.stats().loss_probes, 1);
+    let (orig, probe) = (h.sends[1].1.clone(), h.sends[2].1.clone());
+    // The upstream answers SERVFAIL, to the query and to its probe's copy.
+    h.data(s, &servfail_of(&orig));
+    assert_eq!(h.out.len(), 2, "passed on: nothing else is outstanding");
+    assert_eq!(rcode_and_ede(&h.out[1].bytes).0, rcode::SERVFAIL);
+    h.data(s, &servfail_of(&probe));
+    assert_eq!(h.out.len(), 2);
+    // One more SERVFAIL: two in a row, not three, so the upstream does not back off.
+    h.q(udp(3), &query(3, "c", None));
+    let f = h.sends.last().unwrap().1.clone();
+    h.data(s, &servfail_of(&f));
+    assert_eq!(h.out.len(), 3);
+    assert!(
+        !h.e.upstream_health(h.now)[0].backing_off,
+        "the probed query counted once"
+    );
+}
