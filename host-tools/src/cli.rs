@@ -340,6 +340,10 @@ struct PushArgs {
     /// Upload and check only; no reload.
     #[arg(long)]
     no_reload: bool,
+    /// Push even when the file changes `listen` or drops `control_socket`, `state_file`, `user` or
+    /// the `openwrt` section that the router's live file has (push refuses otherwise).
+    #[arg(long)]
+    replace_wiring: bool,
     /// JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -743,6 +747,7 @@ fn cmd_push(o: &PushArgs) -> Result<u8> {
         deadline: Duration::from_secs(o.deadline.max(1)),
         watchdog_grace: Duration::from_secs(o.watchdog_grace),
         no_reload: o.no_reload,
+        replace_wiring: o.replace_wiring,
     };
     eprintln!(
         "pushing {file} to {}:{}",

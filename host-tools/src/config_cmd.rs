@@ -50,13 +50,20 @@ pub fn parse_key(s: &str) -> Result<KeyPath> {
         ))
     };
     let parts: Vec<&str> = s.split('.').collect();
-    let ident = |p: &str| {
-        !p.is_empty()
-            && p.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-    };
-    if !parts.iter().all(|p| ident(p)) {
-        return Err(bad());
+    // libuci's names (`uci_validate_name`): it refuses the whole file over one '-', so every `uci get`
+    // of the init script would fail while lanveil ran.
+    if let Some(p) = parts.iter().find(|p| !uci::is_valid_name(p)) {
+        if p.is_empty() {
+            return Err(bad());
+        }
+        return Err(Error::usage(format!(
+            "{s:?}: {p:?} is not a UCI name: section and option names are letters, digits and '_' only (uci refuses the whole file otherwise){}",
+            if p.contains('-') {
+                format!("; try {:?}", p.replace('-', "_"))
+            } else {
+                String::new()
+            }
+        )));
     }
     Ok(match parts.as_slice() {
         [key] => KeyPath {
@@ -446,5 +453,51 @@ mod tests {
         );
         assert!(parse_key("a.b.c.d").is_err());
         assert!(parse_key("up stream").is_err());
+    }
+
+    #[test]
+    fn set_refuses_names_uci_refuses() {
+        let e = parse_key("upstream.my-dns.url").unwrap_err();
+        assert!(
+            e.message
+                .contains("\"my-dns\" is not a UCI name: section and option names are letters, digits and '_' only")
+                && e.message.contains("try \"my_dns\""),
+            "{e}"
+        );
+        assert!(parse_key("openwrt.force-dns").is_err());
+        assert!(parse_key("query-timeout_ms").is_err());
+        assert!(parse_key("upstream..url").is_err());
+        assert_eq!(parse_key("upstream.my_dns.url").unwrap().name, "my_dns");
+    }
+
+    #[test]
+    fn written_values_read_back_as_uci_reads_them() {
+        // An unquoted '#' starts a comment for libuci; the writer quotes every value.
+        let mut doc = Document::default();
+        set(
+            &mut doc,
+            &parse_key("upstream.q.url").unwrap(),
+            &["tls://9.9.9.9#dns.quad9.net".into()],
+        )
+        .unwrap();
+        let (text, cfg) = render_checked(&doc, "x").unwrap();
+        assert!(
+            text.contains("option url 'tls://9.9.9.9#dns.quad9.net'"),
+            "{text}"
+        );
+        assert_eq!(cfg.upstreams.servers[0].url.auth_name, "dns.quad9.net");
+        // Unknown keys of the openwrt section are refused like elsewhere.
+        set(
+            &mut doc,
+            &parse_key("openwrt.force_dsn").unwrap(),
+            &["1".into()],
+        )
+        .unwrap();
+        let e = render_checked(&doc, "lanveil").unwrap_err();
+        assert!(
+            e.message
+                .contains("openwrt[openwrt].force_dsn: unknown option"),
+            "{e}"
+        );
     }
 }

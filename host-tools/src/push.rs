@@ -43,6 +43,69 @@ pub struct PushOpts {
     pub watchdog_grace: Duration,
     /// Only upload, check and switch the file (no reload, no verification).
     pub no_reload: bool,
+    /// Push even when [`wiring_drift`] finds the router's wiring would be lost.
+    pub replace_wiring: bool,
+}
+
+/// What pushing `new` over the router's `live` file would lose that the router's wiring depends on:
+/// a different `listen` (dnsmasq forwards to the old address), a dropped or changed
+/// `control_socket` (reload, status, the udhcpc hook), `state_file` (the clock floor after a reboot)
+/// or `user`, and a dropped `openwrt` section (dnsmasq wiring, force-DNS). `push` replaces the file
+/// wholesale, so a file from `config init` (which writes none of these) would silently lose them.
+/// Empty when nothing is lost, or when the live file does not parse (nothing to keep).
+pub fn wiring_drift(live: &[u8], new: &[u8]) -> Vec<String> {
+    let parse = |b: &[u8]| crate::config_cmd::parse_bytes("", b).ok();
+    let (Some(old), Some(cfg)) = (parse(live), parse(new)) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let addrs = |c: &Config| {
+        c.listen
+            .addrs
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    if old.listen.addrs != cfg.listen.addrs {
+        out.push(format!(
+            "changes listen from '{}' to '{}' (dnsmasq forwards to the old address)",
+            addrs(&old),
+            addrs(&cfg)
+        ));
+    }
+    for (key, was, now) in [
+        (
+            "control_socket",
+            &old.daemon.control_socket,
+            &cfg.daemon.control_socket,
+        ),
+        ("state_file", &old.daemon.state_file, &cfg.daemon.state_file),
+        ("user", &old.daemon.user, &cfg.daemon.user),
+    ] {
+        if let Some(w) = was
+            && now.as_ref() != Some(w)
+        {
+            out.push(match now {
+                None => format!("drops option {key} '{w}'"),
+                Some(n) => format!("changes option {key} from '{w}' to '{n}'"),
+            });
+        }
+    }
+    let has_openwrt = |b: &[u8]| {
+        std::str::from_utf8(b)
+            .ok()
+            .and_then(|t| lanveil_config::uci::parse(t).ok())
+            .is_some_and(|d| {
+                d.sections
+                    .iter()
+                    .any(|s| s.ty == lanveil_config::INIT_ONLY_SECTION)
+            })
+    };
+    if has_openwrt(live) && !has_openwrt(new) {
+        out.push("drops the 'openwrt' section (dnsmasq wiring, force-DNS, LAN capture)".into());
+    }
+    out
 }
 
 /// What happened.
@@ -75,6 +138,32 @@ pub fn push(cfg_text: &[u8], local_path: &str, opts: &PushOpts) -> Result<PushOu
     let t = &opts.target;
     let live = &opts.remote_config;
     let q = |s: &str| sh_quote(s);
+
+    // 1b. Keep the router's wiring: the file replaces the live one wholesale.
+    if !opts.replace_wiring {
+        let (code, current, _) = t.run(&format!("cat {}", q(live)), None)?;
+        let drift = if code == 0 {
+            wiring_drift(&current, cfg_text)
+        } else {
+            Vec::new()
+        };
+        if !drift.is_empty() {
+            return Err(Error::usage(format!(
+                "not pushed (nothing was changed): compared with {}:{live}, {local_path}\n  - {}\n\
+                 push replaces the whole file. Copy those settings into {local_path} (lanveil-ctl config set \
+                 --file {local_path} KEY VALUE; the package's defaults: listen 127.0.0.1:5453, control_socket \
+                 /var/run/lanveil/daemon/control.sock, state_file /etc/lanveil/daemon/state, user lanveil, \
+                 and its 'openwrt' section), or pass --replace-wiring to push it as it is.",
+                t.host,
+                drift.join("\n  - ")
+            )));
+        }
+        step(
+            &mut steps,
+            "keeps the router's listen, control socket, state file, user and openwrt section"
+                .into(),
+        );
+    }
     let new = format!("{live}.lanveil-ctl-new");
     let bak = format!("{live}.bak");
     let pending = format!("{live}.lanveil-ctl-pending");
@@ -351,4 +440,56 @@ fn verify_once(
         up.name,
         up.url
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The package's shipped configuration (openwrt/lanveil/files/lanveil.config), abridged.
+    const ROUTER: &str = "config lanveil 'main'\n\tlist listen '127.0.0.1:5453'\n\toption user 'lanveil'\n\toption state_file '/etc/lanveil/daemon/state'\n\toption control_socket '/var/run/lanveil/daemon/control.sock'\n\nconfig upstream 'quad9'\n\toption url 'tls://9.9.9.9:853#dns.quad9.net'\n\nconfig openwrt 'openwrt'\n\toption dnsmasq '1'\n";
+
+    #[test]
+    fn push_refuses_a_config_init_file_over_the_package_config() {
+        let presets = crate::presets::Presets::builtin().unwrap();
+        let spec = crate::config_cmd::InitSpec {
+            preset: Some(presets.get("adguard").unwrap().clone()),
+            ..Default::default()
+        };
+        let (fresh, _) = crate::config_cmd::init_document(&spec).unwrap();
+        let drift = wiring_drift(ROUTER.as_bytes(), fresh.as_bytes());
+        let all = drift.join("\n");
+        for want in [
+            "changes listen from '127.0.0.1:5453' to '127.0.0.1:5353'",
+            "drops option control_socket '/var/run/lanveil/daemon/control.sock'",
+            "drops option state_file '/etc/lanveil/daemon/state'",
+            "drops option user 'lanveil'",
+            "drops the 'openwrt' section",
+        ] {
+            assert!(all.contains(want), "{want}: {all}");
+        }
+        // The router's own file, with another upstream: nothing lost.
+        let edited = ROUTER.replace(
+            "tls://9.9.9.9:853#dns.quad9.net",
+            "tls://1.1.1.1#one.one.one.one",
+        );
+        assert_eq!(
+            wiring_drift(ROUTER.as_bytes(), edited.as_bytes()),
+            Vec::<String>::new()
+        );
+        let moved = ROUTER.replace("/var/run/lanveil/daemon/control.sock", "/tmp/c.sock");
+        assert_eq!(
+            wiring_drift(ROUTER.as_bytes(), moved.as_bytes()),
+            vec!["changes option control_socket from '/var/run/lanveil/daemon/control.sock' to '/tmp/c.sock'".to_string()]
+        );
+        // Adding wiring the router lacks is no loss; an unreadable live file has nothing to keep.
+        assert_eq!(
+            wiring_drift(fresh.as_bytes(), ROUTER.as_bytes()),
+            vec![
+                "changes listen from '127.0.0.1:5353' to '127.0.0.1:5453' (dnsmasq forwards to the old address)"
+                    .to_string()
+            ]
+        );
+        assert!(wiring_drift(b"garbage", fresh.as_bytes()).is_empty());
+    }
 }

@@ -79,10 +79,41 @@ pub fn seal_value<T: serde::Serialize>(magic: &[u8; 4], version: u16, value: &T)
 }
 
 /// The total length of the envelope starting at `blob[0]`, once its header is there (for streams).
+/// `None` while the header is incomplete, and when the length field describes an envelope larger
+/// than this platform's address space (on 32-bit routers, a length near `u32::MAX`): either way the
+/// caller must not read on.
 pub fn total_len(blob: &[u8]) -> Option<usize> {
-    let len: [u8; 4] = blob.get(6..10)?.try_into().ok()?;
-    Some(HEADER_LEN + u32::from_le_bytes(len) as usize + 4)
+    frame_len(blob).ok()
 }
+
+/// [`total_len`] with the reason: [`EnvelopeError::BadLength`] for a truncated header or a length
+/// this platform cannot represent.
+pub fn frame_len(blob: &[u8]) -> Result<usize, EnvelopeError> {
+    let len: [u8; 4] = blob
+        .get(6..10)
+        .and_then(|b| b.try_into().ok())
+        .ok_or(EnvelopeError::BadLength)?;
+    usize::total_for(u32::from_le_bytes(len)).ok_or(EnvelopeError::BadLength)
+}
+
+/// `HEADER_LEN + body + CRC` in an index type, checked: a `u32` body length plus the 14 framing bytes
+/// does not fit a 32-bit `usize` (release builds have overflow checks, so unchecked it would panic).
+/// Generic so the 32-bit case is testable on a 64-bit host (`u32` stands in for a 32-bit `usize`).
+trait FrameTotal: Sized {
+    fn total_for(body_len: u32) -> Option<Self>;
+}
+
+macro_rules! frame_total {
+    ($($t:ty),*) => {$(
+        impl FrameTotal for $t {
+            fn total_for(body_len: u32) -> Option<Self> {
+                const OVERHEAD: $t = (HEADER_LEN + 4) as $t;
+                <$t>::try_from(body_len).ok()?.checked_add(OVERHEAD)
+            }
+        }
+    )*};
+}
+frame_total!(usize, u32);
 
 /// Checks an envelope and returns (version, body). `max_version` is the newest this build reads.
 pub fn open<'a>(
@@ -102,7 +133,7 @@ pub fn open<'a>(
     if version > max_version {
         return Err(EnvelopeError::FutureVersion(version));
     }
-    let end = total_len(blob).ok_or(EnvelopeError::BadLength)?;
+    let end = frame_len(blob)?;
     if blob.len() != end {
         return Err(EnvelopeError::BadLength);
     }
@@ -153,5 +184,25 @@ mod tests {
             Err(EnvelopeError::BadLength)
         );
         assert_eq!(open(b"TEST", 2, &[]), Err(EnvelopeError::BadMagic));
+    }
+
+    #[test]
+    fn largest_length_field_is_a_typed_error_not_an_overflow() {
+        // A header claiming a body of u32::MAX bytes: on a 32-bit router 10 + u32::MAX + 4 does not fit
+        // a usize, and release builds check overflow, so unchecked arithmetic would panic the daemon on
+        // one bad control-socket request. `u32` stands in for the 32-bit usize.
+        assert_eq!(<u32 as FrameTotal>::total_for(u32::MAX), None);
+        assert_eq!(<u32 as FrameTotal>::total_for(u32::MAX - 13), None);
+        assert_eq!(
+            <u32 as FrameTotal>::total_for(u32::MAX - 14),
+            Some(u32::MAX)
+        );
+        assert_eq!(<u32 as FrameTotal>::total_for(5), Some(19));
+        let mut blob = seal(b"TEST", 2, b"hello");
+        blob[6..10].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(open(b"TEST", 2, &blob), Err(EnvelopeError::BadLength));
+        assert_eq!(frame_len(&blob[..9]), Err(EnvelopeError::BadLength));
+        let expect = usize::try_from(u64::from(u32::MAX) + 14).ok();
+        assert_eq!(total_len(&blob), expect);
     }
 }

@@ -1016,6 +1016,9 @@ pub fn is_list(section_type: &str, key: &str) -> bool {
     match section_type {
         "lanveil" => MAIN.iter().any(|k| k.list && k.name == key),
         "upstream" => UPSTREAM.iter().any(|k| k.list && k.name == key),
+        crate::model::INIT_ONLY_SECTION => crate::model::INIT_ONLY_KEYS
+            .iter()
+            .any(|&(k, list)| list && k == key),
         _ => false,
     }
 }

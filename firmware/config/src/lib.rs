@@ -42,9 +42,10 @@ pub use lanveil_core::engine::{RateAction, SelectPolicy};
 pub use lanveil_core::nat64::Nat64Prefix;
 pub use lanveil_core::policy::{DEFAULT_ALLOW, Prefix};
 pub use model::{
-    Cache, Captive, Config, Daemon, Limits, Listen, LogLevel, PACK_VERSION, Policy, Signals,
-    TlsVersion, Upstream, Upstreams, check_local_resolver, parse_allow, parse_captive_uri,
-    parse_local_resolver, parse_nat64_prefix, parse_prefix, parse_v6only_wait,
+    Cache, Captive, Config, Daemon, INIT_ONLY_KEYS, INIT_ONLY_SECTION, Limits, Listen, LogLevel,
+    PACK_VERSION, Policy, Signals, TlsVersion, Upstream, Upstreams, check_local_resolver,
+    parse_allow, parse_captive_uri, parse_local_resolver, parse_nat64_prefix, parse_prefix,
+    parse_v6only_wait,
 };
 pub use upstream::{
     DOQ_PORT, DOT_PORT, HTTPS_PORT, SpkiPin, Transport, UpstreamUrl, parse_auth_name,

@@ -394,8 +394,43 @@ pub const PACK_MAGIC: &[u8; 4] = b"LVCF";
 /// one it reads: an older layout is refused, never read shifted.
 pub const PACK_VERSION: u16 = 4;
 
-/// Section type holding settings for the OpenWrt init script only; the daemon skips it.
+/// Section type holding settings for the OpenWrt init script only; the daemon does not use them.
 pub const INIT_ONLY_SECTION: &str = "openwrt";
+
+/// The keys of [`INIT_ONLY_SECTION`] the init script reads (`lanveil_opt`/`lanveil_bool` in
+/// `openwrt/lanveil/files/lanveil.sh`), and whether each may be a `list`. Any other key is refused
+/// like an unknown key elsewhere: the script would silently ignore a misspelt one.
+pub const INIT_ONLY_KEYS: &[(&str, bool)] = &[
+    ("dnsmasq", false),
+    ("start_timeout", false),
+    ("force_dns", false),
+    ("force_dns_zone", true),
+    ("block_dot", false),
+    ("canary_domains", false),
+    ("relay_wan_portal", false),
+];
+
+/// Checks the keys of an [`INIT_ONLY_SECTION`] (their values are the init script's to check): each is
+/// known, and a non-list key is given once, as `option`.
+fn check_init_only_section(section: &Section, label: &str) -> Result<(), Error> {
+    for (key, values) in grouped(section) {
+        let Some(&(_, list)) = INIT_ONLY_KEYS.iter().find(|(k, _)| *k == key) else {
+            let line = values.first().map_or(section.line, |v| v.line);
+            return Err(Error::new(line, field(label, key), Reason::UnknownKey));
+        };
+        let misused = match values.as_slice() {
+            [_, second, ..] => Some(second.line),
+            [one] if one.is_list => Some(one.line),
+            _ => None,
+        };
+        if let Some(line) = misused
+            && !list
+        {
+            return Err(Error::new(line, field(label, key), Reason::Duplicate));
+        }
+    }
+    Ok(())
+}
 
 /// The most upstreams a configuration may name.
 pub const MAX_UPSTREAMS: usize = 16;
@@ -549,8 +584,8 @@ impl Config {
                     }
                 }
                 // Settings only the OpenWrt init script reads (dnsmasq wiring, force-DNS, …); it
-                // validates them itself.
-                INIT_ONLY_SECTION => {}
+                // validates their values itself, the keys are checked here.
+                INIT_ONLY_SECTION => check_init_only_section(section, &label)?,
                 _ => return Err(Error::new(section.line, label, Reason::UnknownSection)),
             }
         }
@@ -599,6 +634,15 @@ impl Config {
             ));
         }
         for u in servers {
+            if !uci::is_valid_name(&u.name) {
+                return Err(Error::new(
+                    0,
+                    "upstream",
+                    Reason::Rule(
+                        "an upstream's name must be letters, digits and '_' only (a UCI section name)",
+                    ),
+                ));
+            }
             if u.pins.len() > MAX_PINS {
                 return Err(Error::new(
                     0,
@@ -1033,7 +1077,6 @@ config openwrt 'openwrt'
             "192.168.1.1:0",
             "router.lan",
             "192.168.1.1:dns",
-            "",
         ] {
             let e = with("127.0.0.1:53", bad).unwrap_err();
             assert_eq!(
@@ -1056,6 +1099,11 @@ config openwrt 'openwrt'
             assert_eq!(e.key, "local_resolver", "{listen} {resolver}");
             assert!(e.to_string().contains("loop"), "{e}");
         }
+        // `option local_resolver ''` is how uci spells "unset" (libuci deletes the option).
+        assert_eq!(
+            with("127.0.0.1:53", "").unwrap().policy.local_resolver,
+            None
+        );
         assert!(with("0.0.0.0:53", "192.168.1.2").is_ok());
         assert!(with("127.0.0.1:5453", "127.0.0.1:53").is_ok());
         // Packed configurations are checked too.
@@ -1195,6 +1243,59 @@ config openwrt 'openwrt'
         assert_eq!(
             alloc::format!("{}", e.display_with_file("/etc/config/lanveil")),
             "/etc/config/lanveil:2: syntax error: expected 'config', 'option', 'list' or 'package'"
+        );
+    }
+
+    #[test]
+    fn openwrt_section_keys_are_checked() {
+        let up = "config upstream 'u'\n\toption url 'tls://9.9.9.9#dns.quad9.net'\n";
+        let ok = alloc::format!(
+            "{up}config openwrt 'openwrt'\n\toption dnsmasq '1'\n\toption start_timeout '10'\n\toption force_dns '1'\n\tlist force_dns_zone 'lan'\n\tlist force_dns_zone 'guest'\n\toption block_dot '0'\n\toption canary_domains '1'\n\toption relay_wan_portal '1'\n"
+        );
+        Config::from_uci_text(&ok).unwrap();
+        // One zone written as an option is what `uci set` makes of a single value.
+        Config::from_uci_text(&alloc::format!(
+            "{up}config openwrt 'openwrt'\n\toption force_dns_zone 'lan'\n"
+        ))
+        .unwrap();
+        // A misspelt key: the init script would silently use its default.
+        let e = err_of(&alloc::format!(
+            "{up}config openwrt 'openwrt'\n\toption dnsmasq '1'\n\toption force_dsn '0'\n"
+        ));
+        assert_eq!(
+            (e.line, e.key.as_str(), e.reason.clone()),
+            (5, "openwrt[openwrt].force_dsn", Reason::UnknownKey)
+        );
+        assert_eq!(
+            alloc::format!("{}", e.display_with_file("/etc/config/lanveil")),
+            "/etc/config/lanveil:5: openwrt[openwrt].force_dsn: unknown option"
+        );
+        let e = err_of(&alloc::format!(
+            "{up}config openwrt 'openwrt'\n\toption force_dns '1'\n\toption force_dns '0'\n"
+        ));
+        assert_eq!((e.line, e.reason), (5, Reason::Duplicate));
+        let e = err_of(&alloc::format!(
+            "{up}config openwrt\n\tlist block_dot '1'\n"
+        ));
+        assert_eq!(
+            (e.key.as_str(), e.reason),
+            ("openwrt[#2].block_dot", Reason::Duplicate)
+        );
+        assert!(keys::is_list("openwrt", "force_dns_zone"));
+    }
+
+    #[test]
+    fn files_mean_what_uci_makes_of_them() {
+        // An unquoted '#' starts a comment in libuci: `uci get` and LuCI see `tls://9.9.9.9`, and so
+        // must the daemon (here: no authentication name, refused, instead of silently using one).
+        let e = err_of("config upstream 'u'\n\toption url tls://9.9.9.9#dns.quad9.net\n");
+        assert_eq!((e.line, e.key.as_str()), (2, "upstream[u].url"));
+        assert!(matches!(e.reason, Reason::Url(_)), "{e}");
+        // libuci refuses '-' in section and option names: so does lanveil, naming file, line, key.
+        let e = err_of("config upstream 'my-dns'\n\toption url 'tls://9.9.9.9#dns.quad9.net'\n");
+        assert_eq!(
+            alloc::format!("{}", e.display_with_file("/etc/config/lanveil")),
+            "/etc/config/lanveil:1: upstream[my-dns]: syntax error: section name must be letters, digits and '_' only (uci refuses the whole file otherwise)"
         );
     }
 }

@@ -1,9 +1,10 @@
 //! A reader and writer for the subset of UCI syntax that `/etc/config/*` files use
 //! (`package`, `config TYPE ['NAME']`, `option KEY 'VALUE'`, `list KEY 'VALUE'`, `#` comments).
 //!
-//! Quoting follows libuci: `'…'` is literal, `"…"` and bare words honour `\` escapes, and adjacent
-//! quoted/bare parts concatenate into one token. This module checks syntax only; meaning is checked by
-//! [`crate::Config::from_uci`].
+//! Reading follows libuci's `file.c` (see [`parse`]): `'…'` is literal, `"…"` and bare words honour
+//! `\` escapes, adjacent quoted/bare parts concatenate into one token, an unquoted `#` starts a comment
+//! anywhere, quoted values may span lines. This module checks syntax and names only; meaning is checked
+//! by [`crate::Config::from_uci`].
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -60,159 +61,392 @@ impl Section {
     }
 }
 
-/// Parses UCI text.
+/// Parses UCI text exactly as libuci (`file.c`, strict mode, as `uci`, LuCI and the init script
+/// load it) reads it, so lanveil never acts on a file those see differently:
+///
+/// - section and option names are letters, digits and `_` only; types are printable ASCII without
+///   spaces (`uci_validate_str`): anything else makes libuci refuse the whole file;
+/// - outside quotes, `#` starts a comment even inside a word (`tls://9.9.9.9#x` is `tls://9.9.9.9`);
+/// - quoted values may span lines (the newlines are part of the value), and a `\` at the end of a
+///   line outside single quotes joins the next line;
+/// - `c`/`o`/`l`/`p` abbreviate `config`/`option`/`list`/`package`; a second `config` with an
+///   existing name reopens that section; `option KEY ''` removes KEY, as `uci set KEY=''` does.
+///
+/// Stricter than libuci (rejected with a reason, never read differently): an unquoted `;` (libuci's
+/// statement separator, whose effect depends on quoting elsewhere in the word), a NUL byte, an `option`
+/// with no value at all, and `config` reopening a name with another type.
 pub fn parse(text: &str) -> Result<Document, Error> {
-    let mut doc = Document::default();
-    for (idx, raw_line) in text.lines().enumerate() {
-        let line = u32::try_from(idx + 1).unwrap_or(u32::MAX);
-        let tokens = tokenize(raw_line).map_err(|r| Error::new(line, "", r))?;
-        let Some((first, rest)) = tokens.split_first() else {
-            continue;
-        };
-        match first.as_str() {
-            "package" => {
-                if rest.len() != 1 {
-                    return Err(Error::new(
-                        line,
-                        "",
-                        Reason::Syntax("'package' takes one name"),
-                    ));
-                }
-            }
-            "config" => {
-                let (ty, name) = match rest {
-                    [ty] => (ty.clone(), None),
-                    [ty, name] => (ty.clone(), Some(name.clone())),
-                    _ => {
-                        return Err(Error::new(
-                            line,
-                            "",
-                            Reason::Syntax("'config' takes a type and an optional name"),
-                        ));
-                    }
-                };
-                if ty.is_empty() || !ty.bytes().all(is_ident_byte) {
-                    return Err(Error::new(
-                        line,
-                        "",
-                        Reason::Syntax("section type must be letters, digits, '_' or '-'"),
-                    ));
-                }
-                if let Some(n) = &name
-                    && (n.is_empty() || !n.bytes().all(is_ident_byte))
-                {
-                    return Err(Error::new(
-                        line,
-                        "",
-                        Reason::Syntax("section name must be letters, digits, '_' or '-'"),
-                    ));
-                }
-                doc.sections.push(Section {
-                    ty,
-                    name,
-                    line,
-                    values: Vec::new(),
-                });
-            }
-            kw @ ("option" | "list") => {
-                let [key, value] = rest else {
-                    return Err(Error::new(
-                        line,
-                        "",
-                        Reason::Syntax("'option' and 'list' take a key and a value"),
-                    ));
-                };
-                if key.is_empty() || !key.bytes().all(is_ident_byte) {
-                    return Err(Error::new(
-                        line,
-                        key.as_str(),
-                        Reason::Syntax("key must be letters, digits, '_' or '-'"),
-                    ));
-                }
-                let Some(section) = doc.sections.last_mut() else {
-                    return Err(Error::new(line, key.as_str(), Reason::OutsideSection));
-                };
-                section.values.push(Value {
-                    key: key.clone(),
-                    value: value.clone(),
-                    is_list: kw == "list",
-                    line,
-                });
-            }
-            _ => {
-                return Err(Error::new(
-                    line,
-                    "",
-                    Reason::Syntax("expected 'config', 'option', 'list' or 'package'"),
-                ));
-            }
+    let mut p = Parser {
+        s: text.as_bytes(),
+        pos: 0,
+        lim: 0,
+        next: 0,
+        line: 0,
+        doc: Document::default(),
+        current: None,
+    };
+    if let Some(at) = text.find('\0') {
+        let line = text[..at].matches('\n').count() + 1;
+        return Err(Error::new(
+            u32::try_from(line).unwrap_or(u32::MAX),
+            "",
+            Reason::Syntax("NUL byte in the file"),
+        ));
+    }
+    while p.getln() {
+        p.parse_line()?;
+    }
+    Ok(p.doc)
+}
+
+/// Names of sections and options (`uci_validate_name`): letters, digits, `_`.
+pub fn is_valid_name(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// Section types (`uci_validate_type`): printable ASCII without spaces.
+pub fn is_valid_type(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic())
+}
+
+fn is_valid_package(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// C's `isspace` in the C locale.
+fn is_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c)
+}
+
+const NAME_RULE: &str =
+    "section name must be letters, digits and '_' only (uci refuses the whole file otherwise)";
+const KEY_RULE: &str =
+    "option name must be letters, digits and '_' only (uci refuses the whole file otherwise)";
+const SEMICOLON: &str = "unquoted ';' (uci reads it as the end of the statement): quote the value";
+
+/// One argument: its text, and whether there was one at all (`''` is present but empty).
+struct Arg {
+    text: String,
+    present: bool,
+}
+
+/// libuci's parse context over the whole text: `[pos, lim)` is what is left of the current
+/// (possibly continued) line; a comment moves `lim` back to the `#`.
+struct Parser<'a> {
+    s: &'a [u8],
+    pos: usize,
+    lim: usize,
+    next: usize,
+    line: u32,
+    doc: Document,
+    current: Option<usize>,
+}
+
+impl Parser<'_> {
+    /// `uci_getln`: makes the next physical line the rest of the buffer; `false` at the end.
+    fn getln(&mut self) -> bool {
+        if self.next >= self.s.len() {
+            self.lim = self.pos;
+            return false;
+        }
+        self.pos = self.next;
+        self.lim = self.s[self.pos..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(self.s.len(), |i| self.pos + i + 1);
+        self.next = self.lim;
+        self.line = self.line.saturating_add(1);
+        true
+    }
+
+    fn at(&self, i: usize) -> u8 {
+        if i < self.lim { self.s[i] } else { 0 }
+    }
+
+    fn cur(&self) -> u8 {
+        self.at(self.pos)
+    }
+
+    fn err(&self, key: impl Into<String>, why: &'static str) -> Error {
+        Error::new(self.line, key, Reason::Syntax(why))
+    }
+
+    fn skip_whitespace(&mut self) {
+        while self.cur() != 0 && is_space(self.cur()) {
+            self.pos += 1;
         }
     }
-    Ok(doc)
-}
 
-fn is_ident_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'_' || b == b'-'
-}
+    /// `parse_backslash`: skips the `\`; at the end of a line, joins the next one and says `false`.
+    fn backslash(&mut self) -> bool {
+        self.pos += 1;
+        let c = self.cur();
+        let crlf_end = c == b'\r' && self.at(self.pos + 1) == b'\n' && self.at(self.pos + 2) == 0;
+        if c == 0 || c == b'\n' || crlf_end {
+            self.getln();
+            return false;
+        }
+        true
+    }
 
-fn tokenize(line: &str) -> Result<Vec<String>, Reason> {
-    let mut tokens = Vec::new();
-    let mut chars = line.chars().peekable();
-    loop {
-        while chars.peek().is_some_and(|c| c.is_whitespace()) {
-            chars.next();
-        }
-        match chars.peek() {
-            None | Some('#') => break,
-            _ => {}
-        }
-        let mut tok = String::new();
-        while let Some(&c) = chars.peek() {
-            match c {
-                c if c.is_whitespace() => break,
-                '\'' => {
-                    chars.next();
-                    loop {
-                        match chars.next() {
-                            Some('\'') => break,
-                            Some(c) => tok.push(c),
-                            None => return Err(Reason::Syntax("unterminated ' quote")),
-                        }
-                    }
+    fn single_quote(&mut self, out: &mut Vec<u8>) -> Result<(), Error> {
+        let line = self.line;
+        self.pos += 1;
+        loop {
+            match self.cur() {
+                b'\'' => {
+                    self.pos += 1;
+                    return Ok(());
                 }
-                '"' => {
-                    chars.next();
-                    loop {
-                        match chars.next() {
-                            Some('"') => break,
-                            Some('\\') => match chars.next() {
-                                Some(c) => tok.push(c),
-                                None => return Err(Reason::Syntax("unterminated \" quote")),
-                            },
-                            Some(c) => tok.push(c),
-                            None => return Err(Reason::Syntax("unterminated \" quote")),
-                        }
-                    }
-                }
-                '\\' => {
-                    chars.next();
-                    match chars.next() {
-                        Some(c) => tok.push(c),
-                        None => return Err(Reason::Syntax("line ends in a backslash")),
+                0 => {
+                    if !self.getln() {
+                        return Err(Error::new(line, "", Reason::Syntax("unterminated ' quote")));
                     }
                 }
                 c => {
-                    chars.next();
-                    tok.push(c);
+                    out.push(c);
+                    self.pos += 1;
                 }
             }
         }
-        tokens.push(tok);
     }
-    Ok(tokens)
+
+    fn double_quote(&mut self, out: &mut Vec<u8>) -> Result<(), Error> {
+        let line = self.line;
+        self.pos += 1;
+        loop {
+            match self.cur() {
+                b'"' => {
+                    self.pos += 1;
+                    return Ok(());
+                }
+                0 => {
+                    if !self.getln() {
+                        return Err(Error::new(
+                            line,
+                            "",
+                            Reason::Syntax("unterminated \" quote"),
+                        ));
+                    }
+                }
+                b'\\' => {
+                    if self.backslash() {
+                        out.push(self.cur());
+                        self.pos += 1;
+                    }
+                }
+                c => {
+                    out.push(c);
+                    self.pos += 1;
+                }
+            }
+        }
+    }
+
+    /// `next_arg` + `parse_str`: one argument, quotes and escapes resolved.
+    fn next_arg(&mut self) -> Result<Arg, Error> {
+        self.skip_whitespace();
+        let present = !matches!(self.cur(), 0 | b'#');
+        let mut out = Vec::new();
+        loop {
+            match self.cur() {
+                b'\'' => self.single_quote(&mut out)?,
+                b'"' => self.double_quote(&mut out)?,
+                b'#' => {
+                    // A comment, even inside a word: the rest of the line is gone.
+                    self.lim = self.pos;
+                    break;
+                }
+                0 => break,
+                b';' => return Err(self.err("", SEMICOLON)),
+                b'\\' => {
+                    if self.backslash() {
+                        out.push(self.cur());
+                        self.pos += 1;
+                    }
+                }
+                c => {
+                    out.push(c);
+                    self.pos += 1;
+                }
+            }
+            if self.cur() == 0 || is_space(self.cur()) {
+                break;
+            }
+        }
+        if self.cur() != 0 {
+            self.pos += 1;
+        }
+        let text = String::from_utf8(out).map_err(|_| self.err("", "not UTF-8"))?;
+        Ok(Arg { text, present })
+    }
+
+    /// `assert_eol` (strict mode): nothing but an empty argument may follow.
+    fn assert_eol(&mut self, key: &str, why: &'static str) -> Result<(), Error> {
+        let extra = self.next_arg()?;
+        if extra.text.is_empty() {
+            Ok(())
+        } else {
+            Err(self.err(key, why))
+        }
+    }
+
+    /// `uci_parse_line`: the statements of one (possibly continued) line.
+    fn parse_line(&mut self) -> Result<(), Error> {
+        self.skip_whitespace();
+        loop {
+            while matches!(self.cur(), b' ' | b'\t') {
+                self.pos += 1;
+            }
+            if self.cur() == 0 {
+                return Ok(());
+            }
+            let start = self.pos;
+            while !matches!(self.cur(), 0 | b' ' | b'\t') {
+                self.pos += 1;
+            }
+            let word = &self.s[start..self.pos];
+            if word.first() == Some(&b'#') {
+                return Ok(());
+            }
+            let line = self.line;
+            match word {
+                b"p" | b"package" => {
+                    self.skip_command("'package' takes one name")?;
+                    let name = self.next_arg()?;
+                    if !name.present || name.text.is_empty() {
+                        return Err(self.err("", "'package' takes one name"));
+                    }
+                    if !is_valid_package(&name.text) {
+                        return Err(self.err(
+                            name.text,
+                            "package name must be letters, digits, '_' or '-'",
+                        ));
+                    }
+                    self.assert_eol("", "'package' takes one name")?;
+                }
+                b"c" | b"config" => self.parse_config(line)?,
+                b"o" | b"option" => self.parse_option(line, false)?,
+                b"l" | b"list" => self.parse_option(line, true)?,
+                _ => {
+                    let trimmed = word.trim_ascii_end();
+                    return Err(self.err(
+                        "",
+                        match trimmed {
+                            b"config" | b"c" => "'config' takes a type and an optional name",
+                            b"option" | b"o" | b"list" | b"l" => {
+                                "'option' and 'list' take a key and a value"
+                            }
+                            b"package" | b"p" => "'package' takes one name",
+                            _ => "expected 'config', 'option', 'list' or 'package'",
+                        },
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Steps over the separator after the command word (`uci_increase_pos`).
+    fn skip_command(&mut self, why: &'static str) -> Result<(), Error> {
+        if self.cur() == 0 {
+            return Err(self.err("", why));
+        }
+        self.pos += 1;
+        Ok(())
+    }
+
+    fn parse_config(&mut self, line: u32) -> Result<(), Error> {
+        const USAGE: &str = "'config' takes a type and an optional name";
+        self.skip_command(USAGE)?;
+        let ty = self.next_arg()?;
+        if ty.text.is_empty() {
+            return Err(self.err("", USAGE));
+        }
+        if !is_valid_type(&ty.text) {
+            return Err(self.err(
+                ty.text,
+                "section type must be printable ASCII without spaces",
+            ));
+        }
+        let name = self.next_arg()?;
+        if !name.text.is_empty() && !is_valid_name(&name.text) {
+            let mut label = String::new();
+            let _ = write!(label, "{}[{}]", ty.text, name.text);
+            return Err(self.err(label, NAME_RULE));
+        }
+        self.assert_eol("", USAGE)?;
+        let ty = ty.text;
+        let name = Some(name.text).filter(|n| !n.is_empty());
+        if let Some(n) = &name
+            && let Some(i) = self
+                .doc
+                .sections
+                .iter()
+                .position(|s| s.name.as_deref() == Some(n.as_str()))
+        {
+            // libuci reopens a section of the same name (and, strict, refuses another type).
+            if self.doc.sections[i].ty != ty {
+                return Err(self.err(
+                    self.doc.sections[i].label(i),
+                    "a section of another type has this name already",
+                ));
+            }
+            self.current = Some(i);
+            return Ok(());
+        }
+        self.current = Some(self.doc.sections.len());
+        self.doc.sections.push(Section {
+            ty,
+            name,
+            line,
+            values: Vec::new(),
+        });
+        Ok(())
+    }
+
+    fn parse_option(&mut self, line: u32, is_list: bool) -> Result<(), Error> {
+        const USAGE: &str = "'option' and 'list' take a key and a value";
+        let Some(idx) = self.current else {
+            return Err(Error::new(line, "", Reason::OutsideSection));
+        };
+        self.skip_command(USAGE)?;
+        let label = self.doc.sections[idx].label(idx);
+        let key = self.next_arg()?;
+        if key.text.is_empty() {
+            return Err(self.err(label, USAGE));
+        }
+        let mut field = label;
+        field.push('.');
+        field.push_str(&key.text);
+        if !is_valid_name(&key.text) {
+            return Err(self.err(field, KEY_RULE));
+        }
+        let value = self.next_arg()?;
+        self.assert_eol(&field, USAGE)?;
+        if !value.present {
+            return Err(self.err(field, USAGE));
+        }
+        let section = &mut self.doc.sections[idx];
+        if !is_list && value.text.is_empty() {
+            // `uci set KEY=''` deletes KEY; libuci reads `option KEY ''` the same way.
+            section.values.retain(|v| v.key != key.text);
+            return Ok(());
+        }
+        section.values.push(Value {
+            key: key.text,
+            value: value.text,
+            is_list,
+            line,
+        });
+        Ok(())
+    }
 }
 
 /// Quotes a value for writing: single quotes, with embedded `'` written as `'\''` (libuci style).
+/// Inside single quotes `#`, `;`, `\`, `"` and newlines are literal, so libuci reads the value back
+/// exactly.
 pub fn quote(value: &str) -> String {
     let mut s = String::with_capacity(value.len() + 2);
     s.push('\'');
@@ -235,7 +469,11 @@ pub fn write(doc: &Document) -> String {
             out.push('\n');
         }
         out.push_str("config ");
-        out.push_str(&section.ty);
+        if is_valid_name(&section.ty) {
+            out.push_str(&section.ty);
+        } else {
+            out.push_str(&quote(&section.ty));
+        }
         if let Some(name) = &section.name {
             out.push(' ');
             out.push_str(&quote(name));
@@ -290,6 +528,113 @@ mod tests {
         let doc = parse(text).unwrap();
         assert_eq!(write(&doc), text);
         assert_eq!(parse(&write(&doc)).unwrap(), doc);
+    }
+
+    fn value_of(text: &str) -> String {
+        let doc = parse(text).unwrap();
+        doc.sections[0].values[0].value.clone()
+    }
+
+    #[test]
+    fn names_are_libuci_names() {
+        // uci_validate_name: letters, digits, '_'. libuci refuses the whole file otherwise, so `uci
+        // get` in the init script fails while lanveil would run.
+        let e = parse("config upstream 'my-dns'\n\toption url 'tls://9.9.9.9#x'\n").unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (1, "upstream[my-dns]"));
+        assert_eq!(e.reason, Reason::Syntax(NAME_RULE));
+        for bad in ["my-key", "a.b", "k\u{e9}y"] {
+            let text = alloc::format!("config lanveil 'main'\n\n\toption {bad} '1'\n");
+            let e = parse(&text).unwrap_err();
+            assert_eq!(e.line, 3, "{bad}");
+            assert_eq!(e.key, alloc::format!("lanveil[main].{bad}"));
+            assert_eq!(e.reason, Reason::Syntax(KEY_RULE));
+        }
+        assert!(parse("config upstream\n\tlist my-pin 'x'\n").is_err());
+        assert!(parse("config lanveil 'a.b'\n").is_err());
+        assert!(parse("config upstream 'my_dns2'\n\toption url_2 x\n").is_ok());
+        // Types: printable ASCII without spaces (libuci's rule); the model refuses unknown ones.
+        assert!(parse("config my-type\n").is_ok());
+        assert!(parse("config 'my type'\n").is_err());
+        assert!(parse("package lanveil-x\nconfig t\n").is_ok());
+        assert!(parse("package 'a b'\n").is_err());
+        assert!(is_valid_name("quad9_2") && !is_valid_name("quad9-2") && !is_valid_name(""));
+    }
+
+    #[test]
+    fn hash_starts_a_comment_inside_an_unquoted_word() {
+        // libuci parse_str: `case '#'` ends the string and the line, so `uci get` and LuCI see
+        // `tls://9.9.9.9`; lanveil must act on the same value.
+        let t = "config upstream 'q'\n\toption url tls://9.9.9.9#dns.quad9.net\n";
+        assert_eq!(value_of(t), "tls://9.9.9.9");
+        let t = "config upstream 'q'\n\toption url 'tls://9.9.9.9'#dns.quad9.net trailing\n";
+        assert_eq!(value_of(t), "tls://9.9.9.9");
+        let t = "config upstream 'q'\n\toption url \"tls://9.9.9.9#dns.quad9.net\"\n";
+        assert_eq!(value_of(t), "tls://9.9.9.9#dns.quad9.net");
+        let t = "config upstream 'q'\n\toption url tls://9.9.9.9\\#dns.quad9.net\n";
+        assert_eq!(value_of(t), "tls://9.9.9.9#dns.quad9.net");
+        // A value cut to nothing is no value.
+        assert!(parse("config upstream 'q'\n\toption url #x\n").is_err());
+    }
+
+    #[test]
+    fn quoted_values_span_lines_and_backslash_joins_lines() {
+        let t = "config lanveil 'main'\n\toption a 'one\ntwo'\n\toption b \"x\\\ny\"\n\toption c ab\\\ncd\n\toption d 'z'\n";
+        let doc = parse(t).unwrap();
+        let vals: Vec<_> = doc.sections[0]
+            .values
+            .iter()
+            .map(|v| (v.key.as_str(), v.value.as_str(), v.line))
+            .collect();
+        assert_eq!(
+            vals,
+            vec![
+                ("a", "one\ntwo", 2),
+                ("b", "xy", 4),
+                ("c", "abcd", 6),
+                ("d", "z", 8)
+            ]
+        );
+        // Written back (single quotes, newline inside) and read again: the same values.
+        let again = parse(&write(&doc)).unwrap();
+        let texts = |d: &Document| -> Vec<String> {
+            d.sections[0]
+                .values
+                .iter()
+                .map(|v| v.value.clone())
+                .collect()
+        };
+        assert_eq!(texts(&again), texts(&doc));
+        assert_eq!(write(&again), write(&doc));
+        let e = parse("config lanveil\n\toption a 'x\ny\n").unwrap_err();
+        assert_eq!(
+            (e.line, e.reason),
+            (2, Reason::Syntax("unterminated ' quote"))
+        );
+    }
+
+    #[test]
+    fn libuci_statement_rules() {
+        // Abbreviated commands, as libuci accepts them.
+        let doc = parse("c upstream 'q'\n\to url 'tls://1.1.1.1#one'\n\tl pin 'p'\n").unwrap();
+        assert_eq!(doc.sections[0].values.len(), 2);
+        // A quoted command word is no command to libuci (strtok, not parse_str).
+        assert!(parse("'config' lanveil\n").is_err());
+        // Too many arguments: strict mode refuses.
+        assert!(parse("config lanveil 'main' extra\n").is_err());
+        assert!(parse("config lanveil\n\toption a b c\n").is_err());
+        // Unquoted ';' is refused; quoted it is literal.
+        let e = parse("config lanveil\n\toption a b;c\n").unwrap_err();
+        assert_eq!((e.line, e.reason), (2, Reason::Syntax(SEMICOLON)));
+        assert_eq!(value_of("config lanveil\n\toption a 'b;c'\n"), "b;c");
+        // `option KEY ''` removes KEY (uci set KEY='').
+        let doc = parse("config lanveil\n\toption a 'x'\n\toption a ''\n\toption b 'y'\n").unwrap();
+        assert_eq!(doc.sections[0].values.len(), 1);
+        // A second `config` with the same name reopens the section.
+        let doc = parse("config upstream 'q'\n\toption url 'u'\nconfig lanveil\nconfig upstream 'q'\n\toption pin 'p'\n").unwrap();
+        assert_eq!(doc.sections.len(), 2);
+        assert_eq!(doc.sections[0].values.len(), 2);
+        assert!(parse("config upstream 'q'\nconfig lanveil 'q'\n").is_err());
+        assert!(parse("config lanveil\n\toption a 'x\0'\n").is_err());
     }
 
     #[test]

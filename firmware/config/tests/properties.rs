@@ -32,8 +32,14 @@ fn host_name() -> impl Strategy<Value = String> {
         .prop_filter("not an IP literal", |n| n.parse::<IpAddr>().is_err())
 }
 
+/// Section and option names as libuci accepts them (`uci_validate_name`).
 fn ident() -> impl Strategy<Value = String> {
-    "[A-Za-z0-9_][A-Za-z0-9_-]{0,12}"
+    "[A-Za-z0-9_]{1,13}"
+}
+
+/// Section types: libuci allows any printable ASCII but spaces (quoted on writing when needed).
+fn section_type() -> impl Strategy<Value = String> {
+    "[A-Za-z0-9_][A-Za-z0-9_.#;'-]{0,12}"
 }
 
 /// Absolute paths, including characters that need quoting in UCI.
@@ -239,16 +245,22 @@ fn config() -> impl Strategy<Value = Config> {
         )
 }
 
-/// UCI documents as the parser produces them (line numbers aside): any printable text in values.
+/// UCI documents as the parser produces them (line numbers aside): any text but NUL in values,
+/// newlines, `#`, `;` and quotes included; no empty `option` (libuci reads that as "unset"); section
+/// names unique (a repeated name reopens the section).
 fn document() -> impl Strategy<Value = Document> {
-    let value = (ident(), "[^\n\r]{0,30}", any::<bool>()).prop_map(|(key, value, is_list)| Value {
-        key,
-        value,
-        is_list,
-        line: 0,
-    });
+    let value = (ident(), "[^\x00]{0,30}", any::<bool>())
+        .prop_filter("an empty option is no option", |(_, v, list)| {
+            *list || !v.is_empty()
+        })
+        .prop_map(|(key, value, is_list)| Value {
+            key,
+            value,
+            is_list,
+            line: 0,
+        });
     let section = (
-        ident(),
+        section_type(),
         prop::option::of(ident()),
         prop::collection::vec(value, 0..5),
     )
@@ -258,7 +270,12 @@ fn document() -> impl Strategy<Value = Document> {
             line: 0,
             values,
         });
-    prop::collection::vec(section, 0..4).prop_map(|sections| Document { sections })
+    prop::collection::vec(section, 0..4)
+        .prop_filter("section names are unique", |sections| {
+            let named: Vec<&str> = sections.iter().filter_map(|s| s.name.as_deref()).collect();
+            (1..named.len()).all(|i| !named[..i].contains(&named[i]))
+        })
+        .prop_map(|sections| Document { sections })
 }
 
 fn strip_lines(mut d: Document) -> Document {
