@@ -28,7 +28,7 @@ use std::time::Duration;
 use lanveil_config::{Config, Transport, Upstream};
 use lanveil_core::engine::{Stats, UpstreamId};
 use lanveil_core::policy::Policy;
-use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::clock::{SystemWallClock, TimeKeeper, WallClock};
@@ -132,7 +132,7 @@ pub struct Running {
     next_id: u32,
     listeners: Vec<Listener>,
     next_listener: u16,
-    tcp_slots: Arc<Semaphore>,
+    tcp_slots: listen::TcpSlots,
     limits: watch::Sender<TcpLimits>,
     /// The driver's channel: narrowed for each listener, and for the requests below.
     tx: Sender<Input>,
@@ -308,7 +308,7 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, Err
         }
         None => None,
     };
-    let tcp_slots = Arc::new(Semaphore::new(config.listen.max_tcp_clients as usize));
+    let tcp_slots = listen::TcpSlots::new(config.listen.max_tcp_clients as usize);
     let mut running = Running {
         config: config.clone(),
         ids,
@@ -384,7 +384,7 @@ impl Running {
                 udp,
                 tcp,
                 self.tx.narrow(),
-                self.tcp_slots.clone(),
+                self.tcp_slots.semaphore(),
                 self.limits.subscribe(),
             )
             .await
@@ -443,15 +443,8 @@ impl Running {
             *t = for_status;
         }
         let _ = self.limits.send(tcp_limits(&config));
-        let (old_max, new_max) = (
-            self.config.listen.max_tcp_clients as usize,
-            config.listen.max_tcp_clients as usize,
-        );
-        if new_max > old_max {
-            self.tcp_slots.add_permits(new_max - old_max);
-        } else {
-            self.tcp_slots.forget_permits(old_max - new_max);
-        }
+        self.tcp_slots
+            .resize(config.listen.max_tcp_clients as usize);
         // Process-wide settings change only once the reload can no longer fail.
         logging::set_level(config.daemon.log_level);
         upstream::tls::set_rto_min_ms(config.upstreams.tcp_rto_min_ms);

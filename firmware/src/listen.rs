@@ -165,6 +165,77 @@ async fn udp_loop(listener: u16, sock: Arc<UdpSocket>, driver: ListenerSender) {
     }
 }
 
+/// The `max_tcp_clients` slots, shared by every listener, resized on reload while connections hold
+/// some of them: slots held when the limit is lowered are taken back as their connections close.
+pub(crate) struct TcpSlots {
+    sem: Arc<Semaphore>,
+    state: Arc<std::sync::Mutex<SlotState>>,
+    shrink: Option<JoinHandle<()>>,
+}
+
+struct SlotState {
+    /// The slots the semaphore stands for: free plus held.
+    size: usize,
+    /// Bumped by every resize: a take-back of an earlier one gives what it took back.
+    generation: u64,
+}
+
+impl TcpSlots {
+    pub(crate) fn new(max: usize) -> Self {
+        Self {
+            sem: Arc::new(Semaphore::new(max)),
+            state: Arc::new(std::sync::Mutex::new(SlotState {
+                size: max,
+                generation: 0,
+            })),
+            shrink: None,
+        }
+    }
+
+    pub(crate) fn semaphore(&self) -> Arc<Semaphore> {
+        self.sem.clone()
+    }
+
+    /// Makes the limit `max`: at once as far as free slots allow, the rest as connections close.
+    pub(crate) fn resize(&mut self, max: usize) {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.generation += 1;
+        if let Some(t) = self.shrink.take() {
+            t.abort();
+        }
+        if max >= st.size {
+            self.sem.add_permits(max - st.size);
+            st.size = max;
+            return;
+        }
+        st.size -= self.sem.forget_permits(st.size - max);
+        let rest = st.size - max;
+        if rest == 0 {
+            return;
+        }
+        let (sem, state, generation) = (self.sem.clone(), self.state.clone(), st.generation);
+        self.shrink = Some(tokio::spawn(async move {
+            let Ok(n) = u32::try_from(rest) else { return };
+            if let Ok(taken) = sem.acquire_many_owned(n).await {
+                let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
+                // A later resize counted without these: they go back (`taken` dropped).
+                if st.generation == generation {
+                    taken.forget();
+                    st.size -= rest;
+                }
+            }
+        }));
+    }
+}
+
+impl Drop for TcpSlots {
+    fn drop(&mut self) {
+        if let Some(t) = &self.shrink {
+            t.abort();
+        }
+    }
+}
+
 type PerSource = Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>;
 
 /// One TCP connection counted against its source address; released on drop.

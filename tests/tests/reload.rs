@@ -72,3 +72,87 @@ async fn a_reload_that_cannot_bind_changes_nothing_status_shows() {
     );
     running.shutdown().await;
 }
+
+/// Opens a TCP connection and checks whether it is served (a query answered) or turned away (closed
+/// at once: over `max_tcp_clients`). A served connection is returned, to be held open.
+async fn tcp_served(addr: SocketAddr, name: &str) -> Option<tokio::net::TcpStream> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let q = lanveil_tests::client::build_query(name, RecordType::A, None)
+        .to_vec()
+        .unwrap();
+    let mut framed = u16::try_from(q.len()).unwrap().to_be_bytes().to_vec();
+    framed.extend_from_slice(&q);
+    s.write_all(&framed).await.ok()?;
+    let mut len = [0u8; 2];
+    tokio::time::timeout(std::time::Duration::from_secs(3), s.read_exact(&mut len))
+        .await
+        .ok()?
+        .ok()?;
+    let mut body = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    s.read_exact(&mut body).await.ok()?;
+    Some(s)
+}
+
+/// Lowering `max_tcp_clients` while more connections than the new limit are open: the slots they
+/// hold are taken back as they close, and raising it again restores exactly the new limit. Before
+/// the fix only free slots were removed (none here), so the old limit stayed, and a later raise added
+/// to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lowering_max_tcp_clients_takes_effect_as_connections_close() {
+    let pki = Pki::new();
+    let leaf = pki.leaf(&["dot.test"], &[LOCAL]);
+    let upstream = DotUpstream::start(UpstreamOpts::new(&leaf)).await;
+    let mut cfg = config_for(upstream.addr(), &leaf);
+    cfg.listen.max_tcp_clients = 4;
+    cfg.listen.tcp_idle_timeout_ms = 60_000;
+    // A fixed port: the listener is kept across the reloads (port 0 would be bound anew).
+    cfg.listen.addrs = vec![SocketAddr::new(
+        LOCAL,
+        lanveil_tests::free_tcp_udp_port(LOCAL),
+    )];
+    let (mut running, addr) = start(cfg.clone()).await;
+    let mut held = Vec::new();
+    for i in 0..4 {
+        held.push(
+            tcp_served(addr, &format!("c{i}.example."))
+                .await
+                .expect("within the limit"),
+        );
+    }
+    assert!(
+        tcp_served(addr, "c4.example.").await.is_none(),
+        "a fifth over 4"
+    );
+
+    cfg.listen.max_tcp_clients = 2;
+    running.reload(cfg.clone()).await.unwrap();
+    // Three of four close: one open, and the limit is 2, so one more is served, not three.
+    held.truncate(1);
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let second = tcp_served(addr, "d1.example.")
+        .await
+        .expect("one more under 2");
+    assert!(
+        tcp_served(addr, "d2.example.").await.is_none(),
+        "a third connection served: the old limit of 4 is still in force"
+    );
+
+    // Back to 4: exactly 4 (two more), not 4 on top of the slots never taken back.
+    cfg.listen.max_tcp_clients = 4;
+    running.reload(cfg).await.unwrap();
+    let mut more = Vec::new();
+    for i in 0..2 {
+        more.push(
+            tcp_served(addr, &format!("e{i}.example."))
+                .await
+                .expect("within 4"),
+        );
+    }
+    assert!(
+        tcp_served(addr, "e2.example.").await.is_none(),
+        "a fifth connection served after raising the limit back to 4"
+    );
+    drop((held, second, more));
+    running.shutdown().await;
+}
