@@ -141,7 +141,8 @@ pub struct Running {
     time: Arc<TimeKeeper>,
     ticker: JoinHandle<()>,
     control_ctx: Arc<control::Context>,
-    control_task: Option<JoinHandle<()>>,
+    /// The control socket's task and the path it is bound to (a reload does not move it).
+    control_task: Option<(JoinHandle<()>, String)>,
     reload_requests: Option<mpsc::Receiver<control::ReloadRequest>>,
     driver_gone: Option<oneshot::Receiver<std::convert::Infallible>>,
 }
@@ -304,7 +305,7 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, Err
                     path: path.clone(),
                     source,
                 })?;
-            Some(control::spawn(listener, control_ctx.clone()))
+            Some((control::spawn(listener, control_ctx.clone()), path.clone()))
         }
         None => None,
     };
@@ -445,6 +446,9 @@ impl Running {
         let _ = self.limits.send(tcp_limits(&config));
         self.tcp_slots
             .resize(config.listen.max_tcp_clients as usize);
+        if config.daemon.control_socket != self.config.daemon.control_socket {
+            log::warn!("control_socket changed: it takes effect when lanveil restarts");
+        }
         // Process-wide settings change only once the reload can no longer fail.
         logging::set_level(config.daemon.log_level);
         upstream::tls::set_rto_min_ms(config.upstreams.tcp_rto_min_ms);
@@ -504,11 +508,9 @@ impl Running {
         let _ = self.control.send(ControlRequest::Drain { until }).await;
         let _ = (&mut self.driver).await;
         self.ticker.abort();
-        if let Some(t) = &self.control_task {
+        if let Some((t, path)) = &self.control_task {
             t.abort();
-            if let Some(p) = &self.config.daemon.control_socket {
-                let _ = std::fs::remove_file(p);
-            }
+            let _ = std::fs::remove_file(path);
         }
         if self.time.state() == lanveil_core::clock::ClockState::Synchronized {
             self.time.tick();

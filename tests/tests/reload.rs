@@ -156,3 +156,33 @@ async fn lowering_max_tcp_clients_takes_effect_as_connections_close() {
     drop((held, second, more));
     running.shutdown().await;
 }
+
+/// `control_socket` is bound once: a reload that names another path keeps the socket where it is
+/// (status still answers there), and shutdown removes the socket it bound, not the new path (which
+/// may be anything's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_does_not_move_the_control_socket_and_shutdown_removes_the_bound_one() {
+    let pki = Pki::new();
+    let leaf = pki.leaf(&["dot.test"], &[LOCAL]);
+    let up = DotUpstream::start(UpstreamOpts::new(&leaf)).await;
+    let dir = TempDir::new("lanveil-reload-sock");
+    let sock = dir.join("control.sock");
+    let other = dir.join("other.sock");
+    std::fs::write(&other, b"someone else's file").unwrap();
+    let mut cfg = config_for(up.addr(), &leaf);
+    cfg.listen.addrs = vec![SocketAddr::new(
+        LOCAL,
+        lanveil_tests::free_tcp_udp_port(LOCAL),
+    )];
+    cfg.daemon.control_socket = Some(sock.display().to_string());
+    let (mut running, _addr) = start(cfg.clone()).await;
+    cfg.daemon.control_socket = Some(other.display().to_string());
+    running.reload(cfg).await.unwrap();
+    assert_eq!(
+        status_urls(sock.clone()).await,
+        [format!("tls://{}#dot.test", up.addr())]
+    );
+    running.shutdown().await;
+    assert!(!sock.exists(), "the bound control socket is left behind");
+    assert!(other.exists(), "shutdown removed a path it never bound");
+}
