@@ -46,6 +46,8 @@ struct Setup {
     /// `captive_plaintext` at start.
     captive_plaintext: bool,
     plaintext_max_ms: u16,
+    /// DNS64 (the well-known prefix): AAAA queries may go on as A and be synthesized.
+    dns64: bool,
 }
 
 /// Portal API URIs the WAN may announce (hosts among the names the queries ask for).
@@ -337,6 +339,9 @@ fn engine_config(s: &Setup) -> EngineConfig {
             ..CacheConfig::default()
         }),
         query_log: usize::from(s.query_log % 4),
+        dns64: s
+            .dns64
+            .then_some(lanveil_core::dns64::Nat64Prefix::WELL_KNOWN),
         ..EngineConfig::default()
     }
 }
