@@ -305,7 +305,7 @@ pub static MAIN: &[Key<Config>] = &[
         500,
         300_000,
         "10000",
-        "an idle LAN TCP connection is closed after this"
+        "an idle LAN TCP connection is closed after this, and so is one whose client does not take an answer for this long"
     ),
     number!(
         "tcp_clients_per_source",
