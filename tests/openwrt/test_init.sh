@@ -33,6 +33,8 @@ check procd-reload-signal-hup [ "$(last_set 'j["instances"]["lanveil"]["reload_s
 check procd-watches-config-file [ "$(last_set 'list(j["instances"]["lanveil"]["file"])')" = "['/etc/config/lanveil']" ]
 check procd-logs-to-syslog [ "$(last_set '(j["instances"]["lanveil"]["stdout"], j["instances"]["lanveil"]["stderr"], j["instances"]["lanveil"]["no_new_privs"])')" = "(True, True, True)" ]
 check procd-reload-trigger [ "$(last_set '[t for t in j["triggers"] if t[0] == "config.change"][0][1][1][2]')" = lanveil ]
+# A dhcp change (LuCI's apply, reload_config) wires dnsmasq again at once.
+check procd-dhcp-rewire-trigger [ "$(last_set '[t[1][2] for t in j["triggers"] if t[0] == "config.change" and t[1][1][2] == "dhcp"][0]')" = "['run_script', '/etc/init.d/lanveil', 'rewire']" ]
 check procd-wan-up-trigger [ "$(last_set '[t[1][2] for t in j["triggers"] if t[0] == "interface.*.up" and t[1][1][2] == "wan"][0]')" = "['run_script', '/etc/init.d/lanveil', 'wan_up', 'wan']" ]
 check procd-lan-up-refresh-trigger [ "$(last_set '[t[1][2][2] for t in j["triggers"] if t[1][1][2] == "lan"][0]')" = reload ]
 check dnsmasq-servers-rewired [ "$(servers)" = "127.0.0.1#5453 /use-application-dns.net/ /mask.icloud.com/ /mask-h2.icloud.com/ /corp.example/10.0.0.1" ]
@@ -97,6 +99,27 @@ rc stop >/dev/null 2>&1
 check edit-stop-keeps-user-edit [ "$(uci_ get dhcp.lan.leasetime)" = 6h ]
 check edit-stop-restores-servers [ "$(servers)" = "8.8.8.8 9.9.9.9#9953 1.1.1.1 /corp.example/10.0.0.1 /home.arpa/192.168.1.2" ]
 check edit-stop-restores-noresolv-localuse [ -z "$(uci_ get dhcp.@dnsmasq[0].noresolv)$(uci_ get dhcp.@dnsmasq[0].localuse)" ]
+
+# --- the owner edits dhcp while lanveil runs: procd's dhcp trigger wires again ----------
+mkroot
+rc start >/dev/null 2>&1
+n_restart="$(count "$R/log/dnsmasq" restart)"
+uci_ add_list dhcp.@dnsmasq[0].server=1.1.1.1
+uci_ set dhcp.@dnsmasq[0].noresolv=0
+uci_ commit dhcp
+check rewire-runs rc rewire
+check rewire-drops-plain-upstream [ "$(servers)" = "127.0.0.1#5453 /use-application-dns.net/ /mask.icloud.com/ /mask-h2.icloud.com/ /corp.example/10.0.0.1" ]
+check rewire-noresolv-back [ "$(uci_ get dhcp.@dnsmasq[0].noresolv)" = 1 ]
+check rewire-restarts-dnsmasq [ "$(count "$R/log/dnsmasq" restart)" = $((n_restart + 1)) ]
+cp "$R/etc/config/dhcp" "$T/dhcp.rewired"
+rc rewire >/dev/null 2>&1
+check rewire-again-leaves-dhcp cmp "$R/etc/config/dhcp" "$T/dhcp.rewired"
+check rewire-again-no-restart [ "$(count "$R/log/dnsmasq" restart)" = $((n_restart + 1)) ]
+rc stop >/dev/null 2>&1
+check rewire-stop-puts-owner-server-back [ "$(servers)" = "8.8.8.8 9.9.9.9#9953 1.1.1.1 /corp.example/10.0.0.1" ]
+cp "$R/etc/config/dhcp" "$T/dhcp.stopped"
+rc rewire >/dev/null 2>&1
+check rewire-when-stopped-does-nothing cmp "$R/etc/config/dhcp" "$T/dhcp.stopped"
 
 # --- changes the user staged (uncommitted) are neither committed nor lost ----------
 mkroot
@@ -172,6 +195,32 @@ check prerm-restores-dhcp cmp "$R/etc/config/dhcp" "$ORIG"
 check prerm-removes-table sh -c '! nft list table inet lanveil 2>/dev/null'
 check prerm-purges-etc-lanveil [ ! -e "$R/etc/lanveil" ]
 
+# --- sysupgrade: the backup carries the owner's dhcp for an image without lanveil ---------
+# /lib/upgrade/lanveil.sh's hook on sysupgrade's file list (as run_hooks calls it), then a
+# "new image without lanveil": a root holding only the backup's files, where the
+# uci-defaults script from the backup runs (its paths pointed into that root).
+mkroot
+rc start >/dev/null 2>&1
+cp "$R/etc/config/dhcp" "$T/dhcp.wired"
+printf '%s\n' /etc/config/dhcp /etc/config/lanveil /etc/lanveil/dnsmasq/dhcp.orig >"$T/conffiles"
+check sysupgrade-hook-runs busybox ash -c ". '$R/usr/share/lanveil/lanveil.sh'; lanveil_sysupgrade_conffiles '$T/conffiles'"
+check sysupgrade-hook-lists-owner-dhcp sh -c "grep -qx /etc/lanveil/sysupgrade/dhcp.owner '$T/conffiles' && grep -qx /etc/uci-defaults/99-lanveil-sysupgrade '$T/conffiles'"
+check sysupgrade-owner-dhcp-is-original cmp "$R/etc/lanveil/sysupgrade/dhcp.owner" "$ORIG"
+check sysupgrade-live-dhcp-untouched cmp "$R/etc/config/dhcp" "$T/dhcp.wired"
+check sysupgrade-still-wired [ -f "$R/etc/lanveil/dnsmasq/dhcp.orig" ]
+N="$T/newimage"
+rm -rf "$N"
+mkdir -p "$N"
+while IFS= read -r f; do mkdir -p "$N${f%/*}" && cp -p "$R$f" "$N$f"; done <"$T/conffiles"
+sed "s,/etc/,$N/etc/,g" "$N/etc/uci-defaults/99-lanveil-sysupgrade" >"$T/uci-defaults.sh"
+check sysupgrade-defaults-runs busybox ash "$T/uci-defaults.sh"
+check sysupgrade-new-image-gets-owner-dhcp cmp "$N/etc/config/dhcp" "$ORIG"
+check sysupgrade-new-image-no-stale-state sh -c "[ ! -e '$N/etc/lanveil/dnsmasq' ] && [ ! -e '$N/etc/lanveil/sysupgrade' ]"
+# Not wired (stopped): nothing added, and what an earlier run listed is dropped.
+rc stop >/dev/null 2>&1
+check sysupgrade-stopped-hook-runs busybox ash -c ". '$R/usr/share/lanveil/lanveil.sh'; lanveil_sysupgrade_conffiles '$T/conffiles'"
+check sysupgrade-stopped-adds-nothing sh -c "! grep -q -e lanveil/sysupgrade -e uci-defaults '$T/conffiles' && [ ! -e '$R/etc/lanveil/sysupgrade' ]"
+
 # --- uci-defaults ------------------------------------------------------------------------
 mkroot
 uci_ delete lanveil.openwrt
@@ -194,6 +243,27 @@ rc start >/dev/null 2>&1
 check legacy-control-socket-dir-not-chowned [ "$(stat -c '%u' "$R/var/run/lanveil" 2>/dev/null || echo 0)" = 0 ]
 check legacy-control-socket-warned grep -q "control_socket: not prepared" "$R/log/syslog"
 rc stop >/dev/null 2>&1
+
+# state_file: only /etc/lanveil/daemon/ is handed to the daemon's user, never root's saved
+# settings beside it (dnsmasq/, network/: stop and opkg remove copy them back into /etc/config),
+# not through '..', not through a symlink the daemon's user planted in its own directory.
+state_dir() { # STATE_FILE: lanveil_state_dir for it; then who owns root's dnsmasq/ and network/
+	uci_ set lanveil.main.state_file="$1"
+	uci_ commit lanveil
+	mkdir -p "$R/etc/lanveil/dnsmasq" "$R/etc/lanveil/network" "$R/etc/lanveil/daemon"
+	chown 0:0 "$R/etc/lanveil/dnsmasq" "$R/etc/lanveil/network"
+	busybox ash -c ". '$R/usr/share/lanveil/lanveil.sh'; lanveil_state_dir lanveil" && echo -n "ok " || echo -n "refused "
+	stat -c '%u%u' "$R/etc/lanveil/dnsmasq" "$R/etc/lanveil/network" | tr -d '\n'
+}
+check state-dir-refuses-dnsmasq [ "$(state_dir /etc/lanveil/dnsmasq/state)" = "refused 0000" ]
+check state-dir-refuses-network [ "$(state_dir /etc/lanveil/network/state)" = "refused 0000" ]
+check state-dir-refuses-dotdot [ "$(state_dir /etc/lanveil/daemon/../dnsmasq/state)" = "refused 0000" ]
+ln -sfn ../dnsmasq "$R/etc/lanveil/daemon/sub"
+check state-dir-refuses-symlink [ "$(state_dir /etc/lanveil/daemon/sub/state)" = "refused 0000" ]
+rm -f "$R/etc/lanveil/daemon/sub"
+check state-dir-daemon-ok [ "$(state_dir /etc/lanveil/daemon/state) $(stat -c '%u %a' "$R/etc/lanveil/daemon")" = "ok 0000 5453 700" ]
+uci_ set lanveil.main.state_file=/etc/lanveil/daemon/state
+uci_ commit lanveil
 
 # --- the daemon's liveness (doubles: procd's pidfile, the control socket) ---------------
 guard_check() { busybox ash -c ". '$R/usr/share/lanveil/lanveil.sh'; lanveil_guard_check"; }

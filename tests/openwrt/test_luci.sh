@@ -56,7 +56,12 @@ check acl-read-write-separate python3 -c "
 import json, sys
 a = json.load(open('$APP/root/usr/share/rpcd/acl.d/luci-app-lanveil.json'))['luci-app-lanveil']
 r, w = a['read']['ubus']['luci.lanveil'], a['write']['ubus']['luci.lanveil']
-sys.exit(0 if set(r) == {'status', 'presets', 'signals'} and set(w) == {'check', 'probe'} else 1)"
+sys.exit(0 if set(r) == {'status', 'presets', 'signals'} and set(w) == {'check', 'probe', 'service'} else 1)"
+# The app's own service method, not luci's setInitAction (every init script).
+check acl-writes-only-luci.lanveil python3 -c "
+import json, sys
+a = json.load(open('$APP/root/usr/share/rpcd/acl.d/luci-app-lanveil.json'))['luci-app-lanveil']
+sys.exit(0 if set(a['write']['ubus']) == {'luci.lanveil'} and set(a['read']['ubus']) == {'luci.lanveil'} else 1)"
 
 # --- packages ----------------------------------------------------------------------
 LUCI_IPK="$(python3 "$HERE/luci/build_ipk.py" "$T")"
@@ -96,6 +101,14 @@ check rpcd-viewer-login r sh -c "
 	uci set rpcd.viewer=login && uci set rpcd.viewer.username=viewer &&
 	uci set rpcd.viewer.password='$viewer_hash' &&
 	uci add_list rpcd.viewer.read=luci-app-lanveil && uci add_list rpcd.viewer.read=unauthenticated &&
+	uci commit rpcd && /etc/init.d/rpcd restart"
+# An operator: the app's read and write ACLs, nothing else.
+operator_hash="$(openssl passwd -1 -salt operator operator-pass)"
+check rpcd-operator-login r sh -c "
+	uci set rpcd.operator=login && uci set rpcd.operator.username=operator &&
+	uci set rpcd.operator.password='$operator_hash' &&
+	uci add_list rpcd.operator.read=luci-app-lanveil && uci add_list rpcd.operator.read=unauthenticated &&
+	uci add_list rpcd.operator.write=luci-app-lanveil &&
 	uci commit rpcd && /etc/init.d/rpcd restart"
 ok=0
 for _ in $(seq 1 50); do r ubus -t 1 list luci.lanveil >/dev/null 2>&1 && { ok=1; break; }; sleep 0.2; done
@@ -189,11 +202,48 @@ ubus_call "$vsid" luci.lanveil check '{}' >"$T/viewer-check.json"
 check viewer-cannot-check grep -q '"code":-32002' "$T/viewer-check.json"
 ubus_call "$vsid" luci.lanveil probe '{"url":"tls://203.0.113.53:853#dot.test"}' >"$T/viewer-probe.json"
 check viewer-cannot-probe grep -q '"code":-32002' "$T/viewer-probe.json"
-ubus_call "$vsid" luci setInitAction '{"name":"lanveil","action":"stop"}' >"$T/viewer-stop.json"
+ubus_call "$vsid" luci.lanveil service '{"action":"stop"}' >"$T/viewer-stop.json"
 check viewer-cannot-stop grep -q '"code":-32002' "$T/viewer-stop.json"
 ubus_call "$vsid" uci set '{"config":"lanveil","section":"rig","values":{"url":"tls://192.0.2.9:853#x.test"}}' >"$T/viewer-set.json"
 check viewer-cannot-set-uci grep -q '"code":-32002' "$T/viewer-set.json"
 check viewer-left-config-alone r grep -q 'dot.test' /etc/config/lanveil
+
+# --- the operator (the app's write ACL) ---------------------------------------------------
+ubus_call "$NULLSID" session login "{\"username\":\"operator\",\"password\":\"operator-pass\"}" >"$T/operator-login.json"
+osid="$(sed -n 's/.*"ubus_rpc_session":"\([0-9a-f]*\)".*/\1/p' "$T/operator-login.json")"
+check operator-login [ -n "$osid" ]
+# Any other init script stays out of reach (luci's setInitAction is not granted).
+ubus_call "$osid" luci setInitAction '{"name":"lanveil-rig-none","action":"stop"}' >"$T/operator-initaction.json"
+check operator-no-setInitAction grep -q '"code":-32002' "$T/operator-initaction.json"
+ubus_call "$osid" luci.lanveil service '{"action":"enable"}' >"$T/operator-service-bad.json"
+check operator-service-only-start-stop-restart grep -q '"result":false' "$T/operator-service-bad.json"
+# check's scratch files are root's, never under /tmp: a link planted at the old place
+# (/tmp/lanveil-luci, into a directory another user owns) is not followed, nothing is
+# created or removed there, and the check still works.
+r sh -c 'rm -rf /tmp/lanveil-luci /tmp/attacker && mkdir /tmp/attacker && chown 65534 /tmp/attacker &&
+	ln -s /tmp/attacker /tmp/lanveil-luci && touch -d "2020-01-01 00:00:00" /tmp/attacker'
+ubus_call "$osid" luci.lanveil check '{}' >"$T/operator-check.json"
+check operator-check-ok grep -q '"ok":true' "$T/operator-check.json"
+check check-not-in-tmp r sh -c '[ -z "$(ls -A /tmp/attacker)" ] && [ "$(date -r /tmp/attacker +%Y)" = 2020 ]'
+check check-work-dir-private r sh -c '[ "$(stat -c "%u %a %F" /var/run/lanveil-luci)" = "0 700 directory" ] && [ -z "$(ls -A /var/run/lanveil-luci)" ]'
+r sh -c 'rm -rf /tmp/lanveil-luci /tmp/attacker'
+# Status's "dnsmasq forwards to lanveil": not while another unconditional server is there
+# (dnsmasq would race it against lanveil, in plaintext) or noresolv is off; listeners as
+# the init script maps them (0.0.0.0 -> 127.0.0.1), the daemon's default when unset
+# (127.0.0.1:5353). Files changed with the uci CLI only (no reload: nothing rewires them).
+dnsmasq_flag() { ubus_call "$osid" luci.lanveil status '{}' | grep -o '"dnsmasq":[a-z]*'; }
+r sh -c 'cp /etc/config/dhcp /tmp/dhcp.luci-test && cp /etc/config/lanveil /tmp/lanveil.luci-test'
+check status-dnsmasq-wired-before [ "$(dnsmasq_flag)" = '"dnsmasq":true' ]
+r sh -c 'uci add_list dhcp.@dnsmasq[0].server=9.9.9.9 && uci commit dhcp'
+check status-dnsmasq-other-server-not-wired [ "$(dnsmasq_flag)" = '"dnsmasq":false' ]
+r sh -c 'cp /tmp/dhcp.luci-test /etc/config/dhcp && uci set dhcp.@dnsmasq[0].noresolv=0 && uci commit dhcp'
+check status-dnsmasq-resolv-not-wired [ "$(dnsmasq_flag)" = '"dnsmasq":false' ]
+r sh -c 'cp /tmp/dhcp.luci-test /etc/config/dhcp && uci delete lanveil.main.listen && uci add_list lanveil.main.listen=0.0.0.0:5453 && uci commit lanveil'
+check status-dnsmasq-any-address-maps-to-loopback [ "$(dnsmasq_flag)" = '"dnsmasq":true' ]
+r sh -c 'uci delete lanveil.main.listen && uci commit lanveil'
+check status-dnsmasq-default-listen-5353 [ "$(dnsmasq_flag)" = '"dnsmasq":false' ]
+r sh -c 'cp /tmp/dhcp.luci-test /etc/config/dhcp && cp /tmp/lanveil.luci-test /etc/config/lanveil'
+check status-dnsmasq-wired-after [ "$(dnsmasq_flag)" = '"dnsmasq":true' ]
 
 # --- the browser --------------------------------------------------------------------
 # Chromium runs inside the LAN client's namespace and reaches uhttpd at 192.168.1.1:80

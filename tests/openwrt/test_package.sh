@@ -50,7 +50,12 @@ grep -v '^#' "$PKG/layout.txt" | awk 'NF { print $1, $2, $3 }' | sort >"$T/layou
 check mk-install-matches-layout diff -u "$T/layout" "$T/mk-layout"
 check layout-sources-exist sh -c "cd '$PKG' && for f in \$(awk '!/^#/ && NF && \$1 != \"@binary\" { print \$1 }' layout.txt); do [ -f \"\$f\" ] || { echo missing \$f; exit 1; }; done"
 awk '/^define Package\/lanveil\/conffiles/{f=1;next} /^endef/{f=0} f' "$MK" | sort >"$T/mk-conffiles"
-check keep-d-lists-conffiles diff -u "$T/mk-conffiles" <(sort "$PKG/files/lanveil.keep")
+# Conffiles are files the package installs (opkg copies each one without recursing before
+# an upgrade: a directory aborts it); the runtime state in /etc/lanveil/ is kept over
+# sysupgrade by keep.d, which lists the conffiles too.
+check mk-conffiles-no-directory sh -c "! grep -q '/\$' '$T/mk-conffiles'"
+check mk-conffiles-are-installed-conffiles diff -u <(awk '$4 == "conffile" { print $2 }' "$PKG/layout.txt" | sort) "$T/mk-conffiles"
+check keep-d-lists-conffiles-and-state diff -u <(sort "$T/mk-conffiles" - <<<"/etc/lanveil/") <(sort "$PKG/files/lanveil.keep")
 check layout-conffile-is-config [ "$(awk '$4 == "conffile" { print $2 }' "$PKG/layout.txt")" = /etc/config/lanveil ]
 check test-sh-executable [ -x "$PKG/test.sh" ]
 for s in postinst prerm; do

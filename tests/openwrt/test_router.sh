@@ -416,6 +416,40 @@ else
 	check reload-config-back r sh -c 'uci set lanveil.rig.url="tls://203.0.113.53:853#dot.test" && uci commit lanveil && reload_config'
 	check status-shows-unbound-again wait_status_has 'tls://203.0.113.53:853#dot.test'
 	init_idle
+	# The owner adds a DNS forwarding (the ISP's plain resolver) and turns noresolv off, as
+	# LuCI's DHCP/DNS page does: uci commit dhcp + reload_config. procd's config.change for
+	# dhcp reloads dnsmasq and runs lanveil's dhcp trigger, which wires dnsmasq again: it
+	# forwards only to lanveil, and no query reaches the ISP resolver in plaintext.
+	isp_before_dhcp="$(grep -c 'query\[' "$RUN/isp-resolver.log")"
+	check dhcp-change-owner-server r sh -c 'uci add_list dhcp.@dnsmasq[0].server=198.51.100.53 &&
+		uci set dhcp.@dnsmasq[0].noresolv=0 && uci commit dhcp && reload_config'
+	# procd runs the triggers 1 s after the event, one at a time (dnsmasq's reload, lanveil's
+	# rewire): wait for lanveil's commit, then for the dnsmasq that rewire restarted.
+	check dhcp-change-uci-rewired r sh -c '
+		for i in $(seq 1 75); do
+			[ "$(uci -q get dhcp.@dnsmasq[0].noresolv)" = 1 ] && ! uci -q get dhcp.@dnsmasq[0].server | grep -q 198.51.100.53 && exit 0
+			sleep 0.2
+		done
+		uci show dhcp | grep "dnsmasq\[0\]\.\(server\|noresolv\)"; exit 1'
+	check dhcp-change-rewire-logged r sh -c 'logread | tail -n 20 | grep -q "lanveil: dnsmasq now forwards to lanveil"'
+	check dhcp-change-dnsmasq-rewired r sh -c '
+		for i in $(seq 1 50); do
+			if ! grep -q "^server=198.51.100.53" /var/etc/dnsmasq.conf.* && grep -q "^no-resolv" /var/etc/dnsmasq.conf.* &&
+				grep -q "^server=127.0.0.1#5453" /var/etc/dnsmasq.conf.*; then exit 0; fi
+			sleep 0.2
+		done
+		grep "^server\|resolv" /var/etc/dnsmasq.conf.*; exit 1'
+	init_idle
+	check dhcp-change-resolves-via-lanveil answers 1.2.3.77 "$(fresh)" @192.168.1.1
+	check dhcp-change-resolves-via-lanveil-again answers 1.2.3.77 "$(fresh)" @192.168.1.1
+	check dhcp-change-no-plaintext sh -c "[ \"\$(grep -c 'query\[' '$RUN/isp-resolver.log')\" = '$isp_before_dhcp' ]"
+	# stop puts the owner's forwarding back (it was the owner's edit); then the dhcp from
+	# before the install again, so scenario 8 can compare byte for byte.
+	check dhcp-change-stop r /etc/init.d/lanveil stop
+	check dhcp-change-stop-keeps-owner-server r sh -c 'uci -q get dhcp.@dnsmasq[0].server | grep -q 198.51.100.53'
+	r sh -c 'cat >/etc/config/dhcp' <"$T/dhcp.before-install"
+	check dhcp-change-start-again r /etc/init.d/lanveil start
+	init_idle
 
 	# --- scenario 3: force-DNS. The LAN client asks the ISP resolver directly
 	# (UDP and TCP, IPv4 and IPv6: the client has fd00:1::50 with the router as
@@ -711,17 +745,45 @@ sys.stdout.buffer.write(blob + struct.pack("<I", zlib.crc32(blob)))' "$floor" >"
 		fail reboot-up "$(tail -n 20 "$T/reboot.log")"
 	fi
 
-	# --- scenario 10: upgrade. sysupgrade's file list, as OpenWrt's
-	# package/base-files/files/sbin/sysupgrade (openwrt/openwrt 02190068) builds it
-	# in add_uci_conffiles: every file or link found under the lines of
-	# /etc/sysupgrade.conf and /lib/upgrade/keep.d/*, plus opkg
-	# list-changed-conffiles; do_save_conffiles tars that list. Run here with the
-	# router's busybox find/sed/tar and its opkg.
+	# --- scenario 10: upgrade. sysupgrade's backup, as OpenWrt's
+	# package/base-files/files/sbin/sysupgrade (openwrt/openwrt 02190068) makes it:
+	# `include /lib/upgrade` (every /lib/upgrade/*.sh, lanveil's hook among them), then
+	# do_save_conffiles: `run_hooks "$CONFFILES" $sysupgrade_init_conffiles` (run_hooks from
+	# lib/upgrade/common.sh), the first hook being add_uci_conffiles (every file or link
+	# found under the lines of /etc/sysupgrade.conf and /lib/upgrade/keep.d/*, plus opkg
+	# list-changed-conffiles), and tar of that list. Run here with the router's busybox
+	# find/sed/tar and its opkg (the rig has no /sbin/sysupgrade). On a real image
+	# /etc/config/dhcp is dnsmasq's conffile, changed (lanveil's wiring), so
+	# list-changed-conffiles names it; the rig installs dnsmasq without opkg: added here.
 	check sysupgrade-backup r sh -c '
-		( find $(sed -ne "/^[[:space:]]*$/d; /^#/d; p" /etc/sysupgrade.conf /lib/upgrade/keep.d/* 2>/dev/null) \
-			-type f -o -type l 2>/dev/null; opkg list-changed-conffiles ) | sort -u >/tmp/sysupgrade.conffiles
-		tar czf /tmp/sysupgrade.tgz -T /tmp/sysupgrade.conffiles'
+		. /lib/functions.sh
+		CONFFILES=/tmp/sysupgrade.conffiles
+		add_uci_conffiles() {
+			local file="$1"
+			( find $(sed -ne "/^[[:space:]]*$/d; /^#/d; p" /etc/sysupgrade.conf /lib/upgrade/keep.d/* 2>/dev/null) \
+				-type f -o -type l 2>/dev/null; opkg list-changed-conffiles; echo /etc/config/dhcp ) | sort -u >"$file"
+			return 0
+		}
+		run_hooks() {
+			local arg="$1"; shift
+			for func in "$@"; do eval "$func $arg"; done
+		}
+		sysupgrade_init_conffiles="add_uci_conffiles"
+		include /lib/upgrade
+		run_hooks "$CONFFILES" $sysupgrade_init_conffiles
+		tar czf /tmp/sysupgrade.tgz -T "$CONFFILES"'
 	r cat /tmp/sysupgrade.conffiles >"$T/sysupgrade.list"
+	r cat /tmp/sysupgrade.tgz >"$T/sysupgrade.tgz"
+	check sysupgrade-keeps-owner-dhcp grep -qx /etc/lanveil/sysupgrade/dhcp.owner "$T/sysupgrade.list"
+	check sysupgrade-owner-dhcp-is-original sh -c "'$ROUTER' exec router -- cat /etc/lanveil/sysupgrade/dhcp.owner | cmp - '$T/dhcp.before-install'"
+	check sysupgrade-keeps-uci-defaults grep -qx /etc/uci-defaults/99-lanveil-sysupgrade "$T/sysupgrade.list"
+	check sysupgrade-live-still-wired r sh -c 'grep -q "^server=127.0.0.1#5453" /var/etc/dnsmasq.conf.* && uci -q get dhcp.@dnsmasq[0].server | grep -q 127.0.0.1#5453'
+	# The new image has lanveil (enabled): its first boot's uci-defaults leave the wiring
+	# (lanveil wires again when it starts). Run here as /etc/init.d/boot runs them.
+	r cat /etc/config/dhcp >"$T/dhcp.at-backup"
+	check sysupgrade-defaults-with-lanveil r sh -c 'cd /etc/uci-defaults && ( . ./99-lanveil-sysupgrade ) && rm -f 99-lanveil-sysupgrade'
+	check sysupgrade-defaults-with-lanveil-keeps-wiring sh -c "'$ROUTER' exec router -- cat /etc/config/dhcp | cmp - '$T/dhcp.at-backup' &&
+		'$ROUTER' exec router -- test -f /etc/lanveil/dnsmasq/dhcp.orig && ! '$ROUTER' exec router -- test -e /etc/lanveil/sysupgrade"
 	check sysupgrade-keeps-config grep -qx /etc/config/lanveil "$T/sysupgrade.list"
 	check sysupgrade-keeps-clock-state grep -qx /etc/lanveil/daemon/state "$T/sysupgrade.list"
 	check sysupgrade-keeps-dnsmasq-state grep -qx /etc/lanveil/dnsmasq/dhcp.orig "$T/sysupgrade.list"
@@ -774,6 +836,35 @@ sys.stdout.buffer.write(blob + struct.pack("<I", zlib.crc32(blob)))' "$floor" >"
 	check opkg-remove-no-nft r sh -c '! nft list table inet lanveil 2>/dev/null && ! nft list table inet lanveil_down 2>/dev/null'
 	check opkg-remove-dhcp-as-before sh -c "'$ROUTER' exec router -- cat /etc/config/dhcp | cmp - '$T/dhcp.before-install'"
 	check opkg-remove-no-process r sh -c '! pgrep -f "[/]usr/sbin/lanveil|[l]anveil-guard"'
+	# --- scenario 10b: sysupgrade to an image without lanveil. This router, lanveil
+	# removed, is that image; the backup from scenario 10 is unpacked into its flash (as
+	# preinit does: tar -C / -xzf) and it boots (uci-defaults, then dnsmasq): the LAN
+	# must have working DNS (the ISP's resolver again, 1.2.3.4), not a dnsmasq that
+	# forwards only to the absent lanveil.
+	"$ROUTER" down >/dev/null 2>&1
+	tar -C "$RUN/rootfs" -xzf "$T/sysupgrade.tgz"
+	if "$ROUTER" up --no-lanveil >"$T/sysupgrade-boot.log" 2>&1; then
+		record_ns_add
+		check sysupgrade-no-lanveil-boots r sh -c '[ ! -e /usr/sbin/lanveil ] && [ ! -e /etc/uci-defaults/99-lanveil-sysupgrade ]'
+		check sysupgrade-no-lanveil-dhcp-is-owners sh -c "'$ROUTER' exec router -- cat /etc/config/dhcp | cmp - '$T/dhcp.before-install'"
+		check sysupgrade-no-lanveil-dnsmasq-unwired r sh -c '
+			for i in $(seq 1 50); do
+				ls /var/etc/dnsmasq.conf.* >/dev/null 2>&1 && ! grep -q "^server=127.0.0.1#5453" /var/etc/dnsmasq.conf.* && exit 0
+				sleep 0.2
+			done; exit 1'
+		# Asked at the router's LAN address (the rebooted LAN client has no lease yet), as
+		# scenario 7 does.
+		ans=""
+		for _ in $(seq 1 30); do
+			ans="$(nsenter -t "$(cat "$RUN/router.pid")" -n \
+				dig +short +time=2 +tries=1 @192.168.1.1 "probe-upgrade-$RANDOM.example" A 2>/dev/null)"
+			[ "$ans" = 1.2.3.4 ] && break
+			sleep 0.5
+		done
+		check sysupgrade-no-lanveil-lan-dns-works [ "$ans" = 1.2.3.4 ]
+	else
+		fail sysupgrade-no-lanveil-boot "$(tail -n 20 "$T/sysupgrade-boot.log")"
+	fi
 	# --- scenario 1, image case: the package pre-installed offline in a fresh
 	# flash comes up on first boot through uci-defaults, with no manual step.
 	"$ROUTER" down >/dev/null 2>&1

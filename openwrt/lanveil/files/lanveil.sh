@@ -91,11 +91,15 @@ lanveil_in() { # ITEM LIST (newline separated)
 	return 1
 }
 
+# The daemon's listener when 'listen' is unset (firmware/config/src/keys.rs).
+LANVEIL_DEFAULT_LISTEN=127.0.0.1:5353
+
 # dnsmasq 'server' targets for lanveil's listeners: 127.0.0.1:5453 -> 127.0.0.1#5453,
 # 0.0.0.0 -> 127.0.0.1, [::] -> ::1, [2001:db8::1]:5453 -> 2001:db8::1#5453.
 lanveil_dnsmasq_targets() {
-	local l addr port
-	for l in $(lanveil_uci get lanveil.@lanveil[0].listen); do
+	local l addr port listen
+	listen="$(lanveil_uci get lanveil.@lanveil[0].listen)" || listen=""
+	for l in ${listen:-$LANVEIL_DEFAULT_LISTEN}; do
 		port="${l##*:}"
 		addr="${l%:*}"
 		addr="${addr#[}"
@@ -281,6 +285,24 @@ lanveil_dnsmasq_wire_locked() {
 	return 0
 }
 
+# /etc/config/dhcp changed while lanveil runs (procd's config.change trigger for dhcp:
+# LuCI's apply, reload_config): the owner may have added an unconditional upstream or
+# turned noresolv off, which dnsmasq (reloaded by the same event) would use in plaintext.
+# Wires again, only while lanveil's wiring is in place (checked under the lock, so a stop
+# running at the same time wins). lanveil's own commits go through the uci CLI, which
+# sends no config.change: no loop (a later reload_config reports the file once, and
+# wiring again is then a no-op).
+lanveil_dnsmasq_rewire() {
+	local rc=0
+	lanveil_lock
+	if lanveil_wired && lanveil_bool dnsmasq 1; then
+		lanveil_dnsmasq_wire_locked
+		rc=$?
+	fi
+	lanveil_unlock
+	return "$rc"
+}
+
 # Puts back what lanveil_dnsmasq_wire changed. Idempotent; a no-op when nothing
 # was saved.
 lanveil_dnsmasq_restore() {
@@ -361,42 +383,58 @@ lanveil_purge() {
 	lanveil_unlock
 	lanveil_forget_state
 	rm -rf "$LANVEIL_ETC"
+	rm -f "${IPKG_INSTROOT:-}/etc/uci-defaults/99-lanveil-sysupgrade"
 }
 
-# Creates the directory of the daemon's state_file (under /etc/lanveil/ only),
-# owned by USER, so the unprivileged daemon can replace the file atomically.
+# Creates DIR (at or below BASE, both root paths already checked for '..') and hands it to
+# USER (0700). No symlink is followed between BASE and DIR: chown would follow one and give
+# the daemon's user whatever it points to.
+lanveil_user_dir() { # USER DIR BASE
+	local ids root="${IPKG_INSTROOT:-}" p
+	ids="$(awk -F: -v u="$1" '$1 == u { print $3 ":" $4 }' "$root/etc/passwd")"
+	[ -n "$ids" ] || return 1
+	mkdir -p "$root$2" || return 1
+	p="$2"
+	while :; do
+		[ -L "$root$p" ] && return 1
+		[ "$p" = "$3" ] && break
+		p="${p%/*}"
+		[ -n "$p" ] || return 1
+	done
+	chown "$ids" "$root$2" && chmod 0700 "$root$2"
+}
+
+# Creates the directory of the daemon's state_file, owned by USER, so the unprivileged
+# daemon can replace the file atomically. Only /etc/lanveil/daemon/ (or below) is handed
+# over: /etc/lanveil/dnsmasq/ and /etc/lanveil/network/ hold root's saved settings, which
+# stop and opkg remove copy back into /etc/config, so the daemon's user must never be able
+# to write there (nor anywhere a '..' leads).
 lanveil_state_dir() { # USER
-	local f dir ids
+	local f
 	f="$(lanveil_uci get lanveil.@lanveil[0].state_file)" || return 0
 	case "$f" in
-		/etc/lanveil/*/*) ;;
+		*/../* | */./* | */.. | */. | *//*) return 1 ;;
+		/etc/lanveil/daemon/*) ;;
+		/etc/lanveil/*) return 1 ;;
 		*) return 0 ;;
 	esac
-	dir="${IPKG_INSTROOT:-}${f%/*}"
-	ids="$(awk -F: -v u="$1" '$1 == u { print $3 ":" $4 }' "${IPKG_INSTROOT:-}/etc/passwd")"
-	[ -n "$ids" ] || return 1
-	mkdir -p "$dir" && chown "$ids" "$dir" && chmod 0700 "$dir"
+	lanveil_user_dir "$1" "${f%/*}" /etc/lanveil/daemon
 }
 
-# The control socket's directory (under /var/run, tmpfs) owned by the daemon's user, so it can
-# create the socket after procd started it unprivileged.
 # The control socket's directory, owned by the daemon's user so it can bind the
 # socket. Only /var/run/lanveil/daemon/ (or below) is handed over: /var/run/lanveil
 # itself holds root's state (uci save dir, nft file, lock), which the daemon's
 # user must not be able to replace.
 lanveil_control_dir() { # USER
-	local f dir ids
+	local f
 	f="$(lanveil_uci get lanveil.@lanveil[0].control_socket)" || return 0
 	case "$f" in
-		*/../* | */./*) return 1 ;;
+		*/../* | */./* | */.. | */. | *//*) return 1 ;;
 		/var/run/lanveil/daemon/*) ;;
 		/var/run/lanveil/*) return 1 ;;
 		*) return 0 ;;
 	esac
-	dir="${IPKG_INSTROOT:-}${f%/*}"
-	ids="$(awk -F: -v u="$1" '$1 == u { print $3 ":" $4 }' "${IPKG_INSTROOT:-}/etc/passwd")"
-	[ -n "$ids" ] || return 1
-	mkdir -p "$dir" && chown "$ids" "$dir" && chmod 0700 "$dir"
+	lanveil_user_dir "$1" "${f%/*}" /var/run/lanveil/daemon
 }
 
 # Firewall zone sections named in force_dns_zone.
@@ -1148,5 +1186,81 @@ lanveil_wan_hook() { # ACTION
 	if [ -f "$LANVEIL_STATE/dhcp.orig" ] && lanveil_bool dnsmasq 1; then
 		lanveil_dnsmasq_wire
 	fi
+	return 0
+}
+
+# --- sysupgrade (/lib/upgrade/lanveil.sh) ----------------------------------------------
+#
+# sysupgrade keeps /etc/config/dhcp as it is, i.e. wired to lanveil, and kills every
+# process without running init stop. An image without lanveil would boot with dnsmasq
+# forwarding only to a port nobody listens on: no DNS for the LAN. So the backup also
+# gets, in /etc/lanveil/sysupgrade/, the owner's dhcp (what stop would restore, computed
+# on a scratch copy; the live file is not touched) and the wired file as saved, plus
+# /etc/uci-defaults/99-lanveil-sysupgrade. On the first boot of the new image (uci-defaults
+# run before dnsmasq starts) that script puts the owner's dhcp back unless lanveil is
+# installed and enabled there (lanveil then wires again when it starts, as after a reboot).
+LANVEIL_UPGRADE="$LANVEIL_ETC/sysupgrade"
+LANVEIL_UPGRADE_DEFAULTS="${IPKG_INSTROOT:-}/etc/uci-defaults/99-lanveil-sysupgrade"
+
+# The owner's dhcp as lanveil_dnsmasq_restore would leave it, written to OUT: the restore
+# runs in a child shell on a scratch root (its own IPKG_INSTROOT: no init scripts there,
+# so no dnsmasq/odhcpd restart; nothing logged). The live files are only read (under the lock).
+lanveil_unwired_dhcp() { # OUT
+	local tmp rc lib="${IPKG_INSTROOT:-}/usr/share/lanveil/lanveil.sh"
+	tmp="$(mktemp -d "${TMPDIR:-/tmp}/lanveil-upgrade.XXXXXX")" || return 1
+	mkdir -p "$tmp/etc/config" "$tmp/etc/lanveil"
+	lanveil_lock
+	cp -p "$LANVEIL_CONFDIR/dhcp" "$tmp/etc/config/dhcp" && cp -pR "$LANVEIL_STATE" "$tmp/etc/lanveil/dnsmasq"
+	rc=$?
+	lanveil_unlock
+	if [ "$rc" = 0 ]; then
+		# shellcheck disable=SC2016  # expanded by the child shell
+		IPKG_INSTROOT="$tmp" UCI_CONFIG_DIR="$tmp/etc/config" sh -c \
+			'. "$1" && lanveil_log() { :; } && lanveil_dnsmasq_restore_locked' _ "$lib" &&
+			cp "$tmp/etc/config/dhcp" "$1"
+		rc=$?
+	fi
+	rm -rf "$tmp"
+	return "$rc"
+}
+
+# sysupgrade's hook: CONFFILES is its list of files to save (one path a line).
+lanveil_sysupgrade_conffiles() { # CONFFILES
+	local list="$1" u="${LANVEIL_UPGRADE#"${IPKG_INSTROOT:-}"}" d="${LANVEIL_UPGRADE_DEFAULTS#"${IPKG_INSTROOT:-}"}"
+	[ -f "$list" ] || return 0
+	# Drop what an earlier run left (sysupgrade -b, -l): listed, but maybe not made again.
+	rm -rf "$LANVEIL_UPGRADE" "$LANVEIL_UPGRADE_DEFAULTS"
+	grep -v -e "^$u/" -e "^$d\$" "$list" >"$list.lanveil"
+	mv "$list.lanveil" "$list"
+	lanveil_wired || return 0
+	if ! { mkdir -p "$LANVEIL_UPGRADE" "${LANVEIL_UPGRADE_DEFAULTS%/*}" &&
+		chmod 0700 "$LANVEIL_UPGRADE" &&
+		cp -p "$LANVEIL_CONFDIR/dhcp" "$LANVEIL_UPGRADE/dhcp.kept" &&
+		lanveil_unwired_dhcp "$LANVEIL_UPGRADE/dhcp.owner"; }; then
+		rm -rf "$LANVEIL_UPGRADE"
+		lanveil_log err "sysupgrade: could not save the owner's dnsmasq settings; an image without lanveil needs: cp /etc/lanveil/dnsmasq/dhcp.orig /etc/config/dhcp"
+		return 0
+	fi
+	cat >"$LANVEIL_UPGRADE_DEFAULTS" <<-'EOF'
+		# Written by lanveil's sysupgrade hook (/lib/upgrade/lanveil.sh) into the configuration
+		# backup. The kept /etc/config/dhcp points dnsmasq at lanveil only. If this image runs
+		# lanveil, it wires dnsmasq again when it starts; otherwise the owner's dnsmasq settings
+		# (as /etc/init.d/lanveil stop would have restored them) are put back.
+		if [ -f /etc/lanveil/sysupgrade/dhcp.owner ] && cmp -s /etc/config/dhcp /etc/lanveil/sysupgrade/dhcp.kept &&
+			! { [ -x /etc/init.d/lanveil ] && /etc/init.d/lanveil enabled; }; then
+			cp /etc/lanveil/sysupgrade/dhcp.owner /etc/config/dhcp
+			rm -rf /etc/lanveil/dnsmasq
+			logger -t lanveil "lanveil is not in this image: dnsmasq settings from before lanveil restored" 2>/dev/null
+		fi
+		rm -rf /etc/lanveil/sysupgrade
+		rmdir /etc/lanveil 2>/dev/null
+		exit 0
+	EOF
+	{
+		echo "$u/dhcp.kept"
+		echo "$u/dhcp.owner"
+		echo "$d"
+	} >>"$list"
+	sort -u "$list" >"$list.lanveil" && mv "$list.lanveil" "$list"
 	return 0
 }

@@ -103,6 +103,27 @@ procd_add_reload_trigger() {
 	done
 }
 
+procd_add_config_trigger() { # EVENT PACKAGE SCRIPT ARGS...
+	local event="$1" pkg="$2" a
+	shift 2
+	json_add_array ""
+	json_add_string "" "$event"
+	json_add_array ""
+	json_add_string "" if
+	json_add_array ""
+	json_add_string "" eq
+	json_add_string "" package
+	json_add_string "" "$pkg"
+	json_close_array
+	json_add_array ""
+	json_add_string "" run_script
+	for a in "$@"; do json_add_string "" "$a"; done
+	json_close_array
+	json_close_array
+	json_add_int "" 1000
+	json_close_array
+}
+
 procd_add_interface_trigger() { # EVENT IFACE SCRIPT ARGS...
 	local event="$1" iface="$2" a
 	shift 2

@@ -219,6 +219,13 @@ def run(d):
     set_url(d, "not a url")
     inp = d.find_element(By.ID, "widget.cbid.lanveil.rig.url")
     report("settings-inline-validation", "cbi-input-invalid" in (inp.get_attribute("class") or ""), inp.get_attribute("class"))
+    # Every scheme the daemon reads passes the form's own check (the daemon's checker has the
+    # last word at Save & Apply): DoQ, a name with '_', a scoped IPv6 address, https without a path.
+    for name, url in [("quic", "quic://203.0.113.53:853#dot.test"), ("underscore", "https://dns_1.example"),
+                      ("scoped-ipv6", "tls://[fe80::53%eth0]:853#dot.test"), ("https-no-path", "https://203.0.113.53#dot.test")]:
+        set_url(d, url)
+        inp = d.find_element(By.ID, "widget.cbid.lanveil.rig.url")
+        report("settings-accepts-" + name, "cbi-input-invalid" not in (inp.get_attribute("class") or ""), url)
     before_sha, before_reloads = config_sha(), reload_count()
     set_url(d, "tls://203.0.113.54:853#dot2.test")
     shot(d, "04-settings")

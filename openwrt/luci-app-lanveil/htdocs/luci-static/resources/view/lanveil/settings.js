@@ -17,8 +17,11 @@ var callProbe = rpc.declare({
 	object: 'luci.lanveil', method: 'probe', params: [ 'url', 'ca_file', 'pins' ], expect: { '': {} }
 });
 
-// The forms the daemon accepts (its checker has the last word at Save & Apply).
-var URL_RE = /^(tls:\/\/(\d{1,3}(\.\d{1,3}){3}|\[[0-9a-fA-F:.]+\])(:\d{1,5})?#[A-Za-z0-9.-]+|https:\/\/(\d{1,3}(\.\d{1,3}){3}|\[[0-9a-fA-F:.]+\])(:\d{1,5})?\/\S*#[A-Za-z0-9.-]+|https:\/\/[A-Za-z0-9.-]+(:\d{1,5})?\/\S*)$/;
+// Only the scheme is checked here, as the daemon reads it (UpstreamUrl::from_str in
+// firmware/config/src/upstream.rs): tls://, quic:// or https://, no spaces. The rest
+// (addresses, ports, names, paths) is the daemon's own checker's at Save & Apply, which
+// shows its message in the form; a stricter copy here could only reject valid URLs.
+var URL_RE = /^(tls|quic|https):\/\/\S+$/;
 
 return view.extend({
 	load: function() {
@@ -32,7 +35,7 @@ return view.extend({
 			_('Changes are checked with the daemon\'s own validator before they are applied.'));
 
 		s = m.section(form.TypedSection, 'upstream', _('Upstream resolvers'),
-			_('Choose a preset or enter a URL: tls://IP[:PORT]#NAME, https://IP[:PORT]/PATH#NAME or https://NAME[:PORT]/PATH (with bootstrap addresses).'));
+			_('Choose a preset or enter a URL: tls://IP[:PORT]#NAME, quic://IP[:PORT]#NAME, https://IP[:PORT][/PATH]#NAME or https://NAME[:PORT][/PATH] (with bootstrap addresses).'));
 		s.addremove = true;
 		s.anonymous = false;
 
@@ -60,7 +63,7 @@ return view.extend({
 		o.validate = function(section_id, value) {
 			if (!value)
 				return _('An upstream needs a URL');
-			return URL_RE.test(value) ? true : _('Not a URL lanveil accepts: tls://IP[:PORT]#NAME, https://IP[:PORT]/PATH#NAME or https://NAME[:PORT]/PATH');
+			return URL_RE.test(value) ? true : _('Not a URL lanveil accepts: tls://IP[:PORT]#NAME, quic://IP[:PORT]#NAME, https://IP[:PORT][/PATH]#NAME or https://NAME[:PORT][/PATH]');
 		};
 
 		o = s.option(form.DynamicList, 'pin', _('SPKI pins'), _('sha256/BASE64 of the server\'s public key; any one must match.'));

@@ -14,8 +14,10 @@ function T(s) {
 
 var callStatus = rpc.declare({ object: 'luci.lanveil', method: 'status', expect: { '': {} } });
 var callSignals = rpc.declare({ object: 'luci.lanveil', method: 'signals', expect: { '': {} } });
-var callInitAction = rpc.declare({
-	object: 'luci', method: 'setInitAction', params: [ 'name', 'action' ], expect: { result: false }
+// Start/stop/restart of lanveil's init script only (not luci's setInitAction, which
+// the ACL would have to grant for every init script).
+var callService = rpc.declare({
+	object: 'luci.lanveil', method: 'service', params: [ 'action' ], expect: { result: false }
 });
 
 // RFC 8914 Extended DNS Error codes lanveil answers with.
@@ -44,7 +46,7 @@ return view.extend({
 	handleAction: function(action, ev) {
 		var out = document.getElementById('lanveil-action-result');
 		dom.content(out, [ T(_('Running %s …').format(action)) ]);
-		return callInitAction('lanveil', action).then(function(ok) {
+		return callService(action).then(function(ok) {
 			dom.content(out, [ T(ok ? _('%s: done').format(action) : _('%s: failed').format(action)) ]);
 			return callStatus().then(L.bind(this.update, this));
 		}.bind(this), function(err) {

@@ -7,7 +7,7 @@
 
 'use strict';
 
-import { popen, readfile, writefile, mkdir, unlink, rmdir, stat, lsdir } from 'fs';
+import { popen, readfile, writefile, mkdir, unlink, rmdir, stat, lstat, lsdir } from 'fs';
 import { cursor } from 'uci';
 import * as ubus from 'ubus';
 
@@ -15,7 +15,11 @@ const DAEMON = '/usr/sbin/lanveil';
 const CONF = '/etc/config/lanveil';
 const PRESETS = '/usr/share/lanveil/presets.json';
 const SOCKET = '/var/run/lanveil/daemon/control.sock';
-const WORK = '/tmp/lanveil-luci';
+// check's scratch files: in root's /var/run (not world-writable /tmp, where another
+// user could plant links), in a directory made fresh with a random name per call.
+const WORK = '/var/run/lanveil-luci';
+const INIT = '/etc/init.d/lanveil';
+const SERVICE_ACTIONS = [ 'start', 'stop', 'restart' ];
 const MAX_OUT = 65536;
 
 // run(argv, merge_stderr): { code, out }. Output is capped.
@@ -52,24 +56,53 @@ function service_running() {
 	return false;
 }
 
-// dnsmasq wired through lanveil: every dnsmasq section has noresolv and a
-// server= pointing at one of lanveil's listeners.
-function dnsmasq_wired() {
-	const c = cursor();
-	let listen = c.get('lanveil', 'main', 'listen') ?? [ '127.0.0.1:5453' ];
+// The daemon's listener when 'listen' is unset (firmware/config/src/keys.rs).
+const DEFAULT_LISTEN = '127.0.0.1:5353';
+
+// dnsmasq 'server' targets for lanveil's listeners, as the init script derives them
+// (lanveil_dnsmasq_targets): 127.0.0.1:5453 -> 127.0.0.1#5453, 0.0.0.0 -> 127.0.0.1,
+// [::] -> ::1, [2001:db8::1]:5453 -> 2001:db8::1#5453; port 53 (dnsmasq's) is skipped.
+function dnsmasq_targets(c) {
+	let listen = null;
+	c.foreach('lanveil', 'lanveil', s => {
+		listen = s.listen;
+		return false;
+	});
+	listen ??= [ DEFAULT_LISTEN ];
 	if (type(listen) != 'array')
 		listen = [ listen ];
-	const targets = map(listen, l => replace(replace(l, /^\[(.*)\]:/, '$1:'), /:([0-9]+)$/, '#$1'));
+	let targets = [];
+	for (let l in listen) {
+		const m = match(l, /^\[(.*)\]:([0-9]+)$/) ?? match(l, /^(.*):([0-9]+)$/);
+		if (!m || m[2] == '53')
+			continue;
+		let addr = m[1];
+		if (addr == '0.0.0.0')
+			addr = '127.0.0.1';
+		else if (addr == '::')
+			addr = '::1';
+		push(targets, `${addr}#${m[2]}`);
+	}
+	return targets;
+}
+
+// dnsmasq wired through lanveil: every dnsmasq section has noresolv, a server=
+// pointing at one of lanveil's listeners and no other unconditional server (one
+// without /DOMAIN/, which dnsmasq would race against lanveil, in plaintext).
+function dnsmasq_wired() {
+	const c = cursor();
+	const targets = dnsmasq_targets(c);
 	let any = false, all = true;
 	c.foreach('dhcp', 'dnsmasq', s => {
 		any = true;
 		let servers = s.server ?? [];
 		if (type(servers) != 'array')
 			servers = [ servers ];
-		const ok = s.noresolv == '1' && length(filter(servers, v => index(targets, v) >= 0)) > 0;
-		all = all && ok;
+		const ours = filter(servers, v => index(targets, v) >= 0);
+		const others = filter(servers, v => index(targets, v) < 0 && index(v, '/') < 0);
+		all = all && s.noresolv == '1' && length(ours) > 0 && length(others) == 0;
 	});
-	return any && all;
+	return length(targets) > 0 && any && all;
 }
 
 function capture_active() {
@@ -94,7 +127,39 @@ function valid_sid(s) {
 	return type(s) == 'string' && match(s, /^[0-9a-f]{32}$/) != null;
 }
 
-let seq = 0;
+// A directory only root can reach: WORK (root's, mode 0700, no link), and below it one
+// made fresh (mkdir fails on anything that exists) with a random name, holding conf/
+// and save/. null if any of that does not hold.
+function private_dir(path) {
+	const st = lstat(path);
+	return st?.type == 'directory' && st.uid == 0 && (st.mode & 0o077) == 0;
+}
+
+function work_dir() {
+	mkdir(WORK, 0o700);
+	if (!private_dir(WORK))
+		return null;
+	const rnd = readfile('/dev/urandom', 12);
+	if (length(rnd) != 12)
+		return null;
+	const dir = `${WORK}/check-${hexenc(rnd)}`;
+	if (!mkdir(dir, 0o700) || !private_dir(dir))
+		return null;
+	if (!mkdir(`${dir}/conf`, 0o700) || !mkdir(`${dir}/save`, 0o700)) {
+		remove_work_dir(dir);
+		return null;
+	}
+	return dir;
+}
+
+function remove_work_dir(dir) {
+	for (let sub in [ 'save', 'conf' ]) {
+		for (let f in lsdir(`${dir}/${sub}`) ?? [])
+			unlink(`${dir}/${sub}/${f}`);
+		rmdir(`${dir}/${sub}`);
+	}
+	rmdir(dir);
+}
 
 const methods = {
 	status: {
@@ -156,11 +221,9 @@ const methods = {
 		call: function(req) {
 			const sid = req.args?.ubus_rpc_session;
 			const savedir = valid_sid(sid) ? `/var/run/rpcd/uci-${sid}` : '/tmp/.uci';
-			mkdir(WORK, 0o700);
-			const dir = `${WORK}/check-${++seq}-${time()}`;
-			mkdir(dir, 0o700);
-			mkdir(`${dir}/conf`, 0o700);
-			mkdir(`${dir}/save`, 0o700);
+			const dir = work_dir();
+			if (!dir)
+				return { ok: false, message: `cannot make a private directory under ${WORK}` };
 			writefile(`${dir}/conf/lanveil`, readfile(CONF) ?? '');
 			const delta = readfile(`${savedir}/lanveil`);
 			if (delta)
@@ -169,15 +232,25 @@ const methods = {
 			c.load('lanveil');
 			c.commit('lanveil');
 			const r = run([ DAEMON, '--check-config', `${dir}/conf/lanveil` ], true);
-			for (let f in lsdir(`${dir}/save`) ?? [])
-				unlink(`${dir}/save/${f}`);
-			for (let f in lsdir(`${dir}/conf`) ?? [])
-				unlink(`${dir}/conf/${f}`);
-			rmdir(`${dir}/save`); rmdir(`${dir}/conf`); rmdir(dir);
+			remove_work_dir(dir);
 			// The checker names the file: show it as the router's config file.
 			let msg = replace(trim_lines(r.out), `${dir}/conf/lanveil`, CONF);
 			msg = replace(msg, /^lanveil: /, '');
 			return { ok: r.code == 0, message: msg };
+		}
+	},
+
+	// service: start, stop or restart lanveil's own init script (and only it: the ACL
+	// grants this method, not luci's setInitAction for every script). Its output is
+	// discarded, as setInitAction does; the result is the script's exit status.
+	service: {
+		args: { action: '' },
+		call: function(req) {
+			const action = req.args?.action;
+			if (type(action) != 'string' || index(SERVICE_ACTIONS, action) < 0)
+				return { result: false, error: 'action must be start, stop or restart' };
+			const r = run([ '/bin/sh', '-c', 'exec "$0" "$1" >/dev/null 2>&1', INIT, action ], false);
+			return { result: r.code == 0 };
 		}
 	},
 
