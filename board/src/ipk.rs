@@ -678,6 +678,11 @@ mod tests {
                 0o644,
                 read("files/lanveil.keep"),
             ),
+            file(
+                "./lib/upgrade/lanveil.sh",
+                0o644,
+                read("files/lanveil.upgrade"),
+            ),
             dir("./usr/"),
             dir("./usr/libexec/"),
             file(
