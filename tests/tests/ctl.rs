@@ -303,8 +303,9 @@ async fn config_check_rejects_each_kind_of_bad_input_with_the_daemons_message() 
             "bad.conf:2: lanveil[main].listen: must be IP:PORT",
         ),
         (
-            format!("config lanveil 'main'\n\toption log_level 'loud\n{up}"),
-            "bad.conf:2: syntax error: unterminated ' quote",
+            // A quote may span lines (as in libuci): unterminated only when the file ends inside it.
+            format!("{up}config lanveil 'main'\n\toption log_level 'loud\n"),
+            "bad.conf:4: syntax error: unterminated ' quote",
         ),
         (
             "config lanveil 'main'\n\tlist listen '127.0.0.1:53'\n".into(),
