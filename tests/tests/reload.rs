@@ -186,3 +186,43 @@ async fn a_reload_does_not_move_the_control_socket_and_shutdown_removes_the_boun
     assert!(!sock.exists(), "the bound control socket is left behind");
     assert!(other.exists(), "shutdown removed a path it never bound");
 }
+
+/// A reload that removes a listen address also ends the TCP connections made to it: they stop being
+/// read (their answers still go out) and close, so the address serves nobody any more. Before, the
+/// connections outlived their listener and kept forwarding whatever their clients sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_a_listen_address_ends_its_tcp_connections() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let pki = Pki::new();
+    let leaf = pki.leaf(&["dot.test"], &[LOCAL]);
+    let up = DotUpstream::start(UpstreamOpts::new(&leaf)).await;
+    let keep = SocketAddr::new(LOCAL, lanveil_tests::free_tcp_udp_port(LOCAL));
+    let gone = SocketAddr::new(LOCAL, lanveil_tests::free_tcp_udp_port(LOCAL));
+    let mut cfg = config_for(up.addr(), &leaf);
+    cfg.listen.addrs = vec![keep, gone];
+    cfg.listen.tcp_idle_timeout_ms = 60_000;
+    let (mut running, _) = start(cfg.clone()).await;
+    let mut s = tcp_served(gone, "before.example.")
+        .await
+        .expect("served before the reload");
+
+    cfg.listen.addrs = vec![keep];
+    running.reload(cfg).await.unwrap();
+    // The connection is closed by the daemon: a query sent now is not answered, the stream ends.
+    let q = lanveil_tests::client::build_query("after.example.", RecordType::A, None)
+        .to_vec()
+        .unwrap();
+    let mut framed = u16::try_from(q.len()).unwrap().to_be_bytes().to_vec();
+    framed.extend_from_slice(&q);
+    let _ = s.write_all(&framed).await;
+    let mut buf = [0u8; 512];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .expect("the connection to the removed address is still open");
+    assert!(
+        matches!(read, Ok(0) | Err(_)),
+        "the removed address still answers: {read:?}"
+    );
+    assert!(tcp_served(keep, "kept.example.").await.is_some());
+    running.shutdown().await;
+}

@@ -193,6 +193,13 @@ fn config() -> impl Strategy<Value = Config> {
                 let mut c = Config::default();
                 c.listen.addrs = listen.into_iter().collect();
                 c.upstreams.servers = upstreams;
+                // Section names are unique in a UCI file (a repeated one reopens the section).
+                let mut seen = std::collections::BTreeSet::new();
+                for (i, u) in c.upstreams.servers.iter_mut().enumerate() {
+                    while !seen.insert(u.name.clone()) {
+                        u.name = format!("{}_{i}", u.name);
+                    }
+                }
                 c.upstreams.ca_file = ca_file;
                 c.daemon.user = user;
                 c.daemon.state_file = state_file;
