@@ -414,10 +414,12 @@ impl Running {
             .collect();
         let fresh = self.open_listeners(&new_addrs).await?;
         let old = std::mem::take(&mut self.listeners);
-        for l in old {
+        for mut l in old {
             if config.listen.addrs.iter().any(|a| kept(a, &l)) {
                 self.listeners.push(l);
             } else {
+                // Its TCP clients stop reading before the reload returns.
+                l.stop().await;
                 let _ = self
                     .tx
                     .send(Input::Listener(ListenerEvent::UdpSocket {

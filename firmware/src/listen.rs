@@ -45,6 +45,17 @@ impl Listener {
     }
 }
 
+impl Listener {
+    /// Stops taking new queries and waits until the receiving tasks are gone (their TCP clients
+    /// then stop reading too); answers still go out until the listener is dropped.
+    pub(crate) async fn stop(&mut self) {
+        self.stop_receiving();
+        for t in self.receivers.drain(..) {
+            let _ = t.await;
+        }
+    }
+}
+
 impl Drop for Listener {
     fn drop(&mut self) {
         self.stop_receiving();
@@ -372,10 +383,13 @@ async fn tcp_client(
         let mut len = [0u8; 2];
         let mut have = 0;
         while have < len.len() {
+            // Biased: once the listener has stopped, nothing more is read, even if a query
+            // is waiting too.
             let read = tokio::select! {
-                r = tokio::time::timeout(limits.idle, rd.read(&mut len[have..])) => r,
-                _ = &mut writer => break,
+                biased;
                 _ = stop.changed() => break,
+                _ = &mut writer => break,
+                r = tokio::time::timeout(limits.idle, rd.read(&mut len[have..])) => r,
             };
             match read {
                 Ok(Ok(0) | Err(_)) => break,
@@ -395,17 +409,19 @@ async fn tcp_client(
         }
         // A client that starts a message must finish it promptly (slow-loris guard).
         let read = tokio::select! {
-            r = tokio::time::timeout(limits.idle, rd.read_exact(&mut body[..n])) => r,
+            biased;
             _ = stop.changed() => break Ended::Reading,
+            r = tokio::time::timeout(limits.idle, rd.read_exact(&mut body[..n])) => r,
         };
         if !matches!(read, Ok(Ok(_))) {
             break Ended::Reading;
         }
         // Back-pressure: at most `pipeline` queries outstanding per client.
         let permit = tokio::select! {
-            p = outstanding.acquire() => p,
-            _ = &mut writer => break Ended::Writing,
+            biased;
             _ = stop.changed() => break Ended::Reading,
+            _ = &mut writer => break Ended::Writing,
+            p = outstanding.acquire() => p,
         };
         let Ok(permit) = permit else {
             break Ended::Reading;

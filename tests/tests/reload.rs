@@ -42,9 +42,15 @@ async fn a_reload_that_cannot_bind_changes_nothing_status_shows() {
     assert_eq!(before, [format!("tls://{}#dot.test", up.addr())]);
 
     // A new upstream and a listen address someone else holds: the reload must fail as a whole.
-    let held = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let taken: SocketAddr = held.local_addr().unwrap();
-    let _held_tcp = std::net::TcpListener::bind(taken).unwrap();
+    // (A UDP port whose TCP twin is free too: other tests' connections hold ephemeral TCP ports.)
+    let (_held, _held_tcp, taken) = (0..50)
+        .find_map(|_| {
+            let udp = std::net::UdpSocket::bind("127.0.0.1:0").ok()?;
+            let addr = udp.local_addr().ok()?;
+            let tcp = std::net::TcpListener::bind(addr).ok()?;
+            Some((udp, tcp, addr))
+        })
+        .expect("a port free for UDP and TCP");
     let mut bad = config_for(other.addr(), &leaf);
     bad.daemon.control_socket = cfg.daemon.control_socket.clone();
     bad.listen.addrs = vec![listen, taken];
