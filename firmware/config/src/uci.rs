@@ -191,47 +191,28 @@ impl Parser<'_> {
         true
     }
 
-    fn single_quote(&mut self, out: &mut Vec<u8>) -> Result<(), Error> {
+    /// `parse_str`'s quoted part, from the opening `quote` (`'` or `"`) to its closing one, which may
+    /// be lines later. Only within `"` does `\` escape (and join lines).
+    fn quoted(&mut self, out: &mut Vec<u8>, quote: u8) -> Result<(), Error> {
         let line = self.line;
         self.pos += 1;
         loop {
             match self.cur() {
-                b'\'' => {
+                c if c == quote => {
                     self.pos += 1;
                     return Ok(());
                 }
                 0 => {
                     if !self.getln() {
-                        return Err(Error::new(line, "", Reason::Syntax("unterminated ' quote")));
+                        let why = if quote == b'"' {
+                            "unterminated \" quote"
+                        } else {
+                            "unterminated ' quote"
+                        };
+                        return Err(Error::new(line, "", Reason::Syntax(why)));
                     }
                 }
-                c => {
-                    out.push(c);
-                    self.pos += 1;
-                }
-            }
-        }
-    }
-
-    fn double_quote(&mut self, out: &mut Vec<u8>) -> Result<(), Error> {
-        let line = self.line;
-        self.pos += 1;
-        loop {
-            match self.cur() {
-                b'"' => {
-                    self.pos += 1;
-                    return Ok(());
-                }
-                0 => {
-                    if !self.getln() {
-                        return Err(Error::new(
-                            line,
-                            "",
-                            Reason::Syntax("unterminated \" quote"),
-                        ));
-                    }
-                }
-                b'\\' => {
+                b'\\' if quote == b'"' => {
                     if self.backslash() {
                         out.push(self.cur());
                         self.pos += 1;
@@ -252,8 +233,7 @@ impl Parser<'_> {
         let mut out = Vec::new();
         loop {
             match self.cur() {
-                b'\'' => self.single_quote(&mut out)?,
-                b'"' => self.double_quote(&mut out)?,
+                q @ (b'\'' | b'"') => self.quoted(&mut out, q)?,
                 b'#' => {
                     // A comment, even inside a word: the rest of the line is gone.
                     self.lim = self.pos;
