@@ -43,9 +43,7 @@ impl Listener {
             t.abort();
         }
     }
-}
 
-impl Listener {
     /// Stops taking new queries and waits until the receiving tasks are gone (their TCP clients
     /// then stop reading too); answers still go out until the listener is dropped.
     pub(crate) async fn stop(&mut self) {

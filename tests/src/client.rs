@@ -219,7 +219,8 @@ async fn read_frame<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> Result<Vec<u8
     Ok(buf)
 }
 
-fn frame(msg: &[u8]) -> Result<Vec<u8>, ClientError> {
+/// `msg` with its DNS-over-TCP length prefix (RFC 1035 §4.2.2).
+pub fn frame(msg: &[u8]) -> Result<Vec<u8>, ClientError> {
     let len = u16::try_from(msg.len())
         .map_err(|_| ClientError::Usage(format!("message of {} bytes", msg.len())))?;
     let mut v = Vec::with_capacity(msg.len() + 2);

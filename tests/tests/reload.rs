@@ -87,9 +87,9 @@ async fn tcp_served(addr: SocketAddr, name: &str) -> Option<tokio::net::TcpStrea
     let q = lanveil_tests::client::build_query(name, RecordType::A, None)
         .to_vec()
         .unwrap();
-    let mut framed = u16::try_from(q.len()).unwrap().to_be_bytes().to_vec();
-    framed.extend_from_slice(&q);
-    s.write_all(&framed).await.ok()?;
+    s.write_all(&lanveil_tests::client::frame(&q).unwrap())
+        .await
+        .ok()?;
     let mut len = [0u8; 2];
     tokio::time::timeout(std::time::Duration::from_secs(3), s.read_exact(&mut len))
         .await
@@ -218,9 +218,9 @@ async fn removing_a_listen_address_ends_its_tcp_connections() {
     let q = lanveil_tests::client::build_query("after.example.", RecordType::A, None)
         .to_vec()
         .unwrap();
-    let mut framed = u16::try_from(q.len()).unwrap().to_be_bytes().to_vec();
-    framed.extend_from_slice(&q);
-    let _ = s.write_all(&framed).await;
+    let _ = s
+        .write_all(&lanveil_tests::client::frame(&q).unwrap())
+        .await;
     let mut buf = [0u8; 512];
     let read = tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut buf))
         .await
