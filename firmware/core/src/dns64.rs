@@ -4,7 +4,9 @@
 //!
 //! Rules: synthesis happens only when the AAAA answer is NOERROR with no AAAA record (a name with AAAA
 //! records is never synthesized; NXDOMAIN stays NXDOMAIN); CNAMEs of the A answer are kept; names are
-//! written uncompressed (read with [`name::expand`], under the pointer rules `scan` enforces); the
+//! read with [`name::expand`] (under the pointer rules `scan` enforces) and written as a pointer to
+//! the same name written earlier (the question, or an earlier owner or CNAME target), else in full;
+//! the answer stops at 65,535 octets with TC set (a large A answer never grows past a message); the
 //! synthesized record keeps the A record's TTL; a synthesized answer never claims to be authenticated
 //! (AD clear, RFC 6147 §5.5: synthesized records cannot be validated).
 
@@ -25,13 +27,56 @@ const FLAG_AD: u16 = 0x0020;
 
 pub use crate::nat64::Nat64Prefix;
 
-/// Appends the uncompressed form of the name at `start` in `msg` to `out` (the rules of
-/// [`name::expand`]) and returns its length.
-fn put_name(msg: &[u8], start: usize, out: &mut Vec<u8>) -> Option<usize> {
-    let mut buf = [0u8; name::MAX_NAME_LEN];
-    let (_, len) = name::expand(msg, start, &mut buf).ok()?;
-    out.extend_from_slice(buf.get(..len)?);
-    Some(len)
+/// The largest DNS message (a TCP length prefix's range).
+const MAX_MESSAGE: usize = u16::MAX as usize;
+
+/// Names written so far in a synthesized answer, for compression: where each starts in the output
+/// and how long it is (uncompressed). Bounded; names past the bound are written in full.
+struct Written {
+    at: [(u16, u8); 16],
+    n: usize,
+}
+
+impl Written {
+    fn new() -> Self {
+        Self {
+            at: [(0, 0); 16],
+            n: 0,
+        }
+    }
+
+    /// Appends the name at `start` in `msg` to `out`: a pointer to an identical name written earlier
+    /// (octet for octet, so the case the upstream sent is kept), else the name in full. Returns the
+    /// octets appended.
+    fn put(&mut self, msg: &[u8], start: usize, out: &mut Vec<u8>) -> Option<usize> {
+        let mut buf = [0u8; name::MAX_NAME_LEN];
+        let (_, len) = name::expand(msg, start, &mut buf).ok()?;
+        let full = buf.get(..len)?;
+        let earlier = self.at.get(..self.n)?.iter().find(|&&(off, l)| {
+            usize::from(l) == len && out.get(usize::from(off)..usize::from(off) + len) == Some(full)
+        });
+        if let Some(&(off, _)) = earlier {
+            out.extend_from_slice(&(0xC000 | off).to_be_bytes());
+            return Some(2);
+        }
+        let off = out.len();
+        out.extend_from_slice(full);
+        self.remember(off, len);
+        Some(len)
+    }
+
+    /// Notes a name of `len` octets written in full at `off`. The root (one octet) is not worth a
+    /// pointer; offsets past 0x3FFF cannot be pointed to.
+    fn remember(&mut self, off: usize, len: usize) {
+        if let (Ok(off @ 0..0x4000), Ok(len @ 2..), Some(slot)) = (
+            u16::try_from(off),
+            u8::try_from(len),
+            self.at.get_mut(self.n),
+        ) {
+            *slot = (off, len);
+            self.n += 1;
+        }
+    }
 }
 
 /// Does the answer section hold a record of `rtype`?
@@ -43,50 +88,64 @@ pub fn has_answer_of_type(msg: &[u8], scan: &Scan, rtype: u16) -> bool {
 /// for QTYPE), with AD clear whatever the A answer said. `None` if the A answer holds no A record (the
 /// original AAAA answer then stands).
 pub fn synthesize(a: &[u8], scan: &Scan, prefix: &Nat64Prefix) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(a.len() + 64);
+    let mut out = Vec::with_capacity(a.len().min(MAX_MESSAGE) + 64);
     out.extend_from_slice(a.get(..scan.question_end)?);
-    let qt = scan.question_end - 4;
-    out[qt..qt + 2].copy_from_slice(&TYPE_AAAA.to_be_bytes());
+    let qt = scan.question_end.checked_sub(4)?;
+    out.get_mut(qt..qt + 2)?
+        .copy_from_slice(&TYPE_AAAA.to_be_bytes());
+    let mut names = Written::new();
+    // The question's name, at 12 in both messages (uncompressed: nothing before it to point to).
+    if let Some(q) = scan.question {
+        names.remember(header::LEN, q.name_end.checked_sub(header::LEN)?);
+    }
     let mut count = 0u16;
     let mut synthesized = 0u16;
+    let mut truncated = false;
     for r in scan.answers(a) {
+        let mark = out.len();
         match (r.rtype, r.class) {
             (TYPE_A, CLASS_IN) if r.rdata.len() == 4 => {
-                put_name(a, r.owner, &mut out)?;
+                names.put(a, r.owner, &mut out)?;
                 out.extend_from_slice(&TYPE_AAAA.to_be_bytes());
                 out.extend_from_slice(&CLASS_IN.to_be_bytes());
                 out.extend_from_slice(&r.ttl.to_be_bytes());
                 out.extend_from_slice(&16u16.to_be_bytes());
                 let v4: [u8; 4] = a.get(r.rdata)?.try_into().ok()?;
                 out.extend_from_slice(&prefix.embed(v4));
-                count += 1;
-                synthesized += 1;
             }
             (TYPE_CNAME, class) => {
-                put_name(a, r.owner, &mut out)?;
+                names.put(a, r.owner, &mut out)?;
                 out.extend_from_slice(&TYPE_CNAME.to_be_bytes());
                 out.extend_from_slice(&class.to_be_bytes());
                 out.extend_from_slice(&r.ttl.to_be_bytes());
                 let rdlen_at = out.len();
                 out.extend_from_slice(&[0, 0]);
-                let len = put_name(a, r.rdata.start, &mut out)?;
-                out[rdlen_at..rdlen_at + 2].copy_from_slice(&(len as u16).to_be_bytes());
-                count += 1;
+                let len = names.put(a, r.rdata.start, &mut out)?;
+                out.get_mut(rdlen_at..rdlen_at + 2)?
+                    .copy_from_slice(&(len as u16).to_be_bytes());
             }
-            _ => {}
+            _ => continue,
         }
+        if out.len() > MAX_MESSAGE {
+            // This record does not fit in a message: the answer ends before it, marked truncated.
+            out.truncate(mark);
+            truncated = true;
+            break;
+        }
+        count += 1;
+        synthesized += u16::from(r.rtype == TYPE_A);
     }
     if synthesized == 0 {
         return None;
     }
     let h = Header {
-        flags: scan.header.flags & !FLAG_AD,
+        flags: Header::with_tc(scan.header.flags & !FLAG_AD, truncated),
         ancount: count,
         nscount: 0,
         arcount: 0,
         ..scan.header
     };
-    h.emit(&mut out[..header::LEN]).ok()?;
+    h.emit(out.get_mut(..header::LEN)?).ok()?;
     Some(out)
 }
 
@@ -135,6 +194,7 @@ pub fn ipv4only_answer(query: &[u8], scan: &Scan, prefix: &Nat64Prefix) -> Optio
 mod tests {
     use super::*;
     use crate::wire::message::scan;
+    use alloc::format;
     use alloc::string::ToString;
     use alloc::vec;
 
@@ -239,6 +299,78 @@ mod tests {
         let forward = with_target_pointer(47); // the A record's TYPE: a root label, read forward
         let s = scan(&forward).unwrap();
         assert!(synthesize(&forward, &s, &Nat64Prefix::WELL_KNOWN).is_none());
+    }
+
+    #[test]
+    fn names_already_written_become_pointers() {
+        let a = a_answer();
+        let out = synthesize(&a, &scan(&a).unwrap(), &Nat64Prefix::WELL_KNOWN).unwrap();
+        // Question (12..29); CNAME owner = the question: a pointer to 12; its target cdn.example. in
+        // full (13 octets, the first time); both AAAA owners point to it.
+        let target = 29 + 2 + 10;
+        let mut want = a[..29].to_vec();
+        want[25..27].copy_from_slice(&[0, 28]);
+        want.extend_from_slice(&[0xc0, 12, 0, 5, 0, 1, 0, 0, 0, 60, 0, 13]);
+        want.extend_from_slice(b"\x03cdn\x07example\x00");
+        for last in [1u8, 2] {
+            want.extend_from_slice(&[0xc0, target as u8, 0, 28, 0, 1, 0, 0, 0, 30, 0, 16]);
+            want.extend_from_slice(&Nat64Prefix::WELL_KNOWN.embed([192, 0, 2, last]));
+        }
+        assert_eq!(out[12..], want[12..]);
+        // A name that differs from an earlier one only in case is written in full (the case the
+        // upstream sent is kept).
+        let mut upper = a.clone();
+        upper.extend_from_slice(b"\x03WWW\x07example\x00");
+        upper.extend_from_slice(&[0, 1, 0, 1, 0, 0, 0, 30, 0, 4, 192, 0, 2, 3]);
+        upper[7] = 4;
+        let out = synthesize(&upper, &scan(&upper).unwrap(), &Nat64Prefix::WELL_KNOWN).unwrap();
+        let m = hickory_proto::op::Message::from_vec(&out).unwrap();
+        assert_eq!(m.answers().len(), 4);
+        assert_eq!(m.answers()[3].name().to_ascii(), "WWW.example.");
+        assert_eq!(&out[110..123], b"\x03WWW\x07example\x00");
+        assert_eq!(out.len(), 123 + 26);
+    }
+
+    #[test]
+    fn a_huge_a_answer_stops_at_one_message_with_tc() {
+        // A 255-octet question name and as many A records as fit in 64 KB, each owner a pointer to
+        // the question (16 octets a record). Written out in full, each synthesized record would be
+        // 255 + 26 octets: 1.1 MB.
+        let mut m = vec![0x12, 0x34, 0x81, 0x80, 0, 1, 0, 0, 0, 0, 0, 0];
+        for _ in 0..4 {
+            m.push(62);
+            m.extend_from_slice(&[b'a'; 62]);
+        }
+        m.extend_from_slice(b"\x01z\x00\x00\x01\x00\x01");
+        let question_end = m.len();
+        assert_eq!(question_end - 12 - 4, 255);
+        let n = (usize::from(u16::MAX) - question_end) / 16;
+        for i in 0..n {
+            m.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 30, 0, 4, 10, 0]);
+            m.extend_from_slice(&(i as u16).to_be_bytes());
+        }
+        m[6..8].copy_from_slice(&(n as u16).to_be_bytes());
+        let s = scan(&m).unwrap();
+        let out = synthesize(&m, &s, &Nat64Prefix::WELL_KNOWN).unwrap();
+        assert!(out.len() <= usize::from(u16::MAX), "{}", out.len());
+        let fit = (usize::from(u16::MAX) - question_end) / 28;
+        assert!(fit < n);
+        assert_eq!(out.len(), question_end + fit * 28);
+        let msg = hickory_proto::op::Message::from_vec(&out).unwrap();
+        assert!(msg.truncated(), "a cut answer says so");
+        assert_eq!(msg.answers().len(), fit);
+        let last = msg.answers().last().unwrap();
+        assert_eq!(last.name(), msg.queries()[0].name());
+        let i = fit - 1;
+        assert_eq!(last.data().to_string(), format!("64:ff9b::a00:{:x}", i));
+        // An answer that fits is not marked.
+        let small = a_answer();
+        let out = synthesize(&small, &scan(&small).unwrap(), &Nat64Prefix::WELL_KNOWN).unwrap();
+        assert!(
+            !hickory_proto::op::Message::from_vec(&out)
+                .unwrap()
+                .truncated()
+        );
     }
 
     #[test]
