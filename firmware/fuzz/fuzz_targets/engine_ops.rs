@@ -4,8 +4,9 @@
 //! `rng::TestRng`: never panics, `inflight() ≤ max_inflight`, every answer scans and goes to a client
 //! that asked (at most once per query), a `PlainQuery` goes out only while `captive_plaintext` is on,
 //! only for a name the exception in force covers (compared here, independently of the engine) and
-//! only before that exception's end, and once time runs past every deadline with no more upstream
-//! answers, nothing is in flight and every answerable query got exactly one answer.
+//! only before that exception's end, nothing under `resolver.arpa` (leak probes, registered by
+//! `LeakProbe`) goes upstream while the policy is on, and once time runs past every deadline with no
+//! more upstream answers, nothing is in flight and every answerable query got exactly one answer.
 #![no_main]
 
 use core::net::SocketAddr;
@@ -19,6 +20,7 @@ use lanveil_core::engine::{
     Action, ClientAddr, CloseReason, Engine, EngineConfig, PlainTarget, SelectPolicy, SessionId,
     TlsFailure, Transport, UpstreamId, UpstreamSpec,
 };
+use lanveil_core::leak_probe::{self, Probe};
 use lanveil_core::policy::{Policy, PolicyConfig};
 use lanveil_core::rng::TestRng;
 use lanveil_core::time::Instant;
@@ -115,7 +117,22 @@ enum Op {
         which: u8,
         kind: u8,
     },
+    /// `lanveil-ctl leak-test` registers probe `PROBE_LABELS[label % 4]` with a nonce (at most
+    /// `leak_probe::MAX_PROBES` live; each for `leak_probe::LIFETIME`).
+    LeakProbe {
+        label: u8,
+        nonce: u8,
+    },
 }
+
+/// Leak-probe labels (16 octets, lowercase and digits); `Query` asks for `LABEL.<ZONE>` when its
+/// `label` has bits 0x30 set, in the case its 0x40 bit says.
+const PROBE_LABELS: [&str; 4] = [
+    "probe0aaaaaaaaaa",
+    "probe1bbbbbbbbbb",
+    "probe2cccccccccc",
+    "probe3dddddddddd",
+];
 
 #[derive(Arbitrary, Debug)]
 struct Input {
@@ -222,6 +239,7 @@ impl Harness {
                     let mut rest = &bytes[..];
                     while let Ok(Some((m, used))) = framing::split(rest) {
                         must_scan(m, "query sent upstream");
+                        self.not_a_probe(m);
                         let tag = Header::parse(m).map(|h| h.id).unwrap_or(0);
                         self.sent.push(Sent {
                             session,
@@ -240,6 +258,7 @@ impl Harness {
                 } => {
                     let s = must_scan(&message, "request sent upstream");
                     assert_eq!(s.header.id, 0, "DoH requests use ID 0");
+                    self.not_a_probe(&message);
                     self.sent.push(Sent {
                         session,
                         message: true,
@@ -291,11 +310,33 @@ impl Harness {
         if let Ok(h) = Header::parse(bytes) {
             let allowed =
                 !self.policy || matches!(to.peer(), SocketAddr::V4(a) if a.ip().is_private());
-            if !h.is_response() && (allowed || scan(bytes).is_ok()) {
+            let dropped = self.e.stats().dropped;
+            self.e.handle_query(self.now, to, bytes);
+            // Sources outside `allow` are answered within a budget shared by all of them; a query
+            // over it is dropped (and counted) without an answer.
+            let over_budget = !allowed && self.e.stats().dropped > dropped;
+            if !h.is_response() && (allowed || scan(bytes).is_ok()) && !over_budget {
                 self.pending.push((to, h.id));
             }
+            return;
         }
         self.e.handle_query(self.now, to, bytes);
+    }
+
+    /// With the policy on, nothing under `resolver.arpa` (where the leak probes live) goes upstream.
+    fn not_a_probe(&self, msg: &[u8]) {
+        if !self.policy {
+            return;
+        }
+        let Some(q) = scan(msg).ok().and_then(|s| s.question) else {
+            return;
+        };
+        let name = msg[12..q.name_end].to_ascii_lowercase();
+        assert!(
+            !name.ends_with(b"\x08resolver\x04arpa\x00"),
+            "a resolver.arpa name sent upstream: {}",
+            hex(&name)
+        );
     }
 
     fn session(&self, i: u8) -> Option<SessionId> {
@@ -433,6 +474,12 @@ fuzz_target!(|input: Input| {
     for op in input.ops.iter().take(128) {
         match op {
             Op::RawQuery { client: c, bytes } => h.query(client(*c), bytes),
+            Op::LeakProbe { label, nonce } => {
+                let nonce = format!("nonce{:011}", nonce);
+                let probe = Probe::new(PROBE_LABELS[usize::from(label % 4)], &nonce)
+                    .expect("a valid probe");
+                h.e.add_leak_probe(h.now, probe);
+            }
             Op::Query {
                 client: c,
                 id,
@@ -455,18 +502,34 @@ fuzz_target!(|input: Input| {
                     u8::from(edns.is_some()),
                 ]);
                 let letter = b'a' + label % 6;
-                q.extend_from_slice(&[
-                    1,
-                    if label & 0x40 != 0 {
-                        letter.to_ascii_uppercase()
-                    } else {
-                        letter
-                    },
-                ]);
-                if label & 0x80 != 0 {
-                    q.extend_from_slice(b"\x03lan");
+                if label & 0x30 == 0x30 {
+                    let probe = PROBE_LABELS[usize::from(label % 4)];
+                    q.push(probe.len() as u8);
+                    q.extend(probe.bytes().map(|b| {
+                        if label & 0x40 != 0 {
+                            b.to_ascii_uppercase()
+                        } else {
+                            b
+                        }
+                    }));
+                    for part in leak_probe::ZONE.split('.') {
+                        q.push(part.len() as u8);
+                        q.extend_from_slice(part.as_bytes());
+                    }
                 } else {
-                    q.extend_from_slice(b"\x07example");
+                    q.extend_from_slice(&[
+                        1,
+                        if label & 0x40 != 0 {
+                            letter.to_ascii_uppercase()
+                        } else {
+                            letter
+                        },
+                    ]);
+                    if label & 0x80 != 0 {
+                        q.extend_from_slice(b"\x03lan");
+                    } else {
+                        q.extend_from_slice(b"\x07example");
+                    }
                 }
                 q.extend_from_slice(&[
                     0,

@@ -21,6 +21,43 @@ pub(super) struct Clients {
     table: BTreeMap<IpAddr, ClientState>,
 }
 
+/// Answers, per second, to sources outside `allow` (REFUSED, NOTIMP, ...), all such sources together.
+pub(super) const OUTSIDE_ANSWERS_PER_S: u64 = 20;
+/// How many such answers may go out at once after a quiet spell.
+pub(super) const OUTSIDE_BURST: u64 = 20;
+
+/// One token bucket for every source outside `allow`: they get an answer (so a misconfigured
+/// device learns at once that it is refused), but spoofed queries cannot make the router reflect
+/// more than [`OUTSIDE_ANSWERS_PER_S`] answers a second at anyone.
+#[derive(Debug, Default)]
+pub(super) struct Outside {
+    tokens_milli: u64,
+    last: Option<Instant>,
+}
+
+impl Outside {
+    /// `false` if the budget is spent (the query is dropped unanswered).
+    pub(super) fn admit(&mut self, now: Instant) -> bool {
+        let cap = OUTSIDE_BURST * 1000;
+        self.tokens_milli = match self.last {
+            None => cap,
+            Some(last) => {
+                let ms = u64::try_from(now.saturating_since(last).as_millis()).unwrap_or(u64::MAX);
+                self.tokens_milli
+                    .saturating_add(ms.saturating_mul(OUTSIDE_ANSWERS_PER_S))
+                    .min(cap)
+            }
+        };
+        self.last = Some(now);
+        if self.tokens_milli >= 1000 {
+            self.tokens_milli -= 1000;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 /// Whether the limits apply to `ip` (loopback only with `limit_loopback`).
 fn limited(limits: &ClientLimits, ip: IpAddr) -> bool {
     limits.limit_loopback || !ip.is_loopback()

@@ -45,6 +45,11 @@ impl<R: Rng> Engine<R> {
             .policy
             .as_ref()
             .is_none_or(|p| p.allowed(Some(client.peer().ip())));
+        if !allowed && !self.outside.admit(now) {
+            // Outside `allow`: answered only within a small budget shared by all such sources.
+            self.stats.dropped += 1;
+            return;
+        }
         if allowed
             && !self
                 .clients

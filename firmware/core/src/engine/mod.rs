@@ -92,6 +92,8 @@ pub struct Engine<R> {
     leak_probes: crate::leak_probe::Probes,
     log: VecDeque<QueryLogEntry>,
     clients: admission::Clients,
+    /// The answer budget for sources outside `allow`.
+    outside: admission::Outside,
     plain_exception: Option<crate::captive::Exception>,
     plain: Vec<plain::PlainQuery>,
     /// Message buffers done with (answers the shell sent, upstream forms of answered queries), for
@@ -123,6 +125,7 @@ impl<R: Rng> Engine<R> {
             leak_probes: crate::leak_probe::Probes::default(),
             log: VecDeque::new(),
             clients: admission::Clients::default(),
+            outside: admission::Outside::default(),
             plain_exception: None,
             plain: Vec::new(),
             no_answers: 0,

@@ -98,3 +98,49 @@ fn drop_action_sends_nothing() {
     assert!(h.out.is_empty());
     assert_eq!(h.e.stats().rate_limited, 4);
 }
+
+/// Sources outside `allow` get REFUSED, but all of them together at most 20 answers a second (burst
+/// 20): spoofed queries cannot turn the router into a reflector. Sources inside are not touched.
+#[test]
+fn answers_outside_allow_share_a_small_budget() {
+    let mut h = Harness::new(cfg(), &[U1]);
+    let policy = Policy::new(&policy::PolicyConfig {
+        allow: alloc::vec![policy::Prefix::new([192, 168, 1, 0].into(), 24).unwrap()],
+        ..policy::PolicyConfig::default()
+    })
+    .unwrap();
+    h.e.set_policy(Some(policy));
+    let outside = |i: u16| ClientAddr::Udp {
+        listener: 0,
+        peer: core::net::SocketAddr::from(([203, 0, 113, (i % 200) as u8], 4000 + i)),
+    };
+    let refused = |h: &Harness| {
+        h.out
+            .iter()
+            .filter(|t| rcode_and_ede(&t.bytes).0 == rcode::REFUSED)
+            .count()
+    };
+    for i in 0..100u16 {
+        h.q(outside(i), &query(i, "a", None));
+    }
+    assert_eq!(refused(&h), 20, "the burst, from many sources together");
+    assert_eq!(h.e.stats().refused, 20);
+    assert_eq!(h.e.stats().dropped, 80);
+    // A client inside is served while the budget is spent.
+    h.q(udp(1), &query(500, "b", None));
+    assert_eq!(h.e.inflight(), 1);
+    // The budget comes back at 20 a second: 10 after half a second.
+    h.advance(500);
+    h.out.clear();
+    for i in 0..50u16 {
+        h.q(outside(i), &query(600 + i, "c", None));
+    }
+    assert_eq!(refused(&h), 10);
+    // Never more than the burst, however long the quiet.
+    h.advance(3_600_000);
+    h.out.clear();
+    for i in 0..50u16 {
+        h.q(outside(i), &query(700 + i, "d", None));
+    }
+    assert_eq!(refused(&h), 20);
+}
