@@ -178,7 +178,8 @@ impl FileArg {
 
 #[derive(Debug, Subcommand)]
 enum ConfigCommand {
-    /// Write a new configuration: a preset (--preset ID [--doh] [--ipv6]) or --upstream URLs.
+    /// Write a new configuration: a preset (--preset ID [--doh] [--ipv6]) or --upstream URLs;
+    /// --openwrt for a router running the lanveil package.
     Init(InitArgs),
     /// Set KEY: key (main section), upstream.NAME.key, openwrt.key.
     Set {
@@ -243,6 +244,11 @@ enum ConfigCommand {
 struct InitArgs {
     #[command(flatten)]
     file: FileArg,
+    /// Start from the OpenWrt package's /etc/config/lanveil (listen 127.0.0.1:5453, user, state file,
+    /// control socket, its 'openwrt' section) with these upstreams: the file to `push` to a router
+    /// running the package.
+    #[arg(long)]
+    openwrt: bool,
     /// Start from this preset (`custom`: none).
     #[arg(long, value_name = "ID", allow_hyphen_values = true)]
     preset: Option<String>,
@@ -613,6 +619,7 @@ fn cmd_init(o: &InitArgs) -> Result<u8> {
         })
         .collect::<Result<Vec<_>>>()?;
     let spec = InitSpec {
+        openwrt: o.openwrt,
         preset,
         doh: o.doh,
         doq: o.doq,
@@ -656,8 +663,12 @@ fn cmd_unset(file: &str, key: &str) -> Result<u8> {
 }
 
 fn cmd_check(file: &str) -> Result<u8> {
-    let cfg = config_cmd::load(file)?;
+    let bytes = io_ctx(std::fs::read(file), format!("cannot read {file}"))?;
+    let cfg = config_cmd::parse_bytes(file, &bytes)?;
     println!("{file}: OK — {}", config_cmd::summary(&cfg));
+    if let Some(openwrt) = config_cmd::openwrt_summary(&bytes) {
+        println!("  {openwrt}");
+    }
     Ok(0)
 }
 

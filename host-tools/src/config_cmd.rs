@@ -197,9 +197,16 @@ pub fn write_atomic(path: &str, contents: &[u8]) -> Result<()> {
     io_ctx(std::fs::rename(&tmp, p), format!("cannot replace {path}"))
 }
 
+/// The OpenWrt package's shipped `/etc/config/lanveil`, built in so `config init --openwrt` and the
+/// package can never disagree about the router's wiring.
+pub const OPENWRT_PACKAGE_CONFIG: &str = include_str!("../../openwrt/lanveil/files/lanveil.config");
+
 /// What `config init` should write.
 #[derive(Debug, Clone, Default)]
 pub struct InitSpec {
+    /// Start from [`OPENWRT_PACKAGE_CONFIG`] (its listen, user, state file, control socket, log level
+    /// and `openwrt` section) with its upstreams replaced, instead of from an empty file.
+    pub openwrt: bool,
     /// Preset to take upstreams from.
     pub preset: Option<Preset>,
     /// DoH instead of DoT for the preset.
@@ -222,18 +229,28 @@ pub struct InitSpec {
 
 /// Builds the document `config init` writes (validated).
 pub fn init_document(spec: &InitSpec) -> Result<(String, Config)> {
-    let mut doc = Document::default();
+    let mut doc = if spec.openwrt {
+        let mut d = uci::parse(OPENWRT_PACKAGE_CONFIG).map_err(|e| {
+            Error::usage(format!(
+                "internal: the built-in package configuration does not parse: {}",
+                e.display_with_file("lanveil.config")
+            ))
+        })?;
+        d.sections.retain(|s| s.ty != "upstream");
+        d
+    } else {
+        Document::default()
+    };
     let main = KeyPath {
         ty: "lanveil".into(),
         name: "main".into(),
         key: Some("listen".into()),
     };
-    let listen = if spec.listen.is_empty() {
-        vec!["127.0.0.1:5353".to_string()]
-    } else {
-        spec.listen.clone()
-    };
-    set(&mut doc, &main, &listen)?;
+    if !spec.listen.is_empty() {
+        set(&mut doc, &main, &spec.listen)?;
+    } else if !spec.openwrt {
+        set(&mut doc, &main, &["127.0.0.1:5353".to_string()])?;
+    }
     let mut urls: Vec<(String, String)> = Vec::new();
     if let Some(p) = &spec.preset {
         let list = p.urls(spec.doh, spec.doq, spec.ipv6)?;
@@ -271,10 +288,25 @@ pub fn init_document(spec: &InitSpec) -> Result<(String, Config)> {
     for (k, v) in &spec.set {
         set(&mut doc, &parse_key(k)?, std::slice::from_ref(v))?;
     }
+    if spec.openwrt {
+        // As in the package file: main, upstreams, then the init script's section (stable sort).
+        doc.sections
+            .sort_by_key(|s| s.ty == lanveil_config::INIT_ONLY_SECTION);
+    }
     let (text, cfg) = render_checked(&doc, "(new configuration)")?;
-    let mut header = String::from(
-        "# lanveil configuration (UCI), written by `lanveil-ctl config init`.\n\
-         # Check: lanveil-ctl config check --file FILE   Push: lanveil-ctl push ROUTER --file FILE\n",
+    let mut header = if spec.openwrt {
+        format!(
+            "# lanveil configuration (UCI), written by `lanveil-ctl config init --openwrt`: the defaults of\n\
+             # the lanveil {} OpenWrt package (openwrt/lanveil/files/lanveil.config, its /etc/config/lanveil)\n\
+             # with the upstreams below; that file's comments are not kept. The daemon reads the 'lanveil'\n\
+             # and 'upstream' sections, the package's init script the 'openwrt' section.\n",
+            env!("CARGO_PKG_VERSION")
+        )
+    } else {
+        String::from("# lanveil configuration (UCI), written by `lanveil-ctl config init`.\n")
+    };
+    header.push_str(
+        "# Check: lanveil-ctl config check --file FILE   Push: lanveil-ctl push ROUTER --file FILE\n",
     );
     if let Some(p) = &spec.preset {
         header.push_str(&format!(
@@ -283,6 +315,33 @@ pub fn init_document(spec: &InitSpec) -> Result<(String, Config)> {
         ));
     }
     Ok((header + &text, cfg))
+}
+
+/// The `openwrt` section of UCI text as one line for `config check` (`key 'value'`, in file order);
+/// `None` without one, or for a packed blob (which keeps only what the daemon reads).
+pub fn openwrt_summary(bytes: &[u8]) -> Option<String> {
+    let doc = uci::parse(std::str::from_utf8(bytes).ok()?).ok()?;
+    let sections: Vec<&Section> = doc
+        .sections
+        .iter()
+        .filter(|s| s.ty == lanveil_config::INIT_ONLY_SECTION)
+        .collect();
+    if sections.is_empty() {
+        return None;
+    }
+    let values: Vec<String> = sections
+        .iter()
+        .flat_map(|s| s.values.iter())
+        .map(|v| format!("{} '{}'", v.key, v.value))
+        .collect();
+    Some(format!(
+        "openwrt section (the init script's): {}",
+        if values.is_empty() {
+            "empty".to_string()
+        } else {
+            values.join(", ")
+        }
+    ))
 }
 
 /// One-paragraph summary of a valid configuration.
@@ -403,6 +462,168 @@ mod tests {
             .and_then(|()| render_checked(&doc, "x").map(|_| ()))
             .is_err(),
             "DoQ on port 53 refused"
+        );
+    }
+
+    /// `(key, value, is_list)` of the sections of type `ty`, in order (lines ignored).
+    fn section_values(doc: &Document, ty: &str) -> Vec<(String, String, bool)> {
+        doc.sections
+            .iter()
+            .filter(|s| s.ty == ty)
+            .flat_map(|s| s.values.iter())
+            .map(|v| (v.key.clone(), v.value.clone(), v.is_list))
+            .collect()
+    }
+
+    #[test]
+    fn init_openwrt_keeps_the_package_wiring_with_the_preset_upstreams() {
+        let presets = crate::presets::Presets::builtin().unwrap();
+        let quad9 = presets.get("quad9").unwrap().clone();
+        let want_urls = quad9.urls(false, false, false).unwrap();
+        let spec = InitSpec {
+            openwrt: true,
+            preset: Some(quad9),
+            ..InitSpec::default()
+        };
+        let (text, cfg) = init_document(&spec).unwrap();
+        let package = Config::from_uci_text(OPENWRT_PACKAGE_CONFIG).unwrap();
+
+        // Pushing it over a router running the package loses none of its wiring.
+        assert_eq!(
+            crate::push::wiring_drift(OPENWRT_PACKAGE_CONFIG.as_bytes(), text.as_bytes()),
+            Vec::<String>::new(),
+            "{text}"
+        );
+        assert_eq!(cfg.listen.addrs, package.listen.addrs);
+        assert_eq!(cfg.listen.addrs[0].to_string(), "127.0.0.1:5453");
+        assert_eq!(cfg.daemon.user, package.daemon.user);
+        assert_eq!(cfg.daemon.state_file, package.daemon.state_file);
+        assert_eq!(cfg.daemon.control_socket, package.daemon.control_socket);
+        assert_eq!(cfg.daemon.user.as_deref(), Some("lanveil"));
+
+        // Exactly the preset's upstreams (the package's own are gone).
+        let urls: Vec<String> = cfg
+            .upstreams
+            .servers
+            .iter()
+            .map(|u| u.url.to_string())
+            .collect();
+        let want: Vec<String> = want_urls
+            .iter()
+            .map(|u| u.parse::<UpstreamUrl>().unwrap().to_string())
+            .collect();
+        assert_eq!(urls, want);
+
+        // The main and openwrt sections are the package's, key for key.
+        let doc = uci::parse(&text).unwrap();
+        let pkg = uci::parse(OPENWRT_PACKAGE_CONFIG).unwrap();
+        let openwrt = section_values(&doc, lanveil_config::INIT_ONLY_SECTION);
+        assert!(!openwrt.is_empty());
+        assert_eq!(
+            openwrt,
+            section_values(&pkg, lanveil_config::INIT_ONLY_SECTION)
+        );
+        assert_eq!(
+            section_values(&doc, "lanveil"),
+            section_values(&pkg, "lanveil")
+        );
+        assert_eq!(
+            doc.sections.last().map(|s| s.ty.as_str()),
+            Some(lanveil_config::INIT_ONLY_SECTION)
+        );
+        assert!(
+            text.starts_with("# lanveil configuration (UCI), written by `lanveil-ctl config init --openwrt`: the defaults of\n# the lanveil "),
+            "{text}"
+        );
+        assert!(
+            text.contains("openwrt/lanveil/files/lanveil.config"),
+            "{text}"
+        );
+        assert!(
+            openwrt_summary(text.as_bytes())
+                .unwrap()
+                .contains("dnsmasq '1', start_timeout '10', force_dns '1', force_dns_zone 'lan'"),
+        );
+
+        // --listen still wins, --set lands on top (also in the openwrt section), pins and CA apply.
+        let spec = InitSpec {
+            openwrt: true,
+            upstreams: vec!["tls://192.0.2.1:853#dns.example".into()],
+            pins: vec!["sha256/47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=".into()],
+            ca_file: Some("/etc/ssl/mine.pem".into()),
+            listen: vec!["127.0.0.1:5454".into()],
+            set: vec![
+                ("log_level".into(), "debug".into()),
+                ("openwrt.block_dot".into(), "1".into()),
+            ],
+            ..InitSpec::default()
+        };
+        let (text, cfg) = init_document(&spec).unwrap();
+        assert_eq!(cfg.listen.addrs[0].to_string(), "127.0.0.1:5454");
+        assert_eq!(cfg.upstreams.servers.len(), 1);
+        assert_eq!(cfg.upstreams.servers[0].pins.len(), 1);
+        assert!(
+            text.contains("option ca_file '/etc/ssl/mine.pem'"),
+            "{text}"
+        );
+        assert!(text.contains("option log_level 'debug'"), "{text}");
+        assert!(text.contains("option block_dot '1'"), "{text}");
+        assert_eq!(
+            uci::parse(&text)
+                .unwrap()
+                .sections
+                .iter()
+                .filter(|s| s.ty == lanveil_config::INIT_ONLY_SECTION)
+                .count(),
+            1
+        );
+        assert_eq!(
+            crate::push::wiring_drift(OPENWRT_PACKAGE_CONFIG.as_bytes(), text.as_bytes()),
+            vec![
+                "changes listen from '127.0.0.1:5453' to '127.0.0.1:5454' (dnsmasq forwards to the old address)"
+                    .to_string()
+            ]
+        );
+        // Still refuses to write without a resolver, or with an invalid result.
+        assert!(
+            init_document(&InitSpec {
+                openwrt: true,
+                ..InitSpec::default()
+            })
+            .is_err()
+        );
+        let e = init_document(&InitSpec {
+            openwrt: true,
+            upstreams: vec!["tls://192.0.2.1:853#dns.example".into()],
+            set: vec![("openwrt.force_dsn".into(), "1".into())],
+            ..InitSpec::default()
+        })
+        .unwrap_err();
+        assert!(
+            e.message
+                .contains("openwrt[openwrt].force_dsn: unknown option"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn init_without_openwrt_is_the_generic_file() {
+        let presets = crate::presets::Presets::builtin().unwrap();
+        let (text, cfg) = init_document(&InitSpec {
+            preset: Some(presets.get("quad9").unwrap().clone()),
+            ..InitSpec::default()
+        })
+        .unwrap();
+        assert_eq!(cfg.listen.addrs[0].to_string(), "127.0.0.1:5353");
+        assert_eq!(cfg.daemon.user, None);
+        assert_eq!(cfg.daemon.control_socket, None);
+        assert!(!text.contains("config openwrt"), "{text}");
+        assert!(openwrt_summary(text.as_bytes()).is_none());
+        assert!(
+            text.starts_with(
+                "# lanveil configuration (UCI), written by `lanveil-ctl config init`.\n# Check: "
+            ),
+            "{text}"
         );
     }
 

@@ -108,6 +108,23 @@ pub fn wiring_drift(live: &[u8], new: &[u8]) -> Vec<String> {
     out
 }
 
+/// Why `push` refused a file that [`wiring_drift`] found would lose the router's wiring, and the ways
+/// out: a file with the package's wiring from `config init --openwrt`, copying the settings, or
+/// `--replace-wiring`.
+fn refusal(host: &str, live: &str, local_path: &str, drift: &[String]) -> String {
+    format!(
+        "not pushed (nothing was changed): compared with {host}:{live}, {local_path}\n  - {}\n\
+         push replaces the whole file. For a router running the lanveil package, write a file with its \
+         wiring (listen 127.0.0.1:5453, user, state_file, control_socket and the 'openwrt' section) and \
+         your resolver: lanveil-ctl config init --openwrt --preset ID (or --upstream URL) --file \
+         {local_path} --force. Or copy those settings into {local_path} (lanveil-ctl config set --file \
+         {local_path} KEY VALUE; the package's defaults: listen 127.0.0.1:5453, control_socket \
+         /var/run/lanveil/daemon/control.sock, state_file /etc/lanveil/daemon/state, user lanveil, and \
+         its 'openwrt' section), or pass --replace-wiring to push it as it is.",
+        drift.join("\n  - ")
+    )
+}
+
 /// What happened.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct PushOutcome {
@@ -148,15 +165,7 @@ pub fn push(cfg_text: &[u8], local_path: &str, opts: &PushOpts) -> Result<PushOu
             Vec::new()
         };
         if !drift.is_empty() {
-            return Err(Error::usage(format!(
-                "not pushed (nothing was changed): compared with {}:{live}, {local_path}\n  - {}\n\
-                 push replaces the whole file. Copy those settings into {local_path} (lanveil-ctl config set \
-                 --file {local_path} KEY VALUE; the package's defaults: listen 127.0.0.1:5453, control_socket \
-                 /var/run/lanveil/daemon/control.sock, state_file /etc/lanveil/daemon/state, user lanveil, \
-                 and its 'openwrt' section), or pass --replace-wiring to push it as it is.",
-                t.host,
-                drift.join("\n  - ")
-            )));
+            return Err(Error::usage(refusal(&t.host, live, local_path, &drift)));
         }
         step(
             &mut steps,
@@ -491,5 +500,45 @@ mod tests {
             ]
         );
         assert!(wiring_drift(b"garbage", fresh.as_bytes()).is_empty());
+        // The refusal points at the file with the router's wiring.
+        let msg = refusal("router", "/etc/config/lanveil", "lanveil.conf", &drift);
+        assert!(
+            msg.starts_with(
+                "not pushed (nothing was changed): compared with router:/etc/config/lanveil, lanveil.conf\n  - changes listen"
+            ),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("lanveil-ctl config init --openwrt --preset ID (or --upstream URL) --file lanveil.conf --force"),
+            "{msg}"
+        );
+        assert!(msg.contains("--replace-wiring"), "{msg}");
+    }
+
+    #[test]
+    fn config_init_openwrt_pushes_over_the_real_package_config() {
+        let package = crate::config_cmd::OPENWRT_PACKAGE_CONFIG;
+        let presets = crate::presets::Presets::builtin().unwrap();
+        let (fresh, _) = crate::config_cmd::init_document(&crate::config_cmd::InitSpec {
+            openwrt: true,
+            preset: Some(presets.get("adguard").unwrap().clone()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(
+            wiring_drift(package.as_bytes(), fresh.as_bytes()),
+            Vec::<String>::new(),
+            "{fresh}"
+        );
+        // While the generic file is refused over it, as over the abridged copy.
+        let (generic, _) = crate::config_cmd::init_document(&crate::config_cmd::InitSpec {
+            preset: Some(presets.get("adguard").unwrap().clone()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(
+            wiring_drift(package.as_bytes(), generic.as_bytes()).len(),
+            5
+        );
     }
 }
