@@ -504,3 +504,89 @@ async fn sleep_until(t: Option<Instant>) {
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::WallClock;
+
+    /// A wall clock far behind the time floor: the clock is not synchronized.
+    struct Behind;
+
+    impl WallClock for Behind {
+        fn now_unix(&self) -> u64 {
+            0
+        }
+    }
+
+    fn driver() -> Driver {
+        let config = lanveil_config::Config::default();
+        let time = Arc::new(TimeKeeper::new(Arc::new(Behind), None, 0));
+        assert_eq!(
+            time.state(),
+            lanveil_core::clock::ClockState::Unsynchronized
+        );
+        let (tx, rx) = crate::events::channel(16);
+        // No upstream: nothing is dialled; the sessions below are the test's own.
+        Driver::new(
+            config.engine(),
+            Vec::new(),
+            Policy::new(&config.policy_config()).unwrap(),
+            OsRng::new().unwrap(),
+            (rx, tx),
+            WanSettings {
+                tracker: config.captive.settings(),
+                ca_file: None,
+            },
+            time,
+        )
+    }
+
+    fn handle() -> SessionHandle {
+        let (tx, _) = mpsc::unbounded_channel();
+        SessionHandle {
+            tx,
+            task: tokio::spawn(async {}),
+        }
+    }
+
+    /// A session connected against the time floor is remembered for re-verification only while
+    /// the driver still has it: one closed before its `Connected` arrived would stay in the set for
+    /// ever (nothing removes it again).
+    #[tokio::test]
+    async fn a_session_closed_before_its_connected_event_is_not_remembered() {
+        let mut d = driver();
+        let now = d.clock.now();
+        let (live, closed) = (SessionId(1), SessionId(2));
+        d.sessions.insert(live, handle());
+        d.sessions.insert(closed, handle());
+        d.act(Action::Close { session: closed });
+        d.upstream_event(
+            now,
+            UpstreamEvent::Connected {
+                session: closed,
+                relaxed: true,
+            },
+        );
+        assert!(
+            !d.relaxed.contains(&closed),
+            "a closed session is remembered"
+        );
+        d.upstream_event(
+            now,
+            UpstreamEvent::Connected {
+                session: live,
+                relaxed: true,
+            },
+        );
+        assert_eq!(d.relaxed.iter().copied().collect::<Vec<_>>(), [live]);
+        d.upstream_event(
+            now,
+            UpstreamEvent::Closed {
+                session: live,
+                reason: CloseReason::Unreachable,
+            },
+        );
+        assert!(d.relaxed.is_empty());
+    }
+}

@@ -266,7 +266,6 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, Err
     let mut ids = Vec::new();
     let mut next_id = 0;
     let targets = build_targets(&config, &mut ids, &mut next_id, &time)?;
-    upstream::tls::set_rto_min_ms(config.upstreams.tcp_rto_min_ms);
     let targets_for_control = targets.clone();
     let policy = build_policy(&config)?;
     let rng = rng::OsRng::new().map_err(|_| Error::Random)?;
@@ -298,17 +297,6 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, Err
         targets: std::sync::Mutex::new(control_targets),
         reload: reload_tx,
     });
-    let control_task = match &config.daemon.control_socket {
-        Some(path) => {
-            let listener =
-                control::bind(std::path::Path::new(path)).map_err(|source| Error::Control {
-                    path: path.clone(),
-                    source,
-                })?;
-            Some((control::spawn(listener, control_ctx.clone()), path.clone()))
-        }
-        None => None,
-    };
     let tcp_slots = listen::TcpSlots::new(config.listen.max_tcp_clients as usize);
     let mut running = Running {
         config: config.clone(),
@@ -324,11 +312,17 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, Err
         time,
         ticker,
         control_ctx,
-        control_task,
+        control_task: None,
         reload_requests: Some(reload_rx),
         driver_gone: Some(driver_gone),
     };
-    running.listeners = running.open_listeners(&config.listen.addrs).await?;
+    // The tasks are running from here on: a start that fails ends them and removes what it bound.
+    if let Err(e) = running.bind_sockets(&config).await {
+        running.abandon().await;
+        return Err(e);
+    }
+    // Process-wide, so set only once the start can no longer fail (as a reload does).
+    upstream::tls::set_rto_min_ms(config.upstreams.tcp_rto_min_ms);
     for l in &running.listeners {
         log::info!("listening on {} (udp) and {} (tcp)", l.udp_addr, l.tcp_addr);
     }
@@ -364,6 +358,37 @@ impl Running {
     /// The configuration in force.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The sockets of a start: the control socket (if configured), then the listeners.
+    async fn bind_sockets(&mut self, config: &Config) -> Result<(), Error> {
+        if let Some(path) = &config.daemon.control_socket {
+            let listener =
+                control::bind(std::path::Path::new(path)).map_err(|source| Error::Control {
+                    path: path.clone(),
+                    source,
+                })?;
+            self.control_task = Some((
+                control::spawn(listener, self.control_ctx.clone()),
+                path.clone(),
+            ));
+        }
+        self.listeners = self.open_listeners(&config.listen.addrs).await?;
+        Ok(())
+    }
+
+    /// Undoes a start that failed: ends the tasks it spawned (and waits until they are gone) and
+    /// removes the control socket it bound.
+    async fn abandon(mut self) {
+        if let Some((task, path)) = self.control_task.take() {
+            task.abort();
+            let _ = task.await;
+            let _ = std::fs::remove_file(&path);
+        }
+        self.ticker.abort();
+        let _ = (&mut self.ticker).await;
+        self.driver.abort();
+        let _ = (&mut self.driver).await;
     }
 
     /// Binds listeners for the addresses in `addrs`.
@@ -565,6 +590,56 @@ mod tests {
             s.ends_with("quic://192.0.2.1:853#dns.example (DNS-over-QUIC)"),
             "{s}"
         );
+    }
+
+    /// A UDP port on 127.0.0.1 held (with its TCP twin) for as long as the sockets live: a listen
+    /// address that cannot be bound.
+    fn taken() -> (std::net::UdpSocket, std::net::TcpListener, SocketAddr) {
+        (0..50)
+            .find_map(|_| {
+                let udp = std::net::UdpSocket::bind("127.0.0.1:0").ok()?;
+                let addr = udp.local_addr().ok()?;
+                let tcp = std::net::TcpListener::bind(addr).ok()?;
+                Some((udp, tcp, addr))
+            })
+            .unwrap()
+    }
+
+    /// `upstream_tcp_rto_min_ms` is process-wide: a start or a reload that fails (here: a listen
+    /// address someone else holds) leaves it as it was; a successful one sets it. (The only test in
+    /// this binary that starts lanveil, so nothing else moves the value meanwhile.)
+    #[tokio::test]
+    async fn the_upstream_rto_floor_changes_only_when_a_start_or_reload_succeeds() {
+        let (_udp, _tcp, taken) = taken();
+        let mut good = Config::default();
+        good.listen.addrs = vec![SocketAddr::from(([127, 0, 0, 1], 0))];
+        let mut bad = good.clone();
+        bad.listen.addrs.push(taken);
+        let before = upstream::tls::rto_min_ms();
+
+        bad.upstreams.tcp_rto_min_ms = before + 1;
+        assert!(matches!(start(bad.clone()).await, Err(Error::Bind { .. })));
+        assert_eq!(upstream::tls::rto_min_ms(), before, "a failed start set it");
+
+        good.upstreams.tcp_rto_min_ms = before + 2;
+        let mut running = start(good.clone()).await.unwrap();
+        assert_eq!(upstream::tls::rto_min_ms(), before + 2);
+
+        bad.upstreams.tcp_rto_min_ms = before + 3;
+        assert!(matches!(
+            running.reload(bad).await,
+            Err(Error::Bind { addr, .. }) if addr == taken
+        ));
+        assert_eq!(
+            upstream::tls::rto_min_ms(),
+            before + 2,
+            "a failed reload set it"
+        );
+
+        good.upstreams.tcp_rto_min_ms = before + 4;
+        running.reload(good).await.unwrap();
+        assert_eq!(upstream::tls::rto_min_ms(), before + 4);
+        running.shutdown().await;
     }
 
     /// A build without the `doq` feature refuses a DoQ upstream instead of never answering.

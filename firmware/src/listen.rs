@@ -448,3 +448,78 @@ async fn tcp_client(
     }
     writer.abort();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::Input;
+
+    /// The next event of the one TCP client, from the driver's end of the channel.
+    async fn next(rx: &mut mpsc::Receiver<Input>) -> ListenerEvent {
+        match tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {
+            Ok(Some(Input::Listener(e))) => e,
+            _ => panic!("no listener event"),
+        }
+    }
+
+    /// The length prefix is read so that nothing of it is lost when the select it sits in goes
+    /// round: here the idle timeout fires (and, an answer being owed, the connection stays open)
+    /// while the client has sent only the first octet of its next prefix. A `read_exact` of the
+    /// prefix would drop that octet with its cancelled future and misframe the query.
+    #[tokio::test]
+    async fn a_length_prefix_split_across_an_idle_timeout_is_not_lost() {
+        const IDLE: Duration = Duration::from_millis(1_200);
+        let (tx, mut rx) = crate::events::channel(16);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let limits = TcpLimits {
+            pipeline: 4,
+            per_source: 4,
+            idle: IDLE,
+            answer_wait: Duration::from_secs(5),
+        };
+        let (_limits, limits_rx) = watch::channel(limits);
+        let server = tokio::spawn(tcp_loop(
+            listener,
+            tx.narrow(),
+            Arc::new(Semaphore::new(4)),
+            limits_rx,
+        ));
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        client.set_nodelay(true).unwrap();
+        let ListenerEvent::TcpOpened { tx: answers, .. } = next(&mut rx).await else {
+            panic!("not TcpOpened")
+        };
+
+        // A first query, left unanswered: the connection is not idle while it is owed.
+        client.write_all(&[0, 3, b'o', b'n', b'e']).await.unwrap();
+        let ListenerEvent::TcpFrame { bytes, .. } = next(&mut rx).await else {
+            panic!("not TcpFrame")
+        };
+        assert_eq!(bytes, b"one");
+        // The server's read of the next prefix (and its idle timeout) starts about now.
+        let second = b"second";
+        tokio::time::sleep(IDLE / 2).await;
+        client.write_all(&[0]).await.unwrap();
+        // Past the idle timeout of that first read, within one of the read that got the octet.
+        tokio::time::sleep(IDLE * 3 / 4).await;
+        let mut rest = vec![u8::try_from(second.len()).unwrap()];
+        rest.extend_from_slice(second);
+        client.write_all(&rest).await.unwrap();
+        let ListenerEvent::TcpFrame { bytes, .. } = next(&mut rx).await else {
+            panic!("not TcpFrame")
+        };
+        assert_eq!(bytes, second, "the query was misframed");
+
+        // Both answers go out.
+        answers.try_send(TcpOut::Answer(b"1".to_vec())).unwrap();
+        answers.try_send(TcpOut::Answer(b"22".to_vec())).unwrap();
+        let mut got = [0u8; 7];
+        tokio::time::timeout(Duration::from_secs(5), client.read_exact(&mut got))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&got, b"\0\x011\0\x0222");
+        server.abort();
+    }
+}

@@ -25,6 +25,19 @@ async fn status_urls(sock: std::path::PathBuf) -> Vec<String> {
     s.upstreams.into_iter().map(|u| u.url).collect()
 }
 
+/// A listen address someone else holds (for as long as the sockets live). A UDP port whose TCP twin
+/// is free too: other tests' connections hold ephemeral TCP ports.
+fn held_port() -> (std::net::UdpSocket, std::net::TcpListener, SocketAddr) {
+    (0..50)
+        .find_map(|_| {
+            let udp = std::net::UdpSocket::bind("127.0.0.1:0").ok()?;
+            let addr = udp.local_addr().ok()?;
+            let tcp = std::net::TcpListener::bind(addr).ok()?;
+            Some((udp, tcp, addr))
+        })
+        .expect("a port free for UDP and TCP")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_that_cannot_bind_changes_nothing_status_shows() {
     let pki = Pki::new();
@@ -42,15 +55,7 @@ async fn a_reload_that_cannot_bind_changes_nothing_status_shows() {
     assert_eq!(before, [format!("tls://{}#dot.test", up.addr())]);
 
     // A new upstream and a listen address someone else holds: the reload must fail as a whole.
-    // (A UDP port whose TCP twin is free too: other tests' connections hold ephemeral TCP ports.)
-    let (_held, _held_tcp, taken) = (0..50)
-        .find_map(|_| {
-            let udp = std::net::UdpSocket::bind("127.0.0.1:0").ok()?;
-            let addr = udp.local_addr().ok()?;
-            let tcp = std::net::TcpListener::bind(addr).ok()?;
-            Some((udp, tcp, addr))
-        })
-        .expect("a port free for UDP and TCP");
+    let (_held, _held_tcp, taken) = held_port();
     let mut bad = config_for(other.addr(), &leaf);
     bad.daemon.control_socket = cfg.daemon.control_socket.clone();
     bad.listen.addrs = vec![listen, taken];
@@ -231,4 +236,81 @@ async fn removing_a_listen_address_ends_its_tcp_connections() {
     );
     assert!(tcp_served(keep, "kept.example.").await.is_some());
     running.shutdown().await;
+}
+
+/// Starts lanveil with `cfg` and a wall clock of the test's own; the start must fail. Returns the
+/// error once every task it spawned is gone: the driver, the clock ticker and the control socket's
+/// task each hold the clock, so the test's handle is the last one left.
+async fn failed_start(cfg: lanveil::config::Config) -> lanveil::Error {
+    use std::sync::Arc;
+    let wall: Arc<dyn lanveil::clock::WallClock> = Arc::new(lanveil::clock::SystemWallClock);
+    let options = lanveil::Options {
+        wall_clock: Some(wall.clone()),
+        ..Default::default()
+    };
+    let e = lanveil::start_with(cfg, options)
+        .await
+        .expect_err("the start must fail");
+    // Aborted tasks are dropped by the runtime, not at once: a short grace.
+    for _ in 0..50 {
+        if Arc::strong_count(&wall) == 1 {
+            return e;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("a failed start ({e}) left tasks running (driver, clock ticker or control socket)");
+}
+
+/// A start that fails once it has spawned its tasks and bound its control socket (here: a listen
+/// address someone else holds) ends those tasks and removes the socket, so nothing answers on it and
+/// no stale socket is left. Before, the driver, clock ticker and control task kept running and the
+/// socket file stayed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_that_cannot_bind_a_listener_leaves_nothing_behind() {
+    let pki = Pki::new();
+    let leaf = pki.leaf(&["dot.test"], &[LOCAL]);
+    let dir = TempDir::new("lanveil-failed-start");
+    let sock = dir.join("control.sock");
+    let (_held, _held_tcp, taken) = held_port();
+    // Never dialled: the start fails before any query.
+    let mut cfg = config_for(SocketAddr::new(LOCAL, 853), &leaf);
+    cfg.listen.addrs = vec![SocketAddr::new(LOCAL, 0), taken];
+    cfg.daemon.control_socket = Some(sock.display().to_string());
+    let e = failed_start(cfg.clone()).await;
+    assert!(
+        matches!(e, lanveil::Error::Bind { addr, .. } if addr == taken),
+        "{e}"
+    );
+    assert!(!sock.exists(), "the control socket is left behind");
+    let sock2 = sock.clone();
+    let status =
+        tokio::task::spawn_blocking(move || lanveil::control::request(&sock2, &Request::Status))
+            .await
+            .unwrap();
+    assert!(status.is_err(), "something still answers on the socket");
+
+    // The same configuration without the held address starts (the socket path is free again).
+    cfg.listen.addrs = vec![SocketAddr::new(LOCAL, 0)];
+    let (running, _) = start(cfg).await;
+    assert!(sock.exists());
+    running.shutdown().await;
+}
+
+/// A start that cannot create its control socket (its directory cannot be made) ends the driver
+/// and the clock ticker it has already spawned, and leaves whatever is at the path alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_that_cannot_bind_the_control_socket_leaves_nothing_running() {
+    let pki = Pki::new();
+    let leaf = pki.leaf(&["dot.test"], &[LOCAL]);
+    let dir = TempDir::new("lanveil-failed-start-ctl");
+    let file = dir.write("not-a-dir", "someone else's file");
+    let mut cfg = config_for(SocketAddr::new(LOCAL, 853), &leaf);
+    cfg.listen.addrs = vec![SocketAddr::new(LOCAL, 0)];
+    cfg.daemon.control_socket = Some(file.join("control.sock").display().to_string());
+    let e = failed_start(cfg).await;
+    assert!(matches!(e, lanveil::Error::Control { .. }), "{e}");
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        "someone else's file"
+    );
 }

@@ -216,6 +216,12 @@ pub(crate) fn set_rto_min_ms(ms: u32) {
     RTO_MIN_US.store(ms.saturating_mul(1000), Ordering::Relaxed);
 }
 
+/// The `upstream_tcp_rto_min_ms` in force (for tests: it is process-wide).
+#[doc(hidden)]
+pub fn rto_min_ms() -> u32 {
+    RTO_MIN_US.load(Ordering::Relaxed) / 1000
+}
+
 /// Lowers the retransmission timeout floor of an upstream connection (issue 17): Linux waits at
 /// least 200 ms (plus twice the RTT for a lone segment's tail-loss probe) before resending a lost
 /// query; with the floor at 50 ms a loss costs about the RTT + 50 ms. The timeout stays
