@@ -246,6 +246,18 @@ async fn sources_outside_the_lan_prefixes_are_refused_with_ede18() {
             .await
             .is_err()
     );
+    // A flood from outside (spoofed sources, say) gets at most the budget's 20 answers.
+    for _ in 0..100 {
+        outsider.send_to(&q.to_vec().unwrap(), addr).await.unwrap();
+    }
+    let mut answered = 0;
+    while tokio::time::timeout(Duration::from_millis(500), outsider.recv_from(&mut buf))
+        .await
+        .is_ok()
+    {
+        answered += 1;
+    }
+    assert!((10..=20).contains(&answered), "{answered} answers to 100");
     // The allowed source is served; the upstream never saw the outsider's query.
     let m = query_udp(addr, "inside.example.", RecordType::A, None).await;
     assert_eq!(a_records(&m), [expected_a("inside.example.")]);

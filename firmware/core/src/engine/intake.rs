@@ -45,11 +45,6 @@ impl<R: Rng> Engine<R> {
             .policy
             .as_ref()
             .is_none_or(|p| p.allowed(Some(client.peer().ip())));
-        if !allowed && !self.outside.admit(now) {
-            // Outside `allow`: answered only within a small budget shared by all such sources.
-            self.stats.dropped += 1;
-            return;
-        }
         if allowed
             && !self
                 .clients
@@ -81,6 +76,12 @@ impl<R: Rng> Engine<R> {
                 return;
             }
         };
+        if !allowed && !self.outside.admit(now) {
+            // Outside `allow`: answered only within a small budget shared by all such sources
+            // (what is dropped unanswered anyway does not spend it).
+            self.stats.dropped += 1;
+            return;
+        }
         if hdr.opcode() != OPCODE_QUERY {
             self.stats.notimp += 1;
             self.answer_locally(client, bytes, Some(&scan), rcode::NOTIMP, None);

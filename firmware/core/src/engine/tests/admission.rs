@@ -120,12 +120,19 @@ fn answers_outside_allow_share_a_small_budget() {
             .filter(|t| rcode_and_ede(&t.bytes).0 == rcode::REFUSED)
             .count()
     };
+    // Malformed input from outside is dropped without an answer, and spends nothing.
+    let mut bad = query(1, "x", None);
+    bad.truncate(bad.len() - 3);
+    for i in 0..30u16 {
+        h.q(outside(i), &bad);
+    }
+    assert!(h.out.is_empty());
     for i in 0..100u16 {
         h.q(outside(i), &query(i, "a", None));
     }
     assert_eq!(refused(&h), 20, "the burst, from many sources together");
     assert_eq!(h.e.stats().refused, 20);
-    assert_eq!(h.e.stats().dropped, 80);
+    assert_eq!(h.e.stats().dropped, 30 + 80);
     // A client inside is served while the budget is spent.
     h.q(udp(1), &query(500, "b", None));
     assert_eq!(h.e.inflight(), 1);
