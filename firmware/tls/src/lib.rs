@@ -389,19 +389,30 @@ impl<T: VerifyTime, O: ChainObserver> PinningVerifier<T, O> {
         // What `WebPkiServerVerifier::verify_server_cert` does without CRLs (it does not check a
         // stapled OCSP response either).
         let cert = rustls::server::ParsedCertificate::try_from(end_entity)?;
-        rustls::client::verify_server_cert_signed_by_trust_anchor(
-            &cert,
-            &c.roots,
-            intermediates,
-            at,
-            c.provider.signature_verification_algorithms.all,
-        )?;
-        rustls::client::verify_server_name(&cert, server_name)?;
-        if !c.pins.is_empty() && !c.pinned_path(end_entity, intermediates, at) {
+        let webpki = || {
+            rustls::client::verify_server_cert_signed_by_trust_anchor(
+                &cert,
+                &c.roots,
+                intermediates,
+                at,
+                c.provider.signature_verification_algorithms.all,
+            )
+        };
+        if c.pins.is_empty() {
+            webpki()?;
+        } else if !c.pinned_path(end_entity, intermediates, at) {
+            // No validated chain holds a pin. WebPKI's own error if there is no validated chain at
+            // all (expired, unknown issuer, ...), then the name's, else the pins'.
+            webpki()?;
+            rustls::client::verify_server_name(&cert, server_name)?;
             return Err(rustls::Error::InvalidCertificate(
                 CertificateError::ApplicationVerificationFailure,
             ));
         }
+        // (A pinned path is a chain WebPKI validated: `pinned_path` runs the same
+        // `verify_for_usage` as rustls' check, so the chain is built and its signatures checked
+        // once per handshake, not twice.)
+        rustls::client::verify_server_name(&cert, server_name)?;
         c.time.accepted(validity);
         Ok(ServerCertVerified::assertion())
     }
@@ -731,20 +742,32 @@ mod tests {
 
     /// A pinned intermediate counts only when the validated chain goes through it: a server with a
     /// leaf the root signed directly cannot satisfy the pin by sending the pinned intermediate along.
-    #[test]
-    fn a_pin_counts_only_on_the_validated_chain() {
+    /// A root, an intermediate it signed, a leaf for `dns.example` signed by each (ECDSA P-256),
+    /// and the intermediate's pin.
+    struct TwoLevels {
+        root: rcgen::Certificate,
+        inter: rcgen::Certificate,
+        via_inter: rcgen::Certificate,
+        direct: rcgen::Certificate,
+        inter_pin: SpkiPin,
+    }
+
+    fn two_levels() -> TwoLevels {
         use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
-        let root_key = KeyPair::generate().unwrap();
-        let mut root = CertificateParams::new(Vec::<String>::new()).unwrap();
-        root.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let root = root.self_signed(&root_key).unwrap();
-        let ca_params = || {
+        // Distinct names: WebPKI tries as issuer each CA whose subject is the certificate's issuer.
+        let ca_params = |name: &str| {
             let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
             p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            p.distinguished_name
+                .push(rcgen::DnType::CommonName, name.to_owned());
             p
         };
+        let root_key = KeyPair::generate().unwrap();
+        let root = ca_params("root").self_signed(&root_key).unwrap();
         let inter_key = KeyPair::generate().unwrap();
-        let inter = ca_params().signed_by(&inter_key, &root, &root_key).unwrap();
+        let inter = ca_params("intermediate")
+            .signed_by(&inter_key, &root, &root_key)
+            .unwrap();
         let leaf = |issuer: &rcgen::Certificate, issuer_key: &KeyPair| {
             CertificateParams::new(vec!["dns.example".to_owned()])
                 .unwrap()
@@ -754,6 +777,110 @@ mod tests {
         let via_inter = leaf(&inter, &inter_key);
         let direct = leaf(&root, &root_key);
         let inter_pin = SpkiPin(spki_sha256(inter.der()).unwrap());
+        TwoLevels {
+            root,
+            inter,
+            via_inter,
+            direct,
+            inter_pin,
+        }
+    }
+
+    /// Signature checks, counted: wraps the provider's algorithms.
+    #[derive(Debug)]
+    struct Counting(&'static dyn rustls::pki_types::SignatureVerificationAlgorithm);
+
+    static SIGNATURES_CHECKED: std::sync::atomic::AtomicUsize =
+        std::sync::atomic::AtomicUsize::new(0);
+
+    impl rustls::pki_types::SignatureVerificationAlgorithm for Counting {
+        fn verify_signature(
+            &self,
+            public_key: &[u8],
+            message: &[u8],
+            signature: &[u8],
+        ) -> Result<(), rustls::pki_types::InvalidSignature> {
+            SIGNATURES_CHECKED.fetch_add(1, Ordering::SeqCst);
+            self.0.verify_signature(public_key, message, signature)
+        }
+        fn public_key_alg_id(&self) -> rustls::pki_types::AlgorithmIdentifier {
+            self.0.public_key_alg_id()
+        }
+        fn signature_alg_id(&self) -> rustls::pki_types::AlgorithmIdentifier {
+            self.0.signature_alg_id()
+        }
+        fn fips(&self) -> bool {
+            self.0.fips()
+        }
+    }
+
+    /// A pinned chain is built, and its signatures checked, once per handshake (WebPKI's check and
+    /// the pin's search for a validated chain were two chain builds).
+    #[test]
+    fn a_pinned_chain_is_checked_once() {
+        let TwoLevels {
+            root,
+            inter,
+            via_inter,
+            direct,
+            inter_pin,
+        } = two_levels();
+        let counted = |pins: Vec<SpkiPin>| {
+            let base = provider();
+            let all: Vec<&'static dyn rustls::pki_types::SignatureVerificationAlgorithm> = base
+                .signature_verification_algorithms
+                .all
+                .iter()
+                .map(|a| {
+                    let c: &'static Counting = Box::leak(Box::new(Counting(*a)));
+                    c as &'static dyn rustls::pki_types::SignatureVerificationAlgorithm
+                })
+                .collect();
+            let mut roots = RootCertStore::empty();
+            roots.add(root.der().clone()).unwrap();
+            let mut c = Checks::new(roots, pins, SystemTime).unwrap();
+            c.provider = Arc::new(rustls::crypto::CryptoProvider {
+                signature_verification_algorithms: rustls::crypto::WebPkiSupportedAlgorithms {
+                    all: Box::leak(all.into_boxed_slice()),
+                    mapping: base.signature_verification_algorithms.mapping,
+                },
+                ..base
+            });
+            Arc::new(c)
+        };
+        let chain = [inter.der().clone()];
+        let run = |c: &Arc<Checks<SystemTime>>, leaf: &CertificateDer<'_>, name: &str| {
+            SIGNATURES_CHECKED.store(0, Ordering::SeqCst);
+            let v = verdict_chain(c, leaf, &chain, name);
+            (v, SIGNATURES_CHECKED.load(Ordering::SeqCst))
+        };
+        // Leaf by intermediate, intermediate by root: two signatures, with a pin as without.
+        let pinned = counted(vec![inter_pin]);
+        assert_eq!(
+            run(&counted(Vec::new()), via_inter.der(), "dns.example"),
+            (None, 2)
+        );
+        assert_eq!(run(&pinned, via_inter.der(), "dns.example"), (None, 2));
+        // Failures keep their kinds (WebPKI runs again to say which): the pin, the name.
+        assert_eq!(
+            run(&pinned, direct.der(), "dns.example").0,
+            Some(TlsFailure::PinMismatch)
+        );
+        assert_eq!(
+            run(&pinned, via_inter.der(), "other.example").0,
+            Some(TlsFailure::NameMismatch)
+        );
+    }
+
+    #[test]
+    fn a_pin_counts_only_on_the_validated_chain() {
+        let TwoLevels {
+            root,
+            inter,
+            via_inter,
+            direct,
+            inter_pin,
+        } = two_levels();
         let c = checks(root.der(), vec![inter_pin]);
         // The intermediate signed the leaf: pinned.
         assert_eq!(
