@@ -45,6 +45,15 @@ pub(crate) fn bind(path: &Path) -> std::io::Result<UnixListener> {
     if let Ok(meta) = std::fs::symlink_metadata(path)
         && meta.file_type().is_socket()
     {
+        // A socket someone answers on is a running lanveil's: taking its path would leave that
+        // daemon without its control socket (and a start that then fails would remove it).
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                "a running lanveil answers on this control socket",
+            ));
+        }
+        // Left by a daemon that is gone.
         std::fs::remove_file(path)?;
     }
     let listener = UnixListener::bind(path)?;

@@ -462,10 +462,12 @@ mod tests {
         }
     }
 
-    /// The length prefix is read so that nothing of it is lost when the select it sits in goes
-    /// round: here the idle timeout fires (and, an answer being owed, the connection stays open)
-    /// while the client has sent only the first octet of its next prefix. A `read_exact` of the
-    /// prefix would drop that octet with its cancelled future and misframe the query.
+    /// The length prefix is read octet by octet as they come, each read with its own idle
+    /// timeout, and what was read is kept across reads: here its first octet comes halfway through
+    /// the idle time and the second a little after the idle time has passed since the prefix's
+    /// read began (but within the idle time of the read that waits for it). One timeout over a
+    /// `read_exact` of the whole prefix would fire in between (an answer is owed, so the connection
+    /// stays open) and drop the octet it had read with its future: the query would be misframed.
     #[tokio::test]
     async fn a_length_prefix_split_across_an_idle_timeout_is_not_lost() {
         const IDLE: Duration = Duration::from_millis(1_200);

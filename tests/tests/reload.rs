@@ -296,6 +296,46 @@ async fn a_start_that_cannot_bind_a_listener_leaves_nothing_behind() {
     running.shutdown().await;
 }
 
+/// A second lanveil started with a running one's control socket (a manual run while the service is
+/// up) does not take that socket: it fails, whatever else it could bind, and the running daemon's
+/// socket still answers. A socket file nothing answers on (a daemon that is gone) is taken over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_start_leaves_the_running_daemons_control_socket_alone() {
+    let pki = Pki::new();
+    let leaf = pki.leaf(&["dot.test"], &[LOCAL]);
+    let dir = TempDir::new("lanveil-second-start");
+    let sock = dir.join("control.sock");
+    let mut cfg = config_for(SocketAddr::new(LOCAL, 853), &leaf);
+    cfg.listen.addrs = vec![SocketAddr::new(LOCAL, 0)];
+    cfg.daemon.control_socket = Some(sock.display().to_string());
+    let (running, _) = start(cfg.clone()).await;
+    let status = |sock: std::path::PathBuf| async move {
+        tokio::task::spawn_blocking(move || lanveil::control::request(&sock, &Request::Status))
+            .await
+            .unwrap()
+    };
+    // One that could bind everything else, and one whose listen address is taken.
+    let (_held, _held_tcp, taken) = held_port();
+    let mut blocked = cfg.clone();
+    blocked.listen.addrs = vec![taken];
+    for second in [cfg.clone(), blocked] {
+        let e = failed_start(second).await;
+        assert!(matches!(e, lanveil::Error::Control { .. }), "{e}");
+        assert!(
+            status(sock.clone()).await.is_ok(),
+            "the running daemon lost its control socket"
+        );
+    }
+    running.shutdown().await;
+
+    // A stale socket file (bound, then its owner gone) does not stop a start.
+    drop(std::os::unix::net::UnixListener::bind(&sock));
+    assert!(sock.exists());
+    let (running, _) = start(cfg).await;
+    assert!(status(sock.clone()).await.is_ok());
+    running.shutdown().await;
+}
+
 /// A start that cannot create its control socket (its directory cannot be made) ends the driver
 /// and the clock ticker it has already spawned, and leaves whatever is at the path alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -674,7 +674,7 @@ pub static MAIN: &[Key<Config>] = &[
         },
         default: Some(lanveil_core::policy::DEFAULT_ALLOW),
         #[cfg(feature = "reference")]
-        doc: "client prefixes allowed to query; others get REFUSED (at most 20 answers a second to all of them together, the rest dropped)",
+        doc: "client prefixes allowed to query; others get REFUSED (over UDP at most 20 answers a second to all of them together, the rest dropped)",
         access: Access::Custom {
             set: |c, s| {
                 c.policy.allow.push(parse_allow(s)?);

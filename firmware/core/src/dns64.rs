@@ -6,7 +6,8 @@
 //! records is never synthesized; NXDOMAIN stays NXDOMAIN); CNAMEs of the A answer are kept; names are
 //! read with [`name::expand`] (under the pointer rules `scan` enforces) and written as a pointer to
 //! the same name written earlier (the question, or an earlier owner or CNAME target), else in full;
-//! the answer stops at 65,535 octets with TC set (a large A answer never grows past a message); the
+//! the answer stops 512 octets short of 65,535 with TC set (a large A answer never grows past a
+//! message, with room left for the client's OPT record); the
 //! synthesized record keeps the A record's TTL; a synthesized answer never claims to be authenticated
 //! (AD clear, RFC 6147 §5.5: synthesized records cannot be validated).
 
@@ -27,8 +28,10 @@ const FLAG_AD: u16 = 0x0020;
 
 pub use crate::nat64::Nat64Prefix;
 
-/// The largest DNS message (a TCP length prefix's range).
-const MAX_MESSAGE: usize = u16::MAX as usize;
+/// Where a synthesized answer stops: the largest DNS message (a TCP length prefix's range) less room
+/// for the OPT record (and its EDE options) the answer gets on its way to an EDNS client; without
+/// that room a cut answer could reach the client as its question alone.
+const MAX_MESSAGE: usize = u16::MAX as usize - 512;
 
 /// Names written so far in a synthesized answer, for compression: where each starts in the output
 /// and how long it is (uncompressed). Bounded; names past the bound are written in full.
@@ -139,7 +142,8 @@ pub fn synthesize(a: &[u8], scan: &Scan, prefix: &Nat64Prefix) -> Option<Vec<u8>
         return None;
     }
     let h = Header {
-        flags: Header::with_tc(scan.header.flags & !FLAG_AD, truncated),
+        // TC if cut here, or if the A answer was already truncated.
+        flags: Header::with_tc(scan.header.flags & !FLAG_AD, truncated || scan.header.tc()),
         ancount: count,
         nscount: 0,
         arcount: 0,
@@ -352,8 +356,8 @@ mod tests {
         m[6..8].copy_from_slice(&(n as u16).to_be_bytes());
         let s = scan(&m).unwrap();
         let out = synthesize(&m, &s, &Nat64Prefix::WELL_KNOWN).unwrap();
-        assert!(out.len() <= usize::from(u16::MAX), "{}", out.len());
-        let fit = (usize::from(u16::MAX) - question_end) / 28;
+        assert!(out.len() <= usize::from(u16::MAX) - 512, "{}", out.len());
+        let fit = (usize::from(u16::MAX) - 512 - question_end) / 28;
         assert!(fit < n);
         assert_eq!(out.len(), question_end + fit * 28);
         let msg = hickory_proto::op::Message::from_vec(&out).unwrap();
@@ -363,6 +367,28 @@ mod tests {
         assert_eq!(last.name(), msg.queries()[0].name());
         let i = fit - 1;
         assert_eq!(last.data().to_string(), format!("64:ff9b::a00:{:x}", i));
+        // Through the rewrite to a TCP client with EDNS: the cut answer keeps its records (and gets
+        // its OPT record), not only its question.
+        let view = crate::wire::rewrite::ClientView {
+            id: 0x1234,
+            edns: Some(false),
+            max_len: usize::from(u16::MAX),
+        };
+        let mut buf = vec![0u8; 70_000];
+        let n = crate::wire::rewrite::to_client(&out, &scan(&out).unwrap(), &view, None, &mut buf)
+            .unwrap();
+        let to_client = hickory_proto::op::Message::from_vec(&buf[..n]).unwrap();
+        assert_eq!(to_client.answers().len(), fit);
+        assert!(to_client.truncated());
+        // An answer the upstream marked truncated stays marked.
+        let mut cut = a_answer();
+        cut[2] |= 0x02;
+        let out = synthesize(&cut, &scan(&cut).unwrap(), &Nat64Prefix::WELL_KNOWN).unwrap();
+        assert!(
+            hickory_proto::op::Message::from_vec(&out)
+                .unwrap()
+                .truncated()
+        );
         // An answer that fits is not marked.
         let small = a_answer();
         let out = synthesize(&small, &scan(&small).unwrap(), &Nat64Prefix::WELL_KNOWN).unwrap();

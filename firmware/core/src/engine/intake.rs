@@ -76,9 +76,10 @@ impl<R: Rng> Engine<R> {
                 return;
             }
         };
-        if !allowed && !self.outside.admit(now) {
-            // Outside `allow`: answered only within a small budget shared by all such sources
-            // (what is dropped unanswered anyway does not spend it).
+        if !allowed && matches!(client, ClientAddr::Udp { .. }) && !self.outside.admit(now) {
+            // Outside `allow`, over UDP (the source may be spoofed; a TCP peer completed a
+            // handshake, so it cannot be): answered only within a small budget shared by all such
+            // sources. What is dropped unanswered anyway (malformed input) does not spend it.
             self.stats.dropped += 1;
             return;
         }

@@ -133,6 +133,14 @@ fn answers_outside_allow_share_a_small_budget() {
     assert_eq!(refused(&h), 20, "the burst, from many sources together");
     assert_eq!(h.e.stats().refused, 20);
     assert_eq!(h.e.stats().dropped, 30 + 80);
+    // TCP from outside cannot be spoofed: refused, whatever the budget.
+    h.out.clear();
+    let tcp = ClientAddr::Tcp {
+        conn: 3,
+        peer: core::net::SocketAddr::from(([203, 0, 113, 7], 5000)),
+    };
+    h.q(tcp, &query(400, "t", None));
+    assert_eq!(refused(&h), 1);
     // A client inside is served while the budget is spent.
     h.q(udp(1), &query(500, "b", None));
     assert_eq!(h.e.inflight(), 1);
