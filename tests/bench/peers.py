@@ -623,7 +623,10 @@ def measure(t: Target, work: Path, up: Proc, a, rnd: int) -> dict:
     if not t.direct:
         proc, res["idle_rss_kib"] = start_and_wait(t, work)
     try:
-        # latency at a fixed moderate rate
+        # latency at a fixed moderate rate (and the forwarder's CPU per query there: a home's regime,
+        # where every query is handled on its own, without the batches of saturation)
+        lat_pid = None if t.direct else proc.pid
+        lat_cpu0 = sum(proc_cpu_split(lat_pid)) if lat_pid else 0.0
         lat_n = a.rate * a.duration + a.rate * 2
         if t.name == "upstream-doh":
             f = work / "uris"
@@ -635,6 +638,8 @@ def measure(t: Target, work: Path, up: Proc, a, rnd: int) -> dict:
             r = dnsperf(work, "dot" if t.direct else "udp", t.port, f, a.duration, a.clients, a.outstanding,
                         rate=a.rate, verbose=True)
         res["latency"] = r
+        if lat_pid and r.get("completed"):
+            res["rate_cpu_per_query_us"] = (sum(proc_cpu_split(lat_pid)) - lat_cpu0) / r["completed"] * 1e6
         # saturation at fixed concurrency
         f = work / ("uris" if t.name == "upstream-doh" else "queries")
         if t.name == "upstream-doh":
@@ -719,6 +724,7 @@ def summarize(name: str, rounds: list[dict]) -> dict:
         "idle_rss_kib": col(["idle_rss_kib"]),
         "cpu_per_100k_s": col(["cpu_per_100k_s"]),
         "cpu_per_100k_rounds": [r.get("cpu_per_100k_s") for r in rounds],
+        "rate_cpu_per_query_us": col(["rate_cpu_per_query_us"]),
         "sys_cpu_per_100k_s": col(["sys_cpu_per_100k_s"]),
         "upstream_cpu_per_100k_s": col(["upstream_cpu_per_100k_s"]),
         "loadgen_cpu_s": col(["saturation", "loadgen_cpu_s"]),
@@ -775,6 +781,13 @@ def report(data: dict) -> str:
                      f"{statistics.median(outside):.2f} cores, max {max(outside):.2f} cores (of {os.cpu_count()}); "
                      f"{sum(len(r.get('discarded_noisy', [])) for rs in data['rounds'].values() for r in rs)} "
                      f"noisy measurement(s) were repeated.")
+    at_rate = [(t["name"], s[t["name"]]["rate_cpu_per_query_us"]) for t in data["targets"]
+               if t["name"] in s and s[t["name"]].get("rate_cpu_per_query_us")]
+    if at_rate:
+        lines.append("")
+        lines.append(f"CPU per query at the fixed {a['rate']} queries/s of the latency run (each query handled "
+                     f"on its own, as in a home; not a goal): "
+                     + ", ".join(f"{n} {v:.1f} µs" for n, v in at_rate) + ".")
     lines.append("")
     c = data.get("checks", {})
     if c:
