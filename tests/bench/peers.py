@@ -785,8 +785,8 @@ def report(data: dict) -> str:
                if t["name"] in s and s[t["name"]].get("rate_cpu_per_query_us")]
     if at_rate:
         lines.append("")
-        lines.append(f"CPU per query at the fixed {a['rate']} queries/s of the latency run (each query handled "
-                     f"on its own, as in a home; not a goal): "
+        lines.append(f"CPU per query at the fixed {a['rate']} queries/s of the latency run (queries one at a "
+                     f"time, as in a home; not a goal): "
                      + ", ".join(f"{n} {v:.1f} µs" for n, v in at_rate) + ".")
     lines.append("")
     c = data.get("checks", {})
