@@ -592,25 +592,14 @@ mod tests {
         );
     }
 
-    /// A UDP port on 127.0.0.1 held (with its TCP twin) for as long as the sockets live: a listen
-    /// address that cannot be bound.
-    fn taken() -> (std::net::UdpSocket, std::net::TcpListener, SocketAddr) {
-        (0..50)
-            .find_map(|_| {
-                let udp = std::net::UdpSocket::bind("127.0.0.1:0").ok()?;
-                let addr = udp.local_addr().ok()?;
-                let tcp = std::net::TcpListener::bind(addr).ok()?;
-                Some((udp, tcp, addr))
-            })
-            .unwrap()
-    }
-
     /// `upstream_tcp_rto_min_ms` is process-wide: a start or a reload that fails (here: a listen
     /// address someone else holds) leaves it as it was; a successful one sets it. (The only test in
     /// this binary that starts lanveil, so nothing else moves the value meanwhile.)
     #[tokio::test]
     async fn the_upstream_rto_floor_changes_only_when_a_start_or_reload_succeeds() {
-        let (_udp, _tcp, taken) = taken();
+        // A listen address that cannot be bound: its UDP port is held (bound first).
+        let held = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let taken = held.local_addr().unwrap();
         let mut good = Config::default();
         good.listen.addrs = vec![SocketAddr::from(([127, 0, 0, 1], 0))];
         let mut bad = good.clone();

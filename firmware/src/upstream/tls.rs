@@ -216,9 +216,9 @@ pub(crate) fn set_rto_min_ms(ms: u32) {
     RTO_MIN_US.store(ms.saturating_mul(1000), Ordering::Relaxed);
 }
 
-/// The `upstream_tcp_rto_min_ms` in force (for tests: it is process-wide).
-#[doc(hidden)]
-pub fn rto_min_ms() -> u32 {
+/// The `upstream_tcp_rto_min_ms` in force (it is process-wide).
+#[cfg(test)]
+pub(crate) fn rto_min_ms() -> u32 {
     RTO_MIN_US.load(Ordering::Relaxed) / 1000
 }
 
