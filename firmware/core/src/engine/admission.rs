@@ -7,11 +7,43 @@ use core::net::IpAddr;
 
 use super::{ClientLimits, Instant};
 
-/// Per-source accounting (token bucket in thousandths of a query, queries in flight).
+/// A token bucket in thousandths of a query: `rate` tokens a second, at most `burst` held.
 #[derive(Clone, Copy, Debug)]
-struct ClientState {
+struct Bucket {
     tokens_milli: u64,
     last: Instant,
+}
+
+impl Bucket {
+    /// A full bucket (a source not seen before may send its burst at once).
+    fn full(now: Instant, burst: u64) -> Self {
+        Self {
+            tokens_milli: burst.saturating_mul(1000),
+            last: now,
+        }
+    }
+
+    /// Refills for the time since the last call and takes one token: `false` if there is none.
+    fn take(&mut self, now: Instant, rate: u64, burst: u64) -> bool {
+        let ms = u64::try_from(now.saturating_since(self.last).as_millis()).unwrap_or(u64::MAX);
+        self.tokens_milli = self
+            .tokens_milli
+            .saturating_add(ms.saturating_mul(rate))
+            .min(burst.saturating_mul(1000));
+        self.last = now;
+        if self.tokens_milli >= 1000 {
+            self.tokens_milli -= 1000;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Per-source accounting (token bucket, queries in flight).
+#[derive(Clone, Copy, Debug)]
+struct ClientState {
+    bucket: Bucket,
     inflight: u32,
 }
 
@@ -30,31 +62,14 @@ pub(super) const OUTSIDE_BURST: u64 = 20;
 /// device learns at once that it is refused), but spoofed queries cannot make the router reflect
 /// more than [`OUTSIDE_ANSWERS_PER_S`] answers a second at anyone.
 #[derive(Debug, Default)]
-pub(super) struct Outside {
-    tokens_milli: u64,
-    last: Option<Instant>,
-}
+pub(super) struct Outside(Option<Bucket>);
 
 impl Outside {
     /// `false` if the budget is spent (the query is dropped unanswered).
     pub(super) fn admit(&mut self, now: Instant) -> bool {
-        let cap = OUTSIDE_BURST * 1000;
-        self.tokens_milli = match self.last {
-            None => cap,
-            Some(last) => {
-                let ms = u64::try_from(now.saturating_since(last).as_millis()).unwrap_or(u64::MAX);
-                self.tokens_milli
-                    .saturating_add(ms.saturating_mul(OUTSIDE_ANSWERS_PER_S))
-                    .min(cap)
-            }
-        };
-        self.last = Some(now);
-        if self.tokens_milli >= 1000 {
-            self.tokens_milli -= 1000;
-            true
-        } else {
-            false
-        }
+        self.0
+            .get_or_insert_with(|| Bucket::full(now, OUTSIDE_BURST))
+            .take(now, OUTSIDE_ANSWERS_PER_S, OUTSIDE_BURST)
     }
 }
 
@@ -70,14 +85,14 @@ impl Clients {
         if (limits.rate_qps == 0 && limits.max_inflight == 0) || !limited(limits, ip) {
             return true;
         }
-        let cap = u64::from(limits.burst.max(1)) * 1000;
+        let burst = u64::from(limits.burst.max(1));
         if !self.table.contains_key(&ip) && self.table.len() >= limits.table_size.max(1) {
             // Forget idle sources, oldest first; a table of busy sources is not grown.
             let idle: Vec<_> = self
                 .table
                 .iter()
                 .filter(|(_, c)| c.inflight == 0)
-                .map(|(k, c)| (c.last, *k))
+                .map(|(k, c)| (c.bucket.last, *k))
                 .collect();
             let mut idle = idle;
             idle.sort_unstable();
@@ -89,24 +104,14 @@ impl Clients {
             }
         }
         let c = self.table.entry(ip).or_insert(ClientState {
-            tokens_milli: cap,
-            last: now,
+            bucket: Bucket::full(now, burst),
             inflight: 0,
         });
         if limits.rate_qps == 0 {
-            c.last = now;
+            c.bucket.last = now;
             return true;
         }
-        let elapsed = u64::try_from(now.saturating_since(c.last).as_millis()).unwrap_or(u64::MAX);
-        c.tokens_milli =
-            (c.tokens_milli + elapsed.saturating_mul(u64::from(limits.rate_qps))).min(cap);
-        c.last = now;
-        if c.tokens_milli >= 1000 {
-            c.tokens_milli -= 1000;
-            true
-        } else {
-            false
-        }
+        c.bucket.take(now, u64::from(limits.rate_qps), burst)
     }
 
     /// Whether `ip` may have another query in flight.
