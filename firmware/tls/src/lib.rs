@@ -740,8 +740,6 @@ mod tests {
         );
     }
 
-    /// A pinned intermediate counts only when the validated chain goes through it: a server with a
-    /// leaf the root signed directly cannot satisfy the pin by sending the pinned intermediate along.
     /// A root, an intermediate it signed, a leaf for `dns.example` signed by each (ECDSA P-256),
     /// and the intermediate's pin.
     struct TwoLevels {
@@ -872,6 +870,8 @@ mod tests {
         );
     }
 
+    /// A pinned intermediate counts only when the validated chain goes through it: a server with a
+    /// leaf the root signed directly cannot satisfy the pin by sending the pinned intermediate along.
     #[test]
     fn a_pin_counts_only_on_the_validated_chain() {
         let TwoLevels {
