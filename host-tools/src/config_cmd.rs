@@ -295,12 +295,11 @@ pub fn init_document(spec: &InitSpec) -> Result<(String, Config)> {
     }
     let (text, cfg) = render_checked(&doc, "(new configuration)")?;
     let mut header = if spec.openwrt {
-        format!(
+        String::from(
             "# lanveil configuration (UCI), written by `lanveil-ctl config init --openwrt`: the defaults of\n\
-             # the lanveil {} OpenWrt package (openwrt/lanveil/files/lanveil.config, its /etc/config/lanveil)\n\
-             # with the upstreams below; that file's comments are not kept. The daemon reads the 'lanveil'\n\
-             # and 'upstream' sections, the package's init script the 'openwrt' section.\n",
-            env!("CARGO_PKG_VERSION")
+             # the lanveil OpenWrt package of this lanveil-ctl's source (openwrt/lanveil/files/lanveil.config,\n\
+             # its /etc/config/lanveil) with the upstreams below; that file's comments are not kept. The daemon\n\
+             # reads the 'lanveil' and 'upstream' sections, the package's init script the 'openwrt' section.\n",
         )
     } else {
         String::from("# lanveil configuration (UCI), written by `lanveil-ctl config init`.\n")
