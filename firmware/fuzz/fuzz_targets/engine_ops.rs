@@ -27,6 +27,7 @@ use lanveil_core::time::Instant;
 use lanveil_core::wire::framing;
 use lanveil_core::wire::header::Header;
 use lanveil_core::wire::message::scan;
+use lanveil_core::wire::name;
 use lanveil_fuzz::{hex, must_scan};
 use libfuzzer_sys::fuzz_target;
 
@@ -126,7 +127,7 @@ enum Op {
 }
 
 /// Leak-probe labels (16 octets, lowercase and digits); `Query` asks for `LABEL.<ZONE>` when its
-/// `label` has bits 0x30 set, in the case its 0x40 bit says.
+/// `label` has bits 0x30 set (upper case with its 0x40 bit).
 const PROBE_LABELS: [&str; 4] = [
     "probe0aaaaaaaaaa",
     "probe1bbbbbbbbbb",
@@ -503,19 +504,18 @@ fuzz_target!(|input: Input| {
                 ]);
                 let letter = b'a' + label % 6;
                 if label & 0x30 == 0x30 {
-                    let probe = PROBE_LABELS[usize::from(label % 4)];
-                    q.push(probe.len() as u8);
-                    q.extend(probe.bytes().map(|b| {
-                        if label & 0x40 != 0 {
-                            b.to_ascii_uppercase()
-                        } else {
-                            b
-                        }
-                    }));
-                    for part in leak_probe::ZONE.split('.') {
-                        q.push(part.len() as u8);
-                        q.extend_from_slice(part.as_bytes());
+                    let mut dotted = format!(
+                        "{}.{}",
+                        PROBE_LABELS[usize::from(label % 4)],
+                        leak_probe::ZONE
+                    );
+                    if label & 0x40 != 0 {
+                        dotted.make_ascii_uppercase();
                     }
+                    let mut buf = [0u8; name::MAX_NAME_LEN];
+                    let n = name::encode(&dotted, &mut buf).expect("a valid name");
+                    // Without its root label: the question's end below adds it.
+                    q.extend_from_slice(&buf[..n - 1]);
                 } else {
                     q.extend_from_slice(&[
                         1,
