@@ -44,8 +44,8 @@ impl Listener {
         }
     }
 
-    /// Stops taking new queries and waits until the receiving tasks are gone (their TCP clients
-    /// then stop reading too); answers still go out until the listener is dropped.
+    /// [`Self::stop_receiving`], then waits until the receiving tasks are gone (their TCP clients
+    /// then stop reading too).
     pub(crate) async fn stop(&mut self) {
         self.stop_receiving();
         for t in self.receivers.drain(..) {
