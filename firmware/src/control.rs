@@ -47,7 +47,7 @@ pub(crate) fn bind(path: &Path) -> std::io::Result<UnixListener> {
     {
         // A socket someone answers on is a running lanveil's: taking its path would leave that
         // daemon without its control socket (and a start that then fails would remove it).
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        if listened_on(path) {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::AddrInUse,
                 "a running lanveil answers on this control socket",
@@ -63,6 +63,24 @@ pub(crate) fn bind(path: &Path) -> std::io::Result<UnixListener> {
         return Err(e);
     }
     Ok(listener)
+}
+
+/// Whether something listens on the Unix socket at `path`. Non-blocking: a listener whose
+/// backlog is full (a daemon that hangs) counts as one, without waiting for it.
+fn listened_on(path: &Path) -> bool {
+    let Ok(addr) = socket2::SockAddr::unix(path) else {
+        return false;
+    };
+    let Ok(sock) = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None) else {
+        return false;
+    };
+    if sock.set_nonblocking(true).is_err() {
+        return false;
+    }
+    match sock.connect(&addr) {
+        Ok(()) => true,
+        Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
+    }
 }
 
 pub(crate) fn spawn(listener: UnixListener, ctx: Arc<Context>) -> JoinHandle<()> {
