@@ -336,6 +336,40 @@ async fn a_second_start_leaves_the_running_daemons_control_socket_alone() {
     running.shutdown().await;
 }
 
+/// A daemon that hangs (it never accepts, and its backlog is full) still holds its control socket:
+/// a second start does not wait for it (a blocking connect would wait for ever) and does not take
+/// the path from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_daemons_control_socket_is_left_alone_without_waiting() {
+    use std::os::unix::fs::MetadataExt;
+    let pki = Pki::new();
+    let leaf = pki.leaf(&["dot.test"], &[LOCAL]);
+    let dir = TempDir::new("lanveil-hung-daemon");
+    let sock = dir.join("control.sock");
+    let hung = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None).unwrap();
+    hung.bind(&socket2::SockAddr::unix(&sock).unwrap()).unwrap();
+    hung.listen(0).unwrap();
+    // A backlog of 0 holds one connection that nobody accepts; after it, the backlog is full.
+    let _waiting = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    let inode = std::fs::metadata(&sock).unwrap().ino();
+
+    let mut cfg = config_for(SocketAddr::new(LOCAL, 853), &leaf);
+    cfg.listen.addrs = vec![SocketAddr::new(LOCAL, 0)];
+    cfg.daemon.control_socket = Some(sock.display().to_string());
+    let e = tokio::time::timeout(std::time::Duration::from_secs(10), failed_start(cfg))
+        .await
+        .expect("a start waited on the hung daemon's full backlog");
+    assert!(matches!(e, lanveil::Error::Control { .. }), "{e}");
+    assert_eq!(
+        std::fs::metadata(&sock).unwrap().ino(),
+        inode,
+        "the hung daemon's control socket was replaced"
+    );
+    // Still the hung daemon's: its waiting connection is there to accept.
+    hung.set_nonblocking(true).unwrap();
+    assert!(hung.accept().is_ok());
+}
+
 /// A start that cannot create its control socket (its directory cannot be made) ends the driver
 /// and the clock ticker it has already spawned, and leaves whatever is at the path alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
