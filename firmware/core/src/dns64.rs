@@ -7,7 +7,8 @@
 //! read with [`name::expand`] (under the pointer rules `scan` enforces) and written as a pointer to
 //! the same name written earlier (the question, or an earlier owner or CNAME target), else in full;
 //! the answer stops 512 octets short of 65,535 with TC set (a large A answer never grows past a
-//! message, with room left for the client's OPT record); the
+//! message, with room left for the client's OPT record; TC stays set over TCP too: RFC 2181 §9 sets
+//! it whenever an RRset could not be sent whole, whatever the transport); the
 //! synthesized record keeps the A record's TTL; a synthesized answer never claims to be authenticated
 //! (AD clear, RFC 6147 §5.5: synthesized records cannot be validated).
 
