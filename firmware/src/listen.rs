@@ -142,7 +142,7 @@ const UDP_BATCH: usize = crate::mmsg::RECV_BATCH;
 const UDP_BATCH_BYTES: usize = 2 * 1024;
 
 async fn udp_loop(listener: u16, sock: Arc<UdpSocket>, driver: ListenerSender) {
-    let mut bufs = crate::mmsg::RecvBufs::new(MAX_MESSAGE);
+    let mut bufs = crate::mmsg::RecvBufs::new();
     loop {
         if let Err(e) = sock.readable().await {
             log::debug!("UDP receive error: {e}");
@@ -342,10 +342,13 @@ async fn tcp_client(
     mut stop: watch::Receiver<()>,
 ) {
     let _ = stream.set_nodelay(true);
-    let (mut rd, mut wr) = stream.into_split();
+    // A fixed send buffer instead of the kernel's autotuning (up to `tcp_wmem`'s 4 MiB): room for
+    // the largest answer, and a client that does not read holds no more in the kernel either.
+    let _ = socket2::SockRef::from(&stream).set_send_buffer_size(TCP_SEND_BUFFER);
+    let (mut rd, wr) = stream.into_split();
     // At most `pipeline` frames are outstanding and each yields exactly one `TcpOut`, so this
     // channel never fills (the driver closes the connection if it ever does).
-    let (tx, mut rx) = mpsc::channel::<TcpOut>(limits.pipeline);
+    let (tx, rx) = mpsc::channel::<TcpOut>(limits.pipeline);
     if driver
         .send(ListenerEvent::TcpOpened { conn, tx })
         .await
@@ -354,27 +357,7 @@ async fn tcp_client(
         return;
     }
     let outstanding = Arc::new(Semaphore::new(limits.pipeline));
-    let writer_outstanding = outstanding.clone();
-    let mut writer = tokio::spawn(async move {
-        while let Some(out) = rx.recv().await {
-            // Every frame's permit comes back: answered, dropped, or (never expected) too long.
-            if let TcpOut::Answer(answer) = out
-                && let Ok(len) = u16::try_from(answer.len())
-            {
-                let mut framed = Vec::with_capacity(2 + answer.len());
-                framed.extend_from_slice(&len.to_be_bytes());
-                framed.extend_from_slice(&answer);
-                // A client that does not read its answers (a zero window keeps TCP alive) loses
-                // the connection after the idle time instead of holding its slot for ever.
-                match tokio::time::timeout(limits.idle, wr.write_all(&framed)).await {
-                    Ok(Ok(())) => {}
-                    _ => return,
-                }
-            }
-            writer_outstanding.add_permits(1);
-        }
-    });
-    let mut body = vec![0u8; MAX_MESSAGE];
+    let mut writer = tokio::spawn(tcp_writer(rx, wr, outstanding.clone(), limits.idle));
     let ended = loop {
         // The length prefix, read so that a timeout loses none of it (`read` is cancel-safe,
         // `read_exact` is not).
@@ -406,10 +389,12 @@ async fn tcp_client(
             break Ended::Reading;
         }
         // A client that starts a message must finish it promptly (slow-loris guard).
+        // Sized to the message: no idle connection holds a largest-message buffer.
+        let mut body = vec![0u8; n];
         let read = tokio::select! {
             biased;
             _ = stop.changed() => break Ended::Reading,
-            r = tokio::time::timeout(limits.idle, rd.read_exact(&mut body[..n])) => r,
+            r = tokio::time::timeout(limits.idle, rd.read_exact(&mut body)) => r,
         };
         if !matches!(read, Ok(Ok(_))) {
             break Ended::Reading;
@@ -429,7 +414,7 @@ async fn tcp_client(
             .send(ListenerEvent::TcpFrame {
                 conn,
                 peer,
-                bytes: body[..n].to_vec(),
+                bytes: body,
             })
             .await
             .is_err()
@@ -447,6 +432,151 @@ async fn tcp_client(
         }
     }
     writer.abort();
+}
+
+/// `SO_SNDBUF` of a LAN TCP connection (Linux doubles it for its bookkeeping).
+const TCP_SEND_BUFFER: usize = 64 * 1024;
+
+/// A TCP client's answers are taken from the driver while fewer than this many octets of them wait
+/// to be written (one largest answer with its length prefix); the rest wait in the client's queue.
+const TCP_UNWRITTEN: usize = 2 + MAX_MESSAGE;
+/// How long answers may keep waiting in the queue behind [`TCP_UNWRITTEN`] octets. A client that
+/// reads its answers empties that backlog in milliseconds, even after a burst of large ones; one that
+/// asks for large answers and reads them slowly would otherwise make the daemon hold `tcp_pipeline`
+/// largest answers (2 MiB by default) for as long as it took a little within every idle time. Past it,
+/// the connection is closed (RFC 7766 §6.2.3 lets a server close; the client asks again). So a client
+/// holds at most about twice [`TCP_UNWRITTEN`] octets for longer than this.
+const TCP_BACKLOG_TIME: Duration = Duration::from_secs(2);
+
+/// Framed answers not yet written to one TCP client.
+#[derive(Default)]
+struct Unwritten {
+    /// The unwritten octets are `out[sent..]`.
+    out: Vec<u8>,
+    sent: usize,
+    /// Where each frame in `out` ends.
+    ends: std::collections::VecDeque<usize>,
+}
+
+impl Unwritten {
+    fn len(&self) -> usize {
+        self.out.len() - self.sent
+    }
+
+    fn push(&mut self, len: u16, answer: &[u8]) {
+        // What was written goes (fewer than `TCP_UNWRITTEN` octets move).
+        let sent = std::mem::take(&mut self.sent);
+        self.out.drain(..sent);
+        self.ends.iter_mut().for_each(|e| *e -= sent);
+        self.out.extend_from_slice(&len.to_be_bytes());
+        self.out.extend_from_slice(answer);
+        self.ends.push_back(self.out.len());
+    }
+
+    /// Takes what the driver handed over; `open` turns false when it let go of the client. True when
+    /// answers start waiting.
+    fn take(&mut self, msg: Option<TcpOut>, outstanding: &Semaphore, open: &mut bool) -> bool {
+        let had = self.len();
+        match msg {
+            Some(TcpOut::Answer(answer)) => match u16::try_from(answer.len()) {
+                Ok(len) => self.push(len, &answer),
+                // Longer than a message: never made by the engine; its slot comes back.
+                Err(_) => outstanding.add_permits(1),
+            },
+            Some(TcpOut::NoAnswer) => outstanding.add_permits(1),
+            None => *open = false,
+        }
+        had == 0 && self.len() > 0
+    }
+
+    /// Counts `n` more octets as written; returns how many frames that completed.
+    fn written(&mut self, n: usize) -> usize {
+        self.sent += n;
+        let mut done = 0;
+        while self.ends.front().is_some_and(|&e| e <= self.sent) {
+            self.ends.pop_front();
+            done += 1;
+        }
+        if self.sent == self.out.len() {
+            // All out: an idle connection keeps no large buffer.
+            if self.out.capacity() > 4096 {
+                self.out = Vec::new();
+            } else {
+                self.out.clear();
+            }
+            self.sent = 0;
+        }
+        done
+    }
+}
+
+/// Writes one TCP client's answers as the driver hands them over. Every frame's pipeline slot comes
+/// back once its answer is written (or at once when there is none). Ends, closing the connection,
+/// when the driver lets go of the client and all is written, when the client takes nothing for
+/// `idle` while answers wait (a zero window keeps TCP alive for ever), when answers wait behind a
+/// full [`TCP_UNWRITTEN`] for [`TCP_BACKLOG_TIME`], or when a write fails.
+async fn tcp_writer(
+    mut rx: mpsc::Receiver<TcpOut>,
+    mut wr: tokio::net::tcp::OwnedWriteHalf,
+    outstanding: Arc<Semaphore>,
+    idle: Duration,
+) {
+    let mut un = Unwritten::default();
+    let mut open = true;
+    // Restarted by every write that makes progress, and when answers start waiting.
+    let stall = tokio::time::sleep(idle);
+    tokio::pin!(stall);
+    // Armed when answers start waiting in the queue (behind a full `un`), not restarted while they do.
+    let backlog = tokio::time::sleep(TCP_BACKLOG_TIME);
+    tokio::pin!(backlog);
+    let mut backlogged = false;
+    let now = crate::clock::mono_now;
+    loop {
+        // Everything the driver has handed over, while there is room: the queue is empty unless
+        // `un` is full.
+        while open && un.len() < TCP_UNWRITTEN {
+            match rx.try_recv() {
+                Ok(msg) => {
+                    if un.take(Some(msg), &outstanding, &mut open) {
+                        stall.as_mut().reset(now() + idle);
+                    }
+                }
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => open = false,
+            }
+        }
+        let waiting = un.len() > 0;
+        if !open && !waiting {
+            return;
+        }
+        let room = open && un.len() < TCP_UNWRITTEN;
+        let behind = open && !room && !rx.is_empty();
+        if behind && !backlogged {
+            backlog.as_mut().reset(now() + TCP_BACKLOG_TIME);
+        }
+        backlogged = behind;
+        tokio::select! {
+            // The queue was empty: this is the next message.
+            msg = rx.recv(), if room => {
+                if un.take(msg, &outstanding, &mut open) {
+                    stall.as_mut().reset(now() + idle);
+                }
+            }
+            r = wr.write(&un.out[un.sent..]), if waiting => match r {
+                Ok(n) if n > 0 => {
+                    stall.as_mut().reset(now() + idle);
+                    let done = un.written(n);
+                    outstanding.add_permits(done);
+                }
+                _ => return,
+            },
+            () = &mut stall, if waiting => return,
+            () = &mut backlog, if behind => {
+                log::debug!("TCP client does not take its answers; closing the connection");
+                return;
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -522,6 +652,131 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(&got, b"\0\x011\0\x0222");
+        server.abort();
+    }
+
+    /// A TCP listener with `pipeline` and `idle`, one client connected to it (its receive buffer
+    /// small, so the kernel holds little of what the daemon writes), the client's 32 queries read,
+    /// and the driver's end of that client.
+    async fn client_with_32_queries(
+        idle: Duration,
+    ) -> (
+        TcpStream,
+        mpsc::Receiver<Input>,
+        mpsc::Sender<TcpOut>,
+        JoinHandle<()>,
+    ) {
+        let (tx, mut rx) = crate::events::channel(64);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let limits = TcpLimits {
+            pipeline: 32,
+            per_source: 4,
+            idle,
+            answer_wait: Duration::from_secs(5),
+        };
+        let (limits_tx, limits_rx) = watch::channel(limits);
+        let server = tokio::spawn(async move {
+            let _limits = limits_tx;
+            tcp_loop(
+                listener,
+                tx.narrow(),
+                Arc::new(Semaphore::new(4)),
+                limits_rx,
+            )
+            .await;
+        });
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let mut client = socket.connect(addr).await.unwrap();
+        let ListenerEvent::TcpOpened { tx: answers, .. } = next(&mut rx).await else {
+            panic!("not TcpOpened")
+        };
+        for _ in 0..32 {
+            client.write_all(&[0, 1, b'q']).await.unwrap();
+        }
+        for _ in 0..32 {
+            assert!(matches!(
+                next(&mut rx).await,
+                ListenerEvent::TcpFrame { .. }
+            ));
+        }
+        (client, rx, answers, server)
+    }
+
+    /// A client that asks for large answers and reads them slowly, each read within the idle time,
+    /// loses its connection once answers have waited behind a full write buffer
+    /// for `TCP_BACKLOG_TIME`: the daemon does not hold its 32 largest answers (2 MiB) for as
+    /// long as it likes.
+    #[tokio::test]
+    async fn a_client_that_reads_its_large_answers_slowly_loses_the_connection() {
+        // The idle time is not what closes it here.
+        let (mut client, mut rx, answers, server) =
+            client_with_32_queries(Duration::from_secs(10)).await;
+        let reader = tokio::spawn(async move {
+            let mut buf = vec![0u8; 8192];
+            let mut total = 0;
+            // 40 KB/s: a read every 200 ms.
+            loop {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                match client.read(&mut buf).await {
+                    Ok(0) | Err(_) => return total,
+                    Ok(n) => total += n,
+                }
+            }
+        });
+        let mut queued = 0;
+        for _ in 0..32 {
+            if answers.try_send(TcpOut::Answer(vec![7; 65_000])).is_ok() {
+                queued += 1;
+            }
+        }
+        assert_eq!(queued, 32, "the queue holds one answer per pipelined query");
+        let started = crate::clock::mono_now();
+        let closed = tokio::time::timeout(Duration::from_secs(8), async {
+            loop {
+                if let ListenerEvent::TcpClosed { .. } = next(&mut rx).await {
+                    return;
+                }
+            }
+        })
+        .await;
+        assert!(
+            closed.is_ok(),
+            "a slow reader kept its connection (and its answers queued) for 8 s"
+        );
+        let took = crate::clock::mono_now().saturating_duration_since(started);
+        assert!(took >= TCP_BACKLOG_TIME, "closed after {took:?}");
+        // It had read only a small part of what it asked for.
+        let read = tokio::time::timeout(Duration::from_secs(5), reader)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(read < 32 * 65_002, "{read}");
+        server.abort();
+    }
+
+    /// A client that reads gets all of a burst of large answers (32 at once, 2 MiB): the backlog
+    /// rule does not close it.
+    #[tokio::test]
+    async fn a_client_that_reads_gets_a_burst_of_large_answers() {
+        let (mut client, _rx, answers, server) =
+            client_with_32_queries(Duration::from_secs(1)).await;
+        for i in 0..32u8 {
+            answers.try_send(TcpOut::Answer(vec![i; 65_000])).unwrap();
+        }
+        let mut frame = vec![0u8; 65_002];
+        for i in 0..32u8 {
+            tokio::time::timeout(Duration::from_secs(5), client.read_exact(&mut frame))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(frame[..2], 65_000u16.to_be_bytes());
+            assert!(
+                frame[2..].iter().all(|&b| b == i),
+                "answer {i} out of order"
+            );
+        }
         server.abort();
     }
 }

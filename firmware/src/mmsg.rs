@@ -15,24 +15,22 @@ use tokio::net::UdpSocket;
 
 /// Datagrams per `recvmmsg`.
 pub(crate) const RECV_BATCH: usize = 16;
-/// Bytes per receive slot after the first (the first takes any size up to 64 KiB). A DNS query
-/// longer than this is not legitimate; one that lands in a later slot arrives cut and is answered
-/// FORMERR (or dropped, if even its header is cut).
+/// Bytes per receive slot. A DNS query longer than this is not legitimate (EDNS's usual largest
+/// payload; padded queries are a few hundred octets): it arrives cut, wherever it lands in a batch,
+/// and is answered FORMERR (its counts promise more than is there). So a batch is at most 64 KiB.
 const SLOT: usize = 4096;
 /// Datagrams per `sendmmsg`.
 const SEND_BATCH: usize = 64;
 
 /// Receive buffers, kept across calls (no allocation per batch).
 pub(crate) struct RecvBufs {
-    first: Vec<u8>,
-    rest: Vec<u8>,
+    slots: Vec<u8>,
 }
 
 impl RecvBufs {
-    pub(crate) fn new(max_message: usize) -> Self {
+    pub(crate) fn new() -> Self {
         Self {
-            first: vec![0; max_message],
-            rest: vec![0; SLOT * (RECV_BATCH - 1)],
+            slots: vec![0; SLOT * RECV_BATCH],
         }
     }
 }
@@ -53,16 +51,10 @@ pub(crate) fn recv_batch(
         unsafe { MaybeUninit::zeroed().assume_init() };
     let mut iovs: [libc::iovec; RECV_BATCH] = unsafe { MaybeUninit::zeroed().assume_init() };
     let mut hdrs: [libc::mmsghdr; RECV_BATCH] = unsafe { MaybeUninit::zeroed().assume_init() };
-    let (first, rest) = (&mut bufs.first, &mut bufs.rest);
-    for i in 0..max {
-        let (base, len) = if i == 0 {
-            (first.as_mut_ptr(), first.len())
-        } else {
-            (rest[(i - 1) * SLOT..].as_mut_ptr(), SLOT)
-        };
+    for (i, slot) in bufs.slots.chunks_exact_mut(SLOT).take(max).enumerate() {
         iovs[i] = libc::iovec {
-            iov_base: base.cast(),
-            iov_len: len,
+            iov_base: slot.as_mut_ptr().cast(),
+            iov_len: SLOT,
         };
         hdrs[i].msg_hdr.msg_name = (&raw mut addrs[i]).cast();
         hdrs[i].msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
@@ -106,11 +98,7 @@ pub(crate) fn recv_batch(
         let Some(peer) = sockaddr_to_std(&addrs[i]) else {
             continue;
         };
-        let payload = if i == 0 {
-            &bufs.first[..len.min(bufs.first.len())]
-        } else {
-            &bufs.rest[(i - 1) * SLOT..(i - 1) * SLOT + len.min(SLOT)]
-        };
+        let payload = &bufs.slots[i * SLOT..i * SLOT + len.min(SLOT)];
         bytes.extend_from_slice(payload);
         datagrams.push((peer, payload.len()));
     }
@@ -215,7 +203,7 @@ mod tests {
             .collect();
         a.writable().await.unwrap();
         assert_eq!(send_batch(&a, &answers), 100);
-        let mut bufs = RecvBufs::new(65_535);
+        let mut bufs = RecvBufs::new();
         let (mut bytes, mut dgrams) = (Vec::new(), Vec::new());
         let mut got = 0;
         while got < 100 {
@@ -236,7 +224,7 @@ mod tests {
             assert!(bytes[pos..pos + len].iter().all(|&x| usize::from(x) == i));
             pos += len;
         }
-        // A long first datagram is whole; a long later one is cut to the slot.
+        // Long datagrams are cut to the slot, the first as any other.
         let big = vec![7u8; 9000];
         a.writable().await.unwrap();
         assert_eq!(send_batch(&a, &[(big.clone(), to), (big.clone(), to)]), 2);
@@ -245,7 +233,7 @@ mod tests {
         c.readable().await.unwrap();
         let n = recv_batch(&c, &mut bufs, RECV_BATCH, &mut bytes, &mut dgrams).unwrap();
         assert_eq!(n, 2);
-        assert_eq!(dgrams[0].1, 9000);
+        assert_eq!(dgrams[0].1, SLOT);
         assert_eq!(dgrams[1].1, SLOT);
     }
 }

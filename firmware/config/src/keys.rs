@@ -305,7 +305,7 @@ pub static MAIN: &[Key<Config>] = &[
         500,
         300_000,
         "10000",
-        "an idle LAN TCP connection is closed after this, and so is one whose client does not take an answer for this long"
+        "an idle LAN TCP connection is closed after this, and so is one whose client does not take an answer for this long (or leaves answers queued behind 64 KiB of unread ones for 2 s)"
     ),
     number!(
         "tcp_clients_per_source",
