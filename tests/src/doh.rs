@@ -36,6 +36,7 @@ struct Shared {
     connections: AtomicUsize,
     stall: AtomicBool,
     status: AtomicU16,
+    extra_headers: Mutex<Vec<(String, String)>>,
 }
 
 /// The server; stops when dropped.
@@ -119,6 +120,15 @@ impl DohUpstream {
     pub fn set_status(&self, status: u16) {
         self.shared.status.store(status, Ordering::SeqCst);
     }
+
+    /// Add these header fields (name, value) to every 200 answer from now on, e.g. `age` as an
+    /// HTTP cache in front of the server would; none by default.
+    pub fn set_extra_headers(&self, headers: &[(&str, &str)]) {
+        *self.shared.extra_headers.lock().unwrap() = headers
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+    }
 }
 
 async fn serve(
@@ -169,12 +179,14 @@ async fn serve(
         return;
     };
     tokio::time::sleep(delay).await;
-    let resp = http::Response::builder()
+    let mut resp = http::Response::builder()
         .status(200)
         .header("content-type", "application/dns-message")
-        .header("content-length", answer.len())
-        .body(())
-        .unwrap();
+        .header("content-length", answer.len());
+    for (name, value) in s.extra_headers.lock().unwrap().iter() {
+        resp = resp.header(name.as_str(), value.as_str());
+    }
+    let resp = resp.body(()).unwrap();
     if let Ok(mut stream) = respond.send_response(resp, false) {
         let _ = stream.send_data(Bytes::from(answer), true);
     }

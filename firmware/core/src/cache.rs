@@ -34,7 +34,7 @@ use crate::time::Instant;
 use crate::wire::edns::{self, OPTION_PADDING};
 use crate::wire::header::{self, OPCODE_QUERY, rcode};
 use crate::wire::message::{self, Scan, skip_record};
-use crate::wire::{TYPE_OPT, name};
+use crate::wire::name;
 
 /// Per-entry bookkeeping charged to `max_bytes` besides the message and two copies of the key.
 pub const ENTRY_OVERHEAD: usize = 192;
@@ -425,16 +425,9 @@ fn compact(response: &[u8], s: &Scan) -> Option<Vec<u8>> {
 fn with_ttls(msg: &[u8], f: impl Fn(u32) -> u32) -> Option<Vec<u8>> {
     let mut out = msg.to_vec();
     let h = header::Header::parse(msg).ok()?;
-    let mut pos = name::skip(msg, header::LEN).ok()? + 4;
-    for _ in 0..u32::from(h.ancount) + u32::from(h.nscount) + u32::from(h.arcount) {
-        let (end, rtype, rdata) = skip_record(msg, pos).ok()?;
-        if rtype != TYPE_OPT {
-            let at = rdata.checked_sub(6)?;
-            let ttl = f(ttl_at(msg, at)?);
-            out.get_mut(at..at + 4)?.copy_from_slice(&ttl.to_be_bytes());
-        }
-        pos = end;
-    }
+    let records = u32::from(h.ancount) + u32::from(h.nscount) + u32::from(h.arcount);
+    let question_end = name::skip(msg, header::LEN).ok()? + 4;
+    crate::wire::record::map_ttls_from(&mut out, question_end, records, f).ok()?;
     Some(out)
 }
 

@@ -196,10 +196,15 @@ fn transport_config() -> Arc<quinn::TransportConfig> {
             t.max_idle_timeout(quinn::IdleTimeout::try_from(IDLE_TIMEOUT).ok());
             t.keep_alive_interval(None);
             // One answer per stream (≤ 64 KiB + prefix): small windows bound what a server can make
-            // us buffer.
+            // us buffer on streams.
             t.stream_receive_window(VarInt::from_u32(doq::MAX_STREAM as u32));
             t.receive_window(VarInt::from_u32(1 << 20));
             t.send_window(1 << 20);
+            // No QUIC DATAGRAM support (RFC 9221) advertised: DoQ never uses it and lanveil never
+            // reads datagrams, yet quinn's default (a ~1.25 MB receive buffer) would let a server
+            // make every connection hold that much, outside the stream windows above. Without the
+            // transport parameter a DATAGRAM frame is a protocol violation that ends the connection.
+            t.datagram_receive_buffer_size(None);
             Arc::new(t)
         })
         .clone()
@@ -274,6 +279,101 @@ fn crypto_reason(code: u64) -> CloseReason {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+
+    /// A self-signed Ed25519 certificate for `doq.test` (100 years) and its key, for a loopback
+    /// quinn server.
+    const CERT: &str = "-----BEGIN CERTIFICATE-----
+MIIBUjCCAQSgAwIBAgIUd1/0aGkiBpQdqSLvcHxcvRJF7sQwBQYDK2VwMBMxETAP
+BgNVBAMMCGRvcS50ZXN0MCAXDTI2MTIwNzAxMjIwMloYDzIxMjYxMTEzMDEyMjAy
+WjATMREwDwYDVQQDDAhkb3EudGVzdDAqMAUGAytlcAMhAHhXdAvgfTOYkWATKt99
+gG1QwYDV3lNC9PsmVQ3SHZeuo2gwZjAdBgNVHQ4EFgQUzrPVxYNAk2GGEzWJkNU7
+XMDpRXMwHwYDVR0jBBgwFoAUzrPVxYNAk2GGEzWJkNU7XMDpRXMwDwYDVR0TAQH/
+BAUwAwEB/zATBgNVHREEDDAKgghkb3EudGVzdDAFBgMrZXADQQDuJXV1RuCPdO7D
+s9Rf9yO/WXO6pxGP6UjIF3tkvvIsQHezssG8NwQJNOPKUMmwqXuG0WWHA5WmTMf1
+1K3pltYO
+-----END CERTIFICATE-----
+";
+    const KEY: &str = "-----BEGIN PRIVATE KEY-----
+MC4CAQAwBQYDK2VwBCIEIMyC8mAVUWAGf6hRVdesCPjD2XRFcahegpK1b54alAxG
+-----END PRIVATE KEY-----
+";
+
+    /// Accepts any certificate: this test is about transport parameters, not authentication.
+    #[derive(Debug)]
+    struct AnyCert(Arc<rustls::crypto::CryptoProvider>);
+
+    impl ServerCertVerifier for AnyCert {
+        fn verify_server_cert(
+            &self,
+            _: &CertificateDer<'_>,
+            _: &[CertificateDer<'_>],
+            _: &ServerName<'_>,
+            _: &[u8],
+            _: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            Ok(ServerCertVerified::assertion())
+        }
+        fn verify_tls12_signature(
+            &self,
+            _: &[u8],
+            _: &CertificateDer<'_>,
+            _: &rustls::DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            Ok(HandshakeSignatureValid::assertion())
+        }
+        fn verify_tls13_signature(
+            &self,
+            _: &[u8],
+            _: &CertificateDer<'_>,
+            _: &rustls::DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            Ok(HandshakeSignatureValid::assertion())
+        }
+        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+            self.0.signature_verification_algorithms.supported_schemes()
+        }
+    }
+
+    /// From the server's side: a client with lanveil's transport configuration advertises no QUIC
+    /// DATAGRAM support (no max_datagram_frame_size transport parameter), so no server can make it
+    /// buffer datagrams.
+    #[tokio::test]
+    async fn no_datagram_support_is_advertised() {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let cert = CertificateDer::from_pem_slice(CERT.as_bytes()).unwrap();
+        let key = PrivateKeyDer::from_pem_slice(KEY.as_bytes()).unwrap();
+        let server_config = quinn::ServerConfig::with_single_cert(vec![cert], key).unwrap();
+        let server = quinn::Endpoint::server(
+            server_config,
+            std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        )
+        .unwrap();
+        let server_addr = server.local_addr().unwrap();
+        let tls = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCert(provider)))
+            .with_no_client_auth();
+        let crypto = QuicClientConfig::try_from(Arc::new(tls)).unwrap();
+        let mut client_config = quinn::ClientConfig::new(Arc::new(crypto));
+        client_config.transport_config(transport_config());
+        let client =
+            quinn::Endpoint::client(std::net::SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+        let connecting = client
+            .connect_with(client_config, server_addr, "doq.test")
+            .unwrap();
+        let (client_conn, server_conn) =
+            tokio::join!(connecting, async { server.accept().await.unwrap().await });
+        let (client_conn, server_conn) = (client_conn.unwrap(), server_conn.unwrap());
+        // The server (quinn's defaults) offers datagrams; lanveil does not.
+        assert!(client_conn.max_datagram_size().is_some());
+        assert_eq!(server_conn.max_datagram_size(), None);
+        client_conn.close(VarInt::from_u32(code::NO_ERROR), b"");
+    }
 
     #[test]
     fn the_verifiers_verdict_wins_over_the_connection_error() {

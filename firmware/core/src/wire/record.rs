@@ -2,8 +2,8 @@
 
 use core::ops::Range;
 
-use super::be16;
-use super::message::{Scan, skip_record};
+use super::message::{self, Scan, skip_record};
+use super::{Error, TYPE_OPT, be16};
 
 /// The section a record is in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -118,6 +118,50 @@ impl Iterator for Records<'_> {
     }
 }
 
+/// Rewrites, in place, the TTL of every resource record of `msg` (answer, authority and additional
+/// sections; never the OPT pseudo-record's, whose TTL field holds the extended RCODE, version and
+/// flags) to `f(ttl)`. A TTL with the top bit set is passed as 0 (RFC 2181 §8).
+///
+/// The whole message is validated with [`message::scan`] first, so bytes that are not a usable
+/// message are left exactly as they were (and the error returned); names are walked only by the
+/// one name codec, through [`skip_record`].
+pub fn map_ttls(msg: &mut [u8], f: impl FnMut(u32) -> u32) -> Result<(), Error> {
+    let s = message::scan(msg)?;
+    let h = &s.header;
+    let count = u32::from(h.ancount) + u32::from(h.nscount) + u32::from(h.arcount);
+    map_ttls_from(msg, s.question_end, count, f)
+}
+
+/// [`map_ttls`] without the validation, for a message known to be whole (the cache's own copies):
+/// the `count` records from `pos` (the end of the question section).
+pub(crate) fn map_ttls_from(
+    msg: &mut [u8],
+    mut pos: usize,
+    count: u32,
+    mut f: impl FnMut(u32) -> u32,
+) -> Result<(), Error> {
+    for _ in 0..count {
+        let (end, rtype, rdata) = skip_record(msg, pos)?;
+        if rtype != TYPE_OPT {
+            // TYPE(2) CLASS(2) TTL(4) RDLENGTH(2), then RDATA.
+            let at = rdata.checked_sub(6).ok_or(Error::Truncated)?;
+            let field = msg.get_mut(at..at + 4).ok_or(Error::Truncated)?;
+            let ttl = u32::from_be_bytes([field[0], field[1], field[2], field[3]]); // 4 octets
+            let ttl = if ttl > 0x7fff_ffff { 0 } else { ttl };
+            field.copy_from_slice(&f(ttl).to_be_bytes());
+        }
+        pos = end;
+    }
+    Ok(())
+}
+
+/// Lowers every record's TTL (not OPT's, see [`map_ttls`]) by `age` seconds, to no less than 0:
+/// the remaining lifetime of an answer that sat `age` seconds in a cache on the way (the HTTP `Age`
+/// of a DoH response, RFC 8484 §5.1). Bytes that are not a usable message are left unchanged.
+pub fn reduce_ttls(msg: &mut [u8], age: u32) -> Result<(), Error> {
+    map_ttls(msg, |ttl| ttl.saturating_sub(age))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,5 +192,117 @@ mod tests {
         assert_eq!(q.records(QUERY_EDNS).count(), 1);
         // Other bytes than the scanned message: the walk stops, never panics.
         assert_eq!(s.records(&ANSWER_EDNS[..40]).count(), 0);
+    }
+
+    /// An answer with a record in each section and an OPT (extended RCODE 1, DO): the answer's
+    /// owner is a pointer to the question name, the authority's a label then a pointer, the
+    /// additional's an uncompressed name; one TTL has the top bit set.
+    fn sectioned() -> alloc::vec::Vec<u8> {
+        let mut m = ANSWER_EDNS[..29].to_vec();
+        m[6..12].copy_from_slice(&[0, 2, 0, 1, 0, 2]);
+        // Answer: example.com A, TTL 300; then example.com A with TTL 0x8000_0001 (counts as 0).
+        m.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0x01, 0x2c, 0, 4, 192, 0, 2, 1]);
+        m.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0x80, 0, 0, 1, 0, 4, 192, 0, 2, 2]);
+        // Authority: ns.example.com NS (label + pointer), TTL 100, RDATA a pointer.
+        m.extend_from_slice(&[2, b'n', b's', 0xc0, 0x0c, 0, 2, 0, 1, 0, 0, 0, 100, 0, 2]);
+        m.extend_from_slice(&[0xc0, 0x0c]);
+        // Additional: a.example.com A uncompressed, TTL 86400; then the OPT.
+        m.extend_from_slice(&[1, b'a', 7, b'e', b'x', b'a', b'm', b'p', b'l', b'e']);
+        m.extend_from_slice(&[3, b'c', b'o', b'm', 0, 0, 1, 0, 1, 0, 1, 0x51, 0x80, 0, 4]);
+        m.extend_from_slice(&[192, 0, 2, 3]);
+        m.extend_from_slice(&[0, 0, 0x29, 0x04, 0xd0, 0x01, 0, 0x80, 0, 0, 0]);
+        m
+    }
+
+    fn ttls(m: &[u8]) -> alloc::vec::Vec<(Section, u16, u32)> {
+        let s = scan(m).unwrap();
+        s.records(m).map(|r| (r.section, r.rtype, r.ttl)).collect()
+    }
+
+    #[test]
+    fn reduce_ttls_lowers_every_record_but_opt_with_floor_zero() {
+        let original = sectioned();
+        assert_eq!(
+            ttls(&original),
+            [
+                (Section::Answer, 1, 300),
+                (Section::Answer, 1, 0x8000_0001),
+                (Section::Authority, 2, 100),
+                (Section::Additional, 1, 86_400),
+                (Section::Additional, 41, 0x0100_8000),
+            ]
+        );
+        let mut m = original.clone();
+        reduce_ttls(&mut m, 250).unwrap();
+        assert_eq!(
+            ttls(&m),
+            [
+                (Section::Answer, 1, 50),
+                (Section::Answer, 1, 0),
+                (Section::Authority, 2, 0),
+                (Section::Additional, 1, 86_150),
+                // OPT: extended RCODE 1 and DO, as they were.
+                (Section::Additional, 41, 0x0100_8000),
+            ]
+        );
+        // Nothing but TTL fields changed.
+        let changed: alloc::vec::Vec<usize> =
+            (0..m.len()).filter(|&i| m[i] != original[i]).collect();
+        assert_eq!(m.len(), original.len());
+        let ttl_fields: alloc::vec::Vec<usize> = scan(&m)
+            .unwrap()
+            .records(&m)
+            .filter(|r| r.rtype != 41)
+            .flat_map(|r| r.rdata.start - 6..r.rdata.start - 2)
+            .collect();
+        assert!(!changed.is_empty());
+        assert!(
+            changed.iter().all(|i| ttl_fields.contains(i)),
+            "{changed:?}"
+        );
+        // Age 0 changes nothing but the top-bit TTL (RFC 2181 §8: it is 0).
+        let mut z = original.clone();
+        reduce_ttls(&mut z, 0).unwrap();
+        assert_eq!(ttls(&z)[0].2, 300);
+        assert_eq!(ttls(&z)[1].2, 0);
+        // A huge age: every TTL 0.
+        let mut h = original.clone();
+        reduce_ttls(&mut h, u32::MAX).unwrap();
+        assert!(ttls(&h).iter().filter(|r| r.1 != 41).all(|r| r.2 == 0));
+        // And the same walk through map_ttls.
+        let mut c = original;
+        map_ttls(&mut c, |_| 7).unwrap();
+        assert!(ttls(&c).iter().filter(|r| r.1 != 41).all(|r| r.2 == 7));
+    }
+
+    #[test]
+    fn reduce_ttls_leaves_malformed_input_unchanged() {
+        let good = sectioned();
+        // Every truncation, and every single-octet change: no panic, and an error leaves the bytes
+        // exactly as they were.
+        let mut inputs: alloc::vec::Vec<alloc::vec::Vec<u8>> =
+            (0..good.len()).map(|n| good[..n].to_vec()).collect();
+        for i in 0..good.len() {
+            for v in [0x00, 0x01, 0x29, 0x3f, 0x40, 0xc0, 0xff] {
+                let mut m = good.clone();
+                m[i] = v;
+                inputs.push(m);
+            }
+        }
+        // A pointer forwards (to the additional name) instead of to the question.
+        let mut fwd = good.clone();
+        fwd[29..31].copy_from_slice(&[0xc0, 80]);
+        inputs.push(fwd);
+        let mut refused = 0;
+        for m in inputs {
+            let mut out = m.clone();
+            if reduce_ttls(&mut out, 250).is_err() {
+                assert_eq!(out, m);
+                refused += 1;
+            }
+        }
+        assert!(refused > good.len());
+        let mut short = [0u8; 5];
+        assert_eq!(reduce_ttls(&mut short, 1), Err(Error::ShortHeader));
     }
 }
