@@ -1,15 +1,29 @@
 //! `wire::message::scan` on arbitrary bytes: never panics; a success has ordered, in-bounds offsets
-//! that an independent record walk agrees with.
+//! that an independent record walk agrees with. `wire::record::reduce_ttls` (a DoH answer's HTTP
+//! `Age`) on the same bytes: never panics, changes nothing unless `scan` accepts them, and then only
+//! TTL octets (the message still scans alike).
 #![no_main]
 
-use lanveil_core::wire::{Error, header, message::scan};
+use lanveil_core::wire::{Error, header, message::scan, record::reduce_ttls};
 use lanveil_fuzz::check_scan;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    match scan(data) {
-        Ok(s) => check_scan(data, &s),
+    let scanned = scan(data);
+    match &scanned {
+        Ok(s) => check_scan(data, s),
         Err(Error::ShortHeader) => assert!(data.len() < header::LEN),
         Err(_) => assert!(data.len() >= header::LEN),
+    }
+    let age = data.first().map_or(0, |&b| u32::from(b) << 4);
+    let mut aged = data.to_vec();
+    match (reduce_ttls(&mut aged, age), scanned) {
+        (Ok(()), Ok(s)) => {
+            let again = scan(&aged).expect("a message with lowered TTLs still scans");
+            assert_eq!(again.question_end, s.question_end);
+            assert_eq!(aged.len(), data.len());
+        }
+        (Err(_), Err(_)) => assert_eq!(aged, data, "refused input was changed"),
+        (r, s) => panic!("reduce_ttls {:?} but scan {:?}", r.is_ok(), s.is_ok()),
     }
 });
