@@ -346,10 +346,21 @@ struct PushArgs {
     /// Upload and check only; no reload.
     #[arg(long)]
     no_reload: bool,
-    /// Push even when the file changes `listen` or drops `control_socket`, `state_file`, `user` or
-    /// the `openwrt` section that the router's live file has (push refuses otherwise).
+    /// Push even when the file changes `listen`, drops or changes `control_socket`, `state_file` or
+    /// `user`, changes `captive_portal_uri`, `v6only_wait` or `captive_plaintext`, or drops or changes
+    /// the router's `openwrt` section (any option or list value); push refuses otherwise. A changed
+    /// wiring is applied by the init script's reload after the daemon's.
     #[arg(long)]
     replace_wiring: bool,
+    /// The init script on the router, reloaded (when present) after a push that changes the
+    /// `openwrt` section, `listen` or the LAN signals.
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "/etc/init.d/lanveil",
+        allow_hyphen_values = true
+    )]
+    init_script: String,
     /// JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -759,6 +770,7 @@ fn cmd_push(o: &PushArgs) -> Result<u8> {
         watchdog_grace: Duration::from_secs(o.watchdog_grace),
         no_reload: o.no_reload,
         replace_wiring: o.replace_wiring,
+        init_script: o.init_script.clone(),
     };
     eprintln!(
         "pushing {file} to {}:{}",

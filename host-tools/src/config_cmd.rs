@@ -580,7 +580,8 @@ mod tests {
             crate::push::wiring_drift(OPENWRT_PACKAGE_CONFIG.as_bytes(), text.as_bytes()),
             vec![
                 "changes listen from '127.0.0.1:5453' to '127.0.0.1:5454' (dnsmasq forwards to the old address)"
-                    .to_string()
+                    .to_string(),
+                "changes openwrt option block_dot from '0' to '1'".to_string()
             ]
         );
         // Still refuses to write without a resolver, or with an invalid result.

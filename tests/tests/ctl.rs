@@ -738,6 +738,142 @@ async fn push_rolls_back_when_the_new_upstream_does_not_answer() {
     );
 }
 
+/// The wiring (the `openwrt` section, read only by the init script) reaches the router now, not at the
+/// next reboot: push runs the init script's reload exactly when the section changed, refuses to lose the
+/// router's section without --replace-wiring, and says when that reload failed (the new file stays:
+/// the daemon verified it).
+#[tokio::test(flavor = "multi_thread")]
+async fn push_reloads_the_init_script_exactly_when_the_openwrt_section_changes() {
+    let sshd = tokio::task::spawn_blocking(Sshd::start).await.unwrap();
+    let pki = Pki::new();
+    let leaf = pki.leaf(&[NAME], &[]);
+    let up = DotUpstream::start(UpstreamOpts::new(&leaf)).await;
+    let router = Router::start(up.addr(), leaf.ca_pem_path()).await;
+    let work = TempDir::new("ctl-push-wiring");
+    // A stand-in for /etc/init.d/lanveil that records each call (and fails on request).
+    let calls = router.root.join("init-calls");
+    let fail = router.root.join("init-fail");
+    std::fs::create_dir_all(router.root.join("etc/init.d")).unwrap();
+    let init = router.root.join("etc/init.d/lanveil");
+    std::fs::write(
+        &init,
+        format!(
+            "#!/bin/sh\necho \"$*\" >> '{}'\nif [ -f '{}' ]; then echo 'nft: could not load table' >&2; exit 1; fi\n",
+            calls.display(),
+            fail.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&init, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let calls_now = || std::fs::read_to_string(&calls).unwrap_or_default();
+    let base = router.config_text(up.addr(), leaf.ca_pem_path());
+    let with_openwrt = |zones: &[&str], block_dot: &str| {
+        let mut t = format!("{base}\nconfig openwrt 'openwrt'\n\toption block_dot '{block_dot}'\n");
+        for z in zones {
+            t.push_str(&format!("\tlist force_dns_zone '{z}'\n"));
+        }
+        t
+    };
+    let push = |file: String, extra: &[&str]| {
+        work.write("lanveil.conf", &file);
+        let mut args: Vec<String> = vec!["push".into(), "root@127.0.0.1".into()];
+        args.extend(router.ctl_args(&sshd));
+        args.extend([
+            "--verify-addr".into(),
+            router.listen.to_string(),
+            "--deadline".into(),
+            "8".into(),
+            "--watchdog-grace".into(),
+            "2".into(),
+            "--init-script".into(),
+            init.display().to_string(),
+        ]);
+        args.extend(extra.iter().map(|s| (*s).to_string()));
+        run_owned(work.path(), args)
+    };
+
+    // Same wiring (no openwrt section on either side): the init script is not run.
+    let out = push(base.clone(), &[]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(out.stderr.contains("wiring kept"), "{}", out.stderr);
+    assert_eq!(calls_now(), "");
+
+    // An openwrt section where the router had none: nothing lost, so no refusal, but applied now.
+    let tuned = with_openwrt(&["lan", "guest"], "1");
+    let out = push(tuned.clone(), &[]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(
+        out.stderr.contains(&format!(
+            "the wiring changed (adds an 'openwrt' section): ran {} reload on root@127.0.0.1",
+            init.display()
+        )),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(calls_now(), "reload\n");
+
+    // The same section, its list in another order: kept, not run again.
+    let out = push(with_openwrt(&["guest", "lan"], "1"), &[]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(out.stderr.contains("wiring kept"), "{}", out.stderr);
+    assert_eq!(calls_now(), "reload\n");
+
+    // The README recipe's default section over the tuned one: refused, each loss named.
+    let live = std::fs::read_to_string(router.config_path()).unwrap();
+    let default = with_openwrt(&["lan"], "0");
+    let out = push(default.clone(), &[]).await;
+    assert_eq!(out.code, Some(2), "{out:?}");
+    for want in [
+        "changes openwrt option block_dot from '1' to '0'",
+        "drops openwrt list force_dns_zone 'guest'",
+        "--replace-wiring",
+    ] {
+        assert!(out.stderr.contains(want), "{want}: {}", out.stderr);
+    }
+    assert_eq!(std::fs::read_to_string(router.config_path()).unwrap(), live);
+    assert_eq!(calls_now(), "reload\n");
+
+    // --replace-wiring: pushed, and the init script applies it at once.
+    let out = push(default.clone(), &["--replace-wiring"]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(
+        out.stderr.contains("the wiring changed (changes openwrt option block_dot from '1' to '0'; drops openwrt list force_dns_zone 'guest'): ran"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(calls_now(), "reload\nreload\n");
+
+    // A failing init reload is reported; the daemon's verified file stays.
+    std::fs::write(&fail, "").unwrap();
+    let out = push(tuned.clone(), &["--replace-wiring"]).await;
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(
+        out.stderr
+            .contains("lanveil reloaded the new configuration"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains(&format!(
+            "the daemon runs the new configuration (verified and confirmed; {} is the new file",
+            router.config_path().display()
+        )),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .contains("reload on root@127.0.0.1 failed (exit 1: nft: could not load table)"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        std::fs::read_to_string(router.config_path()).unwrap(),
+        tuned
+    );
+    assert_eq!(calls_now(), "reload\nreload\nreload\n");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn push_watchdog_on_the_router_restores_when_this_machine_vanishes() {
     let sshd = tokio::task::spawn_blocking(Sshd::start).await.unwrap();
