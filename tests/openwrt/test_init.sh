@@ -195,6 +195,162 @@ check prerm-restores-dhcp cmp "$R/etc/config/dhcp" "$ORIG"
 check prerm-removes-table sh -c '! nft list table inet lanveil 2>/dev/null'
 check prerm-purges-etc-lanveil [ ! -e "$R/etc/lanveil" ]
 
+# --- restart, reboot, package upgrade keep dnsmasq wired; stop, disable, removal undo it ----
+# Only an owner's stop (and disable, and opkg remove) gives the LAN its previous DNS servers;
+# a stop on the way to a new start must never let dnsmasq forward in plaintext meanwhile.
+# The doubles record every /etc/config/dhcp dnsmasq was (re)started with (dnsmasq.N.dhcp) and
+# the one of each --check-config of a start (check.N.dhcp, with the restart marker then).
+wired_file() { grep -q "^	list server '127.0.0.1#5453'\$" "$1" && grep -q "^	option noresolv '1'\$" "$1"; }
+all_wired() { # every dhcp recorded since forget_copies is wired (and there were some)
+	local f n=0
+	for f in "$R"/log/*.dhcp; do
+		[ -e "$f" ] || continue
+		n=$((n + 1))
+		wired_file "$f" || { echo "dnsmasq not wired to lanveil in ${f##*/}:"; grep server "$f"; return 1; }
+	done
+	[ "$n" -gt 0 ] || { echo "nothing recorded"; return 1; }
+}
+forget_copies() { rm -f "$R"/log/*.dhcp "$R"/log/*.restarting; }
+rc_env() { # VAR=VALUE ACTION: the init script with VAR in its environment (opkg's PKG_UPGRADE)
+	env "$1" busybox ash "$DOUBLES/rc.common" "$R/etc/init.d/lanveil" "$2"
+}
+links() { # the rc.d entries, space separated
+	local f
+	for f in "$R"/etc/rc.d/*; do
+		[ -L "$f" ] || [ -e "$f" ] && printf '%s ' "${f##*/}"
+	done
+	return 0
+}
+mkroot
+mkdir -p "$R/etc/rc.d"
+check enable-makes-links sh -c "busybox ash '$DOUBLES/rc.common' '$R/etc/init.d/lanveil' enable && [ -L '$R/etc/rc.d/S25lanveil' ] && [ -L '$R/etc/rc.d/K15lanveil' ]"
+rc start >/dev/null 2>&1
+cp "$R/etc/config/dhcp" "$T/dhcp.wired"
+n_restart="$(count "$R/log/dnsmasq" restart)"
+forget_copies
+: >"$PROCD_LOG"
+check restart-succeeds rc restart
+check restart-dhcp-wired-throughout all_wired
+check restart-dhcp-untouched cmp "$R/etc/config/dhcp" "$T/dhcp.wired"
+check restart-no-dnsmasq-restart [ "$(count "$R/log/dnsmasq" restart)" = "$n_restart" ]
+check restart-keeps-saved-settings cmp "$R/etc/lanveil/dnsmasq/dhcp.orig" "$ORIG"
+check restart-stops-and-starts-daemon [ "$(grep -o '^service [a-z]*' "$PROCD_LOG" | tr '\n' ' ')" = "service delete service set " ]
+# The guard does not arm for the planned gap (the marker is there when the new start begins).
+check restart-gap-marked [ -e "$R/log/check.1.restarting" ]
+check restart-marker-gone [ ! -e "$R/var/run/lanveil/restarting" ]
+check restart-keeps-capture nft list table inet lanveil
+check restart-no-guard sh -c '! nft list table inet lanveil_down 2>/dev/null'
+check restart-status-up status_has '^lanveil is running; dnsmasq forwards to it.$'
+# The start after the stop fails (the daemon never answers): fail-closed, never plaintext.
+daemon_down
+forget_copies
+rc restart >/dev/null 2>&1
+code=$?
+check restart-failed-start-fails [ "$code" -ne 0 ]
+check restart-failed-dhcp-wired-throughout all_wired
+check restart-failed-still-wired cmp "$R/etc/config/dhcp" "$T/dhcp.wired"
+check restart-failed-guard-armed nft list table inet lanveil_down
+check restart-failed-status status_has '^lanveil is NOT running: lanveil did not answer'
+# ... or the configuration is now invalid: refused, fail-closed too.
+uci_ set lanveil.main.log_level=INVALID
+uci_ commit lanveil
+daemon_dead
+nft delete table inet lanveil_down 2>/dev/null
+rm -f "$R/var/run/lanveil/lanveil_down.nft"
+forget_copies
+rc restart >/dev/null 2>&1
+check restart-invalid-dhcp-wired-throughout all_wired
+check restart-invalid-still-wired cmp "$R/etc/config/dhcp" "$T/dhcp.wired"
+check restart-invalid-guard-armed nft list table inet lanveil_down
+check restart-invalid-status status_has '^lanveil is NOT running: lanveil did not start (invalid'
+uci_ set lanveil.main.log_level=info
+uci_ commit lanveil
+daemon_up
+rc restart >/dev/null 2>&1
+check restart-recovers-guard-lifted sh -c '! nft list table inet lanveil_down 2>/dev/null'
+check restart-recovers-status status_has '^lanveil is running'
+
+# Reboot: procd runs K15lanveil shutdown; the next boot's start finds dnsmasq wired.
+forget_copies
+n_restart="$(count "$R/log/dnsmasq" restart)"
+: >"$PROCD_LOG"
+check shutdown-succeeds rc shutdown
+check shutdown-keeps-dhcp cmp "$R/etc/config/dhcp" "$T/dhcp.wired"
+check shutdown-keeps-saved-settings [ -f "$R/etc/lanveil/dnsmasq/dhcp.orig" ]
+check shutdown-no-dnsmasq-restart [ "$(count "$R/log/dnsmasq" restart)" = "$n_restart" ]
+check shutdown-stops-daemon grep -q '^service delete { "name": "lanveil" }' "$PROCD_LOG"
+check shutdown-status status_has '^lanveil was stopped for a reboot or poweroff; it starts again at boot.$'
+# Boot: /var/run and the nft ruleset are new; no flash write (dhcp as it was, no dnsmasq restart).
+rm -rf "$R/var/run/lanveil"
+nft delete table inet lanveil 2>/dev/null
+daemon_up
+check boot-after-shutdown rc boot
+check boot-dhcp-untouched cmp "$R/etc/config/dhcp" "$T/dhcp.wired"
+check boot-no-dnsmasq-restart [ "$(count "$R/log/dnsmasq" restart)" = "$n_restart" ]
+check boot-capture-back nft list table inet lanveil
+check boot-status-up status_has '^lanveil is running; dnsmasq forwards to it.$'
+
+# opkg upgrade: default_prerm runs stop with PKG_UPGRADE=1, then the new version's
+# default_postinst runs start (PKG_UPGRADE=1 too). The package's prerm body does nothing then.
+make_prerm
+check upgrade-prerm-body-does-nothing env PKG_UPGRADE=1 busybox ash "$T/prerm.local"
+check upgrade-prerm-body-keeps-dhcp cmp "$R/etc/config/dhcp" "$T/dhcp.wired"
+check upgrade-stop rc_env PKG_UPGRADE=1 stop
+check upgrade-stop-keeps-dhcp cmp "$R/etc/config/dhcp" "$T/dhcp.wired"
+check upgrade-stop-keeps-saved-settings cmp "$R/etc/lanveil/dnsmasq/dhcp.orig" "$ORIG"
+check upgrade-stop-no-dnsmasq-restart [ "$(count "$R/log/dnsmasq" restart)" = "$n_restart" ]
+check upgrade-stop-status status_has '^lanveil was stopped for a package upgrade'
+check upgrade-start rc_env PKG_UPGRADE=1 start
+check upgrade-start-wired cmp "$R/etc/config/dhcp" "$T/dhcp.wired"
+check upgrade-start-status-up status_has '^lanveil is running; dnsmasq forwards to it.$'
+# The new version does not come up: fail-closed.
+rc_env PKG_UPGRADE=1 stop >/dev/null 2>&1
+daemon_down
+rc_env PKG_UPGRADE=1 start >/dev/null 2>&1
+check upgrade-failed-start-guard-armed nft list table inet lanveil_down
+check upgrade-failed-start-still-wired cmp "$R/etc/config/dhcp" "$T/dhcp.wired"
+daemon_up
+rc start >/dev/null 2>&1
+
+# A plain stop after all that still gives the LAN its DNS servers back.
+check stop-after-restarts rc stop
+check stop-after-restarts-restores cmp "$R/etc/config/dhcp" "$ORIG"
+check stop-after-restarts-no-capture sh -c '! nft list table inet lanveil 2>/dev/null'
+
+# disable (also LuCI's Startup -> Enabled off) = a full stop + no autostart: a reboot must
+# not find dnsmasq forwarding to a daemon that no longer starts.
+rc start >/dev/null 2>&1
+: >"$PROCD_LOG"
+check disable-runs rc disable
+check disable-restores-dhcp cmp "$R/etc/config/dhcp" "$ORIG"
+check disable-removes-links [ -z "$(links)" ]
+check disable-removes-capture sh -c '! nft list table inet lanveil 2>/dev/null'
+check disable-stops-daemon grep -q '^service delete { "name": "lanveil" }' "$PROCD_LOG"
+check disable-forgets-dnsmasq-state [ ! -e "$R/etc/lanveil/dnsmasq" ]
+check disable-status status_has '^lanveil is stopped; dnsmasq and the firewall are as they were before it.$'
+# Disabled: a reboot's shutdown (were it run) and an upgrade's stop undo the wiring, and the
+# upgrade does not start it again (nothing would start it at the next boot).
+rc start >/dev/null 2>&1
+check disabled-shutdown-restores sh -c "busybox ash '$DOUBLES/rc.common' '$R/etc/init.d/lanveil' shutdown && cmp '$R/etc/config/dhcp' '$ORIG'"
+rc start >/dev/null 2>&1
+check disabled-upgrade-stop-restores sh -c "env PKG_UPGRADE=1 busybox ash '$DOUBLES/rc.common' '$R/etc/init.d/lanveil' stop && cmp '$R/etc/config/dhcp' '$ORIG'"
+: >"$PROCD_LOG"
+rc_env PKG_UPGRADE=1 start >/dev/null 2>&1
+check disabled-upgrade-not-started [ "$(last_set 'len(j["instances"])')" = 0 ]
+check disabled-upgrade-dhcp-untouched cmp "$R/etc/config/dhcp" "$ORIG"
+check disabled-upgrade-status status_has '^lanveil is disabled; the package upgrade did not start it.$'
+
+# opkg remove: default_prerm runs the prerm body (stop + purge), then disable, then stop.
+busybox ash "$DOUBLES/rc.common" "$R/etc/init.d/lanveil" enable
+rc start >/dev/null 2>&1
+make_prerm
+check remove-prerm-body busybox ash "$T/prerm.local"
+check remove-disable rc disable
+check remove-stop rc stop
+check remove-restores-dhcp cmp "$R/etc/config/dhcp" "$ORIG"
+check remove-no-links [ -z "$(links)" ]
+check remove-purged [ ! -e "$R/etc/lanveil" ]
+
 # --- sysupgrade: the backup carries the owner's dhcp for an image without lanveil ---------
 # /lib/upgrade/lanveil.sh's hook on sysupgrade's file list (as run_hooks calls it), then a
 # "new image without lanveil": a root holding only the backup's files, where the
@@ -216,6 +372,20 @@ sed "s,/etc/,$N/etc/,g" "$N/etc/uci-defaults/99-lanveil-sysupgrade" >"$T/uci-def
 check sysupgrade-defaults-runs busybox ash "$T/uci-defaults.sh"
 check sysupgrade-new-image-gets-owner-dhcp cmp "$N/etc/config/dhcp" "$ORIG"
 check sysupgrade-new-image-no-stale-state sh -c "[ ! -e '$N/etc/lanveil/dnsmasq' ] && [ ! -e '$N/etc/lanveil/sysupgrade' ]"
+# An earlier uci-defaults script of the new image changed dhcp (not byte for byte the kept
+# file any more): lanveil's entries are undone section by section, the other change stays.
+rm -rf "$N"
+mkdir -p "$N"
+while IFS= read -r f; do mkdir -p "$N${f%/*}" && cp -p "$R$f" "$N$f"; done <"$T/conffiles"
+check sysupgrade-hook-lists-restore-code sh -c "grep -qx /etc/lanveil/sysupgrade/lanveil.sh '$T/conffiles' && grep -qx /etc/lanveil/sysupgrade/dnsmasq/dnsmasq.state '$T/conffiles'"
+uci -q -c "$N/etc/config" set dhcp.lan.leasetime=6h
+uci -q -c "$N/etc/config" commit dhcp
+check sysupgrade-edited-defaults-runs busybox ash "$T/uci-defaults.sh"
+newsrv() { uci -q -c "$N/etc/config" -d ' ' get dhcp.@dnsmasq[0].server; }
+check sysupgrade-edited-owner-servers [ "$(newsrv)" = "8.8.8.8 9.9.9.9#9953 /corp.example/10.0.0.1" ]
+check sysupgrade-edited-noresolv-localuse-gone [ -z "$(uci -q -c "$N/etc/config" get dhcp.@dnsmasq[0].noresolv)$(uci -q -c "$N/etc/config" get dhcp.@dnsmasq[0].localuse)" ]
+check sysupgrade-edited-keeps-other-change [ "$(uci -q -c "$N/etc/config" get dhcp.lan.leasetime)" = 6h ]
+check sysupgrade-edited-no-stale-state sh -c "[ ! -e '$N/etc/lanveil/dnsmasq' ] && [ ! -e '$N/etc/lanveil/sysupgrade' ]"
 # Not wired (stopped): nothing added, and what an earlier run listed is dropped.
 rc stop >/dev/null 2>&1
 check sysupgrade-stopped-hook-runs busybox ash -c ". '$R/usr/share/lanveil/lanveil.sh'; lanveil_sysupgrade_conffiles '$T/conffiles'"

@@ -1194,25 +1194,35 @@ lanveil_wan_hook() { # ACTION
 # sysupgrade keeps /etc/config/dhcp as it is, i.e. wired to lanveil, and kills every
 # process without running init stop. An image without lanveil would boot with dnsmasq
 # forwarding only to a port nobody listens on: no DNS for the LAN. So the backup also
-# gets, in /etc/lanveil/sysupgrade/, the owner's dhcp (what stop would restore, computed
-# on a scratch copy; the live file is not touched) and the wired file as saved, plus
+# gets, in /etc/lanveil/sysupgrade/: the owner's dhcp (what stop would restore, computed
+# on a scratch copy; the live file is not touched), the wired file as saved (dhcp.kept),
+# lanveil's saved dnsmasq settings (dnsmasq/) and this file (lanveil.sh), plus
 # /etc/uci-defaults/99-lanveil-sysupgrade. On the first boot of the new image (uci-defaults
 # run before dnsmasq starts) that script puts the owner's dhcp back unless lanveil is
-# installed and enabled there (lanveil then wires again when it starts, as after a reboot).
+# installed and enabled there (lanveil then wires again when it starts, as after a reboot):
+# dhcp.owner when /etc/config/dhcp is still dhcp.kept byte for byte, else (an earlier
+# uci-defaults script edited it) lanveil's entries are undone section by section, with the
+# same code and saved settings as stop (lanveil_dnsmasq_restore_locked).
 LANVEIL_UPGRADE="$LANVEIL_ETC/sysupgrade"
 LANVEIL_UPGRADE_DEFAULTS="${IPKG_INSTROOT:-}/etc/uci-defaults/99-lanveil-sysupgrade"
 
 # The owner's dhcp as lanveil_dnsmasq_restore would leave it, written to OUT: the restore
 # runs in a child shell on a scratch root (its own IPKG_INSTROOT: no init scripts there,
-# so no dnsmasq/odhcpd restart; nothing logged). The live files are only read (under the lock).
-lanveil_unwired_dhcp() { # OUT
+# so no dnsmasq/odhcpd restart; nothing logged). DHCP and STATE (a copy of $LANVEIL_STATE)
+# default to the live files, which are then only read (under the lock).
+lanveil_unwired_dhcp() { # OUT [DHCP STATE]
 	local tmp rc lib="${IPKG_INSTROOT:-}/usr/share/lanveil/lanveil.sh"
 	tmp="$(mktemp -d "${TMPDIR:-/tmp}/lanveil-upgrade.XXXXXX")" || return 1
 	mkdir -p "$tmp/etc/config" "$tmp/etc/lanveil"
-	lanveil_lock
-	cp -p "$LANVEIL_CONFDIR/dhcp" "$tmp/etc/config/dhcp" && cp -pR "$LANVEIL_STATE" "$tmp/etc/lanveil/dnsmasq"
-	rc=$?
-	lanveil_unlock
+	if [ $# -ge 3 ]; then
+		cp -p "$2" "$tmp/etc/config/dhcp" && cp -pR "$3" "$tmp/etc/lanveil/dnsmasq"
+		rc=$?
+	else
+		lanveil_lock
+		cp -p "$LANVEIL_CONFDIR/dhcp" "$tmp/etc/config/dhcp" && cp -pR "$LANVEIL_STATE" "$tmp/etc/lanveil/dnsmasq"
+		rc=$?
+		lanveil_unlock
+	fi
 	if [ "$rc" = 0 ]; then
 		# shellcheck disable=SC2016  # expanded by the child shell
 		IPKG_INSTROOT="$tmp" UCI_CONFIG_DIR="$tmp/etc/config" sh -c \
@@ -1226,31 +1236,57 @@ lanveil_unwired_dhcp() { # OUT
 
 # sysupgrade's hook: CONFFILES is its list of files to save (one path a line).
 lanveil_sysupgrade_conffiles() { # CONFFILES
-	local list="$1" u="${LANVEIL_UPGRADE#"${IPKG_INSTROOT:-}"}" d="${LANVEIL_UPGRADE_DEFAULTS#"${IPKG_INSTROOT:-}"}"
+	local list="$1" u="${LANVEIL_UPGRADE#"${IPKG_INSTROOT:-}"}" d="${LANVEIL_UPGRADE_DEFAULTS#"${IPKG_INSTROOT:-}"}" rc f
 	[ -f "$list" ] || return 0
 	# Drop what an earlier run left (sysupgrade -b, -l): listed, but maybe not made again.
 	rm -rf "$LANVEIL_UPGRADE" "$LANVEIL_UPGRADE_DEFAULTS"
 	grep -v -e "^$u/" -e "^$d\$" "$list" >"$list.lanveil"
 	mv "$list.lanveil" "$list"
 	lanveil_wired || return 0
-	if ! { mkdir -p "$LANVEIL_UPGRADE" "${LANVEIL_UPGRADE_DEFAULTS%/*}" &&
-		chmod 0700 "$LANVEIL_UPGRADE" &&
-		cp -p "$LANVEIL_CONFDIR/dhcp" "$LANVEIL_UPGRADE/dhcp.kept" &&
-		lanveil_unwired_dhcp "$LANVEIL_UPGRADE/dhcp.owner"; }; then
+	rc=1
+	if mkdir -p "$LANVEIL_UPGRADE" "${LANVEIL_UPGRADE_DEFAULTS%/*}" && chmod 0700 "$LANVEIL_UPGRADE"; then
+		# One snapshot of the live dhcp and the saved settings (a rewire may run meanwhile).
+		lanveil_lock
+		cp -p "$LANVEIL_CONFDIR/dhcp" "$LANVEIL_UPGRADE/dhcp.kept" && cp -pR "$LANVEIL_STATE" "$LANVEIL_UPGRADE/dnsmasq"
+		rc=$?
+		lanveil_unlock
+	fi
+	if [ "$rc" != 0 ] ||
+		! cp -p "${IPKG_INSTROOT:-}/usr/share/lanveil/lanveil.sh" "$LANVEIL_UPGRADE/lanveil.sh" ||
+		! lanveil_unwired_dhcp "$LANVEIL_UPGRADE/dhcp.owner" "$LANVEIL_UPGRADE/dhcp.kept" "$LANVEIL_UPGRADE/dnsmasq"; then
 		rm -rf "$LANVEIL_UPGRADE"
 		lanveil_log err "sysupgrade: could not save the owner's dnsmasq settings; an image without lanveil needs: cp /etc/lanveil/dnsmasq/dhcp.orig /etc/config/dhcp"
 		return 0
 	fi
+	# The paths below say /etc/ only where a path is meant (tests/openwrt/test_init.sh runs
+	# this script with every '/etc/' pointed into a scratch root).
 	cat >"$LANVEIL_UPGRADE_DEFAULTS" <<-'EOF'
 		# Written by lanveil's sysupgrade hook (/lib/upgrade/lanveil.sh) into the configuration
 		# backup. The kept /etc/config/dhcp points dnsmasq at lanveil only. If this image runs
 		# lanveil, it wires dnsmasq again when it starts; otherwise the owner's dnsmasq settings
 		# (as /etc/init.d/lanveil stop would have restored them) are put back.
-		if [ -f /etc/lanveil/sysupgrade/dhcp.owner ] && cmp -s /etc/config/dhcp /etc/lanveil/sysupgrade/dhcp.kept &&
-			! { [ -x /etc/init.d/lanveil ] && /etc/init.d/lanveil enabled; }; then
-			cp /etc/lanveil/sysupgrade/dhcp.owner /etc/config/dhcp
+		su=/etc/lanveil/sysupgrade
+		if [ -f "$su/dhcp.owner" ] && ! { [ -x /etc/init.d/lanveil ] && /etc/init.d/lanveil enabled; }; then
+			if cmp -s /etc/config/dhcp "$su/dhcp.kept"; then
+				cp "$su/dhcp.owner" /etc/config/dhcp
+				logger -t lanveil "lanveil is not in this image: dnsmasq settings from before lanveil restored" 2>/dev/null
+			elif [ -f "$su/lanveil.sh" ] && [ -f "$su/dnsmasq/dhcp.orig" ]; then
+				# An earlier uci-defaults script changed dhcp: undo lanveil's entries section by
+				# section, as stop does (its code from the old image, its saved settings; dnsmasq
+				# is not running yet: no restart).
+				(
+					IPKG_INSTROOT="${su%/*/lanveil/sysupgrade}"
+					unset UCI_CONFIG_DIR
+					. "$su/lanveil.sh"
+					LANVEIL_STATE="$su/dnsmasq"
+					lanveil_restart_dnsmasq() { :; }
+					lanveil_reload_odhcpd() { :; }
+					lanveil_dnsmasq_restore_locked
+				) && logger -t lanveil "lanveil is not in this image: its dnsmasq settings undone (dhcp was changed since the backup)" 2>/dev/null
+			else
+				logger -t lanveil -p daemon.err "lanveil is not in this image and dhcp still forwards to it: cp /etc/lanveil/dnsmasq/dhcp.orig /etc/config/dhcp" 2>/dev/null
+			fi
 			rm -rf /etc/lanveil/dnsmasq
-			logger -t lanveil "lanveil is not in this image: dnsmasq settings from before lanveil restored" 2>/dev/null
 		fi
 		rm -rf /etc/lanveil/sysupgrade
 		rmdir /etc/lanveil 2>/dev/null
@@ -1259,6 +1295,10 @@ lanveil_sysupgrade_conffiles() { # CONFFILES
 	{
 		echo "$u/dhcp.kept"
 		echo "$u/dhcp.owner"
+		echo "$u/lanveil.sh"
+		for f in "$LANVEIL_UPGRADE"/dnsmasq/*; do
+			[ -f "$f" ] && echo "$u/dnsmasq/${f##*/}"
+		done
 		echo "$d"
 	} >>"$list"
 	sort -u "$list" >"$list.lanveil" && mv "$list.lanveil" "$list"
