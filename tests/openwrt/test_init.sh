@@ -167,6 +167,20 @@ sed -i '/^lanveil:/d' "$R/etc/passwd"
 rc start >/dev/null 2>&1
 check missing-user-no-instance [ "$(last_set 'len(j["instances"])')" = 0 ]
 
+# --- user root (or any uid 0): refuse, whatever state_file names ------------------------
+for u in root toor; do
+	mkroot
+	[ "$u" = toor ] && echo 'toor:x:0:0:toor:/root:/bin/ash' >>"$R/etc/passwd"
+	uci_ set lanveil.main.user="$u"
+	uci_ set lanveil.main.state_file=/etc/shadow
+	uci_ commit lanveil
+	: >"$PROCD_LOG"
+	rc start >/dev/null 2>&1
+	check "user-$u-refused" [ "$(last_set 'len(j["instances"])')" = 0 ]
+	check "user-$u-logged" grep -q "user '$u' is root" "$R/log/syslog"
+	check "user-$u-dhcp-untouched" cmp "$R/etc/config/dhcp" "$ORIG"
+done
+
 # --- low port: started as root, the daemon switches to its 'user' after binding --------
 mkroot
 uci_ delete lanveil.main.listen
