@@ -178,13 +178,18 @@ fn parse_user(s: &str) -> Result<String, Reason> {
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
         && !s.starts_with('-');
-    if ok {
-        Ok(s.to_string())
-    } else {
-        Err(Reason::Rule(
+    if !ok {
+        return Err(Reason::Rule(
             "must be a user name (letters, digits, '_', '-', '.')",
-        ))
+        ));
     }
+    if s == "root" {
+        // The daemon switches to this user after binding: root would keep every privilege.
+        return Err(Reason::Rule(
+            "must not be root (the daemon drops its privileges to this user)",
+        ));
+    }
+    Ok(s.to_string())
 }
 
 fn parse_path(s: &str) -> Result<String, Reason> {
@@ -1135,5 +1140,12 @@ mod tests {
         assert!(d.enabled && d.up.sni && !d.up.tls_resumption && !d.up.http_get);
         assert_eq!(d.up.tls_min_version, TlsVersion::V1_3);
         assert_eq!(crate::LogLevel::default(), c.daemon.log_level);
+    }
+
+    #[test]
+    fn the_daemons_user_is_never_root() {
+        assert!(parse_user("root").is_err());
+        assert_eq!(parse_user("lanveil").as_deref(), Ok("lanveil"));
+        assert!(parse_user("-x").is_err());
     }
 }
