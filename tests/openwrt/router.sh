@@ -364,6 +364,21 @@ up() {
 	wait_for "$BOOT_TIMEOUT" "netifd: lan up with 192.168.1.1" \
 		in_router sh -c 'ubus call network.interface.lan status | grep -q "\"192.168.1.1\""' ||
 		{ tail -n 30 "$RUN/console.log" >&2; false; }
+	# odhcpd takes an interface only if the kernel calls it IFF_RUNNING (operstate
+	# up) when netifd's notification makes it reload (odhcpd src/config.c:
+	# odhcpd_reload closes the others), and ignores later link changes of an
+	# interface it closed (src/netlink.c: handle_rtm_link). netifd notifies on
+	# carrier (IFF_LOWER_UP), once per ifup (interface.c: link_up_event); the
+	# kernel sets a bridge's operstate later, from linkwatch (up to 1 s, more
+	# under load). A bridge made by hand can therefore reach odhcpd too early and
+	# be dropped for good. Wait for br-lan's operstate, then have odhcpd re-read
+	# (SIGHUP, as procd sends on a dhcp change), so it sees what netifd saw. An
+	# odhcpd not yet on ubus dumps netifd's state itself when it gets there.
+	wait_for "$BOOT_TIMEOUT" "br-lan operationally up" \
+		in_router sh -c '[ "$(cat /sys/class/net/br-lan/operstate)" = up ]'
+	if in_router ubus -t 1 list dhcp >/dev/null 2>&1; then
+		in_router /etc/init.d/odhcpd reload
+	fi
 	wait_for "$BOOT_TIMEOUT" "dnsmasq running" \
 		in_router sh -c 'ubus call service list "{\"name\":\"dnsmasq\"}" | grep -q "\"running\": true"'
 	# dnsmasq's init writes the LAN's dhcp-range once lan is up (procd's interface
