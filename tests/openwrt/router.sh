@@ -375,7 +375,7 @@ up() {
 	# (SIGHUP, as procd sends on a dhcp change), so it sees what netifd saw. An
 	# odhcpd not yet on ubus dumps netifd's state itself when it gets there.
 	wait_for "$BOOT_TIMEOUT" "br-lan operationally up" \
-		in_router sh -c '[ "$(cat /sys/class/net/br-lan/operstate)" = up ]'
+		in_router grep -qx up /sys/class/net/br-lan/operstate
 	if in_router ubus -t 1 list dhcp >/dev/null 2>&1; then
 		in_router /etc/init.d/odhcpd reload
 	fi

@@ -652,6 +652,15 @@ time.sleep(120)' &
 	check crash-loop-recovers r /etc/init.d/lanveil restart
 	check crash-loop-guard-lifted r sh -c '! nft list table inet lanveil_down 2>/dev/null'
 	check crash-loop-answers-again answers 1.2.3.77 "$(fresh)" @192.168.1.1
+	# A restart (LuCI's Restart button) stops and starts only the daemon: dnsmasq keeps
+	# forwarding to lanveil throughout (its saved settings untouched, the process not
+	# restarted with the owner's servers in between), so nothing reaches the ISP.
+	dhcp_sum="$(r md5sum /etc/config/dhcp)"
+	dnsmasq_pid="$(r pidof dnsmasq)"
+	check restart-succeeds r /etc/init.d/lanveil restart
+	check restart-dhcp-unchanged [ "$(r md5sum /etc/config/dhcp)" = "$dhcp_sum" ]
+	check restart-dnsmasq-not-restarted sh -c "[ -n '$dnsmasq_pid' ] && [ \"\$('$ROUTER' exec router -- pidof dnsmasq)\" = '$dnsmasq_pid' ]"
+	check restart-answers answers 1.2.3.77 "$(fresh)" @192.168.1.1
 	cp "$RUN/isp-resolver.log" "$T/isp-resolver.log"
 	r logread >"$T/logread.before-reboot"
 	check isp-resolver-saw-nothing sh -c "[ \"\$(grep -c 'query\[' '$T/isp-resolver.log')\" = '$isp_before' ]"
