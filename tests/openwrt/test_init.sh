@@ -240,6 +240,7 @@ mkroot
 mkdir -p "$R/etc/rc.d"
 check enable-makes-links sh -c "busybox ash '$DOUBLES/rc.common' '$R/etc/init.d/lanveil' enable && [ -L '$R/etc/rc.d/S25lanveil' ] && [ -L '$R/etc/rc.d/K15lanveil' ]"
 rc start >/dev/null 2>&1
+check enabled-start-no-boot-warning sh -c "! busybox ash '$DOUBLES/rc.common' '$R/etc/init.d/lanveil' status | grep -q '^Not enabled'"
 cp "$R/etc/config/dhcp" "$T/dhcp.wired"
 n_restart="$(count "$R/log/dnsmasq" restart)"
 forget_copies
@@ -346,6 +347,9 @@ check disable-status status_has '^lanveil is stopped; dnsmasq and the firewall a
 # Disabled: a reboot's shutdown (were it run) and an upgrade's stop undo the wiring, and the
 # upgrade does not start it again (nothing would start it at the next boot).
 rc start >/dev/null 2>&1
+# Started by hand while disabled: the status says what a reboot would do, and how to avoid it.
+check disabled-start-warns status_has '^Not enabled: it will not start at boot'
+check disabled-start-logged grep -q 'started while disabled' "$R/log/syslog"
 check disabled-shutdown-restores sh -c "busybox ash '$DOUBLES/rc.common' '$R/etc/init.d/lanveil' shutdown && cmp '$R/etc/config/dhcp' '$ORIG'"
 rc start >/dev/null 2>&1
 check disabled-upgrade-stop-restores sh -c "env PKG_UPGRADE=1 busybox ash '$DOUBLES/rc.common' '$R/etc/init.d/lanveil' stop && cmp '$R/etc/config/dhcp' '$ORIG'"
