@@ -8,7 +8,7 @@ use lanveil_config::{Config, LogLevel, SpkiPin, TlsVersion, Upstream, UpstreamUr
 
 /// Usage text.
 pub const USAGE: &str = "\
-usage: lanveil [--config FILE] [--listen ADDR:PORT]... [--upstream URL]... [--bootstrap IP]...
+usage: lanveil [--config FILE [--last-good COPY]] [--listen ADDR:PORT]... [--upstream URL]... [--bootstrap IP]...
                [--pin sha256/BASE64]... [--ca-file FILE] [--dns64-prefix PREFIX] [--log-level LEVEL]
        URL: tls://IP[:PORT]#NAME | https://IP[:PORT]/PATH#NAME | https://NAME[:PORT]/PATH (with --bootstrap)
             | quic://IP[:PORT]#NAME (DNS over QUIC, builds with the doq feature)
@@ -27,6 +27,8 @@ usage: lanveil [--config FILE] [--listen ADDR:PORT]... [--upstream URL]... [--bo
 With no arguments lanveil listens on 127.0.0.1:5353 and forwards to Quad9 over strict
 DNS-over-TLS. --listen and --upstream replace the file's (or the default's) values; --pin and
 --ca-file apply to the upstreams given with --upstream. SIGHUP reloads FILE, SIGTERM drains and exits.
+--last-good COPY: FILE as it was when it last started or reloaded cleanly (kept there by lanveil);
+a start whose FILE is invalid says why and runs on COPY instead.
 Exit codes: 0 ok, 1 could not start (bind, TLS settings), 2 bad usage or configuration.";
 
 /// What the command line asks for.
@@ -34,6 +36,9 @@ Exit codes: 0 ok, 1 could not start (bind, TLS settings), 2 bad usage or configu
 pub struct Args {
     /// `--config FILE`.
     pub config: Option<PathBuf>,
+    /// `--last-good FILE` (with `--config`): a copy of the last configuration file that started or
+    /// reloaded cleanly, written by the daemon; a start whose `--config` file is invalid runs on it.
+    pub last_good: Option<PathBuf>,
     /// `--check-config FILE`.
     pub check: Option<PathBuf>,
     /// `--print-signals` (with `--check-config`).
@@ -83,6 +88,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args, String> {
                 a.config = Some(p.value().map_err(|e| e.to_string())?.into())
             }
             Long("check-config") => a.check = Some(p.value().map_err(|e| e.to_string())?.into()),
+            Long("last-good") => a.last_good = Some(p.value().map_err(|e| e.to_string())?.into()),
             Long("print-signals") => a.print_signals = true,
             Long("wan-portal") => {
                 a.wan_portal = Some(text(p.value().map_err(|e| e.to_string())?, "--wan-portal")?)
@@ -136,6 +142,9 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args, String> {
     }
     if a.wan_portal.is_some() && !a.print_signals {
         return Err("--wan-portal needs --print-signals".into());
+    }
+    if a.last_good.is_some() && a.config.is_none() {
+        return Err("--last-good needs --config FILE".into());
     }
     Ok(a)
 }
@@ -224,9 +233,16 @@ pub fn signals(cfg: &Config, wan_portal: Option<&str>) -> Result<String, String>
 
 /// Reads and validates a configuration file; the error names the file, line, key and reason.
 pub fn load_file(path: &std::path::Path) -> Result<Config, String> {
+    read_file(path).map(|(_, c)| c)
+}
+
+/// The file's text and the configuration it holds.
+pub fn read_file(path: &std::path::Path) -> Result<(String, Config), String> {
     let shown = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| format!("{shown}: cannot read: {e}"))?;
-    Config::from_uci_text(&text).map_err(|e| e.display_with_file(&shown).to_string())
+    let config =
+        Config::from_uci_text(&text).map_err(|e| e.display_with_file(&shown).to_string())?;
+    Ok((text, config))
 }
 
 /// The configuration the arguments describe: the file (or the built-in default) with flags applied.
@@ -494,6 +510,16 @@ mod tests {
     fn print_signals_needs_check_config() {
         assert!(args(&["--print-signals"]).is_err());
         assert!(args(&["--check-config", "f", "--wan-portal", "x"]).is_err());
+        assert!(
+            args(&["--last-good", "g"]).is_err(),
+            "--last-good without --config"
+        );
+        assert_eq!(
+            args(&["--config", "f", "--last-good", "g"])
+                .unwrap()
+                .last_good,
+            Some(PathBuf::from("g"))
+        );
         let a = args(&[
             "--check-config",
             "f",

@@ -67,7 +67,32 @@ fn main() -> ExitCode {
             }
         };
     }
-    let config = match cli::config(&args) {
+    // The configuration file's text when it is the one running (kept as --last-good once started).
+    let mut clean = None;
+    let config = match (&args.config, &args.last_good) {
+        (Some(path), Some(last_good)) => match cli::read_file(path) {
+            Ok((text, c)) => {
+                clean = Some(text);
+                with_flags(c, &args)
+            }
+            Err(e) => match cli::load_file(last_good) {
+                // The owner's file is broken (a restart or a reboot after an edit that nothing
+                // checked): keep the LAN served as it last was, and say so.
+                Ok(c) => {
+                    eprintln!("lanveil: {e}");
+                    eprintln!(
+                        "lanveil: starting on the last good configuration ({}); fix {} and reload",
+                        last_good.display(),
+                        path.display()
+                    );
+                    with_flags(c, &args)
+                }
+                Err(_) => Err(e),
+            },
+        },
+        _ => cli::config(&args),
+    };
+    let config = match config {
         Ok(c) => c,
         Err(e) => {
             eprintln!("lanveil: {e}");
@@ -83,7 +108,38 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    block_on(Box::pin(serve(args, config, signals)))
+    block_on(Box::pin(serve(args, config, clean, signals)))
+}
+
+fn with_flags(
+    mut c: lanveil::config::Config,
+    args: &cli::Args,
+) -> Result<lanveil::config::Config, String> {
+    cli::apply_flags(&mut c, args).map(|()| c)
+}
+
+/// Keeps `text` (the `--config` file's, now running) as `--last-good`: written only when it differs
+/// from what is there (flash wears), atomically (temporary file, fsync, rename).
+fn keep_last_good(args: &cli::Args, text: &str) {
+    use std::io::Write;
+    let Some(path) = &args.last_good else { return };
+    if std::fs::read(path).is_ok_and(|old| old == text.as_bytes()) {
+        return;
+    }
+    let tmp = path.with_extension("tmp");
+    let result = (|| -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        log::warn!(
+            "cannot keep the last good configuration in {}: {e}",
+            path.display()
+        );
+    }
 }
 
 /// The daemon's work (or `--probe`'s) on a current-thread runtime. One boxed future type, so the
@@ -109,8 +165,13 @@ async fn reload(args: &cli::Args, running: &mut lanveil::Running) -> Result<(), 
     let Some(path) = &args.config else {
         return Err("no configuration file to reload (started without --config)".into());
     };
-    let new = cli::load_file(path).and_then(|mut c| cli::apply_flags(&mut c, args).map(|()| c))?;
-    running.reload(new).await.map_err(|e| e.to_string())
+    let (text, new) = cli::read_file(path)?;
+    running
+        .reload(with_flags(new, args)?)
+        .await
+        .map_err(|e| e.to_string())?;
+    keep_last_good(args, &text);
+    Ok(())
 }
 
 /// `lanveil --control SOCKET status|log|reload|leak-probe LABEL NONCE`: the raw response envelope on
@@ -205,7 +266,12 @@ async fn next_signal(signals: &AsyncFd<Signals>) -> std::io::Result<libc::c_int>
     }
 }
 
-async fn serve(args: cli::Args, config: lanveil::config::Config, signals: Signals) -> ExitCode {
+async fn serve(
+    args: cli::Args,
+    config: lanveil::config::Config,
+    clean: Option<String>,
+    signals: Signals,
+) -> ExitCode {
     let signals = match signals.register() {
         Ok(s) => s,
         Err(e) => {
@@ -240,6 +306,9 @@ async fn serve(args: cli::Args, config: lanveil::config::Config, signals: Signal
         } else {
             log::info!("not started as root; option user '{user}' ignored");
         }
+    }
+    if let Some(text) = &clean {
+        keep_last_good(&args, text);
     }
     let mut reloads = running.take_reload_requests();
     let mut driver_gone = running.take_driver_gone();

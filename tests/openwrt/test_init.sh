@@ -22,7 +22,7 @@ status_has() { rc status 2>/dev/null | grep -q -- "$1"; }
 # --- start --------------------------------------------------------------------
 mkroot
 check start-succeeds rc start
-check procd-command [ "$(last_set 'j["instances"]["lanveil"]["command"]')" = "['/usr/sbin/lanveil', '--config', '/etc/config/lanveil']" ]
+check procd-command [ "$(last_set 'j["instances"]["lanveil"]["command"]')" = "['/usr/sbin/lanveil', '--config', '/etc/config/lanveil', '--last-good', '/etc/lanveil/daemon/last-good']" ]
 check procd-user-unprivileged [ "$(last_set '(j["instances"]["lanveil"]["user"], j["instances"]["lanveil"]["group"])')" = "('lanveil', 'lanveil')" ]
 check procd-respawn [ "$(last_set 'j["instances"]["lanveil"]["respawn"]')" = "['3600', '5', '5']" ]
 check procd-pidfile-for-guard [ "$(last_set 'j["instances"]["lanveil"]["pidfile"]')" = "$R/var/run/lanveil/daemon.pid" ]
@@ -160,6 +160,28 @@ rc start >/dev/null 2>&1
 check invalid-config-no-instance [ "$(last_set 'len(j["instances"])')" = 0 ]
 check invalid-config-dhcp-untouched cmp "$R/etc/config/dhcp" "$ORIG"
 check invalid-config-logged grep -q 'daemon.err.*not starting' "$R/log/syslog"
+
+# --- invalid config with a last good copy (the daemon keeps one): runs on it, says so ------
+mkroot
+mkdir -p "$R/etc/lanveil/daemon"
+cp "$R/etc/config/lanveil" "$R/etc/lanveil/daemon/last-good"
+uci_ set lanveil.main.log_level=INVALID
+uci_ commit lanveil
+check last-good-start rc start
+check last-good-instance [ "$(last_set 'j["instances"]["lanveil"]["command"]')" = "['/usr/sbin/lanveil', '--config', '/etc/config/lanveil', '--last-good', '/etc/lanveil/daemon/last-good']" ]
+check last-good-wired [ "$(uci_ get dhcp.@dnsmasq[0].noresolv)" = 1 ]
+check last-good-status status_has '^lanveil is running on its last good configuration: /etc/config/lanveil is invalid'
+check last-good-logged grep -q 'starting on the last good configuration' "$R/log/syslog"
+check last-good-dir-owned-by-user [ "$(stat -c '%u:%g' "$R/etc/lanveil/daemon")" = "5453:5453" ]
+rc stop >/dev/null 2>&1
+# An invalid copy is no way out: refused as without one.
+mkroot
+mkdir -p "$R/etc/lanveil/daemon"
+printf "config lanveil\n\toption log_level 'INVALID'\n" >"$R/etc/lanveil/daemon/last-good"
+uci_ set lanveil.main.log_level=INVALID
+uci_ commit lanveil
+rc start >/dev/null 2>&1
+check last-good-invalid-refused [ "$(last_set 'len(j["instances"])')" = 0 ]
 
 # --- missing user: refuse ------------------------------------------------------------
 mkroot
@@ -520,7 +542,7 @@ uci_ commit lanveil
 # configuration (SIGHUP, it refuses the file), the LAN keeps working through it.
 : >"$R/log/procd"
 rc reload >/dev/null 2>&1
-check invalid-reload-keeps-instance [ "$(last_set '(j["instances"]["lanveil"]["command"], j["instances"]["lanveil"]["user"], j["instances"]["lanveil"]["reload_signal"], "guard" in j["instances"])')" = "(['/usr/sbin/lanveil', '--config', '/etc/config/lanveil'], 'lanveil', 1, True)" ]
+check invalid-reload-keeps-instance [ "$(last_set '(j["instances"]["lanveil"]["command"], j["instances"]["lanveil"]["user"], j["instances"]["lanveil"]["reload_signal"], "guard" in j["instances"])')" = "(['/usr/sbin/lanveil', '--config', '/etc/config/lanveil', '--last-good', '/etc/lanveil/daemon/last-good'], 'lanveil', 1, True)" ]
 check invalid-reload-no-guard sh -c '! nft list table inet lanveil_down 2>/dev/null'
 check invalid-reload-still-wired cmp "$R/etc/config/dhcp" "$T/dhcp.wired"
 check invalid-reload-status status_has '^lanveil is running on its last good configuration: /etc/config/lanveil is invalid and was not applied.$'

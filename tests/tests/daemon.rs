@@ -179,6 +179,91 @@ async fn sighup_reloads_validated_config_and_sigterm_drains() {
     );
 }
 
+/// `--last-good COPY`: the daemon keeps the file it started or reloaded cleanly from (written only
+/// when it changed, never an invalid one), and a start whose file is invalid (an edit nothing
+/// checked, then a restart or a reboot) runs on the copy and says so; a fixed file then applies on
+/// SIGHUP. Without a usable copy an invalid file still refuses the start.
+#[tokio::test]
+async fn a_start_with_an_invalid_file_runs_on_the_last_good_copy() {
+    let pki = Pki::new();
+    let leaf = pki.leaf(&["dot.test"], &[LOCAL]);
+    let up1 = DotUpstream::start(UpstreamOpts::new(&leaf)).await;
+    let up2 = DotUpstream::start(UpstreamOpts::new(&leaf)).await;
+    let dir = TempDir::new("lanveil-last-good");
+    let listen = listen_addr();
+    let good = conf(listen, up1.addr(), leaf.ca_pem_path(), "");
+    let path = dir.write("lanveil", &good);
+    let copy = dir.join("last-good");
+    let args = [
+        "--config",
+        path.to_str().unwrap(),
+        "--last-good",
+        copy.to_str().unwrap(),
+    ];
+    let p = Process::spawn(&args);
+    wait_serving(listen).await;
+    // Written once the daemon runs (after the privilege drop).
+    let t0 = Instant::now();
+    while std::fs::read_to_string(&copy).ok().as_deref() != Some(good.as_str()) {
+        assert!(t0.elapsed() < Duration::from_secs(3), "no last good copy kept");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // An invalid file on SIGHUP is refused and not kept.
+    let bad = "config lanveil 'main'\n\toption max_inflight '0'\n";
+    dir.write("lanveil", bad);
+    p.signal(libc::SIGHUP);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(std::fs::read_to_string(&copy).unwrap(), good);
+    p.signal(libc::SIGTERM);
+    let (code, out) = p.wait(Duration::from_secs(5)).await;
+    assert_eq!(code, Some(0), "{out}");
+
+    // Restarted with the invalid file: it serves on the copy and says why.
+    let p = Process::spawn(&args);
+    wait_serving(listen).await;
+    let m = query_udp(listen, "one.last-good.test.", RecordType::A, None).await;
+    assert_eq!(a_records(&m), [expected_a("one.last-good.test.")]);
+    assert!(up1.queries() > 0);
+    // Fixed (another upstream) and reloaded: applied, and kept as the new copy.
+    let fixed = conf(listen, up2.addr(), leaf.ca_pem_path(), "");
+    dir.write("lanveil", &fixed);
+    p.signal(libc::SIGHUP);
+    let t0 = Instant::now();
+    let mut n = 0;
+    while up2.queries() == 0 {
+        n += 1;
+        let _ = try_query_udp(
+            listen,
+            &format!("two{n}.last-good.test."),
+            RecordType::A,
+            None,
+        )
+        .await;
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "the fixed file was not applied"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(std::fs::read_to_string(&copy).unwrap(), fixed);
+    p.signal(libc::SIGTERM);
+    let (code, stdout, stderr) = p.wait_apart(Duration::from_secs(5)).await;
+    assert_eq!(code, Some(0), "{stderr}{stdout}");
+    assert!(
+        stderr.contains(&format!("{}:2: lanveil[main].max_inflight", path.display()))
+            && stderr.contains("starting on the last good configuration"),
+        "{stderr}"
+    );
+
+    // No usable copy: the invalid file refuses the start (exit 2), as without --last-good.
+    dir.write("lanveil", bad);
+    std::fs::write(&copy, bad).unwrap();
+    let p = Process::spawn(&args);
+    let (code, out) = p.wait(Duration::from_secs(5)).await;
+    assert_eq!(code, Some(2), "{out}");
+    assert_eq!(std::fs::read_to_string(&copy).unwrap(), bad);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drops_root_after_binding_and_logs_no_names_or_addresses() {
     assert!(
