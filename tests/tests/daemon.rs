@@ -205,7 +205,10 @@ async fn a_start_with_an_invalid_file_runs_on_the_last_good_copy() {
     // Written once the daemon runs (after the privilege drop).
     let t0 = Instant::now();
     while std::fs::read_to_string(&copy).ok().as_deref() != Some(good.as_str()) {
-        assert!(t0.elapsed() < Duration::from_secs(3), "no last good copy kept");
+        assert!(
+            t0.elapsed() < Duration::from_secs(3),
+            "no last good copy kept"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // An invalid file on SIGHUP is refused and not kept.
