@@ -215,6 +215,7 @@ check low-port-no-procd-user [ "$(last_set '"user" in j["instances"]["lanveil"] 
 check low-port-no-new-privs [ "$(last_set 'j["instances"]["lanveil"]["no_new_privs"]')" = True ]
 check low-port-dnsmasq-skips-port-53 [ "$(servers)" = "127.0.0.1#5453 /use-application-dns.net/ /mask.icloud.com/ /mask-h2.icloud.com/ /corp.example/10.0.0.1" ]
 rc stop >/dev/null 2>&1
+daemon_dead
 uci_ delete lanveil.main.user
 uci_ commit lanveil
 : >"$PROCD_LOG"
@@ -548,6 +549,19 @@ check invalid-reload-still-wired cmp "$R/etc/config/dhcp" "$T/dhcp.wired"
 check invalid-reload-status status_has '^lanveil is running on its last good configuration: /etc/config/lanveil is invalid and was not applied.$'
 check invalid-reload-reason status_has 'log_level'
 check invalid-reload-logged grep -q 'daemon.err.*log_level' "$R/log/syslog"
+# Settings the daemon's check accepts but the init script cannot start with (a user that does
+# not exist): on a reload the running daemon is kept too, not stopped into a refused LAN.
+uci_ set lanveil.main.log_level=info
+uci_ set lanveil.main.user=nosuchuser
+uci_ commit lanveil
+: >"$R/log/procd"
+rc reload >/dev/null 2>&1
+check bad-user-reload-keeps-instance [ "$(last_set '(j["instances"]["lanveil"]["user"], "guard" in j["instances"])')" = "('lanveil', True)" ]
+check bad-user-reload-no-guard sh -c '! nft list table inet lanveil_down 2>/dev/null'
+check bad-user-reload-status status_has "^user 'nosuchuser' does not exist$"
+uci_ delete lanveil.main.user
+uci_ set lanveil.main.log_level=INVALID
+uci_ commit lanveil
 # The daemon is gone and the file is bad: refused, fail-closed.
 daemon_dead
 rc start >/dev/null 2>&1
