@@ -2,7 +2,10 @@
 //!
 //! Keyed by [`Key`]: lower-cased QNAME wire bytes, QTYPE, QCLASS and the DO (RFC 3225), CD and AD bits
 //! (answers differ with DNSSEC records, checking disabled, and whether authenticated data was asked for,
-//! RFC 6840 §5.7-5.8). What is stored (`insert`), with entry lifetime `T` in seconds:
+//! RFC 6840 §5.7-5.8), and the RD bit: the query goes upstream with the client's RD (a DNS proxy is
+//! transparent, RFC 5625 §4.1), a recursive resolver may answer RD=0 from its cache only or REFUSE it,
+//! and the answer echoes RD (RFC 1035 §4.1.1), so RD=0 and RD=1 answers are kept apart. What is stored
+//! (`insert`), with entry lifetime `T` in seconds:
 //! - NOERROR with answers: `T` = min TTL over answer + authority records (and an authority SOA's MINIMUM),
 //!   clamped to `[min_ttl, max_ttl]`. An answer record with TTL 0 means "do not cache" (RFC 1035 §3.2.1);
 //!   a TTL with the top bit set counts as 0 (RFC 2181 §8).
@@ -93,7 +96,7 @@ pub struct CacheStats {
 }
 
 /// What a cached answer depends on, packed: lower-cased QNAME wire bytes, QTYPE, QCLASS, then one octet
-/// holding DO (0x01), CD (0x10) and AD (0x20).
+/// holding DO (0x01), RD (0x02), CD (0x10) and AD (0x20).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Key(Box<[u8]>);
 
@@ -110,7 +113,11 @@ impl Key {
         k.get_mut(..q.name_end.checked_sub(header::LEN)?)?
             .make_ascii_lowercase(); // length octets (≤ 63) are unaffected
         let dnssec_ok = scan.opt.is_some_and(|o| o.dnssec_ok());
-        k.push(u8::from(dnssec_ok) | (scan.header.flags & 0x0030) as u8);
+        k.push(
+            u8::from(dnssec_ok)
+                | (u8::from(scan.header.rd()) << 1)
+                | (scan.header.flags & 0x0030) as u8,
+        );
         Some(Key(k.into_boxed_slice()))
     }
 
@@ -176,7 +183,8 @@ impl Cache {
 
     /// An expired entry still within `max_stale`: a copy with every TTL (not OPT's) set to
     /// `stale_answer_ttl`. `None` for fresh entries (use [`Cache::get`]) and for cached failures. The
-    /// engine should add EDE 3 (Stale Answer, RFC 8914 §4.4; RFC 8767 §6).
+    /// engine should add EDE 3 (Stale Answer, RFC 8914 §4.4; RFC 8767 §6), or to an NXDOMAIN 19
+    /// (Stale NXDOMAIN Answer, §4.20).
     pub fn get_stale(&mut self, now: Instant, key: &Key) -> Option<Vec<u8>> {
         let now = now.as_millis();
         let slot = self.live(now, key);

@@ -206,13 +206,18 @@ fn tc_ttl0_mismatched_and_oversized_not_cached() {
 }
 
 #[test]
-fn key_includes_do_and_cd_and_is_case_insensitive() {
+fn key_includes_do_rd_cd_ad_and_is_case_insensitive() {
     let plain = kf("Example.COM", A, false, 0x0100);
     let on = |dnssec_ok, flags| kf(EX, A, dnssec_ok, flags);
     assert_eq!(plain, k(EX));
     assert_ne!(plain, kf(EX, TXT, false, 0x0100));
-    for other in [on(true, 0x0100), on(false, 0x0110), on(false, 0x0120)] {
-        assert_ne!(plain, other); // DO, CD, AD
+    for other in [
+        on(true, 0x0100),
+        on(false, 0x0000),
+        on(false, 0x0110),
+        on(false, 0x0120),
+    ] {
+        assert_ne!(plain, other); // DO, RD, CD, AD
     }
     let mut c = with(|_| ());
     let r = msg(

@@ -87,35 +87,44 @@ impl<R: Rng> Engine<R> {
         }
     }
 
-    /// Sends an upstream-shaped answer (from an upstream or the cache) to a client; `extra` adds
+    /// Sends an upstream-shaped answer (from an upstream, the cache, DNS64 or a plaintext path) to a
+    /// client; `asked` is the client's QNAME as it spelt it (see [`spell_as_asked`]); `extra` adds
     /// lanveil's own Extended DNS Error.
     pub(super) fn answer_from(
         &mut self,
         client: ClientAddr,
         view: &ClientView,
+        asked: &[u8],
         msg: &[u8],
         extra: Option<Ede<'_>>,
     ) -> bool {
         let Ok(scan) = message::scan(msg) else {
             return false;
         };
-        self.answer_scanned(client, view, msg, &scan, extra)
+        self.answer_scanned(client, view, asked, msg, &scan, extra)
     }
 
     /// [`Self::answer_from`] for a message already scanned (the upstream path scans each answer once).
+    /// Every answer that is not lanveil's own passes here: the one place where the question gets the
+    /// client's spelling back.
     pub(super) fn answer_scanned(
         &mut self,
         client: ClientAddr,
         view: &ClientView,
+        asked: &[u8],
         msg: &[u8],
         scan: &Scan,
         extra: Option<Ede<'_>>,
     ) -> bool {
         let len = msg.len() + 16 + extra.map_or(0, |e| e.option_len());
-        let Some(out) = self.write_out(len, |buf| rewrite::to_client(msg, scan, view, extra, buf))
+        let Some(mut out) =
+            self.write_out(len, |buf| rewrite::to_client(msg, scan, view, extra, buf))
         else {
             return false;
         };
+        // The client's question is the answer's (its name in any case): an upstream or the cache may
+        // have spelt it otherwise.
+        spell_as_asked(&mut out, asked);
         if out.len() < msg.len() && view.max_len < msg.len() {
             self.stats.truncated += 1;
         }
@@ -175,7 +184,7 @@ impl<R: Rng> Engine<R> {
         if let (Some(cache), Some(key)) = (self.cache.as_mut(), q.cache_key.clone()) {
             cache.insert(now, key, frame);
         }
-        if self.answer_scanned(q.client, &q.view, frame, &scan, None) {
+        if self.answer_scanned(q.client, &q.view, asked_name(&q), frame, &scan, None) {
             self.stats.answered += 1;
             self.log_answer(now, frame, AnswerSource::Upstream);
             // The query's upstream form is done with: its buffer holds the next message.
@@ -189,6 +198,28 @@ impl<R: Rng> Engine<R> {
                 },
             );
         }
+    }
+
+    /// `upstream` answered query `r` with an error that leaves the question out (RFC 1035 §4.1.1
+    /// allows it): the query failed there, like on a SERVFAIL, so it goes to an upstream it has not
+    /// tried, else gets lanveil's SERVFAIL with EDE 23 (the reason is `Protocol`). The message itself
+    /// is neither passed on nor cached: without the question it cannot be checked to be this
+    /// query's. Nor does it count against the upstream's health: it answered, and a client can draw
+    /// such answers at will.
+    pub(super) fn upstream_error_answer(
+        &mut self,
+        now: Instant,
+        r: QueryRef,
+        upstream: UpstreamId,
+    ) {
+        let Some(q) = self.queries.get_mut(r) else {
+            return;
+        };
+        q.tried.push(upstream);
+        q.last_reason = Some(CloseReason::Protocol);
+        q.answered_error = true;
+        self.stats.upstream_servfail += 1;
+        self.place(now, r);
     }
 
     /// Query `r`'s deadline passed: answered with the best reason known.
@@ -217,8 +248,9 @@ impl<R: Rng> Engine<R> {
         self.close_idle_retired();
     }
 
-    /// Ends a query that got no good answer: a stale cached answer if there is one (RFC 8767, EDE 3),
-    /// else the last SERVFAIL an upstream gave, else lanveil's own SERVFAIL with an EDE.
+    /// Ends a query that got no good answer: a stale cached answer if there is one (RFC 8767; EDE 3,
+    /// or 19 for an NXDOMAIN), else the last SERVFAIL an upstream gave, else lanveil's own SERVFAIL
+    /// with an EDE.
     pub(super) fn finish_failed(&mut self, now: Instant, r: QueryRef, reason: Option<CloseReason>) {
         let Some(q) = self.take_query(r) else {
             return;
@@ -226,25 +258,27 @@ impl<R: Rng> Engine<R> {
         let reason = reason.or(q.last_reason);
         if let Dns64Phase::A(aaaa) = &q.dns64 {
             // The A query failed: the AAAA answer (NODATA) stands.
-            if self.answer_from(q.client, &q.view, aaaa, None) {
+            if self.answer_from(q.client, &q.view, asked_name(&q), aaaa, None) {
                 self.log_answer(now, aaaa, AnswerSource::Upstream);
                 return;
             }
         }
         if let (Some(cache), Some(key)) = (self.cache.as_mut(), q.cache_key.as_ref())
-            && let Some(mut stale) = cache.get_stale(now, key)
+            && let Some(stale) = cache.get_stale(now, key)
         {
-            // The upstream form carries the client's question as it was asked.
-            let name_end = q.question_end.saturating_sub(4);
-            if let Some(qname) = q.upstream_msg.get(header::LEN..name_end) {
-                spell_as_asked(&mut stale, qname);
-            }
             self.stats.stale_answers += 1;
+            // RFC 8914: a stale NXDOMAIN has a code of its own (19, §4.20), any other stale answer
+            // gets 3 (§4.4).
+            let nxdomain = message::scan(&stale).is_ok_and(|s| s.rcode() == rcode::NXDOMAIN);
             let e = Ede {
-                code: ede::STALE_ANSWER,
+                code: if nxdomain {
+                    ede::STALE_NXDOMAIN_ANSWER
+                } else {
+                    ede::STALE_ANSWER
+                },
                 text: ede_for(reason).text,
             };
-            if self.answer_from(q.client, &q.view, &stale, Some(e)) {
+            if self.answer_from(q.client, &q.view, asked_name(&q), &stale, Some(e)) {
                 self.log_answer(now, &stale, AnswerSource::Stale);
                 return;
             }
@@ -258,7 +292,7 @@ impl<R: Rng> Engine<R> {
                 // `servfail_ttl` (RFC 2308 §7.1).
                 cache.insert(now, key, sf);
             }
-            if self.answer_from(q.client, &q.view, sf, None) {
+            if self.answer_from(q.client, &q.view, asked_name(&q), sf, None) {
                 self.stats.servfail += 1;
                 self.log_answer(now, sf, AnswerSource::Upstream);
                 return;
@@ -335,10 +369,18 @@ impl<R: Rng> Engine<R> {
     }
 }
 
-/// Writes `qname` (the client's QNAME, as it spelt it) over the question name of `msg`, a cached
-/// answer to the same question: the cache ignores case, but a client that randomizes it (DNS 0x20)
-/// checks that the answer repeats its own spelling, and owner names compressed to the question's
-/// (`0xC00C`) follow it. Left alone if the names differ other than in case.
+/// The client's QNAME as it spelt it: the upstream form of a query carries its question as asked.
+pub(super) fn asked_name(q: &Query) -> &[u8] {
+    q.upstream_msg
+        .get(header::LEN..q.question_end.saturating_sub(4))
+        .unwrap_or_default()
+}
+
+/// Writes `qname` (the client's QNAME, as it spelt it) over the question name of `msg`, an answer to
+/// the same question: the cache ignores case and an upstream may change it, but a client that
+/// randomizes it (DNS 0x20) checks that the answer repeats its own spelling, and owner names
+/// compressed to the question's (`0xC00C`) follow it. Left alone if the names differ other than in
+/// case (or `qname` is empty).
 pub(super) fn spell_as_asked(msg: &mut [u8], qname: &[u8]) {
     if let Some(name) = msg.get_mut(header::LEN..header::LEN + qname.len())
         && crate::wire::name::eq_ignore_case(name, qname)

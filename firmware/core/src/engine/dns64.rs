@@ -46,6 +46,14 @@ pub(super) enum Dns64Step {
     Replace(Vec<u8>),
 }
 
+/// Whether query `q` is a client's AAAA query (its upstream form may be asking for A records in
+/// its place).
+pub(super) fn is_aaaa_query(q: &Query) -> bool {
+    let qt = q.question_end.saturating_sub(4);
+    matches!(q.dns64, Dns64Phase::A(_))
+        || q.upstream_msg.get(qt..qt + 2) == Some(&dns64::TYPE_AAAA.to_be_bytes()[..])
+}
+
 /// Puts the client's QTYPE (AAAA) back into a query that was asking for A records in its place.
 #[inline]
 pub(super) fn restore_question(q: &mut Query) {
@@ -71,7 +79,7 @@ impl<R: Rng> Engine<R> {
             && let Some(answer) = dns64::ipv4only_answer(bytes, scan, &prefix)
         {
             self.stats.local_answers += 1;
-            self.answer_from(client, view, &answer, None);
+            self.answer_from(client, view, &bytes[header::LEN..q.name_end], &answer, None);
             self.log_answer(now, &answer, AnswerSource::Local);
             return true;
         }
@@ -86,8 +94,17 @@ impl<R: Rng> Engine<R> {
         frame: &[u8],
         scan: &Scan,
     ) -> Dns64Step {
-        let (Some(prefix), Some(q)) = (self.config.dns64, self.queries.get_mut(r)) else {
+        let Some(q) = self.queries.get_mut(r) else {
             return Dns64Step::Pass;
+        };
+        let Some(prefix) = self.config.dns64 else {
+            return match &q.dns64 {
+                // DNS64 was turned off while this query asked for A records in place of AAAA: the
+                // AAAA client gets the upstream's own AAAA answer (NODATA), what it gets without
+                // DNS64, never the A records.
+                Dns64Phase::A(aaaa) => Dns64Step::Replace(aaaa.clone()),
+                _ => Dns64Step::Pass,
+            };
         };
         match &q.dns64 {
             Dns64Phase::Aaaa
@@ -101,6 +118,7 @@ impl<R: Rng> Engine<R> {
                 q.placements = 0;
                 q.tried.clear();
                 q.servfail = None;
+                q.answered_error = false;
                 self.withdraw_places(r);
                 self.place(now, r);
                 Dns64Step::AskingForA

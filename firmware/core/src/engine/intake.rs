@@ -145,16 +145,14 @@ impl<R: Rng> Engine<R> {
             .as_ref()
             .and_then(|_| Key::from_query(bytes, &scan));
         if let (Some(cache), Some(key)) = (self.cache.as_mut(), cache_key.as_ref())
-            && let Some(mut cached) = cache.get(now, key)
+            && let Some(cached) = cache.get(now, key)
         {
-            if let Some(qname) = scan
+            let asked = scan
                 .question
                 .and_then(|q| bytes.get(header::LEN..q.name_end))
-            {
-                super::answer::spell_as_asked(&mut cached, qname);
-            }
+                .unwrap_or_default();
             self.stats.cache_hits += 1;
-            self.answer_from(client, &view, &cached, None);
+            self.answer_from(client, &view, asked, &cached, None);
             self.log_answer(now, &cached, AnswerSource::Cache);
             return;
         }
@@ -200,6 +198,7 @@ impl<R: Rng> Engine<R> {
             tried: Vec::new(),
             places,
             servfail: None,
+            answered_error: false,
             last_reason: None,
             cache_key,
             dns64: Dns64Phase::start(self.config.dns64, scan.question),

@@ -8,10 +8,11 @@
 //!
 //! # Guarantees
 //! * Every query that gets past the header is answered exactly once: with an upstream's answer, a stale
-//!   cached answer (EDE 3), or a local error (FORMERR, NOTIMP, BADVERS, SERVFAIL with an Extended DNS
-//!   Error) no later than its deadline. Queries whose header is unreadable, and responses sent to us as
-//!   queries, are dropped; for a stream client ([`ClientAddr::Tcp`]) every dropped or unanswerable
-//!   frame yields [`Event::NoAnswer`], so the shell can account for every frame it handed in.
+//!   cached answer (EDE 3; 19 for an NXDOMAIN), or a local error (FORMERR, NOTIMP, BADVERS, SERVFAIL
+//!   with an Extended DNS Error) no later than its deadline. Queries whose header is unreadable, and
+//!   responses sent to us as queries, are dropped; for a stream client ([`ClientAddr::Tcp`]) every
+//!   dropped or unanswerable frame yields [`Event::NoAnswer`], so the shell can account for every
+//!   frame it handed in.
 //! * Nothing is ever sent anywhere but to a session the shell opened over authenticated TLS, with two
 //!   narrow, owner-enabled exceptions, each an [`Action::PlainQuery`] typed by its [`PlainTarget`]
 //!   (see `plain.rs`): names covered by the captive-portal [`crate::captive::Exception`] the shell
@@ -21,7 +22,9 @@
 //!   upstream (`max_connections`), upstream IDs per session (`pipeline`), the cache (its own limits).
 //! * Upstream message IDs (stream tags for message transports) are drawn from the injected [`Rng`] and
 //!   unique per session; answers are matched by session + ID and must repeat the question (its name in
-//!   any case, QTYPE and QCLASS exactly), in any order.
+//!   any case, QTYPE and QCLASS exactly), in any order. An error answer without the question (RFC 1035
+//!   §4.1.1) fails only its query on that upstream; it is never passed on. Answers go to the client
+//!   with the question spelt as it asked (DNS 0x20), whatever case the upstream or the cache used.
 //!
 //! # Several upstreams
 //! Each query is placed on one upstream chosen by the [`SelectPolicy`] among those not backing off. If
@@ -138,10 +141,23 @@ impl<R: Rng> Engine<R> {
 
     /// Applies a new configuration. Upstreams whose id is kept keep their sessions and health;
     /// sessions of removed upstreams stop taking queries and close once their queries are answered.
-    /// The cache is kept if its settings did not change.
+    /// The cache is kept if its settings did not change, and emptied if the DNS64 settings did (it
+    /// holds AAAA answers synthesized under the old prefix, or the NODATA they replace).
     pub fn reconfigure(&mut self, now: Instant, config: EngineConfig, upstreams: &[UpstreamSpec]) {
         if config.cache != self.config.cache {
             self.cache = config.cache.map(Cache::new);
+        }
+        if config.dns64 != self.config.dns64 {
+            if let Some(cache) = self.cache.as_mut() {
+                cache.clear();
+            }
+            // AAAA queries in flight were started under the old setting: their answers go to their
+            // clients (see `dns64_step`) but are not cached.
+            for q in self.queries.iter_mut() {
+                if dns64::is_aaaa_query(q) {
+                    q.cache_key = None;
+                }
+            }
         }
         self.config = config;
         while self.log.len() > self.config.query_log {

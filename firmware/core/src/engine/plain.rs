@@ -181,7 +181,12 @@ impl<R: Rng> Engine<R> {
             PlainTarget::Wan => Some(NOTE),
             PlainTarget::Local => None,
         };
-        let answered = self.answer_scanned(p.client, &p.view, bytes, &scan, note);
+        // The plaintext form carries the client's question as it was asked.
+        let asked = p
+            .msg
+            .get(header::LEN..p.question_end.saturating_sub(4))
+            .unwrap_or_default();
+        let answered = self.answer_scanned(p.client, &p.view, asked, bytes, &scan, note);
         if answered {
             match from {
                 PlainTarget::Wan => {
@@ -221,7 +226,7 @@ impl<R: Rng> Engine<R> {
                 self.stats.servfail += 1;
                 self.stats.timeouts += 1;
                 self.stats.failures_by_ede[usize::from(ede::NETWORK_ERROR)] += 1;
-                if !self.answer_from(p.client, &p.view, &buf[..n], None) {
+                if !self.answer_from(p.client, &p.view, &[], &buf[..n], None) {
                     self.no_answer(p.client);
                 }
                 self.log_answer(now, &buf[..n], AnswerSource::Failed);

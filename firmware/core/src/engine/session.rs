@@ -9,7 +9,7 @@ use super::table::{Place, QueryRef};
 use super::warm;
 use super::{Action, CloseReason, Engine, Instant, SessionId, Transport, UpstreamId};
 use crate::rng::Rng;
-use crate::wire::header;
+use crate::wire::header::{self, rcode};
 use crate::wire::{framing, message};
 
 /// The first allocation of a stream session's [`Action::Send`]: room for a turn's queries (about
@@ -370,7 +370,8 @@ impl<R: Rng> Engine<R> {
     }
 
     /// Message `id` (a stream ID or a request tag) from session `si`: matched to its query, checked
-    /// to repeat its question, then handed on as the query's answer. An error fails the session.
+    /// to repeat its question (or to be an error answer without one), then handed on as the query's
+    /// answer (or failure). An error fails the session.
     fn handle_response(
         &mut self,
         now: Instant,
@@ -393,13 +394,22 @@ impl<R: Rng> Engine<R> {
             session.inflight.remove(id);
             return Ok(());
         };
+        // RFC 1035 §4.1.1 lets an error answer (FORMERR, NOTIMP, REFUSED...) leave the question
+        // out, and a client can draw one at will (an odd QTYPE): that fails the query on this
+        // upstream, not the session. It is never passed on, as it cannot be checked against the
+        // question; anything else without the question is a protocol error.
+        let questionless_error = scan.header.qdcount == 0
+            && scan.header.ancount == 0
+            && scan.header.nscount == 0
+            && scan.rcode() != rcode::NOERROR;
         if !current
             || !scan.header.is_response()
-            || scan.header.qdcount != 1
-            || !crate::wire::name::question_eq(
-                frame.get(header::LEN..scan.question_end).unwrap_or(&[]),
-                &q.upstream_msg[header::LEN..q.question_end],
-            )
+            || !(questionless_error
+                || scan.header.qdcount == 1
+                    && crate::wire::name::question_eq(
+                        frame.get(header::LEN..scan.question_end).unwrap_or(&[]),
+                        &q.upstream_msg[header::LEN..q.question_end],
+                    ))
         {
             return Err(CloseReason::Protocol);
         }
@@ -458,7 +468,11 @@ impl<R: Rng> Engine<R> {
         if let Some(t) = announced {
             self.note_server_idle(upstream, t);
         }
-        self.upstream_answer(now, r, upstream, frame, scan);
+        if questionless_error {
+            self.upstream_error_answer(now, r, upstream);
+        } else {
+            self.upstream_answer(now, r, upstream, frame, scan);
+        }
         Ok(())
     }
 

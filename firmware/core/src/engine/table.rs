@@ -76,6 +76,9 @@ pub(super) struct Query {
     pub(super) places: Vec<Place>,
     /// The last SERVFAIL an upstream gave, passed on if nothing better comes.
     pub(super) servfail: Option<Vec<u8>>,
+    /// An upstream answered with an error that left the question out (see
+    /// [`Engine::upstream_error_answer`]): like a SERVFAIL, no second try on an upstream it tried.
+    pub(super) answered_error: bool,
     pub(super) last_reason: Option<CloseReason>,
     pub(super) cache_key: Option<Key>,
     pub(super) dns64: Dns64Phase,
@@ -226,7 +229,6 @@ impl QueryTable {
     }
 
     /// The queries in the table.
-    #[cfg(test)]
     pub(super) fn iter_mut(&mut self) -> impl Iterator<Item = &mut Query> {
         self.slots.iter_mut().filter_map(|(_, q)| q.as_mut())
     }

@@ -396,7 +396,8 @@ pub struct Stats {
     pub standby_dials: u64,
     /// Loss probes: a query sent again on a connection that went quiet (issue 17).
     pub loss_probes: u64,
-    /// SERVFAIL answers received from upstreams.
+    /// SERVFAIL answers received from upstreams, and error answers without the question (a
+    /// FORMERR, NOTIMP, REFUSED... that RFC 1035 lets leave it out), which fail the query there too.
     pub upstream_servfail: u64,
     /// Answered locally by policy (local zones, canaries, DDR), or for a local name by the LAN
     /// resolver (`local_resolver`).

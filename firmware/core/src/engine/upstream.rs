@@ -171,7 +171,7 @@ impl<R: Rng> Engine<R> {
             return;
         };
         let (placements, deadline, outstanding) = (q.placements, q.deadline, !q.places.is_empty());
-        let got_servfail = q.servfail.is_some();
+        let got_servfail = q.servfail.is_some() || q.answered_error;
         let tried = q.tried.clone();
         if placements >= self.max_placements() {
             if !outstanding {

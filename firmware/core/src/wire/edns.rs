@@ -28,6 +28,8 @@ pub mod ede {
     pub const STALE_ANSWER: u16 = 3;
     /// 18: Prohibited.
     pub const PROHIBITED: u16 = 18;
+    /// 19: Stale NXDOMAIN Answer.
+    pub const STALE_NXDOMAIN_ANSWER: u16 = 19;
     /// 22: No Reachable Authority.
     pub const NO_REACHABLE_AUTHORITY: u16 = 22;
     /// 23: Network Error.

@@ -323,3 +323,19 @@ fn an_upstream_answer_to_another_qtype_in_another_case_is_a_protocol_error() {
     assert!(h.out.is_empty(), "an answer for type 97 is not one for 65");
     assert_eq!(h.closes, [s], "the session answered another question");
 }
+
+#[test]
+fn upstream_answers_repeat_the_askers_own_spelling() {
+    let mut h = Harness::new(cfg(), &[U1]);
+    // A DNS 0x20 client randomizes the case; the upstream answers in lower case.
+    let asked = query(1, "WwW", Some(1232));
+    h.q(udp(1), &asked);
+    let s = h.connects[0].0;
+    h.connected(s);
+    let f = h.sends[0].1.clone();
+    let mut a = answer(&f);
+    a[2 + 12..2 + 12 + 13].make_ascii_lowercase();
+    h.data(s, &a);
+    assert_eq!(h.out.len(), 1);
+    assert_eq!(&h.out[0].bytes[12..12 + 13], &asked[12..12 + 13]);
+}

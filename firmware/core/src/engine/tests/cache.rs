@@ -152,3 +152,95 @@ fn cached_and_stale_answers_repeat_the_askers_own_spelling() {
     assert_eq!(last.to, udp(3));
     assert_eq!(qname(&last.bytes), qname(&asked));
 }
+
+/// The upstream's NXDOMAIN to a framed query, with an SOA (TTL and MINIMUM 60) so it is cached.
+fn nxdomain(frame: &[u8]) -> Vec<u8> {
+    let msg = &frame[2..];
+    let s = scan(msg).unwrap();
+    let mut r = msg[..2].to_vec();
+    r.extend_from_slice(&[0x81, 0x83, 0, 1, 0, 0, 0, 1, 0, 0]);
+    r.extend_from_slice(&msg[12..s.question_end]);
+    r.extend_from_slice(&[0xc0, 0x0c, 0, 6, 0, 1, 0, 0, 0, 60, 0, 22, 0, 0]);
+    for v in [1u32, 3600, 600, 86_400, 60] {
+        r.extend_from_slice(&v.to_be_bytes());
+    }
+    let mut framed = (r.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&r);
+    framed
+}
+
+#[test]
+fn stale_nxdomain_answers_carry_ede19() {
+    let c = EngineConfig {
+        cache: Some(crate::cache::CacheConfig::default()),
+        ..cfg()
+    };
+    let mut h = Harness::new(c, &[U1]);
+    h.q(udp(1), &query(1, "nx", Some(1232)));
+    let s = h.connects[0].0;
+    h.connected(s);
+    let f = h.sends[0].1.clone();
+    h.data(s, &nxdomain(&f));
+    assert_eq!(rcode_and_ede(&h.out[0].bytes).0, rcode::NXDOMAIN);
+    h.closed(s, CloseReason::Reset);
+    h.advance(61_000);
+    h.q(udp(2), &query(2, "nx", Some(1232)));
+    let pending = h.connects.len();
+    h.closed(h.connects[pending - 1].0, CloseReason::Refused);
+    h.advance(3_000);
+    let last = h.out.last().unwrap();
+    assert_eq!(last.to, udp(2));
+    let (rc, e) = rcode_and_ede(&last.bytes);
+    assert_eq!(
+        (rc, e.unwrap().0),
+        (rcode::NXDOMAIN, ede::STALE_NXDOMAIN_ANSWER),
+        "RFC 8914 §4.20"
+    );
+    assert_eq!(h.e.stats().stale_answers, 1);
+}
+
+#[test]
+fn answers_to_non_recursive_queries_are_cached_apart_from_recursive_ones() {
+    let c = EngineConfig {
+        cache: Some(crate::cache::CacheConfig::default()),
+        ..cfg()
+    };
+    let norec = |id: u16| {
+        let mut q = query(id, "a", Some(1232));
+        q[2] &= !0x01;
+        q
+    };
+    let mut h = Harness::new(c, &[U1]);
+    h.q(udp(1), &norec(1));
+    let s = h.connects[0].0;
+    h.connected(s);
+    let f = h.sends[0].1.clone();
+    assert_eq!(
+        f[2 + 2] & 0x01,
+        0,
+        "RD=0 forwarded as asked (RFC 5625 §4.1)"
+    );
+    // The resolver refuses non-recursive queries.
+    let mut refused = answer(&f);
+    refused[2 + 2] &= !0x01;
+    refused[2 + 3] = (refused[2 + 3] & 0xf0) | rcode::REFUSED as u8;
+    h.data(s, &refused);
+    assert_eq!(rcode_and_ede(&h.out[0].bytes).0, rcode::REFUSED);
+    // A recursive query for the same name is not answered with that refusal.
+    h.q(udp(2), &query(2, "a", Some(1232)));
+    assert_eq!(h.e.stats().cache_hits, 0);
+    assert_eq!(h.sends.len(), 2, "asked upstream");
+    let f = h.sends[1].1.clone();
+    assert_eq!(f[2 + 2] & 0x01, 0x01);
+    h.data(s, &answer(&f));
+    assert_eq!(rcode_and_ede(&h.out[1].bytes).0, rcode::NOERROR);
+    // Each kind is answered from its own entry, its RD echoed.
+    h.q(udp(3), &norec(3));
+    h.q(udp(4), &query(4, "a", Some(1232)));
+    assert_eq!(h.e.stats().cache_hits, 2);
+    assert_eq!(h.sends.len(), 2);
+    assert_eq!(rcode_and_ede(&h.out[2].bytes).0, rcode::REFUSED);
+    assert_eq!(h.out[2].bytes[2] & 0x01, 0);
+    assert_eq!(rcode_and_ede(&h.out[3].bytes).0, rcode::NOERROR);
+    assert_eq!(h.out[3].bytes[2] & 0x01, 0x01);
+}

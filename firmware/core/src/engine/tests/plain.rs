@@ -293,3 +293,25 @@ fn a_local_answer_to_another_qtype_in_another_case_completes_nothing() {
     assert_eq!(h.out.len(), 1);
     assert_eq!(rcode_and_ede(&h.out[0].bytes).0, rcode::NOERROR);
 }
+
+#[test]
+fn plaintext_answers_repeat_the_askers_own_spelling() {
+    use crate::captive::Exception;
+    let mut h = Harness::new(cfg(), &[U1]);
+    h.e.set_plain_exception(Some(Exception {
+        names: alloc::vec![b"\x06portal\x07example\x00".to_vec()],
+        until: h.now + Duration::from_secs(60),
+    }));
+    let asked = query(1, "PoRtAl", None);
+    h.q(udp(1), &asked);
+    let (tag, msg) = h.plains[0].clone();
+    let mut framed = (msg.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&msg);
+    let mut a = answer(&framed)[2..].to_vec();
+    a[12..12 + 16].make_ascii_lowercase();
+    h.e.handle_plain_answer(h.now, tag, &a);
+    h.drain();
+    let got = h.out.iter().find(|t| t.to == udp(1)).unwrap();
+    assert_eq!(rcode_and_ede(&got.bytes).0, rcode::NOERROR);
+    assert_eq!(&got.bytes[12..12 + 16], &asked[12..12 + 16]);
+}

@@ -264,3 +264,78 @@ fn spare_buffers_stay_bounded() {
     }
     assert_eq!(h.e.spare_buffers.len(), SPARE_BUFFERS);
 }
+
+/// A header-only response (no question) to a framed query: QR set, `rc`, the query's RD.
+fn questionless(frame: &[u8], rc: u8) -> Vec<u8> {
+    let msg = &frame[2..];
+    let r = [
+        msg[0],
+        msg[1],
+        0x80 | (msg[2] & 0x01),
+        0x80 | rc,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+    ];
+    let mut framed = (r.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&r);
+    framed
+}
+
+#[test]
+fn a_questionless_error_answer_fails_its_query_not_the_session() {
+    let mut h = Harness::new(cfg(), &[U1]);
+    h.q(udp(1), &query(1, "a", Some(1232)));
+    h.q(udp(2), &query(2, "b", Some(1232)));
+    let s = h.connects[0].0;
+    h.connected(s);
+    assert_eq!(h.sends.len(), 2);
+    let (fa, fb) = (h.sends[0].1.clone(), h.sends[1].1.clone());
+    assert_eq!((fa[2 + 13], fb[2 + 13]), (b'a', b'b'));
+    // RFC 1035 lets an error answer leave the question out (a resolver's FORMERR to an odd query).
+    h.data(s, &questionless(&fa, rcode::FORMERR as u8));
+    assert!(h.closes.is_empty(), "the session stays up");
+    assert_eq!(h.sends.len(), 2, "nothing re-placed");
+    // The query gets lanveil's own SERVFAIL with an EDE, repeating its question: never the
+    // question-less message.
+    let got = h.out.iter().find(|t| t.to == udp(1)).unwrap();
+    assert_eq!(&got.bytes[..2], &[0, 1]);
+    assert_eq!(&got.bytes[12..14], &[1, b'a']);
+    let (rc, e) = rcode_and_ede(&got.bytes);
+    assert_eq!((rc, e.unwrap().0), (rcode::SERVFAIL, ede::NETWORK_ERROR));
+    // The other query on the session is answered as usual.
+    h.data(s, &answer(&fb));
+    let got = h.out.iter().find(|t| t.to == udp(2)).unwrap();
+    assert_eq!(rcode_and_ede(&got.bytes).0, rcode::NOERROR);
+    assert_eq!(h.e.inflight(), 0);
+    assert_eq!(h.connects.len(), 1);
+    // A question-less NOERROR is not an error answer: still a protocol error, the session closes.
+    h.q(udp(3), &query(3, "c", Some(1232)));
+    let fc = h.sends[2].1.clone();
+    h.data(s, &questionless(&fc, 0));
+    assert_eq!(h.closes, [s]);
+}
+
+#[test]
+fn a_questionless_refusal_sends_the_query_to_another_upstream() {
+    let mut h = Harness::new(cfg(), &[U1, U2]);
+    h.q(udp(1), &query(1, "a", Some(1232)));
+    let (s1, u1) = h.connects[0];
+    h.connected(s1);
+    let f = h.sends[0].1.clone();
+    h.data(s1, &questionless(&f, rcode::REFUSED as u8));
+    assert!(h.closes.is_empty());
+    assert!(h.out.is_empty(), "not answered yet: tried elsewhere");
+    let (s2, u2) = h.connects[1];
+    assert_ne!(u1, u2);
+    h.connected(s2);
+    let f = h.sends[1].1.clone();
+    h.data(s2, &answer(&f));
+    assert_eq!(h.out.len(), 1);
+    assert_eq!(rcode_and_ede(&h.out[0].bytes).0, rcode::NOERROR);
+}
