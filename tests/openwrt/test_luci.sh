@@ -256,14 +256,209 @@ lanpid="$(cat "${LANVEIL_ROUTER_RUN:-$REPO/target/openwrt-rig/run}/lan.pid")"
 nsenter -t "$lanpid" -n -- env HOME="$T" LANVEIL_LUCI_ROUTER="$ROUTER" LANVEIL_LUCI_OUT="$T" LANVEIL_LUCI_PASSWORD="$PASSWORD" \
 	"$VENV/bin/python" "$HERE/luci/browser_test.py" >"$T/browser.out" 2>"$T/browser.err"
 brc=$?
-while read -r line; do
-	case "$line" in
-	"PASS "*) pass "${line#PASS }" ;;
-	"FAIL "*) fail "$(printf '%s' "${line#FAIL }" | cut -d: -f1)" "$(printf '%s' "${line#FAIL }" | cut -d: -f2-)" ;;
-	*) echo "$line" ;;
-	esac
-done <"$T/browser.out"
+browser_results() { # OUT-FILE
+	while read -r line; do
+		case "$line" in
+		"PASS "*) pass "${line#PASS }" ;;
+		"FAIL "*) fail "$(printf '%s' "${line#FAIL }" | cut -d: -f1)" "$(printf '%s' "${line#FAIL }" | cut -d: -f2-)" ;;
+		*) echo "$line" ;;
+		esac
+	done <"$1"
+}
+browser_results "$T/browser.out"
 [ "$brc" = 0 ] || fail browser-run "exit $brc: $(tail -n 5 "$T/browser.err")"
+
+# --- what the page and the card say when LAN DNS is not private, or down ---------------------
+# States made with the router's own tools (uci, the init script, procd over ubus), then read
+# from the plugin (ubus, as root on the router) and from the pages (the browser, text only):
+#   dnsmasq '0', or another server= (uci, /etc/dnsmasq.conf): the card must not say "Private";
+#   an invalid config, then Restart: the init script's "last good configuration" on the page;
+#   the daemon's instance gone (procd gave up), the guard armed: "DNS is down for the LAN".
+# Uses browser_test.py's helpers (login, waits, router()).
+cat >"$T/browser_states.py" <<'EOF'
+import json, os, sys, time
+sys.path.insert(0, os.environ["LANVEIL_LUCI_HERE"])
+import browser_test as b
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+
+report, router, wait, text_of, shot, BASE = b.report, b.router, b.wait, b.text_of, b.shot, b.BASE
+# A CA bundle path the checker accepts and the daemon cannot read: its error (quoted by the
+# init script's status, "Its last words") carries markup.
+HOSTILE_CA = "/etc/x<img src=x onerror=window.lanveilPwned=3>.pem"
+
+
+def status():
+    try:
+        return json.loads(router("ubus", "call", "luci.lanveil", "status").stdout)
+    except ValueError:
+        return {}
+
+
+def card(d, want_state, secs=40):
+    """The front page's card: (data-state, text, reached) once it has want_state, or the last
+    seen. The page is loaded again every few seconds; for "private" a LAN lookup first (the
+    daemon connects an upstream on demand)."""
+    end, st = time.time() + secs, None
+    while True:
+        if want_state == "private":
+            b.dig("probe.test")
+        d.get(BASE + "/admin/status/overview")
+        got = wait("card " + want_state, lambda: (lambda e: e and e[0].get_attribute("data-state") == want_state)(
+            d.find_elements(By.CSS_SELECTOR, "#lanveil-overview-state")), 5)
+        if got:
+            st = want_state
+        else:
+            try:
+                els = d.find_elements(By.CSS_SELECTOR, "#lanveil-overview-state")
+                st = els[0].get_attribute("data-state") if els else None
+            except b.WebDriverException:
+                st = None
+        if got or time.time() > end:
+            return (st, text_of(d, "#lanveil-overview-state"), got)
+
+
+def restart_ok():
+    router("/etc/init.d/lanveil", "restart")
+    return wait("answering", lambda: (lambda s: s.get("answered") and s.get("dnsmasq") and not s.get("guard_armed"))(status()), 40)
+
+
+def login(d):
+    d.get(BASE + "/")
+    wait("login form", lambda: [e for e in d.find_elements(By.NAME, "luci_password") if e.is_displayed()], 30)
+    u = d.find_element(By.NAME, "luci_username")
+    u.clear()
+    u.send_keys("root")
+    d.find_element(By.NAME, "luci_password").send_keys(b.PASSWORD)
+    d.find_element(By.NAME, "luci_password").submit()
+    return wait("logged in", lambda: d.find_elements(By.CSS_SELECTOR, "a[href$='/admin/logout']"))
+
+
+def no_markup(d, name, css):
+    imgs = d.execute_script("return document.querySelectorAll(arguments[0]).length", css + " img")
+    pwned = d.execute_script("return window.lanveilPwned === undefined ? null : window.lanveilPwned")
+    report(name, imgs == 0 and pwned is None, "%s img elements, window.lanveilPwned = %r" % (imgs, pwned))
+
+
+def run(d):
+    report("states-login", login(d), d.current_url)
+    report("states-start-private", restart_ok(), status())
+    st, text, _ = card(d, "private")
+    report("card-private-when-wired", st == "private" and text.startswith("Private:"), "%s: %s" % (st, text))
+
+    # option dnsmasq '0': lanveil runs and answers, its upstream is up, dnsmasq does not use it.
+    router("sh", "-c", "uci set lanveil.openwrt.dnsmasq=0 && uci commit lanveil && /etc/init.d/lanveil restart")
+    s = wait("unwired", lambda: (lambda s: s if s.get("answered") and s.get("dnsmasq") is False else None)(status()), 40) or status()
+    report("status-dnsmasq-off-issue", s.get("dnsmasq_issue") == "off", {k: s.get(k) for k in ("dnsmasq", "dnsmasq_issue")})
+    st, text, _ = card(d, "not-private")
+    report("card-dnsmasq-off-not-private", st == "not-private" and text.startswith("Not private") and "Private:" not in text, "%s: %s" % (st, text))
+    shot(d, "09-card-dnsmasq-off")
+    router("sh", "-c", "uci set lanveil.openwrt.dnsmasq=1 && uci commit lanveil")
+    report("states-rewired", restart_ok(), status())
+
+    # Another unconditional server in /etc/dnsmasq.conf (dnsmasq reads it too), then in uci.
+    router("sh", "-c", "cp -p /etc/config/dhcp /tmp/dhcp.states; [ -f /etc/dnsmasq.conf ] && cp -p /etc/dnsmasq.conf /tmp/dnsmasq.conf.states; "
+           "echo server=9.9.9.9 >>/etc/dnsmasq.conf")
+    s = status()
+    report("status-dnsmasq-conf-other-server", s.get("dnsmasq") is False and s.get("dnsmasq_issue") == "other" and "9.9.9.9" in (s.get("dnsmasq_other") or []),
+           {k: s.get(k) for k in ("dnsmasq", "dnsmasq_issue", "dnsmasq_other")})
+    st, text, _ = card(d, "not-private")
+    report("card-dnsmasq-conf-server-not-private", st == "not-private" and "elsewhere" in text and "9.9.9.9" in text, "%s: %s" % (st, text))
+    shot(d, "10-card-dnsmasq-other")
+    d.get(BASE + "/admin/services/lanveil/status")
+    dm = wait("dnsmasq row", lambda: text_of(d, "#lanveil-dnsmasq"), 30) or ""
+    report("status-page-dnsmasq-other-server", dm.startswith("no") and "9.9.9.9" in dm, dm)
+    router("sh", "-c", "if [ -f /tmp/dnsmasq.conf.states ]; then mv /tmp/dnsmasq.conf.states /etc/dnsmasq.conf; else rm -f /etc/dnsmasq.conf; fi; "
+           "uci add_list dhcp.@dnsmasq[0].server=198.51.100.9 && uci commit dhcp")
+    st, text, _ = card(d, "not-private")
+    report("card-uci-server-not-private", st == "not-private" and "198.51.100.9" in text, "%s: %s" % (st, text))
+    router("sh", "-c", "cp -p /tmp/dhcp.states /etc/config/dhcp")
+    st, text, _ = card(d, "private")
+    report("card-private-again", st == "private", "%s: %s" % (st, text))
+
+    # An invalid config applied without the check (uci, then reload): the daemon keeps its
+    # last good configuration, and the page says so in the init script's words.
+    router("sh", "-c", "cp -p /etc/config/lanveil /tmp/lanveil.states && uci set lanveil.rig.url=tls://203.0.113.300:853#dot2.test && "
+           "uci commit lanveil && /etc/init.d/lanveil reload", check=True)
+    d.get(BASE + "/admin/services/lanveil/status")
+    init = wait("init status", lambda: "last good configuration" in text_of(d, "#lanveil-init-status") and text_of(d, "#lanveil-init-status"), 30) or ""
+    report("status-page-last-good-configuration", "running on its last good configuration" in init and "/etc/config/lanveil is invalid" in init,
+           init or text_of(d, "#lanveil-init-status"))
+    shot(d, "11-status-last-good")
+    router("sh", "-c", "cp -p /tmp/lanveil.states /etc/config/lanveil")
+    report("states-config-restored", restart_ok(), status())
+
+    # Restart from the page with a daemon that cannot start (its CA bundle is missing; the path
+    # is markup): "restart: failed" alone hides that the LAN's DNS is now refused. The init
+    # script's words (with the daemon's) and the guard's state are shown, as text.
+    router("sh", "-c", "uci set lanveil.rig.ca_file=\"$1\" && uci commit lanveil", "_", HOSTILE_CA, check=True)
+    d.get(BASE + "/admin/services/lanveil/status")
+    wait("running", lambda: d.find_elements(By.CSS_SELECTOR, "#lanveil-service-state[data-state='running']"), 30)
+    d.find_element(By.ID, "lanveil-restart").click()
+    res = wait("restart result", lambda: ("done" in text_of(d, "#lanveil-action-result") or "failed" in text_of(d, "#lanveil-action-result")) and text_of(d, "#lanveil-action-result"), 60)
+    out = wait("restart output", lambda: text_of(d, "#lanveil-action-output"), 10) or ""
+    said = router("sh", "-c", "sed -n 2p /var/run/lanveil/status").stdout.strip()
+    report("restart-shows-init-status", said and said in out and "did not answer" in out and "Fail-closed guard: on" in out, "%r / %r" % (res, out))
+    report("restart-init-status-markup-as-text", HOSTILE_CA in out, out)
+    down = wait("down", lambda: d.find_elements(By.CSS_SELECTOR, "#lanveil-service-state[data-state='down']"), 30)
+    init = text_of(d, "#lanveil-init-status")
+    report("status-page-refused-start-guard", down and HOSTILE_CA in init and "Fail-closed guard: on" in init, init)
+    no_markup(d, "init-status-no-markup", "#maincontent")
+    shot(d, "11b-status-refused-start")
+    st, text, _ = card(d, "down")
+    said = wait("card init status", lambda: HOSTILE_CA in text_of(d, "#lanveil-overview-init"), 15)
+    report("card-refused-start-init-status-as-text", st == "down" and said, "%s: %r" % (st, text_of(d, "#lanveil-overview-init")[-200:]))
+    no_markup(d, "card-init-status-no-markup", "#lanveil-overview")
+    router("sh", "-c", "mv /tmp/lanveil.states /etc/config/lanveil")
+    report("states-config-restored-again", restart_ok(), status())
+
+    # procd gave up on the daemon (its instance gone), the guard still runs and has armed:
+    # the LAN's DNS is REFUSED. Neither "runs" nor "Private".
+    router("ubus", "call", "service", "delete", '{"name":"lanveil","instance":"lanveil"}')
+    s = wait("guard armed", lambda: (lambda s: s if s.get("guard_armed") else None)(status()), 30) or status()
+    report("status-dead-daemon-not-running", s.get("running") is False and s.get("guard_running") is True,
+           {k: s.get(k) for k in ("running", "guard_running", "guard_armed", "answered")})
+    report("status-dead-daemon-guard-armed", s.get("guard_armed") is True and (s.get("init") or {}).get("state") == "down"
+           and "NOT running" in (s.get("init") or {}).get("text", ""), {k: s.get(k) for k in ("guard_armed", "init")})
+    st, text, _ = card(d, "down")
+    report("card-dead-daemon-dns-down", st == "down" and "DNS is down for the LAN (fail-closed)" in text, "%s: %s" % (st, text))
+    report("card-dead-daemon-init-status", "NOT running" in text_of(d, "#lanveil-overview-init"), text_of(d, "#lanveil-overview"))
+    shot(d, "12-card-dead-daemon")
+    d.get(BASE + "/admin/services/lanveil/status")
+    down = wait("down", lambda: d.find_elements(By.CSS_SELECTOR, "#lanveil-service-state[data-state='down']"), 30)
+    report("status-page-dead-daemon-dns-down", down and "DNS is down for the LAN (fail-closed)" in text_of(d, "#lanveil-service-state"), text_of(d, "#lanveil-service-state"))
+    init = text_of(d, "#lanveil-init-status")
+    report("status-page-dead-daemon-guard", "NOT running" in init and "Fail-closed guard: on" in init, init)
+    shot(d, "13-status-dead-daemon")
+    d.find_element(By.ID, "lanveil-start").click()
+    res = wait("start result", lambda: ("done" in text_of(d, "#lanveil-action-result") or "failed" in text_of(d, "#lanveil-action-result")) and text_of(d, "#lanveil-action-result"), 60)
+    out = wait("start output", lambda: text_of(d, "#lanveil-action-output"), 10) or ""
+    report("start-after-dead-daemon", res == "start: done" and "lanveil is running" in out, "%r / %r" % (res, out))
+    up = wait("running", lambda: d.find_elements(By.CSS_SELECTOR, "#lanveil-service-state[data-state='running']"), 40)
+    report("start-after-dead-daemon-running", up and not status().get("guard_armed"), text_of(d, "#lanveil-service-state"))
+
+
+o = webdriver.ChromeOptions()
+for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+          "--window-size=1280,1100", "--user-data-dir=" + os.path.join(b.OUT, "chromium-profile-states")):
+    o.add_argument(a)
+o.binary_location = "/usr/bin/chromium"
+drv = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=o)
+drv.set_page_load_timeout(60)
+try:
+    run(drv)
+except Exception as e:
+    report("states-exception", False, repr(e))
+finally:
+    drv.quit()
+sys.exit(1 if b.failed else 0)
+EOF
+nsenter -t "$lanpid" -n -- env HOME="$T" LANVEIL_LUCI_ROUTER="$ROUTER" LANVEIL_LUCI_OUT="$T" LANVEIL_LUCI_PASSWORD="$PASSWORD" \
+	LANVEIL_LUCI_HERE="$HERE/luci" "$VENV/bin/python" "$T/browser_states.py" >"$T/states.out" 2>"$T/states.err"
+src=$?
+browser_results "$T/states.out"
+[ "$src" = 0 ] || fail browser-states-run "exit $src: $(tail -n 5 "$T/states.err")"
 shots="$(find "$T" -maxdepth 1 -name '*.png' | wc -l)"
 check screenshots-kept [ "$shots" -ge 8 ]
 

@@ -15,9 +15,9 @@ function T(s) {
 var callStatus = rpc.declare({ object: 'luci.lanveil', method: 'status', expect: { '': {} } });
 var callSignals = rpc.declare({ object: 'luci.lanveil', method: 'signals', expect: { '': {} } });
 // Start/stop/restart of lanveil's init script only (not luci's setInitAction, which
-// the ACL would have to grant for every init script).
+// the ACL would have to grant for every init script): { result, output, init, guard_armed }.
 var callService = rpc.declare({
-	object: 'luci.lanveil', method: 'service', params: [ 'action' ], expect: { result: false }
+	object: 'luci.lanveil', method: 'service', params: [ 'action' ], expect: { '': {} }
 });
 
 // RFC 8914 Extended DNS Error codes lanveil answers with.
@@ -45,9 +45,23 @@ function yesno(b) {
 return view.extend({
 	handleAction: function(action, ev) {
 		var out = document.getElementById('lanveil-action-result');
+		var said = document.getElementById('lanveil-action-output');
 		dom.content(out, [ T(_('Running %s …').format(action)) ]);
-		return callService(action).then(function(ok) {
+		dom.content(said, []);
+		return callService(action).then(function(r) {
+			var ok = r && r.result === true;
 			dom.content(out, [ T(ok ? _('%s: done').format(action) : _('%s: failed').format(action)) ]);
+			// What the init script printed and the status it left, as text.
+			var lines = [];
+			if (r && r.output)
+				lines.push(r.output);
+			if (r && r.init && r.init.text)
+				lines.push(r.init.text);
+			if (r && r.guard_armed)
+				lines.push(_('Fail-closed guard: on (LAN DNS is refused until lanveil runs again).'));
+			if (r && r.error)
+				lines.push(r.error);
+			dom.content(said, [ T(lines.join('\n')) ]);
 			return callStatus().then(L.bind(this.update, this));
 		}.bind(this), function(err) {
 			dom.content(out, [ T(_('%s: failed').format(action) + ' (' + err.message + ')') ]);
@@ -88,6 +102,22 @@ return view.extend({
 		return E('table', { 'class': 'table', 'id': 'lanveil-upstreams' }, rows);
 	},
 
+	// yes, or no and why (the status method's dnsmasq_issue).
+	dnsmasqText: function(res) {
+		if (res.dnsmasq)
+			return T(_('yes'));
+		switch (res.dnsmasq_issue) {
+		case 'other':
+			return T(_('no: it also forwards to %s (plaintext)').format((res.dnsmasq_other || []).join(' ')));
+		case 'off':
+			return T(_('no: option dnsmasq \'0\''));
+		case 'resolv':
+			return T(_('no: it also uses the WAN\'s DNS servers (noresolv off)'));
+		default:
+			return T(_('no'));
+		}
+	},
+
 	renderData: function(res, sig) {
 		var st = res.status, nodes = [];
 		nodes.push(E('h3', {}, [ T(_('Upstreams')) ]), this.renderUpstreams(st));
@@ -99,7 +129,7 @@ return view.extend({
 		nodes.push(E('table', { 'class': 'table' }, [
 			row(_('Version'), T(st.version), 'lanveil-version'),
 			row(_('Clock'), T(clock), 'lanveil-clock'),
-			row(_('dnsmasq forwards through lanveil'), yesno(res.dnsmasq), 'lanveil-dnsmasq'),
+			row(_('dnsmasq forwards through lanveil'), this.dnsmasqText(res), 'lanveil-dnsmasq'),
 			row(_('LAN DNS capture active'), yesno(res.capture), 'lanveil-capture'),
 			row(_('Queries in flight'), T(st.inflight)),
 			row(_('Cache'), T(_('%d entries, %d KiB').format(st.cache_entries, Math.ceil(st.cache_bytes / 1024))))
@@ -157,15 +187,35 @@ return view.extend({
 			return;
 		if (sig !== undefined)
 			this.lastSignals = sig;
-		var text;
-		if (res.running === false)
+		var text, st;
+		if (res.guard_armed) {
+			text = _('DNS is down for the LAN (fail-closed): lanveil is not running.');
+			st = 'down';
+		}
+		else if (res.running === false) {
 			text = _('The lanveil service is not running.');
-		else if (!res.answered)
+			st = 'stopped';
+		}
+		else if (!res.answered) {
 			text = _('The lanveil service runs, but its control socket does not answer (%s).').format(res.error || _('no answer'));
-		else
+			st = 'silent';
+		}
+		else {
 			text = _('running, answering on its control socket');
+			st = 'running';
+		}
 		dom.content(state, [ T(text) ]);
-		state.setAttribute('data-state', res.running === false ? 'stopped' : (res.answered ? 'running' : 'silent'));
+		state.setAttribute('data-state', st);
+		// The init script's own words (its status file), e.g. "running on its last good
+		// configuration: ... invalid", and the guard's state: text only.
+		var init = document.getElementById('lanveil-init-status');
+		if (init && res.init) {
+			var lines = [ res.init.text || '' ];
+			if (res.guard_armed)
+				lines.push(_('Fail-closed guard: on (LAN DNS is refused until lanveil runs again).'));
+			dom.content(init, [ T(lines.join('\n')) ]);
+			init.setAttribute('data-state', res.init.state || '');
+		}
 		dom.content(data, res.answered ? this.renderData(res, this.lastSignals) : []);
 	},
 
@@ -181,11 +231,14 @@ return view.extend({
 			E('h2', {}, [ T(_('lanveil: private DNS for the LAN')) ]),
 			E('div', { 'class': 'cbi-section' }, [
 				E('p', {}, [ E('strong', {}, [ T(_('Service:') + ' ') ]), E('span', { 'id': 'lanveil-service-state' }) ]),
+				E('p', {}, [ E('strong', {}, [ T(_('Init script:') + ' ') ]),
+					E('span', { 'id': 'lanveil-init-status', 'style': 'white-space:pre-line' }) ]),
 				E('div', {}, [
 					btn('start', _('Start'), 'cbi-button-apply'), ' ',
 					btn('stop', _('Stop'), 'cbi-button-reset'), ' ',
 					btn('restart', _('Restart'), 'cbi-button-reload'), ' ',
-					E('span', { 'id': 'lanveil-action-result' })
+					E('span', { 'id': 'lanveil-action-result' }),
+					E('div', { 'id': 'lanveil-action-output', 'style': 'white-space:pre-line' })
 				])
 			]),
 			E('div', { 'class': 'cbi-section', 'id': 'lanveil-data' })

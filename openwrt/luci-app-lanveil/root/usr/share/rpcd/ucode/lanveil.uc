@@ -44,16 +44,41 @@ function control_socket() {
 	return c.get('lanveil', 'main', 'control_socket') ?? SOCKET;
 }
 
-function service_running() {
+// The service's procd instances: the daemon (instance 'lanveil') and the root guard
+// (instance 'guard'). Only the daemon's counts as running: the guard outlives a daemon
+// procd gave up respawning (and then keeps the LAN fail-closed). null: no ubus.
+function service_instances() {
 	const conn = ubus.connect();
 	if (!conn)
 		return null;
 	const s = conn.call('service', 'list', { name: 'lanveil' });
 	conn.disconnect();
-	for (let name, inst in s?.lanveil?.instances ?? {})
-		if (inst?.running)
-			return true;
-	return false;
+	const inst = s?.lanveil?.instances ?? {};
+	return { daemon: inst?.lanveil?.running == true, guard: inst?.guard?.running == true };
+}
+
+// The init script's fail-closed guard: table 'inet lanveil_down' loaded = dnsmasq still
+// forwards only to lanveil, whose daemon is gone, and the LAN's DNS is REFUSED.
+function guard_armed() {
+	return run([ 'nft', 'list', 'table', 'inet', 'lanveil_down' ], false).code == 0;
+}
+
+// The init script's status file (/etc/init.d/lanveil status; lanveil.sh, LANVEIL_STATUS):
+// "STATE since TIME", then text lines. Returned as plain text (the page shows it as text).
+const STATUS_FILE = '/var/run/lanveil/status';
+const MAX_STATUS = 4096;
+
+function init_status() {
+	const text = readfile(STATUS_FILE, MAX_STATUS);
+	if (text == null)
+		return { state: null, since: null, text: 'lanveil has not been started.' };
+	const lines = split(text, '\n');
+	const m = match(lines[0] ?? '', /^([a-z-]+) since (.*)$/);
+	return {
+		state: m ? m[1] : null,
+		since: m ? m[2] : null,
+		text: trim_lines(join('\n', m ? slice(lines, 1) : lines))
+	};
 }
 
 // The daemon's listener when 'listen' is unset (firmware/config/src/keys.rs).
@@ -86,23 +111,67 @@ function dnsmasq_targets(c) {
 	return targets;
 }
 
+// Unconditional server= lines (no /DOMAIN/) in the dnsmasq files an instance also
+// reads: /etc/dnsmasq.SECTION.conf, else /etc/dnsmasq.conf, and its confdir
+// (OpenWrt's dnsmasq init script).
+function dnsmasq_file_servers(s) {
+	let files = [];
+	const own = `/etc/dnsmasq.${s['.name']}.conf`;
+	push(files, stat(own) ? own : '/etc/dnsmasq.conf');
+	for (let d in split(split(s.confdir ?? '/tmp/dnsmasq.d', ',')[0], ' '))
+		if (length(d))
+			for (let f in lsdir(d) ?? [])
+				push(files, `${d}/${f}`);
+	let out = [];
+	for (let f in files) {
+		if (stat(f)?.type != 'file')
+			continue;
+		for (let l in split(readfile(f, MAX_OUT) ?? '', '\n')) {
+			const m = match(l, /^[ \t]*server[ \t]*=[ \t]*([^ \t#][^ \t]*)/);
+			if (m && index(m[1], '/') < 0)
+				push(out, m[1]);
+		}
+	}
+	return out;
+}
+
 // dnsmasq wired through lanveil: every dnsmasq section has noresolv, a server=
 // pointing at one of lanveil's listeners and no other unconditional server (one
-// without /DOMAIN/, which dnsmasq would race against lanveil, in plaintext).
-function dnsmasq_wired() {
+// without /DOMAIN/, which dnsmasq would race against lanveil, in plaintext), in its
+// uci section or in the dnsmasq files it reads.
+// { wired, issue: null | 'off' (option dnsmasq '0') | 'other' | 'resolv' | 'unwired', other: [...] }
+function dnsmasq_state() {
 	const c = cursor();
 	const targets = dnsmasq_targets(c);
-	let any = false, all = true;
+	let any = false, ours_all = true, resolv = false, other = [];
 	c.foreach('dhcp', 'dnsmasq', s => {
 		any = true;
 		let servers = s.server ?? [];
 		if (type(servers) != 'array')
 			servers = [ servers ];
-		const ours = filter(servers, v => index(targets, v) >= 0);
-		const others = filter(servers, v => index(targets, v) < 0 && index(v, '/') < 0);
-		all = all && s.noresolv == '1' && length(ours) > 0 && length(others) == 0;
+		const files = dnsmasq_file_servers(s);
+		const ours = filter([ ...servers, ...files ], v => index(targets, v) >= 0);
+		for (let v in [ ...servers, ...files ])
+			if (index(targets, v) < 0 && index(v, '/') < 0 && index(other, v) < 0)
+				push(other, v);
+		if (s.noresolv != '1')
+			resolv = true;
+		if (!length(ours))
+			ours_all = false;
 	});
-	return length(targets) > 0 && any && all;
+	const wired = length(targets) > 0 && any && ours_all && !resolv && !length(other);
+	let issue = null;
+	if (!wired) {
+		if (c.get('lanveil', 'openwrt', 'dnsmasq') == '0')
+			issue = 'off';
+		else if (!length(targets) || !any || !ours_all)
+			issue = 'unwired';
+		else if (length(other))
+			issue = 'other';
+		else
+			issue = 'resolv';
+	}
+	return { wired: wired, issue: issue, other: slice(other, 0, 8) };
 }
 
 function capture_active() {
@@ -164,14 +233,22 @@ function remove_work_dir(dir) {
 const methods = {
 	status: {
 		call: function() {
-			const running = service_running();
+			const inst = service_instances();
+			const dm = dnsmasq_state();
 			const res = {
-				running: running,
+				// the daemon's procd instance (not the guard's); null: no ubus
+				running: inst ? inst.daemon : null,
+				// the guard's instance runs / its table is loaded (LAN DNS refused)
+				guard_running: inst ? inst.guard : null,
+				guard_armed: guard_armed(),
 				answered: false,
 				status: null,
 				error: null,
-				dnsmasq: dnsmasq_wired(),
-				capture: capture_active()
+				dnsmasq: dm.wired,
+				dnsmasq_issue: dm.issue,
+				dnsmasq_other: dm.other,
+				capture: capture_active(),
+				init: init_status()
 			};
 			if (!stat(control_socket())) {
 				res.error = 'no control socket';
@@ -241,16 +318,31 @@ const methods = {
 	},
 
 	// service: start, stop or restart lanveil's own init script (and only it: the ACL
-	// grants this method, not luci's setInitAction for every script). Its output is
-	// discarded, as setInitAction does; the result is the script's exit status.
+	// grants this method, not luci's setInitAction for every script). The result is the
+	// script's exit status, its own output (capped) and the status it left behind
+	// (its status file and the guard's state), for the page to show as text.
 	service: {
 		args: { action: '' },
 		call: function(req) {
 			const action = req.args?.action;
 			if (type(action) != 'string' || index(SERVICE_ACTIONS, action) < 0)
 				return { result: false, error: 'action must be start, stop or restart' };
-			const r = run([ '/bin/sh', '-c', 'exec "$0" "$1" >/dev/null 2>&1', INIT, action ], false);
-			return { result: r.code == 0 };
+			// Its output goes to a private file, not a pipe: whatever it starts in the
+			// background cannot hold this call open.
+			const dir = work_dir();
+			const out = dir ? `${dir}/save/output` : '/dev/null';
+			const r = run([ '/bin/sh', '-c', 'exec "$0" "$1" >"$2" 2>&1 </dev/null', INIT, action, out ], false);
+			let said = '';
+			if (dir) {
+				said = readfile(out, MAX_STATUS) ?? '';
+				remove_work_dir(dir);
+			}
+			return {
+				result: r.code == 0,
+				output: trim_lines(said),
+				init: init_status(),
+				guard_armed: guard_armed()
+			};
 		}
 	},
 
