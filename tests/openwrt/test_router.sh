@@ -274,7 +274,7 @@ else
 	r ubus call service list '{"name":"lanveil","verbose":true}' >"$T/lanveil.service" 2>&1
 	check procd-instance-running grep -q '"running": true' "$T/lanveil.service"
 	check procd-instance-command sh -c "tr -d ' \t\n' <'$T/lanveil.service' |
-		grep -q '\"command\":\[\"/usr/sbin/lanveil\",\"--config\",\"/etc/config/lanveil\"\]'"
+		grep -q '\"command\":\[\"/usr/sbin/lanveil\",\"--config\",\"/etc/config/lanveil\",\"--last-good\",\"/etc/lanveil/daemon/last-good\"\]'"
 	check procd-instance-user grep -q '"user": "lanveil"' "$T/lanveil.service"
 	check procd-instance-respawn grep -q '"respawn"' "$T/lanveil.service"
 	check daemon-runs-as-lanveil r sh -c 'p=$(pgrep -f "^/usr/sbin/lanveil --config") && [ "$(stat -c %U /proc/$p)" = lanveil ]'
