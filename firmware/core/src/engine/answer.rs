@@ -265,20 +265,20 @@ impl<R: Rng> Engine<R> {
         }
         if let (Some(cache), Some(key)) = (self.cache.as_mut(), q.cache_key.as_ref())
             && let Some(stale) = cache.get_stale(now, key)
+            && let Ok(scan) = message::scan(&stale)
         {
             self.stats.stale_answers += 1;
             // RFC 8914: a stale NXDOMAIN has a code of its own (19, §4.20), any other stale answer
             // gets 3 (§4.4).
-            let nxdomain = message::scan(&stale).is_ok_and(|s| s.rcode() == rcode::NXDOMAIN);
             let e = Ede {
-                code: if nxdomain {
+                code: if scan.rcode() == rcode::NXDOMAIN {
                     ede::STALE_NXDOMAIN_ANSWER
                 } else {
                     ede::STALE_ANSWER
                 },
                 text: ede_for(reason).text,
             };
-            if self.answer_from(q.client, &q.view, asked_name(&q), &stale, Some(e)) {
+            if self.answer_scanned(q.client, &q.view, asked_name(&q), &stale, &scan, Some(e)) {
                 self.log_answer(now, &stale, AnswerSource::Stale);
                 return;
             }
@@ -371,8 +371,12 @@ impl<R: Rng> Engine<R> {
 
 /// The client's QNAME as it spelt it: the upstream form of a query carries its question as asked.
 pub(super) fn asked_name(q: &Query) -> &[u8] {
-    q.upstream_msg
-        .get(header::LEN..q.question_end.saturating_sub(4))
+    question_name(&q.upstream_msg, q.question_end)
+}
+
+/// The QNAME of a message whose question ends at `question_end` (QTYPE and QCLASS before it).
+pub(super) fn question_name(msg: &[u8], question_end: usize) -> &[u8] {
+    msg.get(header::LEN..question_end.saturating_sub(4))
         .unwrap_or_default()
 }
 

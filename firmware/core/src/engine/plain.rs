@@ -182,10 +182,7 @@ impl<R: Rng> Engine<R> {
             PlainTarget::Local => None,
         };
         // The plaintext form carries the client's question as it was asked.
-        let asked = p
-            .msg
-            .get(header::LEN..p.question_end.saturating_sub(4))
-            .unwrap_or_default();
+        let asked = super::answer::question_name(&p.msg, p.question_end);
         let answered = self.answer_scanned(p.client, &p.view, asked, bytes, &scan, note);
         if answered {
             match from {
