@@ -211,6 +211,16 @@ async fn a_start_with_an_invalid_file_runs_on_the_last_good_copy() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // A reload of the same file leaves the copy alone (flash: written only when it changed).
+    let inode = || {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(&copy).unwrap().ino()
+    };
+    let before = inode();
+    dir.write("lanveil", &good);
+    p.signal(libc::SIGHUP);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(inode(), before, "the unchanged copy was written again");
     // An invalid file on SIGHUP is refused and not kept.
     let bad = "config lanveil 'main'\n\toption max_inflight '0'\n";
     dir.write("lanveil", bad);
