@@ -378,3 +378,29 @@ async fn reload_switches_upstream_and_keeps_serving() {
     assert_eq!(up2.queries(), 2);
     running.shutdown().await;
 }
+
+/// A UDP query longer than a receive slot (4 KiB) arrives cut, wherever it lands in a batch: here
+/// alone (the first slot, which used to take up to 64 KiB), with an EDNS padding option of 5,000
+/// octets. Its OPT record is then cut short: FORMERR with the query's ID, and service continues.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_udp_query_longer_than_4_kib_is_answered_formerr() {
+    let (_pki, leaf, upstream) = setup().await;
+    let (running, addr) = start(config_for(upstream.addr(), &leaf)).await;
+    // Header: ID 0x4242, RD, one question, one additional (the OPT record).
+    let mut q = vec![0x42, 0x42, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 1];
+    q.extend_from_slice(b"\x04long\x04test\x00\x00\x01\x00\x01");
+    // OPT: root name, TYPE 41, UDP size 1232, TTL 0, RDLENGTH, then option 12 (padding).
+    let pad = 5_000u16;
+    q.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0]);
+    q.extend_from_slice(&(pad + 4).to_be_bytes());
+    q.extend_from_slice(&12u16.to_be_bytes());
+    q.extend_from_slice(&pad.to_be_bytes());
+    q.resize(q.len() + usize::from(pad), 0);
+    assert!(q.len() > 4096);
+    let r = raw_udp(addr, &q, T).await.unwrap();
+    let m = Message::from_vec(&r).unwrap();
+    assert_eq!((m.id(), m.response_code()), (0x4242, ResponseCode::FormErr));
+    let m = query_udp(addr, "after.long.test.", RecordType::A, None).await;
+    assert_eq!(a_records(&m), vec![expected_a("after.long.test.")]);
+    running.shutdown().await;
+}
