@@ -435,7 +435,7 @@ fn with_ttls(msg: &[u8], f: impl Fn(u32) -> u32) -> Option<Vec<u8>> {
     let h = header::Header::parse(msg).ok()?;
     let records = u32::from(h.ancount) + u32::from(h.nscount) + u32::from(h.arcount);
     let question_end = name::skip(msg, header::LEN).ok()? + 4;
-    crate::wire::record::map_ttls_from(&mut out, question_end, records, f).ok()?;
+    crate::wire::record::map_ttls_from(msg, &mut out, question_end, records, f).ok()?;
     Some(out)
 }
 

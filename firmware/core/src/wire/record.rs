@@ -124,30 +124,36 @@ impl Iterator for Records<'_> {
 ///
 /// The whole message is validated with [`message::scan`] first, so bytes that are not a usable
 /// message are left exactly as they were (and the error returned); names are walked only by the
-/// one name codec, through [`skip_record`].
+/// one name codec, through [`skip_record`], and in a copy of the original bytes: a compression
+/// pointer may lead into an earlier record's TTL octets, which the rewrite changes.
 pub fn map_ttls(msg: &mut [u8], f: impl FnMut(u32) -> u32) -> Result<(), Error> {
     let s = message::scan(msg)?;
     let h = &s.header;
     let count = u32::from(h.ancount) + u32::from(h.nscount) + u32::from(h.arcount);
-    map_ttls_from(msg, s.question_end, count, f)
+    let original = msg.to_vec();
+    map_ttls_from(&original, msg, s.question_end, count, f)
 }
 
 /// [`map_ttls`] without the validation, for a message known to be whole (the cache's own copies):
-/// the `count` records from `pos` (the end of the question section).
+/// walks the `count` records of `src` from `pos` (the end of the question section) and writes each
+/// new TTL at the same offset of `dst`, a copy of `src`. Walking the unchanged `src` keeps every
+/// name as it was, whatever the new TTL octets would spell.
 pub(crate) fn map_ttls_from(
-    msg: &mut [u8],
+    src: &[u8],
+    dst: &mut [u8],
     mut pos: usize,
     count: u32,
     mut f: impl FnMut(u32) -> u32,
 ) -> Result<(), Error> {
     for _ in 0..count {
-        let (end, rtype, rdata) = skip_record(msg, pos)?;
+        let (end, rtype, rdata) = skip_record(src, pos)?;
         if rtype != TYPE_OPT {
             // TYPE(2) CLASS(2) TTL(4) RDLENGTH(2), then RDATA.
             let at = rdata.checked_sub(6).ok_or(Error::Truncated)?;
-            let field = msg.get_mut(at..at + 4).ok_or(Error::Truncated)?;
-            let ttl = u32::from_be_bytes([field[0], field[1], field[2], field[3]]); // 4 octets
+            let ttl = src.get(at..at + 4).ok_or(Error::Truncated)?;
+            let ttl = u32::from_be_bytes([ttl[0], ttl[1], ttl[2], ttl[3]]); // 4 octets
             let ttl = if ttl > 0x7fff_ffff { 0 } else { ttl };
+            let field = dst.get_mut(at..at + 4).ok_or(Error::Truncated)?;
             field.copy_from_slice(&f(ttl).to_be_bytes());
         }
         pos = end;
@@ -273,6 +279,33 @@ mod tests {
         let mut c = original;
         map_ttls(&mut c, |_| 7).unwrap();
         assert!(ttls(&c).iter().filter(|r| r.1 != 41).all(|r| r.2 == 7));
+    }
+
+    /// The second answer's owner is a pointer into the first answer's TTL (the fuzzer's find): the
+    /// walk reads the names as they were, so both TTLs are lowered and no other octet changes, even
+    /// though the new TTL octets no longer spell that owner.
+    #[test]
+    fn reduce_ttls_walks_the_names_as_they_were() {
+        let mut m = alloc::vec![0, 1, 0x81, 0x80, 0, 1, 0, 2, 0, 0, 0, 0];
+        m.extend_from_slice(b"\x03org\x00\x00\x01\x00\x01");
+        // Answer 1 at 21: its TTL octets are 27..31, 0x3c000000.
+        m.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0x3c, 0, 0, 0, 0, 4, 192, 0, 2, 1]);
+        // Answer 2: owner at offset 28 (a zero octet: the root), TTL 60.
+        m.extend_from_slice(&[0xc0, 28, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 2]);
+        assert_eq!(
+            ttls(&m)[..],
+            [(Section::Answer, 1, 0x3c00_0000), (Section::Answer, 1, 60)]
+        );
+        let mut aged = m.clone();
+        reduce_ttls(&mut aged, 1072).unwrap();
+        let changed: alloc::vec::Vec<usize> = (0..m.len()).filter(|&i| m[i] != aged[i]).collect();
+        // 0x3c000000 - 1072 = 0x3bfffbd0; 60 - 1072 saturates at 0.
+        assert_eq!(changed, [27, 28, 29, 30, 46]);
+        assert_eq!(aged[27..31], [0x3b, 0xff, 0xfb, 0xd0]);
+        assert_eq!(aged[43..47], [0, 0, 0, 0]);
+        // Octet 28 is now 0xff: the copy no longer scans (the engine refuses it, as any answer that
+        // does not scan), but nothing outside the TTL fields was touched.
+        assert!(scan(&aged).is_err());
     }
 
     #[test]

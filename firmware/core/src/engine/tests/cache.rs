@@ -244,3 +244,58 @@ fn answers_to_non_recursive_queries_are_cached_apart_from_recursive_ones() {
     assert_eq!(rcode_and_ede(&h.out[3].bytes).0, rcode::NOERROR);
     assert_eq!(h.out[3].bytes[2] & 0x01, 0x01);
 }
+
+/// An upstream answer whose second owner name is a pointer into the first answer's TTL (octet 35:
+/// 0x00, the root, while that TTL is 65536): cached, but a second later the copy's TTL is 65535
+/// and octet 35 is 0xff, so the copy no longer scans. Such a hit is a miss: the query goes upstream
+/// and is answered, never dropped.
+#[test]
+fn a_cached_copy_that_no_longer_scans_is_a_miss_not_silence() {
+    let c = EngineConfig {
+        cache: Some(crate::cache::CacheConfig {
+            max_ttl: 86_400,
+            ..Default::default()
+        }),
+        ..cfg()
+    };
+    let mut h = Harness::new(c, &[U1]);
+    let odd = |frame: &[u8]| {
+        let msg = &frame[2..];
+        let s = scan(msg).unwrap();
+        assert_eq!(s.question_end, 27, "a.example./A");
+        let mut r = msg[..2].to_vec();
+        r.extend_from_slice(&[0x81, 0x80, 0, 1, 0, 2, 0, 0, 0, 0]);
+        r.extend_from_slice(&msg[12..27]);
+        // Answer 1 at 27: TTL octets 33..37 = 0x00010000.
+        r.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 1, 0, 0, 0, 4, 10, 0, 0, 1]);
+        r.extend_from_slice(&[0xc0, 35, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 10, 0, 0, 2]);
+        let mut framed = (r.len() as u16).to_be_bytes().to_vec();
+        framed.extend_from_slice(&r);
+        framed
+    };
+    h.q(udp(1), &query(1, "a", None));
+    let s = h.connects[0].0;
+    h.connected(s);
+    let f = h.sends[0].1.clone();
+    h.data(s, &odd(&f));
+    assert_eq!(h.out.len(), 1);
+    assert_eq!(rcode_and_ede(&h.out[0].bytes).0, rcode::NOERROR);
+    // Within the same second the copy is the answer as it came: a hit.
+    h.q(udp(2), &query(2, "a", None));
+    assert_eq!((h.sends.len(), h.out.len()), (1, 2), "a hit");
+    assert_eq!(h.e.stats().cache_hits, 1);
+    // A second later: the aged copy does not scan, so the upstream is asked and its answer sent.
+    h.advance(1_000);
+    h.q(udp(3), &query(3, "a", None));
+    assert_eq!(
+        h.sends.len(),
+        2,
+        "the unusable copy sent the query upstream"
+    );
+    assert_eq!(h.e.stats().cache_hits, 1);
+    let f = h.sends[1].1.clone();
+    h.data(s, &answer(&f));
+    assert_eq!(h.out.len(), 3);
+    assert_eq!(&h.out[2].bytes[..2], &[0, 3]);
+    assert_eq!(rcode_and_ede(&h.out[2].bytes).0, rcode::NOERROR);
+}
