@@ -157,6 +157,9 @@ mkroot
 uci_ set lanveil.main.log_level=INVALID
 uci_ commit lanveil
 rc start >/dev/null 2>&1
+code=$?
+# A refused start is a failure its caller sees (a shell, LuCI's Restart, lanveil-ctl push).
+check invalid-config-start-exits-1 [ "$code" = 1 ]
 check invalid-config-no-instance [ "$(last_set 'len(j["instances"])')" = 0 ]
 check invalid-config-dhcp-untouched cmp "$R/etc/config/dhcp" "$ORIG"
 check invalid-config-logged grep -q 'daemon.err.*not starting' "$R/log/syslog"
@@ -167,7 +170,10 @@ mkdir -p "$R/etc/lanveil/daemon"
 cp "$R/etc/config/lanveil" "$R/etc/lanveil/daemon/last-good"
 uci_ set lanveil.main.log_level=INVALID
 uci_ commit lanveil
-check last-good-start rc start
+rc start >/dev/null 2>&1
+code=$?
+# Running, but not on the file asked for: the start says so by its status too.
+check last-good-start-exits-1 [ "$code" = 1 ]
 check last-good-instance [ "$(last_set 'j["instances"]["lanveil"]["command"]')" = "['/usr/sbin/lanveil', '--config', '/etc/config/lanveil', '--last-good', '/etc/lanveil/daemon/last-good']" ]
 check last-good-wired [ "$(uci_ get dhcp.@dnsmasq[0].noresolv)" = 1 ]
 check last-good-status status_has '^lanveil is running on its last good configuration: /etc/config/lanveil is invalid'
@@ -187,6 +193,8 @@ check last-good-invalid-refused [ "$(last_set 'len(j["instances"])')" = 0 ]
 mkroot
 sed -i '/^lanveil:/d' "$R/etc/passwd"
 rc start >/dev/null 2>&1
+code=$?
+check missing-user-start-exits-1 [ "$code" = 1 ]
 check missing-user-no-instance [ "$(last_set 'len(j["instances"])')" = 0 ]
 
 # --- user root (or any uid 0): refuse, whatever state_file names ------------------------
@@ -198,6 +206,8 @@ for u in root toor; do
 	uci_ commit lanveil
 	: >"$PROCD_LOG"
 	rc start >/dev/null 2>&1
+	code=$?
+	check "user-$u-start-exits-1" [ "$code" = 1 ]
 	check "user-$u-refused" [ "$(last_set 'len(j["instances"])')" = 0 ]
 	# root by name: the config check refuses it; another name for uid 0: the init script.
 	check "user-$u-logged" grep -qE "user.*(must not be root|'$u' is root)" "$R/log/syslog"
@@ -220,6 +230,8 @@ uci_ delete lanveil.main.user
 uci_ commit lanveil
 : >"$PROCD_LOG"
 rc start >/dev/null 2>&1
+code=$?
+check low-port-without-user-start-exits-1 [ "$code" = 1 ]
 check low-port-without-user-refused [ "$(last_set 'len(j["instances"])')" = 0 ]
 check low-port-without-user-logged grep -q 'needs option user' "$R/log/syslog"
 
@@ -378,6 +390,9 @@ rc start >/dev/null 2>&1
 check disabled-upgrade-stop-restores sh -c "env PKG_UPGRADE=1 busybox ash '$DOUBLES/rc.common' '$R/etc/init.d/lanveil' stop && cmp '$R/etc/config/dhcp' '$ORIG'"
 : >"$PROCD_LOG"
 rc_env PKG_UPGRADE=1 start >/dev/null 2>&1
+code=$?
+# Not started on purpose: that is no failure (default_postinst runs it for every package).
+check disabled-upgrade-start-exits-0 [ "$code" = 0 ]
 check disabled-upgrade-not-started [ "$(last_set 'len(j["instances"])')" = 0 ]
 check disabled-upgrade-dhcp-untouched cmp "$R/etc/config/dhcp" "$ORIG"
 check disabled-upgrade-status status_has '^lanveil is disabled; the package upgrade did not start it.$'
@@ -543,6 +558,8 @@ uci_ commit lanveil
 # configuration (SIGHUP, it refuses the file), the LAN keeps working through it.
 : >"$R/log/procd"
 rc reload >/dev/null 2>&1
+code=$?
+check invalid-reload-exits-1 [ "$code" = 1 ]
 check invalid-reload-keeps-instance [ "$(last_set '(j["instances"]["lanveil"]["command"], j["instances"]["lanveil"]["user"], j["instances"]["lanveil"]["reload_signal"], "guard" in j["instances"])')" = "(['/usr/sbin/lanveil', '--config', '/etc/config/lanveil', '--last-good', '/etc/lanveil/daemon/last-good'], 'lanveil', 1, True)" ]
 check invalid-reload-no-guard sh -c '! nft list table inet lanveil_down 2>/dev/null'
 check invalid-reload-still-wired cmp "$R/etc/config/dhcp" "$T/dhcp.wired"
@@ -556,6 +573,8 @@ uci_ set lanveil.main.user=nosuchuser
 uci_ commit lanveil
 : >"$R/log/procd"
 rc reload >/dev/null 2>&1
+code=$?
+check bad-user-reload-exits-1 [ "$code" = 1 ]
 check bad-user-reload-keeps-instance [ "$(last_set '(j["instances"]["lanveil"]["user"], "guard" in j["instances"])')" = "('lanveil', True)" ]
 check bad-user-reload-no-guard sh -c '! nft list table inet lanveil_down 2>/dev/null'
 check bad-user-reload-status status_has "^user 'nosuchuser' does not exist$"
@@ -564,7 +583,9 @@ uci_ set lanveil.main.log_level=INVALID
 uci_ commit lanveil
 # The daemon is gone and the file is bad: refused, fail-closed.
 daemon_dead
-rc start >/dev/null 2>&1
+rc restart >/dev/null 2>&1
+code=$?
+check invalid-while-wired-restart-exits-1 [ "$code" = 1 ]
 check invalid-while-wired-guard nft list table inet lanveil_down
 check invalid-while-wired-status status_has 'lanveil did not start (invalid'
 rc stop >/dev/null 2>&1
