@@ -442,6 +442,11 @@ impl Driver {
                     let _ = s.tx.send(Outgoing::Request { tag, message });
                 }
             }
+            Action::Cancel { session, tag } => {
+                if let Some(s) = self.sessions.get(&session) {
+                    let _ = s.tx.send(Outgoing::Cancel { tag });
+                }
+            }
             Action::Close { session } => {
                 log::debug!("upstream session {}: closing", session.0);
                 self.relaxed.remove(&session);

@@ -8,6 +8,7 @@ stdout, so the test can prove from the server's side what lanveil sends:
   {"event": "handshake", "alpn": "doq", "resumed": false, "early_data": false}
   {"event": "query", "stream": S, "len": N, "id": I, "padding": true, "fin": true, "name": "a.example."}
   {"event": "closed", "error_code": C, "reason": "..."}
+  {"event": "stop_sending", "stream": S, "error_code": C}   the client stopped reading stream S
 
 Answers (first label of the question name):
   nx       NXDOMAIN
@@ -32,7 +33,12 @@ import sys
 
 from aioquic.asyncio import QuicConnectionProtocol, serve
 from aioquic.quic.configuration import QuicConfiguration
-from aioquic.quic.events import ConnectionTerminated, HandshakeCompleted, StreamDataReceived
+from aioquic.quic.events import (
+    ConnectionTerminated,
+    HandshakeCompleted,
+    StopSendingReceived,
+    StreamDataReceived,
+)
 
 DOQ_REQUEST_CANCELLED = 0x3
 DOQ_PROTOCOL_ERROR = 0x2
@@ -118,6 +124,8 @@ class DoqServer(QuicConnectionProtocol):
             )
         elif isinstance(event, ConnectionTerminated):
             report(event="closed", error_code=event.error_code, reason=event.reason_phrase)
+        elif isinstance(event, StopSendingReceived):
+            report(event="stop_sending", stream=event.stream_id, error_code=event.error_code)
         elif isinstance(event, StreamDataReceived):
             buf = self.buffers.setdefault(event.stream_id, bytearray())
             buf += event.data

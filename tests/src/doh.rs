@@ -37,6 +37,8 @@ struct Shared {
     stall: AtomicBool,
     status: AtomicU16,
     extra_headers: Mutex<Vec<(String, String)>>,
+    /// The error codes of the streams the client reset while they were held (stall mode).
+    resets: Mutex<Vec<u32>>,
 }
 
 /// The server; stops when dropped.
@@ -111,6 +113,12 @@ impl DohUpstream {
         self.shared.connections.load(Ordering::SeqCst)
     }
 
+    /// The HTTP/2 error codes (RST_STREAM) of requests the client reset while they were held
+    /// unanswered (stall mode), in order.
+    pub fn resets(&self) -> Vec<u32> {
+        self.shared.resets.lock().unwrap().clone()
+    }
+
     /// Stop answering (requests stay open) or answer again.
     pub fn set_stall(&self, on: bool) {
         self.shared.stall.store(on, Ordering::SeqCst);
@@ -166,7 +174,15 @@ async fn serve(
         message: message.clone(),
     });
     if s.stall.load(Ordering::SeqCst) {
-        tokio::time::sleep(Duration::from_secs(3600)).await;
+        // Held open; a client that gives up on it may reset the stream (recorded).
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(3600)) => {}
+            reset = std::future::poll_fn(|cx| respond.poll_reset(cx)) => {
+                if let Ok(reason) = reset {
+                    s.resets.lock().unwrap().push(reason.into());
+                }
+            }
+        }
         return;
     }
     let status = s.status.load(Ordering::SeqCst);

@@ -155,6 +155,8 @@ struct Harness {
     max_inflight: usize,
     sessions: Vec<SessionId>,
     sent: Vec<Sent>,
+    /// Every (session, tag) of a request to a message session, answered or not.
+    requested: Vec<(SessionId, u16)>,
     transports: Vec<(SessionId, bool)>,
     specs: Vec<UpstreamSpec>,
     /// (client, ID) of queries still owed an answer.
@@ -260,12 +262,21 @@ impl Harness {
                     let s = must_scan(&message, "request sent upstream");
                     assert_eq!(s.header.id, 0, "DoH requests use ID 0");
                     self.not_a_probe(&message);
+                    self.requested.push((session, tag));
                     self.sent.push(Sent {
                         session,
                         message: true,
                         tag,
                         msg: message,
                     });
+                }
+                Action::Cancel { session, tag } => {
+                    // Only for a request sent on a message session; its answer may still be
+                    // delivered (a late one, as on the wire).
+                    assert!(
+                        self.requested.contains(&(session, tag)),
+                        "a Cancel for a request never sent: {session:?} {tag}"
+                    );
                 }
                 Action::Close { session } => {
                     self.sessions.retain(|&s| s != session);
@@ -457,6 +468,7 @@ fuzz_target!(|input: Input| {
         max_inflight: config.max_inflight,
         sessions: Vec::new(),
         sent: Vec::new(),
+        requested: Vec::new(),
         transports: Vec::new(),
         specs,
         pending: Vec::new(),

@@ -1,15 +1,17 @@
 //! One DNS-over-HTTPS session (RFC 8484): TCP connect, authenticated TLS with ALPN `h2`, then one HTTP/2
 //! stream per query, many at once. POST `application/dns-message` by default, GET `?dns=` (base64url) as
 //! an option. A fixed minimal header set: no User-Agent, no cookies, nothing that fingerprints the
-//! router. DNS ID 0 on the wire; the engine matches answers by the request tag.
+//! router. DNS ID 0 on the wire; the engine matches answers by the request tag. A request the engine
+//! stops waiting for (answered elsewhere, given up) is cancelled: its stream is reset with CANCEL.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use base64::Engine as _;
 use bytes::Bytes;
 use lanveil_core::engine::{CloseReason, SessionId};
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::{JoinHandle, JoinSet};
 
 use super::Outgoing;
 use super::tls::{Target, classify};
@@ -84,6 +86,12 @@ async fn session_io(
     };
     let path = target.upstream.url.path.clone();
     let get = target.upstream.http_get;
+    // The requests in flight (ended with the session), and how to cancel each: by tag, with a
+    // sequence number so that a finished request never removes a later one's entry under the
+    // same tag. At most as many as the engine has outstanding on this session.
+    let mut requests: JoinSet<(u16, u64)> = JoinSet::new();
+    let mut cancels: HashMap<u16, (u64, oneshot::Sender<()>)> = HashMap::new();
+    let mut seq = 0u64;
     loop {
         tokio::select! {
             ended = &mut conn.0 => {
@@ -93,9 +101,24 @@ async fn session_io(
                     Err(_) => Err(CloseReason::Reset),
                 };
             }
+            Some(done) = requests.join_next(), if !requests.is_empty() => {
+                if let Ok((tag, n)) = done
+                    && cancels.get(&tag).is_some_and(|(m, _)| *m == n)
+                {
+                    cancels.remove(&tag);
+                }
+            }
             msg = rx.recv() => {
-                let Some(Outgoing::Request { tag, message }) = msg else {
-                    return Ok(());
+                let (tag, message) = match msg {
+                    Some(Outgoing::Request { tag, message }) => (tag, message),
+                    Some(Outgoing::Cancel { tag }) => {
+                        // Dropping the response ends the stream with RST_STREAM (CANCEL).
+                        if let Some((_, cancel)) = cancels.remove(&tag) {
+                            let _ = cancel.send(());
+                        }
+                        continue;
+                    }
+                    Some(Outgoing::Bytes(_)) | None => return Ok(()),
                 };
                 let request = build_request(&authority, &path, get, &message).map_err(|_| CloseReason::Protocol)?;
                 // Waiting for stream capacity here is fine: the connection runs in its own task.
@@ -105,12 +128,23 @@ async fn session_io(
                     stream.send_data(Bytes::from(message), true).map_err(h2_reason)?;
                 }
                 let events = events.clone();
-                tokio::spawn(async move {
-                    let event = match read_answer(response).await {
-                        Some(bytes) => UpstreamEvent::Response { session, tag, bytes },
-                        None => UpstreamEvent::RequestFailed { session, tag },
-                    };
-                    let _ = events.send(event).await;
+                let (cancel, cancelled) = oneshot::channel();
+                seq += 1;
+                let n = seq;
+                cancels.insert(tag, (n, cancel));
+                requests.spawn(async move {
+                    tokio::select! {
+                        answer = read_answer(response) => {
+                            let event = match answer {
+                                Some(bytes) => UpstreamEvent::Response { session, tag, bytes },
+                                None => UpstreamEvent::RequestFailed { session, tag },
+                            };
+                            let _ = events.send(event).await;
+                        }
+                        // Only a sent cancel: a dropped sender (the tag reused) is no cancel.
+                        Ok(()) = cancelled => {}
+                    }
+                    (tag, n)
                 });
             }
         }

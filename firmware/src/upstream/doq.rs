@@ -8,9 +8,11 @@
 //!
 //! Error codes (§4.3): a response that breaks the protocol closes the connection with
 //! DOQ_PROTOCOL_ERROR; a stream the server resets (DOQ_REQUEST_CANCELLED, DOQ_EXCESSIVE_LOAD, …) fails
-//! that one query, which the engine then tries elsewhere; the connection is closed with
-//! DOQ_NO_ERROR when the engine lets it go (idle, reload, shutdown).
+//! that one query, which the engine then tries elsewhere; a query the engine stops waiting for
+//! (answered elsewhere, given up) has its stream stopped with DOQ_REQUEST_CANCELLED (§4.5); the
+//! connection is closed with DOQ_NO_ERROR when the engine lets it go (idle, reload, shutdown).
 
+use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -18,7 +20,7 @@ use lanveil_core::engine::{CloseReason, SessionId, TlsFailure};
 use lanveil_core::wire::doq::{self, StreamError, code};
 use quinn::crypto::rustls::QuicClientConfig;
 use quinn::{Connection, ConnectionError, ReadError, ReadToEndError, VarInt, WriteError};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
 use super::Outgoing;
@@ -66,6 +68,8 @@ enum Outcome {
     Protocol(StreamError),
     /// The connection is gone; its close is reported once, by the session.
     Lost,
+    /// The engine stopped waiting for it (answered elsewhere, or given up): nothing to report.
+    Cancelled,
 }
 
 async fn session_io(
@@ -111,13 +115,20 @@ async fn session_io(
     {
         return Ok(());
     }
-    // The queries in flight: dropped (and so aborted) with the session.
-    let mut queries: JoinSet<(u16, Outcome)> = JoinSet::new();
+    // The queries in flight: dropped (and so aborted) with the session. How to cancel each: by tag,
+    // with a sequence number so that a finished query never removes a later one's entry under the
+    // same tag.
+    let mut queries: JoinSet<(u16, u64, Outcome)> = JoinSet::new();
+    let mut cancels: HashMap<u16, (u64, oneshot::Sender<()>)> = HashMap::new();
+    let mut seq = 0u64;
     loop {
         tokio::select! {
             e = conn.0.closed() => return Err(close_reason(&e, decision.failure())),
             Some(done) = queries.join_next(), if !queries.is_empty() => {
-                let Ok((tag, outcome)) = done else { continue };
+                let Ok((tag, n, outcome)) = done else { continue };
+                if cancels.get(&tag).is_some_and(|(m, _)| *m == n) {
+                    cancels.remove(&tag);
+                }
                 let event = match outcome {
                     Outcome::Answer(bytes) => UpstreamEvent::Response { session, tag, bytes },
                     Outcome::Failed => UpstreamEvent::RequestFailed { session, tag },
@@ -126,31 +137,50 @@ async fn session_io(
                         conn.0.close(VarInt::from_u32(code::PROTOCOL_ERROR), e.as_str().as_bytes());
                         return Err(CloseReason::Protocol);
                     }
-                    Outcome::Lost => continue,
+                    Outcome::Lost | Outcome::Cancelled => continue,
                 };
                 if events.send(event).await.is_err() {
                     return Ok(());
                 }
             }
             msg = rx.recv() => {
-                let Some(Outgoing::Request { tag, message }) = msg else {
+                let (tag, message) = match msg {
+                    Some(Outgoing::Request { tag, message }) => (tag, message),
+                    Some(Outgoing::Cancel { tag }) => {
+                        if let Some((_, cancel)) = cancels.remove(&tag) {
+                            let _ = cancel.send(());
+                        }
+                        continue;
+                    }
                     // The engine let the session go (or, never, sent stream bytes).
-                    log::debug!("upstream {}: session {} let go", target.upstream.name, session.0);
-                    return Ok(());
+                    Some(Outgoing::Bytes(_)) | None => {
+                        log::debug!("upstream {}: session {} let go", target.upstream.name, session.0);
+                        return Ok(());
+                    }
                 };
                 let conn = conn.0.clone();
-                queries.spawn(async move { (tag, query(&conn, &message).await) });
+                let (cancel, cancelled) = oneshot::channel();
+                seq += 1;
+                let n = seq;
+                cancels.insert(tag, (n, cancel));
+                queries.spawn(async move { (tag, n, query(&conn, &message, cancelled).await) });
             }
         }
     }
 }
 
 /// One query on its own stream (§4.2): prefix + message, FIN, then the answer up to the server's FIN.
-async fn query(conn: &Connection, message: &[u8]) -> Outcome {
+/// A cancel (only a sent one: a dropped sender is none) while it waits for a stream or for the
+/// answer ends it; a stream already open is stopped with DOQ_REQUEST_CANCELLED (§4.5).
+async fn query(conn: &Connection, message: &[u8], mut cancel: oneshot::Receiver<()>) -> Outcome {
     let Ok(prefix) = doq::query_prefix(message) else {
         return Outcome::Failed;
     };
-    let (mut send, mut recv) = match conn.open_bi().await {
+    let opened = tokio::select! {
+        opened = conn.open_bi() => opened,
+        Ok(()) = &mut cancel => return Outcome::Cancelled,
+    };
+    let (mut send, mut recv) = match opened {
         Ok(s) => s,
         Err(_) => return Outcome::Lost,
     };
@@ -171,7 +201,14 @@ async fn query(conn: &Connection, message: &[u8]) -> Outcome {
     if send.finish().is_err() {
         return Outcome::Failed;
     }
-    match recv.read_to_end(doq::MAX_STREAM).await {
+    let read = tokio::select! {
+        read = recv.read_to_end(doq::MAX_STREAM) => read,
+        Ok(()) = &mut cancel => {
+            let _ = recv.stop(VarInt::from_u32(code::REQUEST_CANCELLED));
+            return Outcome::Cancelled;
+        }
+    };
+    match read {
         Ok(mut stream) => match doq::response(&stream) {
             Ok(_) => {
                 stream.drain(..2);

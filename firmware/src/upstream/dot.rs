@@ -119,12 +119,12 @@ async fn session_io(
                 // engine only sends them to message sessions.)
                 let mut out = match first {
                     Outgoing::Bytes(b) => b,
-                    Outgoing::Request { .. } => Vec::new(),
+                    Outgoing::Request { .. } | Outgoing::Cancel { .. } => Vec::new(),
                 };
                 while out.len() < WRITE_BATCH {
                     match rx.try_recv() {
                         Ok(Outgoing::Bytes(b)) => out.extend_from_slice(&b),
-                        Ok(Outgoing::Request { .. }) => {}
+                        Ok(Outgoing::Request { .. } | Outgoing::Cancel { .. }) => {}
                         Err(_) => break,
                     }
                 }

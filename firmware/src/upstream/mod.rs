@@ -18,4 +18,7 @@ pub(crate) enum Outgoing {
     /// One DNS message for a message session (DoH, DoQ), answered under `tag`.
     #[cfg_attr(not(any(feature = "doh", feature = "doq")), allow(dead_code))]
     Request { tag: u16, message: Vec<u8> },
+    /// The engine stopped waiting for request `tag` of a message session: reset its stream.
+    #[cfg_attr(not(any(feature = "doh", feature = "doq")), allow(dead_code))]
+    Cancel { tag: u16 },
 }

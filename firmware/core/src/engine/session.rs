@@ -457,6 +457,12 @@ impl<R: Rng> Engine<R> {
                 } if psid == sid => {
                     if copy != id && session.inflight.remove(copy).is_some() {
                         session.retired_ids.push(copy);
+                        if session.transport == Transport::Message {
+                            self.actions.push_back(Action::Cancel {
+                                session: sid,
+                                tag: copy,
+                            });
+                        }
                     }
                     false
                 }

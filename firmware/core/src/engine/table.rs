@@ -6,7 +6,7 @@ use alloc::vec::Vec;
 use core::cmp::Reverse;
 
 use super::dns64::Dns64Phase;
-use super::{ClientAddr, CloseReason, Engine, Instant, SessionId, UpstreamId};
+use super::{Action, ClientAddr, CloseReason, Engine, Instant, SessionId, Transport, UpstreamId};
 use crate::cache::Key;
 use crate::rng::Rng;
 use crate::wire::rewrite::ClientView;
@@ -284,6 +284,9 @@ impl<R: Rng> Engine<R> {
                         // Its answer may still come: the ID is not drawn again soon.
                         if s.inflight.remove(id).is_some() {
                             s.retired_ids.push(id);
+                            if s.transport == Transport::Message {
+                                self.actions.push_back(Action::Cancel { session, tag: id });
+                            }
                         }
                         s.prune_unprobed();
                     }

@@ -165,6 +165,17 @@ pub enum Action {
         /// The DNS message (ID 0).
         message: Vec<u8>,
     },
+    /// The engine no longer waits for request `tag` on message-transport session `session` (the
+    /// query was answered elsewhere, or given up): the driver may cancel it on the wire (an HTTP/2
+    /// RST_STREAM with CANCEL; a QUIC STOP_SENDING with DOQ_REQUEST_CANCELLED, RFC 9250 §4.5), so
+    /// the stream does not stay open until the server answers. Reporting its answer or failure
+    /// afterwards is harmless: the tag is retired, and a late answer is ignored.
+    Cancel {
+        /// The session.
+        session: SessionId,
+        /// The request's tag.
+        tag: u16,
+    },
     /// Close the session's connection; the engine has already forgotten it.
     Close {
         /// The session.

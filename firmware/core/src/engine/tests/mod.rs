@@ -164,6 +164,9 @@ impl Harness {
                     self.sends.push((session, framed));
                 }
                 Action::Close { session } => self.closes.push(session),
+                Action::Cancel { session, .. } => {
+                    panic!("a Cancel on session {session:?}: the harness's sessions are streams")
+                }
                 Action::PlainQuery { tag, message, to } => match to {
                     PlainTarget::Wan => self.plains.push((tag, message)),
                     PlainTarget::Local => self.locals.push((tag, message)),

@@ -339,3 +339,83 @@ fn a_questionless_refusal_sends_the_query_to_another_upstream() {
     assert_eq!(h.out.len(), 1);
     assert_eq!(rcode_and_ede(&h.out[0].bytes).0, rcode::NOERROR);
 }
+
+/// A request the engine stops waiting for is cancelled on the wire: here the first upstream is
+/// slow, the query is hedged to the second, whose answer withdraws the first request (one
+/// `Cancel` for it, none for the answered one). Stream sessions never get one.
+#[test]
+fn a_request_answered_elsewhere_is_cancelled_on_its_message_session() {
+    for transport in [Transport::Message, Transport::Stream] {
+        let specs = [U1, U2].map(|id| UpstreamSpec {
+            id,
+            transport,
+            tcp: true,
+        });
+        let mut e = Engine::new(cfg(), &specs, TestRng::new(3));
+        let mut now = Instant::from_millis(5);
+        let mut actions = Vec::new();
+        let drain = |e: &mut Engine<TestRng>, actions: &mut Vec<Action>| {
+            while let Some(a) = e.poll_action() {
+                actions.push(a);
+            }
+        };
+        e.handle_query(now, udp(1), &query(0x4242, "a", None));
+        drain(&mut e, &mut actions);
+        let Some(&Action::Connect { session: first, .. }) = actions.first() else {
+            panic!("{actions:?}")
+        };
+        e.handle_upstream_connected(now, first);
+        actions.clear();
+        drain(&mut e, &mut actions);
+        let first_tag = match &actions[..] {
+            [Action::Request { tag, .. }] => Some(*tag),
+            [Action::Send { .. }] => None,
+            other => panic!("{other:?}"),
+        };
+        // No answer within the attempt timeout (half the query timeout): hedged to U2.
+        now = now + Duration::from_millis(1_300);
+        e.handle_timeout(now);
+        actions.clear();
+        drain(&mut e, &mut actions);
+        assert_eq!(e.stats().hedged, 1);
+        let Some(&Action::Connect {
+            session: second, ..
+        }) = actions.iter().find(|a| matches!(a, Action::Connect { .. }))
+        else {
+            panic!("{actions:?}")
+        };
+        e.handle_upstream_connected(now, second);
+        actions.clear();
+        drain(&mut e, &mut actions);
+        let framed = match &actions[..] {
+            [Action::Request { tag, message, .. }] => {
+                let mut f = (message.len() as u16).to_be_bytes().to_vec();
+                f.extend_from_slice(message);
+                f[2..4].copy_from_slice(&tag.to_be_bytes());
+                f
+            }
+            [Action::Send { bytes, .. }] => bytes.clone(),
+            other => panic!("{other:?}"),
+        };
+        let resp = answer(&framed);
+        let (id, msg) = (u16::from_be_bytes([resp[2], resp[3]]), &resp[2..]);
+        actions.clear();
+        match transport {
+            Transport::Message => e.handle_upstream_response(now, second, id, msg),
+            Transport::Stream => e.handle_upstream_data(now, second, &resp),
+        }
+        drain(&mut e, &mut actions);
+        assert_eq!(&e.poll_transmit().unwrap().bytes[..2], &[0x42, 0x42]);
+        let cancels: Vec<(SessionId, u16)> = actions
+            .iter()
+            .filter_map(|a| match *a {
+                Action::Cancel { session, tag } => Some((session, tag)),
+                _ => None,
+            })
+            .collect();
+        match first_tag {
+            Some(tag) => assert_eq!(cancels, [(first, tag)]),
+            None => assert!(cancels.is_empty(), "{cancels:?}"),
+        }
+    }
+}
