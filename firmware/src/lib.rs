@@ -410,7 +410,7 @@ impl Running {
                 udp,
                 tcp,
                 self.tx.narrow(),
-                self.tcp_slots.semaphore(),
+                self.tcp_slots.shared(),
                 self.limits.subscribe(),
             )
             .await

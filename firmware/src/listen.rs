@@ -89,7 +89,7 @@ impl Listener {
         udp: UdpSocket,
         tcp: TcpListener,
         driver: ListenerSender,
-        max_tcp_clients: Arc<Semaphore>,
+        shared: TcpShared,
         limits: watch::Receiver<TcpLimits>,
     ) -> std::io::Result<Self> {
         let udp_addr = udp.local_addr()?;
@@ -108,7 +108,7 @@ impl Listener {
             .await;
         let udp_task = tokio::spawn(udp_loop(index, udp.clone(), driver.clone()));
         let udp_writer = tokio::spawn(udp_writer(udp, rx));
-        let tcp_task = tokio::spawn(tcp_loop(tcp, driver, max_tcp_clients, limits));
+        let tcp_task = tokio::spawn(tcp_loop(tcp, driver, shared, limits));
         Ok(Self {
             configured,
             udp_addr,
@@ -176,8 +176,11 @@ async fn udp_loop(listener: u16, sock: Arc<UdpSocket>, driver: ListenerSender) {
 
 /// The `max_tcp_clients` slots, shared by every listener, resized on reload while connections hold
 /// some of them: slots held when the limit is lowered are taken back as their connections close.
+/// The connections per source address (`tcp_clients_per_source`) are counted across every
+/// listener too, so a client does not get the share once per listening address.
 pub(crate) struct TcpSlots {
     sem: Arc<Semaphore>,
+    per_source: PerSource,
     state: Arc<std::sync::Mutex<SlotState>>,
     shrink: Option<JoinHandle<()>>,
 }
@@ -193,6 +196,7 @@ impl TcpSlots {
     pub(crate) fn new(max: usize) -> Self {
         Self {
             sem: Arc::new(Semaphore::new(max)),
+            per_source: PerSource::default(),
             state: Arc::new(std::sync::Mutex::new(SlotState {
                 size: max,
                 generation: 0,
@@ -201,8 +205,12 @@ impl TcpSlots {
         }
     }
 
-    pub(crate) fn semaphore(&self) -> Arc<Semaphore> {
-        self.sem.clone()
+    /// What a new listener shares with the others.
+    pub(crate) fn shared(&self) -> TcpShared {
+        TcpShared {
+            slots: self.sem.clone(),
+            per_source: self.per_source.clone(),
+        }
     }
 
     /// Makes the limit `max`: at once as far as free slots allow, the rest as connections close.
@@ -245,7 +253,18 @@ impl Drop for TcpSlots {
     }
 }
 
-type PerSource = Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>;
+/// What every listener's TCP side shares: the `max_tcp_clients` slots and the connections per
+/// source address.
+#[derive(Clone)]
+pub(crate) struct TcpShared {
+    slots: Arc<Semaphore>,
+    per_source: PerSource,
+}
+
+/// Connections per source address (exact: on a LAN every host shares the /64, so a prefix would
+/// count them all as one). An entry goes when its last connection closes.
+pub(crate) type PerSource =
+    Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>;
 
 /// One TCP connection counted against its source address; released on drop.
 struct SourceSlot {
@@ -284,10 +303,10 @@ impl Drop for SourceSlot {
 async fn tcp_loop(
     listener: TcpListener,
     driver: ListenerSender,
-    slots: Arc<Semaphore>,
+    shared: TcpShared,
     limits: watch::Receiver<TcpLimits>,
 ) {
-    let per_source: PerSource = Arc::default();
+    let TcpShared { slots, per_source } = shared;
     // Dropped with this task (the listener stops receiving, or is removed by a reload): its clients
     // then stop reading queries, and close once their answers are out.
     let (_stop, stop) = watch::channel(());
@@ -614,7 +633,10 @@ mod tests {
         let server = tokio::spawn(tcp_loop(
             listener,
             tx.narrow(),
-            Arc::new(Semaphore::new(4)),
+            TcpShared {
+                slots: Arc::new(Semaphore::new(4)),
+                per_source: PerSource::default(),
+            },
             limits_rx,
         ));
         let mut client = TcpStream::connect(addr).await.unwrap();
@@ -655,6 +677,63 @@ mod tests {
         server.abort();
     }
 
+    /// `tcp_clients_per_source` counts a source's connections to every listener together: with a
+    /// share of 2, two connections to one listener leave none for the other (closed at once, never
+    /// handed to the driver); once one closes, the other listener takes the next.
+    #[tokio::test]
+    async fn the_per_source_share_spans_every_listener() {
+        let (tx, mut rx) = crate::events::channel(16);
+        let limits = TcpLimits {
+            pipeline: 4,
+            per_source: 2,
+            idle: Duration::from_secs(30),
+            answer_wait: Duration::from_secs(5),
+        };
+        let (_limits, limits_rx) = watch::channel(limits);
+        let shared = TcpShared {
+            slots: Arc::new(Semaphore::new(16)),
+            per_source: PerSource::default(),
+        };
+        let mut addrs = Vec::new();
+        let mut servers = Vec::new();
+        for _ in 0..2 {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            addrs.push(listener.local_addr().unwrap());
+            servers.push(tokio::spawn(tcp_loop(
+                listener,
+                tx.narrow(),
+                shared.clone(),
+                limits_rx.clone(),
+            )));
+        }
+        // The driver's ends of the connections (a connection whose end is dropped closes).
+        let mut opened = Vec::new();
+        let mut first = Vec::new();
+        for _ in 0..2 {
+            first.push(TcpStream::connect(addrs[0]).await.unwrap());
+            let e = next(&mut rx).await;
+            assert!(matches!(e, ListenerEvent::TcpOpened { .. }));
+            opened.push(e);
+        }
+        let mut over = TcpStream::connect(addrs[1]).await.unwrap();
+        let mut buf = [0u8; 1];
+        let n = tokio::time::timeout(Duration::from_secs(5), over.read(&mut buf))
+            .await
+            .expect("the connection over the share is closed at once");
+        assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+        drop(first.pop());
+        assert!(matches!(
+            next(&mut rx).await,
+            ListenerEvent::TcpClosed { .. }
+        ));
+        let _again = TcpStream::connect(addrs[1]).await.unwrap();
+        let e = next(&mut rx).await;
+        assert!(matches!(e, ListenerEvent::TcpOpened { .. }));
+        for s in servers {
+            s.abort();
+        }
+    }
+
     /// A TCP listener with `pipeline` and `idle`, one client connected to it (its receive buffer
     /// small, so the kernel holds little of what the daemon writes), the client's 32 queries read,
     /// and the driver's end of that client.
@@ -681,7 +760,10 @@ mod tests {
             tcp_loop(
                 listener,
                 tx.narrow(),
-                Arc::new(Semaphore::new(4)),
+                TcpShared {
+                    slots: Arc::new(Semaphore::new(4)),
+                    per_source: PerSource::default(),
+                },
                 limits_rx,
             )
             .await;
