@@ -318,7 +318,7 @@ pub static MAIN: &[Key<Config>] = &[
         1,
         4_096,
         "16",
-        "LAN TCP connections per client address"
+        "LAN TCP connections per client address (to all listening addresses together; the exact address: LAN hosts share their IPv6 /64)"
     ),
     // The upstreams.
     Key {

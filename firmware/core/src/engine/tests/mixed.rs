@@ -163,4 +163,7 @@ fn a_silent_doq_upstream_is_hedged_to_dot() {
     reply(&mut h, dot, &frame, false);
     assert_eq!(h.out.len(), 2, "answered by DoT");
     assert!(h.e.stats().hedged >= 1);
+    // The DoQ request (every copy of it) is cancelled; nothing on DoT.
+    assert!(!h.cancels.is_empty());
+    assert!(h.cancels.iter().all(|c| c.0 == doq), "{:?}", h.cancels);
 }
