@@ -190,8 +190,8 @@ impl Wan {
     }
 
     /// New settings from a reload.
-    pub(crate) fn set_settings(&mut self, settings: WanSettings) {
-        self.tracker.set_settings(settings.tracker);
+    pub(crate) fn set_settings(&mut self, now: lanveil_core::time::Instant, settings: WanSettings) {
+        self.tracker.set_settings(now, settings.tracker);
         self.settings = settings;
         self.dirty = true;
     }

@@ -300,7 +300,7 @@ impl Driver {
                     local_resolver,
                 } = *r;
                 self.set_local_resolver(local_resolver);
-                self.wan.set_settings(wan);
+                self.wan.set_settings(now, wan);
                 self.engine.set_policy(Some(policy));
                 let specs = specs(&targets);
                 // Tasks of retired sessions hold their own Arc of the old target.

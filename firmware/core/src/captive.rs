@@ -13,7 +13,15 @@
 //! `user-portal-url` the API returns (at most [`MAX_NAMES`], compared case-insensitively, no
 //! subdomains), and ends at the first of: the API says `captive: false`; `plaintext_max` after the
 //! portal was first signalled; the WAN signal is withdrawn. A renewed lease with the same URI does not
-//! reopen it; only a different URI counts as a new portal.
+//! reopen it; only a different URI counts as a new portal. A reload that raises `plaintext_max` does
+//! not reopen an exception that has ended.
+//!
+//! # A session that ends
+//! A portal that said `captive: false` may capture the router again when the paid session ends
+//! (RFC 8908 §5, `seconds-remaining`). The API cannot tell then (its host name needs the exception),
+//! but the upstreams can: when every encrypted upstream has failed for [`SUSPECT_AFTER`] while the
+//! portal is free, it counts as signalled anew (the API is asked again, and an allowed exception
+//! opens for a fresh `plaintext_max`), at most once per `plaintext_max`.
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -333,6 +341,8 @@ pub struct Tracker {
     next_poll: Option<Instant>,
     closed: bool,
     upstreams_down_since: Option<Instant>,
+    /// When a free portal was last taken as capturing again (see the module documentation).
+    recaptured_at: Option<Instant>,
 }
 
 impl Tracker {
@@ -347,11 +357,16 @@ impl Tracker {
             next_poll: None,
             closed: false,
             upstreams_down_since: None,
+            recaptured_at: None,
         }
     }
 
-    /// New settings (configuration reload); the state is kept.
-    pub fn set_settings(&mut self, settings: Settings) {
+    /// New settings (configuration reload) at `now`; the state is kept. An exception that has
+    /// ended stays ended whatever the new `plaintext_max`; one still open ends by the new one.
+    pub fn set_settings(&mut self, now: Instant, settings: Settings) {
+        if self.exception_end().is_some_and(|end| end <= now) {
+            self.closed = true;
+        }
         self.settings = settings;
     }
 
@@ -370,12 +385,18 @@ impl Tracker {
             return false;
         }
         self.uri = uri;
+        self.recaptured_at = None;
+        self.signalled_again(now);
+        true
+    }
+
+    /// The current portal as if just signalled: the API is asked now, an allowed exception opens.
+    fn signalled_again(&mut self, now: Instant) {
         self.api = None;
         self.api_error = None;
         self.closed = false;
         self.signalled_at = now;
         self.next_poll = self.uri.as_ref().map(|_| now);
-        true
     }
 
     /// The API URI to request now, if a request is due. The shell makes one request and reports it
@@ -420,17 +441,33 @@ impl Tracker {
             }
             Err(e) => {
                 self.api_error = Some(e);
-                self.next_poll = Some(now + API_RETRY.min(self.settings.poll));
+                // A host name without the exception cannot be looked up (the request failed for
+                // that): asking every few seconds would only fail again, until a new signal.
+                let stuck = self.exception(now).is_none()
+                    && host_of(uri.as_str()).and_then(host_wire).is_some();
+                self.next_poll = (!stuck).then(|| now + API_RETRY.min(self.settings.poll));
             }
         }
     }
 
-    /// Whether every encrypted upstream is failing (for the "suspected" heuristic).
+    /// Whether every encrypted upstream is failing (for the "suspected" heuristic, and for a free
+    /// portal that captures again: see the module documentation).
     pub fn upstreams_down(&mut self, now: Instant, down: bool) {
         match (down, self.upstreams_down_since) {
             (true, None) => self.upstreams_down_since = Some(now),
             (false, _) => self.upstreams_down_since = None,
             _ => {}
+        }
+        let free = self.uri.is_some() && self.api.as_ref().is_some_and(|a| !a.captive);
+        let failing = self
+            .upstreams_down_since
+            .is_some_and(|t| now.saturating_since(t) >= SUSPECT_AFTER);
+        let rested = self
+            .recaptured_at
+            .is_none_or(|t| now.saturating_since(t) >= self.settings.plaintext_max);
+        if free && failing && rested {
+            self.recaptured_at = Some(now);
+            self.signalled_again(now);
         }
     }
 

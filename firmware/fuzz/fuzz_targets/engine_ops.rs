@@ -658,7 +658,7 @@ fuzz_target!(|input: Input| {
             }
             Op::Plaintext(on) => {
                 h.settings.plaintext = *on;
-                h.tracker.set_settings(h.settings);
+                h.tracker.set_settings(h.now, h.settings);
                 h.sync_exception();
             }
             Op::Exception { names, until_ms } => {

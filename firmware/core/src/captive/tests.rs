@@ -196,3 +196,111 @@ fn host_names_encode_lower_case_and_refuse_what_is_no_host_name() {
     assert_eq!(host_wire(&"x".repeat(64)), None);
     assert!(host_wire(&"x".repeat(63)).is_some());
 }
+
+/// A portal that said "free" captures the router again when its session ends: the API cannot be
+/// asked (its name needs the exception), but every upstream failing for `SUSPECT_AFTER` makes the
+/// portal count as signalled anew, at most once per `plaintext_max`.
+#[test]
+fn a_free_portal_whose_upstreams_fail_is_signalled_anew() {
+    let mut tr = Tracker::new(ON);
+    tr.signal(t(0), Some(uri("https://portal.example/api")));
+    let u = tr.poll_due(t(0)).unwrap();
+    let free = || Ok(ApiState::parse(br#"{"captive":false,"seconds-remaining":60}"#).unwrap());
+    tr.api_result(t(10), &u, free());
+    assert_eq!(tr.phase(t(10)), Phase::Free);
+    assert!(tr.exception(t(10)).is_none());
+    assert_eq!(tr.poll_timeout(), None);
+    // The paid hour is over: the upstreams fail.
+    tr.upstreams_down(t(20), true);
+    tr.upstreams_down(t(49), true);
+    assert_eq!(tr.phase(t(49)), Phase::Free, "not before SUSPECT_AFTER");
+    tr.upstreams_down(t(50), true);
+    assert_eq!(tr.phase(t(50)), Phase::Signalled);
+    let ex = tr.exception(t(50)).expect("a fresh exception");
+    assert_eq!(ex.until, t(350));
+    let u = tr.poll_due(t(50)).expect("the API is asked again");
+    tr.api_result(
+        t(51),
+        &u,
+        Ok(ApiState::parse(br#"{"captive":true}"#).unwrap()),
+    );
+    assert_eq!(tr.phase(t(51)), Phase::Captive);
+    // Logged in again; then an upstream outage within plaintext_max of the last time: no new
+    // exception (it would open once per outage check otherwise).
+    let u = tr.poll_due(t(61)).unwrap();
+    tr.api_result(t(62), &u, free());
+    tr.upstreams_down(t(63), false);
+    tr.upstreams_down(t(70), true);
+    tr.upstreams_down(t(100), true);
+    assert_eq!(tr.phase(t(100)), Phase::Free);
+    assert!(tr.exception(t(100)).is_none());
+    // Past plaintext_max since the last one: again.
+    tr.upstreams_down(t(350), true);
+    assert_eq!(tr.phase(t(350)), Phase::Signalled);
+    assert!(tr.exception(t(350)).is_some());
+    // Working upstreams never do it, nor failing ones without a portal ("suspected" instead).
+    let mut ok = Tracker::new(ON);
+    ok.signal(t(0), Some(uri("https://portal.example/api")));
+    let u = ok.poll_due(t(0)).unwrap();
+    ok.api_result(t(1), &u, free());
+    ok.upstreams_down(t(2), false);
+    ok.upstreams_down(t(500), false);
+    assert_eq!(ok.phase(t(500)), Phase::Free);
+}
+
+/// A failed API request whose host name cannot be looked up (no exception: not allowed, or over)
+/// is not retried every few seconds; an IP-literal host, or an open exception, is.
+#[test]
+fn api_retries_stop_when_the_name_cannot_be_looked_up() {
+    let off = Settings {
+        plaintext: false,
+        ..ON
+    };
+    let mut tr = Tracker::new(off);
+    tr.signal(t(0), Some(uri("https://portal.example/api")));
+    let u = tr.poll_due(t(0)).unwrap();
+    tr.api_result(t(0), &u, Err("would need a plaintext lookup".into()));
+    assert_eq!(tr.poll_timeout(), None);
+    assert!(tr.status(t(0)).api_error.is_some());
+    let mut ip = Tracker::new(off);
+    ip.signal(t(0), Some(uri("https://192.0.2.1/api")));
+    let u = ip.poll_due(t(0)).unwrap();
+    ip.api_result(t(0), &u, Err("connection refused".into()));
+    assert_eq!(ip.poll_timeout(), Some(t(5)));
+    // Allowed, but its time is over.
+    let mut over = Tracker::new(ON);
+    over.signal(t(0), Some(uri("https://portal.example/api")));
+    let u = over.poll_due(t(0)).unwrap();
+    over.api_result(t(1), &u, Err("timed out".into()));
+    assert_eq!(over.poll_timeout(), Some(t(6)), "open: retried");
+    let u = over.poll_due(t(299)).unwrap();
+    over.api_result(t(301), &u, Err("would need a plaintext lookup".into()));
+    assert_eq!(over.poll_timeout(), None);
+}
+
+/// A reload never reopens an exception that has ended; one still open ends by the new maximum.
+#[test]
+fn a_reload_does_not_reopen_an_ended_exception() {
+    let mut tr = Tracker::new(ON);
+    tr.signal(t(0), Some(uri("https://portal.example/api")));
+    assert!(tr.exception(t(400)).is_none());
+    let long = Settings {
+        plaintext_max: Duration::from_secs(3600),
+        ..ON
+    };
+    tr.set_settings(t(400), long);
+    assert!(tr.exception(t(400)).is_none(), "ended stays ended");
+    let mut open = Tracker::new(ON);
+    open.signal(t(0), Some(uri("https://portal.example/api")));
+    open.set_settings(t(100), long);
+    assert_eq!(open.exception(t(100)).unwrap().until, t(3600));
+    let short = Settings {
+        plaintext_max: Duration::from_secs(50),
+        ..ON
+    };
+    open.set_settings(t(101), short);
+    assert!(
+        open.exception(t(101)).is_none(),
+        "lowered below the time already open"
+    );
+}
