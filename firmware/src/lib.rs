@@ -242,6 +242,20 @@ pub struct Options {
     pub clock_settle_secs: Option<u64>,
 }
 
+/// What a start refuses beyond the file's own validation, checked without starting anything: this
+/// build's transports, the CA bundle and each upstream's TLS settings, the local answer policy.
+/// `--check-config` runs it, and a start with `--last-good` falls back to that copy on it.
+pub fn check_startable(config: &Config) -> Result<(), Error> {
+    let time = Arc::new(TimeKeeper::new(
+        Arc::new(SystemWallClock),
+        None,
+        clock::FLOOR_SETTLE_SECS,
+    ));
+    build_targets(config, &mut Vec::new(), &mut 0, &time)?;
+    build_policy(config)?;
+    Ok(())
+}
+
 /// Starts lanveil on the ambient tokio runtime.
 pub async fn start(config: Config) -> Result<Running, Error> {
     start_with(config, Options::default()).await
@@ -437,7 +451,10 @@ impl Running {
             .copied()
             .filter(|a| !self.listeners.iter().any(|l| kept(a, l)))
             .collect();
-        let fresh = self.open_listeners(&new_addrs).await?;
+        let fresh = self
+            .open_listeners(&new_addrs)
+            .await
+            .map_err(|e| self.why_not_bound(e))?;
         let old = std::mem::take(&mut self.listeners);
         for mut l in old {
             if config.listen.addrs.iter().any(|a| kept(a, &l)) {
@@ -473,8 +490,25 @@ impl Running {
         let _ = self.limits.send(tcp_limits(&config));
         self.tcp_slots
             .resize(config.listen.max_tcp_clients as usize);
-        if config.daemon.control_socket != self.config.daemon.control_socket {
-            log::warn!("control_socket changed: it takes effect when lanveil restarts");
+        // What a running daemon cannot change: said, not silently ignored.
+        let daemon = (&config.daemon, &self.config.daemon);
+        for (key, changed) in [
+            (
+                "control_socket",
+                daemon.0.control_socket != daemon.1.control_socket,
+            ),
+            ("state_file", daemon.0.state_file != daemon.1.state_file),
+            ("user", daemon.0.user != daemon.1.user),
+        ] {
+            if changed {
+                log::warn!("{key} changed: it takes effect when lanveil restarts");
+            }
+        }
+        if daemon.0.query_log > 0 && daemon.0.query_log != daemon.1.query_log {
+            log::warn!(
+                "query log enabled: the last {} query names are kept in memory only (never written or logged)",
+                daemon.0.query_log
+            );
         }
         // Process-wide settings change only once the reload can no longer fail.
         logging::set_level(config.daemon.log_level);
@@ -487,6 +521,35 @@ impl Running {
             upstream_summary(&self.config)
         );
         Ok(())
+    }
+
+    /// A reload's bind error, with what the owner can do about the two a reload cannot get past:
+    /// an address that overlaps a running listener's on the same port (a wildcard and a specific
+    /// address), and a port below 1024 once root is given up.
+    fn why_not_bound(&self, e: Error) -> Error {
+        let Error::Bind { addr, source } = e else {
+            return e;
+        };
+        let overlaps = self.listeners.iter().any(|l| {
+            [l.udp_addr, l.tcp_addr].iter().any(|bound| {
+                bound.port() == addr.port()
+                    && bound.is_ipv4() == addr.is_ipv4()
+                    && (bound.ip().is_unspecified() || addr.ip().is_unspecified())
+            })
+        });
+        let hint = match source.kind() {
+            std::io::ErrorKind::AddrInUse if overlaps => {
+                "; it overlaps an address lanveil listens on now (a wildcard and a specific address on one port): restart lanveil to move between them"
+            }
+            std::io::ErrorKind::PermissionDenied if addr.port() < 1024 => {
+                "; ports below 1024 need root, which the running daemon gave up: restart lanveil"
+            }
+            _ => return Error::Bind { addr, source },
+        };
+        Error::Bind {
+            addr,
+            source: std::io::Error::new(source.kind(), format!("{source}{hint}")),
+        }
     }
 
     /// The driver's end, watched by the main loop (taken once): see [`DriverGone`].
@@ -626,7 +689,19 @@ mod tests {
         );
 
         good.upstreams.tcp_rto_min_ms = before + 4;
-        running.reload(good).await.unwrap();
+        running.reload(good.clone()).await.unwrap();
+        assert_eq!(upstream::tls::rto_min_ms(), before + 4);
+
+        // The wildcard on the port it listens on now: the kernel refuses the overlap, and the
+        // error says to restart instead of only "address in use".
+        let port = running.udp_addrs()[0].port();
+        let mut wild = good;
+        wild.listen.addrs = vec![SocketAddr::from(([0, 0, 0, 0], port))];
+        let Err(Error::Bind { source, .. }) = running.reload(wild).await else {
+            panic!("the overlapping wildcard was bound")
+        };
+        assert_eq!(source.kind(), std::io::ErrorKind::AddrInUse);
+        assert!(source.to_string().contains("restart lanveil"), "{source}");
         assert_eq!(upstream::tls::rto_min_ms(), before + 4);
         running.shutdown().await;
     }

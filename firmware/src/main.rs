@@ -57,10 +57,16 @@ fn main() -> ExitCode {
                     ExitCode::from(2)
                 }
             },
-            Ok(_) => {
-                println!("{}: ok", path.display());
-                ExitCode::SUCCESS
-            }
+            Ok(c) => match lanveil::check_startable(&c) {
+                Ok(()) => {
+                    println!("{}: ok", path.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("lanveil: {}: {e}", path.display());
+                    ExitCode::from(2)
+                }
+            },
             Err(e) => {
                 eprintln!("lanveil: {e}");
                 ExitCode::from(2)
@@ -70,15 +76,16 @@ fn main() -> ExitCode {
     // The configuration file's text when it is the one running (kept as --last-good once started).
     let mut clean = None;
     let config = match (&args.config, &args.last_good) {
-        (Some(path), Some(last_good)) => match cli::read_file(path) {
+        (Some(path), Some(last_good)) => match startable(path) {
             Ok((text, c)) => {
                 clean = Some(text);
                 with_flags(c, &args)
             }
-            Err(e) => match cli::load_file(last_good) {
+            Err(e) => match startable(last_good) {
                 // The owner's file is broken (a restart or a reboot after an edit that nothing
-                // checked): keep the LAN served as it last was, and say so.
-                Ok(c) => {
+                // checked, or a CA bundle since removed): keep the LAN served as it last was, and
+                // say so.
+                Ok((_, c)) => {
                     eprintln!("lanveil: {e}");
                     eprintln!(
                         "lanveil: starting on the last good configuration ({}); fix {} and reload",
@@ -109,6 +116,14 @@ fn main() -> ExitCode {
         }
     };
     block_on(Box::pin(serve(args, config, clean, signals)))
+}
+
+/// `path`'s text and configuration if a start would accept them: the file's own validation, then
+/// what only a start finds ([`lanveil::check_startable`]).
+fn startable(path: &std::path::Path) -> Result<(String, lanveil::config::Config), String> {
+    let (text, c) = cli::read_file(path)?;
+    lanveil::check_startable(&c).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok((text, c))
 }
 
 fn with_flags(
@@ -306,6 +321,12 @@ async fn serve(
         } else {
             log::info!("not started as root; option user '{user}' ignored");
         }
+    } else if lanveil::sys::is_root() {
+        // Nothing to switch to: every query is handled with root's privileges. Allowed (a test
+        // box, a container), but never silently.
+        log::warn!(
+            "running as root: set option user (e.g. 'lanveil') so the daemon drops root after binding its ports"
+        );
     }
     if let Some(text) = &clean {
         keep_last_good(&args, text);

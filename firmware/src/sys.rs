@@ -14,6 +14,8 @@ pub enum PrivError {
     Call(&'static str, std::io::Error),
     /// Root could be regained after the switch.
     StillPrivileged,
+    /// The user is root by another name (uid 0).
+    Root(String),
 }
 
 impl std::fmt::Display for PrivError {
@@ -24,6 +26,7 @@ impl std::fmt::Display for PrivError {
             Self::StillPrivileged => {
                 f.write_str("privileges could be regained after switching user")
             }
+            Self::Root(u) => write!(f, "user {u} is root (uid 0): it would keep every privilege"),
         }
     }
 }
@@ -58,6 +61,10 @@ pub fn drop_privileges(user: &str) -> Result<(u32, u32), PrivError> {
         return Err(PrivError::NoSuchUser(user.into()));
     }
     let (uid, gid) = (pwd.pw_uid, pwd.pw_gid);
+    if uid == 0 {
+        // Another name for root (`toor`): switching to it drops nothing.
+        return Err(PrivError::Root(user.into()));
+    }
     // SAFETY: setgroups with a zero length never reads the (null) list.
     if unsafe { libc::setgroups(0, std::ptr::null()) } != 0 {
         return Err(PrivError::Call(
@@ -74,7 +81,7 @@ pub fn drop_privileges(user: &str) -> Result<(u32, u32), PrivError> {
         return Err(PrivError::Call("setuid", std::io::Error::last_os_error()));
     }
     // SAFETY: as above; succeeding here would mean root can be regained.
-    if uid != 0 && unsafe { libc::setuid(0) } == 0 {
+    if unsafe { libc::setuid(0) } == 0 {
         return Err(PrivError::StillPrivileged);
     }
     Ok((uid, gid))
@@ -188,6 +195,17 @@ impl std::os::fd::AsRawFd for Signals {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A `user` that is uid 0 under any name is refused before anything changes (so this runs
+    /// safely as root too); one that does not exist is named.
+    #[test]
+    fn a_user_with_uid_0_is_refused() {
+        assert!(matches!(drop_privileges("root"), Err(PrivError::Root(u)) if u == "root"));
+        assert!(matches!(
+            drop_privileges("no-such-user-lanveil"),
+            Err(PrivError::NoSuchUser(_))
+        ));
+    }
 
     #[test]
     fn blocked_signals_are_read_from_the_signalfd() {

@@ -393,16 +393,17 @@ def run(d):
     report("states-config-restored", restart_ok(), status())
 
     # Restart from the page with a daemon that cannot start (its CA bundle is missing; the path
-    # is markup): "restart: failed" alone hides that the LAN's DNS is now refused. The init
-    # script's words (with the daemon's) and the guard's state are shown, as text.
-    router("sh", "-c", "uci set lanveil.rig.ca_file=\"$1\" && uci commit lanveil", "_", HOSTILE_CA, check=True)
+    # is markup) and no last good copy to run on: "restart: failed" alone hides that the LAN's DNS
+    # is now refused. The init script's words (with the daemon's check) and the guard's state are
+    # shown, as text.
+    router("sh", "-c", "uci set lanveil.rig.ca_file=\"$1\" && uci commit lanveil && rm -f /etc/lanveil/daemon/last-good", "_", HOSTILE_CA, check=True)
     d.get(BASE + "/admin/services/lanveil/status")
     wait("running", lambda: d.find_elements(By.CSS_SELECTOR, "#lanveil-service-state[data-state='running']"), 30)
     d.find_element(By.ID, "lanveil-restart").click()
     res = wait("restart result", lambda: ("done" in text_of(d, "#lanveil-action-result") or "failed" in text_of(d, "#lanveil-action-result")) and text_of(d, "#lanveil-action-result"), 60)
     out = wait("restart output", lambda: text_of(d, "#lanveil-action-output"), 10) or ""
     said = router("sh", "-c", "sed -n 2p /var/run/lanveil/status").stdout.strip()
-    report("restart-shows-init-status", res == "restart: failed" and said and said in out and "did not answer" in out and "Fail-closed guard: on" in out, "%r / %r" % (res, out))
+    report("restart-shows-init-status", res == "restart: failed" and said and said in out and "cannot read CA bundle" in out and "Fail-closed guard: on" in out, "%r / %r" % (res, out))
     report("restart-init-status-markup-as-text", HOSTILE_CA in out, out)
     down = wait("down", lambda: d.find_elements(By.CSS_SELECTOR, "#lanveil-service-state[data-state='down']"), 30)
     init = text_of(d, "#lanveil-init-status")

@@ -91,6 +91,51 @@ async fn check_config_names_file_line_key_and_reason() {
     assert_eq!(code, Some(0), "{stdout_ok}");
 }
 
+/// What only a start would find (here a CA bundle that cannot be read; also a transport the build lacks) is
+/// found by `--check-config` too, and a start with `--last-good` runs on that copy instead of
+/// exiting (a restart loop that leaves a wired LAN refused).
+#[tokio::test]
+async fn check_config_and_last_good_cover_what_only_a_start_finds() {
+    let pki = Pki::new();
+    let leaf = pki.leaf(&["dot.test"], &[LOCAL]);
+    let up = DotUpstream::start(UpstreamOpts::new(&leaf)).await;
+    let dir = TempDir::new("lanveil-startable");
+    let listen = listen_addr();
+    let missing = dir.join("no-such-ca.pem");
+    let no_ca = dir.write("no-ca", conf(listen, up.addr(), &missing, ""));
+    let (code, stderr) = Process::spawn(&["--check-config", no_ca.to_str().unwrap()])
+        .wait(Duration::from_secs(10))
+        .await;
+    assert_eq!(code, Some(2), "{stderr}");
+    let want = format!(
+        "{}: upstream test: cannot read CA bundle {}",
+        no_ca.display(),
+        missing.display()
+    );
+    assert!(stderr.contains(&want), "{stderr:?} should contain {want:?}");
+    // Started on it with a good copy: serves on the copy, says why.
+    let copy = dir.write(
+        "last-good",
+        conf(listen, up.addr(), leaf.ca_pem_path(), ""),
+    );
+    let p = Process::spawn(&[
+        "--config",
+        no_ca.to_str().unwrap(),
+        "--last-good",
+        copy.to_str().unwrap(),
+    ]);
+    wait_serving(listen).await;
+    let m = query_udp(listen, "copy.startable.test.", RecordType::A, None).await;
+    assert_eq!(a_records(&m), [expected_a("copy.startable.test.")]);
+    p.signal(libc::SIGTERM);
+    let (code, stdout, stderr) = p.wait_apart(Duration::from_secs(5)).await;
+    assert_eq!(code, Some(0), "{stderr}{stdout}");
+    assert!(
+        stderr.contains(&want) && stderr.contains("starting on the last good configuration"),
+        "{stderr}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_validated_config_and_sigterm_drains() {
     let pki = Pki::new();
@@ -389,6 +434,13 @@ async fn no_arguments_runs_the_builtin_default() {
     assert_eq!(code, Some(0), "{stderr}");
     assert!(
         stderr.contains("tls://9.9.9.9:853#dns.quad9.net"),
+        "{stderr}"
+    );
+    // Started as root with no `user` to switch to: said, not silent.
+    let root = lanveil::sys::is_root();
+    assert_eq!(
+        stderr.contains("running as root: set option user"),
+        root,
         "{stderr}"
     );
 }
