@@ -97,6 +97,49 @@ check v6only-needs-dns64 [ -z "$(opts)" ]
 check v6only-needs-dns64-logged grep -q 'v6only_wait.*needs dns64_prefix' "$R/log/syslog"
 rc stop >/dev/null 2>&1
 
+# 108 only where odhcpd serves router advertisements (RFC 8925 clients drop IPv4 on 108:
+# without IPv6 from the router they would have no internet). The default lan (ra 'server')
+# gets it; ra and dhcpv6 'disabled', or no ra at all (odhcpd's default), do not.
+mkroot
+odhcpd_old
+uci_ set dhcp.lan.ra=disabled
+uci_ set dhcp.lan.dhcpv6=disabled
+uci_ commit dhcp
+owner "$URI" 1800
+reorig
+rc start >/dev/null 2>&1
+check v6only-ra-disabled-no-108 [ "$(opts)" = "114,$URI" ]
+check v6only-ra-disabled-status grep -q "^dhcp section lan: .*DHCPv4 108: not announced (ra 'disabled': " "$R/var/run/lanveil/capport"
+check v6only-ra-disabled-logged [ "$(count "$R/log/syslog" "daemon.warn.*dhcp.lan: IPv6-only preferred (DHCPv4 108) not announced: ra 'disabled'")" = 1 ]
+rc reload >/dev/null 2>&1
+check v6only-ra-disabled-logged-once [ "$(count "$R/log/syslog" "dhcp.lan: IPv6-only preferred (DHCPv4 108) not announced")" = 1 ]
+uci_ delete dhcp.lan.ra
+uci_ commit dhcp
+rc rewire >/dev/null 2>&1
+check v6only-no-ra-option-no-108 [ "$(opts)" = "114,$URI" ]
+check v6only-no-ra-option-status grep -q "^dhcp section lan: .*DHCPv4 108: not announced (no option ra (odhcpd's default: disabled)" "$R/var/run/lanveil/capport"
+uci_ set dhcp.lan.ra=server
+uci_ commit dhcp
+rc rewire >/dev/null 2>&1
+check v6only-ra-server-108-again [ "$(opts)" = "114,$URI|108,00:00:07:08" ]
+uci_ set dhcp.lan.ra=disabled
+uci_ commit dhcp
+rc rewire >/dev/null 2>&1
+check v6only-ra-disabled-108-removed [ "$(opts)" = "114,$URI" ]
+rc stop >/dev/null 2>&1
+check v6only-ra-disabled-stop-removes-ours [ "$(opts)|$(get dhcp.lan.ra)" = "|disabled" ]
+# Native odhcpd serving DHCPv4: no ipv6_only_preferred where it sends no RA.
+mkroot
+odhcpd_new
+uci_ set dhcp.odhcpd.maindhcp=1
+uci_ set dhcp.lan.ra=disabled
+uci_ commit dhcp
+owner "$URI" 1800
+rc start >/dev/null 2>&1
+check v6only-native-ra-disabled-no-ipv6-only-preferred [ -z "$(get dhcp.lan.ipv6_only_preferred)" ]
+check v6only-native-ra-disabled-uri-kept [ "$(get dhcp.lan.captive_portal_uri)" = "$URI" ]
+rc stop >/dev/null 2>&1
+
 # --- (ii) odhcpd 25.12 (native), odhcpd serves DHCPv4 (maindhcp 1) ---------------
 mkroot
 odhcpd_new
@@ -264,6 +307,88 @@ check stopped-hook-no-control-call [ "$(count "$R/log/control" .)" = "$lines" ]
 daemon_up
 rc start >/dev/null 2>&1
 check start-relays-remembered-uri [ "$(opts)" = "114,$WAN_URI" ]
+check start-tells-daemon-remembered-portal [ "$(tail -n +$((lines + 1)) "$R/log/control" | grep -c "^$CTL wan-portal set $WAN_URI\$")" = 1 ]
+rc stop >/dev/null 2>&1
+
+# --- (iv-b) the hook's record: told again to a restarted daemon ----------------------
+# The daemon keeps the WAN's portal only in memory, and the ifup that runs the hook also
+# runs wan_up (procd's interface trigger), which restarts the daemon: the hook records
+# what it told (URI, the lease's DNS servers, the interface) and every start tells it again.
+mkroot
+odhcpd_old
+rc start >/dev/null 2>&1
+daemon_up
+hook bound "opt114=$(hex "$WAN_URI")" "dns=192.0.2.53 198.51.100.53"
+check record-uri-dns-interface [ "$(cat "$R/var/run/lanveil/wan_portal")" = "wan $WAN_URI 192.0.2.53 198.51.100.53" ]
+told() { tail -n +$((lines + 1)) "$R/log/control" | grep -c "^$CTL wan-portal $1\$"; }
+lines="$(count "$R/log/control" .)"
+# wan_up (as in test_init.sh): the old daemon exits 1 s after procd is told to stop it.
+"$T/standin/lanveil" 100000 &
+OLD_PID=$!
+daemon_up "$OLD_PID"
+(sleep 1 && daemon_up && kill "$OLD_PID") &
+check replay-wan-up rc wan_up wan
+check replay-wan-up-restarted grep -q '^service delete { "name": "lanveil", "instance": "lanveil" }' "$PROCD_LOG"
+check replay-wan-up-tells-portal-and-dns [ "$(told "set $WAN_URI 192.0.2.53 198.51.100.53")" = 1 ]
+check replay-wan-up-after-daemon-answers sh -c "tail -n +$((lines + 1)) '$R/log/control' | grep -n . | grep -B1 'wan-portal set' | head -n 1 | grep -q ' status\$'"
+check replay-logged grep -q 'wan: captive portal told again to the daemon' "$R/log/syslog"
+lines="$(count "$R/log/control" .)"
+check replay-restart rc restart
+check replay-restart-tells-portal [ "$(told "set $WAN_URI 192.0.2.53 198.51.100.53")" = 1 ]
+# The hook ran while the daemon was between processes (no socket): its call was lost; the start tells it.
+daemon_down
+hook renew "opt114=$(hex "$WAN_URI")" "dns=203.0.113.53"
+lines="$(count "$R/log/control" .)"
+daemon_up
+rc start >/dev/null 2>&1
+check replay-lost-call-told-on-start [ "$(told "set $WAN_URI 203.0.113.53")" = 1 ]
+# Cleared by the hook: nothing recorded, nothing told.
+hook deconfig
+check clear-removes-record [ ! -e "$R/var/run/lanveil/wan_portal" ]
+lines="$(count "$R/log/control" .)"
+rc restart >/dev/null 2>&1
+check clear-no-replay [ "$(tail -n +$((lines + 1)) "$R/log/control" | grep -c 'wan-portal')" = 0 ]
+# A socket that is not there yet: retried briefly.
+hook bound "opt114=$(hex "$WAN_URI")" dns=192.0.2.53
+rm -f "$R/var/run/lanveil/daemon/control.sock"
+lines="$(count "$R/log/control" .)"
+(sleep 0.5 && daemon_up) &
+up_pid=$!
+busybox ash -c '. "$1" && lanveil_wan_portal_replay' _ "$R/usr/share/lanveil/lanveil.sh"
+wait "$up_pid"
+check replay-waits-for-socket [ "$(told "set $WAN_URI 192.0.2.53")" = 1 ]
+# A daemon that never takes it: 10 tries, one log line, no failure.
+touch "$R/log/control.fail"
+lines="$(count "$R/log/control" .)"
+check replay-failure-ok busybox ash -c '. "$1" && lanveil_wan_portal_replay' _ "$R/usr/share/lanveil/lanveil.sh"
+check replay-failure-retried [ "$(told "set $WAN_URI 192.0.2.53")" = 10 ]
+check replay-failure-logged-once [ "$(count "$R/log/syslog" 'daemon.warn.*could not tell the daemon the WAN.s captive portal (wan) again')" = 1 ]
+rm -f "$R/log/control.fail"
+rc stop >/dev/null 2>&1
+
+# --- (iv-c) two DHCP WANs (wan and wwan, a travel router): a lease withdraws only its own portal
+mkroot
+odhcpd_old
+uci_ set network.wwan=interface
+uci_ set network.wwan.proto=dhcp
+uci_ commit network
+rc start >/dev/null 2>&1
+daemon_up
+cp "$R/etc/config/dhcp" "$T/dhcp.wired"
+hook bound INTERFACE=wwan "opt114=$(hex "$WAN_URI")" dns=192.0.2.53
+check wwan-portal-set [ "$(last_control)" = "$CTL wan-portal set $WAN_URI 192.0.2.53" ]
+lines="$(count "$R/log/control" .)"
+hook renew dns=198.51.100.53
+check wan-renew-without-114-keeps-wwan-portal [ "$(told clear)" = 0 ]
+check wan-renew-keeps-wwan-record [ "$(cut -d' ' -f1 "$R/var/run/lanveil/wan_portal")" = wwan ]
+check wan-renew-keeps-relay [ "$(opts)" = "114,$WAN_URI" ]
+hook deconfig
+hook bound "opt114=$(hex 'https://bad.example/a b')" dns=198.51.100.53
+check wan-deconfig-invalid-keep-wwan-portal [ "$(told clear)" = 0 ]
+hook renew INTERFACE=wwan dns=192.0.2.53
+check wwan-renew-without-114-clears [ "$(last_control)" = "$CTL wan-portal clear" ]
+check wwan-renew-without-114-forgets [ ! -e "$R/var/run/lanveil/wan_portal" ]
+check wwan-renew-without-114-relay-removed cmp "$R/etc/config/dhcp" "$T/dhcp.wired"
 rc stop >/dev/null 2>&1
 
 # --- (v) package removal -------------------------------------------------------------

@@ -890,13 +890,45 @@ lanveil_cap_section() { # SECTION OPTS CAPTIVE_PORTAL_URI IPV6_ONLY_PREFERRED DH
 	lanveil_cap_single "$s" dhcpv6_raw "$5"
 }
 
+# Where DHCPv4 108 (IPv6-only preferred, RFC 8925) must not go: an RFC 8925 client that gets
+# it drops IPv4, so the network must give it IPv6, and on OpenWrt that is odhcpd's router
+# advertisements (SLAAC, and the M flag for DHCPv6). odhcpd sends them for a dhcp section
+# whose 'ra' is server, relay or hybrid; with 'ra' absent (odhcpd's default, README: ra
+# disabled), 'disabled' or anything else it sends none there. OpenWrt's default lan has
+# ra 'server' (odhcpd's uci-defaults). Prints why SECTION is skipped; false = announce.
+lanveil_v6only_skip() { # SECTION MODE
+	local ra
+	if [ "$2" = none ]; then
+		echo "odhcpd is not installed: no router advertisements, no IPv6 for the LAN"
+		return 0
+	fi
+	ra="$(lanveil_uci_dhcp get "dhcp.$1.ra")" || ra=""
+	case "$ra" in
+		server | relay | hybrid) return 1 ;;
+		'') echo "no option ra (odhcpd's default: disabled): no router advertisements, no IPv6 for the LAN" ;;
+		disabled) echo "ra 'disabled': no router advertisements, no IPv6 for the LAN" ;;
+		*) echo "ra '$ra' is not server, relay or hybrid (odhcpd: disabled): no IPv6 for the LAN" ;;
+	esac
+	return 0
+}
+
+# The status's "how" of a section: its non-empty parts joined with "; ".
+lanveil_join_how() { # PART...
+	local p out=""
+	for p in "$@"; do
+		[ -n "$p" ] && out="${out:+$out; }$p"
+	done
+	echo "${out:-nothing announced}"
+}
+
 # Applies the LAN signals to every LAN section (and removes them where they no
 # longer belong), then writes the status file. Runs inside lanveil_dnsmasq_wire,
 # whose commit and restarts cover it.
 lanveil_cap_wire() {
-	local iface="" wan="" uri src wait mode v4 lan s opts cpu v6p raw how="" ra v4how v6how
+	local iface="" wan="" rest uri src wait mode v4 lan s opts cpu v6p raw how="" ra v4how v6how how108="" opts108 v line lines why
 	if lanveil_bool relay_wan_portal 1 && [ -f "$LANVEIL_RUN/wan_portal" ]; then
-		read -r iface wan <"$LANVEIL_RUN/wan_portal" || wan=""
+		# The udhcpc hook's record: INTERFACE URI [DNS...] (see lanveil_wan_hook).
+		read -r iface wan rest <"$LANVEIL_RUN/wan_portal" || wan=""
 	fi
 	if [ -n "$wan" ]; then
 		lanveil_signals "$wan" || return 0
@@ -938,16 +970,34 @@ lanveil_cap_wire() {
 	fi
 	if [ -n "$wait" ]; then
 		if [ "$v4" = dnsmasq ]; then
-			how="${how:+$how; }DHCPv4 108: dnsmasq dhcp_option"
+			how108="DHCPv4 108: dnsmasq dhcp_option"
 		elif [ "$mode" = native ]; then
 			v6p="$wait"
-			how="${how:+$how; }DHCPv4 108: odhcpd ipv6_only_preferred"
+			how108="DHCPv4 108: odhcpd ipv6_only_preferred"
 		else
-			how="${how:+$how; }DHCPv4 108: not supported (this odhcpd serves DHCPv4 and has no ipv6_only_preferred)"
+			how108="DHCPv4 108: not supported (this odhcpd serves DHCPv4 and has no ipv6_only_preferred)"
 		fi
 	fi
+	# 108 only where the router serves IPv6 (lanveil_v6only_skip); the rest gets the rest.
+	opts108="" lines=""
+	while IFS= read -r v; do
+		[ -n "$v" ] || continue
+		[ "$(lanveil_dhcp_option_code "$v")" = 108 ] || opts108="$opts108$v$LANVEIL_NL"
+	done <<-EOF
+		$opts
+	EOF
 	for s in $lan; do
-		lanveil_cap_section "$s" "$opts" "$cpu" "$v6p" "$raw"
+		line="dhcp section $s: $(lanveil_join_how "$how" "$how108")"
+		if [ -n "$wait" ] && { [ "$opts" != "$opts108" ] || [ -n "$v6p" ]; } && why="$(lanveil_v6only_skip "$s" "$mode")"; then
+			line="dhcp section $s: $(lanveil_join_how "$how" "DHCPv4 108: not announced ($why: RFC 8925 clients would drop IPv4 and have no internet)")"
+			# Logged when it changes (this runs on every wire, and the WAN hook's renewals).
+			grep -qxF "$line" "$LANVEIL_RUN/capport" 2>/dev/null ||
+				lanveil_log warn "dhcp.$s: IPv6-only preferred (DHCPv4 108) not announced: $why"
+			lanveil_cap_section "$s" "$opts108" "$cpu" "" "$raw"
+		else
+			lanveil_cap_section "$s" "$opts" "$cpu" "$v6p" "$raw"
+		fi
+		lines="$lines$line$LANVEIL_NL"
 	done
 	for s in $(lanveil_state_sections cap_); do
 		lanveil_in "$s" "$lan" || lanveil_cap_section "$s" "" "" "" ""
@@ -966,7 +1016,7 @@ lanveil_cap_wire() {
 			none) echo "odhcpd: not installed" ;;
 		esac
 		echo "DHCPv4 server: $v4"
-		for s in $lan; do echo "dhcp section $s: ${how:-nothing announced}"; done
+		printf '%s' "$lines"
 		[ -n "$lan" ] || echo "dhcp sections: none in zone(s) $(lanveil_opt force_dns_zone lan | lanveil_join)"
 		[ "$mode" = native ] || [ -z "$uri" ] || echo "$ra"
 	} >"$LANVEIL_RUN/capport.new" && mv "$LANVEIL_RUN/capport.new" "$LANVEIL_RUN/capport"
@@ -1125,29 +1175,90 @@ lanveil_net_restore() {
 }
 
 # --- udhcpc hook (/etc/udhcpc.user.d/lanveil) ------------------------------------
+#
+# The daemon keeps the WAN's captive portal only in memory, and the same ifup that runs
+# the hook also runs wan_up, which restarts the daemon: so the hook records what it told
+# the daemon, one line "INTERFACE URI [DNS...]" (the lease's DNS servers) in
+# $LANVEIL_WAN_PORTAL, and every daemon that starts (service_started: start, restart,
+# wan_up's restart, reload) is told it again (lanveil_wan_portal_replay). A withdrawal by
+# the interface that announced it removes the record. On tmpfs: gone with a reboot, as is
+# the daemon's memory. The record is written before the daemon is told, so a replay that
+# runs meanwhile reads it again after its call and ends with the hook's latest word.
+LANVEIL_WAN_PORTAL="$LANVEIL_RUN/wan_portal"
 
-# Tells the daemon (lanveil --control SOCKET wan-portal set URI DNS... | clear).
-# Best effort: a daemon that is down or does not answer within 5 s is logged only.
-lanveil_wan_portal_control() { # set URI DNS... | clear
+# One request: lanveil --control SOCKET wan-portal set URI DNS... | clear. Returns 0 told,
+# 1 not taken (no answer within 5 s, refused), 2 no socket (the daemon is not running, or
+# not yet listening), 3 no control_socket configured.
+lanveil_wan_portal_send() { # set URI DNS... | clear
 	local sock bin="${IPKG_INSTROOT:-}/usr/sbin/lanveil" to=""
 	sock="$(lanveil_uci get lanveil.@lanveil[0].control_socket)" || sock=""
-	if [ -z "$sock" ]; then
-		lanveil_log info "no control_socket configured; the daemon is not told about the WAN's captive portal"
-		return 0
-	fi
-	# No socket: the daemon is not running (service stopped); nothing to tell.
-	[ -S "${IPKG_INSTROOT:-}$sock" ] || return 0
+	[ -n "$sock" ] || return 3
+	[ -S "${IPKG_INSTROOT:-}$sock" ] || return 2
 	command -v timeout >/dev/null 2>&1 && to="timeout 5"
 	# shellcheck disable=SC2086  # $to is a command prefix or nothing
-	$to "$bin" --control "$sock" wan-portal "$@" >/dev/null 2>&1 ||
-		lanveil_log warn "could not tell the daemon: wan-portal $1 failed"
+	$to "$bin" --control "$sock" wan-portal "$@" >/dev/null 2>&1 && return 0
+	return 1
+}
+
+# The hook's call. Best effort: a daemon that is down (no socket: nothing to tell, the
+# record reaches it when it starts) or does not answer within 5 s is logged only.
+lanveil_wan_portal_control() { # set URI DNS... | clear
+	lanveil_wan_portal_send "$@"
+	case $? in
+		1) lanveil_log warn "could not tell the daemon: wan-portal $1 failed" ;;
+		3) lanveil_log info "no control_socket configured; the daemon is not told about the WAN's captive portal" ;;
+	esac
+	return 0
+}
+
+# service_started, once the daemon answers: tells it the recorded portal (nothing when none
+# is recorded: a new daemon knows no portal). Its control socket may lag: up to 10 tries
+# 0.2 s apart, and none started after 5 s (a call can wait 5 s for an answer), then one log
+# line; the start goes on. Read again after each call (a hook may run meanwhile): a changed
+# record is sent too (a removed one as clear), at most 3 rounds.
+lanveil_wan_portal_replay() {
+	local sent="" cur round=0 n rc iface uri dns d servers deadline
+	deadline=$(($(date +%s) + 5))
+	while [ "$round" -lt 3 ]; do
+		round=$((round + 1))
+		cur=""
+		[ -f "$LANVEIL_WAN_PORTAL" ] && { read -r cur <"$LANVEIL_WAN_PORTAL" || cur=""; }
+		[ "$cur" = "$sent" ] && return 0
+		iface="" uri="" dns="" servers=""
+		[ -n "$cur" ] && read -r iface uri dns <<-EOF
+			$cur
+		EOF
+		for d in $dns; do
+			case "$d" in *[!0-9.]* | '') ;; *) servers="$servers $d" ;; esac
+		done
+		n=0
+		while :; do
+			if [ -n "$uri" ]; then
+				# shellcheck disable=SC2086  # one argument per DNS server (digits and dots)
+				lanveil_wan_portal_send set "$uri" $servers
+			else
+				lanveil_wan_portal_send clear
+			fi
+			rc=$?
+			[ "$rc" = 0 ] && break
+			[ "$rc" = 3 ] && return 0
+			n=$((n + 1))
+			if [ "$n" -ge 10 ] || [ "$(date +%s)" -ge "$deadline" ]; then
+				lanveil_log warn "could not tell the daemon the WAN's captive portal${iface:+ ($iface)} again after its start: wan-portal $([ -n "$uri" ] && echo set || echo clear) failed; it learns it at the WAN's next DHCP renewal"
+				return 0
+			fi
+			sleep 0.2 2>/dev/null || sleep 1
+		done
+		[ -n "$uri" ] && lanveil_log info "${iface:-WAN}: captive portal told again to the daemon"
+		sent="$cur"
+	done
 	return 0
 }
 
 # Called by /lib/netifd/dhcp.script (through /etc/udhcpc.user.d/lanveil) with the
 # udhcpc action and environment: INTERFACE (netifd's name), opt114, dns.
 lanveil_wan_hook() { # ACTION
-	local uri="" d servers="" i
+	local uri="" d servers="" i=""
 	lanveil_in "${INTERFACE:-}" "$(lanveil_wan_dhcp_ifaces)" || return 0
 	case "$1" in
 		bound | renew)
@@ -1170,16 +1281,25 @@ lanveil_wan_hook() { # ACTION
 		for d in ${dns:-}; do
 			case "$d" in *[!0-9.]* | '') ;; *) servers="$servers $d" ;; esac
 		done
+		# Recorded first (see lanveil_wan_portal_replay), then told.
+		printf '%s %s%s\n' "$INTERFACE" "$uri" "$servers" >"$LANVEIL_WAN_PORTAL.new" &&
+			mv "$LANVEIL_WAN_PORTAL.new" "$LANVEIL_WAN_PORTAL"
 		# shellcheck disable=SC2086  # one argument per DNS server
 		lanveil_wan_portal_control set "$uri" $servers
-		printf '%s %s\n' "$INTERFACE" "$uri" >"$LANVEIL_RUN/wan_portal.new" &&
-			mv "$LANVEIL_RUN/wan_portal.new" "$LANVEIL_RUN/wan_portal"
 		lanveil_log info "$INTERFACE: captive portal $uri"
 	else
-		lanveil_wan_portal_control clear
-		if [ -f "$LANVEIL_RUN/wan_portal" ] && read -r i d <"$LANVEIL_RUN/wan_portal" && [ "$i" = "$INTERFACE" ]; then
-			rm -f "$LANVEIL_RUN/wan_portal"
+		[ -f "$LANVEIL_WAN_PORTAL" ] && { read -r i d <"$LANVEIL_WAN_PORTAL" || i=""; }
+		if [ -z "$i" ]; then
+			# Nothing recorded: a clear costs nothing and covers a daemon told otherwise.
+			lanveil_wan_portal_control clear
+		elif [ "$i" = "$INTERFACE" ]; then
+			rm -f "$LANVEIL_WAN_PORTAL"
+			lanveil_wan_portal_control clear
 			lanveil_log info "$INTERFACE: captive portal cleared"
+		else
+			# Another DHCP WAN (wan and wwan on a travel router) announced the portal the
+			# daemon knows; this interface's lease does not withdraw it.
+			lanveil_log debug "$INTERFACE: no captive portal in this lease; the one $i announced stays"
 		fi
 	fi
 	# Relay (or stop relaying) to the LAN while lanveil's dhcp wiring is in place.
