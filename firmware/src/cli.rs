@@ -236,12 +236,27 @@ pub fn load_file(path: &std::path::Path) -> Result<Config, String> {
     read_file(path).map(|(_, c)| c)
 }
 
-/// The file's text and the configuration it holds.
+/// The file's text and the configuration it holds. Comments may hold bytes that are not UTF-8 (as for
+/// libuci; they come back as U+FFFD in the text), anything else must be UTF-8; a file of more than
+/// [`lanveil_config::uci::MAX_FILE_BYTES`] is refused unread (it would be parsed on the only thread).
 pub fn read_file(path: &std::path::Path) -> Result<(String, Config), String> {
+    use lanveil_config::uci;
+    use std::io::Read as _;
     let shown = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{shown}: cannot read: {e}"))?;
-    let config =
-        Config::from_uci_text(&text).map_err(|e| e.display_with_file(&shown).to_string())?;
+    let cannot = |e: std::io::Error| format!("{shown}: cannot read: {e}");
+    let file = std::fs::File::open(path).map_err(cannot)?;
+    let size = file.metadata().map_or(0, |m| m.len());
+    let mut bytes = Vec::new();
+    file.take(uci::MAX_FILE_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(cannot)?;
+    let named = |e: lanveil_config::Error| e.display_with_file(&shown).to_string();
+    uci::check_file_size(size.max(bytes.len() as u64)).map_err(named)?;
+    let config = Config::from_uci_bytes(&bytes).map_err(named)?;
+    let text = match String::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    };
     Ok((text, config))
 }
 
@@ -504,6 +519,84 @@ mod tests {
             assert!(out.starts_with("wan_portal invalid: "), "{bad}: {out}");
             assert!(!out.contains("hotel") && out.lines().count() == 1, "{out}");
         }
+    }
+
+    /// A file of `bytes` in a fresh temporary directory, removed on drop.
+    struct TempFile(PathBuf);
+
+    impl TempFile {
+        fn new(name: &str, bytes: &[u8]) -> Self {
+            let dir =
+                std::env::temp_dir().join(format!("lanveil-cli-{}-{name}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let path = dir.join("lanveil");
+            std::fs::write(&path, bytes).unwrap();
+            Self(path)
+        }
+    }
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            if let Some(dir) = self.0.parent() {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        }
+    }
+
+    const FILE: &[u8] = b"config lanveil 'main'\n\tlist listen '127.0.0.1:5453'\n\
+        config upstream 'q'\n\toption url 'tls://9.9.9.9:853#dns.quad9.net'\n";
+
+    #[test]
+    fn read_file_takes_any_bytes_in_comments_only() {
+        // libuci skips comments whatever their bytes (Latin-1 text, say): so does lanveil.
+        let mut bytes = b"# Konfiguration f\xfcr den Router\n".to_vec();
+        bytes.extend_from_slice(FILE);
+        bytes.extend_from_slice(b"\toption ca_file '/etc/ca.pem' # \xe9\xff\n");
+        let f = TempFile::new("comment", &bytes);
+        let (text, c) = read_file(&f.0).unwrap();
+        assert_eq!(
+            c.upstreams.servers[0].ca_file.as_deref(),
+            Some("/etc/ca.pem")
+        );
+        assert!(
+            text.starts_with("# Konfiguration f\u{fffd}r den Router\n"),
+            "{text}"
+        );
+        assert_eq!(Config::from_uci_text(&text).unwrap(), c);
+        // Elsewhere: an error naming the file and the line.
+        let mut bytes = FILE.to_vec();
+        bytes.extend_from_slice(b"\toption ca_file '/etc/ca-\xe9.pem'\n");
+        let f = TempFile::new("value", &bytes);
+        let e = read_file(&f.0).unwrap_err();
+        assert_eq!(
+            e,
+            format!(
+                "{}:5: upstream[q].ca_file: syntax error: not UTF-8 (only comments may hold other bytes)",
+                f.0.display()
+            )
+        );
+    }
+
+    #[test]
+    fn read_file_refuses_a_file_over_the_limit() {
+        let max = lanveil_config::uci::MAX_FILE_BYTES;
+        let mut bytes = FILE.to_vec();
+        bytes.resize(max, b'#');
+        let f = TempFile::new("at-limit", &bytes);
+        assert!(read_file(&f.0).is_ok());
+        bytes.resize(max + 100_000, b'#');
+        let f = TempFile::new("over-limit", &bytes);
+        let e = read_file(&f.0).map(|_| ()).unwrap_err();
+        assert_eq!(
+            e,
+            format!(
+                "{}: the file is {} bytes, more than the {max} bytes lanveil reads (a configuration is a few KiB)",
+                f.0.display(),
+                max + 100_000
+            )
+        );
+        let e = read_file(std::path::Path::new("/nonexistent/lanveil")).unwrap_err();
+        assert!(e.starts_with("/nonexistent/lanveil: cannot read: "), "{e}");
     }
 
     #[test]

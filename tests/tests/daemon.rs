@@ -55,7 +55,7 @@ async fn check_config_names_file_line_key_and_reason() {
         ),
         (
             "config lanveil 'main'\n\toption log_level 'loud\n",
-            ":2: syntax error: unterminated ' quote",
+            ":2: lanveil[main].log_level: syntax error: unterminated ' quote",
         ),
     ];
     for (i, (text, want)) in cases.iter().enumerate() {
@@ -114,10 +114,7 @@ async fn check_config_and_last_good_cover_what_only_a_start_finds() {
     );
     assert!(stderr.contains(&want), "{stderr:?} should contain {want:?}");
     // Started on it with a good copy: serves on the copy, says why.
-    let copy = dir.write(
-        "last-good",
-        conf(listen, up.addr(), leaf.ca_pem_path(), ""),
-    );
+    let copy = dir.write("last-good", conf(listen, up.addr(), leaf.ca_pem_path(), ""));
     let p = Process::spawn(&[
         "--config",
         no_ca.to_str().unwrap(),

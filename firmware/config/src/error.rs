@@ -15,8 +15,11 @@ pub enum Reason {
     UnknownKey,
     /// A section type lanveil does not know.
     UnknownSection,
-    /// A key given as `option` that must be a `list`, or the other way round, or given twice.
+    /// A value given twice where that makes no sense (the same `listen` address).
     Duplicate,
+    /// A key that takes one value given as `list` (libuci would hand out the list's values joined
+    /// by spaces).
+    NotAList,
     /// A required key is missing.
     Missing,
     /// Not a number, or a number out of range.
@@ -40,6 +43,13 @@ pub enum Reason {
     Rule(&'static str),
     /// A packed configuration could not be opened.
     Packed(crate::envelope::EnvelopeError),
+    /// The file is larger than lanveil reads ([`crate::uci::MAX_FILE_BYTES`]).
+    TooLarge {
+        /// The file's size in bytes.
+        size: u64,
+        /// The most bytes read.
+        max: u64,
+    },
 }
 
 impl fmt::Display for Reason {
@@ -49,7 +59,10 @@ impl fmt::Display for Reason {
             Self::OutsideSection => f.write_str("option outside of a 'config' section"),
             Self::UnknownKey => f.write_str("unknown option"),
             Self::UnknownSection => f.write_str("unknown section type"),
-            Self::Duplicate => f.write_str("given more than once (use 'list' for several values)"),
+            Self::Duplicate => f.write_str("given more than once"),
+            Self::NotAList => {
+                f.write_str("takes one value: write it as 'option KEY VALUE', not 'list'")
+            }
             Self::Missing => f.write_str("required but missing"),
             Self::Range { min, max } => write!(f, "must be a whole number from {min} to {max}"),
             Self::OneOf(s) => write!(f, "must be one of: {s}"),
@@ -61,6 +74,10 @@ impl fmt::Display for Reason {
             Self::AuthName(s) => write!(f, "bad authentication name: {s}"),
             Self::Rule(s) => f.write_str(s),
             Self::Packed(e) => write!(f, "{e}"),
+            Self::TooLarge { size, max } => write!(
+                f,
+                "the file is {size} bytes, more than the {max} bytes lanveil reads (a configuration is a few KiB)"
+            ),
         }
     }
 }

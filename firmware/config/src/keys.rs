@@ -16,8 +16,8 @@ use lanveil_core::engine::{RateAction, SelectPolicy};
 use crate::error::Reason;
 use crate::field::{Field, field};
 use crate::model::{
-    Config, TlsVersion, Upstream, parse_allow, parse_captive_uri, parse_local_resolver,
-    parse_nat64_prefix, parse_v6only_wait,
+    Config, MAX_LISTENERS, TlsVersion, Upstream, parse_allow, parse_captive_uri,
+    parse_local_resolver, parse_nat64_prefix, parse_v6only_wait,
 };
 use crate::upstream::{SpkiPin, Transport, UpstreamUrl};
 
@@ -280,6 +280,10 @@ pub static MAIN: &[Key<Config>] = &[
                 let sa = SocketAddr::from_str(s).map_err(|_| Reason::SocketAddr)?;
                 if c.listen.addrs.contains(&sa) {
                     return Err(Reason::Duplicate);
+                }
+                // Here, not only in `validate`: the line is known, and `contains` stays short.
+                if c.listen.addrs.len() >= MAX_LISTENERS {
+                    return Err(Reason::Rule("at most 16 listen addresses"));
                 }
                 c.listen.addrs.push(sa);
                 Ok(())

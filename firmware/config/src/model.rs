@@ -1,6 +1,7 @@
 //! The validated configuration model: grouped settings holding the core's own validated types. Every key
 //! of the file is described once, in [`crate::keys`]: parsing, writing, defaults and the reference.
 
+use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::string::{String, ToString};
 use alloc::vec;
 use alloc::vec::Vec;
@@ -411,25 +412,39 @@ pub const INIT_ONLY_KEYS: &[(&str, bool)] = &[
 ];
 
 /// Checks the keys of an [`INIT_ONLY_SECTION`] (their values are the init script's to check): each is
-/// known, and a non-list key is given once, as `option`.
+/// known, and a non-list key is an `option`.
 fn check_init_only_section(section: &Section, label: &str) -> Result<(), Error> {
     for (key, values) in grouped(section) {
         let Some(&(_, list)) = INIT_ONLY_KEYS.iter().find(|(k, _)| *k == key) else {
             let line = values.first().map_or(section.line, |v| v.line);
             return Err(Error::new(line, field(label, key), Reason::UnknownKey));
         };
-        let misused = match values.as_slice() {
-            [_, second, ..] => Some(second.line),
-            [one] if one.is_list => Some(one.line),
-            _ => None,
-        };
-        if let Some(line) = misused
-            && !list
-        {
-            return Err(Error::new(line, field(label, key), Reason::Duplicate));
+        if !list {
+            one_value(&values, label, key)?;
         }
     }
     Ok(())
+}
+
+/// What libuci makes of a key's values in document order: an `option` replaces everything before
+/// it, a `list` value is appended. (The parser's documents already are that; one made by hand
+/// means what its text would.)
+fn libuci_values<'a, 'v>(values: &'a [&'v Value]) -> &'a [&'v Value] {
+    let start = values.iter().rposition(|v| !v.is_list).unwrap_or(0);
+    values.get(start..).unwrap_or_default()
+}
+
+/// The one value of a key that is not a list: an `option`, never a `list` ([`Reason::NotAList`]:
+/// libuci would hand the list's values out joined by spaces). `None`: the key is not there.
+fn one_value<'v>(values: &[&'v Value], label: &str, key: &str) -> Result<Option<&'v Value>, Error> {
+    match libuci_values(values) {
+        [] => Ok(None),
+        [v] if !v.is_list => Ok(Some(v)),
+        more => {
+            let line = more.iter().find(|v| v.is_list).map_or(0, |v| v.line);
+            Err(Error::new(line, field(label, key), Reason::NotAList))
+        }
+    }
 }
 
 /// The most upstreams a configuration may name.
@@ -506,17 +521,22 @@ pub(crate) fn field(label: &str, key: &str) -> String {
 /// Groups a section's values by key, in first-seen order.
 fn grouped(section: &Section) -> Vec<(&str, Vec<&Value>)> {
     let mut out: Vec<(&str, Vec<&Value>)> = Vec::new();
+    let mut index: BTreeMap<&str, usize> = BTreeMap::new();
     for v in &section.values {
-        match out.iter_mut().find(|(k, _)| *k == v.key) {
+        match index.get(v.key.as_str()).and_then(|&i| out.get_mut(i)) {
             Some((_, vs)) => vs.push(v),
-            None => out.push((v.key.as_str(), vec![v])),
+            None => {
+                index.insert(v.key.as_str(), out.len());
+                out.push((v.key.as_str(), vec![v]));
+            }
         }
     }
     out
 }
 
 /// Applies a section's values to `target` through `table`: a list key replaces its default with the
-/// values given; any other key takes one `option` (a repeated or `list` one is [`Reason::Duplicate`]).
+/// values given (one `option` is a list of one, as in libuci); any other key takes one `option` (a
+/// `list` is [`Reason::NotAList`]).
 /// `after` runs after each key (for rules that need the whole key, such as the pin count).
 fn apply_section<T>(
     target: &mut T,
@@ -529,18 +549,17 @@ fn apply_section<T>(
         let known = table.iter().find(|k| k.name == key);
         if let Some(k) = known.filter(|k| k.list) {
             k.clear(target);
-            for v in values {
+            for v in libuci_values(&values) {
                 k.set(target, &v.value)
                     .map_err(|r| Error::new(v.line, field(label, key), r))?;
             }
         } else {
-            let v = match values.as_slice() {
-                [] => continue,
-                [v] if !v.is_list => v,
-                [v, ..] => return Err(Error::new(v.line, field(label, key), Reason::Duplicate)),
-            };
             let Some(k) = known else {
-                return Err(Error::new(v.line, field(label, key), Reason::UnknownKey));
+                let line = values.first().map_or(section.line, |v| v.line);
+                return Err(Error::new(line, field(label, key), Reason::UnknownKey));
+            };
+            let Some(v) = one_value(&values, label, key)? else {
+                continue;
             };
             k.set(target, &v.value)
                 .map_err(|r| Error::new(v.line, field(label, key), r))?;
@@ -555,8 +574,16 @@ impl Config {
     /// section is an error (there is nothing to forward to), a file with no `listen` keeps the default.
     pub fn from_uci(doc: &Document) -> Result<Self, Error> {
         let mut cfg = Self::default();
-        let mut upstreams = Vec::new();
+        let mut upstreams: Vec<Upstream> = Vec::new();
         let mut seen_main = false;
+        let mut seen_init_only = false;
+        // Every section name of the file: an anonymous upstream's generated name is none of them.
+        let named: BTreeSet<&str> = doc
+            .sections
+            .iter()
+            .filter_map(|s| s.name.as_deref())
+            .collect();
+        let mut generated = BTreeSet::new();
         for (idx, section) in doc.sections.iter().enumerate() {
             let label = section.label(idx);
             match section.ty.as_str() {
@@ -572,7 +599,7 @@ impl Config {
                     apply_section(&mut cfg, keys::MAIN, section, &label, |_, _| Ok(()))?;
                 }
                 "upstream" => {
-                    if let Some(u) = parse_upstream(section, &label, upstreams.len())? {
+                    if let Some(mut u) = parse_upstream(section, &label)? {
                         if upstreams.len() >= MAX_UPSTREAMS {
                             return Err(Error::new(
                                 section.line,
@@ -580,12 +607,28 @@ impl Config {
                                 Reason::Rule("at most 16 upstreams"),
                             ));
                         }
+                        if section.name.is_none() {
+                            u.name = anonymous_name(upstreams.len() + 1, &named, &generated);
+                            generated.insert(u.name.clone());
+                        }
                         upstreams.push(u);
                     }
                 }
                 // Settings only the OpenWrt init script reads (dnsmasq wiring, force-DNS, …); it
                 // validates their values itself, the keys are checked here.
-                INIT_ONLY_SECTION => check_init_only_section(section, &label)?,
+                INIT_ONLY_SECTION => {
+                    // The init script reads the first one only (`@openwrt[0]`): a second would be
+                    // shown by `uci` and LuCI but never applied (force-DNS silently off).
+                    if seen_init_only {
+                        return Err(Error::new(
+                            section.line,
+                            label,
+                            Reason::Rule("only one 'config openwrt' section is allowed"),
+                        ));
+                    }
+                    seen_init_only = true;
+                    check_init_only_section(section, &label)?
+                }
                 _ => return Err(Error::new(section.line, label, Reason::UnknownSection)),
             }
         }
@@ -606,6 +649,12 @@ impl Config {
     /// Parses and validates UCI text in one step.
     pub fn from_uci_text(text: &str) -> Result<Self, Error> {
         Self::from_uci(&uci::parse(text)?)
+    }
+
+    /// Parses and validates a file's bytes in one step ([`uci::parse_bytes`]: comments may hold any
+    /// bytes, the rest must be UTF-8; at most [`uci::MAX_FILE_BYTES`]).
+    pub fn from_uci_bytes(bytes: &[u8]) -> Result<Self, Error> {
+        Self::from_uci(&uci::parse_bytes(bytes)?)
     }
 
     /// Cross-field rules and ranges, for configurations that did not come from a file too (packed
@@ -633,7 +682,15 @@ impl Config {
                 Reason::Rule("at most 16 upstreams"),
             ));
         }
-        for u in servers {
+        for (i, u) in servers.iter().enumerate() {
+            if servers[..i].iter().any(|o| o.name == u.name) {
+                // A UCI file cannot hold two sections of one name: `to_uci` would not read back.
+                return Err(Error::new(
+                    0,
+                    "upstream",
+                    Reason::Rule("two upstreams have the same name"),
+                ));
+            }
             if !uci::is_valid_name(&u.name) {
                 return Err(Error::new(
                     0,
@@ -725,10 +782,12 @@ impl Config {
     }
 
     /// Writes the configuration as UCI text that [`Config::from_uci_text`] reads back identically.
+    /// The main section is `config lanveil 'main'`, or anonymous when an upstream is named `main`.
     pub fn to_uci(&self) -> String {
+        let taken = self.upstreams.servers.iter().any(|u| u.name == "main");
         let mut main = Section {
             ty: "lanveil".into(),
-            name: Some("main".into()),
+            name: (!taken).then(|| "main".into()),
             line: 0,
             values: Vec::new(),
         };
@@ -830,7 +889,23 @@ fn write_keys<T>(s: &mut Section, table: &[Key<T>], from: &T) {
     }
 }
 
-fn parse_upstream(section: &Section, label: &str, index: usize) -> Result<Option<Upstream>, Error> {
+/// The name of an anonymous upstream, the `n`th enabled one: `upstreamN`, or the next free number when
+/// a section of the file (or another anonymous upstream) has that name already. (Unique names keep
+/// logs and status unambiguous, and [`Config::to_uci`]'s text readable.)
+fn anonymous_name(n: usize, named: &BTreeSet<&str>, generated: &BTreeSet<String>) -> String {
+    let mut n = n;
+    loop {
+        let mut name = String::from("upstream");
+        name.push_str(&n.to_string());
+        if !named.contains(name.as_str()) && !generated.contains(&name) {
+            return name;
+        }
+        n += 1;
+    }
+}
+
+/// An upstream section; `None` when it is disabled. An anonymous one is named by the caller.
+fn parse_upstream(section: &Section, label: &str) -> Result<Option<Upstream>, Error> {
     let mut d = keys::UpstreamDraft::new();
     apply_section(&mut d, keys::UPSTREAM, section, label, |d, key| {
         if key == "pin" && d.up.pins.len() > MAX_PINS {
@@ -876,14 +951,7 @@ fn parse_upstream(section: &Section, label: &str, index: usize) -> Result<Option
     if !d.enabled {
         return Ok(None);
     }
-    let name = match &section.name {
-        Some(n) => n.clone(),
-        None => {
-            let mut s = String::from("upstream");
-            s.push_str(&(index + 1).to_string());
-            s
-        }
-    };
+    let name = section.name.clone().unwrap_or_default();
     Ok(Some(Upstream { name, ..u }))
 }
 
@@ -1174,6 +1242,50 @@ config openwrt 'openwrt'
         assert_eq!(Config::from_uci_text(&d.to_uci()).unwrap(), d);
     }
 
+    #[test]
+    fn anonymous_upstreams_get_names_no_section_has() {
+        let up = |name: &str, ip: u8| {
+            alloc::format!("config upstream{name}\n\toption url 'tls://192.0.2.{ip}#dns.example'\n")
+        };
+        let names = |c: &Config| -> Vec<String> {
+            c.upstreams.servers.iter().map(|u| u.name.clone()).collect()
+        };
+        // An anonymous section first, then one named as the anonymous one would be.
+        let text = alloc::format!(
+            "{}{}{}{}config openwrt 'upstream4'\n",
+            up("", 1),
+            up(" 'upstream1'", 2),
+            up("", 3),
+            up("", 4)
+        );
+        let c = Config::from_uci_text(&text).unwrap();
+        assert_eq!(
+            names(&c),
+            ["upstream2", "upstream1", "upstream3", "upstream5"]
+        );
+        assert_eq!(Config::from_uci_text(&c.to_uci()).unwrap(), c);
+        // A named section after the anonymous ones keeps its name too.
+        let text = alloc::format!("{}{}{}", up("", 1), up("", 2), up(" 'upstream2'", 3));
+        let c = Config::from_uci_text(&text).unwrap();
+        assert_eq!(names(&c), ["upstream1", "upstream3", "upstream2"]);
+        assert_eq!(Config::from_uci_text(&c.to_uci()).unwrap(), c);
+        // An upstream named `main`: the main section is written without a name.
+        let text = alloc::format!(
+            "config lanveil 'lan'\n\toption log_level 'debug'\n{}",
+            up(" 'main'", 1)
+        );
+        let c = Config::from_uci_text(&text).unwrap();
+        assert_eq!(names(&c), ["main"]);
+        assert_eq!(Config::from_uci_text(&c.to_uci()).unwrap(), c);
+        // Two upstreams of one name (only possible outside a file) are refused.
+        let mut twice = c.clone();
+        twice.upstreams.servers.push(c.upstreams.servers[0].clone());
+        let e = twice.validate().unwrap_err();
+        assert_eq!(e.key, "upstream");
+        assert!(e.to_string().contains("same name"), "{e}");
+        assert!(Config::unpack(&twice.pack()).is_err());
+    }
+
     fn err_of(text: &str) -> Error {
         Config::from_uci_text(text).unwrap_err()
     }
@@ -1214,9 +1326,16 @@ config openwrt 'openwrt'
             err_of("config upstream 'u'\n\toption url 'tls://9.9.9.9#x'\n\tlist pin 'sha256/zz'\n");
         assert_eq!((e.line, e.key.as_str()), (3, "upstream[u].pin"));
         let e = err_of(
-            "config upstream 'u'\n\toption url 'tls://9.9.9.9#x'\n\toption url 'tls://9.9.9.9#y'\n",
+            "config upstream 'u'\n\toption url 'tls://9.9.9.9#x'\n\tlist url 'tls://9.9.9.9#y'\n",
         );
-        assert_eq!(e.reason, Reason::Duplicate);
+        assert_eq!(
+            (e.line, e.key.as_str(), e.reason.clone()),
+            (2, "upstream[u].url", Reason::NotAList)
+        );
+        assert_eq!(
+            e.to_string(),
+            "upstream[u].url: takes one value: write it as 'option KEY VALUE', not 'list'"
+        );
         let e = err_of("config upstream 'u'\n\toption ca_file '/x'\n");
         assert_eq!(
             (e.key.as_str(), e.reason),
@@ -1270,18 +1389,131 @@ config openwrt 'openwrt'
             alloc::format!("{}", e.display_with_file("/etc/config/lanveil")),
             "/etc/config/lanveil:5: openwrt[openwrt].force_dsn: unknown option"
         );
-        let e = err_of(&alloc::format!(
+        // Given twice: the last one, as the init script's `config_get` sees it.
+        Config::from_uci_text(&alloc::format!(
             "{up}config openwrt 'openwrt'\n\toption force_dns '1'\n\toption force_dns '0'\n"
+        ))
+        .unwrap();
+        let e = err_of(&alloc::format!(
+            "{up}config openwrt 'openwrt'\n\toption force_dns '1'\n\tlist force_dns '0'\n"
         ));
-        assert_eq!((e.line, e.reason), (5, Reason::Duplicate));
+        assert_eq!((e.line, e.reason), (4, Reason::NotAList));
         let e = err_of(&alloc::format!(
             "{up}config openwrt\n\tlist block_dot '1'\n"
         ));
         assert_eq!(
             (e.key.as_str(), e.reason),
-            ("openwrt[#2].block_dot", Reason::Duplicate)
+            ("openwrt[#2].block_dot", Reason::NotAList)
         );
         assert!(keys::is_list("openwrt", "force_dns_zone"));
+        // A second openwrt section (named or not) is refused: the init script reads the first.
+        let e = err_of(&alloc::format!(
+            "{up}config openwrt\n\toption force_dns '0'\nconfig openwrt 'openwrt'\n\toption force_dns '1'\n"
+        ));
+        assert_eq!(
+            e.reason,
+            Reason::Rule("only one 'config openwrt' section is allowed")
+        );
+    }
+
+    /// `config lanveil 'main'` with `main`, and an upstream.
+    fn with_main(main: &str) -> Result<Config, Error> {
+        Config::from_uci_text(&alloc::format!(
+            "config lanveil 'main'\n{main}\nconfig upstream 'u'\n\toption url 'tls://192.0.2.1#dns.example'\n"
+        ))
+    }
+
+    #[test]
+    fn option_replaces_a_key_list_appends_as_libuci_does() {
+        let prefixes =
+            |v: &[&str]| -> Vec<Prefix> { v.iter().map(|p| p.parse().unwrap()).collect() };
+        // libuci's uci_set replaces the whole list: `uci get` and LuCI show 192.168.1.0/24 only,
+        // and the daemon must not answer everyone.
+        let c = with_main("\tlist allow '0.0.0.0/0'\n\toption allow '192.168.1.0/24'\n").unwrap();
+        assert_eq!(c.policy.allow, prefixes(&["192.168.1.0/24"]));
+        let c = with_main(
+            "\tlist allow '0.0.0.0/0'\n\tlist allow '::/0'\n\toption log_level 'debug'\n\toption allow '192.168.1.0/24'\n\tlist allow '10.0.0.0/8'\n",
+        )
+        .unwrap();
+        assert_eq!(c.policy.allow, prefixes(&["192.168.1.0/24", "10.0.0.0/8"]));
+        // Two `option listen`: the last one.
+        let c =
+            with_main("\toption listen '0.0.0.0:53'\n\toption listen '127.0.0.1:53'\n").unwrap();
+        assert_eq!(c.listen.addrs, ["127.0.0.1:53".parse().unwrap()]);
+        // `option` then `list`: uci_add_list makes the option's value the list's first one.
+        let c = with_main("\toption listen '127.0.0.1:53'\n\tlist listen '[::1]:53'\n").unwrap();
+        assert_eq!(
+            c.listen.addrs,
+            ["127.0.0.1:53".parse().unwrap(), "[::1]:53".parse().unwrap()]
+        );
+        // `option KEY ''` removes the list: the default again.
+        let c = with_main("\tlist allow '0.0.0.0/0'\n\toption allow ''\n").unwrap();
+        assert_eq!(c.policy.allow, Config::default().policy.allow);
+        // A pin list replaced by one option.
+        let (p1, p2, p3) = (
+            "sha256/47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=",
+            "sha256/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+            "sha256/BAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQ=",
+        );
+        let c = Config::from_uci_text(&alloc::format!(
+            "config upstream 'u'\n\toption url 'tls://192.0.2.1#dns.example'\n\tlist pin '{p1}'\n\tlist pin '{p2}'\n\toption pin '{p3}'\n"
+        ))
+        .unwrap();
+        let pins: Vec<String> = c.upstreams.servers[0]
+            .pins
+            .iter()
+            .map(SpkiPin::to_text)
+            .collect();
+        assert_eq!(pins, [p3]);
+        // A key of one value given twice as `option`: the last one, as `uci get` shows it.
+        let c = Config::from_uci_text(
+            "config upstream 'u'\n\toption url 'tls://192.0.2.1#one.example'\n\toption url 'tls://192.0.2.2#two.example'\n",
+        )
+        .unwrap();
+        assert_eq!(c.upstreams.servers[0].url.auth_name, "two.example");
+        let c = with_main("\toption log_level 'debug'\n\toption log_level 'error'\n").unwrap();
+        assert_eq!(c.daemon.log_level, LogLevel::Error);
+        // Also across a reopened section.
+        let c = Config::from_uci_text(
+            "config lanveil 'main'\n\tlist allow '0.0.0.0/0'\nconfig upstream 'u'\n\toption url 'tls://192.0.2.1#dns.example'\nconfig lanveil 'main'\n\toption allow '10.0.0.0/8'\n",
+        )
+        .unwrap();
+        assert_eq!(c.policy.allow, prefixes(&["10.0.0.0/8"]));
+        // A document made by hand means what its text means.
+        let mut doc = uci::parse(
+            "config lanveil 'main'\nconfig upstream 'u'\n\toption url 'tls://192.0.2.1#dns.example'\n",
+        )
+        .unwrap();
+        for (value, is_list) in [("0.0.0.0/0", true), ("192.168.1.0/24", false)] {
+            doc.sections[0].values.push(Value {
+                key: "allow".into(),
+                value: value.into(),
+                is_list,
+                line: 0,
+            });
+        }
+        let c = Config::from_uci(&doc).unwrap();
+        assert_eq!(c.policy.allow, prefixes(&["192.168.1.0/24"]));
+        assert_eq!(Config::from_uci_text(&uci::write(&doc)).unwrap(), c);
+    }
+
+    #[test]
+    fn a_long_listen_list_is_refused_at_its_seventeenth_address() {
+        // Refused where it happens (the line is known), before the duplicate check gets long.
+        let mut text = String::from("config lanveil 'main'\n");
+        for i in 0..1000 {
+            text.push_str(&alloc::format!("\tlist listen '127.0.0.1:{}'\n", 1000 + i));
+        }
+        text.push_str("config upstream 'u'\n\toption url 'tls://192.0.2.1#dns.example'\n");
+        let e = err_of(&text);
+        assert_eq!(
+            (e.line, e.key.as_str(), e.reason),
+            (
+                18,
+                "lanveil[main].listen",
+                Reason::Rule("at most 16 listen addresses")
+            )
+        );
     }
 
     #[test]

@@ -6,20 +6,29 @@
 //! anywhere, quoted values may span lines. This module checks syntax and names only; meaning is checked
 //! by [`crate::Config::from_uci`].
 
+use alloc::collections::BTreeMap;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt::Write as _;
 
 use crate::error::{Error, Reason};
 
+/// The most bytes [`parse_bytes`] reads: real files are a few KiB, and a file is parsed on the
+/// daemon's only thread.
+pub const MAX_FILE_BYTES: usize = 256 * 1024;
+
 /// A parsed UCI file: its sections in order.
+///
+/// As [`parse`] makes it, this is what libuci holds after loading the file: each key of a section
+/// appears once, either as one `option` value or as a `list`'s values one after another, where
+/// libuci has it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Document {
     /// Sections in file order.
     pub sections: Vec<Section>,
 }
 
-/// One `config TYPE ['NAME']` block.
+/// One `config TYPE ['NAME']` block (all of them, for a name that is reopened).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Section {
     /// The section type (`lanveil`, `upstream`).
@@ -28,7 +37,7 @@ pub struct Section {
     pub name: Option<String>,
     /// Line of the `config` statement.
     pub line: u32,
-    /// Options and lists in file order.
+    /// Options and lists in libuci's order (see [`Document`]).
     pub values: Vec<Value>,
 }
 
@@ -41,7 +50,7 @@ pub struct Value {
     pub value: String,
     /// `true` for `list`, `false` for `option`.
     pub is_list: bool,
-    /// Line of the statement.
+    /// Line of the statement that gave the value.
     pub line: u32,
 }
 
@@ -70,33 +79,114 @@ impl Section {
 /// - quoted values may span lines (the newlines are part of the value), and a `\` at the end of a
 ///   line outside single quotes joins the next line;
 /// - `c`/`o`/`l`/`p` abbreviate `config`/`option`/`list`/`package`; a second `config` with an
-///   existing name reopens that section; `option KEY ''` removes KEY, as `uci set KEY=''` does.
+///   existing name reopens that section;
+/// - `option KEY 'V'` replaces whatever KEY had, one value or a whole list (`uci_set`), and
+///   `option KEY ''` removes KEY, as `uci set KEY=''` does; `list KEY 'V'` appends V, an earlier
+///   `option KEY` value becoming the list's first one (`uci_add_list`).
 ///
 /// Stricter than libuci (rejected with a reason, never read differently): an unquoted `;` (libuci's
 /// statement separator, whose effect depends on quoting elsewhere in the word), a NUL byte, an `option`
 /// with no value at all, and `config` reopening a name with another type.
 pub fn parse(text: &str) -> Result<Document, Error> {
-    let mut p = Parser {
-        s: text.as_bytes(),
-        pos: 0,
-        lim: 0,
-        next: 0,
-        line: 0,
-        doc: Document::default(),
-        current: None,
-    };
-    if let Some(at) = text.find('\0') {
-        let line = text[..at].matches('\n').count() + 1;
+    parse_text(text.as_bytes())
+}
+
+/// Parses a file's bytes as [`parse`] does text. Comments may hold any bytes (libuci skips them);
+/// anything else must be UTF-8 (the error names the line). A file of more than [`MAX_FILE_BYTES`] is
+/// refused before it is parsed ([`Reason::TooLarge`], line 0).
+pub fn parse_bytes(bytes: &[u8]) -> Result<Document, Error> {
+    check_file_size(bytes.len() as u64)?;
+    parse_text(bytes)
+}
+
+/// [`Reason::TooLarge`] for a file of `size` bytes, if it has more than [`MAX_FILE_BYTES`].
+pub fn check_file_size(size: u64) -> Result<(), Error> {
+    let max = MAX_FILE_BYTES as u64;
+    if size > max {
+        return Err(Error::new(0, "", Reason::TooLarge { size, max }));
+    }
+    Ok(())
+}
+
+fn parse_text(s: &[u8]) -> Result<Document, Error> {
+    if let Some(at) = s.iter().position(|&b| b == 0) {
+        let line = s[..at].iter().filter(|&&b| b == b'\n').count() + 1;
         return Err(Error::new(
             u32::try_from(line).unwrap_or(u32::MAX),
             "",
             Reason::Syntax("NUL byte in the file"),
         ));
     }
+    let mut p = Parser {
+        s,
+        pos: 0,
+        lim: 0,
+        next: 0,
+        line: 0,
+        doc: Document::default(),
+        options: Vec::new(),
+        names: BTreeMap::new(),
+        current: None,
+    };
     while p.getln() {
         p.parse_line()?;
     }
-    Ok(p.doc)
+    let Parser {
+        mut doc, options, ..
+    } = p;
+    for (section, options) in doc.sections.iter_mut().zip(options) {
+        section.values = options.slots.into_iter().flatten().flatten().collect();
+    }
+    Ok(doc)
+}
+
+/// A section's options while it is read, as libuci keeps them: one slot per key in the order libuci
+/// has them (`None` once removed: a key set again later goes to the end), and each key's slot.
+#[derive(Default)]
+struct Options {
+    slots: Vec<Option<Vec<Value>>>,
+    index: BTreeMap<String, usize>,
+}
+
+impl Options {
+    /// `uci_set`: `value` replaces the key's value or list, where it is; or is added at the end.
+    fn set(&mut self, value: Value) {
+        match self.index.get(&value.key) {
+            Some(&i) => self.slots[i] = Some(alloc::vec![value]),
+            None => {
+                self.index.insert(value.key.clone(), self.slots.len());
+                self.slots.push(Some(alloc::vec![value]));
+            }
+        }
+    }
+
+    /// `uci_add_list`: appends to the key's list; an `option` value becomes the list's first one.
+    fn add_list(&mut self, value: Value) {
+        match self
+            .index
+            .get(&value.key)
+            .and_then(|&i| self.slots[i].as_mut())
+        {
+            Some(values) => {
+                // An `option` holds one value (a list, by now, may be long).
+                if let [only] = values.as_mut_slice() {
+                    only.is_list = true;
+                }
+                values.push(value);
+            }
+            None => {
+                self.index.insert(value.key.clone(), self.slots.len());
+                self.slots.push(Some(alloc::vec![value]));
+            }
+        }
+    }
+
+    /// `uci_delete`: the key is gone.
+    fn remove(&mut self, key: &str) {
+        if let Some(i) = self.index.remove(key) {
+            self.slots[i] = None;
+        }
+    }
 }
 
 /// Names of sections and options (`uci_validate_name`): letters, digits, `_`.
@@ -125,6 +215,7 @@ const NAME_RULE: &str =
 const KEY_RULE: &str =
     "option name must be letters, digits and '_' only (uci refuses the whole file otherwise)";
 const SEMICOLON: &str = "unquoted ';' (uci reads it as the end of the statement): quote the value";
+const NOT_UTF8: &str = "not UTF-8 (only comments may hold other bytes)";
 
 /// One argument: its text, and whether there was one at all (`''` is present but empty).
 struct Arg {
@@ -140,7 +231,12 @@ struct Parser<'a> {
     lim: usize,
     next: usize,
     line: u32,
+    /// The sections, their values filled in at the end from `options`.
     doc: Document,
+    /// Each section's options so far (same index as `doc.sections`).
+    options: Vec<Options>,
+    /// The index of each named section.
+    names: BTreeMap<String, usize>,
     current: Option<usize>,
 }
 
@@ -229,6 +325,7 @@ impl Parser<'_> {
     /// `next_arg` + `parse_str`: one argument, quotes and escapes resolved.
     fn next_arg(&mut self) -> Result<Arg, Error> {
         self.skip_whitespace();
+        let (start, start_line) = (self.pos, self.line);
         let present = !matches!(self.cur(), 0 | b'#');
         let mut out = Vec::new();
         loop {
@@ -259,7 +356,16 @@ impl Parser<'_> {
         if self.cur() != 0 {
             self.pos += 1;
         }
-        let text = String::from_utf8(out).map_err(|_| self.err("", "not UTF-8"))?;
+        let text = String::from_utf8(out).map_err(|_| {
+            // The line of the first byte that is not UTF-8 (the argument may span lines).
+            let src = self.s.get(start..self.pos).unwrap_or_default();
+            let line = core::str::from_utf8(src).err().map_or(self.line, |e| {
+                let newlines = src[..e.valid_up_to()].iter().filter(|&&b| b == b'\n');
+                let newlines = u32::try_from(newlines.count()).unwrap_or(u32::MAX);
+                start_line.saturating_add(newlines)
+            });
+            Error::new(line, "", Reason::Syntax(NOT_UTF8))
+        })?;
         Ok(Arg { text, present })
     }
 
@@ -360,11 +466,7 @@ impl Parser<'_> {
         let ty = ty.text;
         let name = Some(name.text).filter(|n| !n.is_empty());
         if let Some(n) = &name
-            && let Some(i) = self
-                .doc
-                .sections
-                .iter()
-                .position(|s| s.name.as_deref() == Some(n.as_str()))
+            && let Some(&i) = self.names.get(n)
         {
             // libuci reopens a section of the same name (and, strict, refuses another type).
             if self.doc.sections[i].ty != ty {
@@ -376,7 +478,12 @@ impl Parser<'_> {
             self.current = Some(i);
             return Ok(());
         }
-        self.current = Some(self.doc.sections.len());
+        let idx = self.doc.sections.len();
+        if let Some(n) = &name {
+            self.names.insert(n.clone(), idx);
+        }
+        self.current = Some(idx);
+        self.options.push(Options::default());
         self.doc.sections.push(Section {
             ty,
             name,
@@ -403,23 +510,33 @@ impl Parser<'_> {
         if !is_valid_name(&key.text) {
             return Err(self.err(field, KEY_RULE));
         }
-        let value = self.next_arg()?;
+        let value = self.next_arg().map_err(|mut e| {
+            if e.key.is_empty() {
+                e.key.clone_from(&field);
+            }
+            e
+        })?;
         self.assert_eol(&field, USAGE)?;
         if !value.present {
             return Err(self.err(field, USAGE));
         }
-        let section = &mut self.doc.sections[idx];
-        if !is_list && value.text.is_empty() {
-            // `uci set KEY=''` deletes KEY; libuci reads `option KEY ''` the same way.
-            section.values.retain(|v| v.key != key.text);
-            return Ok(());
-        }
-        section.values.push(Value {
+        let Some(options) = self.options.get_mut(idx) else {
+            return Err(Error::new(line, "", Reason::OutsideSection));
+        };
+        let value = Value {
             key: key.text,
             value: value.text,
             is_list,
             line,
-        });
+        };
+        if is_list {
+            options.add_list(value);
+        } else if value.value.is_empty() {
+            // `uci set KEY=''` deletes KEY; libuci reads `option KEY ''` the same way.
+            options.remove(&value.key);
+        } else {
+            options.set(value);
+        }
         Ok(())
     }
 }
@@ -615,6 +732,112 @@ mod tests {
         assert_eq!(doc.sections[0].values.len(), 2);
         assert!(parse("config upstream 'q'\nconfig lanveil 'q'\n").is_err());
         assert!(parse("config lanveil\n\toption a 'x\0'\n").is_err());
+    }
+
+    /// `(key, value, is_list, line)` of a section's values.
+    fn values(s: &Section) -> Vec<(&str, &str, bool, u32)> {
+        s.values
+            .iter()
+            .map(|v| (v.key.as_str(), v.value.as_str(), v.is_list, v.line))
+            .collect()
+    }
+
+    #[test]
+    fn option_replaces_and_list_appends_as_libuci_does() {
+        // uci_set: `option` replaces a whole list, where the list was.
+        let doc = parse(
+            "config lanveil 'main'\n\tlist allow '0.0.0.0/0'\n\tlist allow '::/0'\n\toption log_level 'info'\n\toption allow '192.168.1.0/24'\n",
+        )
+        .unwrap();
+        assert_eq!(
+            values(&doc.sections[0]),
+            vec![
+                ("allow", "192.168.1.0/24", false, 5),
+                ("log_level", "info", false, 4)
+            ]
+        );
+        // Two `option`s: the last one.
+        let doc = parse("config lanveil\n\toption listen 'a'\n\toption listen 'b'\n").unwrap();
+        assert_eq!(values(&doc.sections[0]), vec![("listen", "b", false, 3)]);
+        // uci_add_list: an earlier option's value becomes the list's first one; later values follow
+        // it, also after other keys and in a reopened section.
+        let doc = parse(
+            "config lanveil 'm'\n\toption listen 'a'\n\toption x 'y'\n\tlist listen 'b'\nconfig upstream 'u'\nconfig lanveil 'm'\n\tlist listen 'c'\n",
+        )
+        .unwrap();
+        assert_eq!(
+            values(&doc.sections[0]),
+            vec![
+                ("listen", "a", true, 2),
+                ("listen", "b", true, 4),
+                ("listen", "c", true, 7),
+                ("x", "y", false, 3)
+            ]
+        );
+        // `option KEY ''` removes a list too; set again, the key comes last (a new option).
+        let doc = parse(
+            "config lanveil\n\tlist pin 'p'\n\tlist pin 'q'\n\toption a 'b'\n\toption pin ''\n\tlist pin 'r'\n",
+        )
+        .unwrap();
+        assert_eq!(
+            values(&doc.sections[0]),
+            vec![("a", "b", false, 4), ("pin", "r", true, 6)]
+        );
+        // Written out and read again: the same.
+        assert_eq!(parse(&write(&doc)).unwrap().sections[0].values.len(), 2);
+    }
+
+    #[test]
+    fn only_comments_may_hold_bytes_that_are_not_utf8() {
+        let doc = parse_bytes(
+            b"# caf\xe9\nconfig lanveil 'main' # \xff\xfe\n\toption a 'b' #\xc3\n\t# \xe9 \\\n\toption c 'd'\n",
+        )
+        .unwrap();
+        assert_eq!(
+            values(&doc.sections[0]),
+            vec![("a", "b", false, 3), ("c", "d", false, 5)]
+        );
+        let e =
+            parse_bytes(b"config lanveil 'main'\n\n\toption local_domain 'caf\xe9'\n").unwrap_err();
+        assert_eq!(
+            (e.line, e.key.as_str(), e.reason),
+            (3, "lanveil[main].local_domain", Reason::Syntax(NOT_UTF8))
+        );
+        // In a quoted value over several lines: the line of the byte.
+        let e = parse_bytes(b"config lanveil\n\toption a 'one\n\xff\ntwo'\n").unwrap_err();
+        assert_eq!((e.line, e.reason), (3, Reason::Syntax(NOT_UTF8)));
+        // Text that looks like a comment inside a quoted value is part of the value.
+        let e = parse_bytes(b"config lanveil\n\toption a 'one\n# \xff\n'\n").unwrap_err();
+        assert_eq!(e.line, 3);
+        let e = parse_bytes(b"config lanveil 'm\xe9'\n").unwrap_err();
+        assert_eq!((e.line, e.reason), (1, Reason::Syntax(NOT_UTF8)));
+        let e = parse_bytes(b"config lanveil\n\xff\n").unwrap_err();
+        assert_eq!(e.line, 2);
+        assert!(parse_bytes("config lanveil\n\toption a 'caf\u{e9}'\n".as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn files_larger_than_the_limit_are_refused() {
+        let mut big = b"config lanveil 'main'\n".to_vec();
+        big.resize(MAX_FILE_BYTES, b'#');
+        assert!(parse_bytes(&big).is_ok());
+        big.push(b'\n');
+        let e = parse_bytes(&big).unwrap_err();
+        assert_eq!(
+            (e.line, e.reason.clone()),
+            (
+                0,
+                Reason::TooLarge {
+                    size: MAX_FILE_BYTES as u64 + 1,
+                    max: MAX_FILE_BYTES as u64
+                }
+            )
+        );
+        assert_eq!(
+            alloc::format!("{}", e.display_with_file("/etc/config/lanveil")),
+            "/etc/config/lanveil: the file is 262145 bytes, more than the 262144 bytes lanveil reads (a configuration is a few KiB)"
+        );
+        assert!(check_file_size(u64::MAX).is_err());
     }
 
     #[test]

@@ -252,31 +252,62 @@ fn config() -> impl Strategy<Value = Config> {
         )
 }
 
-/// UCI documents as the parser produces them (line numbers aside): any text but NUL in values,
-/// newlines, `#`, `;` and quotes included; no empty `option` (libuci reads that as "unset"); section
-/// names unique (a repeated name reopens the section).
+/// What libuci holds after reading `statements` (`option`/`list` lines of one section, in order):
+/// `option` replaces the key's value or list where it is (`uci_set`), `option KEY ''` removes the key,
+/// `list` appends, an `option` value becoming the list's first one (`uci_add_list`).
+fn libuci_model(statements: Vec<Value>) -> Vec<Value> {
+    let mut slots: Vec<(String, Option<Vec<Value>>)> = Vec::new();
+    for v in statements {
+        let at = slots.iter().position(|(k, vs)| *k == v.key && vs.is_some());
+        match (at, v.is_list) {
+            (Some(i), true) => {
+                let vs = slots[i].1.as_mut().unwrap();
+                for old in vs.iter_mut() {
+                    old.is_list = true;
+                }
+                vs.push(v);
+            }
+            (Some(i), false) if v.value.is_empty() => slots[i].1 = None,
+            (Some(i), false) => slots[i].1 = Some(vec![v]),
+            (None, false) if v.value.is_empty() => {}
+            (None, _) => slots.push((v.key.clone(), Some(vec![v]))),
+        }
+    }
+    slots
+        .into_iter()
+        .filter_map(|(_, vs)| vs)
+        .flatten()
+        .collect()
+}
+
+/// `option`/`list` statements, any text but NUL in values (newlines, `#`, `;` and quotes included),
+/// keys from a few (so that they repeat) or any.
+fn statements() -> impl Strategy<Value = Vec<Value>> {
+    let key = prop_oneof![
+        prop::sample::select(vec!["a", "b", "c"]).prop_map(String::from),
+        ident()
+    ];
+    let value = (key, "[^\x00]{0,30}", any::<bool>()).prop_map(|(key, value, is_list)| Value {
+        key,
+        value,
+        is_list,
+        line: 0,
+    });
+    prop::collection::vec(value, 0..8)
+}
+
+/// UCI documents as the parser produces them (line numbers aside): each key once, as one `option`
+/// value or a `list`'s values ([`libuci_model`]); section names unique (a repeated name reopens the
+/// section).
 fn document() -> impl Strategy<Value = Document> {
-    let value = (ident(), "[^\x00]{0,30}", any::<bool>())
-        .prop_filter("an empty option is no option", |(_, v, list)| {
-            *list || !v.is_empty()
-        })
-        .prop_map(|(key, value, is_list)| Value {
-            key,
-            value,
-            is_list,
-            line: 0,
-        });
-    let section = (
-        section_type(),
-        prop::option::of(ident()),
-        prop::collection::vec(value, 0..5),
-    )
-        .prop_map(|(ty, name, values)| Section {
+    let section = (section_type(), prop::option::of(ident()), statements()).prop_map(
+        |(ty, name, statements)| Section {
             ty,
             name,
             line: 0,
-            values,
-        });
+            values: libuci_model(statements),
+        },
+    );
     prop::collection::vec(section, 0..4)
         .prop_filter("section names are unique", |sections| {
             let named: Vec<&str> = sections.iter().filter_map(|s| s.name.as_deref()).collect();
@@ -314,5 +345,21 @@ proptest! {
     fn uci_write_then_parse_is_identity(d in document()) {
         let text = uci::write(&d);
         prop_assert_eq!(strip_lines(uci::parse(&text).unwrap()), d, "{}", text);
+    }
+
+    #[test]
+    fn statements_mean_what_libuci_makes_of_them(statements in statements()) {
+        // Written one statement a line, in order (`uci::write` does not merge anything).
+        let raw = Document {
+            sections: vec![Section {
+                ty: "t".into(),
+                name: None,
+                line: 0,
+                values: statements.clone(),
+            }],
+        };
+        let text = uci::write(&raw);
+        let doc = strip_lines(uci::parse(&text).unwrap());
+        prop_assert_eq!(&doc.sections[0].values, &libuci_model(statements), "{}", text);
     }
 }
