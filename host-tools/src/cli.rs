@@ -221,9 +221,13 @@ enum ConfigCommand {
         /// The file to pack [default: --file].
         #[arg(value_name = "FILE")]
         path: Option<String>,
-        /// Where to write [default: FILE.lvcf].
+        /// Where to write [default: FILE.lvcf]; an existing OUT only with --force (the default
+        /// FILE.lvcf is replaced when it is a packed configuration).
         #[arg(short = 'o', long, value_name = "OUT", allow_hyphen_values = true)]
         output: Option<String>,
+        /// Overwrite an existing OUT.
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         file: FileArg,
     },
@@ -232,9 +236,12 @@ enum ConfigCommand {
         /// The packed file [default: --file].
         #[arg(value_name = "BLOB")]
         path: Option<String>,
-        /// Where to write the UCI text.
+        /// Where to write the UCI text; an existing OUT only with --force.
         #[arg(short = 'o', long, value_name = "OUT", allow_hyphen_values = true)]
         output: Option<String>,
+        /// Overwrite an existing OUT.
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         file: FileArg,
     },
@@ -446,12 +453,18 @@ pub fn run(args: Vec<OsString>) -> Result<u8> {
             ConfigCommand::Unset { key, file } => cmd_unset(&file.get(), &key),
             ConfigCommand::Check { path, file } => cmd_check(&file.or(path.as_ref())),
             ConfigCommand::Show { path, json, file } => cmd_show(&file.or(path.as_ref()), json),
-            ConfigCommand::Pack { path, output, file } => {
-                cmd_pack(&file.or(path.as_ref()), output.as_deref())
-            }
-            ConfigCommand::Unpack { path, output, file } => {
-                cmd_unpack(&file.or(path.as_ref()), output.as_deref())
-            }
+            ConfigCommand::Pack {
+                path,
+                output,
+                force,
+                file,
+            } => cmd_pack(&file.or(path.as_ref()), output.as_deref(), force),
+            ConfigCommand::Unpack {
+                path,
+                output,
+                force,
+                file,
+            } => cmd_unpack(&file.or(path.as_ref()), output.as_deref(), force),
         },
         Command::Push(a) => cmd_push(&a),
         Command::Status(a) => cmd_status(&a),
@@ -647,29 +660,37 @@ fn cmd_init(o: &InitArgs) -> Result<u8> {
     Ok(0)
 }
 
-fn read_doc(file: &str) -> Result<lanveil_config::uci::Document> {
+/// A UCI file's text and what it reads as.
+fn read_doc(file: &str) -> Result<(String, lanveil_config::uci::Document)> {
     let text = io_ctx(std::fs::read_to_string(file), format!("cannot read {file}"))?;
-    lanveil_config::uci::parse(&text)
-        .map_err(|e| Error::usage(e.display_with_file(file).to_string()))
+    let doc = lanveil_config::uci::parse(&text)
+        .map_err(|e| Error::usage(e.display_with_file(file).to_string()))?;
+    Ok((text, doc))
 }
 
 fn cmd_set(file: &str, key: &str, values: &[String]) -> Result<u8> {
-    let mut doc = read_doc(file)?;
-    config_cmd::set(&mut doc, &config_cmd::parse_key(key)?, values)?;
-    let (text, _) = config_cmd::render_checked(&doc, file)?;
-    config_cmd::write_atomic(file, text.as_bytes())?;
+    let (text, before) = read_doc(file)?;
+    let mut doc = before.clone();
+    let edit = config_cmd::set(&mut doc, &config_cmd::parse_key(key)?, values)?;
+    let note = config_cmd::save_edit(file, &text, &before, &doc, &edit)?;
     println!("{file}: {key} = {}", values.join(" "));
+    if let Some(note) = note {
+        println!("  note: {note}");
+    }
     Ok(0)
 }
 
 fn cmd_unset(file: &str, key: &str) -> Result<u8> {
-    let mut doc = read_doc(file)?;
-    if !config_cmd::unset(&mut doc, &config_cmd::parse_key(key)?) {
+    let (text, before) = read_doc(file)?;
+    let mut doc = before.clone();
+    let Some(edit) = config_cmd::unset(&mut doc, &config_cmd::parse_key(key)?)? else {
         return Err(Error::usage(format!("{file}: {key} is not set")));
-    }
-    let (text, _) = config_cmd::render_checked(&doc, file)?;
-    config_cmd::write_atomic(file, text.as_bytes())?;
+    };
+    let note = config_cmd::save_edit(file, &text, &before, &doc, &edit)?;
     println!("{file}: removed {key}");
+    if let Some(note) = note {
+        println!("  note: {note}");
+    }
     Ok(0)
 }
 
@@ -693,10 +714,28 @@ fn cmd_show(file: &str, json: bool) -> Result<u8> {
     Ok(0)
 }
 
-fn cmd_pack(file: &str, output: Option<&str>) -> Result<u8> {
+/// Refuses to replace an existing `out` without `--force` (exit 2, nothing written). `replaceable`
+/// says whether an existing file may go anyway (the default output, when it holds what we write).
+fn refuse_existing(out: &str, force: bool, replaceable: impl Fn(&[u8]) -> bool) -> Result<()> {
+    let path = std::path::Path::new(out);
+    // A dangling symlink counts as existing too: writing would create its target.
+    if force || std::fs::symlink_metadata(path).is_err() {
+        return Ok(());
+    }
+    if std::fs::read(path).is_ok_and(|b| replaceable(&b)) {
+        return Ok(());
+    }
+    Err(Error::usage(format!(
+        "{out} exists; not overwritten (use --force to replace it, or choose another --output)"
+    )))
+}
+
+fn cmd_pack(file: &str, output: Option<&str>, force: bool) -> Result<u8> {
     let cfg = config_cmd::load(file)?;
     let blob = cfg.pack();
     let out = output.map_or_else(|| format!("{file}.lvcf"), String::from);
+    // The default FILE.lvcf is re-packed freely when it is a packed configuration already.
+    refuse_existing(&out, force, |b| output.is_none() && b.starts_with(b"LVCF"))?;
     config_cmd::write_atomic(&out, &blob)?;
     println!(
         "{out}: {} bytes (LVCF schema version {}, CRC-32 checked on unpack)",
@@ -706,7 +745,10 @@ fn cmd_pack(file: &str, output: Option<&str>) -> Result<u8> {
     Ok(0)
 }
 
-fn cmd_unpack(blob_path: &str, output: Option<&str>) -> Result<u8> {
+fn cmd_unpack(blob_path: &str, output: Option<&str>, force: bool) -> Result<u8> {
+    if let Some(out) = output {
+        refuse_existing(out, force, |_| false)?;
+    }
     let blob = io_ctx(std::fs::read(blob_path), format!("cannot read {blob_path}"))?;
     let cfg = Config::unpack(&blob)
         .map_err(|e| Error::usage(e.display_with_file(blob_path).to_string()))?;
@@ -955,8 +997,9 @@ mod tests {
             panic!()
         };
         assert_eq!(file.or(path.as_ref()), "good.conf");
-        let Command::Config(ConfigCommand::Pack { path, output, file }) =
-            parse(&["config", "pack", "-o", "x.lvcf"])
+        let Command::Config(ConfigCommand::Pack {
+            path, output, file, ..
+        }) = parse(&["config", "pack", "-o", "x.lvcf"])
         else {
             panic!()
         };

@@ -8,6 +8,7 @@ use lanveil_config::keys::{self, Kind};
 use lanveil_config::uci::{self, Document, Section, Value};
 use lanveil_config::{Config, UpstreamUrl};
 
+use crate::edit::{Edit, edit_text};
 use crate::error::{Error, Result, io_ctx};
 use crate::presets::Preset;
 
@@ -95,17 +96,115 @@ pub fn parse_key(s: &str) -> Result<KeyPath> {
     })
 }
 
-fn find_section<'a>(doc: &'a mut Document, path: &KeyPath) -> Option<&'a mut Section> {
-    doc.sections.iter_mut().find(|s| {
-        s.ty == path.ty
-            && (s.name.as_deref() == Some(path.name.as_str())
-                || (path.ty == "lanveil" && path.name == "main"))
-    })
+/// `enabled` of an upstream section, read as the daemon reads it (an invalid value fails validation
+/// anyway).
+fn is_enabled(s: &Section) -> bool {
+    !s.values
+        .iter()
+        .rev()
+        .find(|v| v.key == "enabled")
+        .is_some_and(|v| matches!(v.value.as_str(), "0" | "no" | "off" | "false" | "disabled"))
+}
+
+/// The name `config check` and `config show` (and the daemon's status) give each section of `doc`,
+/// by index: an `upstream` section its own name or, unnamed, the name the daemon generates for it
+/// (taken from the daemon's own reading of the file; `upstreamN`, N counting the enabled upstreams,
+/// when the file does not validate); `None` for a disabled unnamed upstream and other types.
+pub fn shown_names(doc: &Document) -> Vec<Option<String>> {
+    let is_upstream = |s: &Section| s.ty == "upstream";
+    let enabled = doc
+        .sections
+        .iter()
+        .filter(|s| is_upstream(s) && is_enabled(s))
+        .count();
+    let servers: Option<Vec<String>> = Config::from_uci(doc)
+        .ok()
+        .map(|c| c.upstreams.servers.into_iter().map(|u| u.name).collect())
+        .filter(|names: &Vec<String>| names.len() == enabled);
+    let mut k = 0;
+    doc.sections
+        .iter()
+        .map(|s| {
+            if !is_upstream(s) {
+                return None;
+            }
+            let on = is_enabled(s);
+            let name = match (&s.name, &servers) {
+                (Some(n), _) => Some(n.clone()),
+                (None, _) if !on => None,
+                (None, Some(names)) => names.get(k).cloned(),
+                (None, None) => Some(format!("upstream{}", k + 1)),
+            };
+            if on {
+                k += 1;
+            }
+            name
+        })
+        .collect()
+}
+
+/// The section `path` addresses, by index; `None` when there is none yet. `main` is the `lanveil`
+/// section whatever its name; `openwrt` the `openwrt` section whatever its name (the init script
+/// reads `@openwrt[0]`), and there must be only one; `upstream.NAME` the upstream `config check`
+/// shows as NAME: named so, or unnamed and shown as NAME.
+fn locate(doc: &Document, path: &KeyPath) -> Result<Option<usize>> {
+    let of_type = |ty: &str| -> Vec<usize> {
+        doc.sections
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.ty == ty)
+            .map(|(i, _)| i)
+            .collect()
+    };
+    match path.ty.as_str() {
+        "lanveil" => Ok(of_type("lanveil").first().copied()),
+        lanveil_config::INIT_ONLY_SECTION => {
+            let all = of_type(lanveil_config::INIT_ONLY_SECTION);
+            if all.len() > 1 {
+                return Err(Error::usage(two_openwrt_sections(doc, &all)));
+            }
+            Ok(all.first().copied())
+        }
+        _ => {
+            let shown = shown_names(doc);
+            let hits: Vec<usize> = of_type(&path.ty)
+                .into_iter()
+                .filter(|&i| shown[i].as_deref() == Some(path.name.as_str()))
+                .collect();
+            match hits.as_slice() {
+                [] => Ok(None),
+                [one] => Ok(Some(*one)),
+                [a, b, ..] => Err(Error::usage(format!(
+                    "{}.{}: two sections are shown as {:?} ({} at line {} and {} at line {}); give the unnamed one a name of its own first",
+                    path.ty,
+                    path.name,
+                    path.name,
+                    doc.sections[*a].label(*a),
+                    doc.sections[*a].line,
+                    doc.sections[*b].label(*b),
+                    doc.sections[*b].line,
+                ))),
+            }
+        }
+    }
+}
+
+/// The message for a file with several `openwrt` sections (indices `all`, two at least).
+fn two_openwrt_sections(doc: &Document, all: &[usize]) -> String {
+    let lines: Vec<String> = all
+        .iter()
+        .map(|&i| doc.sections[i].line.to_string())
+        .collect();
+    format!(
+        "{} 'config openwrt' sections (lines {}): the init script reads only the first, the others are ignored; merge them into one",
+        all.len(),
+        lines.join(", ")
+    )
 }
 
 /// Sets `path` to `values` (one value: `option`; several, or a list key: `list`), creating the
-/// section if needed.
-pub fn set(doc: &mut Document, path: &KeyPath, values: &[String]) -> Result<()> {
+/// section if needed; says what changed.
+pub fn set(doc: &mut Document, path: &KeyPath, values: &[String]) -> Result<Edit> {
     let Some(key) = &path.key else {
         return Err(Error::usage(format!(
             "{}.{}: give a key, e.g. {}.{}.url",
@@ -117,22 +216,32 @@ pub fn set(doc: &mut Document, path: &KeyPath, values: &[String]) -> Result<()> 
             "{key}: give a value (use `config unset` to remove it)"
         )));
     }
-    if find_section(doc, path).is_none() {
-        let s = Section {
-            ty: path.ty.clone(),
-            name: Some(path.name.clone()),
-            line: 0,
-            values: Vec::new(),
-        };
-        if path.ty == "lanveil" {
-            doc.sections.insert(0, s);
-        } else {
-            doc.sections.push(s);
+    let (at, edit) = match locate(doc, path)? {
+        Some(at) => (
+            at,
+            Edit::Key {
+                section: at,
+                key: key.clone(),
+            },
+        ),
+        None => {
+            let s = Section {
+                ty: path.ty.clone(),
+                name: Some(path.name.clone()),
+                line: 0,
+                values: Vec::new(),
+            };
+            let at = if path.ty == "lanveil" {
+                doc.sections.insert(0, s);
+                0
+            } else {
+                doc.sections.push(s);
+                doc.sections.len() - 1
+            };
+            (at, Edit::Added { section: at })
         }
-    }
-    let Some(section) = find_section(doc, path) else {
-        return Err(Error::usage("internal: section vanished"));
     };
+    let section = &mut doc.sections[at];
     let was_list = section.values.iter().any(|v| &v.key == key && v.is_list);
     let is_list = values.len() > 1 || was_list || keys::is_list(&path.ty, key);
     let at = section.values.iter().position(|v| &v.key == key);
@@ -148,27 +257,55 @@ pub fn set(doc: &mut Document, path: &KeyPath, values: &[String]) -> Result<()> 
         .collect();
     let at = at.unwrap_or(section.values.len()).min(section.values.len());
     section.values.splice(at..at, new);
-    Ok(())
+    Ok(edit)
 }
 
-/// Removes a key, or a whole section when `path.key` is `None`. Says whether anything was removed.
-pub fn unset(doc: &mut Document, path: &KeyPath) -> bool {
-    match &path.key {
+/// Removes a key, or a whole section when `path.key` is `None` (sections addressed as by [`set`]).
+/// Says what changed; `None` when nothing was there.
+pub fn unset(doc: &mut Document, path: &KeyPath) -> Result<Option<Edit>> {
+    let Some(at) = locate(doc, path)? else {
+        return Ok(None);
+    };
+    Ok(match &path.key {
         None => {
-            let before = doc.sections.len();
-            doc.sections
-                .retain(|s| !(s.ty == path.ty && s.name.as_deref() == Some(path.name.as_str())));
-            doc.sections.len() != before
+            doc.sections.remove(at);
+            Some(Edit::Removed { section: at })
         }
-        Some(key) => match find_section(doc, path) {
-            Some(s) => {
-                let before = s.values.len();
-                s.values.retain(|v| &v.key != key);
-                s.values.len() != before
-            }
-            None => false,
-        },
+        Some(key) => {
+            let s = &mut doc.sections[at];
+            let before = s.values.len();
+            s.values.retain(|v| &v.key != key);
+            (s.values.len() != before).then(|| Edit::Key {
+                section: at,
+                key: key.clone(),
+            })
+        }
+    })
+}
+
+/// Validates `after` (the daemon's schema) and writes it to `path`,
+/// which held `original` (read as `before`): edited in place when [`edit_text`] can (comments and
+/// layout kept, `None` returned), else written anew after a copy of `original` was kept as
+/// `PATH.bak` (the returned note says so). The file keeps its mode, owner and symlink.
+pub fn save_edit(
+    path: &str,
+    original: &str,
+    before: &Document,
+    after: &Document,
+    edit: &Edit,
+) -> Result<Option<String>> {
+    let (rendered, _) = render_checked(after, path)?;
+    if let Some(text) = edit_text(original, before, after, edit) {
+        write_atomic(path, text.as_bytes())?;
+        return Ok(None);
     }
+    let bak = format!("{path}.bak");
+    let like = std::fs::metadata(path).ok();
+    crate::edit::replace(Path::new(&bak), original.as_bytes(), like.as_ref())?;
+    write_atomic(path, rendered.as_bytes())?;
+    Ok(Some(format!(
+        "its comments and layout could not be kept (rewritten as `uci export` writes it); the previous file is {bak}"
+    )))
 }
 
 /// Renders a document and validates the result; the error is the daemon's, naming `path`.
@@ -183,18 +320,10 @@ pub fn render_checked(doc: &Document, path: &str) -> Result<(String, Config)> {
     Ok((text, cfg))
 }
 
-/// Writes `contents` to `path` atomically (temporary file + rename).
+/// Writes `contents` to `path` atomically (temporary file + rename), through a symlink to its target,
+/// keeping an existing file's permission bits and owner ([`crate::edit::write_file`]).
 pub fn write_atomic(path: &str, contents: &[u8]) -> Result<()> {
-    let p = Path::new(path);
-    let tmp = match p.file_name() {
-        Some(n) => p.with_file_name(format!(".{}.lanveil-ctl.tmp", n.to_string_lossy())),
-        None => return Err(Error::usage(format!("{path}: not a file path"))),
-    };
-    io_ctx(
-        std::fs::write(&tmp, contents),
-        format!("cannot write {}", tmp.display()),
-    )?;
-    io_ctx(std::fs::rename(&tmp, p), format!("cannot replace {path}"))
+    crate::edit::write_file(path, contents)
 }
 
 /// The OpenWrt package's shipped `/etc/config/lanveil`, built in so `config init --openwrt` and the
@@ -458,7 +587,7 @@ mod tests {
                 &parse_key("upstream.mine.url").unwrap(),
                 &["quic://192.0.2.53:53#dns.example".into()],
             )
-            .and_then(|()| render_checked(&doc, "x").map(|_| ()))
+            .and_then(|_| render_checked(&doc, "x").map(|_| ()))
             .is_err(),
             "DoQ on port 53 refused"
         );
@@ -664,8 +793,16 @@ mod tests {
             ),
             "{e}"
         );
-        assert!(unset(&mut doc, &parse_key("query_timeout_ms").unwrap()));
-        assert!(unset(&mut doc, &parse_key("upstream.q").unwrap()));
+        assert!(
+            unset(&mut doc, &parse_key("query_timeout_ms").unwrap())
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            unset(&mut doc, &parse_key("upstream.q").unwrap())
+                .unwrap()
+                .is_some()
+        );
         assert!(
             render_checked(&doc, "x")
                 .unwrap_err()
@@ -674,6 +811,86 @@ mod tests {
         );
         assert!(parse_key("a.b.c.d").is_err());
         assert!(parse_key("up stream").is_err());
+    }
+
+    #[test]
+    fn set_and_unset_address_unnamed_sections_by_their_shown_name() {
+        let text = "config lanveil 'main'\n\tlist listen '127.0.0.1:5353'\n\n\
+                    config upstream\n\toption url 'tls://9.9.9.9:853#dns.quad9.net'\n\n\
+                    config openwrt\n\toption force_dns '0'\n";
+        let mut doc = uci::parse(text).unwrap();
+        let shown = Config::from_uci(&doc).unwrap().upstreams.servers[0]
+            .name
+            .clone();
+        assert_eq!(shown_names(&doc)[1].as_deref(), Some(shown.as_str()));
+        let one: UpstreamUrl = "tls://1.1.1.1:853#one.one.one.one".parse().unwrap();
+        set(
+            &mut doc,
+            &parse_key(&format!("upstream.{shown}.url")).unwrap(),
+            &[one.to_string()],
+        )
+        .unwrap();
+        set(
+            &mut doc,
+            &parse_key("openwrt.force_dns").unwrap(),
+            &["1".into()],
+        )
+        .unwrap();
+        let (out, cfg) = render_checked(&doc, "x").unwrap();
+        assert_eq!(doc.sections.len(), 3, "{out}");
+        assert_eq!(cfg.upstreams.servers.len(), 1, "{out}");
+        assert_eq!(cfg.upstreams.servers[0].url, one);
+        assert_eq!(
+            openwrt_summary(out.as_bytes()).unwrap(),
+            "openwrt section (the init script's): force_dns '1'"
+        );
+        // A new upstream is still a new, named section; the unnamed one goes by its shown name.
+        set(
+            &mut doc,
+            &parse_key("upstream.q.url").unwrap(),
+            &["tls://9.9.9.9#dns.quad9.net".into()],
+        )
+        .unwrap();
+        assert_eq!(doc.sections.len(), 4);
+        assert!(
+            unset(&mut doc, &parse_key(&format!("upstream.{shown}")).unwrap())
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            unset(&mut doc, &parse_key(&format!("upstream.{shown}")).unwrap())
+                .unwrap()
+                .is_none()
+        );
+        let (_, cfg) = render_checked(&doc, "x").unwrap();
+        assert_eq!(cfg.upstreams.servers.len(), 1);
+        assert_eq!(cfg.upstreams.servers[0].name, "q");
+
+        // A second openwrt section: set refuses to pick one, check and every write refuse it.
+        let two = format!("{text}\nconfig openwrt 'openwrt'\n\toption force_dns '0'\n");
+        let mut doc = uci::parse(&two).unwrap();
+        let e = set(
+            &mut doc,
+            &parse_key("openwrt.force_dns").unwrap(),
+            &["1".into()],
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.message,
+            "2 'config openwrt' sections (lines 7, 10): the init script reads only the first, the others are ignored; merge them into one"
+        );
+        set(
+            &mut doc,
+            &parse_key("log_level").unwrap(),
+            &["debug".into()],
+        )
+        .unwrap();
+        assert!(
+            render_checked(&doc, "f")
+                .unwrap_err()
+                .message
+                .contains("openwrt[openwrt]: only one 'config openwrt' section is allowed")
+        );
     }
 
     #[test]

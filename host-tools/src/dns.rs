@@ -180,6 +180,8 @@ pub struct Reply {
     pub qname: String,
     /// Question type.
     pub qtype: u16,
+    /// The (first) question, if the message has one.
+    pub question: Option<Question>,
     /// Answer section.
     pub answers: Vec<Record>,
     /// The answer had an OPT record.
@@ -190,6 +192,44 @@ pub struct Reply {
     pub padding: Option<usize>,
     /// Size of the whole message.
     pub size: usize,
+}
+
+/// A message's (first) question.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Question {
+    /// QNAME as text (lower case, no trailing dot).
+    pub name: String,
+    /// QTYPE.
+    pub qtype: u16,
+    /// QCLASS.
+    pub class: u16,
+}
+
+impl Question {
+    /// `name type N class N`, for messages.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} type {} class {}",
+            if self.name.is_empty() {
+                "."
+            } else {
+                &self.name
+            },
+            self.qtype,
+            self.class
+        )
+    }
+}
+
+/// The question of a message (a query or an answer) read with the router's codec.
+pub fn parse_question(m: &[u8]) -> Result<Question, DnsError> {
+    let scan = message::scan(m).map_err(malformed)?;
+    let q = scan.question.ok_or(DnsError::Malformed("no question"))?;
+    Ok(Question {
+        name: read_name(m, header::LEN)?,
+        qtype: q.qtype,
+        class: q.qclass,
+    })
 }
 
 impl Reply {
@@ -278,6 +318,11 @@ pub fn parse_reply(m: &[u8]) -> Result<Reply, DnsError> {
     if let Some(q) = scan.question {
         r.qname = read_name(m, header::LEN)?;
         r.qtype = q.qtype;
+        r.question = Some(Question {
+            name: r.qname.clone(),
+            qtype: q.qtype,
+            class: q.qclass,
+        });
     }
     for rec in scan.answers(m) {
         r.answers.push(Record {

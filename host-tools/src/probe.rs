@@ -1,24 +1,31 @@
 //! `lanveil-ctl probe`: dial a candidate upstream as the daemon would (same URL notation, same
-//! authentication rules, ALPN `dot` for DoT), send N queries on one connection and report handshake
-//! time, query RTT, TLS version, padding, EDE and the SPKI pins of the presented chain.
+//! authentication rules, the daemon's ALPN: `dot`, `h2`, `doq`), send N queries on one connection and
+//! report handshake time, query RTT, TLS version, padding, EDE and the SPKI pins of the presented chain.
+//! OK means a real answer to each query: a DNS response to the question asked, with the message ID
+//! sent (0 for DoH and DoQ, as the daemon sends them).
 //!
 //! DoQ: the same QUIC transport as the daemon (quinn's state machine, driven blocking here), one
 //! stream per query; the handshake time is the QUIC handshake's (there is no separate TCP connect).
 //!
-//! DoH: the daemon speaks HTTP/2. This tool is blocking and tokio-free, so it measures queries over
-//! HTTP/1.1 (RFC 8484 works over any HTTP version). The first connection offers `h2, http/1.1`
-//! exactly so the report can say what the server picks; if it picks h2, a second connection offering
-//! only `http/1.1` carries the queries. A server that accepts only h2 is reported as such: handshake
-//! and certificate verified, query RTT not measured.
+//! DoH: the daemon speaks HTTP/2 only (ALPN `h2`), so the probe does too ([`crate::http2`], blocking,
+//! no tokio): ALPN `h2` offered alone, one POST `application/dns-message` per query on one connection.
+//! A server that does not select h2 FAILS: the daemon would refuse it.
+//!
+//! Each query (write and read, however the server trickles its bytes) is bounded by `--timeout`.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use lanveil_config::{Transport, UpstreamUrl};
 
 use crate::dns::{self, QueryOpts, Reply};
-use crate::tls::{self, Auth, Handshake, TlsStream};
+use crate::http2;
+use crate::tls::{self, Auth, Deadline, Handshake, TlsStream};
+
+/// Why a server without h2 fails the probe.
+const NO_H2: &str =
+    "the daemon speaks DNS over HTTPS over HTTP/2 only and would refuse this upstream";
 
 /// Probe settings.
 #[derive(Debug, Clone)]
@@ -30,7 +37,7 @@ pub struct ProbeOpts {
     /// Name whose answer should carry an Extended DNS Error at a validating resolver (DNSSEC-bogus);
     /// `None` to skip.
     pub ede_name: Option<String>,
-    /// Bound on each connect + handshake and each query.
+    /// Bound on the connect + handshake, and on each query (one deadline for all its I/O).
     pub timeout: Duration,
 }
 
@@ -98,17 +105,18 @@ pub struct ProbeReport {
     pub ca_file: Option<String>,
     /// Certificate chain valid for the name (and pins matched, if given).
     pub authenticated: bool,
-    /// Everything worked: authenticated and at least one answer (or h2-only, see `note`).
+    /// Everything worked: authenticated, and every query of the series got a valid answer to its
+    /// question.
     pub ok: bool,
     /// Why it failed, when it did.
     pub error: Option<String>,
     /// Handshake details (also on failure: the chain the server presented).
     pub handshake: Handshake,
-    /// HTTP version the queries used (DoH only).
+    /// HTTP version the queries used (DoH only: always HTTP/2, as the daemon's).
     pub http_version: Option<String>,
-    /// The server offered/selected h2 when we offered `h2, http/1.1` (DoH only).
+    /// The server selected ALPN h2 (DoH only); without it the probe fails.
     pub server_selected_h2: Option<bool>,
-    /// Remarks (e.g. "server requires HTTP/2: …").
+    /// Remarks.
     pub note: Option<String>,
     /// Queries sent in the series.
     pub queries_sent: usize,
@@ -161,9 +169,8 @@ fn probe_dot(r: &mut ProbeReport, addr: SocketAddr, auth: &Auth, opts: &ProbeOpt
     };
     r.authenticated = true;
     r.handshake = hs;
-    let _ = stream.sock.set_read_timeout(Some(opts.timeout));
+    run_series(r, opts, |q| dot_query(&mut stream, q, opts.timeout));
     let _ = stream.sock.set_write_timeout(Some(opts.timeout));
-    run_series(r, opts, |q| dot_query(&mut stream, q));
     stream.conn.send_close_notify();
     let _ = stream.flush();
 }
@@ -188,19 +195,45 @@ fn probe_doq(r: &mut ProbeReport, addr: SocketAddr, auth: &Auth, opts: &ProbeOpt
     conn.close();
 }
 
-fn dot_query(s: &mut TlsStream, query: &[u8]) -> Result<Reply, String> {
+fn dot_query(s: &mut TlsStream, query: &[u8], timeout: Duration) -> Result<Reply, String> {
+    let mut io = Deadline::new(s, Instant::now() + timeout);
     let mut framed = (query.len() as u16).to_be_bytes().to_vec();
     framed.extend_from_slice(query);
-    s.write_all(&framed).map_err(|e| format!("write: {e}"))?;
-    s.flush().map_err(|e| format!("write: {e}"))?;
-    let msg = dns::read_framed(s).map_err(|e| match e.kind() {
+    let io_error = |e: std::io::Error| match e.kind() {
         std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
             "no answer in time".to_string()
         }
         std::io::ErrorKind::UnexpectedEof => "the server closed the connection".to_string(),
-        _ => format!("read: {e}"),
-    })?;
+        _ => format!("{e}"),
+    };
+    io.write_all(&framed).map_err(io_error)?;
+    io.flush().map_err(io_error)?;
+    let msg = dns::read_framed(&mut io).map_err(io_error)?;
     dns::parse_reply(&msg).map_err(|e| e.to_string())
+}
+
+/// The reply answers `query`: same ID, same question (name, type, class; the name's case aside).
+fn check_answer(reply: &Reply, query: &[u8], id: u16) -> Result<(), String> {
+    if reply.id != id {
+        return Err(format!(
+            "answer with message ID {} to a query with ID {id}",
+            reply.id
+        ));
+    }
+    let Ok(asked) = dns::parse_question(query) else {
+        return Err("internal: the query does not parse".into());
+    };
+    if reply.question != Some(asked.clone()) {
+        return Err(format!(
+            "the answer is not for the question asked ({}): it carries {}",
+            asked.describe(),
+            reply
+                .question
+                .as_ref()
+                .map_or_else(|| "no question".to_string(), dns::Question::describe)
+        ));
+    }
+    Ok(())
 }
 
 /// Sends the RTT series and the EDE test through `exchange`, filling the report.
@@ -233,18 +266,14 @@ fn run_series(
         };
         r.queries_sent += 1;
         let start = Instant::now();
-        match exchange(&q) {
-            Ok(reply) if reply.id == id => {
+        match exchange(&q).and_then(|reply| check_answer(&reply, &q, id).map(|()| reply)) {
+            Ok(reply) => {
                 samples.push(tls::ms(start.elapsed()));
                 r.queries_answered += 1;
                 r.rcode = Some(reply.rcode_name());
                 r.padding = Some(r.padding.unwrap_or(false) || reply.padding.is_some());
                 r.answer_size = Some(reply.size);
                 note_ede(r, &reply);
-            }
-            Ok(_) => {
-                last_error = Some("answer with a different message ID".to_string());
-                break;
             }
             Err(e) => {
                 last_error = Some(e);
@@ -267,6 +296,7 @@ fn run_series(
                 ..QueryOpts::default()
             },
         ) && let Ok(reply) = exchange(&q)
+            && check_answer(&reply, &q, id).is_ok()
         {
             r.ede_test = Some(reply.rcode_name());
             note_ede(r, &reply);
@@ -298,12 +328,19 @@ fn probe_doh(
     auth: &Auth,
     opts: &ProbeOpts,
 ) {
-    // First connection: what the daemon would see (it offers h2), plus http/1.1 as a fallback.
-    let (first, hs) = match tls::connect(addr, auth, &["h2", "http/1.1"], opts.timeout) {
+    // As the daemon dials it: ALPN `h2` only, and nothing but HTTP/2 after it.
+    let (mut stream, hs) = match tls::connect(addr, auth, &["h2"], opts.timeout) {
         Ok(x) => x,
         Err(e) => {
-            r.error = Some(e.reason);
+            r.error = Some(if e.alpn_refused {
+                format!("the server refused ALPN h2 ({}): {NO_H2}", e.reason)
+            } else {
+                e.reason
+            });
             r.handshake = *e.seen;
+            if e.alpn_refused {
+                r.server_selected_h2 = Some(false);
+            }
             return;
         }
     };
@@ -311,183 +348,57 @@ fn probe_doh(
     let selected_h2 = hs.alpn_selected.as_deref() == Some("h2");
     r.server_selected_h2 = Some(selected_h2);
     r.handshake = hs;
-    let stream = if selected_h2 {
-        drop(first);
-        match tls::connect(addr, auth, &["http/1.1"], opts.timeout) {
-            Ok((s, _)) => s,
-            Err(e) if e.alpn_refused => {
-                r.ok = true;
-                r.note = Some(
-                    "server requires HTTP/2: handshake and certificate verified, query RTT not measured"
-                        .into(),
-                );
-                return;
+    if !selected_h2 {
+        r.error = Some(format!(
+            "the server selected {} instead of ALPN h2: {NO_H2}",
+            match r.handshake.alpn_selected.as_deref() {
+                Some(p) => format!("ALPN {p}"),
+                None => "no ALPN protocol".to_string(),
             }
-            Err(e) => {
-                r.error = Some(format!("second connection (HTTP/1.1): {}", e.reason));
-                return;
-            }
-        }
-    } else {
-        first
-    };
-    r.http_version = Some("HTTP/1.1".into());
-    r.note = Some(if selected_h2 {
-        "queries measured over HTTP/1.1 (the server prefers h2, which the daemon uses)".into()
-    } else {
-        "queries measured over HTTP/1.1 (the server did not select h2; the daemon needs h2)".into()
-    });
-    let _ = stream.sock.set_read_timeout(Some(opts.timeout));
-    let _ = stream.sock.set_write_timeout(Some(opts.timeout));
+        ));
+        stream.conn.send_close_notify();
+        let _ = stream.flush();
+        return;
+    }
+    r.http_version = Some("HTTP/2".into());
     let authority = if url.port == lanveil_config::HTTPS_PORT {
         auth.auth_name.clone()
     } else {
         format!("{}:{}", auth.auth_name, url.port)
     };
-    let mut reader = BufReader::new(stream);
-    run_series(r, opts, |q| doh_post(&mut reader, &authority, &url.path, q));
-    let mut stream = reader.into_inner();
+    let mut client = http2::Client::new(&authority, &url.path);
+    run_series(r, opts, |q| {
+        let mut io = Deadline::new(&mut stream, Instant::now() + opts.timeout);
+        let resp = client.post(&mut io, q).map_err(|e| e.to_string())?;
+        if resp.status != 200 {
+            return Err(format!("HTTP status {} (not a DoH answer)", resp.status));
+        }
+        // The daemon takes exactly this content type, and nothing without one.
+        match resp.content_type.as_deref() {
+            Some(ct) if ct.eq_ignore_ascii_case(http2::DNS_MESSAGE) => {}
+            Some(ct) => {
+                return Err(format!(
+                    "HTTP 200 with Content-Type {ct:?}, not a DNS answer"
+                ));
+            }
+            None => return Err("HTTP 200 without a Content-Type, not a DNS answer".into()),
+        }
+        dns::parse_reply(&resp.body).map_err(|e| e.to_string())
+    });
+    let mut io = Deadline::new(&mut stream, Instant::now() + opts.timeout);
+    client.goodbye(&mut io);
     stream.conn.send_close_notify();
     let _ = stream.flush();
-}
-
-/// One RFC 8484 POST over HTTP/1.1 (keep-alive).
-fn doh_post(
-    reader: &mut BufReader<TlsStream>,
-    authority: &str,
-    path: &str,
-    query: &[u8],
-) -> Result<Reply, String> {
-    let head = format!(
-        "POST {path} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: lanveil-ctl\r\n\
-         Accept: application/dns-message\r\nContent-Type: application/dns-message\r\n\
-         Content-Length: {}\r\n\r\n",
-        query.len()
-    );
-    let s = reader.get_mut();
-    let mut req = head.into_bytes();
-    req.extend_from_slice(query);
-    s.write_all(&req).map_err(|e| format!("write: {e}"))?;
-    s.flush().map_err(|e| format!("write: {e}"))?;
-    let (status, headers) = read_head(reader)?;
-    let header = |n: &str| {
-        headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(n))
-            .map(|(_, v)| v.as_str())
-    };
-    let body = if header("transfer-encoding")
-        .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
-    {
-        read_chunked(reader)?
-    } else if let Some(len) = header("content-length") {
-        let len: usize = len
-            .trim()
-            .parse()
-            .map_err(|_| format!("bad Content-Length {len:?}"))?;
-        if len > 65_535 {
-            return Err(format!("answer too large ({len} octets)"));
-        }
-        let mut b = vec![0u8; len];
-        reader
-            .read_exact(&mut b)
-            .map_err(|e| format!("read: {e}"))?;
-        b
-    } else {
-        let mut b = Vec::new();
-        reader
-            .take(65_536)
-            .read_to_end(&mut b)
-            .map_err(|e| format!("read: {e}"))?;
-        b
-    };
-    if status != 200 {
-        return Err(format!("HTTP status {status}"));
-    }
-    if let Some(ct) = header("content-type")
-        && !ct.trim().eq_ignore_ascii_case("application/dns-message")
-    {
-        return Err(format!("unexpected Content-Type {ct:?}"));
-    }
-    dns::parse_reply(&body).map_err(|e| e.to_string())
-}
-
-fn read_line(reader: &mut BufReader<TlsStream>) -> Result<String, String> {
-    let mut line = String::new();
-    let n = reader
-        .by_ref()
-        .take(8192)
-        .read_line(&mut line)
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
-                "no answer in time".to_string()
-            }
-            _ => format!("read: {e}"),
-        })?;
-    if n == 0 {
-        return Err("the server closed the connection".into());
-    }
-    Ok(line.trim_end_matches(['\r', '\n']).to_string())
-}
-
-fn read_head(reader: &mut BufReader<TlsStream>) -> Result<(u16, Vec<(String, String)>), String> {
-    let status_line = read_line(reader)?;
-    let mut parts = status_line.splitn(3, ' ');
-    let version = parts.next().unwrap_or_default();
-    if !version.starts_with("HTTP/1.") {
-        return Err(format!("not an HTTP/1.x answer: {status_line:?}"));
-    }
-    let status: u16 = parts
-        .next()
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("bad status line {status_line:?}"))?;
-    let mut headers = Vec::new();
-    loop {
-        let line = read_line(reader)?;
-        if line.is_empty() {
-            break;
-        }
-        if headers.len() > 100 {
-            return Err("too many HTTP headers".into());
-        }
-        if let Some((k, v)) = line.split_once(':') {
-            headers.push((k.trim().to_string(), v.trim().to_string()));
-        }
-    }
-    Ok((status, headers))
-}
-
-fn read_chunked(reader: &mut BufReader<TlsStream>) -> Result<Vec<u8>, String> {
-    let mut body = Vec::new();
-    loop {
-        let size_line = read_line(reader)?;
-        let size = usize::from_str_radix(size_line.split(';').next().unwrap_or("").trim(), 16)
-            .map_err(|_| format!("bad chunk size {size_line:?}"))?;
-        if size == 0 {
-            // Trailers, then the empty line.
-            while !read_line(reader)?.is_empty() {}
-            return Ok(body);
-        }
-        if body.len() + size > 65_535 {
-            return Err("answer too large".into());
-        }
-        let start = body.len();
-        body.resize(start + size, 0);
-        reader
-            .read_exact(&mut body[start..])
-            .map_err(|e| format!("read: {e}"))?;
-        read_line(reader)?;
-    }
 }
 
 /// The report in words.
 pub fn render(r: &ProbeReport) -> String {
     use std::fmt::Write as _;
     let mut o = String::new();
-    let kind = if r.transport == "dot" {
-        "DNS over TLS"
-    } else {
-        "DNS over HTTPS"
+    let kind = match r.transport {
+        "dot" => "DNS over TLS",
+        "doq" => "DNS over QUIC",
+        _ => "DNS over HTTPS",
     };
     let verdict = if r.ok { "OK" } else { "FAILED" };
     let _ = writeln!(o, "{} ({kind}) — {verdict}", r.upstream);
@@ -511,13 +422,19 @@ pub fn render(r: &ProbeReport) -> String {
         let _ = writeln!(o, "  error           {e}");
     }
     let h = &r.handshake;
-    if h.tcp_connect_ms > 0.0 || h.tls_version.is_some() {
+    // QUIC has no TCP connect (its handshake time is on the next line).
+    if r.transport != "doq" && (h.tcp_connect_ms > 0.0 || h.tls_version.is_some()) {
         let _ = writeln!(o, "  TCP connect     {:.2} ms", h.tcp_connect_ms);
     }
     if let Some(v) = &h.tls_version {
         let _ = writeln!(
             o,
-            "  TLS handshake   {:.2} ms, {v}, {}",
+            "  {:<15} {:.2} ms, {v}, {}",
+            if r.transport == "doq" {
+                "QUIC handshake"
+            } else {
+                "TLS handshake"
+            },
             h.tls_handshake_ms,
             h.cipher_suite.as_deref().unwrap_or("?")
         );
@@ -529,7 +446,7 @@ pub fn render(r: &ProbeReport) -> String {
         );
     }
     if let Some(hv) = &r.http_version {
-        let _ = writeln!(o, "  HTTP            {hv} for the queries");
+        let _ = writeln!(o, "  HTTP            {hv}");
     }
     if let Some(n) = &r.note {
         let _ = writeln!(o, "  note            {n}");
@@ -619,4 +536,47 @@ pub fn render(r: &ProbeReport) -> String {
         );
     }
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn doq_is_rendered_as_quic_without_a_tcp_line() {
+        let r = ProbeReport {
+            upstream: "quic://192.0.2.1:853#doq.test".into(),
+            transport: "doq",
+            authenticated: true,
+            ok: true,
+            handshake: Handshake {
+                tls_handshake_ms: 12.5,
+                tls_version: Some("TLSv1.3".into()),
+                alpn_offered: vec!["doq".into()],
+                alpn_selected: Some("doq".into()),
+                ..Handshake::default()
+            },
+            ..ProbeReport::default()
+        };
+        let text = render(&r);
+        assert!(
+            text.starts_with("quic://192.0.2.1:853#doq.test (DNS over QUIC) — OK\n"),
+            "{text}"
+        );
+        assert!(!text.contains("TCP connect"), "{text}");
+        assert!(
+            text.contains("  QUIC handshake  12.50 ms, TLSv1.3"),
+            "{text}"
+        );
+        // DoT and DoH keep their TCP line.
+        for (transport, kind) in [("dot", "(DNS over TLS)"), ("doh", "(DNS over HTTPS)")] {
+            let text = render(&ProbeReport {
+                transport,
+                ..r.clone()
+            });
+            assert!(text.contains(kind), "{text}");
+            assert!(text.contains("  TCP connect     0.00 ms"), "{text}");
+            assert!(text.contains("  TLS handshake   12.50 ms"), "{text}");
+        }
+    }
 }

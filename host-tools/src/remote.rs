@@ -18,6 +18,11 @@ pub const DEFAULT_LANVEIL: &str = "lanveil";
 /// The daemon's control socket.
 pub const DEFAULT_CONTROL: &str = "/var/run/lanveil/daemon/control.sock";
 
+/// Seconds between ssh keep-alives (`ServerAliveInterval`).
+pub const SERVER_ALIVE_INTERVAL: u32 = 5;
+/// Unanswered keep-alives after which ssh gives up (`ServerAliveCountMax`).
+pub const SERVER_ALIVE_COUNT: u32 = 3;
+
 /// How to reach the router over ssh.
 #[derive(Debug, Clone)]
 pub struct SshTarget {
@@ -73,6 +78,15 @@ impl SshTarget {
         }
         for o in &self.options {
             c.arg("-o").arg(o);
+        }
+        // A router that stops answering mid-session (power, Wi-Fi, a hung link) ends the session
+        // after 3 unanswered keep-alives 5 s apart, instead of never. After the owner's options:
+        // ssh takes the first value it is given, so `--ssh-option ServerAliveInterval=N` wins.
+        for (key, value) in [
+            ("ServerAliveInterval", SERVER_ALIVE_INTERVAL),
+            ("ServerAliveCountMax", SERVER_ALIVE_COUNT),
+        ] {
+            c.arg("-o").arg(format!("{key}={value}"));
         }
         c.arg(&self.host).arg("--").arg(remote);
         c
@@ -258,5 +272,32 @@ mod tests {
             ("root@192.168.1.1", "192.168.1.1")
         );
         assert_eq!(SshTarget::new("me@r").hostname(), "r");
+    }
+
+    #[test]
+    fn ssh_gives_up_on_a_silent_router() {
+        let mut t = SshTarget::new("r");
+        t.options = vec!["ServerAliveInterval=2".into()];
+        let args: Vec<String> = t
+            .command("true")
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let at = |s: &str| args.iter().position(|a| a == s);
+        let (Some(mine), Some(interval), Some(count), Some(host)) = (
+            at("ServerAliveInterval=2"),
+            at("ServerAliveInterval=5"),
+            at("ServerAliveCountMax=3"),
+            at("root@r"),
+        ) else {
+            panic!("{args:?}");
+        };
+        assert_eq!(args[interval - 1], "-o");
+        assert_eq!(args[count - 1], "-o");
+        // The owner's value comes first (ssh keeps the first), ours before the host.
+        assert!(
+            mine < interval && interval < host && count < host,
+            "{args:?}"
+        );
     }
 }

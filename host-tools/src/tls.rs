@@ -228,6 +228,88 @@ pub fn connect(
     Ok((StreamOwned::new(conn, tcp), seen))
 }
 
+/// A [`TlsStream`] bound to one deadline: every read and write through it (each socket read, each
+/// socket write, however the server trickles its bytes) waits at most until `deadline`, then fails
+/// with [`std::io::ErrorKind::TimedOut`]. rustls's own `StreamOwned` loops over socket reads until a
+/// whole record is in, each with a fresh socket time-out, so a server sending a byte at a time would
+/// hold it for ever; this pumps the records itself.
+pub struct Deadline<'a> {
+    stream: &'a mut TlsStream,
+    deadline: Instant,
+}
+
+impl<'a> Deadline<'a> {
+    /// `stream` until `deadline`.
+    pub fn new(stream: &'a mut TlsStream, deadline: Instant) -> Self {
+        Self { stream, deadline }
+    }
+
+    fn left(&self) -> std::io::Result<Duration> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "no answer in time",
+            ));
+        }
+        Ok(left)
+    }
+
+    fn send_tls(&mut self) -> std::io::Result<()> {
+        while self.stream.conn.wants_write() {
+            let left = self.left()?;
+            self.stream.sock.set_write_timeout(Some(left))?;
+            self.stream.conn.write_tls(&mut self.stream.sock)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::io::Read for Deadline<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use std::io::ErrorKind;
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            match self.stream.conn.reader().read(buf) {
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                done => return done,
+            }
+            self.send_tls()?;
+            let left = self.left()?;
+            self.stream.sock.set_read_timeout(Some(left))?;
+            let n = self.stream.conn.read_tls(&mut self.stream.sock)?;
+            self.stream
+                .conn
+                .process_new_packets()
+                .map_err(|e| std::io::Error::new(ErrorKind::InvalidData, describe_tls_error(&e)))?;
+            if n == 0 {
+                // The end of the TCP stream: what is left, then a clean or an unexpected end.
+                return match self.stream.conn.reader().read(buf) {
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                        Err(std::io::Error::from(ErrorKind::UnexpectedEof))
+                    }
+                    done => done,
+                };
+            }
+        }
+    }
+}
+
+impl std::io::Write for Deadline<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.stream.conn.writer().write(buf)?;
+        self.send_tls()?;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.stream.conn.writer().flush()?;
+        self.send_tls()
+    }
+}
+
 /// Milliseconds with 0.01 precision.
 pub fn ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 100_000.0).round() / 100.0

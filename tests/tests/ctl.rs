@@ -168,95 +168,12 @@ async fn probe_refuses_untrusted_certificates_and_wrong_pins_but_shows_the_chain
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn probe_doh_h2_only_server_is_reported_honestly() {
+async fn probe_doh_queries_over_http2_as_the_daemon() {
     let pki = Pki::new();
     let leaf = pki.leaf(&["doh.test"], &[]);
     let doh = DohUpstream::start("127.0.0.1:0".parse().unwrap(), &leaf).await;
     let dir = TempDir::new("ctl-probe-doh");
     let url = format!("https://{}/dns-query#doh.test", doh.addr());
-    let ca = leaf.ca_pem_path().to_str().unwrap();
-    let out = run(dir.path(), &["probe", &url, "--ca-file", ca, "--json"]).await;
-    assert_eq!(out.code, Some(0), "{out:?}");
-    let r = &json(&out)[0];
-    assert_eq!(r["authenticated"], true);
-    assert_eq!(r["server_selected_h2"], true);
-    assert_eq!(r["handshake"]["alpn_selected"], "h2");
-    assert_eq!(
-        r["note"],
-        "server requires HTTP/2: handshake and certificate verified, query RTT not measured"
-    );
-    assert_eq!(
-        r["handshake"]["chain"][0]["pin"],
-        openssl_pin(leaf.cert_pem_path()).as_str()
-    );
-    assert!(r["rtt_ms"].is_null());
-}
-
-/// A minimal blocking DoH server speaking HTTP/1.1 (and advertising h2 too, like real ones), answering
-/// with the harness's deterministic data; it handles keep-alive POSTs until the client closes.
-fn start_http1_doh(leaf: &Leaf) -> SocketAddr {
-    let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_protocol_versions(&[&rustls::version::TLS13])
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(leaf.cert_chain.clone(), leaf.key())
-    .unwrap();
-    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    let cfg = Arc::new(cfg);
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for tcp in listener.incoming().flatten() {
-            let cfg = cfg.clone();
-            std::thread::spawn(move || {
-                let conn = rustls::ServerConnection::new(cfg).unwrap();
-                let mut tls = BufReader::new(rustls::StreamOwned::new(conn, tcp));
-                loop {
-                    let mut len = 0usize;
-                    let mut line = String::new();
-                    loop {
-                        line.clear();
-                        if tls.read_line(&mut line).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        let l = line.trim_end();
-                        if l.is_empty() {
-                            break;
-                        }
-                        if let Some(v) = l.to_ascii_lowercase().strip_prefix("content-length:") {
-                            len = v.trim().parse().unwrap_or(0);
-                        }
-                    }
-                    let mut body = vec![0u8; len];
-                    if tls.read_exact(&mut body).is_err() {
-                        return;
-                    }
-                    let (answer, _) = answer_for(&body, None).unwrap();
-                    let head = format!(
-                        "HTTP/1.1 200 OK\r\nContent-Type: application/dns-message\r\nContent-Length: {}\r\n\r\n",
-                        answer.len()
-                    );
-                    let s = tls.get_mut();
-                    if s.write_all(head.as_bytes()).is_err() || s.write_all(&answer).is_err() {
-                        return;
-                    }
-                    let _ = s.flush();
-                }
-            });
-        }
-    });
-    addr
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn probe_doh_over_http11_measures_rtt() {
-    let pki = Pki::new();
-    let leaf = pki.leaf(&["doh.test"], &[]);
-    let addr = start_http1_doh(&leaf);
-    let dir = TempDir::new("ctl-probe-doh1");
-    let url = format!("https://{addr}/dns-query#doh.test");
     let ca = leaf.ca_pem_path().to_str().unwrap();
     let out = run(
         dir.path(),
@@ -265,12 +182,343 @@ async fn probe_doh_over_http11_measures_rtt() {
     .await;
     assert_eq!(out.code, Some(0), "{out:?}");
     let r = &json(&out)[0];
+    assert_eq!(r["ok"], true);
+    assert_eq!(r["authenticated"], true);
     assert_eq!(r["server_selected_h2"], true);
-    assert_eq!(r["http_version"], "HTTP/1.1");
+    assert_eq!(r["handshake"]["alpn_offered"], serde_json::json!(["h2"]));
+    assert_eq!(r["handshake"]["alpn_selected"], "h2");
+    assert_eq!(r["http_version"], "HTTP/2");
     assert_eq!(r["queries_answered"], 4);
     assert_eq!(r["rcode"], "NOERROR");
     assert!(r["rtt_ms"]["median"].as_f64().unwrap() > 0.0);
-    assert_eq!(r["handshake"]["chain"][0]["pin"], leaf.spki_pin().as_str());
+    assert_eq!(
+        r["handshake"]["chain"][0]["pin"],
+        openssl_pin(leaf.cert_pem_path()).as_str()
+    );
+    // The daemon's request: POST application/dns-message, DNS ID 0, no User-Agent, one connection.
+    let seen = doh.requests();
+    assert!(seen.len() >= 4, "{seen:?}");
+    for q in &seen {
+        assert_eq!(q.method, "POST");
+        assert_eq!(q.path, "/dns-query");
+        assert_eq!(q.authority, Some(format!("doh.test:{}", doh.addr().port())));
+        assert_eq!(&q.message[..2], &[0, 0]);
+        for h in ["content-type", "accept", "content-length"] {
+            assert!(q.headers.iter().any(|n| n == h), "{h}: {q:?}");
+        }
+        assert!(!q.headers.iter().any(|n| n == "user-agent"), "{q:?}");
+    }
+    assert_eq!(doh.connections(), 1);
+
+    // Not found (a wrong path, a web server): FAILED.
+    doh.set_status(404);
+    let out = run(dir.path(), &["probe", &url, "--ca-file", ca, "--json"]).await;
+    assert_eq!(out.code, Some(1), "{out:?}");
+    let r = &json(&out)[0];
+    assert_eq!(r["ok"], false);
+    assert_eq!(r["queries_answered"], 0);
+    assert!(
+        r["error"].as_str().unwrap().contains("HTTP status 404"),
+        "{r}"
+    );
+}
+
+/// A rustls server configuration presenting `leaf` with these ALPN protocols (none: no ALPN).
+fn tls_server_config(leaf: &Leaf, alpn: &[&[u8]]) -> Arc<rustls::ServerConfig> {
+    let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(leaf.cert_chain.clone(), leaf.key())
+    .unwrap();
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Arc::new(cfg)
+}
+
+type ServerTls = rustls::StreamOwned<rustls::ServerConnection, std::net::TcpStream>;
+
+/// A blocking TLS server on loopback; `serve` gets each connection on its own thread.
+fn start_tls_server(
+    leaf: &Leaf,
+    alpn: &[&[u8]],
+    serve: impl Fn(ServerTls) + Send + Sync + 'static,
+) -> SocketAddr {
+    let cfg = tls_server_config(leaf, alpn);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let serve = Arc::new(serve);
+    std::thread::spawn(move || {
+        for tcp in listener.incoming().flatten() {
+            let cfg = cfg.clone();
+            let serve = serve.clone();
+            std::thread::spawn(move || {
+                let conn = rustls::ServerConnection::new(cfg).unwrap();
+                serve(rustls::StreamOwned::new(conn, tcp));
+            });
+        }
+    });
+    addr
+}
+
+/// A correct DoH server speaking HTTP/1.1 only (keep-alive POSTs), with the harness's answers.
+fn serve_http1_doh(tls: ServerTls) {
+    let mut tls = BufReader::new(tls);
+    loop {
+        let mut len = 0usize;
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if tls.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            let l = line.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            if let Some(v) = l.to_ascii_lowercase().strip_prefix("content-length:") {
+                len = v.trim().parse().unwrap_or(0);
+            }
+        }
+        let mut body = vec![0u8; len];
+        if tls.read_exact(&mut body).is_err() {
+            return;
+        }
+        let Some((answer, _)) = answer_for(&body, None) else {
+            return;
+        };
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/dns-message\r\nContent-Length: {}\r\n\r\n",
+            answer.len()
+        );
+        let s = tls.get_mut();
+        if s.write_all(head.as_bytes()).is_err() || s.write_all(&answer).is_err() {
+            return;
+        }
+        let _ = s.flush();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn probe_doh_fails_when_the_server_does_not_select_h2() {
+    let pki = Pki::new();
+    let leaf = pki.leaf(&["doh.test"], &[]);
+    let dir = TempDir::new("ctl-probe-doh1");
+    let ca = leaf.ca_pem_path().to_str().unwrap();
+    // HTTP/1.1 only (it answers DoH correctly over it), and a server that ignores ALPN.
+    for (alpn, want) in [
+        (&[&b"http/1.1"[..]][..], "the server refused ALPN h2"),
+        (
+            &[][..],
+            "the server selected no ALPN protocol instead of ALPN h2",
+        ),
+    ] {
+        let addr = start_tls_server(&leaf, alpn, serve_http1_doh);
+        let url = format!("https://{addr}/dns-query#doh.test");
+        let out = run(dir.path(), &["probe", &url, "--ca-file", ca, "--json"]).await;
+        assert_eq!(out.code, Some(1), "{alpn:?}: {out:?}");
+        let r = &json(&out)[0];
+        assert_eq!(r["ok"], false, "{r}");
+        assert_eq!(r["server_selected_h2"], false, "{r}");
+        assert_eq!(r["queries_sent"], 0, "{r}");
+        let error = r["error"].as_str().unwrap();
+        assert!(
+            error.contains(want) && error.contains("HTTP/2 only"),
+            "{alpn:?}: {error}"
+        );
+        let out = run(dir.path(), &["probe", &url, "--ca-file", ca]).await;
+        assert_eq!(out.code, Some(1), "{out:?}");
+        assert!(out.stdout.contains("(DNS over HTTPS) — FAILED"), "{out:?}");
+    }
+}
+
+/// An HTTP/2 server on loopback answering every request with `answer(request body)`: (status,
+/// content-type, body).
+async fn start_h2_server(
+    leaf: &Leaf,
+    answer: impl Fn(&[u8]) -> (u16, Option<&'static str>, Vec<u8>) + Send + Sync + 'static,
+) -> SocketAddr {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls_server_config(leaf, &[b"h2"]));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let answer = Arc::new(answer);
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            let answer = answer.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let Ok(mut conn) = h2::server::handshake(tls).await else {
+                    return;
+                };
+                while let Some(Ok((req, mut respond))) = conn.accept().await {
+                    let answer = answer.clone();
+                    tokio::spawn(async move {
+                        let mut body = req.into_body();
+                        let mut message = Vec::new();
+                        while let Some(Ok(chunk)) = body.data().await {
+                            let _ = body.flow_control().release_capacity(chunk.len());
+                            message.extend_from_slice(&chunk);
+                        }
+                        let (status, ct, payload) = answer(&message);
+                        let mut resp = http::Response::builder().status(status);
+                        if let Some(ct) = ct {
+                            resp = resp.header("content-type", ct);
+                        }
+                        if let Ok(mut s) = respond.send_response(resp.body(()).unwrap(), false) {
+                            let _ = s.send_data(bytes::Bytes::from(payload), true);
+                        }
+                    });
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn probe_doh_fails_when_an_h2_server_gives_no_dns_answer() {
+    let pki = Pki::new();
+    let leaf = pki.leaf(&["doh.test"], &[]);
+    let dir = TempDir::new("ctl-probe-doh-bad");
+    let ca = leaf.ca_pem_path().to_str().unwrap();
+    type Answer = fn(&[u8]) -> (u16, Option<&'static str>, Vec<u8>);
+    let cases: [(Answer, &str); 6] = [
+        (
+            |_| (404, Some("text/html"), b"<h1>Not Found</h1>".to_vec()),
+            "HTTP status 404",
+        ),
+        (
+            |_| (200, Some("text/html"), b"<html>welcome</html>".to_vec()),
+            "Content-Type \"text/html\", not a DNS answer",
+        ),
+        (
+            |q| (200, None, answer_for(q, None).unwrap().0),
+            "without a Content-Type",
+        ),
+        (
+            |_| (200, Some("application/dns-message"), b"hello".to_vec()),
+            "malformed DNS answer",
+        ),
+        (
+            // A DNS answer, but to another question: the type changed to AAAA.
+            |q| {
+                let mut a = answer_for(q, None).unwrap().0;
+                let mut at = 12;
+                while a[at] != 0 {
+                    at += usize::from(a[at]) + 1;
+                }
+                a[at + 1..at + 3].copy_from_slice(&28u16.to_be_bytes());
+                (200, Some("application/dns-message"), a)
+            },
+            "the answer is not for the question asked",
+        ),
+        (
+            // The query itself echoed back: not a response.
+            |q| (200, Some("application/dns-message"), q.to_vec()),
+            "not a response",
+        ),
+    ];
+    for (answer, want) in cases {
+        let addr = start_h2_server(&leaf, answer).await;
+        let url = format!("https://{addr}/dns-query#doh.test");
+        let out = run(
+            dir.path(),
+            &["probe", &url, "--ca-file", ca, "--queries", "2", "--json"],
+        )
+        .await;
+        assert_eq!(out.code, Some(1), "{want}: {out:?}");
+        let r = &json(&out)[0];
+        assert_eq!(r["ok"], false, "{r}");
+        assert_eq!(r["server_selected_h2"], true, "{r}");
+        assert_eq!(r["queries_answered"], 0, "{r}");
+        let error = r["error"].as_str().unwrap();
+        assert!(error.contains(want), "want {want:?}: {error}");
+    }
+}
+
+/// How long one `lanveil-ctl` run took, the build of the binary aside.
+async fn timed_run(cwd: &Path, args: &[&str]) -> (CtlOutput, Duration) {
+    tokio::task::spawn_blocking(lanveil_tests::ssh::ctl_binary)
+        .await
+        .unwrap();
+    let start = std::time::Instant::now();
+    let out = run(cwd, args).await;
+    (out, start.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn probe_gives_up_on_a_trickling_server_at_the_timeout() {
+    let pki = Pki::new();
+    let leaf = pki.leaf(&[NAME], &[]);
+    let dir = TempDir::new("ctl-probe-slow");
+    let ca = leaf.ca_pem_path().to_str().unwrap();
+    // DoT: the right answer, one octet every 150 ms (a read time-out alone never fires).
+    let dot = start_tls_server(&leaf, &[b"dot"], |mut tls| {
+        let mut len = [0u8; 2];
+        if tls.read_exact(&mut len).is_err() {
+            return;
+        }
+        let mut q = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        if tls.read_exact(&mut q).is_err() {
+            return;
+        }
+        let Some((a, _)) = answer_for(&q, None) else {
+            return;
+        };
+        let framed = [&(a.len() as u16).to_be_bytes()[..], &a].concat();
+        for b in framed {
+            if tls.write_all(&[b]).and_then(|()| tls.flush()).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(150));
+        }
+    });
+    // DoH: HTTP/2 SETTINGS, then a PING every 50 ms and never an answer.
+    let doh = start_tls_server(&leaf, &[b"h2"], |mut tls| {
+        if tls.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).is_err() {
+            return;
+        }
+        for i in 0u64.. {
+            let mut ping = vec![0, 0, 8, 6, 0, 0, 0, 0, 0];
+            ping.extend_from_slice(&i.to_be_bytes());
+            if tls.write_all(&ping).and_then(|()| tls.flush()).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
+    for url in [
+        format!("tls://{dot}#{NAME}"),
+        format!("https://{doh}/dns-query#{NAME}"),
+    ] {
+        let (out, took) = timed_run(
+            dir.path(),
+            &[
+                "probe",
+                &url,
+                "--ca-file",
+                ca,
+                "--timeout",
+                "1000",
+                "--queries",
+                "1",
+                "--no-ede-test",
+                "--json",
+            ],
+        )
+        .await;
+        assert_eq!(out.code, Some(1), "{url}: {out:?}");
+        let r = &json(&out)[0];
+        assert_eq!(r["authenticated"], true, "{r}");
+        assert_eq!(r["ok"], false, "{r}");
+        assert_eq!(r["error"], "query 1 of 1: no answer in time", "{r}");
+        // Handshake (≤ 1 s) + the query (≤ 1 s) + starting the process.
+        assert!(took < Duration::from_millis(3500), "{url}: {took:?}");
+    }
 }
 
 #[tokio::test]
@@ -305,7 +553,7 @@ async fn config_check_rejects_each_kind_of_bad_input_with_the_daemons_message() 
         (
             // A quote may span lines (as in libuci): unterminated only when the file ends inside it.
             format!("{up}config lanveil 'main'\n\toption log_level 'loud\n"),
-            "bad.conf:4: syntax error: unterminated ' quote",
+            "bad.conf:4: lanveil[main].log_level: syntax error: unterminated ' quote",
         ),
         (
             "config lanveil 'main'\n\tlist listen '127.0.0.1:53'\n".into(),
@@ -436,6 +684,151 @@ async fn config_init_set_unset_show() {
 }
 
 #[tokio::test]
+async fn config_set_edits_the_unnamed_sections_config_check_shows() {
+    let dir = TempDir::new("ctl-unnamed");
+    let p = dir.path();
+    let text = "config lanveil 'main'\n\tlist listen '127.0.0.1:5453'\n\n\
+                config upstream\n\toption url 'tls://9.9.9.9:853#dns.quad9.net'\n\n\
+                config openwrt\n\toption force_dns '0'\n";
+    dir.write("lanveil.conf", text);
+    let out = run(p, &["config", "check"]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    // The name check shows for the unnamed upstream.
+    let shown = out
+        .stdout
+        .lines()
+        .find(|l| l.contains("tls://9.9.9.9:853#dns.quad9.net"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    let key = format!("upstream.{shown}.url");
+    let out = run(
+        p,
+        &["config", "set", &key, "tls://1.1.1.1:853#one.one.one.one"],
+    )
+    .await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let out = run(p, &["config", "set", "openwrt.force_dns", "1"]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let out = run(p, &["config", "check"]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(
+        out.stdout.contains("1 upstream (")
+            && out.stdout.contains("tls://1.1.1.1:853#one.one.one.one")
+            && !out.stdout.contains("9.9.9.9"),
+        "{out:?}"
+    );
+    assert!(
+        out.stdout
+            .contains("openwrt section (the init script's): force_dns '1'\n"),
+        "{out:?}"
+    );
+    let text = std::fs::read_to_string(dir.join("lanveil.conf")).unwrap();
+    assert_eq!(text.matches("config upstream").count(), 1, "{text}");
+    assert_eq!(text.matches("config openwrt").count(), 1, "{text}");
+
+    // Two openwrt sections: check refuses the file, set refuses to pick one and writes nothing.
+    let two = format!("{text}\nconfig openwrt 'openwrt'\n\toption force_dns '0'\n");
+    dir.write("two.conf", &two);
+    let out = run(p, &["config", "check", "two.conf"]).await;
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert!(
+        out.stderr.contains(
+            "two.conf:10: openwrt[openwrt]: only one 'config openwrt' section is allowed"
+        ),
+        "{out:?}"
+    );
+    let out = run(
+        p,
+        &["config", "set", "-f", "two.conf", "openwrt.force_dns", "1"],
+    )
+    .await;
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert_eq!(std::fs::read_to_string(dir.join("two.conf")).unwrap(), two);
+}
+
+#[tokio::test]
+async fn config_set_keeps_comments_mode_and_symlink() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = TempDir::new("ctl-keep");
+    let p = dir.path();
+    let text = "# my router (do not lose this)\n\
+                config lanveil 'main'\n\tlist listen '127.0.0.1:5453' # LAN side\n\n\
+                # the resolver I pay for\n\
+                config upstream 'q'\n\toption url 'tls://9.9.9.9:853#dns.quad9.net'\n";
+    std::fs::create_dir(dir.join("etc")).unwrap();
+    let real = dir.write("etc/lanveil", text);
+    std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::os::unix::fs::symlink("etc/lanveil", dir.join("lanveil.conf")).unwrap();
+    let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o7777;
+
+    let out = run(p, &["config", "set", "query_timeout_ms", "1500"]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(out.stdout, "lanveil.conf: query_timeout_ms = 1500\n");
+    let out = run(p, &["config", "unset", "upstream.q.url"]).await;
+    assert_eq!(
+        out.code,
+        Some(2),
+        "an upstream without url is refused: {out:?}"
+    );
+    let out = run(
+        p,
+        &[
+            "config",
+            "set",
+            "upstream.two.url",
+            "tls://192.0.2.1#x.example",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    // Still a symlink, the file it points to edited in place: comments kept, mode kept.
+    assert!(
+        std::fs::symlink_metadata(dir.join("lanveil.conf"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert_eq!(mode(&real), 0o600);
+    assert_eq!(
+        std::fs::read_to_string(&real).unwrap(),
+        text.replace(
+            "# LAN side\n",
+            "# LAN side\n\toption query_timeout_ms '1500'\n"
+        ) + "\nconfig upstream 'two'\n\toption url 'tls://192.0.2.1#x.example'\n"
+    );
+    assert!(!dir.join("lanveil.conf.bak").exists());
+
+    // When the change cannot be made in place (here: a later `option KEY ''` would undo it), the
+    // file is written anew and the previous one kept as FILE.bak, with the same mode; both said.
+    let before = format!(
+        "{}\toption sni ''\n",
+        std::fs::read_to_string(&real).unwrap()
+    );
+    std::fs::write(&real, &before).unwrap();
+    let out = run(p, &["config", "set", "upstream.two.sni", "0"]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(
+        out.stdout
+            .contains("note: its comments and layout could not be kept"),
+        "{out:?}"
+    );
+    assert!(
+        out.stdout.contains("the previous file is lanveil.conf.bak"),
+        "{out:?}"
+    );
+    let bak = dir.join("lanveil.conf.bak");
+    assert_eq!(std::fs::read_to_string(&bak).unwrap(), before);
+    assert_eq!(mode(&bak), 0o600);
+    assert_eq!(mode(&real), 0o600);
+    let now = std::fs::read_to_string(&real).unwrap();
+    assert!(
+        now.contains("option sni '0'") && !now.contains("# my router"),
+        "{now}"
+    );
+}
+
+#[tokio::test]
 async fn pack_unpack_round_trips_and_rejects_damage() {
     let dir = TempDir::new("ctl-pack");
     let p = dir.path();
@@ -500,6 +893,130 @@ async fn pack_unpack_round_trips_and_rejects_damage() {
     let out = run(p, &["config", "unpack", "short.lvcf"]).await;
     assert_eq!(out.code, Some(2), "{out:?}");
     assert!(out.stderr.contains("truncated or bad length"), "{out:?}");
+}
+
+#[tokio::test]
+async fn pack_and_unpack_never_overwrite_a_file_without_force() {
+    let dir = TempDir::new("ctl-pack-force");
+    let p = dir.path();
+    let out = run(
+        p,
+        &[
+            "config",
+            "init",
+            "--upstream",
+            "tls://192.0.2.1:853#dns.example",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let router = "config lanveil 'main'\n\tlist listen '127.0.0.1:5453'\n\n\
+                  config upstream 'q'\n\toption url 'tls://9.9.9.9:853#dns.quad9.net'\n\n\
+                  config openwrt 'openwrt'\n\toption force_dns '1'\n";
+    dir.write("router.conf", router);
+    assert_eq!(
+        run(p, &["config", "pack", "-o", "cfg.lvcf"]).await.code,
+        Some(0)
+    );
+    let blob = std::fs::read(dir.join("cfg.lvcf")).unwrap();
+
+    // unpack over an existing file: refused, the file (and its openwrt section) untouched.
+    let out = run(p, &["config", "unpack", "cfg.lvcf", "-o", "router.conf"]).await;
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert_eq!(
+        out.stderr.trim(),
+        "lanveil-ctl: router.conf exists; not overwritten (use --force to replace it, or choose another --output)"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("router.conf")).unwrap(),
+        router
+    );
+    // pack over an existing file: the same.
+    let out = run(p, &["config", "pack", "--output", "router.conf"]).await;
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert!(out.stderr.contains("use --force"), "{out:?}");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("router.conf")).unwrap(),
+        router
+    );
+    // Also an explicit --output that holds a packed configuration.
+    let out = run(p, &["config", "pack", "-o", "cfg.lvcf"]).await;
+    assert_eq!(out.code, Some(2), "{out:?}");
+
+    // --force replaces.
+    let out = run(
+        p,
+        &[
+            "config",
+            "unpack",
+            "cfg.lvcf",
+            "-o",
+            "router.conf",
+            "--force",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let text = std::fs::read_to_string(dir.join("router.conf")).unwrap();
+    assert!(
+        text.contains("dns.example") && !text.contains("openwrt"),
+        "{text}"
+    );
+    let out = run(p, &["config", "pack", "-o", "router.conf", "--force"]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(std::fs::read(dir.join("router.conf")).unwrap(), blob);
+
+    // The default FILE.lvcf is re-packed freely while it is a packed configuration, not otherwise.
+    for _ in 0..2 {
+        let out = run(p, &["config", "pack"]).await;
+        assert_eq!(out.code, Some(0), "{out:?}");
+    }
+    dir.write("lanveil.conf.lvcf", "notes\n");
+    let out = run(p, &["config", "pack"]).await;
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("lanveil.conf.lvcf")).unwrap(),
+        "notes\n"
+    );
+}
+
+#[tokio::test]
+async fn ssh_is_told_to_give_up_on_a_router_that_stops_answering() {
+    let dir = TempDir::new("ctl-ssh-alive");
+    let log = dir.join("args");
+    // A stand-in for ssh (as `--ssh` allows): it records its arguments and fails like ssh does.
+    let fake = dir.write(
+        "fake-ssh",
+        format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$@\" > '{}'\n\
+             echo 'ssh: connect to host r port 22: Connection timed out' >&2\nexit 255\n",
+            log.display()
+        ),
+    );
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let out = run(
+        dir.path(),
+        &["status", "r", "--ssh", fake.to_str().unwrap()],
+    )
+    .await;
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(
+        out.stderr
+            .contains("ssh root@r failed: ssh: connect to host r port 22: Connection timed out"),
+        "{out:?}"
+    );
+    let args: Vec<String> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    let host = args.iter().position(|a| a == "root@r").unwrap();
+    for opt in ["ServerAliveInterval=5", "ServerAliveCountMax=3"] {
+        assert!(
+            args[..host].windows(2).any(|w| w[0] == "-o" && w[1] == opt),
+            "{opt}: {args:?}"
+        );
+    }
 }
 
 /// A "router": a temporary root with etc/config/lanveil, a real lanveil process reading it, listening
