@@ -4,17 +4,16 @@
 //! router. DNS ID 0 on the wire; the engine matches answers by the request tag. A request the engine
 //! stops waiting for (answered elsewhere, given up) is cancelled: its stream is reset with CANCEL.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use base64::Engine as _;
 use bytes::Bytes;
 use lanveil_core::engine::{CloseReason, SessionId};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
 
-use super::Outgoing;
 use super::tls::{Target, classify};
+use super::{Cancels, Outgoing};
 use crate::events::{UpstreamEvent, UpstreamSender};
 
 const DNS_MESSAGE: &str = "application/dns-message";
@@ -86,12 +85,9 @@ async fn session_io(
     };
     let path = target.upstream.url.path.clone();
     let get = target.upstream.http_get;
-    // The requests in flight (ended with the session), and how to cancel each: by tag, with a
-    // sequence number so that a finished request never removes a later one's entry under the
-    // same tag. At most as many as the engine has outstanding on this session.
+    // The requests in flight (ended with the session), and how to cancel each.
     let mut requests: JoinSet<(u16, u64)> = JoinSet::new();
-    let mut cancels: HashMap<u16, (u64, oneshot::Sender<()>)> = HashMap::new();
-    let mut seq = 0u64;
+    let mut cancels = Cancels::default();
     loop {
         tokio::select! {
             ended = &mut conn.0 => {
@@ -102,10 +98,8 @@ async fn session_io(
                 };
             }
             Some(done) = requests.join_next(), if !requests.is_empty() => {
-                if let Ok((tag, n)) = done
-                    && cancels.get(&tag).is_some_and(|(m, _)| *m == n)
-                {
-                    cancels.remove(&tag);
+                if let Ok((tag, n)) = done {
+                    cancels.finished(tag, n);
                 }
             }
             msg = rx.recv() => {
@@ -113,9 +107,7 @@ async fn session_io(
                     Some(Outgoing::Request { tag, message }) => (tag, message),
                     Some(Outgoing::Cancel { tag }) => {
                         // Dropping the response ends the stream with RST_STREAM (CANCEL).
-                        if let Some((_, cancel)) = cancels.remove(&tag) {
-                            let _ = cancel.send(());
-                        }
+                        cancels.cancel(tag);
                         continue;
                     }
                     Some(Outgoing::Bytes(_)) | None => return Ok(()),
@@ -128,10 +120,7 @@ async fn session_io(
                     stream.send_data(Bytes::from(message), true).map_err(h2_reason)?;
                 }
                 let events = events.clone();
-                let (cancel, cancelled) = oneshot::channel();
-                seq += 1;
-                let n = seq;
-                cancels.insert(tag, (n, cancel));
+                let (n, cancelled) = cancels.register(tag);
                 requests.spawn(async move {
                     tokio::select! {
                         answer = read_answer(response) => {
@@ -141,7 +130,6 @@ async fn session_io(
                             };
                             let _ = events.send(event).await;
                         }
-                        // Only a sent cancel: a dropped sender (the tag reused) is no cancel.
                         Ok(()) = cancelled => {}
                     }
                     (tag, n)

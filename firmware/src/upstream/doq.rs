@@ -12,7 +12,6 @@
 //! (answered elsewhere, given up) has its stream stopped with DOQ_REQUEST_CANCELLED (§4.5); the
 //! connection is closed with DOQ_NO_ERROR when the engine lets it go (idle, reload, shutdown).
 
-use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -23,8 +22,8 @@ use quinn::{Connection, ConnectionError, ReadError, ReadToEndError, VarInt, Writ
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
-use super::Outgoing;
 use super::tls::Target;
+use super::{Cancels, Outgoing};
 use crate::events::{UpstreamEvent, UpstreamSender};
 
 /// QUIC's idle timeout: longer than the engine's (20 s), so the engine closes idle sessions itself
@@ -115,20 +114,15 @@ async fn session_io(
     {
         return Ok(());
     }
-    // The queries in flight: dropped (and so aborted) with the session. How to cancel each: by tag,
-    // with a sequence number so that a finished query never removes a later one's entry under the
-    // same tag.
+    // The queries in flight: dropped (and so aborted) with the session; and how to cancel each.
     let mut queries: JoinSet<(u16, u64, Outcome)> = JoinSet::new();
-    let mut cancels: HashMap<u16, (u64, oneshot::Sender<()>)> = HashMap::new();
-    let mut seq = 0u64;
+    let mut cancels = Cancels::default();
     loop {
         tokio::select! {
             e = conn.0.closed() => return Err(close_reason(&e, decision.failure())),
             Some(done) = queries.join_next(), if !queries.is_empty() => {
                 let Ok((tag, n, outcome)) = done else { continue };
-                if cancels.get(&tag).is_some_and(|(m, _)| *m == n) {
-                    cancels.remove(&tag);
-                }
+                cancels.finished(tag, n);
                 let event = match outcome {
                     Outcome::Answer(bytes) => UpstreamEvent::Response { session, tag, bytes },
                     Outcome::Failed => UpstreamEvent::RequestFailed { session, tag },
@@ -147,9 +141,7 @@ async fn session_io(
                 let (tag, message) = match msg {
                     Some(Outgoing::Request { tag, message }) => (tag, message),
                     Some(Outgoing::Cancel { tag }) => {
-                        if let Some((_, cancel)) = cancels.remove(&tag) {
-                            let _ = cancel.send(());
-                        }
+                        cancels.cancel(tag);
                         continue;
                     }
                     // The engine let the session go (or, never, sent stream bytes).
@@ -159,10 +151,7 @@ async fn session_io(
                     }
                 };
                 let conn = conn.0.clone();
-                let (cancel, cancelled) = oneshot::channel();
-                seq += 1;
-                let n = seq;
-                cancels.insert(tag, (n, cancel));
+                let (n, cancelled) = cancels.register(tag);
                 queries.spawn(async move { (tag, n, query(&conn, &message, cancelled).await) });
             }
         }

@@ -22,3 +22,39 @@ pub(crate) enum Outgoing {
     #[cfg_attr(not(any(feature = "doh", feature = "doq")), allow(dead_code))]
     Cancel { tag: u16 },
 }
+
+/// The requests in flight on a message session (DoH, DoQ) that the engine may cancel, by tag. Each
+/// has a number, so that a request that finishes never removes a later one's entry under the same
+/// tag; at most as many as the engine has outstanding on the session.
+#[cfg(any(feature = "doh", feature = "doq"))]
+#[derive(Default)]
+pub(crate) struct Cancels {
+    by_tag: std::collections::HashMap<u16, (u64, tokio::sync::oneshot::Sender<()>)>,
+    next: u64,
+}
+
+#[cfg(any(feature = "doh", feature = "doq"))]
+impl Cancels {
+    /// A new request under `tag`: its number (for [`Cancels::finished`]) and its cancel signal, of
+    /// which only a sent `()` counts (a dropped sender, when the tag is reused, is no cancel).
+    pub(crate) fn register(&mut self, tag: u16) -> (u64, tokio::sync::oneshot::Receiver<()>) {
+        let (cancel, cancelled) = tokio::sync::oneshot::channel();
+        self.next += 1;
+        self.by_tag.insert(tag, (self.next, cancel));
+        (self.next, cancelled)
+    }
+
+    /// The engine stopped waiting for `tag`: its request ends (its stream is reset).
+    pub(crate) fn cancel(&mut self, tag: u16) {
+        if let Some((_, cancel)) = self.by_tag.remove(&tag) {
+            let _ = cancel.send(());
+        }
+    }
+
+    /// Request number `n` under `tag` ended.
+    pub(crate) fn finished(&mut self, tag: u16, n: u64) {
+        if self.by_tag.get(&tag).is_some_and(|(m, _)| *m == n) {
+            self.by_tag.remove(&tag);
+        }
+    }
+}
