@@ -2,8 +2,11 @@
 
 use core::ops::Range;
 
-use super::message::{self, Scan, skip_record};
-use super::{Error, TYPE_OPT, be16};
+use super::be16;
+use super::message::{Scan, skip_record};
+// The TTL rewrite (a copy of the message: the heap).
+#[cfg(feature = "alloc")]
+use super::{Error, TYPE_OPT, message};
 
 /// The section a record is in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -125,7 +128,9 @@ impl Iterator for Records<'_> {
 /// The whole message is validated with [`message::scan`] first, so bytes that are not a usable
 /// message are left exactly as they were (and the error returned); names are walked only by the
 /// one name codec, through [`skip_record`], and in a copy of the original bytes: a compression
-/// pointer may lead into an earlier record's TTL octets, which the rewrite changes.
+/// pointer may lead into an earlier record's TTL octets, which the rewrite changes. (The copy needs
+/// the heap: with the `alloc` feature.)
+#[cfg(feature = "alloc")]
 pub fn map_ttls(msg: &mut [u8], f: impl FnMut(u32) -> u32) -> Result<(), Error> {
     let s = message::scan(msg)?;
     let h = &s.header;
@@ -138,6 +143,7 @@ pub fn map_ttls(msg: &mut [u8], f: impl FnMut(u32) -> u32) -> Result<(), Error> 
 /// walks the `count` records of `src` from `pos` (the end of the question section) and writes each
 /// new TTL at the same offset of `dst`, a copy of `src`. Walking the unchanged `src` keeps every
 /// name as it was, whatever the new TTL octets would spell.
+#[cfg(feature = "alloc")]
 pub(crate) fn map_ttls_from(
     src: &[u8],
     dst: &mut [u8],
@@ -164,6 +170,7 @@ pub(crate) fn map_ttls_from(
 /// Lowers every record's TTL (not OPT's, see [`map_ttls`]) by `age` seconds, to no less than 0:
 /// the remaining lifetime of an answer that sat `age` seconds in a cache on the way (the HTTP `Age`
 /// of a DoH response, RFC 8484 §5.1). Bytes that are not a usable message are left unchanged.
+#[cfg(feature = "alloc")]
 pub fn reduce_ttls(msg: &mut [u8], age: u32) -> Result<(), Error> {
     map_ttls(msg, |ttl| ttl.saturating_sub(age))
 }
