@@ -303,7 +303,9 @@ async fn sigterm_answers_queries_in_flight_to_the_lan_resolver() {
 async fn a_public_local_resolver_is_refused_with_file_line_key_and_reason() {
     let dir = TempDir::new("lanveil-localfwd-check");
     let up: SocketAddr = "192.0.2.1:853".parse().unwrap();
-    let ca = dir.write("ca.pem", "");
+    // A real CA bundle: `--check-config` also loads it, as a start would.
+    let pki = Pki::new();
+    let ca = pki.ca_pem_path().to_path_buf();
     let listen: SocketAddr = "127.0.0.1:53".parse().unwrap();
     for (value, ok) in [
         ("9.9.9.9", false),
