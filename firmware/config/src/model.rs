@@ -1,7 +1,7 @@
 //! The validated configuration model: grouped settings holding the core's own validated types. Every key
 //! of the file is described once, in [`crate::keys`]: parsing, writing, defaults and the reference.
 
-use alloc::collections::{BTreeMap, BTreeSet};
+use alloc::collections::BTreeMap;
 use alloc::string::{String, ToString};
 use alloc::vec;
 use alloc::vec::Vec;
@@ -521,12 +521,13 @@ pub(crate) fn field(label: &str, key: &str) -> String {
 /// Groups a section's values by key, in first-seen order.
 fn grouped(section: &Section) -> Vec<(&str, Vec<&Value>)> {
     let mut out: Vec<(&str, Vec<&Value>)> = Vec::new();
-    let mut index: BTreeMap<&str, usize> = BTreeMap::new();
+    // Keyed by `String` as the parser's indexes are: one map type in the (small-flash) binary.
+    let mut index: BTreeMap<String, usize> = BTreeMap::new();
     for v in &section.values {
         match index.get(v.key.as_str()).and_then(|&i| out.get_mut(i)) {
             Some((_, vs)) => vs.push(v),
             None => {
-                index.insert(v.key.as_str(), out.len());
+                index.insert(v.key.clone(), out.len());
                 out.push((v.key.as_str(), vec![v]));
             }
         }
@@ -577,13 +578,14 @@ impl Config {
         let mut upstreams: Vec<Upstream> = Vec::new();
         let mut seen_main = false;
         let mut seen_init_only = false;
-        // Every section name of the file: an anonymous upstream's generated name is none of them.
-        let named: BTreeSet<&str> = doc
+        // Every section name of the file and every name generated so far: an anonymous upstream's
+        // generated name is none of them.
+        let mut taken: BTreeMap<String, usize> = doc
             .sections
             .iter()
-            .filter_map(|s| s.name.as_deref())
+            .filter_map(|s| s.name.clone())
+            .map(|name| (name, 0))
             .collect();
-        let mut generated = BTreeSet::new();
         for (idx, section) in doc.sections.iter().enumerate() {
             let label = section.label(idx);
             match section.ty.as_str() {
@@ -608,8 +610,8 @@ impl Config {
                             ));
                         }
                         if section.name.is_none() {
-                            u.name = anonymous_name(upstreams.len() + 1, &named, &generated);
-                            generated.insert(u.name.clone());
+                            u.name = anonymous_name(upstreams.len() + 1, &taken);
+                            taken.insert(u.name.clone(), 0);
                         }
                         upstreams.push(u);
                     }
@@ -892,12 +894,12 @@ fn write_keys<T>(s: &mut Section, table: &[Key<T>], from: &T) {
 /// The name of an anonymous upstream, the `n`th enabled one: `upstreamN`, or the next free number when
 /// a section of the file (or another anonymous upstream) has that name already. (Unique names keep
 /// logs and status unambiguous, and [`Config::to_uci`]'s text readable.)
-fn anonymous_name(n: usize, named: &BTreeSet<&str>, generated: &BTreeSet<String>) -> String {
+fn anonymous_name(n: usize, taken: &BTreeMap<String, usize>) -> String {
     let mut n = n;
     loop {
         let mut name = String::from("upstream");
         name.push_str(&n.to_string());
-        if !named.contains(name.as_str()) && !generated.contains(&name) {
+        if !taken.contains_key(&name) {
             return name;
         }
         n += 1;
