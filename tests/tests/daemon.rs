@@ -20,6 +20,19 @@ fn conf(listen: SocketAddr, upstream: SocketAddr, ca: &std::path::Path, extra: &
     )
 }
 
+/// Asks new names under `zone` (the cache would answer a repeat without asking any upstream) until
+/// `up` has been asked one, within 5 s; else fails with `what`.
+async fn query_until_asked(listen: SocketAddr, up: &DotUpstream, zone: &str, what: &str) {
+    let t0 = Instant::now();
+    let mut n = 0;
+    while up.queries() == 0 {
+        n += 1;
+        let _ = try_query_udp(listen, &format!("n{n}.{zone}."), RecordType::A, None).await;
+        assert!(t0.elapsed() < Duration::from_secs(5), "{what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn listen_addr() -> SocketAddr {
     SocketAddr::new(LOCAL, free_tcp_udp_port(LOCAL))
 }
@@ -162,24 +175,7 @@ async fn sighup_reloads_validated_config_and_sigterm_drains() {
     // A good file switches the upstream without dropping the listener.
     dir.write("lanveil", conf(listen, up2.addr(), leaf.ca_pem_path(), ""));
     p.signal(libc::SIGHUP);
-    let t0 = Instant::now();
-    let mut n = 0;
-    while up2.queries() == 0 {
-        // A new name each time: the cache would answer a repeat without asking any upstream.
-        n += 1;
-        let _ = try_query_udp(
-            listen,
-            &format!("three{n}.reload.test."),
-            RecordType::A,
-            None,
-        )
-        .await;
-        assert!(
-            t0.elapsed() < Duration::from_secs(5),
-            "reload did not take effect"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    query_until_asked(listen, &up2, "reload.test", "reload did not take effect").await;
 
     // SIGTERM with a query in flight: it is answered, then lanveil exits 0.
     let inflight = tokio::spawn(async move {
@@ -283,23 +279,13 @@ async fn a_start_with_an_invalid_file_runs_on_the_last_good_copy() {
     let fixed = conf(listen, up2.addr(), leaf.ca_pem_path(), "");
     dir.write("lanveil", &fixed);
     p.signal(libc::SIGHUP);
-    let t0 = Instant::now();
-    let mut n = 0;
-    while up2.queries() == 0 {
-        n += 1;
-        let _ = try_query_udp(
-            listen,
-            &format!("two{n}.last-good.test."),
-            RecordType::A,
-            None,
-        )
-        .await;
-        assert!(
-            t0.elapsed() < Duration::from_secs(5),
-            "the fixed file was not applied"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    query_until_asked(
+        listen,
+        &up2,
+        "last-good.test",
+        "the fixed file was not applied",
+    )
+    .await;
     assert_eq!(std::fs::read_to_string(&copy).unwrap(), fixed);
     p.signal(libc::SIGTERM);
     let (code, stdout, stderr) = p.wait_apart(Duration::from_secs(5)).await;
