@@ -677,6 +677,16 @@ mod tests {
         server.abort();
     }
 
+    /// Every listener the daemon starts gets its TCP share from the one `TcpSlots`: the same slots
+    /// and the same per-source table (what the test below relies on for the whole daemon).
+    #[tokio::test]
+    async fn every_listener_shares_the_slots_and_the_per_source_table() {
+        let slots = TcpSlots::new(8);
+        let (a, b) = (slots.shared(), slots.shared());
+        assert!(Arc::ptr_eq(&a.slots, &b.slots));
+        assert!(Arc::ptr_eq(&a.per_source, &b.per_source));
+    }
+
     /// `tcp_clients_per_source` counts a source's connections to every listener together: with a
     /// share of 2, two connections to one listener leave none for the other (closed at once, never
     /// handed to the driver); once one closes, the other listener takes the next.
