@@ -54,6 +54,54 @@ pub(crate) fn parse_dns(list: &[String]) -> Result<Vec<SocketAddr>, String> {
     Ok(out)
 }
 
+/// A WAN captive portal as the hook reports it: its URI and the WAN's DNS servers.
+pub(crate) type WanPortal = (Box<CaptivePortalUri>, Vec<SocketAddr>);
+
+/// Largest record read (the hook writes one URI and at most a few addresses).
+const MAX_RECORD: u64 = 4096;
+
+/// The WAN portal the init script's udhcpc hook recorded (one line `INTERFACE URI [DNS...]`, at
+/// `--wan-portal-record`). Read at every start, so a daemon that procd respawns after a crash (no
+/// init script runs then) knows the portal its predecessor was told. `Ok(None)`: no record, i.e. no
+/// portal. The record comes from an untrusted network through the hook: the URI and the servers are
+/// checked as the control socket's `wan-portal set` checks them.
+pub(crate) fn read_portal_record(path: &std::path::Path) -> Result<Option<WanPortal>, String> {
+    use std::io::Read;
+    let file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    let mut text = String::new();
+    file.take(MAX_RECORD + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if text.len() as u64 > MAX_RECORD {
+        return Err(format!(
+            "{}: longer than {MAX_RECORD} bytes",
+            path.display()
+        ));
+    }
+    parse_portal_record(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The record's line: interface (not used: the hook keeps it for itself), URI, DNS servers.
+fn parse_portal_record(text: &str) -> Result<Option<WanPortal>, String> {
+    let line = text.lines().next().unwrap_or("");
+    let mut words = line.split_ascii_whitespace();
+    let (Some(_iface), Some(uri)) = (words.next(), words.next()) else {
+        return if line.trim().is_empty() {
+            Ok(None)
+        } else {
+            Err("not INTERFACE URI [DNS...]".into())
+        };
+    };
+    let uri = CaptivePortalUri::parse(uri.as_bytes())
+        .map_err(|e| format!("captive-portal URI refused: {e}"))?;
+    let dns: Vec<String> = words.map(str::to_owned).collect();
+    Ok(Some((Box::new(uri), parse_dns(&dns)?)))
+}
+
 /// How often the upstreams' health feeds the "suspected captive" heuristic.
 const WAN_CHECK: Duration = Duration::from_secs(2);
 
@@ -583,6 +631,66 @@ fn addresses(msg: &[u8], qtype: u16) -> Vec<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_hooks_portal_record_is_checked_like_the_socket_request() {
+        let (uri, dns) =
+            parse_portal_record("wan https://portal.test/api 192.0.2.53 198.51.100.1\n")
+                .unwrap()
+                .unwrap();
+        assert_eq!(uri.as_str(), "https://portal.test/api");
+        assert_eq!(
+            dns,
+            ["192.0.2.53:53", "198.51.100.1:53"].map(|s| s.parse::<SocketAddr>().unwrap())
+        );
+        // No servers: the portal alone (the lease named none).
+        let (_, dns) = parse_portal_record("wwan https://portal.test/")
+            .unwrap()
+            .unwrap();
+        assert!(dns.is_empty());
+        // No record line: no portal.
+        assert!(parse_portal_record("").unwrap().is_none());
+        assert!(parse_portal_record("  \n").unwrap().is_none());
+        // Only the first line counts (the hook writes one).
+        let (uri, _) = parse_portal_record("wan https://a.test/\nwan https://b.test/\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(uri.as_str(), "https://a.test/");
+        for (bad, why) in [
+            ("wan", "not INTERFACE URI"),
+            ("wan http://portal.test/", "captive-portal URI refused"),
+            ("wan https://portal.test/ dns.hotel", "not an IP address"),
+            (
+                "wan https://portal.test/ 0.0.0.0",
+                "not a usable DNS server",
+            ),
+        ] {
+            let e = parse_portal_record(bad).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_missing_record_is_no_portal_and_a_huge_one_is_refused() {
+        let dir = std::env::temp_dir().join(format!("lanveil-record-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("wan_portal");
+        let _ = std::fs::remove_file(&path);
+        assert!(read_portal_record(&path).unwrap().is_none());
+        std::fs::write(
+            &path,
+            format!("wan https://portal.test/ {}", "1.2.3.4 ".repeat(600)),
+        )
+        .unwrap();
+        let e = read_portal_record(&path).unwrap_err();
+        assert!(
+            e.contains("longer than 4096 bytes") && e.contains("wan_portal"),
+            "{e}"
+        );
+        std::fs::write(&path, "wan https://portal.test/ 192.0.2.1\n").unwrap();
+        assert!(read_portal_record(&path).unwrap().is_some());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     /// Issue 15, defect 4: the API's TLS settings are accepted by this build (the DoT-only build
     /// compiles TLS 1.2 out and refused the old hard-coded 1.2 minimum with `NoTls12`). `tests/all.sh`

@@ -8,7 +8,7 @@ use lanveil_config::{Config, LogLevel, SpkiPin, TlsVersion, Upstream, UpstreamUr
 
 /// Usage text.
 pub const USAGE: &str = "\
-usage: lanveil [--config FILE [--last-good COPY]] [--listen ADDR:PORT]... [--upstream URL]... [--bootstrap IP]...
+usage: lanveil [--config FILE [--last-good COPY]] [--wan-portal-record FILE] [--listen ADDR:PORT]... [--upstream URL]... [--bootstrap IP]...
                [--pin sha256/BASE64]... [--ca-file FILE] [--dns64-prefix PREFIX] [--log-level LEVEL]
        URL: tls://IP[:PORT]#NAME | https://IP[:PORT]/PATH#NAME | https://NAME[:PORT]/PATH (with --bootstrap)
             | quic://IP[:PORT]#NAME (DNS over QUIC, builds with the doq feature)
@@ -29,6 +29,8 @@ DNS-over-TLS. --listen and --upstream replace the file's (or the default's) valu
 --ca-file apply to the upstreams given with --upstream. SIGHUP reloads FILE, SIGTERM drains and exits.
 --last-good COPY: FILE as it was when it last started or reloaded cleanly (kept there by lanveil);
 a start whose FILE is invalid says why and runs on COPY instead.
+--wan-portal-record FILE: the WAN's captive portal as the DHCP hook recorded it (INTERFACE URI
+[DNS...]), read at start (OpenWrt's init script passes it, so a respawned daemon knows it).
 Exit codes: 0 ok, 1 could not start (bind, TLS settings), 2 bad usage or configuration.";
 
 /// What the command line asks for.
@@ -45,6 +47,9 @@ pub struct Args {
     pub print_signals: bool,
     /// `--wan-portal OPT114` (with `--print-signals`).
     pub wan_portal: Option<String>,
+    /// `--wan-portal-record FILE` (daemon): the udhcpc hook's record of the WAN's captive portal,
+    /// read at start.
+    pub wan_portal_record: Option<PathBuf>,
     /// `--listen`, repeatable.
     pub listen: Vec<String>,
     /// `--upstream`, repeatable.
@@ -90,6 +95,9 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args, String> {
             Long("check-config") => a.check = Some(p.value().map_err(|e| e.to_string())?.into()),
             Long("last-good") => a.last_good = Some(p.value().map_err(|e| e.to_string())?.into()),
             Long("print-signals") => a.print_signals = true,
+            Long("wan-portal-record") => {
+                a.wan_portal_record = Some(p.value().map_err(|e| e.to_string())?.into())
+            }
             Long("wan-portal") => {
                 a.wan_portal = Some(text(p.value().map_err(|e| e.to_string())?, "--wan-portal")?)
             }

@@ -240,6 +240,8 @@ pub struct Options {
     /// Seconds a wall time must run steadily before it raises the time floor (default
     /// [`clock::FLOOR_SETTLE_SECS`]; tests use 0).
     pub clock_settle_secs: Option<u64>,
+    /// The udhcpc hook's record of the WAN's captive portal (`--wan-portal-record`), read at start.
+    pub wan_portal_record: Option<std::path::PathBuf>,
 }
 
 /// The settings a reload from `old` to `new` changes that take effect only at the next start.
@@ -314,6 +316,20 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, Err
         time.clone(),
     );
     driver.set_local_resolver(config.policy.local_resolver);
+    if let Some(path) = &options.wan_portal_record {
+        match captive::read_portal_record(path) {
+            Ok(Some(portal)) => {
+                log::info!(
+                    "the WAN's captive portal as recorded in {} (its DHCP lease)",
+                    path.display()
+                );
+                driver.set_wan_portal(portal);
+            }
+            Ok(None) => {}
+            // The start goes on: the hook tells the daemon again at the WAN's next DHCP renewal.
+            Err(e) => log::warn!("ignoring the recorded WAN captive portal: {e}"),
+        }
+    }
     let control_targets = targets_for_control.clone();
     // Dropped with the driver's future, whether it returns, panics or is aborted.
     let (alive, driver_gone) = oneshot::channel::<std::convert::Infallible>();

@@ -297,6 +297,7 @@ async fn serve(
     let user = config.daemon.user.clone();
     let options = lanveil::Options {
         config_file: args.config.as_ref().map(|p| p.display().to_string()),
+        wan_portal_record: args.wan_portal_record.clone(),
         ..lanveil::Options::default()
     };
     let mut running = match lanveil::start_with(config, options).await {

@@ -22,7 +22,7 @@ status_has() { rc status 2>/dev/null | grep -q -- "$1"; }
 # --- start --------------------------------------------------------------------
 mkroot
 check start-succeeds rc start
-check procd-command [ "$(last_set 'j["instances"]["lanveil"]["command"]')" = "['/usr/sbin/lanveil', '--config', '/etc/config/lanveil', '--last-good', '/etc/lanveil/daemon/last-good']" ]
+check procd-command [ "$(last_set 'j["instances"]["lanveil"]["command"]')" = "['/usr/sbin/lanveil', '--config', '/etc/config/lanveil', '--last-good', '/etc/lanveil/daemon/last-good', '--wan-portal-record', '/var/run/lanveil/wan_portal']" ]
 check procd-user-unprivileged [ "$(last_set '(j["instances"]["lanveil"]["user"], j["instances"]["lanveil"]["group"])')" = "('lanveil', 'lanveil')" ]
 check procd-respawn [ "$(last_set 'j["instances"]["lanveil"]["respawn"]')" = "['3600', '5', '5']" ]
 check procd-pidfile-for-guard [ "$(last_set 'j["instances"]["lanveil"]["pidfile"]')" = "$R/var/run/lanveil/daemon.pid" ]
@@ -174,7 +174,7 @@ rc start >/dev/null 2>&1
 code=$?
 # Running, but not on the file asked for: the start says so by its status too.
 check last-good-start-exits-1 [ "$code" = 1 ]
-check last-good-instance [ "$(last_set 'j["instances"]["lanveil"]["command"]')" = "['/usr/sbin/lanveil', '--config', '/etc/config/lanveil', '--last-good', '/etc/lanveil/daemon/last-good']" ]
+check last-good-instance [ "$(last_set 'j["instances"]["lanveil"]["command"]')" = "['/usr/sbin/lanveil', '--config', '/etc/config/lanveil', '--last-good', '/etc/lanveil/daemon/last-good', '--wan-portal-record', '/var/run/lanveil/wan_portal']" ]
 check last-good-wired [ "$(uci_ get dhcp.@dnsmasq[0].noresolv)" = 1 ]
 check last-good-status status_has '^lanveil is running on its last good configuration: /etc/config/lanveil is invalid'
 check last-good-logged grep -q 'starting on the last good configuration' "$R/log/syslog"
@@ -560,7 +560,7 @@ uci_ commit lanveil
 rc reload >/dev/null 2>&1
 code=$?
 check invalid-reload-exits-1 [ "$code" = 1 ]
-check invalid-reload-keeps-instance [ "$(last_set '(j["instances"]["lanveil"]["command"], j["instances"]["lanveil"]["user"], j["instances"]["lanveil"]["reload_signal"], "guard" in j["instances"])')" = "(['/usr/sbin/lanveil', '--config', '/etc/config/lanveil', '--last-good', '/etc/lanveil/daemon/last-good'], 'lanveil', 1, True)" ]
+check invalid-reload-keeps-instance [ "$(last_set '(j["instances"]["lanveil"]["command"], j["instances"]["lanveil"]["user"], j["instances"]["lanveil"]["reload_signal"], "guard" in j["instances"])')" = "(['/usr/sbin/lanveil', '--config', '/etc/config/lanveil', '--last-good', '/etc/lanveil/daemon/last-good', '--wan-portal-record', '/var/run/lanveil/wan_portal'], 'lanveil', 1, True)" ]
 check invalid-reload-no-guard sh -c '! nft list table inet lanveil_down 2>/dev/null'
 check invalid-reload-still-wired cmp "$R/etc/config/dhcp" "$T/dhcp.wired"
 check invalid-reload-status status_has '^lanveil is running on its last good configuration: /etc/config/lanveil is invalid and was not applied.$'

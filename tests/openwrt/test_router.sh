@@ -274,7 +274,7 @@ else
 	r ubus call service list '{"name":"lanveil","verbose":true}' >"$T/lanveil.service" 2>&1
 	check procd-instance-running grep -q '"running": true' "$T/lanveil.service"
 	check procd-instance-command sh -c "tr -d ' \t\n' <'$T/lanveil.service' |
-		grep -q '\"command\":\[\"/usr/sbin/lanveil\",\"--config\",\"/etc/config/lanveil\",\"--last-good\",\"/etc/lanveil/daemon/last-good\"\]'"
+		grep -q '\"command\":\[\"/usr/sbin/lanveil\",\"--config\",\"/etc/config/lanveil\",\"--last-good\",\"/etc/lanveil/daemon/last-good\",\"--wan-portal-record\",\"/var/run/lanveil/wan_portal\"\]'"
 	check procd-instance-user grep -q '"user": "lanveil"' "$T/lanveil.service"
 	check procd-instance-respawn grep -q '"respawn"' "$T/lanveil.service"
 	check daemon-runs-as-lanveil r sh -c 'p=$(pgrep -f "^/usr/sbin/lanveil --config") && [ "$(stat -c %U /proc/$p)" = lanveil ]'
@@ -391,6 +391,7 @@ else
 	status_has() { # the daemon's control-socket status (raw envelope) names $1
 		r sh -c 'lanveil --control /var/run/lanveil/daemon/control.sock status' | grep -aqF "$1"
 	}
+	status_lacks() { ! status_has "$1"; }
 	wait_status_has() {
 		local i
 		for i in $(seq 1 50); do status_has "$1" && return 0; sleep 0.2; done
@@ -601,7 +602,12 @@ else
 	check wan6-trigger-served-by-wan-restart r sh -c 'logread | grep -q "wan6 up: lanveil was restarted for wan "'
 	check wan-wan6-resolves-after answers 1.2.3.77 "$(fresh)" @192.168.1.1
 
-	# --- scenario 6: procd. kill -9 of the daemon: procd respawns it.
+	# --- scenario 6: procd. kill -9 of the daemon: procd respawns it. A WAN captive
+	# portal the udhcpc hook recorded (written here as the hook writes it; the running
+	# daemon was not told) is known to the respawned daemon: it reads the record itself,
+	# as no init script runs for a respawn.
+	r sh -c 'mkdir -p /var/run/lanveil && echo "wan https://portal.respawn.example/api 192.0.2.53" >/var/run/lanveil/wan_portal'
+	check wan-portal-not-yet-known status_lacks portal.respawn.example
 	check procd-respawns-after-kill9 r sh -c '
 		old=$(pgrep -f "^/usr/sbin/lanveil --config") && kill -9 $old || exit 1
 		for i in $(seq 1 50); do
@@ -611,6 +617,8 @@ else
 		echo "not respawned within 10 s"; exit 1'
 	for _ in $(seq 1 25); do r sh -c '/etc/init.d/lanveil status' >/dev/null 2>&1 && break; sleep 0.2; done
 	check answers-after-respawn answers 1.2.3.77 "$(fresh)" @192.168.1.1
+	check respawned-daemon-knows-wan-portal status_has https://portal.respawn.example/api
+	r sh -c 'rm -f /var/run/lanveil/wan_portal && lanveil --control /var/run/lanveil/daemon/control.sock wan-portal clear' >/dev/null 2>&1
 	# A crash loop: the daemon exits at once on every start (its listen port is
 	# taken), procd respawns it per procd_set_param respawn (3600 s threshold, 5 s
 	# delay, 5 retries) and then gives up; the guard keeps the LAN fail-closed.

@@ -24,7 +24,17 @@ struct Router {
 
 impl Router {
     async fn start(upstream: SocketAddr, ca: &Path, extra: &str) -> Router {
-        let root = TempDir::new("captive-wan");
+        Router::start_in(TempDir::new("captive-wan"), upstream, ca, extra, &[]).await
+    }
+
+    /// As [`Router::start`], in `root`, with further command-line arguments.
+    async fn start_in(
+        root: TempDir,
+        upstream: SocketAddr,
+        ca: &Path,
+        extra: &str,
+        args: &[&str],
+    ) -> Router {
         let listen = SocketAddr::new(LOCAL, free_tcp_udp_port(LOCAL));
         let control = root.join("control.sock").display().to_string();
         let config = root.join("lanveil.conf");
@@ -38,7 +48,10 @@ impl Router {
             ),
         )
         .unwrap();
-        let process = Process::spawn(&["--config", &config.display().to_string()]);
+        let config = config.display().to_string();
+        let mut argv = vec!["--config", config.as_str()];
+        argv.extend_from_slice(args);
+        let process = Process::spawn(&argv);
         wait_serving(listen).await;
         for _ in 0..100 {
             if Path::new(&control).exists() {
@@ -330,4 +343,88 @@ async fn hotel_portal_without_the_owners_consent_stays_strict() {
     assert!(wan_dns.names().is_empty(), "{:?}", wan_dns.names());
     assert_eq!(portal.requests(), 0);
     drop(router.process);
+}
+
+/// A daemon that procd respawns after a crash runs no init script, so nobody replays the WAN
+/// portal to it over the control socket: it reads the udhcpc hook's record itself
+/// (`--wan-portal-record`, which the init script passes). A record it cannot trust is ignored
+/// with a warning, and the start goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_started_daemon_reads_the_hooks_portal_record() {
+    let pki = Pki::new();
+    let dot_leaf = pki.leaf(&["dot.test"], &[LOCAL]);
+    let portal_leaf = pki.leaf(&["portal.test", "login.portal.test"], &[]);
+    let upstream = DotUpstream::start(UpstreamOpts::new(&dot_leaf)).await;
+    upstream.stop().await;
+    let portal = FakePortal::start(&portal_leaf).await;
+    let wan_dns = WanDns::start().await;
+    let extra = "\toption captive_plaintext '1'\n\toption captive_poll_s '1'\n";
+    // The hook records bare addresses (port 53); the daemon also takes IP:PORT, as on the socket.
+    let dns = wan_dns.addr().to_string();
+
+    let root = TempDir::new("captive-wan-record");
+    let record = root.join("wan_portal");
+    std::fs::write(&record, format!("wan {} {dns}\n", portal.uri())).unwrap();
+    let record_arg = record.display().to_string();
+    let args = ["--wan-portal-record", record_arg.as_str()];
+    let router = Router::start_in(root, upstream.addr(), pki.ca_pem_path(), extra, &args).await;
+    let c = router.wait_phase("captive").await;
+    assert_eq!(c.api_uri.as_deref(), Some(portal.uri().as_str()));
+    assert_eq!(c.wan_dns, std::slice::from_ref(&dns));
+    router.dig_expect("portal.test", "NOERROR").await;
+
+    // A crash (SIGKILL: no clean-up, the control socket file stays), then the respawn with the
+    // same command line: the new daemon knows the portal without any hook call.
+    router.process.signal(libc::SIGKILL);
+    let Router {
+        _root: root,
+        process,
+        ..
+    } = router;
+    let _ = process.wait(Duration::from_secs(5)).await;
+    let router = Router::start_in(root, upstream.addr(), pki.ca_pem_path(), extra, &args).await;
+    let c = router.wait_phase("captive").await;
+    assert_eq!(c.api_uri.as_deref(), Some(portal.uri().as_str()));
+    router.dig_expect("login.portal.test", "NOERROR").await;
+    let Router {
+        _root: root,
+        process,
+        ..
+    } = router;
+    process.signal(libc::SIGTERM);
+    let _ = process.wait(Duration::from_secs(15)).await;
+
+    // A record a hostile WAN could have shaped: ignored, said once, and the daemon serves strictly.
+    for (bad, why) in [
+        (
+            format!("wan http://portal.test/api {dns}"),
+            "captive-portal URI refused",
+        ),
+        (
+            format!("wan {} dns.hotel", portal.uri()),
+            "not an IP address",
+        ),
+        ("wan".to_string(), "not INTERFACE URI"),
+    ] {
+        std::fs::write(&record, format!("{bad}\n")).unwrap();
+        let router = Router::start_in(
+            TempDir::new("captive-wan-bad"),
+            upstream.addr(),
+            pki.ca_pem_path(),
+            extra,
+            &args,
+        )
+        .await;
+        assert_eq!(router.status().captive.phase, "open", "{bad}");
+        router.dig_expect("portal.test", "SERVFAIL").await;
+        let Router { process, .. } = router;
+        process.signal(libc::SIGTERM);
+        let (code, out) = process.wait(Duration::from_secs(15)).await;
+        assert_eq!(code, Some(0), "{out}");
+        assert!(
+            out.contains("ignoring the recorded WAN captive portal") && out.contains(why),
+            "{bad}: {out}"
+        );
+    }
+    drop(root);
 }

@@ -1179,8 +1179,11 @@ lanveil_net_restore() {
 # The daemon keeps the WAN's captive portal only in memory, and the same ifup that runs
 # the hook also runs wan_up, which restarts the daemon: so the hook records what it told
 # the daemon, one line "INTERFACE URI [DNS...]" (the lease's DNS servers) in
-# $LANVEIL_WAN_PORTAL, and every daemon that starts (service_started: start, restart,
-# wan_up's restart, reload) is told it again (lanveil_wan_portal_replay). A withdrawal by
+# $LANVEIL_WAN_PORTAL. The daemon reads it at every start (--wan-portal-record: also a
+# respawn by procd after a crash, which runs no init script), and every daemon that
+# starts through the init script (service_started: start, restart, wan_up's restart,
+# reload) is told it again (lanveil_wan_portal_replay): a hook that ran between the
+# daemon's read and its control socket is not lost. A withdrawal by
 # the interface that announced it removes the record. On tmpfs: gone with a reboot, as is
 # the daemon's memory. The record is written before the daemon is told, so a replay that
 # runs meanwhile reads it again after its call and ends with the hook's latest word.
