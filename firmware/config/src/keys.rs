@@ -16,7 +16,7 @@ use lanveil_core::engine::{RateAction, SelectPolicy};
 use crate::error::Reason;
 use crate::field::{Field, field};
 use crate::model::{
-    Config, MAX_LISTENERS, TlsVersion, Upstream, parse_allow, parse_captive_uri,
+    Config, MAX_ALLOW, MAX_LISTENERS, TlsVersion, Upstream, parse_allow, parse_captive_uri,
     parse_local_resolver, parse_nat64_prefix, parse_v6only_wait,
 };
 use crate::upstream::{SpkiPin, Transport, UpstreamUrl};
@@ -683,9 +683,13 @@ pub static MAIN: &[Key<Config>] = &[
         },
         default: Some(lanveil_core::policy::DEFAULT_ALLOW),
         #[cfg(feature = "reference")]
-        doc: "client prefixes allowed to query; others get REFUSED (over UDP at most 20 answers a second to all of them together, the rest dropped)",
+        doc: "client prefixes allowed to query (at most 256); others get REFUSED (over UDP at most 20 answers a second to all of them together, the rest dropped)",
         access: Access::Custom {
             set: |c, s| {
+                // Here, not only in `validate`: the line is known.
+                if c.policy.allow.len() >= MAX_ALLOW {
+                    return Err(Reason::Rule("at most 256 allow prefixes"));
+                }
                 c.policy.allow.push(parse_allow(s)?);
                 Ok(())
             },
@@ -924,7 +928,7 @@ pub static UPSTREAM: &[Key<UpstreamDraft>] = &[
         },
         default: None,
         #[cfg(feature = "reference")]
-        doc: "addresses of an https://NAME upstream (never looked up in plaintext)",
+        doc: "addresses of an https://NAME upstream (at most 8; never looked up in plaintext)",
         access: Access::Custom {
             set: |d, s| {
                 d.up.bootstrap

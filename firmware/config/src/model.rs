@@ -453,6 +453,10 @@ pub const MAX_UPSTREAMS: usize = 16;
 pub const MAX_LISTENERS: usize = 16;
 /// The most pins one upstream may carry.
 pub const MAX_PINS: usize = 8;
+/// Most `allow` prefixes: every query's source is checked against the list in order.
+pub const MAX_ALLOW: usize = 256;
+/// Most `bootstrap` addresses per upstream.
+pub const MAX_BOOTSTRAP: usize = 8;
 
 /// Source addresses the per-client limits track at once.
 const CLIENT_TABLE_SIZE: usize = 4_096;
@@ -709,6 +713,20 @@ impl Config {
                     Reason::Rule("at most 8 pins per upstream"),
                 ));
             }
+            if u.bootstrap.len() > MAX_BOOTSTRAP {
+                return Err(Error::new(
+                    0,
+                    "bootstrap",
+                    Reason::Rule("at most 8 bootstrap addresses per upstream"),
+                ));
+            }
+        }
+        if self.policy.allow.len() > MAX_ALLOW {
+            return Err(Error::new(
+                0,
+                "allow",
+                Reason::Rule("at most 256 allow prefixes"),
+            ));
         }
         for k in keys::MAIN {
             if let Some((n, min, max)) = k.number(self)
@@ -915,6 +933,13 @@ fn parse_upstream(section: &Section, label: &str) -> Result<Option<Upstream>, Er
                 section.line,
                 field(label, key),
                 Reason::Rule("at most 8 pins per upstream"),
+            ));
+        }
+        if key == "bootstrap" && d.up.bootstrap.len() > MAX_BOOTSTRAP {
+            return Err(Error::new(
+                section.line,
+                field(label, key),
+                Reason::Rule("at most 8 bootstrap addresses per upstream"),
             ));
         }
         Ok(())
@@ -1516,6 +1541,70 @@ config openwrt 'openwrt'
                 Reason::Rule("at most 16 listen addresses")
             )
         );
+    }
+
+    #[test]
+    fn long_allow_and_bootstrap_lists_are_refused_with_their_line() {
+        // `allow` is checked for every query: 256 prefixes at most, refused at the 257th line.
+        let mut text = String::from("config lanveil 'main'\n");
+        for i in 0..300u32 {
+            text.push_str(&alloc::format!(
+                "\tlist allow '10.{}.{}.0/24'\n",
+                i / 256,
+                i % 256
+            ));
+        }
+        text.push_str("config upstream 'u'\n\toption url 'tls://192.0.2.1#dns.example'\n");
+        let e = err_of(&text);
+        assert_eq!(
+            (e.line, e.key.as_str(), e.reason),
+            (
+                258,
+                "lanveil[main].allow",
+                Reason::Rule("at most 256 allow prefixes")
+            )
+        );
+        // 256 are fine.
+        let ok: String =
+            text.lines()
+                .take(257)
+                .chain(text.lines().skip(301))
+                .fold(String::new(), |mut t, l| {
+                    t.push_str(l);
+                    t.push('\n');
+                    t
+                });
+        let c = Config::from_uci_text(&ok).unwrap();
+        assert_eq!(c.policy.allow.len(), MAX_ALLOW);
+        // A configuration that did not come from a file (packed, overridden) is checked too.
+        let mut big = c.clone();
+        big.policy.allow.push(parse_allow("10.9.9.0/24").unwrap());
+        let e = big.validate().unwrap_err();
+        assert_eq!(
+            (e.key.as_str(), e.reason),
+            ("allow", Reason::Rule("at most 256 allow prefixes"))
+        );
+
+        let mut text =
+            String::from("config upstream 'u'\n\toption url 'https://dns.example/dns-query'\n");
+        for i in 0..9 {
+            text.push_str(&alloc::format!("\tlist bootstrap '192.0.2.{i}'\n"));
+        }
+        let e = err_of(&text);
+        assert_eq!(
+            (e.key.as_str(), e.reason),
+            (
+                "upstream[u].bootstrap",
+                Reason::Rule("at most 8 bootstrap addresses per upstream")
+            )
+        );
+        let mut c = Config::from_uci_text(
+            "config upstream 'u'\n\toption url 'https://dns.example/dns-query'\n\tlist bootstrap '192.0.2.1'\n",
+        )
+        .unwrap();
+        c.upstreams.servers[0].bootstrap = (0..9).map(|i| IpAddr::from([192, 0, 2, i])).collect();
+        let e = c.validate().unwrap_err();
+        assert_eq!(e.key.as_str(), "bootstrap");
     }
 
     #[test]
