@@ -123,7 +123,7 @@ mkroot() {
 	cp "$DOUBLES/network.sh" "$R/lib/functions/network.sh"
 	cp "$DOUBLES/dhcp.script" "$R/lib/netifd/dhcp.script"
 	cp "$DOUBLES/lanveil" "$R/usr/sbin/lanveil"
-	printf 'root:x:0:0:root:/root:/bin/ash\nlanveil:x:5453:5453:lanveil:/var:/bin/false\n' >"$R/etc/passwd"
+	printf 'root:x:0:0:root:/root:/bin/ash\ndnsmasq:x:453:453:dnsmasq:/var:/bin/false\nlanveil:x:5453:5453:lanveil:/var:/bin/false\n' >"$R/etc/passwd"
 	printf 'lan br-lan\nguest br-guest\nwan wan\n' >"$R/tmp/fake-network"
 	export IPKG_INSTROOT="$R" UCI_CONFIG_DIR="$R/etc/config" PROCD_LOG="$R/log/procd" LANVEIL_TEST_LOG="$R/log"
 	: >"$PROCD_LOG"

@@ -18,6 +18,7 @@ sandbox init
 
 servers() { uci_ -d ' ' get dhcp.@dnsmasq[0].server; }
 status_has() { rc status 2>/dev/null | grep -q -- "$1"; }
+status_lacks() { ! status_has "$1"; }
 
 # --- start --------------------------------------------------------------------
 mkroot
@@ -47,6 +48,13 @@ check run-dir-stays-root [ "$(stat -c '%u' "$R/var/run/lanveil")" = 0 ]
 check nft-table-loaded nft list table inet lanveil
 check nft-redirect-on-lan-device sh -c "nft list chain inet lanveil dstnat | grep -q 'iifname \"br-lan\" meta l4proto { tcp, udp } th dport 53 fib daddr type != local counter packets 0 bytes 0 redirect to :53'"
 check nft-no-dot-block-by-default sh -c "! nft list chain inet lanveil forward 2>/dev/null"
+# The leak guard: nothing dnsmasq (uid 453) sends leaves by the WAN zone's devices, but to
+# the owner's domain-scoped server the wiring kept (/corp.example/10.0.0.1).
+check nft-leak-guard-drops-dnsmasq-to-wan sh -c "nft list chain inet lanveil output | grep -q 'meta skuid 453 oifname \"wan\" meta l4proto udp counter packets 0 bytes 0 drop'"
+check nft-leak-guard-resets-dnsmasq-tcp-to-wan sh -c "nft list chain inet lanveil output | grep -q 'meta skuid 453 oifname \"wan\" meta l4proto tcp counter packets 0 bytes 0 reject with tcp reset'"
+check nft-leak-guard-owner-server-exempt sh -c "nft list chain inet lanveil output | grep -q 'meta skuid 453 ip daddr 10.0.0.1 accept'"
+check nft-leak-guard-exempts-only-that [ "$(nft list chain inet lanveil output | grep -c 'daddr .* accept')" = 1 ]
+check status-leak-guard-on status_has '^Leak guard: on '
 
 # --- start again (reload, boot after a crash): idempotent -------------------------
 cp "$R/etc/config/dhcp" "$T/dhcp.wired"
@@ -138,6 +146,28 @@ rc start >/dev/null 2>&1
 check dnsmasq-0-leaves-dhcp cmp "$R/etc/config/dhcp" "$ORIG"
 check force-dns-0-no-table sh -c '! nft list table inet lanveil 2>/dev/null'
 check dnsmasq-0-still-starts-daemon [ "$(last_set '"lanveil" in j["instances"]')" = True ]
+check dnsmasq-0-no-leak-guard-status status_lacks 'Leak guard'
+
+# No LAN capture, but dnsmasq forwards to lanveil: the table holds the leak guard alone;
+# dnsmasq '0' later (a reload) takes it away with the wiring, so the owner's servers work.
+mkroot
+uci_ set lanveil.openwrt.force_dns=0
+uci_ commit lanveil
+rc start >/dev/null 2>&1
+check force-dns-0-leak-guard-only sh -c "nft list chain inet lanveil output | grep -q 'meta skuid 453 oifname \"wan\"' && ! nft list chain inet lanveil dstnat 2>/dev/null"
+uci_ set lanveil.openwrt.dnsmasq=0
+uci_ commit lanveil
+rc reload >/dev/null 2>&1
+check dnsmasq-0-reload-unwires cmp "$R/etc/config/dhcp" "$ORIG"
+check dnsmasq-0-reload-drops-leak-guard sh -c '! nft list table inet lanveil 2>/dev/null'
+rc stop >/dev/null 2>&1
+# No dnsmasq user (not OpenWrt's dnsmasq): no guard, and the log says so.
+mkroot
+sed -i '/^dnsmasq:/d' "$R/etc/passwd"
+rc start >/dev/null 2>&1
+check no-dnsmasq-user-no-guard sh -c "nft list table inet lanveil && ! nft list chain inet lanveil output 2>/dev/null"
+check no-dnsmasq-user-logged grep -q "dnsmasq's plaintext to the WAN is not blocked" "$R/log/syslog"
+rc stop >/dev/null 2>&1
 
 mkroot
 uci_ set lanveil.openwrt.block_dot=1

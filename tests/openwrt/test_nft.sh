@@ -156,6 +156,51 @@ dot() { c timeout 3 bash -c "exec 3<>/dev/tcp/$1/853" 2>&1; echo "rc=$?"; }
 check dot-ipv4-refused sh -c "echo '$(dot 198.51.100.53)' | grep -q 'Connection refused'"
 check dot-ipv6-refused sh -c "echo '$(dot 2001:db8:ffff::53)' | grep -q 'Connection refused'"
 
+# The leak guard: nothing dnsmasq's uid (4242 here) sends leaves by the WAN device, but to
+# the owner's domain-scoped server (203.0.113.99); other uids and the LAN are untouched. A
+# dropped send fails at once (EPERM), so dnsmasq moves on to lanveil instead of waiting.
+(
+	# shellcheck source=../../openwrt/lanveil/files/lanveil.sh
+	. "$PKG/files/lanveil.sh"
+	lanveil_fw_render "br-lan" 1 1 "wan" 4242 "203.0.113.99 2001:db8:2::99"
+) >"$T/guard.nft"
+check guard-table-loads r nft -f "$T/guard.nft"
+check guard-keeps-capture sh -c "ip netns exec $RT nft list chain inet lanveil dstnat | grep -q 'redirect to :53'"
+# send UID PROTO ADDR PORT: "ok" or the error's name.
+send() {
+	r python3 - "$@" <<-'PY'
+		import errno, os, socket, sys
+		uid, proto, addr, port = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
+		if uid:
+		    os.setgid(uid)
+		    os.setuid(uid)
+		fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
+		try:
+		    if proto == "udp":
+		        socket.socket(fam, socket.SOCK_DGRAM).sendto(b"\0" * 12, (addr, port))
+		    else:
+		        s = socket.socket(fam, socket.SOCK_STREAM)
+		        s.settimeout(1)
+		        s.connect((addr, port))
+		    print("ok")
+		except socket.timeout:
+		    print("timeout")
+		except OSError as e:
+		    print(errno.errorcode.get(e.errno, e.errno))
+	PY
+}
+check guard-drops-udp-to-wan [ "$(send 4242 udp 198.51.100.53 53)" = EPERM ]
+check guard-drops-udp6-to-wan [ "$(send 4242 udp 2001:db8:ffff::53 53)" = EPERM ]
+check guard-drops-other-ports [ "$(send 4242 udp 198.51.100.53 5353)" = EPERM ]
+check guard-resets-tcp-at-once [ "$(send 4242 tcp 198.51.100.53 53)" = ECONNREFUSED ]
+check guard-owner-server-exempt [ "$(send 4242 udp 203.0.113.99 53)" = ok ]
+check guard-owner-server6-exempt [ "$(send 4242 udp 2001:db8:2::99 53)" = ok ]
+check guard-lan-untouched [ "$(send 4242 udp 192.0.2.2 53)" = ok ]
+check guard-other-uid-untouched [ "$(send 4243 udp 198.51.100.53 53)" = ok ]
+check guard-root-untouched [ "$(send 0 udp 198.51.100.53 53)" = ok ]
+check guard-counted-udp sh -c "ip netns exec $RT nft list chain inet lanveil output | grep -q 'udp counter packets 3 '"
+check guard-counted-tcp sh -c "ip netns exec $RT nft list chain inet lanveil output | grep -q 'tcp counter packets 1 '"
+
 # Stop = table deleted: nothing captured any more (the query goes out to the
 # black-hole WAN and times out), fw4's table still there.
 check table-deletes r nft delete table inet lanveil

@@ -466,6 +466,44 @@ else
 	check dhcp-change-start-again r /etc/init.d/lanveil start
 	init_idle
 
+	# A server= line outside uci (/etc/dnsmasq.conf, which OpenWrt's dnsmasq init passes
+	# as --conf-file; a file of another package in /tmp/dnsmasq.d is the same) names the
+	# ISP's plain resolver. dnsmasq would send queries there besides lanveil; the leak
+	# guard (nothing dnsmasq's uid sends leaves by the WAN zone) stops them: answers come
+	# through lanveil, the ISP hears nothing, the status counts the drops. Then the same
+	# set-up without the guard's chain leaks, so the scenario is one that would.
+	dnsmasq_up() { # a restarted dnsmasq answers the LAN again
+		local i
+		for i in $(seq 1 50); do answers 1.2.3.77 "$(fresh)" @192.168.1.1 >/dev/null && return 0; sleep 0.2; done
+		echo "dnsmasq does not answer"
+		return 1
+	}
+	check leak-guard-loaded r sh -c 'nft list chain inet lanveil output | grep -q "meta skuid $(id -u dnsmasq) oifname"'
+	isp_before_conf="$(grep -c 'query\[' "$RUN/isp-resolver.log")"
+	r sh -c '{ cp /etc/dnsmasq.conf /tmp/dnsmasq.conf.orig 2>/dev/null || : >/tmp/dnsmasq.conf.orig; } &&
+		echo "server=198.51.100.53" >>/etc/dnsmasq.conf && /etc/init.d/dnsmasq restart' >/dev/null 2>&1
+	check extra-server-dnsmasq-up dnsmasq_up
+	five_via_lanveil() {
+		local i
+		for i in 1 2 3 4 5; do answers 1.2.3.77 "$(fresh)" @192.168.1.1 || return 1; done
+	}
+	check extra-server-resolves-via-lanveil five_via_lanveil
+	check extra-server-no-plaintext sh -c "[ \"\$(grep -c 'query\[' '$RUN/isp-resolver.log')\" = '$isp_before_conf' ]"
+	check extra-server-status-counts r sh -c '/etc/init.d/lanveil status | grep -q "^Leak guard: dropped [1-9][0-9]* packets dnsmasq sent to the WAN"'
+	r nft delete chain inet lanveil output
+	r /etc/init.d/dnsmasq restart >/dev/null 2>&1
+	dnsmasq_up >/dev/null
+	# (Names outside probe.test: scenario 3 checks the ISP never saw one of those.)
+	for i in 1 2 3 4 5; do ask "leak$i-$RANDOM.guard.test" @192.168.1.1 >/dev/null; done
+	check extra-server-leaks-without-guard grep -q 'query\[A\] leak[0-9]*-[0-9]*\.guard\.test from' "$RUN/isp-resolver.log"
+	r sh -c 'if [ -s /tmp/dnsmasq.conf.orig ]; then cp /tmp/dnsmasq.conf.orig /etc/dnsmasq.conf; else rm -f /etc/dnsmasq.conf; fi &&
+		rm -f /tmp/dnsmasq.conf.orig && /etc/init.d/dnsmasq restart' >/dev/null 2>&1
+	r nft delete table inet lanveil
+	check leak-guard-back-on-reload r sh -c '/etc/init.d/lanveil reload; nft list chain inet lanveil output | grep -q "meta skuid"'
+	init_idle
+	check extra-server-gone-resolves dnsmasq_up
+	isp_before="$(grep -c 'query\[' "$RUN/isp-resolver.log")"
+
 	# --- scenario 3: force-DNS. The LAN client asks the ISP resolver directly
 	# (UDP and TCP, IPv4 and IPv6: the client has fd00:1::50 with the router as
 	# its IPv6 gateway, set by hand: odhcpd announces no default route without a
