@@ -10,6 +10,7 @@ use lanveil_config::{Config, SpkiPin, TlsVersion, UpstreamUrl};
 
 use crate::config_cmd::{self, InitSpec};
 use crate::error::{EXIT_USAGE, Error, Result, io_ctx};
+use crate::http2;
 use crate::leak::{self, LeakOpts};
 use crate::presets::Presets;
 use crate::probe::{self, ProbeOpts};
@@ -118,6 +119,10 @@ struct ProbeArgs {
     /// Allow TLS 1.2 (default: TLS 1.3 only, or the file's tls_min_version).
     #[arg(long)]
     tls12: bool,
+    /// DoH request method, as the daemon's http_method: post, or get (`?dns=`, RFC 8484)
+    /// [default: post, or the file's http_method].
+    #[arg(long, value_name = "METHOD", value_enum, ignore_case = true)]
+    http_method: Option<HttpMethod>,
     /// Queries per address, for the RTT (1 to 1000).
     #[arg(
         long,
@@ -155,6 +160,24 @@ struct ProbeArgs {
     timeout: u64,
     #[command(flatten)]
     presets: PresetsFile,
+}
+
+/// `probe --http-method`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum HttpMethod {
+    /// POST application/dns-message (the daemon's default).
+    Post,
+    /// GET ?dns=BASE64URL.
+    Get,
+}
+
+impl From<HttpMethod> for http2::Method {
+    fn from(m: HttpMethod) -> Self {
+        match m {
+            HttpMethod::Post => Self::Post,
+            HttpMethod::Get => Self::Get,
+        }
+    }
 }
 
 /// `--file FILE` (`-f`), default ./lanveil.conf.
@@ -306,6 +329,10 @@ struct RouterArgs {
     /// The ssh program.
     #[arg(long, value_name = "PROGRAM", allow_hyphen_values = true)]
     ssh: Option<String>,
+    /// Seconds one command on the router may take, connecting included, before ssh is stopped
+    /// [default: 60].
+    #[arg(long, value_name = "S", allow_hyphen_values = true)]
+    ssh_timeout: Option<u64>,
     /// The configuration on the router [default: /etc/config/lanveil].
     #[arg(long, value_name = "PATH", allow_hyphen_values = true)]
     config_path: Option<String>,
@@ -503,7 +530,19 @@ fn parse_pins(list: &[String]) -> Result<Vec<SpkiPin>> {
         .collect()
 }
 
-fn cmd_probe(o: &ProbeArgs) -> Result<u8> {
+/// One upstream to probe: its URL, the addresses to dial, how to authenticate it, and (DoH) how to
+/// send its queries.
+#[derive(Debug)]
+struct Target {
+    url: UpstreamUrl,
+    addrs: Vec<SocketAddr>,
+    auth: Auth,
+    method: http2::Method,
+}
+
+/// What `probe` dials: the URLs given, the preset's, the file's upstreams (with their pins, CA,
+/// TLS version, SNI and `http_method`, each overridden by the command line's option when given).
+fn probe_targets(o: &ProbeArgs) -> Result<Vec<Target>> {
     let pins = parse_pins(&o.pins)?;
     let bootstrap: Vec<IpAddr> = o
         .bootstrap
@@ -518,8 +557,8 @@ fn cmd_probe(o: &ProbeArgs) -> Result<u8> {
     } else {
         TlsVersion::V1_3
     };
-    // (url, addresses, auth) to probe.
-    let mut targets: Vec<(UpstreamUrl, Vec<SocketAddr>, Auth)> = Vec::new();
+    let method = o.http_method.map_or(http2::Method::Post, Into::into);
+    let mut targets: Vec<Target> = Vec::new();
     let mut add_url = |u: &str, ca: Option<String>, pins: Vec<SpkiPin>| -> Result<()> {
         let url: UpstreamUrl = u.parse().map_err(|r| Error::usage(format!("{u}: {r}")))?;
         let addrs = match url.addr {
@@ -541,7 +580,12 @@ fn cmd_probe(o: &ProbeArgs) -> Result<u8> {
             min_version,
             sni: true,
         };
-        targets.push((url, addrs, auth));
+        targets.push(Target {
+            url,
+            addrs,
+            auth,
+            method,
+        });
         Ok(())
     };
     for u in &o.upstreams {
@@ -563,11 +607,10 @@ fn cmd_probe(o: &ProbeArgs) -> Result<u8> {
                 .clone()
                 .or_else(|| u.ca_file.clone())
                 .or_else(|| cfg.upstreams.ca_file.clone());
-            let addrs = u.addrs();
-            targets.push((
-                u.url.clone(),
-                addrs,
-                Auth {
+            targets.push(Target {
+                url: u.url.clone(),
+                addrs: u.addrs(),
+                auth: Auth {
                     auth_name: u.url.auth_name.clone(),
                     ca_file: ca,
                     pins: if pins.is_empty() {
@@ -582,7 +625,13 @@ fn cmd_probe(o: &ProbeArgs) -> Result<u8> {
                     },
                     sni: u.sni,
                 },
-            ));
+                // As the daemon sends this upstream's queries, unless the command line says.
+                method: match o.http_method {
+                    Some(m) => m.into(),
+                    None if u.http_get => http2::Method::Get,
+                    None => http2::Method::Post,
+                },
+            });
         }
     }
     if targets.is_empty() {
@@ -590,6 +639,11 @@ fn cmd_probe(o: &ProbeArgs) -> Result<u8> {
             "probe what? give UPSTREAM URLs (tls://IP:PORT#NAME, https://IP:PORT/PATH#NAME, quic://IP:PORT#NAME), --preset ID or --file CONFIG",
         ));
     }
+    Ok(targets)
+}
+
+fn cmd_probe(o: &ProbeArgs) -> Result<u8> {
+    let targets = probe_targets(o)?;
     let popts = ProbeOpts {
         name: o.name.clone(),
         queries: o.queries.clamp(1, 1000),
@@ -601,9 +655,9 @@ fn cmd_probe(o: &ProbeArgs) -> Result<u8> {
         timeout: Duration::from_millis(o.timeout),
     };
     let mut reports = Vec::new();
-    for (url, addrs, auth) in &targets {
-        for addr in addrs {
-            let r = probe::probe(url, *addr, auth, &popts);
+    for t in &targets {
+        for addr in &t.addrs {
+            let r = probe::probe_with_method(&t.url, *addr, &t.auth, &popts, t.method);
             if !o.json {
                 println!("{}", probe::render(&r));
                 let _ = std::io::stdout().flush();
@@ -773,6 +827,9 @@ fn ssh_target(host: Option<&str>, r: &RouterArgs) -> Result<SshTarget> {
     t.options.clone_from(&r.ssh_options);
     if let Some(p) = &r.ssh {
         t.program.clone_from(p);
+    }
+    if let Some(s) = r.ssh_timeout {
+        t.command_timeout = Duration::from_secs(s.max(1));
     }
     Ok(t)
 }
@@ -982,6 +1039,73 @@ mod tests {
         assert_eq!((p.queries, p.name.as_str()), (5, "example.com"));
     }
 
+    /// DoH targets are probed with the method the daemon would use: the file's `http_method` per
+    /// upstream, POST for URLs given, `--http-method` over both.
+    #[test]
+    fn probe_sends_doh_as_the_file_or_the_command_line_says() {
+        use http2::Method::{Get, Post};
+        let dir = crate::test_util::TempDir::new("probe-method");
+        let file = dir.join("l.conf");
+        std::fs::write(
+            &file,
+            "config upstream 'g'\n\toption url 'https://192.0.2.1/dns-query#doh.test'\n\
+             \toption http_method 'GET'\n\n\
+             config upstream 'p'\n\toption url 'https://192.0.2.2/dns-query#doh.test'\n",
+        )
+        .unwrap();
+        let file = file.to_str().unwrap();
+        let methods = |args: &[&str]| {
+            let Command::Probe(p) = parse(&[&["probe"], args].concat()) else {
+                panic!()
+            };
+            probe_targets(&p)
+                .unwrap()
+                .iter()
+                .map(|t| t.method)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(methods(&["-f", file]), [Get, Post]);
+        assert_eq!(
+            methods(&["-f", file, "--http-method", "post"]),
+            [Post, Post]
+        );
+        assert_eq!(methods(&["-f", file, "--http-method", "GET"]), [Get, Get]);
+        let url = "https://192.0.2.3/dns-query#doh.test";
+        assert_eq!(methods(&[url]), [Post]);
+        assert_eq!(methods(&[url, "--http-method=get"]), [Get]);
+        assert!(
+            Cli::try_parse_from(["lanveil-ctl", "probe", url, "--http-method", "put"]).is_err()
+        );
+    }
+
+    /// `probe --file`, end to end against a TLS DoH server that takes only GET: its upstream with
+    /// `http_method GET` is probed with GET and passes (exit 0); without the option, POST, 405, exit 1.
+    #[test]
+    fn probe_file_sends_get_for_an_http_method_get_upstream() {
+        use crate::http2::test_server;
+        let dir = crate::test_util::TempDir::new("probe-get-tls");
+        for (option, want_exit, want_method) in
+            [("\toption http_method 'GET'\n", 0, "GET"), ("", 1, "POST")]
+        {
+            let (addr, server) = test_server::spawn_tls(test_server::get_only);
+            let file = dir.join("l.conf");
+            std::fs::write(
+                &file,
+                format!(
+                    "config upstream 'g'\n\toption url 'https://{addr}/dns-query#doh.test'\n\
+                     \toption ca_file '{}'\n{option}",
+                    test_server::CA_FILE
+                ),
+            )
+            .unwrap();
+            let args = ["probe", "-f", file.to_str().unwrap(), "--queries", "1"];
+            let code = run(args.iter().map(OsString::from).collect()).unwrap();
+            assert_eq!(code, want_exit, "{option:?}");
+            let seen = server.join().unwrap();
+            assert_eq!(seen[0].get(":method"), Some(want_method), "{seen:?}");
+        }
+    }
+
     #[test]
     fn config_file_positional_short_options_and_defaults() {
         let Command::Config(ConfigCommand::Show { path, json, file }) =
@@ -1037,6 +1161,7 @@ mod tests {
         };
         let t = ssh_target(Some(&p.router), &p.router_args).unwrap();
         assert_eq!(t.port, Some(2222));
+        assert_eq!(t.command_timeout, remote::DEFAULT_COMMAND_TIMEOUT);
         assert_eq!(t.options, ["-vv", "StrictHostKeyChecking=no"]);
         assert_eq!((p.deadline, p.watchdog_grace), (15, 30));
         assert!(p.no_reload);
@@ -1046,6 +1171,11 @@ mod tests {
         };
         assert!(l.router.is_none());
         assert_eq!(l.public, ["9.9.9.9"]);
+        let Command::Status(s) = parse(&["status", "r", "--ssh-timeout", "5"]) else {
+            panic!()
+        };
+        let t = ssh_target(s.router.as_deref(), &s.router_args).unwrap();
+        assert_eq!(t.command_timeout, Duration::from_secs(5));
     }
 
     #[test]

@@ -416,6 +416,62 @@ mod tests {
         assert_eq!(edit_text(file, &before, &after, &e), None);
     }
 
+    /// A group this user is in besides `primary` (`id -G`), if any.
+    fn another_group(primary: u32) -> Option<u32> {
+        let out = std::process::Command::new("id").arg("-G").output().ok()?;
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .filter_map(|g| g.parse().ok())
+            .find(|&g| g != primary)
+    }
+
+    /// The atomic write keeps the file's owner, user and group (and its mode): as root, any owner
+    /// (4242:4242); otherwise a group of ours other than the primary one, when there is one. Both
+    /// for the file written in place of the old one and for a copy made like it (`config set`'s
+    /// `.bak`).
+    #[test]
+    fn a_rewritten_file_keeps_its_owner() {
+        use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+
+        use crate::test_util::{TempDir, is_root};
+
+        let dir = TempDir::new("edit-owner");
+        let path = dir.join("lanveil.conf");
+        std::fs::write(&path, "config lanveil 'main'\n").unwrap();
+        let created = std::fs::metadata(&path).unwrap();
+        let want = if is_root(&dir) {
+            (4242, 4242)
+        } else if let Some(group) = another_group(created.gid()) {
+            (created.uid(), group)
+        } else {
+            println!(
+                "NOTE a_rewritten_file_keeps_its_owner: not root and in no group but {}: only \
+                 checks that the owner stays {}:{} (run as root, or as a user with a \
+                 supplementary group, to check that fchown gives the file its owner back)",
+                created.gid(),
+                created.uid(),
+                created.gid()
+            );
+            (created.uid(), created.gid())
+        };
+        std::os::unix::fs::chown(&path, Some(want.0), Some(want.1)).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let path = path.to_str().unwrap();
+        write_file(path, b"config lanveil 'main'\n\toption log_level 'debug'\n").unwrap();
+        let m = std::fs::metadata(path).unwrap();
+        assert_eq!((m.uid(), m.gid()), want, "owner of the rewritten file");
+        assert_eq!(m.mode() & 0o7777, 0o640);
+        assert_ne!(m.ino(), created.ino(), "replaced, not written in place");
+        assert!(std::fs::read_to_string(path).unwrap().contains("log_level"));
+        let bak = dir.join("lanveil.conf.bak");
+        replace(&bak, b"old\n", Some(&m)).unwrap();
+        let b = std::fs::metadata(&bak).unwrap();
+        assert_eq!(
+            (b.uid(), b.gid(), b.mode() & 0o7777),
+            (want.0, want.1, 0o640)
+        );
+    }
+
     #[test]
     fn statements_end_where_libuci_ends_them() {
         let s = b"\toption a 'x\ny' # c\n\toption b \"p\\\nq\"\n\toption c w\\\nz\n\tlist d 'v'\n";

@@ -1,13 +1,22 @@
 //! A minimal blocking HTTP/2 client (RFC 9113) for `probe https://…`: the daemon speaks DoH over
-//! HTTP/2 only, so the probe does too, with the request the daemon sends (POST, `content-type` and
-//! `accept` `application/dns-message`, `content-length`; no User-Agent). One request at a time on one
-//! connection; server push off; flow control honoured both ways; response headers bounded like the
-//! daemon's (16 KiB decoded), the body to 65,535 octets. Everything the caller reads or writes goes
-//! through its I/O, which carries the per-query deadline ([`crate::tls::Deadline`]).
+//! HTTP/2 only, so the probe does too, with the request the daemon sends: POST (`content-type` and
+//! `accept` `application/dns-message`, `content-length`), or, for an upstream with `http_method GET`,
+//! GET `PATH?dns=` (RFC 8484 §4.1: the message in base64url without padding) with `accept`; no
+//! User-Agent. One request at a time on one connection; server push off; flow control honoured both
+//! ways; response headers bounded like the daemon's (16 KiB decoded), the body to 65,535 octets.
+//! Everything the caller reads or writes goes through its I/O, which carries the per-query deadline
+//! ([`crate::tls::Deadline`]).
 
 use std::io::{self, Read, Write};
 
+use base64::Engine as _;
+
 use crate::hpack::{Decoder, Encoder, HpackError};
+
+#[cfg(test)]
+mod fuzz;
+#[cfg(test)]
+pub(crate) mod test_server;
 
 /// The connection preface (§3.4).
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -102,6 +111,37 @@ impl From<HpackError> for H2Error {
     }
 }
 
+/// A header field to send: name, value.
+type Field<'a> = (&'a [u8], &'a [u8]);
+
+/// How a DoH query is sent: the daemon's `http_method` (an upstream's UCI option).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub enum Method {
+    /// POST `application/dns-message` with the message as the body (the daemon's default).
+    #[default]
+    #[serde(rename = "POST")]
+    Post,
+    /// GET `PATH?dns=BASE64URL` (no padding), no body.
+    #[serde(rename = "GET")]
+    Get,
+}
+
+impl Method {
+    /// `POST` or `GET`, as HTTP and the UCI option spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Post => "POST",
+            Self::Get => "GET",
+        }
+    }
+}
+
+impl std::fmt::Display for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A complete response: status, `content-type` (if any), body.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Response {
@@ -118,6 +158,7 @@ pub struct Response {
 pub struct Client {
     authority: String,
     path: String,
+    method: Method,
     started: bool,
     next_stream: u32,
     decoder: Decoder,
@@ -144,7 +185,7 @@ struct Stream {
 }
 
 impl Client {
-    /// A client for `https://AUTHORITY/PATH`.
+    /// A client for `https://AUTHORITY/PATH` that POSTs (see [`Client::with_method`]).
     pub fn new(authority: &str, path: &str) -> Self {
         Self {
             authority: authority.to_string(),
@@ -153,6 +194,7 @@ impl Client {
             } else {
                 path.to_string()
             },
+            method: Method::Post,
             started: false,
             next_stream: 1,
             decoder: Decoder::default(),
@@ -164,8 +206,20 @@ impl Client {
         }
     }
 
-    /// POSTs `message` and reads the response.
-    pub fn post(
+    /// The same client, sending its requests with `method`.
+    #[must_use]
+    pub fn with_method(mut self, method: Method) -> Self {
+        self.method = method;
+        self
+    }
+
+    /// How this client sends its requests.
+    pub fn method(&self) -> Method {
+        self.method
+    }
+
+    /// Sends `message` as the daemon would (POST body, or GET `?dns=`) and reads the response.
+    pub fn request(
         &mut self,
         io: &mut (impl Read + Write),
         message: &[u8],
@@ -196,30 +250,57 @@ impl Client {
             ..Stream::default()
         };
 
+        // The daemon's request (`firmware/src/upstream/doh.rs`, `build_request`), field by field.
         let length = message.len().to_string();
-        let block = self.encoder.encode(&[
-            (b":method", b"POST"),
-            (b":scheme", b"https"),
-            (b":authority", self.authority.as_bytes()),
-            (b":path", self.path.as_bytes()),
-            (b"content-type", DNS_MESSAGE.as_bytes()),
-            (b"content-length", length.as_bytes()),
-            (b"accept", DNS_MESSAGE.as_bytes()),
-        ]);
+        let get_path;
+        let (fields, body): (Vec<Field<'_>>, &[u8]) = match self.method {
+            Method::Post => (
+                vec![
+                    (b":method", b"POST"),
+                    (b":scheme", b"https"),
+                    (b":authority", self.authority.as_bytes()),
+                    (b":path", self.path.as_bytes()),
+                    (b"content-type", DNS_MESSAGE.as_bytes()),
+                    (b"content-length", length.as_bytes()),
+                    (b"accept", DNS_MESSAGE.as_bytes()),
+                ],
+                message,
+            ),
+            Method::Get => {
+                get_path = format!(
+                    "{}?dns={}",
+                    self.path,
+                    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(message)
+                );
+                (
+                    vec![
+                        (b":method", b"GET"),
+                        (b":scheme", b"https"),
+                        (b":authority", self.authority.as_bytes()),
+                        (b":path", get_path.as_bytes()),
+                        (b"accept", DNS_MESSAGE.as_bytes()),
+                    ],
+                    &[],
+                )
+            }
+        };
+        let block = self.encoder.encode(&fields);
+        // No body (GET): the HEADERS frame ends the stream.
+        let end_stream = if body.is_empty() { flag::END_STREAM } else { 0 };
         let mut out = Vec::new();
         let mut chunks = block.chunks(self.peer_max_frame).peekable();
         let mut first = true;
         while let Some(chunk) = chunks.next() {
             let last = chunks.peek().is_none();
-            let ty = if first {
-                frame::HEADERS
+            let (ty, start) = if first {
+                (frame::HEADERS, end_stream)
             } else {
-                frame::CONTINUATION
+                (frame::CONTINUATION, 0)
             };
             push_frame(
                 &mut out,
                 ty,
-                if last { flag::END_HEADERS } else { 0 },
+                start | if last { flag::END_HEADERS } else { 0 },
                 id,
                 chunk,
             );
@@ -229,7 +310,7 @@ impl Client {
 
         // The body, as far as the windows allow; frames are read while waiting for more window.
         let mut sent = 0;
-        while sent < message.len() && !stream.done {
+        while sent < body.len() && !stream.done {
             let room = self
                 .conn_window
                 .min(stream.window)
@@ -238,15 +319,15 @@ impl Client {
                 self.read_frame(io, &mut stream)?;
                 continue;
             }
-            let n = (message.len() - sent).min(room as usize);
-            let end = sent + n == message.len();
+            let n = (body.len() - sent).min(room as usize);
+            let end = sent + n == body.len();
             let mut out = Vec::new();
             push_frame(
                 &mut out,
                 frame::DATA,
                 if end { flag::END_STREAM } else { 0 },
                 id,
-                &message[sent..sent + n],
+                &body[sent..sent + n],
             );
             io.write_all(&out)?;
             sent += n;
@@ -562,7 +643,7 @@ mod tests {
             (frame::DATA, flag::END_STREAM, 1, vec![3]),
         ]);
         let mut c = Client::new("doh.test", "/dns-query");
-        let r = c.post(&mut s, &[9; 40]).unwrap();
+        let r = c.request(&mut s, &[9; 40]).unwrap();
         assert_eq!(r.status, 200);
         assert_eq!(r.content_type.as_deref(), Some(DNS_MESSAGE));
         assert_eq!(r.body, [1, 2, 3]);
@@ -574,27 +655,145 @@ mod tests {
         assert!(s.written.windows(ping_ack.len()).any(|w| w == ping_ack));
     }
 
+    /// The RFC 8484 §4.1.1 example query: `www.example.com` A, ID 0, no EDNS.
+    fn rfc8484_query() -> Vec<u8> {
+        let opts = crate::dns::QueryOpts {
+            edns: false,
+            pad_block: None,
+            ..crate::dns::QueryOpts::default()
+        };
+        crate::dns::build_query("www.example.com", crate::dns::qtype::A, opts).unwrap()
+    }
+
+    fn fields(seen: &test_server::Seen) -> Vec<(&str, &str)> {
+        seen.headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect()
+    }
+
+    /// GET as the daemon sends it (`build_request`): `PATH?dns=` base64url without padding, `accept`,
+    /// nothing else, the stream ended by the HEADERS frame; a server that takes only GET answers it,
+    /// twice on one connection.
+    #[test]
+    fn get_is_the_daemons_request_and_a_get_only_server_answers_it() {
+        use base64::Engine as _;
+        // RFC 8484 §4.1.1's own example path.
+        let (mut io, server) = test_server::spawn(test_server::get_only);
+        let mut c = Client::new("doh.test", "/dns-query").with_method(Method::Get);
+        let r = c.request(&mut io, &rfc8484_query()).unwrap();
+        assert_eq!(
+            (r.status, r.content_type.as_deref()),
+            (200, Some(DNS_MESSAGE))
+        );
+        assert_eq!(r.body, test_server::dns_answer(&rfc8484_query()));
+        // A padded query (128 octets: base64 would end in `=`), on the same connection.
+        let padded = crate::dns::build_query(
+            "example.com",
+            crate::dns::qtype::A,
+            crate::dns::QueryOpts::default(),
+        )
+        .unwrap();
+        assert_eq!(padded.len() % 3, 2);
+        let r = c.request(&mut io, &padded).unwrap();
+        assert_eq!((r.status, r.body), (200, test_server::dns_answer(&padded)));
+        c.goodbye(&mut io);
+        drop(io);
+        let seen = server.join().unwrap();
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        let unpadded = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&padded);
+        assert!(!unpadded.contains(['=', '+', '/']), "{unpadded}");
+        for (s, path) in seen.iter().zip([
+            "/dns-query?dns=AAABAAABAAAAAAAAA3d3dwdleGFtcGxlA2NvbQAAAQAB".to_string(),
+            format!("/dns-query?dns={unpadded}"),
+        ]) {
+            assert_eq!(
+                fields(s),
+                [
+                    (":method", "GET"),
+                    (":scheme", "https"),
+                    (":authority", "doh.test"),
+                    (":path", path.as_str()),
+                    ("accept", DNS_MESSAGE),
+                ]
+            );
+            assert!(s.end_stream_on_headers, "{s:?}");
+            assert_eq!((s.data_frames, s.body.len()), (0, 0), "{s:?}");
+        }
+    }
+
+    /// POST to the same server: its 405 comes back as the response (the caller judges it), and the
+    /// server saw the daemon's POST.
+    #[test]
+    fn post_to_a_get_only_server_is_answered_405() {
+        let (mut io, server) = test_server::spawn(test_server::get_only);
+        let mut c = Client::new("doh.test", "/dns-query");
+        assert_eq!(c.method(), Method::Post);
+        let query = rfc8484_query();
+        let r = c.request(&mut io, &query).unwrap();
+        assert_eq!((r.status, r.body.len()), (405, 0));
+        drop(io);
+        let seen = server.join().unwrap();
+        assert_eq!(seen.len(), 1);
+        let length = query.len().to_string();
+        assert_eq!(
+            fields(&seen[0]),
+            [
+                (":method", "POST"),
+                (":scheme", "https"),
+                (":authority", "doh.test"),
+                (":path", "/dns-query"),
+                ("content-type", DNS_MESSAGE),
+                ("content-length", length.as_str()),
+                ("accept", DNS_MESSAGE),
+            ]
+        );
+        assert!(!seen[0].end_stream_on_headers);
+        assert_eq!(seen[0].body, query);
+    }
+
+    /// A request without a body (GET; a POST of nothing) ends its stream with the HEADERS frame:
+    /// otherwise the server would wait for a body that never comes.
+    #[test]
+    fn a_request_without_a_body_ends_its_stream() {
+        let (mut io, server) = test_server::spawn(test_server::get_only);
+        let r = Client::new("doh.test", "/dns-query")
+            .request(&mut io, &[])
+            .unwrap();
+        assert_eq!(r.status, 405);
+        drop(io);
+        let seen = server.join().unwrap();
+        assert_eq!(seen[0].get("content-length"), Some("0"));
+        assert!(seen[0].end_stream_on_headers && seen[0].data_frames == 0);
+    }
+
     #[test]
     fn failures_are_errors_not_answers() {
         let mut c = Client::new("doh.test", "/dns-query");
         let mut s = server(&[(frame::RST_STREAM, 0, 1, vec![0, 0, 0, 2])]);
-        assert!(matches!(c.post(&mut s, &[0; 12]), Err(H2Error::Reset(2))));
+        assert!(matches!(
+            c.request(&mut s, &[0; 12]),
+            Err(H2Error::Reset(2))
+        ));
 
         let mut c = Client::new("doh.test", "/dns-query");
         let mut s = server(&[(frame::GOAWAY, 0, 0, vec![0, 0, 0, 0, 0, 0, 0, 1])]);
-        assert!(matches!(c.post(&mut s, &[0; 12]), Err(H2Error::GoAway(1))));
+        assert!(matches!(
+            c.request(&mut s, &[0; 12]),
+            Err(H2Error::GoAway(1))
+        ));
 
         // The connection ends before the answer.
         let mut c = Client::new("doh.test", "/dns-query");
         let mut s = server(&[]);
-        let e = c.post(&mut s, &[0; 12]).unwrap_err();
+        let e = c.request(&mut s, &[0; 12]).unwrap_err();
         assert_eq!(e.to_string(), "the server closed the connection");
 
         // A frame larger than we allow, and a body over 65,535 octets.
         let mut c = Client::new("doh.test", "/dns-query");
         let mut s = server(&[(frame::DATA, 0, 1, vec![0; MAX_FRAME + 1])]);
         assert!(matches!(
-            c.post(&mut s, &[0; 12]),
+            c.request(&mut s, &[0; 12]),
             Err(H2Error::Protocol(_))
         ));
         let mut frames = vec![(frame::HEADERS, flag::END_HEADERS, 1, headers("200", None))];
@@ -603,7 +802,7 @@ mod tests {
         }
         let mut c = Client::new("doh.test", "/dns-query");
         assert!(matches!(
-            c.post(&mut server(&frames), &[0; 12]),
+            c.request(&mut server(&frames), &[0; 12]),
             Err(H2Error::TooLarge)
         ));
 
@@ -614,7 +813,7 @@ mod tests {
         }
         let mut c = Client::new("doh.test", "/dns-query");
         assert!(matches!(
-            c.post(&mut server(&frames), &[0; 12]),
+            c.request(&mut server(&frames), &[0; 12]),
             Err(H2Error::Hpack(HpackError::TooLarge))
         ));
     }

@@ -19,6 +19,8 @@ pub mod probe;
 pub mod push;
 pub mod remote;
 pub mod status;
+#[cfg(test)]
+mod test_util;
 pub mod time_fmt;
 pub mod tls;
 

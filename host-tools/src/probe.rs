@@ -8,7 +8,9 @@
 //! stream per query; the handshake time is the QUIC handshake's (there is no separate TCP connect).
 //!
 //! DoH: the daemon speaks HTTP/2 only (ALPN `h2`), so the probe does too ([`crate::http2`], blocking,
-//! no tokio): ALPN `h2` offered alone, one POST `application/dns-message` per query on one connection.
+//! no tokio): ALPN `h2` offered alone, one request per query on one connection, sent with the
+//! upstream's `http_method` as the daemon sends it (POST `application/dns-message` by default, GET
+//! `?dns=` base64url when asked: [`probe_with_method`]) and judged as the daemon judges the answer.
 //! A server that does not select h2 FAILS: the daemon would refuse it.
 //!
 //! Each query (write and read, however the server trickles its bytes) is bounded by `--timeout`.
@@ -114,6 +116,8 @@ pub struct ProbeReport {
     pub handshake: Handshake,
     /// HTTP version the queries used (DoH only: always HTTP/2, as the daemon's).
     pub http_version: Option<String>,
+    /// The request method the DoH queries used (`POST` or `GET`, the upstream's `http_method`).
+    pub http_method: Option<http2::Method>,
     /// The server selected ALPN h2 (DoH only); without it the probe fails.
     pub server_selected_h2: Option<bool>,
     /// Remarks.
@@ -136,8 +140,20 @@ pub struct ProbeReport {
     pub ede_test: Option<String>,
 }
 
-/// Probes one upstream.
+/// Probes one upstream (DoH with POST, the daemon's default).
 pub fn probe(url: &UpstreamUrl, addr: SocketAddr, auth: &Auth, opts: &ProbeOpts) -> ProbeReport {
+    probe_with_method(url, addr, auth, opts, http2::Method::Post)
+}
+
+/// Probes one upstream, DoH queries sent with `method` (the upstream's `http_method`; DoT and DoQ
+/// have none).
+pub fn probe_with_method(
+    url: &UpstreamUrl,
+    addr: SocketAddr,
+    auth: &Auth,
+    opts: &ProbeOpts,
+    method: http2::Method,
+) -> ProbeReport {
     let mut r = ProbeReport {
         upstream: url.to_string(),
         transport: match url.transport {
@@ -152,7 +168,7 @@ pub fn probe(url: &UpstreamUrl, addr: SocketAddr, auth: &Auth, opts: &ProbeOpts)
     };
     match url.transport {
         Transport::Tls => probe_dot(&mut r, addr, auth, opts),
-        Transport::Https => probe_doh(&mut r, url, addr, auth, opts),
+        Transport::Https => probe_doh(&mut r, url, addr, auth, opts, method),
         Transport::Quic => probe_doq(&mut r, addr, auth, opts),
     }
     r
@@ -327,7 +343,9 @@ fn probe_doh(
     addr: SocketAddr,
     auth: &Auth,
     opts: &ProbeOpts,
+    method: http2::Method,
 ) {
+    r.http_method = Some(method);
     // As the daemon dials it: ALPN `h2` only, and nothing but HTTP/2 after it.
     let (mut stream, hs) = match tls::connect(addr, auth, &["h2"], opts.timeout) {
         Ok(x) => x,
@@ -366,29 +384,57 @@ fn probe_doh(
     } else {
         format!("{}:{}", auth.auth_name, url.port)
     };
-    let mut client = http2::Client::new(&authority, &url.path);
+    let mut client = http2::Client::new(&authority, &url.path).with_method(method);
     run_series(r, opts, |q| {
         let mut io = Deadline::new(&mut stream, Instant::now() + opts.timeout);
-        let resp = client.post(&mut io, q).map_err(|e| e.to_string())?;
-        if resp.status != 200 {
-            return Err(format!("HTTP status {} (not a DoH answer)", resp.status));
-        }
-        // The daemon takes exactly this content type, and nothing without one.
-        match resp.content_type.as_deref() {
-            Some(ct) if ct.eq_ignore_ascii_case(http2::DNS_MESSAGE) => {}
-            Some(ct) => {
-                return Err(format!(
-                    "HTTP 200 with Content-Type {ct:?}, not a DNS answer"
-                ));
-            }
-            None => return Err("HTTP 200 without a Content-Type, not a DNS answer".into()),
-        }
-        dns::parse_reply(&resp.body).map_err(|e| e.to_string())
+        doh_exchange(&mut client, &mut io, q)
     });
     let mut io = Deadline::new(&mut stream, Instant::now() + opts.timeout);
     client.goodbye(&mut io);
     stream.conn.send_close_notify();
     let _ = stream.flush();
+}
+
+/// One DoH query on `client`'s connection, the answer judged as the daemon judges it (`read_answer`
+/// in `firmware/src/upstream/doh.rs`): status 200, `Content-Type: application/dns-message`, a body of
+/// at most 65,535 octets that is a DNS response.
+fn doh_exchange(
+    client: &mut http2::Client,
+    io: &mut (impl std::io::Read + Write),
+    query: &[u8],
+) -> Result<Reply, String> {
+    let resp = client.request(io, query).map_err(|e| e.to_string())?;
+    if resp.status != 200 {
+        let other = match client.method() {
+            http2::Method::Post => http2::Method::Get,
+            http2::Method::Get => http2::Method::Post,
+        };
+        let hint = if resp.status == 405 {
+            format!(
+                "; the server refuses {} (405 Method Not Allowed): does it take {other}? \
+                 (probe --http-method {}, or the upstream's option http_method '{other}')",
+                client.method(),
+                other.as_str().to_ascii_lowercase()
+            )
+        } else {
+            String::new()
+        };
+        return Err(format!(
+            "HTTP status {} (not a DoH answer){hint}",
+            resp.status
+        ));
+    }
+    // The daemon takes exactly this content type, and nothing without one.
+    match resp.content_type.as_deref() {
+        Some(ct) if ct.eq_ignore_ascii_case(http2::DNS_MESSAGE) => {}
+        Some(ct) => {
+            return Err(format!(
+                "HTTP 200 with Content-Type {ct:?}, not a DNS answer"
+            ));
+        }
+        None => return Err("HTTP 200 without a Content-Type, not a DNS answer".into()),
+    }
+    dns::parse_reply(&resp.body).map_err(|e| e.to_string())
 }
 
 /// The report in words.
@@ -446,7 +492,14 @@ pub fn render(r: &ProbeReport) -> String {
         );
     }
     if let Some(hv) = &r.http_version {
-        let _ = writeln!(o, "  HTTP            {hv}");
+        match r.http_method {
+            Some(m) => {
+                let _ = writeln!(o, "  HTTP            {hv}, {m}");
+            }
+            None => {
+                let _ = writeln!(o, "  HTTP            {hv}");
+            }
+        }
     }
     if let Some(n) = &r.note {
         let _ = writeln!(o, "  note            {n}");
@@ -541,6 +594,141 @@ pub fn render(r: &ProbeReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http2::{Method, test_server};
+
+    /// The DoH series of [`probe_doh`] after its handshake, against the in-process server: the
+    /// report, and the requests the server saw.
+    fn doh_series(method: Method, opts: &ProbeOpts) -> (ProbeReport, Vec<test_server::Seen>) {
+        let (mut io, server) = test_server::spawn(test_server::get_only);
+        let mut client = http2::Client::new("doh.test", "/dns-query").with_method(method);
+        let mut r = ProbeReport {
+            transport: "doh",
+            authenticated: true,
+            http_method: Some(method),
+            ..ProbeReport::default()
+        };
+        run_series(&mut r, opts, |q| doh_exchange(&mut client, &mut io, q));
+        client.goodbye(&mut io);
+        drop(io);
+        (r, server.join().unwrap())
+    }
+
+    /// A server that takes only GET (405 to POST): OK when the probe sends GET, as the daemon does
+    /// for `http_method GET` (`PATH?dns=` base64url, ID 0, no body), and FAILED with POST, the reason
+    /// naming the way out.
+    #[test]
+    fn a_get_only_doh_server_is_ok_with_get_and_fails_with_post() {
+        use base64::Engine as _;
+        let opts = ProbeOpts {
+            queries: 3,
+            ..ProbeOpts::default()
+        };
+        let (r, seen) = doh_series(Method::Get, &opts);
+        assert!(r.ok, "{r:?}");
+        assert_eq!((r.queries_sent, r.queries_answered), (3, 3), "{r:?}");
+        assert_eq!(r.rcode.as_deref(), Some("NOERROR"));
+        assert_eq!(r.ede_test.as_deref(), Some("NOERROR"));
+        assert_eq!(r.error, None);
+        // The series, then the EDE test name.
+        let names = [
+            "example.com",
+            "example.com",
+            "example.com",
+            "dnssec-failed.org",
+        ];
+        assert_eq!(seen.len(), names.len(), "{seen:?}");
+        for (s, name) in seen.iter().zip(names) {
+            assert_eq!(s.get(":method"), Some("GET"));
+            let path = s.get(":path").unwrap();
+            let (p, dns) = path.split_once("?dns=").unwrap();
+            assert_eq!(p, "/dns-query");
+            let query = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(dns)
+                .unwrap();
+            assert_eq!(query[..2], [0, 0], "DoH queries carry ID 0");
+            assert_eq!(dns::parse_question(&query).unwrap().name, name);
+            assert!(s.body.is_empty() && s.end_stream_on_headers, "{s:?}");
+        }
+
+        let (r, seen) = doh_series(Method::Post, &opts);
+        assert!(!r.ok, "{r:?}");
+        assert_eq!((r.queries_sent, r.queries_answered), (1, 0), "{r:?}");
+        let error = r.error.unwrap();
+        assert!(
+            error.starts_with("query 1 of 3: HTTP status 405 (not a DoH answer)")
+                && error.contains("probe --http-method get"),
+            "{error}"
+        );
+        assert_eq!(seen.len(), 1, "{seen:?}");
+        assert_eq!(
+            (seen[0].get(":method"), seen[0].get(":path")),
+            (Some("POST"), Some("/dns-query"))
+        );
+    }
+
+    /// End to end, over TLS and HTTP/2 to the in-process server that takes only GET:
+    /// [`probe_with_method`] with GET (what `--file` picks for `http_method GET`) is OK, POST FAILS.
+    #[test]
+    fn probing_a_get_only_server_over_tls() {
+        let url: UpstreamUrl = "https://127.0.0.1:443/q#doh.test".parse().unwrap();
+        let auth = Auth {
+            auth_name: "doh.test".into(),
+            ca_file: Some(test_server::CA_FILE.into()),
+            pins: Vec::new(),
+            min_version: lanveil_config::TlsVersion::V1_3,
+            sni: true,
+        };
+        let opts = ProbeOpts {
+            queries: 2,
+            ede_name: None,
+            ..ProbeOpts::default()
+        };
+        let run = |method| {
+            let (addr, server) = test_server::spawn_tls(test_server::get_only);
+            let r = probe_with_method(&url, addr, &auth, &opts, method);
+            (r, server.join().unwrap())
+        };
+        let (r, seen) = run(Method::Get);
+        assert!(r.ok, "{r:?}");
+        assert_eq!((r.queries_sent, r.queries_answered), (2, 2), "{r:?}");
+        assert_eq!(
+            (r.http_version.as_deref(), r.http_method),
+            (Some("HTTP/2"), Some(Method::Get))
+        );
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        for s in &seen {
+            assert_eq!(s.get(":method"), Some("GET"));
+            assert_eq!(s.get(":authority"), Some("doh.test"), "{s:?}");
+            assert!(
+                s.get(":path").unwrap().starts_with("/q?dns=AAABAAAB"),
+                "{s:?}"
+            );
+        }
+        let (r, seen) = run(Method::Post);
+        assert!(!r.ok && r.authenticated, "{r:?}");
+        assert!(
+            r.error.as_deref().unwrap().contains("HTTP status 405"),
+            "{r:?}"
+        );
+        assert_eq!(seen[0].get(":method"), Some("POST"));
+    }
+
+    #[test]
+    fn the_doh_method_is_rendered() {
+        let r = ProbeReport {
+            upstream: "https://192.0.2.1/dns-query#doh.test".into(),
+            transport: "doh",
+            http_version: Some("HTTP/2".into()),
+            http_method: Some(Method::Get),
+            ..ProbeReport::default()
+        };
+        assert!(render(&r).contains("  HTTP            HTTP/2, GET\n"));
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(
+            (&json["http_version"], &json["http_method"]),
+            (&"HTTP/2".into(), &"GET".into())
+        );
+    }
 
     #[test]
     fn doq_is_rendered_as_quic_without_a_tcp_line() {

@@ -1,10 +1,12 @@
-//! Reaching the router: the system's `ssh` client (BatchMode, so it never hangs on a prompt), and the
-//! daemon's control protocol — over ssh (`lanveil --control SOCKET CMD` prints the raw response
-//! envelope) or, on the router itself, straight over the Unix socket.
+//! Reaching the router: the system's `ssh` client (BatchMode, so it never hangs on a prompt; each
+//! command bounded by a wall-clock limit, so a remote that accepts and then hangs cannot hold the tool
+//! forever), and the daemon's control protocol — over ssh (`lanveil --control SOCKET CMD` prints the
+//! raw response envelope) or, on the router itself, straight over the Unix socket.
 
 use std::io::{Read, Write};
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use lanveil_config::control::{Request, Response};
 use lanveil_config::envelope;
@@ -23,6 +25,13 @@ pub const SERVER_ALIVE_INTERVAL: u32 = 5;
 /// Unanswered keep-alives after which ssh gives up (`ServerAliveCountMax`).
 pub const SERVER_ALIVE_COUNT: u32 = 3;
 
+/// The most one command on the router may take, connecting included (`--ssh-timeout`): past it ssh
+/// is killed. A push's steps take seconds; a stuck `/etc/init.d/lanveil reload` would take forever.
+pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How often a running ssh is looked at.
+const POLL: Duration = Duration::from_millis(10);
+
 /// How to reach the router over ssh.
 #[derive(Debug, Clone)]
 pub struct SshTarget {
@@ -38,6 +47,8 @@ pub struct SshTarget {
     pub program: String,
     /// `ConnectTimeout`, seconds.
     pub connect_timeout: u32,
+    /// The wall-clock limit of one remote command ([`DEFAULT_COMMAND_TIMEOUT`]).
+    pub command_timeout: Duration,
 }
 
 impl SshTarget {
@@ -55,6 +66,7 @@ impl SshTarget {
             options: Vec::new(),
             program: "ssh".into(),
             connect_timeout: 10,
+            command_timeout: DEFAULT_COMMAND_TIMEOUT,
         }
     }
 
@@ -93,8 +105,20 @@ impl SshTarget {
     }
 
     /// Runs `remote` (a shell command line on the router), feeding `stdin`; returns (exit code,
-    /// stdout, stderr). Exit 255 is ssh's own failure and becomes an error here.
+    /// stdout, stderr). Exit 255 is ssh's own failure and becomes an error here, and so does a
+    /// command that has not ended within [`SshTarget::command_timeout`] (ssh is killed).
     pub fn run(&self, remote: &str, stdin: Option<&[u8]>) -> Result<(i32, Vec<u8>, String)> {
+        self.run_shown(remote, stdin, remote)
+    }
+
+    /// [`SshTarget::run`], with `shown` naming the command in errors (it may hide a secret).
+    fn run_shown(
+        &self,
+        remote: &str,
+        stdin: Option<&[u8]>,
+        shown: &str,
+    ) -> Result<(i32, Vec<u8>, String)> {
+        let started = Instant::now();
         let mut child = self
             .command(remote)
             .stdin(if stdin.is_some() {
@@ -111,15 +135,22 @@ impl SshTarget {
                     self.program
                 ))
             })?;
-        if let (Some(data), Some(mut pipe)) = (stdin, child.stdin.take()) {
-            pipe.write_all(data)
-                .map_err(|e| Error::failed(format!("ssh {}: sending data: {e}", self.host)))?;
-        }
-        let out = child
-            .wait_with_output()
-            .map_err(|e| Error::failed(format!("ssh {}: {e}", self.host)))?;
-        let code = out.status.code().unwrap_or(-1);
-        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        let Finished {
+            status,
+            stdout,
+            stderr,
+            sent,
+        } = match self.collect(&mut child, stdin, started, shown) {
+            Ok(done) => done,
+            Err(e) => {
+                // Never leave it running, nor unreaped.
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(e);
+            }
+        };
+        let code = status.code().unwrap_or(-1);
+        let stderr = String::from_utf8_lossy(&stderr).trim().to_string();
         if code == 255 {
             return Err(Error::failed(format!(
                 "ssh {} failed: {}{}",
@@ -136,7 +167,78 @@ impl SshTarget {
                 }
             )));
         }
-        Ok((code, out.stdout, stderr))
+        // A failed exit says more than the input it did not read.
+        if let (0, Err(e)) = (code, sent) {
+            return Err(Error::failed(format!(
+                "ssh {}: sending data: {e}",
+                self.host
+            )));
+        }
+        Ok((code, stdout, stderr))
+    }
+
+    /// Feeds `child` its input and gathers its output (each pipe in a thread of its own, so a remote
+    /// that reads nothing or writes without end cannot block us) until it has ended and its pipes
+    /// are closed: its status, output, error output, and whether all the input went. An error once
+    /// the limit passes (the caller kills and reaps the child).
+    fn collect(
+        &self,
+        child: &mut Child,
+        stdin: Option<&[u8]>,
+        started: Instant,
+        shown: &str,
+    ) -> Result<Finished> {
+        let failed = |e: std::io::Error| Error::failed(format!("ssh {}: {e}", self.host));
+        let input = match (stdin, child.stdin.take()) {
+            (Some(data), Some(mut pipe)) => {
+                let data = data.to_vec();
+                Some(
+                    std::thread::Builder::new()
+                        .name("ssh-stdin".into())
+                        .spawn(move || pipe.write_all(&data))
+                        .map_err(failed)?,
+                )
+            }
+            _ => None,
+        };
+        let out = child.stdout.take().map(drain).transpose().map_err(failed)?;
+        let err = child.stderr.take().map(drain).transpose().map_err(failed)?;
+        let deadline = started + self.command_timeout;
+        let mut status = None;
+        loop {
+            if status.is_none() {
+                status = child.try_wait().map_err(failed)?;
+            }
+            if let Some(status) = status
+                && ended(&input)
+                && ended(&out)
+                && ended(&err)
+            {
+                let sent = match input.map(JoinHandle::join) {
+                    Some(Ok(sent)) => sent,
+                    Some(Err(_)) => Err(std::io::Error::other("the input thread failed")),
+                    None => Ok(()),
+                };
+                return Ok(Finished {
+                    status,
+                    stdout: joined(out),
+                    stderr: joined(err),
+                    sent,
+                });
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(Error::failed(format!(
+                    "ssh {}: `{}` did not finish within {} s; stopped it (a hung command on the \
+                     router, or a link that stays up without answering; --ssh-timeout S to allow \
+                     more)",
+                    self.host,
+                    brief(shown),
+                    self.command_timeout.as_secs_f64()
+                )));
+            }
+            std::thread::sleep(POLL.min(deadline - now));
+        }
     }
 
     /// Runs `remote` and requires exit 0; returns stdout.
@@ -155,6 +257,47 @@ impl SshTarget {
         }
         Ok(out)
     }
+}
+
+/// How a remote command ended.
+struct Finished {
+    status: ExitStatus,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    /// Whether all of its input went.
+    sent: std::io::Result<()>,
+}
+
+/// Reads `pipe` to its end in a thread of its own.
+fn drain(mut pipe: impl Read + Send + 'static) -> std::io::Result<JoinHandle<Vec<u8>>> {
+    std::thread::Builder::new()
+        .name("ssh-output".into())
+        .spawn(move || {
+            let mut buf = Vec::new();
+            let _ = pipe.read_to_end(&mut buf);
+            buf
+        })
+}
+
+/// The thread has ended (or there was none).
+fn ended<T>(h: &Option<JoinHandle<T>>) -> bool {
+    h.as_ref().is_none_or(JoinHandle::is_finished)
+}
+
+/// What a finished [`drain`] read (nothing if there was no pipe).
+fn joined(h: Option<JoinHandle<Vec<u8>>>) -> Vec<u8> {
+    h.and_then(|h| h.join().ok()).unwrap_or_default()
+}
+
+/// A command as an error message names it: its first line, at most 120 characters.
+fn brief(cmd: &str) -> String {
+    let line = cmd.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+    let more = line.len() < cmd.trim_end().len();
+    let mut s: String = line.chars().take(120).collect();
+    if more || s.len() < line.len() {
+        s.push_str(" …");
+    }
+    s
 }
 
 /// Quotes `s` for a POSIX shell.
@@ -207,14 +350,13 @@ impl Control {
                     sh_quote(lanveil),
                     sh_quote(socket)
                 );
-                let (code, out, err) = target.run(&cmd, None)?;
+                let shown = match shown {
+                    Some(w) => format!("{} --control {} {w}", sh_quote(lanveil), sh_quote(socket)),
+                    None => cmd.clone(),
+                };
+                let (code, out, err) = target.run_shown(&cmd, None, &shown)?;
                 if code != 0 {
-                    let cmd = match shown {
-                        Some(w) => {
-                            format!("{} --control {} {w}", sh_quote(lanveil), sh_quote(socket))
-                        }
-                        None => cmd,
-                    };
+                    let cmd = shown;
                     return Err(Error::failed(format!(
                         "`{cmd}` on {} failed (exit {code}): {}",
                         target.host,
@@ -262,6 +404,152 @@ fn local_request(path: &str, _req: &Request) -> Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_util::{TempDir, write_script};
+
+    /// A stand-in for ssh (as `--ssh` allows) that records its process ID and then sleeps, long past
+    /// any limit the tests set: a router that took the connection and hangs.
+    fn hanging_ssh(dir: &TempDir) -> (SshTarget, std::path::PathBuf) {
+        let pid = dir.join("pid");
+        let fake = dir.join("fake-ssh");
+        write_script(
+            &fake,
+            &format!("#!/bin/sh\necho $$ > '{}'\nexec sleep 30\n", pid.display()),
+        );
+        let mut t = SshTarget::new("r");
+        t.program = fake.display().to_string();
+        t.command_timeout = Duration::from_secs(1);
+        (t, pid)
+    }
+
+    /// The process `pid` file names is gone: killed and reaped (`kill -0` succeeds on a zombie).
+    fn assert_gone(pid_file: &std::path::Path) {
+        let pid = std::fs::read_to_string(pid_file).unwrap();
+        let pid = pid.trim();
+        assert!(!pid.is_empty());
+        let alive = Command::new("sh")
+            .args(["-c", &format!("kill -0 {pid} 2>/dev/null")])
+            .status()
+            .unwrap()
+            .success();
+        assert!(!alive, "ssh stand-in {pid} is still there");
+    }
+
+    /// A remote command that never ends (a stuck `/etc/init.d/lanveil reload`) is stopped at the limit:
+    /// an error naming the command and the limit, soon after it, and no ssh process left behind.
+    #[test]
+    fn a_hanging_remote_command_is_stopped_at_the_limit() {
+        let dir = TempDir::new("ssh-hang");
+        let (t, pid) = hanging_ssh(&dir);
+        let start = Instant::now();
+        let e = t
+            .run("/etc/init.d/lanveil reload </dev/null", None)
+            .unwrap_err();
+        let took = start.elapsed();
+        assert!(
+            took >= Duration::from_secs(1) && took < Duration::from_secs(4),
+            "{took:?}"
+        );
+        assert_eq!(
+            e.message,
+            "ssh root@r: `/etc/init.d/lanveil reload </dev/null` did not finish within 1 s; stopped \
+             it (a hung command on the router, or a link that stays up without answering; \
+             --ssh-timeout S to allow more)"
+        );
+        assert_eq!(e.exit, crate::error::EXIT_FAILED);
+        assert_gone(&pid);
+    }
+
+    /// Also when it never reads what it is sent (more than a pipe holds), and through `run_ok`.
+    #[test]
+    fn a_remote_that_reads_nothing_is_stopped_at_the_limit() {
+        let dir = TempDir::new("ssh-hang-in");
+        let (t, pid) = hanging_ssh(&dir);
+        let start = Instant::now();
+        let e = t
+            .run_ok(
+                "umask 022 && cat > '/etc/config/lanveil.lanveil-ctl-new'",
+                Some(&vec![b'x'; 1 << 20]),
+                "uploading the configuration",
+            )
+            .unwrap_err();
+        assert!(start.elapsed() < Duration::from_secs(4), "{e}");
+        assert!(
+            e.message.starts_with(
+                "ssh root@r: `umask 022 && cat > '/etc/config/lanveil.lanveil-ctl-new'` did not \
+                 finish within 1 s"
+            ),
+            "{e}"
+        );
+        assert_gone(&pid);
+    }
+
+    /// A control request that hangs is named as errors name it: the leak-test nonce stays out.
+    #[test]
+    fn a_hanging_control_request_keeps_the_nonce_out_of_the_error() {
+        let dir = TempDir::new("ssh-hang-ctl");
+        let (target, pid) = hanging_ssh(&dir);
+        let control = Control::Ssh {
+            target,
+            lanveil: "lanveil".into(),
+            socket: "/s".into(),
+        };
+        let e = control
+            .request(&Request::LeakProbe {
+                label: "k3v9q2m7".into(),
+                nonce: "secret0123456789".into(),
+            })
+            .unwrap_err();
+        assert!(
+            e.message.starts_with(
+                "ssh root@r: `'lanveil' --control '/s' leak-probe 'k3v9q2m7' NONCE` did not finish"
+            ),
+            "{e}"
+        );
+        assert!(!e.message.contains("secret"), "{e}");
+        assert_gone(&pid);
+    }
+
+    /// Within the limit nothing changes: exit code, output, error output, and the input delivered.
+    #[test]
+    fn a_command_that_ends_gives_its_code_and_output() {
+        let dir = TempDir::new("ssh-quick");
+        let fake = dir.join("fake-ssh");
+        write_script(
+            &fake,
+            "#!/bin/sh\nwc -c | tr -d ' '\necho oops >&2\nexit 3\n",
+        );
+        let mut t = SshTarget::new("r");
+        t.program = fake.display().to_string();
+        let (code, out, err) = t.run("x", Some(&vec![b'x'; 200_000])).unwrap();
+        assert_eq!(
+            (code, out.as_slice(), err.as_str()),
+            (3, &b"200000\n"[..], "oops")
+        );
+        let e = t.run_ok("x", None, "checking").unwrap_err();
+        assert_eq!(e.message, "checking on root@r failed (exit 3): oops");
+        // ssh's own failure (255) is still named as such.
+        write_script(
+            &fake,
+            "#!/bin/sh\necho 'Connection refused' >&2\nexit 255\n",
+        );
+        let e = t.run("x", None).unwrap_err();
+        assert_eq!(e.message, "ssh root@r failed: Connection refused");
+        // ... also when it never took the input it was given.
+        let big = vec![b'x'; 1 << 20];
+        let e = t.run("x", Some(&big)).unwrap_err();
+        assert_eq!(e.message, "ssh root@r failed: Connection refused");
+        // A command that succeeds without taking all its input: that is the error.
+        write_script(&fake, "#!/bin/sh\nexit 0\n");
+        let e = t.run("x", Some(&big)).unwrap_err();
+        assert!(e.message.starts_with("ssh root@r: sending data: "), "{e}");
+    }
+
+    #[test]
+    fn commands_are_named_by_their_first_line() {
+        assert_eq!(brief("a b"), "a b");
+        assert_eq!(brief("set -e\nif x; then y; fi\n"), "set -e …");
+        assert_eq!(brief(&"x".repeat(200)), format!("{} …", "x".repeat(120)));
+    }
 
     #[test]
     fn quoting_and_hosts() {
