@@ -473,6 +473,11 @@ impl Client {
                             }
                             stream.window += new - self.peer_initial_window;
                             self.peer_initial_window = new;
+                            // RFC 9113 §6.9.2: a change that takes a window past 2^31-1 is a
+                            // connection error (FLOW_CONTROL_ERROR).
+                            if stream.window > MAX_WINDOW {
+                                return Err(H2Error::Protocol("flow-control window above 2^31-1"));
+                            }
                         }
                         0x5 => {
                             if !(16_384..=16_777_215).contains(&value) {
@@ -653,6 +658,30 @@ mod tests {
         let mut ping_ack = Vec::new();
         push_frame(&mut ping_ack, frame::PING, flag::ACK, 0, &[7; 8]);
         assert!(s.written.windows(ping_ack.len()).any(|w| w == ping_ack));
+    }
+
+    #[test]
+    fn a_settings_change_that_overflows_a_window_is_refused() {
+        // RFC 9113 §6.9.2: the stream's window grew by a WINDOW_UPDATE, then the new initial
+        // window size takes it past 2^31-1: FLOW_CONTROL_ERROR, not a window that wraps.
+        let mut s = server(&[
+            (frame::WINDOW_UPDATE, 0, 1, 1000u32.to_be_bytes().to_vec()),
+            (frame::SETTINGS, 0, 0, vec![0, 4, 0x7f, 0xff, 0xff, 0xff]),
+        ]);
+        let mut c = Client::new("doh.test", "/dns-query");
+        match c.request(&mut s, &[9; 40]) {
+            Err(H2Error::Protocol(why)) => assert_eq!(why, "flow-control window above 2^31-1"),
+            other => panic!("{other:?}"),
+        }
+        // Up to the limit exactly is allowed.
+        let h = headers("200", Some(DNS_MESSAGE));
+        let mut s = server(&[
+            (frame::SETTINGS, 0, 0, vec![0, 4, 0x7f, 0xff, 0xff, 0xff]),
+            (frame::HEADERS, flag::END_HEADERS, 1, h),
+            (frame::DATA, flag::END_STREAM, 1, vec![3]),
+        ]);
+        let mut c = Client::new("doh.test", "/dns-query");
+        assert_eq!(c.request(&mut s, &[9; 40]).unwrap().body, [3]);
     }
 
     /// The RFC 8484 §4.1.1 example query: `www.example.com` A, ID 0, no EDNS.

@@ -268,15 +268,23 @@ struct Finished {
     sent: std::io::Result<()>,
 }
 
-/// Reads `pipe` to its end in a thread of its own.
-fn drain(mut pipe: impl Read + Send + 'static) -> std::io::Result<JoinHandle<Vec<u8>>> {
+/// Most output kept of one remote command (stdout and stderr each): the router's answers are a few
+/// KiB; a runaway command's output beyond this is read and thrown away, so it cannot fill our memory.
+const MAX_OUTPUT: usize = 16 << 20;
+
+/// Reads `pipe` to its end in a thread of its own, keeping at most [`MAX_OUTPUT`] octets.
+fn drain(pipe: impl Read + Send + 'static) -> std::io::Result<JoinHandle<Vec<u8>>> {
     std::thread::Builder::new()
         .name("ssh-output".into())
-        .spawn(move || {
-            let mut buf = Vec::new();
-            let _ = pipe.read_to_end(&mut buf);
-            buf
-        })
+        .spawn(move || keep_start(pipe, MAX_OUTPUT))
+}
+
+/// Reads `pipe` to its end; returns its first `max` octets.
+fn keep_start(mut pipe: impl Read, max: usize) -> Vec<u8> {
+    let mut buf = Vec::new();
+    let _ = pipe.by_ref().take(max as u64).read_to_end(&mut buf);
+    let _ = std::io::copy(&mut pipe, &mut std::io::sink());
+    buf
 }
 
 /// The thread has ended (or there was none).
@@ -510,6 +518,19 @@ mod tests {
     }
 
     /// Within the limit nothing changes: exit code, output, error output, and the input delivered.
+    #[test]
+    fn output_past_the_limit_is_read_and_dropped() {
+        let data = vec![7u8; 100_000];
+        let mut reader = std::io::Cursor::new(data);
+        assert_eq!(keep_start(&mut reader, 10), [7; 10]);
+        // All of it was read (a writer past the limit is not blocked on a full pipe).
+        assert_eq!(reader.position(), 100_000);
+        assert_eq!(
+            keep_start(std::io::Cursor::new(b"abc".to_vec()), 10),
+            b"abc"
+        );
+    }
+
     #[test]
     fn a_command_that_ends_gives_its_code_and_output() {
         let dir = TempDir::new("ssh-quick");
