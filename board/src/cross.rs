@@ -28,6 +28,10 @@ pub struct BuildOptions {
     /// Turns LTO off (faster, larger; for quick checks only).
     #[arg(long)]
     pub no_lto: bool,
+    /// Keeps the symbol table, for a size breakdown (`nm --size-sort`): written to
+    /// `target/board/PROFILE/lanveil.symbols`, the budgeted `lanveil` is left as it is.
+    #[arg(long)]
+    pub symbols: bool,
 }
 
 pub fn out_dir(root: &Path, profile: &Profile) -> PathBuf {
@@ -80,7 +84,13 @@ pub fn build(root: &Path, profile: &Profile, opts: &BuildOptions) -> Result<Path
         .clone()
         .unwrap_or_else(|| profile.release.opt_level.clone());
     let lto = profile.release.lto && !opts.no_lto;
-    let target_dir = root.join("target").join("board").join("cargo");
+    // A build with symbols gets a cargo target directory of its own, so the budgeted binary's
+    // build is not invalidated by the other strip setting.
+    let target_dir = root.join("target").join("board").join(if opts.symbols {
+        "cargo-symbols"
+    } else {
+        "cargo"
+    });
     let mut cmd = Command::new(toolchain::venv_bin().join("cargo-zigbuild"));
     cmd.current_dir(root)
         .arg("zigbuild")
@@ -114,7 +124,10 @@ pub fn build(root: &Path, profile: &Profile, opts: &BuildOptions) -> Result<Path
         .env("CARGO_PROFILE_RELEASE_DEBUG_ASSERTIONS", "false")
         .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
         .env("CARGO_PROFILE_RELEASE_RPATH", "false")
-        .env("CARGO_PROFILE_RELEASE_STRIP", "true")
+        .env(
+            "CARGO_PROFILE_RELEASE_STRIP",
+            if opts.symbols { "false" } else { "true" },
+        )
         // build-std has no self-contained crt objects (zig supplies crt1.o and libc.a), and
         // mipsel-musl links dynamically unless crt-static is forced.
         .env(
@@ -143,7 +156,11 @@ pub fn build(root: &Path, profile: &Profile, opts: &BuildOptions) -> Result<Path
         .join("lanveil");
     let out = out_dir(root, profile);
     std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
-    let dest = out.join("lanveil");
+    let dest = out.join(if opts.symbols {
+        "lanveil.symbols"
+    } else {
+        "lanveil"
+    });
     let tmp = out.join(".lanveil.tmp");
     match objcopy_for(&profile.triple) {
         Some(objcopy) => drop_unloaded(objcopy, &built, &tmp)?,
@@ -162,7 +179,11 @@ pub fn build(root: &Path, profile: &Profile, opts: &BuildOptions) -> Result<Path
         features.as_deref().unwrap_or(""),
         opts.no_default_features
     );
-    let info_path = out.join("build-info");
+    let info_path = out.join(if opts.symbols {
+        "build-info.symbols"
+    } else {
+        "build-info"
+    });
     std::fs::write(&info_path, info).map_err(|e| Error::io(&info_path, e))?;
     eprintln!(
         "board: {} ({} bytes, {:.0} KiB) in {secs} s",

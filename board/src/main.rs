@@ -4,7 +4,7 @@
 //! ```text
 //! cargo board list
 //! cargo board setup                     install/verify the cross toolchain (apt + PyPI only)
-//! cargo board build PROFILE [--features F] [--no-default-features] [--opt-level L] [--no-lto]
+//! cargo board build PROFILE [--features F] [--no-default-features] [--opt-level L] [--no-lto] [--symbols]
 //! cargo board size PROFILE              fail if target/board/PROFILE/lanveil exceeds the budget
 //! cargo board ipk PROFILE               target/board/PROFILE/lanveil_<version>_<arch>.ipk
 //! cargo board qemu PROFILE -- ARGS…     run the build under qemu-user with the profile's CPU
@@ -179,9 +179,11 @@ mod tests {
             "--opt-level",
             "s",
             "--no-lto",
+            "--symbols",
         ]) else {
             panic!("not build")
         };
+        assert!(opts.symbols);
         assert_eq!(profile, "x86_64");
         assert_eq!(opts.features.as_deref(), Some("doh"));
         assert!(opts.no_default_features && opts.no_lto);

@@ -584,12 +584,12 @@ impl Config {
         let mut seen_init_only = false;
         // Every section name of the file and every name generated so far: an anonymous upstream's
         // generated name is none of them.
-        let mut taken: BTreeMap<String, usize> = doc
-            .sections
-            .iter()
-            .filter_map(|s| s.name.clone())
-            .map(|name| (name, 0))
-            .collect();
+        // Inserted one by one: `collect` into a map sorts first, a sort instantiation of its own
+        // (7 KB of the mipsel binary).
+        let mut taken: BTreeMap<String, usize> = BTreeMap::new();
+        for name in doc.sections.iter().filter_map(|s| s.name.clone()) {
+            taken.insert(name, 0);
+        }
         for (idx, section) in doc.sections.iter().enumerate() {
             let label = section.label(idx);
             match section.ty.as_str() {
