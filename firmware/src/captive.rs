@@ -314,7 +314,7 @@ impl Drop for PlainSocket {
 impl PlainSocket {
     pub(crate) fn spawn(servers: Vec<SocketAddr>, target: PlainTarget, events: WanSender) -> Self {
         let (tx, rx) = mpsc::channel(lanveil_core::engine::MAX_PLAIN_INFLIGHT);
-        let task = tokio::spawn(plain_io(servers, target, rx, events));
+        let task = crate::task::spawn(plain_io(servers, target, rx, events));
         Self { tx, task }
     }
 }
@@ -413,7 +413,7 @@ struct ApiContext {
 
 /// Requests the RFC 8908 API and reports the outcome to the driver.
 fn spawn_api_request(uri: CaptivePortalUri, ctx: ApiContext, events: WanSender) -> JoinHandle<()> {
-    tokio::spawn(async move {
+    crate::task::spawn(async move {
         let result = match tokio::time::timeout(API_TIMEOUT, api_request(uri.as_str(), &ctx)).await
         {
             Ok(r) => r,

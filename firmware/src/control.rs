@@ -84,14 +84,14 @@ fn listened_on(path: &Path) -> bool {
 }
 
 pub(crate) fn spawn(listener: UnixListener, ctx: Arc<Context>) -> JoinHandle<()> {
-    tokio::spawn(async move {
+    crate::task::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             };
             let ctx = ctx.clone();
-            tokio::spawn(async move {
+            crate::task::spawn(async move {
                 let _ = tokio::time::timeout(Duration::from_secs(10), serve(stream, &ctx)).await;
             });
         }

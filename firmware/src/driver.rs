@@ -406,14 +406,14 @@ impl Driver {
                 let (tx, rx) = mpsc::unbounded_channel();
                 let events = self.upstream_events.clone();
                 let task = match target.upstream.url.transport {
-                    Transport::Tls => tokio::spawn(dot::run(session, target, rx, events)),
+                    Transport::Tls => crate::task::spawn(dot::run(session, target, rx, events)),
                     #[cfg(feature = "doh")]
                     Transport::Https => {
-                        tokio::spawn(crate::upstream::doh::run(session, target, rx, events))
+                        crate::task::spawn(crate::upstream::doh::run(session, target, rx, events))
                     }
                     #[cfg(feature = "doq")]
                     Transport::Quic => {
-                        tokio::spawn(crate::upstream::doq::run(session, target, rx, events))
+                        crate::task::spawn(crate::upstream::doq::run(session, target, rx, events))
                     }
                     #[cfg(not(feature = "doh"))]
                     Transport::Https => {

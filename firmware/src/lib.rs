@@ -19,6 +19,7 @@ pub mod probe;
 mod rng;
 pub mod sync;
 pub mod sys;
+mod task;
 pub mod upstream;
 
 use std::net::SocketAddr;
@@ -333,11 +334,11 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, Err
     let control_targets = targets_for_control.clone();
     // Dropped with the driver's future, whether it returns, panics or is aborted.
     let (alive, driver_gone) = oneshot::channel::<std::convert::Infallible>();
-    let driver = tokio::spawn(async move {
+    let driver = task::spawn(async move {
         let _alive = alive;
         driver.run().await;
     });
-    let ticker = tokio::spawn(clock_ticker(time.clone(), tx.clone()));
+    let ticker = task::spawn(clock_ticker(time.clone(), tx.clone()));
     let (reload_tx, reload_rx) = mpsc::channel(4);
     let control_ctx = Arc::new(control::Context {
         driver: tx.narrow(),

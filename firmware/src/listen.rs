@@ -106,9 +106,9 @@ impl Listener {
                 answers: Some(answers),
             })
             .await;
-        let udp_task = tokio::spawn(udp_loop(index, udp.clone(), driver.clone()));
-        let udp_writer = tokio::spawn(udp_writer(udp, rx));
-        let tcp_task = tokio::spawn(tcp_loop(tcp, driver, shared, limits));
+        let udp_task = crate::task::spawn(udp_loop(index, udp.clone(), driver.clone()));
+        let udp_writer = crate::task::spawn(udp_writer(udp, rx));
+        let tcp_task = crate::task::spawn(tcp_loop(tcp, driver, shared, limits));
         Ok(Self {
             configured,
             udp_addr,
@@ -231,7 +231,7 @@ impl TcpSlots {
             return;
         }
         let (sem, state, generation) = (self.sem.clone(), self.state.clone(), st.generation);
-        self.shrink = Some(tokio::spawn(async move {
+        self.shrink = Some(crate::task::spawn(async move {
             let Ok(n) = u32::try_from(rest) else { return };
             if let Ok(taken) = sem.acquire_many_owned(n).await {
                 let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
@@ -335,7 +335,7 @@ async fn tcp_loop(
         let driver = driver.clone();
         let limits = *limits.borrow();
         let stop = stop.clone();
-        tokio::spawn(async move {
+        crate::task::spawn(async move {
             tcp_client(stream, conn, peer, driver.clone(), limits, stop).await;
             let _ = driver.send(ListenerEvent::TcpClosed { conn }).await;
             drop(source_slot);
@@ -376,7 +376,7 @@ async fn tcp_client(
         return;
     }
     let outstanding = Arc::new(Semaphore::new(limits.pipeline));
-    let mut writer = tokio::spawn(tcp_writer(rx, wr, outstanding.clone(), limits.idle));
+    let mut writer = crate::task::spawn(tcp_writer(rx, wr, outstanding.clone(), limits.idle));
     let ended = loop {
         // The length prefix, read so that a timeout loses none of it (`read` is cancel-safe,
         // `read_exact` is not).
