@@ -537,6 +537,9 @@ pub fn push(cfg_text: &[u8], local_path: &str, opts: &PushOpts) -> Result<PushOu
 
 /// After a confirmed push: the init script's reload when [`wiring_changes`] found any (dnsmasq,
 /// the firewall capture, the LAN signals follow the file now, not at the next reboot), else nothing.
+/// The least wall-clock limit of the init script's reload over ssh.
+const INIT_RELOAD_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// The daemon already runs the new file and it stays: a failing reload is an error that says so.
 fn reload_wiring(
     opts: &PushOpts,
@@ -544,7 +547,12 @@ fn reload_wiring(
     bak: &str,
     steps: &mut Vec<String>,
 ) -> Result<()> {
-    let t = &opts.target;
+    // The init script's reload waits for the daemon (its start_timeout), for the service lock and
+    // restarts dnsmasq: more than one command is given, and killing it half-way leaves the wiring
+    // half done.
+    let mut t = opts.target.clone();
+    t.command_timeout = t.command_timeout.max(INIT_RELOAD_TIMEOUT);
+    let t = &t;
     let init = &opts.init_script;
     if changes.is_empty() {
         step(
@@ -725,6 +733,43 @@ fn verify_once(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The init script's reload may take longer than one ssh command's limit (it waits for the
+    /// daemon's start): it gets at least [`INIT_RELOAD_TIMEOUT`], and is not killed half-way.
+    #[test]
+    fn the_init_scripts_reload_outlasts_the_command_limit() {
+        let dir = std::env::temp_dir().join(format!("lanveil-push-reload-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fake = dir.join("fake-ssh");
+        std::fs::write(&fake, "#!/bin/sh\nsleep 2\necho reloaded\n").unwrap();
+        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let mut target = SshTarget::new("r");
+        target.program = fake.display().to_string();
+        target.command_timeout = Duration::from_secs(1);
+        let opts = PushOpts {
+            target,
+            remote_config: "/etc/config/lanveil".into(),
+            lanveil: "/usr/sbin/lanveil".into(),
+            control: "/var/run/lanveil/daemon/control.sock".into(),
+            verify_addr: None,
+            verify_name: "x.test".into(),
+            deadline: Duration::from_secs(30),
+            watchdog_grace: Duration::from_secs(30),
+            no_reload: false,
+            replace_wiring: false,
+            init_script: "/etc/init.d/lanveil".into(),
+        };
+        let mut steps = Vec::new();
+        let r = reload_wiring(
+            &opts,
+            &["listen".to_string()],
+            "/etc/config/lanveil.bak",
+            &mut steps,
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(r.is_ok(), "{r:?}");
+    }
 
     /// The package's shipped configuration (openwrt/lanveil/files/lanveil.config), abridged.
     const ROUTER: &str = "config lanveil 'main'\n\tlist listen '127.0.0.1:5453'\n\toption user 'lanveil'\n\toption state_file '/etc/lanveil/daemon/state'\n\toption control_socket '/var/run/lanveil/daemon/control.sock'\n\nconfig upstream 'quad9'\n\toption url 'tls://9.9.9.9:853#dns.quad9.net'\n\nconfig openwrt 'openwrt'\n\toption dnsmasq '1'\n";

@@ -32,6 +32,9 @@ pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often a running ssh is looked at.
 const POLL: Duration = Duration::from_millis(10);
 
+/// How long the output pipes may stay open after ssh has exited.
+const PIPE_GRACE: Duration = Duration::from_millis(500);
+
 /// How to reach the router over ssh.
 #[derive(Debug, Clone)]
 pub struct SshTarget {
@@ -205,24 +208,34 @@ impl SshTarget {
         let err = child.stderr.take().map(drain).transpose().map_err(failed)?;
         let deadline = started + self.command_timeout;
         let mut status = None;
+        let mut exited_at = None;
         loop {
             if status.is_none() {
                 status = child.try_wait().map_err(failed)?;
+                exited_at = status.map(|_| Instant::now());
             }
+            // Once ssh has exited, its pipes get a moment to drain: a process it left behind (a
+            // ControlPersist master, a ProxyCommand helper) may hold them open for good.
+            let drained = ended(input.as_ref())
+                && ended(out.as_ref().map(|(t, _)| t))
+                && ended(err.as_ref().map(|(t, _)| t));
             if let Some(status) = status
-                && ended(&input)
-                && ended(&out)
-                && ended(&err)
+                && (drained || exited_at.is_some_and(|t| t.elapsed() >= PIPE_GRACE))
             {
-                let sent = match input.map(JoinHandle::join) {
-                    Some(Ok(sent)) => sent,
-                    Some(Err(_)) => Err(std::io::Error::other("the input thread failed")),
+                let sent = match input {
+                    Some(h) if h.is_finished() => match h.join() {
+                        Ok(sent) => sent,
+                        Err(_) => Err(std::io::Error::other("the input thread failed")),
+                    },
+                    Some(_) => Err(std::io::Error::other(
+                        "the remote did not read all its input",
+                    )),
                     None => Ok(()),
                 };
                 return Ok(Finished {
                     status,
-                    stdout: joined(out),
-                    stderr: joined(err),
+                    stdout: gathered(&out),
+                    stderr: gathered(&err),
                     sent,
                 });
             }
@@ -272,29 +285,48 @@ struct Finished {
 /// KiB; a runaway command's output beyond this is read and thrown away, so it cannot fill our memory.
 const MAX_OUTPUT: usize = 16 << 20;
 
-/// Reads `pipe` to its end in a thread of its own, keeping at most [`MAX_OUTPUT`] octets.
-fn drain(pipe: impl Read + Send + 'static) -> std::io::Result<JoinHandle<Vec<u8>>> {
-    std::thread::Builder::new()
+/// Output a thread gathers from one pipe.
+type Gathered = std::sync::Arc<std::sync::Mutex<Vec<u8>>>;
+
+/// Reads `pipe` to its end in a thread of its own, keeping at most [`MAX_OUTPUT`] octets (readable
+/// before the thread ends: a process ssh left behind may hold the pipe open).
+fn drain(pipe: impl Read + Send + 'static) -> std::io::Result<(JoinHandle<()>, Gathered)> {
+    let kept = Gathered::default();
+    let into = kept.clone();
+    let thread = std::thread::Builder::new()
         .name("ssh-output".into())
-        .spawn(move || keep_start(pipe, MAX_OUTPUT))
+        .spawn(move || keep_start(pipe, MAX_OUTPUT, &into))?;
+    Ok((thread, kept))
 }
 
-/// Reads `pipe` to its end; returns its first `max` octets.
-fn keep_start(mut pipe: impl Read, max: usize) -> Vec<u8> {
-    let mut buf = Vec::new();
-    let _ = pipe.by_ref().take(max as u64).read_to_end(&mut buf);
-    let _ = std::io::copy(&mut pipe, &mut std::io::sink());
-    buf
+/// Reads `pipe` to its end into `into`, keeping its first `max` octets.
+fn keep_start(mut pipe: impl Read, max: usize, into: &std::sync::Mutex<Vec<u8>>) {
+    let mut buf = [0u8; 8192];
+    loop {
+        match pipe.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => {
+                if let Ok(mut kept) = into.lock() {
+                    let room = max.saturating_sub(kept.len());
+                    kept.extend_from_slice(&buf[..n.min(room)]);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return,
+        }
+    }
 }
 
 /// The thread has ended (or there was none).
-fn ended<T>(h: &Option<JoinHandle<T>>) -> bool {
-    h.as_ref().is_none_or(JoinHandle::is_finished)
+fn ended<T>(h: Option<&JoinHandle<T>>) -> bool {
+    h.is_none_or(JoinHandle::is_finished)
 }
 
-/// What a finished [`drain`] read (nothing if there was no pipe).
-fn joined(h: Option<JoinHandle<Vec<u8>>>) -> Vec<u8> {
-    h.and_then(|h| h.join().ok()).unwrap_or_default()
+/// What a [`drain`] read so far (nothing if there was no pipe).
+fn gathered(g: &Option<(JoinHandle<()>, Gathered)>) -> Vec<u8> {
+    g.as_ref()
+        .and_then(|(_, kept)| kept.lock().ok().map(|mut k| std::mem::take(&mut *k)))
+        .unwrap_or_default()
 }
 
 /// A command as an error message names it: its first line, at most 120 characters.
@@ -517,20 +549,53 @@ mod tests {
         assert_gone(&pid);
     }
 
-    /// Within the limit nothing changes: exit code, output, error output, and the input delivered.
     #[test]
     fn output_past_the_limit_is_read_and_dropped() {
         let data = vec![7u8; 100_000];
         let mut reader = std::io::Cursor::new(data);
-        assert_eq!(keep_start(&mut reader, 10), [7; 10]);
+        let kept = std::sync::Mutex::new(Vec::new());
+        keep_start(&mut reader, 10, &kept);
+        assert_eq!(*kept.lock().unwrap(), [7; 10]);
         // All of it was read (a writer past the limit is not blocked on a full pipe).
         assert_eq!(reader.position(), 100_000);
+        let kept = std::sync::Mutex::new(Vec::new());
+        keep_start(std::io::Cursor::new(b"abc".to_vec()), 10, &kept);
+        assert_eq!(*kept.lock().unwrap(), b"abc");
+    }
+
+    /// ssh exits, but a process it left behind (a ControlPersist master, a ProxyCommand helper)
+    /// keeps its output pipes open: the command's own exit code and output come back at once, not
+    /// a time-out at the limit.
+    #[test]
+    fn a_leftover_process_holding_the_pipes_does_not_hold_the_result() {
+        let dir = TempDir::new("ssh-leftover");
+        let fake = dir.join("fake-ssh");
+        write_script(
+            &fake,
+            "#!/bin/sh
+echo out
+echo 'no route' >&2
+(sleep 5 &)
+exit 3
+",
+        );
+        let mut t = SshTarget::new("r");
+        t.program = fake.display().to_string();
+        t.command_timeout = Duration::from_secs(4);
+        let start = Instant::now();
+        let (code, out, err) = t.run("x", None).unwrap();
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            start.elapsed()
+        );
         assert_eq!(
-            keep_start(std::io::Cursor::new(b"abc".to_vec()), 10),
-            b"abc"
+            (code, out.as_slice(), err.as_str()),
+            (3, &b"out\n"[..], "no route")
         );
     }
 
+    /// Within the limit nothing changes: exit code, output, error output, and the input delivered.
     #[test]
     fn a_command_that_ends_gives_its_code_and_output() {
         let dir = TempDir::new("ssh-quick");
