@@ -49,6 +49,14 @@ pub(crate) fn parse_dns(list: &[String]) -> Result<Vec<SocketAddr>, String> {
         if sa.ip().is_unspecified() || sa.ip().is_multicast() {
             return Err(format!("{s}: not a usable DNS server address"));
         }
+        // A loopback server on port 53 (a lease from an untrusted WAN may say 127.0.0.1; the hook
+        // passes bare addresses) is the router's own dnsmasq, which forwards to lanveil: the
+        // portal's lookups would go round in a circle.
+        if sa.ip().is_loopback() && sa.port() == 53 {
+            return Err(format!(
+                "{s}: the router's own DNS (it forwards to lanveil), not the WAN's"
+            ));
+        }
         out.push(sa);
     }
     Ok(out)
@@ -733,6 +741,13 @@ mod tests {
         );
         assert!(l(&["dns.example"]).is_err());
         assert!(l(&["0.0.0.0"]).is_err());
+        // The router's own port 53, from a lease: refused, not a loop through dnsmasq.
+        for own in ["127.0.0.1", "::1", "127.0.0.53"] {
+            let e = l(&[own]).unwrap_err();
+            assert!(e.contains("the router's own DNS"), "{own}: {e}");
+        }
+        // Another loopback port (a local test resolver, given with its port) stays usable.
+        assert!(l(&["127.0.0.1:5300"]).is_ok());
     }
 
     #[test]

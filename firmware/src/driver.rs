@@ -106,13 +106,6 @@ impl Driver {
         self.local.set(resolver);
     }
 
-    /// The WAN's captive portal as recorded before this start (`--wan-portal-record`), as if the
-    /// hook had just said it.
-    pub(crate) fn set_wan_portal(&mut self, (uri, dns): crate::captive::WanPortal) {
-        let now = self.clock.now();
-        self.wan.portal(now, Some(uri), dns);
-    }
-
     pub(crate) async fn run(mut self) {
         loop {
             let wake = self

@@ -317,20 +317,6 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, Err
         time.clone(),
     );
     driver.set_local_resolver(config.policy.local_resolver);
-    if let Some(path) = &options.wan_portal_record {
-        match captive::read_portal_record(path) {
-            Ok(Some(portal)) => {
-                log::info!(
-                    "the WAN's captive portal as recorded in {} (its DHCP lease)",
-                    path.display()
-                );
-                driver.set_wan_portal(portal);
-            }
-            Ok(None) => {}
-            // The start goes on: the hook tells the daemon again at the WAN's next DHCP renewal.
-            Err(e) => log::warn!("ignoring the recorded WAN captive portal: {e}"),
-        }
-    }
     let control_targets = targets_for_control.clone();
     // Dropped with the driver's future, whether it returns, panics or is aborted.
     let (alive, driver_gone) = oneshot::channel::<std::convert::Infallible>();
@@ -371,6 +357,29 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, Err
     if let Err(e) = running.bind_sockets(&config).await {
         running.abandon().await;
         return Err(e);
+    }
+    // The record is read once the control socket is bound, and handed to the driver through the
+    // channel the socket's requests take: a hook that writes a newer record after this read tells
+    // the socket next, so the driver sees the two in the hook's order.
+    if let Some(path) = &options.wan_portal_record {
+        match captive::read_portal_record(path) {
+            Ok(Some((uri, dns))) => {
+                log::info!(
+                    "the WAN's captive portal as recorded in {} (its DHCP lease)",
+                    path.display()
+                );
+                let _ = running
+                    .control
+                    .send(ControlRequest::WanPortal {
+                        uri: Some(uri),
+                        dns,
+                    })
+                    .await;
+            }
+            Ok(None) => {}
+            // The start goes on: the hook tells the daemon again at the WAN's next DHCP renewal.
+            Err(e) => log::warn!("ignoring the recorded WAN captive portal: {e}"),
+        }
     }
     // Process-wide, so set only once the start can no longer fail (as a reload does).
     upstream::tls::set_rto_min_ms(config.upstreams.tcp_rto_min_ms);

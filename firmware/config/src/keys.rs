@@ -16,8 +16,8 @@ use lanveil_core::engine::{RateAction, SelectPolicy};
 use crate::error::Reason;
 use crate::field::{Field, field};
 use crate::model::{
-    Config, MAX_ALLOW, MAX_LISTENERS, TlsVersion, Upstream, parse_allow, parse_captive_uri,
-    parse_local_resolver, parse_nat64_prefix, parse_v6only_wait,
+    Config, MAX_ALLOW, MAX_BOOTSTRAP, MAX_LISTENERS, TlsVersion, Upstream, parse_allow,
+    parse_captive_uri, parse_local_resolver, parse_nat64_prefix, parse_v6only_wait,
 };
 use crate::upstream::{SpkiPin, Transport, UpstreamUrl};
 
@@ -931,6 +931,10 @@ pub static UPSTREAM: &[Key<UpstreamDraft>] = &[
         doc: "addresses of an https://NAME upstream (at most 8; never looked up in plaintext)",
         access: Access::Custom {
             set: |d, s| {
+                // Here: the line that goes over is known.
+                if d.up.bootstrap.len() >= MAX_BOOTSTRAP {
+                    return Err(Reason::Rule("at most 8 bootstrap addresses per upstream"));
+                }
                 d.up.bootstrap
                     .push(IpAddr::from_str(s).map_err(|_| Reason::Rule("must be an IP address"))?);
                 Ok(())
