@@ -62,6 +62,10 @@ sandbox() {
 	ln -s "$(command -v busybox)" "$T/bin/busybox"
 	ln -s "$UCI_PREFIX/bin/uci" "$T/bin/uci"
 	ln -s "$(command -v nft)" "$T/bin/nft"
+	# procd.sh's procd_lock (the double's too) needs flock, which OpenWrt's busybox has and
+	# Debian's lacks: util-linux's.
+	command -v flock >/dev/null || { fail flock "flock not installed (Debian: util-linux)"; finish; exit 1; }
+	ln -s "$(command -v flock)" "$T/bin/flock"
 	ln -s "$DOUBLES/logger" "$T/bin/logger"
 	ln -s "$DOUBLES/logread" "$T/bin/logread"
 	# jshn.sh calls the jshn binary by name.
@@ -109,7 +113,7 @@ mkroot() {
 	R="$T/root"
 	rm -rf "$R"
 	mkdir -p "$R/etc/config" "$R/etc/init.d" "$R/etc/udhcpc.user.d" "$R/usr/share/lanveil" "$R/usr/sbin" \
-		"$R/lib/functions" "$R/lib/netifd" "$R/tmp" "$R/log"
+		"$R/lib/functions" "$R/lib/netifd" "$R/tmp" "$R/var/lock" "$R/log"
 	cp "$TESTS_DIR/fixtures/etc/config/"* "$R/etc/config/"
 	cp "$PKG/files/lanveil.config" "$R/etc/config/lanveil"
 	cp "$PKG/files/lanveil.init" "$R/etc/init.d/lanveil"
@@ -141,6 +145,27 @@ mkroot() {
 }
 
 rc() { busybox ash "$DOUBLES/rc.common" "$R/etc/init.d/lanveil" "$@"; }
+# wan_up's detached restart (lanveil_wan_restart) has finished: no process of a wan_up is left
+# (the job is a fork of it, same command line). Waits up to 20 s.
+wan_job_done() {
+	local i f busy
+	for i in $(seq 1 100); do
+		busy=""
+		# No pgrep in Debian's busybox: the command lines themselves.
+		for f in /proc/[0-9]*/cmdline; do
+			case "$(tr '\0' ' ' <"$f" 2>/dev/null)" in
+				*"/etc/init.d/lanveil wan_up"*)
+					busy=1
+					break
+					;;
+			esac
+		done 2>/dev/null
+		[ -n "$busy" ] || return 0
+		sleep 0.2
+	done
+	echo "wan_up's restart still running after 20 s"
+	return 1
+}
 uci_() { uci -q -c "$R/etc/config" "$@"; }
 # Value of a python expression over the last 'service set' JSON (variable j).
 last_set() {

@@ -328,6 +328,7 @@ OLD_PID=$!
 daemon_up "$OLD_PID"
 (sleep 1 && daemon_up && kill "$OLD_PID") &
 check replay-wan-up rc wan_up wan
+check replay-wan-up-done wan_job_done
 check replay-wan-up-restarted grep -q '^service delete { "name": "lanveil", "instance": "lanveil" }' "$PROCD_LOG"
 check replay-wan-up-tells-portal-and-dns [ "$(told "set $WAN_URI 192.0.2.53 198.51.100.53")" = 1 ]
 check replay-wan-up-after-daemon-answers sh -c "tail -n +$((lines + 1)) '$R/log/control' | grep -n . | grep -B1 'wan-portal set' | head -n 1 | grep -q ' status\$'"

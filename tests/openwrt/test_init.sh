@@ -71,6 +71,8 @@ OLD_PID=$!
 daemon_up "$OLD_PID"
 (sleep 1 && daemon_up && kill "$OLD_PID") &
 check wan-up rc wan_up
+# The restart itself runs detached (procd runs triggers one at a time: see below).
+check wan-up-restart-done wan_job_done
 check wan-up-waited-for-old-daemon sh -c "! kill -0 $OLD_PID 2>/dev/null"
 # Real procd only signals an instance with a reload_signal when its parameters
 # change (test_router.sh shows it): wan_up deletes the daemon's instance, then starts.
@@ -128,6 +130,133 @@ check rewire-stop-puts-owner-server-back [ "$(servers)" = "8.8.8.8 9.9.9.9#9953 
 cp "$R/etc/config/dhcp" "$T/dhcp.stopped"
 rc rewire >/dev/null 2>&1
 check rewire-when-stopped-does-nothing cmp "$R/etc/config/dhcp" "$T/dhcp.stopped"
+
+# --- anonymous dnsmasq sections: the undo follows the section, not its uci id -------------
+# uci names an anonymous section by its position in the file (cfg01411c, cfg02411c: libuci's
+# uci_fixup_section, at parse time): when the owner deletes or reorders sections while lanveil
+# is wired, the ids move to other sections. Two dnsmasq instances with their own upstreams.
+multi_root() {
+	mkroot
+	cp "$TESTS_DIR/fixtures/multi/dhcp" "$R/etc/config/dhcp"
+	rm -rf "$T/multi.orig"
+	mkdir -p "$T/multi.orig"
+	cp "$R/etc/config/dhcp" "$T/multi.orig/dhcp"
+	cp "$R/etc/config/dhcp" "$ORIG"
+}
+# A section's options and values, its name left out (uci show, lines sorted: wiring and undo
+# move the list 'server' to the end of the section).
+sect() { # CONFDIR SECTION
+	uci -q -c "$1" show "dhcp.$2" | sed 's/^dhcp\.[A-Za-z0-9_]*/dhcp.S/' | sort
+}
+same_sect() { # NOW_INDEX ORIG_INDEX [ORIG_CONFDIR]: the live section holds exactly the original's values
+	local a b
+	a="$(sect "$R/etc/config" "@dnsmasq[$1]")"
+	b="$(sect "${3:-$T/multi.orig}" "@dnsmasq[$2]")"
+	[ "$a" = "$b" ] || { printf 'now:\n%s\nexpected (original @dnsmasq[%s]):\n%s\n' "$a" "$2" "$b"; return 1; }
+}
+nothing_of_lanveil() { # no loopback server, no marker, in the whole file
+	! grep -n -e '127.0.0.1#5453' -e lanveil "$R/etc/config/dhcp"
+}
+multi_root
+rc start >/dev/null 2>&1
+check multi-both-wired [ "$(uci_ -d ' ' get dhcp.@dnsmasq[0].server)|$(uci_ -d ' ' get dhcp.@dnsmasq[1].server)" = "127.0.0.1#5453 /use-application-dns.net/ /mask.icloud.com/ /mask-h2.icloud.com/ /corp.example/10.0.0.1|127.0.0.1#5453 /use-application-dns.net/ /mask.icloud.com/ /mask-h2.icloud.com/ /guest.example/10.9.9.9" ]
+# Each section carries the key its saved settings are filed under (dnsmasq ignores it).
+check multi-sections-marked [ "$(uci_ get dhcp.@dnsmasq[0].lanveil_saved) $(uci_ get dhcp.@dnsmasq[1].lanveil_saved)" = "dnsmasq-1 dnsmasq-2" ]
+check multi-rewire-idempotent sh -c "cp '$R/etc/config/dhcp' '$T/multi.wired' && busybox ash '$DOUBLES/rc.common' '$R/etc/init.d/lanveil' rewire && cmp '$R/etc/config/dhcp' '$T/multi.wired'"
+# Untouched: the pristine path still puts the original back byte for byte.
+rc stop >/dev/null 2>&1
+check multi-stop-byte-for-byte cmp "$R/etc/config/dhcp" "$ORIG"
+# The owner deletes the first instance (LuCI's delete: uci delete + commit) and stops lanveil.
+multi_root
+rc start >/dev/null 2>&1
+uci_ delete dhcp.@dnsmasq[0]
+uci_ commit dhcp
+rc stop >/dev/null 2>&1
+check multi-delete-first-stop-restores-second same_sect 0 1
+check multi-delete-first-stop-nothing-left nothing_of_lanveil
+check multi-delete-first-stop-forgets-state [ ! -e "$R/etc/lanveil/dnsmasq" ]
+# ... the same with procd's dhcp trigger in between (LuCI's apply runs rewire).
+multi_root
+rc start >/dev/null 2>&1
+uci_ delete dhcp.@dnsmasq[0]
+uci_ commit dhcp
+rc rewire >/dev/null 2>&1
+check multi-delete-first-rewire-keeps-wiring [ "$(uci_ -d ' ' get dhcp.@dnsmasq[0].server)" = "127.0.0.1#5453 /use-application-dns.net/ /mask.icloud.com/ /mask-h2.icloud.com/ /guest.example/10.9.9.9" ]
+rc stop >/dev/null 2>&1
+check multi-delete-first-rewire-stop-restores-second same_sect 0 1
+check multi-delete-first-rewire-stop-nothing-left nothing_of_lanveil
+# The owner moves the second instance to the top (uci reorder: the ids swap sections).
+multi_root
+rc start >/dev/null 2>&1
+uci_ reorder dhcp.@dnsmasq[1]=0
+uci_ commit dhcp
+rc rewire >/dev/null 2>&1
+rc stop >/dev/null 2>&1
+both_swapped() { same_sect 0 1 && same_sect 1 0; }
+check multi-reorder-stop-restores-both both_swapped
+check multi-reorder-stop-nothing-left nothing_of_lanveil
+# The owner deletes the first and adds a new instance in second place (the id the second had)
+# while wired: the new one is saved with its own values and gets them back.
+multi_root
+rc start >/dev/null 2>&1
+uci_ delete dhcp.@dnsmasq[0]
+uci_ add dhcp dnsmasq >/dev/null
+uci_ set dhcp.@dnsmasq[-1].domain=iot
+uci_ add_list dhcp.@dnsmasq[-1].server=192.0.2.53
+uci_ reorder dhcp.@dnsmasq[-1]=1
+uci_ commit dhcp
+rm -rf "$T/multi.added"
+mkdir -p "$T/multi.added"
+cp "$R/etc/config/dhcp" "$T/multi.added/dhcp"
+rc rewire >/dev/null 2>&1
+check multi-added-wired [ "$(uci_ -d ' ' get dhcp.@dnsmasq[1].server)" = "127.0.0.1#5453 /use-application-dns.net/ /mask.icloud.com/ /mask-h2.icloud.com/" ]
+rc stop >/dev/null 2>&1
+check multi-added-stop-restores-second same_sect 0 1
+check multi-added-stop-restores-new same_sect 1 1 "$T/multi.added"
+check multi-added-stop-nothing-left nothing_of_lanveil
+# Saved by an older lanveil (keyed by uci id, no option in the sections): the next wiring
+# files each section's values under its id, now carried by the section, so a deletion after
+# that still restores the right section.
+multi_root
+rc start >/dev/null 2>&1
+sed -i -e 's/^dnsmasq-1\t/cfg01411c\t/' -e 's/^dnsmasq-2\t/cfg02411c\t/' "$R/etc/lanveil/dnsmasq/dnsmasq.state"
+uci_ delete dhcp.@dnsmasq[0].lanveil_saved
+uci_ delete dhcp.@dnsmasq[1].lanveil_saved
+uci_ commit dhcp
+rc reload >/dev/null 2>&1
+check multi-legacy-ids-adopted [ "$(uci_ get dhcp.@dnsmasq[0].lanveil_saved) $(uci_ get dhcp.@dnsmasq[1].lanveil_saved)" = "cfg01411c cfg02411c" ]
+uci_ delete dhcp.@dnsmasq[0]
+uci_ commit dhcp
+rc stop >/dev/null 2>&1
+check multi-legacy-delete-first-stop-restores-second same_sect 0 1
+check multi-legacy-nothing-left nothing_of_lanveil
+# The owner removes the option from a section: its saved values cannot be found, so nothing
+# is guessed: only lanveil's servers come out (no loopback left), and the log says so.
+multi_root
+rc start >/dev/null 2>&1
+uci_ delete dhcp.@dnsmasq[1].lanveil_saved
+uci_ commit dhcp
+rc stop >/dev/null 2>&1
+check multi-unkeyed-first-restored same_sect 0 0
+check multi-unkeyed-only-lanveils-servers-out [ "$(uci_ -d ' ' get dhcp.@dnsmasq[1].server)" = /guest.example/10.9.9.9 ]
+check multi-unkeyed-nothing-left nothing_of_lanveil
+check multi-unkeyed-logged grep -q 'daemon.warn.*no saved dnsmasq settings for this section' "$R/log/syslog"
+# A section copied from a wired one (the block pasted in an editor, without the option): it
+# is saved as new, without lanveil's servers, which stop would otherwise put back.
+multi_root
+rc start >/dev/null 2>&1
+uci_ add dhcp dnsmasq >/dev/null
+for v in 127.0.0.1#5453 /use-application-dns.net/ /mask.icloud.com/ /mask-h2.icloud.com/ /copy.example/10.9.9.8; do
+	uci_ add_list dhcp.@dnsmasq[-1].server="$v"
+done
+uci_ set dhcp.@dnsmasq[-1].domain=copy
+uci_ commit dhcp
+rc rewire >/dev/null 2>&1
+rc stop >/dev/null 2>&1
+check multi-copied-gets-only-its-own [ "$(uci_ -d ' ' get dhcp.@dnsmasq[2].server)" = /copy.example/10.9.9.8 ]
+both_kept() { same_sect 0 0 && same_sect 1 1; }
+check multi-copied-others-restored both_kept
+check multi-copied-nothing-left nothing_of_lanveil
 
 # --- changes the user staged (uncommitted) are neither committed nor lost ----------
 mkroot
@@ -622,6 +751,108 @@ rc stop >/dev/null 2>&1
 check stop-lifts-guard sh -c '! nft list table inet lanveil_down 2>/dev/null'
 check stop-restores-after-guard cmp "$R/etc/config/dhcp" "$ORIG"
 check stop-status status_has '^lanveil is stopped'
+
+# --- wan_up returns at once; the restart runs detached, under the service's lock --------------
+# procd runs the trigger commands of all services one at a time and waits for each to exit,
+# without a time limit (procd service/trigger.c: RUNQUEUE(q, 1)): a wan_up that waited for the
+# old daemon to exit and the new one to answer would hold every other trigger of the router
+# that long. Here the old daemon is slow to exit (it runs until the test kills it) and the new
+# one slow to answer. The doubles' procd lock is flock's, as procd.sh's.
+ms_since() { echo $(((${EPOCHREALTIME/./} - ${1/./}) / 1000)); }
+lock_free() { flock "$R/var/lock/procd_lanveil.lock" true; }
+wait_log() { # FILE PATTERN: up to 10 s
+	local _
+	for _ in $(seq 1 50); do
+		grep -q "$2" "$1" && return 0
+		sleep 0.2
+	done
+	echo "not in ${1##*/}: $2"
+	return 1
+}
+old_daemon() { # a daemon that runs until killed
+	"$T/standin/lanveil" 100000 &
+	OLD_PID=$!
+	daemon_up "$OLD_PID"
+}
+old_daemon_exits() {
+	kill "$OLD_PID"
+	wait "$OLD_PID" 2>/dev/null
+}
+mkroot
+uci_ set lanveil.openwrt.start_timeout=5
+uci_ commit lanveil
+rc start >/dev/null 2>&1
+cp "$R/etc/config/dhcp" "$T/dhcp.wired"
+old_daemon
+: >"$PROCD_LOG"
+lock_free
+t0=$EPOCHREALTIME
+rc wan_up wan >/dev/null 2>&1
+wan_ms="$(ms_since "$t0")"
+echo "# wan_up (the trigger) returned in $wan_ms ms, the old daemon still running"
+check wan-up-trigger-returns-at-once [ "$wan_ms" -lt 1000 ]
+check wan-up-returns-while-old-daemon-runs kill -0 "$OLD_PID"
+check wan-up-instance-deleted-before-return grep -q '^service delete { "name": "lanveil", "instance": "lanveil" }' "$PROCD_LOG"
+check wan-up-not-started-before-old-exits [ "$(count "$PROCD_LOG" '^service set')" = 0 ]
+check wan-up-gap-marked [ -e "$R/var/run/lanveil/restarting" ]
+# wan6's trigger right after: not held up by the restart under way (it keeps no lock), and
+# served by it.
+t0=$EPOCHREALTIME
+rc wan_up wan6 >/dev/null 2>&1
+wan_ms="$(ms_since "$t0")"
+echo "# wan_up wan6 returned in $wan_ms ms"
+check wan6-trigger-returns-at-once [ "$wan_ms" -lt 1000 ]
+check wan6-trigger-served-by-restart grep -q 'daemon.info wan6 up: lanveil was restarted for wan ' "$R/log/syslog"
+# The old daemon exits, the new one does not answer yet: the guard does not arm in the gap.
+old_daemon_exits
+daemon_dead
+check wan-up-job-starts-after-old-exits wait_log "$PROCD_LOG" '^service set'
+guard_check
+check wan-up-gap-guard-not-armed sh -c '! nft list table inet lanveil_down 2>/dev/null'
+daemon_up
+check wan-up-restart-completes wan_job_done
+check wan-up-restarted-once [ "$(count "$PROCD_LOG" '^service ')" = 2 ]
+check wan-up-restart-epoch [ "$(last_set 'j["instances"]["lanveil"]["env"]["LANVEIL_WAN_EPOCH"]')" = "$(cat "$R/var/run/lanveil/wan_epoch")" ]
+check wan-up-restart-status-up status_has '^lanveil is running; dnsmasq forwards to it.$'
+check wan-up-restart-marker-gone [ ! -e "$R/var/run/lanveil/restarting" ]
+check wan-up-restart-dhcp-untouched cmp "$R/etc/config/dhcp" "$T/dhcp.wired"
+check wan-up-restart-no-guard sh -c '! nft list table inet lanveil_down 2>/dev/null'
+# The owner stops lanveil while the job waits for the old daemon: the stop is not held up
+# (no lock kept meanwhile), and the job then does not start lanveil again.
+old_daemon
+: >"$PROCD_LOG"
+rc wan_up wan >/dev/null 2>&1
+t0=$EPOCHREALTIME
+check wan-up-then-stop rc stop
+check wan-up-then-stop-not-held-up [ "$(ms_since "$t0")" -lt 3000 ]
+old_daemon_exits
+check wan-up-then-stop-job-done wan_job_done
+check wan-up-then-stop-not-started-again [ "$(count "$PROCD_LOG" '^service set')" = 0 ]
+check wan-up-then-stop-restored cmp "$R/etc/config/dhcp" "$ORIG"
+check wan-up-then-stop-status status_has '^lanveil is stopped'
+check wan-up-then-stop-logged grep -q 'daemon.info wan up: lanveil was stopped meanwhile; not started again' "$R/log/syslog"
+check wan-up-then-stop-marker-gone [ ! -e "$R/var/run/lanveil/restarting" ]
+# The owner stops lanveil while the job starts it (it holds the service's lock, as start does):
+# the stop waits for the start, then undoes it all; the job cannot wire dnsmasq after the stop.
+daemon_up
+rc start >/dev/null 2>&1
+old_daemon
+: >"$PROCD_LOG"
+rc wan_up wan >/dev/null 2>&1
+old_daemon_exits
+daemon_dead
+wait_log "$PROCD_LOG" '^service set' >/dev/null
+rc stop >/dev/null 2>&1 &
+stop_pid=$!
+sleep 1
+check stop-waits-for-wan-restart kill -0 "$stop_pid"
+check stop-waits-dhcp-still-wired cmp "$R/etc/config/dhcp" "$T/dhcp.wired"
+daemon_up
+wait "$stop_pid"
+check stop-after-wan-restart-job-done wan_job_done
+check stop-after-wan-restart-order [ "$(grep -o '^service [a-z]*' "$PROCD_LOG" | tr '\n' ' ')" = "service delete service set service delete " ]
+check stop-after-wan-restart-restored cmp "$R/etc/config/dhcp" "$ORIG"
+check stop-after-wan-restart-status status_has '^lanveil is stopped'
 
 # --- real dnsmasq + the real daemon ------------------------------------------------------
 # dnsmasq forwards as lanveil wired it; the daemon is the real binary (started here, as procd

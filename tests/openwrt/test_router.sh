@@ -492,7 +492,20 @@ else
 	check extra-server-status-counts r sh -c '/etc/init.d/lanveil status | grep -q "^Leak guard: dropped [1-9][0-9]* packets dnsmasq sent to the WAN"'
 	r nft delete chain inet lanveil output
 	r /etc/init.d/dnsmasq restart >/dev/null 2>&1
-	dnsmasq_up >/dev/null
+	# Not dnsmasq_up: without the guard, the restarted dnsmasq sends its first query to both
+	# servers and keeps to whichever answered first, often the ISP's plain resolver (no TLS):
+	# probe.test names asked now would reach it (scenario 3 checks it never saw one). Any
+	# answer will do here.
+	dnsmasq_replies() {
+		local i
+		for i in $(seq 1 50); do
+			[ "$(ask "up$i-$RANDOM.guard.test" @192.168.1.1 | cut -d' ' -f1)" != NOANSWER ] && return 0
+			sleep 0.2
+		done
+		echo "dnsmasq does not answer"
+		return 1
+	}
+	dnsmasq_replies >/dev/null
 	# (Names outside probe.test: scenario 3 checks the ISP never saw one of those.)
 	for i in 1 2 3 4 5; do ask "leak$i-$RANDOM.guard.test" @192.168.1.1 >/dev/null; done
 	check extra-server-leaks-without-guard grep -q 'query\[A\] leak[0-9]*-[0-9]*\.guard\.test from' "$RUN/isp-resolver.log"
@@ -639,6 +652,33 @@ else
 	init_idle
 	check wan6-trigger-served-by-wan-restart r sh -c 'logread | grep -q "wan6 up: lanveil was restarted for wan "'
 	check wan-wan6-resolves-after answers 1.2.3.77 "$(fresh)" @192.168.1.1
+
+	# --- scenario 5c: procd runs the trigger commands of all services one at a time, each
+	# to its end (procd service/trigger.c: RUNQUEUE(q, 1), no time limit). wan_up's trigger
+	# returns at once and restarts the daemon in a detached job, so another service's
+	# trigger is not held up behind it. The daemon is stopped (SIGSTOP): the old process goes
+	# only at procd's term_timeout (SIGKILL after 10 s), and the job waits for it meanwhile.
+	init_idle
+	old_pid="$(r pgrep -f "^/usr/sbin/lanveil --config")"
+	r kill -STOP "$old_pid"
+	r ubus call network.interface.wan down
+	sleep 1
+	r ubus call network.interface.wan up
+	check wan-slow-exit-trigger-ran r sh -c 'for i in $(seq 1 50); do [ -e /var/run/lanveil/restarting ] && exit 0; sleep 0.2; done; exit 1'
+	t0=$(date +%s.%N)
+	# A firewall change through reload_config: fw4's own config trigger, queued behind
+	# lanveil's if that one still ran.
+	check wan-slow-exit-other-trigger-runs fw_config_change wan-slow-exit
+	echo "# wan_up's trigger done, restart still waiting for the old daemon: fw4's trigger ran $(secs "$t0") s after the change"
+	check wan-slow-exit-other-trigger-ran-before-old-daemon-gone r kill -0 "$old_pid"
+	check wan-slow-exit-restart-completes r sh -c '
+		for i in $(seq 1 150); do
+			p=$(pgrep -f "^/usr/sbin/lanveil --config") && [ "$p" != "'"$old_pid"'" ] && ! [ -e /var/run/lanveil/restarting ] && exit 0
+			sleep 0.2
+		done; echo "daemon not restarted within 30 s"; exit 1'
+	init_idle
+	check wan-slow-exit-status-up r /etc/init.d/lanveil status
+	check wan-slow-exit-resolves-after answers 1.2.3.77 "$(fresh)" @192.168.1.1
 
 	# --- scenario 6: procd. kill -9 of the daemon: procd respawns it. A WAN captive
 	# portal the udhcpc hook recorded (written here as the hook writes it; the running

@@ -13,6 +13,23 @@
 #          lanveil's entries are removed and the saved values put back instead.
 #          Changes go through a private uci save dir, so changes the user staged
 #          but did not commit are never committed by lanveil.
+# Keys     The saved values of a dnsmasq section are filed under a key that the
+#          section carries while wired: 'option lanveil_saved dnsmasq-N', added with
+#          lanveil's other changes (so the byte-for-byte restore drops it with them)
+#          and deleted by the section-by-section restore. Not the section's uci id:
+#          an anonymous section (OpenWrt's default 'config dnsmasq', @dnsmasq[0]) is
+#          named by libuci when the file is parsed, from its position in the file and
+#          its type (uci_fixup_section: cfg01411c is "section 1, a dnsmasq"), so when
+#          the owner deletes or reorders sections (LuCI's dnsmasq instances), ids move
+#          to other sections and the saved servers would land on the wrong one. An
+#          option moves with its section; dnsmasq's init script reads only the options
+#          it knows, and uci and LuCI keep unknown ones. A section without a key whose
+#          uci id has saved values was saved by an older lanveil (keyed by id): that id
+#          becomes its key. A section whose key has no saved values (the owner removed
+#          or changed the option) is not guessed at: only values lanveil added (to any
+#          section) are taken out of its servers on restore, and its noresolv and
+#          localuse stay. Sections that share a key (a copied block) share the saved
+#          values. Saved values of a deleted section are dropped with it.
 # firewall An nft table 'inet lanveil' (own table: an error in it cannot break
 #          fw4's ruleset, and fw4 reloads do not flush it), generated into
 #          /var/run/lanveil and loaded on start, deleted on stop.
@@ -124,14 +141,14 @@ lanveil_get_list() { # dhcp.SECTION.OPTION -> one value per line
 	lanveil_uci_dhcp -d "$LANVEIL_NL" get "$1"
 }
 
-lanveil_state_get() { # SECTION KEY -> values, one per line
+lanveil_state_get() { # SECTION KEY -> values, one per line (dnsmasq sections: SECTION is its key)
 	[ -f "$LANVEIL_STATE/dnsmasq.state" ] || return 0
 	awk -F "$LANVEIL_TAB" -v s="$1" -v k="$2" '$1 == s && $2 == k { print substr($0, length($1) + length($2) + 3) }' \
 		"$LANVEIL_STATE/dnsmasq.state"
 }
 
-lanveil_state_has() { # SECTION: its dnsmasq settings were saved
-	[ -f "$LANVEIL_STATE/dnsmasq.state" ] && grep -q "^$1${LANVEIL_TAB}saved$LANVEIL_TAB" "$LANVEIL_STATE/dnsmasq.state"
+lanveil_state_has() { # KEY: its dnsmasq settings were saved
+	[ -n "$(lanveil_state_get "$1" saved)" ]
 }
 
 # Sections (of any config) with a lanveil entry KEY_PREFIX* in the state file.
@@ -150,17 +167,45 @@ lanveil_state_drop() { # SECTION KEY
 	awk -F "$LANVEIL_TAB" -v s="$1" -v k="$2" '!($1 == s && $2 == k)' "$f" >"$f.tmp" && mv "$f.tmp" "$f"
 }
 
-# Saves a section's original values (once per section).
-lanveil_save_section() { # SECTION
-	local s="$1" v
-	lanveil_state_has "$s" && return 0
+# The option a wired dnsmasq section carries its key in (see "Keys" above).
+LANVEIL_KEY_OPT=lanveil_saved
+
+# The key a dnsmasq section's saved values are filed under: its lanveil_saved option; else its
+# uci id when an older lanveil saved it under that; else nothing. Only [A-Za-z0-9_-] counts.
+lanveil_dnsmasq_key() { # SECTION
+	local k
+	k="$(lanveil_uci_dhcp get "dhcp.$1.$LANVEIL_KEY_OPT")" || k=""
+	case "$k" in *[!A-Za-z0-9_-]*) k="" ;; esac
+	if [ -z "$k" ] && lanveil_state_has "$1"; then
+		k="$1"
+	fi
+	printf '%s\n' "$k"
+}
+
+# A key no section carries and nothing is saved under: dnsmasq-N, N one more than any in use.
+lanveil_dnsmasq_new_key() {
+	local n
+	n="$({
+		[ -f "$LANVEIL_STATE/dnsmasq.state" ] && cut -f1 "$LANVEIL_STATE/dnsmasq.state"
+		lanveil_uci_dhcp -X show dhcp | sed -n "s/^dhcp\.[A-Za-z0-9_]*\.$LANVEIL_KEY_OPT='\(.*\)'\$/\1/p"
+	} | sed -n 's/^dnsmasq-\([0-9][0-9]*\)$/\1/p' | awk '$1 > m { m = $1 } END { print m + 1 }')"
+	echo "dnsmasq-$n"
+}
+
+# Saves section S's original values under KEY (once per key). SKIP: values (newline
+# separated) not to save as the owner's: lanveil's own servers, for a section that first
+# shows up while dnsmasq is already wired (it can have them only from a wired section it
+# was copied from; saved, they would be put back by stop).
+lanveil_save_section() { # SECTION KEY [SKIP]
+	local s="$1" k="$2" v
+	lanveil_state_has "$k" && return 0
 	for v in noresolv localuse; do
-		lanveil_state_put "$s" "$v" "$(lanveil_uci_dhcp get "dhcp.$s.$v" || echo -)"
+		lanveil_state_put "$k" "$v" "$(lanveil_uci_dhcp get "dhcp.$s.$v" || echo -)"
 	done
 	lanveil_get_list "dhcp.$s.server" | while IFS= read -r v; do
-		lanveil_state_put "$s" server "$v"
+		lanveil_in "$v" "${3:-}" || lanveil_state_put "$k" server "$v"
 	done
-	lanveil_state_put "$s" saved 1
+	lanveil_state_put "$k" saved 1
 }
 
 lanveil_restart_dnsmasq() {
@@ -206,7 +251,7 @@ lanveil_dnsmasq_wire() {
 }
 
 lanveil_dnsmasq_wire_locked() {
-	local targets canaries s desired current v added orig pristine dns_changed
+	local targets canaries s k desired current v added orig pristine dns_changed skip=""
 	targets="$(lanveil_dnsmasq_targets)"
 	if [ -z "$targets" ]; then
 		lanveil_log err "no loopback listener to point dnsmasq at; dnsmasq left unchanged"
@@ -228,12 +273,17 @@ lanveil_dnsmasq_wire_locked() {
 	if [ ! -f "$LANVEIL_STATE/dhcp.orig" ]; then
 		cp -p "$LANVEIL_CONFDIR/dhcp" "$LANVEIL_STATE/dhcp.orig" || return 1
 		: >"$LANVEIL_STATE/dnsmasq.state"
+	else
+		skip="$targets$LANVEIL_NL$canaries"
 	fi
 	for s in $(lanveil_dnsmasq_sections); do
-		lanveil_save_section "$s"
+		k="$(lanveil_dnsmasq_key "$s")"
+		[ -n "$k" ] || k="$(lanveil_dnsmasq_new_key)"
+		lanveil_save_section "$s" "$k" "$skip"
+		[ "$(lanveil_uci_dhcp get "dhcp.$s.$LANVEIL_KEY_OPT")" = "$k" ] || lanveil_uci_dhcp set "dhcp.$s.$LANVEIL_KEY_OPT=$k"
 		current="$(lanveil_get_list "dhcp.$s.server")"
-		orig="$(lanveil_state_get "$s" server)"
-		added="$(lanveil_state_get "$s" added)"
+		orig="$(lanveil_state_get "$k" server)"
+		added="$(lanveil_state_get "$k" added)"
 		# Ours first, then the user's domain-scoped entries (minus canaries we added).
 		desired="$targets$LANVEIL_NL$canaries"
 		while IFS= read -r v; do
@@ -245,9 +295,10 @@ lanveil_dnsmasq_wire_locked() {
 					;;
 				*)
 					# An unconditional upstream added while lanveil ran: remember it
-					# so stop puts it back.
-					if ! lanveil_in "$v" "$added" && ! lanveil_in "$v" "$orig"; then
-						lanveil_state_put "$s" server "$v"
+					# so stop puts it back (lanveil's own: in a section copied from a
+					# wired one).
+					if ! lanveil_in "$v" "$added" && ! lanveil_in "$v" "$orig" && ! lanveil_in "$v" "$targets"; then
+						lanveil_state_put "$k" server "$v"
 						orig="$orig$LANVEIL_NL$v"
 					fi
 					;;
@@ -259,10 +310,10 @@ lanveil_dnsmasq_wire_locked() {
 		if [ "$current" != "$desired" ]; then
 			lanveil_dhcp_set_list "$s" server "$desired"
 		fi
-		lanveil_state_drop "$s" added
+		lanveil_state_drop "$k" added
 		while IFS= read -r v; do
 			[ -n "$v" ] || continue
-			lanveil_in "$v" "$orig" || lanveil_state_put "$s" added "$v"
+			lanveil_in "$v" "$orig" || lanveil_state_put "$k" added "$v"
 		done <<-EOF
 			$targets
 			$canaries
@@ -315,7 +366,7 @@ lanveil_dnsmasq_restore() {
 }
 
 lanveil_dnsmasq_restore_locked() {
-	local s v current added orig keep restored odhcpd=0
+	local s k v current added orig keep restored odhcpd=0 ours
 	rm -f "$LANVEIL_RUN/capport"
 	[ -f "$LANVEIL_STATE/dhcp.orig" ] || return 0
 	rm -f "$LANVEIL_RUN/uci/dhcp"
@@ -327,11 +378,30 @@ lanveil_dnsmasq_restore_locked() {
 			mv "$LANVEIL_CONFDIR/.dhcp.lanveil" "$LANVEIL_CONFDIR/dhcp" || return 1
 		restored="byte for byte"
 	else
+		# What lanveil added to any section: all that is taken out of one without saved values.
+		ours="$(awk -F "$LANVEIL_TAB" '$2 == "added" { print substr($0, length($1) + length($2) + 3) }' "$LANVEIL_STATE/dnsmasq.state" 2>/dev/null)"
 		for s in $(lanveil_dnsmasq_sections); do
-			lanveil_state_has "$s" || continue
+			k="$(lanveil_dnsmasq_key "$s")"
+			[ -z "$(lanveil_uci_dhcp get "dhcp.$s.$LANVEIL_KEY_OPT")" ] || lanveil_uci_dhcp delete "dhcp.$s.$LANVEIL_KEY_OPT"
 			current="$(lanveil_get_list "dhcp.$s.server")"
-			added="$(lanveil_state_get "$s" added)"
-			orig="$(lanveil_state_get "$s" server)"
+			if [ -z "$k" ] || ! lanveil_state_has "$k"; then
+				# Nothing saved for it (see "Keys" above): lanveil's own servers out, the rest stays.
+				keep=""
+				while IFS= read -r v; do
+					[ -n "$v" ] || continue
+					lanveil_in "$v" "$ours" || keep="$keep$v$LANVEIL_NL"
+				done <<-EOF
+					$current
+				EOF
+				keep="$(printf '%s' "$keep" | sed '/^$/d')"
+				if [ "$keep" != "$current" ]; then
+					lanveil_dhcp_set_list "$s" server "$keep"
+					lanveil_log warn "dhcp.$s: no saved dnsmasq settings for this section (its option $LANVEIL_KEY_OPT was changed or removed); only lanveil's servers were taken out, check its servers, noresolv and localuse"
+				fi
+				continue
+			fi
+			added="$(lanveil_state_get "$k" added)"
+			orig="$(lanveil_state_get "$k" server)"
 			keep=""
 			while IFS= read -r v; do
 				[ -n "$v" ] || continue
@@ -348,7 +418,7 @@ lanveil_dnsmasq_restore_locked() {
 			lanveil_dhcp_set_list "$s" server "$keep"
 			for v in noresolv localuse; do
 				[ "$(lanveil_uci_dhcp get "dhcp.$s.$v")" = 1 ] || continue
-				orig="$(lanveil_state_get "$s" "$v")"
+				orig="$(lanveil_state_get "$k" "$v")"
 				if [ "$orig" = - ]; then
 					lanveil_uci_dhcp delete "dhcp.$s.$v"
 				else

@@ -7,7 +7,20 @@
 
 _procd_seq=0
 
-procd_lock() { return 0; }
+# The service's lock, as procd.sh has it: fd 1000 on /var/lock/procd_SERVICE.lock, taken
+# when procd.sh is sourced (its _procd_wrapper calls procd_lock), so every init-script
+# command holds it for its whole life; stop and reload take it again (a no-op then).
+procd_lock() {
+	local basescript service_name
+	# shellcheck disable=SC2154  # initscript: set by rc.common, which sources this file
+	basescript="$(readlink "$initscript")"
+	service_name="$(basename "${basescript:-$initscript}")"
+	if ! flock -n 1000 >/dev/null 2>&1; then
+		# shellcheck disable=SC3023  # busybox ash has them, as procd.sh uses
+		exec 1000>"$IPKG_INSTROOT/var/lock/procd_${service_name}.lock"
+		flock 1000 || logger "warning: procd flock for $service_name failed"
+	fi
+}
 
 procd_open_service() {
 	json_init
@@ -153,3 +166,5 @@ procd_kill() {
 	[ -n "$2" ] && json_add_string instance "$2"
 	echo "service delete $(json_dump)" >>"$PROCD_LOG"
 }
+
+procd_lock
