@@ -50,10 +50,11 @@ check nft-redirect-on-lan-device sh -c "nft list chain inet lanveil dstnat | gre
 check nft-no-dot-block-by-default sh -c "! nft list chain inet lanveil forward 2>/dev/null"
 # The leak guard: nothing dnsmasq (uid 453) sends leaves by the WAN zone's devices, but to
 # the owner's domain-scoped server the wiring kept (/corp.example/10.0.0.1).
-check nft-leak-guard-drops-dnsmasq-to-wan sh -c "nft list chain inet lanveil output | grep -q 'meta skuid 453 oifname \"wan\" meta l4proto udp counter packets 0 bytes 0 drop'"
-check nft-leak-guard-resets-dnsmasq-tcp-to-wan sh -c "nft list chain inet lanveil output | grep -q 'meta skuid 453 oifname \"wan\" meta l4proto tcp counter packets 0 bytes 0 reject with tcp reset'"
-check nft-leak-guard-owner-server-exempt sh -c "nft list chain inet lanveil output | grep -q 'meta skuid 453 ip daddr 10.0.0.1 accept'"
-check nft-leak-guard-exempts-only-that [ "$(nft list chain inet lanveil output | grep -c 'daddr .* accept')" = 1 ]
+check nft-leak-guard-drops-dnsmasq-to-wan sh -c "nft list chain inet lanveil_leak output | grep -q 'meta skuid 453 oifname \"wan\" meta l4proto udp counter packets 0 bytes 0 drop'"
+check nft-leak-guard-resets-dnsmasq-tcp-to-wan sh -c "nft list chain inet lanveil_leak output | grep -q 'meta skuid 453 oifname \"wan\" meta l4proto tcp counter packets 0 bytes 0 reject with tcp reset'"
+check nft-leak-guard-owner-server-exempt sh -c "nft list chain inet lanveil_leak output | grep -q 'ip daddr 10.0.0.1 accept'"
+check nft-leak-guard-exempts-only-that [ "$(nft list chain inet lanveil_leak output | grep -c 'daddr .* accept')" = 1 ]
+check nft-capture-table-has-no-leak-rules sh -c "! nft list table inet lanveil | grep -q skuid"
 check status-leak-guard-on status_has '^Leak guard: on '
 
 # --- start again (reload, boot after a crash): idempotent -------------------------
@@ -283,19 +284,47 @@ mkroot
 uci_ set lanveil.openwrt.force_dns=0
 uci_ commit lanveil
 rc start >/dev/null 2>&1
-check force-dns-0-leak-guard-only sh -c "nft list chain inet lanveil output | grep -q 'meta skuid 453 oifname \"wan\"' && ! nft list chain inet lanveil dstnat 2>/dev/null"
+check force-dns-0-leak-guard-only sh -c "nft list chain inet lanveil_leak output | grep -q 'meta skuid 453 oifname \"wan\"' && ! nft list table inet lanveil 2>/dev/null"
 uci_ set lanveil.openwrt.dnsmasq=0
 uci_ commit lanveil
 rc reload >/dev/null 2>&1
 check dnsmasq-0-reload-unwires cmp "$R/etc/config/dhcp" "$ORIG"
-check dnsmasq-0-reload-drops-leak-guard sh -c '! nft list table inet lanveil 2>/dev/null'
+check dnsmasq-0-reload-drops-leak-guard sh -c '! nft list table inet lanveil_leak 2>/dev/null'
 rc stop >/dev/null 2>&1
+# The guard's zones are the owner's to choose (leak_guard_zone), and it can be turned off.
+mkroot
+uci_ set lanveil.openwrt.leak_guard_zone=guest
+uci_ commit lanveil
+rc start >/dev/null 2>&1
+check leak-guard-zone-option sh -c "nft list chain inet lanveil_leak output | grep -q 'oifname { \"br-guest\", \"wg\\*\" }'"
+# A network of a guard zone gets a trigger that loads the guard again when it comes up.
+check leak-guard-zone-trigger [ "$(last_set '[t[1][2] for t in j["triggers"] if t[0] == "interface.*.up" and t[1][1][2] == "guest"]')" = "[['run_script', '/etc/init.d/lanveil', 'leak_guard']]" ]
+uci_ set lanveil.openwrt.leak_guard=0
+uci_ commit lanveil
+rc reload >/dev/null 2>&1
+check leak-guard-0-no-table sh -c '! nft list table inet lanveil_leak 2>/dev/null'
+rc stop >/dev/null 2>&1
+# The owner adds a domain-scoped server (LuCI's DNS forwardings, procd's dhcp trigger runs
+# rewire): it is exempt at once. dnsmasq's query-port (its sockets opened as root): matched by
+# that source port.
+mkroot
+rc start >/dev/null 2>&1
+mkdir -p "$R/var/etc"
+printf 'query-port=5300\n' >"$R/var/etc/dnsmasq.conf.cfg01411c"
+uci_ add_list dhcp.@dnsmasq[0].server='/iptv.isp.example/192.0.2.99'
+uci_ add_list dhcp.@dnsmasq[0].rev_server='10.0.0.0/8,10.1.2.3#5353'
+uci_ commit dhcp
+rc rewire >/dev/null 2>&1
+check rewire-exempts-owner-server sh -c "nft list chain inet lanveil_leak output | grep -q 'ip daddr 192.0.2.99 accept'"
+check rewire-exempts-rev-server sh -c "nft list chain inet lanveil_leak output | grep -q 'ip daddr 10.1.2.3 accept'"
+check leak-guard-query-port sh -c "nft list chain inet lanveil_leak output | grep -q 'meta skuid 0 oifname \"wan\" udp sport 5300 counter packets 0 bytes 0 drop'"
+check status-owner-stop-removes-leak-guard sh -c "busybox ash '$DOUBLES/rc.common' '$R/etc/init.d/lanveil' stop >/dev/null 2>&1; ! nft list table inet lanveil_leak 2>/dev/null"
 # No dnsmasq user (not OpenWrt's dnsmasq): no guard, and the log says so.
 mkroot
 sed -i '/^dnsmasq:/d' "$R/etc/passwd"
 rc start >/dev/null 2>&1
-check no-dnsmasq-user-no-guard sh -c "nft list table inet lanveil && ! nft list chain inet lanveil output 2>/dev/null"
-check no-dnsmasq-user-logged grep -q "dnsmasq's plaintext to the WAN is not blocked" "$R/log/syslog"
+check no-dnsmasq-user-no-guard sh -c "nft list table inet lanveil && ! nft list table inet lanveil_leak 2>/dev/null"
+check no-dnsmasq-user-logged grep -q "leak guard off: dnsmasq's user not found" "$R/log/syslog"
 rc stop >/dev/null 2>&1
 
 mkroot
@@ -460,6 +489,14 @@ check restart-failed-start-fails [ "$code" -ne 0 ]
 check restart-failed-dhcp-wired-throughout all_wired
 check restart-failed-still-wired cmp "$R/etc/config/dhcp" "$T/dhcp.wired"
 check restart-failed-guard-armed nft list table inet lanveil_down
+# dnsmasq, its forwarding to lanveil refused, tries its other servers: none on the WAN.
+check restart-failed-leak-guard-kept nft list chain inet lanveil_leak output
+# A boot (empty ruleset) whose daemon never answers: the leak guard is loaded by the start
+# itself, before the wait, and stays.
+nft delete table inet lanveil_leak
+rm -f "$R/var/run/lanveil/lanveil_leak.nft"
+rc start >/dev/null 2>&1
+check failed-boot-leak-guard-loaded nft list chain inet lanveil_leak output
 check restart-failed-status status_has '^lanveil is NOT running: lanveil did not answer'
 # ... or the configuration is now invalid: refused, fail-closed too.
 uci_ set lanveil.main.log_level=INVALID

@@ -156,13 +156,14 @@ dot() { c timeout 3 bash -c "exec 3<>/dev/tcp/$1/853" 2>&1; echo "rc=$?"; }
 check dot-ipv4-refused sh -c "echo '$(dot 198.51.100.53)' | grep -q 'Connection refused'"
 check dot-ipv6-refused sh -c "echo '$(dot 2001:db8:ffff::53)' | grep -q 'Connection refused'"
 
-# The leak guard: nothing dnsmasq's uid (4242 here) sends leaves by the WAN device, but to
-# the owner's domain-scoped server (203.0.113.99); other uids and the LAN are untouched. A
-# dropped send fails at once (EPERM), so dnsmasq moves on to lanveil instead of waiting.
+# The leak guard (its own table): nothing dnsmasq's uid (4242 here) sends leaves by the WAN
+# device, nor what root sends from dnsmasq's query-port (5300), but to the owner's
+# domain-scoped servers (203.0.113.99); other uids and the LAN are untouched. A dropped send
+# fails at once (EPERM), a TCP connect is reset, so dnsmasq moves on to lanveil.
 (
 	# shellcheck source=../../openwrt/lanveil/files/lanveil.sh
 	. "$PKG/files/lanveil.sh"
-	lanveil_fw_render "br-lan" 1 1 "wan" 4242 "203.0.113.99 2001:db8:2::99"
+	lanveil_leak_render "wan" "4242" "5300" "203.0.113.99 2001:db8:2::99"
 ) >"$T/guard.nft"
 check guard-table-loads r nft -f "$T/guard.nft"
 check guard-keeps-capture sh -c "ip netns exec $RT nft list chain inet lanveil dstnat | grep -q 'redirect to :53'"
@@ -171,13 +172,17 @@ send() {
 	r python3 - "$@" <<-'PY'
 		import errno, os, socket, sys
 		uid, proto, addr, port = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
+		sport = int(sys.argv[5]) if len(sys.argv) > 5 else 0
 		if uid:
 		    os.setgid(uid)
 		    os.setuid(uid)
 		fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
 		try:
 		    if proto == "udp":
-		        socket.socket(fam, socket.SOCK_DGRAM).sendto(b"\0" * 12, (addr, port))
+		        s = socket.socket(fam, socket.SOCK_DGRAM)
+		        if sport:
+		            s.bind(("::" if fam == socket.AF_INET6 else "0.0.0.0", sport))
+		        s.sendto(b"\0" * 12, (addr, port))
 		    else:
 		        s = socket.socket(fam, socket.SOCK_STREAM)
 		        s.settimeout(1)
@@ -198,8 +203,11 @@ check guard-owner-server6-exempt [ "$(send 4242 udp 2001:db8:2::99 53)" = ok ]
 check guard-lan-untouched [ "$(send 4242 udp 192.0.2.2 53)" = ok ]
 check guard-other-uid-untouched [ "$(send 4243 udp 198.51.100.53 53)" = ok ]
 check guard-root-untouched [ "$(send 0 udp 198.51.100.53 53)" = ok ]
-check guard-counted-udp sh -c "ip netns exec $RT nft list chain inet lanveil output | grep -q 'udp counter packets 3 '"
-check guard-counted-tcp sh -c "ip netns exec $RT nft list chain inet lanveil output | grep -q 'tcp counter packets 1 '"
+check guard-root-from-query-port [ "$(send 0 udp 198.51.100.53 53 5300)" = EPERM ]
+check guard-root-from-query-port-lan [ "$(send 0 udp 192.0.2.2 53 5300)" = ok ]
+check guard-counted-udp sh -c "ip netns exec $RT nft list chain inet lanveil_leak output | grep -q 'udp counter packets 3 '"
+check guard-counted-tcp sh -c "ip netns exec $RT nft list chain inet lanveil_leak output | grep -q 'tcp counter packets 1 '"
+check guard-counted-query-port sh -c "ip netns exec $RT nft list chain inet lanveil_leak output | grep -q 'udp sport 5300 counter packets 1 '"
 
 # Stop = table deleted: nothing captured any more (the query goes out to the
 # black-hole WAN and times out), fw4's table still there.

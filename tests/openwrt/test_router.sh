@@ -478,7 +478,7 @@ else
 		echo "dnsmasq does not answer"
 		return 1
 	}
-	check leak-guard-loaded r sh -c 'nft list chain inet lanveil output | grep -q "meta skuid $(id -u dnsmasq) oifname"'
+	check leak-guard-loaded r sh -c 'nft list chain inet lanveil_leak output | grep -q "meta skuid $(id -u dnsmasq) oifname"'
 	isp_before_conf="$(grep -c 'query\[' "$RUN/isp-resolver.log")"
 	r sh -c '{ cp /etc/dnsmasq.conf /tmp/dnsmasq.conf.orig 2>/dev/null || : >/tmp/dnsmasq.conf.orig; } &&
 		echo "server=198.51.100.53" >>/etc/dnsmasq.conf && /etc/init.d/dnsmasq restart' >/dev/null 2>&1
@@ -489,8 +489,8 @@ else
 	}
 	check extra-server-resolves-via-lanveil five_via_lanveil
 	check extra-server-no-plaintext sh -c "[ \"\$(grep -c 'query\[' '$RUN/isp-resolver.log')\" = '$isp_before_conf' ]"
-	check extra-server-status-counts r sh -c '/etc/init.d/lanveil status | grep -q "^Leak guard: dropped [1-9][0-9]* packets dnsmasq sent to the WAN"'
-	r nft delete chain inet lanveil output
+	check extra-server-status-counts r sh -c '/etc/init.d/lanveil status | grep -q "^Leak guard: dropped [1-9][0-9]* packets dnsmasq sent to zone(s) wan in plaintext"'
+	r nft delete table inet lanveil_leak
 	r /etc/init.d/dnsmasq restart >/dev/null 2>&1
 	# Not dnsmasq_up: without the guard, the restarted dnsmasq sends its first query to both
 	# servers and keeps to whichever answered first, often the ISP's plain resolver (no TLS):
@@ -511,8 +511,7 @@ else
 	check extra-server-leaks-without-guard grep -q 'query\[A\] leak[0-9]*-[0-9]*\.guard\.test from' "$RUN/isp-resolver.log"
 	r sh -c 'if [ -s /tmp/dnsmasq.conf.orig ]; then cp /tmp/dnsmasq.conf.orig /etc/dnsmasq.conf; else rm -f /etc/dnsmasq.conf; fi &&
 		rm -f /tmp/dnsmasq.conf.orig && /etc/init.d/dnsmasq restart' >/dev/null 2>&1
-	r nft delete table inet lanveil
-	check leak-guard-back-on-reload r sh -c '/etc/init.d/lanveil reload; nft list chain inet lanveil output | grep -q "meta skuid"'
+	check leak-guard-back-on-reload r sh -c '/etc/init.d/lanveil reload; nft list chain inet lanveil_leak output | grep -q "meta skuid"'
 	init_idle
 	check extra-server-gone-resolves dnsmasq_up
 	isp_before="$(grep -c 'query\[' "$RUN/isp-resolver.log")"

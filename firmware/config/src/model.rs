@@ -409,6 +409,8 @@ pub const INIT_ONLY_KEYS: &[(&str, bool)] = &[
     ("block_dot", false),
     ("canary_domains", false),
     ("relay_wan_portal", false),
+    ("leak_guard", false),
+    ("leak_guard_zone", true),
 ];
 
 /// Checks the keys of an [`INIT_ONLY_SECTION`] (their values are the init script's to check): each is
