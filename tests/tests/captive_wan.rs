@@ -142,16 +142,22 @@ struct Hotel {
     router: Router,
 }
 
+/// The hotel's side alone: its portal API and DNS, and the DoT upstream it blocks until login.
+async fn hotel_wan() -> (Pki, DotUpstream, FakePortal, WanDns) {
+    let pki = Pki::new();
+    let dot_leaf = pki.leaf(&["dot.test"], &[LOCAL]);
+    let portal_leaf = pki.leaf(&["portal.test", "login.portal.test"], &[]);
+    let upstream = DotUpstream::start(UpstreamOpts::new(&dot_leaf)).await;
+    // The hotel blocks everything until the guest logs in.
+    upstream.stop().await;
+    let portal = FakePortal::start(&portal_leaf).await;
+    let wan_dns = WanDns::start().await;
+    (pki, upstream, portal, wan_dns)
+}
+
 impl Hotel {
     async fn start(extra: &str) -> Hotel {
-        let pki = Pki::new();
-        let dot_leaf = pki.leaf(&["dot.test"], &[LOCAL]);
-        let portal_leaf = pki.leaf(&["portal.test", "login.portal.test"], &[]);
-        let upstream = DotUpstream::start(UpstreamOpts::new(&dot_leaf)).await;
-        // The hotel blocks everything until the guest logs in.
-        upstream.stop().await;
-        let portal = FakePortal::start(&portal_leaf).await;
-        let wan_dns = WanDns::start().await;
+        let (pki, upstream, portal, wan_dns) = hotel_wan().await;
         let router = Router::start(upstream.addr(), pki.ca_pem_path(), extra).await;
         Hotel {
             _pki: pki,
@@ -351,13 +357,7 @@ async fn hotel_portal_without_the_owners_consent_stays_strict() {
 /// with a warning, and the start goes on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_started_daemon_reads_the_hooks_portal_record() {
-    let pki = Pki::new();
-    let dot_leaf = pki.leaf(&["dot.test"], &[LOCAL]);
-    let portal_leaf = pki.leaf(&["portal.test", "login.portal.test"], &[]);
-    let upstream = DotUpstream::start(UpstreamOpts::new(&dot_leaf)).await;
-    upstream.stop().await;
-    let portal = FakePortal::start(&portal_leaf).await;
-    let wan_dns = WanDns::start().await;
+    let (pki, upstream, portal, wan_dns) = hotel_wan().await;
     let extra = "\toption captive_plaintext '1'\n\toption captive_poll_s '1'\n";
     // The hook records bare addresses (port 53); the daemon also takes IP:PORT, as on the socket.
     let dns = wan_dns.addr().to_string();

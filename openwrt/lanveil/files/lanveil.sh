@@ -509,22 +509,34 @@ lanveil_control_dir() { # USER
 	lanveil_user_dir "$1" "${f%/*}" /var/run/lanveil/daemon
 }
 
-# Firewall zone sections named in force_dns_zone.
-lanveil_capture_zones() {
+# Firewall zone sections with the names given.
+lanveil_zones_named() { # NAME...
 	local zone s
-	for zone in $(lanveil_opt force_dns_zone lan); do
+	for zone in "$@"; do
 		for s in $(lanveil_uci -X show firewall | sed -n 's/^firewall\.\([A-Za-z0-9_]*\)=zone$/\1/p'); do
 			[ "$(lanveil_uci get "firewall.$s.name")" = "$zone" ] && echo "$s"
 		done
 	done
 }
 
-# Logical networks (interfaces) of the capture zones.
-lanveil_capture_networks() {
+# Logical networks (interfaces) of firewall zone sections.
+lanveil_zone_networks() { # ZONE_SECTION...
 	local s
-	for s in $(lanveil_capture_zones); do
+	for s in "$@"; do
 		lanveil_uci get "firewall.$s.network"
 	done | tr ' ' '\n' | sed '/^$/d' | sort -u
+}
+
+# Firewall zone sections named in force_dns_zone.
+lanveil_capture_zones() {
+	# shellcheck disable=SC2046  # one argument per zone name
+	lanveil_zones_named $(lanveil_opt force_dns_zone lan)
+}
+
+# Logical networks (interfaces) of the capture zones.
+lanveil_capture_networks() {
+	# shellcheck disable=SC2046  # one argument per zone section name
+	lanveil_zone_networks $(lanveil_capture_zones)
 }
 
 # Linux devices of firewall zone sections (zone devices, and the devices of their networks).
@@ -632,20 +644,14 @@ LANVEIL_LEAK_NFT="$LANVEIL_RUN/lanveil_leak.nft"
 
 # Zone sections named in leak_guard_zone.
 lanveil_leak_zones() {
-	local zone s
-	for zone in $(lanveil_opt leak_guard_zone wan); do
-		for s in $(lanveil_uci -X show firewall | sed -n 's/^firewall\.\([A-Za-z0-9_]*\)=zone$/\1/p'); do
-			[ "$(lanveil_uci get "firewall.$s.name")" = "$zone" ] && echo "$s"
-		done
-	done
+	# shellcheck disable=SC2046  # one argument per zone name
+	lanveil_zones_named $(lanveil_opt leak_guard_zone wan)
 }
 
 # Logical networks of the leak-guard zones (their ifup re-applies the guard).
 lanveil_leak_networks() {
-	local s
-	for s in $(lanveil_leak_zones); do
-		lanveil_uci get "firewall.$s.network"
-	done | tr ' ' '\n' | sed '/^$/d' | sort -u
+	# shellcheck disable=SC2046  # one argument per zone section name
+	lanveil_zone_networks $(lanveil_leak_zones)
 }
 
 # uids dnsmasq runs as: its running processes', else the dnsmasq user's; never root's (root
