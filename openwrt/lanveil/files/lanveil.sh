@@ -614,17 +614,30 @@ lanveil_fw_apply() {
 	fi
 	mkdir -p "$LANVEIL_RUN"
 	lanveil_fw_render "$devs" "$force" "$dot" >"$f.new" || return 1
-	if cmp -s "$f.new" "$f" && nft list table inet lanveil >/dev/null 2>&1; then
-		rm -f "$f.new"
+	lanveil_nft_swap "$f" inet lanveil
+	case $? in
+		0) lanveil_log info "LAN DNS capture on for $devs$([ $dot = 1 ] && echo ', DoT to others rejected')" ;;
+		1)
+			lanveil_log err "could not load the table 'inet lanveil'; LAN DNS capture is off"
+			return 1
+			;;
+	esac
+	return 0
+}
+
+# Loads FILE.new (a table's whole text) unless FILE holds the same and the table FAMILY NAME
+# is loaded: 0 loaded (FILE.new became FILE), 1 nft refused it (FILE.new removed), 2 unchanged.
+lanveil_nft_swap() { # FILE FAMILY NAME
+	if cmp -s "$1.new" "$1" && nft list table "$2" "$3" >/dev/null 2>&1; then
+		rm -f "$1.new"
+		return 2
+	fi
+	if nft -f "$1.new"; then
+		mv "$1.new" "$1"
 		return 0
 	fi
-	if nft -f "$f.new"; then
-		mv "$f.new" "$f"
-		lanveil_log info "LAN DNS capture on for $devs$([ $dot = 1 ] && echo ', DoT to others rejected')"
-	else
-		lanveil_log err "could not load $f.new; LAN DNS capture is off"
-		return 1
-	fi
+	rm -f "$1.new"
+	return 1
 }
 
 # --- The leak guard -----------------------------------------------------------------
@@ -755,18 +768,15 @@ lanveil_leak_apply() {
 	fi
 	mkdir -p "$LANVEIL_RUN"
 	lanveil_leak_render "$devs" "$uids" "$ports" "$(lanveil_dnsmasq_owner_servers | lanveil_join)" >"$f.new" || return 1
-	if cmp -s "$f.new" "$f" && nft list table inet lanveil_leak >/dev/null 2>&1; then
-		rm -f "$f.new"
-		return 0
-	fi
-	if nft -f "$f.new"; then
-		mv "$f.new" "$f"
-		lanveil_log info "leak guard: nothing dnsmasq (uid $uids${ports:+, root from port $ports}) sends leaves by $devs"
-	else
-		rm -f "$f.new"
-		lanveil_log err "could not load the leak guard table 'inet lanveil_leak'"
-		return 1
-	fi
+	lanveil_nft_swap "$f" inet lanveil_leak
+	case $? in
+		0) lanveil_log info "leak guard: nothing dnsmasq (uid $uids${ports:+, root from port $ports}) sends leaves by $devs" ;;
+		1)
+			lanveil_log err "could not load the leak guard table 'inet lanveil_leak'"
+			return 1
+			;;
+	esac
+	return 0
 }
 
 lanveil_leak_remove() {
