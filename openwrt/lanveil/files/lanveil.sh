@@ -101,6 +101,17 @@ lanveil_bool() { # KEY DEFAULT
 	return 1
 }
 
+# The lines of LIST that are not in EXCLUDE (both newline separated), one per line.
+lanveil_list_minus() { # LIST EXCLUDE
+	local v
+	while IFS= read -r v; do
+		[ -n "$v" ] || continue
+		lanveil_in "$v" "$2" || printf '%s\n' "$v"
+	done <<-EOF
+		$1
+	EOF
+}
+
 lanveil_in() { # ITEM LIST (newline separated)
 	case "$LANVEIL_NL$2$LANVEIL_NL" in
 		*"$LANVEIL_NL$1$LANVEIL_NL"*) return 0 ;;
@@ -388,14 +399,7 @@ lanveil_dnsmasq_restore_locked() {
 			current="$(lanveil_get_list "dhcp.$s.server")"
 			if [ -z "$k" ] || ! lanveil_state_has "$k"; then
 				# Nothing saved for it (see "Keys" above): lanveil's own servers out, the rest stays.
-				keep=""
-				while IFS= read -r v; do
-					[ -n "$v" ] || continue
-					lanveil_in "$v" "$ours" || keep="$keep$v$LANVEIL_NL"
-				done <<-EOF
-					$current
-				EOF
-				keep="$(printf '%s' "$keep" | sed '/^$/d')"
+				keep="$(lanveil_list_minus "$current" "$ours")"
 				if [ "$keep" != "$current" ]; then
 					lanveil_dhcp_set_list "$s" server "$keep"
 					lanveil_log warn "dhcp.$s: no saved dnsmasq settings for this section (its option $LANVEIL_KEY_OPT was changed or removed); only lanveil's servers were taken out, check its servers, noresolv and localuse"
@@ -411,12 +415,7 @@ lanveil_dnsmasq_restore_locked() {
 			done <<-EOF
 				$orig
 			EOF
-			while IFS= read -r v; do
-				[ -n "$v" ] || continue
-				lanveil_in "$v" "$added" || keep="$keep$v$LANVEIL_NL"
-			done <<-EOF
-				$current
-			EOF
+			keep="$keep$(lanveil_list_minus "$current" "$added")"
 			lanveil_dhcp_set_list "$s" server "$keep"
 			for v in noresolv localuse; do
 				[ "$(lanveil_uci_dhcp get "dhcp.$s.$v")" = 1 ] || continue
