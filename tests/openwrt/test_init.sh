@@ -319,6 +319,13 @@ check rewire-exempts-owner-server sh -c "nft list chain inet lanveil_leak output
 check rewire-exempts-rev-server sh -c "nft list chain inet lanveil_leak output | grep -q 'ip daddr 10.1.2.3 accept'"
 check leak-guard-query-port sh -c "nft list chain inet lanveil_leak output | grep -q 'meta skuid 0 oifname \"wan\" udp sport 5300 counter packets 0 bytes 0 drop'"
 check status-owner-stop-removes-leak-guard sh -c "busybox ash '$DOUBLES/rc.common' '$R/etc/init.d/lanveil' stop >/dev/null 2>&1; ! nft list table inet lanveil_leak 2>/dev/null"
+# lanveil itself running as the dnsmasq user: its own DoT must not be dropped, so no guard.
+mkroot
+uci_ set lanveil.main.user=dnsmasq
+uci_ commit lanveil
+rc start >/dev/null 2>&1
+check own-user-not-guarded sh -c "nft list table inet lanveil && ! nft list table inet lanveil_leak 2>/dev/null"
+rc stop >/dev/null 2>&1
 # No dnsmasq user (not OpenWrt's dnsmasq): no guard, and the log says so.
 mkroot
 sed -i '/^dnsmasq:/d' "$R/etc/passwd"

@@ -648,7 +648,7 @@ lanveil_nft_swap() { # FILE FAMILY NAME
 # (a fault in it cannot take the LAN capture down), loaded whenever the wiring is in place:
 # before the daemon answers, while it is down (lanveil_guard_arm), after a dhcp change
 # (rewire) and when a guard zone's interface comes up; removed with the wiring. dnsmasq is
-# matched by the uids its running processes have (else the passwd entry), and, when a
+# matched by the uids its running processes have and the dnsmasq user's in /etc/passwd, and, when a
 # query-port is set, by that source port from root (dnsmasq opens those sockets before it
 # drops root). UDP is dropped (sendto fails at once), TCP reset: dnsmasq moves on to lanveil.
 # The owner's domain-scoped servers and rev-servers in /etc/config/dhcp are exempt.
@@ -666,7 +666,7 @@ lanveil_leak_networks() {
 	lanveil_zone_networks $(lanveil_leak_zones)
 }
 
-# uids dnsmasq runs as: its running processes', else the dnsmasq user's; never root's (root
+# uids dnsmasq runs as: its running processes' and the dnsmasq user's; never root's (root
 # is everyone: matched by port instead) nor lanveil's own user's.
 lanveil_dnsmasq_uids() {
 	local d uid own
