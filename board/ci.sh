@@ -109,7 +109,7 @@ if [ ! -x "$SC" ]; then
 elif ! "$SC" --help 2>&1 | grep -q busybox; then
 	fail shellcheck "$("$SC" --version | sed -n 2p): no busybox dialect (need >= 0.10)"
 else
-	for f in openwrt/lanveil/files/lanveil.init openwrt/lanveil/files/lanveil.sh openwrt/lanveil/files/lanveil.guard openwrt/lanveil/files/lanveil.upgrade openwrt/lanveil/files/lanveil.defaults openwrt/lanveil/test.sh \
+	for f in openwrt/lanveil/files/lanveil.init openwrt/lanveil/files/lanveil.early openwrt/lanveil/files/lanveil.sh openwrt/lanveil/files/lanveil.guard openwrt/lanveil/files/lanveil.upgrade openwrt/lanveil/files/lanveil.defaults openwrt/lanveil/test.sh \
 		tests/openwrt/doubles/rc.common tests/openwrt/doubles/procd.sh tests/openwrt/doubles/network.sh \
 		tests/openwrt/doubles/logger tests/openwrt/doubles/logread tests/openwrt/doubles/lanveil tests/openwrt/doubles/dnsmasq.init \
 		openwrt/lanveil/files/lanveil.udhcpc tests/openwrt/doubles/dhcp.script; do

@@ -658,6 +658,11 @@ mod tests {
             file("./etc/config/lanveil", 0o644, read("files/lanveil.config")),
             dir("./etc/init.d/"),
             file("./etc/init.d/lanveil", 0o755, read("files/lanveil.init")),
+            file(
+                "./etc/init.d/lanveil_early",
+                0o755,
+                read("files/lanveil.early"),
+            ),
             dir("./etc/uci-defaults/"),
             file(
                 "./etc/uci-defaults/90-lanveil",

@@ -117,6 +117,7 @@ mkroot() {
 	cp "$TESTS_DIR/fixtures/etc/config/"* "$R/etc/config/"
 	cp "$PKG/files/lanveil.config" "$R/etc/config/lanveil"
 	cp "$PKG/files/lanveil.init" "$R/etc/init.d/lanveil"
+	cp "$PKG/files/lanveil.early" "$R/etc/init.d/lanveil_early"
 	cp "$PKG/files/lanveil.sh" "$R/usr/share/lanveil/lanveil.sh"
 	mkdir -p "$R/usr/libexec"
 	cp "$PKG/files/lanveil.guard" "$R/usr/libexec/lanveil-guard"

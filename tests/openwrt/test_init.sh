@@ -56,6 +56,8 @@ check nft-leak-guard-owner-server-exempt sh -c "nft list chain inet lanveil_leak
 check nft-leak-guard-exempts-only-that [ "$(nft list chain inet lanveil_leak output | grep -c 'daddr .* accept')" = 1 ]
 check nft-capture-table-has-no-leak-rules sh -c "! nft list table inet lanveil | grep -q skuid"
 check status-leak-guard-on status_has '^Leak guard: on '
+# Kept on flash for the next boot (lanveil_early loads it before the network).
+check leak-guard-kept-for-boot cmp "$R/etc/lanveil/leak_guard.nft" "$R/var/run/lanveil/lanveil_leak.nft"
 
 # --- start again (reload, boot after a crash): idempotent -------------------------
 cp "$R/etc/config/dhcp" "$T/dhcp.wired"
@@ -91,6 +93,7 @@ check stop-succeeds rc stop
 check stop-restores-dhcp-byte-for-byte cmp "$R/etc/config/dhcp" "$ORIG"
 check stop-removes-nft-table sh -c '! nft list table inet lanveil 2>/dev/null'
 check stop-forgets-dnsmasq-state [ ! -e "$R/etc/lanveil/dnsmasq" ]
+check stop-forgets-saved-leak-guard [ ! -e "$R/etc/lanveil/leak_guard.nft" ]
 check stop-keeps-daemon-state [ -d "$R/etc/lanveil/daemon" ]
 check stop-deletes-procd-service [ "$(grep -c '^service delete { "name": "lanveil" }' "$PROCD_LOG")" = 1 ]
 check stop-restarts-dnsmasq [ "$(count "$R/log/dnsmasq" restart)" = 2 ]
@@ -319,6 +322,77 @@ check rewire-exempts-owner-server sh -c "nft list chain inet lanveil_leak output
 check rewire-exempts-rev-server sh -c "nft list chain inet lanveil_leak output | grep -q 'ip daddr 10.1.2.3 accept'"
 check leak-guard-query-port sh -c "nft list chain inet lanveil_leak output | grep -q 'meta skuid 0 oifname \"wan\" udp sport 5300 counter packets 0 bytes 0 drop'"
 check status-owner-stop-removes-leak-guard sh -c "busybox ash '$DOUBLES/rc.common' '$R/etc/init.d/lanveil' stop >/dev/null 2>&1; ! nft list table inet lanveil_leak 2>/dev/null"
+# A pppoe WAN that is not up yet: netifd knows only the ethernet port under it, the guard
+# also names the device pppoe makes when it comes up (a boot, a redial); option pppname wins.
+mkroot
+uci_ set network.wan.proto=pppoe
+uci_ commit network
+rc start >/dev/null 2>&1
+leak_udp_line() { nft list chain inet lanveil_leak output | grep 'meta skuid 453 oifname .* meta l4proto udp'; }
+check leak-guard-pppoe-device-before-up sh -c "$(declare -f leak_udp_line); leak_udp_line | grep -q '\"pppoe-wan\"' && leak_udp_line | grep -q '\"wan\"'"
+uci_ set network.wan.pppname=dsl0
+uci_ commit network
+rc leak_guard >/dev/null 2>&1
+check leak-guard-pppname sh -c "$(declare -f leak_udp_line); leak_udp_line | grep -q '\"dsl0\"' && ! leak_udp_line | grep -q pppoe-wan"
+rc stop >/dev/null 2>&1
+
+# --- boot: the leak guard before the network (lanveil_early, S19) -------------------------
+# A reboot keeps the wiring (shutdown); the ruleset and /var start empty. dnsmasq (S19) starts
+# wired, the WAN may be up from S20, lanveil starts at S25: lanveil_early loads the guard of the
+# last run before the network.
+early() { busybox ash "$DOUBLES/rc.common" "$R/etc/init.d/lanveil_early" "$@"; }
+mkroot
+mkdir -p "$R/etc/rc.d"
+rc enable
+rc start >/dev/null 2>&1
+check shutdown-keeps-saved-leak-guard sh -c "busybox ash '$DOUBLES/rc.common' '$R/etc/init.d/lanveil' shutdown >/dev/null 2>&1; [ -s '$R/etc/lanveil/leak_guard.nft' ]"
+reboot_clean() {
+	nft delete table inet lanveil_leak 2>/dev/null
+	nft delete table inet lanveil 2>/dev/null
+	nft delete table inet lanveil_down 2>/dev/null
+	rm -rf "$R/var/run/lanveil"
+}
+reboot_clean
+early enable
+check early-enable-link sh -c "[ -L '$R/etc/rc.d/S19lanveil_early' ] && ! ls '$R/etc/rc.d/' | grep -q '^K.*lanveil_early'"
+check early-boot-succeeds early boot
+check early-boot-loads-leak-guard sh -c "nft list chain inet lanveil_leak output | grep -q 'meta skuid 453 oifname \"wan\" meta l4proto udp counter packets 0 bytes 0 drop'"
+check early-boot-logged grep -q 'leak guard loaded before the network' "$R/log/syslog"
+check early-boot-loads-nothing-else sh -c "! nft list table inet lanveil 2>/dev/null && ! nft list table inet lanveil_down 2>/dev/null"
+saved_id="$(stat -c '%i %Y' "$R/etc/lanveil/leak_guard.nft")"
+sleep 1
+rc start >/dev/null 2>&1
+check boot-start-keeps-guard nft list chain inet lanveil_leak output
+check boot-start-no-flash-write [ "$(stat -c '%i %Y' "$R/etc/lanveil/leak_guard.nft")" = "$saved_id" ]
+# A changed guard (the owner exempts a new forwarding) is kept for the next boot.
+uci_ add_list dhcp.@dnsmasq[0].server='/iptv.isp.example/192.0.2.99'
+uci_ commit dhcp
+rc rewire >/dev/null 2>&1
+check changed-guard-kept-for-boot sh -c "grep -q 'ip daddr 192.0.2.99 accept' '$R/etc/lanveil/leak_guard.nft'"
+# Not wired any more (the owner's stop; here the saved copy is left behind as by a crash
+# between the two): the next boot loads nothing and drops the copy.
+busybox ash "$DOUBLES/rc.common" "$R/etc/init.d/lanveil" shutdown >/dev/null 2>&1
+cp "$R/etc/lanveil/leak_guard.nft" "$T/leak_guard.saved"
+rc stop >/dev/null 2>&1
+cp "$T/leak_guard.saved" "$R/etc/lanveil/leak_guard.nft"
+reboot_clean
+early boot >/dev/null 2>&1
+check early-boot-unwired-loads-nothing sh -c "! nft list table inet lanveil_leak 2>/dev/null && [ ! -e '$R/etc/lanveil/leak_guard.nft' ]"
+# The guard turned off (leak_guard '0') while wired: nothing at boot either.
+mkroot
+mkdir -p "$R/etc/rc.d"
+rc enable
+rc start >/dev/null 2>&1
+cp "$R/etc/lanveil/leak_guard.nft" "$T/leak_guard.saved"
+uci_ set lanveil.openwrt.leak_guard=0
+uci_ commit lanveil
+busybox ash "$DOUBLES/rc.common" "$R/etc/init.d/lanveil" shutdown >/dev/null 2>&1
+cp "$T/leak_guard.saved" "$R/etc/lanveil/leak_guard.nft"
+reboot_clean
+early boot >/dev/null 2>&1
+check early-boot-guard-off-loads-nothing sh -c "! nft list table inet lanveil_leak 2>/dev/null"
+rc stop >/dev/null 2>&1
+
 # lanveil itself running as the dnsmasq user: its own DoT must not be dropped, so no guard.
 mkroot
 uci_ set lanveil.main.user=dnsmasq

@@ -808,6 +808,47 @@ time.sleep(120)' &
 	check signals-native-again r /etc/init.d/lanveil restart
 	init_idle
 
+	# --- scenario 7a: the boot window. A reboot keeps the wiring, so dnsmasq (S19) starts
+	# forwarding to lanveil; the WAN is up from S20 (network); lanveil starts at S25. Here its
+	# start never comes (S25lanveil taken away: the window held open) while /etc/dnsmasq.conf
+	# names the ISP's plain resolver. lanveil_early (S19) has loaded the leak guard lanveil
+	# last left (/etc/lanveil/leak_guard.nft): the ISP hears none of the LAN's queries (asked
+	# over IPv6: the client has no IPv4 lease yet), dnsmasq's attempts are dropped. First the
+	# same boot without lanveil_early, to show that it would.
+	check boot-guard-saved r test -s /etc/lanveil/leak_guard.nft
+	r sh -c '{ cp /etc/dnsmasq.conf /etc/dnsmasq.conf.lanveil-test 2>/dev/null || : >/etc/dnsmasq.conf.lanveil-test; } &&
+		echo "server=198.51.100.53" >>/etc/dnsmasq.conf'
+	# The links go on the flash while the router is off (K15lanveil too: a shutdown without
+	# S25lanveil is an owner's stop, which un-wires; see shutdown in lanveil.init).
+	boot_window() { # NAME-PREFIX: boot with lanveil's links taken away, ask three names
+		"$ROUTER" down >/dev/null 2>&1
+		rm -f "$RUN/rootfs/etc/rc.d/S25lanveil" "$RUN/rootfs/etc/rc.d/K15lanveil"
+		"$ROUTER" up --no-lanveil >"$T/reboot-window.log" 2>&1 || { tail -n 20 "$T/reboot-window.log"; return 1; }
+		record_ns_add
+		# The LAN client has no IPv4 lease yet after a reboot; its SLAAC address comes with the
+		# router's first RA.
+		for i in $(seq 1 50); do
+			lan ip -6 addr show dev eth0 scope global | grep -v tentative | grep -q 'inet6 fd00:1::' && break
+			sleep 0.2
+		done
+		for i in 1 2 3; do ask "$1$i-$RANDOM.guard.test" @fd00:1::1 >/dev/null; done
+	}
+	check boot-window-early-link test -L "$RUN/rootfs/etc/rc.d/S19lanveil_early"
+	mv "$RUN/rootfs/etc/rc.d/S19lanveil_early" "$T/S19lanveil_early"
+	check boot-window-control-up boot_window nogd
+	check boot-window-leaks-without-early-guard grep -q 'query\[A\] nogd[0-9]*-[0-9]*\.guard\.test from' "$RUN/isp-resolver.log"
+	mv "$T/S19lanveil_early" "$RUN/rootfs/etc/rc.d/S19lanveil_early"
+	check boot-window-up boot_window boot
+	check boot-window-lanveil-not-started r sh -c '! pgrep -x lanveil >/dev/null'
+	check boot-window-dnsmasq-wired r sh -c 'grep -q "^server=127.0.0.1#5453" /var/etc/dnsmasq.conf.*'
+	check boot-window-guard-loaded-early r sh -c 'nft list chain inet lanveil_leak output | grep -q "meta skuid $(id -u dnsmasq) oifname"'
+	check boot-window-guard-logged r sh -c 'logread | grep -q "leak guard loaded before the network"'
+	check boot-window-no-plaintext sh -c "! grep -q 'query\[A\] boot[0-9]*-[0-9]*\.guard\.test from' '$RUN/isp-resolver.log'"
+	check boot-window-guard-dropped r sh -c 'nft list chain inet lanveil_leak output | grep -q "counter packets [1-9][0-9]* bytes [0-9]* drop"'
+	r sh -c 'if [ -s /etc/dnsmasq.conf.lanveil-test ]; then cp /etc/dnsmasq.conf.lanveil-test /etc/dnsmasq.conf; else rm -f /etc/dnsmasq.conf; fi &&
+		rm -f /etc/dnsmasq.conf.lanveil-test && /etc/init.d/lanveil enable'
+	check boot-window-reenabled r sh -c 'test -L /etc/rc.d/S25lanveil && test -L /etc/rc.d/K15lanveil'
+
 	# --- scenario 7: reboot. down + up keeps the flash (/etc), /tmp and /var
 	# start empty; lanveil comes up enabled, dnsmasq is wired, and the daemon's
 	# clock floor comes from its state file (/etc/lanveil/daemon/state, option

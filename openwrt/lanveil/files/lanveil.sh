@@ -552,9 +552,30 @@ lanveil_zone_devices() { # ZONE_SECTION...
 				dev=""
 				network_get_device dev "$net" 2>/dev/null || network_get_physdev dev "$net" 2>/dev/null
 				[ -n "$dev" ] && echo "$dev"
+				lanveil_net_proto_device "$net"
 			done
 		done
 	} | sed 's/+$/*/' | sort -u
+}
+
+# The device a network's protocol makes for itself when it comes up, named from the
+# configuration alone: known while the interface is still down (a boot, a redial), when
+# netifd reports at most the device underneath (pppoe's ethernet port). netifd's protocol
+# scripts: ppp, pppoe, pppoa, pptp and 3g use option pppname, else PROTO-NETWORK (ppp.sh);
+# 6in4, 6rd and 6to4 PROTO-NETWORK, dslite ds-NETWORK; wireguard the network's own name.
+lanveil_net_proto_device() { # NETWORK
+	local proto name
+	proto="$(lanveil_uci get "network.$1.proto")" || return 0
+	case "$proto" in
+		ppp | pppoe | pppoa | pptp | 3g)
+			name="$(lanveil_uci get "network.$1.pppname")" || name=""
+			echo "${name:-$proto-$1}"
+			;;
+		6in4 | 6rd | 6to4) echo "$proto-$1" ;;
+		dslite) echo "ds-$1" ;;
+		wireguard) echo "$1" ;;
+	esac
+	return 0
 }
 
 # Linux devices of the capture zones.
@@ -653,6 +674,13 @@ lanveil_nft_swap() { # FILE FAMILY NAME
 # drops root). UDP is dropped (sendto fails at once), TCP reset: dnsmasq moves on to lanveil.
 # The owner's domain-scoped servers and rev-servers in /etc/config/dhcp are exempt.
 LANVEIL_LEAK_NFT="$LANVEIL_RUN/lanveil_leak.nft"
+# Boot: a reboot keeps the wiring (the init script's shutdown), so dnsmasq (S19) starts
+# forwarding to lanveil, the WAN comes up from S20 (network), and lanveil's own start comes
+# only at S25. The table as last loaded is kept on flash (rewritten only when it changes) and
+# /etc/init.d/lanveil_early (S19) loads it before the network is up; lanveil's start then
+# renders it afresh. Its devices are the ones of the last run, named as strings: they match
+# once they exist.
+LANVEIL_LEAK_SAVED="$LANVEIL_ETC/leak_guard.nft"
 
 # Zone sections named in leak_guard_zone.
 lanveil_leak_zones() {
@@ -775,11 +803,46 @@ lanveil_leak_apply() {
 			return 1
 			;;
 	esac
+	lanveil_leak_save
+	return 0
+}
+
+# Keeps the loaded table for the next boot (lanveil_leak_boot); writes flash only on a change.
+lanveil_leak_save() {
+	cmp -s "$LANVEIL_LEAK_NFT" "$LANVEIL_LEAK_SAVED" && return 0
+	if ! { mkdir -p "$LANVEIL_ETC" && cp "$LANVEIL_LEAK_NFT" "$LANVEIL_LEAK_SAVED.new" &&
+		mv "$LANVEIL_LEAK_SAVED.new" "$LANVEIL_LEAK_SAVED"; }; then
+		rm -f "$LANVEIL_LEAK_SAVED.new"
+		lanveil_log warn "could not keep the leak guard for the next boot in $LANVEIL_LEAK_SAVED"
+	fi
+	return 0
+}
+
+# Boot, before the network (/etc/init.d/lanveil_early): the table of the last run, while
+# dnsmasq is still wired to lanveil and the guard is on. Unwired (an owner's stop, a removal
+# that left the file), the saved copy goes.
+lanveil_leak_boot() {
+	[ -f "$LANVEIL_LEAK_SAVED" ] || return 0
+	if ! lanveil_wired || ! lanveil_bool leak_guard 1; then
+		rm -f "$LANVEIL_LEAK_SAVED"
+		return 0
+	fi
+	command -v nft >/dev/null 2>&1 || return 0
+	mkdir -p "$LANVEIL_RUN"
+	cp "$LANVEIL_LEAK_SAVED" "$LANVEIL_LEAK_NFT.new" || return 1
+	lanveil_nft_swap "$LANVEIL_LEAK_NFT" inet lanveil_leak
+	case $? in
+		0) lanveil_log info "leak guard loaded before the network, as lanveil last left it (until lanveil starts)" ;;
+		1)
+			lanveil_log err "could not load the saved leak guard ($LANVEIL_LEAK_SAVED) at boot"
+			return 1
+			;;
+	esac
 	return 0
 }
 
 lanveil_leak_remove() {
-	rm -f "$LANVEIL_LEAK_NFT"
+	rm -f "$LANVEIL_LEAK_NFT" "$LANVEIL_LEAK_SAVED"
 	command -v nft >/dev/null 2>&1 || return 0
 	nft list table inet lanveil_leak >/dev/null 2>&1 || return 0
 	nft delete table inet lanveil_leak && lanveil_log info "leak guard off"
@@ -1669,6 +1732,7 @@ lanveil_sysupgrade_conffiles() { # CONFFILES
 				logger -t lanveil -p daemon.err "lanveil is not in this image and dhcp still forwards to it: cp /etc/lanveil/dnsmasq/dhcp.orig /etc/config/dhcp" 2>/dev/null
 			fi
 			rm -rf /etc/lanveil/dnsmasq
+			rm -f /etc/lanveil/leak_guard.nft
 		fi
 		rm -rf /etc/lanveil/sysupgrade
 		rmdir /etc/lanveil 2>/dev/null
