@@ -152,12 +152,13 @@ multi_root() {
 sect() { # CONFDIR SECTION
 	uci -q -c "$1" show "dhcp.$2" | sed 's/^dhcp\.[A-Za-z0-9_]*/dhcp.S/' | sort
 }
-same_sect() { # NOW_INDEX ORIG_INDEX [ORIG_CONFDIR]: the live section holds exactly the original's values
+same_typed() { # TYPE NOW_INDEX ORIG_INDEX ORIG_CONFDIR: the live section holds exactly the original's values
 	local a b
-	a="$(sect "$R/etc/config" "@dnsmasq[$1]")"
-	b="$(sect "${3:-$T/multi.orig}" "@dnsmasq[$2]")"
-	[ "$a" = "$b" ] || { printf 'now:\n%s\nexpected (original @dnsmasq[%s]):\n%s\n' "$a" "$2" "$b"; return 1; }
+	a="$(sect "$R/etc/config" "@$1[$2]")"
+	b="$(sect "$4" "@$1[$3]")"
+	[ "$a" = "$b" ] || { printf 'now:\n%s\nexpected (original @%s[%s]):\n%s\n' "$a" "$1" "$3" "$b"; return 1; }
 }
+same_sect() { same_typed dnsmasq "$1" "$2" "${3:-$T/multi.orig}"; } # NOW_INDEX ORIG_INDEX [ORIG_CONFDIR]
 nothing_of_lanveil() { # no loopback server, no marker, in the whole file
 	! grep -n -e '127.0.0.1#5453' -e lanveil "$R/etc/config/dhcp"
 }
@@ -261,6 +262,162 @@ check multi-copied-gets-only-its-own [ "$(uci_ -d ' ' get dhcp.@dnsmasq[2].serve
 both_kept() { same_sect 0 0 && same_sect 1 1; }
 check multi-copied-others-restored both_kept
 check multi-copied-nothing-left nothing_of_lanveil
+
+# --- anonymous dhcp sections: the LAN signals' undo follows the section, not its uci id -----
+# As for dnsmasq above: lanveil's LAN signals in an anonymous 'config dhcp' are filed under the
+# key the section carries (option lanveil_saved 'dhcp-N'), so a deleted or reordered section
+# does not hand its record to the one that takes its id. Fixture: fixtures/anon/dhcp (guest
+# first, without RA so without 108; lan second, with the owner's dhcpv6_raw).
+CP_URI=https://gw.example.lan/portal
+CP_RAW="$("$PY" -c 'import sys; u = sys.argv[1].encode(); print("0067%04x" % len(u) + u.hex())' "$CP_URI")"
+anon_root() {
+	mkroot
+	cp "$TESTS_DIR/fixtures/anon/dhcp" "$R/etc/config/dhcp"
+	printf 'odhcpd double (24.10)\ndhcpv6_raw\n' >"$R/usr/sbin/odhcpd"
+	uci_ set lanveil.main.captive_portal_uri="$CP_URI"
+	uci_ set lanveil.main.v6only_wait=1800
+	uci_ set lanveil.main.dns64_prefix=64:ff9b::/96
+	uci_ add_list lanveil.openwrt.force_dns_zone=guest
+	uci_ commit lanveil
+	rm -rf "$T/anon.orig"
+	mkdir -p "$T/anon.orig"
+	cp "$R/etc/config/dhcp" "$T/anon.orig/dhcp"
+	cp "$R/etc/config/dhcp" "$ORIG"
+}
+same_dhcp() { same_typed dhcp "$1" "$2" "${3:-$T/anon.orig}"; } # NOW_INDEX ORIG_INDEX [ORIG_CONFDIR]
+signals() { echo "$(uci_ -d '|' get "dhcp.@dhcp[$1].dhcp_option") $(uci_ get "dhcp.@dhcp[$1].dhcpv6_raw")"; }
+GUEST_WIRED="6,192.168.2.1|114,$CP_URI $CP_RAW"
+LAN_WIRED="114,$CP_URI|108,00:00:07:08 00ff0000$CP_RAW"
+no_signals_left() { # nothing of lanveil's LAN signals (or its option) in the whole file, comments aside
+	! grep -v '^#' "$R/etc/config/dhcp" | grep -n -e lanveil -e gw.example.lan -e 108, -e 0067
+}
+cap_state() { cut -f1,2 "$R/etc/lanveil/dnsmasq/dnsmasq.state" | grep '	cap_' | cut -f1 | sort -u | oneline; }
+oneline() { tr '\n' ' ' | sed 's/ $//'; }
+anon_root
+rc start >/dev/null 2>&1
+check anon-signals-applied [ "$(signals 0)|$(signals 1)" = "$GUEST_WIRED|$LAN_WIRED" ]
+check anon-sections-marked [ "$(uci_ get dhcp.@dhcp[0].lanveil_saved) $(uci_ get dhcp.@dhcp[1].lanveil_saved)" = "dhcp-1 dhcp-2" ]
+check anon-state-keyed [ "$(cap_state)" = "dhcp-1 dhcp-2" ]
+check anon-rewire-idempotent sh -c "cp '$R/etc/config/dhcp' '$T/anon.wired' && busybox ash '$DOUBLES/rc.common' '$R/etc/init.d/lanveil' rewire && cmp '$R/etc/config/dhcp' '$T/anon.wired'"
+rc stop >/dev/null 2>&1
+check anon-stop-byte-for-byte cmp "$R/etc/config/dhcp" "$ORIG"
+# The owner deletes the first section (the second takes its id) and stops lanveil.
+anon_root
+rc start >/dev/null 2>&1
+uci_ delete dhcp.@dhcp[0]
+uci_ commit dhcp
+rc stop >/dev/null 2>&1
+check anon-delete-first-stop-restores-second same_dhcp 0 1
+check anon-delete-first-stop-nothing-left no_signals_left
+# ... with procd's dhcp trigger in between: the deleted section's record is dropped, the other
+# keeps its signals (not doubled), stop restores it; wiring again and stopping is exact.
+anon_root
+rc start >/dev/null 2>&1
+uci_ delete dhcp.@dhcp[0]
+uci_ commit dhcp
+rc rewire >/dev/null 2>&1
+check anon-delete-first-rewire-keeps-signals [ "$(signals 0)" = "$LAN_WIRED" ]
+check anon-delete-first-rewire-drops-deleted [ "$(cap_state)" = dhcp-2 ]
+rc stop >/dev/null 2>&1
+check anon-delete-first-rewire-stop-restores-second same_dhcp 0 1
+check anon-delete-first-rewire-stop-nothing-left no_signals_left
+cp "$R/etc/config/dhcp" "$T/anon.deleted"
+rc start >/dev/null 2>&1
+check anon-delete-first-rewired-again [ "$(signals 0)" = "$LAN_WIRED" ]
+rc stop >/dev/null 2>&1
+check anon-delete-first-rewired-stop-exact cmp "$R/etc/config/dhcp" "$T/anon.deleted"
+# The owner moves the second section to the top (the ids swap sections).
+anon_root
+rc start >/dev/null 2>&1
+uci_ reorder dhcp.@dhcp[1]=0
+uci_ commit dhcp
+rc rewire >/dev/null 2>&1
+check anon-reorder-rewire-keeps-signals [ "$(signals 0)|$(signals 1)" = "$LAN_WIRED|$GUEST_WIRED" ]
+rc stop >/dev/null 2>&1
+anon_swapped() { same_dhcp 0 1 && same_dhcp 1 0; }
+check anon-reorder-stop-restores-both anon_swapped
+check anon-reorder-stop-nothing-left no_signals_left
+# Filed by an older lanveil under the uci ids (no option in the sections). Stopped at once: the
+# ids still name the sections they did.
+legacy_state() {
+	local ids
+	ids="$(uci_ -X show dhcp | sed -n 's/^dhcp\.\(cfg[0-9a-f]*\)=dhcp$/\1/p' | oneline)"
+	sed -i -e "s/^dhcp-1	/${ids% *}	/" -e "s/^dhcp-2	/${ids#* }	/" "$R/etc/lanveil/dnsmasq/dnsmasq.state"
+	uci_ delete dhcp.@dhcp[0].lanveil_saved
+	uci_ delete dhcp.@dhcp[1].lanveil_saved
+	uci_ commit dhcp
+}
+anon_root
+rc start >/dev/null 2>&1
+legacy_state
+check anon-legacy-state-by-id [ "$(cap_state)" = "$(uci_ -X show dhcp | sed -n 's/^dhcp\.\(cfg[0-9a-f]*\)=dhcp$/\1/p' | oneline)" ]
+rc stop >/dev/null 2>&1
+anon_both() { same_dhcp 0 0 && same_dhcp 1 1; }
+check anon-legacy-stop-restores-both anon_both
+check anon-legacy-stop-nothing-left no_signals_left
+# The next wiring re-files them under keys the sections carry: a deletion after that is safe.
+anon_root
+rc start >/dev/null 2>&1
+legacy_state
+rc reload >/dev/null 2>&1
+check anon-legacy-refiled [ "$(uci_ get dhcp.@dhcp[0].lanveil_saved) $(uci_ get dhcp.@dhcp[1].lanveil_saved)|$(cap_state)" = "dhcp-1 dhcp-2|dhcp-1 dhcp-2" ]
+check anon-legacy-refiled-signals-kept [ "$(signals 0)|$(signals 1)" = "$GUEST_WIRED|$LAN_WIRED" ]
+uci_ delete dhcp.@dhcp[0]
+uci_ commit dhcp
+rc stop >/dev/null 2>&1
+check anon-legacy-delete-first-stop-restores-second same_dhcp 0 1
+check anon-legacy-delete-first-nothing-left no_signals_left
+# The owner removes the option from the second section: nothing is guessed. Its record is
+# forgotten, its values are left to the owner (the log says so), the first is restored exactly.
+anon_root
+rc start >/dev/null 2>&1
+uci_ delete dhcp.@dhcp[1].lanveil_saved
+uci_ commit dhcp
+rm -rf "$T/anon.unkeyed"
+mkdir -p "$T/anon.unkeyed"
+cp "$R/etc/config/dhcp" "$T/anon.unkeyed/dhcp"
+rc stop >/dev/null 2>&1
+check anon-unkeyed-first-restored same_dhcp 0 0
+check anon-unkeyed-second-left same_dhcp 1 1 "$T/anon.unkeyed"
+check anon-unkeyed-no-option-left sh -c "! grep -n lanveil_saved '$R/etc/config/dhcp'"
+check anon-unkeyed-logged grep -q "daemon.warn.*dhcp.cfg03ad04 holds LAN signal values that lanveil added to a section it cannot find" "$R/log/syslog"
+# ... wired again before the stop: its option 103 is not appended a second time.
+anon_root
+rc start >/dev/null 2>&1
+uci_ delete dhcp.@dhcp[1].lanveil_saved
+uci_ commit dhcp
+rc rewire >/dev/null 2>&1
+check anon-unkeyed-rewire-not-doubled [ "$(signals 1)" = "$LAN_WIRED" ]
+rc stop >/dev/null 2>&1
+check anon-unkeyed-rewire-first-restored same_dhcp 0 0
+# A section copied with its option (the block pasted in an editor) into a network outside the
+# LAN: the copy gets its own key, lanveil's values come out of it, the original stays wired.
+anon_root
+rc start >/dev/null 2>&1
+uci_ add dhcp dhcp >/dev/null
+uci_ set dhcp.@dhcp[-1].interface=iot
+uci_ add_list dhcp.@dhcp[-1].dhcp_option="114,$CP_URI"
+uci_ add_list dhcp.@dhcp[-1].dhcp_option=108,00:00:07:08
+uci_ set dhcp.@dhcp[-1].dhcpv6_raw="00ff0000$CP_RAW"
+uci_ set dhcp.@dhcp[-1].lanveil_saved="$(uci_ get dhcp.@dhcp[1].lanveil_saved)"
+uci_ commit dhcp
+rc rewire >/dev/null 2>&1
+check anon-copy-out-of-lan-cleaned [ "$(signals 3)|$(uci_ get dhcp.@dhcp[3].lanveil_saved)" = " 00ff0000|" ]
+check anon-copy-original-still-wired [ "$(signals 1)|$(uci_ get dhcp.@dhcp[1].lanveil_saved)" = "$LAN_WIRED|dhcp-2" ]
+rc stop >/dev/null 2>&1
+check anon-copy-stop-restores-originals anon_both
+check anon-copy-stop-nothing-left no_signals_left
+# A named section (OpenWrt's 'lan') is keyed by its name, which never moves: no option added.
+mkroot
+printf 'odhcpd double (24.10)\ndhcpv6_raw\n' >"$R/usr/sbin/odhcpd"
+uci_ set lanveil.main.captive_portal_uri="$CP_URI"
+uci_ commit lanveil
+rc start >/dev/null 2>&1
+check named-keyed-by-name [ "$(uci_ get dhcp.lan.dhcpv6_raw)|$(uci_ get dhcp.lan.lanveil_saved)|$(cap_state)" = "$CP_RAW||lan" ]
+uci_ set dhcp.lan.leasetime=6h
+uci_ commit dhcp
+rc stop >/dev/null 2>&1
+check named-edited-stop-restores [ "$(uci_ get dhcp.lan.leasetime)|$(uci_ get dhcp.lan.dhcpv6_raw)|$(uci_ get dhcp.lan.dhcp_option)" = "6h||" ]
 
 # --- changes the user staged (uncommitted) are neither committed nor lost ----------
 mkroot

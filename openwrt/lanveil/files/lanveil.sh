@@ -30,6 +30,20 @@
 #          section) are taken out of its servers on restore, and its noresolv and
 #          localuse stay. Sections that share a key (a copied block) share the saved
 #          values. Saved values of a deleted section are dropped with it.
+#          The LAN signals in a 'config dhcp' section (its cap_* lines, see "LAN
+#          signals") are keyed alike, with the same option ('dhcp-N': one option, the
+#          key of whatever lanveil filed for its section; a dhcp key never has dnsmasq
+#          lines, nor the reverse). It is there only while lanveil has signals in the
+#          section, and only in anonymous ones: a named section (OpenWrt's 'lan', the
+#          ones LuCI creates) is keyed by its name, which never moves. An anonymous
+#          section without the option whose uci id has cap_* lines (an older lanveil)
+#          has them re-filed under a new key by the next wiring (the id would pass to
+#          another section later); a restore before that goes by the id. A key no
+#          section carries (deleted, or the option removed) is dropped, not guessed
+#          at: unlike loopback servers, the signals' values (the owner's URI) may be
+#          the owner's own elsewhere, so none is taken out by value; a section without
+#          signals of lanveil's that holds one is named in the log. A copied block with
+#          the option: the copy gets a key of its own (and a copy of the lines).
 # firewall An nft table 'inet lanveil' (own table: an error in it cannot break
 #          fw4's ruleset, and fw4 reloads do not flush it), generated into
 #          /var/run/lanveil and loaded on start, deleted on stop.
@@ -152,7 +166,7 @@ lanveil_get_list() { # dhcp.SECTION.OPTION -> one value per line
 	lanveil_uci_dhcp -d "$LANVEIL_NL" get "$1"
 }
 
-lanveil_state_get() { # SECTION KEY -> values, one per line (dnsmasq sections: SECTION is its key)
+lanveil_state_get() { # KEY KIND -> values, one per line (KEY: the section's, see "Keys")
 	[ -f "$LANVEIL_STATE/dnsmasq.state" ] || return 0
 	awk -F "$LANVEIL_TAB" -v s="$1" -v k="$2" '$1 == s && $2 == k { print substr($0, length($1) + length($2) + 3) }' \
 		"$LANVEIL_STATE/dnsmasq.state"
@@ -162,17 +176,17 @@ lanveil_state_has() { # KEY: its dnsmasq settings were saved
 	[ -n "$(lanveil_state_get "$1" saved)" ]
 }
 
-# Sections (of any config) with a lanveil entry KEY_PREFIX* in the state file.
-lanveil_state_sections() { # KEY_PREFIX
+# Keys (of sections of any config) with a lanveil entry KIND_PREFIX* in the state file.
+lanveil_state_sections() { # KIND_PREFIX
 	[ -f "$LANVEIL_STATE/dnsmasq.state" ] || return 0
 	awk -F "$LANVEIL_TAB" -v p="$1" 'index($2, p) == 1 && !seen[$1]++ { print $1 }' "$LANVEIL_STATE/dnsmasq.state"
 }
 
-lanveil_state_put() { # SECTION KEY VALUE
+lanveil_state_put() { # KEY KIND VALUE
 	printf '%s\t%s\t%s\n' "$1" "$2" "$3" >>"$LANVEIL_STATE/dnsmasq.state"
 }
 
-lanveil_state_drop() { # SECTION KEY
+lanveil_state_drop() { # KEY KIND
 	local f="$LANVEIL_STATE/dnsmasq.state"
 	[ -f "$f" ] || return 0
 	awk -F "$LANVEIL_TAB" -v s="$1" -v k="$2" '!($1 == s && $2 == k)' "$f" >"$f.tmp" && mv "$f.tmp" "$f"
@@ -193,14 +207,15 @@ lanveil_dnsmasq_key() { # SECTION
 	printf '%s\n' "$k"
 }
 
-# A key no section carries and nothing is saved under: dnsmasq-N, N one more than any in use.
-lanveil_dnsmasq_new_key() {
+# A key no section carries and nothing is saved under: TYPE-N (dnsmasq-N, dhcp-N), N one more
+# than any in use. Never a uci id: those have no '-'.
+lanveil_new_key() { # TYPE
 	local n
 	n="$({
 		[ -f "$LANVEIL_STATE/dnsmasq.state" ] && cut -f1 "$LANVEIL_STATE/dnsmasq.state"
 		lanveil_uci_dhcp -X show dhcp | sed -n "s/^dhcp\.[A-Za-z0-9_]*\.$LANVEIL_KEY_OPT='\(.*\)'\$/\1/p"
-	} | sed -n 's/^dnsmasq-\([0-9][0-9]*\)$/\1/p' | awk '$1 > m { m = $1 } END { print m + 1 }')"
-	echo "dnsmasq-$n"
+	} | sed -n "s/^$1-\([0-9][0-9]*\)\$/\1/p" | awk '$1 > m { m = $1 } END { print m + 1 }')"
+	echo "$1-$n"
 }
 
 # Saves section S's original values under KEY (once per key). SKIP: values (newline
@@ -289,7 +304,7 @@ lanveil_dnsmasq_wire_locked() {
 	fi
 	for s in $(lanveil_dnsmasq_sections); do
 		k="$(lanveil_dnsmasq_key "$s")"
-		[ -n "$k" ] || k="$(lanveil_dnsmasq_new_key)"
+		[ -n "$k" ] || k="$(lanveil_new_key dnsmasq)"
 		lanveil_save_section "$s" "$k" "$skip"
 		[ "$(lanveil_uci_dhcp get "dhcp.$s.$LANVEIL_KEY_OPT")" = "$k" ] || lanveil_uci_dhcp set "dhcp.$s.$LANVEIL_KEY_OPT=$k"
 		current="$(lanveil_get_list "dhcp.$s.server")"
@@ -427,10 +442,9 @@ lanveil_dnsmasq_restore_locked() {
 				fi
 			done
 		done
-		# LAN signals: apply "nothing" to every section lanveil added some to.
-		for s in $(lanveil_state_sections cap_); do
-			lanveil_cap_section "$s" "" "" "" ""
-		done
+		# LAN signals: out of every section lanveil added some to (see "Keys").
+		lanveil_cap_split
+		lanveil_cap_off ""
 		[ -z "$(lanveil_uci_dhcp changes dhcp)" ] || lanveil_uci_dhcp commit dhcp || return 1
 		restored="by undoing lanveil's entries (dhcp was edited meanwhile)"
 	fi
@@ -1054,10 +1068,15 @@ lanveil_restarting() {
 #          and '108,HH:HH:HH:HH' (V6ONLY_WAIT's four octets) for dnsmasq. The values
 #          come from lanveil --print-signals (lanveil_signals below).
 # Undo:    same as the dnsmasq settings: dhcp.orig/dhcp.wired byte for byte, else
-#          per-section state lines (cap_*) that name exactly what lanveil added. An
-#          owner's own values (a dhcp_option 114/108, captive_portal_uri,
-#          ipv6_only_preferred) win and are left alone; an owner's dhcpv6_raw is
-#          kept and lanveil's option 103 appended to it.
+#          state lines (cap_*) that name exactly what lanveil added to a section,
+#          filed under the section's key (see "Keys" at the top: the section's name,
+#          or 'option lanveil_saved dhcp-N' in an anonymous one, removed with
+#          lanveil's values). An owner's own values (a dhcp_option 114/108,
+#          captive_portal_uri, ipv6_only_preferred) win and are left alone; an
+#          owner's dhcpv6_raw is kept and lanveil's option 103 appended to it (not
+#          when it already ends with it). odhcpd reads a section's options through
+#          its own list of names (uci_to_blob), dnsmasq's init script by name: the
+#          key option is ignored by both.
 # Status:  $LANVEIL_RUN/capport (/etc/init.d/lanveil capport).
 
 # The LAN signals, validated and encoded by the daemon's binary (one implementation of the URI
@@ -1134,19 +1153,165 @@ lanveil_dhcp_option_code() {
 	echo "$c"
 }
 
+# The dhcp sections (all, LAN or not).
+lanveil_dhcp_sections() {
+	lanveil_uci_dhcp -X show dhcp | sed -n 's/^dhcp\.\([A-Za-z0-9_]*\)=dhcp$/\1/p'
+}
+
+# SECTION is anonymous: 'uci show' without -X names it @dhcp[N] (a named one by its name).
+lanveil_dhcp_anon() { # SECTION
+	! lanveil_uci_dhcp show dhcp | grep -qxF "dhcp.$1=dhcp"
+}
+
+# KEY has LAN signals filed under it (state lines cap_*).
+lanveil_cap_has() { # KEY
+	[ -f "$LANVEIL_STATE/dnsmasq.state" ] || return 1
+	awk -F "$LANVEIL_TAB" -v s="$1" '$1 == s && index($2, "cap_") == 1 { f = 1 } END { exit !f }' \
+		"$LANVEIL_STATE/dnsmasq.state"
+}
+
+# The key the LAN signals lanveil put in dhcp section SECTION are filed under (see "Keys"): its
+# lanveil_saved option; else a named section's name (named ids never move); else an anonymous
+# section's uci id when an older lanveil filed them under that; else nothing.
+lanveil_dhcp_key() { # SECTION
+	local k
+	k="$(lanveil_uci_dhcp get "dhcp.$1.$LANVEIL_KEY_OPT")" || k=""
+	case "$k" in *[!A-Za-z0-9_-]*) k="" ;; esac
+	if [ -z "$k" ] && { lanveil_cap_has "$1" || ! lanveil_dhcp_anon "$1"; }; then
+		k="$1"
+	fi
+	printf '%s\n' "$k"
+}
+
+# Files KEY's cap_* lines under NEW (MODE move), or a copy of them (MODE copy).
+lanveil_cap_refile() { # KEY NEW move|copy
+	local f="$LANVEIL_STATE/dnsmasq.state"
+	awk -F "$LANVEIL_TAB" -v o="$1" -v n="$2" -v m="$3" '
+		$1 == o && index($2, "cap_") == 1 { if (m == "copy") print; print n substr($0, length($1) + 1); next }
+		{ print }' "$f" >"$f.tmp" && mv "$f.tmp" "$f"
+}
+
+# KEY's cap_* lines out of the state.
+lanveil_cap_forget() { # KEY
+	local f="$LANVEIL_STATE/dnsmasq.state"
+	[ -f "$f" ] || return 0
+	awk -F "$LANVEIL_TAB" -v s="$1" '!($1 == s && index($2, "cap_") == 1)' "$f" >"$f.tmp" && mv "$f.tmp" "$f"
+}
+
+# The key to wire SECTION under: its own; for an anonymous section whose signals an older lanveil
+# filed under its uci id, those re-filed under a new key (that id will name another section once
+# the owner deletes or reorders one); else a new key (dhcp-N).
+lanveil_cap_key() { # SECTION
+	local k n
+	k="$(lanveil_dhcp_key "$1")"
+	if [ -z "$k" ] || { [ "$k" = "$1" ] && lanveil_dhcp_anon "$1"; }; then
+		n="$(lanveil_new_key dhcp)"
+		[ -z "$k" ] || lanveil_cap_refile "$k" "$n" move
+		k="$n"
+	fi
+	printf '%s\n' "$k"
+}
+
+# A key carried by more than one section (a copied block, option included): every further copy
+# gets a key of its own with a copy of what was filed, so each section's own values are undone.
+lanveil_cap_split() {
+	local s k n seen=""
+	for s in $(lanveil_dhcp_sections); do
+		k="$(lanveil_dhcp_key "$s")"
+		if [ -z "$k" ] || ! lanveil_cap_has "$k"; then
+			continue
+		elif lanveil_in "$k" "$seen"; then
+			n="$(lanveil_new_key dhcp)"
+			lanveil_cap_refile "$k" "$n" copy
+			lanveil_uci_dhcp set "dhcp.$s.$LANVEIL_KEY_OPT=$n"
+		else
+			seen="$seen$k$LANVEIL_NL"
+		fi
+	done
+}
+
+# SECTION carries its KEY while lanveil has signals in it, if it is anonymous or carries one
+# already (a named section's key is its name); no option otherwise.
+lanveil_cap_mark() { # SECTION KEY
+	local cur
+	cur="$(lanveil_uci_dhcp get "dhcp.$1.$LANVEIL_KEY_OPT")" || cur=""
+	if lanveil_cap_has "$2" && { [ -n "$cur" ] || [ "$2" != "$1" ] || lanveil_dhcp_anon "$1"; }; then
+		[ "$cur" = "$2" ] || lanveil_uci_dhcp set "dhcp.$1.$LANVEIL_KEY_OPT=$2"
+	elif [ -n "$cur" ]; then
+		lanveil_uci_dhcp delete "dhcp.$1.$LANVEIL_KEY_OPT"
+	fi
+}
+
+# SECTION holds one of the values filed under KEY.
+lanveil_cap_holds() { # SECTION KEY
+	local v o opts
+	opts="$(lanveil_get_list "dhcp.$1.dhcp_option")"
+	while IFS= read -r v; do
+		[ -n "$v" ] && lanveil_in "$v" "$opts" && return 0
+	done <<-EOF
+		$(lanveil_state_get "$2" cap_opt)
+	EOF
+	for o in captive_portal_uri ipv6_only_preferred dhcpv6_raw; do
+		v="$(lanveil_state_get "$2" "cap_$o")"
+		[ -n "$v" ] || continue
+		case "$(lanveil_uci_dhcp get "dhcp.$1.$o")" in *"$v") return 0 ;; esac
+	done
+	return 1
+}
+
+# No section carries KEY any more: deleted, or the owner removed its option lanveil_saved. Its
+# state is forgotten and nothing is guessed: what it names is not taken out of other sections (the
+# URI is the owner's, who may have set it in a section by hand). A section without signals of
+# lanveil's that holds one of its values is named in the log.
+lanveil_cap_gone() { # KEY
+	local s k
+	for s in $(lanveil_dhcp_sections); do
+		k="$(lanveil_dhcp_key "$s")"
+		[ -n "$k" ] && lanveil_cap_has "$k" && continue
+		lanveil_cap_holds "$s" "$1" &&
+			lanveil_log warn "dhcp.$s holds LAN signal values that lanveil added to a section it cannot find (its option $LANVEIL_KEY_OPT was removed?); they are left as the owner's, check its dhcp_option, captive_portal_uri, ipv6_only_preferred and dhcpv6_raw"
+	done
+	lanveil_cap_forget "$1"
+}
+
+# lanveil's signals out of every section whose key is not in KEEP (newline separated: the LAN's,
+# just wired), and their option lanveil_saved with them; the state of keys no section carries is
+# forgotten (lanveil_cap_gone).
+lanveil_cap_off() { # KEEP
+	local s k keys=""
+	for s in $(lanveil_dhcp_sections); do
+		k="$(lanveil_dhcp_key "$s")"
+		[ -n "$k" ] && keys="$keys$k$LANVEIL_NL"
+	done
+	for k in $(lanveil_state_sections cap_); do
+		lanveil_in "$k" "$keys" || lanveil_cap_gone "$k"
+	done
+	for s in $(lanveil_dhcp_sections); do
+		k="$(lanveil_dhcp_key "$s")"
+		[ -n "$k" ] && lanveil_in "$k" "$1" && continue
+		lanveil_cap_has "$k" && lanveil_cap_section "$s" "$k" "" "" "" ""
+		lanveil_cap_mark "$s" "$k"
+	done
+}
+
 # A single odhcpd option: lanveil's value DESIRED is the suffix it owns (state
-# cap_OPTION). The owner's value wins, except for dhcpv6_raw where ours is appended.
-lanveil_cap_single() { # SECTION OPTION DESIRED
-	local s="$1" o="$2" d="$3" cur ours user new
+# cap_OPTION under KEY). The owner's value wins, except for dhcpv6_raw where ours is appended
+# (unless the owner's already ends with it).
+lanveil_cap_single() { # SECTION KEY OPTION DESIRED
+	local s="$1" k="$2" o="$3" d="$4" cur ours user new
 	cur="$(lanveil_uci_dhcp get "dhcp.$s.$o")" || cur=""
-	ours="$(lanveil_state_get "$s" "cap_$o")"
+	ours="$(lanveil_state_get "$k" "cap_$o")"
 	user="$cur"
 	if [ -n "$ours" ]; then
 		case "$cur" in *"$ours") user="${cur%"$ours"}" ;; esac
 	fi
-	if [ -n "$d" ] && [ -n "$user" ] && [ "$o" != dhcpv6_raw ]; then
-		lanveil_log warn "dhcp.$s.$o is set by the owner; lanveil leaves it"
-		d=""
+	if [ -n "$d" ] && [ -n "$user" ]; then
+		if [ "$o" != dhcpv6_raw ]; then
+			lanveil_log warn "dhcp.$s.$o is set by the owner; lanveil leaves it"
+			d=""
+		else
+			case "$user" in *"$d") d="" ;; esac
+		fi
 	fi
 	new="$user$d"
 	if [ "$new" != "$cur" ]; then
@@ -1157,23 +1322,17 @@ lanveil_cap_single() { # SECTION OPTION DESIRED
 		fi
 		LANVEIL_CAP_ODHCPD=1
 	fi
-	lanveil_state_drop "$s" "cap_$o"
-	[ -z "$d" ] || lanveil_state_put "$s" "cap_$o" "$d"
+	lanveil_state_drop "$k" "cap_$o"
+	[ -z "$d" ] || lanveil_state_put "$k" "cap_$o" "$d"
 }
 
 # Makes SECTION carry exactly lanveil's OPTS (dnsmasq dhcp_option entries, newline
-# separated) and odhcpd values (empty = none), keeping everything of the owner's.
-lanveil_cap_section() { # SECTION OPTS CAPTIVE_PORTAL_URI IPV6_ONLY_PREFERRED DHCPV6_RAW
-	local s="$1" current added keep codes v now new
-	if ! lanveil_uci_dhcp get "dhcp.$s" >/dev/null; then
-		# The section is gone: nothing of ours left in it.
-		for v in cap_opt cap_captive_portal_uri cap_ipv6_only_preferred cap_dhcpv6_raw; do
-			lanveil_state_drop "$s" "$v"
-		done
-		return 0
-	fi
+# separated) and odhcpd values (empty = none), keeping everything of the owner's. What
+# lanveil added is filed under KEY (see "Keys").
+lanveil_cap_section() { # SECTION KEY OPTS CAPTIVE_PORTAL_URI IPV6_ONLY_PREFERRED DHCPV6_RAW
+	local s="$1" k="$2" current added keep codes v now new
 	current="$(lanveil_get_list "dhcp.$s.dhcp_option")"
-	added="$(lanveil_state_get "$s" cap_opt)"
+	added="$(lanveil_state_get "$k" cap_opt)"
 	keep="" codes="" now=""
 	while IFS= read -r v; do
 		[ -n "$v" ] || continue
@@ -1193,22 +1352,22 @@ lanveil_cap_section() { # SECTION OPTS CAPTIVE_PORTAL_URI IPV6_ONLY_PREFERRED DH
 		new="$new$v$LANVEIL_NL"
 		now="$now$v$LANVEIL_NL"
 	done <<-EOF
-		$2
+		$3
 	EOF
 	new="$(printf '%s' "$new" | sed '/^$/d')"
 	if [ "$new" != "$current" ]; then
 		lanveil_dhcp_set_list "$s" dhcp_option "$new"
 		LANVEIL_CAP_DNSMASQ=1
 	fi
-	lanveil_state_drop "$s" cap_opt
+	lanveil_state_drop "$k" cap_opt
 	while IFS= read -r v; do
-		[ -n "$v" ] && lanveil_state_put "$s" cap_opt "$v"
+		[ -n "$v" ] && lanveil_state_put "$k" cap_opt "$v"
 	done <<-EOF
 		$now
 	EOF
-	lanveil_cap_single "$s" captive_portal_uri "$3"
-	lanveil_cap_single "$s" ipv6_only_preferred "$4"
-	lanveil_cap_single "$s" dhcpv6_raw "$5"
+	lanveil_cap_single "$s" "$k" captive_portal_uri "$4"
+	lanveil_cap_single "$s" "$k" ipv6_only_preferred "$5"
+	lanveil_cap_single "$s" "$k" dhcpv6_raw "$6"
 }
 
 # Where DHCPv4 108 (IPv6-only preferred, RFC 8925) must not go: an RFC 8925 client that gets
@@ -1246,7 +1405,7 @@ lanveil_join_how() { # PART...
 # longer belong), then writes the status file. Runs inside lanveil_dnsmasq_wire,
 # whose commit and restarts cover it.
 lanveil_cap_wire() {
-	local iface="" wan="" rest uri src wait mode v4 lan s opts cpu v6p raw how="" ra v4how v6how how108="" opts108 v line lines why
+	local iface="" wan="" rest uri src wait mode v4 lan s opts cpu v6p raw how="" ra v4how v6how how108="" opts108 v line lines why k keys=""
 	if lanveil_bool relay_wan_portal 1 && [ -f "$LANVEIL_RUN/wan_portal" ]; then
 		# The udhcpc hook's record: INTERFACE URI [DNS...] (see lanveil_wan_hook).
 		read -r iface wan rest <"$LANVEIL_RUN/wan_portal" || wan=""
@@ -1307,22 +1466,25 @@ lanveil_cap_wire() {
 	done <<-EOF
 		$opts
 	EOF
+	lanveil_cap_split
 	for s in $lan; do
+		k="$(lanveil_cap_key "$s")"
+		keys="$keys$k$LANVEIL_NL"
 		line="dhcp section $s: $(lanveil_join_how "$how" "$how108")"
 		if [ -n "$wait" ] && { [ "$opts" != "$opts108" ] || [ -n "$v6p" ]; } && why="$(lanveil_v6only_skip "$s" "$mode")"; then
 			line="dhcp section $s: $(lanveil_join_how "$how" "DHCPv4 108: not announced ($why: RFC 8925 clients would drop IPv4 and have no internet)")"
 			# Logged when it changes (this runs on every wire, and the WAN hook's renewals).
 			grep -qxF "$line" "$LANVEIL_RUN/capport" 2>/dev/null ||
 				lanveil_log warn "dhcp.$s: IPv6-only preferred (DHCPv4 108) not announced: $why"
-			lanveil_cap_section "$s" "$opts108" "$cpu" "" "$raw"
+			lanveil_cap_section "$s" "$k" "$opts108" "$cpu" "" "$raw"
 		else
-			lanveil_cap_section "$s" "$opts" "$cpu" "$v6p" "$raw"
+			lanveil_cap_section "$s" "$k" "$opts" "$cpu" "$v6p" "$raw"
 		fi
+		lanveil_cap_mark "$s" "$k"
 		lines="$lines$line$LANVEIL_NL"
 	done
-	for s in $(lanveil_state_sections cap_); do
-		lanveil_in "$s" "$lan" || lanveil_cap_section "$s" "" "" "" ""
-	done
+	# Sections that left the LAN (or got 'ignore 1'): nothing of ours in them any more.
+	lanveil_cap_off "$keys"
 	{
 		echo "# LAN signals, written by /etc/init.d/lanveil $(date -u '+%Y-%m-%dT%H:%M:%SZ' 2>/dev/null)"
 		case "$src" in
