@@ -139,6 +139,113 @@ def save_apply(d):
         d.execute_script("arguments[0].click()", target)
 
 
+def uci_get(key):
+    return router("uci", "-q", "get", key).stdout.strip()
+
+
+def leak_table():
+    """The init script's leak guard table is loaded."""
+    return router("nft", "list", "table", "inet", "lanveil_leak").returncode == 0
+
+
+def leak_status(d, want, secs=30):
+    """Status page's leak guard line: (data-state, text) once it has want, or the last seen."""
+    d.get(BASE + "/admin/services/lanveil/status")
+    wait("leak guard " + want, lambda: d.find_elements(By.CSS_SELECTOR, "#lanveil-leak-guard[data-state='%s']" % want), secs)
+    els = d.find_elements(By.ID, "lanveil-leak-guard")
+    try:
+        return (els[0].get_attribute("data-state") if els else None, text_of(d, "#lanveil-leak-guard"))
+    except WebDriverException:
+        return (None, text_of(d, "#lanveil-leak-guard"))
+
+
+LEAK_FLAG = "input[data-widget-id='widget.cbid.lanveil.openwrt.leak_guard']"
+LEAK_ZONES = "[id='cbid.lanveil.openwrt.leak_guard_zone']"
+
+
+def leak_zone_values(d):
+    """The zone select's value, as the form reads it (the widget's getValue)."""
+    v = d.execute_script("var e = document.getElementById('cbid.lanveil.openwrt.leak_guard_zone');"
+                         "return e ? L.dom.callClassMethod(e, 'getValue') : null")
+    return v if isinstance(v, list) else ([v] if v else [])
+
+
+def set_leak_flag(d, on):
+    box = d.find_element(By.CSS_SELECTOR, LEAK_FLAG)
+    d.execute_script("arguments[0].scrollIntoView()", box)
+    if box.is_selected() != on:
+        d.execute_script("arguments[0].click()", box)
+    return box.is_selected() == on
+
+
+def leak_guard_checks(d):
+    # --- the leak guard: on by default, off and on again from Settings, its zones, on Status ---
+    # Saved through Save & Apply (the daemon's check, then LuCI's apply: procd's reload
+    # trigger runs the init script, which loads or removes table inet lanveil_leak).
+    st, text = leak_status(d, "on")
+    report("status-leak-guard-on", st == "on" and text.startswith("on") and "wan" in text and leak_table(), "%s: %r" % (st, text))
+    shot(d, "05d-status-leak-guard")
+    # A second zone to guard (no network in it: the guard stays on wan's devices).
+    router("sh", "-c", "uci -q delete firewall.lanveil_guest; uci set firewall.lanveil_guest=zone && "
+           "uci set firewall.lanveil_guest.name=guest && uci set firewall.lanveil_guest.input=REJECT && "
+           "uci set firewall.lanveil_guest.output=ACCEPT && uci set firewall.lanveil_guest.forward=REJECT && uci commit firewall", check=True)
+    report("settings-form-leak-guard", open_settings(d), d.current_url)
+    flag = wait("leak guard flag", lambda: d.find_elements(By.CSS_SELECTOR, LEAK_FLAG), 20)
+    zones = d.find_elements(By.CSS_SELECTOR, LEAK_ZONES)
+    report("settings-leak-guard-rendered", flag and flag[0].is_selected() and zones and zones[0].is_displayed() and leak_zone_values(d) == ["wan"],
+           "flag %s, zones %s" % (flag and flag[0].is_selected(), zones and leak_zone_values(d)))
+    set_leak_flag(d, False)
+    hidden = wait("zones hidden", lambda: not [z for z in d.find_elements(By.CSS_SELECTOR, LEAK_ZONES) if z.is_displayed()], 10)
+    report("settings-leak-guard-zone-depends-on-flag", hidden, "zone select still shown with the guard off")
+    shot(d, "05e-settings-leak-guard-off")
+    save_apply(d)
+    applied = wait("applied", lambda: "Configuration changes applied" in d.find_element(By.TAG_NAME, "body").text, 90)
+    off = wait("uci off", lambda: uci_get("lanveil.openwrt.leak_guard") == "0", 30)
+    report("leak-guard-off-saved", applied and off, "uci get lanveil.openwrt.leak_guard = %r" % uci_get("lanveil.openwrt.leak_guard"))
+    gone = wait("table removed", lambda: not leak_table(), 30)
+    report("leak-guard-off-table-removed", gone, "table inet lanveil_leak still loaded")
+    st, text = leak_status(d, "off")
+    report("status-leak-guard-off", st == "off" and text.startswith("off"), "%s: %r" % (st, text))
+    # On again, guarding wan and guest: the flag's default (unset) or '1', the list written.
+    report("settings-form-leak-guard-on", open_settings(d), d.current_url)
+    wait("leak guard flag", lambda: d.find_elements(By.CSS_SELECTOR, LEAK_FLAG), 20)
+    set_leak_flag(d, True)
+    shown = wait("zones shown", lambda: [z for z in d.find_elements(By.CSS_SELECTOR, LEAK_ZONES) if z.is_displayed()], 10)
+    report("settings-leak-guard-zone-shown-again", shown and leak_zone_values(d) == ["wan"], "zones %s" % leak_zone_values(d))
+    if shown:
+        # Clicked as a user does (dispatched by script: the page's sticky header may cover it).
+        dd = shown[0]
+        d.execute_script("arguments[0].scrollIntoView({block: 'center'})", dd)
+        d.execute_script("arguments[0].click()", dd)
+        wait("dropdown open", lambda: dd.get_attribute("open") is not None, 10)
+        items = dd.find_elements(By.CSS_SELECTOR, "li[data-value='guest']")
+        if items:
+            d.execute_script("arguments[0].click()", items[0])
+        d.execute_script("arguments[0].click()", d.find_element(By.TAG_NAME, "h2"))
+        wait("dropdown closed", lambda: dd.get_attribute("open") is None, 10)
+    report("settings-leak-guard-zone-picked", sorted(leak_zone_values(d)) == ["guest", "wan"], "zones %s" % leak_zone_values(d))
+    shot(d, "05f-settings-leak-guard-zones")
+    save_apply(d)
+    applied = wait("applied", lambda: "Configuration changes applied" in d.find_element(By.TAG_NAME, "body").text, 90)
+    zones_saved = wait("zones saved", lambda: sorted(uci_get("lanveil.openwrt.leak_guard_zone").split()) == ["guest", "wan"], 30)
+    report("leak-guard-zone-saved", applied and zones_saved, "uci get lanveil.openwrt.leak_guard_zone = %r" % uci_get("lanveil.openwrt.leak_guard_zone"))
+    report("leak-guard-on-saved", uci_get("lanveil.openwrt.leak_guard") in ("", "1"), "uci get lanveil.openwrt.leak_guard = %r" % uci_get("lanveil.openwrt.leak_guard"))
+    back = wait("table loaded", leak_table, 30)
+    report("leak-guard-on-table-loaded", back, "no table inet lanveil_leak")
+    st, text = leak_status(d, "on")
+    report("status-leak-guard-on-zones", st == "on" and re.search(r"zone\(s\) (wan guest|guest wan)$", text), "%s: %r" % (st, text))
+    # A server= line outside uci that names the ISP's plain resolver: dnsmasq's queries there
+    # are dropped, and Status counts them.
+    router("sh", "-c", "{ cp /etc/dnsmasq.conf /tmp/dnsmasq.conf.leak 2>/dev/null || : >/tmp/dnsmasq.conf.leak; } && "
+           "echo server=198.51.100.53 >>/etc/dnsmasq.conf && /etc/init.d/dnsmasq restart")
+    wait("dnsmasq answers", lambda: dig("probe.test") == "1.2.3.78", 30)
+    for _ in range(5):
+        dig("probe.test")
+    st, text = leak_status(d, "dropped")
+    report("status-leak-guard-dropped", st == "dropped" and re.search(r"dropped [1-9]\d* packets", text), "%s: %r" % (st, text))
+    shot(d, "05g-status-leak-guard-dropped")
+
+
 def spki_pin(pem):
     """sha256/BASE64 of the certificate's SubjectPublicKeyInfo, computed here with openssl."""
     pub = subprocess.run(["openssl", "x509", "-in", pem, "-pubkey", "-noout"], capture_output=True, check=True).stdout
@@ -274,6 +381,17 @@ def run(d):
     d.get(BASE + "/admin/services/lanveil/status")
     sig = wait("signals", lambda: "https://router.lan/capport" in text_of(d, "#lanveil-signals") and text_of(d, "#lanveil-signals"), 30)
     report("status-shows-signals", sig and "dnsmasq_dhcp_option" in sig, text_of(d, "#lanveil-signals") or text_of(d, "#lanveil-data")[-200:])
+
+    # --- the leak guard (its own function: a failure there still runs the checks after it) ---
+    try:
+        leak_guard_checks(d)
+    except Exception as e:
+        report("leak-guard-exception", False, repr(e))
+    router("sh", "-c", "if [ -f /tmp/dnsmasq.conf.leak ]; then "
+           "if [ -s /tmp/dnsmasq.conf.leak ]; then cp /tmp/dnsmasq.conf.leak /etc/dnsmasq.conf; else rm -f /etc/dnsmasq.conf; fi; "
+           "rm -f /tmp/dnsmasq.conf.leak; /etc/init.d/dnsmasq restart; fi; uci -q delete firewall.lanveil_guest; uci commit firewall; "
+           "uci -q delete lanveil.openwrt.leak_guard; uci -q delete lanveil.openwrt.leak_guard_zone; uci commit lanveil; /etc/init.d/lanveil reload")
+    report("leak-guard-restored", wait("dig", lambda: dig("probe.test") == "1.2.3.78", 30) and leak_table(), "no answer or no guard")
 
     # The hostile upstream: a probe whose failure text carries the certificate's name (markup).
     report("settings-form-hostile-probe", open_settings(d), d.current_url)

@@ -118,6 +118,24 @@ return view.extend({
 		o = s.option(form.Flag, 'block_dot', _('Block DNS-over-TLS/QUIC to other resolvers'));
 		o.default = '0';
 
+		// The init script's leak guard (table inet lanveil_leak): on unless option leak_guard '0';
+		// its zones default to wan when the list is empty. Kept while the guard is off.
+		o = s.option(form.Flag, 'leak_guard', _('Leak guard'),
+			_('While lanveil runs, nothing dnsmasq sends may leave through these zones: a server= line outside /etc/config/dhcp (e.g. in /etc/dnsmasq.conf) cannot send the LAN\'s queries to the ISP in plaintext.'));
+		o.default = '1';
+		o = s.option(widgets.ZoneSelect, 'leak_guard_zone', _('Zones guarded'), _('Default: wan.'));
+		o.multiple = true;
+		o.nocreate = true;
+		o.default = 'wan';
+		o.retain = true;
+		o.depends('leak_guard', '1');
+		// Unset means wan (the init script's default): shown as wan, and not written
+		// unless it is changed.
+		o.cfgvalue = function(section_id) {
+			var v = uci.get('lanveil', section_id, 'leak_guard_zone');
+			return (v == null || v === '' || (Array.isArray(v) && !v.length)) ? [ 'wan' ] : L.toArray(v);
+		};
+
 		this.map = m;
 		return m.render();
 	},

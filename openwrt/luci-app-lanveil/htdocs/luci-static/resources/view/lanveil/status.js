@@ -118,6 +118,20 @@ return view.extend({
 		}
 	},
 
+	// The init script's leak guard (the status method's leak_guard): [ data-state, text ].
+	leakGuardText: function(lg) {
+		if (!lg)
+			return [ '', '' ];
+		var zones = (lg.zones || []).join(' ');
+		if (lg.loaded && lg.drops > 0)
+			return [ 'dropped', _('on: dropped %d packets dnsmasq sent to zone(s) %s in plaintext: a server= line outside /etc/config/dhcp (/etc/dnsmasq.conf, /tmp/dnsmasq.d) names a resolver there').format(lg.drops, zones) ];
+		if (lg.loaded)
+			return [ 'on', _('on: nothing dnsmasq sends leaves by zone(s) %s').format(zones) ];
+		if (!lg.enabled)
+			return [ 'off', _('off (turned off in the settings)') ];
+		return [ 'not-loaded', _('off: not loaded (dnsmasq does not forward to lanveil, or zone(s) %s have no device; see the system log)').format(zones) ];
+	},
+
 	renderData: function(res, sig) {
 		var st = res.status, nodes = [];
 		nodes.push(E('h3', {}, [ T(_('Upstreams')) ]), this.renderUpstreams(st));
@@ -216,6 +230,13 @@ return view.extend({
 			dom.content(init, [ T(lines.join('\n')) ]);
 			init.setAttribute('data-state', res.init.state || '');
 		}
+		// Shown whether the daemon answers or not: the guard stays while it is down.
+		var leak = document.getElementById('lanveil-leak-guard');
+		if (leak) {
+			var lg = this.leakGuardText(res.leak_guard);
+			dom.content(leak, [ T(lg[1]) ]);
+			leak.setAttribute('data-state', lg[0]);
+		}
 		dom.content(data, res.answered ? this.renderData(res, this.lastSignals) : []);
 	},
 
@@ -233,6 +254,7 @@ return view.extend({
 				E('p', {}, [ E('strong', {}, [ T(_('Service:') + ' ') ]), E('span', { 'id': 'lanveil-service-state' }) ]),
 				E('p', {}, [ E('strong', {}, [ T(_('Init script:') + ' ') ]),
 					E('span', { 'id': 'lanveil-init-status', 'style': 'white-space:pre-line' }) ]),
+				E('p', {}, [ E('strong', {}, [ T(_('Leak guard:') + ' ') ]), E('span', { 'id': 'lanveil-leak-guard' }) ]),
 				E('div', {}, [
 					btn('start', _('Start'), 'cbi-button-apply'), ' ',
 					btn('stop', _('Stop'), 'cbi-button-reset'), ' ',

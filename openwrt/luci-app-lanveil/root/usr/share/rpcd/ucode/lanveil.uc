@@ -178,6 +178,40 @@ function capture_active() {
 	return run([ 'nft', 'list', 'table', 'inet', 'lanveil' ], false).code == 0;
 }
 
+// The init script's leak guard (lanveil.sh, "The leak guard"): table 'inet lanveil_leak',
+// loaded while dnsmasq forwards to lanveil unless option leak_guard is off; its rules'
+// counters are the packets it dropped. Options read as lanveil_opt/lanveil_bool do (the
+// first openwrt section; zones default to wan, one word each).
+// { enabled, zones: [...], loaded, drops: N | null (not loaded) }
+function leak_guard() {
+	const c = cursor();
+	let opt = null, zones = null;
+	c.foreach('lanveil', 'openwrt', s => {
+		opt = s.leak_guard;
+		zones = s.leak_guard_zone;
+		return false;
+	});
+	if (type(zones) != 'array')
+		zones = zones == null ? [] : [ zones ];
+	let words = [];
+	for (let z in zones)
+		for (let w in split(trim(z), /[ \t]+/))
+			if (length(w))
+				push(words, w);
+	const enabled = opt == null || opt == '' || index([ '1', 'yes', 'on', 'true', 'enabled' ], opt) >= 0;
+	const r = run([ 'nft', 'list', 'table', 'inet', 'lanveil_leak' ], false);
+	let drops = null;
+	if (r.code == 0) {
+		drops = 0;
+		for (let l in split(r.out, '\n')) {
+			const m = match(l, / counter packets ([0-9]+) /);
+			if (m)
+				drops += +m[1];
+		}
+	}
+	return { enabled: enabled, zones: length(words) ? slice(words, 0, 16) : [ 'wan' ], loaded: r.code == 0, drops: drops };
+}
+
 function signals() {
 	const r = run([ DAEMON, '--check-config', CONF, '--print-signals' ], true);
 	let list = [];
@@ -248,6 +282,7 @@ const methods = {
 				dnsmasq_issue: dm.issue,
 				dnsmasq_other: dm.other,
 				capture: capture_active(),
+				leak_guard: leak_guard(),
 				init: init_status()
 			};
 			if (!stat(control_socket())) {
