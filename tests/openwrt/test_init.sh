@@ -220,21 +220,45 @@ check multi-added-stop-restores-second same_sect 0 1
 check multi-added-stop-restores-new same_sect 1 1 "$T/multi.added"
 check multi-added-stop-nothing-left nothing_of_lanveil
 # Saved by an older lanveil (keyed by uci id, no option in the sections): the next wiring
-# files each section's values under its id, now carried by the section, so a deletion after
-# that still restores the right section.
-multi_root
-rc start >/dev/null 2>&1
-sed -i -e 's/^dnsmasq-1\t/cfg01411c\t/' -e 's/^dnsmasq-2\t/cfg02411c\t/' "$R/etc/lanveil/dnsmasq/dnsmasq.state"
-uci_ delete dhcp.@dnsmasq[0].lanveil_saved
-uci_ delete dhcp.@dnsmasq[1].lanveil_saved
-uci_ commit dhcp
+# re-files each section's values under a key of its own, now carried by the section, so a
+# deletion after that still restores the right section.
+legacy_multi() {
+	multi_root
+	rc start >/dev/null 2>&1
+	sed -i -e 's/^dnsmasq-1\t/cfg01411c\t/' -e 's/^dnsmasq-2\t/cfg02411c\t/' "$R/etc/lanveil/dnsmasq/dnsmasq.state"
+	uci_ delete dhcp.@dnsmasq[0].lanveil_saved
+	uci_ delete dhcp.@dnsmasq[1].lanveil_saved
+	uci_ commit dhcp
+}
+legacy_multi
+# Stopped at once (no wiring in between): found by the ids.
+rc stop >/dev/null 2>&1
+check multi-legacy-stop-at-once-restores-first same_sect 0 0
+check multi-legacy-stop-at-once-restores-second same_sect 1 1
+check multi-legacy-stop-at-once-nothing-left nothing_of_lanveil
+legacy_multi
 rc reload >/dev/null 2>&1
-check multi-legacy-ids-adopted [ "$(uci_ get dhcp.@dnsmasq[0].lanveil_saved) $(uci_ get dhcp.@dnsmasq[1].lanveil_saved)" = "cfg01411c cfg02411c" ]
+check multi-legacy-ids-refiled [ "$(uci_ get dhcp.@dnsmasq[0].lanveil_saved) $(uci_ get dhcp.@dnsmasq[1].lanveil_saved)" = "dnsmasq-1 dnsmasq-2" ]
+check multi-legacy-state-rekeyed [ "$(cut -f1 "$R/etc/lanveil/dnsmasq/dnsmasq.state" | sort -u | tr '\n' ' ')" = "dnsmasq-1 dnsmasq-2 " ]
 uci_ delete dhcp.@dnsmasq[0]
 uci_ commit dhcp
 rc stop >/dev/null 2>&1
 check multi-legacy-delete-first-stop-restores-second same_sect 0 1
 check multi-legacy-nothing-left nothing_of_lanveil
+# ... and a new section without the option that later takes the first one's id (deleted; the
+# new one put at the top of the file) is not taken for it: stop leaves it as the owner made it.
+legacy_multi
+rc reload >/dev/null 2>&1
+uci_ delete dhcp.@dnsmasq[0]
+uci_ add dhcp dnsmasq >/dev/null
+uci_ set dhcp.@dnsmasq[-1].domain=new.example
+uci_ reorder dhcp.@dnsmasq[-1]=0
+uci_ commit dhcp
+check multi-legacy-new-section-takes-old-id [ "$(uci_ -X show dhcp | sed -n "s/^dhcp\.\(cfg[0-9a-f]*\)\.domain='new.example'$/\1/p")" = cfg01411c ]
+rc stop >/dev/null 2>&1
+check multi-legacy-new-section-untouched [ "$(uci_ show dhcp.@dnsmasq[0] | sed 1d | tr '\n' ' ')" = "dhcp.cfg01411c.domain='new.example' " ]
+check multi-legacy-new-section-second-restored same_sect 1 1
+check multi-legacy-new-section-nothing-left nothing_of_lanveil
 # The owner removes the option from a section: its saved values cannot be found, so nothing
 # is guessed: only lanveil's servers come out (no loopback left), and the log says so.
 multi_root

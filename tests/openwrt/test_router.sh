@@ -826,10 +826,11 @@ time.sleep(120)' &
 		"$ROUTER" up --no-lanveil >"$T/reboot-window.log" 2>&1 || { tail -n 20 "$T/reboot-window.log"; return 1; }
 		record_ns_add
 		# The LAN client has no IPv4 lease yet after a reboot; its SLAAC address comes with the
-		# router's first RA.
-		for i in $(seq 1 50); do
-			lan ip -6 addr show dev eth0 scope global | grep -v tentative | grep -q 'inet6 fd00:1::' && break
-			sleep 0.2
+		# router's first RA. Ready when dnsmasq answers it a name of its local domain (lan,
+		# never forwarded).
+		for i in $(seq 1 40); do
+			lan dig +time=1 +tries=1 @fd00:1::1 "ready-$RANDOM.lan" A 2>/dev/null | grep -q 'status: NXDOMAIN' && break
+			sleep 0.3
 		done
 		for i in 1 2 3; do ask "$1$i-$RANDOM.guard.test" @fd00:1::1 >/dev/null; done
 	}

@@ -24,8 +24,9 @@
 #          to other sections and the saved servers would land on the wrong one. An
 #          option moves with its section; dnsmasq's init script reads only the options
 #          it knows, and uci and LuCI keep unknown ones. A section without a key whose
-#          uci id has saved values was saved by an older lanveil (keyed by id): that id
-#          becomes its key. A section whose key has no saved values (the owner removed
+#          uci id has saved values was saved by an older lanveil (keyed by id): a restore
+#          finds them by that id, the next wiring re-files them under a key of its own
+#          (the id passes to another section later). A section whose key has no saved values (the owner removed
 #          or changed the option) is not guessed at: only values lanveil added (to any
 #          section) are taken out of its servers on restore, and its noresolv and
 #          localuse stay. Sections that share a key (a copied block) share the saved
@@ -207,6 +208,14 @@ lanveil_dnsmasq_key() { # SECTION
 	printf '%s\n' "$k"
 }
 
+# KEY's dnsmasq lines (not its LAN signals': cap_*) filed under NEW instead.
+lanveil_state_refile() { # KEY NEW
+	local f="$LANVEIL_STATE/dnsmasq.state"
+	awk -F "$LANVEIL_TAB" -v o="$1" -v n="$2" '
+		$1 == o && index($2, "cap_") != 1 { print n substr($0, length($1) + 1); next }
+		{ print }' "$f" >"$f.tmp" && mv "$f.tmp" "$f"
+}
+
 # A key no section carries and nothing is saved under: TYPE-N (dnsmasq-N, dhcp-N), N one more
 # than any in use. Never a uci id: those have no '-'.
 lanveil_new_key() { # TYPE
@@ -304,7 +313,16 @@ lanveil_dnsmasq_wire_locked() {
 	fi
 	for s in $(lanveil_dnsmasq_sections); do
 		k="$(lanveil_dnsmasq_key "$s")"
-		[ -n "$k" ] || k="$(lanveil_new_key dnsmasq)"
+		if [ -z "$k" ]; then
+			k="$(lanveil_new_key dnsmasq)"
+		elif [ "$k" = "$s" ]; then
+			# Saved by an older lanveil under the uci id: re-filed under a key of its own (the
+			# id passes to another section once the owner deletes or reorders one, and that
+			# section, without the option, would be taken for this one).
+			n="$(lanveil_new_key dnsmasq)"
+			lanveil_state_refile "$k" "$n"
+			k="$n"
+		fi
 		lanveil_save_section "$s" "$k" "$skip"
 		[ "$(lanveil_uci_dhcp get "dhcp.$s.$LANVEIL_KEY_OPT")" = "$k" ] || lanveil_uci_dhcp set "dhcp.$s.$LANVEIL_KEY_OPT=$k"
 		current="$(lanveil_get_list "dhcp.$s.server")"
