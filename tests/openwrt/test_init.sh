@@ -508,11 +508,21 @@ check status-owner-stop-removes-leak-guard sh -c "busybox ash '$DOUBLES/rc.commo
 mkroot
 uci_ set network.wan.proto=pppoe
 uci_ commit network
+printf 'lan br-lan\nguest br-guest\nwan - wan\n' >"$R/tmp/fake-network"
 rc start >/dev/null 2>&1
 leak_udp_line() { nft list chain inet lanveil_leak output | grep 'meta skuid 453 oifname .* meta l4proto udp'; }
 check leak-guard-pppoe-device-before-up sh -c "$(declare -f leak_udp_line); leak_udp_line | grep -q '\"pppoe-wan\"' && leak_udp_line | grep -q '\"wan\"'"
+# Up (pppoe-wan over wan): the same names, so neither the table nor its copy on flash changes.
+saved_id="$(stat -c '%i %Y' "$R/etc/lanveil/leak_guard.nft")"
+cp "$R/var/run/lanveil/lanveil_leak.nft" "$T/leak.down"
+sleep 1
+printf 'lan br-lan\nguest br-guest\nwan pppoe-wan wan\n' >"$R/tmp/fake-network"
+rc leak_guard >/dev/null 2>&1
+check leak-guard-pppoe-up-same-table cmp "$R/var/run/lanveil/lanveil_leak.nft" "$T/leak.down"
+check leak-guard-pppoe-up-no-flash-write [ "$(stat -c '%i %Y' "$R/etc/lanveil/leak_guard.nft")" = "$saved_id" ]
 uci_ set network.wan.pppname=dsl0
 uci_ commit network
+printf 'lan br-lan\nguest br-guest\nwan dsl0 wan\n' >"$R/tmp/fake-network"
 rc leak_guard >/dev/null 2>&1
 check leak-guard-pppname sh -c "$(declare -f leak_udp_line); leak_udp_line | grep -q '\"dsl0\"' && ! leak_udp_line | grep -q pppoe-wan"
 rc stop >/dev/null 2>&1
@@ -545,6 +555,19 @@ sleep 1
 rc start >/dev/null 2>&1
 check boot-start-keeps-guard nft list chain inet lanveil_leak output
 check boot-start-no-flash-write [ "$(stat -c '%i %Y' "$R/etc/lanveil/leak_guard.nft")" = "$saved_id" ]
+# lanveil_early run again by hand (LuCI's Startup page) while the guard is loaded: the loaded
+# one is the newer, nothing is reloaded.
+printf '# an older copy\n' >>"$R/etc/lanveil/leak_guard.nft"
+check early-start-keeps-loaded-guard sh -c "busybox ash '$DOUBLES/rc.common' '$R/etc/init.d/lanveil_early' start && ! grep -q 'an older copy' '$R/var/run/lanveil/lanveil_leak.nft'"
+rc leak_guard >/dev/null 2>&1
+check apply-rewrites-changed-copy sh -c "! grep -q 'an older copy' '$R/etc/lanveil/leak_guard.nft'"
+# The WAN zone's networks have no device yet (a travel router's wwan before it associates):
+# the guard loaded at boot stays (until their ifup trigger), with its copy.
+printf 'lan br-lan\nguest br-guest\n' >"$R/tmp/fake-network"
+rc leak_guard >/dev/null 2>&1
+check leak-guard-kept-while-devices-pending sh -c "nft list chain inet lanveil_leak output | grep -q 'oifname \"wan\"' && [ -s '$R/etc/lanveil/leak_guard.nft' ]"
+check leak-guard-pending-logged grep -q "no devices in zone(s) wan yet; the one loaded stays" "$R/log/syslog"
+printf 'lan br-lan\nguest br-guest\nwan wan\n' >"$R/tmp/fake-network"
 # A changed guard (the owner exempts a new forwarding) is kept for the next boot.
 uci_ add_list dhcp.@dnsmasq[0].server='/iptv.isp.example/192.0.2.99'
 uci_ commit dhcp
@@ -571,7 +594,7 @@ busybox ash "$DOUBLES/rc.common" "$R/etc/init.d/lanveil" shutdown >/dev/null 2>&
 cp "$T/leak_guard.saved" "$R/etc/lanveil/leak_guard.nft"
 reboot_clean
 early boot >/dev/null 2>&1
-check early-boot-guard-off-loads-nothing sh -c "! nft list table inet lanveil_leak 2>/dev/null"
+check early-boot-guard-off-loads-nothing sh -c "! nft list table inet lanveil_leak 2>/dev/null && [ ! -e '$R/etc/lanveil/leak_guard.nft' ]"
 rc stop >/dev/null 2>&1
 
 # lanveil itself running as the dnsmasq user: its own DoT must not be dropped, so no guard.
@@ -802,8 +825,25 @@ check boot-status-up status_has '^lanveil is running; dnsmasq forwards to it.$'
 # opkg upgrade: default_prerm runs stop with PKG_UPGRADE=1, then the new version's
 # default_postinst runs start (PKG_UPGRADE=1 too). The package's prerm body does nothing then.
 make_prerm
+mkdir -p "$R/etc/rc.d"
+cp -a "$R/etc/rc.d" "$T/rc.d.before"
+ln -sfn ../init.d/lanveil_early "$R/etc/rc.d/S19lanveil_early"
 check upgrade-prerm-body-does-nothing env PKG_UPGRADE=1 busybox ash "$T/prerm.local"
 check upgrade-prerm-body-keeps-dhcp cmp "$R/etc/config/dhcp" "$T/dhcp.wired"
+# ... but takes lanveil_early's link away: the new version's postinst makes it again (an older
+# one, a downgrade, has no such script).
+check upgrade-prerm-body-drops-early-link [ ! -e "$R/etc/rc.d/S19lanveil_early" ]
+# The postinst body: default_postinst enables the init scripts on an install only, so an upgrade
+# from a version without lanveil_early enables it there, when lanveil is enabled.
+check postinst-body-paths make_postinst
+ln -sfn ../init.d/lanveil "$R/etc/rc.d/S25lanveil"
+check upgrade-postinst-enables-early sh -c "PKG_UPGRADE=1 busybox ash '$T/postinst.local' && [ -L '$R/etc/rc.d/S19lanveil_early' ]"
+rm -f "$R/etc/rc.d/S19lanveil_early" "$R/etc/rc.d/S25lanveil"
+check upgrade-postinst-disabled-no-early sh -c "PKG_UPGRADE=1 busybox ash '$T/postinst.local' && [ ! -e '$R/etc/rc.d/S19lanveil_early' ]"
+ln -sfn ../init.d/lanveil "$R/etc/rc.d/S25lanveil"
+check install-postinst-leaves-enable-to-default sh -c "busybox ash '$T/postinst.local' && [ ! -e '$R/etc/rc.d/S19lanveil_early' ]"
+rm -rf "$R/etc/rc.d"
+mv "$T/rc.d.before" "$R/etc/rc.d"
 check upgrade-stop rc_env PKG_UPGRADE=1 stop
 check upgrade-stop-keeps-dhcp cmp "$R/etc/config/dhcp" "$T/dhcp.wired"
 check upgrade-stop-keeps-saved-settings cmp "$R/etc/lanveil/dnsmasq/dhcp.orig" "$ORIG"

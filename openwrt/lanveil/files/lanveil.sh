@@ -286,7 +286,7 @@ lanveil_dnsmasq_wire() {
 }
 
 lanveil_dnsmasq_wire_locked() {
-	local targets canaries s k desired current v added orig pristine dns_changed skip=""
+	local targets canaries s k n desired current v added orig pristine dns_changed skip=""
 	targets="$(lanveil_dnsmasq_targets)"
 	if [ -z "$targets" ]; then
 		lanveil_log err "no loopback listener to point dnsmasq at; dnsmasq left unchanged"
@@ -580,10 +580,15 @@ lanveil_zone_devices() { # ZONE_SECTION...
 			for dev in $(lanveil_uci get "firewall.$s.device"); do
 				echo "$dev"
 			done
+			# The layer-3 device (up), the device under it (also down) and the one the protocol
+			# will make: the same names whether the network is up or not (pppoe: pppoe-wan over
+			# wan), so a redial or a boot does not change the tables (nor the leak guard's copy
+			# on flash).
 			for net in $(lanveil_uci get "firewall.$s.network"); do
 				dev=""
-				network_get_device dev "$net" 2>/dev/null || network_get_physdev dev "$net" 2>/dev/null
-				[ -n "$dev" ] && echo "$dev"
+				network_get_device dev "$net" 2>/dev/null && [ -n "$dev" ] && echo "$dev"
+				dev=""
+				network_get_physdev dev "$net" 2>/dev/null && [ -n "$dev" ] && echo "$dev"
 				lanveil_net_proto_device "$net"
 			done
 		done
@@ -594,7 +599,8 @@ lanveil_zone_devices() { # ZONE_SECTION...
 # configuration alone: known while the interface is still down (a boot, a redial), when
 # netifd reports at most the device underneath (pppoe's ethernet port). netifd's protocol
 # scripts: ppp, pppoe, pppoa, pptp and 3g use option pppname, else PROTO-NETWORK (ppp.sh);
-# 6in4, 6rd and 6to4 PROTO-NETWORK, dslite ds-NETWORK; wireguard the network's own name.
+# 6in4, 6rd, 6to4 and map PROTO-NETWORK, dslite ds-NETWORK, gre gre4-NETWORK, grev6
+# gre6-NETWORK; wireguard the network's own name.
 lanveil_net_proto_device() { # NETWORK
 	local proto name
 	proto="$(lanveil_uci get "network.$1.proto")" || return 0
@@ -603,8 +609,10 @@ lanveil_net_proto_device() { # NETWORK
 			name="$(lanveil_uci get "network.$1.pppname")" || name=""
 			echo "${name:-$proto-$1}"
 			;;
-		6in4 | 6rd | 6to4) echo "$proto-$1" ;;
+		6in4 | 6rd | 6to4 | map) echo "$proto-$1" ;;
 		dslite) echo "ds-$1" ;;
+		gre) echo "gre4-$1" ;;
+		grev6) echo "gre6-$1" ;;
 		wireguard) echo "$1" ;;
 	esac
 	return 0
@@ -710,8 +718,9 @@ LANVEIL_LEAK_NFT="$LANVEIL_RUN/lanveil_leak.nft"
 # forwarding to lanveil, the WAN comes up from S20 (network), and lanveil's own start comes
 # only at S25. The table as last loaded is kept on flash (rewritten only when it changes) and
 # /etc/init.d/lanveil_early (S19) loads it before the network is up; lanveil's start then
-# renders it afresh. Its devices are the ones of the last run, named as strings: they match
-# once they exist.
+# renders it afresh (or keeps it while the zones' networks have no device yet). Its devices
+# are the ones of the last run, named as strings: they match once they exist. The copy goes
+# with the table (the wiring undone, leak_guard '0').
 LANVEIL_LEAK_SAVED="$LANVEIL_ETC/leak_guard.nft"
 
 # Zone sections named in leak_guard_zone.
@@ -820,6 +829,14 @@ lanveil_leak_apply() {
 	devs="$(lanveil_zone_devices $(lanveil_leak_zones) | lanveil_join)"
 	uids="$(lanveil_dnsmasq_uids | lanveil_join)"
 	ports="$(lanveil_dnsmasq_query_ports | lanveil_join)"
+	if [ -z "$devs" ] && [ -n "$(lanveil_leak_networks)" ] && [ -n "$uids$ports" ] &&
+		nft list table inet lanveil_leak >/dev/null 2>&1; then
+		# The zones' networks have no device yet (a wwan before it associates, a modem before it
+		# is up): the guard already loaded (the last run's, at boot) stays until their ifup
+		# trigger (leak_guard) renders it for the devices they get.
+		lanveil_log warn "leak guard: no devices in zone(s) $(lanveil_opt leak_guard_zone wan) yet; the one loaded stays until they come up"
+		return 0
+	fi
 	if [ -z "$devs" ] || [ -z "$uids$ports" ]; then
 		lanveil_log warn "leak guard off: $([ -z "$devs" ] && echo "no devices in zone(s) $(lanveil_opt leak_guard_zone wan)" || echo "dnsmasq's user not found (or it runs as root)"); a server= line outside uci could send LAN queries to the WAN in plaintext"
 		lanveil_leak_remove
@@ -860,6 +877,8 @@ lanveil_leak_boot() {
 		return 0
 	fi
 	command -v nft >/dev/null 2>&1 || return 0
+	# Loaded already (lanveil runs, or ran since the boot): that one is the newer.
+	nft list table inet lanveil_leak >/dev/null 2>&1 && return 0
 	mkdir -p "$LANVEIL_RUN"
 	cp "$LANVEIL_LEAK_SAVED" "$LANVEIL_LEAK_NFT.new" || return 1
 	lanveil_nft_swap "$LANVEIL_LEAK_NFT" inet lanveil_leak
