@@ -162,6 +162,14 @@ same_sect() { same_typed dnsmasq "$1" "$2" "${3:-$T/multi.orig}"; } # NOW_INDEX 
 nothing_of_lanveil() { # no loopback server, no marker, in the whole file
 	! grep -n -e '127.0.0.1#5453' -e lanveil "$R/etc/config/dhcp"
 }
+# A fresh ROOT (multi_root, anon_root) with lanveil started, then the owner deletes the first
+# TYPE section (LuCI's delete: uci delete + commit): the second takes its uci id.
+first_deleted() { # ROOT TYPE
+	"$1"
+	rc start >/dev/null 2>&1
+	uci_ delete "dhcp.@$2[0]"
+	uci_ commit dhcp
+}
 multi_root
 rc start >/dev/null 2>&1
 check multi-both-wired [ "$(uci_ -d ' ' get dhcp.@dnsmasq[0].server)|$(uci_ -d ' ' get dhcp.@dnsmasq[1].server)" = "127.0.0.1#5453 /use-application-dns.net/ /mask.icloud.com/ /mask-h2.icloud.com/ /corp.example/10.0.0.1|127.0.0.1#5453 /use-application-dns.net/ /mask.icloud.com/ /mask-h2.icloud.com/ /guest.example/10.9.9.9" ]
@@ -172,19 +180,13 @@ check multi-rewire-idempotent sh -c "cp '$R/etc/config/dhcp' '$T/multi.wired' &&
 rc stop >/dev/null 2>&1
 check multi-stop-byte-for-byte cmp "$R/etc/config/dhcp" "$ORIG"
 # The owner deletes the first instance (LuCI's delete: uci delete + commit) and stops lanveil.
-multi_root
-rc start >/dev/null 2>&1
-uci_ delete dhcp.@dnsmasq[0]
-uci_ commit dhcp
+first_deleted multi_root dnsmasq
 rc stop >/dev/null 2>&1
 check multi-delete-first-stop-restores-second same_sect 0 1
 check multi-delete-first-stop-nothing-left nothing_of_lanveil
 check multi-delete-first-stop-forgets-state [ ! -e "$R/etc/lanveil/dnsmasq" ]
 # ... the same with procd's dhcp trigger in between (LuCI's apply runs rewire).
-multi_root
-rc start >/dev/null 2>&1
-uci_ delete dhcp.@dnsmasq[0]
-uci_ commit dhcp
+first_deleted multi_root dnsmasq
 rc rewire >/dev/null 2>&1
 check multi-delete-first-rewire-keeps-wiring [ "$(uci_ -d ' ' get dhcp.@dnsmasq[0].server)" = "127.0.0.1#5453 /use-application-dns.net/ /mask.icloud.com/ /mask-h2.icloud.com/ /guest.example/10.9.9.9" ]
 rc stop >/dev/null 2>&1
@@ -326,19 +328,13 @@ check anon-rewire-idempotent sh -c "cp '$R/etc/config/dhcp' '$T/anon.wired' && b
 rc stop >/dev/null 2>&1
 check anon-stop-byte-for-byte cmp "$R/etc/config/dhcp" "$ORIG"
 # The owner deletes the first section (the second takes its id) and stops lanveil.
-anon_root
-rc start >/dev/null 2>&1
-uci_ delete dhcp.@dhcp[0]
-uci_ commit dhcp
+first_deleted anon_root dhcp
 rc stop >/dev/null 2>&1
 check anon-delete-first-stop-restores-second same_dhcp 0 1
 check anon-delete-first-stop-nothing-left no_signals_left
 # ... with procd's dhcp trigger in between: the deleted section's record is dropped, the other
 # keeps its signals (not doubled), stop restores it; wiring again and stopping is exact.
-anon_root
-rc start >/dev/null 2>&1
-uci_ delete dhcp.@dhcp[0]
-uci_ commit dhcp
+first_deleted anon_root dhcp
 rc rewire >/dev/null 2>&1
 check anon-delete-first-rewire-keeps-signals [ "$(signals 0)" = "$LAN_WIRED" ]
 check anon-delete-first-rewire-drops-deleted [ "$(cap_state)" = dhcp-2 ]
