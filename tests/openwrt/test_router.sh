@@ -421,7 +421,7 @@ else
 	check invalid-change-refused r sh -c '
 		for i in $(seq 1 50); do logread | grep -q "reload failed, keeping the running configuration" && exit 0; sleep 0.2; done; exit 1'
 	init_idle
-	check invalid-status-keeps-upstream status_has 'tls://203.0.113.54:853#dot.test'
+	check invalid-status-keeps-upstream wait_status_has 'tls://203.0.113.54:853#dot.test'
 	check invalid-init-status-says-so r sh -c '/etc/init.d/lanveil status | grep -q "last good configuration"'
 	check invalid-daemon-not-restarted [ "$(r pgrep -f "^/usr/sbin/lanveil --config")" = "$daemon_pid" ]
 	check invalid-dnsmasq-untouched [ "$(r pidof dnsmasq)" = "$dnsmasq_pid" ]
