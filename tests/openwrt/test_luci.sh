@@ -56,7 +56,13 @@ check acl-read-write-separate python3 -c "
 import json, sys
 a = json.load(open('$APP/root/usr/share/rpcd/acl.d/luci-app-lanveil.json'))['luci-app-lanveil']
 r, w = a['read']['ubus']['luci.lanveil'], a['write']['ubus']['luci.lanveil']
-sys.exit(0 if set(r) == {'status', 'presets', 'signals'} and set(w) == {'check', 'probe', 'service'} else 1)"
+sys.exit(0 if set(r) == {'status', 'presets', 'signals', 'zones'} and set(w) == {'check', 'probe', 'service'} else 1)"
+# uci: lanveil's config only. The zone lists come from the plugin's zones method (names and
+# networks), not from read of the firewall config (every forward, rule and ipset).
+check acl-uci-only-lanveil python3 -c "
+import json, sys
+a = json.load(open('$APP/root/usr/share/rpcd/acl.d/luci-app-lanveil.json'))['luci-app-lanveil']
+sys.exit(0 if a['read'].get('uci') == ['lanveil'] and a['write'].get('uci') == ['lanveil'] else 1)"
 # The app's own service method, not luci's setInitAction (every init script).
 check acl-writes-only-luci.lanveil python3 -c "
 import json, sys
@@ -95,20 +101,24 @@ check rpcd-running r sh -c 'ubus call service list "{\"name\":\"rpcd\"}" | grep 
 # root's password (the rig's flash has none), as `passwd` would store it.
 hash="$(openssl passwd -6 -salt lanveilrig "$PASSWORD")"
 r sed -i "s|^root:[^:]*:|root:$hash:|" /etc/shadow
-# A read-only LuCI/rpcd user: rpcd's own login config, read ACLs only.
+# A read-only LuCI/rpcd user: rpcd's own login config, read ACLs only (luci-base: uci get
+# through ubus, for the configs another ACL grants; no config of its own).
 viewer_hash="$(openssl passwd -1 -salt viewer viewer-pass)"
 check rpcd-viewer-login r sh -c "
 	uci set rpcd.viewer=login && uci set rpcd.viewer.username=viewer &&
 	uci set rpcd.viewer.password='$viewer_hash' &&
 	uci add_list rpcd.viewer.read=luci-app-lanveil && uci add_list rpcd.viewer.read=unauthenticated &&
+	uci add_list rpcd.viewer.read=luci-base &&
 	uci commit rpcd && /etc/init.d/rpcd restart"
-# An operator: the app's read and write ACLs, nothing else.
+# An operator: the app's read and write ACLs and luci-base's (what any LuCI login needs: uci
+# get/set through ubus, for the configs another ACL grants), nothing else.
 operator_hash="$(openssl passwd -1 -salt operator operator-pass)"
 check rpcd-operator-login r sh -c "
 	uci set rpcd.operator=login && uci set rpcd.operator.username=operator &&
 	uci set rpcd.operator.password='$operator_hash' &&
 	uci add_list rpcd.operator.read=luci-app-lanveil && uci add_list rpcd.operator.read=unauthenticated &&
 	uci add_list rpcd.operator.write=luci-app-lanveil &&
+	uci add_list rpcd.operator.read=luci-base && uci add_list rpcd.operator.write=luci-base &&
 	uci commit rpcd && /etc/init.d/rpcd restart"
 ok=0
 for _ in $(seq 1 50); do r ubus -t 1 list luci.lanveil >/dev/null 2>&1 && { ok=1; break; }; sleep 0.2; done
@@ -187,7 +197,7 @@ ubus_call() { # SID OBJECT METHOD ARGS-JSON -> the JSON-RPC answer
 		http://192.168.1.1/ubus
 }
 NULLSID=00000000000000000000000000000000
-for m in status presets check probe signals; do
+for m in status presets check probe signals zones; do
 	ubus_call "$NULLSID" luci.lanveil "$m" '{}' >"$T/unauth-$m.json"
 	check "unauthenticated-$m-refused" grep -q '"code":-32002' "$T/unauth-$m.json"
 done
@@ -198,6 +208,17 @@ vsid="$(sed -n 's/.*"ubus_rpc_session":"\([0-9a-f]*\)".*/\1/p' "$T/viewer-login.
 check viewer-login [ -n "$vsid" ]
 ubus_call "$vsid" luci.lanveil status '{}' >"$T/viewer-status.json"
 check viewer-reads-status grep -q '"answered":true' "$T/viewer-status.json"
+# The zones (names and networks) without the firewall config itself.
+ubus_call "$vsid" luci.lanveil zones '{}' >"$T/viewer-zones.json"
+check viewer-reads-zones sh -c "grep -q '{\"name\":\"lan\",\"networks\":\[\"lan\"\]}' '$T/viewer-zones.json' && grep -q '\"name\":\"wan\"' '$T/viewer-zones.json'"
+# uci get reaches rpcd (luci-base), which gives lanveil's config and refuses the firewall's
+# (ubus status 6, permission denied).
+ubus_call "$vsid" uci get '{"config":"lanveil","section":"rig"}' >"$T/viewer-uci-lanveil.json"
+check viewer-reads-uci-lanveil grep -q 'dot.test' "$T/viewer-uci-lanveil.json"
+ubus_call "$vsid" uci get '{"config":"firewall"}' >"$T/viewer-firewall.json"
+check viewer-cannot-read-firewall grep -q '"result":\[6\]' "$T/viewer-firewall.json"
+ubus_call "$vsid" session access '{"scope":"uci","object":"firewall","function":"read"}' >"$T/viewer-firewall-access.json"
+check viewer-session-no-firewall-access grep -q '"access":false' "$T/viewer-firewall-access.json"
 ubus_call "$vsid" luci.lanveil check '{}' >"$T/viewer-check.json"
 check viewer-cannot-check grep -q '"code":-32002' "$T/viewer-check.json"
 ubus_call "$vsid" luci.lanveil probe '{"url":"tls://203.0.113.53:853#dot.test"}' >"$T/viewer-probe.json"

@@ -161,13 +161,54 @@ def leak_status(d, want, secs=30):
 
 LEAK_FLAG = "input[data-widget-id='widget.cbid.lanveil.openwrt.leak_guard']"
 LEAK_ZONES = "[id='cbid.lanveil.openwrt.leak_guard_zone']"
+FORCE_ZONES = "[id='cbid.lanveil.openwrt.force_dns_zone']"
+# test_luci.sh's operator: an rpcd login with the app's and luci-base's ACLs, nothing else.
+OPERATOR = ("operator", "operator-pass")
+
+
+def zone_values(d, option):
+    """A zone list's value, as the form reads it (the widget's getValue)."""
+    v = d.execute_script("var e = document.getElementById('cbid.lanveil.openwrt.' + arguments[0]);"
+                         "return e ? L.dom.callClassMethod(e, 'getValue') : null", option)
+    return v if isinstance(v, list) else ([v] if v else [])
 
 
 def leak_zone_values(d):
-    """The zone select's value, as the form reads it (the widget's getValue)."""
-    v = d.execute_script("var e = document.getElementById('cbid.lanveil.openwrt.leak_guard_zone');"
-                         "return e ? L.dom.callClassMethod(e, 'getValue') : null")
-    return v if isinstance(v, list) else ([v] if v else [])
+    return zone_values(d, "leak_guard_zone")
+
+
+def zone_choices(d, option):
+    """The zones a zone list offers (its items' values)."""
+    v = d.execute_script("var e = document.getElementById('cbid.lanveil.openwrt.' + arguments[0]);"
+                         "return e ? Array.prototype.map.call(e.querySelectorAll('li[data-value]'),"
+                         " function(li) { return li.getAttribute('data-value') }) : null", option)
+    return sorted(v) if isinstance(v, list) else []
+
+
+def zone_label(d, option, zone):
+    return d.execute_script("var e = document.getElementById('cbid.lanveil.openwrt.' + arguments[0]);"
+                            "var li = e && e.querySelector('li[data-value=\"' + arguments[1] + '\"]');"
+                            "return li ? li.textContent : null", option, zone)
+
+
+def router_zones():
+    """The router's firewall zones, by name (uci on the router, as root)."""
+    out = router("sh", "-c", 'i=0; while n="$(uci -q get "firewall.@zone[$i].name")"; do echo "$n"; i=$((i+1)); done').stdout
+    return sorted(out.split())
+
+
+def pick_zone(d, css, zone):
+    """Adds zone to a zone list, clicked as a user does (dispatched by script: the page's
+    sticky header may cover it)."""
+    dd = d.find_element(By.CSS_SELECTOR, css)
+    d.execute_script("arguments[0].scrollIntoView({block: 'center'})", dd)
+    d.execute_script("arguments[0].click()", dd)
+    wait("dropdown open", lambda: dd.get_attribute("open") is not None, 10)
+    items = dd.find_elements(By.CSS_SELECTOR, "li[data-value='%s']" % zone)
+    if items:
+        d.execute_script("arguments[0].click()", items[0])
+    d.execute_script("arguments[0].click()", d.find_element(By.TAG_NAME, "h2"))
+    wait("dropdown closed", lambda: dd.get_attribute("open") is None, 10)
 
 
 def set_leak_flag(d, on):
@@ -194,6 +235,12 @@ def leak_guard_checks(d):
     zones = d.find_elements(By.CSS_SELECTOR, LEAK_ZONES)
     report("settings-leak-guard-rendered", flag and flag[0].is_selected() and zones and zones[0].is_displayed() and leak_zone_values(d) == ["wan"],
            "flag %s, zones %s" % (flag and flag[0].is_selected(), zones and leak_zone_values(d)))
+    # Both zone lists offer the router's zones (the plugin's zones method), guest included.
+    want = router_zones()
+    report("settings-zone-lists-offer-router-zones", "guest" in want and zone_choices(d, "leak_guard_zone") == want and zone_choices(d, "force_dns_zone") == want,
+           "router %s, leak_guard_zone %s, force_dns_zone %s" % (want, zone_choices(d, "leak_guard_zone"), zone_choices(d, "force_dns_zone")))
+    report("settings-zone-label-networks", zone_label(d, "leak_guard_zone", "lan") == "lan: lan" and zone_label(d, "leak_guard_zone", "guest") == "guest",
+           "%r, %r" % (zone_label(d, "leak_guard_zone", "lan"), zone_label(d, "leak_guard_zone", "guest")))
     set_leak_flag(d, False)
     hidden = wait("zones hidden", lambda: not [z for z in d.find_elements(By.CSS_SELECTOR, LEAK_ZONES) if z.is_displayed()], 10)
     report("settings-leak-guard-zone-depends-on-flag", hidden, "zone select still shown with the guard off")
@@ -213,16 +260,7 @@ def leak_guard_checks(d):
     shown = wait("zones shown", lambda: [z for z in d.find_elements(By.CSS_SELECTOR, LEAK_ZONES) if z.is_displayed()], 10)
     report("settings-leak-guard-zone-shown-again", shown and leak_zone_values(d) == ["wan"], "zones %s" % leak_zone_values(d))
     if shown:
-        # Clicked as a user does (dispatched by script: the page's sticky header may cover it).
-        dd = shown[0]
-        d.execute_script("arguments[0].scrollIntoView({block: 'center'})", dd)
-        d.execute_script("arguments[0].click()", dd)
-        wait("dropdown open", lambda: dd.get_attribute("open") is not None, 10)
-        items = dd.find_elements(By.CSS_SELECTOR, "li[data-value='guest']")
-        if items:
-            d.execute_script("arguments[0].click()", items[0])
-        d.execute_script("arguments[0].click()", d.find_element(By.TAG_NAME, "h2"))
-        wait("dropdown closed", lambda: dd.get_attribute("open") is None, 10)
+        pick_zone(d, LEAK_ZONES, "guest")
     report("settings-leak-guard-zone-picked", sorted(leak_zone_values(d)) == ["guest", "wan"], "zones %s" % leak_zone_values(d))
     shot(d, "05f-settings-leak-guard-zones")
     save_apply(d)
@@ -244,6 +282,68 @@ def leak_guard_checks(d):
     st, text = leak_status(d, "dropped")
     report("status-leak-guard-dropped", st == "dropped" and re.search(r"dropped [1-9]\d* packets", text), "%s: %r" % (st, text))
     shot(d, "05g-status-leak-guard-dropped")
+
+
+def force_dns_zone_checks(d):
+    # --- the capture's zones: unset shows lan; a zone the config names that the router no
+    # longer has stays listed and is kept when another zone is added and saved ---
+    router("sh", "-c", "uci -q delete lanveil.openwrt.force_dns_zone; uci commit lanveil", check=True)
+    report("settings-form-force-dns-zone", open_settings(d), d.current_url)
+    wait("zone list", lambda: d.find_elements(By.CSS_SELECTOR, FORCE_ZONES), 20)
+    report("settings-force-dns-zone-unset-shows-lan", zone_values(d, "force_dns_zone") == ["lan"], "zones %s" % zone_values(d, "force_dns_zone"))
+    router("sh", "-c", "uci add_list lanveil.openwrt.force_dns_zone=lan && uci add_list lanveil.openwrt.force_dns_zone=gone && uci commit lanveil", check=True)
+    report("settings-form-force-dns-zone-gone", open_settings(d), d.current_url)
+    wait("zone list", lambda: d.find_elements(By.CSS_SELECTOR, FORCE_ZONES), 20)
+    report("settings-zone-gone-still-shown", sorted(zone_values(d, "force_dns_zone")) == ["gone", "lan"] and "gone" in zone_choices(d, "force_dns_zone")
+           and zone_label(d, "force_dns_zone", "gone") == "gone (not a firewall zone)",
+           "zones %s, choices %s, label %r" % (zone_values(d, "force_dns_zone"), zone_choices(d, "force_dns_zone"), zone_label(d, "force_dns_zone", "gone")))
+    pick_zone(d, FORCE_ZONES, "guest")
+    report("settings-force-dns-zone-picked", sorted(zone_values(d, "force_dns_zone")) == ["gone", "guest", "lan"], "zones %s" % zone_values(d, "force_dns_zone"))
+    shot(d, "05h-settings-force-dns-zones")
+    save_apply(d)
+    applied = wait("applied", lambda: "Configuration changes applied" in d.find_element(By.TAG_NAME, "body").text, 90)
+    saved = wait("zones saved", lambda: sorted(uci_get("lanveil.openwrt.force_dns_zone").split()) == ["gone", "guest", "lan"], 30)
+    report("force-dns-zone-saved", applied and saved, "uci get lanveil.openwrt.force_dns_zone = %r" % uci_get("lanveil.openwrt.force_dns_zone"))
+
+
+def operator_zone_checks():
+    # --- the zone lists for a login with only the app's ACLs (no read of the firewall config) ---
+    o = webdriver.ChromeOptions()
+    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+              "--window-size=1280,1100", "--user-data-dir=" + os.path.join(OUT, "chromium-profile-operator")):
+        o.add_argument(a)
+    o.binary_location = "/usr/bin/chromium"
+    d = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=o)
+    d.set_page_load_timeout(60)
+    try:
+        d.get(BASE + "/")
+        wait("login form", lambda: [e for e in d.find_elements(By.NAME, "luci_password") if e.is_displayed()], 30)
+        u = d.find_element(By.NAME, "luci_username")
+        u.clear()
+        u.send_keys(OPERATOR[0])
+        d.find_element(By.NAME, "luci_password").send_keys(OPERATOR[1])
+        d.find_element(By.NAME, "luci_password").submit()
+        # No logout link in its menu (that node needs ACLs it does not have): logged in = the app's menu entry.
+        report("operator-login-luci", wait("logged in", lambda: d.find_elements(By.CSS_SELECTOR, "a[href$='/admin/services/lanveil']")), d.current_url)
+        report("operator-settings-form", open_settings(d), text_of(d, "#maincontent")[:200])
+        wait("zone list", lambda: d.find_elements(By.CSS_SELECTOR, LEAK_ZONES), 20)
+        # force_dns_zone also lists the zone force_dns_zone_checks saved that the router has not.
+        want = router_zones()
+        report("operator-zone-lists-offer-router-zones", "guest" in want and zone_choices(d, "leak_guard_zone") == want
+               and zone_choices(d, "force_dns_zone") == sorted(want + ["gone"]),
+               "router %s, leak_guard_zone %s, force_dns_zone %s" % (want, zone_choices(d, "leak_guard_zone"), zone_choices(d, "force_dns_zone")))
+        # The page itself cannot read the firewall config (rpcd refuses the session).
+        d.set_script_timeout(20)
+        fw = d.execute_async_script("var done = arguments[arguments.length - 1];"
+                              "L.require('uci').then(function(u) { return u.load('firewall') })"
+                              ".then(function() { done('loaded') }, function(e) { done('refused: ' + e) })")
+        lv = d.execute_async_script("var done = arguments[arguments.length - 1];"
+                                    "L.require('uci').then(function(u) { return u.load('lanveil') })"
+                                    ".then(function() { done('loaded') }, function(e) { done('refused: ' + e) })")
+        report("operator-cannot-read-firewall-config", lv == "loaded" and (fw or "").startswith("refused") and "Permission denied" in fw, "lanveil %r, firewall %r" % (lv, fw))
+        shot(d, "05i-settings-operator")
+    finally:
+        d.quit()
 
 
 def spki_pin(pem):
@@ -387,10 +487,20 @@ def run(d):
         leak_guard_checks(d)
     except Exception as e:
         report("leak-guard-exception", False, repr(e))
+    # The zone lists (with the guest zone leak_guard_checks added).
+    try:
+        force_dns_zone_checks(d)
+    except Exception as e:
+        report("force-dns-zone-exception", False, repr(e))
+    try:
+        operator_zone_checks()
+    except Exception as e:
+        report("operator-zones-exception", False, repr(e))
     router("sh", "-c", "if [ -f /tmp/dnsmasq.conf.leak ]; then "
            "if [ -s /tmp/dnsmasq.conf.leak ]; then cp /tmp/dnsmasq.conf.leak /etc/dnsmasq.conf; else rm -f /etc/dnsmasq.conf; fi; "
            "rm -f /tmp/dnsmasq.conf.leak; /etc/init.d/dnsmasq restart; fi; uci -q delete firewall.lanveil_guest; uci commit firewall; "
-           "uci -q delete lanveil.openwrt.leak_guard; uci -q delete lanveil.openwrt.leak_guard_zone; uci commit lanveil; /etc/init.d/lanveil reload")
+           "uci -q delete lanveil.openwrt.leak_guard; uci -q delete lanveil.openwrt.leak_guard_zone; "
+           "uci -q delete lanveil.openwrt.force_dns_zone; uci add_list lanveil.openwrt.force_dns_zone=lan; uci commit lanveil; /etc/init.d/lanveil reload")
     report("leak-guard-restored", wait("dig", lambda: dig("probe.test") == "1.2.3.78", 30) and leak_table(), "no answer or no guard")
 
     # The hostile upstream: a probe whose failure text carries the certificate's name (markup).

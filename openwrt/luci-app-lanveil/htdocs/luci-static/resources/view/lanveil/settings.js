@@ -5,13 +5,13 @@
 'require uci';
 'require ui';
 'require dom';
-'require tools.widgets as widgets';
 
 function T(s) {
 	return document.createTextNode((s === null || s === undefined) ? '' : String(s));
 }
 
 var callPresets = rpc.declare({ object: 'luci.lanveil', method: 'presets', expect: { '': {} } });
+var callZones = rpc.declare({ object: 'luci.lanveil', method: 'zones', expect: { zones: [] } });
 var callCheck = rpc.declare({ object: 'luci.lanveil', method: 'check', expect: { '': {} } });
 var callProbe = rpc.declare({
 	object: 'luci.lanveil', method: 'probe', params: [ 'url', 'ca_file', 'pins' ], expect: { '': {} }
@@ -23,12 +23,41 @@ var callProbe = rpc.declare({
 // shows its message in the form; a stricter copy here could only reject valid URLs.
 var URL_RE = /^(tls|quic|https):\/\/\S+$/;
 
+// A list of firewall zones: the router's zones from the plugin's zones method (names and
+// their networks only; the ACL does not grant read of the firewall config), and any zone
+// the config names that is not one of them, shown as such and kept on save. Unset means
+// dflt (the init script's default): shown as dflt, and not written unless it is changed.
+function zoneList(s, name, title, description, zones, dflt) {
+	var o = s.option(form.MultiValue, name, title, description);
+	zones.forEach(function(z) {
+		var nets = Array.isArray(z.networks) ? z.networks : [];
+		o.value(z.name, nets.length ? _('%s: %s').format(z.name, nets.join(', ')) : z.name);
+	});
+	o.default = dflt;
+	o.cfgvalue = function(section_id) {
+		var v = uci.get('lanveil', section_id, name);
+		return (v == null || v === '' || (Array.isArray(v) && !v.length)) ? [ dflt ] : L.toArray(v);
+	};
+	o.renderWidget = function(section_id, option_index, cfgvalue) {
+		L.toArray((cfgvalue != null) ? cfgvalue : this.default).forEach(function(z) {
+			if ((this.keylist || []).indexOf(z) < 0)
+				this.value(z, _('%s (not a firewall zone)').format(z));
+		}, this);
+		return form.MultiValue.prototype.renderWidget.apply(this, arguments);
+	};
+	return o;
+}
+
 return view.extend({
 	load: function() {
-		return L.resolveDefault(callPresets(), { presets: [] });
+		return Promise.all([
+			L.resolveDefault(callPresets(), { presets: [] }),
+			L.resolveDefault(callZones(), [])
+		]);
 	},
 
-	render: function(presets) {
+	render: function(data) {
+		var presets = data[0], zones = Array.isArray(data[1]) ? data[1] : [];
 		var m, s, o;
 
 		m = new form.Map('lanveil', _('lanveil settings'),
@@ -112,9 +141,7 @@ return view.extend({
 		s = m.section(form.NamedSection, 'openwrt', 'openwrt', _('LAN capture'));
 		o = s.option(form.Flag, 'force_dns', _('Force DNS through the router'), _('Redirect LAN DNS aimed at other resolvers to the router.'));
 		o.default = '1';
-		o = s.option(widgets.ZoneSelect, 'force_dns_zone', _('Zones captured'));
-		o.multiple = true;
-		o.nocreate = true;
+		o = zoneList(s, 'force_dns_zone', _('Zones captured'), _('Default: lan.'), zones, 'lan');
 		o = s.option(form.Flag, 'block_dot', _('Block DNS-over-TLS/QUIC to other resolvers'));
 		o.default = '0';
 
@@ -123,18 +150,9 @@ return view.extend({
 		o = s.option(form.Flag, 'leak_guard', _('Leak guard'),
 			_('While lanveil runs, nothing dnsmasq sends may leave through these zones: a server= line outside /etc/config/dhcp (e.g. in /etc/dnsmasq.conf) cannot send the LAN\'s queries to the ISP in plaintext.'));
 		o.default = '1';
-		o = s.option(widgets.ZoneSelect, 'leak_guard_zone', _('Zones guarded'), _('Default: wan.'));
-		o.multiple = true;
-		o.nocreate = true;
-		o.default = 'wan';
+		o = zoneList(s, 'leak_guard_zone', _('Zones guarded'), _('Default: wan.'), zones, 'wan');
 		o.retain = true;
 		o.depends('leak_guard', '1');
-		// Unset means wan (the init script's default): shown as wan, and not written
-		// unless it is changed.
-		o.cfgvalue = function(section_id) {
-			var v = uci.get('lanveil', section_id, 'leak_guard_zone');
-			return (v == null || v === '' || (Array.isArray(v) && !v.length)) ? [ 'wan' ] : L.toArray(v);
-		};
 
 		this.map = m;
 		return m.render();

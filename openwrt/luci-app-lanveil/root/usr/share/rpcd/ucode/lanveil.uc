@@ -212,6 +212,31 @@ function leak_guard() {
 	return { enabled: enabled, zones: length(words) ? slice(words, 0, 16) : [ 'wan' ], loaded: r.code == 0, drops: drops };
 }
 
+// The firewall zones' names (and their networks' names, for the labels), read here as
+// root: the settings page's zone lists, without granting a LuCI login read of the whole
+// firewall config (forwards, rules, ipsets). A zone without a name cannot be listed: skipped.
+// { zones: [ { name, networks: [...] } ] }
+function zones() {
+	const c = cursor();
+	let out = [], seen = {};
+	c.foreach('firewall', 'zone', s => {
+		const name = s.name;
+		if (type(name) != 'string' || !length(name) || seen[name])
+			return;
+		seen[name] = true;
+		let nets = s.network ?? [];
+		if (type(nets) != 'array')
+			nets = [ nets ];
+		let words = [];
+		for (let n in nets)
+			for (let w in split(trim(n), /[ \t]+/))
+				if (length(w) && index(words, w) < 0)
+					push(words, w);
+		push(out, { name: name, networks: words });
+	});
+	return { zones: out };
+}
+
 function signals() {
 	const r = run([ DAEMON, '--check-config', CONF, '--print-signals' ], true);
 	let list = [];
@@ -408,6 +433,12 @@ const methods = {
 	signals: {
 		call: function() {
 			return signals();
+		}
+	},
+
+	zones: {
+		call: function() {
+			return zones();
 		}
 	}
 };
