@@ -308,13 +308,7 @@ def force_dns_zone_checks(d):
 
 def operator_zone_checks():
     # --- the zone lists for a login with only the app's ACLs (no read of the firewall config) ---
-    o = webdriver.ChromeOptions()
-    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-              "--window-size=1280,1100", "--user-data-dir=" + os.path.join(OUT, "chromium-profile-operator")):
-        o.add_argument(a)
-    o.binary_location = "/usr/bin/chromium"
-    d = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=o)
-    d.set_page_load_timeout(60)
+    d = browser("chromium-profile-operator")
     try:
         d.get(BASE + "/")
         wait("login form", lambda: [e for e in d.find_elements(By.NAME, "luci_password") if e.is_displayed()], 30)
@@ -362,14 +356,20 @@ def click_probe(d):
     return wait("probe result", lambda: d.find_elements(By.CSS_SELECTOR, "#lanveil-probe-rig .lanveil-probe-state"), 30)
 
 
-def main():
+def browser(profile):
+    """Debian's headless chromium with a profile directory of its own under OUT."""
     o = webdriver.ChromeOptions()
     for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-              "--window-size=1280,1100", "--user-data-dir=" + os.path.join(OUT, "chromium-profile")):
+              "--window-size=1280,1100", "--user-data-dir=" + os.path.join(OUT, profile)):
         o.add_argument(a)
     o.binary_location = "/usr/bin/chromium"
     d = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=o)
     d.set_page_load_timeout(60)
+    return d
+
+
+def main():
+    d = browser("chromium-profile")
     try:
         run(d)
     finally:
