@@ -180,14 +180,14 @@ count() { grep -c "$2" "$1" 2>/dev/null || true; }
 make_prerm() {
 	awk '/^define Package\/lanveil\/prerm/{f=1;next} /^endef/{f=0} f' "$PKG/Makefile" | sed 's/\$\$/$/g' >"$T/prerm"
 	sed -e '/IPKG_INSTROOT/d' -e "s|/etc/init.d/lanveil stop|busybox ash $DOUBLES/rc.common $R/etc/init.d/lanveil stop|" \
-		-e "s|rm -f /etc/rc.d/|rm -f $R/etc/rc.d/|" \
 		-e "s|\. /usr/share/lanveil/lanveil.sh|IPKG_INSTROOT=$R; . $R/usr/share/lanveil/lanveil.sh|" "$T/prerm" >"$T/prerm.local"
 }
 # The Makefile's postinst body, its paths under $R ($T/postinst.local).
 make_postinst() {
 	awk '/^define Package\/lanveil\/postinst/{f=1;next} /^endef/{f=0} f' "$PKG/Makefile" | sed 's/\$\$/$/g' >"$T/postinst"
-	sed -e '/IPKG_INSTROOT/d' -e "s|\[ -L /etc/|[ -L $R/etc/|g" -e "s|\[ -x /etc/|[ -x $R/etc/|g" \
-		-e "s|/etc/init.d/lanveil_early enable|IPKG_INSTROOT=$R busybox ash $DOUBLES/rc.common $R/etc/init.d/lanveil_early enable|" \
+	sed -e '/IPKG_INSTROOT/d' \
+		-e "s|/etc/init.d/\(lanveil[a-z_]*\) \(enabled*\)|IPKG_INSTROOT=$R busybox ash $DOUBLES/rc.common $R/etc/init.d/\1 \2|" \
+		-e "s| /etc/lanveil| $R/etc/lanveil|g" -e "s|>/etc/lanveil|>$R/etc/lanveil|g" \
 		"$T/postinst" >"$T/postinst.local"
 	! grep -v '^#' "$T/postinst.local" | grep -n ' /etc/'
 }

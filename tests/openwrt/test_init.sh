@@ -507,7 +507,7 @@ uci_ commit network
 printf 'lan br-lan\nguest br-guest\nwan - wan\n' >"$R/tmp/fake-network"
 rc start >/dev/null 2>&1
 leak_udp_line() { nft list chain inet lanveil_leak output | grep 'meta skuid 453 oifname .* meta l4proto udp'; }
-check leak-guard-pppoe-device-before-up sh -c "$(declare -f leak_udp_line); leak_udp_line | grep -q '\"pppoe-wan\"' && leak_udp_line | grep -q '\"wan\"'"
+check leak-guard-pppoe-device-before-up sh -c "$(declare -f leak_udp_line); leak_udp_line | grep -q 'oifname \"pppoe-wan\" meta'"
 # Up (pppoe-wan over wan): the same names, so neither the table nor its copy on flash changes.
 saved_id="$(stat -c '%i %Y' "$R/etc/lanveil/leak_guard.nft")"
 cp "$R/var/run/lanveil/lanveil_leak.nft" "$T/leak.down"
@@ -516,6 +516,17 @@ printf 'lan br-lan\nguest br-guest\nwan pppoe-wan wan\n' >"$R/tmp/fake-network"
 rc leak_guard >/dev/null 2>&1
 check leak-guard-pppoe-up-same-table cmp "$R/var/run/lanveil/lanveil_leak.nft" "$T/leak.down"
 check leak-guard-pppoe-up-no-flash-write [ "$(stat -c '%i %Y' "$R/etc/lanveil/leak_guard.nft")" = "$saved_id" ]
+# pppoe carried on a LAN device (a single-port router, a modem on the LAN switch): the carrier is
+# not guarded (dnsmasq answers the LAN there), nor is any device of the LAN.
+printf 'lan br-lan\nguest br-guest\nwan - br-lan\n' >"$R/tmp/fake-network"
+rc leak_guard >/dev/null 2>&1
+check leak-guard-not-on-pppoe-carrier sh -c "$(declare -f leak_udp_line); leak_udp_line | grep -q 'oifname \"pppoe-wan\" meta' && ! nft list table inet lanveil_leak | grep -q br-lan"
+uci_ set network.wan.proto=dhcp
+uci_ commit network
+printf 'lan br-lan\nguest br-guest\nwan br-lan\n' >"$R/tmp/fake-network"
+rc leak_guard >/dev/null 2>&1
+check leak-guard-never-a-lan-device sh -c "! nft list table inet lanveil_leak 2>/dev/null | grep -q br-lan"
+uci_ set network.wan.proto=pppoe
 uci_ set network.wan.pppname=dsl0
 uci_ commit network
 printf 'lan br-lan\nguest br-guest\nwan dsl0 wan\n' >"$R/tmp/fake-network"
@@ -563,7 +574,15 @@ printf 'lan br-lan\nguest br-guest\n' >"$R/tmp/fake-network"
 rc leak_guard >/dev/null 2>&1
 check leak-guard-kept-while-devices-pending sh -c "nft list chain inet lanveil_leak output | grep -q 'oifname \"wan\"' && [ -s '$R/etc/lanveil/leak_guard.nft' ]"
 check leak-guard-pending-logged grep -q "no devices in zone(s) wan yet; the one loaded stays" "$R/log/syslog"
+# ... but not for zones it was not made for (the owner names a zone that has no network).
+uci_ set lanveil.openwrt.leak_guard_zone=nosuch
+uci_ commit lanveil
+rc leak_guard >/dev/null 2>&1
+check leak-guard-not-kept-for-other-zones sh -c "! nft list table inet lanveil_leak 2>/dev/null && [ ! -e '$R/etc/lanveil/leak_guard.nft' ]"
+uci_ delete lanveil.openwrt.leak_guard_zone
+uci_ commit lanveil
 printf 'lan br-lan\nguest br-guest\nwan wan\n' >"$R/tmp/fake-network"
+rc leak_guard >/dev/null 2>&1
 # A changed guard (the owner exempts a new forwarding) is kept for the next boot.
 uci_ add_list dhcp.@dnsmasq[0].server='/iptv.isp.example/192.0.2.99'
 uci_ commit dhcp
@@ -826,19 +845,21 @@ cp -a "$R/etc/rc.d" "$T/rc.d.before"
 ln -sfn ../init.d/lanveil_early "$R/etc/rc.d/S19lanveil_early"
 check upgrade-prerm-body-does-nothing env PKG_UPGRADE=1 busybox ash "$T/prerm.local"
 check upgrade-prerm-body-keeps-dhcp cmp "$R/etc/config/dhcp" "$T/dhcp.wired"
-# ... but takes lanveil_early's link away: the new version's postinst makes it again (an older
-# one, a downgrade, has no such script).
-check upgrade-prerm-body-drops-early-link [ ! -e "$R/etc/rc.d/S19lanveil_early" ]
-# The postinst body: default_postinst enables the init scripts on an install only, so an upgrade
-# from a version without lanveil_early enables it there, when lanveil is enabled.
+check upgrade-prerm-body-keeps-early-link [ -L "$R/etc/rc.d/S19lanveil_early" ]
+# The postinst body: default_postinst enables the init scripts on an install only, so the first
+# upgrade from a version without lanveil_early enables it there, when lanveil is enabled; once
+# (a marker), so an owner's later disable of it stays.
 check postinst-body-paths make_postinst
+rm -f "$R/etc/rc.d/"* "$R/etc/lanveil/early-enabled"
 ln -sfn ../init.d/lanveil "$R/etc/rc.d/S25lanveil"
-check upgrade-postinst-enables-early sh -c "PKG_UPGRADE=1 busybox ash '$T/postinst.local' && [ -L '$R/etc/rc.d/S19lanveil_early' ]"
-rm -f "$R/etc/rc.d/S19lanveil_early" "$R/etc/rc.d/S25lanveil"
-check upgrade-postinst-disabled-no-early sh -c "PKG_UPGRADE=1 busybox ash '$T/postinst.local' && [ ! -e '$R/etc/rc.d/S19lanveil_early' ]"
-ln -sfn ../init.d/lanveil "$R/etc/rc.d/S25lanveil"
-check install-postinst-leaves-enable-to-default sh -c "busybox ash '$T/postinst.local' && [ ! -e '$R/etc/rc.d/S19lanveil_early' ]"
-rm -rf "$R/etc/rc.d"
+ln -sfn ../init.d/lanveil "$R/etc/rc.d/K15lanveil"
+check upgrade-postinst-enables-early sh -c "PKG_UPGRADE=1 busybox ash '$T/postinst.local' && [ -L '$R/etc/rc.d/S19lanveil_early' ] && [ -e '$R/etc/lanveil/early-enabled' ]"
+rm -f "$R/etc/rc.d/S19lanveil_early"
+check upgrade-postinst-once sh -c "PKG_UPGRADE=1 busybox ash '$T/postinst.local' && [ ! -e '$R/etc/rc.d/S19lanveil_early' ]"
+rm -f "$R/etc/rc.d/"* "$R/etc/lanveil/early-enabled"
+check upgrade-postinst-disabled-no-early sh -c "PKG_UPGRADE=1 busybox ash '$T/postinst.local' && [ ! -e '$R/etc/rc.d/S19lanveil_early' ] && [ ! -e '$R/etc/lanveil/early-enabled' ]"
+check install-postinst-marks sh -c "busybox ash '$T/postinst.local' && [ ! -e '$R/etc/rc.d/S19lanveil_early' ] && [ -e '$R/etc/lanveil/early-enabled' ]"
+rm -rf "$R/etc/rc.d" "$R/etc/lanveil/early-enabled"
 mv "$T/rc.d.before" "$R/etc/rc.d"
 check upgrade-stop rc_env PKG_UPGRADE=1 stop
 check upgrade-stop-keeps-dhcp cmp "$R/etc/config/dhcp" "$T/dhcp.wired"

@@ -34,6 +34,16 @@ function zoneList(s, name, title, description, zones, dflt) {
 		o.value(z.name, nets.length ? _('%s: %s').format(z.name, nets.join(', ')) : z.name);
 	});
 	o.default = dflt;
+	// No empty list (unset means dflt: an emptied list would silently become it).
+	o.rmempty = false;
+	// The list in another order (the dropdown's, the firewall's zone order) is no change: no
+	// write, no apply, no reload of lanveil.
+	o.write = function(section_id, value) {
+		var cur = L.toArray(this.cfgvalue(section_id)).slice().sort().join(' ');
+		if (cur === L.toArray(value).slice().sort().join(' '))
+			return;
+		return form.MultiValue.prototype.write.apply(this, arguments);
+	};
 	o.cfgvalue = function(section_id) {
 		var v = uci.get('lanveil', section_id, name);
 		return (v == null || v === '' || (Array.isArray(v) && !v.length)) ? [ dflt ] : L.toArray(v);
