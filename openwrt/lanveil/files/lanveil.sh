@@ -208,11 +208,12 @@ lanveil_dnsmasq_key() { # SECTION
 	printf '%s\n' "$k"
 }
 
-# KEY's dnsmasq lines (not its LAN signals': cap_*) filed under NEW instead.
-lanveil_state_refile() { # KEY NEW
+# KEY's state lines of one kind, dnsmasq (its saved settings) or cap (its LAN signals: cap_*),
+# filed under NEW instead (move), or also under NEW (copy).
+lanveil_state_refile() { # KEY NEW dnsmasq|cap move|copy
 	local f="$LANVEIL_STATE/dnsmasq.state"
-	awk -F "$LANVEIL_TAB" -v o="$1" -v n="$2" '
-		$1 == o && index($2, "cap_") != 1 { print n substr($0, length($1) + 1); next }
+	awk -F "$LANVEIL_TAB" -v o="$1" -v n="$2" -v c="$3" -v m="$4" '
+		$1 == o && (index($2, "cap_") == 1) == (c == "cap") { if (m == "copy") print; print n substr($0, length($1) + 1); next }
 		{ print }' "$f" >"$f.tmp" && mv "$f.tmp" "$f"
 }
 
@@ -320,7 +321,7 @@ lanveil_dnsmasq_wire_locked() {
 			# id passes to another section once the owner deletes or reorders one, and that
 			# section, without the option, would be taken for this one).
 			n="$(lanveil_new_key dnsmasq)"
-			lanveil_state_refile "$k" "$n"
+			lanveil_state_refile "$k" "$n" dnsmasq move
 			k="$n"
 		fi
 		lanveil_save_section "$s" "$k" "$skip"
@@ -1241,14 +1242,6 @@ lanveil_dhcp_key() { # SECTION
 	printf '%s\n' "$k"
 }
 
-# Files KEY's cap_* lines under NEW (MODE move), or a copy of them (MODE copy).
-lanveil_cap_refile() { # KEY NEW move|copy
-	local f="$LANVEIL_STATE/dnsmasq.state"
-	awk -F "$LANVEIL_TAB" -v o="$1" -v n="$2" -v m="$3" '
-		$1 == o && index($2, "cap_") == 1 { if (m == "copy") print; print n substr($0, length($1) + 1); next }
-		{ print }' "$f" >"$f.tmp" && mv "$f.tmp" "$f"
-}
-
 # KEY's cap_* lines out of the state.
 lanveil_cap_forget() { # KEY
 	local f="$LANVEIL_STATE/dnsmasq.state"
@@ -1264,7 +1257,7 @@ lanveil_cap_key() { # SECTION
 	k="$(lanveil_dhcp_key "$1")"
 	if [ -z "$k" ] || { [ "$k" = "$1" ] && lanveil_dhcp_anon "$1"; }; then
 		n="$(lanveil_new_key dhcp)"
-		[ -z "$k" ] || lanveil_cap_refile "$k" "$n" move
+		[ -z "$k" ] || lanveil_state_refile "$k" "$n" cap move
 		k="$n"
 	fi
 	printf '%s\n' "$k"
@@ -1280,7 +1273,7 @@ lanveil_cap_split() {
 			continue
 		elif lanveil_in "$k" "$seen"; then
 			n="$(lanveil_new_key dhcp)"
-			lanveil_cap_refile "$k" "$n" copy
+			lanveil_state_refile "$k" "$n" cap copy
 			lanveil_uci_dhcp set "dhcp.$s.$LANVEIL_KEY_OPT=$n"
 		else
 			seen="$seen$k$LANVEIL_NL"
