@@ -14,10 +14,10 @@ use core::str::FromStr;
 use lanveil_core::engine::{RateAction, SelectPolicy};
 
 use crate::error::Reason;
-use crate::field::{Field, field};
+use crate::field::{Field, WordField, Words, field, words};
 use crate::model::{
-    Config, MAX_ALLOW, MAX_BOOTSTRAP, MAX_LISTENERS, TlsVersion, Upstream, parse_allow,
-    parse_captive_uri, parse_local_resolver, parse_nat64_prefix, parse_v6only_wait,
+    Config, LOG_LEVELS, LogLevel, MAX_ALLOW, MAX_BOOTSTRAP, MAX_LISTENERS, TlsVersion, Upstream,
+    parse_allow, parse_captive_uri, parse_local_resolver, parse_nat64_prefix, parse_v6only_wait,
 };
 use crate::upstream::{SpkiPin, Transport, UpstreamUrl};
 
@@ -66,8 +66,10 @@ pub(crate) enum Access<T: 'static> {
     Number(Field<T, u32>),
     /// A `bool` field, always written.
     Flag(Field<T, bool>),
-    /// An absolute path, written when set.
-    Path(Field<T, Option<String>>),
+    /// A text checked by its parser (an absolute path, a user name, …), written when set.
+    Text(Field<T, Option<String>>, fn(&str) -> Result<String, Reason>),
+    /// A word out of a fixed list, naming a value of an enum or `bool` field, always written.
+    Word(WordField<T>),
     /// Anything else.
     Custom {
         /// Parses one value into the model (a list key: appends one value).
@@ -97,7 +99,8 @@ impl<T> Key<T> {
                 *field.get_mut(to) = parse_u32(text, min, max)?;
             }
             Access::Flag(field) => *field.get_mut(to) = parse_bool(text)?,
-            Access::Path(field) => *field.get_mut(to) = Some(parse_path(text)?),
+            Access::Text(field, parse) => *field.get_mut(to) = Some(parse(text)?),
+            Access::Word(field) => field.set(to, text)?,
             Access::Custom { set, .. } => set(to, text)?,
         }
         Ok(())
@@ -128,7 +131,8 @@ impl<T> Key<T> {
         match &self.access {
             Access::Number(field) => out.push(field.get(from).to_string()),
             Access::Flag(field) => out.push(bool_text(*field.get(from))),
-            Access::Path(field) => push_opt(out, field.get(from)),
+            Access::Text(field, _) => push_opt(out, field.get(from)),
+            Access::Word(field) => out.push(String::from(field.get(from))),
             Access::Custom { get, .. } => get(from, out),
         }
     }
@@ -199,6 +203,11 @@ fn parse_path(s: &str) -> Result<String, Reason> {
     Ok(s.to_string())
 }
 
+fn parse_local_domain(s: &str) -> Result<String, Reason> {
+    crate::parse_auth_name(s)
+        .map_err(|_| Reason::Rule("must be a domain name such as lan or home.example"))
+}
+
 fn push_opt(out: &mut Vec<String>, v: &Option<impl ToString>) {
     if let Some(v) = v {
         out.push(v.to_string());
@@ -214,52 +223,90 @@ macro_rules! number {
             kind: Kind::Number { min: $min, max: $max },
             default: Some($default),
             #[cfg(feature = "reference")]
- doc: $doc,
+            doc: $doc,
             access: Access::Number(field!(Config, $($field).+: u32)),
         }
     };
 }
 
-/// `0`/`1`, always written.
+/// `0`/`1`, always written (of a section of type `T`; without it, of [`Config`]).
 macro_rules! flag {
-    ($name:literal, $($field:ident).+, $default:literal, $doc:literal) => {
+    ($name:literal, $($rest:tt)+) => {
+        flag!(Config: $name, $($rest)+)
+    };
+    ($t:ty: $name:literal, $($field:ident).+, $default:literal, $doc:literal) => {
         Key {
             name: $name,
             list: false,
             kind: Kind::Bool,
             default: Some($default),
             #[cfg(feature = "reference")]
- doc: $doc,
-            access: Access::Flag(field!(Config, $($field).+: bool)),
+            doc: $doc,
+            access: Access::Flag(field!($t, $($field).+: bool)),
         }
     };
 }
 
-/// An absolute path, unset by default, written when set.
-macro_rules! path {
-    ($name:literal, $($field:ident).+, $doc:literal) => {
+/// A text of the given form, read by `parse`, unset by default, written when set (of a section of
+/// type `T`; without it, of [`Config`]).
+macro_rules! text {
+    ($name:literal, $($rest:tt)+) => {
+        text!(Config: $name, $($rest)+)
+    };
+    ($t:ty: $name:literal, $($field:ident).+, $parse:expr, $form:literal, $doc:literal) => {
         Key {
             name: $name,
             list: false,
             kind: Kind::Text {
- #[cfg(feature = "reference")]
- form: "absolute path",
- },
+                #[cfg(feature = "reference")]
+                form: $form,
+            },
             default: None,
             #[cfg(feature = "reference")]
- doc: $doc,
-            access: Access::Path(field!(Config, $($field).+: Option<String>)),
+            doc: $doc,
+            access: Access::Text(field!($t, $($field).+: Option<String>), $parse),
         }
     };
 }
 
+/// An absolute path, unset by default, written when set (of a section of type `T`; without it, of
+/// [`Config`]).
+macro_rules! path {
+    ($($t:ty:)? $name:literal, $($field:ident).+, $doc:literal) => {
+        text!($($t:)? $name, $($field).+, parse_path, "absolute path", $doc)
+    };
+}
+
+/// A word out of a fixed list ([`words!`]) naming a value of the field, of type `V`, always written
+/// (of a section of type `T`); the reference's form is the written words.
+macro_rules! word {
+    ($t:ty: $name:literal, $($field:ident).+: $v:ty, $words:expr, $default:literal, $doc:literal) => {{
+        const WORDS: &Words<$v> = $words;
+        Key {
+            name: $name,
+            list: false,
+            kind: Kind::Text {
+                #[cfg(feature = "reference")]
+                form: WORDS.form(),
+            },
+            default: Some($default),
+            #[cfg(feature = "reference")]
+            doc: $doc,
+            access: Access::Word(WordField::new(field!($t, $($field).+: $v), WORDS)),
+        }
+    }};
+}
+
+/// The words of `upstream_policy`.
+const POLICY: &Words<SelectPolicy> = words!(SelectPolicy:
+    "failover" => SelectPolicy::Failover,
+    "round_robin" | "round-robin" => SelectPolicy::RoundRobin,
+    "fastest" => SelectPolicy::Fastest,
+);
+
 /// The word `upstream_policy` uses for `p`.
 pub fn policy_word(p: SelectPolicy) -> &'static str {
-    match p {
-        SelectPolicy::Failover => "failover",
-        SelectPolicy::RoundRobin => "round_robin",
-        SelectPolicy::Fastest => "fastest",
-    }
+    POLICY.word(p)
 }
 
 /// The keys of `config lanveil 'main'`, grouped as [`Config`] is.
@@ -325,30 +372,8 @@ pub static MAIN: &[Key<Config>] = &[
         "LAN TCP connections per client address (to all listening addresses together; the exact address: LAN hosts share their IPv6 /64)"
     ),
     // The upstreams.
-    Key {
-        name: "upstream_policy",
-        list: false,
-        kind: Kind::Text {
-            #[cfg(feature = "reference")]
-            form: "failover | round_robin | fastest",
-        },
-        default: Some("failover"),
-        #[cfg(feature = "reference")]
-        doc: "first healthy upstream in file order, each in turn, or the lowest smoothed RTT",
-        access: Access::Custom {
-            set: |c, s| {
-                c.upstreams.policy = match s {
-                    "failover" => SelectPolicy::Failover,
-                    "round_robin" | "round-robin" => SelectPolicy::RoundRobin,
-                    "fastest" => SelectPolicy::Fastest,
-                    _ => return Err(Reason::OneOf("failover, round_robin, fastest")),
-                };
-                Ok(())
-            },
-            clear: None,
-            get: |c, out| out.push(String::from(policy_word(c.upstreams.policy))),
-        },
-    },
+    word!(Config: "upstream_policy", upstreams.policy: SelectPolicy, POLICY, "failover",
+        "first healthy upstream in file order, each in turn, or the lowest smoothed RTT"),
     path!(
         "ca_file",
         upstreams.ca_file,
@@ -451,34 +476,10 @@ pub static MAIN: &[Key<Config>] = &[
         "600",
         "burst per client address above the rate"
     ),
-    Key {
-        name: "client_rate_action",
-        list: false,
-        kind: Kind::Text {
-            #[cfg(feature = "reference")]
-            form: "refuse | drop",
-        },
-        default: Some("refuse"),
-        #[cfg(feature = "reference")]
-        doc: "over the rate: answer REFUSED (EDE \"rate limited\") or drop silently",
-        access: Access::Custom {
-            set: |c, s| {
-                c.limits.client_rate_action = match s {
-                    "refuse" => RateAction::Refuse,
-                    "drop" => RateAction::Drop,
-                    _ => return Err(Reason::OneOf("refuse, drop")),
-                };
-                Ok(())
-            },
-            clear: None,
-            get: |c, out| {
-                out.push(String::from(match c.limits.client_rate_action {
-                    RateAction::Refuse => "refuse",
-                    RateAction::Drop => "drop",
-                }))
-            },
-        },
-    },
+    word!(Config: "client_rate_action", limits.client_rate_action: RateAction,
+        words!(RateAction: "refuse" => RateAction::Refuse, "drop" => RateAction::Drop),
+        "refuse",
+        "over the rate: answer REFUSED (EDE \"rate limited\") or drop silently"),
     number!(
         "client_max_inflight",
         limits.client_max_inflight,
@@ -547,44 +548,15 @@ pub static MAIN: &[Key<Config>] = &[
         "how long past expiry an answer may be served stale (s)"
     ),
     // The process.
-    Key {
-        name: "log_level",
-        list: false,
-        kind: Kind::Text {
-            #[cfg(feature = "reference")]
-            form: "error | warn | info | debug | trace",
-        },
-        default: Some("info"),
-        #[cfg(feature = "reference")]
-        doc: "log verbosity; query names never appear at info or above",
-        access: Access::Custom {
-            set: |c, s| {
-                c.daemon.log_level = s.parse()?;
-                Ok(())
-            },
-            clear: None,
-            get: |c, out| out.push(String::from(c.daemon.log_level.as_str())),
-        },
-    },
-    Key {
-        name: "user",
-        list: false,
-        kind: Kind::Text {
-            #[cfg(feature = "reference")]
-            form: "user name",
-        },
-        default: None,
-        #[cfg(feature = "reference")]
-        doc: "started as root: switch to this user once the listeners are bound",
-        access: Access::Custom {
-            set: |c, s| {
-                c.daemon.user = Some(parse_user(s)?);
-                Ok(())
-            },
-            clear: None,
-            get: |c, out| push_opt(out, &c.daemon.user),
-        },
-    },
+    word!(Config: "log_level", daemon.log_level: LogLevel, LOG_LEVELS, "info",
+        "log verbosity; query names never appear at info or above"),
+    text!(
+        "user",
+        daemon.user,
+        parse_user,
+        "user name",
+        "started as root: switch to this user once the listeners are bound"
+    ),
     path!(
         "state_file",
         daemon.state_file,
@@ -612,25 +584,13 @@ pub static MAIN: &[Key<Config>] = &[
         "opt-in in-memory query log of N entries (never written anywhere)"
     ),
     // LAN signals.
-    Key {
-        name: "captive_portal_uri",
-        list: false,
-        kind: Kind::Text {
-            #[cfg(feature = "reference")]
-            form: "https:// URI or urn:ietf:params:capport:unrestricted",
-        },
-        default: None,
-        #[cfg(feature = "reference")]
-        doc: "RFC 8910 captive-portal API announced to LAN clients (DHCPv4 114, DHCPv6 103, RA 37)",
-        access: Access::Custom {
-            set: |c, s| {
-                c.signals.captive_portal_uri = Some(parse_captive_uri(s)?);
-                Ok(())
-            },
-            clear: None,
-            get: |c, out| push_opt(out, &c.signals.captive_portal_uri),
-        },
-    },
+    text!(
+        "captive_portal_uri",
+        signals.captive_portal_uri,
+        parse_captive_uri,
+        "https:// URI or urn:ietf:params:capport:unrestricted",
+        "RFC 8910 captive-portal API announced to LAN clients (DHCPv4 114, DHCPv6 103, RA 37)"
+    ),
     Key {
         name: "v6only_wait",
         list: false,
@@ -703,27 +663,13 @@ pub static MAIN: &[Key<Config>] = &[
         "1",
         "answer RFC 6303 zones, home.arpa, local, lan, internal and single labels here"
     ),
-    Key {
-        name: "local_domain",
-        list: false,
-        kind: Kind::Text {
-            #[cfg(feature = "reference")]
-            form: "domain name",
-        },
-        default: None,
-        #[cfg(feature = "reference")]
-        doc: "the LAN's own domain, answered locally too",
-        access: Access::Custom {
-            set: |c, s| {
-                c.policy.local_domain = Some(crate::parse_auth_name(s).map_err(|_| {
-                    Reason::Rule("must be a domain name such as lan or home.example")
-                })?);
-                Ok(())
-            },
-            clear: None,
-            get: |c, out| push_opt(out, &c.policy.local_domain),
-        },
-    },
+    text!(
+        "local_domain",
+        policy.local_domain,
+        parse_local_domain,
+        "domain name",
+        "the LAN's own domain, answered locally too"
+    ),
     flag!(
         "canary_firefox",
         policy.canary_firefox,
@@ -873,52 +819,12 @@ pub static UPSTREAM: &[Key<UpstreamDraft>] = &[
             get: |d, out| out.extend(d.up.pins.iter().map(SpkiPin::to_text)),
         },
     },
-    Key {
-        name: "ca_file",
-        list: false,
-        kind: Kind::Text {
-            #[cfg(feature = "reference")]
-            form: "absolute path",
-        },
-        default: None,
-        #[cfg(feature = "reference")]
-        doc: "CA bundle (PEM) for this upstream; unset: the main ca_file",
-        access: Access::Custom {
-            set: |d, s| {
-                d.up.ca_file = Some(parse_path(s)?);
-                Ok(())
-            },
-            clear: None,
-            get: |d, out| push_opt(out, &d.up.ca_file),
-        },
-    },
-    Key {
-        name: "tls_min_version",
-        list: false,
-        kind: Kind::Text {
-            #[cfg(feature = "reference")]
-            form: "1.2 | 1.3",
-        },
-        default: Some("1.3"),
-        #[cfg(feature = "reference")]
-        doc: "lowest TLS version accepted ('1.2' only if the upstream needs it)",
-        access: Access::Custom {
-            set: |d, s| {
-                d.up.tls_min_version = match s {
-                    "1.2" => TlsVersion::V1_2,
-                    "1.3" => TlsVersion::V1_3,
-                    _ => return Err(Reason::OneOf("1.2, 1.3")),
-                };
-                Ok(())
-            },
-            clear: None,
-            get: |d, out| {
-                if d.up.tls_min_version == TlsVersion::V1_2 {
-                    out.push(String::from("1.2"));
-                }
-            },
-        },
-    },
+    path!(UpstreamDraft: "ca_file", up.ca_file,
+        "CA bundle (PEM) for this upstream; unset: the main ca_file"),
+    word!(UpstreamDraft: "tls_min_version", up.tls_min_version: TlsVersion,
+        words!(TlsVersion: "1.2" => TlsVersion::V1_2, "1.3" => TlsVersion::V1_3),
+        "1.3",
+        "lowest TLS version accepted ('1.2' only if the upstream needs it)"),
     Key {
         name: "bootstrap",
         list: true,
@@ -943,89 +849,15 @@ pub static UPSTREAM: &[Key<UpstreamDraft>] = &[
             get: |d, out| out.extend(d.up.bootstrap.iter().map(ToString::to_string)),
         },
     },
-    Key {
-        name: "http_method",
-        list: false,
-        kind: Kind::Text {
-            #[cfg(feature = "reference")]
-            form: "POST | GET",
-        },
-        default: Some("POST"),
-        #[cfg(feature = "reference")]
-        doc: "DoH request method (https:// upstreams only)",
-        access: Access::Custom {
-            set: |d, s| {
-                d.up.http_get = match s {
-                    "POST" | "post" => false,
-                    "GET" | "get" => true,
-                    _ => return Err(Reason::OneOf("POST, GET")),
-                };
-                Ok(())
-            },
-            clear: None,
-            get: |d, out| {
-                if d.up.http_get {
-                    out.push(String::from("GET"));
-                }
-            },
-        },
-    },
-    Key {
-        name: "sni",
-        list: false,
-        kind: Kind::Bool,
-        default: Some("1"),
-        #[cfg(feature = "reference")]
-        doc: "send the authentication name as SNI (it is verified either way)",
-        access: Access::Custom {
-            set: |d, s| {
-                d.up.sni = parse_bool(s)?;
-                Ok(())
-            },
-            clear: None,
-            get: |d, out| {
-                if !d.up.sni {
-                    out.push(bool_text(false));
-                }
-            },
-        },
-    },
-    Key {
-        name: "tls_resumption",
-        list: false,
-        kind: Kind::Bool,
-        default: Some("0"),
-        #[cfg(feature = "reference")]
-        doc: "allow TLS session resumption (it links connections to each other)",
-        access: Access::Custom {
-            set: |d, s| {
-                d.up.tls_resumption = parse_bool(s)?;
-                Ok(())
-            },
-            clear: None,
-            get: |d, out| {
-                if d.up.tls_resumption {
-                    out.push(bool_text(true));
-                }
-            },
-        },
-    },
-    Key {
-        name: "enabled",
-        list: false,
-        kind: Kind::Bool,
-        default: Some("1"),
-        #[cfg(feature = "reference")]
-        doc: "0: the section is checked but not used",
-        access: Access::Custom {
-            set: |d, s| {
-                d.enabled = parse_bool(s)?;
-                Ok(())
-            },
-            clear: None,
-            get: |_, _| {},
-        },
-    },
+    word!(UpstreamDraft: "http_method", up.http_get: bool,
+        words!(bool: "POST" | "post" => false, "GET" | "get" => true),
+        "POST",
+        "DoH request method (https:// upstreams only)"),
+    flag!(UpstreamDraft: "sni", up.sni, "1",
+        "send the authentication name as SNI (it is verified either way)"),
+    flag!(UpstreamDraft: "tls_resumption", up.tls_resumption, "0",
+        "allow TLS session resumption (it links connections to each other)"),
+    flag!(UpstreamDraft: "enabled", enabled, "1", "0: the section is checked but not used"),
 ];
 
 /// Whether `key` of a section of type `section_type` is a list key (`list KEY 'VALUE'`).
@@ -1151,7 +983,97 @@ mod tests {
         let d = UpstreamDraft::new();
         assert!(d.enabled && d.up.sni && !d.up.tls_resumption && !d.up.http_get);
         assert_eq!(d.up.tls_min_version, TlsVersion::V1_3);
-        assert_eq!(crate::LogLevel::default(), c.daemon.log_level);
+        assert_eq!(LogLevel::default(), c.daemon.log_level);
+    }
+
+    #[test]
+    fn keyword_keys_read_their_words_and_write_the_first() {
+        fn key<'a, T>(keys: &'a [Key<T>], name: &str) -> &'a Key<T> {
+            keys.iter().find(|k| k.name == name).unwrap()
+        }
+        let mut c = Config::default();
+        for (name, word, written) in [
+            ("upstream_policy", "round-robin", "round_robin"),
+            ("upstream_policy", "fastest", "fastest"),
+            ("client_rate_action", "drop", "drop"),
+            ("log_level", "warning", "warn"),
+        ] {
+            let k = key(MAIN, name);
+            assert_eq!(k.set(&mut c, word), Ok(()), "{name} {word}");
+            assert_eq!(k.values(&c), [written], "{name} {word}");
+        }
+        assert_eq!(c.upstreams.policy, SelectPolicy::Fastest);
+        assert_eq!(c.limits.client_rate_action, RateAction::Drop);
+        assert_eq!(c.daemon.log_level, LogLevel::Warn);
+        let mut d = UpstreamDraft::new();
+        for (name, word, written) in [
+            ("tls_min_version", "1.2", "1.2"),
+            ("http_method", "get", "GET"),
+        ] {
+            let k = key(UPSTREAM, name);
+            assert_eq!(k.set(&mut d, word), Ok(()), "{name} {word}");
+            assert_eq!(k.values(&d), [written], "{name} {word}");
+        }
+        assert_eq!(d.up.tls_min_version, TlsVersion::V1_2);
+        assert!(d.up.http_get);
+        let one_of = |name: &str| {
+            let k = key(MAIN, name);
+            k.set(&mut Config::default(), "x").err()
+        };
+        assert_eq!(
+            one_of("upstream_policy"),
+            Some(Reason::OneOf("failover, round_robin, fastest"))
+        );
+        assert_eq!(
+            one_of("client_rate_action"),
+            Some(Reason::OneOf("refuse, drop"))
+        );
+        assert_eq!(
+            one_of("log_level"),
+            Some(Reason::OneOf("error, warn, info, debug, trace"))
+        );
+        let one_of = |name: &str| {
+            key(UPSTREAM, name)
+                .set(&mut UpstreamDraft::new(), "x")
+                .err()
+        };
+        assert_eq!(one_of("tls_min_version"), Some(Reason::OneOf("1.2, 1.3")));
+        assert_eq!(one_of("http_method"), Some(Reason::OneOf("POST, GET")));
+        assert_eq!(policy_word(SelectPolicy::RoundRobin), "round_robin");
+        assert_eq!(LogLevel::Trace.as_str(), "trace");
+        assert_eq!("warning".parse::<LogLevel>(), Ok(LogLevel::Warn));
+    }
+
+    #[test]
+    fn an_upstream_section_writes_only_what_differs_from_the_defaults() {
+        let mut c = Config::default();
+        let text = c.to_uci();
+        for key in [
+            "tls_min_version",
+            "http_method",
+            "sni",
+            "tls_resumption",
+            "enabled",
+        ] {
+            assert!(!text.contains(key), "{key} in\n{text}");
+        }
+        let u = &mut c.upstreams.servers[0];
+        u.tls_min_version = TlsVersion::V1_2;
+        u.http_get = true;
+        u.sni = false;
+        u.tls_resumption = true;
+        u.ca_file = Some("/etc/ca.pem".into());
+        let text = c.to_uci();
+        for line in [
+            "\toption ca_file '/etc/ca.pem'\n",
+            "\toption tls_min_version '1.2'\n",
+            "\toption http_method 'GET'\n",
+            "\toption sni '0'\n",
+            "\toption tls_resumption '1'\n",
+        ] {
+            assert!(text.contains(line), "{line:?} not in\n{text}");
+        }
+        assert!(!text.contains("enabled"), "{text}");
     }
 
     #[test]

@@ -15,6 +15,7 @@ use lanveil_core::nat64::{Nat64Error, Nat64Prefix};
 use lanveil_core::policy::{PolicyConfig, Prefix};
 
 use crate::error::{Error, Reason};
+use crate::field::{Words, words};
 use crate::keys::{self, Key};
 use crate::uci::{self, Document, Section, Value};
 use crate::upstream::{SpkiPin, UpstreamUrl};
@@ -46,30 +47,26 @@ pub enum LogLevel {
     Trace,
 }
 
+/// The words of `log_level` (and `--log-level`).
+pub(crate) const LOG_LEVELS: &Words<LogLevel> = words!(LogLevel:
+    "error" => LogLevel::Error,
+    "warn" | "warning" => LogLevel::Warn,
+    "info" => LogLevel::Info,
+    "debug" => LogLevel::Debug,
+    "trace" => LogLevel::Trace,
+);
+
 impl FromStr for LogLevel {
     type Err = Reason;
     fn from_str(s: &str) -> Result<Self, Reason> {
-        Ok(match s {
-            "error" => Self::Error,
-            "warn" | "warning" => Self::Warn,
-            "info" => Self::Info,
-            "debug" => Self::Debug,
-            "trace" => Self::Trace,
-            _ => return Err(Reason::OneOf("error, warn, info, debug, trace")),
-        })
+        LOG_LEVELS.parse(s)
     }
 }
 
 impl LogLevel {
     /// The word used in config files.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Error => "error",
-            Self::Warn => "warn",
-            Self::Info => "info",
-            Self::Debug => "debug",
-            Self::Trace => "trace",
-        }
+        LOG_LEVELS.word(self)
     }
 }
 
@@ -813,7 +810,7 @@ impl Config {
             line: 0,
             values: Vec::new(),
         };
-        write_keys(&mut main, keys::MAIN, self);
+        write_keys(&mut main, keys::MAIN, self, true);
         let mut doc = Document {
             sections: vec![main],
         };
@@ -824,7 +821,7 @@ impl Config {
                 line: 0,
                 values: Vec::new(),
             };
-            write_keys(&mut s, keys::UPSTREAM, &keys::UpstreamDraft::of(u));
+            write_keys(&mut s, keys::UPSTREAM, &keys::UpstreamDraft::of(u), false);
             doc.sections.push(s);
         }
         uci::write(&doc)
@@ -895,11 +892,16 @@ impl Captive {
     }
 }
 
-fn write_keys<T>(s: &mut Section, table: &[Key<T>], from: &T) {
+/// Writes the keys of `table` in `from` to `s`; without `defaults`, not a key whose one value is its
+/// default (an upstream section says only what differs).
+fn write_keys<T>(s: &mut Section, table: &[Key<T>], from: &T, defaults: bool) {
     let mut text = Vec::new();
     for k in table {
         text.clear();
         k.get(from, &mut text);
+        if !defaults && !k.list && k.default.is_some_and(|d| text == [d]) {
+            continue;
+        }
         for value in text.drain(..) {
             s.values.push(Value {
                 key: k.name.into(),

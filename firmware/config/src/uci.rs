@@ -275,16 +275,23 @@ impl Parser<'_> {
         }
     }
 
-    /// `parse_backslash`: skips the `\`; at the end of a line, joins the next one and says `false`.
-    fn backslash(&mut self) -> bool {
+    /// `parse_backslash`: skips the `\` and takes the byte it escapes into `out`; at the end of a
+    /// line, joins the next one instead.
+    fn backslash(&mut self, out: &mut Vec<u8>) {
         self.pos += 1;
         let c = self.cur();
         let crlf_end = c == b'\r' && self.at(self.pos + 1) == b'\n' && self.at(self.pos + 2) == 0;
         if c == 0 || c == b'\n' || crlf_end {
             self.getln();
-            return false;
+        } else {
+            self.take(out);
         }
-        true
+    }
+
+    /// Takes the byte at the cursor into `out`.
+    fn take(&mut self, out: &mut Vec<u8>) {
+        out.push(self.cur());
+        self.pos += 1;
     }
 
     /// `parse_str`'s quoted part, from the opening `quote` (`'` or `"`) to its closing one, which may
@@ -308,16 +315,8 @@ impl Parser<'_> {
                         return Err(Error::new(line, "", Reason::Syntax(why)));
                     }
                 }
-                b'\\' if quote == b'"' => {
-                    if self.backslash() {
-                        out.push(self.cur());
-                        self.pos += 1;
-                    }
-                }
-                c => {
-                    out.push(c);
-                    self.pos += 1;
-                }
+                b'\\' if quote == b'"' => self.backslash(out),
+                _ => self.take(out),
             }
         }
     }
@@ -338,16 +337,8 @@ impl Parser<'_> {
                 }
                 0 => break,
                 b';' => return Err(self.err("", SEMICOLON)),
-                b'\\' => {
-                    if self.backslash() {
-                        out.push(self.cur());
-                        self.pos += 1;
-                    }
-                }
-                c => {
-                    out.push(c);
-                    self.pos += 1;
-                }
+                b'\\' => self.backslash(&mut out),
+                _ => self.take(&mut out),
             }
             if self.cur() == 0 || is_space(self.cur()) {
                 break;

@@ -37,11 +37,10 @@ use crate::time::Instant;
 use crate::wire::edns::{self, OPTION_PADDING};
 use crate::wire::header::{self, OPCODE_QUERY, rcode};
 use crate::wire::message::{self, Scan, skip_record};
-use crate::wire::name;
+use crate::wire::{TYPE_SOA, name};
 
 /// Per-entry bookkeeping charged to `max_bytes` besides the message and two copies of the key.
 pub const ENTRY_OVERHEAD: usize = 192;
-const TYPE_SOA: u16 = 6;
 
 /// Cache limits and TTL policy; all TTLs in seconds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

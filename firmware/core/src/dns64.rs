@@ -16,16 +16,9 @@ use alloc::vec::Vec;
 
 use crate::wire::header::{self, Header};
 use crate::wire::message::Scan;
-use crate::wire::name;
+use crate::wire::{CLASS_IN, TYPE_CNAME, name};
 
-/// TYPE A.
-pub const TYPE_A: u16 = 1;
-/// TYPE AAAA.
-pub const TYPE_AAAA: u16 = 28;
-const TYPE_CNAME: u16 = 5;
-const CLASS_IN: u16 = 1;
-/// The AD (Authentic Data) header flag.
-const FLAG_AD: u16 = 0x0020;
+pub use crate::wire::{TYPE_A, TYPE_AAAA};
 
 pub use crate::nat64::Nat64Prefix;
 
@@ -144,7 +137,10 @@ pub fn synthesize(a: &[u8], scan: &Scan, prefix: &Nat64Prefix) -> Option<Vec<u8>
     }
     let h = Header {
         // TC if cut here, or if the A answer was already truncated.
-        flags: Header::with_tc(scan.header.flags & !FLAG_AD, truncated || scan.header.tc()),
+        flags: Header::with_tc(
+            scan.header.flags & !header::AD,
+            truncated || scan.header.tc(),
+        ),
         ancount: count,
         nscount: 0,
         arcount: 0,
@@ -184,7 +180,7 @@ pub fn ipv4only_answer(query: &[u8], scan: &Scan, prefix: &Nat64Prefix) -> Optio
         n += 1;
     }
     let h = Header {
-        flags: Header::response_flags(scan.header.flags, header::rcode::NOERROR) | 0x0400,
+        flags: Header::response_flags(scan.header.flags, header::rcode::NOERROR) | header::AA,
         qdcount: 1,
         ancount: n,
         nscount: 0,
@@ -276,7 +272,7 @@ mod tests {
         let mut a = a_answer();
         a[3] |= 0x20;
         let s = scan(&a).unwrap();
-        assert!(s.header.flags & FLAG_AD != 0);
+        assert!(s.header.flags & header::AD != 0);
         let out = synthesize(&a, &s, &Nat64Prefix::WELL_KNOWN).unwrap();
         let m = hickory_proto::op::Message::from_vec(&out).unwrap();
         assert!(!m.authentic_data(), "AD copied into a synthesized answer");

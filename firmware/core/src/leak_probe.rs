@@ -18,10 +18,10 @@ use alloc::vec::Vec;
 use core::time::Duration;
 
 use crate::time::Instant;
-use crate::wire::edns;
 use crate::wire::header::{self, Header, rcode};
 use crate::wire::message::Scan;
-use crate::wire::{EDNS_UDP_SIZE, Error, Writer};
+use crate::wire::respond;
+use crate::wire::{CLASS_ANY, CLASS_IN, Error, TYPE_ANY, TYPE_TXT};
 
 /// The probe names' zone: `L.lanveil-leak.resolver.arpa`.
 pub const ZONE: &str = "lanveil-leak.resolver.arpa";
@@ -35,12 +35,6 @@ pub const LIFETIME: Duration = Duration::from_secs(300);
 pub const LABEL_LEN: core::ops::RangeInclusive<usize> = 16..=32;
 /// Length of a nonce, in characters (`a`–`z`, `0`–`9`).
 pub const NONCE_LEN: core::ops::RangeInclusive<usize> = 16..=64;
-
-const TYPE_TXT: u16 = 16;
-const TYPE_ANY: u16 = 255;
-const CLASS_IN: u16 = 1;
-const CLASS_ANY: u16 = 255;
-const FLAG_AA: u16 = 0x0400;
 
 /// A probe that is not well-formed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -180,30 +174,19 @@ fn write(query: &[u8], scan: &Scan, nonce: &[u8], out: &mut [u8]) -> Result<usiz
     let nonce_len = u8::try_from(nonce.len()).map_err(|_| Error::BufferTooSmall)?;
     let h = Header {
         id: scan.header.id,
-        flags: Header::response_flags(scan.header.flags, rcode::NOERROR) | FLAG_AA,
+        flags: Header::response_flags(scan.header.flags, rcode::NOERROR) | header::AA,
         qdcount: 1,
         ancount: u16::from(txt),
         nscount: 0,
         arcount: u16::from(scan.opt.is_some()),
     };
-    let mut w = Writer::new(out);
-    w.put_zeros(header::LEN)?;
-    h.emit(w.buf_mut())?;
-    w.put(question)?;
+    let mut w = respond::start(out, &h, question)?;
     if txt {
-        w.put_u16(0xc000 | header::LEN as u16)?;
-        w.put_u16(TYPE_TXT)?;
-        w.put_u16(CLASS_IN)?;
-        w.put_u32(0)?;
-        w.put_u16(1 + u16::from(nonce_len))?;
+        respond::record(&mut w, header::LEN as u16, TYPE_TXT, 0, 1 + nonce.len())?;
         w.put(&[nonce_len])?;
         w.put(nonce)?;
     }
-    if let Some(o) = scan.opt {
-        let flags = if o.dnssec_ok() { edns::FLAG_DO } else { 0 };
-        edns::emit_opt(&mut w, EDNS_UDP_SIZE, 0, flags, 0)?;
-    }
-    Ok(w.len())
+    respond::finish(w, scan.opt, rcode::NOERROR, None)
 }
 
 #[cfg(test)]
@@ -213,7 +196,6 @@ mod tests {
     use alloc::{
         format,
         string::{String, ToString},
-        vec,
     };
     use hickory_proto::op::{Message, ResponseCode};
     use hickory_proto::rr::RData;
@@ -223,16 +205,7 @@ mod tests {
     const T0: Instant = Instant::from_millis(1_000);
 
     fn query(name: &str, qtype: u16, edns: bool) -> Vec<u8> {
-        let mut m = vec![0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, u8::from(edns)];
-        for l in name.split('.').filter(|l| !l.is_empty()) {
-            m.push(l.len() as u8);
-            m.extend_from_slice(l.as_bytes());
-        }
-        m.extend_from_slice(&[0, (qtype >> 8) as u8, qtype as u8, 0, 1]);
-        if edns {
-            m.extend_from_slice(&[0, 0, 41, 0x10, 0, 0, 0, 0x80, 0, 0, 0]);
-        }
-        m
+        crate::wire::message::tests::query(0x1234, name, qtype, edns)
     }
 
     fn probes() -> Probes {

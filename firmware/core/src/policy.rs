@@ -35,22 +35,17 @@ use alloc::{boxed::Box, format, string::String, vec, vec::Vec};
 use core::net::{IpAddr, Ipv6Addr};
 use core::{fmt, str::FromStr};
 
-use crate::wire::edns::{self, Ede, ede};
+use crate::wire::edns::{Ede, ede};
 use crate::wire::header::{self, Header, rcode};
 use crate::wire::respond::{self, respond};
-use crate::wire::{EDNS_UDP_SIZE, Error, Writer, message::Scan, name};
+use crate::wire::{CLASS_ANY, CLASS_IN, TYPE_A, TYPE_AAAA, TYPE_SOA};
+use crate::wire::{Error, message::Scan, name};
 
 /// Largest message [`Policy::answer`] writes (255-octet QNAME with an SOA, or a REFUSED with EDE).
 pub const MAX_ANSWER_LEN: usize = respond::MAX_LOCAL_ANSWER;
 /// The text of the EDE 18 in REFUSED answers.
 pub const REFUSED_TEXT: &str = "lanveil: source address not allowed";
 
-const TYPE_A: u16 = 1;
-const TYPE_SOA: u16 = 6;
-const TYPE_AAAA: u16 = 28;
-const CLASS_IN: u16 = 1;
-const CLASS_ANY: u16 = 255;
-const FLAG_AA: u16 = 0x0400;
 /// RFC 6303 §3: TTL of the SOA (and of lanveil's localhost records).
 const TTL: u32 = 10800;
 /// SOA RDATA after the two names: serial, refresh, retry, expire, minimum.
@@ -298,15 +293,6 @@ pub(crate) fn encode(dotted: &str) -> Option<Box<[u8]>> {
     Some(Box::from(&*wire))
 }
 
-/// Writes the fixed part of a class IN record (TTL [`TTL`]) owned by the name at offset `owner`.
-fn record(w: &mut Writer<'_>, owner: u16, rtype: u16, rdlen: usize) -> Result<(), Error> {
-    w.put_u16(0xc000 | owner)?;
-    w.put_u16(rtype)?;
-    w.put_u16(CLASS_IN)?;
-    w.put_u32(TTL)?;
-    w.put_u16(rdlen as u16)
-}
-
 /// The names `config` serves here, each with its kind (duplicates possible: `local_domain 'lan'`).
 fn rules(config: &PolicyConfig) -> Result<Vec<Rule>, PolicyError> {
     let mut rules = Vec::new();
@@ -546,33 +532,27 @@ impl Policy {
         let aa = soa.is_some() || !address.is_empty();
         let h = Header {
             id: scan.header.id,
-            flags: Header::response_flags(scan.header.flags, rc) | if aa { FLAG_AA } else { 0 },
+            flags: Header::response_flags(scan.header.flags, rc) | if aa { header::AA } else { 0 },
             qdcount: 1,
             ancount: u16::from(!address.is_empty() || soa_in_answer),
             nscount: u16::from(soa.is_some() && !soa_in_answer),
             arcount: u16::from(scan.opt.is_some()),
         };
-        let mut w = Writer::new(out);
-        w.put_zeros(header::LEN)?;
-        h.emit(w.buf_mut())?;
-        w.put(question)?;
+        let mut w = respond::start(out, &h, question)?;
         if !address.is_empty() {
-            record(&mut w, header::LEN as u16, q.qtype, address.len())?;
+            respond::record(&mut w, header::LEN as u16, q.qtype, TTL, address.len())?;
             w.put(address)?;
         }
         if let Some(Apex(at)) = soa {
-            record(&mut w, at, TYPE_SOA, 2 + RNAME.len() + 4 * SOA_TIMERS.len())?;
+            let rdlen = 2 + RNAME.len() + 4 * SOA_TIMERS.len();
+            respond::record(&mut w, at, TYPE_SOA, TTL, rdlen)?;
             w.put_u16(0xc000 | at)?;
             w.put(RNAME)?;
             for v in SOA_TIMERS {
                 w.put_u32(v)?;
             }
         }
-        if let Some(o) = scan.opt {
-            let flags = if o.dnssec_ok() { edns::FLAG_DO } else { 0 };
-            edns::emit_opt(&mut w, EDNS_UDP_SIZE, 0, flags, 0)?;
-        }
-        Ok(w.len())
+        respond::finish(w, scan.opt, rc, None)
     }
 }
 

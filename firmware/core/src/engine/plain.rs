@@ -34,9 +34,6 @@ const NOTE: Ede<'static> = Ede {
     text: "lanveil: unauthenticated answer from the WAN's DNS (captive portal exception)",
 };
 
-/// The AD bit (RFC 4035 §3.2.3).
-const FLAG_AD: u16 = 0x0020;
-
 #[derive(Debug)]
 pub(super) struct PlainQuery {
     tag: u16,
@@ -176,7 +173,7 @@ impl<R: Rng> Engine<R> {
         let p = self.plain.swap_remove(i);
         // A plaintext hop lanveil cannot vouch for: no AD, whatever the resolver claimed.
         let mut scan = scan;
-        scan.header.flags &= !FLAG_AD;
+        scan.header.flags &= !header::AD;
         let note = match from {
             PlainTarget::Wan => Some(NOTE),
             PlainTarget::Local => None,

@@ -38,16 +38,7 @@ const DEFAULT_OUT: &str = "11.0.0.0 9.255.255.255 172.32.0.0 172.15.255.255 100.
 
 /// A query (ID 0xbeef, RD) for a dotted name ("." is the root), with an OPT (DO set) if `edns`.
 fn query(name: &str, qtype: u16, edns: bool) -> Vec<u8> {
-    let mut m = vec![0xbe, 0xef, 1, 0, 0, 1, 0, 0, 0, 0, 0, u8::from(edns)];
-    for l in name.split('.').filter(|l| !l.is_empty()) {
-        m.push(l.len() as u8);
-        m.extend_from_slice(l.as_bytes());
-    }
-    m.extend_from_slice(&[0, (qtype >> 8) as u8, qtype as u8, 0, 1]);
-    if edns {
-        m.extend_from_slice(&[0, 0, 41, 0x10, 0, 0, 0, 0x80, 0, 0, 0]);
-    }
-    m
+    crate::wire::message::tests::query(0xbeef, name, qtype, edns)
 }
 
 fn policy(f: impl FnOnce(&mut PolicyConfig)) -> Policy {

@@ -27,11 +27,13 @@ pub mod rcode {
 }
 
 const QR: u16 = 0x8000;
-const AA: u16 = 0x0400;
+/// The AA (Authoritative Answer) flag.
+pub const AA: u16 = 0x0400;
 const TC: u16 = 0x0200;
 const RD: u16 = 0x0100;
 const RA: u16 = 0x0080;
-const AD: u16 = 0x0020;
+/// The AD (Authentic Data) flag (RFC 4035 §3.2.3).
+pub const AD: u16 = 0x0020;
 const CD: u16 = 0x0010;
 
 /// A decoded header.

@@ -185,6 +185,22 @@ pub(crate) mod tests {
         0, 0, 0x29, 0x10, 0x00, 0, 0, 0, 0, 0, 0, // OPT 4096, no options
     ];
 
+    /// A query (ID `id`, RD) for a dotted name ("." is the root), class IN, with an OPT (UDP size
+    /// 4096, DO set) if `edns`.
+    pub(crate) fn query(id: u16, name: &str, qtype: u16, edns: bool) -> alloc::vec::Vec<u8> {
+        let [hi, lo] = id.to_be_bytes();
+        let mut m = alloc::vec![hi, lo, 1, 0, 0, 1, 0, 0, 0, 0, 0, u8::from(edns)];
+        for l in name.split('.').filter(|l| !l.is_empty()) {
+            m.push(l.len() as u8);
+            m.extend_from_slice(l.as_bytes());
+        }
+        m.extend_from_slice(&[0, (qtype >> 8) as u8, qtype as u8, 0, 1]);
+        if edns {
+            m.extend_from_slice(&[0, 0, 41, 0x10, 0, 0, 0, 0x80, 0, 0, 0]);
+        }
+        m
+    }
+
     /// The answer to it: one A record with a compressed owner name, and the OPT.
     pub(crate) const ANSWER_EDNS: &[u8] = &[
         0x12, 0x34, 0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 1, // header

@@ -69,8 +69,24 @@ impl fmt::Display for Error {
 
 impl core::error::Error for Error {}
 
+/// Record type A (RFC 1035 §3.2.2).
+pub const TYPE_A: u16 = 1;
+/// Record type CNAME.
+pub const TYPE_CNAME: u16 = 5;
+/// Record type SOA.
+pub const TYPE_SOA: u16 = 6;
+/// Record type TXT.
+pub const TYPE_TXT: u16 = 16;
+/// Record type AAAA (RFC 3596).
+pub const TYPE_AAAA: u16 = 28;
 /// Record type OPT (RFC 6891 §6.1.1).
 pub const TYPE_OPT: u16 = 0x0029;
+/// QTYPE `*` (ANY, RFC 1035 §3.2.3).
+pub const TYPE_ANY: u16 = 255;
+/// Class IN (RFC 1035 §3.2.4).
+pub const CLASS_IN: u16 = 1;
+/// QCLASS `*` (ANY, RFC 1035 §3.2.5).
+pub const CLASS_ANY: u16 = 255;
 /// The UDP payload size lanveil advertises and never exceeds on UDP (RFC 8900, DNS Flag Day 2020).
 pub const EDNS_UDP_SIZE: u16 = 1232;
 /// Largest UDP answer for a client without EDNS (RFC 1035 §4.2.1).

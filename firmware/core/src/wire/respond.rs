@@ -3,8 +3,8 @@
 
 use super::edns::{self, Ede};
 use super::header::{self, Header};
-use super::message::Scan;
-use super::{EDNS_UDP_SIZE, Error, Writer};
+use super::message::{Opt, Scan};
+use super::{CLASS_IN, EDNS_UDP_SIZE, Error, Writer};
 
 /// Largest local answer to a query: header, question (≤ 255 + 4), OPT with one EDE.
 pub const MAX_LOCAL_ANSWER: usize =
@@ -28,7 +28,6 @@ pub fn respond(
         .filter(|s| s.header.qdcount == 1)
         .and_then(|s| query.get(header::LEN..s.question_end));
     let opt = scan.and_then(|s| s.opt);
-    let mut w = Writer::new(out);
     let h = Header {
         id: qh.id,
         flags: Header::response_flags(qh.flags, rcode),
@@ -37,11 +36,47 @@ pub fn respond(
         nscount: 0,
         arcount: u16::from(opt.is_some()),
     };
+    let w = start(out, &h, question.unwrap_or_default())?;
+    finish(w, opt, rcode, ede)
+}
+
+/// Starts a local answer in `out`: the header `h`, then `question` (the query's, echoed; may be empty).
+pub(crate) fn start<'a>(
+    out: &'a mut [u8],
+    h: &Header,
+    question: &[u8],
+) -> Result<Writer<'a>, Error> {
+    let mut w = Writer::new(out);
     w.put_zeros(header::LEN)?;
     h.emit(w.buf_mut())?;
-    if let Some(q) = question {
-        w.put(q)?;
-    }
+    w.put(question)?;
+    Ok(w)
+}
+
+/// Writes a record's fixed part in a local answer: the owner as a pointer to offset `owner`, `rtype`,
+/// class IN, `ttl`, and `rdlen` (the RDATA to follow).
+pub(crate) fn record(
+    w: &mut Writer<'_>,
+    owner: u16,
+    rtype: u16,
+    ttl: u32,
+    rdlen: usize,
+) -> Result<(), Error> {
+    w.put_u16(0xc000 | owner)?;
+    w.put_u16(rtype)?;
+    w.put_u16(CLASS_IN)?;
+    w.put_u32(ttl)?;
+    w.put_u16(rdlen as u16)
+}
+
+/// Ends a local answer and returns its length: if the query had an OPT record (`opt`), lanveil's (UDP
+/// size 1232, the client's DO echoed, the upper bits of `rcode`) with `ede` in it.
+pub(crate) fn finish(
+    mut w: Writer<'_>,
+    opt: Option<Opt>,
+    rcode: u16,
+    ede: Option<Ede<'_>>,
+) -> Result<usize, Error> {
     if let Some(o) = opt {
         let rdlen = ede.map_or(0, |e| e.option_len());
         let flags = if o.dnssec_ok() { edns::FLAG_DO } else { 0 };

@@ -63,6 +63,30 @@ fn answer(frame: &[u8]) -> Vec<u8> {
     framed
 }
 
+/// An engine with one message (DoH or DoQ) upstream (over TCP if `tcp`), `query` sent at 5 ms and its
+/// session connected: the engine, that time, the session, and the request's tag and message (framed
+/// with its length, as [`answer`] takes it).
+fn message_request(tcp: bool, query: &[u8]) -> (Engine<TestRng>, Instant, SessionId, u16, Vec<u8>) {
+    let specs = [UpstreamSpec {
+        id: U1,
+        transport: Transport::Message,
+        tcp,
+    }];
+    let mut e = Engine::new(cfg(), &specs, TestRng::new(3));
+    let now = Instant::from_millis(5);
+    e.handle_query(now, udp(1), query);
+    let Some(Action::Connect { session, .. }) = e.poll_action() else {
+        panic!()
+    };
+    e.handle_upstream_connected(now, session);
+    let Some(Action::Request { tag, message, .. }) = e.poll_action() else {
+        panic!()
+    };
+    let mut framed = (message.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&message);
+    (e, now, session, tag, framed)
+}
+
 /// Engine settings for scenario tests: defaults without the cache (cache tests turn it on).
 fn cfg() -> EngineConfig {
     EngineConfig {

@@ -148,24 +148,8 @@ fn idle_sessions_close_and_stalled_ones_are_replaced() {
 
 #[test]
 fn message_transport_uses_id_zero_and_tags() {
-    let specs = [UpstreamSpec {
-        id: U1,
-        transport: Transport::Message,
-        tcp: true,
-    }];
-    let mut e = Engine::new(cfg(), &specs, TestRng::new(3));
-    let now = Instant::from_millis(5);
-    e.handle_query(now, udp(1), &query(0x7777, "a", None));
-    let Some(Action::Connect { session, .. }) = e.poll_action() else {
-        panic!()
-    };
-    e.handle_upstream_connected(now, session);
-    let Some(Action::Request { tag, message, .. }) = e.poll_action() else {
-        panic!()
-    };
-    assert_eq!(&message[..2], &[0, 0], "RFC 8484 §4.1");
-    let mut framed = (message.len() as u16).to_be_bytes().to_vec();
-    framed.extend_from_slice(&message);
+    let (mut e, now, session, tag, framed) = message_request(true, &query(0x7777, "a", None));
+    assert_eq!(&framed[2..4], &[0, 0], "RFC 8484 §4.1");
     let resp = answer(&framed);
     e.handle_upstream_response(now, session, tag, &resp[2..]);
     let t = e.poll_transmit().unwrap();

@@ -58,23 +58,7 @@ fn stream_queries_carry_an_empty_keepalive_option_and_stay_padded() {
 
 #[test]
 fn message_sessions_do_not_carry_it() {
-    let specs = [UpstreamSpec {
-        id: U1,
-        transport: Transport::Message,
-        tcp: true,
-    }];
-    let mut e = Engine::new(cfg(), &specs, TestRng::new(3));
-    let now = Instant::from_millis(5);
-    e.handle_query(now, udp(1), &query(1, "a", None));
-    let Some(Action::Connect { session, .. }) = e.poll_action() else {
-        panic!()
-    };
-    e.handle_upstream_connected(now, session);
-    let Some(Action::Request { message, .. }) = e.poll_action() else {
-        panic!()
-    };
-    let mut framed = (message.len() as u16).to_be_bytes().to_vec();
-    framed.extend_from_slice(&message);
+    let (_, _, _, _, framed) = message_request(true, &query(1, "a", None));
     assert_eq!(keepalive_in(&framed), None);
 }
 
@@ -479,24 +463,8 @@ fn slow_answers_widen_the_wait_instead_of_being_sent_twice() {
 /// One query answered on a message (DoH or DoQ) session at 30 ms, then a second one left unanswered
 /// for 200 ms: the requests the engine made for it.
 fn message_session_quiet_spell(tcp: bool) -> Vec<(u16, Vec<u8>)> {
-    let specs = [UpstreamSpec {
-        id: U1,
-        transport: Transport::Message,
-        tcp,
-    }];
-    let mut e = Engine::new(cfg(), &specs, TestRng::new(3));
-    let mut now = Instant::from_millis(5);
-    e.handle_query(now, udp(1), &query(1, "a", None));
-    let Some(Action::Connect { session, .. }) = e.poll_action() else {
-        panic!()
-    };
-    e.handle_upstream_connected(now, session);
-    let Some(Action::Request { tag, message, .. }) = e.poll_action() else {
-        panic!()
-    };
+    let (mut e, mut now, session, tag, framed) = message_request(tcp, &query(1, "a", None));
     now = now + Duration::from_millis(30);
-    let mut framed = (message.len() as u16).to_be_bytes().to_vec();
-    framed.extend_from_slice(&message);
     e.handle_upstream_response(now, session, tag, &answer(&framed)[2..]);
     assert!(e.poll_transmit().is_some());
     e.handle_query(now, udp(2), &query(2, "b", None));
