@@ -26,7 +26,7 @@ use crate::events::{
     UpstreamEvent, UpstreamSender, WanEvent,
 };
 use crate::rng::OsRng;
-use crate::upstream::{Outgoing, dot, tls::Target, tls::describe};
+use crate::upstream::{self, Outgoing, tls::Target, tls::describe};
 
 /// The driver's configuration types, for the composition root.
 pub(crate) use crate::events::WanSettings;
@@ -398,33 +398,7 @@ impl Driver {
                 };
                 let (tx, rx) = mpsc::unbounded_channel();
                 let events = self.upstream_events.clone();
-                let task = match target.upstream.url.transport {
-                    Transport::Tls => crate::task::spawn(dot::run(session, target, rx, events)),
-                    #[cfg(feature = "doh")]
-                    Transport::Https => {
-                        crate::task::spawn(crate::upstream::doh::run(session, target, rx, events))
-                    }
-                    #[cfg(feature = "doq")]
-                    Transport::Quic => {
-                        crate::task::spawn(crate::upstream::doq::run(session, target, rx, events))
-                    }
-                    #[cfg(not(feature = "doh"))]
-                    Transport::Https => {
-                        // Refused at start-up; unreachable in a DoT-only build.
-                        let now = self.clock.now();
-                        self.engine
-                            .handle_upstream_closed(now, session, CloseReason::Unreachable);
-                        return;
-                    }
-                    #[cfg(not(feature = "doq"))]
-                    Transport::Quic => {
-                        // Refused at start-up; unreachable in a build without DoQ.
-                        let now = self.clock.now();
-                        self.engine
-                            .handle_upstream_closed(now, session, CloseReason::Unreachable);
-                        return;
-                    }
-                };
+                let task = crate::task::spawn(upstream::run(session, target, rx, events));
                 self.sessions.insert(session, SessionHandle { tx, task });
             }
             Action::Send { session, bytes } => {

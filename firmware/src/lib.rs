@@ -600,19 +600,23 @@ impl Running {
 
     /// The opt-in in-memory query log (empty unless `query_log` > 0): name, type, rcode, source.
     pub async fn query_log(&self) -> Result<Vec<lanveil_core::engine::QueryLogEntry>, Error> {
-        let (reply, rx) = oneshot::channel();
-        self.control
-            .send(ControlRequest::QueryLog { reply })
-            .await
-            .map_err(|_| Error::Stopped)?;
-        rx.await.map_err(|_| Error::Stopped)
+        self.ask(|reply| ControlRequest::QueryLog { reply }).await
     }
 
     /// Counters and the number of queries in flight.
     pub async fn stats(&self) -> Result<(Stats, usize), Error> {
+        self.ask(|reply| ControlRequest::Stats { reply }).await
+    }
+
+    /// Asks the driver: sends the request `request` makes with the reply's sender, then waits for
+    /// the reply.
+    async fn ask<T>(
+        &self,
+        request: impl FnOnce(oneshot::Sender<T>) -> ControlRequest,
+    ) -> Result<T, Error> {
         let (reply, rx) = oneshot::channel();
         self.control
-            .send(ControlRequest::Stats { reply })
+            .send(request(reply))
             .await
             .map_err(|_| Error::Stopped)?;
         rx.await.map_err(|_| Error::Stopped)

@@ -611,6 +611,23 @@ mod tests {
         }
     }
 
+    /// A TCP listener on a loopback port of its own, its limits fixed at `limits`, with `shared`'s
+    /// slots and per-source table, handing its clients to `driver`: its address and its task.
+    async fn serve(
+        driver: ListenerSender,
+        shared: TcpShared,
+        limits: TcpLimits,
+    ) -> (SocketAddr, JoinHandle<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (limits_tx, limits_rx) = watch::channel(limits);
+        let server = tokio::spawn(async move {
+            let _limits = limits_tx;
+            tcp_loop(listener, driver, shared, limits_rx).await;
+        });
+        (addr, server)
+    }
+
     /// The length prefix is read octet by octet as they come, each read with its own idle
     /// timeout, and what was read is kept across reads: here its first octet comes halfway through
     /// the idle time and the second a little after the idle time has passed since the prefix's
@@ -621,24 +638,13 @@ mod tests {
     async fn a_length_prefix_split_across_an_idle_timeout_is_not_lost() {
         const IDLE: Duration = Duration::from_millis(1_200);
         let (tx, mut rx) = crate::events::channel(16);
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let limits = TcpLimits {
             pipeline: 4,
             per_source: 4,
             idle: IDLE,
             answer_wait: Duration::from_secs(5),
         };
-        let (_limits, limits_rx) = watch::channel(limits);
-        let server = tokio::spawn(tcp_loop(
-            listener,
-            tx.narrow(),
-            TcpShared {
-                slots: Arc::new(Semaphore::new(4)),
-                per_source: PerSource::default(),
-            },
-            limits_rx,
-        ));
+        let (addr, server) = serve(tx.narrow(), TcpSlots::new(4).shared(), limits).await;
         let mut client = TcpStream::connect(addr).await.unwrap();
         client.set_nodelay(true).unwrap();
         let ListenerEvent::TcpOpened { tx: answers, .. } = next(&mut rx).await else {
@@ -699,22 +705,13 @@ mod tests {
             idle: Duration::from_secs(30),
             answer_wait: Duration::from_secs(5),
         };
-        let (_limits, limits_rx) = watch::channel(limits);
-        let shared = TcpShared {
-            slots: Arc::new(Semaphore::new(16)),
-            per_source: PerSource::default(),
-        };
+        let shared = TcpSlots::new(16).shared();
         let mut addrs = Vec::new();
         let mut servers = Vec::new();
         for _ in 0..2 {
-            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            addrs.push(listener.local_addr().unwrap());
-            servers.push(tokio::spawn(tcp_loop(
-                listener,
-                tx.narrow(),
-                shared.clone(),
-                limits_rx.clone(),
-            )));
+            let (addr, server) = serve(tx.narrow(), shared.clone(), limits).await;
+            addrs.push(addr);
+            servers.push(server);
         }
         // The driver's ends of the connections (a connection whose end is dropped closes).
         let mut opened = Vec::new();
@@ -756,28 +753,13 @@ mod tests {
         JoinHandle<()>,
     ) {
         let (tx, mut rx) = crate::events::channel(64);
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let limits = TcpLimits {
             pipeline: 32,
             per_source: 4,
             idle,
             answer_wait: Duration::from_secs(5),
         };
-        let (limits_tx, limits_rx) = watch::channel(limits);
-        let server = tokio::spawn(async move {
-            let _limits = limits_tx;
-            tcp_loop(
-                listener,
-                tx.narrow(),
-                TcpShared {
-                    slots: Arc::new(Semaphore::new(4)),
-                    per_source: PerSource::default(),
-                },
-                limits_rx,
-            )
-            .await;
-        });
+        let (addr, server) = serve(tx.narrow(), TcpSlots::new(4).shared(), limits).await;
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
         socket.set_recv_buffer_size(4096).unwrap();
         let mut client = socket.connect(addr).await.unwrap();

@@ -4,8 +4,6 @@
 //! router. DNS ID 0 on the wire; the engine matches answers by the request tag. A request the engine
 //! stops waiting for (answered elsewhere, given up) is cancelled: its stream is reset with CANCEL.
 
-use std::sync::Arc;
-
 use base64::Engine as _;
 use bytes::Bytes;
 use lanveil_core::engine::{CloseReason, SessionId};
@@ -32,19 +30,6 @@ impl Drop for AbortOnDrop {
     }
 }
 
-pub(crate) async fn run(
-    session: SessionId,
-    target: Arc<Target>,
-    mut rx: mpsc::UnboundedReceiver<Outgoing>,
-    events: UpstreamSender,
-) {
-    let reason = match session_io(session, &target, &mut rx, &events).await {
-        Ok(()) => CloseReason::Eof,
-        Err(reason) => reason,
-    };
-    let _ = events.send(UpstreamEvent::Closed { session, reason }).await;
-}
-
 fn h2_reason(e: h2::Error) -> CloseReason {
     match e.into_io() {
         Some(io) => classify(&io),
@@ -52,7 +37,7 @@ fn h2_reason(e: h2::Error) -> CloseReason {
     }
 }
 
-async fn session_io(
+pub(super) async fn session_io(
     session: SessionId,
     target: &Target,
     rx: &mut mpsc::UnboundedReceiver<Outgoing>,

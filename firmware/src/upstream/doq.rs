@@ -30,24 +30,6 @@ use crate::events::{UpstreamEvent, UpstreamSender};
 /// with DOQ_NO_ERROR and only a dead path is timed out here.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
-pub(crate) async fn run(
-    session: SessionId,
-    target: Arc<Target>,
-    mut rx: mpsc::UnboundedReceiver<Outgoing>,
-    events: UpstreamSender,
-) {
-    let reason = match session_io(session, &target, &mut rx, &events).await {
-        Ok(()) => CloseReason::Eof,
-        Err(reason) => reason,
-    };
-    log::debug!(
-        "upstream {}: session {} ended: {reason:?}",
-        target.upstream.name,
-        session.0
-    );
-    let _ = events.send(UpstreamEvent::Closed { session, reason }).await;
-}
-
 /// Closes the connection with DOQ_NO_ERROR when the session ends, however it ends (the driver aborts
 /// the task of a session the engine let go).
 struct CloseOnDrop(Connection);
@@ -71,7 +53,7 @@ enum Outcome {
     Cancelled,
 }
 
-async fn session_io(
+pub(super) async fn session_io(
     session: SessionId,
     target: &Target,
     rx: &mut mpsc::UnboundedReceiver<Outgoing>,
@@ -96,12 +78,7 @@ async fn session_io(
         log::debug!("upstream {}: no doq ALPN", target.upstream.name);
         return Err(CloseReason::Tls(TlsFailure::Handshake));
     }
-    let relaxed = match decision.relaxed() {
-        Some(relaxed) => relaxed,
-        // A resumed session (only with `tls_resumption '1'`) skipped the verifier: judge it by the
-        // clock now, as the full handshake it resumes would have been.
-        None => target.time.state() == lanveil_core::clock::ClockState::Unsynchronized,
-    };
+    let relaxed = target.relaxed(decision.relaxed());
     log::debug!(
         "upstream {}: session {} up (QUIC)",
         target.upstream.name,

@@ -8,9 +8,8 @@
 //! goes to the driver as one `Vec` copied straight out of rustls (no intermediate buffer).
 
 use std::io;
-use std::sync::Arc;
 
-use lanveil_core::engine::{CloseReason, SessionId};
+use lanveil_core::engine::SessionId;
 use rustls::ClientConnection;
 use socket2::SockRef;
 use std::io::{BufRead, Read as _, Write};
@@ -19,7 +18,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use super::Outgoing;
-use super::tls::{Target, classify};
+use super::tls::Target;
 use crate::events::{UpstreamEvent, UpstreamSender};
 
 /// Bytes taken from the socket per `recv`: many answers' records at once under load. Holds a
@@ -36,20 +35,7 @@ const MAX_RECORD: usize = 16 * 1024 + 2048 + RECORD_HEADER;
 // A partial record held for the next read leaves room to read.
 const _: () = assert!(READ_BUF > MAX_RECORD);
 
-pub(crate) async fn run(
-    session: SessionId,
-    target: Arc<Target>,
-    mut rx: mpsc::UnboundedReceiver<Outgoing>,
-    events: UpstreamSender,
-) {
-    let reason = match session_io(session, &target, &mut rx, &events).await {
-        Ok(()) => CloseReason::Eof,
-        Err(e) => classify(&e),
-    };
-    let _ = events.send(UpstreamEvent::Closed { session, reason }).await;
-}
-
-async fn session_io(
+pub(super) async fn session_io(
     session: SessionId,
     target: &Target,
     rx: &mut mpsc::UnboundedReceiver<Outgoing>,

@@ -1,5 +1,5 @@
-//! Upstream connections: TLS settings ([`tls`]), the DoT session task ([`dot`]) and, with the `doh`
-//! feature, the DoH session task ([`doh`]); with the `doq` feature, the DoQ session task ([`doq`]).
+//! Upstream connections: TLS settings ([`tls`]) and one session task ([`run`]) over DoT ([`dot`]),
+//! with the `doh` feature DoH ([`doh`]), with the `doq` feature DoQ ([`doq`]).
 
 #[cfg(feature = "doh")]
 pub(crate) mod doh;
@@ -9,6 +9,41 @@ pub(crate) mod doq;
 pub(crate) mod doq_endpoint;
 pub(crate) mod dot;
 pub mod tls;
+
+use std::sync::Arc;
+
+use lanveil_config::Transport;
+use lanveil_core::engine::{CloseReason, SessionId};
+use tokio::sync::mpsc;
+
+use crate::events::{UpstreamEvent, UpstreamSender};
+use tls::Target;
+
+/// One upstream session's task: dials `target` over its transport and carries the session until
+/// either side ends it, then reports the close to the driver (`Eof` for a clean end: the engine let
+/// the session go, or the server closed it).
+pub(crate) async fn run(
+    session: SessionId,
+    target: Arc<Target>,
+    mut rx: mpsc::UnboundedReceiver<Outgoing>,
+    events: UpstreamSender,
+) {
+    let ended = match target.upstream.url.transport {
+        Transport::Tls => dot::session_io(session, &target, &mut rx, &events)
+            .await
+            .map_err(|e| tls::classify(&e)),
+        #[cfg(feature = "doh")]
+        Transport::Https => doh::session_io(session, &target, &mut rx, &events).await,
+        #[cfg(feature = "doq")]
+        Transport::Quic => doq::session_io(session, &target, &mut rx, &events).await,
+        // No target of a transport this build lacks exists: such a configuration is refused at
+        // start and on reload.
+        #[cfg(not(all(feature = "doh", feature = "doq")))]
+        _ => Err(CloseReason::Unreachable),
+    };
+    let reason = ended.err().unwrap_or(CloseReason::Eof);
+    let _ = events.send(UpstreamEvent::Closed { session, reason }).await;
+}
 
 /// What the driver hands a session task.
 #[derive(Debug)]

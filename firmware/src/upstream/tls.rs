@@ -60,7 +60,7 @@ pub struct Target {
     checks: Arc<Checks<ClockRule>>,
     /// With `tls_resumption '1'`: the one verifier every connection shares, and its latest decision.
     shared: Option<lanveil_tls::Decision>,
-    pub(crate) time: Arc<TimeKeeper>,
+    time: Arc<TimeKeeper>,
     cert_not_after: Arc<crate::sync::Shared64>,
     /// How long the last TCP connect to this upstream took (ms; 0 before the first), for the delay
     /// between connection attempts ([`connect_any`]).
@@ -191,13 +191,16 @@ impl Target {
         let (connector, decision) = self.connector(alpn);
         let tls = connector.connect(self.server_name.clone(), tcp).await?;
         let resumed = tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
-        let relaxed = match decision.relaxed() {
-            Some(relaxed) if !resumed => relaxed,
-            // A resumed session (only with `tls_resumption '1'`) skips the verifier: judge it by the
-            // clock now, as the full handshake it resumes would have been.
-            _ => self.time.state() == clock::ClockState::Unsynchronized,
-        };
+        let relaxed = self.relaxed(decision.relaxed().filter(|_| !resumed));
         Ok((tls, relaxed))
+    }
+
+    /// Whether a session is *relaxed*, given the verifier's verdict on its handshake
+    /// ([`lanveil_tls::Decision::relaxed`]; `None` when the verifier did not run). A resumed session
+    /// (only with `tls_resumption '1'`) skips the verifier: it is judged by the clock now, as the
+    /// full handshake it resumes would have been.
+    pub(crate) fn relaxed(&self, verdict: Option<bool>) -> bool {
+        verdict.unwrap_or_else(|| self.time.state() == clock::ClockState::Unsynchronized)
     }
 }
 

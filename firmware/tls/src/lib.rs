@@ -418,6 +418,37 @@ impl<T: VerifyTime, O: ChainObserver> PinningVerifier<T, O> {
     }
 }
 
+/// rustls' check of a handshake signature (TLS 1.2's or TLS 1.3's) under the provider's algorithms.
+type VerifySignature = fn(
+    &[u8],
+    &CertificateDer<'_>,
+    &DigitallySignedStruct,
+    &rustls::crypto::WebPkiSupportedAlgorithms,
+) -> Result<HandshakeSignatureValid, rustls::Error>;
+
+impl<T, O> PinningVerifier<T, O> {
+    /// A handshake signature checked by `verify` under the provider's algorithms; a failure is
+    /// recorded in the decision.
+    fn signature(
+        &self,
+        verify: VerifySignature,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        let r = verify(
+            message,
+            cert,
+            dss,
+            &self.checks.provider.signature_verification_algorithms,
+        );
+        if r.is_err() {
+            self.decision.record(&r);
+        }
+        r
+    }
+}
+
 impl<T> Checks<T> {
     /// Whether a chain WebPKI validates from `end_entity` to one of the roots holds a pinned key: the
     /// leaf's, an intermediate's of that chain, or its trust anchor's (RFC 7469 §2.6: pins are
@@ -482,16 +513,7 @@ impl<T: VerifyTime, O: ChainObserver> ServerCertVerifier for PinningVerifier<T, 
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        let r = rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.checks.provider.signature_verification_algorithms,
-        );
-        if r.is_err() {
-            self.decision.record(&r);
-        }
-        r
+        self.signature(rustls::crypto::verify_tls12_signature, message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -500,16 +522,7 @@ impl<T: VerifyTime, O: ChainObserver> ServerCertVerifier for PinningVerifier<T, 
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        let r = rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.checks.provider.signature_verification_algorithms,
-        );
-        if r.is_err() {
-            self.decision.record(&r);
-        }
-        r
+        self.signature(rustls::crypto::verify_tls13_signature, message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
