@@ -213,6 +213,7 @@ impl Driver {
                     // Authenticated against the floor, but the clock synchronized meanwhile (the
                     // ClockSynchronized pass may already be over): re-verify at the real time now.
                     log::info!("clock synchronized: re-verifying a new upstream connection");
+                    self.forget_tickets();
                     if let Some(s) = self.sessions.remove(&session) {
                         s.task.abort();
                     }
@@ -265,12 +266,22 @@ impl Driver {
                 "clock synchronized: re-verifying {} upstream connection(s)",
                 relaxed.len()
             );
+            self.forget_tickets();
         }
         for session in relaxed {
             if let Some(s) = self.sessions.remove(&session) {
                 s.task.abort();
                 self.engine.handle_upstream_dropped(now, session);
             }
+        }
+    }
+
+    /// Sessions resumed later would skip the certificate check and keep the relaxed verdict of the
+    /// handshakes their tickets came from: tickets go with the relaxed sessions (resumption is off
+    /// by default; which upstream a ticket came from is not tracked, so every upstream's go).
+    fn forget_tickets(&self) {
+        for target in self.targets.values() {
+            target.forget_tickets();
         }
     }
 

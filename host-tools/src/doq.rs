@@ -58,7 +58,7 @@ pub fn connect(
     let versions =
         lanveil_tls::protocol_versions(lanveil_config::TlsVersion::V1_3).map_err(setup)?;
     let mut config = checks
-        .client_config(versions, verifier, false, auth.sni, vec![b"doq".to_vec()])
+        .client_config(versions, verifier, None, auth.sni, vec![b"doq".to_vec()])
         .map_err(setup)?;
     config.enable_early_data = false;
     let crypto = QuicClientConfig::try_from(Arc::new(config))

@@ -153,7 +153,7 @@ pub fn connect(
         .client_config(
             versions,
             verifier,
-            false,
+            None,
             auth.sni,
             alpn.iter().map(|p| p.as_bytes().to_vec()).collect(),
         )

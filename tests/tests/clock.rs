@@ -273,3 +273,39 @@ async fn a_relaxed_connection_that_comes_up_after_the_clock_is_set_is_reverified
     assert!(proxy.first_ended());
     running.shutdown().await;
 }
+
+/// With `tls_resumption '1'`, a session ticket from a connection authenticated against the floor
+/// does not outlive the clock's synchronization: resuming it skips the certificate check, so the
+/// relaxed verdict would pass the moment the real time is known (here: an expired, pinned
+/// certificate, refused once the clock is set, accepted again through the ticket).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_tickets_from_before_the_clock_was_set_are_forgotten() {
+    let pki = Pki::new();
+    let expired = pki.expired_leaf(&["dot.test"], &[LOCAL]);
+    let up = DotUpstream::start(UpstreamOpts::new(&expired)).await;
+    let dir = TempDir::new("lanveil-clock-tickets");
+    let wall = Arc::new(FakeWall(AtomicU64::new(1_000_000_000))); // 2001
+    let mut cfg = config(&[(up.addr(), "dot.test")], pki.ca_pem_path());
+    cfg.daemon.state_file = Some(state_file(&dir).display().to_string());
+    cfg.cache.enabled = false;
+    cfg.upstreams.servers[0].tls_resumption = true;
+    let (running, addr) = start_at(with_pins(cfg, &[expired.spki_pin()]), &wall).await;
+
+    let m = query_udp(addr, "floor.test.", RecordType::A, Some(1232)).await;
+    assert_eq!(a_records(&m), [expected_a("floor.test.")]);
+    wall.0.store(real_now(), Ordering::SeqCst);
+    assert!(
+        up.wait_for(Duration::from_secs(3), |h| h.open_connections() == 0)
+            .await,
+        "relaxed connection closed"
+    );
+    let m = query_udp(addr, "synced.test.", RecordType::A, Some(1232)).await;
+    let conns = up.connections();
+    assert_eq!(m.response_code(), ResponseCode::ServFail, "{conns:?}");
+    assert!(ede(&m).unwrap().1.contains("expired"), "{:?}", ede(&m));
+    assert!(
+        conns.iter().all(|c| !c.resumed),
+        "no session resumed after the clock was set: {conns:?}"
+    );
+    running.shutdown().await;
+}

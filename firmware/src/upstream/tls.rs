@@ -60,6 +60,8 @@ pub struct Target {
     checks: Arc<Checks<ClockRule>>,
     /// With `tls_resumption '1'`: the one verifier every connection shares, and its latest decision.
     shared: Option<lanveil_tls::Decision>,
+    /// With `tls_resumption '1'`: the sessions kept for resumption ([`Target::forget_tickets`]).
+    tickets: Option<Arc<lanveil_tls::Tickets>>,
     time: Arc<TimeKeeper>,
     cert_not_after: Arc<crate::sync::Shared64>,
     /// How long the last TCP connect to this upstream took (ms; 0 before the first), for the delay
@@ -114,13 +116,11 @@ impl Target {
         };
         // Replaced per connection by `Target::connector`, unless resumption is on.
         let (verifier, decision) = checks.verifier(NoObserver);
-        let config = checks.client_config(
-            versions,
-            verifier,
-            upstream.tls_resumption,
-            upstream.sni,
-            alpn,
-        )?;
+        let tickets = upstream
+            .tls_resumption
+            .then(|| Arc::new(lanveil_tls::Tickets::default()));
+        let config =
+            checks.client_config(versions, verifier, tickets.clone(), upstream.sni, alpn)?;
         Ok(Self {
             upstream: upstream.clone(),
             addrs: upstream.addrs(),
@@ -128,6 +128,7 @@ impl Target {
             tls: Arc::new(config),
             checks,
             shared: upstream.tls_resumption.then_some(decision),
+            tickets,
             time,
             cert_not_after,
             connect_ms: AtomicU32::new(0),
@@ -193,6 +194,16 @@ impl Target {
         let resumed = tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
         let relaxed = self.relaxed(decision.relaxed().filter(|_| !resumed));
         Ok((tls, relaxed))
+    }
+
+    /// Forgets the sessions kept for resumption (with `tls_resumption '1'`): the driver does when it
+    /// closes a session authenticated against the time floor because the clock synchronized. A
+    /// resumed session skips the certificate check, and would otherwise carry that relaxed verdict
+    /// past the real time being known.
+    pub(crate) fn forget_tickets(&self) {
+        if let Some(tickets) = &self.tickets {
+            tickets.forget();
+        }
     }
 
     /// Whether a session is *relaxed*, given the verifier's verdict on its handshake

@@ -14,18 +14,22 @@
 
 use std::io;
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use lanveil_config::{SpkiPin, TlsVersion};
 use lanveil_core::engine::{CloseReason, TlsFailure};
 use lanveil_core::spki::Validity;
-use rustls::client::VerifierBuilderError;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::{
+    ClientSessionMemoryCache, ClientSessionStore, Resumption, Tls12ClientSessionValue,
+    Tls13ClientSessionValue, VerifierBuilderError,
+};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{
-    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+    CertificateError, ClientConfig, DigitallySignedStruct, NamedGroup, RootCertStore,
+    SignatureScheme,
 };
 
 /// CA bundles tried, in order, when none is configured.
@@ -34,6 +38,74 @@ pub const SYSTEM_CA_FILES: &[&str] = &[
     "/etc/ssl/cert.pem",
     "/etc/pki/tls/certs/ca-bundle.crt",
 ];
+
+/// The sessions kept for resumption (`tls_resumption '1'`; rustls' in-memory store of 256), which
+/// can be forgotten at once. A resumed session skips the certificate check, so it carries the
+/// verdict of the handshake it resumes: the daemon forgets every ticket when its clock synchronizes,
+/// and no session authenticated against the time floor is resumed past the moment the real time is
+/// known.
+#[derive(Debug)]
+pub struct Tickets(Mutex<Arc<ClientSessionMemoryCache>>);
+
+impl Default for Tickets {
+    fn default() -> Self {
+        Self(Mutex::new(Arc::new(ClientSessionMemoryCache::new(TICKETS))))
+    }
+}
+
+const TICKETS: usize = 256;
+
+impl Tickets {
+    /// Drops every session kept so far (those being resumed right now complete as they are).
+    pub fn forget(&self) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) =
+            Arc::new(ClientSessionMemoryCache::new(TICKETS));
+    }
+
+    fn store(&self) -> Arc<ClientSessionMemoryCache> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl ClientSessionStore for Tickets {
+    fn set_kx_hint(&self, server_name: ServerName<'static>, group: NamedGroup) {
+        self.store().set_kx_hint(server_name, group);
+    }
+
+    fn kx_hint(&self, server_name: &ServerName<'_>) -> Option<NamedGroup> {
+        self.store().kx_hint(server_name)
+    }
+
+    fn set_tls12_session(&self, server_name: ServerName<'static>, value: Tls12ClientSessionValue) {
+        self.store().set_tls12_session(server_name, value);
+    }
+
+    fn tls12_session(&self, server_name: &ServerName<'_>) -> Option<Tls12ClientSessionValue> {
+        self.store().tls12_session(server_name)
+    }
+
+    fn remove_tls12_session(&self, server_name: &ServerName<'static>) {
+        self.store().remove_tls12_session(server_name);
+    }
+
+    fn insert_tls13_ticket(
+        &self,
+        server_name: ServerName<'static>,
+        value: Tls13ClientSessionValue,
+    ) {
+        self.store().insert_tls13_ticket(server_name, value);
+    }
+
+    fn take_tls13_ticket(
+        &self,
+        server_name: &ServerName<'static>,
+    ) -> Option<Tls13ClientSessionValue> {
+        self.store().take_tls13_ticket(server_name)
+    }
+}
 
 /// Why TLS settings could not be built.
 #[derive(Debug)]
@@ -270,13 +342,13 @@ impl<T: VerifyTime> Checks<T> {
     }
 
     /// Client settings for this upstream: only `versions`, `verifier` (one of [`Checks::verifier`]'s),
-    /// no client auth, no resumption unless asked (resumption links connections to each other), SNI
-    /// as asked, `alpn`.
+    /// no client auth, no resumption unless asked by giving the `tickets` to keep (resumption links
+    /// connections to each other), SNI as asked, `alpn`.
     pub fn client_config(
         &self,
         versions: &[&'static rustls::SupportedProtocolVersion],
         verifier: Arc<dyn ServerCertVerifier>,
-        resumption: bool,
+        tickets: Option<Arc<Tickets>>,
         sni: bool,
         alpn: Vec<Vec<u8>>,
     ) -> Result<ClientConfig, SetupError> {
@@ -286,9 +358,10 @@ impl<T: VerifyTime> Checks<T> {
             .dangerous()
             .with_custom_certificate_verifier(verifier)
             .with_no_client_auth();
-        if !resumption {
-            config.resumption = rustls::client::Resumption::disabled();
-        }
+        config.resumption = match tickets {
+            Some(tickets) => Resumption::store(tickets),
+            None => Resumption::disabled(),
+        };
         config.enable_sni = sni;
         config.alpn_protocols = alpn;
         Ok(config)
@@ -603,6 +676,18 @@ pub fn describe_tls_error(e: &rustls::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn forgotten_tickets_are_gone_and_new_ones_are_kept() {
+        let tickets = Tickets::default();
+        let name = ServerName::try_from("dot.test").unwrap();
+        tickets.set_kx_hint(name.clone(), NamedGroup::X25519);
+        assert_eq!(tickets.kx_hint(&name), Some(NamedGroup::X25519));
+        tickets.forget();
+        assert_eq!(tickets.kx_hint(&name), None);
+        tickets.set_kx_hint(name.clone(), NamedGroup::secp256r1);
+        assert_eq!(tickets.kx_hint(&name), Some(NamedGroup::secp256r1));
+    }
 
     #[test]
     fn one_text_per_failure_kind_shared_with_the_edes() {
@@ -951,7 +1036,7 @@ mod tests {
                 .unwrap();
                 let mut server = rustls::ServerConnection::new(Arc::new(server)).unwrap();
                 let (v, decision) = c.verifier(NoObserver);
-                let config = c.client_config(all, v, false, true, Vec::new()).unwrap();
+                let config = c.client_config(all, v, None, true, Vec::new()).unwrap();
                 let mut client = rustls::ClientConnection::new(
                     Arc::new(config),
                     ServerName::try_from(name.to_owned()).unwrap(),
