@@ -547,6 +547,7 @@ pub fn to_json(cfg: &Config) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_util::{set_key, unset_key};
 
     #[test]
     fn init_and_set_doq_upstreams() {
@@ -573,19 +574,19 @@ mod tests {
                 .all(|u| u.url.transport == lanveil_config::Transport::Quic)
         );
         let mut doc = uci::parse(&text).unwrap();
-        set(
+        set_key(
             &mut doc,
-            &parse_key("upstream.mine.url").unwrap(),
-            &["quic://192.0.2.53#dns.example".into()],
+            "upstream.mine.url",
+            &["quic://192.0.2.53#dns.example"],
         )
         .unwrap();
         let (out, _) = render_checked(&doc, "x").unwrap();
         assert!(out.contains("quic://192.0.2.53#dns.example"), "{out}");
         assert!(
-            set(
+            set_key(
                 &mut doc,
-                &parse_key("upstream.mine.url").unwrap(),
-                &["quic://192.0.2.53:53#dns.example".into()],
+                "upstream.mine.url",
+                &["quic://192.0.2.53:53#dns.example"]
             )
             .and_then(|_| render_checked(&doc, "x").map(|_| ()))
             .is_err(),
@@ -759,33 +760,13 @@ mod tests {
     #[test]
     fn set_and_unset_keys() {
         let mut doc = uci::parse("config lanveil 'main'\n\toption log_level 'info'\n").unwrap();
-        set(
-            &mut doc,
-            &parse_key("upstream.q.url").unwrap(),
-            &["tls://9.9.9.9#dns.quad9.net".into()],
-        )
-        .unwrap();
-        set(
-            &mut doc,
-            &parse_key("listen").unwrap(),
-            &["127.0.0.1:53".into(), "[::1]:53".into()],
-        )
-        .unwrap();
-        set(
-            &mut doc,
-            &parse_key("main.query_timeout_ms").unwrap(),
-            &["1500".into()],
-        )
-        .unwrap();
+        set_key(&mut doc, "upstream.q.url", &["tls://9.9.9.9#dns.quad9.net"]).unwrap();
+        set_key(&mut doc, "listen", &["127.0.0.1:53", "[::1]:53"]).unwrap();
+        set_key(&mut doc, "main.query_timeout_ms", &["1500"]).unwrap();
         let (_, cfg) = render_checked(&doc, "x").unwrap();
         assert_eq!(cfg.listen.addrs.len(), 2);
         assert_eq!(cfg.limits.query_timeout_ms, 1500);
-        set(
-            &mut doc,
-            &parse_key("query_timeout_ms").unwrap(),
-            &["5".into()],
-        )
-        .unwrap();
+        set_key(&mut doc, "query_timeout_ms", &["5"]).unwrap();
         let e = render_checked(&doc, "x").unwrap_err();
         assert!(
             e.message.contains(
@@ -793,16 +774,8 @@ mod tests {
             ),
             "{e}"
         );
-        assert!(
-            unset(&mut doc, &parse_key("query_timeout_ms").unwrap())
-                .unwrap()
-                .is_some()
-        );
-        assert!(
-            unset(&mut doc, &parse_key("upstream.q").unwrap())
-                .unwrap()
-                .is_some()
-        );
+        assert!(unset_key(&mut doc, "query_timeout_ms").unwrap().is_some());
+        assert!(unset_key(&mut doc, "upstream.q").unwrap().is_some());
         assert!(
             render_checked(&doc, "x")
                 .unwrap_err()
@@ -824,18 +797,13 @@ mod tests {
             .clone();
         assert_eq!(shown_names(&doc)[1].as_deref(), Some(shown.as_str()));
         let one: UpstreamUrl = "tls://1.1.1.1:853#one.one.one.one".parse().unwrap();
-        set(
+        set_key(
             &mut doc,
-            &parse_key(&format!("upstream.{shown}.url")).unwrap(),
-            &[one.to_string()],
+            &format!("upstream.{shown}.url"),
+            &[&one.to_string()],
         )
         .unwrap();
-        set(
-            &mut doc,
-            &parse_key("openwrt.force_dns").unwrap(),
-            &["1".into()],
-        )
-        .unwrap();
+        set_key(&mut doc, "openwrt.force_dns", &["1"]).unwrap();
         let (out, cfg) = render_checked(&doc, "x").unwrap();
         assert_eq!(doc.sections.len(), 3, "{out}");
         assert_eq!(cfg.upstreams.servers.len(), 1, "{out}");
@@ -845,20 +813,15 @@ mod tests {
             "openwrt section (the init script's): force_dns '1'"
         );
         // A new upstream is still a new, named section; the unnamed one goes by its shown name.
-        set(
-            &mut doc,
-            &parse_key("upstream.q.url").unwrap(),
-            &["tls://9.9.9.9#dns.quad9.net".into()],
-        )
-        .unwrap();
+        set_key(&mut doc, "upstream.q.url", &["tls://9.9.9.9#dns.quad9.net"]).unwrap();
         assert_eq!(doc.sections.len(), 4);
         assert!(
-            unset(&mut doc, &parse_key(&format!("upstream.{shown}")).unwrap())
+            unset_key(&mut doc, &format!("upstream.{shown}"))
                 .unwrap()
                 .is_some()
         );
         assert!(
-            unset(&mut doc, &parse_key(&format!("upstream.{shown}")).unwrap())
+            unset_key(&mut doc, &format!("upstream.{shown}"))
                 .unwrap()
                 .is_none()
         );
@@ -869,22 +832,12 @@ mod tests {
         // A second openwrt section: set refuses to pick one, check and every write refuse it.
         let two = format!("{text}\nconfig openwrt 'openwrt'\n\toption force_dns '0'\n");
         let mut doc = uci::parse(&two).unwrap();
-        let e = set(
-            &mut doc,
-            &parse_key("openwrt.force_dns").unwrap(),
-            &["1".into()],
-        )
-        .unwrap_err();
+        let e = set_key(&mut doc, "openwrt.force_dns", &["1"]).unwrap_err();
         assert_eq!(
             e.message,
             "2 'config openwrt' sections (lines 7, 10): the init script reads only the first, the others are ignored; merge them into one"
         );
-        set(
-            &mut doc,
-            &parse_key("log_level").unwrap(),
-            &["debug".into()],
-        )
-        .unwrap();
+        set_key(&mut doc, "log_level", &["debug"]).unwrap();
         assert!(
             render_checked(&doc, "f")
                 .unwrap_err()
@@ -912,12 +865,7 @@ mod tests {
     fn written_values_read_back_as_uci_reads_them() {
         // An unquoted '#' starts a comment for libuci; the writer quotes every value.
         let mut doc = Document::default();
-        set(
-            &mut doc,
-            &parse_key("upstream.q.url").unwrap(),
-            &["tls://9.9.9.9#dns.quad9.net".into()],
-        )
-        .unwrap();
+        set_key(&mut doc, "upstream.q.url", &["tls://9.9.9.9#dns.quad9.net"]).unwrap();
         let (text, cfg) = render_checked(&doc, "x").unwrap();
         assert!(
             text.contains("option url 'tls://9.9.9.9#dns.quad9.net'"),
@@ -925,12 +873,7 @@ mod tests {
         );
         assert_eq!(cfg.upstreams.servers[0].url.auth_name, "dns.quad9.net");
         // Unknown keys of the openwrt section are refused like elsewhere.
-        set(
-            &mut doc,
-            &parse_key("openwrt.force_dsn").unwrap(),
-            &["1".into()],
-        )
-        .unwrap();
+        set_key(&mut doc, "openwrt.force_dsn", &["1"]).unwrap();
         let e = render_checked(&doc, "lanveil").unwrap_err();
         assert!(
             e.message

@@ -301,7 +301,7 @@ fn write_new(tmp: &Path, contents: &[u8], like: Option<&std::fs::Metadata>) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config_cmd::{parse_key, set, unset};
+    use crate::test_util::{set_key, unset_key};
 
     const FILE: &str = "# my router: keep this\n\
         config lanveil 'main'\n\
@@ -319,18 +319,27 @@ mod tests {
         \toption url 'tls://192.0.2.1#x.example'\n\
         # end\n";
 
-    /// Applies `change` to FILE in place; the result must read back as the changed document.
-    fn edited(change: impl FnOnce(&mut Document) -> Edit) -> String {
-        let before = uci::parse(FILE).unwrap();
+    /// `change` applied to `file` in place, when the result reads back as the changed document.
+    fn edit_of(file: &str, change: impl FnOnce(&mut Document) -> Edit) -> Option<String> {
+        let before = uci::parse(file).unwrap();
         let mut after = before.clone();
         let e = change(&mut after);
-        edit_text(FILE, &before, &after, &e).unwrap()
+        edit_text(file, &before, &after, &e)
+    }
+
+    /// Applies `change` to FILE in place; the result must read back as the changed document.
+    fn edited(change: impl FnOnce(&mut Document) -> Edit) -> String {
+        edit_of(FILE, change).unwrap()
+    }
+
+    /// Sets `log_level` to `debug`.
+    fn debug_log(d: &mut Document) -> Edit {
+        set_key(d, "log_level", &["debug"]).unwrap()
     }
 
     #[test]
     fn set_and_unset_edit_in_place() {
-        let text =
-            edited(|d| set(d, &parse_key("query_timeout_ms").unwrap(), &["1500".into()]).unwrap());
+        let text = edited(|d| set_key(d, "query_timeout_ms", &["1500"]).unwrap());
         assert_eq!(
             text,
             FILE.replace(
@@ -338,37 +347,20 @@ mod tests {
                 "\toption query_timeout_ms '1500'\n"
             )
         );
-        let text = edited(|d| set(d, &parse_key("log_level").unwrap(), &["debug".into()]).unwrap());
+        let text = edited(debug_log);
         assert_eq!(
             text,
             FILE.replace("'2000'\n", "'2000'\n\toption log_level 'debug'\n")
         );
-        let text = edited(|d| {
-            set(
-                d,
-                &parse_key("upstream.q.note").unwrap(),
-                &["one line".into()],
-            )
-            .unwrap()
-        });
+        let text = edited(|d| set_key(d, "upstream.q.note", &["one line"]).unwrap());
         assert_eq!(text, FILE.replace("'two\nlines'", "'one line'"));
-        let text = edited(|d| {
-            set(
-                d,
-                &parse_key("upstream.new.url").unwrap(),
-                &["tls://192.0.2.9#n.example".into()],
-            )
-            .unwrap()
-        });
+        let text =
+            edited(|d| set_key(d, "upstream.new.url", &["tls://192.0.2.9#n.example"]).unwrap());
         assert_eq!(
             text,
             format!("{FILE}\nconfig upstream 'new'\n\toption url 'tls://192.0.2.9#n.example'\n")
         );
-        let text = edited(|d| {
-            unset(d, &parse_key("upstream.old").unwrap())
-                .unwrap()
-                .unwrap()
-        });
+        let text = edited(|d| unset_key(d, "upstream.old").unwrap().unwrap());
         assert_eq!(
             text,
             FILE.replace(
@@ -376,24 +368,12 @@ mod tests {
                 ""
             )
         );
-        let text = edited(|d| {
-            unset(d, &parse_key("upstream.q.note").unwrap())
-                .unwrap()
-                .unwrap()
-        });
+        let text = edited(|d| unset_key(d, "upstream.q.note").unwrap().unwrap());
         assert_eq!(text, FILE.replace("\toption note 'two\nlines'\n", ""));
         // A main section where there was none: before the first section, after the comments.
         let file = "# top\nconfig upstream 'q'\n\toption url 'tls://9.9.9.9#dns.quad9.net'\n";
-        let before = uci::parse(file).unwrap();
-        let mut after = before.clone();
-        let e = set(
-            &mut after,
-            &parse_key("log_level").unwrap(),
-            &["debug".into()],
-        )
-        .unwrap();
         assert_eq!(
-            edit_text(file, &before, &after, &e).unwrap(),
+            edit_of(file, debug_log).unwrap(),
             format!(
                 "# top\nconfig lanveil 'main'\n\toption log_level 'debug'\n\n{}",
                 &file[6..]
@@ -405,15 +385,7 @@ mod tests {
     fn an_edit_that_would_read_back_differently_is_not_made() {
         // `option KEY ''` after the section's last value removes KEY again where it is read.
         let file = "config lanveil 'main'\n\toption log_level ''\n";
-        let before = uci::parse(file).unwrap();
-        let mut after = before.clone();
-        let e = set(
-            &mut after,
-            &parse_key("log_level").unwrap(),
-            &["debug".into()],
-        )
-        .unwrap();
-        assert_eq!(edit_text(file, &before, &after, &e), None);
+        assert_eq!(edit_of(file, debug_log), None);
     }
 
     /// A group this user is in besides `primary` (`id -G`), if any.

@@ -59,6 +59,18 @@ pub struct Check {
     pub interception: Option<Interception>,
 }
 
+impl Check {
+    /// A check of anything but plain DNS to a public address.
+    fn new(name: String, result: &'static str, detail: String) -> Check {
+        Check {
+            name,
+            result,
+            detail,
+            interception: None,
+        }
+    }
+}
+
 /// The whole outcome.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct LeakReport {
@@ -268,14 +280,7 @@ fn in_prefix(ip: IpAddr, (net, len): (IpAddr, u8)) -> bool {
 /// Runs the checks.
 pub fn run(opts: &LeakOpts) -> LeakReport {
     let mut checks = Vec::new();
-    let mut add = |name: String, result: &'static str, detail: String| {
-        checks.push(Check {
-            name,
-            result,
-            detail,
-            interception: None,
-        })
-    };
+    let mut add = |name, result, detail| checks.push(Check::new(name, result, detail));
     let t = opts.timeout;
     match ask(opts.router, "example.com", dns::qtype::A, t) {
         Ok(r) if r.rcode == 0 || r.rcode == 3 => add(
@@ -401,14 +406,7 @@ pub fn run(opts: &LeakOpts) -> LeakReport {
             interception: Some(how),
         });
     }
-    let mut add = |name: String, result: &'static str, detail: String| {
-        checks.push(Check {
-            name,
-            result,
-            detail,
-            interception: None,
-        })
-    };
+    let mut add = |name, result, detail| checks.push(Check::new(name, result, detail));
     let mut egress = Vec::new();
     match ask(opts.router, "whoami.akamai.net", dns::qtype::A, t) {
         Ok(r) => egress.extend(r.answers.iter().filter_map(|a| a.ip())),

@@ -23,7 +23,7 @@ use lanveil_config::{Transport, UpstreamUrl};
 
 use crate::dns::{self, QueryOpts, Reply};
 use crate::http2;
-use crate::tls::{self, Auth, Deadline, Handshake, TlsStream};
+use crate::tls::{self, Auth, ConnectError, Deadline, Handshake, TlsStream};
 
 /// Why a server without h2 fails the probe.
 const NO_H2: &str =
@@ -174,17 +174,31 @@ pub fn probe_with_method(
     r
 }
 
-fn probe_dot(r: &mut ProbeReport, addr: SocketAddr, auth: &Auth, opts: &ProbeOpts) {
-    let (mut stream, hs) = match tls::connect(addr, auth, &["dot"], opts.timeout) {
-        Ok(x) => x,
+/// The connection, once its handshake authenticated the server (recorded in `r` with what the
+/// handshake showed); `None` when it did not, the reason and what was seen recorded instead.
+fn authenticated<C>(
+    r: &mut ProbeReport,
+    connected: Result<(C, Handshake), ConnectError>,
+) -> Option<C> {
+    match connected {
+        Ok((conn, hs)) => {
+            r.authenticated = true;
+            r.handshake = hs;
+            Some(conn)
+        }
         Err(e) => {
             r.error = Some(e.reason);
             r.handshake = *e.seen;
-            return;
+            None
         }
+    }
+}
+
+fn probe_dot(r: &mut ProbeReport, addr: SocketAddr, auth: &Auth, opts: &ProbeOpts) {
+    let Some(mut stream) = authenticated(r, tls::connect(addr, auth, &["dot"], opts.timeout))
+    else {
+        return;
     };
-    r.authenticated = true;
-    r.handshake = hs;
     run_series(r, opts, |q| dot_query(&mut stream, q, opts.timeout));
     let _ = stream.sock.set_write_timeout(Some(opts.timeout));
     stream.conn.send_close_notify();
@@ -192,16 +206,9 @@ fn probe_dot(r: &mut ProbeReport, addr: SocketAddr, auth: &Auth, opts: &ProbeOpt
 }
 
 fn probe_doq(r: &mut ProbeReport, addr: SocketAddr, auth: &Auth, opts: &ProbeOpts) {
-    let (mut conn, hs) = match crate::doq::connect(addr, auth, opts.timeout) {
-        Ok(x) => x,
-        Err(e) => {
-            r.error = Some(e.reason);
-            r.handshake = *e.seen;
-            return;
-        }
+    let Some(mut conn) = authenticated(r, crate::doq::connect(addr, auth, opts.timeout)) else {
+        return;
     };
-    r.authenticated = true;
-    r.handshake = hs;
     r.note =
         Some("DNS over QUIC (RFC 9250): one stream per query, handshake time is QUIC's".into());
     run_series(r, opts, |q| {
@@ -347,25 +354,18 @@ fn probe_doh(
 ) {
     r.http_method = Some(method);
     // As the daemon dials it: ALPN `h2` only, and nothing but HTTP/2 after it.
-    let (mut stream, hs) = match tls::connect(addr, auth, &["h2"], opts.timeout) {
-        Ok(x) => x,
-        Err(e) => {
-            r.error = Some(if e.alpn_refused {
-                format!("the server refused ALPN h2 ({}): {NO_H2}", e.reason)
-            } else {
-                e.reason
-            });
-            r.handshake = *e.seen;
-            if e.alpn_refused {
-                r.server_selected_h2 = Some(false);
-            }
-            return;
+    let connected = tls::connect(addr, auth, &["h2"], opts.timeout).map_err(|mut e| {
+        if e.alpn_refused {
+            e.reason = format!("the server refused ALPN h2 ({}): {NO_H2}", e.reason);
+            r.server_selected_h2 = Some(false);
         }
+        e
+    });
+    let Some(mut stream) = authenticated(r, connected) else {
+        return;
     };
-    r.authenticated = true;
-    let selected_h2 = hs.alpn_selected.as_deref() == Some("h2");
+    let selected_h2 = r.handshake.alpn_selected.as_deref() == Some("h2");
     r.server_selected_h2 = Some(selected_h2);
-    r.handshake = hs;
     if !selected_h2 {
         r.error = Some(format!(
             "the server selected {} instead of ALPN h2: {NO_H2}",

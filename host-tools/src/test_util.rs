@@ -3,6 +3,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use lanveil_config::uci::Document;
+
+use crate::config_cmd::{parse_key, set, unset};
+use crate::edit::Edit;
+
 /// A fresh directory under the system's temporary directory, removed on drop.
 #[derive(Debug)]
 pub(crate) struct TempDir(PathBuf);
@@ -57,4 +62,19 @@ pub(crate) fn is_root(dir: &TempDir) -> bool {
     let uid = std::fs::metadata(&probe).unwrap().uid();
     std::fs::remove_file(&probe).unwrap();
     uid == 0
+}
+
+/// `config set KEY VALUE…` on `doc`.
+pub(crate) fn set_key(
+    doc: &mut Document,
+    key: &str,
+    values: &[&str],
+) -> crate::error::Result<Edit> {
+    let values: Vec<String> = values.iter().map(|v| (*v).to_string()).collect();
+    set(doc, &parse_key(key).unwrap(), &values)
+}
+
+/// `config unset KEY` on `doc`.
+pub(crate) fn unset_key(doc: &mut Document, key: &str) -> crate::error::Result<Option<Edit>> {
+    unset(doc, &parse_key(key).unwrap())
 }

@@ -73,6 +73,18 @@ impl DigOutput {
             .collect()
     }
 
+    /// Checks the status and the rdata of the answers of `rtype` (in order), with everything
+    /// printed in the failure message.
+    ///
+    /// # Panics
+    /// When either differs.
+    #[track_caller]
+    pub fn assert_answers(&self, status: &str, rtype: &str, rdata: &[impl ToString]) {
+        assert_eq!(self.status_str(), status, "{}", self.transcript());
+        let want: Vec<String> = rdata.iter().map(ToString::to_string).collect();
+        assert_eq!(self.answer_rdata(rtype), want, "{}", self.transcript());
+    }
+
     /// The status, or `""` if none.
     pub fn status_str(&self) -> &str {
         self.status.as_deref().unwrap_or("")
@@ -87,12 +99,15 @@ impl DigOutput {
     }
 }
 
+/// Runs `prog DEFAULTS… ARGS…` (`package` names the package to install when it is missing) and parses
+/// what it prints the way `dialect` says.
 async fn run_tool<S: AsRef<OsStr>>(
     prog: &str,
     package: &str,
     defaults: &[&str],
+    dialect: &Dialect,
     args: &[S],
-) -> (Option<i32>, String, String) {
+) -> DigOutput {
     let path = require_program(prog, package);
     let mut cmd = tokio::process::Command::new(&path);
     cmd.args(defaults)
@@ -105,11 +120,14 @@ async fn run_tool<S: AsRef<OsStr>>(
         .spawn()
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", path.display()));
     match tokio::time::timeout(TOOL_TIMEOUT, child.wait_with_output()).await {
-        Ok(Ok(out)) => (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        ),
+        Ok(Ok(out)) => {
+            let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+            let mut parsed = parse(&stdout, dialect);
+            parsed.exit_code = out.status.code();
+            parsed.stdout = stdout;
+            parsed.stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+            parsed
+        }
         Ok(Err(e)) => panic!("{prog} failed to run: {e}"),
         Err(_) => panic!("{prog} did not finish within {TOOL_TIMEOUT:?}"),
     }
@@ -120,13 +138,14 @@ async fn run_tool<S: AsRef<OsStr>>(
 /// # Panics
 /// If `dig` is not installed or does not finish within [`TOOL_TIMEOUT`].
 pub async fn dig<S: AsRef<OsStr>>(args: &[S]) -> DigOutput {
-    let (exit_code, stdout, stderr) =
-        run_tool("dig", "bind9-dnsutils", &["+tries=1", "+time=3"], args).await;
-    let mut out = parse_dig(&stdout);
-    out.exit_code = exit_code;
-    out.stdout = stdout;
-    out.stderr = stderr;
-    out
+    run_tool(
+        "dig",
+        "bind9-dnsutils",
+        &["+tries=1", "+time=3"],
+        &DIG,
+        args,
+    )
+    .await
 }
 
 /// Runs `kdig ARGS…` (after `+retry=0 +timeout=3`) and parses its output.
@@ -134,13 +153,14 @@ pub async fn dig<S: AsRef<OsStr>>(args: &[S]) -> DigOutput {
 /// # Panics
 /// If `kdig` is not installed or does not finish within [`TOOL_TIMEOUT`].
 pub async fn kdig<S: AsRef<OsStr>>(args: &[S]) -> DigOutput {
-    let (exit_code, stdout, stderr) =
-        run_tool("kdig", "knot-dnsutils", &["+retry=0", "+timeout=3"], args).await;
-    let mut out = parse_kdig(&stdout);
-    out.exit_code = exit_code;
-    out.stdout = stdout;
-    out.stderr = stderr;
-    out
+    run_tool(
+        "kdig",
+        "knot-dnsutils",
+        &["+retry=0", "+timeout=3"],
+        &KDIG,
+        args,
+    )
+    .await
 }
 
 fn normalise(line: &str) -> String {
@@ -177,8 +197,70 @@ fn parse_ede(rest: &str) -> Option<DigEde> {
     })
 }
 
+/// How one tool prints the lines read here. The rest is common: a header line starts a new response
+/// (forgetting the previous one), and the answer section runs to the first blank or `;` line.
+struct Dialect {
+    /// Separates the parts of the header line after `;; ->>HEADER<<-` (one is `status: …`).
+    header_sep: char,
+    /// Starts the header flags line.
+    flags: &'static str,
+    /// The response OPT record's UDP size, when the line is the one that shows it.
+    edns_udp: fn(&str) -> Option<Option<u16>>,
+    /// Starts the Extended DNS Error line.
+    ede: &'static str,
+    /// The received message's size, when the line is the one that shows it.
+    msg_size: fn(&str) -> Option<Option<usize>>,
+}
+
+/// BIND `dig`.
+const DIG: Dialect = Dialect {
+    header_sep: ',',
+    flags: ";; flags:",
+    edns_udp: |t| {
+        let e = t.strip_prefix("; EDNS:")?;
+        Some(
+            e.split(';')
+                .find_map(|p| p.trim().strip_prefix("udp:"))
+                .and_then(|u| u.trim().parse().ok()),
+        )
+    },
+    ede: "; EDE:",
+    msg_size: |t| {
+        let s = t.strip_prefix(";; MSG SIZE  rcvd:")?;
+        Some(s.trim().parse().ok())
+    },
+};
+
+/// Knot `kdig`.
+const KDIG: Dialect = Dialect {
+    header_sep: ';',
+    flags: ";; Flags:",
+    edns_udp: |t| {
+        t.starts_with(";; Version:").then(|| {
+            t.split(';')
+                .find_map(|p| p.trim().strip_prefix("UDP size:"))
+                .and_then(|u| u.split_whitespace().next())
+                .and_then(|u| u.parse().ok())
+        })
+    },
+    ede: ";; EDE:",
+    msg_size: |t| {
+        let s = t.strip_prefix(";; Received")?;
+        Some(s.split_whitespace().next().and_then(|n| n.parse().ok()))
+    },
+};
+
 /// Parses BIND `dig` output.
 pub fn parse_dig(stdout: &str) -> DigOutput {
+    parse(stdout, &DIG)
+}
+
+/// Parses Knot `kdig` output.
+pub fn parse_kdig(stdout: &str) -> DigOutput {
+    parse(stdout, &KDIG)
+}
+
+fn parse(stdout: &str, dialect: &Dialect) -> DigOutput {
     let mut out = DigOutput::default();
     let mut in_answer = false;
     for line in stdout.lines() {
@@ -188,12 +270,12 @@ pub fn parse_dig(stdout: &str) -> DigOutput {
             out = DigOutput::default();
             in_answer = false;
             out.status = h
-                .split(',')
+                .split(dialect.header_sep)
                 .find_map(|p| p.trim().strip_prefix("status:"))
                 .map(|s| s.trim().to_owned());
             continue;
         }
-        if let Some(f) = t.strip_prefix(";; flags:") {
+        if let Some(f) = t.strip_prefix(dialect.flags) {
             let flags = f.split(';').next().unwrap_or_default();
             out.flags = flags
                 .split_whitespace()
@@ -201,73 +283,16 @@ pub fn parse_dig(stdout: &str) -> DigOutput {
                 .collect();
             continue;
         }
-        if let Some(e) = t.strip_prefix("; EDNS:") {
-            out.edns_udp = e
-                .split(';')
-                .find_map(|p| p.trim().strip_prefix("udp:"))
-                .and_then(|u| u.trim().parse().ok());
+        if let Some(udp) = (dialect.edns_udp)(t) {
+            out.edns_udp = udp;
             continue;
         }
-        if let Some(e) = t.strip_prefix("; EDE:") {
+        if let Some(e) = t.strip_prefix(dialect.ede) {
             out.ede = parse_ede(e);
             continue;
         }
-        if let Some(s) = t.strip_prefix(";; MSG SIZE  rcvd:") {
-            out.msg_size = s.trim().parse().ok();
-            continue;
-        }
-        if t == ";; ANSWER SECTION:" {
-            in_answer = true;
-            continue;
-        }
-        if in_answer {
-            if t.is_empty() || t.starts_with(';') {
-                in_answer = false;
-            } else {
-                out.answers.push(normalise(t));
-            }
-        }
-    }
-    out
-}
-
-/// Parses Knot `kdig` output.
-pub fn parse_kdig(stdout: &str) -> DigOutput {
-    let mut out = DigOutput::default();
-    let mut in_answer = false;
-    for line in stdout.lines() {
-        let t = line.trim();
-        if let Some(h) = t.strip_prefix(";; ->>HEADER<<-") {
-            out = DigOutput::default();
-            in_answer = false;
-            out.status = h
-                .split(';')
-                .find_map(|p| p.trim().strip_prefix("status:"))
-                .map(|s| s.trim().to_owned());
-            continue;
-        }
-        if let Some(f) = t.strip_prefix(";; Flags:") {
-            let flags = f.split(';').next().unwrap_or_default();
-            out.flags = flags
-                .split_whitespace()
-                .map(str::to_ascii_lowercase)
-                .collect();
-            continue;
-        }
-        if t.starts_with(";; Version:") {
-            out.edns_udp = t
-                .split(';')
-                .find_map(|p| p.trim().strip_prefix("UDP size:"))
-                .and_then(|u| u.split_whitespace().next())
-                .and_then(|u| u.parse().ok());
-            continue;
-        }
-        if let Some(e) = t.strip_prefix(";; EDE:") {
-            out.ede = parse_ede(e);
-            continue;
-        }
-        if let Some(s) = t.strip_prefix(";; Received") {
-            out.msg_size = s.split_whitespace().next().and_then(|n| n.parse().ok());
+        if let Some(size) = (dialect.msg_size)(t) {
+            out.msg_size = size;
             continue;
         }
         if t == ";; ANSWER SECTION:" {

@@ -57,16 +57,7 @@ impl Drop for DohUpstream {
 impl DohUpstream {
     /// Starts on `bind` (e.g. `127.0.0.1:0`) presenting `leaf`, offering ALPN `h2`.
     pub async fn start(bind: SocketAddr, leaf: &Leaf) -> DohUpstream {
-        let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(leaf.cert_chain.clone(), leaf.key())
-        .unwrap();
-        cfg.alpn_protocols = vec![b"h2".to_vec()];
-        let acceptor = TlsAcceptor::from(Arc::new(cfg));
+        let acceptor = TlsAcceptor::from(leaf.tls13_server_config(&[b"h2"]));
         let listener = TcpListener::bind(bind).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let shared = Arc::new(Shared {

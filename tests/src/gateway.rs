@@ -2,7 +2,7 @@
 //! exit codes, privilege drop and log checks).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -15,7 +15,7 @@ use crate::pki::Leaf;
 
 /// A configuration listening on a free loopback port (UDP and TCP) and forwarding to `upstreams`
 /// (address, authentication name) over DoT with the CA bundle at `ca_file`, a 1 s query deadline.
-pub fn config(upstreams: &[(SocketAddr, &str)], ca_file: &std::path::Path) -> Config {
+pub fn config(upstreams: &[(SocketAddr, &str)], ca_file: &Path) -> Config {
     let urls: Vec<String> = upstreams
         .iter()
         .map(|(addr, name)| format!("tls://{addr}#{name}"))
@@ -24,7 +24,7 @@ pub fn config(upstreams: &[(SocketAddr, &str)], ca_file: &std::path::Path) -> Co
 }
 
 /// Like [`config`], with upstream URLs in any notation lanveil reads (`tls://…`, `https://…`).
-pub fn config_urls(urls: &[String], ca_file: &std::path::Path) -> Config {
+pub fn config_urls(urls: &[String], ca_file: &Path) -> Config {
     let mut c = Config::default();
     c.listen.addrs = vec!["127.0.0.1:0".parse().unwrap()];
     c.limits.query_timeout_ms = 1_000;
@@ -112,6 +112,20 @@ impl Process {
             collect(child.stderr.take().unwrap()),
         ];
         Process { child, output }
+    }
+
+    /// Starts the binary with `args`, then waits until it listens at `listen` and (bounded: it
+    /// makes it right after) until its control socket `control` exists.
+    pub async fn spawn_serving(args: &[&str], listen: SocketAddr, control: &Path) -> Process {
+        let p = Process::spawn(args);
+        wait_serving(listen).await;
+        for _ in 0..100 {
+            if control.exists() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        p
     }
 
     /// The process id.

@@ -128,11 +128,7 @@ impl Pki {
 
     /// A rustls root store trusting only this CA.
     pub fn root_store(&self) -> Arc<rustls::RootCertStore> {
-        let mut roots = rustls::RootCertStore::empty();
-        roots
-            .add(self.ca_cert())
-            .expect("rcgen CA is a valid trust anchor");
-        Arc::new(roots)
+        trusting(self.ca_cert())
     }
 
     /// A server certificate for `names` (DNS SANs) and `ips` (IP SANs),
@@ -215,6 +211,13 @@ impl Pki {
     }
 }
 
+/// A rustls root store trusting only `ca`.
+fn trusting(ca: CertificateDer<'static>) -> Arc<rustls::RootCertStore> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca).expect("rcgen CA is a valid trust anchor");
+    Arc::new(roots)
+}
+
 /// A server certificate + key issued by a [`Pki`], with its files on disk.
 pub struct Leaf {
     /// The chain to present: just the leaf (the CA is the trust anchor).
@@ -262,11 +265,7 @@ impl Leaf {
 
     /// A rustls root store trusting only the issuing CA.
     pub fn root_store(&self) -> Arc<rustls::RootCertStore> {
-        let mut roots = rustls::RootCertStore::empty();
-        roots
-            .add(self.ca_cert())
-            .expect("rcgen CA is a valid trust anchor");
-        Arc::new(roots)
+        trusting(self.ca_cert())
     }
 
     /// DNS names in the certificate's SAN.
@@ -316,5 +315,23 @@ impl Leaf {
     /// Path of the issuing CA's PEM file (a copy next to the leaf's files).
     pub fn ca_pem_path(&self) -> &Path {
         &self.ca_pem_path
+    }
+
+    /// A TLS 1.3 server configuration presenting this leaf, offering these ALPN protocols (none:
+    /// no ALPN).
+    ///
+    /// # Panics
+    /// If rustls refuses the certificate and key (it does not: they are made together here).
+    pub fn tls13_server_config(&self, alpn: &[&[u8]]) -> Arc<rustls::ServerConfig> {
+        let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("TLS 1.3 supported by the ring provider")
+        .with_no_client_auth()
+        .with_single_cert(self.cert_chain.clone(), self.key())
+        .expect("leaf certificate and key");
+        cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Arc::new(cfg)
     }
 }

@@ -193,17 +193,44 @@ pub struct CtlOutput {
     pub stderr: String,
 }
 
-/// Runs `lanveil-ctl ARGS` in `cwd` (blocking; call from `spawn_blocking` in async tests).
+impl CtlOutput {
+    /// Standard output read as JSON (a `--json` run's).
+    ///
+    /// # Panics
+    /// When it is not JSON (everything the run printed in the message).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {self:?}"))
+    }
+}
+
+impl From<std::process::Output> for CtlOutput {
+    fn from(out: std::process::Output) -> CtlOutput {
+        CtlOutput {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+/// Runs `lanveil-ctl ARGS` in `cwd` (blocking; [`ctl_async`] from async tests).
 pub fn ctl(cwd: &Path, args: &[&str]) -> CtlOutput {
-    let out = Command::new(ctl_binary())
+    Command::new(ctl_binary())
         .current_dir(cwd)
         .args(args)
         .stdin(Stdio::null())
         .output()
-        .expect("lanveil-ctl runs");
-    CtlOutput {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+        .expect("lanveil-ctl runs")
+        .into()
+}
+
+/// [`ctl`] from async code, on a blocking thread.
+pub async fn ctl_async(cwd: &Path, args: Vec<String>) -> CtlOutput {
+    let cwd = cwd.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        ctl(&cwd, &refs)
+    })
+    .await
+    .expect("the lanveil-ctl thread finishes")
 }

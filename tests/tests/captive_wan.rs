@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use lanveil::config::control::{CaptiveReport, Request, Response, StatusReport};
-use lanveil_tests::gateway::{Process, binary, wait_serving};
+use lanveil_tests::gateway::{Process, binary};
 use lanveil_tests::portal::{FakePortal, WanDns};
 use lanveil_tests::{DigOutput, DotUpstream, Pki, TempDir, UpstreamOpts, dig, free_tcp_udp_port};
 
@@ -51,14 +51,7 @@ impl Router {
         let config = config.display().to_string();
         let mut argv = vec!["--config", config.as_str()];
         argv.extend_from_slice(args);
-        let process = Process::spawn(&argv);
-        wait_serving(listen).await;
-        for _ in 0..100 {
-            if Path::new(&control).exists() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let process = Process::spawn_serving(&argv, listen, Path::new(&control)).await;
         Router {
             _root: root,
             listen,

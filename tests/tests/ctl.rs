@@ -12,23 +12,30 @@ use std::time::Duration;
 
 use lanveil_cli::json as serde_json;
 use lanveil_tests::doh::DohUpstream;
-use lanveil_tests::gateway::{Process, wait_serving};
-use lanveil_tests::ssh::{CtlOutput, Sshd, ctl};
+use lanveil_tests::gateway::Process;
+use lanveil_tests::ssh::{CtlOutput, Sshd, ctl_async};
 use lanveil_tests::upstream::answer_for;
 use lanveil_tests::{DotUpstream, Leaf, Pki, TempDir, UpstreamOpts, free_tcp_udp_port};
 
 const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 const NAME: &str = "dot.test";
 
+/// `lanveil-ctl ARGS` in `cwd`.
 async fn run(cwd: &Path, args: &[&str]) -> CtlOutput {
-    let cwd = cwd.to_path_buf();
-    let args: Vec<String> = args.iter().map(|s| (*s).to_string()).collect();
-    tokio::task::spawn_blocking(move || {
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        ctl(&cwd, &refs)
-    })
-    .await
-    .unwrap()
+    ctl_async(cwd, args.iter().map(|s| (*s).to_string()).collect()).await
+}
+
+/// `run`, checked to exit with `code`; the output, for the checks that follow.
+async fn run_code(cwd: &Path, args: &[&str], code: i32) -> CtlOutput {
+    let out = run(cwd, args).await;
+    assert_eq!(out.code, Some(code), "lanveil-ctl {args:?}: {out:?}");
+    out
+}
+
+/// A file's text.
+fn read(path: impl AsRef<Path>) -> String {
+    let path = path.as_ref();
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 /// The pin as openssl computes it (the issue's reference command).
@@ -45,10 +52,6 @@ fn openssl_pin(cert_pem: &Path) -> String {
     format!("sha256/{}", String::from_utf8(out.stdout).unwrap().trim())
 }
 
-fn json(out: &CtlOutput) -> serde_json::Value {
-    serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {out:?}"))
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn probe_dot_reports_the_openssl_pin_rtt_tls_and_ede() {
     let pki = Pki::new();
@@ -61,13 +64,13 @@ async fn probe_dot_reports_the_openssl_pin_rtt_tls_and_ede() {
     let want = openssl_pin(leaf.cert_pem_path());
     assert_eq!(want, leaf.spki_pin(), "harness and openssl agree");
 
-    let out = run(
+    let out = run_code(
         dir.path(),
         &["probe", &url, "--ca-file", ca, "--queries", "7", "--json"],
+        0,
     )
     .await;
-    assert_eq!(out.code, Some(0), "{out:?}");
-    let v = json(&out);
+    let v = out.json();
     let r = &v[0];
     assert_eq!(r["ok"], true);
     assert_eq!(r["authenticated"], true);
@@ -85,8 +88,7 @@ async fn probe_dot_reports_the_openssl_pin_rtt_tls_and_ede() {
     assert_eq!(r["ede"][0][2], "filtered by test");
 
     // The person-readable form shows the same pin and the line to paste.
-    let out = run(dir.path(), &["probe", &url, "--ca-file", ca]).await;
-    assert_eq!(out.code, Some(0), "{out:?}");
+    let out = run_code(dir.path(), &["probe", &url, "--ca-file", ca], 0).await;
     assert!(
         out.stdout.contains(&format!("list pin '{want}'")),
         "{}",
@@ -110,7 +112,7 @@ async fn probe_refuses_untrusted_certificates_and_wrong_pins_but_shows_the_chain
     let dir = TempDir::new("ctl-probe-bad");
     let url = format!("tls://{}#{NAME}", up.addr());
 
-    let out = run(
+    let out = run_code(
         dir.path(),
         &[
             "probe",
@@ -119,10 +121,10 @@ async fn probe_refuses_untrusted_certificates_and_wrong_pins_but_shows_the_chain
             other.ca_pem_path().to_str().unwrap(),
             "--json",
         ],
+        1,
     )
     .await;
-    assert_eq!(out.code, Some(1), "{out:?}");
-    let r = &json(&out)[0];
+    let r = &out.json()[0];
     assert_eq!(r["authenticated"], false);
     // The same words as the daemon's Extended DNS Error for this failure (one table, lanveil-tls).
     let ede_text = lanveil::core::engine::ede_for(Some(lanveil::core::engine::CloseReason::Tls(
@@ -140,25 +142,24 @@ async fn probe_refuses_untrusted_certificates_and_wrong_pins_but_shows_the_chain
 
     let ca = leaf.ca_pem_path().to_str().unwrap();
     let wrong = other.ca_spki_pin();
-    let out = run(
+    let out = run_code(
         dir.path(),
         &["probe", &url, "--ca-file", ca, "--pin", &wrong],
+        1,
     )
     .await;
-    assert_eq!(out.code, Some(1), "{out:?}");
     assert!(out.stdout.contains("SPKI pin mismatch"), "{}", out.stdout);
     assert!(out.stdout.contains("NOT authenticated"), "{}", out.stdout);
 
-    let out = run(
+    run_code(
         dir.path(),
         &["probe", &url, "--ca-file", ca, "--pin", &leaf.spki_pin()],
+        0,
     )
     .await;
-    assert_eq!(out.code, Some(0), "{out:?}");
 
     let wrong_name = format!("tls://{}#other.test", up.addr());
-    let out = run(dir.path(), &["probe", &wrong_name, "--ca-file", ca]).await;
-    assert_eq!(out.code, Some(1), "{out:?}");
+    let out = run_code(dir.path(), &["probe", &wrong_name, "--ca-file", ca], 1).await;
     assert!(
         out.stdout
             .contains("upstream certificate rejected: name mismatch"),
@@ -175,13 +176,13 @@ async fn probe_doh_queries_over_http2_as_the_daemon() {
     let dir = TempDir::new("ctl-probe-doh");
     let url = format!("https://{}/dns-query#doh.test", doh.addr());
     let ca = leaf.ca_pem_path().to_str().unwrap();
-    let out = run(
+    let out = run_code(
         dir.path(),
         &["probe", &url, "--ca-file", ca, "--queries", "4", "--json"],
+        0,
     )
     .await;
-    assert_eq!(out.code, Some(0), "{out:?}");
-    let r = &json(&out)[0];
+    let r = &out.json()[0];
     assert_eq!(r["ok"], true);
     assert_eq!(r["authenticated"], true);
     assert_eq!(r["server_selected_h2"], true);
@@ -212,29 +213,14 @@ async fn probe_doh_queries_over_http2_as_the_daemon() {
 
     // Not found (a wrong path, a web server): FAILED.
     doh.set_status(404);
-    let out = run(dir.path(), &["probe", &url, "--ca-file", ca, "--json"]).await;
-    assert_eq!(out.code, Some(1), "{out:?}");
-    let r = &json(&out)[0];
+    let out = run_code(dir.path(), &["probe", &url, "--ca-file", ca, "--json"], 1).await;
+    let r = &out.json()[0];
     assert_eq!(r["ok"], false);
     assert_eq!(r["queries_answered"], 0);
     assert!(
         r["error"].as_str().unwrap().contains("HTTP status 404"),
         "{r}"
     );
-}
-
-/// A rustls server configuration presenting `leaf` with these ALPN protocols (none: no ALPN).
-fn tls_server_config(leaf: &Leaf, alpn: &[&[u8]]) -> Arc<rustls::ServerConfig> {
-    let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_protocol_versions(&[&rustls::version::TLS13])
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(leaf.cert_chain.clone(), leaf.key())
-    .unwrap();
-    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    Arc::new(cfg)
 }
 
 type ServerTls = rustls::StreamOwned<rustls::ServerConnection, std::net::TcpStream>;
@@ -245,7 +231,7 @@ fn start_tls_server(
     alpn: &[&[u8]],
     serve: impl Fn(ServerTls) + Send + Sync + 'static,
 ) -> SocketAddr {
-    let cfg = tls_server_config(leaf, alpn);
+    let cfg = leaf.tls13_server_config(alpn);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let serve = Arc::new(serve);
@@ -318,7 +304,7 @@ async fn probe_doh_fails_when_the_server_does_not_select_h2() {
         let url = format!("https://{addr}/dns-query#doh.test");
         let out = run(dir.path(), &["probe", &url, "--ca-file", ca, "--json"]).await;
         assert_eq!(out.code, Some(1), "{alpn:?}: {out:?}");
-        let r = &json(&out)[0];
+        let r = &out.json()[0];
         assert_eq!(r["ok"], false, "{r}");
         assert_eq!(r["server_selected_h2"], false, "{r}");
         assert_eq!(r["queries_sent"], 0, "{r}");
@@ -327,8 +313,7 @@ async fn probe_doh_fails_when_the_server_does_not_select_h2() {
             error.contains(want) && error.contains("HTTP/2 only"),
             "{alpn:?}: {error}"
         );
-        let out = run(dir.path(), &["probe", &url, "--ca-file", ca]).await;
-        assert_eq!(out.code, Some(1), "{out:?}");
+        let out = run_code(dir.path(), &["probe", &url, "--ca-file", ca], 1).await;
         assert!(out.stdout.contains("(DNS over HTTPS) — FAILED"), "{out:?}");
     }
 }
@@ -339,7 +324,7 @@ async fn start_h2_server(
     leaf: &Leaf,
     answer: impl Fn(&[u8]) -> (u16, Option<&'static str>, Vec<u8>) + Send + Sync + 'static,
 ) -> SocketAddr {
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls_server_config(leaf, &[b"h2"]));
+    let acceptor = tokio_rustls::TlsAcceptor::from(leaf.tls13_server_config(&[b"h2"]));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let answer = Arc::new(answer);
@@ -431,7 +416,7 @@ async fn probe_doh_fails_when_an_h2_server_gives_no_dns_answer() {
         )
         .await;
         assert_eq!(out.code, Some(1), "{want}: {out:?}");
-        let r = &json(&out)[0];
+        let r = &out.json()[0];
         assert_eq!(r["ok"], false, "{r}");
         assert_eq!(r["server_selected_h2"], true, "{r}");
         assert_eq!(r["queries_answered"], 0, "{r}");
@@ -512,7 +497,7 @@ async fn probe_gives_up_on_a_trickling_server_at_the_timeout() {
         )
         .await;
         assert_eq!(out.code, Some(1), "{url}: {out:?}");
-        let r = &json(&out)[0];
+        let r = &out.json()[0];
         assert_eq!(r["authenticated"], true, "{r}");
         assert_eq!(r["ok"], false, "{r}");
         assert_eq!(r["error"], "query 1 of 1: no answer in time", "{r}");
@@ -575,8 +560,7 @@ async fn config_check_rejects_each_kind_of_bad_input_with_the_daemons_message() 
         );
     }
     dir.write("good.conf", up);
-    let out = run(dir.path(), &["config", "check", "--file", "good.conf"]).await;
-    assert_eq!(out.code, Some(0), "{out:?}");
+    let out = run_code(dir.path(), &["config", "check", "--file", "good.conf"], 0).await;
     assert!(out.stdout.starts_with("good.conf: OK"), "{out:?}");
 }
 
@@ -584,7 +568,7 @@ async fn config_check_rejects_each_kind_of_bad_input_with_the_daemons_message() 
 async fn config_init_set_unset_show() {
     let dir = TempDir::new("ctl-init");
     let p = dir.path();
-    let out = run(
+    run_code(
         p,
         &[
             "config",
@@ -594,24 +578,20 @@ async fn config_init_set_unset_show() {
             "--listen",
             "192.168.1.1:53",
         ],
+        0,
     )
     .await;
-    assert_eq!(out.code, Some(0), "{out:?}");
-    let text = std::fs::read_to_string(dir.join("lanveil.conf")).unwrap();
+    let text = read(dir.join("lanveil.conf"));
     assert!(
         text.contains("option url 'tls://9.9.9.9:853#dns.quad9.net'"),
         "{text}"
     );
     assert!(text.contains("https://quad9.net/privacy/policy/"), "{text}");
     // init refuses to overwrite.
-    assert_eq!(
-        run(p, &["config", "init", "--preset", "google"]).await.code,
-        Some(2)
-    );
+    run_code(p, &["config", "init", "--preset", "google"], 2).await;
 
-    let out = run(p, &["config", "set", "query_timeout_ms", "1500"]).await;
-    assert_eq!(out.code, Some(0), "{out:?}");
-    let out = run(
+    run_code(p, &["config", "set", "query_timeout_ms", "1500"], 0).await;
+    run_code(
         p,
         &[
             "config",
@@ -619,10 +599,10 @@ async fn config_init_set_unset_show() {
             "upstream.mine.url",
             "tls://192.0.2.53#dns.example",
         ],
+        0,
     )
     .await;
-    assert_eq!(out.code, Some(0), "{out:?}");
-    let out = run(
+    run_code(
         p,
         &[
             "config",
@@ -630,19 +610,18 @@ async fn config_init_set_unset_show() {
             "upstream.mine.pin",
             "sha256/47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=",
         ],
+        0,
     )
     .await;
-    assert_eq!(out.code, Some(0), "{out:?}");
     // A bad value is refused with the daemon's words and the file is left alone.
-    let before = std::fs::read_to_string(dir.join("lanveil.conf")).unwrap();
-    let out = run(p, &["config", "set", "max_inflight", "1"]).await;
-    assert_eq!(out.code, Some(2), "{out:?}");
+    let before = read(dir.join("lanveil.conf"));
+    let out = run_code(p, &["config", "set", "max_inflight", "1"], 2).await;
     assert!(
         out.stderr
             .contains("lanveil[main].max_inflight: must be a whole number from 16 to 32768"),
         "{out:?}"
     );
-    let out = run(
+    let out = run_code(
         p,
         &[
             "config",
@@ -650,21 +629,17 @@ async fn config_init_set_unset_show() {
             "upstream.mine.url",
             "tls://dns.example#dns.example",
         ],
+        2,
     )
     .await;
-    assert_eq!(out.code, Some(2), "{out:?}");
     assert!(
         out.stderr.contains("upstream[mine].url: bad upstream URL"),
         "{out:?}"
     );
-    assert_eq!(
-        std::fs::read_to_string(dir.join("lanveil.conf")).unwrap(),
-        before
-    );
+    assert_eq!(read(dir.join("lanveil.conf")), before);
 
-    let out = run(p, &["config", "show", "--json"]).await;
-    assert_eq!(out.code, Some(0), "{out:?}");
-    let v = json(&out);
+    let out = run_code(p, &["config", "show", "--json"], 0).await;
+    let v = out.json();
     assert_eq!(v["query_timeout_ms"], 1500);
     assert_eq!(v["listen"][0], "192.168.1.1:53");
     let ups = v["upstreams"].as_array().unwrap();
@@ -675,11 +650,8 @@ async fn config_init_set_unset_show() {
         "sha256/47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="
     );
 
-    assert_eq!(
-        run(p, &["config", "unset", "upstream.mine"]).await.code,
-        Some(0)
-    );
-    let v = json(&run(p, &["config", "show", "--json"]).await);
+    run_code(p, &["config", "unset", "upstream.mine"], 0).await;
+    let v = run(p, &["config", "show", "--json"]).await.json();
     assert_eq!(v["upstreams"].as_array().unwrap().len(), 2);
 }
 
@@ -691,8 +663,7 @@ async fn config_set_edits_the_unnamed_sections_config_check_shows() {
                 config upstream\n\toption url 'tls://9.9.9.9:853#dns.quad9.net'\n\n\
                 config openwrt\n\toption force_dns '0'\n";
     dir.write("lanveil.conf", text);
-    let out = run(p, &["config", "check"]).await;
-    assert_eq!(out.code, Some(0), "{out:?}");
+    let out = run_code(p, &["config", "check"], 0).await;
     // The name check shows for the unnamed upstream.
     let shown = out
         .stdout
@@ -702,16 +673,14 @@ async fn config_set_edits_the_unnamed_sections_config_check_shows() {
         .unwrap()
         .to_string();
     let key = format!("upstream.{shown}.url");
-    let out = run(
+    run_code(
         p,
         &["config", "set", &key, "tls://1.1.1.1:853#one.one.one.one"],
+        0,
     )
     .await;
-    assert_eq!(out.code, Some(0), "{out:?}");
-    let out = run(p, &["config", "set", "openwrt.force_dns", "1"]).await;
-    assert_eq!(out.code, Some(0), "{out:?}");
-    let out = run(p, &["config", "check"]).await;
-    assert_eq!(out.code, Some(0), "{out:?}");
+    run_code(p, &["config", "set", "openwrt.force_dns", "1"], 0).await;
+    let out = run_code(p, &["config", "check"], 0).await;
     assert!(
         out.stdout.contains("1 upstream (")
             && out.stdout.contains("tls://1.1.1.1:853#one.one.one.one")
@@ -723,28 +692,27 @@ async fn config_set_edits_the_unnamed_sections_config_check_shows() {
             .contains("openwrt section (the init script's): force_dns '1'\n"),
         "{out:?}"
     );
-    let text = std::fs::read_to_string(dir.join("lanveil.conf")).unwrap();
+    let text = read(dir.join("lanveil.conf"));
     assert_eq!(text.matches("config upstream").count(), 1, "{text}");
     assert_eq!(text.matches("config openwrt").count(), 1, "{text}");
 
     // Two openwrt sections: check refuses the file, set refuses to pick one and writes nothing.
     let two = format!("{text}\nconfig openwrt 'openwrt'\n\toption force_dns '0'\n");
     dir.write("two.conf", &two);
-    let out = run(p, &["config", "check", "two.conf"]).await;
-    assert_eq!(out.code, Some(2), "{out:?}");
+    let out = run_code(p, &["config", "check", "two.conf"], 2).await;
     assert!(
         out.stderr.contains(
             "two.conf:10: openwrt[openwrt]: only one 'config openwrt' section is allowed"
         ),
         "{out:?}"
     );
-    let out = run(
+    run_code(
         p,
         &["config", "set", "-f", "two.conf", "openwrt.force_dns", "1"],
+        2,
     )
     .await;
-    assert_eq!(out.code, Some(2), "{out:?}");
-    assert_eq!(std::fs::read_to_string(dir.join("two.conf")).unwrap(), two);
+    assert_eq!(read(dir.join("two.conf")), two);
 }
 
 #[tokio::test]
@@ -762,8 +730,7 @@ async fn config_set_keeps_comments_mode_and_symlink() {
     std::os::unix::fs::symlink("etc/lanveil", dir.join("lanveil.conf")).unwrap();
     let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o7777;
 
-    let out = run(p, &["config", "set", "query_timeout_ms", "1500"]).await;
-    assert_eq!(out.code, Some(0), "{out:?}");
+    let out = run_code(p, &["config", "set", "query_timeout_ms", "1500"], 0).await;
     assert_eq!(out.stdout, "lanveil.conf: query_timeout_ms = 1500\n");
     let out = run(p, &["config", "unset", "upstream.q.url"]).await;
     assert_eq!(
@@ -771,7 +738,7 @@ async fn config_set_keeps_comments_mode_and_symlink() {
         Some(2),
         "an upstream without url is refused: {out:?}"
     );
-    let out = run(
+    run_code(
         p,
         &[
             "config",
@@ -779,9 +746,9 @@ async fn config_set_keeps_comments_mode_and_symlink() {
             "upstream.two.url",
             "tls://192.0.2.1#x.example",
         ],
+        0,
     )
     .await;
-    assert_eq!(out.code, Some(0), "{out:?}");
     // Still a symlink, the file it points to edited in place: comments kept, mode kept.
     assert!(
         std::fs::symlink_metadata(dir.join("lanveil.conf"))
@@ -791,7 +758,7 @@ async fn config_set_keeps_comments_mode_and_symlink() {
     );
     assert_eq!(mode(&real), 0o600);
     assert_eq!(
-        std::fs::read_to_string(&real).unwrap(),
+        read(&real),
         text.replace(
             "# LAN side\n",
             "# LAN side\n\toption query_timeout_ms '1500'\n"
@@ -801,13 +768,9 @@ async fn config_set_keeps_comments_mode_and_symlink() {
 
     // When the change cannot be made in place (here: a later `option KEY ''` would undo it), the
     // file is written anew and the previous one kept as FILE.bak, with the same mode; both said.
-    let before = format!(
-        "{}\toption sni ''\n",
-        std::fs::read_to_string(&real).unwrap()
-    );
+    let before = format!("{}\toption sni ''\n", read(&real));
     std::fs::write(&real, &before).unwrap();
-    let out = run(p, &["config", "set", "upstream.two.sni", "0"]).await;
-    assert_eq!(out.code, Some(0), "{out:?}");
+    let out = run_code(p, &["config", "set", "upstream.two.sni", "0"], 0).await;
     assert!(
         out.stdout
             .contains("note: its comments and layout could not be kept"),
@@ -818,10 +781,10 @@ async fn config_set_keeps_comments_mode_and_symlink() {
         "{out:?}"
     );
     let bak = dir.join("lanveil.conf.bak");
-    assert_eq!(std::fs::read_to_string(&bak).unwrap(), before);
+    assert_eq!(read(&bak), before);
     assert_eq!(mode(&bak), 0o600);
     assert_eq!(mode(&real), 0o600);
-    let now = std::fs::read_to_string(&real).unwrap();
+    let now = read(&real);
     assert!(
         now.contains("option sni '0'") && !now.contains("# my router"),
         "{now}"
@@ -832,7 +795,7 @@ async fn config_set_keeps_comments_mode_and_symlink() {
 async fn pack_unpack_round_trips_and_rejects_damage() {
     let dir = TempDir::new("ctl-pack");
     let p = dir.path();
-    let out = run(
+    run_code(
         p,
         &[
             "config",
@@ -842,35 +805,33 @@ async fn pack_unpack_round_trips_and_rejects_damage() {
             "--set",
             "log_level=debug",
         ],
+        0,
     )
     .await;
-    assert_eq!(out.code, Some(0), "{out:?}");
-    let out = run(p, &["config", "pack", "--output", "cfg.lvcf"]).await;
-    assert_eq!(out.code, Some(0), "{out:?}");
+    run_code(p, &["config", "pack", "--output", "cfg.lvcf"], 0).await;
     let blob = std::fs::read(dir.join("cfg.lvcf")).unwrap();
     let version = lanveil_config::PACK_VERSION;
     assert_eq!(&blob[..4], b"LVCF");
     assert_eq!(blob[4..6], version.to_le_bytes());
-    let out = run(
+    run_code(
         p,
         &["config", "unpack", "cfg.lvcf", "--output", "back.conf"],
+        0,
     )
     .await;
-    assert_eq!(out.code, Some(0), "{out:?}");
     let a = run(p, &["config", "show", "--json"]).await.stdout;
     let b = run(p, &["config", "show", "--json", "back.conf"])
         .await
         .stdout;
     assert_eq!(a, b, "round trip");
     // check accepts the packed form too.
-    assert_eq!(run(p, &["config", "check", "cfg.lvcf"]).await.code, Some(0));
+    run_code(p, &["config", "check", "cfg.lvcf"], 0).await;
 
     let mut bad = blob.clone();
     let mid = bad.len() / 2;
     bad[mid] ^= 0x20;
     dir.write("bad.lvcf", &bad);
-    let out = run(p, &["config", "unpack", "bad.lvcf"]).await;
-    assert_eq!(out.code, Some(2), "{out:?}");
+    let out = run_code(p, &["config", "unpack", "bad.lvcf"], 2).await;
     assert_eq!(
         out.stderr.trim(),
         "lanveil-ctl: bad.lvcf: packed configuration: checksum mismatch"
@@ -879,8 +840,7 @@ async fn pack_unpack_round_trips_and_rejects_damage() {
     let mut future = blob.clone();
     future[4..6].copy_from_slice(&(version + 1).to_le_bytes());
     dir.write("future.lvcf", &future);
-    let out = run(p, &["config", "unpack", "future.lvcf"]).await;
-    assert_eq!(out.code, Some(2), "{out:?}");
+    let out = run_code(p, &["config", "unpack", "future.lvcf"], 2).await;
     assert_eq!(
         out.stderr.trim(),
         format!(
@@ -890,8 +850,7 @@ async fn pack_unpack_round_trips_and_rejects_damage() {
     );
 
     dir.write("short.lvcf", &blob[..blob.len() - 3]);
-    let out = run(p, &["config", "unpack", "short.lvcf"]).await;
-    assert_eq!(out.code, Some(2), "{out:?}");
+    let out = run_code(p, &["config", "unpack", "short.lvcf"], 2).await;
     assert!(out.stderr.contains("truncated or bad length"), "{out:?}");
 }
 
@@ -899,7 +858,7 @@ async fn pack_unpack_round_trips_and_rejects_damage() {
 async fn pack_and_unpack_never_overwrite_a_file_without_force() {
     let dir = TempDir::new("ctl-pack-force");
     let p = dir.path();
-    let out = run(
+    run_code(
         p,
         &[
             "config",
@@ -907,44 +866,32 @@ async fn pack_and_unpack_never_overwrite_a_file_without_force() {
             "--upstream",
             "tls://192.0.2.1:853#dns.example",
         ],
+        0,
     )
     .await;
-    assert_eq!(out.code, Some(0), "{out:?}");
     let router = "config lanveil 'main'\n\tlist listen '127.0.0.1:5453'\n\n\
                   config upstream 'q'\n\toption url 'tls://9.9.9.9:853#dns.quad9.net'\n\n\
                   config openwrt 'openwrt'\n\toption force_dns '1'\n";
     dir.write("router.conf", router);
-    assert_eq!(
-        run(p, &["config", "pack", "-o", "cfg.lvcf"]).await.code,
-        Some(0)
-    );
+    run_code(p, &["config", "pack", "-o", "cfg.lvcf"], 0).await;
     let blob = std::fs::read(dir.join("cfg.lvcf")).unwrap();
 
     // unpack over an existing file: refused, the file (and its openwrt section) untouched.
-    let out = run(p, &["config", "unpack", "cfg.lvcf", "-o", "router.conf"]).await;
-    assert_eq!(out.code, Some(2), "{out:?}");
+    let out = run_code(p, &["config", "unpack", "cfg.lvcf", "-o", "router.conf"], 2).await;
     assert_eq!(
         out.stderr.trim(),
         "lanveil-ctl: router.conf exists; not overwritten (use --force to replace it, or choose another --output)"
     );
-    assert_eq!(
-        std::fs::read_to_string(dir.join("router.conf")).unwrap(),
-        router
-    );
+    assert_eq!(read(dir.join("router.conf")), router);
     // pack over an existing file: the same.
-    let out = run(p, &["config", "pack", "--output", "router.conf"]).await;
-    assert_eq!(out.code, Some(2), "{out:?}");
+    let out = run_code(p, &["config", "pack", "--output", "router.conf"], 2).await;
     assert!(out.stderr.contains("use --force"), "{out:?}");
-    assert_eq!(
-        std::fs::read_to_string(dir.join("router.conf")).unwrap(),
-        router
-    );
+    assert_eq!(read(dir.join("router.conf")), router);
     // Also an explicit --output that holds a packed configuration.
-    let out = run(p, &["config", "pack", "-o", "cfg.lvcf"]).await;
-    assert_eq!(out.code, Some(2), "{out:?}");
+    run_code(p, &["config", "pack", "-o", "cfg.lvcf"], 2).await;
 
     // --force replaces.
-    let out = run(
+    run_code(
         p,
         &[
             "config",
@@ -954,30 +901,24 @@ async fn pack_and_unpack_never_overwrite_a_file_without_force() {
             "router.conf",
             "--force",
         ],
+        0,
     )
     .await;
-    assert_eq!(out.code, Some(0), "{out:?}");
-    let text = std::fs::read_to_string(dir.join("router.conf")).unwrap();
+    let text = read(dir.join("router.conf"));
     assert!(
         text.contains("dns.example") && !text.contains("openwrt"),
         "{text}"
     );
-    let out = run(p, &["config", "pack", "-o", "router.conf", "--force"]).await;
-    assert_eq!(out.code, Some(0), "{out:?}");
+    run_code(p, &["config", "pack", "-o", "router.conf", "--force"], 0).await;
     assert_eq!(std::fs::read(dir.join("router.conf")).unwrap(), blob);
 
     // The default FILE.lvcf is re-packed freely while it is a packed configuration, not otherwise.
     for _ in 0..2 {
-        let out = run(p, &["config", "pack"]).await;
-        assert_eq!(out.code, Some(0), "{out:?}");
+        run_code(p, &["config", "pack"], 0).await;
     }
     dir.write("lanveil.conf.lvcf", "notes\n");
-    let out = run(p, &["config", "pack"]).await;
-    assert_eq!(out.code, Some(2), "{out:?}");
-    assert_eq!(
-        std::fs::read_to_string(dir.join("lanveil.conf.lvcf")).unwrap(),
-        "notes\n"
-    );
+    run_code(p, &["config", "pack"], 2).await;
+    assert_eq!(read(dir.join("lanveil.conf.lvcf")), "notes\n");
 }
 
 #[tokio::test]
@@ -994,22 +935,18 @@ async fn ssh_is_told_to_give_up_on_a_router_that_stops_answering() {
         ),
     );
     std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let out = run(
+    let out = run_code(
         dir.path(),
         &["status", "r", "--ssh", fake.to_str().unwrap()],
+        1,
     )
     .await;
-    assert_eq!(out.code, Some(1), "{out:?}");
     assert!(
         out.stderr
             .contains("ssh root@r failed: ssh: connect to host r port 22: Connection timed out"),
         "{out:?}"
     );
-    let args: Vec<String> = std::fs::read_to_string(&log)
-        .unwrap()
-        .lines()
-        .map(String::from)
-        .collect();
+    let args: Vec<String> = read(&log).lines().map(String::from).collect();
     let host = args.iter().position(|a| a == "root@r").unwrap();
     for opt in ["ServerAliveInterval=5", "ServerAliveCountMax=3"] {
         assert!(
@@ -1060,20 +997,17 @@ impl Router {
         };
         std::fs::write(r.config_path(), r.config_text(upstream, ca)).unwrap();
         let cfg = r.config_path().display().to_string();
-        r.process = Some(Process::spawn(&["--config", &cfg]));
-        wait_serving(r.listen).await;
-        for _ in 0..100 {
-            if Path::new(&r.control()).exists() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let control = r.control();
+        let args = ["--config", &cfg];
+        r.process = Some(Process::spawn_serving(&args, r.listen, Path::new(&control)).await);
         r
     }
 
-    /// `lanveil-ctl` router options for this router behind `sshd`.
-    fn ctl_args(&self, sshd: &Sshd) -> Vec<String> {
-        let mut a = sshd.ctl_args();
+    /// `lanveil-ctl COMMAND root@127.0.0.1` with the router options for this router behind `sshd`,
+    /// then `extra`.
+    fn command(&self, sshd: &Sshd, command: &str, extra: &[&str]) -> Vec<String> {
+        let mut a: Vec<String> = vec![command.into(), "root@127.0.0.1".into()];
+        a.extend(sshd.ctl_args());
         a.extend([
             "--config-path".into(),
             self.config_path().display().to_string(),
@@ -1082,13 +1016,25 @@ impl Router {
             "--control".into(),
             self.control(),
         ]);
+        a.extend(extra.iter().map(|s| (*s).to_string()));
         a
+    }
+
+    /// `push` to this router, verified through its listener within `deadline` s, the router-side
+    /// watchdog restoring `grace` s after that; then `extra`.
+    fn push(&self, sshd: &Sshd, deadline: &str, grace: &str, extra: &[&str]) -> Vec<String> {
+        let listen = self.listen.to_string();
+        let mut a = vec!["--verify-addr", &listen, "--deadline", deadline];
+        a.extend(["--watchdog-grace", grace]);
+        a.extend(extra);
+        self.command(sshd, "push", &a)
     }
 }
 
-async fn run_owned(cwd: &Path, args: Vec<String>) -> CtlOutput {
+/// `run_code` with owned arguments (a [`Router::command`]'s).
+async fn run_owned_code(cwd: &Path, args: Vec<String>, code: i32) -> CtlOutput {
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    run(cwd, &refs).await
+    run_code(cwd, &refs, code).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1100,24 +1046,13 @@ async fn push_switches_upstream_and_status_reports_it() {
     let new_up = DotUpstream::start(UpstreamOpts::new(&leaf)).await;
     let router = Router::start(old_up.addr(), leaf.ca_pem_path()).await;
     let work = TempDir::new("ctl-push");
-    let original = std::fs::read_to_string(router.config_path()).unwrap();
+    let original = read(router.config_path());
     work.write(
         "lanveil.conf",
         router.config_text(new_up.addr(), leaf.ca_pem_path()),
     );
 
-    let mut args: Vec<String> = vec!["push".into(), "root@127.0.0.1".into()];
-    args.extend(router.ctl_args(&sshd));
-    args.extend([
-        "--verify-addr".into(),
-        router.listen.to_string(),
-        "--deadline".into(),
-        "8".into(),
-        "--watchdog-grace".into(),
-        "2".into(),
-    ]);
-    let out = run_owned(work.path(), args).await;
-    assert_eq!(out.code, Some(0), "{out:?}");
+    let out = run_owned_code(work.path(), router.push(&sshd, "8", "2", &[]), 0).await;
     assert!(
         out.stderr
             .contains("lanveil reloaded the new configuration"),
@@ -1129,9 +1064,9 @@ async fn push_switches_upstream_and_status_reports_it() {
         new_up.queries() > 0,
         "the verification query went to the new upstream"
     );
-    let live = std::fs::read_to_string(router.config_path()).unwrap();
+    let live = read(router.config_path());
     assert!(live.contains(&new_up.addr().to_string()));
-    let bak = std::fs::read_to_string(format!("{}.bak", router.config_path().display())).unwrap();
+    let bak = read(format!("{}.bak", router.config_path().display()));
     assert_eq!(bak, original, "previous configuration kept as .bak");
     assert!(
         !Path::new(&format!(
@@ -1141,12 +1076,8 @@ async fn push_switches_upstream_and_status_reports_it() {
         .exists()
     );
 
-    let mut args: Vec<String> = vec!["status".into(), "root@127.0.0.1".into()];
-    args.extend(router.ctl_args(&sshd));
-    args.push("--json".into());
-    let out = run_owned(work.path(), args.clone()).await;
-    assert_eq!(out.code, Some(0), "{out:?}");
-    let v = json(&out);
+    let args = router.command(&sshd, "status", &["--json"]);
+    let v = run_owned_code(work.path(), args, 0).await.json();
     assert_eq!(v["upstreams"].as_array().unwrap().len(), 1);
     assert_eq!(
         v["upstreams"][0]["url"],
@@ -1155,9 +1086,7 @@ async fn push_switches_upstream_and_status_reports_it() {
     assert_eq!(v["upstreams"][0]["up"], true);
     assert!(v["upstreams"][0]["cert_not_after"].as_u64().is_some());
 
-    args.pop();
-    let out = run_owned(work.path(), args).await;
-    assert_eq!(out.code, Some(0), "{out:?}");
+    let out = run_owned_code(work.path(), router.command(&sshd, "status", &[]), 0).await;
     assert!(out.stdout.contains("home"), "{}", out.stdout);
     assert!(
         out.stdout
@@ -1182,23 +1111,12 @@ async fn push_rolls_back_when_the_new_upstream_does_not_answer() {
     let bad_up = DotUpstream::start(UpstreamOpts::new(&rogue_leaf)).await;
     let router = Router::start(old_up.addr(), leaf.ca_pem_path()).await;
     let work = TempDir::new("ctl-rollback");
-    let original = std::fs::read_to_string(router.config_path()).unwrap();
+    let original = read(router.config_path());
     let pushed = router.config_text(bad_up.addr(), leaf.ca_pem_path());
     work.write("lanveil.conf", &pushed);
 
-    let mut args: Vec<String> = vec!["push".into(), "root@127.0.0.1".into()];
-    args.extend(router.ctl_args(&sshd));
-    args.extend([
-        "--verify-addr".into(),
-        router.listen.to_string(),
-        "--deadline".into(),
-        "3".into(),
-        "--watchdog-grace".into(),
-        "2".into(),
-    ]);
     let started = std::time::Instant::now();
-    let out = run_owned(work.path(), args).await;
-    assert_eq!(out.code, Some(1), "{out:?}");
+    let out = run_owned_code(work.path(), router.push(&sshd, "3", "2", &[]), 1).await;
     assert!(started.elapsed() < Duration::from_secs(20));
     assert!(
         out.stderr
@@ -1208,20 +1126,13 @@ async fn push_rolls_back_when_the_new_upstream_does_not_answer() {
     );
     assert!(out.stderr.contains("SERVFAIL"), "{}", out.stderr);
     assert!(out.stderr.contains("the previous configuration was restored and lanveil reloaded the previous configuration"), "{}", out.stderr);
-    assert_eq!(
-        std::fs::read_to_string(router.config_path()).unwrap(),
-        original,
-        "restored"
-    );
-    let rejected =
-        std::fs::read_to_string(format!("{}.rejected", router.config_path().display())).unwrap();
+    assert_eq!(read(router.config_path()), original, "restored");
+    let rejected = read(format!("{}.rejected", router.config_path().display()));
     assert_eq!(rejected, pushed, "the failing file is kept for inspection");
 
     // The daemon runs the old upstream again and answers through it.
-    let mut args: Vec<String> = vec!["status".into(), "root@127.0.0.1".into()];
-    args.extend(router.ctl_args(&sshd));
-    args.push("--json".into());
-    let v = json(&run_owned(work.path(), args).await);
+    let args = router.command(&sshd, "status", &["--json"]);
+    let v = ctl_async(work.path(), args).await.json();
     assert_eq!(
         v["upstreams"][0]["url"],
         format!("tls://{}#{NAME}", old_up.addr())
@@ -1240,19 +1151,13 @@ async fn push_rolls_back_when_the_new_upstream_does_not_answer() {
         "lanveil.conf",
         "config upstream 'x'\n\toption url 'tls://nope#x'\n",
     );
-    let mut args: Vec<String> = vec!["push".into(), "root@127.0.0.1".into()];
-    args.extend(router.ctl_args(&sshd));
-    let out = run_owned(work.path(), args).await;
-    assert_eq!(out.code, Some(2), "{out:?}");
+    let out = run_owned_code(work.path(), router.command(&sshd, "push", &[]), 2).await;
     assert!(
         out.stderr
             .contains("lanveil.conf:2: upstream[x].url: bad upstream URL"),
         "{out:?}"
     );
-    assert_eq!(
-        std::fs::read_to_string(router.config_path()).unwrap(),
-        original
-    );
+    assert_eq!(read(router.config_path()), original);
 }
 
 /// The wiring (the `openwrt` section, read only by the init script) reaches the router now, not at the
@@ -1291,34 +1196,22 @@ async fn push_reloads_the_init_script_exactly_when_the_openwrt_section_changes()
         }
         t
     };
-    let push = |file: String, extra: &[&str]| {
+    let init_arg = init.display().to_string();
+    let push = |file: String, extra: &[&str], code| {
         work.write("lanveil.conf", &file);
-        let mut args: Vec<String> = vec!["push".into(), "root@127.0.0.1".into()];
-        args.extend(router.ctl_args(&sshd));
-        args.extend([
-            "--verify-addr".into(),
-            router.listen.to_string(),
-            "--deadline".into(),
-            "8".into(),
-            "--watchdog-grace".into(),
-            "2".into(),
-            "--init-script".into(),
-            init.display().to_string(),
-        ]);
-        args.extend(extra.iter().map(|s| (*s).to_string()));
-        run_owned(work.path(), args)
+        let mut extra = extra.to_vec();
+        extra.extend(["--init-script", &init_arg]);
+        run_owned_code(work.path(), router.push(&sshd, "8", "2", &extra), code)
     };
 
     // Same wiring (no openwrt section on either side): the init script is not run.
-    let out = push(base.clone(), &[]).await;
-    assert_eq!(out.code, Some(0), "{out:?}");
+    let out = push(base.clone(), &[], 0).await;
     assert!(out.stderr.contains("wiring kept"), "{}", out.stderr);
     assert_eq!(calls_now(), "");
 
     // An openwrt section where the router had none: nothing lost, so no refusal, but applied now.
     let tuned = with_openwrt(&["lan", "guest"], "1");
-    let out = push(tuned.clone(), &[]).await;
-    assert_eq!(out.code, Some(0), "{out:?}");
+    let out = push(tuned.clone(), &[], 0).await;
     assert!(
         out.stderr.contains(&format!(
             "the wiring changed (adds an 'openwrt' section): ran {} reload on root@127.0.0.1",
@@ -1330,16 +1223,14 @@ async fn push_reloads_the_init_script_exactly_when_the_openwrt_section_changes()
     assert_eq!(calls_now(), "reload\n");
 
     // The same section, its list in another order: kept, not run again.
-    let out = push(with_openwrt(&["guest", "lan"], "1"), &[]).await;
-    assert_eq!(out.code, Some(0), "{out:?}");
+    let out = push(with_openwrt(&["guest", "lan"], "1"), &[], 0).await;
     assert!(out.stderr.contains("wiring kept"), "{}", out.stderr);
     assert_eq!(calls_now(), "reload\n");
 
     // The README recipe's default section over the tuned one: refused, each loss named.
-    let live = std::fs::read_to_string(router.config_path()).unwrap();
+    let live = read(router.config_path());
     let default = with_openwrt(&["lan"], "0");
-    let out = push(default.clone(), &[]).await;
-    assert_eq!(out.code, Some(2), "{out:?}");
+    let out = push(default.clone(), &[], 2).await;
     for want in [
         "changes openwrt option block_dot from '1' to '0'",
         "drops openwrt list force_dns_zone 'guest'",
@@ -1347,12 +1238,11 @@ async fn push_reloads_the_init_script_exactly_when_the_openwrt_section_changes()
     ] {
         assert!(out.stderr.contains(want), "{want}: {}", out.stderr);
     }
-    assert_eq!(std::fs::read_to_string(router.config_path()).unwrap(), live);
+    assert_eq!(read(router.config_path()), live);
     assert_eq!(calls_now(), "reload\n");
 
     // --replace-wiring: pushed, and the init script applies it at once.
-    let out = push(default.clone(), &["--replace-wiring"]).await;
-    assert_eq!(out.code, Some(0), "{out:?}");
+    let out = push(default.clone(), &["--replace-wiring"], 0).await;
     assert!(
         out.stderr.contains("the wiring changed (changes openwrt option block_dot from '1' to '0'; drops openwrt list force_dns_zone 'guest'): ran"),
         "{}",
@@ -1362,8 +1252,7 @@ async fn push_reloads_the_init_script_exactly_when_the_openwrt_section_changes()
 
     // A failing init reload is reported; the daemon's verified file stays.
     std::fs::write(&fail, "").unwrap();
-    let out = push(tuned.clone(), &["--replace-wiring"]).await;
-    assert_eq!(out.code, Some(1), "{out:?}");
+    let out = push(tuned.clone(), &["--replace-wiring"], 1).await;
     assert!(
         out.stderr
             .contains("lanveil reloaded the new configuration"),
@@ -1384,10 +1273,7 @@ async fn push_reloads_the_init_script_exactly_when_the_openwrt_section_changes()
         "{}",
         out.stderr
     );
-    assert_eq!(
-        std::fs::read_to_string(router.config_path()).unwrap(),
-        tuned
-    );
+    assert_eq!(read(router.config_path()), tuned);
     assert_eq!(calls_now(), "reload\nreload\nreload\n");
 }
 
@@ -1401,7 +1287,7 @@ async fn push_watchdog_on_the_router_restores_when_this_machine_vanishes() {
     let bad_up = DotUpstream::start(UpstreamOpts::new(&rogue.leaf(&[NAME], &[]))).await;
     let router = Router::start(old_up.addr(), leaf.ca_pem_path()).await;
     let work = TempDir::new("ctl-watchdog");
-    let original = std::fs::read_to_string(router.config_path()).unwrap();
+    let original = read(router.config_path());
     work.write(
         "lanveil.conf",
         router.config_text(bad_up.addr(), leaf.ca_pem_path()),
@@ -1423,20 +1309,9 @@ async fn push_watchdog_on_the_router_restores_when_this_machine_vanishes() {
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
     .unwrap();
-    let mut args: Vec<String> = vec!["push".into(), "root@127.0.0.1".into()];
-    args.extend(router.ctl_args(&sshd));
-    args.extend([
-        "--ssh".into(),
-        wrapper.display().to_string(),
-        "--verify-addr".into(),
-        router.listen.to_string(),
-        "--deadline".into(),
-        "2".into(),
-        "--watchdog-grace".into(),
-        "1".into(),
-    ]);
-    let out = run_owned(work.path(), args).await;
-    assert_eq!(out.code, Some(1), "{out:?}");
+    let ssh = wrapper.display().to_string();
+    let args = router.push(&sshd, "2", "1", &["--ssh", &ssh]);
+    let out = run_owned_code(work.path(), args, 1).await;
     assert!(
         out.stderr.contains("the router-side watchdog will restore"),
         "{}",
@@ -1445,19 +1320,17 @@ async fn push_watchdog_on_the_router_restores_when_this_machine_vanishes() {
     // The router restores and reloads on its own, 3 s after the switch.
     let mut restored = false;
     for _ in 0..100 {
-        if std::fs::read_to_string(router.config_path()).unwrap() == original {
+        if read(router.config_path()) == original {
             restored = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(restored, "the watchdog restored the previous file");
-    let mut args: Vec<String> = vec!["status".into(), "root@127.0.0.1".into()];
-    args.extend(router.ctl_args(&sshd));
-    args.push("--json".into());
+    let args = router.command(&sshd, "status", &["--json"]);
     let mut url = serde_json::Value::Null;
     for _ in 0..50 {
-        let v = json(&run_owned(work.path(), args.clone()).await);
+        let v = ctl_async(work.path(), args.clone()).await.json();
         url = v["upstreams"][0]["url"].clone();
         if url == format!("tls://{}#{NAME}", old_up.addr()) {
             break;
@@ -1488,12 +1361,10 @@ async fn status_reports_every_engine_counter_in_text_and_json() {
     assert_eq!(&r[..2], &[0x12, 0x34]);
 
     let socket = router.control();
-    let out = run(work.path(), &["status", "--socket", &socket]).await;
-    assert_eq!(out.code, Some(0), "{out:?}");
+    let out = run_code(work.path(), &["status", "--socket", &socket], 0).await;
     let text = out.stdout.clone();
-    let out = run(work.path(), &["status", "--socket", &socket, "--json"]).await;
-    assert_eq!(out.code, Some(0), "{out:?}");
-    let v = json(&out);
+    let out = run_code(work.path(), &["status", "--socket", &socket, "--json"], 0).await;
+    let v = out.json();
     let counters: Vec<(String, u64)> = v["counters"]
         .as_array()
         .unwrap()

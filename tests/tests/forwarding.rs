@@ -33,16 +33,7 @@ async fn udp_and_tcp_queries_go_out_over_authenticated_dot() {
 
     // A real client over UDP and over TCP.
     let out = dig(&["@127.0.0.1", "-p", &port(addr), "www.example.org", "A"]).await;
-    assert_eq!(
-        out.status.as_deref(),
-        Some("NOERROR"),
-        "{}",
-        out.transcript()
-    );
-    assert_eq!(
-        out.answer_rdata("A"),
-        [expected_a("www.example.org").to_string()]
-    );
+    out.assert_answers("NOERROR", "A", &[expected_a("www.example.org")]);
     assert_eq!(
         out.edns_udp,
         Some(1232),

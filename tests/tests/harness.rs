@@ -40,10 +40,23 @@ async fn upstream(leaf: &Leaf) -> DotUpstream {
     DotUpstream::start(UpstreamOpts::new(leaf)).await
 }
 
+/// A leaf for `HOST` and 127.0.0.1 from a CA of its own, and an upstream presenting it.
+async fn fresh_upstream() -> (Leaf, DotUpstream) {
+    let leaf = leaf(&Pki::new());
+    let up = upstream(&leaf).await;
+    (leaf, up)
+}
+
 async fn connect(addr: SocketAddr, leaf: &Leaf) -> DotClient {
     DotClient::connect(addr, HOST, leaf.root_store())
         .await
         .expect("DoT connect")
+}
+
+/// Asks `c` for `name`'s A record: the upstream's answer for it (the name's case and final dot aside).
+async fn assert_a(c: &mut DotClient, name: &str) {
+    let r = c.query(name, RecordType::A, None).await.unwrap();
+    assert_eq!(a_records(&r), vec![expected_a(name)], "{name}");
 }
 
 fn dig_tls_args(addr: SocketAddr, ca: &std::path::Path, host: &str, rest: &[&str]) -> Vec<String> {
@@ -135,9 +148,7 @@ async fn pin_equals_openssl_computation() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dig_over_tls_gets_expected_a() {
     bounded(async {
-        let pki = Pki::new();
-        let leaf = leaf(&pki);
-        let up = upstream(&leaf).await;
+        let (leaf, up) = fresh_upstream().await;
         let name = "Www.Example.ORG.";
         let out = dig(&dig_tls_args(
             up.addr(),
@@ -146,13 +157,7 @@ async fn dig_over_tls_gets_expected_a() {
             &[name, "A"],
         ))
         .await;
-        assert_eq!(out.status_str(), "NOERROR", "{}", out.transcript());
-        assert_eq!(
-            out.answer_rdata("A"),
-            vec![expected_a("www.example.org").to_string()],
-            "{}",
-            out.transcript()
-        );
+        out.assert_answers("NOERROR", "A", &[expected_a("www.example.org")]);
         assert!(out.has_flag("qr") && out.has_flag("rd") && out.has_flag("ra"));
         assert!(!out.has_flag("tc"));
         assert_eq!(out.edns_udp, Some(1232), "{}", out.transcript());
@@ -174,9 +179,7 @@ async fn dig_over_tls_gets_expected_a() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kdig_with_pin_gets_expected_aaaa_and_wrong_pin_fails() {
     bounded(async {
-        let pki = Pki::new();
-        let leaf = leaf(&pki);
-        let up = upstream(&leaf).await;
+        let (leaf, up) = fresh_upstream().await;
         let pin = leaf.spki_pin();
         let b64 = pin.strip_prefix("sha256/").unwrap();
         let args = |pin: &str| {
@@ -191,13 +194,7 @@ async fn kdig_with_pin_gets_expected_aaaa_and_wrong_pin_fails() {
             ]
         };
         let out = kdig(&args(b64)).await;
-        assert_eq!(out.status_str(), "NOERROR", "{}", out.transcript());
-        assert_eq!(
-            out.answer_rdata("AAAA"),
-            vec![expected_aaaa("v6.example").to_string()],
-            "{}",
-            out.transcript()
-        );
+        out.assert_answers("NOERROR", "AAAA", &[expected_aaaa("v6.example")]);
         let other = Pki::new().leaf(&[HOST], &[]).spki_pin();
         let bad = kdig(&args(other.strip_prefix("sha256/").unwrap())).await;
         assert_eq!(bad.status, None, "wrong pin accepted: {}", bad.transcript());
@@ -274,9 +271,7 @@ async fn dig_rejects_wrong_ca_and_expired_certificate() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deterministic_answers_echo_id_question_and_edns() {
     bounded(async {
-        let pki = Pki::new();
-        let leaf = leaf(&pki);
-        let up = upstream(&leaf).await;
+        let (leaf, up) = fresh_upstream().await;
         let mut c = connect(up.addr(), &leaf).await;
 
         // ID and question bytes are echoed exactly; RD copied, QR/RA set.
@@ -460,9 +455,7 @@ async fn reversed_batches_come_back_reversed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delayed_answer_does_not_block_later_ones() {
     bounded(async {
-        let pki = Pki::new();
-        let leaf = leaf(&pki);
-        let up = upstream(&leaf).await;
+        let (leaf, up) = fresh_upstream().await;
         let mut c = connect(up.addr(), &leaf).await;
         let slow = build_query("delay-500.example.", RecordType::A, None);
         let fast = build_query("fast.example.", RecordType::A, None);
@@ -485,9 +478,7 @@ async fn delayed_answer_does_not_block_later_ones() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stall_mode_reads_but_never_answers() {
     bounded(async {
-        let pki = Pki::new();
-        let leaf = leaf(&pki);
-        let up = upstream(&leaf).await;
+        let (leaf, up) = fresh_upstream().await;
         up.set_stall(true);
         let mut c = connect(up.addr(), &leaf).await;
         let q = build_query("stalled.example.", RecordType::A, None);
@@ -504,11 +495,7 @@ async fn stall_mode_reads_but_never_answers() {
             "stall must keep the connection open"
         );
         up.set_stall(false);
-        let r = c
-            .query("after.example.", RecordType::A, None)
-            .await
-            .unwrap();
-        assert_eq!(a_records(&r), vec![expected_a("after.example")]);
+        assert_a(&mut c, "after.example.").await;
         assert_eq!(up.queries(), 2);
     })
     .await;
@@ -517,9 +504,7 @@ async fn stall_mode_reads_but_never_answers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_connections_resets_open_connections() {
     bounded(async {
-        let pki = Pki::new();
-        let leaf = leaf(&pki);
-        let up = upstream(&leaf).await;
+        let (leaf, up) = fresh_upstream().await;
         let mut a = connect(up.addr(), &leaf).await;
         let mut b = connect(up.addr(), &leaf).await;
         a.query("a.example.", RecordType::A, None).await.unwrap();
@@ -546,9 +531,7 @@ async fn kill_connections_resets_open_connections() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn close_after_n_answers_closes_cleanly() {
     bounded(async {
-        let pki = Pki::new();
-        let leaf = leaf(&pki);
-        let up = upstream(&leaf).await;
+        let (leaf, up) = fresh_upstream().await;
         up.close_after(2);
         let mut c = connect(up.addr(), &leaf).await;
         for i in 0..3 {
@@ -575,9 +558,7 @@ async fn close_after_n_answers_closes_cleanly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_and_restart_on_the_same_port() {
     bounded(async {
-        let pki = Pki::new();
-        let leaf = leaf(&pki);
-        let up = upstream(&leaf).await;
+        let (leaf, up) = fresh_upstream().await;
         let addr = up.addr();
         let mut c = connect(addr, &leaf).await;
         c.query("before.example.", RecordType::A, None)
@@ -596,11 +577,7 @@ async fn stop_and_restart_on_the_same_port() {
         up.restart().await;
         assert_eq!(up.addr(), addr);
         let mut c = connect(addr, &leaf).await;
-        let r = c
-            .query("after.example.", RecordType::A, None)
-            .await
-            .unwrap();
-        assert_eq!(a_records(&r), vec![expected_a("after.example.")]);
+        assert_a(&mut c, "after.example.").await;
         assert_eq!(up.handshakes(), 2);
     })
     .await;
@@ -609,9 +586,7 @@ async fn stop_and_restart_on_the_same_port() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_frame_closes_only_that_connection() {
     bounded(async {
-        let pki = Pki::new();
-        let leaf = leaf(&pki);
-        let up = upstream(&leaf).await;
+        let (leaf, up) = fresh_upstream().await;
         let mut good = connect(up.addr(), &leaf).await;
         let mut bad = connect(up.addr(), &leaf).await;
         bad.send(b"\x00\x01\x02").await.unwrap();
@@ -631,11 +606,7 @@ async fn garbage_frame_closes_only_that_connection() {
             bad2.wait_closed(SHORT).await,
             Err(ClientError::Timeout)
         ));
-        let r = good
-            .query("still.example.", RecordType::A, None)
-            .await
-            .unwrap();
-        assert_eq!(a_records(&r), vec![expected_a("still.example")]);
+        assert_a(&mut good, "still.example.").await;
         assert_eq!(up.queries(), 1);
     })
     .await;

@@ -21,32 +21,10 @@ async fn forwards_to_unbound_over_dot() {
     let name = INTEROP_NAME.trim_end_matches('.');
 
     let out = dig(&["@127.0.0.1", "-p", &port, name, "A"]).await;
-    assert_eq!(
-        out.status.as_deref(),
-        Some("NOERROR"),
-        "{}",
-        out.transcript()
-    );
-    assert_eq!(
-        out.answer_rdata("A"),
-        [INTEROP_A.to_string()],
-        "{}",
-        out.transcript()
-    );
+    out.assert_answers("NOERROR", "A", &[INTEROP_A]);
 
     let out = kdig(&["@127.0.0.1", "-p", &port, name, "AAAA"]).await;
-    assert_eq!(
-        out.status.as_deref(),
-        Some("NOERROR"),
-        "{}",
-        out.transcript()
-    );
-    assert_eq!(
-        out.answer_rdata("AAAA"),
-        [INTEROP_AAAA.to_string()],
-        "{}",
-        out.transcript()
-    );
+    out.assert_answers("NOERROR", "AAAA", &[INTEROP_AAAA]);
 
     let out = kdig(&[
         "+tcp",

@@ -17,29 +17,15 @@ use hickory_proto::op::{Message, MessageType, ResponseCode};
 use hickory_proto::rr::{RData, RecordType};
 use lanveil_cli::json as serde_json;
 use lanveil_config::control::Response;
-use lanveil_tests::gateway::{Process, wait_serving};
-use lanveil_tests::ssh::{CtlOutput, Sshd, ctl};
+use lanveil_tests::gateway::Process;
+use lanveil_tests::ssh::{CtlOutput, Sshd, ctl_async};
 use lanveil_tests::upstream::answer_for;
 use lanveil_tests::util::require_program;
-use lanveil_tests::{DotUpstream, Pki, TempDir, UpstreamOpts, free_tcp_udp_port};
+use lanveil_tests::{DotUpstream, Leaf, Pki, TempDir, UpstreamOpts, free_tcp_udp_port};
 
 const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 const NAME: &str = "dot.test";
 const ZONE: &str = "lanveil-leak.resolver.arpa";
-
-async fn run(cwd: &Path, args: Vec<String>) -> CtlOutput {
-    let cwd = cwd.to_path_buf();
-    tokio::task::spawn_blocking(move || {
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        ctl(&cwd, &refs)
-    })
-    .await
-    .unwrap()
-}
-
-fn json(out: &CtlOutput) -> serde_json::Value {
-    serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {out:?}"))
-}
 
 /// The check whose name starts with `prefix`.
 fn check(v: &serde_json::Value, prefix: &str) -> serde_json::Value {
@@ -50,6 +36,42 @@ fn check(v: &serde_json::Value, prefix: &str) -> serde_json::Value {
         .find(|c| c["name"].as_str().unwrap().starts_with(prefix))
         .unwrap_or_else(|| panic!("no check {prefix}: {v}"))
         .clone()
+}
+
+/// A `leak-test --json` run's report, checked for what every run states: the leak-test probe
+/// check's result, the verdict and the exit code (`what` names the run in the failure messages).
+/// Returns the report and its first `plain DNS to` check.
+#[track_caller]
+fn report(
+    out: &CtlOutput,
+    what: &str,
+    probe: &str,
+    verdict: &str,
+    code: i32,
+) -> (serde_json::Value, serde_json::Value) {
+    let v = out.json();
+    assert_eq!(check(&v, "leak-test probe")["result"], probe, "{what}: {v}");
+    assert_eq!(v["verdict"], verdict, "{what}: {v}");
+    assert_eq!(out.code, Some(code), "{what}: {out:?}");
+    let c = check(&v, "plain DNS to");
+    (v, c)
+}
+
+/// The names of the queries `up` received.
+fn asked_upstream(up: &DotUpstream) -> Vec<String> {
+    up.received_messages()
+        .iter()
+        .filter_map(|m| m.queries().first().map(|q| q.name().to_ascii()))
+        .collect()
+}
+
+/// lanveil logging at `log_level`, forwarding to a DoT upstream whose certificate it trusts (the
+/// leaf, its CA file, kept as long as they run).
+async fn start_router(log_level: &str) -> (Leaf, DotUpstream, Router) {
+    let leaf = Pki::new().leaf(&[NAME], &[]);
+    let up = DotUpstream::start(UpstreamOpts::new(&leaf)).await;
+    let router = Router::start(up.addr(), leaf.ca_pem_path(), log_level).await;
+    (leaf, up, router)
 }
 
 /// A "router": a real lanveil process on a loopback port, its control socket in a temporary root.
@@ -80,14 +102,9 @@ impl Router {
             ca.display()
         );
         let path = r.root.write("lanveil.conf", config);
-        r.process = Some(Process::spawn(&["--config", &path.display().to_string()]));
-        wait_serving(r.listen).await;
-        for _ in 0..100 {
-            if Path::new(&r.control()).exists() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let (path, control) = (path.display().to_string(), r.control());
+        let args = ["--config", &path];
+        r.process = Some(Process::spawn_serving(&args, r.listen, Path::new(&control)).await);
         r
     }
 
@@ -264,10 +281,7 @@ fn leak_args(router: SocketAddr, public: &[SocketAddr], control: Vec<String>) ->
 #[tokio::test(flavor = "multi_thread")]
 async fn a_resolver_answering_nxdomain_is_a_leak_not_an_interception() {
     let sshd = tokio::task::spawn_blocking(Sshd::start).await.unwrap();
-    let pki = Pki::new();
-    let leaf = pki.leaf(&[NAME], &[]);
-    let up = DotUpstream::start(UpstreamOpts::new(&leaf)).await;
-    let mut router = Router::start(up.addr(), leaf.ca_pem_path(), "info").await;
+    let (_leaf, _up, mut router) = start_router("info").await;
     let isp = FakeResolver::start(ResponseCode::NXDomain);
     // What fooled the old test: the canary is NXDOMAIN there, just as through lanveil.
     let canary =
@@ -276,14 +290,12 @@ async fn a_resolver_answering_nxdomain_is_a_leak_not_an_interception() {
     assert_eq!(canary.response_code(), ResponseCode::NXDomain);
     let work = TempDir::new("leak-nx");
 
-    let out = run(
+    let out = ctl_async(
         work.path(),
         leak_args(router.listen, &[isp.addr], router.ssh_args(&sshd)),
     )
     .await;
-    let v = json(&out);
-    assert_eq!(check(&v, "leak-test probe")["result"], "pass", "{v}");
-    let c = check(&v, "plain DNS to");
+    let (v, c) = report(&out, "an NXDOMAIN resolver", "pass", "FAIL", 1);
     assert_eq!(c["result"], "fail", "{v}");
     assert_eq!(c["interception"], "leak", "{v}");
     assert!(
@@ -293,8 +305,6 @@ async fn a_resolver_answering_nxdomain_is_a_leak_not_an_interception() {
             .starts_with("LEAK: answered NXDOMAIN without this run's nonce"),
         "{v}"
     );
-    assert_eq!(v["verdict"], "FAIL", "{v}");
-    assert_eq!(out.code, Some(1), "{out:?}");
     assert!(
         !has_hex_run(&out.stdout, 32),
         "the nonce is not printed: {v}"
@@ -319,7 +329,7 @@ async fn a_resolver_answering_nxdomain_is_a_leak_not_an_interception() {
     });
     let mut args = leak_args(router.listen, &[leaky_addr], router.ssh_args(&sshd));
     args.pop();
-    let out = run(work.path(), args).await;
+    let out = ctl_async(work.path(), args).await;
     assert_eq!(out.code, Some(1), "{out:?}");
     assert!(
         out.stdout.contains("LEAK: answered NOERROR"),
@@ -336,10 +346,7 @@ async fn a_resolver_answering_nxdomain_is_a_leak_not_an_interception() {
 #[tokio::test(flavor = "multi_thread")]
 async fn traffic_that_reaches_lanveil_is_proved_intercepted() {
     let sshd = tokio::task::spawn_blocking(Sshd::start).await.unwrap();
-    let pki = Pki::new();
-    let leaf = pki.leaf(&[NAME], &[]);
-    let up = DotUpstream::start(UpstreamOpts::new(&leaf)).await;
-    let mut router = Router::start(up.addr(), leaf.ca_pem_path(), "trace").await;
+    let (_leaf, up, mut router) = start_router("trace").await;
     let dnsmasq = tokio::task::spawn_blocking({
         let l = router.listen;
         move || Dnsmasq::start(LOCAL, l)
@@ -366,18 +373,14 @@ async fn traffic_that_reaches_lanveil_is_proved_intercepted() {
             ),
         ),
     ] {
-        let out = run(work.path(), args).await;
-        let v = json(&out);
+        let out = ctl_async(work.path(), args).await;
+        let (v, c) = report(&out, &via.to_string(), "pass", "PASS", 0);
         assert_eq!(check(&v, "router answers")["result"], "pass", "{via}: {v}");
-        assert_eq!(check(&v, "leak-test probe")["result"], "pass", "{via}: {v}");
-        let c = check(&v, "plain DNS to");
         assert_eq!(c["interception"], "intercepted", "{via}: {v}");
         assert!(
             c["detail"].as_str().unwrap().starts_with("INTERCEPTED"),
             "{via}: {v}"
         );
-        assert_eq!(v["verdict"], "PASS", "{via}: {v}");
-        assert_eq!(out.code, Some(0), "{via}: {out:?}");
     }
 
     // The daemon side on its own, with a label and nonce we know: the answer carries the nonce,
@@ -429,11 +432,7 @@ async fn traffic_that_reaches_lanveil_is_proved_intercepted() {
     );
 
     // The upstream answered the runs' other queries, and never saw a probe name.
-    let names: Vec<String> = up
-        .received_messages()
-        .iter()
-        .filter_map(|m| m.queries().first().map(|q| q.name().to_ascii()))
-        .collect();
+    let names = asked_upstream(&up);
     assert!(
         names.iter().any(|n| n.starts_with("example.com")),
         "{names:?}"
@@ -456,20 +455,15 @@ async fn traffic_that_reaches_lanveil_is_proved_intercepted() {
 #[tokio::test(flavor = "multi_thread")]
 async fn without_the_control_socket_the_test_says_it_cannot_prove_interception() {
     let sshd = tokio::task::spawn_blocking(Sshd::start).await.unwrap();
-    let pki = Pki::new();
-    let leaf = pki.leaf(&[NAME], &[]);
-    let up = DotUpstream::start(UpstreamOpts::new(&leaf)).await;
-    let mut router = Router::start(up.addr(), leaf.ca_pem_path(), "info").await;
+    let (_leaf, _up, mut router) = start_router("info").await;
     let work = TempDir::new("leak-unproven");
 
-    let out = run(
+    let out = ctl_async(
         work.path(),
         leak_args(router.listen, &[router.listen], Vec::new()),
     )
     .await;
-    let v = json(&out);
-    assert_eq!(check(&v, "leak-test probe")["result"], "info", "{v}");
-    let c = check(&v, "plain DNS to");
+    let (v, c) = report(&out, "no control socket", "info", "INCONCLUSIVE", 1);
     assert_eq!(c["result"], "unproven", "{v}");
     assert!(
         c["detail"]
@@ -478,15 +472,13 @@ async fn without_the_control_socket_the_test_says_it_cannot_prove_interception()
             .contains("interception is not proved"),
         "{v}"
     );
-    assert_eq!(v["verdict"], "INCONCLUSIVE", "{v}");
-    assert_eq!(out.code, Some(1), "{out:?}");
 
     let mut args = router.ssh_args(&sshd);
     let at = args.iter().position(|a| a == "--control").unwrap();
     args[at + 1] = "/nonexistent/control.sock".into();
     let mut args = leak_args(router.listen, &[router.listen], args);
     args.pop();
-    let out = run(work.path(), args).await;
+    let out = ctl_async(work.path(), args).await;
     assert_eq!(out.code, Some(1), "{out:?}");
     assert!(
         out.stdout.contains("could not register this run's probe"),
@@ -515,21 +507,26 @@ async fn without_the_control_socket_the_test_says_it_cannot_prove_interception()
     // Registered, but --router is not the lanveil that took the probe (here a resolver answering
     // NXDOMAIN): a missing nonce then proves nothing either way.
     let other = FakeResolver::start(ResponseCode::NXDomain);
-    let out = run(
+    let out = ctl_async(
         work.path(),
         leak_args(other.addr, &[other.addr], router.ssh_args(&sshd)),
     )
     .await;
-    let v = json(&out);
-    let p = check(&v, "leak-test probe");
-    assert_eq!(p["result"], "warn", "{v}");
+    let (v, c) = report(
+        &out,
+        "another resolver as --router",
+        "warn",
+        "INCONCLUSIVE",
+        1,
+    );
     assert!(
-        p["detail"].as_str().unwrap().contains("did not answer"),
+        check(&v, "leak-test probe")["detail"]
+            .as_str()
+            .unwrap()
+            .contains("did not answer"),
         "{v}"
     );
-    assert_eq!(check(&v, "plain DNS to")["result"], "unproven", "{v}");
-    assert_eq!(v["verdict"], "INCONCLUSIVE", "{v}");
-    assert_eq!(out.code, Some(1), "{out:?}");
+    assert_eq!(c["result"], "unproven", "{v}");
     router.stop().await;
 }
 
@@ -605,18 +602,14 @@ impl ForceDns {
 
     /// Runs `lanveil-ctl ARGS` on the LAN machine.
     fn ctl(&self, args: &[String]) -> CtlOutput {
-        let out = Command::new("ip")
+        Command::new("ip")
             .args(["netns", "exec", &self.ns])
             .arg(lanveil_tests::ssh::ctl_binary())
             .args(args)
             .stdin(Stdio::null())
             .output()
-            .unwrap();
-        CtlOutput {
-            code: out.status.code(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+            .unwrap()
+            .into()
     }
 }
 
@@ -641,10 +634,7 @@ impl Drop for ForceDns {
 /// The probe name never reaches the upstream.
 #[tokio::test(flavor = "multi_thread")]
 async fn force_dns_redirect_of_the_default_public_addresses_is_intercepted() {
-    let pki = Pki::new();
-    let leaf = pki.leaf(&[NAME], &[]);
-    let up = DotUpstream::start(UpstreamOpts::new(&leaf)).await;
-    let mut router = Router::start(up.addr(), leaf.ca_pem_path(), "info").await;
+    let (_leaf, up, mut router) = start_router("info").await;
     let net = tokio::task::spawn_blocking(ForceDns::new).await.unwrap();
     let dnsmasq = tokio::task::spawn_blocking({
         let (ip, l) = (net.router_ip, router.listen);
@@ -670,7 +660,7 @@ async fn force_dns_redirect_of_the_default_public_addresses_is_intercepted() {
     })
     .await
     .unwrap();
-    let v = json(&before);
+    let v = before.json();
     assert_eq!(check(&v, "leak-test probe")["result"], "pass", "{v}");
     // Unreachable here (blocked), or — on a host that forwards to the internet — Quad9's own answer.
     let how = check(&v, "plain DNS to 9.9.9.9")["interception"].clone();
@@ -684,18 +674,14 @@ async fn force_dns_redirect_of_the_default_public_addresses_is_intercepted() {
     })
     .await
     .unwrap();
-    let v = json(&out);
+    let v = out.json();
     for public in ["9.9.9.9", "1.1.1.1", "8.8.8.8", "94.140.14.140"] {
         let c = check(&v, &format!("plain DNS to {public}:53"));
         assert_eq!(c["interception"], "intercepted", "{public}: {v}");
     }
     assert_eq!(v["verdict"], "PASS", "{v}");
     assert_eq!(out.code, Some(0), "{out:?}");
-    let names: Vec<String> = up
-        .received_messages()
-        .iter()
-        .filter_map(|m| m.queries().first().map(|q| q.name().to_ascii()))
-        .collect();
+    let names = asked_upstream(&up);
     assert!(
         names
             .iter()

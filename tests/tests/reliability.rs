@@ -32,15 +32,7 @@ enum Misbehave {
 
 /// A DoT server that answers every query in one scripted hostile way.
 async fn hostile_upstream(leaf: &lanveil_tests::Leaf, how: Misbehave) -> SocketAddr {
-    let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_protocol_versions(&[&rustls::version::TLS13])
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(leaf.cert_chain.clone(), leaf.key())
-    .unwrap();
-    let acceptor = TlsAcceptor::from(Arc::new(cfg));
+    let acceptor = TlsAcceptor::from(leaf.tls13_server_config(&[]));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {

@@ -258,22 +258,20 @@ impl Rig {
         }
     }
 
-    /// Established DoT connections in the client namespace.
-    fn established(&self) -> usize {
+    /// What `ss OPTIONS` lists of the established DoT connections in the client namespace, one a
+    /// line.
+    fn ss_dot(&self, options: &str) -> String {
         let out = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &self.ns_c,
-                "ss",
-                "-tnH",
-                "state",
-                "established",
-            ])
-            .args(["dport", "=", ":853"])
+            .args(["netns", "exec", &self.ns_c, "ss", options])
+            .args(["state", "established", "dport", "=", ":853"])
             .output()
             .unwrap();
-        String::from_utf8_lossy(&out.stdout).lines().count()
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Established DoT connections in the client namespace.
+    fn established(&self) -> usize {
+        self.ss_dot("-tnH").lines().count()
     }
 
     fn wire(&self) -> Vec<Wire> {
@@ -282,20 +280,7 @@ impl Rig {
 
     /// The retransmission timeouts (ms) of the established DoT connections, as `ss -ti` shows them.
     fn rtos(&self) -> Vec<f64> {
-        let out = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &self.ns_c,
-                "ss",
-                "-tinH",
-                "state",
-                "established",
-            ])
-            .args(["dport", "=", ":853"])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout)
+        self.ss_dot("-tinH")
             .split_whitespace()
             .filter_map(|w| w.strip_prefix("rto:")?.parse().ok())
             .collect()
