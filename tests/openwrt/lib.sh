@@ -128,6 +128,12 @@ mkroot() {
 	cp "$DOUBLES/network.sh" "$R/lib/functions/network.sh"
 	cp "$DOUBLES/dhcp.script" "$R/lib/netifd/dhcp.script"
 	cp "$DOUBLES/lanveil" "$R/usr/sbin/lanveil"
+	# rc.common where the init scripts' shebang names it (lanveil's enable runs lanveil_early's
+	# through it).
+	cp "$DOUBLES/rc.common" "$R/etc/rc.common"
+	# An installed package: its postinst marked lanveil_early set up (lanveil_early_setup).
+	mkdir -p "$R/etc/lanveil"
+	: >"$R/etc/lanveil/early-enabled"
 	printf 'root:x:0:0:root:/root:/bin/ash\ndnsmasq:x:453:453:dnsmasq:/var:/bin/false\nlanveil:x:5453:5453:lanveil:/var:/bin/false\n' >"$R/etc/passwd"
 	printf 'lan br-lan\nguest br-guest\nwan wan\n' >"$R/tmp/fake-network"
 	export IPKG_INSTROOT="$R" UCI_CONFIG_DIR="$R/etc/config" PROCD_LOG="$R/log/procd" LANVEIL_TEST_LOG="$R/log"
@@ -182,12 +188,15 @@ make_prerm() {
 	sed -e '/IPKG_INSTROOT/d' -e "s|/etc/init.d/lanveil stop|busybox ash $DOUBLES/rc.common $R/etc/init.d/lanveil stop|" \
 		-e "s|\. /usr/share/lanveil/lanveil.sh|IPKG_INSTROOT=$R; . $R/usr/share/lanveil/lanveil.sh|" "$T/prerm" >"$T/prerm.local"
 }
-# The Makefile's postinst body, its paths under $R ($T/postinst.local).
+# The Makefile's postinst body, its paths under $R ($T/postinst.local, as on a running router:
+# without its image-build line; $T/postinst as packaged, for an image build with IPKG_INSTROOT=$R).
+# shellcheck disable=SC2016  # the postinst's ${IPKG_INSTROOT}, matched as text
 make_postinst() {
 	awk '/^define Package\/lanveil\/postinst/{f=1;next} /^endef/{f=0} f' "$PKG/Makefile" | sed 's/\$\$/$/g' >"$T/postinst"
-	sed -e '/IPKG_INSTROOT/d' \
+	sed -e '/^\[ -n "\${IPKG_INSTROOT}" \]/d' \
 		-e "s|/etc/init.d/\(lanveil[a-z_]*\) \(enabled*\)|IPKG_INSTROOT=$R busybox ash $DOUBLES/rc.common $R/etc/init.d/\1 \2|" \
 		-e "s| /etc/lanveil| $R/etc/lanveil|g" -e "s|>/etc/lanveil|>$R/etc/lanveil|g" \
 		"$T/postinst" >"$T/postinst.local"
-	! grep -v '^#' "$T/postinst.local" | grep -n ' /etc/'
+	grep -q '^\[ -n "\${IPKG_INSTROOT}" \]' "$T/postinst" && ! grep -q 'IPKG_INSTROOT}" \]' "$T/postinst.local" &&
+		! grep -v '^#' "$T/postinst.local" | grep -n ' /etc/'
 }

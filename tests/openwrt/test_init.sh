@@ -810,6 +810,14 @@ check restart-invalid-dhcp-wired-throughout all_wired
 check restart-invalid-still-wired cmp "$R/etc/config/dhcp" "$T/dhcp.wired"
 check restart-invalid-guard-armed nft list table inet lanveil_down
 check restart-invalid-status status_has '^lanveil is NOT running: lanveil did not start (invalid'
+# ... with the old daemon still there when the start comes (procd's delete only signals it; it
+# drains queries in flight): no running daemon to keep, as for a reload with a bad file. Refused.
+daemon_up
+nft delete table inet lanveil_down 2>/dev/null
+rm -f "$R/var/run/lanveil/lanveil_down.nft"
+rc restart >/dev/null 2>&1
+check restart-invalid-old-daemon-draining-guard-armed nft list table inet lanveil_down
+check restart-invalid-old-daemon-draining-status status_has '^lanveil is NOT running: lanveil did not start (invalid'
 uci_ set lanveil.main.log_level=info
 uci_ commit lanveil
 daemon_up
@@ -858,8 +866,24 @@ rm -f "$R/etc/rc.d/S19lanveil_early"
 check upgrade-postinst-once sh -c "PKG_UPGRADE=1 busybox ash '$T/postinst.local' && [ ! -e '$R/etc/rc.d/S19lanveil_early' ]"
 rm -f "$R/etc/rc.d/"* "$R/etc/lanveil/early-enabled"
 check upgrade-postinst-disabled-no-early sh -c "PKG_UPGRADE=1 busybox ash '$T/postinst.local' && [ ! -e '$R/etc/rc.d/S19lanveil_early' ] && [ ! -e '$R/etc/lanveil/early-enabled' ]"
+# ... and the owner enables lanveil later (by hand, LuCI's Startup page): its enable sets
+# lanveil_early up then, once: enabled again after the owner disabled lanveil_early, it stays so.
+enable_cmd="busybox ash '$DOUBLES/rc.common' '$R/etc/init.d/lanveil' enable"
+check enable-after-disabled-upgrade-enables-early sh -c "$enable_cmd && [ -L '$R/etc/rc.d/S25lanveil' ] && [ -L '$R/etc/rc.d/K15lanveil' ] && [ -L '$R/etc/rc.d/S19lanveil_early' ] && [ -e '$R/etc/lanveil/early-enabled' ]"
+rm -f "$R/etc/rc.d/"*
+check enable-again-keeps-early-disabled sh -c "$enable_cmd && [ -L '$R/etc/rc.d/S25lanveil' ] && [ ! -e '$R/etc/rc.d/S19lanveil_early' ]"
+rm -f "$R/etc/rc.d/"* "$R/etc/lanveil/early-enabled"
 check install-postinst-marks sh -c "busybox ash '$T/postinst.local' && [ ! -e '$R/etc/rc.d/S19lanveil_early' ] && [ -e '$R/etc/lanveil/early-enabled' ]"
-rm -rf "$R/etc/rc.d" "$R/etc/lanveil/early-enabled"
+# An image build (IPKG_INSTROOT; default_postinst then enables both init scripts offline) marks
+# it too: a first upgrade after the owner disabled lanveil_early leaves it disabled.
+rm -f "$R/etc/rc.d/"* "$R/etc/lanveil/early-enabled"
+check image-postinst-marks sh -c "IPKG_INSTROOT='$R' busybox ash '$T/postinst' && [ ! -e '$R/etc/rc.d/S19lanveil_early' ] && [ -e '$R/etc/lanveil/early-enabled' ]"
+ln -sfn ../init.d/lanveil "$R/etc/rc.d/S25lanveil"
+ln -sfn ../init.d/lanveil "$R/etc/rc.d/K15lanveil"
+check image-then-upgrade-keeps-early-disabled sh -c "PKG_UPGRADE=1 busybox ash '$T/postinst.local' && [ ! -e '$R/etc/rc.d/S19lanveil_early' ]"
+# Back to the installed package (mkroot: marked).
+rm -rf "$R/etc/rc.d"
+: >"$R/etc/lanveil/early-enabled"
 mv "$T/rc.d.before" "$R/etc/rc.d"
 check upgrade-stop rc_env PKG_UPGRADE=1 stop
 check upgrade-stop-keeps-dhcp cmp "$R/etc/config/dhcp" "$T/dhcp.wired"

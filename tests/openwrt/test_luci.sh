@@ -211,6 +211,37 @@ check viewer-reads-status grep -q '"answered":true' "$T/viewer-status.json"
 # The zones (names and networks) without the firewall config itself.
 ubus_call "$vsid" luci.lanveil zones '{}' >"$T/viewer-zones.json"
 check viewer-reads-zones sh -c "grep -q '{\"name\":\"lan\",\"networks\":\[\"lan\"\]}' '$T/viewer-zones.json' && grep -q '\"name\":\"wan\"' '$T/viewer-zones.json'"
+# The zones method over every shape a zone section can have (uci on the router, no fw4 reload;
+# taken out again at once): a name given once as an option; as a list (fw4 refuses such a zone:
+# not listed); a name another zone has (listed once, with the first one's networks); no name (not
+# listed); networks as a list, as one option of several words, repeated (listed once each).
+r sh -c 'cp /etc/config/firewall /tmp/firewall.zones-test'
+r sh -c 'set -e
+	uci set firewall.lvz_str=zone; uci set firewall.lvz_str.name=lvz_str; uci set firewall.lvz_str.network="n1 n2 n1"
+	uci set firewall.lvz_list=zone; uci add_list firewall.lvz_list.name=lvz_list; uci add_list firewall.lvz_list.name=lvz_other
+	uci set firewall.lvz_dup=zone; uci set firewall.lvz_dup.name=lan; uci set firewall.lvz_dup.network=dup0
+	uci set firewall.lvz_anon=zone; uci set firewall.lvz_anon.network=anon0
+	uci set firewall.lvz_nets=zone; uci set firewall.lvz_nets.name=lvz_nets
+	uci add_list firewall.lvz_nets.network="n3 n4"; uci add_list firewall.lvz_nets.network=n3
+	uci commit firewall'
+ubus_call "$vsid" luci.lanveil zones '{}' >"$T/viewer-zones-shapes.json"
+r sh -c 'cp /tmp/firewall.zones-test /etc/config/firewall && rm /tmp/firewall.zones-test'
+zones_are() { # JSON-RPC ANSWER-FILE: the zones, in order, as "name:net,net name:..."
+	python3 -c '
+import json, sys
+z = json.load(open(sys.argv[1]))["result"][1]["zones"]
+print(" ".join("%s:%s" % (e["name"], ",".join(e["networks"])) for e in z))' "$1"
+}
+check zones-method-shapes [ "$(zones_are "$T/viewer-zones-shapes.json")" = "lan:lan wan:wan,wan6 lvz_str:n1,n2 lvz_nets:n3,n4" ]
+check zones-method-shapes-undone r sh -c '! grep -q lvz_ /etc/config/firewall'
+# No firewall config at all: the call fails (not found), rather than answer "no zones" (the
+# settings page would take every zone its config names for one the router lacks).
+r mv /etc/config/firewall /tmp/firewall.zones-test
+ubus_call "$vsid" luci.lanveil zones '{}' >"$T/viewer-zones-none.json"
+r mv /tmp/firewall.zones-test /etc/config/firewall
+check zones-method-no-firewall-config-fails grep -q '"result":\[4\]' "$T/viewer-zones-none.json"
+ubus_call "$vsid" luci.lanveil zones '{}' >"$T/viewer-zones-again.json"
+check zones-method-after-failure [ "$(zones_are "$T/viewer-zones-again.json")" = "lan:lan wan:wan,wan6" ]
 # uci get reaches rpcd (luci-base), which gives lanveil's config and refuses the firewall's
 # (ubus status 6, permission denied).
 ubus_call "$vsid" uci get '{"config":"lanveil","section":"rig"}' >"$T/viewer-uci-lanveil.json"

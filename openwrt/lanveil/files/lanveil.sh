@@ -914,6 +914,24 @@ lanveil_leak_boot() {
 	return 0
 }
 
+# lanveil_early is enabled once, with lanveil, and then left to the owner (who may disable it).
+# An install enables it (default_postinst enables a package's init scripts on an install or an
+# image build, not on an upgrade: the postinst only marks it set up). The first upgrade from a
+# version without it enables it when lanveil is enabled (the postinst); when lanveil is disabled
+# then, its first enable after that does (the init script's enable). The marker keeps it once.
+LANVEIL_EARLY_MARK="$LANVEIL_ETC/early-enabled"
+
+lanveil_early_mark() {
+	mkdir -p "$LANVEIL_ETC" && : >"$LANVEIL_EARLY_MARK"
+}
+
+# Enables lanveil_early and marks it, unless it was set up before.
+lanveil_early_setup() {
+	[ -e "$LANVEIL_EARLY_MARK" ] && return 0
+	sh "${IPKG_INSTROOT:-}/etc/rc.common" "${IPKG_INSTROOT:-}/etc/init.d/lanveil_early" enable &&
+		lanveil_early_mark
+}
+
 lanveil_leak_remove() {
 	rm -f "$LANVEIL_LEAK_NFT" "$LANVEIL_LEAK_SAVED"
 	command -v nft >/dev/null 2>&1 || return 0

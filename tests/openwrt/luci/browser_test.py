@@ -139,6 +139,17 @@ def save_apply(d):
         d.execute_script("arguments[0].click()", target)
 
 
+def apply_field(d, option, value):
+    """VALUE typed into the form's field for lanveil.OPTION, then Save & Apply: True once LuCI
+    says the apply is confirmed."""
+    fld = d.find_element(By.ID, "widget.cbid.lanveil." + option)
+    d.execute_script("arguments[0].scrollIntoView()", fld)
+    fld.clear()
+    fld.send_keys(value)
+    save_apply(d)
+    return wait("applied", lambda: "Configuration changes applied" in d.find_element(By.TAG_NAME, "body").text, 90)
+
+
 def uci_get(key):
     return router("uci", "-q", "get", key).stdout.strip()
 
@@ -306,6 +317,39 @@ def force_dns_zone_checks(d):
     report("force-dns-zone-saved", applied and saved, "uci get lanveil.openwrt.force_dns_zone = %r" % uci_get("lanveil.openwrt.force_dns_zone"))
 
 
+def zones_unread_checks(d):
+    # --- the plugin's zones call fails for one page load (no firewall config: the call's status
+    # is "not found"; an ACL without it or an rpcd error fail the same rpc call): the zone lists
+    # show the zones the config names, as they are, say why, and Save & Apply keeps them ---
+    force, leak = sorted(uci_get("lanveil.openwrt.force_dns_zone").split()), sorted(uci_get("lanveil.openwrt.leak_guard_zone").split())
+    router("mv", "/etc/config/firewall", "/tmp/firewall.zones-unread", check=True)
+    try:
+        call = router("ubus", "call", "luci.lanveil", "zones")
+        report("zones-call-fails-without-firewall-config", call.returncode != 0 and "Not found" in call.stderr,
+               "exit %d: %r %r" % (call.returncode, call.stdout, call.stderr))
+        report("settings-form-zones-unread", open_settings(d), d.current_url)
+        wait("zone list", lambda: d.find_elements(By.CSS_SELECTOR, FORCE_ZONES), 20)
+    finally:
+        router("mv", "/tmp/firewall.zones-unread", "/etc/config/firewall", check=True)
+    note = wait("notice", lambda: text_of(d, "#lanveil-zones-unread"), 10) or ""
+    report("settings-zones-unread-notice", "firewall zones could not be read" in note, note or text_of(d, "#maincontent")[:200])
+    labels = {z: zone_label(d, "force_dns_zone", z) for z in force}
+    labels.update({"leak:" + z: zone_label(d, "leak_guard_zone", z) for z in leak})
+    report("settings-zones-unread-configured-shown-plainly", force == ["gone", "guest", "lan"] and leak == ["guest", "wan"]
+           and zone_choices(d, "force_dns_zone") == force and zone_choices(d, "leak_guard_zone") == leak
+           and sorted(zone_values(d, "force_dns_zone")) == force and sorted(zone_values(d, "leak_guard_zone")) == leak
+           and all(v == k.split(":")[-1] for k, v in labels.items()),
+           "config %s / %s, choices %s / %s, labels %s" % (force, leak, zone_choices(d, "force_dns_zone"), zone_choices(d, "leak_guard_zone"), labels))
+    shot(d, "05j-settings-zones-unread")
+    # Another setting changed and saved: the zone lists are written as they were (not emptied).
+    applied = apply_field(d, "main.query_log", "7")
+    saved = wait("saved", lambda: uci_get("lanveil.main.query_log") == "7", 30)
+    report("settings-zones-unread-save-keeps-zones", applied and saved and sorted(uci_get("lanveil.openwrt.force_dns_zone").split()) == force
+           and sorted(uci_get("lanveil.openwrt.leak_guard_zone").split()) == leak,
+           "query_log %r, force_dns_zone %r, leak_guard_zone %r" % (uci_get("lanveil.main.query_log"), uci_get("lanveil.openwrt.force_dns_zone"),
+                                                                   uci_get("lanveil.openwrt.leak_guard_zone")))
+
+
 def operator_zone_checks():
     # --- the zone lists for a login with only the app's ACLs (no read of the firewall config) ---
     d = browser("chromium-profile-operator")
@@ -343,7 +387,16 @@ def operator_zone_checks():
 def operator_zone_checks_retried():
     """A second browser on the 2-core rig right after an apply: its login or a page load timed
     out in some suite runs. One more try with a fresh browser when the first one did not pass
-    every check; the second try's results are the ones reported."""
+    every check; the second try's results are the ones reported.
+    What is known (an apply, then a fresh browser's login, timed step by step over ~140 rounds):
+    it happens only while the machine is busy with something else (another test, another
+    browser starting), about one round in 15 then, never in ~60 quiet rounds; it is a page load
+    (the login page itself, or the login POST) that never completes ("Timed out receiving
+    message from renderer"), with uhttpd's script child for it alive the whole time, blocked in
+    poll, and rpcd and ubusd idle. Ruled out: an rpcd or uhttpd restart (same processes
+    throughout), the apply's rollback window (confirmed before; rpcd idle), rpcd held by a
+    plugin call (no child, idle), uhttpd's script limit (-n 3: one child), the lanveil reload
+    the apply triggers (done before). Not found: what the script child waits for."""
     global report
     real_report = report
     for attempt in (1, 2):
@@ -492,12 +545,7 @@ def run(d):
     report("pinned-upstream-answers", wait("dig", lambda: dig("probe.test") == "1.2.3.78", 30), dig("probe.test"))
     # LAN signals: a captive-portal URI set in the form shows up in Status's signals.
     report("settings-form-signals", open_settings(d), d.current_url)
-    fld = d.find_element(By.ID, "widget.cbid.lanveil.main.captive_portal_uri")
-    d.execute_script("arguments[0].scrollIntoView()", fld)
-    fld.clear()
-    fld.send_keys("https://router.lan/capport")
-    save_apply(d)
-    applied = wait("applied", lambda: "Configuration changes applied" in d.find_element(By.TAG_NAME, "body").text, 90)
+    applied = apply_field(d, "main.captive_portal_uri", "https://router.lan/capport")
     report("signal-applied", applied and "router.lan/capport" in router("uci", "get", "lanveil.main.captive_portal_uri").stdout,
            router("uci", "-q", "get", "lanveil.main.captive_portal_uri").stdout)
     d.get(BASE + "/admin/services/lanveil/status")
@@ -514,12 +562,17 @@ def run(d):
         force_dns_zone_checks(d)
     except Exception as e:
         report("force-dns-zone-exception", False, repr(e))
+    try:
+        zones_unread_checks(d)
+    except Exception as e:
+        report("zones-unread-exception", False, repr(e))
     operator_zone_checks_retried()
     router("sh", "-c", "if [ -f /tmp/dnsmasq.conf.leak ]; then "
            "if [ -s /tmp/dnsmasq.conf.leak ]; then cp /tmp/dnsmasq.conf.leak /etc/dnsmasq.conf; else rm -f /etc/dnsmasq.conf; fi; "
            "rm -f /tmp/dnsmasq.conf.leak; /etc/init.d/dnsmasq restart; fi; uci -q delete firewall.lanveil_guest; uci commit firewall; "
            "uci -q delete lanveil.openwrt.leak_guard; uci -q delete lanveil.openwrt.leak_guard_zone; "
-           "uci -q delete lanveil.openwrt.force_dns_zone; uci add_list lanveil.openwrt.force_dns_zone=lan; uci commit lanveil; /etc/init.d/lanveil reload")
+           "uci -q delete lanveil.openwrt.force_dns_zone; uci add_list lanveil.openwrt.force_dns_zone=lan; uci -q delete lanveil.main.query_log; "
+           "uci commit lanveil; /etc/init.d/lanveil reload")
     report("leak-guard-restored", wait("dig", lambda: dig("probe.test") == "1.2.3.78", 30) and leak_table(), "no answer or no guard")
 
     # The hostile upstream: a probe whose failure text carries the certificate's name (markup).

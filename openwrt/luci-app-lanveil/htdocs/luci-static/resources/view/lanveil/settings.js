@@ -11,7 +11,9 @@ function T(s) {
 }
 
 var callPresets = rpc.declare({ object: 'luci.lanveil', method: 'presets', expect: { '': {} } });
-var callZones = rpc.declare({ object: 'luci.lanveil', method: 'zones', expect: { zones: [] } });
+// reject: a call that ends in a ubus status (the method's "not found", an rpcd error) rejects, as
+// an ACL refusal does, instead of resolving to the expected empty list (zoneList: unknown zones).
+var callZones = rpc.declare({ object: 'luci.lanveil', method: 'zones', expect: { zones: [] }, reject: true });
 var callCheck = rpc.declare({ object: 'luci.lanveil', method: 'check', expect: { '': {} } });
 var callProbe = rpc.declare({
 	object: 'luci.lanveil', method: 'probe', params: [ 'url', 'ca_file', 'pins' ], expect: { '': {} }
@@ -27,9 +29,12 @@ var URL_RE = /^(tls|quic|https):\/\/\S+$/;
 // their networks only; the ACL does not grant read of the firewall config), and any zone
 // the config names that is not one of them, shown as such and kept on save. Unset means
 // dflt (the init script's default): shown as dflt, and not written unless it is changed.
+// zones null: the zones method failed (rpcd, the login's ACL, no firewall config), so the
+// router's zones are unknown: the zones the config names are listed as they are (the page
+// says why, see render) and kept on save.
 function zoneList(s, name, title, description, zones, dflt) {
 	var o = s.option(form.MultiValue, name, title, description);
-	zones.forEach(function(z) {
+	(zones || []).forEach(function(z) {
 		var nets = Array.isArray(z.networks) ? z.networks : [];
 		o.value(z.name, nets.length ? _('%s: %s').format(z.name, nets.join(', ')) : z.name);
 	});
@@ -51,7 +56,7 @@ function zoneList(s, name, title, description, zones, dflt) {
 	o.renderWidget = function(section_id, option_index, cfgvalue) {
 		L.toArray((cfgvalue != null) ? cfgvalue : this.default).forEach(function(z) {
 			if ((this.keylist || []).indexOf(z) < 0)
-				this.value(z, _('%s (not a firewall zone)').format(z));
+				this.value(z, zones ? _('%s (not a firewall zone)').format(z) : z);
 		}, this);
 		return form.MultiValue.prototype.renderWidget.apply(this, arguments);
 	};
@@ -62,12 +67,12 @@ return view.extend({
 	load: function() {
 		return Promise.all([
 			L.resolveDefault(callPresets(), { presets: [] }),
-			L.resolveDefault(callZones(), [])
+			L.resolveDefault(callZones(), null)
 		]);
 	},
 
 	render: function(data) {
-		var presets = data[0], zones = Array.isArray(data[1]) ? data[1] : [];
+		var presets = data[0], zones = Array.isArray(data[1]) ? data[1] : null;
 		var m, s, o;
 
 		m = new form.Map('lanveil', _('lanveil settings'),
@@ -165,7 +170,13 @@ return view.extend({
 		o.depends('leak_guard', '1');
 
 		this.map = m;
-		return m.render();
+		return m.render().then(function(node) {
+			if (!zones)
+				node.insertBefore(E('div', { 'class': 'alert-message warning', 'id': 'lanveil-zones-unread' }, [
+					T(_('The router\'s firewall zones could not be read: the zone lists show only the zones these settings name, and keep them when saved.'))
+				]), node.firstChild.nextSibling);
+			return node;
+		});
 	},
 
 	uiValue: function(section_id, name) {

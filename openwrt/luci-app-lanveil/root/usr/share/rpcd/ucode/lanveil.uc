@@ -214,12 +214,19 @@ function leak_guard() {
 
 // The firewall zones' names (and their networks' names, for the labels), read here as
 // root: the settings page's zone lists, without granting a LuCI login read of the whole
-// firewall config (forwards, rules, ipsets). A zone without a name cannot be listed: skipped.
-// { zones: [ { name, networks: [...] } ] }
+// firewall config (forwards, rules, ipsets). Skipped: a zone without a name, or with a list
+// of names (fw4 refuses such a zone: "option 'name' must not be a list"); a name seen before
+// is listed once, with the first zone's networks.
+// { zones: [ { name, networks: [...] } ] }; no firewall config (no firewall package, a file
+// uci cannot read): the call fails with UBUS_STATUS_NOT_FOUND (rpcd makes a method's exit()
+// the call's status), not an empty list, so the page does not take the zones its settings
+// name for zones the router lacks.
+const UBUS_STATUS_NOT_FOUND = 4;
+
 function zones() {
 	const c = cursor();
 	let out = [], seen = {};
-	c.foreach('firewall', 'zone', s => {
+	const read = c.foreach('firewall', 'zone', s => {
 		const name = s.name;
 		if (type(name) != 'string' || !length(name) || seen[name])
 			return;
@@ -234,6 +241,8 @@ function zones() {
 					push(words, w);
 		push(out, { name: name, networks: words });
 	});
+	if (read == null)
+		exit(UBUS_STATUS_NOT_FOUND);
 	return { zones: out };
 }
 
