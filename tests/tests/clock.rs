@@ -117,37 +117,74 @@ async fn boot_in_1970_checks_against_the_floor_then_reverifies_when_the_clock_is
     assert!(!dir.join("state.tmp").exists());
 }
 
+/// An upstream whose certificate ended yesterday (before the floor), and a router that thinks it is
+/// 2001: its configuration for that upstream (cache off) and its clock (the CA's and the state
+/// file's directories live as long as it).
+struct Expired {
+    leaf: lanveil_tests::Leaf,
+    up: DotUpstream,
+    wall: Arc<FakeWall>,
+    cfg: lanveil::config::Config,
+    _pki: Pki,
+    _dir: TempDir,
+}
+
+impl Expired {
+    async fn start(name: &str) -> Self {
+        let pki = Pki::new();
+        let leaf = pki.expired_leaf(&["dot.test"], &[LOCAL]);
+        let up = DotUpstream::start(UpstreamOpts::new(&leaf)).await;
+        let dir = TempDir::new(name);
+        let mut cfg = config(&[(up.addr(), "dot.test")], pki.ca_pem_path());
+        cfg.daemon.state_file = Some(state_file(&dir).display().to_string());
+        cfg.cache.enabled = false;
+        let wall = Arc::new(FakeWall(AtomicU64::new(1_000_000_000)));
+        Self {
+            leaf,
+            up,
+            wall,
+            cfg,
+            _pki: pki,
+            _dir: dir,
+        }
+    }
+
+    /// NTP sets the clock; the connections authenticated against the floor are closed.
+    async fn set_clock(&self) {
+        self.wall.0.store(real_now(), Ordering::SeqCst);
+        assert!(
+            self.up
+                .wait_for(Duration::from_secs(3), |h| h.open_connections() == 0)
+                .await,
+            "relaxed connections closed: {:?}",
+            self.up.connections()
+        );
+    }
+}
+
+/// `name` is answered SERVFAIL with the EDE that says the certificate expired.
+async fn refused_as_expired(addr: std::net::SocketAddr, name: &str) {
+    let m = query_udp(addr, name, RecordType::A, Some(1232)).await;
+    assert_eq!(m.response_code(), ResponseCode::ServFail, "{name}");
+    assert!(ede(&m).unwrap().1.contains("expired"), "{:?}", ede(&m));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_before_the_floor_is_rejected_unless_pinned_and_only_until_the_clock_is_set() {
-    let pki = Pki::new();
-    let expired = pki.expired_leaf(&["dot.test"], &[LOCAL]); // ended yesterday, before the floor
-    let up = DotUpstream::start(UpstreamOpts::new(&expired)).await;
-    let dir = TempDir::new("lanveil-clock2");
-    let wall = Arc::new(FakeWall(AtomicU64::new(1_000_000_000))); // 2001
-    let mut cfg = config(&[(up.addr(), "dot.test")], pki.ca_pem_path());
-    cfg.daemon.state_file = Some(state_file(&dir).display().to_string());
-    cfg.cache.enabled = false;
+    let x = Expired::start("lanveil-clock2").await;
 
     // Not pinned: expired whatever the real time is.
-    let (running, addr) = start_at(cfg.clone(), &wall).await;
-    let m = query_udp(addr, "expired.test.", RecordType::A, Some(1232)).await;
-    assert_eq!(m.response_code(), ResponseCode::ServFail);
-    assert!(ede(&m).unwrap().1.contains("expired"), "{:?}", ede(&m));
+    let (running, addr) = start_at(x.cfg.clone(), &x.wall).await;
+    refused_as_expired(addr, "expired.test.").await;
     running.shutdown().await;
 
     // Pinned: accepted regardless of time while the clock is unsynchronized...
-    let (running, addr) = start_at(with_pins(cfg, &[expired.spki_pin()]), &wall).await;
+    let (running, addr) = start_at(with_pins(x.cfg.clone(), &[x.leaf.spki_pin()]), &x.wall).await;
     let m = query_udp(addr, "pinned.test.", RecordType::A, Some(1232)).await;
     assert_eq!(a_records(&m), [expected_a("pinned.test.")]);
     // ...and rejected as soon as it is set.
-    wall.0.store(real_now(), Ordering::SeqCst);
-    assert!(
-        up.wait_for(Duration::from_secs(3), |h| h.open_connections() == 0)
-            .await
-    );
-    let m = query_udp(addr, "pinned2.test.", RecordType::A, Some(1232)).await;
-    assert_eq!(m.response_code(), ResponseCode::ServFail);
-    assert!(ede(&m).unwrap().1.contains("expired"), "{:?}", ede(&m));
+    x.set_clock().await;
+    refused_as_expired(addr, "pinned2.test.").await;
     running.shutdown().await;
 }
 
@@ -280,29 +317,16 @@ async fn a_relaxed_connection_that_comes_up_after_the_clock_is_set_is_reverified
 /// certificate, refused once the clock is set, accepted again through the ticket).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_tickets_from_before_the_clock_was_set_are_forgotten() {
-    let pki = Pki::new();
-    let expired = pki.expired_leaf(&["dot.test"], &[LOCAL]);
-    let up = DotUpstream::start(UpstreamOpts::new(&expired)).await;
-    let dir = TempDir::new("lanveil-clock-tickets");
-    let wall = Arc::new(FakeWall(AtomicU64::new(1_000_000_000))); // 2001
-    let mut cfg = config(&[(up.addr(), "dot.test")], pki.ca_pem_path());
-    cfg.daemon.state_file = Some(state_file(&dir).display().to_string());
-    cfg.cache.enabled = false;
+    let x = Expired::start("lanveil-clock-tickets").await;
+    let mut cfg = with_pins(x.cfg.clone(), &[x.leaf.spki_pin()]);
     cfg.upstreams.servers[0].tls_resumption = true;
-    let (running, addr) = start_at(with_pins(cfg, &[expired.spki_pin()]), &wall).await;
+    let (running, addr) = start_at(cfg, &x.wall).await;
 
     let m = query_udp(addr, "floor.test.", RecordType::A, Some(1232)).await;
     assert_eq!(a_records(&m), [expected_a("floor.test.")]);
-    wall.0.store(real_now(), Ordering::SeqCst);
-    assert!(
-        up.wait_for(Duration::from_secs(3), |h| h.open_connections() == 0)
-            .await,
-        "relaxed connection closed"
-    );
-    let m = query_udp(addr, "synced.test.", RecordType::A, Some(1232)).await;
-    let conns = up.connections();
-    assert_eq!(m.response_code(), ResponseCode::ServFail, "{conns:?}");
-    assert!(ede(&m).unwrap().1.contains("expired"), "{:?}", ede(&m));
+    x.set_clock().await;
+    refused_as_expired(addr, "synced.test.").await;
+    let conns = x.up.connections();
     assert!(
         conns.iter().all(|c| !c.resumed),
         "no session resumed after the clock was set: {conns:?}"
