@@ -266,7 +266,6 @@ impl Driver {
                 "clock synchronized: re-verifying {} upstream connection(s)",
                 relaxed.len()
             );
-            self.forget_tickets();
         }
         for session in relaxed {
             if let Some(s) = self.sessions.remove(&session) {
@@ -276,9 +275,10 @@ impl Driver {
         }
     }
 
-    /// Sessions resumed later would skip the certificate check and keep the relaxed verdict of the
-    /// handshakes their tickets came from: tickets go with the relaxed sessions (resumption is off
-    /// by default; which upstream a ticket came from is not tracked, so every upstream's go).
+    /// A relaxed session that came up after the clock synchronized may leave tickets the stores take
+    /// for ones kept at the real time; a session resumed from one would skip the certificate check
+    /// and keep the relaxed verdict. They go with it (resumption is off by default; which upstream a
+    /// ticket came from is not tracked, so every upstream's go).
     fn forget_tickets(&self) {
         for target in self.targets.values() {
             target.forget_tickets();

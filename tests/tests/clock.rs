@@ -314,22 +314,34 @@ async fn a_relaxed_connection_that_comes_up_after_the_clock_is_set_is_reverified
 /// With `tls_resumption '1'`, a session ticket from a connection authenticated against the floor
 /// does not outlive the clock's synchronization: resuming it skips the certificate check, so the
 /// relaxed verdict would pass the moment the real time is known (here: an expired, pinned
-/// certificate, refused once the clock is set, accepted again through the ticket).
+/// certificate, refused once the clock is set, accepted again through the ticket). Both when the
+/// relaxed connection is still open as the clock is set, and when the upstream closed it before.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_tickets_from_before_the_clock_was_set_are_forgotten() {
-    let x = Expired::start("lanveil-clock-tickets").await;
-    let mut cfg = with_pins(x.cfg.clone(), &[x.leaf.spki_pin()]);
-    cfg.upstreams.servers[0].tls_resumption = true;
-    let (running, addr) = start_at(cfg, &x.wall).await;
+    for closed_before in [false, true] {
+        let x = Expired::start("lanveil-clock-tickets").await;
+        let mut cfg = with_pins(x.cfg.clone(), &[x.leaf.spki_pin()]);
+        cfg.upstreams.servers[0].tls_resumption = true;
+        let (running, addr) = start_at(cfg, &x.wall).await;
 
-    let m = query_udp(addr, "floor.test.", RecordType::A, Some(1232)).await;
-    assert_eq!(a_records(&m), [expected_a("floor.test.")]);
-    x.set_clock().await;
-    refused_as_expired(addr, "synced.test.").await;
-    let conns = x.up.connections();
-    assert!(
-        conns.iter().all(|c| !c.resumed),
-        "no session resumed after the clock was set: {conns:?}"
-    );
-    running.shutdown().await;
+        let m = query_udp(addr, "floor.test.", RecordType::A, Some(1232)).await;
+        assert_eq!(a_records(&m), [expected_a("floor.test.")]);
+        if closed_before {
+            // The upstream's idle timeout, say: closed while the clock is still unsynchronized.
+            x.up.kill_connections();
+            assert!(
+                x.up.wait_for(Duration::from_secs(3), |h| h.open_connections() == 0)
+                    .await
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        x.set_clock().await;
+        refused_as_expired(addr, "synced.test.").await;
+        let conns = x.up.connections();
+        assert!(
+            conns.iter().all(|c| !c.resumed),
+            "closed before the clock was set: {closed_before}; no session resumed after: {conns:?}"
+        );
+        running.shutdown().await;
+    }
 }

@@ -116,9 +116,12 @@ impl Target {
         };
         // Replaced per connection by `Target::connector`, unless resumption is on.
         let (verifier, decision) = checks.verifier(NoObserver);
-        let tickets = upstream
-            .tls_resumption
-            .then(|| Arc::new(lanveil_tls::Tickets::default()));
+        let tickets = upstream.tls_resumption.then(|| {
+            let time = time.clone();
+            Arc::new(lanveil_tls::Tickets::new(Box::new(move || {
+                time.state() == clock::ClockState::Synchronized
+            })))
+        });
         let config =
             checks.client_config(versions, verifier, tickets.clone(), upstream.sni, alpn)?;
         Ok(Self {
@@ -197,9 +200,10 @@ impl Target {
     }
 
     /// Forgets the sessions kept for resumption (with `tls_resumption '1'`): the driver does when it
-    /// closes a session authenticated against the time floor because the clock synchronized. A
-    /// resumed session skips the certificate check, and would otherwise carry that relaxed verdict
-    /// past the real time being known.
+    /// closes a session authenticated against the time floor that came up after the clock
+    /// synchronized, whose tickets the store may take as kept at the real time. A resumed session
+    /// skips the certificate check, and would otherwise carry that relaxed verdict past the real
+    /// time being known ([`lanveil_tls::Tickets`] forgets those kept before by itself).
     pub(crate) fn forget_tickets(&self) {
         if let Some(tickets) = &self.tickets {
             tickets.forget();

@@ -39,56 +39,85 @@ pub const SYSTEM_CA_FILES: &[&str] = &[
     "/etc/pki/tls/certs/ca-bundle.crt",
 ];
 
-/// The sessions kept for resumption (`tls_resumption '1'`; rustls' in-memory store of 256), which
-/// can be forgotten at once. A resumed session skips the certificate check, so it carries the
-/// verdict of the handshake it resumes: the daemon forgets every ticket when its clock synchronizes,
-/// and no session authenticated against the time floor is resumed past the moment the real time is
-/// known.
-#[derive(Debug)]
-pub struct Tickets(Mutex<Arc<ClientSessionMemoryCache>>);
+/// The sessions kept for resumption (`tls_resumption '1'`; rustls' in-memory store of 256). A resumed
+/// session skips the certificate check, so it carries the verdict of the handshake it resumes: a
+/// session kept while the clock was unsynchronized (authenticated against the time floor) is never
+/// resumed once the clock is synchronized. The first use after that forgets every session kept so
+/// far; [`Tickets::forget`] does at once (the daemon, for a relaxed session that completes its
+/// handshake after the clock was set, whose tickets may come later).
+pub struct Tickets {
+    kept: Mutex<Kept>,
+    synchronized: Box<dyn Fn() -> bool + Send + Sync>,
+}
 
-impl Default for Tickets {
-    fn default() -> Self {
-        Self(Mutex::new(Arc::new(ClientSessionMemoryCache::new(TICKETS))))
-    }
+struct Kept {
+    store: Arc<ClientSessionMemoryCache>,
+    /// A session was kept while the clock was unsynchronized.
+    unsynchronized: bool,
 }
 
 const TICKETS: usize = 256;
 
+impl Kept {
+    fn empty() -> Self {
+        Self {
+            store: Arc::new(ClientSessionMemoryCache::new(TICKETS)),
+            unsynchronized: false,
+        }
+    }
+}
+
 impl Tickets {
-    /// Drops every session kept so far (those being resumed right now complete as they are).
-    pub fn forget(&self) {
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner) =
-            Arc::new(ClientSessionMemoryCache::new(TICKETS));
+    /// An empty store; `synchronized` says whether the clock is.
+    pub fn new(synchronized: Box<dyn Fn() -> bool + Send + Sync>) -> Self {
+        Self {
+            kept: Mutex::new(Kept::empty()),
+            synchronized,
+        }
     }
 
-    fn store(&self) -> Arc<ClientSessionMemoryCache> {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+    /// Drops every session kept so far (those being resumed right now complete as they are).
+    pub fn forget(&self) {
+        *self.kept.lock().unwrap_or_else(PoisonError::into_inner) = Kept::empty();
+    }
+
+    /// The store to use now; `keeping`: a session is about to be kept in it.
+    fn store(&self, keeping: bool) -> Arc<ClientSessionMemoryCache> {
+        let synchronized = (self.synchronized)();
+        let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
+        if kept.unsynchronized && synchronized {
+            *kept = Kept::empty();
+        }
+        kept.unsynchronized |= keeping && !synchronized;
+        kept.store.clone()
+    }
+}
+
+impl core::fmt::Debug for Tickets {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Tickets").finish_non_exhaustive()
     }
 }
 
 impl ClientSessionStore for Tickets {
     fn set_kx_hint(&self, server_name: ServerName<'static>, group: NamedGroup) {
-        self.store().set_kx_hint(server_name, group);
+        self.store(false).set_kx_hint(server_name, group);
     }
 
     fn kx_hint(&self, server_name: &ServerName<'_>) -> Option<NamedGroup> {
-        self.store().kx_hint(server_name)
+        self.store(false).kx_hint(server_name)
     }
 
     fn set_tls12_session(&self, server_name: ServerName<'static>, value: Tls12ClientSessionValue) {
-        self.store().set_tls12_session(server_name, value);
+        self.store(true).set_tls12_session(server_name, value);
     }
 
     fn tls12_session(&self, server_name: &ServerName<'_>) -> Option<Tls12ClientSessionValue> {
-        self.store().tls12_session(server_name)
+        self.store(false).tls12_session(server_name)
     }
 
     fn remove_tls12_session(&self, server_name: &ServerName<'static>) {
-        self.store().remove_tls12_session(server_name);
+        self.store(false).remove_tls12_session(server_name);
     }
 
     fn insert_tls13_ticket(
@@ -96,14 +125,14 @@ impl ClientSessionStore for Tickets {
         server_name: ServerName<'static>,
         value: Tls13ClientSessionValue,
     ) {
-        self.store().insert_tls13_ticket(server_name, value);
+        self.store(true).insert_tls13_ticket(server_name, value);
     }
 
     fn take_tls13_ticket(
         &self,
         server_name: &ServerName<'static>,
     ) -> Option<Tls13ClientSessionValue> {
-        self.store().take_tls13_ticket(server_name)
+        self.store(false).take_tls13_ticket(server_name)
     }
 }
 
@@ -679,7 +708,7 @@ mod tests {
 
     #[test]
     fn forgotten_tickets_are_gone_and_new_ones_are_kept() {
-        let tickets = Tickets::default();
+        let tickets = Tickets::new(Box::new(|| true));
         let name = ServerName::try_from("dot.test").unwrap();
         tickets.set_kx_hint(name.clone(), NamedGroup::X25519);
         assert_eq!(tickets.kx_hint(&name), Some(NamedGroup::X25519));
