@@ -849,6 +849,15 @@ time.sleep(120)' &
 	r sh -c 'if [ -s /etc/dnsmasq.conf.lanveil-test ]; then cp /etc/dnsmasq.conf.lanveil-test /etc/dnsmasq.conf; else rm -f /etc/dnsmasq.conf; fi &&
 		rm -f /etc/dnsmasq.conf.lanveil-test && /etc/init.d/lanveil enable'
 	check boot-window-reenabled r sh -c 'test -L /etc/rc.d/S25lanveil && test -L /etc/rc.d/K15lanveil'
+	# lanveil's enable (OpenWrt's own rc.common runs the script's override) sets lanveil_early up
+	# when it never was (lanveil disabled during the first upgrade that brought it), once: an
+	# owner's later disable of lanveil_early stays.
+	r sh -c '/etc/init.d/lanveil_early disable && rm -f /etc/lanveil/early-enabled'
+	check early-set-up-by-enable r sh -c '/etc/init.d/lanveil enable && test -L /etc/rc.d/S19lanveil_early &&
+		test -e /etc/lanveil/early-enabled && /etc/init.d/lanveil_early enabled'
+	check early-owner-disable-kept r sh -c '/etc/init.d/lanveil_early disable && /etc/init.d/lanveil enable &&
+		! test -e /etc/rc.d/S19lanveil_early && test -L /etc/rc.d/S25lanveil'
+	r /etc/init.d/lanveil_early enable
 
 	# --- scenario 7: reboot. down + up keeps the flash (/etc), /tmp and /var
 	# start empty; lanveil comes up enabled, dnsmasq is wired, and the daemon's
