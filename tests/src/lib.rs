@@ -11,6 +11,8 @@
 //!   nothing ever falls back to clear-text DNS.
 //! * [`client`]: plain UDP/TCP and DoT client helpers with timeouts, plus EDE
 //!   (RFC 8914) extraction.
+//! * [`clock`]: a router without the right time: a wall clock the test sets, a state file
+//!   holding the time floor.
 //! * [`proxy`]: a TCP relay that can hold back the server's end of a TLS 1.2
 //!   handshake (the client's certificate check done, its handshake not).
 //! * [`mod@dig`]: runs the real `dig` / `kdig` binaries and parses their output.
@@ -21,6 +23,7 @@
 #![allow(clippy::disallowed_types)]
 
 pub mod client;
+pub mod clock;
 pub mod decoy;
 pub mod dig;
 pub mod dnsdist;

@@ -7,7 +7,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
@@ -15,40 +15,13 @@ use lanveil::clock::WallClock;
 use lanveil::config::TlsVersion;
 use lanveil::config::state::State;
 use lanveil_tests::client::{a_records, ede, query_udp};
+use lanveil_tests::clock::{FakeWall, real_now, start_at, state_file};
 use lanveil_tests::gateway::{config, with_pins};
 use lanveil_tests::proxy::{HoldProxy, SecondFlight};
 use lanveil_tests::{DotUpstream, Pki, TempDir, UpstreamOpts, expected_a};
 
 const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
-const HOUR: u64 = 3_600;
 const DAY: Duration = Duration::from_secs(86_400);
-
-/// A wall clock the test sets.
-struct FakeWall(AtomicU64);
-
-impl WallClock for FakeWall {
-    fn now_unix(&self) -> u64 {
-        self.0.load(Ordering::SeqCst)
-    }
-}
-
-fn real_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
-/// A state file whose floor is an hour ago (the last good time before a power cut).
-fn state_file(dir: &TempDir) -> std::path::PathBuf {
-    dir.write(
-        "state",
-        State {
-            last_good_wall: real_now() - HOUR,
-        }
-        .encode(),
-    )
-}
 
 /// A leaf issued *after* the floor (renewed while the router was off), valid for a month.
 fn renewed_leaf(pki: &Pki) -> lanveil_tests::Leaf {
@@ -61,20 +34,6 @@ fn renewed_leaf(pki: &Pki) -> lanveil_tests::Leaf {
     )
 }
 
-async fn start_at(
-    cfg: lanveil::config::Config,
-    wall: &Arc<impl WallClock + 'static>,
-) -> (lanveil::Running, std::net::SocketAddr) {
-    let options = lanveil::Options {
-        wall_clock: Some(wall.clone() as Arc<dyn WallClock>),
-        clock_settle_secs: Some(0),
-        ..Default::default()
-    };
-    let running = lanveil::start_with(cfg, options).await.unwrap();
-    let addr = running.udp_addrs()[0];
-    (running, addr)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn boot_in_1970_checks_against_the_floor_then_reverifies_when_the_clock_is_set() {
     let pki = Pki::new();
@@ -84,7 +43,7 @@ async fn boot_in_1970_checks_against_the_floor_then_reverifies_when_the_clock_is
     let mut cfg = config(&[(up.addr(), "dot.test")], pki.ca_pem_path());
     cfg.daemon.state_file = Some(state_file(&dir).display().to_string());
     cfg.cache.enabled = false;
-    let wall = Arc::new(FakeWall(AtomicU64::new(0))); // the router thinks it is 1970
+    let wall = FakeWall::at(0); // the router thinks it is 1970
     let (running, addr) = start_at(cfg, &wall).await;
 
     // Without the rule this certificate is "not valid yet" in 1970; with it, lanveil is private at once.
@@ -93,7 +52,7 @@ async fn boot_in_1970_checks_against_the_floor_then_reverifies_when_the_clock_is
     assert_eq!(up.handshakes(), 1);
 
     // NTP sets the clock: the relaxed connection is closed and a strictly verified one replaces it.
-    wall.0.store(real_now(), Ordering::SeqCst);
+    wall.set_to_real_time();
     assert!(
         up.wait_for(Duration::from_secs(3), |h| h.open_connections() == 0)
             .await,
@@ -138,7 +97,7 @@ impl Expired {
         let mut cfg = config(&[(up.addr(), "dot.test")], pki.ca_pem_path());
         cfg.daemon.state_file = Some(state_file(&dir).display().to_string());
         cfg.cache.enabled = false;
-        let wall = Arc::new(FakeWall(AtomicU64::new(1_000_000_000)));
+        let wall = FakeWall::at(1_000_000_000);
         Self {
             leaf,
             up,
@@ -151,7 +110,7 @@ impl Expired {
 
     /// NTP sets the clock; the connections authenticated against the floor are closed.
     async fn set_clock(&self) {
-        self.wall.0.store(real_now(), Ordering::SeqCst);
+        self.wall.set_to_real_time();
         assert!(
             self.up
                 .wait_for(Duration::from_secs(3), |h| h.open_connections() == 0)
@@ -197,7 +156,7 @@ async fn a_corrupt_state_file_is_ignored_and_replaced() {
     let path = dir.write("state", b"LVST\x01\x00garbage");
     let mut cfg = config(&[(up.addr(), "dot.test")], pki.ca_pem_path());
     cfg.daemon.state_file = Some(path.display().to_string());
-    let wall = Arc::new(FakeWall(AtomicU64::new(real_now())));
+    let wall = FakeWall::at(real_now());
     let (running, addr) = start_at(cfg, &wall).await;
     let m = query_udp(addr, "ok.test.", RecordType::A, None).await;
     assert_eq!(a_records(&m), [expected_a("ok.test.")]);

@@ -13,10 +13,11 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 use lanveil::config::Config;
 use lanveil_tests::client::{a_records, ede, query_tcp, query_udp, txt_records};
+use lanveil_tests::clock::{FakeWall, start_at, state_file};
 use lanveil_tests::doq::{AioquicServer, HICKORY_WWW_A, HickoryDoq};
 use lanveil_tests::gateway::{config_urls, start, with_pins};
 use lanveil_tests::upstream::{DotUpstream, UpstreamOpts, expected_a};
-use lanveil_tests::{Leaf, Pki};
+use lanveil_tests::{Leaf, Pki, TempDir};
 
 const NAME: &str = "doq.test";
 
@@ -99,7 +100,7 @@ async fn aioquic_answers_pipelining_large_nxdomain_servfail() {
     let leaf = leaf(&pki);
     let server = AioquicServer::start(&leaf, None, Duration::from_secs(60)).await;
     let mut cfg = with_pins(doq_config(server.addr(), &leaf), &[leaf.spki_pin()]);
-    let dir = lanveil_tests::TempDir::new("lanveil-doq");
+    let dir = TempDir::new("lanveil-doq");
     let sock = dir.join("control.sock");
     cfg.daemon.control_socket = Some(sock.display().to_string());
     let (running, addr) = start(cfg).await;
@@ -221,7 +222,7 @@ async fn aioquic_no_resumption_and_no_0rtt_unless_asked() {
         assert_eq!(m.response_code(), ResponseCode::NoError);
         assert!(server.wait_for("closed", 1, Duration::from_secs(5)).await);
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let m = query_udp(addr, "again.example.", RecordType::A, None).await;
+        let m = query_udp(addr, "again.example.", RecordType::A, Some(1232)).await;
         assert_eq!(a_records(&m), [aioquic_a("again.example.")]);
         let handshakes = server.events_of("handshake");
         assert_eq!(handshakes.len(), 2, "{:?}", server.events());
@@ -236,6 +237,80 @@ async fn aioquic_no_resumption_and_no_0rtt_unless_asked() {
         running.shutdown().await;
         server.stop().await;
     }
+}
+
+/// With `tls_resumption '1'` on a router that booted without the right time: a session kept while
+/// the clock was unsynchronized is not resumed once it is set. quinn does not say whether a handshake
+/// resumed, so a resumed session would carry the verdict of the one it resumes: the expired, pinned
+/// certificate accepted against the time floor would be accepted again (or, with only the driver's
+/// re-verification, closed and redialled with the next ticket).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aioquic_no_session_from_before_the_clock_was_set_is_resumed() {
+    let pki = Pki::new();
+    let expired = pki.expired_leaf(&[NAME], &[IpAddr::V4(Ipv4Addr::LOCALHOST)]);
+    let server = AioquicServer::start(&expired, None, Duration::from_secs(60)).await;
+    let dir = TempDir::new("lanveil-doq-clock");
+    let mut cfg = with_pins(doq_config(server.addr(), &expired), &[expired.spki_pin()]);
+    cfg.upstreams.servers[0].tls_resumption = true;
+    cfg.daemon.state_file = Some(state_file(&dir).display().to_string());
+    cfg.cache.enabled = false;
+    let wall = FakeWall::at(1_000_000_000); // 2001
+    let (running, addr) = start_at(cfg, &wall).await;
+
+    // Accepted against the floor; the server answers and closes the connection, and lanveil's
+    // standby connection resumes the session at once (allowed: the clock is still unsynchronized).
+    let m = query_udp(addr, "close.example.", RecordType::A, None).await;
+    assert_eq!(
+        m.response_code(),
+        ResponseCode::NoError,
+        "{:?}",
+        server.events()
+    );
+    assert!(server.wait_for("closed", 1, Duration::from_secs(5)).await);
+    assert!(
+        server
+            .wait_for("handshake", 2, Duration::from_secs(5))
+            .await,
+        "{:?}",
+        server.events()
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = server.events_of("handshake");
+    assert!(
+        before.iter().any(|h| h["resumed"] == true),
+        "resumed while unsynchronized (so the check below can fail): {:?}",
+        server.events()
+    );
+    let offered = server.events_of("ticket_offered").len();
+    // NTP answers: the relaxed connection is closed (the clock ticker looks every 250 ms).
+    wall.set_to_real_time();
+    assert!(
+        server.wait_for("closed", 2, Duration::from_secs(5)).await,
+        "{:?}",
+        server.events()
+    );
+    let m = query_udp(addr, "again.example.", RecordType::A, Some(1232)).await;
+    assert_eq!(
+        m.response_code(),
+        ResponseCode::ServFail,
+        "{:?}",
+        server.events()
+    );
+    assert!(ede(&m).unwrap().1.contains("expired"), "{:?}", ede(&m));
+    // After it: no ticket offered, nothing resumed; a full handshake whose certificate lanveil's
+    // verifier refused (the server sees the alert, not a handshake).
+    let after = &server.events_of("handshake")[before.len()..];
+    assert!(
+        after.iter().all(|h| h["resumed"] != true)
+            && server.events_of("ticket_offered").len() == offered
+            && server.events_of("closed").iter().any(|c| c["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("certificate expired"))),
+        "full handshakes only after the clock was set: {:?}",
+        server.events()
+    );
+    running.shutdown().await;
+    server.stop().await;
 }
 
 /// §4.3: a response with a non-zero ID closes the connection with DOQ_PROTOCOL_ERROR (0x2); a
