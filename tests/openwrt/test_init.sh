@@ -1081,6 +1081,27 @@ check back-guard-check guard_check
 check back-guard-lifted sh -c '! nft list table inet lanveil_down 2>/dev/null'
 check back-logged grep -q 'lanveil answers again' "$R/log/syslog"
 check back-status status_has '^lanveil is running'
+# The guard sees the daemon back while a start writes the status too (an owner's start from
+# LuCI after procd gave up): two processes write it at once, neither write fails, and the
+# file is always one of them whole.
+status_writer() {
+	busybox ash -c ". '$R/usr/share/lanveil/lanveil.sh'
+		i=0
+		while [ \$i -lt 300 ]; do
+			lanveil_status_set up \"written by $1\" || exit 1
+			i=\$((i + 1))
+		done"
+}
+status_writers_race() {
+	local a b=0
+	status_writer one &
+	a=$!
+	status_writer two || b=1
+	wait "$a" && [ "$b" = 0 ]
+}
+check status-concurrent-writers-succeed status_writers_race
+check status-concurrent-writers-whole sh -c "sed 1d '$R/var/run/lanveil/status' | grep -qx -e 'written by one' -e 'written by two' && [ \$(wc -l <'$R/var/run/lanveil/status') = 2 ]"
+check status-concurrent-writers-no-temp sh -c "! ls '$R/var/run/lanveil/' | grep -q 'status\.new'"
 # Wired from an earlier run (power loss) and the daemon does not come up: fail-closed too.
 daemon_down
 rc start >/dev/null 2>&1

@@ -679,7 +679,7 @@ lanveil_fw_apply() {
 		return 1
 	fi
 	mkdir -p "$LANVEIL_RUN"
-	lanveil_fw_render "$devs" "$force" "$dot" >"$f.new" || return 1
+	lanveil_fw_render "$devs" "$force" "$dot" >"$f.new.$$" || return 1
 	lanveil_nft_swap "$f" inet lanveil
 	case $? in
 		0) lanveil_log info "LAN DNS capture on for $devs$([ $dot = 1 ] && echo ', DoT to others rejected')" ;;
@@ -691,18 +691,19 @@ lanveil_fw_apply() {
 	return 0
 }
 
-# Loads FILE.new (a table's whole text) unless FILE holds the same and the table FAMILY NAME
-# is loaded: 0 loaded (FILE.new became FILE), 1 nft refused it (FILE.new removed), 2 unchanged.
+# Loads FILE.new.$$ (a table's whole text, this process's: the init script, the guard and
+# hotplug may render the same table at once) unless FILE holds the same and the table FAMILY
+# NAME is loaded: 0 loaded (FILE.new.$$ became FILE), 1 nft refused it (removed), 2 unchanged.
 lanveil_nft_swap() { # FILE FAMILY NAME
-	if cmp -s "$1.new" "$1" && nft list table "$2" "$3" >/dev/null 2>&1; then
-		rm -f "$1.new"
+	if cmp -s "$1.new.$$" "$1" && nft list table "$2" "$3" >/dev/null 2>&1; then
+		rm -f "$1.new.$$"
 		return 2
 	fi
-	if nft -f "$1.new"; then
-		mv "$1.new" "$1"
+	if nft -f "$1.new.$$"; then
+		mv "$1.new.$$" "$1"
 		return 0
 	fi
-	rm -f "$1.new"
+	rm -f "$1.new.$$"
 	return 1
 }
 
@@ -852,7 +853,7 @@ lanveil_leak_apply() {
 		return 1
 	fi
 	mkdir -p "$LANVEIL_RUN"
-	lanveil_leak_render "$devs" "$uids" "$ports" "$(lanveil_dnsmasq_owner_servers | lanveil_join)" "$zones" >"$f.new" || return 1
+	lanveil_leak_render "$devs" "$uids" "$ports" "$(lanveil_dnsmasq_owner_servers | lanveil_join)" "$zones" >"$f.new.$$" || return 1
 	lanveil_nft_swap "$f" inet lanveil_leak
 	case $? in
 		0) lanveil_log info "leak guard: nothing dnsmasq (uid $uids${ports:+, root from port $ports}) sends leaves by $devs" ;;
@@ -881,9 +882,9 @@ lanveil_leak_pending() { # ZONES
 # Keeps the loaded table for the next boot (lanveil_leak_boot); writes flash only on a change.
 lanveil_leak_save() {
 	cmp -s "$LANVEIL_LEAK_NFT" "$LANVEIL_LEAK_SAVED" && return 0
-	if ! { mkdir -p "$LANVEIL_ETC" && cp "$LANVEIL_LEAK_NFT" "$LANVEIL_LEAK_SAVED.new" &&
-		mv "$LANVEIL_LEAK_SAVED.new" "$LANVEIL_LEAK_SAVED"; }; then
-		rm -f "$LANVEIL_LEAK_SAVED.new"
+	if ! { mkdir -p "$LANVEIL_ETC" && cp "$LANVEIL_LEAK_NFT" "$LANVEIL_LEAK_SAVED.new.$$" &&
+		mv "$LANVEIL_LEAK_SAVED.new.$$" "$LANVEIL_LEAK_SAVED"; }; then
+		rm -f "$LANVEIL_LEAK_SAVED.new.$$"
 		lanveil_log warn "could not keep the leak guard for the next boot in $LANVEIL_LEAK_SAVED"
 	fi
 	return 0
@@ -902,7 +903,7 @@ lanveil_leak_boot() {
 	# Loaded already (lanveil runs, or ran since the boot): that one is the newer.
 	nft list table inet lanveil_leak >/dev/null 2>&1 && return 0
 	mkdir -p "$LANVEIL_RUN"
-	cp "$LANVEIL_LEAK_SAVED" "$LANVEIL_LEAK_NFT.new" || return 1
+	cp "$LANVEIL_LEAK_SAVED" "$LANVEIL_LEAK_NFT.new.$$" || return 1
 	lanveil_nft_swap "$LANVEIL_LEAK_NFT" inet lanveil_leak
 	case $? in
 		0) lanveil_log info "leak guard loaded before the network, as lanveil last left it (until lanveil starts)" ;;
@@ -1028,13 +1029,18 @@ lanveil_daemon_said() {
 	logread -l 100 2>/dev/null | grep 'lanveil\[[0-9]*\]: ' | tail -n 3 | sed 's/^.*lanveil\[[0-9]*\]: *//'
 }
 
-# Writes the status file (/etc/init.d/lanveil status): STATE, then text lines.
+# Writes the status file (/etc/init.d/lanveil status): STATE, then text lines. The init
+# script and the guard may both write it at once: each through its own temporary file, the
+# last rename wins whole.
 lanveil_status_set() { # STATE TEXT
 	mkdir -p "$LANVEIL_RUN"
-	{
+	if ! {
 		echo "$1 since $(date -u '+%Y-%m-%dT%H:%M:%SZ' 2>/dev/null)"
 		printf '%s\n' "$2"
-	} >"$LANVEIL_STATUS.new" && mv "$LANVEIL_STATUS.new" "$LANVEIL_STATUS"
+	} >"$LANVEIL_STATUS.new.$$" || ! mv "$LANVEIL_STATUS.new.$$" "$LANVEIL_STATUS"; then
+		rm -f "$LANVEIL_STATUS.new.$$"
+		return 1
+	fi
 }
 
 lanveil_status_state() {
@@ -1078,10 +1084,10 @@ lanveil_guard_arm() { # REASON
 	lanveil_leak_apply
 	if [ ! -f "$f" ]; then
 		mkdir -p "$LANVEIL_RUN"
-		if command -v nft >/dev/null 2>&1 && lanveil_guard_render >"$f.new" && nft -f "$f.new"; then
-			mv "$f.new" "$f"
+		if command -v nft >/dev/null 2>&1 && lanveil_guard_render >"$f.new.$$" && nft -f "$f.new.$$"; then
+			mv "$f.new.$$" "$f"
 		else
-			rm -f "$f.new"
+			rm -f "$f.new.$$"
 			note=" (could not load the guard table 'inet lanveil_down': clients wait for time-outs)"
 		fi
 	fi
@@ -1571,7 +1577,7 @@ lanveil_cap_wire() {
 		printf '%s' "$lines"
 		[ -n "$lan" ] || echo "dhcp sections: none in zone(s) $(lanveil_opt force_dns_zone lan | lanveil_join)"
 		[ "$mode" = native ] || [ -z "$uri" ] || echo "$ra"
-	} >"$LANVEIL_RUN/capport.new" && mv "$LANVEIL_RUN/capport.new" "$LANVEIL_RUN/capport"
+	} >"$LANVEIL_RUN/capport.new.$$" && mv "$LANVEIL_RUN/capport.new.$$" "$LANVEIL_RUN/capport"
 }
 
 # --- WAN: ask for DHCP option 114 (netifd 'reqopts') -------------------------------
