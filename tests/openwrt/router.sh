@@ -276,6 +276,41 @@ image_install() {
 	log "pre-installed $(basename "$ipk") in the flash (image case)"
 }
 
+# make_br_lan PID: the LAN bridge, lan1 its port (idempotent: what exists is kept).
+make_br_lan() {
+	# shellcheck disable=SC2016  # expanded by the inner sh
+	nsenter -t "$1" -n -- sh -ec '
+		[ -d /sys/class/net/br-lan ] || ip link add br-lan type bridge
+		[ "$(basename "$(readlink /sys/class/net/lan1/master 2>/dev/null)")" = br-lan ] ||
+			ip link set lan1 master br-lan
+		ip link set lan1 up
+		ip link set br-lan up
+	'
+}
+
+# br_lan_up PID: waits for br-lan's operstate. Should the bridge be gone or lose its port
+# meanwhile (a netifd that restarts deletes the bridges it finds), it is made again, once a
+# second at most, and said; at the time-out, the links' state goes to stderr.
+br_lan_up() {
+	local i
+	for ((i = 0; i < BOOT_TIMEOUT * 5; i++)); do
+		in_router grep -qx up /sys/class/net/br-lan/operstate 2>/dev/null && return 0
+		# shellcheck disable=SC2016  # expanded by the inner sh
+		if ((i % 5 == 4)) && ! in_router sh -c '[ "$(basename "$(readlink /sys/class/net/lan1/master)")" = br-lan ]' 2>/dev/null; then
+			log "br-lan gone or without lan1: made again"
+			make_br_lan "$1" || true
+		fi
+		sleep 0.2
+	done
+	{
+		tail -n 10 "$RUN/console.log"
+		nsenter -t "$1" -n -- ip -br link show
+		nsenter -t "$(ns_pid lan)" -n -- ip -br link show eth0
+	} >&2 2>&1 || true
+	log "timeout after ${BOOT_TIMEOUT}s: br-lan operationally up"
+	return 1
+}
+
 up() {
 	local fresh=0 lanveil=1 image=0 t0 built base rpid upid lpid ipid i a
 	for a in "$@"; do
@@ -355,12 +390,7 @@ up() {
 	# deleted by netifd's start-up clean-up).
 	wait_for "$BOOT_TIMEOUT" "netifd (network.interface.lan)" in_router ubus -t 1 list network.interface.lan ||
 		{ tail -n 30 "$RUN/console.log" >&2; false; }
-	nsenter -t "$rpid" -n -- sh -ec '
-		ip link add br-lan type bridge
-		ip link set lan1 master br-lan
-		ip link set lan1 up
-		ip link set br-lan up
-	'
+	make_br_lan "$rpid"
 	wait_for "$BOOT_TIMEOUT" "netifd: lan up with 192.168.1.1" \
 		in_router sh -c 'ubus call network.interface.lan status | grep -q "\"192.168.1.1\""' ||
 		{ tail -n 30 "$RUN/console.log" >&2; false; }
@@ -374,8 +404,7 @@ up() {
 	# be dropped for good. Wait for br-lan's operstate, then have odhcpd re-read
 	# (SIGHUP, as procd sends on a dhcp change), so it sees what netifd saw. An
 	# odhcpd not yet on ubus dumps netifd's state itself when it gets there.
-	wait_for "$BOOT_TIMEOUT" "br-lan operationally up" \
-		in_router grep -qx up /sys/class/net/br-lan/operstate
+	br_lan_up "$rpid"
 	if in_router ubus -t 1 list dhcp >/dev/null 2>&1; then
 		in_router /etc/init.d/odhcpd reload
 	fi
