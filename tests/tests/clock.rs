@@ -223,29 +223,57 @@ impl WallClock for SetAfterCheck {
     }
 }
 
+/// A connection whose handshake straddles the moment the clock is set: a TLS 1.2-only upstream
+/// presenting `leaf`, behind a relay that holds the first connection's end of handshake back for
+/// `hold`; lanveil's configuration for it through the relay (TLS 1.2 allowed, a state file in `dir`,
+/// cache off); and a wall clock that reads 1970 until that connection's certificate was checked.
+/// TLS 1.2 puts a round trip between the certificate check and the end of the handshake.
+struct Straddle {
+    up: DotUpstream,
+    proxy: HoldProxy,
+    cfg: lanveil::config::Config,
+    wall: Arc<SetAfterCheck>,
+}
+
+impl Straddle {
+    async fn start(pki: &Pki, leaf: &lanveil_tests::Leaf, hold: Duration, dir: &TempDir) -> Self {
+        let mut opts = UpstreamOpts::new(leaf);
+        opts.versions = vec![&rustls::version::TLS12];
+        let up = DotUpstream::start(opts).await;
+        let proxy = HoldProxy::start(up.addr(), hold).await;
+        let mut cfg = config(&[(proxy.addr(), "dot.test")], pki.ca_pem_path());
+        cfg.upstreams.servers[0].tls_min_version = TlsVersion::V1_2;
+        cfg.daemon.state_file = Some(state_file(dir).display().to_string());
+        cfg.cache.enabled = false;
+        let wall = Arc::new(SetAfterCheck(proxy.second_flight()));
+        Self {
+            up,
+            proxy,
+            cfg,
+            wall,
+        }
+    }
+}
+
 /// The clock is set while a connection is being made: its certificate was checked against the floor,
 /// but its handshake completes only after the daemon handled the clock's synchronization (which then
 /// found no relaxed connection to re-verify). The driver re-verifies it as it comes up: that
-/// connection is closed, and the query goes out on a strictly verified one. TLS 1.2 puts a round trip
-/// between the certificate check and the end of the handshake, and a relay holds the server's
-/// Finished back.
+/// connection is closed, and the query goes out on a strictly verified one. A relay holds the
+/// server's Finished back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relaxed_connection_that_comes_up_after_the_clock_is_set_is_reverified() {
     let pki = Pki::new();
     let renewed = renewed_leaf(&pki);
-    let mut opts = UpstreamOpts::new(&renewed);
-    opts.versions = vec![&rustls::version::TLS12];
-    let up = DotUpstream::start(opts).await;
+    let dir = TempDir::new("lanveil-clock");
     // The clock is set right after the first connection's certificate was checked (in 1970, at the
     // floor), the daemon sees it within 0.25 s, and that handshake ends 1.5 s after the check.
-    let proxy = HoldProxy::start(up.addr(), Duration::from_millis(1500)).await;
-    let dir = TempDir::new("lanveil-clock");
-    let mut cfg = config(&[(proxy.addr(), "dot.test")], pki.ca_pem_path());
-    cfg.upstreams.servers[0].tls_min_version = TlsVersion::V1_2;
-    cfg.daemon.state_file = Some(state_file(&dir).display().to_string());
-    cfg.cache.enabled = false;
+    let Straddle {
+        up,
+        proxy,
+        mut cfg,
+        wall,
+    } = Straddle::start(&pki, &renewed, Duration::from_millis(1500), &dir).await;
     cfg.limits.query_timeout_ms = 10_000;
-    let wall = Arc::new(SetAfterCheck(proxy.second_flight()));
     let (running, addr) = start_at(cfg, &wall).await;
 
     let m = query_udp(addr, "late.test.", RecordType::A, None).await;
@@ -267,6 +295,51 @@ async fn a_relaxed_connection_that_comes_up_after_the_clock_is_set_is_reverified
     let m = query_udp(addr, "after.test.", RecordType::A, None).await;
     assert_eq!(a_records(&m), [expected_a("after.test.")]);
     assert!(proxy.first_ended());
+    running.shutdown().await;
+}
+
+/// With `tls_resumption '1'`, the session a straddling handshake keeps: its certificate (expired,
+/// pinned) was accepted against the floor, but the handshake ends, and the session is kept, after the
+/// clock was set, so the ticket store takes it for one kept at the real time. The driver forgets it
+/// as it re-verifies the connection; resumed, it would skip the certificate check and the expired
+/// certificate would pass as verified at the real time. The relay holds nothing back: the driver
+/// reads the clock itself when the connection comes up, whether or not the clock ticker has told it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_kept_by_a_handshake_that_straddles_the_clock_being_set_is_forgotten() {
+    let pki = Pki::new();
+    let expired = pki.expired_leaf(&["dot.test"], &[LOCAL]);
+    let dir = TempDir::new("lanveil-clock-straddle");
+    let Straddle {
+        up,
+        proxy,
+        cfg,
+        wall,
+    } = Straddle::start(&pki, &expired, Duration::ZERO, &dir).await;
+    let mut cfg = with_pins(cfg, &[expired.spki_pin()]);
+    cfg.upstreams.servers[0].tls_resumption = true;
+    let (running, addr) = start_at(cfg, &wall).await;
+
+    // The straddling connection is closed as it comes up; the query's next one is a full handshake at
+    // the real time, and the certificate is refused.
+    refused_as_expired(addr, "straddle.test.").await;
+    assert!(
+        proxy.wait_first_ended(Duration::from_secs(3)).await,
+        "the straddling connection is closed"
+    );
+    assert!(
+        up.wait_for(Duration::from_secs(3), |h| h.handshake_failures() >= 1)
+            .await,
+        "a full handshake after the straddling one: {:?}",
+        up.connections()
+    );
+    refused_as_expired(addr, "again.test.").await;
+    // The server completed one handshake, the straddling one (its side ends before lanveil's), and
+    // resumed nothing.
+    let conns = up.connections();
+    assert!(
+        conns.len() == 1 && !conns[0].resumed,
+        "no session of the straddling handshake resumed: {conns:?}"
+    );
     running.shutdown().await;
 }
 
