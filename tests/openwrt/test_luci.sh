@@ -52,6 +52,14 @@ check pot-up-to-date python3 "$HERE/luci/make_pot.py" --check
 # Text in the views goes through _() (translated) or T() of a value; no bare literal.
 check views-no-untranslated-literals sh -c "! grep -rnE \"T\\((['\\\"])\" '$APP/htdocs'"
 check views-no-string-children sh -c "! grep -rnE \"E\\('[a-z0-9]+', \\{[^}]*\\}, ['\\\"]\" '$APP/htdocs'"
+# Every call rejects on a ubus status (reject: true), so the views say which call failed
+# instead of taking its expected default for an answer (browser_test.py's rpc_failure_checks).
+check views-rpc-declare-reject python3 -c "
+import glob, re, sys
+calls = [c for f in glob.glob('$APP/htdocs/**/*.js', recursive=True) for c in re.findall(r'rpc\.declare\(\{(.*?)\}\);', open(f).read(), re.S)]
+bad = [c for c in calls if not re.search(r'\breject: true\b', c)]
+print(len(calls), 'declared, without reject: true:', bad)
+sys.exit(0 if calls and not bad else 1)"
 check acl-read-write-separate python3 -c "
 import json, sys
 a = json.load(open('$APP/root/usr/share/rpcd/acl.d/luci-app-lanveil.json'))['luci-app-lanveil']
@@ -234,6 +242,33 @@ print(" ".join("%s:%s" % (e["name"], ",".join(e["networks"])) for e in z))' "$1"
 }
 check zones-method-shapes [ "$(zones_are "$T/viewer-zones-shapes.json")" = "lan:lan wan:wan,wan6 lvz_str:n1,n2 lvz_nets:n3,n4" ]
 check zones-method-shapes-undone r sh -c '! grep -q lvz_ /etc/config/firewall'
+# Only the zones fw4 loads (firewall4's fw4.uc, parse_zone): not one with enabled off ('0',
+# 'no'), nor one whose enabled is no boolean fw4 reads, nor one whose name is no identifier
+# (a space, a leading digit); enabled 'yes' is on. Those are listed apart, with why. A disabled
+# section named lan before the real one: lan listed with the loaded section's networks, and
+# not as unloaded.
+r sh -c 'cp /etc/config/firewall /tmp/firewall.zones-test'
+r sh -c 'set -e
+	uci set firewall.lvz_dis=zone; uci set firewall.lvz_dis.name=lan; uci set firewall.lvz_dis.enabled=0; uci set firewall.lvz_dis.network=dis0
+	uci reorder firewall.lvz_dis=0
+	uci set firewall.lvz_off=zone; uci set firewall.lvz_off.name=lvz_off; uci set firewall.lvz_off.enabled=0
+	uci set firewall.lvz_no=zone; uci set firewall.lvz_no.name=lvz_no; uci set firewall.lvz_no.enabled=no
+	uci set firewall.lvz_maybe=zone; uci set firewall.lvz_maybe.name=lvz_maybe; uci set firewall.lvz_maybe.enabled=maybe
+	uci set firewall.lvz_space=zone; uci set firewall.lvz_space.name="lvz space"
+	uci set firewall.lvz_digit=zone; uci set firewall.lvz_digit.name=1lvz
+	uci set firewall.lvz_yes=zone; uci set firewall.lvz_yes.name=lvz_yes; uci set firewall.lvz_yes.enabled=yes; uci set firewall.lvz_yes.network=n5
+	uci commit firewall'
+ubus_call "$vsid" luci.lanveil zones '{}' >"$T/viewer-zones-fw4.json"
+r sh -c 'cp /tmp/firewall.zones-test /etc/config/firewall && rm /tmp/firewall.zones-test'
+unloaded_are() { # JSON-RPC ANSWER-FILE: the unloaded zones, in order, as "name:reason|..."
+	python3 -c '
+import json, sys
+z = json.load(open(sys.argv[1]))["result"][1]["unloaded"]
+print("|".join("%s:%s" % (e["name"], e["reason"]) for e in z))' "$1"
+}
+check zones-method-fw4-loaded-only [ "$(zones_are "$T/viewer-zones-fw4.json")" = "lan:lan wan:wan,wan6 lvz_yes:n5" ]
+check zones-method-fw4-unloaded-why [ "$(unloaded_are "$T/viewer-zones-fw4.json")" = "lvz_off:disabled|lvz_no:disabled|lvz_maybe:invalid|lvz space:invalid|1lvz:invalid" ]
+check zones-method-fw4-undone r sh -c '! grep -q lvz /etc/config/firewall'
 # No firewall config at all: the call fails (not found), rather than answer "no zones" (the
 # settings page would take every zone its config names for one the router lacks).
 r mv /etc/config/firewall /tmp/firewall.zones-test

@@ -415,6 +415,177 @@ def operator_zone_checks_retried():
         print("# operator zone checks: %s; once more" % [r for r in results if not r[1]][:2], flush=True)
 
 
+# --- the plugin's calls failing (a ubus status, not an answer) ---------------------------------
+PLUGIN = "/usr/share/rpcd/ucode/lanveil.uc"
+FAIL_FILE = "/tmp/lanveil-luci-fail"
+FAIL_CALLS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fail-calls.uc")
+
+
+def router_stdin(data, script, *args):
+    return subprocess.run([ROUTER, "exec", "router", "--", "sh", "-c", script, "_", *args], input=data,
+                          capture_output=True, text=True, timeout=60)
+
+
+def fail_calls(text):
+    """The calls the test plugin fails from now on ("METHOD STATUS" lines; "" for none)."""
+    router_stdin(text, 'cat >"$1"', FAIL_FILE)
+
+
+def rpcd_answers(method, want_ok, secs=30):
+    """rpcd (re-executed by SIGHUP) answers luci.lanveil METHOD: ok, or with "Method not found"."""
+    def answered():
+        p = router("ubus", "-t", "5", "call", "luci.lanveil", method)
+        return p.returncode == 0 if want_ok else (p.returncode != 0 and "Method not found" in p.stderr)
+    return wait("rpcd " + method, answered, secs)
+
+
+def install_failing_plugin():
+    """The shipped plugin with tests/openwrt/luci/fail-calls.uc in place of its last line; rpcd
+    reloads it (SIGHUP, as the package's postinst; sessions are kept). True once it answers."""
+    shipped = router("cat", PLUGIN).stdout
+    if shipped.rstrip("\n").split("\n")[-1] != "return { 'luci.lanveil': methods };":
+        return False
+    wrapped = shipped.rstrip("\n").rsplit("\n", 1)[0] + "\n" + open(FAIL_CALLS).read()
+    fail_calls("presets 3\n")
+    p = router_stdin(wrapped, 'cp -p "$1" /tmp/lanveil.uc.shipped && cat >"$1" && kill -HUP "$(pidof rpcd)"', PLUGIN)
+    return p.returncode == 0 and rpcd_answers("presets", False)
+
+
+def restore_plugin():
+    """The shipped plugin back (it ignores FAIL_FILE: presets answers again once rpcd has it)."""
+    fail_calls("presets 3\n")
+    router("sh", "-c", 'cp -p /tmp/lanveil.uc.shipped "$1" && kill -HUP "$(pidof rpcd)"', "_", PLUGIN)
+    ok = rpcd_answers("presets", True)
+    router("sh", "-c", 'rm -f "$1" /tmp/lanveil.uc.shipped', "_", FAIL_FILE)
+    return ok
+
+
+def rpc_failure_checks(d):
+    # Every call the views make, failing with a ubus status (3: the method missing from an older
+    # plugin; 9: an exception in it): the page says which call failed and why (LuCI's error's
+    # first line, without the stack it appends: no "rpc.js"), never the call's expected default
+    # read as an answer.
+    report("failing-plugin-installed", install_failing_plugin(), router("cat", FAIL_FILE).stdout)
+    try:
+        failing_calls_checks(d)
+    finally:
+        report("failing-plugin-removed", restore_plugin(), "rpcd does not answer presets with the shipped plugin")
+        report("plugin-as-shipped", router("sh", "-c", '[ ! -e /tmp/lanveil.uc.shipped ] && ! grep -q lanveil_test "$1" && '
+                                            '[ "$(tail -n 1 "$1")" = "return { \'luci.lanveil\': methods };" ]', "_", PLUGIN).returncode == 0,
+               "plugin file not restored")
+
+
+def failing_calls_checks(d):
+    # Status: the status call fails. Not "runs, but its control socket does not answer", no
+    # stale init status, leak guard or data.
+    fail_calls("status 9\n")
+    d.get(BASE + "/admin/services/lanveil/status")
+    st = wait("unread", lambda: d.find_elements(By.CSS_SELECTOR, "#lanveil-service-state[data-state='unread']"), 30)
+    text = text_of(d, "#lanveil-service-state")
+    report("status-page-status-call-failed", st and text.startswith("The status could not be read from the router:")
+           and "luci.lanveil/status" in text and "Unspecified error" in text and "rpc.js" not in text, "%s: %r" % (st and "unread", text))
+    report("status-page-status-call-failed-no-stale", not d.find_elements(By.CSS_SELECTOR, "#lanveil-upstreams")
+           and text_of(d, "#lanveil-init-status") == "" and text_of(d, "#lanveil-leak-guard") == "",
+           "upstreams %s, init %r, leak guard %r" % (bool(d.find_elements(By.CSS_SELECTOR, "#lanveil-upstreams")),
+                                                     text_of(d, "#lanveil-init-status"), text_of(d, "#lanveil-leak-guard")))
+    shot(d, "14-status-call-failed")
+    d.get(BASE + "/admin/status/overview")
+    card = wait("card unknown", lambda: d.find_elements(By.CSS_SELECTOR, "#lanveil-overview-state[data-state='unknown']"), 30)
+    text = text_of(d, "#lanveil-overview-state")
+    report("card-status-call-failed", card and "luci.lanveil/status" in text and "Unspecified error" in text and "rpc.js" not in text, text)
+
+    # The signals call fails (as a plugin without the method): not "none in force".
+    fail_calls("signals 3\n")
+    d.get(BASE + "/admin/services/lanveil/status")
+    sig = wait("signals unread", lambda: d.find_elements(By.CSS_SELECTOR, "#lanveil-signals[data-state='unread']"), 30)
+    text = text_of(d, "#lanveil-signals")
+    report("status-page-signals-call-failed", sig and text.startswith("Cannot read the signals:") and "luci.lanveil/signals" in text
+           and "Method not found" in text and "rpc.js" not in text, text or text_of(d, "#lanveil-data")[-200:])
+
+    # The service call fails: the button's result names the call and why; nothing restarted.
+    fail_calls("service 9\n")
+    wait("running", lambda: d.find_elements(By.CSS_SELECTOR, "#lanveil-service-state[data-state='running']"), 30)
+    pid_before = router("sh", "-c", "pidof lanveil").stdout.strip()
+    d.find_element(By.ID, "lanveil-restart").click()
+    res = wait("restart result", lambda: "failed" in text_of(d, "#lanveil-action-result") and text_of(d, "#lanveil-action-result"), 30) or ""
+    report("status-page-service-call-failed", res.startswith("restart: failed (") and "luci.lanveil/service" in res and "Unspecified error" in res and "rpc.js" not in res, res)
+    report("status-page-service-call-failed-nothing-done", router("sh", "-c", "pidof lanveil").stdout.strip() == pid_before and service_running(),
+           "pid %s before, %s after" % (pid_before, router("sh", "-c", "pidof lanveil").stdout.strip()))
+
+    # Settings: presets, zones (as an older plugin without them), probe and check fail.
+    fail_calls("presets 3\nzones 3\nprobe 9\ncheck 9\n")
+    report("settings-form-calls-failed", open_settings(d), d.current_url)
+    note = wait("presets notice", lambda: text_of(d, "#lanveil-presets-unread"), 20) or ""
+    report("settings-presets-call-failed", note.startswith("The presets could not be read (") and "luci.lanveil/presets" in note
+           and "Method not found" in note and "rpc.js" not in note, note or text_of(d, "#maincontent")[:200])
+    note = text_of(d, "#lanveil-zones-unread")
+    report("settings-zones-call-failed-names-call", "firewall zones could not be read" in note and "luci.lanveil/zones" in note
+           and "Method not found" in note and "rpc.js" not in note, note)
+    click_probe(d)
+    state = wait("probe failed", lambda: text_of(d, "#lanveil-probe-rig .lanveil-probe-state"), 30) or ""
+    report("settings-probe-call-failed", state.startswith("The probe could not run:") and "luci.lanveil/probe" in state
+           and "Unspecified error" in state and "rpc.js" not in state, state)
+    before_sha, before_reloads = config_sha(), reload_count()
+    save_apply(d)
+    box = wait("check error", lambda: d.find_elements(By.CSS_SELECTOR, "#lanveil-check-error[data-state='unchecked']"), 30)
+    text = text_of(d, "#lanveil-check-error")
+    report("settings-check-call-failed", box and text.startswith("Not applied: the configuration could not be checked")
+           and "luci.lanveil/check" in text and "Unspecified error" in text and "refused" not in text and "unknown error" not in text and "rpc.js" not in text,
+           text or text_of(d, "#maincontent")[:200])
+    shot(d, "15-settings-calls-failed")
+    time.sleep(3)
+    report("settings-check-call-failed-not-applied", config_sha() == before_sha and reload_count() == before_reloads
+           and "Configuration changes applied" not in d.find_element(By.TAG_NAME, "body").text,
+           "config changed or daemon reloaded")
+
+
+# A zone name fw4 refuses (not an identifier) that is markup.
+EVIL_ZONE = "x<img/src=x/onerror=window.lanveilPwned=5>"
+
+
+def zones_unloaded_checks(d):
+    # --- zones fw4 does not load (option enabled '0', a name fw4 refuses) that the settings name:
+    # not offered as zones, labelled with why where the config names them, and a warning lists
+    # them with the zone that is no firewall zone at all (uci only; no firewall reload) ---
+    router("sh", "-c", "cp -p /etc/config/firewall /tmp/firewall.unloaded && cp -p /etc/config/lanveil /tmp/lanveil.unloaded", check=True)
+    try:
+        router("sh", "-c", 'set -e\n'
+               'uci set firewall.lvz_off=zone; uci set firewall.lvz_off.name=offz; uci set firewall.lvz_off.enabled=0\n'
+               'uci set firewall.lvz_bad=zone; uci set firewall.lvz_bad.name=1bad\n'
+               'uci set firewall.lvz_evil=zone; uci set firewall.lvz_evil.name="$1"\n'
+               'uci set firewall.lvz_spare=zone; uci set firewall.lvz_spare.name=spare; uci set firewall.lvz_spare.enabled=no\n'
+               'uci commit firewall\n'
+               'uci -q delete lanveil.openwrt.force_dns_zone || :\n'
+               'for z in lan offz 1bad "$1"; do uci add_list lanveil.openwrt.force_dns_zone="$z"; done\n'
+               'uci -q delete lanveil.openwrt.leak_guard_zone || :\n'
+               'for z in wan gone; do uci add_list lanveil.openwrt.leak_guard_zone="$z"; done\n'
+               'uci commit lanveil', "_", EVIL_ZONE, check=True)
+        report("settings-form-zones-unloaded", open_settings(d), d.current_url)
+        wait("zone list", lambda: d.find_elements(By.CSS_SELECTOR, FORCE_ZONES), 20)
+        force, leak = zone_choices(d, "force_dns_zone"), zone_choices(d, "leak_guard_zone")
+        report("settings-zone-lists-offer-loaded-zones-only", force == sorted(["1bad", "lan", "offz", "wan", EVIL_ZONE]) and leak == ["gone", "lan", "wan"],
+               "force_dns_zone %s, leak_guard_zone %s" % (force, leak))
+        report("settings-zones-unloaded-kept-in-lists", sorted(zone_values(d, "force_dns_zone")) == sorted(["1bad", "lan", "offz", EVIL_ZONE])
+               and sorted(zone_values(d, "leak_guard_zone")) == ["gone", "wan"], "%s / %s" % (zone_values(d, "force_dns_zone"), zone_values(d, "leak_guard_zone")))
+        labels = [zone_label(d, "force_dns_zone", z) for z in ("offz", "1bad")] + [zone_label(d, "leak_guard_zone", "gone")]
+        report("settings-zone-disabled-labelled", labels[0] == "offz (disabled in the firewall)", labels)
+        report("settings-zone-invalid-labelled", labels[1] == "1bad (the firewall does not load it: invalid zone section)", labels)
+        report("settings-zone-gone-labelled", labels[2] == "gone (not a firewall zone)", labels)
+        note = wait("warning", lambda: text_of(d, "#lanveil-zones-unloaded"), 10) or ""
+        report("settings-zones-unloaded-warning", note.startswith("These settings name zones the firewall does not load: Zones captured: ")
+               and "offz (disabled in the firewall), 1bad (the firewall does not load it: invalid zone section), " + EVIL_ZONE in note
+               and "; Zones guarded: gone (not a firewall zone)." in note and "lan (" not in note and "wan (" not in note, note)
+        imgs = d.execute_script("return document.querySelectorAll('#maincontent img').length")
+        pwned = d.execute_script("return window.lanveilPwned === undefined ? null : window.lanveilPwned")
+        report("settings-zone-name-markup-as-text", imgs == 0 and pwned is None and EVIL_ZONE in (zone_label(d, "force_dns_zone", EVIL_ZONE) or ""),
+               "%s img elements, window.lanveilPwned = %r, label %r" % (imgs, pwned, zone_label(d, "force_dns_zone", EVIL_ZONE)))
+        shot(d, "05k-settings-zones-unloaded")
+    finally:
+        router("sh", "-c", "cp -p /tmp/firewall.unloaded /etc/config/firewall && cp -p /tmp/lanveil.unloaded /etc/config/lanveil && "
+               "rm -f /tmp/firewall.unloaded /tmp/lanveil.unloaded")
+    report("zones-unloaded-undone", router("sh", "-c", "! grep -q lvz_ /etc/config/firewall && ! grep -q offz /etc/config/lanveil").returncode == 0, "left behind")
+
+
 def spki_pin(pem):
     """sha256/BASE64 of the certificate's SubjectPublicKeyInfo, computed here with openssl."""
     pub = subprocess.run(["openssl", "x509", "-in", pem, "-pubkey", "-noout"], capture_output=True, check=True).stdout
@@ -441,6 +612,14 @@ def browser(profile):
     d = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=o)
     d.set_page_load_timeout(60)
     return d
+
+
+def isolated(name, checks, d):
+    """checks(d); an exception there is a FAIL (name) with its reason, and the run goes on."""
+    try:
+        checks(d)
+    except Exception as e:
+        report(name, False, repr(e))
 
 
 def main():
@@ -553,19 +732,10 @@ def run(d):
     report("status-shows-signals", sig and "dnsmasq_dhcp_option" in sig, text_of(d, "#lanveil-signals") or text_of(d, "#lanveil-data")[-200:])
 
     # --- the leak guard (its own function: a failure there still runs the checks after it) ---
-    try:
-        leak_guard_checks(d)
-    except Exception as e:
-        report("leak-guard-exception", False, repr(e))
+    isolated("leak-guard-exception", leak_guard_checks, d)
     # The zone lists (with the guest zone leak_guard_checks added).
-    try:
-        force_dns_zone_checks(d)
-    except Exception as e:
-        report("force-dns-zone-exception", False, repr(e))
-    try:
-        zones_unread_checks(d)
-    except Exception as e:
-        report("zones-unread-exception", False, repr(e))
+    isolated("force-dns-zone-exception", force_dns_zone_checks, d)
+    isolated("zones-unread-exception", zones_unread_checks, d)
     operator_zone_checks_retried()
     router("sh", "-c", "if [ -f /tmp/dnsmasq.conf.leak ]; then "
            "if [ -s /tmp/dnsmasq.conf.leak ]; then cp /tmp/dnsmasq.conf.leak /etc/dnsmasq.conf; else rm -f /etc/dnsmasq.conf; fi; "
@@ -675,6 +845,11 @@ def run(d):
     report("restart-new-process", pid_after, "pid %s before, %s after" % (pid_before, pid_after))
     st = wait("running", lambda: d.find_elements(By.CSS_SELECTOR, "#lanveil-service-state[data-state='running']"), 40)
     report("restarted-page-says-running", st, text_of(d, "#lanveil-service-state"))
+
+    # --- zones the firewall does not load; every call failing (own functions: a failure there
+    # still runs the checks after it, and the shipped plugin is put back) ---
+    isolated("zones-unloaded-exception", zones_unloaded_checks, d)
+    isolated("rpc-failure-exception", rpc_failure_checks, d)
 
 
 if __name__ == "__main__":

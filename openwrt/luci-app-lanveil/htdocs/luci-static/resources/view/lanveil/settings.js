@@ -10,13 +10,15 @@ function T(s) {
 	return document.createTextNode((s === null || s === undefined) ? '' : String(s));
 }
 
-var callPresets = rpc.declare({ object: 'luci.lanveil', method: 'presets', expect: { '': {} } });
-// reject: a call that ends in a ubus status (the method's "not found", an rpcd error) rejects, as
-// an ACL refusal does, instead of resolving to the expected empty list (zoneList: unknown zones).
-var callZones = rpc.declare({ object: 'luci.lanveil', method: 'zones', expect: { zones: [] }, reject: true });
-var callCheck = rpc.declare({ object: 'luci.lanveil', method: 'check', expect: { '': {} } });
+// reject: every call that ends in a ubus status (a method rpcd does not have, an exception or
+// exit() in the plugin, a time-out) rejects, as an ACL refusal does, instead of resolving to the
+// expected default: an empty answer would read as no presets, unknown zones, a configuration
+// the daemon refused for no reason, or a probe without an answer. Each caller says what failed.
+var callPresets = rpc.declare({ object: 'luci.lanveil', method: 'presets', expect: { '': {} }, reject: true });
+var callZones = rpc.declare({ object: 'luci.lanveil', method: 'zones', expect: { '': {} }, reject: true });
+var callCheck = rpc.declare({ object: 'luci.lanveil', method: 'check', expect: { '': {} }, reject: true });
 var callProbe = rpc.declare({
-	object: 'luci.lanveil', method: 'probe', params: [ 'url', 'ca_file', 'pins' ], expect: { '': {} }
+	object: 'luci.lanveil', method: 'probe', params: [ 'url', 'ca_file', 'pins' ], expect: { '': {} }, reject: true
 });
 
 // Only the scheme is checked here, as the daemon reads it (UpstreamUrl::from_str in
@@ -25,15 +27,31 @@ var callProbe = rpc.declare({
 // shows its message in the form; a stricter copy here could only reject valid URLs.
 var URL_RE = /^(tls|quic|https):\/\/\S+$/;
 
-// A list of firewall zones: the router's zones from the plugin's zones method (names and
+// Why a zone the config names is not one the firewall loads (fw: the zones method's answer,
+// see zoneList): its label in the list and in the page's warning.
+function zoneProblem(fw, z) {
+	switch (fw.unloaded[z]) {
+	case 'disabled':
+		return _('%s (disabled in the firewall)').format(z);
+	case 'invalid':
+		return _('%s (the firewall does not load it: invalid zone section)').format(z);
+	default:
+		return _('%s (not a firewall zone)').format(z);
+	}
+}
+
+// A list of firewall zones: the zones fw4 loads, from the plugin's zones method (names and
 // their networks only; the ACL does not grant read of the firewall config), and any zone
-// the config names that is not one of them, shown as such and kept on save. Unset means
-// dflt (the init script's default): shown as dflt, and not written unless it is changed.
-// zones null: the zones method failed (rpcd, the login's ACL, no firewall config), so the
-// router's zones are unknown: the zones the config names are listed as they are (the page
-// says why, see render) and kept on save.
-function zoneList(s, name, title, description, zones, dflt) {
+// the config names that is not one of them, labelled with why (disabled in the firewall,
+// a section fw4 refuses, no such zone) and kept on save. Unset means dflt (the init
+// script's default): shown as dflt, and not written unless it is changed.
+// fw: { zones: [ { name, networks } ] or null, unloaded: { name: reason } }. zones null: the
+// zones method failed (rpcd, the login's ACL, no firewall config), so the router's zones are
+// unknown: the zones the config names are listed as they are (the page says why, see
+// render) and kept on save.
+function zoneList(s, name, title, description, fw, dflt) {
 	var o = s.option(form.MultiValue, name, title, description);
+	var zones = fw.zones;
 	(zones || []).forEach(function(z) {
 		var nets = Array.isArray(z.networks) ? z.networks : [];
 		o.value(z.name, nets.length ? _('%s: %s').format(z.name, nets.join(', ')) : z.name);
@@ -56,24 +74,60 @@ function zoneList(s, name, title, description, zones, dflt) {
 	o.renderWidget = function(section_id, option_index, cfgvalue) {
 		L.toArray((cfgvalue != null) ? cfgvalue : this.default).forEach(function(z) {
 			if ((this.keylist || []).indexOf(z) < 0)
-				this.value(z, zones ? _('%s (not a firewall zone)').format(z) : z);
+				this.value(z, zones ? zoneProblem(fw, z) : z);
 		}, this);
 		return form.MultiValue.prototype.renderWidget.apply(this, arguments);
 	};
+	// The zones the config names that the firewall does not load, with why (none while the
+	// zones are unknown).
+	o.problems = function(section_id) {
+		return zones ? L.toArray(this.cfgvalue(section_id)).filter(function(z) {
+			return !zones.some(function(zz) { return zz.name === z; });
+		}).map(function(z) { return zoneProblem(fw, z); }) : [];
+	};
 	return o;
+}
+
+// A failed call's error in one line: LuCI's rpc error says which call and the ubus status
+// ("RPC call to luci.lanveil/check failed with ubus code 9: …"); the stack LuCI appends to it
+// on the next lines is left out.
+function callError(err) {
+	return String((err && err.message) ? err.message : err).split('\n')[0];
+}
+
+// A call's failure as [ null, message ]: the view says what could not be read and why.
+function failed(err) {
+	return [ null, callError(err) ];
+}
+
+function warning(id, text) {
+	return E('div', { 'class': 'alert-message warning', 'id': id }, [ T(text) ]);
 }
 
 return view.extend({
 	load: function() {
 		return Promise.all([
-			L.resolveDefault(callPresets(), { presets: [] }),
-			L.resolveDefault(callZones(), null)
+			callPresets().then(function(r) { return [ r, null ]; }, failed),
+			callZones().then(function(r) {
+				return Array.isArray(r.zones) ? [ r, null ] : [ null, _('no zone list in the answer') ];
+			}, failed)
 		]);
 	},
 
 	render: function(data) {
-		var presets = data[0], zones = Array.isArray(data[1]) ? data[1] : null;
-		var m, s, o;
+		var presets = data[0][0] || { presets: [] }, fwAnswer = data[1][0];
+		var fw = { zones: fwAnswer ? fwAnswer.zones : null, unloaded: Object.create(null) };
+		(fwAnswer && Array.isArray(fwAnswer.unloaded) ? fwAnswer.unloaded : []).forEach(function(u) {
+			fw.unloaded[u.name] = u.reason;
+		});
+		var warnings = [];
+		if (data[0][1])
+			warnings.push(warning('lanveil-presets-unread', _('The presets could not be read (%s): enter the URL yourself.').format(data[0][1])));
+		else if (presets.error)
+			warnings.push(warning('lanveil-presets-unread', _('The presets could not be read (%s): enter the URL yourself.').format(presets.error)));
+		if (!fw.zones)
+			warnings.push(warning('lanveil-zones-unread', _('The router\'s firewall zones could not be read (%s): the zone lists show only the zones these settings name, and keep them when saved.').format(data[1][1])));
+		var m, s, o, zoneLists = [];
 
 		m = new form.Map('lanveil', _('lanveil settings'),
 			_('Changes are checked with the daemon\'s own validator before they are applied.'));
@@ -156,7 +210,8 @@ return view.extend({
 		s = m.section(form.NamedSection, 'openwrt', 'openwrt', _('LAN capture'));
 		o = s.option(form.Flag, 'force_dns', _('Force DNS through the router'), _('Redirect LAN DNS aimed at other resolvers to the router.'));
 		o.default = '1';
-		o = zoneList(s, 'force_dns_zone', _('Zones captured'), _('Default: lan.'), zones, 'lan');
+		o = zoneList(s, 'force_dns_zone', _('Zones captured'), _('Default: lan.'), fw, 'lan');
+		zoneLists.push(o);
 		o = s.option(form.Flag, 'block_dot', _('Block DNS-over-TLS/QUIC to other resolvers'));
 		o.default = '0';
 
@@ -165,16 +220,24 @@ return view.extend({
 		o = s.option(form.Flag, 'leak_guard', _('Leak guard'),
 			_('While lanveil runs, nothing dnsmasq sends may leave through these zones: a server= line outside /etc/config/dhcp (e.g. in /etc/dnsmasq.conf) cannot send the LAN\'s queries to the ISP in plaintext.'));
 		o.default = '1';
-		o = zoneList(s, 'leak_guard_zone', _('Zones guarded'), _('Default: wan.'), zones, 'wan');
+		o = zoneList(s, 'leak_guard_zone', _('Zones guarded'), _('Default: wan.'), fw, 'wan');
+		zoneLists.push(o);
 		o.retain = true;
 		o.depends('leak_guard', '1');
 
 		this.map = m;
 		return m.render().then(function(node) {
-			if (!zones)
-				node.insertBefore(E('div', { 'class': 'alert-message warning', 'id': 'lanveil-zones-unread' }, [
-					T(_('The router\'s firewall zones could not be read: the zone lists show only the zones these settings name, and keep them when saved.'))
-				]), node.firstChild.nextSibling);
+			// Zones the settings name that the firewall does not load: named here, not only in
+			// the lists' labels (after the map's render: it loads the config).
+			var problems = zoneLists.map(function(zl) {
+				var p = zl.problems('openwrt');
+				return p.length ? _('%s: %s').format(zl.title, p.join(', ')) : null;
+			}).filter(function(p) { return p; });
+			if (problems.length)
+				warnings.push(warning('lanveil-zones-unloaded', _('These settings name zones the firewall does not load: %s. Enable or fix them under Network → Firewall, or pick other zones.').format(problems.join('; '))));
+			warnings.reverse().forEach(function(w) {
+				node.insertBefore(w, node.firstChild.nextSibling);
+			});
 			return node;
 		});
 	},
@@ -216,7 +279,9 @@ return view.extend({
 				nodes.push(E('div', {}, [ T(_('Certificate valid until %s').format(new Date(r.not_after * 1000).toISOString())) ]));
 			dom.content(box, nodes);
 		}, function(err) {
-			dom.content(box, [ T(_('Failed: %s').format(err.message)) ]);
+			// The call itself failed (rpcd, the plugin): not a probe that failed.
+			dom.content(box, [ E('div', { 'class': 'lanveil-probe-state', 'data-state': 'unread' }, [
+				T(_('The probe could not run: %s').format(callError(err))) ]) ]);
 		});
 	},
 
@@ -233,15 +298,17 @@ return view.extend({
 		w.setValue(cur);
 	},
 
-	showCheckError: function(message) {
+	// state: 'refused' (the daemon's checker said no) or 'unchecked' (the check call failed).
+	showCheckError: function(state, title, message) {
 		var box = document.getElementById('lanveil-check-error');
 		if (!box) {
 			box = E('div', { 'class': 'alert-message error', 'id': 'lanveil-check-error' });
 			var map = document.querySelector('.cbi-map');
 			map.insertBefore(box, map.firstChild.nextSibling);
 		}
+		box.setAttribute('data-state', state);
 		dom.content(box, [
-			E('strong', {}, [ T(_('Not applied: the daemon refused this configuration.')) ]),
+			E('strong', {}, [ T(title) ]),
 			E('br'),
 			E('code', { 'id': 'lanveil-check-message' }, [ T(message) ])
 		]);
@@ -250,20 +317,25 @@ return view.extend({
 
 	// Save & Apply: stage the form, let the daemon check the result, apply only if
 	// it accepts it. A refused configuration stays staged (the running one is
-	// untouched) and the form shows the daemon's message.
+	// untouched) and the form shows the daemon's message; so does one that could not
+	// be checked (the check call failed), with the call's error.
 	handleSaveApply: function(ev, mode) {
 		var self = this;
 		var old = document.getElementById('lanveil-check-error');
 		if (old)
 			old.remove();
 		return this.handleSave(ev).then(function() {
-			return callCheck();
-		}).then(function(res) {
-			if (!res.ok) {
-				self.showCheckError(res.message || _('unknown error'));
-				return;
-			}
-			ui.changes.apply(mode == '0');
+			return callCheck().then(function(res) {
+				if (res.ok !== true) {
+					self.showCheckError('refused', _('Not applied: the daemon refused this configuration.'),
+						res.message || _('(the checker gave no reason)'));
+					return;
+				}
+				ui.changes.apply(mode == '0');
+			}, function(err) {
+				self.showCheckError('unchecked', _('Not applied: the configuration could not be checked; the changes stay saved, unapplied.'),
+					callError(err));
+			});
 		});
 	}
 });

@@ -12,13 +12,34 @@ function T(s) {
 	return document.createTextNode((s === null || s === undefined) ? '' : String(s));
 }
 
-var callStatus = rpc.declare({ object: 'luci.lanveil', method: 'status', expect: { '': {} } });
-var callSignals = rpc.declare({ object: 'luci.lanveil', method: 'signals', expect: { '': {} } });
+// reject: a call that ends in a ubus status (a method rpcd does not have, an exception or exit()
+// in the plugin, a time-out) rejects, as an ACL refusal does, instead of resolving to {}: an
+// empty status would read as "runs, but its control socket does not answer", empty signals as
+// none in force. The page says which call failed and why (unread, below).
+var callStatus = rpc.declare({ object: 'luci.lanveil', method: 'status', expect: { '': {} }, reject: true });
+var callSignals = rpc.declare({ object: 'luci.lanveil', method: 'signals', expect: { '': {} }, reject: true });
 // Start/stop/restart of lanveil's init script only (not luci's setInitAction, which
 // the ACL would have to grant for every init script): { result, output, init, guard_armed }.
 var callService = rpc.declare({
-	object: 'luci.lanveil', method: 'service', params: [ 'action' ], expect: { '': {} }
+	object: 'luci.lanveil', method: 'service', params: [ 'action' ], expect: { '': {} }, reject: true
 });
+
+// A failed call's error in one line: LuCI's rpc error says which call and the ubus status
+// ("RPC call to luci.lanveil/status failed with ubus code 9: …"); the stack LuCI appends to it
+// on the next lines is left out.
+function errorText(err) {
+	return String((err && err.message) ? err.message : err).split('\n')[0];
+}
+
+// The status, or { rpc_error } when the call failed; the signals, or the signals method's own
+// failure shape ({ ok: false, error }) when the call failed.
+function fetchStatus() {
+	return callStatus().catch(function(err) { return { rpc_error: errorText(err) }; });
+}
+
+function fetchSignals() {
+	return callSignals().catch(function(err) { return { ok: false, error: errorText(err) }; });
+}
 
 // RFC 8914 Extended DNS Error codes lanveil answers with.
 var EDE = {
@@ -62,14 +83,15 @@ return view.extend({
 			if (r && r.error)
 				lines.push(r.error);
 			dom.content(said, [ T(lines.join('\n')) ]);
-			return callStatus().then(L.bind(this.update, this));
+			return fetchStatus().then(L.bind(this.update, this));
 		}.bind(this), function(err) {
-			dom.content(out, [ T(_('%s: failed').format(action) + ' (' + err.message + ')') ]);
+			// The call itself failed (rpcd, the plugin): the init script may not have run.
+			dom.content(out, [ T(_('%s: failed (%s)').format(action, errorText(err))) ]);
 		});
 	},
 
 	load: function() {
-		return Promise.all([ callStatus(), L.resolveDefault(callSignals(), {}) ]);
+		return Promise.all([ fetchStatus(), fetchSignals() ]);
 	},
 
 	renderUpstreams: function(st) {
@@ -184,7 +206,7 @@ return view.extend({
 		nodes.push(E('h3', {}, [ T(_('LAN signals')) ]));
 		var list = (sig && sig.signals) || [];
 		if (sig && sig.ok === false)
-			nodes.push(E('p', {}, [ T(_('Cannot read the signals: %s').format(sig.error || '')) ]));
+			nodes.push(E('p', { 'id': 'lanveil-signals', 'data-state': 'unread' }, [ T(_('Cannot read the signals: %s').format(sig.error || '')) ]));
 		else if (!list.length)
 			nodes.push(E('p', { 'id': 'lanveil-signals' }, [ T(_('none in force')) ]));
 		else
@@ -202,7 +224,12 @@ return view.extend({
 		if (sig !== undefined)
 			this.lastSignals = sig;
 		var text, st;
-		if (res.guard_armed) {
+		if (res.rpc_error) {
+			// Nothing is known: no state, no init status, no leak guard, no data.
+			text = _('The status could not be read from the router: %s').format(res.rpc_error);
+			st = 'unread';
+		}
+		else if (res.guard_armed) {
 			text = _('DNS is down for the LAN (fail-closed): lanveil is not running.');
 			st = 'down';
 		}
@@ -223,17 +250,22 @@ return view.extend({
 		// The init script's own words (its status file), e.g. "running on its last good
 		// configuration: ... invalid", and the guard's state: text only.
 		var init = document.getElementById('lanveil-init-status');
-		if (init && res.init) {
+		if (init && res.rpc_error) {
+			dom.content(init, []);
+			init.setAttribute('data-state', '');
+		}
+		else if (init && res.init) {
 			var lines = [ res.init.text || '' ];
 			if (res.guard_armed)
 				lines.push(_('Fail-closed guard: on (LAN DNS is refused until lanveil runs again).'));
 			dom.content(init, [ T(lines.join('\n')) ]);
 			init.setAttribute('data-state', res.init.state || '');
 		}
-		// Shown whether the daemon answers or not: the guard stays while it is down.
+		// Shown whether the daemon answers or not: the guard stays while it is down (not
+		// when the status could not be read: leakGuardText(null) is empty).
 		var leak = document.getElementById('lanveil-leak-guard');
 		if (leak) {
-			var lg = this.leakGuardText(res.leak_guard);
+			var lg = this.leakGuardText(res.rpc_error ? null : res.leak_guard);
 			dom.content(leak, [ T(lg[1]) ]);
 			leak.setAttribute('data-state', lg[0]);
 		}
@@ -268,10 +300,8 @@ return view.extend({
 		this.lastSignals = loaded[1];
 		requestAnimationFrame(function() { self.update(loaded[0], loaded[1]); });
 		poll.add(function() {
-			return Promise.all([ callStatus(), L.resolveDefault(callSignals(), {}) ]).then(function(r) {
+			return Promise.all([ fetchStatus(), fetchSignals() ]).then(function(r) {
 				self.update(r[0], r[1]);
-			}, function(err) {
-				self.update({ running: null, answered: false, error: err.message }, undefined);
 			});
 		}, 5);
 		return node;

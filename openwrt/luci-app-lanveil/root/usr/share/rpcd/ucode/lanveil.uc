@@ -212,23 +212,59 @@ function leak_guard() {
 	return { enabled: enabled, zones: length(words) ? slice(words, 0, 16) : [ 'wan' ], loaded: r.code == 0, drops: drops };
 }
 
-// The firewall zones' names (and their networks' names, for the labels), read here as
-// root: the settings page's zone lists, without granting a LuCI login read of the whole
-// firewall config (forwards, rules, ipsets). Skipped: a zone without a name, or with a list
-// of names (fw4 refuses such a zone: "option 'name' must not be a list"); a name seen before
-// is listed once, with the first zone's networks.
-// { zones: [ { name, networks: [...] } ] }; no firewall config (no firewall package, a file
-// uci cannot read): the call fails with UBUS_STATUS_NOT_FOUND (rpcd makes a method's exit()
-// the call's status), not an empty list, so the page does not take the zones its settings
-// name for zones the router lacks.
+// The firewall zones fw4 loads, by name (and their networks' names, for the labels), read
+// here as root: the settings page's zone lists, without granting a LuCI login read of the
+// whole firewall config (forwards, rules, ipsets). fw4's own rules for a zone section
+// (firewall4's fw4.uc, parse_zone and parse_options): option 'name' is required, one value
+// (a list: "must not be a list") and an identifier (FW4_IDENTIFIER); option 'enabled' is one
+// of fw4's booleans, on when unset. A section that breaks one is not loaded ("skipped due to
+// invalid options"), nor one whose enabled is off ("is disabled, ignoring section"). A name
+// seen before is listed once, with the first loaded zone's networks.
+// Not checked here: fw4 also skips a zone for an invalid value of another option (a policy,
+// a subnet, a helper); the firewall's own page and `fw4 check` say so.
+// { zones: [ { name, networks: [...] } ], unloaded: [ { name, reason } ] }: unloaded, the
+// names of sections fw4 does not load that no loaded zone has (reason 'disabled', or
+// 'invalid': a name or an enabled fw4 refuses), so the page can say why a zone its settings
+// name is not in the firewall. No firewall config (no firewall package, a file uci cannot
+// read): the call fails with UBUS_STATUS_NOT_FOUND (rpcd makes a method's exit() the call's
+// status), not an empty list, so the page does not take the zones its settings name for
+// zones the router lacks.
 const UBUS_STATUS_NOT_FOUND = 4;
+const FW4_IDENTIFIER = /^[a-zA-Z_.][a-zA-Z0-9\/_.-]*$/;
+const MAX_UNLOADED = 32;
+
+// fw4's parse_bool (unset: the default, on); null: not a boolean fw4 reads.
+function fw4_enabled(v) {
+	if (v == null)
+		return true;
+	if (type(v) != 'string')
+		return null;
+	if (index([ '1', 'on', 'true', 'yes' ], v) >= 0)
+		return true;
+	if (index([ '0', 'off', 'false', 'no' ], v) >= 0)
+		return false;
+	return null;
+}
 
 function zones() {
 	const c = cursor();
-	let out = [], seen = {};
+	let out = [], seen = {}, skipped = [], why = {};
 	const read = c.foreach('firewall', 'zone', s => {
-		const name = s.name;
-		if (type(name) != 'string' || !length(name) || seen[name])
+		const name = s.name, enabled = fw4_enabled(s.enabled);
+		let reason = null;
+		if (type(name) != 'string' || !match(name, FW4_IDENTIFIER) || enabled == null)
+			reason = 'invalid';
+		else if (!enabled)
+			reason = 'disabled';
+		if (reason) {
+			for (let n in (type(name) == 'array' ? name : [ name ]))
+				if (type(n) == 'string' && length(n) && !why[n]) {
+					why[n] = reason;
+					push(skipped, n);
+				}
+			return;
+		}
+		if (seen[name])
 			return;
 		seen[name] = true;
 		let nets = s.network ?? [];
@@ -243,7 +279,8 @@ function zones() {
 	});
 	if (read == null)
 		exit(UBUS_STATUS_NOT_FOUND);
-	return { zones: out };
+	const unloaded = map(filter(skipped, n => !seen[n]), n => ({ name: n, reason: why[n] }));
+	return { zones: out, unloaded: slice(unloaded, 0, MAX_UNLOADED) };
 }
 
 function signals() {

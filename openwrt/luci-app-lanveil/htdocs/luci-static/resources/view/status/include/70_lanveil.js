@@ -7,21 +7,28 @@ function T(s) {
 	return document.createTextNode((s === null || s === undefined) ? '' : String(s));
 }
 
-var callStatus = rpc.declare({ object: 'luci.lanveil', method: 'status', expect: { '': {} } });
+// reject: a call that ends in a ubus status (a method rpcd does not have, an exception or exit()
+// in the plugin) rejects instead of resolving to {}, which would read as "lanveil runs, but its
+// control socket does not answer".
+var callStatus = rpc.declare({ object: 'luci.lanveil', method: 'status', expect: { '': {} }, reject: true });
 
 return baseclass.extend({
 	title: _('Private DNS (lanveil)'),
 
+	// The status, or { rpc_error } when the call failed (an ACL without it too): LuCI's error
+	// (which call, the ubus status) without the stack it appends on the next lines.
 	load: function() {
-		return L.resolveDefault(callStatus(), null);
+		return callStatus().catch(function(err) {
+			return { rpc_error: String((err && err.message) ? err.message : err).split('\n')[0] };
+		});
 	},
 
 	// Private only when the daemon answers, an upstream is up and dnsmasq forwards
 	// only to lanveil (the status method's dnsmasq flag, as on the status page).
 	render: function(res) {
 		var text, state, up = 0, total = 0;
-		if (!res) {
-			text = _('No answer from the router\'s lanveil plugin.');
+		if (!res || res.rpc_error) {
+			text = _('No answer from the router\'s lanveil plugin: %s').format(res ? res.rpc_error : _('no status'));
 			state = 'unknown';
 		}
 		else if (res.guard_armed) {
