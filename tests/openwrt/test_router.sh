@@ -846,6 +846,24 @@ time.sleep(120)' &
 	check boot-window-guard-logged r sh -c 'logread | grep -q "leak guard loaded before the network"'
 	check boot-window-no-plaintext sh -c "! grep -q 'query\[A\] boot[0-9]*-[0-9]*\.guard\.test from' '$RUN/isp-resolver.log'"
 	check boot-window-guard-dropped r sh -c 'nft list chain inet lanveil_leak output | grep -q "counter packets [1-9][0-9]* bytes [0-9]* drop"'
+	# A stale copy: made before the owner swapped the ports (the LAN's device was the WAN's).
+	# lanveil_early guards the devices the configuration has now: the WAN's, not the LAN's, so
+	# the LAN gets dnsmasq's answers and the ISP hears none of its queries.
+	cp "$RUN/rootfs/etc/lanveil/leak_guard.nft" "$T/leak_guard.nft"
+	sed -i 's/oifname { [^}]* }/oifname { "br-lan" }/' "$RUN/rootfs/etc/lanveil/leak_guard.nft"
+	check boot-stale-copy-names-lan grep -q 'meta skuid { [0-9 ,]* } oifname { "br-lan" } meta l4proto udp' "$RUN/rootfs/etc/lanveil/leak_guard.nft"
+	check boot-stale-up boot_window stale
+	lan_answered() { # dnsmasq answers the LAN a name of its local domain (never forwarded)
+		local got
+		got="$(ask "ready-$RANDOM.lan" @fd00:1::1)"
+		[ "$got" = "NXDOMAIN -" ] || { echo "got: $got"; return 1; }
+	}
+	check boot-stale-lan-answered lan_answered
+	check boot-stale-guards-wan-not-lan r sh -c 'nft list chain inet lanveil_leak output | grep -q "meta skuid $(id -u dnsmasq) oifname \"wan\" meta l4proto" &&
+		! nft list table inet lanveil_leak | grep -q br-lan'
+	check boot-stale-logged r sh -c 'logread | grep -q "leak guard loaded before the network, for wan (lanveil last left it for br-lan"'
+	check boot-stale-no-plaintext sh -c "! grep -q 'query\[A\] stale[0-9]*-[0-9]*\.guard\.test from' '$RUN/isp-resolver.log'"
+	cp "$T/leak_guard.nft" "$RUN/rootfs/etc/lanveil/leak_guard.nft"
 	r sh -c 'if [ -s /etc/dnsmasq.conf.lanveil-test ]; then cp /etc/dnsmasq.conf.lanveil-test /etc/dnsmasq.conf; else rm -f /etc/dnsmasq.conf; fi &&
 		rm -f /etc/dnsmasq.conf.lanveil-test && /etc/init.d/lanveil enable'
 	check boot-window-reenabled r sh -c 'test -L /etc/rc.d/S25lanveil && test -L /etc/rc.d/K15lanveil'

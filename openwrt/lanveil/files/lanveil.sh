@@ -727,7 +727,11 @@ LANVEIL_LEAK_NFT="$LANVEIL_RUN/lanveil_leak.nft"
 # /etc/init.d/lanveil_early (S19) loads it before the network is up; lanveil's start then
 # renders it afresh (or keeps it while the zones' networks have no device yet). Its devices
 # are the ones of the last run, named as strings: they match once they exist. The copy goes
-# with the table (the wiring undone, leak_guard '0').
+# with the table (the wiring undone, leak_guard '0'). The owner may have moved devices since
+# (the WAN from eth1 to pppoe or a wwan, a port from the WAN to the LAN, a sysupgrade that
+# renamed them): the copy's devices are checked against the configuration first (see
+# lanveil_leak_carry), so what dnsmasq sends by a device that is now the LAN's is not dropped
+# until lanveil starts, and a new WAN device is guarded from the start.
 LANVEIL_LEAK_SAVED="$LANVEIL_ETC/leak_guard.nft"
 
 # Zone sections named in leak_guard_zone.
@@ -824,7 +828,7 @@ lanveil_leak_render() { # DEVICES UIDS PORTS EXEMPT ZONES
 
 # Loads (or keeps, or removes) the guard for the current wiring and settings.
 lanveil_leak_apply() {
-	local devs uids ports zones f="$LANVEIL_LEAK_NFT"
+	local devs uids ports zones loaded f="$LANVEIL_LEAK_NFT"
 	if ! lanveil_wired || ! lanveil_bool leak_guard 1; then
 		lanveil_leak_remove
 		return 0
@@ -843,9 +847,15 @@ lanveil_leak_apply() {
 		nft list table inet lanveil_leak >/dev/null 2>&1; then
 		# The zones' networks have no device yet (a wwan before it associates, a modem before it
 		# is up): the guard already loaded for these zones (the last run's, at boot) stays until
-		# their ifup trigger (leak_guard) renders it for the devices they get.
-		lanveil_log warn "leak guard: no devices in zone(s) $(lanveil_opt leak_guard_zone wan) yet; the one loaded stays until they come up"
-		return 0
+		# their ifup trigger (leak_guard) renders it for the devices they get; but not on a
+		# device the configuration now gives to something else (the LAN: dnsmasq talks there).
+		loaded="$(lanveil_leak_devices "$f")"
+		devs="$(lanveil_leak_carry "$loaded" | lanveil_join)"
+		if [ "$devs" = "$(printf '%s\n' "$loaded" | sort -u | lanveil_join)" ]; then
+			lanveil_log warn "leak guard: no devices in zone(s) $(lanveil_opt leak_guard_zone wan) yet; the one loaded stays until they come up"
+			return 0
+		fi
+		[ -n "$devs" ] && lanveil_log warn "leak guard: no devices in zone(s) $(lanveil_opt leak_guard_zone wan) yet; the one loaded stays, for $devs as the configuration has them now, until they come up"
 	fi
 	if [ -z "$devs" ] || [ -z "$uids$ports" ]; then
 		lanveil_log warn "leak guard off: $([ -z "$devs" ] && echo "no devices in zone(s) $(lanveil_opt leak_guard_zone wan)" || echo "dnsmasq's user not found (or it runs as root)"); a server= line outside uci could send LAN queries to the WAN in plaintext"
@@ -879,6 +889,106 @@ lanveil_leak_pending() { # ZONES
 	return 0
 }
 
+# Devices a rendered guard table (FILE) names, one per line.
+lanveil_leak_devices() { # FILE
+	awk -F'oifname [{] ' 'NF > 1 { split($2, a, " [}]"); print a[1]; exit }' "$1" 2>/dev/null |
+		tr ',' '\n' | sed 's/^ *"//; s/" *$//; /^$/d'
+}
+
+# FILE with its devices set to DEVICES (space separated) and its zones to ZONES.
+lanveil_leak_retarget() { # FILE DEVICES ZONES
+	local set="" d
+	for d in $2; do set="$set${set:+, }\"$d\""; done
+	awk -v set="$set" -v zones="$3" '
+		/^# zones: / { print "# zones: " zones; next }
+		{
+			i = index($0, "oifname { ")
+			if (i) {
+				rest = substr($0, i + 10)
+				$0 = substr($0, 1, i + 9) set substr(rest, index(rest, " }"))
+			}
+			print
+		}' "$1"
+}
+
+# Device names as words, one per line: no alias (@wan names another network's), no modem
+# control path (/dev/cdc-wdm0), no bridge-vlan tag (lan1:u*); a firewall wildcard as nft's.
+lanveil_dev_words() {
+	tr ' ' '\n' | sed 's/:.*//; s/+$/*/; /^@/d; /\//d; /^$/d' | sort -u
+}
+
+# Devices the configuration itself names for networks NET..., known before netifd runs (a
+# boot): the one the protocol makes (pppoe-wan, as lanveil_zone_devices), else the device
+# option (a legacy ifname; a legacy bridge's br-NET); and wireless interfaces with an ifname
+# of their own in the network.
+lanveil_net_conf_devices() { # NETWORK...
+	local net pdev
+	for net in "$@"; do
+		pdev="$(lanveil_net_proto_device "$net")"
+		if [ -n "$pdev" ]; then
+			echo "$pdev"
+		elif [ "$(lanveil_uci get "network.$net.type")" = bridge ]; then
+			echo "br-$net"
+		else
+			lanveil_uci get "network.$net.device" || lanveil_uci get "network.$net.ifname"
+		fi
+		lanveil_wifi_ifnames "$net"
+	done | lanveil_dev_words
+}
+
+# ifnames of the wireless interfaces that have one (in NETWORK, when given).
+lanveil_wifi_ifnames() { # [NETWORK]
+	lanveil_uci -X show wireless | sed "s/'//g" | awk -F= -v want="${1:-}" '
+		{ n = split($1, k, "."); v = substr($0, length($1) + 2) }
+		n == 2 && v == "wifi-iface" { iface[k[2]] = 1 }
+		n == 3 && k[3] == "network" { net[k[2]] = " " v " " }
+		n == 3 && k[3] == "ifname" { ifname[k[2]] = v }
+		END { for (s in ifname) if ((s in iface) && (want == "" || index(net[s], " " want " "))) print ifname[s] }'
+}
+
+# Every device name the configuration uses: the networks' devices, legacy ifnames, bridge
+# ports and declared devices, the devices protocols make, wireless ifnames, firewall zones'
+# devices.
+lanveil_conf_device_names() {
+	local s
+	{
+		lanveil_uci -X show network | sed "s/'//g" |
+			awk -F= '{ n = split($1, k, ".") } n == 3 && k[3] ~ /^(device|ifname|ports|name)$/ { print substr($0, length($1) + 2) }'
+		# shellcheck disable=SC2046  # one argument per network section name
+		lanveil_net_conf_devices $(lanveil_uci -X show network | sed -n 's/^network\.\([A-Za-z0-9_]*\)=interface$/\1/p')
+		lanveil_wifi_ifnames
+		for s in $(lanveil_uci -X show firewall | sed -n 's/^firewall\.\([A-Za-z0-9_]*\)=zone$/\1/p'); do
+			lanveil_uci get "firewall.$s.device"
+		done
+	} | lanveil_dev_words
+}
+
+# The devices of an earlier guard (SAVED, one per line: the last run's copy at boot, before the
+# network; the loaded table while its zones' networks have no device) it is still right for:
+# the ones the configuration names for the guard zones now, and those of SAVED it names for
+# nothing else (a wireless or modem device, named only once it is up: the earlier guard saw
+# it in these zones). Never a device of the LAN. A device the owner moved since (the WAN from
+# eth1 to pppoe or a wwan, a port from the WAN to the LAN, a rename by a sysupgrade) is
+# dropped or taken in at once, not only when netifd has brought it up.
+lanveil_leak_carry() { # SAVED
+	local guard other lan
+	# shellcheck disable=SC2046  # one argument per zone section or network name
+	guard="$({
+		lanveil_zone_devices $(lanveil_leak_zones)
+		lanveil_net_conf_devices $(lanveil_leak_networks)
+	} | sort -u)"
+	other="$(lanveil_list_minus "$(lanveil_conf_device_names)" "$guard")"
+	# shellcheck disable=SC2046  # one argument per network name
+	lan="$({
+		lanveil_fw_devices
+		lanveil_net_conf_devices $(lanveil_capture_networks)
+	} | sort -u)"
+	lanveil_list_minus "$({
+		printf '%s\n' "$guard"
+		lanveil_list_minus "$1" "$other"
+	} | sort -u)" "$lan"
+}
+
 # Keeps the loaded table for the next boot (lanveil_leak_boot); writes flash only on a change.
 lanveil_leak_save() {
 	cmp -s "$LANVEIL_LEAK_NFT" "$LANVEIL_LEAK_SAVED" && return 0
@@ -891,9 +1001,11 @@ lanveil_leak_save() {
 }
 
 # Boot, before the network (/etc/init.d/lanveil_early): the table of the last run, while
-# dnsmasq is still wired to lanveil and the guard is on. Unwired (an owner's stop, a removal
-# that left the file), the saved copy goes.
+# dnsmasq is still wired to lanveil and the guard is on, for the devices the configuration
+# has now (lanveil_leak_carry: the copy as it is when they are the same; none loaded when
+# it names none). Unwired (an owner's stop, a removal that left the file), the saved copy goes.
 lanveil_leak_boot() {
+	local saved zones devs was how
 	[ -f "$LANVEIL_LEAK_SAVED" ] || return 0
 	if ! lanveil_wired || ! lanveil_bool leak_guard 1; then
 		rm -f "$LANVEIL_LEAK_SAVED"
@@ -903,10 +1015,27 @@ lanveil_leak_boot() {
 	# Loaded already (lanveil runs, or ran since the boot): that one is the newer.
 	nft list table inet lanveil_leak >/dev/null 2>&1 && return 0
 	mkdir -p "$LANVEIL_RUN"
-	cp "$LANVEIL_LEAK_SAVED" "$LANVEIL_LEAK_NFT.new.$$" || return 1
+	# Its devices as the configuration has them now; the last run's only when it guarded the
+	# same zones.
+	saved="$(lanveil_leak_devices "$LANVEIL_LEAK_SAVED")"
+	was="$(printf '%s\n' "$saved" | sort -u | lanveil_join)"
+	zones="$(lanveil_opt leak_guard_zone wan | lanveil_join)"
+	grep -qxF "# zones: $zones" "$LANVEIL_LEAK_SAVED" || saved=""
+	devs="$(lanveil_leak_carry "$saved" | lanveil_join)"
+	if [ -z "$devs" ]; then
+		lanveil_log warn "leak guard not loaded before the network: the configuration gives none of the devices lanveil last left it for ($was) to zone(s) $zones, and names none of theirs (a wireless or modem device is named when it comes up); lanveil's start renders it"
+		return 0
+	fi
+	if [ -n "$saved" ] && [ "$devs" = "$was" ]; then
+		how="as lanveil last left it"
+		cp "$LANVEIL_LEAK_SAVED" "$LANVEIL_LEAK_NFT.new.$$" || return 1
+	else
+		how="for $devs (lanveil last left it for $was: the configuration has changed since)"
+		lanveil_leak_retarget "$LANVEIL_LEAK_SAVED" "$devs" "$zones" >"$LANVEIL_LEAK_NFT.new.$$" || return 1
+	fi
 	lanveil_nft_swap "$LANVEIL_LEAK_NFT" inet lanveil_leak
 	case $? in
-		0) lanveil_log info "leak guard loaded before the network, as lanveil last left it (until lanveil starts)" ;;
+		0) lanveil_log info "leak guard loaded before the network, $how (until lanveil starts)" ;;
 		1)
 			lanveil_log err "could not load the saved leak guard ($LANVEIL_LEAK_SAVED) at boot"
 			return 1
