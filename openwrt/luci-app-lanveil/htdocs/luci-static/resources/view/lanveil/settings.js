@@ -5,10 +5,9 @@
 'require uci';
 'require ui';
 'require dom';
+'require lanveil.common as common';
 
-function T(s) {
-	return document.createTextNode((s === null || s === undefined) ? '' : String(s));
-}
+var T = common.T;
 
 // reject: every call that ends in a ubus status (a method rpcd does not have, an exception or
 // exit() in the plugin, a time-out) rejects, as an ACL refusal does, instead of resolving to the
@@ -88,16 +87,9 @@ function zoneList(s, name, title, description, fw, dflt) {
 	return o;
 }
 
-// A failed call's error in one line: LuCI's rpc error says which call and the ubus status
-// ("RPC call to luci.lanveil/check failed with ubus code 9: …"); the stack LuCI appends to it
-// on the next lines is left out.
-function callError(err) {
-	return String((err && err.message) ? err.message : err).split('\n')[0];
-}
-
 // A call's failure as [ null, message ]: the view says what could not be read and why.
 function failed(err) {
-	return [ null, callError(err) ];
+	return [ null, common.callError(err) ];
 }
 
 function warning(id, text) {
@@ -281,7 +273,7 @@ return view.extend({
 		}, function(err) {
 			// The call itself failed (rpcd, the plugin): not a probe that failed.
 			dom.content(box, [ E('div', { 'class': 'lanveil-probe-state', 'data-state': 'unread' }, [
-				T(_('The probe could not run: %s').format(callError(err))) ]) ]);
+				T(_('The probe could not run: %s').format(common.callError(err))) ]) ]);
 		});
 	},
 
@@ -334,7 +326,7 @@ return view.extend({
 				ui.changes.apply(mode == '0');
 			}, function(err) {
 				self.showCheckError('unchecked', _('Not applied: the configuration could not be checked; the changes stay saved, unapplied.'),
-					callError(err));
+					common.callError(err));
 			});
 		});
 	}

@@ -4,19 +4,14 @@
 'require rpc';
 'require ui';
 'require dom';
+'require lanveil.common as common';
 
-// Every value that comes from the daemon or the network is put into the page as a
-// text node (T), never as markup: LuCI's E()/dom.append treat a plain string child
-// as HTML.
-function T(s) {
-	return document.createTextNode((s === null || s === undefined) ? '' : String(s));
-}
+var T = common.T;
 
 // reject: a call that ends in a ubus status (a method rpcd does not have, an exception or exit()
-// in the plugin, a time-out) rejects, as an ACL refusal does, instead of resolving to {}: an
-// empty status would read as "runs, but its control socket does not answer", empty signals as
-// none in force. The page says which call failed and why (unread, below).
-var callStatus = rpc.declare({ object: 'luci.lanveil', method: 'status', expect: { '': {} }, reject: true });
+// in the plugin, a time-out) rejects, as an ACL refusal does, instead of resolving to {}: empty
+// signals would read as none in force. The page says which call failed and why (unread, below;
+// the status: common.status).
 var callSignals = rpc.declare({ object: 'luci.lanveil', method: 'signals', expect: { '': {} }, reject: true });
 // Start/stop/restart of lanveil's init script only (not luci's setInitAction, which
 // the ACL would have to grant for every init script): { result, output, init, guard_armed }.
@@ -24,21 +19,10 @@ var callService = rpc.declare({
 	object: 'luci.lanveil', method: 'service', params: [ 'action' ], expect: { '': {} }, reject: true
 });
 
-// A failed call's error in one line: LuCI's rpc error says which call and the ubus status
-// ("RPC call to luci.lanveil/status failed with ubus code 9: …"); the stack LuCI appends to it
-// on the next lines is left out.
-function errorText(err) {
-	return String((err && err.message) ? err.message : err).split('\n')[0];
-}
-
-// The status, or { rpc_error } when the call failed; the signals, or the signals method's own
-// failure shape ({ ok: false, error }) when the call failed.
-function fetchStatus() {
-	return callStatus().catch(function(err) { return { rpc_error: errorText(err) }; });
-}
-
+// The signals, or the signals method's own failure shape ({ ok: false, error }) when the call
+// failed.
 function fetchSignals() {
-	return callSignals().catch(function(err) { return { ok: false, error: errorText(err) }; });
+	return callSignals().catch(function(err) { return { ok: false, error: common.callError(err) }; });
 }
 
 // RFC 8914 Extended DNS Error codes lanveil answers with.
@@ -83,15 +67,15 @@ return view.extend({
 			if (r && r.error)
 				lines.push(r.error);
 			dom.content(said, [ T(lines.join('\n')) ]);
-			return fetchStatus().then(L.bind(this.update, this));
+			return common.status().then(L.bind(this.update, this));
 		}.bind(this), function(err) {
 			// The call itself failed (rpcd, the plugin): the init script may not have run.
-			dom.content(out, [ T(_('%s: failed (%s)').format(action, errorText(err))) ]);
+			dom.content(out, [ T(_('%s: failed (%s)').format(action, common.callError(err))) ]);
 		});
 	},
 
 	load: function() {
-		return Promise.all([ fetchStatus(), fetchSignals() ]);
+		return Promise.all([ common.status(), fetchSignals() ]);
 	},
 
 	renderUpstreams: function(st) {
@@ -300,7 +284,7 @@ return view.extend({
 		this.lastSignals = loaded[1];
 		requestAnimationFrame(function() { self.update(loaded[0], loaded[1]); });
 		poll.add(function() {
-			return Promise.all([ fetchStatus(), fetchSignals() ]).then(function(r) {
+			return Promise.all([ common.status(), fetchSignals() ]).then(function(r) {
 				self.update(r[0], r[1]);
 			});
 		}, 5);

@@ -1,26 +1,16 @@
 'use strict';
 'require baseclass';
-'require rpc';
+'require lanveil.common as common';
 
 // The front page's card: is LAN DNS private right now?
-function T(s) {
-	return document.createTextNode((s === null || s === undefined) ? '' : String(s));
-}
-
-// reject: a call that ends in a ubus status (a method rpcd does not have, an exception or exit()
-// in the plugin) rejects instead of resolving to {}, which would read as "lanveil runs, but its
-// control socket does not answer".
-var callStatus = rpc.declare({ object: 'luci.lanveil', method: 'status', expect: { '': {} }, reject: true });
+var T = common.T;
 
 return baseclass.extend({
 	title: _('Private DNS (lanveil)'),
 
-	// The status, or { rpc_error } when the call failed (an ACL without it too): LuCI's error
-	// (which call, the ubus status) without the stack it appends on the next lines.
+	// The status, or { rpc_error } when the call failed.
 	load: function() {
-		return callStatus().catch(function(err) {
-			return { rpc_error: String((err && err.message) ? err.message : err).split('\n')[0] };
-		});
+		return common.status();
 	},
 
 	// Private only when the daemon answers, an upstream is up and dnsmasq forwards
