@@ -1224,7 +1224,7 @@ check back-logged grep -q 'lanveil answers again' "$R/log/syslog"
 check back-status status_has '^lanveil is running'
 # The guard sees the daemon back while a start writes the status too (an owner's start from
 # LuCI after procd gave up): two processes write it at once, neither write fails, and the
-# file is always one of them whole.
+# file they leave is one of them whole, with no temporary file beside it.
 status_writer() {
 	busybox ash -c ". '$R/usr/share/lanveil/lanveil.sh'
 		i=0

@@ -922,6 +922,17 @@ lanveil_dev_words() {
 # option (a legacy ifname; a legacy bridge's br-NET); and wireless interfaces with an ifname
 # of their own in the network.
 lanveil_net_conf_devices() { # NETWORK...
+	local net
+	{
+		lanveil_net_own_devices "$@"
+		for net in "$@"; do
+			lanveil_wifi_ifnames "$net"
+		done
+	} | lanveil_dev_words
+}
+
+# The same without the wireless interfaces.
+lanveil_net_own_devices() { # NETWORK...
 	local net pdev
 	for net in "$@"; do
 		pdev="$(lanveil_net_proto_device "$net")"
@@ -932,7 +943,6 @@ lanveil_net_conf_devices() { # NETWORK...
 		else
 			lanveil_uci get "network.$net.device" || lanveil_uci get "network.$net.ifname"
 		fi
-		lanveil_wifi_ifnames "$net"
 	done | lanveil_dev_words
 }
 
@@ -950,12 +960,13 @@ lanveil_wifi_ifnames() { # [NETWORK]
 # ports and declared devices, the devices protocols make, wireless ifnames, firewall zones'
 # devices.
 lanveil_conf_device_names() {
-	local s
+	local s network
+	network="$(lanveil_uci -X show network | sed "s/'//g")"
 	{
-		lanveil_uci -X show network | sed "s/'//g" |
+		printf '%s\n' "$network" |
 			awk -F= '{ n = split($1, k, ".") } n == 3 && k[3] ~ /^(device|ifname|ports|name)$/ { print substr($0, length($1) + 2) }'
 		# shellcheck disable=SC2046  # one argument per network section name
-		lanveil_net_conf_devices $(lanveil_uci -X show network | sed -n 's/^network\.\([A-Za-z0-9_]*\)=interface$/\1/p')
+		lanveil_net_own_devices $(printf '%s\n' "$network" | sed -n 's/^network\.\([A-Za-z0-9_]*\)=interface$/\1/p')
 		lanveil_wifi_ifnames
 		for s in $(lanveil_uci -X show firewall | sed -n 's/^firewall\.\([A-Za-z0-9_]*\)=zone$/\1/p'); do
 			lanveil_uci get "firewall.$s.device"
